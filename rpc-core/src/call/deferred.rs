@@ -1,0 +1,146 @@
+//! [`Deferred`]: the handle of a deferred-synchronous call.
+
+use crate::error::CallError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+type Callback<R, E> = Box<dyn FnOnce(Result<R, CallError<E>>) + Send>;
+
+enum Slot<R, E: fmt::Debug> {
+    Pending { waker: Option<Waker>, callback: Option<Callback<R, E>> },
+    Ready(Result<R, CallError<E>>),
+    Taken,
+}
+
+struct Shared<R, E: fmt::Debug> {
+    slot: Mutex<Slot<R, E>>,
+}
+
+impl<R, E: fmt::Debug> Shared<R, E> {
+    fn lock(&self) -> MutexGuard<'_, Slot<R, E>> {
+        // A poisoned lock only means a callback panicked; the slot itself
+        // is always left in a valid state.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn complete(&self, result: Result<R, CallError<E>>) {
+        let mut slot = self.lock();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Pending { callback: Some(cb), .. } => {
+                drop(slot);
+                cb(result);
+            }
+            Slot::Pending { waker, callback: None } => {
+                *slot = Slot::Ready(result);
+                drop(slot);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            other => *slot = other,
+        }
+    }
+}
+
+/// The result of a deferred-synchronous call, to be collected later.
+///
+/// It is returned at the server's ACCEPT. A background task keeps the call
+/// alive (retransmitting result queries if the reply is lost) until the
+/// result arrives or the deadline passes, whether or not anybody polls the
+/// handle. Collect the result by awaiting the handle, by polling it with
+/// [`Deferred::try_take`], or with a callback ([`Deferred::on_complete`]).
+///
+/// # Cancel safety
+/// Dropping an awaiting future of the handle loses nothing: the handle can
+/// be awaited again. Dropping the handle itself abandons the result (the
+/// background task still finishes the exchange, so the server's history is
+/// acknowledged).
+pub struct Deferred<R, E: fmt::Debug> {
+    shared: Arc<Shared<R, E>>,
+}
+
+impl<R, E: fmt::Debug> fmt::Debug for Deferred<R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred").field("ready", &self.is_ready()).finish()
+    }
+}
+
+impl<R: Send + 'static, E: fmt::Debug + Send + 'static> Deferred<R, E> {
+    /// A handle whose result is produced by `fut`, driven by a task of its own.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn spawn(fut: impl Future<Output = Result<R, CallError<E>>> + Send + 'static) -> Self {
+        let shared = Arc::new(Shared { slot: Mutex::new(Slot::Pending { waker: None, callback: None }) });
+        let task_shared = shared.clone();
+        tokio::spawn(async move {
+            let result = fut.await;
+            task_shared.complete(result);
+        });
+        Deferred { shared }
+    }
+
+    /// A handle that already holds its result.
+    pub fn ready(result: Result<R, CallError<E>>) -> Self {
+        Deferred { shared: Arc::new(Shared { slot: Mutex::new(Slot::Ready(result)) }) }
+    }
+}
+
+impl<R, E: fmt::Debug> Deferred<R, E> {
+    /// Whether the result has arrived (and was not taken yet).
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.shared.lock(), Slot::Ready(_))
+    }
+
+    /// The result if it has arrived, without waiting; `None` otherwise (or
+    /// when it was taken already).
+    pub fn try_take(&mut self) -> Option<Result<R, CallError<E>>> {
+        let mut slot = self.shared.lock();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Ready(r) => Some(r),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Runs `callback` with the result when it arrives (at once, on this
+    /// thread, if it already has; otherwise on the task that receives it).
+    pub fn on_complete(self, callback: impl FnOnce(Result<R, CallError<E>>) + Send + 'static) {
+        let mut slot = self.shared.lock();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Ready(r) => {
+                drop(slot);
+                callback(r);
+            }
+            Slot::Pending { .. } => {
+                *slot = Slot::Pending { waker: None, callback: Some(Box::new(callback)) };
+            }
+            Slot::Taken => {}
+        }
+    }
+}
+
+impl<R, E: fmt::Debug> Future for Deferred<R, E> {
+    type Output = Result<R, CallError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.shared.lock();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Ready(r) => Poll::Ready(r),
+            Slot::Pending { callback, .. } => {
+                *slot = Slot::Pending { waker: Some(cx.waker().clone()), callback };
+                Poll::Pending
+            }
+            Slot::Taken => Poll::Ready(Err(CallError::Rpc(crate::error::Error::InvalidCall(
+                "deferred result already taken".into(),
+            )))),
+        }
+    }
+}
+
+impl<R, E: fmt::Debug> Unpin for Deferred<R, E> {}

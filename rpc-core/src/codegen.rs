@@ -1,0 +1,41 @@
+//! The one module generated code refers to, always through absolute paths
+//! (`::rpc_core::codegen::...`), so that it compiles whatever the user has
+//! imported, even under `#![no_implicit_prelude]`. Not a stable API.
+
+pub use ::bytes::Bytes;
+pub use ::futures::future::BoxFuture;
+pub use ::prost;
+pub use ::std::boxed::Box;
+pub use ::std::collections::HashMap;
+pub use ::std::future::Future;
+pub use ::std::marker::{Send, Sync};
+pub use ::std::option::Option::{self, None, Some};
+pub use ::std::result::Result::{self, Err, Ok};
+pub use ::std::string::String;
+pub use ::std::sync::Arc;
+pub use ::std::vec::Vec;
+
+pub use crate::call::{style, Call, Client, GroupCall, GroupClient, OneWay};
+pub use crate::error::{CallError, MethodError, Never, Raisable};
+pub use crate::service::{CallContext, MethodInfo, Protocol, Service, ServiceInfo, Style};
+pub use crate::status::{Code, Status};
+
+/// Decodes a request for a dispatcher; a malformed one becomes
+/// `INVALID_ARGUMENT`.
+///
+/// # Errors
+/// When `bytes` is not a valid encoding of `T`.
+pub fn decode_request<T: prost::Message + Default>(bytes: Bytes) -> Result<T, Status> {
+    T::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
+}
+
+/// Encodes a reply for a dispatcher.
+pub fn encode_reply<T: prost::Message>(reply: &T) -> Bytes {
+    Bytes::from(reply.encode_to_vec())
+}
+
+/// The answer to a method id the service does not have.
+pub fn unimplemented(service: &ServiceInfo, method_id: u32) -> BoxFuture<'static, Result<Bytes, Status>> {
+    let status = Status::unimplemented(format!("{} has no method with id {method_id:#010x}", service.full_name));
+    Box::pin(async move { Err(status) })
+}
