@@ -16,9 +16,11 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod envelope;
 pub mod error;
 pub mod service;
 pub mod status;
+pub mod transport;
 
 #[doc(hidden)]
 pub mod codegen;

@@ -1,0 +1,1 @@
+//! The in-memory datagram network (owned by the fault-injection work).
