@@ -16,8 +16,11 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod client;
 pub mod envelope;
 pub mod error;
+pub mod fault;
+pub mod server;
 pub mod service;
 pub mod status;
 pub mod transport;
