@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn method_id_is_fnv1a_of_the_full_path() {
         // FNV-1a 32 of "a" is 0xe40c292c; check the algorithm on a path.
-        assert_eq!(method_id("", "", "a") != 0, true);
+        assert_ne!(method_id("", "", "a"), 0);
         let id = method_id("demo.v1", "Clock", "GetTime");
         assert_eq!(id, method_id("demo.v1", "Clock", "GetTime"));
         assert_ne!(id, method_id("demo.v1", "Clock", "Adjust"));
