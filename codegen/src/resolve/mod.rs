@@ -46,7 +46,7 @@ pub struct Input<'a> {
 /// Resolves and checks `inputs`: the model when every rule holds, and every
 /// error as `(index of the file in inputs, error)`.
 pub fn resolve(inputs: &[Input<'_>]) -> (Option<Model>, Vec<(usize, diag::Error)>) {
-    let mut r = Resolver { inputs, errors: Vec::new(), decls: BTreeMap::new(), packages: Vec::new() };
+    let mut r = Resolver { inputs, errors: Vec::new(), decls: BTreeMap::new(), by_full: HashMap::new(), packages: Vec::new() };
     r.packages = inputs.iter().map(|i| package_of(i.ast)).collect();
     r.check_packages();
     r.declare();
@@ -91,6 +91,8 @@ struct Resolver<'a> {
     errors: Vec<(usize, diag::Error)>,
     /// (package, name) -> the first declaration.
     decls: BTreeMap<(Vec<String>, String), Decl>,
+    /// Full dotted name -> key of `decls`.
+    by_full: HashMap<String, (Vec<String>, String)>,
     packages: Vec<Vec<String>>,
 }
 
@@ -218,6 +220,7 @@ impl<'a> Resolver<'a> {
                 } else {
                     camel.insert((pkg.clone(), rust), (fi, name.name.clone(), name.span));
                 }
+                self.by_full.insert(full_name(&key.0, &key.1), key.clone());
                 self.decls.insert(key, Decl { file: fi, kind, span: name.span });
             }
         }
@@ -283,15 +286,26 @@ impl<'a> Resolver<'a> {
         }
         let here = self.packages[file].clone();
         let visible = self.visible(file);
+        // The simple name in this file's package first (as protobuf's inner
+        // scope), then the full name; a declaration this file cannot see is
+        // remembered for a better message.
+        let mut keys = Vec::new();
+        if path.parts.len() == 1 {
+            keys.push((here.clone(), dotted.clone()));
+        }
+        if let Some(key) = self.by_full.get(&dotted) {
+            keys.push(key.clone());
+        }
         let mut found: Option<(Vec<String>, String, DeclKind)> = None;
-        for ((pkg, name), decl) in &self.decls {
-            if !visible.contains(&decl.file) {
-                continue;
-            }
-            let full = full_name(pkg, name);
-            if full == dotted || (pkg == &here && name == &dotted) {
-                found = Some((pkg.clone(), name.clone(), decl.kind));
+        let mut elsewhere = None;
+        for key in keys {
+            let Some(decl) = self.decls.get(&key) else { continue };
+            if visible.contains(&decl.file) {
+                found = Some((key.0, key.1, decl.kind));
                 break;
+            }
+            if elsewhere.is_none() && decl.kind != DeclKind::Service {
+                elsewhere = Some(decl.file);
             }
         }
         match found {
@@ -302,12 +316,6 @@ impl<'a> Resolver<'a> {
                 None
             }
             None => {
-                // Declared, but in a file this one does not import?
-                let elsewhere = self
-                    .decls
-                    .iter()
-                    .find(|((pkg, name), d)| d.kind != DeclKind::Service && (full_name(pkg, name) == dotted || (pkg == &here && name == &dotted)))
-                    .map(|(_, d)| d.file);
                 if let Some(other) = elsewhere {
                     let other_path = self.inputs[other].path.display().to_string();
                     self.err(
