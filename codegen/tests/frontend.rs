@@ -217,3 +217,14 @@ fn rpcgen_check_proto_and_usage() {
     assert_eq!(rpcgen(&["frobnicate", "x.idl"]).status.code(), Some(2));
     assert_eq!(rpcgen(&["proto", "tests/fixtures/valid/demo.idl"]).status.code(), Some(2));
 }
+
+#[test]
+fn crlf_line_endings_give_the_same_model() {
+    let lf = std::fs::read_to_string("tests/fixtures/valid/demo.idl").unwrap();
+    let crlf = lf.replace('\n', "\r\n");
+    let path = Path::new("tests/fixtures/valid/demo.idl");
+    assert_eq!(rpc_codegen::load_source(path, &crlf).unwrap(), rpc_codegen::load_source(path, &lf).unwrap());
+    // Diagnostics do not show the carriage return.
+    let d = rpc_codegen::load_source(path, "message A {\r\n  int32 a = 1\r\n}\r\n").unwrap_err();
+    assert!(d.items[0].rendered.contains("2 |   int32 a = 1\n"), "{:?}", d.items[0].rendered);
+}
