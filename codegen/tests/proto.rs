@@ -1,8 +1,10 @@
 //! The `.proto` back end against the official protoc.
 //!
 //! Runs protoc (from the `grpcio-tools` Python package) on the `.proto` of
-//! every valid fixture and of `idl/rpc/envelope.idl` when the environment
-//! variable `RPC_PROTOC_PYTHON` names a Python that has `grpc_tools`
+//! every valid fixture and of `idl/rpc/envelope.idl` (with the Python and
+//! the gRPC Python plugins, as a user of the `.proto` would) when the
+//! environment variable `RPC_PROTOC_PYTHON` (or `RPC_TEST_PYTHON`, which
+//! `tests/run.sh` sets) names a Python that has `grpc_tools`
 //! (`python3 -m venv v && v/bin/pip install grpcio-tools`). Without it, the
 //! protoc part says on stderr that it was skipped (the checks that need no
 //! protoc still run).
@@ -37,11 +39,11 @@ fn write_protos(root: &Path, dir: &Path) -> Vec<String> {
 
 #[test]
 fn protoc_accepts_every_generated_proto() {
-    let Some(python) = std::env::var_os("RPC_PROTOC_PYTHON") else {
+    let Some(python) = std::env::var_os("RPC_PROTOC_PYTHON").or_else(|| std::env::var_os("RPC_TEST_PYTHON")) else {
         // Not through `eprintln!`, which the test harness captures.
         let _ = writeln!(
             std::io::stderr(),
-            "protoc_accepts_every_generated_proto: SKIPPED, RPC_PROTOC_PYTHON is not set (a python with grpcio-tools)"
+            "protoc_accepts_every_generated_proto: SKIPPED, neither RPC_PROTOC_PYTHON nor RPC_TEST_PYTHON is set (a python with grpcio-tools)"
         );
         return;
     };
@@ -56,6 +58,7 @@ fn protoc_accepts_every_generated_proto() {
             .arg("grpc_tools.protoc")
             .arg(format!("-I{}", dir.display()))
             .arg(format!("--python_out={}", out.display()))
+            .arg(format!("--grpc_python_out={}", out.display()))
             .args(names.iter().map(|n| dir.join(n)))
             .output()
             .unwrap();
