@@ -369,7 +369,7 @@ impl History {
             }
         }
         self.activity.push_back((touch, session));
-        self.enforce_caps(session);
+        self.enforce_caps(session, now);
         self.maybe_compact();
         Ok(())
     }
@@ -394,7 +394,7 @@ impl History {
         self.in_progress -= 1;
         self.completed += 1;
         self.order.push_back(Record { seq, session, request: request_id, stored: now });
-        self.enforce_caps(session);
+        self.enforce_caps(session, now);
         self.maybe_compact();
         true
     }
@@ -420,7 +420,7 @@ impl History {
                 break;
             }
             self.order.pop_front();
-            if self.evict_record(&rec) {
+            if self.evict_record(&rec, now) {
                 self.evicted.age += 1;
             }
         }
@@ -432,7 +432,7 @@ impl History {
 
     /// Removes the entry `rec` points to if it is still that completed
     /// entry; raises the session's max evicted id. Returns whether it did.
-    fn evict_record(&mut self, rec: &Record) -> bool {
+    fn evict_record(&mut self, rec: &Record, now: Instant) -> bool {
         let Some(s) = self.sessions.get_mut(&rec.session) else {
             return false;
         };
@@ -443,11 +443,14 @@ impl History {
         s.entries.remove(&rec.request);
         s.completed -= 1;
         s.max_evicted_id = s.max_evicted_id.max(rec.request);
+        // Keep the session (and so "outcome unknown" for this id) for
+        // another ttl after the eviction.
+        s.last_active = s.last_active.max(now);
         self.completed -= 1;
         true
     }
 
-    fn enforce_caps(&mut self, session: u64) {
+    fn enforce_caps(&mut self, session: u64, now: Instant) {
         // Per session: the oldest (lowest id) completed entry goes first.
         if let Some(s) = self.sessions.get_mut(&session) {
             while s.completed > self.config.max_per_session {
@@ -460,6 +463,7 @@ impl History {
                 s.entries.remove(&id);
                 s.completed -= 1;
                 s.max_evicted_id = s.max_evicted_id.max(id);
+                s.last_active = s.last_active.max(now);
                 self.completed -= 1;
                 self.evicted.session_cap += 1;
             }
@@ -467,7 +471,7 @@ impl History {
         // Globally: the oldest stored entry goes first.
         while self.completed > self.config.max_entries {
             let Some(rec) = self.order.pop_front() else { break };
-            if self.evict_record(&rec) {
+            if self.evict_record(&rec, now) {
                 self.evicted.global_cap += 1;
             }
         }
@@ -680,6 +684,20 @@ mod tests {
         h.sweep(t0 + Duration::from_secs(40));
         assert_eq!(h.size().sessions, 0);
         assert_eq!(h.sessions_forgotten(), 1);
+
+        // A session idle for long whose last entry ages out now is kept for
+        // another ttl, so that a retry still learns "outcome unknown".
+        let mut h = History::new(cfg());
+        h.register(2, 1, t0).unwrap();
+        h.complete(2, 1, b("r"), t0);
+        let late = t0 + Duration::from_secs(100);
+        h.sweep(late);
+        assert_eq!(h.evictions().age, 1);
+        assert_eq!(h.size().sessions, 1);
+        h.sweep(late + Duration::from_secs(9));
+        assert_eq!(h.size().sessions, 1);
+        h.sweep(late + Duration::from_secs(10));
+        assert_eq!(h.size().sessions, 0);
     }
 
     #[test]
