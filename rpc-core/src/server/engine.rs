@@ -319,7 +319,6 @@ impl Engine {
 
     async fn request<K: ReplySink>(self: &Arc<Self>, env: Envelope, sink: &K) {
         let arrival = Instant::now();
-        bump(&self.counters.requests);
         let protocol = match ExchangeProtocol::try_from(env.protocol) {
             Ok(ExchangeProtocol::Unspecified | ExchangeProtocol::Rr) => ExchangeProtocol::Rr,
             Ok(p) => p,
@@ -329,6 +328,7 @@ impl Engine {
                 return;
             }
         };
+        bump(&self.counters.requests);
         let oneway = protocol == ExchangeProtocol::R;
         // Idempotent synchronous requests bypass the history (at-least-once).
         let tracked = oneway || !env.idempotent || env.want_accept;
