@@ -372,9 +372,9 @@ impl Engine {
                             Decision::ShuttingDown
                         } else {
                             let registered = if oneway {
-                                h.register_tombstone(session, request_id, arrival)
+                                h.register_tombstone(session, request_id, env.ack_up_to, arrival)
                             } else {
-                                h.register(session, request_id, arrival)
+                                h.register(session, request_id, env.ack_up_to, arrival)
                             };
                             match registered {
                                 Ok(()) => Decision::Run,

@@ -310,9 +310,16 @@ impl History {
     }
 
     /// Registers a new request as running. The caller has checked that it
-    /// is [`Lookup::Absent`].
-    pub(crate) fn register(&mut self, session: u64, request_id: u64, now: Instant) -> Result<(), RegisterError> {
-        self.insert(session, request_id, None, now)
+    /// is [`Lookup::Absent`]. A session created here starts with `floor`
+    /// (the request's `ack_up_to`) as its floor.
+    pub(crate) fn register(
+        &mut self,
+        session: u64,
+        request_id: u64,
+        floor: u64,
+        now: Instant,
+    ) -> Result<(), RegisterError> {
+        self.insert(session, request_id, None, floor, now)
     }
 
     /// Registers a one-way request as already completed with no reply (a
@@ -321,9 +328,10 @@ impl History {
         &mut self,
         session: u64,
         request_id: u64,
+        floor: u64,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        self.insert(session, request_id, Some(None), now)
+        self.insert(session, request_id, Some(None), floor, now)
     }
 
     fn insert(
@@ -331,13 +339,16 @@ impl History {
         session: u64,
         request_id: u64,
         completed: Option<Option<Bytes>>,
+        floor: u64,
         now: Instant,
     ) -> Result<(), RegisterError> {
         if !self.sessions.contains_key(&session) {
             if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session() {
                 return Err(RegisterError::TooManySessions);
             }
-            self.sessions.insert(session, Session::new(now));
+            let mut fresh = Session::new(now);
+            fresh.floor = floor;
+            self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
         let Some(s) = self.sessions.get_mut(&session) else {
@@ -570,7 +581,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         assert_eq!(h.lookup(7, 1, now), Lookup::Absent);
-        assert_eq!(h.register(7, 1, now), Ok(()));
+        assert_eq!(h.register(7, 1, 0, now), Ok(()));
         assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
         assert!(h.complete(7, 1, b("r1"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
@@ -585,7 +596,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=4 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
             h.complete(1, id, b("r"), now);
         }
         assert!(h.ack(1, 3, 0, now));
@@ -611,7 +622,7 @@ mod tests {
     fn ack_of_running_entry_means_reply_is_not_stored() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 5, now).unwrap();
+        h.register(1, 5, 0, now).unwrap();
         h.ack(1, 0, 5, now);
         assert_eq!(h.size().in_progress, 0);
         assert!(!h.complete(1, 5, b("late"), now));
@@ -624,7 +635,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=6 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
             h.complete(1, id, b("r"), now);
         }
         assert_eq!(h.size().completed, 4);
@@ -640,7 +651,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=8 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
         }
         assert_eq!(h.size().in_progress, 8);
         h.complete(1, 8, b("r"), now);
@@ -654,7 +665,7 @@ mod tests {
         let mut h = History::new(HistoryConfig { max_sessions: 100, ..cfg() });
         for session in 1..=4u64 {
             for id in 1..=3 {
-                h.register(session, id, now).unwrap();
+                h.register(session, id, 0, now).unwrap();
                 h.complete(session, id, b("r"), now);
             }
         }
@@ -669,9 +680,9 @@ mod tests {
     fn age_sweep_evicts_and_forgets_idle_sessions() {
         let t0 = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, t0).unwrap();
+        h.register(1, 1, 0, t0).unwrap();
         h.complete(1, 1, b("r"), t0);
-        h.register(1, 2, t0).unwrap();
+        h.register(1, 2, 0, t0).unwrap();
         let t1 = t0 + Duration::from_secs(5);
         h.complete(1, 2, b("r"), t1);
         h.sweep(t0 + Duration::from_secs(11));
@@ -688,7 +699,7 @@ mod tests {
         // A session idle for long whose last entry ages out now is kept for
         // another ttl, so that a retry still learns "outcome unknown".
         let mut h = History::new(cfg());
-        h.register(2, 1, t0).unwrap();
+        h.register(2, 1, 0, t0).unwrap();
         h.complete(2, 1, b("r"), t0);
         let late = t0 + Duration::from_secs(100);
         h.sweep(late);
@@ -704,7 +715,7 @@ mod tests {
     fn running_entries_survive_the_sweep() {
         let t0 = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, t0).unwrap();
+        h.register(1, 1, 0, t0).unwrap();
         h.sweep(t0 + Duration::from_secs(100));
         assert_eq!(h.lookup(1, 1, t0 + Duration::from_secs(100)), Lookup::InProgress);
         assert_eq!(h.size().sessions, 1);
@@ -714,12 +725,12 @@ mod tests {
     fn session_limit_forgets_least_recent_idle_session() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, now).unwrap(); // stays running
-        h.register(2, 1, now).unwrap();
+        h.register(1, 1, 0, now).unwrap(); // stays running
+        h.register(2, 1, 0, now).unwrap();
         h.complete(2, 1, b("r"), now);
-        h.register(3, 1, now).unwrap();
+        h.register(3, 1, 0, now).unwrap();
         h.complete(3, 1, b("r"), now);
-        h.register(4, 1, now).unwrap();
+        h.register(4, 1, 0, now).unwrap();
         assert_eq!(h.size().sessions, 3);
         assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
         assert_eq!(h.lookup(2, 1, now), Lookup::Absent, "session 2 was forgotten");
@@ -727,16 +738,28 @@ mod tests {
         assert_eq!(h.sessions_evicted(), 1);
         // All sessions running: refuse.
         let mut h = History::new(HistoryConfig { max_sessions: 2, ..cfg() });
-        h.register(1, 1, now).unwrap();
-        h.register(2, 1, now).unwrap();
-        assert_eq!(h.register(3, 1, now), Err(RegisterError::TooManySessions));
+        h.register(1, 1, 0, now).unwrap();
+        h.register(2, 1, 0, now).unwrap();
+        assert_eq!(h.register(3, 1, 0, now), Err(RegisterError::TooManySessions));
+    }
+
+    #[test]
+    fn a_new_session_starts_at_the_requests_ack_up_to() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        h.register(9, 50, 49, now).unwrap();
+        assert_eq!(h.session_marks(9), Some((49, 0)));
+        assert_eq!(h.lookup(9, 30, now), Lookup::Stale);
+        // An existing session keeps its floor.
+        h.register(9, 51, 0, now).unwrap();
+        assert_eq!(h.session_marks(9), Some((49, 0)));
     }
 
     #[test]
     fn one_way_tombstones() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register_tombstone(1, 1, now).unwrap();
+        h.register_tombstone(1, 1, 0, now).unwrap();
         assert_eq!(h.lookup(1, 1, now), Lookup::Completed(None));
         h.unregister(1, 1);
         assert_eq!(h.lookup(1, 1, now), Lookup::Absent);
@@ -754,7 +777,7 @@ mod tests {
         });
         for session in 1..=10_000u64 {
             for id in 1..=3 {
-                h.register(session, id, now).unwrap();
+                h.register(session, id, 0, now).unwrap();
                 h.complete(session, id, b("reply"), now);
             }
             h.ack(session, 0, 1, now);
@@ -780,7 +803,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(HistoryConfig::default());
         for id in 1..=100_000u64 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
             h.complete(1, id, b("r"), now);
             h.ack(1, id, id - 1, now);
         }
