@@ -14,6 +14,10 @@
 //!   produced for a connection that broke is simply lost and replayed on
 //!   the retransmission.
 //!
+//! The engine trusts the request's `idempotent` and `protocol` fields as
+//! the contract says: a client that marks a non-idempotent method
+//! idempotent gets at-least-once for it.
+//!
 //! Hot path: decoding, the history decision and the handler's first poll
 //! all happen on the task that received the message (no cross-thread hop);
 //! only a handler that is not ready on its first poll is spawned.
@@ -97,7 +101,8 @@ impl fmt::Debug for Engine {
 
 /// What the history (and the checks around it) decided for a request.
 enum Decision {
-    Unimplemented(String),
+    UnknownService,
+    UnknownMethod,
     Stale,
     Replay(Bytes),
     DuplicateDropped,
@@ -341,12 +346,8 @@ impl Engine {
                 h.ack(session, 0, env.ack_up_to, arrival);
             }
             match target {
-                None => Decision::Unimplemented(format!("unknown service {:?}", env.service)),
-                Some((svc, None)) => Decision::Unimplemented(format!(
-                    "{} has no method with id {:#010x}",
-                    svc.info().full_name,
-                    env.method_id
-                )),
+                None => Decision::UnknownService,
+                Some((_, None)) => Decision::UnknownMethod,
                 Some(_) if !tracked => {
                     if self.is_stopping() {
                         Decision::ShuttingDown
@@ -388,7 +389,13 @@ impl Engine {
 
         match decision {
             Decision::Run => {}
-            Decision::Unimplemented(message) => {
+            Decision::UnknownService | Decision::UnknownMethod => {
+                let message = match target {
+                    Some((svc, _)) => {
+                        format!("{} has no method with id {:#010x}", svc.info().full_name, env.method_id)
+                    }
+                    None => format!("unknown service {:?}", clip(&env.service, 128)),
+                };
                 bump(&self.counters.unimplemented);
                 tracing::debug!(peer = ?sink.peer(), %message, "unimplemented");
                 if !oneway {
@@ -678,6 +685,15 @@ impl Engine {
     }
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn too_large(len: usize, limit: usize) -> Status {
     Status::resource_exhausted(format!("reply of {len} bytes exceeds the limit of {limit} bytes"))
 }
@@ -805,6 +821,13 @@ mod tests {
             ..Envelope::default()
         }
         .encode_to_vec()
+    }
+
+    #[test]
+    fn clip_cuts_at_char_boundaries() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        assert_eq!(clip("abc", 10), "abc");
     }
 
     #[tokio::test]
