@@ -36,7 +36,7 @@ async fn graceful_shutdown_finishes_in_flight_and_answers_duplicates() {
         let peer = Peer::new(addr).await;
         let done = peer.call(&request(31, 1, ADD)).await;
         peer.send(&request(31, 2, SLOW)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_stats_engine(&engine, |s| s.executions == 2).await;
         assert_eq!(engine.in_flight(), 1);
 
         let stopping = tokio::spawn(server.shutdown(Duration::from_secs(5)));

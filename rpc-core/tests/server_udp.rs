@@ -189,7 +189,7 @@ async fn global_cap_evicts_oldest_across_sessions() {
 async fn entries_older_than_the_ttl_are_swept() {
     tokio::time::timeout(T, async {
         let history = HistoryConfig {
-            ttl: Duration::from_millis(150),
+            ttl: Duration::from_millis(500),
             sweep_interval: Some(Duration::from_millis(20)),
             ..HistoryConfig::default()
         };
