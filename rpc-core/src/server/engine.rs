@@ -602,8 +602,8 @@ impl Engine {
         };
         let span = tracing::debug_span!(
             "rpc_call",
-            service = job.service.info().full_name,
-            method = job.method.name,
+            service = %job.service.info().full_name,
+            method = %job.method.name,
             session = job.session,
             request_id = job.request_id,
             attempt = job.attempt,
