@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 /// Limits of the reply history.
 ///
 /// Defaults: `ttl` 60 s, `sweep_interval` `None` (ttl / 4), `max_per_session`
-/// 1024, `max_entries` 100,000, `max_sessions` 10,000.
+/// 1024, `max_entries` 100,000, `max_bytes` 128 MiB, `max_sessions` 10,000.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// How long a completed reply is kept after it was stored. Default 60 s.
@@ -46,6 +46,10 @@ pub struct HistoryConfig {
     /// Completed entries kept in total; beyond it the oldest goes.
     /// Default 100,000.
     pub max_entries: usize,
+    /// Bytes of stored replies kept in total; beyond it the oldest goes
+    /// (counted with the global cap). Bounds memory when replies are large.
+    /// Default 128 MiB.
+    pub max_bytes: usize,
     /// Sessions remembered; beyond it the least recently active session
     /// without running requests is forgotten. Default 10,000.
     pub max_sessions: usize,
@@ -58,6 +62,7 @@ impl Default for HistoryConfig {
             sweep_interval: None,
             max_per_session: 1024,
             max_entries: 100_000,
+            max_bytes: 128 << 20,
             max_sessions: 10_000,
         }
     }
@@ -79,7 +84,7 @@ pub struct EvictionCounts {
     pub age: u64,
     /// Dropped because their session had too many completed entries.
     pub session_cap: u64,
-    /// Dropped because the history had too many completed entries.
+    /// Dropped because the history had too many completed entries or bytes.
     pub global_cap: u64,
     /// Dropped with their session because there were too many sessions.
     pub session_limit: u64,
@@ -121,6 +126,8 @@ struct Session {
     max_evicted_id: u64,
     completed: usize,
     in_progress: usize,
+    /// Bytes of this session's stored replies.
+    bytes: usize,
     last_active: Instant,
     /// Sequence number of this session's newest record in `History::activity`.
     touch_seq: u64,
@@ -134,6 +141,7 @@ impl Session {
             max_evicted_id: 0,
             completed: 0,
             in_progress: 0,
+            bytes: 0,
             last_active: now,
             touch_seq: 0,
         }
@@ -143,20 +151,29 @@ impl Session {
         self.entries.is_empty()
     }
 
-    /// Removes one entry; returns whether it was completed (`Some(true)`),
-    /// running (`Some(false)`) or absent (`None`).
-    fn remove(&mut self, id: u64) -> Option<bool> {
+    /// Removes one entry.
+    fn remove(&mut self, id: u64) -> Option<Removed> {
         match self.entries.remove(&id)? {
             State::InProgress => {
                 self.in_progress -= 1;
-                Some(false)
+                Some(Removed::Running)
             }
-            State::Completed { .. } => {
+            State::Completed { reply, .. } => {
+                let len = reply.map_or(0, |r| r.len());
                 self.completed -= 1;
-                Some(true)
+                self.bytes -= len;
+                Some(Removed::Completed(len))
             }
         }
     }
+}
+
+/// What [`Session::remove`] removed.
+#[derive(Debug, Clone, Copy)]
+enum Removed {
+    Running,
+    /// A completed entry with a reply of this many bytes.
+    Completed(usize),
 }
 
 /// A completed entry in storing order (for age and global-cap eviction).
@@ -183,6 +200,7 @@ pub struct History {
     next_seq: u64,
     completed: usize,
     in_progress: usize,
+    bytes: usize,
     evicted: EvictionCounts,
     sessions_forgotten: u64,
     sessions_evicted: u64,
@@ -197,6 +215,8 @@ pub struct HistorySize {
     pub in_progress: usize,
     /// Sessions remembered.
     pub sessions: usize,
+    /// Bytes of stored replies.
+    pub bytes: usize,
 }
 
 impl History {
@@ -210,6 +230,7 @@ impl History {
             next_seq: 1,
             completed: 0,
             in_progress: 0,
+            bytes: 0,
             evicted: EvictionCounts::default(),
             sessions_forgotten: 0,
             sessions_evicted: 0,
@@ -223,7 +244,12 @@ impl History {
 
     /// Current sizes.
     pub fn size(&self) -> HistorySize {
-        HistorySize { completed: self.completed, in_progress: self.in_progress, sessions: self.sessions.len() }
+        HistorySize {
+            completed: self.completed,
+            in_progress: self.in_progress,
+            sessions: self.sessions.len(),
+            bytes: self.bytes,
+        }
     }
 
     /// Evictions so far, by kind.
@@ -256,21 +282,11 @@ impl History {
             return request_id == 0;
         };
         s.last_active = now;
-        let mut removed_completed = 0usize;
-        let mut removed_running = 0usize;
+        let mut removed = Vec::new();
         let mut found = request_id == 0;
-        if request_id != 0 {
-            match s.remove(request_id) {
-                Some(true) => {
-                    removed_completed += 1;
-                    found = true;
-                }
-                Some(false) => {
-                    removed_running += 1;
-                    found = true;
-                }
-                None => {}
-            }
+        if let Some(r) = s.remove(request_id) {
+            removed.push(r);
+            found = true;
         }
         if ack_up_to > s.floor {
             s.floor = ack_up_to;
@@ -279,15 +295,15 @@ impl History {
                     break;
                 }
                 match s.remove(id) {
-                    Some(true) => removed_completed += 1,
-                    Some(false) => removed_running += 1,
+                    Some(r) => removed.push(r),
                     None => break,
                 }
             }
         }
-        self.completed -= removed_completed;
-        self.in_progress -= removed_running;
-        self.evicted.ack += (removed_completed + removed_running) as u64;
+        self.evicted.ack += removed.len() as u64;
+        for r in removed {
+            self.account_removed(r);
+        }
         self.maybe_compact();
         found
     }
@@ -357,13 +373,7 @@ impl History {
         s.last_active = now;
         s.touch_seq = touch;
         // Replacing an entry would break the counts; the caller looked it up.
-        if let Some(was_completed) = s.remove(request_id) {
-            if was_completed {
-                self.completed -= 1;
-            } else {
-                self.in_progress -= 1;
-            }
-        }
+        let replaced = s.remove(request_id);
         match completed {
             None => {
                 s.entries.insert(request_id, State::InProgress);
@@ -373,13 +383,19 @@ impl History {
             Some(reply) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                let len = reply.as_ref().map_or(0, Bytes::len);
                 s.entries.insert(request_id, State::Completed { reply, seq });
                 s.completed += 1;
+                s.bytes += len;
                 self.completed += 1;
+                self.bytes += len;
                 self.order.push_back(Record { seq, session, request: request_id, stored: now });
             }
         }
         self.activity.push_back((touch, session));
+        if let Some(r) = replaced {
+            self.account_removed(r);
+        }
         self.enforce_caps(session, now);
         self.maybe_compact();
         Ok(())
@@ -399,11 +415,14 @@ impl History {
         if !matches!(state, State::InProgress) {
             return false;
         }
+        let len = reply.len();
         *state = State::Completed { reply: Some(reply), seq };
         s.in_progress -= 1;
         s.completed += 1;
+        s.bytes += len;
         self.in_progress -= 1;
         self.completed += 1;
+        self.bytes += len;
         self.order.push_back(Record { seq, session, request: request_id, stored: now });
         self.enforce_caps(session, now);
         self.maybe_compact();
@@ -413,12 +432,8 @@ impl History {
     /// Drops a registration that never ran (refused after registering).
     /// Not counted as an eviction.
     pub(crate) fn unregister(&mut self, session: u64, request_id: u64) {
-        if let Some(s) = self.sessions.get_mut(&session) {
-            match s.remove(request_id) {
-                Some(true) => self.completed -= 1,
-                Some(false) => self.in_progress -= 1,
-                None => {}
-            }
+        if let Some(r) = self.sessions.get_mut(&session).and_then(|s| s.remove(request_id)) {
+            self.account_removed(r);
         }
     }
 
@@ -451,18 +466,31 @@ impl History {
             Some(State::Completed { seq, .. }) if *seq == rec.seq => {}
             _ => return false,
         }
-        s.entries.remove(&rec.request);
-        s.completed -= 1;
+        let removed = s.remove(rec.request);
         s.max_evicted_id = s.max_evicted_id.max(rec.request);
         // Keep the session (and so "outcome unknown" for this id) for
         // another ttl after the eviction.
         s.last_active = s.last_active.max(now);
-        self.completed -= 1;
+        if let Some(r) = removed {
+            self.account_removed(r);
+        }
         true
+    }
+
+    /// Updates the global counts for an entry a session removed.
+    fn account_removed(&mut self, removed: Removed) {
+        match removed {
+            Removed::Running => self.in_progress -= 1,
+            Removed::Completed(len) => {
+                self.completed -= 1;
+                self.bytes -= len;
+            }
+        }
     }
 
     fn enforce_caps(&mut self, session: u64, now: Instant) {
         // Per session: the oldest (lowest id) completed entry goes first.
+        let mut removed = Vec::new();
         if let Some(s) = self.sessions.get_mut(&session) {
             while s.completed > self.config.max_per_session {
                 let victim = s
@@ -471,16 +499,18 @@ impl History {
                     .find(|(_, st)| matches!(st, State::Completed { .. }))
                     .map(|(&id, _)| id);
                 let Some(id) = victim else { break };
-                s.entries.remove(&id);
-                s.completed -= 1;
+                let Some(r) = s.remove(id) else { break };
+                removed.push(r);
                 s.max_evicted_id = s.max_evicted_id.max(id);
                 s.last_active = s.last_active.max(now);
-                self.completed -= 1;
-                self.evicted.session_cap += 1;
             }
         }
+        self.evicted.session_cap += removed.len() as u64;
+        for r in removed {
+            self.account_removed(r);
+        }
         // Globally: the oldest stored entry goes first.
-        while self.completed > self.config.max_entries {
+        while self.completed > self.config.max_entries || self.bytes > self.config.max_bytes {
             let Some(rec) = self.order.pop_front() else { break };
             if self.evict_record(&rec, now) {
                 self.evicted.global_cap += 1;
@@ -510,6 +540,7 @@ impl History {
             }
             if let Some(s) = self.sessions.remove(&id) {
                 self.completed -= s.completed;
+                self.bytes -= s.bytes;
                 self.evicted.session_limit += s.completed as u64;
                 self.sessions_evicted += 1;
             }
@@ -521,6 +552,7 @@ impl History {
         match victim.and_then(|id| self.sessions.remove(&id)) {
             Some(s) => {
                 self.completed -= s.completed;
+                self.bytes -= s.bytes;
                 self.evicted.session_limit += s.completed as u64;
                 self.sessions_evicted += 1;
                 true
@@ -568,6 +600,7 @@ mod tests {
             sweep_interval: None,
             max_per_session: 4,
             max_entries: 10,
+            max_bytes: 1 << 20,
             max_sessions: 3,
         }
     }
@@ -585,7 +618,7 @@ mod tests {
         assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
         assert!(h.complete(7, 1, b("r1"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
-        assert_eq!(h.size(), HistorySize { completed: 1, in_progress: 0, sessions: 1 });
+        assert_eq!(h.size(), HistorySize { completed: 1, in_progress: 0, sessions: 1, bytes: 2 });
         // Completing twice does nothing.
         assert!(!h.complete(7, 1, b("again"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
@@ -756,6 +789,25 @@ mod tests {
     }
 
     #[test]
+    fn byte_cap_evicts_oldest_and_bytes_are_accounted() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig { max_bytes: 1_000, max_sessions: 100, ..cfg() });
+        let reply = Bytes::from(vec![0u8; 400]);
+        for session in 1..=3u64 {
+            h.register(session, 1, 0, now).unwrap();
+            h.complete(session, 1, reply.clone(), now);
+        }
+        assert_eq!(h.size().bytes, 800);
+        assert_eq!(h.evictions().global_cap, 1);
+        assert_eq!(h.lookup(1, 1, now), Lookup::Evicted);
+        h.ack(2, 1, 0, now);
+        assert_eq!(h.size().bytes, 400);
+        h.sweep(now + Duration::from_secs(60));
+        // Session 3 stays another ttl after its entry aged out.
+        assert_eq!(h.size(), HistorySize { completed: 0, in_progress: 0, sessions: 1, bytes: 0 });
+    }
+
+    #[test]
     fn one_way_tombstones() {
         let now = Instant::now();
         let mut h = History::new(cfg());
@@ -785,6 +837,7 @@ mod tests {
         let size = h.size();
         assert!(size.sessions <= 100);
         assert!(size.completed <= 150);
+        assert_eq!(size.bytes, 5 * size.completed, "bytes accounted");
         let (order, activity) = h.queue_lens();
         assert!(order <= 2 * size.completed + 64 + 1, "order queue {order}");
         assert!(activity <= 2 * size.sessions + 64 + 1, "activity queue {activity}");
