@@ -489,3 +489,21 @@ async fn rra_protocol_override_per_call() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn concurrent_first_calls_share_one_ping() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let server = FakeServer::start(standard(77)).await?;
+        let (channel, client) = channel(&server, fast_config()).await?;
+        let calls = (0..20u64).map(|n| client.call::<_, Num, Never>(&SERVICE, &ADD, &num(n)).into_future());
+        for (n, r) in futures::future::join_all(calls).await.into_iter().enumerate() {
+            assert_eq!(r?.n, n as u64 + 1000);
+        }
+        assert_eq!(server.received(MessageType::Ping).len(), 1);
+        assert!(server.received(MessageType::Request).iter().all(|e| e.incarnation == 77));
+        assert_eq!(channel.stats().pings, 1);
+        Ok(())
+    })
+    .await
+}

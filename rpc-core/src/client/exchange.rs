@@ -426,6 +426,13 @@ impl<S: DatagramSocket> Exchange<S> {
         let now = Instant::now();
         let ack_up_to = {
             let mut session = self.shared.lock();
+            // Many calls may start before the incarnation is known: while
+            // one PING is outstanding the others only wait for its PONG (the
+            // window is shorter than any jittered backoff of the sender).
+            let wait = session.rto.backoff(n, 0.5);
+            if !session.claim_ping(now.into_std(), wait) {
+                return Ok(());
+            }
             if let Some(e) = session.entry(self.id) {
                 e.sample_from = (n == 1).then(|| now.into_std());
             }

@@ -3,9 +3,9 @@
 //!
 //! How the pieces fit:
 //! - one channel is one client *session*: a random non-zero session id,
-//!   request ids from 1 ([`session`]), one socket to one server address;
+//!   request ids from 1 (module `session`), one socket to one server address;
 //! - a calling future (from [`Channel::invoke`]) sends its own REQUEST
-//!   copies and drives its own retransmission timer ([`rto`]: adaptive
+//!   copies and drives its own retransmission timer (module `rto`: adaptive
 //!   timeout per Jacobson/Karels with Karn's rule, exponential backoff
 //!   with jitter), so the hot path has no task hop on the sending side;
 //! - one receive task per channel drains the socket and routes every

@@ -100,6 +100,9 @@ pub(crate) struct Session {
     incarnation: u64,
     recent_rra: HashSet<u64>,
     recent_rra_order: VecDeque<u64>,
+    /// Until when a PING sent by some call is still expected to be
+    /// answered: other calls waiting for the incarnation do not send one.
+    ping_window: Option<Instant>,
     /// The round-trip estimator of the channel.
     pub(crate) rto: RtoEstimator,
 }
@@ -114,6 +117,7 @@ impl Session {
             incarnation: 0,
             recent_rra: HashSet::new(),
             recent_rra_order: VecDeque::new(),
+            ping_window: None,
             rto,
         }
     }
@@ -150,6 +154,17 @@ impl Session {
     /// The last incarnation the server showed (0: unknown).
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// Whether a call waiting for the incarnation should send a PING now
+    /// (no other call's PING is outstanding); if so, opens a window of
+    /// `wait` for its answer.
+    pub(crate) fn claim_ping(&mut self, now: Instant, wait: Duration) -> bool {
+        if self.ping_window.is_some_and(|until| now < until) {
+            return false;
+        }
+        self.ping_window = Some(now + wait);
+        true
     }
 
     /// The pending call `id`.
