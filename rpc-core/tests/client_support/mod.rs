@@ -53,6 +53,8 @@ pub static ADD_RRA: MethodInfo = method("AddAcked", 13, false, Protocol::RRA, St
 pub static READ_RRA: MethodInfo = method("ReadAcked", 14, true, Protocol::RRA, Style::Sync);
 /// One-way.
 pub static HINT: MethodInfo = method("Hint", 15, false, Protocol::R, Style::OneWay);
+/// Non-idempotent, RR; the real test service sleeps `n` ms.
+pub static SLOW: MethodInfo = method("Slow", 16, false, Protocol::RR, Style::Sync);
 
 pub static SERVICE: ServiceInfo = ServiceInfo {
     package: "test",
@@ -64,6 +66,7 @@ pub static SERVICE: ServiceInfo = ServiceInfo {
         method("AddAcked", 13, false, Protocol::RRA, Style::Sync),
         method("ReadAcked", 14, true, Protocol::RRA, Style::Sync),
         method("Hint", 15, false, Protocol::R, Style::OneWay),
+        method("Slow", 16, false, Protocol::RR, Style::Sync),
     ],
 };
 
