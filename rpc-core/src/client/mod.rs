@@ -27,7 +27,7 @@ use crate::call::{Channel, Invocation, Outcome};
 use crate::envelope::{Envelope, MessageType, VERSION};
 use crate::error::Error;
 use crate::transport::DatagramSocket;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use prost::Message;
 use rto::RtoEstimator;
 use session::{Routed, Session};
@@ -314,24 +314,43 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
 }
 
 /// Receives datagrams until the channel is dropped (the task is aborted).
+///
+/// The socket is drained before anything else: a ready socket answers at
+/// once, so the loop goes on until nothing is queued (tokio's budget
+/// permitting). ACKs of RRA replies are collected meanwhile and sent only
+/// when the socket is empty, after one yield, so the callers woken by the
+/// replies run first and the ACK's syscall is not on their path.
 async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut ack_buf = Vec::with_capacity(64);
+    let mut acks: Vec<u64> = Vec::new();
     let mut errors = 0u32;
     loop {
-        // A ready socket answers at once, so this loop drains everything
-        // queued before it yields (tokio's budget permitting).
-        match shared.socket.recv_from(&mut buf).await {
+        let received = if acks.is_empty() {
+            shared.socket.recv_from(&mut buf).await
+        } else {
+            // `recv_from` is cancel safe: polling it once loses nothing.
+            match shared.socket.recv_from(&mut buf).now_or_never() {
+                Some(received) => received,
+                None => {
+                    tokio::task::yield_now().await;
+                    send_acks(&shared, &mut acks, &mut ack_buf).await;
+                    continue;
+                }
+            }
+        };
+        match received {
             Ok((n, from)) => {
                 errors = 0;
-                if let Some(ack) = on_datagram(&shared, buf.get(..n).unwrap_or_default(), from) {
-                    send_ack(&shared, ack, &mut ack_buf).await;
+                if let Some(id) = on_datagram(&shared, buf.get(..n).unwrap_or_default(), from) {
+                    acks.push(id);
                 }
             }
             Err(e) => {
                 bump(&shared.counters.io_errors);
                 errors += 1;
                 tracing::debug!(error = %e, "client receive error");
+                send_acks(&shared, &mut acks, &mut ack_buf).await;
                 if errors > 8 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 } else {
@@ -342,9 +361,8 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
     }
 }
 
-/// Checks and routes one datagram; returns an ACK to send
-/// `(request_id, ack_up_to)`.
-fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> Option<(u64, u64)> {
+/// Checks and routes one datagram; returns the request id to ACK.
+fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> Option<u64> {
     let counters = &shared.counters;
     if !shared.is_server(from) {
         bump(&counters.foreign_drops);
@@ -408,24 +426,32 @@ fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> Option<
     delivery.ack
 }
 
-async fn send_ack<S: DatagramSocket>(shared: &Shared<S>, (request_id, ack_up_to): (u64, u64), buf: &mut Vec<u8>) {
-    let ack = Envelope {
-        version: VERSION,
-        r#type: MessageType::Ack as i32,
-        request_id,
-        session_id: shared.session_id,
-        ack_up_to,
-        ..Default::default()
-    };
-    buf.clear();
-    if ack.encode(buf).is_err() {
+/// Sends an ACK for every id in `acks` (emptied), each with the current
+/// low-water mark.
+async fn send_acks<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, buf: &mut Vec<u8>) {
+    if acks.is_empty() {
         return;
     }
-    match shared.socket.send_to(buf, shared.server).await {
-        Ok(_) => bump(&shared.counters.acks_sent),
-        Err(e) => {
-            bump(&shared.counters.io_errors);
-            tracing::debug!(error = %e, request_id, "could not send ACK");
+    let ack_up_to = shared.lock().ack_up_to();
+    for request_id in acks.drain(..) {
+        let ack = Envelope {
+            version: VERSION,
+            r#type: MessageType::Ack as i32,
+            request_id,
+            session_id: shared.session_id,
+            ack_up_to,
+            ..Default::default()
+        };
+        buf.clear();
+        if ack.encode(buf).is_err() {
+            continue;
+        }
+        match shared.socket.send_to(buf, shared.server).await {
+            Ok(_) => bump(&shared.counters.acks_sent),
+            Err(e) => {
+                bump(&shared.counters.io_errors);
+                tracing::debug!(error = %e, request_id, "could not send ACK");
+            }
         }
     }
 }

@@ -69,8 +69,9 @@ pub(crate) struct Delivery {
     pub(crate) waker: Option<Waker>,
     /// Calls to wake because the server's incarnation became known.
     pub(crate) more_wakers: Vec<Waker>,
-    /// Send ACK{request_id, ack_up_to}: `(request_id, ack_up_to)`.
-    pub(crate) ack: Option<(u64, u64)>,
+    /// Send an ACK for this request id (with the low-water mark current
+    /// when it is sent).
+    pub(crate) ack: Option<u64>,
 }
 
 /// Classification of a received datagram.
@@ -221,7 +222,7 @@ impl Session {
             if id != 0 && id < self.next_id {
                 delivery.kind = Routed::Late;
                 if is_answer && self.recent_rra.contains(&id) {
-                    delivery.ack = Some((id, self.ack_up_to()));
+                    delivery.ack = Some(id);
                 }
             }
             return delivery;
@@ -229,7 +230,7 @@ impl Session {
         if entry.finished {
             delivery.kind = Routed::Late;
             if is_answer && entry.rra {
-                delivery.ack = Some((id, self.ack_up_to()));
+                delivery.ack = Some(id);
             }
             return delivery;
         }
@@ -270,7 +271,7 @@ impl Session {
         if delivery.kind == Routed::Completed {
             self.finish(id);
             if rra {
-                delivery.ack = Some((id, self.ack_up_to()));
+                delivery.ack = Some(id);
             }
         }
         delivery
@@ -343,18 +344,18 @@ mod tests {
         let b = s.start_call(true);
         let d = s.deliver(msg(MessageType::Reply, b), MessageType::Reply, Instant::now());
         assert_eq!(d.kind, Routed::Completed);
-        assert_eq!(d.ack, Some((b, 0)), "1 is still pending");
+        assert_eq!((d.ack, s.ack_up_to()), (Some(b), 0), "1 is still pending");
         let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
-        assert_eq!(d.ack, Some((a, 2)));
+        assert_eq!((d.ack, s.ack_up_to()), (Some(a), 2));
         assert_eq!(s.incarnation(), 7);
         // a duplicate while the caller has not collected the result yet
         let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
-        assert_eq!((d.kind, d.ack), (Routed::Late, Some((a, 2))));
+        assert_eq!((d.kind, d.ack), (Routed::Late, Some(a)));
         // and after the caller collected it
         s.end_call(a);
         s.end_call(b);
         let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
-        assert_eq!((d.kind, d.ack), (Routed::Late, Some((a, 2))));
+        assert_eq!((d.kind, d.ack), (Routed::Late, Some(a)));
     }
 
     #[test]
