@@ -227,3 +227,30 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_on_a_multi_thread_runtime() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let calc = Calc::default();
+        let server = Server::builder().add_service(calc.clone()).serve_udp("127.0.0.1:0").await?;
+        let channel = UdpChannel::connect(server.local_addr()).await?;
+        let client = Client::new(channel.clone());
+        run_calls(&client, &ADD_RRA, 2000, 64).await?;
+        run_calls(&client, &ADD, 2000, 64).await?;
+        assert_eq!(calc.count.load(Ordering::SeqCst), 4000);
+        let mut handles = Vec::new();
+        for _ in 0..200 {
+            handles.push(client.call::<_, Num, Never>(&SERVICE, &SLOW, &num(5)).deferred().await?);
+        }
+        for h in handles {
+            h.await?;
+        }
+        assert_eq!(calc.count.load(Ordering::SeqCst), 4200);
+        client.call::<_, Num, Never>(&SERVICE, &READ, &num(0)).await?;
+        assert_eq!(server.stats().history_completed, 0);
+        assert_eq!(channel.stats().replies, 4201);
+        Ok(())
+    })
+    .await
+}
