@@ -43,6 +43,10 @@ use tokio::net::UdpSocket;
 /// Size of the receive buffer: the largest UDP payload fits.
 const RECV_BUFFER: usize = 65_536;
 
+/// Largest `ChannelConfig::max_wait` and `max_rto` (tokio's timers reach
+/// about two years).
+const MAX_WAIT_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Configuration of a [`UdpChannel`]. Start from [`ChannelConfig::default`]
 /// and change fields:
 ///
@@ -62,7 +66,7 @@ pub struct ChannelConfig {
     /// Default 5 ms; values below 1 ms are raised to 1 ms.
     pub min_rto: Duration,
     /// Largest retransmission timeout, backoff and poll interval. Default
-    /// 1 s; never below `min_rto`.
+    /// 1 s; never below `min_rto`, at most one year.
     pub max_rto: Duration,
     /// Attempts after the first for calls that do not say (neither per call
     /// nor in the IDL). Default 10: at 20% loss in each direction a call
@@ -75,7 +79,7 @@ pub struct ChannelConfig {
     pub max_datagram: usize,
     /// Cap on the whole waiting time of a call without deadline (polling a
     /// request the server is running, waiting for a deferred result).
-    /// Default 30 s.
+    /// Default 30 s; at most one year.
     pub max_wait: Duration,
 }
 
@@ -95,8 +99,10 @@ impl Default for ChannelConfig {
 impl ChannelConfig {
     fn normalized(mut self) -> ChannelConfig {
         self.min_rto = self.min_rto.max(Duration::from_millis(1));
-        self.max_rto = self.max_rto.max(self.min_rto);
+        self.min_rto = self.min_rto.min(MAX_WAIT_LIMIT);
+        self.max_rto = self.max_rto.clamp(self.min_rto, MAX_WAIT_LIMIT);
         self.initial_rto = self.initial_rto.clamp(self.min_rto, self.max_rto);
+        self.max_wait = self.max_wait.min(MAX_WAIT_LIMIT);
         self
     }
 }
@@ -453,5 +459,55 @@ async fn send_acks<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, b
                 tracing::debug!(error = %e, request_id, "could not send ACK");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_normalized() {
+        let mut c = ChannelConfig::default();
+        c.min_rto = Duration::ZERO;
+        c.max_rto = Duration::MAX;
+        c.initial_rto = Duration::MAX;
+        c.max_wait = Duration::MAX;
+        let n = c.normalized();
+        assert_eq!(n.min_rto, Duration::from_millis(1));
+        assert_eq!((n.max_rto, n.initial_rto, n.max_wait), (MAX_WAIT_LIMIT, MAX_WAIT_LIMIT, MAX_WAIT_LIMIT));
+        let mut c = ChannelConfig::default();
+        c.min_rto = Duration::from_millis(50);
+        c.max_rto = Duration::from_millis(10);
+        let n = c.normalized();
+        let fifty = Duration::from_millis(50);
+        assert_eq!((n.min_rto, n.max_rto, n.initial_rto), (fifty, fifty, fifty));
+        assert_eq!(ChannelConfig::default().normalized(), ChannelConfig::default());
+    }
+
+    #[test]
+    fn server_address_match() {
+        let shared = |server: &str| Shared {
+            socket: (),
+            server: server.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            session_id: 1,
+            config: ChannelConfig::default(),
+            state: Mutex::new(Session::new(RtoEstimator::new(
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+            ))),
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+        };
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|_| SocketAddr::from(([9, 9, 9, 9], 9)));
+        let s = shared("127.0.0.1:7000");
+        assert!(s.is_server(addr("127.0.0.1:7000")));
+        assert!(s.is_server(addr("[::ffff:127.0.0.1]:7000")), "v4-mapped");
+        assert!(!s.is_server(addr("127.0.0.1:7001")));
+        assert!(!s.is_server(addr("127.0.0.2:7000")));
+        let any = shared("0.0.0.0:7000");
+        assert!(any.is_server(addr("10.1.2.3:7000")));
+        assert!(!any.is_server(addr("10.1.2.3:7001")));
     }
 }
