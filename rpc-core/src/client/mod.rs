@@ -468,17 +468,21 @@ mod tests {
 
     #[test]
     fn config_is_normalized() {
-        let mut c = ChannelConfig::default();
-        c.min_rto = Duration::ZERO;
-        c.max_rto = Duration::MAX;
-        c.initial_rto = Duration::MAX;
-        c.max_wait = Duration::MAX;
+        let c = ChannelConfig {
+            min_rto: Duration::ZERO,
+            max_rto: Duration::MAX,
+            initial_rto: Duration::MAX,
+            max_wait: Duration::MAX,
+            ..ChannelConfig::default()
+        };
         let n = c.normalized();
         assert_eq!(n.min_rto, Duration::from_millis(1));
         assert_eq!((n.max_rto, n.initial_rto, n.max_wait), (MAX_WAIT_LIMIT, MAX_WAIT_LIMIT, MAX_WAIT_LIMIT));
-        let mut c = ChannelConfig::default();
-        c.min_rto = Duration::from_millis(50);
-        c.max_rto = Duration::from_millis(10);
+        let c = ChannelConfig {
+            min_rto: Duration::from_millis(50),
+            max_rto: Duration::from_millis(10),
+            ..ChannelConfig::default()
+        };
         let n = c.normalized();
         let fifty = Duration::from_millis(50);
         assert_eq!((n.min_rto, n.max_rto, n.initial_rto), (fifty, fifty, fifty));
