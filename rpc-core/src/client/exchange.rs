@@ -230,6 +230,8 @@ impl<S: DatagramSocket> Exchange<S> {
             bump(&self.shared.counters.too_large);
             return Err(Error::MessageTooLarge { size, limit });
         }
+        // Every copy fits without growing the buffer again.
+        self.buf.reserve(size);
         let needs_ping = !self.env.idempotent && self.shared.lock().incarnation() == 0;
         if needs_ping {
             if let Some(f) = self.ping_phase().await? {
