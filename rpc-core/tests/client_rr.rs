@@ -83,7 +83,8 @@ async fn rto_adapts_to_measured_round_trips_and_follows_karn() -> anyhow::Result
         let (channel, client) = channel(&server, config).await?;
         assert_eq!(channel.stats().rto, Duration::from_millis(300));
         assert_eq!(channel.stats().srtt, None);
-        for i in 0..8 {
+        // Few enough samples that RTTVAR keeps the jittered RTO above 40 ms.
+        for i in 0..5 {
             client.call::<_, Num, Never>(&SERVICE, &READ, &num(i)).await?;
         }
         let s = channel.stats();
