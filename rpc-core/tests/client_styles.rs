@@ -287,3 +287,28 @@ async fn metadata_instance_and_deadline_travel_in_the_request() -> anyhow::Resul
     })
     .await
 }
+
+#[tokio::test]
+async fn dropping_the_channel_stops_the_receive_task_and_frees_the_socket() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let server = FakeServer::start(standard(1)).await?;
+        let channel = UdpChannel::connect_with(server.addr, fast_config()).await?;
+        let client = rpc_core::Client::new(channel.clone());
+        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
+        let local = channel.local_addr()?;
+        drop(client);
+        drop(channel);
+        // The aborted task releases the socket at its next poll.
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            match tokio::net::UdpSocket::bind(local).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() >= until => anyhow::bail!("socket still bound: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        Ok(())
+    })
+    .await
+}
