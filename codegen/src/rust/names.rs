@@ -1,0 +1,192 @@
+//! Names: IDL names to Rust identifiers, exactly as `prost-build` does it
+//! (heck's word splitting, `r#` for keywords, a `_` suffix for the few
+//! keywords that cannot be raw), so that generated types are
+//! interchangeable with prost-build's for the same `.proto`.
+
+use proc_macro2::{Ident, Span};
+
+/// Splits `s` into words the way the `heck` crate does: on every
+/// non-alphanumeric character, before an upper-case letter that follows a
+/// lower-case one, and before the last upper-case letter of an acronym that
+/// is followed by a lower-case letter (`HTTPRequest` -> `HTTP`, `Request`).
+/// Digits belong to the word they are in.
+fn words(s: &str) -> Vec<&str> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Boundary,
+        Lower,
+        Upper,
+    }
+    let mut out = Vec::new();
+    for word in s.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        let mut init = 0;
+        let mut mode = Mode::Boundary;
+        let mut chars = word.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let Some(&(next_i, next)) = chars.peek() else {
+                out.push(&word[init..]);
+                break;
+            };
+            let next_mode = if c.is_lowercase() {
+                Mode::Lower
+            } else if c.is_uppercase() {
+                Mode::Upper
+            } else {
+                mode
+            };
+            if next_mode == Mode::Lower && next.is_uppercase() {
+                out.push(&word[init..next_i]);
+                init = next_i;
+                mode = Mode::Boundary;
+            } else if mode == Mode::Upper && c.is_uppercase() && next.is_lowercase() {
+                out.push(&word[init..i]);
+                init = i;
+                mode = Mode::Boundary;
+            } else {
+                mode = next_mode;
+            }
+        }
+    }
+    out
+}
+
+fn capitalize(word: &str, out: &mut String) {
+    let mut chars = word.chars();
+    if let Some(first) = chars.next() {
+        out.extend(first.to_uppercase());
+        for c in chars {
+            out.extend(c.to_lowercase());
+        }
+    }
+}
+
+/// `UpperCamelCase` (heck's `to_upper_camel_case`).
+pub(crate) fn upper_camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for w in words(s) {
+        capitalize(w, &mut out);
+    }
+    out
+}
+
+/// `snake_case` (heck's `to_snake_case`).
+pub(crate) fn snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, w) in words(s).into_iter().enumerate() {
+        if i > 0 {
+            out.push('_');
+        }
+        out.extend(w.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+/// `SHOUTY_SNAKE_CASE` (heck's `to_shouty_snake_case`).
+pub(crate) fn shouty(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, w) in words(s).into_iter().enumerate() {
+        if i > 0 {
+            out.push('_');
+        }
+        out.extend(w.chars().flat_map(char::to_uppercase));
+    }
+    out
+}
+
+/// Keywords that become raw identifiers (`r#type`), as in prost-build.
+const RAW_KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn", "else", "enum",
+    "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod", "move", "mut",
+    "override", "priv", "pub", "ref", "return", "static", "struct", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
+
+/// Keywords that cannot be raw identifiers: they get a `_` suffix.
+const SUFFIXED_KEYWORDS: &[&str] = &["_", "super", "self", "crate", "extern", "Self"];
+
+/// An identifier for `name` (already case-converted): raw for keywords,
+/// suffixed with `_` where a raw identifier is not allowed, and never
+/// empty (an empty name, impossible from the front end, becomes `_empty`).
+pub(crate) fn ident(name: &str) -> Ident {
+    if name.is_empty() {
+        return Ident::new("_empty", Span::call_site());
+    }
+    if SUFFIXED_KEYWORDS.contains(&name) {
+        return Ident::new(&format!("{name}_"), Span::call_site());
+    }
+    if RAW_KEYWORDS.contains(&name) {
+        return Ident::new_raw(name, Span::call_site());
+    }
+    // Names starting with a digit are not identifiers (the front end does
+    // not produce them; keep the generator total anyway).
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Ident::new(&format!("_{name}"), Span::call_site());
+    }
+    Ident::new(name, Span::call_site())
+}
+
+/// The Rust type name of a message, enum, oneof or service (`UpperCamelCase`).
+pub(crate) fn type_ident(name: &str) -> Ident {
+    ident(&upper_camel(name))
+}
+
+/// The Rust name of a field, method or module (`snake_case`).
+pub(crate) fn snake_ident(name: &str) -> Ident {
+    ident(&snake(name))
+}
+
+/// The Rust name of an enum variant: the value name in `UpperCamelCase`
+/// with the enum's name stripped from its front when what remains starts
+/// with an upper-case letter (`MODE_UNSPECIFIED` of `Mode` -> `Unspecified`,
+/// `MODE1` stays `Mode1`), exactly as prost-build.
+pub(crate) fn variant_name(enum_name: &str, value_name: &str) -> String {
+    let prefix = upper_camel(enum_name);
+    let camel = upper_camel(value_name);
+    match camel.strip_prefix(&prefix) {
+        Some(rest) if rest.starts_with(char::is_uppercase) => rest.to_owned(),
+        _ => camel,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_conversion_matches_heck() {
+        assert_eq!(upper_camel("MODE_UNSPECIFIED"), "ModeUnspecified");
+        assert_eq!(upper_camel("time_reading"), "TimeReading");
+        assert_eq!(upper_camel("HTTPRequest"), "HttpRequest");
+        assert_eq!(upper_camel("v1"), "V1");
+        assert_eq!(snake("TimeReading"), "time_reading");
+        assert_eq!(snake("GetTime"), "get_time");
+        assert_eq!(snake("HTTPRequest"), "http_request");
+        assert_eq!(snake("get2Things"), "get2_things");
+        assert_eq!(snake("server_receive_ns"), "server_receive_ns");
+        assert_eq!(shouty("GetTime"), "GET_TIME");
+        assert_eq!(shouty("Adjust"), "ADJUST");
+    }
+
+    #[test]
+    fn keywords_become_raw_or_suffixed() {
+        assert_eq!(snake_ident("type").to_string(), "r#type");
+        assert_eq!(snake_ident("self").to_string(), "self_");
+        assert_eq!(type_ident("Self").to_string(), "Self_");
+        assert_eq!(snake_ident("Match").to_string(), "r#match");
+        assert_eq!(snake_ident("plain").to_string(), "plain");
+    }
+
+    #[test]
+    fn enum_prefixes_are_stripped_like_prost_build() {
+        assert_eq!(variant_name("Mode", "MODE_UNSPECIFIED"), "Unspecified");
+        assert_eq!(variant_name("Mode", "SLEW"), "Slew");
+        assert_eq!(variant_name("MessageType", "MESSAGE_TYPE_UNSPECIFIED"), "Unspecified");
+        assert_eq!(variant_name("MessageType", "REQUEST"), "Request");
+        assert_eq!(variant_name("ExchangeProtocol", "PROTOCOL_R"), "ProtocolR");
+        assert_eq!(variant_name("Mode", "MODE1"), "Mode1");
+        assert_eq!(variant_name("Foo", "FOOBAR"), "Foobar");
+    }
+}
