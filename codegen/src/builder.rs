@@ -199,14 +199,9 @@ mod tests {
 
     #[test]
     fn debug_of_idl_errors_is_the_rendered_text() {
-        let d = crate::diag::Diagnostic {
-            message: "unknown type `X`".into(),
-            path: "a.idl".into(),
-            line: 1,
-            column: 2,
-            rendered: "error: unknown type `X`\n  --> a.idl:1:2".into(),
-        };
+        let err = crate::diag::Error::new(crate::lexer::Span { start: 0, end: 1 }, "unknown type `X`", "");
+        let d = crate::diag::Diagnostic::from_error(Path::new("a.idl"), "X", &err);
         let e = BuildError::Idl(Diagnostics { items: vec![d] });
-        assert!(format!("{e:?}").contains("--> a.idl:1:2"));
+        assert!(format!("{e:?}").contains("--> a.idl:1:1"), "{e:?}");
     }
 }

@@ -86,7 +86,7 @@ fn method(
 }
 
 /// `common.idl` (package `common.v1`), as an import.
-pub fn common_file(path: &str) -> File {
+pub(crate) fn common_file(path: &str) -> File {
     let mut f = file(path, "common.v1", &["Types shared by several packages."], true);
     f.messages.push(msg(
         "Label",
@@ -105,7 +105,7 @@ pub fn common_file(path: &str) -> File {
 }
 
 /// The demo `clock.idl` of the issue (package `demo.v1`) and its import.
-pub fn clock_model() -> Model {
+pub(crate) fn clock_model() -> Model {
     let p = "demo.v1";
     let mut f = file("idl/clock.idl", p, &["Time as a remote service."], false);
     f.imports.push(PathBuf::from("idl/common.idl"));
@@ -208,7 +208,7 @@ pub fn clock_model() -> Model {
 
 /// `kitchen.idl` (package `kitchen.v1`): every field kind, recursion,
 /// keywords, references into `common.v1`.
-pub fn kitchen_model() -> Model {
+pub(crate) fn kitchen_model() -> Model {
     use FieldKind::*;
     use Scalar::*;
     let p = "kitchen.v1";
@@ -312,8 +312,8 @@ pub fn kitchen_model() -> Model {
                 Some(tr(p, "Wrappers")),
                 Some(tr("common.v1", "Label")),
                 true,
-                Protocol::RRA,
-                None,
+                Protocol::RR,
+                Some(2000),
                 None,
                 Style::Sync,
             ),
