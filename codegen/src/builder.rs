@@ -3,10 +3,8 @@
 //! `rpc_core::include_idl!("<stem>")`.
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     rpc_codegen::Builder::new().compile(&["idl/clock.idl"]).unwrap();
-//! }
+//! // build.rs: `fn main() { .. }` around this line
+//! rpc_codegen::Builder::new().compile(&["idl/clock.idl"]).unwrap();
 //! ```
 //! An `unwrap` is enough: the error's `Debug` is the rendered diagnostics.
 
