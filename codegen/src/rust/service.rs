@@ -236,10 +236,14 @@ fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
         let id = hex(m.id);
         let fname = snake_ident(&m.name);
         let req = type_path(cx.package, 0, &m.request);
+        // Fully qualified, so that no other trait in scope (say a user's
+        // `use rpc_core::Service` next to package-less generated code, whose
+        // `call` could shadow a method named `Call`) is picked instead.
+        let invoke = quote!(<S as #trait_name>::#fname(&inner, ctx, request).await);
         let call = if m.raises.is_some() {
-            quote!(inner.#fname(ctx, request).await.map_err(::rpc_core::codegen::MethodError::into_status)?)
+            quote!(#invoke.map_err(::rpc_core::codegen::MethodError::into_status)?)
         } else {
-            quote!(inner.#fname(ctx, request).await?)
+            quote!(#invoke?)
         };
         let finish = if m.oneway || m.response.is_none() {
             quote! {
@@ -262,6 +266,20 @@ fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
             }
         }
     });
+    let dispatch = if s.methods.is_empty() {
+        // Nothing to route to: no match (clippy would call it needless).
+        quote! {
+            let _ = (ctx, request);
+            ::rpc_core::codegen::unimplemented(&#module::SERVICE, method_id)
+        }
+    } else {
+        quote! {
+            match method_id {
+                #(#arms)*
+                _ => ::rpc_core::codegen::unimplemented(&#module::SERVICE, method_id),
+            }
+        }
+    };
     quote! {
         #[doc = #doc]
         #[derive(::rpc_core::codegen::Debug)]
@@ -306,10 +324,7 @@ fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
                 'static,
                 ::rpc_core::codegen::Result<::rpc_core::codegen::Bytes, ::rpc_core::codegen::Status>,
             > {
-                match method_id {
-                    #(#arms)*
-                    _ => ::rpc_core::codegen::unimplemented(&#module::SERVICE, method_id),
-                }
+                #dispatch
             }
         }
     }
