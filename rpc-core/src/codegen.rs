@@ -24,9 +24,10 @@ pub use ::std::string::String;
 pub use ::std::sync::Arc;
 pub use ::std::vec::Vec;
 
-/// Names that prost-derive's output uses without a path (the getters and
-/// `Debug` of enum fields): a generated module whose messages have enum
-/// fields glob-imports this, so that it compiles without the prelude.
+/// Names that prost-derive's output uses without a path (`Some` for
+/// message and oneof fields, `Ok`/`Err`/`Default`/`Iterator` for enum
+/// fields): every generated module holding messages glob-imports this, so
+/// that it compiles without the prelude.
 pub mod derive_prelude {
     pub use ::std::default::Default;
     pub use ::std::iter::Iterator;

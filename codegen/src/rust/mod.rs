@@ -148,8 +148,8 @@ fn sanitize_doc(line: &str, in_fence: &mut bool) -> String {
 #[derive(Default)]
 struct ModuleTree {
     docs: Vec<String>,
-    /// Whether prost-derive's unhygienic output for enum fields needs
-    /// [`types::derive_prelude`] here.
+    /// Whether prost-derive's output (which names `Some`, `Ok`, .. without
+    /// a path) needs [`types::derive_prelude`] here.
     needs_prelude: bool,
     items: Vec<TokenStream>,
     children: Vec<(String, ModuleTree)>,
@@ -209,7 +209,7 @@ pub fn tokens(model: &Model) -> TokenStream {
             items.push(service::service(&cx, s));
         }
         let module = root.at(&file.package);
-        module.needs_prelude |= file.messages.iter().any(types::has_enum_field);
+        module.needs_prelude |= !file.messages.is_empty();
         if !file.package.is_empty() && !file.docs.is_empty() {
             if !module.docs.is_empty() {
                 module.docs.push(String::new());

@@ -171,8 +171,7 @@ fn oneof_module(cx: &Context<'_>, msg: &Message) -> TokenStream {
             }
         }
     });
-    let has_enum = msg.oneofs.iter().flat_map(|o| &o.fields).any(|f| matches!(f.ty, Type::Enum(_)));
-    let prelude = has_enum.then(derive_prelude);
+    let prelude = derive_prelude();
     quote! {
         #[doc = #doc]
         pub mod #module {
@@ -182,22 +181,15 @@ fn oneof_module(cx: &Context<'_>, msg: &Message) -> TokenStream {
     }
 }
 
-/// The glob import that prost-derive's output for enum fields needs
-/// (it names `Some`, `Ok`, `Err`, `Default` and `Iterator` without a path).
+/// The glob import that prost-derive's output needs: it names `Some`,
+/// `Ok`, `Err`, `Default` and `Iterator` without a path (message and oneof
+/// fields, enum getters and `Debug`). Emitted in every module that holds
+/// messages or oneofs.
 pub(super) fn derive_prelude() -> TokenStream {
     quote! {
         #[allow(unused_imports)]
         use ::rpc_core::codegen::derive_prelude::*;
     }
-}
-
-/// Whether a message has a field of an enum type outside its oneofs.
-pub(super) fn has_enum_field(msg: &Message) -> bool {
-    msg.fields.iter().any(|f| match &f.kind {
-        FieldKind::Single(t) | FieldKind::Optional(t) | FieldKind::Repeated(t) | FieldKind::Map(_, t) => {
-            matches!(t, Type::Enum(_))
-        }
-    })
 }
 
 /// A message: the struct, its `prost::Name`, and its oneof module.
