@@ -270,3 +270,37 @@ pub fn generate_with_base(model: &Model, base: Option<&Path>) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(lines: &[&str]) -> Vec<String> {
+        let lines: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+        let tokens = docs(&lines);
+        let item: syn::ItemStruct = match syn::parse2(quote!(#tokens struct X;)) {
+            Ok(i) => i,
+            Err(e) => panic!("{e}"),
+        };
+        item.attrs
+            .iter()
+            .filter_map(|a| match &a.meta {
+                syn::Meta::NameValue(nv) => match &nv.value {
+                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_are_made_safe_for_rustdoc() {
+        assert_eq!(rendered(&["see [Foo] and `[bar]`"]), vec![" see \\[Foo\\] and `[bar]`"]);
+        assert_eq!(rendered(&["", "    indented"]), vec!["", " indented"]);
+        assert_eq!(
+            rendered(&["```", "  [x] stays", "```", "```rust", "y", "```"]),
+            vec![" ```text", "   [x] stays", " ```", " ```rust", " y", " ```"]
+        );
+    }
+}

@@ -111,6 +111,15 @@ const SUFFIXED_KEYWORDS: &[&str] = &["_", "super", "self", "crate", "extern", "S
 /// suffixed with `_` where a raw identifier is not allowed, and never
 /// empty (an empty name, impossible from the front end, becomes `_empty`).
 pub(crate) fn ident(name: &str) -> Ident {
+    // The front end only accepts ASCII identifiers; keep this total for
+    // any input anyway (`Ident::new` panics on an invalid identifier).
+    let cleaned: String;
+    let name = if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        name
+    } else {
+        cleaned = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        &cleaned
+    };
     if name.is_empty() {
         return Ident::new("_empty", Span::call_site());
     }
@@ -177,6 +186,16 @@ mod tests {
         assert_eq!(type_ident("Self").to_string(), "Self_");
         assert_eq!(snake_ident("Match").to_string(), "r#match");
         assert_eq!(snake_ident("plain").to_string(), "plain");
+    }
+
+    #[test]
+    fn any_name_gives_a_valid_identifier() {
+        for name in ["", "_", "1abc", "é", "a-b", "self", "Self", "x²", "__", "a b", "crate"] {
+            for f in [snake_ident, type_ident, |s: &str| ident(&shouty(s))] {
+                let id = f(name).to_string();
+                assert!(syn::parse_str::<syn::Ident>(&id).is_ok() || id.starts_with("r#"), "{name:?} -> {id:?}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `<Name>Server<S>`, the client stub `<Name>Client` and the group client
 //! `<Name>GroupClient`.
 
-use super::names::{shouty, snake_ident, type_ident};
+use super::names::{ident, shouty, snake_ident, type_ident};
 use super::types::type_path;
 use super::{docs, Context};
 use crate::model::{Method, Protocol, Service, Style};
@@ -17,7 +17,7 @@ fn method_const(m: &Method) -> Ident {
     if name == "SERVICE" {
         format_ident!("SERVICE_")
     } else {
-        Ident::new(&name, Span::call_site())
+        ident(&name)
     }
 }
 
