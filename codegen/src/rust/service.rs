@@ -225,6 +225,7 @@ fn server_trait(cx: &Context<'_>, s: &Service) -> TokenStream {
 
 /// `<Name>Server<S>`: the dispatcher, routing by method id.
 fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
+    let idl_docs = service_docs(s);
     let trait_name = type_ident(&s.name);
     let bare = trait_name.to_string().trim_start_matches("r#").to_owned();
     let server = format_ident!("{}Server", bare);
@@ -281,7 +282,7 @@ fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
         }
     };
     quote! {
-        #[doc = #doc]
+        #idl_docs #[doc = #doc]
         #[derive(::rpc_core::codegen::Debug)]
         pub struct #server<S> {
             inner: ::rpc_core::codegen::Arc<S>,
@@ -333,6 +334,7 @@ fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
 /// `<Name>Client`: one method per IDL method, returning a call builder in
 /// the method's default style.
 fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
+    let idl_docs = service_docs(s);
     let bare = type_ident(&s.name).to_string().trim_start_matches("r#").to_owned();
     let client = format_ident!("{}Client", bare);
     let module = snake_ident(&s.name);
@@ -372,7 +374,7 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
         }
     });
     quote! {
-        #[doc = #doc]
+        #idl_docs #[doc = #doc]
         #[derive(::rpc_core::codegen::Clone, ::rpc_core::codegen::Debug)]
         pub struct #client {
             inner: ::rpc_core::codegen::Client,
@@ -402,6 +404,7 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
 
 /// `<Name>GroupClient`: one method per IDL method, returning a group call.
 fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
+    let idl_docs = service_docs(s);
     let bare = type_ident(&s.name).to_string().trim_start_matches("r#").to_owned();
     let client = format_ident!("{}GroupClient", bare);
     let module = snake_ident(&s.name);
@@ -425,7 +428,7 @@ fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
         }
     });
     quote! {
-        #[doc = #doc]
+        #idl_docs #[doc = #doc]
         #[derive(::rpc_core::codegen::Clone, ::rpc_core::codegen::Debug)]
         pub struct #client {
             inner: ::rpc_core::codegen::GroupClient,
@@ -451,6 +454,16 @@ fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
             }
         }
     }
+}
+
+/// The IDL docs of a service followed by a blank doc line (nothing when
+/// it has none), to put before a generated item's own doc.
+fn service_docs(s: &Service) -> TokenStream {
+    if s.docs.is_empty() {
+        return TokenStream::new();
+    }
+    let d = docs(&s.docs);
+    quote!(#d #[doc = ""])
 }
 
 /// Everything generated for one service.
