@@ -1,7 +1,7 @@
 //! Text to tokens, each with its byte span.
 //!
 //! [`lex`] never fails and never panics: whatever it cannot make sense of
-//! becomes a [`diag::Error`](crate::diag::Error) and lexing goes on, so that the
+//! becomes a [`diag::Error`] and lexing goes on, so that the
 //! parser sees as much of the file as possible. `//` and `/* */` comments are
 //! skipped; `///` doc comments are kept as tokens because they attach to the
 //! next item.

@@ -82,7 +82,7 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The text of `bytes`, or a diagnostic pointing at the first invalid byte.
-fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, Box<Diagnostic>> {
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
         Err(e) => {
@@ -92,7 +92,7 @@ fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
             let line_end = bytes[at..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| at + i);
             let shown = format!("{valid}{}", String::from_utf8_lossy(&bytes[at..line_end]));
             let err = diag::Error::new(Span::new(at, at + 1), "file is not valid UTF-8", "invalid byte here");
-            Err(Diagnostic::from_error(path, &shown, &err))
+            Err(Box::new(Diagnostic::from_error(path, &shown, &err)))
         }
     }
 }
@@ -123,7 +123,7 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
             None => match std::fs::read(&path) {
                 Ok(bytes) => match decode(&path, bytes) {
                     Ok(s) => unit.source = s,
-                    Err(d) => unit.fatal.push(d),
+                    Err(d) => unit.fatal.push(*d),
                 },
                 Err(e) => unit.fatal.push(Diagnostic::whole_file(&path, format!("cannot read `{}`: {e}", path.display()))),
             },
@@ -179,7 +179,7 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
             };
             match decode(&target, bytes) {
                 Ok(s) => unit.source = s,
-                Err(d) => unit.fatal.push(d),
+                Err(d) => unit.fatal.push(*d),
             }
             units.push(unit);
             queue.push_back(t);

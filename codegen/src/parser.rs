@@ -94,11 +94,18 @@ impl Parser<'_> {
 
     fn expect(&mut self, kind: &TokenKind, context: &str) -> PResult<Span> {
         if self.kind() == kind {
-            Ok(self.bump().span)
-        } else {
-            let what = kind.describe();
-            Err(self.expected(&what, context))
+            return Ok(self.bump().span);
         }
+        let what = kind.describe();
+        // A `;` missing at the end of a line: report it and go on as if it
+        // were there, so that the next line is still parsed and checked.
+        let prev_end = self.prev_end();
+        let next_line = self.src.get(prev_end..self.tok().span.start).is_some_and(|gap| gap.contains('\n'));
+        if *kind == TokenKind::Semi && self.pos > 0 && next_line {
+            let _ = self.expected(&what, context);
+            return Ok(Span::new(prev_end, prev_end));
+        }
+        Err(self.expected(&what, context))
     }
 
     fn expect_word(&mut self, word: &str, context: &str) -> PResult<Span> {
@@ -246,7 +253,9 @@ impl Parser<'_> {
                 },
                 _ => Err(self.expected("`message`, `enum`, `service`, `import` or `package`", "")),
             };
-            seen_anything = true;
+            if result.is_ok() {
+                seen_anything = true;
+            }
             if result.is_err() {
                 self.recover();
             }
@@ -314,7 +323,7 @@ impl Parser<'_> {
     }
 
     fn member(&mut self, docs: Vec<String>) -> PResult<Option<Member>> {
-        if self.is_word("oneof") && matches!(self.kind_at(1), TokenKind::Ident(_)) {
+        if self.is_word("oneof") && matches!(self.kind_at(1), TokenKind::Ident(_) | TokenKind::LBrace) {
             self.bump();
             let name = self.ident("a oneof name", "after `oneof`")?;
             let what = format!("oneof `{}`", name.name);
@@ -342,7 +351,11 @@ impl Parser<'_> {
         {
             return self.nested_declaration("a message");
         }
-        if self.is_word("option") && !matches!(self.kind_at(1), TokenKind::Ident(_) | TokenKind::Eq) {
+        let option_statement = matches!(self.kind_at(1), TokenKind::LParen)
+            || (matches!(self.kind_at(1), TokenKind::Ident(_))
+                && matches!(self.kind_at(2), TokenKind::Eq)
+                && !matches!(self.kind_at(3), TokenKind::Int(_)));
+        if self.is_word("option") && option_statement {
             let span = self.tok().span;
             self.error(span, "`option` statements are not supported", "the IDL has no options");
             return Err(Reported);

@@ -192,7 +192,11 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
             let ranges: Vec<String> = m
                 .reserved_ranges
                 .iter()
-                .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a} to {b}") })
+                .map(|&(a, b)| match (a, b) {
+                    (a, b) if a == b => a.to_string(),
+                    (a, crate::resolve::MAX_FIELD_NUMBER) => format!("{a} to max"),
+                    (a, b) => format!("{a} to {b}"),
+                })
                 .collect();
             let _ = writeln!(out, "  reserved {};", ranges.join(", "));
         }

@@ -46,7 +46,7 @@ pub struct Input<'a> {
 /// Resolves and checks `inputs`: the model when every rule holds, and every
 /// error as `(index of the file in inputs, error)`.
 pub fn resolve(inputs: &[Input<'_>]) -> (Option<Model>, Vec<(usize, diag::Error)>) {
-    let mut r = Resolver { inputs, errors: Vec::new(), decls: BTreeMap::new(), packages: Vec::new() };
+    let mut r = Resolver { inputs, errors: Vec::new(), decls: BTreeMap::new(), by_full: HashMap::new(), packages: Vec::new() };
     r.packages = inputs.iter().map(|i| package_of(i.ast)).collect();
     r.check_packages();
     r.declare();
@@ -91,23 +91,35 @@ struct Resolver<'a> {
     errors: Vec<(usize, diag::Error)>,
     /// (package, name) -> the first declaration.
     decls: BTreeMap<(Vec<String>, String), Decl>,
+    /// Full dotted name -> key of `decls`.
+    by_full: HashMap<String, (Vec<String>, String)>,
     packages: Vec<Vec<String>>,
 }
 
-/// Levenshtein distance (on chars), for "did you mean".
+/// Edit distance (on chars) counting insertions, deletions, substitutions
+/// and swaps of two neighbours (optimal string alignment), for "did you mean".
 fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1).min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 /// The closest candidate to `name`, if close enough to be a likely typo.
@@ -208,6 +220,7 @@ impl<'a> Resolver<'a> {
                 } else {
                     camel.insert((pkg.clone(), rust), (fi, name.name.clone(), name.span));
                 }
+                self.by_full.insert(full_name(&key.0, &key.1), key.clone());
                 self.decls.insert(key, Decl { file: fi, kind, span: name.span });
             }
         }
@@ -273,15 +286,26 @@ impl<'a> Resolver<'a> {
         }
         let here = self.packages[file].clone();
         let visible = self.visible(file);
+        // The simple name in this file's package first (as protobuf's inner
+        // scope), then the full name; a declaration this file cannot see is
+        // remembered for a better message.
+        let mut keys = Vec::new();
+        if path.parts.len() == 1 {
+            keys.push((here.clone(), dotted.clone()));
+        }
+        if let Some(key) = self.by_full.get(&dotted) {
+            keys.push(key.clone());
+        }
         let mut found: Option<(Vec<String>, String, DeclKind)> = None;
-        for ((pkg, name), decl) in &self.decls {
-            if !visible.contains(&decl.file) {
-                continue;
-            }
-            let full = full_name(pkg, name);
-            if full == dotted || (pkg == &here && name == &dotted) {
-                found = Some((pkg.clone(), name.clone(), decl.kind));
+        let mut elsewhere = None;
+        for key in keys {
+            let Some(decl) = self.decls.get(&key) else { continue };
+            if visible.contains(&decl.file) {
+                found = Some((key.0, key.1, decl.kind));
                 break;
+            }
+            if elsewhere.is_none() && decl.kind != DeclKind::Service {
+                elsewhere = Some(decl.file);
             }
         }
         match found {
@@ -292,12 +316,6 @@ impl<'a> Resolver<'a> {
                 None
             }
             None => {
-                // Declared, but in a file this one does not import?
-                let elsewhere = self
-                    .decls
-                    .iter()
-                    .find(|((pkg, name), d)| d.kind != DeclKind::Service && (full_name(pkg, name) == dotted || (pkg == &here && name == &dotted)))
-                    .map(|(_, d)| d.file);
                 if let Some(other) = elsewhere {
                     let other_path = self.inputs[other].path.display().to_string();
                     self.err(
@@ -306,10 +324,6 @@ impl<'a> Resolver<'a> {
                         format!("type `{dotted}` is not imported"),
                         format!("it is declared in `{other_path}`, which this file does not import"),
                     );
-                    return None;
-                }
-                if self.import_failed(file) {
-                    // Probably declared in the file that could not be loaded.
                     return None;
                 }
                 let mut candidates: Vec<String> = Scalar::ALL.iter().map(|s| s.keyword().to_owned()).collect();
@@ -322,7 +336,12 @@ impl<'a> Resolver<'a> {
                     }
                     candidates.push(full_name(pkg, name));
                 }
-                let label = did_you_mean(&dotted, &candidates, "no message or enum of this name is visible here");
+                let otherwise = if self.import_failed(file) {
+                    "not found here; it may be declared in an import that could not be loaded"
+                } else {
+                    "no message or enum of this name is visible here"
+                };
+                let label = did_you_mean(&dotted, &candidates, otherwise);
                 self.err(file, path.span, format!("unknown type `{dotted}`"), label);
                 None
             }
@@ -429,6 +448,9 @@ impl<'a> Resolver<'a> {
                             Some(e) => plain_u32(e).filter(|n| (1..=MAX_FIELD_NUMBER).contains(n)),
                         };
                         let (Some(lo), Some(hi)) = (lo, hi) else {
+                            if start.magnitude.is_none() || end.as_ref().is_some_and(|e| e.magnitude.is_none()) {
+                                continue; // reported by the lexer
+                            }
                             self.err(fi, *span, "reserved field number out of range", format!("field numbers are 1 to {MAX_FIELD_NUMBER}"));
                             continue;
                         };
@@ -481,7 +503,7 @@ impl<'a> Resolver<'a> {
                 self.err(fi, f.name.span, format!("duplicate field `{name}` in message `{}`", m.name.name), label);
             } else {
                 by_name.insert(name, f.name.span);
-                self.check_rust_name(fi, &f.name, "field", &mut by_rust, names::snake_case(name), "snake_case");
+                let _ = self.check_rust_name(fi, &f.name, "field", &mut by_rust, names::snake_case(name), "snake_case");
                 let json = names::json_name(name);
                 if let Some((other, span)) = by_json.get(&json) {
                     let label = format!("`{other}` (at {}) has the same JSON name `{json}`, which protoc rejects", self.place(fi, fi, *span));
@@ -499,6 +521,9 @@ impl<'a> Resolver<'a> {
             // Numbers.
             let number_text = f.number.to_string();
             let Some(n) = plain_u32(&f.number).filter(|n| (1..=MAX_FIELD_NUMBER).contains(n)) else {
+                if f.number.magnitude.is_none() {
+                    continue; // too large for 64 bits: reported by the lexer
+                }
                 self.err(fi, f.number_span, format!("field number `{number_text}` is out of range"), format!("field numbers are 1 to {MAX_FIELD_NUMBER}"));
                 continue;
             };
@@ -533,8 +558,9 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             by_name.insert(name, o.name.span);
-            self.check_rust_name(fi, &o.name, "oneof", &mut by_rust, names::snake_case(name), "snake_case");
-            self.check_rust_name(fi, &o.name, "oneof", &mut oneof_rust, names::upper_camel_case(name), "UpperCamelCase");
+            if self.check_rust_name(fi, &o.name, "oneof", &mut by_rust, names::snake_case(name), "snake_case") {
+                self.check_rust_name(fi, &o.name, "oneof", &mut oneof_rust, names::upper_camel_case(name), "UpperCamelCase");
+            }
             if o.fields.is_empty() {
                 self.err(fi, o.name.span, format!("oneof `{name}` has no fields"), "a oneof needs at least one field");
             }
@@ -592,7 +618,7 @@ impl<'a> Resolver<'a> {
         seen: &mut HashMap<String, (&'n str, Span)>,
         rust: String,
         case: &str,
-    ) {
+    ) -> bool {
         if names::is_forbidden(&rust) {
             let shown = if rust.is_empty() { "nothing".to_owned() } else { format!("`{rust}`") };
             self.err(
@@ -601,14 +627,15 @@ impl<'a> Resolver<'a> {
                 format!("{what} name `{}` cannot be used in Rust", ident.name),
                 format!("it becomes {shown}, which cannot be an identifier, not even a raw one"),
             );
-            return;
+            return false;
         }
         if let Some((other, span)) = seen.get(&rust) {
             let label = format!("`{other}` (at {}) also becomes `{rust}`", self.place(fi, fi, *span));
             self.err(fi, ident.span, format!("{what} `{}` collides with `{other}` after conversion to {case}", ident.name), label);
-            return;
+            return false;
         }
         seen.insert(rust, (ident.name.as_str(), ident.span));
+        true
     }
 
     fn enumeration(&mut self, fi: usize, e: &ast::Enum) -> model::Enum {
@@ -621,6 +648,9 @@ impl<'a> Resolver<'a> {
         for (i, v) in e.values.iter().enumerate() {
             let number = v.number.as_i64().and_then(|n| i32::try_from(n).ok());
             let Some(number) = number else {
+                if v.number.magnitude.is_none() {
+                    continue; // reported by the lexer
+                }
                 self.err(fi, v.number_span, format!("enum value number `{}` is out of range", v.number), "enum numbers are 32-bit signed integers");
                 continue;
             };
@@ -704,7 +734,7 @@ impl<'a> Resolver<'a> {
                 ok = false;
             } else {
                 by_name.insert(name, m.name.span);
-                self.check_rust_name(fi, &m.name, "method", &mut by_rust, names::snake_case(name), "snake_case");
+                let _ = self.check_rust_name(fi, &m.name, "method", &mut by_rust, names::snake_case(name), "snake_case");
                 let id = model::method_id(&package, &s.name.name, name);
                 if let Some((other, span)) = by_id.get(&id) {
                     let label = format!("`{other}` (at {}) has the same id: rename one of them", self.place(fi, fi, *span));
@@ -962,5 +992,8 @@ mod tests {
         assert_eq!(suggest("idempotant", ATTRIBUTES), Some("idempotent"));
         assert_eq!(suggest("rra", ["R", "RR", "RRA"]), Some("RRA"));
         assert_eq!(suggest("Zzzzzz", ["TimeReading"]), None);
+        assert_eq!(suggest("Emtpy", ["Empty"]), Some("Empty"));
+        assert_eq!(distance("ab", "ba"), 1);
+        assert_eq!(distance("", "abc"), 3);
     }
 }
