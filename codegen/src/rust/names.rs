@@ -1,111 +1,28 @@
-//! Names: IDL names to Rust identifiers, exactly as `prost-build` does it
-//! (heck's word splitting, `r#` for keywords, a `_` suffix for the few
-//! keywords that cannot be raw), so that generated types are
-//! interchangeable with prost-build's for the same `.proto`.
+//! Names: IDL names to Rust identifiers, exactly as `prost-build` does it.
+//!
+//! The case conversions are the front end's ([`crate::resolve::names`]), so
+//! that the names it checks for collisions are the names generated here:
+//! heck's word splitting, `r#` for keywords, and (only for input the front
+//! end would have refused) a `_` suffix where a raw identifier is not
+//! allowed.
 
+use crate::resolve::names::{is_forbidden, needs_raw, words};
 use proc_macro2::{Ident, Span};
-
-/// Splits `s` into words the way the `heck` crate does: on every
-/// non-alphanumeric character, before an upper-case letter that follows a
-/// lower-case one, and before the last upper-case letter of an acronym that
-/// is followed by a lower-case letter (`HTTPRequest` -> `HTTP`, `Request`).
-/// Digits belong to the word they are in.
-fn words(s: &str) -> Vec<&str> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mode {
-        Boundary,
-        Lower,
-        Upper,
-    }
-    let mut out = Vec::new();
-    for word in s.split(|c: char| !c.is_alphanumeric()) {
-        if word.is_empty() {
-            continue;
-        }
-        let mut init = 0;
-        let mut mode = Mode::Boundary;
-        let mut chars = word.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            let Some(&(next_i, next)) = chars.peek() else {
-                out.push(&word[init..]);
-                break;
-            };
-            let next_mode = if c.is_lowercase() {
-                Mode::Lower
-            } else if c.is_uppercase() {
-                Mode::Upper
-            } else {
-                mode
-            };
-            if next_mode == Mode::Lower && next.is_uppercase() {
-                out.push(&word[init..next_i]);
-                init = next_i;
-                mode = Mode::Boundary;
-            } else if mode == Mode::Upper && c.is_uppercase() && next.is_lowercase() {
-                out.push(&word[init..i]);
-                init = i;
-                mode = Mode::Boundary;
-            } else {
-                mode = next_mode;
-            }
-        }
-    }
-    out
-}
-
-fn capitalize(word: &str, out: &mut String) {
-    let mut chars = word.chars();
-    if let Some(first) = chars.next() {
-        out.extend(first.to_uppercase());
-        for c in chars {
-            out.extend(c.to_lowercase());
-        }
-    }
-}
 
 /// `UpperCamelCase` (heck's `to_upper_camel_case`).
 pub(crate) fn upper_camel(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for w in words(s) {
-        capitalize(w, &mut out);
-    }
-    out
+    crate::resolve::names::upper_camel_case(s)
 }
 
 /// `snake_case` (heck's `to_snake_case`).
 pub(crate) fn snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
-    for (i, w) in words(s).into_iter().enumerate() {
-        if i > 0 {
-            out.push('_');
-        }
-        out.extend(w.chars().flat_map(char::to_lowercase));
-    }
-    out
+    crate::resolve::names::snake_case(s)
 }
 
 /// `SHOUTY_SNAKE_CASE` (heck's `to_shouty_snake_case`).
 pub(crate) fn shouty(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
-    for (i, w) in words(s).into_iter().enumerate() {
-        if i > 0 {
-            out.push('_');
-        }
-        out.extend(w.chars().flat_map(char::to_uppercase));
-    }
-    out
+    words(s).iter().map(|w| w.to_uppercase()).collect::<Vec<_>>().join("_")
 }
-
-/// Keywords that become raw identifiers (`r#type`), as in prost-build.
-const RAW_KEYWORDS: &[&str] = &[
-    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn", "else", "enum",
-    "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod", "move", "mut",
-    "override", "priv", "pub", "ref", "return", "static", "struct", "trait", "true", "try", "type", "typeof",
-    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
-];
-
-/// Keywords that cannot be raw identifiers: they get a `_` suffix.
-const SUFFIXED_KEYWORDS: &[&str] = &["_", "super", "self", "crate", "extern", "Self"];
 
 /// An identifier for `name` (already case-converted): raw for keywords,
 /// suffixed with `_` where a raw identifier is not allowed, and never
@@ -123,10 +40,10 @@ pub(crate) fn ident(name: &str) -> Ident {
     if name.is_empty() {
         return Ident::new("_empty", Span::call_site());
     }
-    if SUFFIXED_KEYWORDS.contains(&name) {
+    if is_forbidden(name) {
         return Ident::new(&format!("{name}_"), Span::call_site());
     }
-    if RAW_KEYWORDS.contains(&name) {
+    if needs_raw(name) {
         return Ident::new_raw(name, Span::call_site());
     }
     // Names starting with a digit are not identifiers (the front end does
@@ -152,12 +69,7 @@ pub(crate) fn snake_ident(name: &str) -> Ident {
 /// with an upper-case letter (`MODE_UNSPECIFIED` of `Mode` -> `Unspecified`,
 /// `MODE1` stays `Mode1`), exactly as prost-build.
 pub(crate) fn variant_name(enum_name: &str, value_name: &str) -> String {
-    let prefix = upper_camel(enum_name);
-    let camel = upper_camel(value_name);
-    match camel.strip_prefix(&prefix) {
-        Some(rest) if rest.starts_with(char::is_uppercase) => rest.to_owned(),
-        _ => camel,
-    }
+    crate::resolve::names::enum_value(enum_name, value_name)
 }
 
 #[cfg(test)]
