@@ -21,6 +21,6 @@ pub mod proto;
 pub mod resolve;
 pub mod rust;
 
-pub use builder::Builder;
+pub use builder::{BuildError, Builder};
 pub use diag::{Diagnostic, Diagnostics};
 pub use loader::{load, load_many, load_source};

@@ -6,6 +6,15 @@ pub use ::bytes::Bytes;
 pub use ::futures::future::BoxFuture;
 pub use ::prost;
 pub use ::std::boxed::Box;
+// Traits and their derives (a `use` brings both), for generated impls and
+// `#[derive]`s that must not rely on the prelude.
+pub use ::std::clone::Clone;
+pub use ::std::cmp::{Eq, Ord, PartialEq, PartialOrd};
+pub use ::std::convert::From;
+pub use ::std::default::Default;
+pub use ::std::fmt::Debug;
+pub use ::std::hash::Hash;
+pub use ::std::marker::Copy;
 pub use ::std::collections::HashMap;
 pub use ::std::future::Future;
 pub use ::std::marker::{Send, Sync};
@@ -14,6 +23,17 @@ pub use ::std::result::Result::{self, Err, Ok};
 pub use ::std::string::String;
 pub use ::std::sync::Arc;
 pub use ::std::vec::Vec;
+
+/// Names that prost-derive's output uses without a path (`Some` for
+/// message and oneof fields, `Ok`/`Err`/`Default`/`Iterator` for enum
+/// fields): every generated module holding messages glob-imports this, so
+/// that it compiles without the prelude.
+pub mod derive_prelude {
+    pub use ::std::default::Default;
+    pub use ::std::iter::Iterator;
+    pub use ::std::option::Option::{None, Some};
+    pub use ::std::result::Result::{Err, Ok};
+}
 
 pub use crate::call::{style, Call, Client, GroupCall, GroupClient, OneWay};
 pub use crate::error::{CallError, MethodError, Never, Raisable};

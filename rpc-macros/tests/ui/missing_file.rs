@@ -1,0 +1,3 @@
+rpc_core::idl!("idl/does_not_exist.idl");
+
+fn main() {}

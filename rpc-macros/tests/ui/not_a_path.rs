@@ -1,0 +1,3 @@
+rpc_core::idl!(clock);
+
+fn main() {}
