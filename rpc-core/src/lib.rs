@@ -23,6 +23,8 @@ pub mod fault;
 pub mod server;
 pub mod service;
 pub mod status;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 #[doc(hidden)]

@@ -34,11 +34,13 @@
 mod engine;
 mod history;
 mod stats;
+mod tcp;
 mod udp;
 
 pub use engine::{Engine, ReplySink};
 pub use history::{EvictionCounts, History, HistoryConfig, HistorySize};
 pub use stats::ServerStats;
+pub use tcp::{TcpServerConfig, TcpStats};
 
 use crate::service::Service;
 use crate::transport::DatagramSocket;
@@ -252,6 +254,7 @@ pub struct ServerHandle {
     engine: Arc<Engine>,
     local_addr: SocketAddr,
     doors: Mutex<Vec<JoinHandle<()>>>,
+    tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
     sweeper: JoinHandle<()>,
 }
 
@@ -274,7 +277,7 @@ impl ServerHandle {
     fn with_door(engine: Arc<Engine>, local_addr: SocketAddr, door: JoinHandle<()>) -> ServerHandle {
         let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&engine)));
         tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
-        ServerHandle { engine, local_addr, doors: Mutex::new(vec![door]), sweeper }
+        ServerHandle { engine, local_addr, doors: Mutex::new(vec![door]), tcp_doors: Mutex::default(), sweeper }
     }
 
     /// Adds a door: a task feeding this server's engine. Shutdown aborts it
@@ -340,6 +343,8 @@ impl ServerHandle {
             // Cancelled tasks end at their next poll.
             self.engine.wait_idle(Duration::from_secs(1)).await;
         }
+        // TCP connections write their queued replies and close.
+        self.drain_tcp(Duration::from_secs(2)).await;
         let doors = std::mem::take(&mut *self.doors.lock().unwrap_or_else(PoisonError::into_inner));
         for door in doors {
             door.abort();

@@ -4,6 +4,7 @@
 //! and delay, for unit tests). The UDP server and client are generic over it.
 
 pub mod mem;
+pub mod tcp;
 
 use std::future::Future;
 use std::io;

@@ -1,0 +1,488 @@
+//! Length-delimited frames over a byte stream (TCP, or TLS over TCP),
+//! shared by the TCP server door and the TCP client channel.
+//!
+//! A frame is a `u32` big-endian length followed by that many bytes: one
+//! protobuf-encoded [`Envelope`](crate::envelope::Envelope). Many calls are
+//! multiplexed on one connection; the request id pairs replies with calls.
+//!
+//! How the pieces fit:
+//! - [`FrameReader`] turns the read half of a stream into frames. A frame is
+//!   split off the read buffer without copying ([`Bytes`]). Frames over the
+//!   limit are skipped without being buffered (only their first bytes are
+//!   kept, to name the request); a length so large that skipping it is not
+//!   worth it ends the connection. Memory is reserved as bytes arrive, so a
+//!   peer announcing a large frame and sending nothing costs nothing.
+//! - [`Outbox`] queues encoded frames for one connection: senders append to
+//!   one shared buffer (one copy), and the connection's writer takes the
+//!   whole buffer and writes it at once ([`write_loop`]), so many frames
+//!   leave in one `write` system call.
+//! - [`peek_header`] reads the envelope fields a transport needs (type,
+//!   request id, session, attempt, ...) without decoding the payload.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Default largest frame (one envelope): 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// Bytes of the length prefix.
+pub const PREFIX_LEN: usize = 4;
+
+/// Frames over the limit but at most this many times the limit are skipped
+/// (and answered with an error when they name a request); longer ones end
+/// the connection.
+const SKIP_FACTOR: usize = 4;
+
+/// Bytes kept from the front of an oversized frame to read its header.
+const HEAD_KEEP: usize = 256;
+
+/// Read buffer reserved before each read when no frame is pending.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Largest single reservation while a big frame arrives.
+const GROW_STEP: usize = 1 << 20;
+
+/// Envelope fields read by [`peek_header`] (zero when absent).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvelopeHeader {
+    /// `type` (a [`MessageType`](crate::envelope::MessageType) number).
+    pub r#type: i32,
+    /// `request_id`.
+    pub request_id: u64,
+    /// `session_id`.
+    pub session_id: u64,
+    /// `incarnation`.
+    pub incarnation: u64,
+    /// `attempt`.
+    pub attempt: u32,
+    /// `protocol` (an [`ExchangeProtocol`](crate::envelope::ExchangeProtocol) number).
+    pub protocol: i32,
+    /// `ack_up_to`.
+    pub ack_up_to: u64,
+    /// `want_accept`.
+    pub want_accept: bool,
+    /// Every field was read (the bytes were not cut short or malformed).
+    pub complete: bool,
+}
+
+/// Reads the scalar fields of an encoded envelope without decoding (or
+/// copying) its strings, payload and metadata: length-delimited fields are
+/// skipped by their length. Stops at the first field that is cut short or
+/// malformed (then `complete` is false); never panics.
+pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
+    let mut h = EnvelopeHeader::default();
+    while !bytes.is_empty() {
+        let Some(key) = varint(&mut bytes) else { return h };
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                let Some(v) = varint(&mut bytes) else { return h };
+                // Truncation to the field's width is what protobuf does.
+                #[allow(clippy::cast_possible_truncation)]
+                match field {
+                    2 => h.r#type = v as i32,
+                    3 => h.request_id = v,
+                    10 => h.attempt = v as u32,
+                    14 => h.protocol = v as i32,
+                    15 => h.ack_up_to = v,
+                    16 => h.want_accept = v != 0,
+                    _ => {}
+                }
+            }
+            1 => {
+                let Some(v) = bytes.get(..8) else { return h };
+                let v = u64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
+                bytes = &bytes[8..];
+                match field {
+                    4 => h.session_id = v,
+                    8 => h.incarnation = v,
+                    _ => {}
+                }
+            }
+            2 => {
+                let Some(len) = varint(&mut bytes) else { return h };
+                let Some(rest) = usize::try_from(len).ok().and_then(|len| bytes.get(len..)) else { return h };
+                bytes = rest;
+            }
+            5 => {
+                let Some(rest) = bytes.get(4..) else { return h };
+                bytes = rest;
+            }
+            _ => return h,
+        }
+    }
+    h.complete = true;
+    h
+}
+
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// One item read from a stream.
+#[derive(Debug)]
+pub enum Frame {
+    /// A frame within the limit: one encoded envelope.
+    Data(Bytes),
+    /// A frame over the limit, skipped; the header of its first bytes.
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// What its first bytes say (usually incomplete).
+        header: EnvelopeHeader,
+    },
+}
+
+/// Why a stream cannot be read on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced a frame far beyond the limit; the connection
+    /// must be closed (skipping it would mean reading that much).
+    #[error("frame of {len} bytes announced, limit is {limit}")]
+    Absurd {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// Reading failed.
+    #[error("read failed")]
+    Io(#[source] io::Error),
+}
+
+/// Reads frames from the read half of a stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of frames up to `max_frame` bytes.
+    pub fn new(io: R, max_frame: usize) -> FrameReader<R> {
+        FrameReader { io, buf: BytesMut::with_capacity(READ_CHUNK), max_frame }
+    }
+
+    /// Whether a complete frame is already buffered (the next
+    /// [`FrameReader::next`] returns without reading).
+    pub fn has_frame(&self) -> bool {
+        match self.announced() {
+            Some(len) => len > self.max_frame || self.buf.len() >= PREFIX_LEN + len,
+            None => false,
+        }
+    }
+
+    fn announced(&self) -> Option<usize> {
+        let p = self.buf.get(..PREFIX_LEN)?;
+        usize::try_from(u32::from_be_bytes([p[0], p[1], p[2], p[3]])).ok()
+    }
+
+    /// The next frame; `Ok(None)` at a clean end of the stream.
+    ///
+    /// # Errors
+    /// [`FrameError`]: a read error, an end of stream inside a frame, or a
+    /// length far beyond the limit.
+    ///
+    /// # Cancel safety
+    /// Cancel safe while no oversized frame is being skipped: bytes read
+    /// stay buffered. Dropping it while skipping loses the stream's framing
+    /// (the caller closes the connection in that case anyway).
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(len) = self.announced() {
+                if len > self.max_frame {
+                    return self.skip(len).await.map(Some);
+                }
+                let total = PREFIX_LEN + len;
+                if self.buf.len() >= total {
+                    self.buf.advance(PREFIX_LEN);
+                    return Ok(Some(Frame::Data(self.buf.split_to(len).freeze())));
+                }
+                let missing = total - self.buf.len();
+                self.buf.reserve(missing.min(GROW_STEP));
+            } else {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.io.read_buf(&mut self.buf).await.map_err(FrameError::Io)?;
+            if n == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+            }
+        }
+    }
+
+    /// Skips an oversized frame of `len` bytes (its prefix is buffered),
+    /// keeping its first bytes for the header.
+    async fn skip(&mut self, len: usize) -> Result<Frame, FrameError> {
+        if len > self.max_frame.saturating_mul(SKIP_FACTOR) {
+            return Err(FrameError::Absurd { len, limit: self.max_frame });
+        }
+        self.buf.advance(PREFIX_LEN);
+        let keep = len.min(HEAD_KEEP);
+        while self.buf.len() < keep {
+            self.buf.reserve(keep - self.buf.len());
+            if self.io.read_buf(&mut self.buf).await.map_err(FrameError::Io)? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        let header = peek_header(&self.buf[..keep]);
+        let mut left = len;
+        let mut scratch = [0u8; 8192];
+        // What is buffered first, then straight from the stream.
+        let buffered = self.buf.len().min(left);
+        self.buf.advance(buffered);
+        left -= buffered;
+        while left > 0 {
+            let want = left.min(scratch.len());
+            let n = self.io.read(&mut scratch[..want]).await.map_err(FrameError::Io)?;
+            if n == 0 {
+                return Err(FrameError::Truncated);
+            }
+            left -= n;
+        }
+        Ok(Frame::TooLarge { len, header })
+    }
+}
+
+/// Counters of what a connection's writer did.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    /// Frames queued.
+    pub(crate) frames: AtomicU64,
+    /// Batches written (each one `write_all`).
+    pub(crate) writes: AtomicU64,
+}
+
+/// The frames waiting to be written on one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<OutState>,
+    /// Wakes the writer.
+    ready: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// Above this many queued bytes, senders wait.
+    high_water: usize,
+}
+
+#[derive(Debug)]
+struct OutState {
+    buf: BytesMut,
+    closed: bool,
+}
+
+impl Outbox {
+    /// An open outbox; senders wait while more than `high_water` bytes are
+    /// queued (a single frame is always accepted into an empty outbox).
+    pub fn new(high_water: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(OutState { buf: BytesMut::with_capacity(READ_CHUNK), closed: false }),
+            ready: Notify::new(),
+            room: Notify::new(),
+            high_water,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues one frame (`message` with its length prefix), waiting while
+    /// the outbox is full.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::BrokenPipe`] once the outbox is closed (the
+    /// connection is gone); [`io::ErrorKind::InvalidInput`] for a message
+    /// longer than `u32::MAX`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the frame is queued entirely or not at all.
+    pub async fn push(&self, message: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(message.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if s.closed {
+                    return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+                }
+                if s.buf.is_empty() || s.buf.len() < self.high_water {
+                    s.buf.reserve(PREFIX_LEN + message.len());
+                    s.buf.put_u32(len);
+                    s.buf.put_slice(message);
+                    drop(s);
+                    self.ready.notify_one();
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Closes the outbox: no more frames are taken; the writer writes what
+    /// is queued and ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Whether the outbox is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// Writes the outbox's frames to `io` until the outbox is closed and empty
+/// (then shuts the stream down) or a write fails. Each wake-up writes all
+/// that is queued in one `write_all`.
+///
+/// # Errors
+/// The write error; the outbox is closed then.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    outbox: &Outbox,
+    mut io: W,
+    counters: &WriteCounters,
+) -> io::Result<()> {
+    let mut batch = BytesMut::with_capacity(READ_CHUNK);
+    let result = loop {
+        let closed = {
+            let mut s = outbox.lock();
+            std::mem::swap(&mut s.buf, &mut batch);
+            s.closed
+        };
+        if batch.is_empty() {
+            if closed {
+                let _ = io.shutdown().await;
+                break Ok(());
+            }
+            outbox.ready.notified().await;
+            continue;
+        }
+        outbox.room.notify_waiters();
+        counters.writes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = io.write_all(&batch).await {
+            break Err(e);
+        }
+        if let Err(e) = io.flush().await {
+            break Err(e);
+        }
+        batch.clear();
+        if batch.capacity() > 4 * GROW_STEP {
+            // Do not keep a huge buffer after one big frame.
+            batch = BytesMut::with_capacity(READ_CHUNK);
+        }
+    };
+    if result.is_err() {
+        outbox.close();
+    }
+    result
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Envelope, MessageType, VERSION};
+    use prost::Message;
+
+    fn env() -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: MessageType::Request as i32,
+            request_id: 300,
+            session_id: 0xdead_beef_0102_0304,
+            service: "a.B".into(),
+            incarnation: 9,
+            attempt: 3,
+            payload: Bytes::from(vec![7u8; 1000]),
+            metadata: [("k".to_owned(), "v".to_owned())].into_iter().collect(),
+            protocol: 3,
+            ack_up_to: 299,
+            want_accept: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn peek_reads_scalars_and_skips_the_rest() {
+        let bytes = env().encode_to_vec();
+        let h = peek_header(&bytes);
+        assert!(h.complete);
+        assert_eq!((h.r#type, h.request_id, h.session_id, h.incarnation), (1, 300, 0xdead_beef_0102_0304, 9));
+        assert_eq!((h.attempt, h.protocol, h.ack_up_to, h.want_accept), (3, 3, 299, true));
+        // cut short: the leading fields are still there
+        let h = peek_header(&bytes[..40]);
+        assert!(!h.complete);
+        assert_eq!((h.r#type, h.request_id, h.session_id), (1, 300, 0xdead_beef_0102_0304));
+        // garbage never panics
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
+            let _ = peek_header(&junk);
+        }
+        assert!(!peek_header(&[0xff; 11]).complete);
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_ones_are_skipped() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let out = Outbox::new(1 << 20);
+        let small = env().encode_to_vec();
+        let big = vec![1u8; 5000];
+        out.push(&small).await.unwrap();
+        out.push(&big).await.unwrap();
+        out.push(&small).await.unwrap();
+        out.close();
+        let counters = WriteCounters::default();
+        let writer = write_loop(&out, a, &counters);
+        let reader = async move {
+            let mut r = FrameReader::new(b, 4096);
+            let mut got = Vec::new();
+            while let Some(f) = r.next().await.unwrap() {
+                got.push(f);
+            }
+            got
+        };
+        let (w, got) = tokio::join!(writer, reader);
+        w.unwrap();
+        assert_eq!(counters.writes.load(Ordering::Relaxed), 1, "one batch");
+        assert_eq!(got.len(), 3);
+        assert!(matches!(&got[0], Frame::Data(d) if d[..] == small[..]));
+        assert!(matches!(&got[1], Frame::TooLarge { len: 5000, .. }));
+        assert!(matches!(&got[2], Frame::Data(d) if d[..] == small[..]));
+    }
+
+    #[tokio::test]
+    async fn absurd_length_is_refused_without_allocating() {
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            let _ = a.write_all(&u32::MAX.to_be_bytes()).await;
+            // and keep the stream open
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        });
+        let mut r = FrameReader::new(b, 1024);
+        let e = r.next().await.unwrap_err();
+        assert!(matches!(e, FrameError::Absurd { len, limit: 1024 } if len == u32::MAX as usize));
+        assert!(r.buf.capacity() < 1 << 20);
+    }
+}
