@@ -20,8 +20,10 @@ mod exchange;
 mod rto;
 mod session;
 mod stats;
+mod tcp;
 
 pub use stats::ClientStats;
+pub use tcp::{TcpChannel, TcpConfig, TcpLinkStats};
 
 use crate::call::{Channel, Invocation, Outcome};
 use crate::envelope::{Envelope, MessageType, VERSION};
@@ -327,7 +329,9 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
 /// when the socket is empty, after one yield, so the callers woken by the
 /// replies run first and the ACK's syscall is not on their path.
 async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
-    let mut buf = vec![0u8; RECV_BUFFER];
+    // Stream transports carry messages up to `max_datagram` (TCP: 16 MiB).
+    let size = RECV_BUFFER.max(shared.config.max_datagram.saturating_add(1).min(u32::MAX as usize));
+    let mut buf = vec![0u8; size];
     let mut ack_buf = Vec::with_capacity(64);
     let mut acks: Vec<u64> = Vec::new();
     let mut errors = 0u32;

@@ -339,6 +339,25 @@ impl Outbox {
         }
     }
 
+    /// Queues one frame at once, whatever the queue's length (for a
+    /// bounded batch queued before the writer starts).
+    ///
+    /// # Errors
+    /// As [`Outbox::push`].
+    pub fn push_now(&self, message: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(message.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut s = self.lock();
+        if s.closed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        s.buf.reserve(PREFIX_LEN + message.len());
+        s.buf.put_u32(len);
+        s.buf.put_slice(message);
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
     /// Closes the outbox: no more frames are taken; the writer writes what
     /// is queued and ends.
     pub fn close(&self) {

@@ -1,0 +1,850 @@
+//! The client over TCP (optionally TLS): [`TcpChannel`].
+//!
+//! The exchange logic is the datagram client's, unchanged: the channel is
+//! a [`UdpChannel`] over a *link* that presents a reconnecting, framed TCP
+//! connection as a [`DatagramSocket`]. So sessions, request ids, PING and
+//! incarnations, RRA acknowledgements, ACCEPT for asynchronous calls,
+//! deadlines and the error mapping are the same on both transports. What
+//! the link adds for a stream:
+//!
+//! - **Framing and multiplexing.** Every message is one length-delimited
+//!   frame (`transport::tcp`) on one connection; replies are matched to
+//!   calls by request id, in any order. A writer queue per connection
+//!   sends every frame queued since its last write in one write.
+//! - **Reconnects.** A broken connection is re-established in the
+//!   background with exponential backoff (jittered, bounded by
+//!   [`TcpConfig::backoff_max`]) as long as calls are waiting. Every
+//!   request still waiting for its answer is then sent again on the new
+//!   connection with the same session and request id (attempt + 1, the
+//!   deadline reduced by the time spent): the server's history answers it
+//!   with the stored reply, or IN_PROGRESS while it still runs, never with
+//!   a second execution.
+//! - **No retransmission on a healthy connection.** TCP does not lose
+//!   frames, so a copy of a request that the current connection already
+//!   carried is not written again; the link answers it locally with an
+//!   IN_PROGRESS, which moves the call from retransmission to polling (no
+//!   attempts counted). A call then waits for its reply, its deadline, or a
+//!   reconnect. Only requests first written on an older connection are
+//!   polled on the wire (their reply may have gone to the dead one).
+//! - **Dead peer.** A call made while no connection is up waits for one, at
+//!   most until its deadline (or the channel's `max_wait`) or until as
+//!   many connection attempts as the call has attempts have failed; it
+//!   then fails with [`Error::DeadlineExceeded`] or [`Error::Unreachable`]
+//!   with `may_have_run: false` (nothing was sent).
+
+use super::{ChannelConfig, ClientStats, UdpChannel};
+use crate::call::{Channel, Invocation, Outcome};
+use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::error::Error;
+use crate::status::Status;
+use crate::transport::tcp::{
+    peek_header, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME,
+};
+use crate::transport::DatagramSocket;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+/// Queued bytes per connection above which callers wait for the writer.
+const OUTBOX_HIGH_WATER: usize = 1 << 20;
+
+/// A connection that lived shorter than this counts as a failed attempt
+/// for the backoff (a server that accepts and closes at once).
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+
+/// Configuration of a [`TcpChannel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpConfig {
+    /// The exchange settings (retries, RTO, `max_wait`). Its
+    /// `max_datagram` is replaced by `max_frame`.
+    pub channel: ChannelConfig,
+    /// Largest frame (one envelope) sent or received: a bigger request
+    /// fails with [`Error::MessageTooLarge`] before anything is sent; a
+    /// bigger reply fails its call with RESOURCE_EXHAUSTED. Default 16 MiB;
+    /// between 256 and `u32::MAX`.
+    pub max_frame: usize,
+    /// Longest wait for one connection attempt (TCP and TLS handshakes).
+    /// Default 5 s.
+    pub connect_timeout: Duration,
+    /// Wait after the first failed connection attempt; doubles (with
+    /// +-25% jitter) after each further failure. Default 10 ms.
+    pub backoff_initial: Duration,
+    /// Longest wait between connection attempts. Default 2 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            channel: ChannelConfig::default(),
+            max_frame: DEFAULT_MAX_FRAME,
+            connect_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl TcpConfig {
+    fn normalized(mut self) -> TcpConfig {
+        self.max_frame = self.max_frame.clamp(256, u32::MAX as usize);
+        self.channel.max_datagram = self.max_frame;
+        self.backoff_initial = self.backoff_initial.max(Duration::from_millis(1));
+        self.backoff_max = self.backoff_max.max(self.backoff_initial);
+        self.connect_timeout = self.connect_timeout.max(Duration::from_millis(1));
+        self
+    }
+}
+
+/// Counters of a [`TcpChannel`]'s connections ([`TcpChannel::link_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpLinkStats {
+    /// Whether a connection is up now.
+    pub connected: bool,
+    /// Connections established (the first and every reconnect).
+    pub connects: u64,
+    /// Connection attempts that failed (refused, timed out, TLS refused).
+    pub connect_failures: u64,
+    /// Connections that broke (closed by the peer, reset, read or write
+    /// error).
+    pub disconnects: u64,
+    /// Requests sent again on a new connection (same session and id).
+    pub replayed: u64,
+    /// Copies of requests not written because the healthy connection had
+    /// already carried the request.
+    pub suppressed: u64,
+    /// Frames queued for sending.
+    pub frames_sent: u64,
+    /// Write calls (each carries every frame queued since the last one).
+    pub writes: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Replies over `max_frame`, skipped (their calls fail with
+    /// RESOURCE_EXHAUSTED).
+    pub oversized_replies: u64,
+}
+
+#[derive(Debug, Default)]
+struct LinkCounters {
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    disconnects: AtomicU64,
+    replayed: AtomicU64,
+    suppressed: AtomicU64,
+    frames_received: AtomicU64,
+    oversized: AtomicU64,
+    write: WriteCounters,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the calls see of the connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkStatus {
+    connected: bool,
+    /// Failed connection attempts so far.
+    failures: u64,
+}
+
+/// What a pending message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Request { want_accept: bool },
+    Ping,
+    OneWay,
+}
+
+/// A message to send again on a new connection.
+#[derive(Debug)]
+struct Pending {
+    /// The last copy the call sent (an encoded envelope).
+    frame: Bytes,
+    kind: Kind,
+    /// The connection (generation) that first carried it.
+    first_gen: Option<u64>,
+    /// When `frame` was made (its `deadline_us` counts from then).
+    stored_at: Instant,
+    /// The connection on which an IN_PROGRESS was made up for it.
+    synthesized: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    /// The connection up now: its generation and outbox.
+    conn: Option<(u64, Arc<Outbox>)>,
+    gen: u64,
+    local: Option<SocketAddr>,
+    /// Requests (and PINGs, and one-way requests not sent yet) without an
+    /// answer, by request id.
+    outstanding: BTreeMap<u64, Pending>,
+}
+
+#[derive(Debug)]
+enum Connector {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsClientConfig),
+}
+
+/// What the link's socket face, its manager task and the channel share.
+#[derive(Debug)]
+struct LinkShared {
+    server: SocketAddr,
+    config: TcpConfig,
+    connector: Connector,
+    state: Mutex<LinkState>,
+    inbound_tx: mpsc::UnboundedSender<Bytes>,
+    inbound_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Bytes>>,
+    status: watch::Sender<LinkStatus>,
+    /// Wakes the manager (a call needs a connection).
+    wake: Notify,
+    /// Calls waiting for a connection.
+    waiters: AtomicUsize,
+    counters: LinkCounters,
+}
+
+impl LinkShared {
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn needed(&self) -> bool {
+        self.waiters.load(Ordering::Acquire) > 0 || !self.lock().outstanding.is_empty()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.status.borrow().connected
+    }
+
+    /// Waits until a connection is up; fails at `deadline` or after
+    /// `attempts` failed connection attempts.
+    async fn wait_connected(&self, deadline: Instant, attempts: u32) -> Result<(), Error> {
+        let _waiting = Waiting::new(self);
+        let mut rx = self.status.subscribe();
+        let start = rx.borrow().failures;
+        loop {
+            let s = *rx.borrow_and_update();
+            if s.connected {
+                return Ok(());
+            }
+            if s.failures.saturating_sub(start) >= u64::from(attempts) {
+                return Err(Error::Unreachable { may_have_run: false, attempts: 0 });
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 }),
+                Ok(Err(_)) => return Err(Error::Closed),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+struct Waiting<'a>(&'a LinkShared);
+
+impl<'a> Waiting<'a> {
+    fn new(link: &'a LinkShared) -> Waiting<'a> {
+        link.waiters.fetch_add(1, Ordering::AcqRel);
+        link.wake.notify_one();
+        Waiting(link)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The datagram face of a reconnecting TCP connection; owned by the
+/// channel's session. Dropping it stops the connection manager.
+pub(crate) struct TcpLink {
+    shared: Arc<LinkShared>,
+    manager: tokio::task::AbortHandle,
+}
+
+impl fmt::Debug for TcpLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpLink").field("server", &self.shared.server).finish_non_exhaustive()
+    }
+}
+
+impl Drop for TcpLink {
+    fn drop(&mut self) {
+        self.manager.abort();
+    }
+}
+
+impl DatagramSocket for TcpLink {
+    fn send_to(&self, buf: &[u8], _target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+        let link = Arc::clone(&self.shared);
+        let decided = route(&link, buf);
+        async move {
+            match decided {
+                Route::Write(outbox) => {
+                    // A broken connection loses the frame; requests are
+                    // kept and sent again on the next one.
+                    if outbox.push(buf).await.is_ok() {
+                        bump(&link.counters.write.frames);
+                    }
+                }
+                Route::Suppressed { in_progress } => {
+                    bump(&link.counters.suppressed);
+                    if let Some(frame) = in_progress {
+                        let _ = link.inbound_tx.send(frame);
+                    }
+                }
+                Route::Kept => link.wake.notify_one(),
+                Route::Dropped => {}
+            }
+            Ok(buf.len())
+        }
+    }
+
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        let link = Arc::clone(&self.shared);
+        async move {
+            let mut rx = link.inbound_rx.lock().await;
+            match rx.recv().await {
+                Some(frame) => {
+                    let n = frame.len().min(buf.len());
+                    buf[..n].copy_from_slice(&frame[..n]);
+                    Ok((n, link.server))
+                }
+                None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.lock().local.ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+/// What to do with one outgoing message.
+enum Route {
+    Write(Arc<Outbox>),
+    /// Already carried by the healthy connection; maybe answer locally.
+    Suppressed { in_progress: Option<Bytes> },
+    /// No connection: kept for the next one.
+    Kept,
+    /// No connection, and not worth keeping (ACK).
+    Dropped,
+}
+
+fn route(link: &LinkShared, buf: &[u8]) -> Route {
+    let h = peek_header(buf);
+    let kind = match MessageType::try_from(h.r#type) {
+        Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
+        Ok(MessageType::Request) => Some(Kind::Request { want_accept: h.want_accept }),
+        Ok(MessageType::Ping) => Some(Kind::Ping),
+        _ => None,
+    };
+    let mut st = link.lock();
+    if h.ack_up_to > 0 {
+        // The session needs nothing at or below its low-water mark.
+        let keep = st.outstanding.split_off(&(h.ack_up_to.saturating_add(1)));
+        st.outstanding = keep;
+    }
+    let conn = st.conn.clone();
+    let Some(kind) = kind else {
+        return match conn {
+            Some((_, outbox)) => Route::Write(outbox),
+            None => Route::Dropped,
+        };
+    };
+    let now = Instant::now();
+    let entry = st.outstanding.entry(h.request_id).or_insert_with(|| Pending {
+        frame: Bytes::new(),
+        kind,
+        first_gen: None,
+        stored_at: now,
+        synthesized: None,
+    });
+    entry.frame = Bytes::copy_from_slice(buf);
+    entry.kind = kind;
+    entry.stored_at = now;
+    let Some((gen, outbox)) = conn else { return Route::Kept };
+    match kind {
+        Kind::Request { want_accept } if entry.first_gen == Some(gen) => {
+            let synthesize = !want_accept && entry.synthesized != Some(gen);
+            if synthesize {
+                entry.synthesized = Some(gen);
+            }
+            let in_progress = synthesize.then(|| {
+                let env = Envelope {
+                    version: VERSION,
+                    r#type: MessageType::InProgress as i32,
+                    request_id: h.request_id,
+                    session_id: h.session_id,
+                    ..Envelope::default()
+                };
+                Bytes::from(env.encode_to_vec())
+            });
+            Route::Suppressed { in_progress }
+        }
+        Kind::OneWay => {
+            st.outstanding.remove(&h.request_id);
+            Route::Write(outbox)
+        }
+        _ => {
+            entry.first_gen.get_or_insert(gen);
+            Route::Write(outbox)
+        }
+    }
+}
+
+/// A copy of `frame` for a new connection: attempt + 1, the deadline
+/// reduced by `elapsed`. `None` when its deadline has passed.
+fn refreshed(frame: &Bytes, elapsed: Duration) -> Option<Bytes> {
+    let mut env = Envelope::decode(frame.clone()).ok()?;
+    env.attempt = env.attempt.saturating_add(1);
+    if env.deadline_us > 0 {
+        let spent = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        if spent >= env.deadline_us {
+            return None;
+        }
+        env.deadline_us -= spent;
+    }
+    Some(Bytes::from(env.encode_to_vec()))
+}
+
+/// Connects whenever calls need a connection, until aborted.
+async fn manage(link: Arc<LinkShared>) {
+    let mut failures: u32 = 0;
+    loop {
+        loop {
+            let woken = link.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if link.needed() {
+                break;
+            }
+            woken.await;
+        }
+        match connect(&link).await {
+            Ok(()) => {
+                // `connect` returns when the connection ends.
+                failures = 0;
+            }
+            Err(Some(lived)) if lived >= STABLE_CONNECTION => failures = 0,
+            Err(Some(_)) => failures = failures.saturating_add(1),
+            Err(None) => {
+                failures = failures.saturating_add(1);
+                bump(&link.counters.connect_failures);
+                link.status.send_modify(|s| s.failures += 1);
+            }
+        }
+        if failures > 0 {
+            let exp = failures.saturating_sub(1).min(20);
+            let base = link.config.backoff_initial.saturating_mul(1u32 << exp).min(link.config.backoff_max);
+            let wait = super::rto::jittered(base, super::rto::jitter_factor()).min(link.config.backoff_max);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One connection, from connecting to its end. `Err(None)`: it could not
+/// be established; `Err(Some(lived))`: it broke after `lived`.
+async fn connect(link: &Arc<LinkShared>) -> Result<(), Option<Duration>> {
+    let timeout = link.config.connect_timeout;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(link.server)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(error)) => {
+            tracing::debug!(server = %link.server, %error, "connection failed");
+            return Err(None);
+        }
+        Err(_) => {
+            tracing::debug!(server = %link.server, "connection timed out");
+            return Err(None);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
+    let started = Instant::now();
+    match &link.connector {
+        Connector::Plain => {
+            let (r, w) = stream.into_split();
+            run(link, r, w, local).await;
+        }
+        #[cfg(feature = "tls")]
+        Connector::Tls(tls) => {
+            let handshake = tls.connector().connect(tls.server_name().clone(), stream);
+            match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    let (r, w) = tokio::io::split(stream);
+                    run(link, r, w, local).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(server = %link.server, %error, "tls handshake failed");
+                    return Err(None);
+                }
+                Err(_) => {
+                    tracing::debug!(server = %link.server, "tls handshake timed out");
+                    return Err(None);
+                }
+            }
+        }
+    }
+    Err(Some(started.elapsed()))
+}
+
+/// Serves one established connection until it breaks.
+async fn run<R, W>(link: &Arc<LinkShared>, r: R, w: W, local: Option<SocketAddr>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let outbox = Arc::new(Outbox::new(OUTBOX_HIGH_WATER));
+    let gen = {
+        let mut st = link.lock();
+        st.gen += 1;
+        let gen = st.gen;
+        st.conn = Some((gen, Arc::clone(&outbox)));
+        st.local = local;
+        let now = Instant::now();
+        let max_wait = link.config.channel.max_wait;
+        let mut expired = Vec::new();
+        let mut replayed = 0u64;
+        for (&id, p) in st.outstanding.iter_mut() {
+            let elapsed = now.saturating_duration_since(p.stored_at);
+            if p.first_gen.is_some() && p.kind != Kind::Ping {
+                match refreshed(&p.frame, elapsed) {
+                    Some(frame) if elapsed <= max_wait => {
+                        p.frame = frame;
+                        p.stored_at = now;
+                        replayed += 1;
+                    }
+                    _ => {
+                        expired.push(id);
+                        continue;
+                    }
+                }
+            }
+            p.first_gen.get_or_insert(gen);
+            // The writer is not running yet: queue regardless of length.
+            let _ = outbox.push_now(&p.frame);
+            bump(&link.counters.write.frames);
+            if p.kind == Kind::OneWay {
+                expired.push(id);
+            }
+        }
+        for id in expired {
+            st.outstanding.remove(&id);
+        }
+        link.counters.replayed.fetch_add(replayed, Ordering::Relaxed);
+        if replayed > 0 {
+            tracing::debug!(server = %link.server, replayed, "requests sent again on the new connection");
+        }
+        gen
+    };
+    bump(&link.counters.connects);
+    link.status.send_modify(|s| s.connected = true);
+    tracing::debug!(server = %link.server, gen, "connected");
+    let writer = write_loop(&outbox, w, &link.counters.write);
+    tokio::pin!(writer);
+    let reader = read_loop(link, r);
+    tokio::pin!(reader);
+    tokio::select! {
+        result = &mut writer => {
+            if let Err(error) = result {
+                tracing::debug!(server = %link.server, %error, "write failed");
+            }
+        }
+        () = &mut reader => {}
+    }
+    outbox.close();
+    {
+        let mut st = link.lock();
+        if st.conn.as_ref().is_some_and(|(g, _)| *g == gen) {
+            st.conn = None;
+        }
+    }
+    bump(&link.counters.disconnects);
+    link.status.send_modify(|s| s.connected = false);
+    tracing::debug!(server = %link.server, gen, "disconnected");
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
+    let mut frames = FrameReader::new(r, link.config.max_frame);
+    loop {
+        let frame = match frames.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(FrameError::Absurd { len, limit }) => {
+                bump(&link.counters.oversized);
+                tracing::debug!(server = %link.server, len, limit, "absurd frame length from the server");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(server = %link.server, %error, "read failed");
+                return;
+            }
+        };
+        match frame {
+            Frame::Data(bytes) => {
+                bump(&link.counters.frames_received);
+                let h = peek_header(&bytes);
+                match MessageType::try_from(h.r#type) {
+                    Ok(MessageType::Reply | MessageType::Error) => {
+                        link.lock().outstanding.remove(&h.request_id);
+                    }
+                    Ok(MessageType::Pong) => {
+                        let mut st = link.lock();
+                        if st.outstanding.get(&h.request_id).is_some_and(|p| p.kind == Kind::Ping) {
+                            st.outstanding.remove(&h.request_id);
+                        }
+                    }
+                    _ => {}
+                }
+                let _ = link.inbound_tx.send(bytes);
+            }
+            Frame::TooLarge { len, header } => {
+                bump(&link.counters.oversized);
+                tracing::debug!(server = %link.server, len, request_id = header.request_id, "reply over max_frame skipped");
+                let is_answer = header.r#type == MessageType::Reply as i32 || header.r#type == MessageType::Error as i32;
+                if is_answer && header.request_id != 0 {
+                    link.lock().outstanding.remove(&header.request_id);
+                    let status = Status::resource_exhausted(format!(
+                        "reply of {len} bytes exceeds the client's limit of {} bytes",
+                        link.config.max_frame
+                    ));
+                    let env = Envelope {
+                        version: VERSION,
+                        r#type: MessageType::Error as i32,
+                        request_id: header.request_id,
+                        session_id: header.session_id,
+                        incarnation: header.incarnation,
+                        status: Some(crate::envelope::Status::from(&status)),
+                        ..Envelope::default()
+                    };
+                    let _ = link.inbound_tx.send(Bytes::from(env.encode_to_vec()));
+                }
+            }
+        }
+    }
+}
+
+/// A client session over TCP (or TLS over TCP) to one server: implements
+/// [`Channel`] for every call style and the protocols R, RR and RRA, with
+/// the datagram client's exchange logic (see the module docs for what a
+/// stream changes: no retransmission on a healthy connection, reconnects
+/// with the same session, requests sent again on the new connection).
+///
+/// Cheap to clone; clones share the session and the connection. Dropping
+/// the last clone closes the connection; calls still in flight fail with
+/// [`Error::Closed`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rpc_core::Error> {
+/// use rpc_core::client::TcpChannel;
+/// let channel = TcpChannel::connect("127.0.0.1:7000".parse().unwrap()).await?;
+/// let client = rpc_core::Client::new(channel);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TcpChannel {
+    inner: UdpChannel<TcpLink>,
+    link: Arc<LinkShared>,
+}
+
+impl fmt::Debug for TcpChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpChannel")
+            .field("server", &self.link.server)
+            .field("session_id", &format_args!("{:016x}", self.inner.session_id()))
+            .field("connected", &self.link.is_connected())
+            .finish()
+    }
+}
+
+impl TcpChannel {
+    /// A channel to `server` with the default [`TcpConfig`]; waits for the
+    /// first connection.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] when the first connection attempts (one plus
+    /// the configured default retries) fail, [`Error::DeadlineExceeded`]
+    /// when they take longer than `max_wait`.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub async fn connect(server: SocketAddr) -> Result<TcpChannel, Error> {
+        TcpChannel::connect_with(server, TcpConfig::default()).await
+    }
+
+    /// As [`TcpChannel::connect`], with `config`.
+    ///
+    /// # Errors
+    /// As [`TcpChannel::connect`].
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub async fn connect_with(server: SocketAddr, config: TcpConfig) -> Result<TcpChannel, Error> {
+        let channel = TcpChannel::lazy(server, config, Connector::Plain);
+        channel.wait_first().await?;
+        Ok(channel)
+    }
+
+    /// A channel to `server` that connects when the first call needs it
+    /// (and never fails to be made).
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn connect_lazy(server: SocketAddr, config: TcpConfig) -> TcpChannel {
+        TcpChannel::lazy(server, config, Connector::Plain)
+    }
+
+    /// A channel to `server` over TLS: the server's certificate is verified
+    /// for `tls`'s server name against its roots; `tls` may carry a client
+    /// identity for mutual TLS. Waits for the first connection.
+    ///
+    /// # Errors
+    /// As [`TcpChannel::connect`]; a refused handshake (bad certificate,
+    /// no client certificate where one is required) counts as a failed
+    /// connection attempt.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        server: SocketAddr,
+        tls: crate::tls::TlsClientConfig,
+        config: TcpConfig,
+    ) -> Result<TcpChannel, Error> {
+        let channel = TcpChannel::lazy(server, config, Connector::Tls(tls));
+        channel.wait_first().await?;
+        Ok(channel)
+    }
+
+    /// As [`TcpChannel::connect_tls`], connecting when the first call needs it.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls_lazy(server: SocketAddr, tls: crate::tls::TlsClientConfig, config: TcpConfig) -> TcpChannel {
+        TcpChannel::lazy(server, config, Connector::Tls(tls))
+    }
+
+    fn lazy(server: SocketAddr, config: TcpConfig, connector: Connector) -> TcpChannel {
+        let config = config.normalized();
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let link = Arc::new(LinkShared {
+            server,
+            config: config.clone(),
+            connector,
+            state: Mutex::new(LinkState::default()),
+            inbound_tx,
+            inbound_rx: tokio::sync::Mutex::new(inbound_rx),
+            status: watch::channel(LinkStatus::default()).0,
+            wake: Notify::new(),
+            waiters: AtomicUsize::new(0),
+            counters: LinkCounters::default(),
+        });
+        let manager = tokio::spawn(manage(Arc::clone(&link))).abort_handle();
+        let socket = TcpLink { shared: Arc::clone(&link), manager };
+        let inner = UdpChannel::with_socket(socket, server, config.channel);
+        TcpChannel { inner, link }
+    }
+
+    async fn wait_first(&self) -> Result<(), Error> {
+        let c = &self.link.config.channel;
+        let deadline = Instant::now() + c.max_wait;
+        self.link.wait_connected(deadline, c.default_retries.saturating_add(1)).await
+    }
+
+    /// The exchange counters and round-trip estimate (as for UDP; the
+    /// IN_PROGRESS made up for suppressed copies count in `in_progress`).
+    pub fn stats(&self) -> ClientStats {
+        self.inner.stats()
+    }
+
+    /// The connection counters.
+    pub fn link_stats(&self) -> TcpLinkStats {
+        let c = &self.link.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TcpLinkStats {
+            connected: self.link.is_connected(),
+            connects: get(&c.connects),
+            connect_failures: get(&c.connect_failures),
+            disconnects: get(&c.disconnects),
+            replayed: get(&c.replayed),
+            suppressed: get(&c.suppressed),
+            frames_sent: get(&c.write.frames),
+            writes: get(&c.write.writes),
+            frames_received: get(&c.frames_received),
+            oversized_replies: get(&c.oversized),
+        }
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_connected()
+    }
+
+    /// The session id this channel puts on every message (the same across
+    /// reconnects).
+    pub fn session_id(&self) -> u64 {
+        self.inner.session_id()
+    }
+
+    /// The server's address.
+    pub fn server_addr(&self) -> SocketAddr {
+        self.link.server
+    }
+
+    /// The local address of the current connection.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::NotConnected`] before the first connection.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// The configuration in use (after normalization).
+    pub fn config(&self) -> &TcpConfig {
+        &self.link.config
+    }
+}
+
+impl Channel for TcpChannel {
+    /// Runs one invocation as [`UdpChannel`] does, over the connection;
+    /// without a connection, first waits for one (see the module docs).
+    ///
+    /// # Errors
+    /// As [`UdpChannel`]'s; besides, [`Error::Unreachable`] or
+    /// [`Error::DeadlineExceeded`] with `may_have_run: false` when no
+    /// connection could be made for the call.
+    ///
+    /// # Cancel safety
+    /// As [`UdpChannel`]'s.
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
+        if self.link.is_connected() {
+            return self.inner.invoke(invocation);
+        }
+        let inner = self.inner.clone();
+        let link = Arc::clone(&self.link);
+        Box::pin(async move {
+            let c = &link.config.channel;
+            let deadline = invocation.options.deadline.map_or_else(|| Instant::now() + c.max_wait, Instant::from_std);
+            let attempts = invocation.options.retries.unwrap_or(c.default_retries).saturating_add(1);
+            link.wait_connected(deadline, attempts).await?;
+            inner.invoke(invocation).await
+        })
+    }
+}
