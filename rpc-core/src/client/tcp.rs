@@ -182,6 +182,10 @@ struct Pending {
     stored_at: Instant,
     /// The connection on which an IN_PROGRESS was made up for it.
     synthesized: Option<u64>,
+    /// Its REPLY or ERROR arrived (and is on its way to the call): later
+    /// copies are not sent. Kept until the session's low-water mark
+    /// passes it.
+    answered: bool,
 }
 
 #[derive(Debug, Default)]
@@ -225,7 +229,7 @@ impl LinkShared {
     }
 
     fn needed(&self) -> bool {
-        self.waiters.load(Ordering::Acquire) > 0 || !self.lock().outstanding.is_empty()
+        self.waiters.load(Ordering::Acquire) > 0 || self.lock().outstanding.values().any(|p| !p.answered)
     }
 
     fn is_connected(&self) -> bool {
@@ -375,7 +379,11 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
         first_gen: None,
         stored_at: now,
         synthesized: None,
+        answered: false,
     });
+    if entry.answered {
+        return Route::Suppressed { in_progress: None };
+    }
     entry.frame = Bytes::copy_from_slice(buf);
     entry.kind = kind;
     entry.stored_at = now;
@@ -522,6 +530,10 @@ where
         let mut expired = Vec::new();
         let mut replayed = 0u64;
         for (&id, p) in st.outstanding.iter_mut() {
+            if p.answered {
+                expired.push(id);
+                continue;
+            }
             let elapsed = now.saturating_duration_since(p.stored_at);
             if p.first_gen.is_some() && p.kind != Kind::Ping {
                 match refreshed(&p.frame, elapsed) {
@@ -602,7 +614,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                 let h = peek_header(&bytes);
                 match MessageType::try_from(h.r#type) {
                     Ok(MessageType::Reply | MessageType::Error) => {
-                        link.lock().outstanding.remove(&h.request_id);
+                        if let Some(p) = link.lock().outstanding.get_mut(&h.request_id) {
+                            p.answered = true;
+                            p.frame = Bytes::new();
+                        }
                     }
                     Ok(MessageType::Pong) => {
                         let mut st = link.lock();
@@ -619,7 +634,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                 tracing::debug!(server = %link.server, len, request_id = header.request_id, "reply over max_frame skipped");
                 let is_answer = header.r#type == MessageType::Reply as i32 || header.r#type == MessageType::Error as i32;
                 if is_answer && header.request_id != 0 {
-                    link.lock().outstanding.remove(&header.request_id);
+                    if let Some(p) = link.lock().outstanding.get_mut(&header.request_id) {
+                        p.answered = true;
+                        p.frame = Bytes::new();
+                    }
                     let status = Status::resource_exhausted(format!(
                         "reply of {len} bytes exceeds the client's limit of {} bytes",
                         link.config.max_frame
