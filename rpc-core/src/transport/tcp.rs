@@ -14,7 +14,7 @@
 //!   peer announcing a large frame and sending nothing costs nothing.
 //! - [`Outbox`] queues encoded frames for one connection: senders append to
 //!   one shared buffer (one copy), and the connection's writer takes the
-//!   whole buffer and writes it at once ([`write_loop`]), so many frames
+//!   whole buffer and writes it at once (the writer loop), so many frames
 //!   leave in one `write` system call.
 //! - [`peek_header`] reads the envelope fields a transport needs (type,
 //!   request id, session, attempt, ...) without decoding the payload.
