@@ -158,6 +158,7 @@ pub async fn raw_tcp(addr: std::net::SocketAddr, inflight: usize, run: Duration)
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "measurement, run by hand in release mode"]
 async fn tcp_vs_raw_tcp() {
+    let only_ours = std::env::var_os("TCP_PERF_ONLY_OURS").is_some();
     let raw_addr = raw_server().await;
     let server = Server::builder().add_service(Echo).serve_tcp("127.0.0.1:0").await.unwrap();
     let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
@@ -165,13 +166,27 @@ async fn tcp_vs_raw_tcp() {
     ours_seq_p50(&ch, 2_000).await;
     let _ = raw_tcp(raw_addr, 1, Duration::from_millis(200)).await;
 
+    if let Some(n) = std::env::var("TCP_PERF_ONLY_INFLIGHT").ok().and_then(|v| v.parse::<usize>().ok()) {
+        // For profiling one phase.
+        let ours = ours_throughput(&ch, n, Duration::from_secs(4)).await;
+        println!("@{n} in flight: ours {ours:.0}/s");
+        return;
+    }
     let (raw_p50, raw1) = raw_tcp(raw_addr, 1, RUN).await;
     let ours_p50 = ours_seq_p50(&ch, 20_000).await;
     println!("seq p50: raw TCP {raw_p50:?}, ours {ours_p50:?}");
     for inflight in [1usize, 16, 64] {
-        let (_, raw) = if inflight == 1 { (raw_p50, raw1) } else { raw_tcp(raw_addr, inflight, RUN).await };
+        let (_, raw) = if inflight == 1 || only_ours { (raw_p50, raw1) } else { raw_tcp(raw_addr, inflight, RUN).await };
+        let (l0, t0) = (ch.link_stats(), server.tcp_stats());
         let ours = ours_throughput(&ch, inflight, RUN).await;
-        println!("@{inflight:>2} in flight: raw TCP {raw:>10.0}/s, ours {ours:>9.0}/s ({:.2}x of raw)", ours / raw);
+        let (l1, t1) = (ch.link_stats(), server.tcp_stats());
+        let per = |f: u64, w: u64| f as f64 / w.max(1) as f64;
+        println!(
+            "@{inflight:>2} in flight: raw TCP {raw:>10.0}/s, ours {ours:>9.0}/s ({:.2}x of raw); frames per write: client {:.1}, server {:.1}",
+            ours / raw,
+            per(l1.frames_sent - l0.frames_sent, l1.writes - l0.writes),
+            per(t1.frames_sent - t0.frames_sent, t1.writes - t0.writes),
+        );
     }
     let s = server.stats();
     let t = server.tcp_stats();

@@ -107,3 +107,69 @@ async fn a_connection_closed_by_the_server_is_survived() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_restarted_server_never_runs_a_retried_call_again() {
+    bounded(LIMIT, async {
+        let (server, state) = serve_tcp(TcpServerConfig::default()).await;
+        let addr = server.local_addr();
+        let ch = TcpChannel::connect(addr).await.unwrap();
+        let first = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        assert_eq!(u64_of(&first.unwrap()), 1);
+        let slow = tokio::spawn({
+            let ch = ch.clone();
+            async move { call(&ch, SLOW, vec![], Protocol::RR, Some(Duration::from_secs(10))).await }
+        });
+        assert!(eventually(Duration::from_secs(5), || state.runs() == 2).await);
+        // Crash: the handle is dropped, its history with it; a new
+        // incarnation comes up on the same address.
+        let old_incarnation = server.incarnation();
+        drop(server);
+        let svc = server_support::TestService::default();
+        let state2 = std::sync::Arc::clone(&svc.state);
+        let mut restarted = None;
+        for _ in 0..50 {
+            match rpc_core::server::Server::builder().add_service(svc.clone()).serve_tcp(addr).await {
+                Ok(s) => {
+                    restarted = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let restarted = restarted.expect("cannot bind the address again");
+        assert_ne!(restarted.incarnation(), old_incarnation);
+        // The call sent again on the new connection reaches another
+        // incarnation: outcome unknown, not a second execution.
+        let e = slow.await.unwrap().unwrap_err();
+        assert!(matches!(e, rpc_core::Error::OutcomeUnknown), "{e:?}");
+        assert_eq!(state2.runs(), 0);
+        // (The replay and a copy of the call's own schedule may both arrive.)
+        assert!(restarted.stats().outcome_unknown >= 1);
+        // New calls work on the same channel.
+        let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        assert_eq!(u64_of(&r.unwrap()), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_that_stays_away_fails_the_call_as_may_have_run() {
+    bounded(LIMIT, async {
+        let (server, state) = serve_tcp(TcpServerConfig::default()).await;
+        let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
+        let slow = tokio::spawn({
+            let ch = ch.clone();
+            async move { call(&ch, SLOW, vec![], Protocol::RR, Some(Duration::from_millis(800))).await }
+        });
+        assert!(eventually(Duration::from_secs(5), || state.runs() == 1).await);
+        drop(server);
+        let e = slow.await.unwrap().unwrap_err();
+        assert!(
+            matches!(e, rpc_core::Error::DeadlineExceeded { may_have_run: true, .. } | rpc_core::Error::Unreachable { may_have_run: true, .. }),
+            "{e:?}"
+        );
+        assert!(ch.link_stats().connect_failures >= 1, "it kept trying to reconnect");
+    })
+    .await;
+}

@@ -360,7 +360,7 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
         _ => None,
     };
     let mut st = link.lock();
-    if h.ack_up_to > 0 {
+    if st.outstanding.first_key_value().is_some_and(|(&first, _)| first <= h.ack_up_to) {
         // The session needs nothing at or below its low-water mark.
         let keep = st.outstanding.split_off(&(h.ack_up_to.saturating_add(1)));
         st.outstanding = keep;
