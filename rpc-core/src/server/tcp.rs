@@ -483,33 +483,50 @@ async fn read_loop<R: AsyncRead + Unpin>(engine: &Arc<Engine>, door: &TcpDoor, r
     let mut frames = FrameReader::new(r, door.config.max_frame);
     let mut closing = door.closing.subscribe();
     let counters = &door.counters;
-    let mut last_sent = sink.sent.load(Ordering::Relaxed);
+    // One timer for the connection, reset only when it fires: no timer
+    // registration per read.
+    let idle = door.config.idle_timeout;
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let idle_timer = tokio::time::sleep(idle.unwrap_or(far));
+    tokio::pin!(idle_timer);
+    let mut received = 0u64;
+    let mut seen = (received, sink.sent.load(Ordering::Relaxed));
     loop {
-        let next = tokio::select! {
-            biased;
-            () = closed(&mut closing) => return,
-            next = maybe_timeout(door.config.idle_timeout, frames.next()) => next,
-        };
-        let frame = match next {
-            None => {
-                let sent = sink.sent.load(Ordering::Relaxed);
-                if sent == last_sent {
-                    bump(&counters.closed_idle);
-                    tracing::debug!(peer = %sink.peer, "idle connection closed");
-                    return;
+        // Frames already buffered are taken without polling anything else.
+        let next = if frames.has_frame() {
+            frames.next().await
+        } else {
+            let next = frames.next();
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = closed(&mut closing) => return,
+                    () = &mut idle_timer, if idle.is_some() => {
+                        let now = (received, sink.sent.load(Ordering::Relaxed));
+                        if now == seen {
+                            bump(&counters.closed_idle);
+                            tracing::debug!(peer = %sink.peer, "idle connection closed");
+                            return;
+                        }
+                        seen = now;
+                        idle_timer.as_mut().reset(tokio::time::Instant::now() + idle.unwrap_or(far));
+                    }
+                    next = &mut next => break next,
                 }
-                last_sent = sent;
-                continue;
             }
-            Some(Ok(None)) => return,
-            Some(Ok(Some(frame))) => frame,
-            Some(Err(FrameError::Absurd { len, limit })) => {
+        };
+        received += 1;
+        let frame = match next {
+            Ok(None) => return,
+            Ok(Some(frame)) => frame,
+            Err(FrameError::Absurd { len, limit }) => {
                 bump(&counters.absurd);
                 bump(&engine.counters().too_large_requests);
                 tracing::debug!(peer = %sink.peer, len, limit, "absurd frame length; connection closed");
                 return;
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 bump(&counters.read_errors);
                 bump(&engine.counters().recv_errors);
                 tracing::debug!(peer = %sink.peer, %error, "read failed; connection closed");
@@ -568,13 +585,5 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
     if closing.wait_for(|c| *c).await.is_err() {
         // The door is gone: never resolve (the task is being aborted).
         std::future::pending::<()>().await;
-    }
-}
-
-/// `Some(output)`, or `None` when `timeout` passed first.
-async fn maybe_timeout<F: std::future::Future>(timeout: Option<Duration>, f: F) -> Option<F::Output> {
-    match timeout {
-        Some(t) => tokio::time::timeout(t, f).await.ok(),
-        None => Some(f.await),
     }
 }
