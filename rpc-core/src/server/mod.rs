@@ -14,6 +14,10 @@
 //! - `udp` is the datagram door: one task per socket receives datagrams and
 //!   hands them to the engine; handlers that are not ready on their first
 //!   poll continue in their own tasks, bounded by `max_concurrent`.
+//! - `tcp` is the stream door (TCP, optionally TLS with feature `tls`):
+//!   length-delimited frames, many calls per connection, a batching writer
+//!   per connection ([`TcpServerConfig`], [`ServerBuilder::serve_tcp`],
+//!   [`ServerHandle::serve_tcp_also`] to add it to a running server).
 //!
 //! ```no_run
 //! # async fn demo(svc: impl rpc_core::Service) -> Result<(), Box<dyn std::error::Error>> {
