@@ -79,6 +79,10 @@ pub enum FaultError {
     Closed,
 }
 
+/// The longest delay or reorder hold applied; longer settings are refused
+/// by [`FaultConfig::validate`] (and capped where not validated).
+pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+
 /// How long a datagram is delayed: uniformly between `min` and `max`
 /// (both included), drawn per datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,14 +121,15 @@ impl Delay {
         self.max.is_zero()
     }
 
-    /// The delay for a uniform draw `u` in `0.0..1.0`.
+    /// The delay for a uniform draw `u` in `0.0..1.0`, at most [`MAX_DELAY`].
     fn at(&self, u: f64) -> Duration {
-        if self.max <= self.min {
-            return self.min;
+        let (min, max) = (self.min.min(MAX_DELAY), self.max.min(MAX_DELAY));
+        if max <= min {
+            return min;
         }
-        let span = (self.max - self.min).as_nanos() as f64;
+        let span = (max - min).as_nanos() as f64;
         // `u < 1`, so this stays within the span; the cast saturates anyway.
-        self.min + Duration::from_nanos((span * u) as u64)
+        min + Duration::from_nanos((span * u) as u64)
     }
 }
 
@@ -223,11 +228,12 @@ impl FaultConfig {
         self.loss <= 0.0 && self.duplicate <= 0.0 && self.reorder <= 0.0 && self.delay.is_zero()
     }
 
-    /// Checks the probabilities and the delay range.
+    /// Checks the probabilities, the delay range and the hold.
     ///
     /// # Errors
     /// [`FaultError::Probability`] for a probability outside `0..=1` (or
-    /// NaN), [`FaultError::Delay`] when `delay.min > delay.max`.
+    /// NaN), [`FaultError::Delay`] when `delay.min > delay.max`,
+    /// [`FaultError::Config`] for a delay or hold above [`MAX_DELAY`].
     pub fn validate(&self) -> Result<(), FaultError> {
         for (name, value) in [("loss", self.loss), ("duplicate", self.duplicate), ("reorder", self.reorder)] {
             if !(0.0..=1.0).contains(&value) {
@@ -236,6 +242,9 @@ impl FaultConfig {
         }
         if self.delay.min > self.delay.max {
             return Err(FaultError::Delay { min: self.delay.min, max: self.delay.max });
+        }
+        if self.delay.max > MAX_DELAY || self.reorder_hold > MAX_DELAY {
+            return Err(FaultError::Config("delays and reorder holds are limited to one hour"));
         }
         Ok(())
     }

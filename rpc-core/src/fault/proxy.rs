@@ -322,8 +322,8 @@ impl Engine {
             for deadline in [self.c2s.next_deadline(), self.s2c.next_deadline()].into_iter().flatten() {
                 wake = wake.min(deadline);
             }
+            // Unbiased: a flood one way must not starve the other way.
             tokio::select! {
-                biased;
                 _ = &mut stop => break,
                 changed = faults.changed() => {
                     if changed.is_err() {

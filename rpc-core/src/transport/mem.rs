@@ -4,14 +4,14 @@
 //! from a seed, by the same code as [`crate::fault::FaultProxy`].
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use rpc_core::fault::FaultConfig;
 //! use rpc_core::transport::{mem::MemNetwork, DatagramSocket};
 //!
 //! let net = MemNetwork::new();
-//! let server = net.bind("127.0.0.1:4000".parse().unwrap())?;
-//! let client = net.bind("127.0.0.1:0".parse().unwrap())?; // an ephemeral port
-//! net.set_link_faults(client.local_addr()?, server.local_addr()?, FaultConfig::seeded(1).duplicate(1.0));
+//! let server = net.bind("127.0.0.1:4000".parse()?)?;
+//! let client = net.bind("127.0.0.1:0".parse()?)?; // an ephemeral port
+//! net.set_link_faults(client.local_addr()?, server.local_addr()?, FaultConfig::seeded(1).duplicate(1.0))?;
 //! client.send_to(b"hi", server.local_addr()?).await?;
 //! let mut buf = [0u8; 16];
 //! let (n, from) = server.recv_from(&mut buf).await?;
@@ -31,7 +31,7 @@
 
 use super::DatagramSocket;
 use crate::fault::shaper::Shaper;
-use crate::fault::{FaultConfig, FaultCounters, FaultStats};
+use crate::fault::{FaultConfig, FaultCounters, FaultError, FaultStats};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io;
@@ -164,10 +164,13 @@ impl MemNetwork {
 
     /// An empty network whose links all apply `faults` (each link's
     /// generator seeded from `faults.seed` and the link's two addresses).
-    pub fn with_faults(faults: FaultConfig) -> MemNetwork {
+    ///
+    /// # Errors
+    /// An invalid configuration (see [`FaultConfig::validate`]).
+    pub fn with_faults(faults: FaultConfig) -> Result<MemNetwork, FaultError> {
         let net = MemNetwork::new();
-        net.set_default_faults(faults);
-        net
+        net.set_default_faults(faults)?;
+        Ok(net)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -179,7 +182,12 @@ impl MemNetwork {
     /// Sets the faults of every link not configured with
     /// [`MemNetwork::set_link_faults`], now and later; existing links restart
     /// their generators.
-    pub fn set_default_faults(&self, faults: FaultConfig) {
+    ///
+    /// # Errors
+    /// An invalid configuration (see [`FaultConfig::validate`]); nothing
+    /// changes then.
+    pub fn set_default_faults(&self, faults: FaultConfig) -> Result<(), FaultError> {
+        faults.validate()?;
         let mut state = self.state();
         for (to, incoming) in state.links.iter_mut() {
             for (from, link) in incoming.iter_mut().filter(|(_, l)| !l.explicit) {
@@ -187,15 +195,23 @@ impl MemNetwork {
             }
         }
         state.default_faults = faults;
+        Ok(())
     }
 
     /// Sets the faults of datagrams from `from` to `to` (one direction; the
-    /// generator is seeded with `faults.seed` as is).
-    pub fn set_link_faults(&self, from: SocketAddr, to: SocketAddr, faults: FaultConfig) {
+    /// generator is seeded with `faults.seed` as is). The link need not
+    /// be in use yet.
+    ///
+    /// # Errors
+    /// An invalid configuration (see [`FaultConfig::validate`]); nothing
+    /// changes then.
+    pub fn set_link_faults(&self, from: SocketAddr, to: SocketAddr, faults: FaultConfig) -> Result<(), FaultError> {
+        faults.validate()?;
         let mut state = self.state();
         let link = state.link(from, to);
         link.shaper.set_config(faults);
         link.explicit = true;
+        Ok(())
     }
 
     /// The most datagrams queued per link.
