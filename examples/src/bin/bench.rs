@@ -17,11 +17,13 @@
 //! - `split`: the servers on their own current-thread runtime on another
 //!   thread, so every hop is a cross-thread wake-up (noisier, slower here).
 //!
-//! In-flight calls are driven from the measuring task itself (a
-//! `FuturesUnordered` kept at N calls), so the client side is one task in
-//! both layouts. Every measurement is bounded by a call count and a time
-//! window, and guarded by a watchdog; the whole run takes well under a
-//! minute.
+//! Sequential calls are made from the measuring task; N calls in flight
+//! are N client tasks (spawned on the client's runtime), each making calls
+//! one after the other. (Not a `FuturesUnordered` in one task: it wakes its
+//! own task whenever all its futures are pending, which on a current-thread
+//! runtime delays the I/O driver and would distort the numbers.) Every
+//! measurement is bounded by a call count and a time window, and guarded by
+//! a watchdog; the whole run takes well under a minute.
 //!
 //! Adding a target (the framework's RR, RRA, asynchronous and one-way over
 //! UDP): implement [`Target`] for a type holding a connected client (its
@@ -32,13 +34,14 @@
 
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
-use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Size of every request and reply payload.
 const PAYLOAD: usize = 64;
@@ -65,16 +68,16 @@ mod tonic_echo {
 /// One peer under test: a client already connected to its running server.
 ///
 /// `call` makes one request/reply exchange with the 64-byte payload (or, for
-/// a one-way target, one send) and checks the answer. Calls are driven
-/// concurrently from one task, so `call` takes `&self` and its future need
-/// not be `Send`.
-trait Target {
+/// a one-way target, one send) and checks the answer. Up to 64 calls run at
+/// once, from as many tasks sharing the target (`Arc<Self>`); implement it
+/// as `async fn call(&self) -> anyhow::Result<()>`.
+trait Target: Send + Sync + 'static {
     /// The row label, e.g. `"raw tokio UDP echo"`.
     fn name(&self) -> String;
     /// What the row is for the ratios.
     fn role(&self) -> Role;
     /// One call.
-    async fn call(&self) -> anyhow::Result<()>;
+    fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// How a row takes part in the ratios.
@@ -92,7 +95,7 @@ enum Role {
 /// The framework's own targets, measured after the baselines on the same
 /// layout. The lead plugs in RR, RRA, asynchronous and one-way over UDP here
 /// once the UDP client and server are merged, e.g.
-/// `rows.push(measure(&RrTarget::start(server, Protocol::RR).await?, plan).await?);`.
+/// `rows.push(measure(RrTarget::start(server, Protocol::RR).await?, plan).await?);`.
 async fn framework_targets(_server: &Handle, _plan: &Plan, _rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
@@ -117,7 +120,7 @@ impl Drop for ServerTask {
 #[derive(Debug)]
 struct RawUdp {
     server: SocketAddr,
-    pool: RefCell<Vec<UdpSocket>>,
+    pool: Mutex<Vec<UdpSocket>>,
     payload: [u8; PAYLOAD],
     _task: ServerTask,
 }
@@ -149,7 +152,7 @@ impl RawUdp {
         }
         let mut payload = [0u8; PAYLOAD];
         payload.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-        Ok(RawUdp { server, pool: RefCell::new(pool), payload, _task: task })
+        Ok(RawUdp { server, pool: Mutex::new(pool), payload, _task: task })
     }
 }
 
@@ -163,7 +166,8 @@ impl Target for RawUdp {
     }
 
     async fn call(&self) -> anyhow::Result<()> {
-        let Some(socket) = self.pool.borrow_mut().pop() else { bail!("more calls in flight than sockets") };
+        let popped = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        let Some(socket) = popped else { bail!("more calls in flight than sockets") };
         let mut buf = [0u8; 2 * PAYLOAD];
         let result = async {
             socket.send_to(&self.payload, self.server).await?;
@@ -171,7 +175,9 @@ impl Target for RawUdp {
             anyhow::Ok(n)
         }
         .await;
-        self.pool.borrow_mut().push(socket);
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.push(socket);
+        }
         let n = result?;
         ensure!(buf[..n] == self.payload, "raw UDP: wrong echo");
         Ok(())
@@ -333,38 +339,48 @@ async fn sequential<T: Target>(target: &T, plan: &Plan) -> anyhow::Result<(u64, 
     Ok((samples.len() as u64, at(50), at(99)))
 }
 
-/// Keeps `in_flight` calls going until the window closes or `max_calls`
-/// were started; returns calls per second.
-async fn throughput<T: Target>(target: &T, in_flight: usize, window: Duration, max_calls: u64) -> anyhow::Result<f64> {
+/// Runs `in_flight` client tasks, each calling one call after the other,
+/// until the window closes or `max_calls` were started; returns calls per
+/// second.
+async fn throughput<T: Target>(
+    target: &Arc<T>,
+    in_flight: usize,
+    window: Duration,
+    max_calls: u64,
+) -> anyhow::Result<f64> {
+    let started = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let end = start + window;
-    let mut pending = FuturesUnordered::new();
-    let mut started = 0u64;
-    while started < max_calls && (started as usize) < in_flight {
-        pending.push(target.call());
-        started += 1;
+    // Dropping the set (on an error or the watchdog) aborts the workers.
+    let mut workers = JoinSet::new();
+    for _ in 0..in_flight {
+        let (target, started) = (target.clone(), started.clone());
+        workers.spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < end && started.fetch_add(1, Ordering::Relaxed) < max_calls {
+                target.call().await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        });
     }
     let mut done = 0u64;
-    while let Some(result) = pending.next().await {
-        result?;
-        done += 1;
-        if started < max_calls && Instant::now() < end {
-            pending.push(target.call());
-            started += 1;
-        }
+    while let Some(worker) = workers.join_next().await {
+        done += worker??;
     }
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn measure<T: Target>(target: &T, plan: &Plan) -> anyhow::Result<Row> {
+async fn measure<T: Target>(target: T, plan: &Plan) -> anyhow::Result<Row> {
+    let target = Arc::new(target);
     let name = target.name();
     let seq_bound = plan.seq_window * 2;
-    let (seq_calls, p50, p99) = watchdog(&name, seq_bound, sequential(target, plan)).await??;
+    let (seq_calls, p50, p99) = watchdog(&name, seq_bound, sequential(&*target, plan)).await??;
     let mut tput = Vec::new();
     for &n in &plan.in_flight {
         let bound = plan.tput_warmup + plan.tput_window;
-        watchdog(&name, bound, throughput(target, n, plan.tput_warmup, plan.tput_max_calls)).await??;
-        let rate = watchdog(&name, bound, throughput(target, n, plan.tput_window, plan.tput_max_calls)).await??;
+        watchdog(&name, bound, throughput(&target, n, plan.tput_warmup, plan.tput_max_calls)).await??;
+        let rate = watchdog(&name, bound, throughput(&target, n, plan.tput_window, plan.tput_max_calls)).await??;
         tput.push((n, rate));
     }
     let row = Row { name, role: target.role(), seq_calls, p50, p99, throughput: tput };
@@ -460,8 +476,8 @@ async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     };
     println!("layout {}", layout.describe());
     let mut rows = Vec::new();
-    rows.push(measure(&RawUdp::start(&server_rt, plan.most_in_flight()).await?, plan).await?);
-    rows.push(measure(&TonicUnary::start(&server_rt).await?, plan).await?);
+    rows.push(measure(RawUdp::start(&server_rt, plan.most_in_flight()).await?, plan).await?);
+    rows.push(measure(TonicUnary::start(&server_rt).await?, plan).await?);
     framework_targets(&server_rt, plan, &mut rows).await?;
     Ok(rows)
 }
