@@ -80,7 +80,7 @@ pub enum FaultError {
 }
 
 /// The longest delay or reorder hold applied; longer settings are refused
-/// by [`FaultConfig::validate`] (and capped where not validated).
+/// by [`FaultConfig::validate`] and capped by [`FaultConfig::clamped`].
 pub const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// How long a datagram is delayed: uniformly between `min` and `max`
@@ -226,6 +226,22 @@ impl FaultConfig {
     /// Whether this configuration changes nothing.
     pub fn is_noop(&self) -> bool {
         self.loss <= 0.0 && self.duplicate <= 0.0 && self.reorder <= 0.0 && self.delay.is_zero()
+    }
+
+    /// This configuration with every setting brought into range:
+    /// probabilities to `0..=1` (NaN to 0), delays and the hold to at most
+    /// [`MAX_DELAY`], a reversed delay range put the right way round.
+    pub fn clamped(&self) -> FaultConfig {
+        let p = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        let d = |v: Duration| v.min(MAX_DELAY);
+        FaultConfig {
+            loss: p(self.loss),
+            duplicate: p(self.duplicate),
+            reorder: p(self.reorder),
+            reorder_hold: d(self.reorder_hold),
+            delay: Delay::uniform(d(self.delay.min), d(self.delay.max)),
+            seed: self.seed,
+        }
     }
 
     /// Checks the probabilities, the delay range and the hold.

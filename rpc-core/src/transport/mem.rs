@@ -11,7 +11,7 @@
 //! let net = MemNetwork::new();
 //! let server = net.bind("127.0.0.1:4000".parse()?)?;
 //! let client = net.bind("127.0.0.1:0".parse()?)?; // an ephemeral port
-//! net.set_link_faults(client.local_addr()?, server.local_addr()?, FaultConfig::seeded(1).duplicate(1.0))?;
+//! net.set_link_faults(client.local_addr()?, server.local_addr()?, FaultConfig::seeded(1).duplicate(1.0));
 //! client.send_to(b"hi", server.local_addr()?).await?;
 //! let mut buf = [0u8; 16];
 //! let (n, from) = server.recv_from(&mut buf).await?;
@@ -31,7 +31,7 @@
 
 use super::DatagramSocket;
 use crate::fault::shaper::Shaper;
-use crate::fault::{FaultConfig, FaultCounters, FaultError, FaultStats};
+use crate::fault::{FaultConfig, FaultCounters, FaultStats};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io;
@@ -164,13 +164,11 @@ impl MemNetwork {
 
     /// An empty network whose links all apply `faults` (each link's
     /// generator seeded from `faults.seed` and the link's two addresses).
-    ///
-    /// # Errors
-    /// An invalid configuration (see [`FaultConfig::validate`]).
-    pub fn with_faults(faults: FaultConfig) -> Result<MemNetwork, FaultError> {
+    /// Out-of-range settings are clamped (see [`FaultConfig::clamped`]).
+    pub fn with_faults(faults: FaultConfig) -> MemNetwork {
         let net = MemNetwork::new();
-        net.set_default_faults(faults)?;
-        Ok(net)
+        net.set_default_faults(faults);
+        net
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -181,13 +179,10 @@ impl MemNetwork {
 
     /// Sets the faults of every link not configured with
     /// [`MemNetwork::set_link_faults`], now and later; existing links restart
-    /// their generators.
-    ///
-    /// # Errors
-    /// An invalid configuration (see [`FaultConfig::validate`]); nothing
-    /// changes then.
-    pub fn set_default_faults(&self, faults: FaultConfig) -> Result<(), FaultError> {
-        faults.validate()?;
+    /// their generators. Out-of-range settings are clamped (see
+    /// [`FaultConfig::clamped`]).
+    pub fn set_default_faults(&self, faults: FaultConfig) {
+        let faults = faults.clamped();
         let mut state = self.state();
         for (to, incoming) in state.links.iter_mut() {
             for (from, link) in incoming.iter_mut().filter(|(_, l)| !l.explicit) {
@@ -195,23 +190,17 @@ impl MemNetwork {
             }
         }
         state.default_faults = faults;
-        Ok(())
     }
 
     /// Sets the faults of datagrams from `from` to `to` (one direction; the
     /// generator is seeded with `faults.seed` as is). The link need not
-    /// be in use yet.
-    ///
-    /// # Errors
-    /// An invalid configuration (see [`FaultConfig::validate`]); nothing
-    /// changes then.
-    pub fn set_link_faults(&self, from: SocketAddr, to: SocketAddr, faults: FaultConfig) -> Result<(), FaultError> {
-        faults.validate()?;
+    /// be in use yet. Out-of-range settings are clamped (see
+    /// [`FaultConfig::clamped`]).
+    pub fn set_link_faults(&self, from: SocketAddr, to: SocketAddr, faults: FaultConfig) {
         let mut state = self.state();
         let link = state.link(from, to);
-        link.shaper.set_config(faults);
+        link.shaper.set_config(faults.clamped());
         link.explicit = true;
-        Ok(())
     }
 
     /// The most datagrams queued per link.
