@@ -1,1 +1,370 @@
-//! Placeholder: owned by a helper; see the module's brief.
+//! The server: hosts [`Service`]s and answers them over UDP (or any
+//! [`DatagramSocket`]) as `notes/wire.md` specifies: duplicate filtering,
+//! a reply history for at-most-once, ACCEPT for asynchronous calls,
+//! incarnations, deadlines, size limits and graceful shutdown.
+//!
+//! How the pieces fit:
+//! - [`ServerBuilder`] collects the services and limits ([`ServerConfig`],
+//!   [`HistoryConfig`]) and starts serving on a socket; it returns a
+//!   [`ServerHandle`] (address, counters, shutdown).
+//! - [`Engine`] is the transport-agnostic core: given one message and a
+//!   [`ReplySink`] back to its sender it decides everything; the reply
+//!   history ([`History`]) lives inside it, keyed by client session, so
+//!   every transport of a server shares it.
+//! - `udp` is the datagram door: one task per socket receives datagrams and
+//!   hands them to the engine; handlers that are not ready on their first
+//!   poll continue in their own tasks, bounded by `max_concurrent`.
+//!
+//! ```no_run
+//! # async fn demo(svc: impl rpc_core::Service) -> Result<(), Box<dyn std::error::Error>> {
+//! use rpc_core::server::{HistoryConfig, Server};
+//! use std::time::Duration;
+//!
+//! let handle = Server::builder()
+//!     .max_concurrent(256)
+//!     .history(HistoryConfig { ttl: Duration::from_secs(30), ..HistoryConfig::default() })
+//!     .add_service(svc)
+//!     .serve_udp("127.0.0.1:0")
+//!     .await?;
+//! println!("listening on {}", handle.local_addr());
+//! handle.shutdown(Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod history;
+mod stats;
+mod udp;
+
+pub use engine::{Engine, ReplySink};
+pub use history::{EvictionCounts, History, HistoryConfig, HistorySize};
+pub use stats::ServerStats;
+
+use crate::service::Service;
+use crate::transport::DatagramSocket;
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Errors of starting and stopping a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The socket could not be bound.
+    #[error("cannot bind the server socket")]
+    Bind(#[source] io::Error),
+    /// The socket could not tell its address.
+    #[error("cannot read the socket's local address")]
+    LocalAddr(#[source] io::Error),
+    /// Two services with the same full name were added.
+    #[error("service {0} added twice")]
+    DuplicateService(String),
+    /// A limit is out of range.
+    #[error("invalid server configuration: {0}")]
+    InvalidConfig(String),
+    /// Handlers were still running when the shutdown timeout passed; they
+    /// were cancelled.
+    #[error("shutdown timed out; {cancelled} handler task(s) cancelled")]
+    ShutdownTimeout {
+        /// Handler tasks cancelled.
+        cancelled: usize,
+    },
+}
+
+/// Limits of a server.
+///
+/// Defaults: `max_concurrent` 1024, `max_pending` 4096, `max_datagram`
+/// 65,000, `history` [`HistoryConfig::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Handlers running at the same time. Default 1024.
+    pub max_concurrent: usize,
+    /// Requests waiting for a free handler slot; beyond it a request is
+    /// refused with RESOURCE_EXHAUSTED (it did not run). Default 4096.
+    pub max_pending: usize,
+    /// Largest datagram received or sent; a bigger reply becomes a
+    /// RESOURCE_EXHAUSTED reply naming its size and the limit. Default 65,000.
+    pub max_datagram: usize,
+    /// The reply history.
+    pub history: HistoryConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { max_concurrent: 1024, max_pending: 4096, max_datagram: 65_000, history: HistoryConfig::default() }
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ServerError> {
+        if self.max_concurrent == 0 || self.max_concurrent > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ServerError::InvalidConfig(format!("max_concurrent must be at least 1, is {}", self.max_concurrent)));
+        }
+        if self.max_datagram < 256 {
+            return Err(ServerError::InvalidConfig(format!(
+                "max_datagram must be at least 256 bytes (an error reply must fit), is {}",
+                self.max_datagram
+            )));
+        }
+        if self.history.ttl.is_zero() {
+            return Err(ServerError::InvalidConfig("history ttl must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Entry point: [`Server::builder`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Server;
+
+impl Server {
+    /// A builder with the default limits and no services.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Collects services and limits, then starts serving.
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    services: Vec<Arc<dyn Service>>,
+    incarnation: Option<u64>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.services.iter().map(|s| s.info().full_name).collect();
+        f.debug_struct("ServerBuilder").field("config", &self.config).field("services", &names).finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Handlers running at the same time (default 1024).
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.config.max_concurrent = n;
+        self
+    }
+
+    /// Requests waiting for a handler slot before new ones are refused
+    /// (default 4096).
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.config.max_pending = n;
+        self
+    }
+
+    /// Largest datagram received or sent (default 65,000 bytes).
+    pub fn max_datagram(mut self, n: usize) -> Self {
+        self.config.max_datagram = n;
+        self
+    }
+
+    /// Limits of the reply history.
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.config.history = history;
+        self
+    }
+
+    /// All limits at once.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A fixed incarnation instead of a random one (0: random). For
+    /// simulations and tests; a real restart must show a new incarnation.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = (incarnation != 0).then_some(incarnation);
+        self
+    }
+
+    /// Hosts `service`, found by callers under its
+    /// [`ServiceInfo::full_name`](crate::ServiceInfo::full_name).
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Hosts a shared service.
+    pub fn add_shared_service(mut self, service: Arc<dyn Service>) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    fn build(self) -> Result<Arc<Engine>, ServerError> {
+        self.config.validate()?;
+        let mut seen = HashSet::new();
+        for s in &self.services {
+            if !seen.insert(s.info().full_name) {
+                return Err(ServerError::DuplicateService(s.info().full_name.to_owned()));
+            }
+        }
+        let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
+        Ok(Arc::new(Engine::new(self.config, self.services, incarnation)))
+    }
+
+    /// Binds a UDP socket on `addr` and serves on it.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound; the
+    /// configuration errors of [`ServerBuilder::serve_on`].
+    pub async fn serve_udp(self, addr: impl tokio::net::ToSocketAddrs) -> Result<ServerHandle, ServerError> {
+        let engine = self.build()?;
+        let socket = tokio::net::UdpSocket::bind(addr).await.map_err(ServerError::Bind)?;
+        ServerHandle::start(engine, socket)
+    }
+
+    /// Serves on `socket` (a UDP socket or the in-memory network's).
+    ///
+    /// # Errors
+    /// [`ServerError::InvalidConfig`] for a limit out of range,
+    /// [`ServerError::DuplicateService`] when two services share a name,
+    /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
+    pub async fn serve_on<S: DatagramSocket>(self, socket: S) -> Result<ServerHandle, ServerError> {
+        let engine = self.build()?;
+        ServerHandle::start(engine, socket)
+    }
+}
+
+fn random_incarnation() -> u64 {
+    loop {
+        let n: u64 = rand::random();
+        if n != 0 {
+            return n;
+        }
+    }
+}
+
+/// A running server.
+///
+/// # Drop
+/// Dropping the handle stops the server abruptly, as a crash would: no
+/// more datagrams are read, running handlers are cancelled at their next
+/// await point, and the sockets close once those tasks are gone. Keep the
+/// handle alive for as long as the server should run; call
+/// [`ServerHandle::shutdown`] to stop gracefully.
+pub struct ServerHandle {
+    engine: Arc<Engine>,
+    local_addr: SocketAddr,
+    doors: Mutex<Vec<JoinHandle<()>>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("engine", &self.engine).finish()
+    }
+}
+
+impl ServerHandle {
+    fn start<S: DatagramSocket>(engine: Arc<Engine>, socket: S) -> Result<ServerHandle, ServerError> {
+        let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
+        let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
+        let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&engine)));
+        tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
+        Ok(ServerHandle { engine, local_addr, doors: Mutex::new(vec![door]), sweeper })
+    }
+
+    /// Serves the same services, with the same history, on another
+    /// datagram socket as well. Returns that socket's address.
+    ///
+    /// # Errors
+    /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
+    pub fn serve_also_on<S: DatagramSocket>(&self, socket: S) -> Result<SocketAddr, ServerError> {
+        let addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
+        let door = tokio::spawn(udp::recv_loop(Arc::clone(&self.engine), Arc::new(socket)));
+        self.doors.lock().unwrap_or_else(PoisonError::into_inner).push(door);
+        Ok(addr)
+    }
+
+    /// The address of the first socket the server serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This run's incarnation (random, non-zero; carried on every message
+    /// the server sends).
+    pub fn incarnation(&self) -> u64 {
+        self.engine.incarnation()
+    }
+
+    /// A snapshot of the counters and the history's size.
+    pub fn stats(&self) -> ServerStats {
+        self.engine.stats()
+    }
+
+    /// The engine, for other transports to feed messages to.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops gracefully: new requests are refused with UNAVAILABLE
+    /// ("shutting down") while duplicates are still answered from the
+    /// history and ACKs applied; running handlers get up to `timeout` to
+    /// finish and send their replies; then the sockets close. When this
+    /// returns, the sockets are closed (unless a handler blocks its thread
+    /// without ever yielding).
+    ///
+    /// # Errors
+    /// [`ServerError::ShutdownTimeout`] when handlers were still running at
+    /// the timeout: they were cancelled (their requests may have run
+    /// partly; their clients see no reply).
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the server abruptly (see the type's docs).
+    pub async fn shutdown(self, timeout: Duration) -> Result<(), ServerError> {
+        self.engine.begin_shutdown();
+        let drained = self.engine.wait_idle(timeout).await;
+        let cancelled = self.engine.in_flight();
+        if !drained {
+            self.engine.cancel_all();
+            // Cancelled tasks end at their next poll.
+            self.engine.wait_idle(Duration::from_secs(1)).await;
+        }
+        let doors = std::mem::take(&mut *self.doors.lock().unwrap_or_else(PoisonError::into_inner));
+        for door in doors {
+            door.abort();
+            let _ = door.await;
+        }
+        self.sweeper.abort();
+        tracing::debug!(local_addr = %self.local_addr, drained, "server stopped");
+        if drained {
+            Ok(())
+        } else {
+            Err(ServerError::ShutdownTimeout { cancelled })
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.engine.begin_shutdown();
+        self.engine.cancel_all();
+        for door in self.doors.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            door.abort();
+        }
+        self.sweeper.abort();
+    }
+}
+
+async fn sweep_loop(engine: std::sync::Weak<Engine>) {
+    let period = match engine.upgrade() {
+        Some(e) => e.config().history.effective_sweep_interval(),
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match engine.upgrade() {
+            Some(e) => e.sweep(),
+            None => return,
+        }
+    }
+}

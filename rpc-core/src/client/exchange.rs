@@ -1,0 +1,516 @@
+//! One call's exchange, driven by the calling future itself: PING until
+//! the server's incarnation is known (non-idempotent calls), REQUEST copies
+//! on the retransmission schedule until an answer, then (asynchronous and
+//! deferred calls) polls until the REPLY.
+
+use super::rto::{jitter_factor, PollInterval};
+use super::session::{flag, Final};
+use super::stats::bump;
+use super::Shared;
+use crate::call::{Invocation, Outcome, RawResult};
+use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::error::Error;
+use crate::service::{Protocol, Style};
+use crate::transport::DatagramSocket;
+use prost::Message;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
+
+/// Runs one invocation on the channel's session.
+pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invocation) -> Result<Outcome, Error> {
+    if shared.is_closed() {
+        return Err(Error::Closed);
+    }
+    bump(&shared.counters.calls);
+    let style = inv.options.style;
+    let protocol = inv.options.protocol;
+    match (style, protocol) {
+        (Style::OneWay, Protocol::R) => return one_way(&shared, inv).await,
+        (Style::OneWay, _) => {
+            return Err(Error::InvalidCall(format!("a one-way call uses protocol R, not {protocol:?}")));
+        }
+        (_, Protocol::R) => {
+            return Err(Error::InvalidCall(format!("protocol R has no reply: a {style:?} call needs RR or RRA")));
+        }
+        _ => {}
+    }
+    let now = Instant::now();
+    let deadline = inv.options.deadline.map(Instant::from_std);
+    if deadline.is_some_and(|d| d <= now) {
+        bump(&shared.counters.timeouts);
+        return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+    }
+    let id = shared.lock().start_call(protocol == Protocol::RRA);
+    let span = tracing::debug_span!(
+        "rpc_call",
+        service = inv.service.full_name,
+        method = inv.method.name,
+        request_id = id,
+        ?style,
+        ?protocol,
+    );
+    // From here on the exchange owns the pending entry: whatever happens
+    // (including this future being dropped), its Drop ends the call.
+    let exchange = Exchange::new(shared, id, inv, now, deadline);
+    exchange.run(style, span.clone()).instrument(span).await
+}
+
+/// Protocol R: one datagram, no pending entry, finished at once.
+async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome, Error> {
+    let now = Instant::now();
+    let deadline_us = match inv.options.deadline.map(Instant::from_std) {
+        Some(d) if d <= now => {
+            bump(&shared.counters.timeouts);
+            return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+        }
+        Some(d) => micros_left(d, now),
+        None => 0,
+    };
+    let (id, ack_up_to, incarnation) = {
+        let mut session = shared.lock();
+        let id = session.start_one_way();
+        // Never acknowledge the one-way request itself in its own datagram,
+        // so that the server keeps its tombstone against network duplicates.
+        (id, session.ack_up_to().min(id - 1), session.incarnation())
+    };
+    let env = Envelope {
+        version: VERSION,
+        r#type: MessageType::Request as i32,
+        request_id: id,
+        session_id: shared.session_id,
+        service: inv.service.full_name.to_owned(),
+        instance: inv.instance,
+        method_id: inv.method.id,
+        incarnation,
+        deadline_us,
+        attempt: 1,
+        status: None,
+        payload: inv.payload,
+        metadata: inv.metadata,
+        protocol: ExchangeProtocol::R as i32,
+        ack_up_to,
+        want_accept: false,
+        idempotent: inv.options.idempotent,
+    };
+    let size = env.encoded_len();
+    let limit = shared.config.max_datagram;
+    if size > limit {
+        bump(&shared.counters.too_large);
+        return Err(Error::MessageTooLarge { size, limit });
+    }
+    let buf = env.encode_to_vec();
+    bump(&shared.counters.attempts);
+    shared.socket.send_to(&buf, shared.server).await.map_err(|e| {
+        bump(&shared.counters.io_errors);
+        Error::Io(e)
+    })?;
+    tracing::trace!(request_id = id, method = inv.method.name, "one-way request sent");
+    Ok(Outcome::Sent)
+}
+
+/// Remaining budget until `deadline` in microseconds, at least 1 (0 would
+/// mean "no deadline").
+fn micros_left(deadline: Instant, now: Instant) -> u64 {
+    u64::try_from(deadline.saturating_duration_since(now).as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// What woke a waiting call.
+enum Event {
+    /// The answer arrived.
+    Final(Final),
+    /// ACCEPT or IN_PROGRESS arrived (new since the last look).
+    Progress,
+    /// The server's incarnation is known (PONG, or any other message).
+    PingDone,
+    /// The timer fired.
+    Timer,
+    /// The channel was dropped.
+    Closed,
+}
+
+/// What a call waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ping,
+    Request,
+    Poll,
+}
+
+/// Where the request phase ended.
+enum Step {
+    Done(RawResult),
+    Accepted,
+}
+
+/// The state of one call; dropping it ends the call in the session.
+struct Exchange<S: DatagramSocket> {
+    shared: Arc<Shared<S>>,
+    id: u64,
+    env: Envelope,
+    buf: Vec<u8>,
+    deadline: Option<Instant>,
+    /// The caller's deadline, or the channel's cap on waiting.
+    give_up_at: Instant,
+    max_attempts: u32,
+    /// REQUEST copies counted against `max_attempts` (not the polls after
+    /// IN_PROGRESS).
+    counted: u32,
+    /// REQUEST copies sent.
+    copies: u32,
+    /// Progress flags already acted on.
+    seen: u8,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<S: DatagramSocket> Drop for Exchange<S> {
+    fn drop(&mut self) {
+        self.shared.lock().end_call(self.id);
+    }
+}
+
+impl<S: DatagramSocket> Exchange<S> {
+    fn new(shared: Arc<Shared<S>>, id: u64, inv: Invocation, now: Instant, deadline: Option<Instant>) -> Exchange<S> {
+        let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
+        let max_attempts = inv.options.retries.unwrap_or(shared.config.default_retries).saturating_add(1);
+        let env = Envelope {
+            version: VERSION,
+            r#type: MessageType::Request as i32,
+            request_id: id,
+            session_id: shared.session_id,
+            service: inv.service.full_name.to_owned(),
+            instance: inv.instance,
+            method_id: inv.method.id,
+            incarnation: 0,
+            deadline_us: 0,
+            attempt: 0,
+            status: None,
+            payload: inv.payload,
+            metadata: inv.metadata,
+            protocol: ExchangeProtocol::from(inv.options.protocol) as i32,
+            ack_up_to: 0,
+            want_accept: matches!(inv.options.style, Style::Async | Style::Deferred),
+            idempotent: inv.options.idempotent,
+        };
+        Exchange {
+            shared,
+            id,
+            env,
+            buf: Vec::new(),
+            deadline,
+            give_up_at,
+            max_attempts,
+            counted: 0,
+            copies: 0,
+            seen: 0,
+            timer: Box::pin(tokio::time::sleep_until(give_up_at)),
+        }
+    }
+
+    /// The largest any copy of the request can be: the varint fields at
+    /// their widest (`ack_up_to` is always below the request id).
+    fn max_size(&mut self, now: Instant) -> usize {
+        let saved = (self.env.attempt, self.env.ack_up_to, self.env.incarnation, self.env.deadline_us);
+        self.env.attempt = u32::MAX;
+        self.env.ack_up_to = self.id;
+        self.env.incarnation = u64::MAX;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        let size = self.env.encoded_len();
+        (self.env.attempt, self.env.ack_up_to, self.env.incarnation, self.env.deadline_us) = saved;
+        size
+    }
+
+    async fn run(mut self, style: Style, span: tracing::Span) -> Result<Outcome, Error> {
+        let size = self.max_size(Instant::now());
+        let limit = self.shared.config.max_datagram;
+        if size > limit {
+            bump(&self.shared.counters.too_large);
+            return Err(Error::MessageTooLarge { size, limit });
+        }
+        // Every copy fits without growing the buffer again.
+        self.buf.reserve(size);
+        let needs_ping = !self.env.idempotent && self.shared.lock().incarnation() == 0;
+        if needs_ping {
+            if let Some(f) = self.ping_phase().await? {
+                return self.finish(f).map(Outcome::Reply);
+            }
+        }
+        // Every copy of this request carries the incarnation known now: a
+        // copy that reaches a restarted server must be recognised as such
+        // even if another call learned the new incarnation meanwhile.
+        self.env.incarnation = self.shared.lock().incarnation();
+        match self.request_phase().await? {
+            Step::Done(result) => Ok(Outcome::Reply(result)),
+            Step::Accepted if style == Style::Async => {
+                // Nobody will poll the rest of an asynchronous call: finish
+                // the exchange in a task of its own (so the server's history
+                // entry is acknowledged), and hand out its result anyway.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        handle.spawn(
+                            async move {
+                                let result = self.poll_phase().await;
+                                if let Err(e) = &result {
+                                    tracing::debug!(error = %e, "asynchronous call did not complete");
+                                }
+                                let _ = tx.send(result);
+                            }
+                            .instrument(span),
+                        );
+                        Ok(Outcome::Accepted(Box::pin(async move { rx.await.unwrap_or(Err(Error::Closed)) })))
+                    }
+                    Err(_) => Ok(Outcome::Accepted(Box::pin(self.poll_phase().instrument(span)))),
+                }
+            }
+            Step::Accepted => Ok(Outcome::Accepted(Box::pin(self.poll_phase().instrument(span)))),
+        }
+    }
+
+    /// PING until the server's incarnation is known. `Some` when the server
+    /// answered the PING with an ERROR.
+    async fn ping_phase(&mut self) -> Result<Option<Final>, Error> {
+        if let Some(e) = self.shared.lock().entry(self.id) {
+            e.pinging = true;
+        }
+        let mut sent = 0u32;
+        loop {
+            sent += 1;
+            self.send_ping(sent).await?;
+            let interval = self.shared.lock().rto.backoff(sent, jitter_factor());
+            let until = (Instant::now() + interval).min(self.give_up_at);
+            loop {
+                match self.wait(Phase::Ping, until).await {
+                    Event::PingDone => {
+                        if let Some(e) = self.shared.lock().entry(self.id) {
+                            e.pinging = false;
+                        }
+                        return Ok(None);
+                    }
+                    Event::Final(f) => return Ok(Some(f)),
+                    Event::Closed => return Err(Error::Closed),
+                    Event::Progress => {}
+                    Event::Timer => break,
+                }
+            }
+            if Instant::now() >= self.give_up_at {
+                return Err(self.timed_out());
+            }
+            if sent >= self.max_attempts {
+                bump(&self.shared.counters.unreachable);
+                return Err(Error::Unreachable { may_have_run: false, attempts: 0 });
+            }
+            tracing::debug!(ping = sent + 1, "no PONG; sending PING again");
+        }
+    }
+
+    /// Sends REQUEST copies until REPLY/ERROR, or ACCEPT when the call wants
+    /// one.
+    async fn request_phase(&mut self) -> Result<Step, Error> {
+        let mut polling: Option<PollInterval> = None;
+        loop {
+            self.send_request().await?;
+            let interval = match &mut polling {
+                Some(p) => p.next(jitter_factor()),
+                None => {
+                    self.counted += 1;
+                    self.shared.lock().rto.backoff(self.counted, jitter_factor())
+                }
+            };
+            let mut until = (Instant::now() + interval).min(self.give_up_at);
+            loop {
+                match self.wait(Phase::Request, until).await {
+                    Event::Final(f) => return self.finish(f).map(Step::Done),
+                    Event::Progress if self.env.want_accept => return Ok(Step::Accepted),
+                    Event::Progress => {
+                        if polling.is_none() {
+                            let mut p = PollInterval::start(&self.shared.lock().rto);
+                            let next = p.next(jitter_factor());
+                            tracing::debug!(poll_in = ?next, "server is running the request; polling");
+                            until = (Instant::now() + next).min(self.give_up_at);
+                            polling = Some(p);
+                        }
+                    }
+                    Event::Timer => break,
+                    Event::Closed => return Err(Error::Closed),
+                    Event::PingDone => {}
+                }
+            }
+            if Instant::now() >= self.give_up_at {
+                return Err(self.timed_out());
+            }
+            if polling.is_none() && self.counted >= self.max_attempts {
+                bump(&self.shared.counters.unreachable);
+                tracing::debug!(attempts = self.copies, "no answer; giving up");
+                return Err(Error::Unreachable { may_have_run: true, attempts: self.copies });
+            }
+            tracing::debug!(attempt = self.copies + 1, "no answer; retransmitting");
+        }
+    }
+
+    /// After ACCEPT: polls (REQUEST copies) until the REPLY arrives.
+    async fn poll_phase(mut self) -> Result<RawResult, Error> {
+        let mut interval = PollInterval::start(&self.shared.lock().rto);
+        loop {
+            let until = (Instant::now() + interval.next(jitter_factor())).min(self.give_up_at);
+            match self.wait(Phase::Poll, until).await {
+                Event::Final(f) => return self.finish(f),
+                Event::Closed => return Err(Error::Closed),
+                Event::Timer => {
+                    if Instant::now() >= self.give_up_at {
+                        return Err(self.timed_out());
+                    }
+                    tracing::debug!(attempt = self.copies + 1, "no result yet; polling");
+                    self.send_request().await?;
+                }
+                Event::Progress | Event::PingDone => {}
+            }
+        }
+    }
+
+    fn finish(&self, f: Final) -> Result<RawResult, Error> {
+        match f {
+            Final::Reply(result) => Ok(result),
+            Final::OutcomeUnknown => {
+                bump(&self.shared.counters.outcome_unknown);
+                Err(Error::OutcomeUnknown)
+            }
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        bump(&self.shared.counters.timeouts);
+        tracing::debug!(attempts = self.copies, "deadline passed");
+        Error::DeadlineExceeded { may_have_run: self.copies > 0, attempts: self.copies }
+    }
+
+    async fn send_request(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        self.copies += 1;
+        self.env.attempt = self.copies;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        {
+            let mut session = self.shared.lock();
+            self.env.ack_up_to = session.ack_up_to();
+            let first = self.copies == 1;
+            if let Some(e) = session.entry(self.id) {
+                e.sample_from = first.then(|| now.into_std());
+            }
+        }
+        self.buf.clear();
+        // Encoding into a Vec cannot run out of room.
+        let _ = self.env.encode(&mut self.buf);
+        let counters = &self.shared.counters;
+        bump(&counters.attempts);
+        if self.copies > 1 {
+            bump(&counters.retransmissions);
+        }
+        match self.shared.socket.send_to(&self.buf, self.shared.server).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                bump(&counters.io_errors);
+                if self.copies == 1 {
+                    self.copies = 0;
+                    Err(Error::Io(e))
+                } else {
+                    // Like a lost datagram: the schedule sends another.
+                    tracing::debug!(error = %e, "could not send a copy of the request");
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    async fn send_ping(&mut self, n: u32) -> Result<(), Error> {
+        let now = Instant::now();
+        let ack_up_to = {
+            let mut session = self.shared.lock();
+            // Many calls may start before the incarnation is known: while
+            // one PING is outstanding the others only wait for its PONG (the
+            // window is shorter than any jittered backoff of the sender).
+            let wait = session.rto.backoff(n, 0.5);
+            if !session.claim_ping(now.into_std(), wait) {
+                return Ok(());
+            }
+            if let Some(e) = session.entry(self.id) {
+                e.sample_from = (n == 1).then(|| now.into_std());
+            }
+            session.ack_up_to()
+        };
+        let ping = Envelope {
+            version: VERSION,
+            r#type: MessageType::Ping as i32,
+            request_id: self.id,
+            session_id: self.shared.session_id,
+            attempt: n,
+            ack_up_to,
+            ..Default::default()
+        };
+        self.buf.clear();
+        let _ = ping.encode(&mut self.buf);
+        bump(&self.shared.counters.pings);
+        match self.shared.socket.send_to(&self.buf, self.shared.server).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                bump(&self.shared.counters.io_errors);
+                if n == 1 {
+                    Err(Error::Io(e))
+                } else {
+                    tracing::debug!(error = %e, "could not send PING");
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Waits for news about this call or for `until`.
+    async fn wait(&mut self, phase: Phase, until: Instant) -> Event {
+        self.timer.as_mut().reset(until);
+        poll_fn(|cx| self.poll_event(cx, phase)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<Event> {
+        {
+            let mut session = self.shared.lock();
+            let incarnation_known = session.incarnation() != 0;
+            // Read under the lock: `Shared::close` sets the flag before it
+            // takes the wakers under the same lock, so no wake-up is lost.
+            let closed = self.shared.is_closed();
+            let Some(entry) = session.entry(self.id) else {
+                return Poll::Ready(Event::Closed);
+            };
+            if let Some(f) = entry.result.take() {
+                return Poll::Ready(Event::Final(f));
+            }
+            if closed {
+                return Poll::Ready(Event::Closed);
+            }
+            match phase {
+                Phase::Ping => {
+                    if incarnation_known || entry.flags & flag::PONG != 0 {
+                        return Poll::Ready(Event::PingDone);
+                    }
+                }
+                Phase::Request => {
+                    let new = entry.flags & !self.seen & (flag::ACCEPTED | flag::IN_PROGRESS);
+                    if new != 0 {
+                        self.seen |= new;
+                        return Poll::Ready(Event::Progress);
+                    }
+                }
+                Phase::Poll => {}
+            }
+            match &mut entry.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Event::Timer),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The state of one client session: the request-id counter, the map of
+//! pending calls, the acknowledgement low-water mark, the server's last
+//! known incarnation and the round-trip estimator.
+//!
+//! It lives behind one mutex shared by the calling futures and the receive
+//! task. Everything here is synchronous and never blocks: the receive task
+//! routes a decoded envelope with [`Session::deliver`] and gets back what to
+//! do outside the lock (wake a call, send an ACK).
+
+use super::rto::RtoEstimator;
+use crate::call::RawResult;
+use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
+use crate::status::Status;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// How many completed RRA request ids are remembered, so that a late
+/// duplicate REPLY for one of them is acknowledged again.
+const RECENT_RRA: usize = 4096;
+
+/// Progress flags of a pending call.
+pub(crate) mod flag {
+    /// An ACCEPT arrived.
+    pub(crate) const ACCEPTED: u8 = 1;
+    /// An IN_PROGRESS arrived.
+    pub(crate) const IN_PROGRESS: u8 = 2;
+    /// A PONG arrived for this call's PING.
+    pub(crate) const PONG: u8 = 4;
+}
+
+/// How a call ended, as seen by the receive task.
+#[derive(Debug)]
+pub(crate) enum Final {
+    /// A REPLY or ERROR: the server's answer.
+    Reply(RawResult),
+    /// An ERROR saying "outcome unknown: server restarted".
+    OutcomeUnknown,
+}
+
+/// One call in flight.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The call uses RRA: every REPLY is acknowledged.
+    rra: bool,
+    /// The call is waiting for a PONG.
+    pub(crate) pinging: bool,
+    /// Progress flags ([`flag`]).
+    pub(crate) flags: u8,
+    /// The answer, once it arrived.
+    pub(crate) result: Option<Final>,
+    /// When the only copy of the current exchange (PING or REQUEST) was
+    /// sent; `None` once a second copy went out (Karn) or a sample was
+    /// taken.
+    pub(crate) sample_from: Option<Instant>,
+    /// The call no longer needs anything from the server (counted in the
+    /// low-water mark).
+    finished: bool,
+    /// The calling future, to wake on news.
+    pub(crate) waker: Option<Waker>,
+}
+
+/// What the receive task should do after routing one datagram.
+#[derive(Debug, Default)]
+pub(crate) struct Delivery {
+    /// How the datagram was classified.
+    pub(crate) kind: Routed,
+    /// The call to wake.
+    pub(crate) waker: Option<Waker>,
+    /// Calls to wake because the server's incarnation became known.
+    pub(crate) more_wakers: Vec<Waker>,
+    /// Send an ACK for this request id (with the low-water mark current
+    /// when it is sent).
+    pub(crate) ack: Option<u64>,
+}
+
+/// Classification of a received datagram.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Completed a pending call (REPLY or ERROR).
+    Completed,
+    /// ACCEPT for a pending call.
+    Accepted,
+    /// IN_PROGRESS for a pending call.
+    InProgress,
+    /// PONG for a pending call.
+    Pong,
+    /// For a call that had already completed.
+    Late,
+    /// For an id this session never used.
+    #[default]
+    Unknown,
+}
+
+/// The session state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    next_id: u64,
+    pending: HashMap<u64, Entry>,
+    unfinished: BTreeSet<u64>,
+    incarnation: u64,
+    recent_rra: HashSet<u64>,
+    recent_rra_order: VecDeque<u64>,
+    /// Until when a PING sent by some call is still expected to be
+    /// answered: other calls waiting for the incarnation do not send one.
+    ping_window: Option<Instant>,
+    /// The round-trip estimator of the channel.
+    pub(crate) rto: RtoEstimator,
+}
+
+impl Session {
+    /// A fresh session: request ids start at 1.
+    pub(crate) fn new(rto: RtoEstimator) -> Session {
+        Session {
+            next_id: 1,
+            pending: HashMap::new(),
+            unfinished: BTreeSet::new(),
+            incarnation: 0,
+            recent_rra: HashSet::new(),
+            recent_rra_order: VecDeque::new(),
+            ping_window: None,
+            rto,
+        }
+    }
+
+    /// Hands out the next request id and registers a pending call for it.
+    pub(crate) fn start_call(&mut self, rra: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.unfinished.insert(id);
+        self.pending.insert(
+            id,
+            Entry { rra, pinging: false, flags: 0, result: None, sample_from: None, finished: false, waker: None },
+        );
+        id
+    }
+
+    /// Hands out the next request id for a call that is finished as soon as
+    /// it is sent (one-way).
+    pub(crate) fn start_one_way(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The cumulative acknowledgement: the largest L such that every call
+    /// with an id up to L has finished on this side.
+    pub(crate) fn ack_up_to(&self) -> u64 {
+        match self.unfinished.first() {
+            Some(first) => first - 1,
+            None => self.next_id - 1,
+        }
+    }
+
+    /// The last incarnation the server showed (0: unknown).
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Whether a call waiting for the incarnation should send a PING now
+    /// (no other call's PING is outstanding); if so, opens a window of
+    /// `wait` for its answer.
+    pub(crate) fn claim_ping(&mut self, now: Instant, wait: Duration) -> bool {
+        if self.ping_window.is_some_and(|until| now < until) {
+            return false;
+        }
+        self.ping_window = Some(now + wait);
+        true
+    }
+
+    /// The pending call `id`.
+    pub(crate) fn entry(&mut self, id: u64) -> Option<&mut Entry> {
+        self.pending.get_mut(&id)
+    }
+
+    fn finish(&mut self, id: u64) {
+        self.unfinished.remove(&id);
+        if let Some(entry) = self.pending.get_mut(&id) {
+            entry.finished = true;
+            if entry.rra {
+                if self.recent_rra_order.len() >= RECENT_RRA {
+                    if let Some(old) = self.recent_rra_order.pop_front() {
+                        self.recent_rra.remove(&old);
+                    }
+                }
+                self.recent_rra_order.push_back(id);
+                self.recent_rra.insert(id);
+            }
+        }
+    }
+
+    /// Forgets call `id`: it completed, failed or was dropped. Its id counts
+    /// as finished from now on.
+    pub(crate) fn end_call(&mut self, id: u64) {
+        if self.pending.get(&id).is_some_and(|e| !e.finished) {
+            self.finish(id);
+        }
+        self.pending.remove(&id);
+        self.unfinished.remove(&id);
+    }
+
+    /// Takes the waker of every pending call (the channel is closing).
+    pub(crate) fn take_all_wakers(&mut self) -> Vec<Waker> {
+        self.pending.values_mut().filter_map(|e| e.waker.take()).collect()
+    }
+
+    /// Routes one envelope from the server (already checked: version,
+    /// session, a client-bound message type `kind`) received at `now`.
+    pub(crate) fn deliver(&mut self, env: Envelope, kind: MessageType, now: Instant) -> Delivery {
+        let mut delivery = Delivery::default();
+        if env.incarnation != 0 && env.incarnation != self.incarnation {
+            let was_unknown = self.incarnation == 0;
+            self.incarnation = env.incarnation;
+            if was_unknown {
+                delivery.more_wakers =
+                    self.pending.values_mut().filter(|e| e.pinging).filter_map(|e| e.waker.take()).collect();
+            }
+        }
+        let id = env.request_id;
+        let is_answer = matches!(kind, MessageType::Reply | MessageType::Error);
+        let Some(entry) = self.pending.get_mut(&id) else {
+            if id != 0 && id < self.next_id {
+                delivery.kind = Routed::Late;
+                if is_answer && self.recent_rra.contains(&id) {
+                    delivery.ack = Some(id);
+                }
+            }
+            return delivery;
+        };
+        if entry.finished {
+            delivery.kind = Routed::Late;
+            if is_answer && entry.rra {
+                delivery.ack = Some(id);
+            }
+            return delivery;
+        }
+        let mut sample = None;
+        match kind {
+            MessageType::Reply | MessageType::Error => {
+                if !entry.pinging {
+                    sample = entry.sample_from.take();
+                }
+                entry.result = Some(final_of(kind, env));
+                delivery.kind = Routed::Completed;
+            }
+            MessageType::Accept => {
+                if !entry.pinging {
+                    sample = entry.sample_from.take();
+                }
+                entry.flags |= flag::ACCEPTED;
+                delivery.kind = Routed::Accepted;
+            }
+            MessageType::InProgress => {
+                entry.flags |= flag::IN_PROGRESS;
+                delivery.kind = Routed::InProgress;
+            }
+            _ => {
+                // PONG (the caller filters the other types out).
+                if entry.pinging {
+                    sample = entry.sample_from.take();
+                    entry.flags |= flag::PONG;
+                }
+                delivery.kind = Routed::Pong;
+            }
+        }
+        delivery.waker = entry.waker.take();
+        let rra = entry.rra;
+        if let Some(sent) = sample {
+            self.rto.sample(now.saturating_duration_since(sent));
+        }
+        if delivery.kind == Routed::Completed {
+            self.finish(id);
+            if rra {
+                delivery.ack = Some(id);
+            }
+        }
+        delivery
+    }
+
+    /// Current smoothed round trip and timeout.
+    pub(crate) fn rtt(&self) -> (Option<Duration>, Duration) {
+        (self.rto.srtt(), self.rto.rto())
+    }
+}
+
+fn final_of(kind: MessageType, env: Envelope) -> Final {
+    match (kind, env.status) {
+        (_, Some(status)) if status.details_type == SERVER_RESTARTED => Final::OutcomeUnknown,
+        (MessageType::Reply, None) => Final::Reply(Ok(env.payload)),
+        (_, Some(status)) => Final::Reply(Err(Status::from(status))),
+        (_, None) => Final::Reply(Err(Status::unknown("server sent ERROR without a status"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{self, VERSION};
+    use crate::status::Code;
+
+    fn session() -> Session {
+        Session::new(RtoEstimator::new(
+            Duration::from_millis(100),
+            Duration::from_millis(5),
+            Duration::from_secs(1),
+        ))
+    }
+
+    fn msg(kind: MessageType, id: u64) -> Envelope {
+        Envelope { version: VERSION, r#type: kind as i32, request_id: id, incarnation: 7, ..Default::default() }
+    }
+
+    #[test]
+    fn ids_start_at_one_and_increase() {
+        let mut s = session();
+        assert_eq!(s.start_call(false), 1);
+        assert_eq!(s.start_one_way(), 2);
+        assert_eq!(s.start_call(true), 3);
+    }
+
+    #[test]
+    fn ack_up_to_is_a_low_water_mark() {
+        let mut s = session();
+        assert_eq!(s.ack_up_to(), 0);
+        let a = s.start_call(false);
+        let b = s.start_call(false);
+        let c = s.start_call(false);
+        assert_eq!(s.ack_up_to(), 0);
+        s.end_call(c);
+        assert_eq!(s.ack_up_to(), 0, "3 done but 1 and 2 are not");
+        s.end_call(a);
+        assert_eq!(s.ack_up_to(), 1);
+        let d = s.start_one_way();
+        assert_eq!(d, 4);
+        assert_eq!(s.ack_up_to(), 1, "2 is still pending");
+        s.end_call(b);
+        assert_eq!(s.ack_up_to(), 4, "everything up to the one-way call is finished");
+    }
+
+    #[test]
+    fn reply_completes_counts_finished_and_acks_rra() {
+        let mut s = session();
+        let a = s.start_call(true);
+        let b = s.start_call(true);
+        let d = s.deliver(msg(MessageType::Reply, b), MessageType::Reply, Instant::now());
+        assert_eq!(d.kind, Routed::Completed);
+        assert_eq!((d.ack, s.ack_up_to()), (Some(b), 0), "1 is still pending");
+        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        assert_eq!((d.ack, s.ack_up_to()), (Some(a), 2));
+        assert_eq!(s.incarnation(), 7);
+        // a duplicate while the caller has not collected the result yet
+        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        assert_eq!((d.kind, d.ack), (Routed::Late, Some(a)));
+        // and after the caller collected it
+        s.end_call(a);
+        s.end_call(b);
+        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        assert_eq!((d.kind, d.ack), (Routed::Late, Some(a)));
+    }
+
+    #[test]
+    fn late_rr_reply_is_not_acked_and_unknown_ids_are_unknown() {
+        let mut s = session();
+        let a = s.start_call(false);
+        s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        s.end_call(a);
+        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        assert_eq!((d.kind, d.ack), (Routed::Late, None));
+        let d = s.deliver(msg(MessageType::Reply, 99), MessageType::Reply, Instant::now());
+        assert_eq!(d.kind, Routed::Unknown);
+        let d = s.deliver(msg(MessageType::Reply, 0), MessageType::Reply, Instant::now());
+        assert_eq!(d.kind, Routed::Unknown);
+    }
+
+    #[test]
+    fn server_restarted_maps_to_outcome_unknown() {
+        let mut s = session();
+        let a = s.start_call(false);
+        let mut e = msg(MessageType::Error, a);
+        e.status = Some(envelope::Status {
+            code: Code::Aborted.as_i32(),
+            message: "outcome unknown: server restarted".into(),
+            details_type: SERVER_RESTARTED.into(),
+            details: Default::default(),
+        });
+        s.deliver(e, MessageType::Error, Instant::now());
+        assert!(matches!(s.entry(a).and_then(|e| e.result.take()), Some(Final::OutcomeUnknown)));
+    }
+
+    #[test]
+    fn karn_samples_only_single_copies() {
+        let mut s = session();
+        let a = s.start_call(false);
+        let sent = Instant::now();
+        if let Some(e) = s.entry(a) {
+            e.sample_from = Some(sent);
+        }
+        s.deliver(msg(MessageType::Reply, a), MessageType::Reply, sent + Duration::from_millis(20));
+        assert_eq!(s.rtt().0, Some(Duration::from_millis(20)));
+        let b = s.start_call(false);
+        // no sample_from: a second copy was sent
+        s.deliver(msg(MessageType::Reply, b), MessageType::Reply, sent + Duration::from_millis(900));
+        assert_eq!(s.rtt().0, Some(Duration::from_millis(20)));
+    }
+}

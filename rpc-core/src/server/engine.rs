@@ -1,0 +1,708 @@
+//! The transport-agnostic request engine: given one message from a peer,
+//! it decides and sends what `notes/wire.md` says (PONG, ACCEPT,
+//! IN_PROGRESS, a stored REPLY, an ERROR, or runs the handler and sends its
+//! REPLY) through a [`ReplySink`].
+//!
+//! A transport only has to turn its input into messages and give the
+//! engine a way back to the peer:
+//! - UDP (`udp.rs`): one datagram is one message; the sink sends a datagram
+//!   to the sender's address.
+//! - TCP (next issue): one frame is one message; the sink queues a frame on
+//!   the connection's writer. The history is keyed by (session, request
+//!   id), not by connection, so a request retransmitted on a new connection
+//!   finds its stored reply (at-most-once survives a reconnect); a reply
+//!   produced for a connection that broke is simply lost and replayed on
+//!   the retransmission.
+//!
+//! Hot path: decoding, the history decision and the handler's first poll
+//! all happen on the task that received the message (no cross-thread hop);
+//! only a handler that is not ready on its first poll is spawned.
+
+use super::history::{History, Lookup, RegisterError};
+use super::stats::{bump, Counters, ServerStats};
+use super::ServerConfig;
+use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::service::{CallContext, MethodInfo, Service, TransportKind};
+use crate::status::{Code, Status};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use prost::Message;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+/// The way back to the peer a message came from.
+///
+/// Cloned when a handler outlives the first poll (the clone moves into the
+/// spawned task), so it should be cheap: an `Arc` and an address, or a
+/// queue sender.
+pub trait ReplySink: Clone + Send + Sync + 'static {
+    /// Sends one encoded envelope to the peer.
+    ///
+    /// # Errors
+    /// When the transport cannot send; the engine counts and logs it (the
+    /// peer will retransmit).
+    fn send(&self, message: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The peer's address, when the transport knows it.
+    fn peer(&self) -> Option<SocketAddr>;
+
+    /// The transport, as handlers see it in [`CallContext::transport`].
+    fn transport(&self) -> TransportKind;
+
+    /// The largest message this transport carries: bigger incoming messages
+    /// are dropped, bigger replies become a RESOURCE_EXHAUSTED reply.
+    fn max_message_len(&self) -> usize;
+}
+
+/// The request engine of one server: its services, reply history, limits
+/// and counters, shared by all the server's transports.
+pub struct Engine {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+    config: ServerConfig,
+    incarnation: u64,
+    history: Mutex<History>,
+    counters: Counters,
+    permits: Arc<Semaphore>,
+    pending: AtomicUsize,
+    stopping: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    cancel: watch::Sender<bool>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.services.keys().copied().collect();
+        names.sort_unstable();
+        f.debug_struct("Engine")
+            .field("services", &names)
+            .field("incarnation", &format_args!("{:#018x}", self.incarnation))
+            .field("config", &self.config)
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the history (and the checks around it) decided for a request.
+enum Decision {
+    Unimplemented(String),
+    Stale,
+    Replay(Bytes),
+    DuplicateDropped,
+    InProgress,
+    Evicted,
+    Restarted,
+    ShuttingDown,
+    TooManySessions,
+    Run,
+}
+
+/// A request about to run.
+struct Job {
+    service: Arc<dyn Service>,
+    method: &'static MethodInfo,
+    session: u64,
+    request_id: u64,
+    attempt: u32,
+    /// Store the result in the history (everything but idempotent-sync).
+    tracked: bool,
+    /// Protocol R: never answer.
+    oneway: bool,
+    want_accept: bool,
+    deadline: Option<Instant>,
+    payload: Bytes,
+    metadata: crate::service::Metadata,
+    instance: String,
+}
+
+/// How a job ended.
+enum Ending {
+    Done(Result<Bytes, Status>),
+    Panicked,
+    Expired,
+}
+
+type Handler = tracing::instrument::Instrumented<BoxFuture<'static, Result<Bytes, Status>>>;
+
+impl Engine {
+    /// An engine for these services (names already checked unique).
+    pub(crate) fn new(config: ServerConfig, services: Vec<Arc<dyn Service>>, incarnation: u64) -> Engine {
+        let services = services.into_iter().map(|s| (s.info().full_name, s)).collect();
+        Engine {
+            services,
+            history: Mutex::new(History::new(config.history.clone())),
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
+            incarnation,
+            counters: Counters::default(),
+            pending: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            cancel: watch::channel(false).0,
+        }
+    }
+
+    /// This server's incarnation (random, non-zero, new on every start).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// A snapshot of the counters and the history's size.
+    pub fn stats(&self) -> ServerStats {
+        let (size, evicted, forgotten, sessions_evicted) = {
+            let h = self.history();
+            (h.size(), h.evictions(), h.sessions_forgotten(), h.sessions_evicted())
+        };
+        self.counters.snapshot(size, evicted, forgotten, sessions_evicted)
+    }
+
+    /// Handler tasks running or waiting for a permit outside the
+    /// receiving task.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether a graceful shutdown has begun (new requests are refused).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Evicts what has aged out of the history (called on a timer).
+    pub(crate) fn sweep(&self) {
+        self.history().sweep(Instant::now());
+    }
+
+    /// Starts a graceful shutdown: new requests get UNAVAILABLE.
+    pub(crate) fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Cancels every spawned handler at its next await point.
+    pub(crate) fn cancel_all(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    /// Waits until no handler task is left, at most `timeout`. Returns
+    /// whether none is left.
+    pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// Handles one encoded message (a datagram or a frame) from the peer
+    /// behind `sink`. Never panics on any input; bad input is counted and
+    /// logged at debug.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may lose the answer being sent and, if it is
+    /// dropped while a handler's first poll is done, that handler's result;
+    /// the history then keeps the request as running. Transports drive it
+    /// to completion.
+    pub async fn handle_message<K: ReplySink>(self: &Arc<Self>, message: &[u8], sink: &K) {
+        bump(&self.counters.received);
+        if message.len() > sink.max_message_len() {
+            bump(&self.counters.too_large_requests);
+            tracing::debug!(peer = ?sink.peer(), len = message.len(), limit = sink.max_message_len(), "dropped message over the size limit");
+            return;
+        }
+        match Envelope::decode(message) {
+            Ok(env) => self.handle_envelope(env, sink).await,
+            Err(error) => {
+                bump(&self.counters.malformed_dropped);
+                tracing::debug!(peer = ?sink.peer(), len = message.len(), %error, "dropped undecodable message");
+            }
+        }
+    }
+
+    /// Handles one decoded envelope (for transports that decode themselves).
+    ///
+    /// # Cancel safety
+    /// As [`Engine::handle_message`].
+    pub async fn handle_envelope<K: ReplySink>(self: &Arc<Self>, env: Envelope, sink: &K) {
+        if env.version != VERSION {
+            bump(&self.counters.version_dropped);
+            tracing::debug!(peer = ?sink.peer(), version = env.version, "dropped message of unknown version");
+            return;
+        }
+        if env.session_id == 0 {
+            bump(&self.counters.unexpected_dropped);
+            tracing::debug!(peer = ?sink.peer(), "dropped message without session id");
+            return;
+        }
+        match MessageType::try_from(env.r#type) {
+            Ok(MessageType::Request) => self.request(env, sink).await,
+            Ok(MessageType::Ack) => {
+                bump(&self.counters.acks);
+                let found = self.history().ack(env.session_id, env.request_id, env.ack_up_to, Instant::now());
+                if !found {
+                    bump(&self.counters.unknown_acks);
+                    tracing::debug!(peer = ?sink.peer(), session = env.session_id, request_id = env.request_id, "ack for a request not in the history");
+                }
+            }
+            Ok(MessageType::Ping) => {
+                bump(&self.counters.pings);
+                let pong = self.control(MessageType::Pong, env.session_id, env.request_id, None);
+                self.send_envelope(sink, &pong).await;
+            }
+            other => {
+                bump(&self.counters.unexpected_dropped);
+                tracing::debug!(peer = ?sink.peer(), r#type = env.r#type, known = other.is_ok(), "dropped message of a type a server does not take");
+            }
+        }
+    }
+
+    fn control(&self, ty: MessageType, session: u64, request_id: u64, status: Option<Status>) -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: ty as i32,
+            request_id,
+            session_id: session,
+            incarnation: self.incarnation,
+            status: status.as_ref().map(envelope::Status::from),
+            ..Envelope::default()
+        }
+    }
+
+    async fn send_envelope<K: ReplySink>(&self, sink: &K, env: &Envelope) {
+        let bytes = env.encode_to_vec();
+        self.send_bytes(sink, &bytes).await;
+    }
+
+    async fn send_bytes<K: ReplySink>(&self, sink: &K, bytes: &[u8]) {
+        if let Err(error) = sink.send(bytes).await {
+            bump(&self.counters.send_errors);
+            tracing::debug!(peer = ?sink.peer(), %error, "send failed");
+        }
+    }
+
+    async fn send_error<K: ReplySink>(&self, sink: &K, session: u64, request_id: u64, status: Status) {
+        bump(&self.counters.errors);
+        let env = self.control(MessageType::Error, session, request_id, Some(status));
+        self.send_envelope(sink, &env).await;
+    }
+
+    async fn request<K: ReplySink>(self: &Arc<Self>, env: Envelope, sink: &K) {
+        let arrival = Instant::now();
+        bump(&self.counters.requests);
+        let protocol = match ExchangeProtocol::try_from(env.protocol) {
+            Ok(ExchangeProtocol::Unspecified | ExchangeProtocol::Rr) => ExchangeProtocol::Rr,
+            Ok(p) => p,
+            Err(_) => {
+                bump(&self.counters.unexpected_dropped);
+                tracing::debug!(peer = ?sink.peer(), protocol = env.protocol, "dropped request with unknown exchange protocol");
+                return;
+            }
+        };
+        let oneway = protocol == ExchangeProtocol::R;
+        // Idempotent synchronous requests bypass the history (at-least-once).
+        let tracked = oneway || !env.idempotent || env.want_accept;
+        let (session, request_id) = (env.session_id, env.request_id);
+        let target = self.services.get(env.service.as_str()).map(|svc| (svc, svc.info().method(env.method_id)));
+
+        let decision = {
+            let mut h = self.history();
+            if env.ack_up_to > 0 {
+                h.ack(session, 0, env.ack_up_to, arrival);
+            }
+            match target {
+                None => Decision::Unimplemented(format!("unknown service {:?}", env.service)),
+                Some((svc, None)) => Decision::Unimplemented(format!(
+                    "{} has no method with id {:#010x}",
+                    svc.info().full_name,
+                    env.method_id
+                )),
+                Some(_) if !tracked => {
+                    if self.is_stopping() {
+                        Decision::ShuttingDown
+                    } else {
+                        Decision::Run
+                    }
+                }
+                Some(_) => match h.lookup(session, request_id, arrival) {
+                    Lookup::Stale => Decision::Stale,
+                    Lookup::Completed(Some(reply)) => Decision::Replay(reply),
+                    Lookup::Completed(None) => Decision::DuplicateDropped,
+                    Lookup::InProgress => Decision::InProgress,
+                    Lookup::Evicted => Decision::Evicted,
+                    Lookup::Absent => {
+                        if !oneway
+                            && !env.idempotent
+                            && env.attempt > 1
+                            && env.incarnation != 0
+                            && env.incarnation != self.incarnation
+                        {
+                            Decision::Restarted
+                        } else if self.is_stopping() {
+                            Decision::ShuttingDown
+                        } else {
+                            let registered = if oneway {
+                                h.register_tombstone(session, request_id, arrival)
+                            } else {
+                                h.register(session, request_id, arrival)
+                            };
+                            match registered {
+                                Ok(()) => Decision::Run,
+                                Err(RegisterError::TooManySessions) => Decision::TooManySessions,
+                            }
+                        }
+                    }
+                },
+            }
+        };
+
+        match decision {
+            Decision::Run => {}
+            Decision::Unimplemented(message) => {
+                bump(&self.counters.unimplemented);
+                tracing::debug!(peer = ?sink.peer(), %message, "unimplemented");
+                if !oneway {
+                    self.send_error(sink, session, request_id, Status::unimplemented(message)).await;
+                }
+                return;
+            }
+            Decision::Stale => {
+                bump(&self.counters.stale_dropped);
+                tracing::debug!(peer = ?sink.peer(), session, request_id, "dropped request at or below the acknowledged floor");
+                return;
+            }
+            Decision::Replay(reply) => {
+                bump(&self.counters.duplicates_replayed);
+                if reply.len() > sink.max_message_len() {
+                    // Stored through a transport with a larger limit.
+                    let status = too_large(reply.len(), sink.max_message_len());
+                    self.send_error(sink, session, request_id, status).await;
+                } else {
+                    self.send_bytes(sink, &reply).await;
+                }
+                return;
+            }
+            Decision::DuplicateDropped => {
+                bump(&self.counters.duplicates_dropped);
+                return;
+            }
+            Decision::InProgress => {
+                bump(&self.counters.in_progress_hits);
+                if !oneway {
+                    let ty = if env.want_accept { MessageType::Accept } else { MessageType::InProgress };
+                    if env.want_accept {
+                        bump(&self.counters.accepts);
+                    }
+                    let msg = self.control(ty, session, request_id, None);
+                    self.send_envelope(sink, &msg).await;
+                }
+                return;
+            }
+            Decision::Evicted => {
+                bump(&self.counters.evicted_refused);
+                if !oneway {
+                    let status = Status::aborted("reply no longer in history; outcome unknown");
+                    self.send_error(sink, session, request_id, status).await;
+                }
+                return;
+            }
+            Decision::Restarted => {
+                bump(&self.counters.outcome_unknown);
+                let status = Status::with_details(
+                    Code::Aborted,
+                    "outcome unknown: server restarted",
+                    envelope::SERVER_RESTARTED,
+                    Bytes::new(),
+                );
+                self.send_error(sink, session, request_id, status).await;
+                return;
+            }
+            Decision::ShuttingDown => {
+                bump(&self.counters.shutdown_refused);
+                if !oneway {
+                    self.send_error(sink, session, request_id, Status::unavailable("shutting down")).await;
+                }
+                return;
+            }
+            Decision::TooManySessions => {
+                bump(&self.counters.sessions_refused);
+                if !oneway {
+                    let status = Status::resource_exhausted("too many client sessions with running requests");
+                    self.send_error(sink, session, request_id, status).await;
+                }
+                return;
+            }
+        }
+
+        let Some((service, Some(method))) = target else { return };
+        let deadline = match env.deadline_us {
+            0 => None,
+            us => arrival.checked_add(Duration::from_micros(us)),
+        };
+        let job = Job {
+            service: Arc::clone(service),
+            method,
+            session,
+            request_id,
+            attempt: env.attempt,
+            tracked,
+            oneway,
+            want_accept: env.want_accept,
+            deadline,
+            payload: env.payload,
+            metadata: env.metadata,
+            instance: env.instance,
+        };
+        self.start(job, sink).await;
+    }
+
+    /// Takes a concurrency permit (or a waiting slot), sends ACCEPT when
+    /// asked, and runs the job: inline when a permit is free, else in a
+    /// task that waits for one.
+    async fn start<K: ReplySink>(self: &Arc<Self>, job: Job, sink: &K) {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
+                if waiting >= self.config.max_pending {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    if job.tracked {
+                        self.history().unregister(job.session, job.request_id);
+                    }
+                    bump(&self.counters.overloaded);
+                    tracing::debug!(session = job.session, request_id = job.request_id, "refused: too many waiting requests");
+                    if !job.oneway {
+                        let status = Status::resource_exhausted(format!(
+                            "server overloaded: {} requests running and {waiting} waiting",
+                            self.config.max_concurrent
+                        ));
+                        self.send_error(sink, job.session, job.request_id, status).await;
+                    }
+                    return;
+                }
+                None
+            }
+        };
+        if job.want_accept && !job.oneway {
+            bump(&self.counters.accepts);
+            let msg = self.control(MessageType::Accept, job.session, job.request_id, None);
+            self.send_envelope(sink, &msg).await;
+        }
+        match permit {
+            Some(permit) => self.run_inline(job, permit, sink).await,
+            None => {
+                let engine = Arc::clone(self);
+                let sink = sink.clone();
+                self.spawn_tracked(async move {
+                    let mut job = job;
+                    let acquired = Arc::clone(&engine.permits).acquire_owned().await;
+                    engine.pending.fetch_sub(1, Ordering::AcqRel);
+                    let Ok(permit) = acquired else {
+                        // The semaphore is never closed; treat it as a refusal.
+                        if job.tracked {
+                            engine.history().unregister(job.session, job.request_id);
+                        }
+                        return;
+                    };
+                    let ending = match engine.begin(&mut job, &sink) {
+                        Ok(handler) => catch(handler).await,
+                        Err(ending) => ending,
+                    };
+                    drop(permit);
+                    engine.finish(&job, ending, &sink).await;
+                });
+            }
+        }
+    }
+
+    /// Runs the job with its first poll on this task; spawns the rest only
+    /// if the handler is not ready at once.
+    async fn run_inline<K: ReplySink>(self: &Arc<Self>, mut job: Job, permit: OwnedSemaphorePermit, sink: &K) {
+        let mut handler = match self.begin(&mut job, sink) {
+            Ok(h) => h,
+            Err(ending) => {
+                drop(permit);
+                self.finish(&job, ending, sink).await;
+                return;
+            }
+        };
+        let ending = match poll_once(&mut handler) {
+            Ok(Poll::Ready(result)) => Ending::Done(result),
+            Err(_) => Ending::Panicked,
+            Ok(Poll::Pending) => {
+                // The spawned task polls again at once, registering its own
+                // waker; the no-op waker of the first poll is never needed.
+                let engine = Arc::clone(self);
+                let sink = sink.clone();
+                self.spawn_tracked(async move {
+                    let ending = catch(handler).await;
+                    drop(permit);
+                    engine.finish(&job, ending, &sink).await;
+                });
+                return;
+            }
+        };
+        drop(permit);
+        self.finish(&job, ending, sink).await;
+    }
+
+    /// Checks the deadline and creates the handler's future (with its span).
+    fn begin<K: ReplySink>(&self, job: &mut Job, sink: &K) -> Result<Handler, Ending> {
+        if job.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Ending::Expired);
+        }
+        bump(&self.counters.executions);
+        let ctx = CallContext {
+            method: job.method,
+            session_id: job.session,
+            request_id: job.request_id,
+            attempt: job.attempt,
+            deadline: job.deadline,
+            metadata: std::mem::take(&mut job.metadata),
+            peer: sink.peer(),
+            transport: sink.transport(),
+            instance: std::mem::take(&mut job.instance),
+        };
+        let span = tracing::debug_span!(
+            "rpc_call",
+            service = job.service.info().full_name,
+            method = job.method.name,
+            session = job.session,
+            request_id = job.request_id,
+            attempt = job.attempt,
+        );
+        let call = {
+            let _entered = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| job.service.call(job.method.id, ctx, std::mem::take(&mut job.payload))))
+        };
+        match call {
+            Ok(fut) => Ok(fut.instrument(span)),
+            Err(_) => Err(Ending::Panicked),
+        }
+    }
+
+    /// Encodes the outcome, stores it in the history and sends it.
+    async fn finish<K: ReplySink>(&self, job: &Job, ending: Ending, sink: &K) {
+        let (ty, status, payload) = match ending {
+            Ending::Done(Ok(payload)) => (MessageType::Reply, None, payload),
+            Ending::Done(Err(status)) => (MessageType::Reply, Some(status), Bytes::new()),
+            Ending::Panicked => {
+                bump(&self.counters.handler_panics);
+                tracing::warn!(method = job.method.name, session = job.session, request_id = job.request_id, "handler panicked");
+                (MessageType::Reply, Some(Status::internal("handler panicked")), Bytes::new())
+            }
+            Ending::Expired => {
+                bump(&self.counters.deadline_exceeded);
+                tracing::debug!(method = job.method.name, session = job.session, request_id = job.request_id, "deadline passed before the request ran");
+                (
+                    MessageType::Error,
+                    Some(Status::deadline_exceeded("deadline passed before the request ran")),
+                    Bytes::new(),
+                )
+            }
+        };
+        if job.oneway {
+            // The tombstone is already in the history; R never answers.
+            if let Some(status) = status {
+                tracing::debug!(method = job.method.name, %status, "one-way call failed");
+            }
+            return;
+        }
+        let mut env = self.control(ty, job.session, job.request_id, status);
+        env.attempt = job.attempt;
+        env.payload = payload;
+        let len = env.encoded_len();
+        let limit = sink.max_message_len();
+        if len > limit {
+            bump(&self.counters.too_large_replies);
+            tracing::debug!(method = job.method.name, len, limit, "reply over the size limit");
+            env.r#type = MessageType::Reply as i32;
+            env.payload = Bytes::new();
+            env.status = Some(envelope::Status::from(&too_large(len, limit)));
+        }
+        let bytes = Bytes::from(env.encode_to_vec());
+        if job.tracked {
+            self.history().complete(job.session, job.request_id, bytes.clone(), Instant::now());
+        }
+        if env.r#type == MessageType::Error as i32 {
+            bump(&self.counters.errors);
+        } else {
+            bump(&self.counters.replies);
+        }
+        self.send_bytes(sink, &bytes).await;
+    }
+
+    /// Spawns a handler task that shutdown can wait for and cancel.
+    fn spawn_tracked<F: Future<Output = ()> + Send + 'static>(self: &Arc<Self>, work: F) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(Arc::clone(self));
+        let mut cancel = self.cancel.subscribe();
+        tokio::spawn(async move {
+            let _guard = guard;
+            tokio::select! {
+                biased;
+                _ = cancel.wait_for(|c| *c) => {}
+                () = work => {}
+            }
+        });
+    }
+}
+
+fn too_large(len: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!("reply of {len} bytes exceeds the limit of {limit} bytes"))
+}
+
+/// Polls the handler once on this task, with a waker that does nothing
+/// (whoever polls it next registers a real one). A panic is caught.
+fn poll_once(handler: &mut Handler) -> std::thread::Result<Poll<Result<Bytes, Status>>> {
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(handler).poll(&mut cx)))
+}
+
+async fn catch(handler: Handler) -> Ending {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(result) => Ending::Done(result),
+        Err(_) => Ending::Panicked,
+    }
+}
+
+/// Counts a spawned handler task; wakes shutdown when the last one ends.
+struct InFlight(Arc<Engine>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

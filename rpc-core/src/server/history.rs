@@ -1,0 +1,791 @@
+//! The reply history: what the server remembers about requests so that a
+//! non-idempotent request runs at most once.
+//!
+//! Entries are keyed by (session id, request id) and are either
+//! `InProgress` (the handler is running) or `Completed` (the encoded reply
+//! datagram, or nothing for a one-way tombstone). Each session also keeps
+//! a *floor* (the largest `ack_up_to` it sent: requests at or below it are
+//! stale) and a *max evicted id* (the highest id of an entry dropped by
+//! age or by a cap: a request at or below it that is not in the history any
+//! more has an unknown outcome).
+//!
+//! Eviction, every kind counted ([`EvictionCounts`]):
+//! - acknowledgement: an explicit ACK drops its entry; `ack_up_to` on any
+//!   message drops every entry of the session at or below it;
+//! - age: completed entries older than [`HistoryConfig::ttl`] (counted
+//!   from when the reply was stored), on [`History::sweep`];
+//! - per-session cap, global cap: the oldest completed entry goes first;
+//! - max sessions: the least recently active session without running
+//!   requests is forgotten with all its entries.
+//!
+//! `InProgress` entries are never evicted by age or cap (the engine bounds
+//! them by its concurrency limits). A session with no entries that has
+//! been idle longer than the ttl is forgotten on the next sweep.
+//!
+//! Everything here is synchronous and takes the time as an argument, so it
+//! is tested without sockets or timers; the engine holds it in a mutex.
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Limits of the reply history.
+///
+/// Defaults: `ttl` 60 s, `sweep_interval` `None` (ttl / 4), `max_per_session`
+/// 1024, `max_entries` 100,000, `max_sessions` 10,000.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// How long a completed reply is kept after it was stored. Default 60 s.
+    pub ttl: Duration,
+    /// How often the server sweeps entries older than `ttl` (and idle empty
+    /// sessions). `None` (the default): `ttl / 4`, at least 1 ms.
+    pub sweep_interval: Option<Duration>,
+    /// Completed entries kept per session; beyond it the oldest of that
+    /// session goes. Default 1024.
+    pub max_per_session: usize,
+    /// Completed entries kept in total; beyond it the oldest goes.
+    /// Default 100,000.
+    pub max_entries: usize,
+    /// Sessions remembered; beyond it the least recently active session
+    /// without running requests is forgotten. Default 10,000.
+    pub max_sessions: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            ttl: Duration::from_secs(60),
+            sweep_interval: None,
+            max_per_session: 1024,
+            max_entries: 100_000,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// The effective sweep period.
+    pub fn effective_sweep_interval(&self) -> Duration {
+        self.sweep_interval.unwrap_or(self.ttl / 4).max(Duration::from_millis(1))
+    }
+}
+
+/// Evictions from the history, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvictionCounts {
+    /// Dropped because the client acknowledged them (ACK or `ack_up_to`).
+    pub ack: u64,
+    /// Dropped because they were older than the ttl.
+    pub age: u64,
+    /// Dropped because their session had too many completed entries.
+    pub session_cap: u64,
+    /// Dropped because the history had too many completed entries.
+    pub global_cap: u64,
+    /// Dropped with their session because there were too many sessions.
+    pub session_limit: u64,
+}
+
+/// What the history knows about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// At or below the session's floor: the client no longer needs it.
+    Stale,
+    /// Finished; the stored reply datagram (`None`: a one-way tombstone).
+    Completed(Option<Bytes>),
+    /// Still running.
+    InProgress,
+    /// Not here, but an entry of this session with an id at least this
+    /// high was evicted by age or cap: the outcome is unknown.
+    Evicted,
+    /// Never seen (or forgotten with its session).
+    Absent,
+}
+
+/// Why a request could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegisterError {
+    /// The session table is full of sessions with running requests.
+    TooManySessions,
+}
+
+#[derive(Debug)]
+enum State {
+    InProgress,
+    Completed { reply: Option<Bytes>, seq: u64 },
+}
+
+#[derive(Debug)]
+struct Session {
+    entries: BTreeMap<u64, State>,
+    floor: u64,
+    max_evicted_id: u64,
+    completed: usize,
+    in_progress: usize,
+    last_active: Instant,
+    /// Sequence number of this session's newest record in `History::activity`.
+    touch_seq: u64,
+}
+
+impl Session {
+    fn new(now: Instant) -> Session {
+        Session {
+            entries: BTreeMap::new(),
+            floor: 0,
+            max_evicted_id: 0,
+            completed: 0,
+            in_progress: 0,
+            last_active: now,
+            touch_seq: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes one entry; returns whether it was completed (`Some(true)`),
+    /// running (`Some(false)`) or absent (`None`).
+    fn remove(&mut self, id: u64) -> Option<bool> {
+        match self.entries.remove(&id)? {
+            State::InProgress => {
+                self.in_progress -= 1;
+                Some(false)
+            }
+            State::Completed { .. } => {
+                self.completed -= 1;
+                Some(true)
+            }
+        }
+    }
+}
+
+/// A completed entry in storing order (for age and global-cap eviction).
+/// Records of entries removed otherwise stay until they reach the front or
+/// the queue is compacted ("lazy deletion"); `seq` tells them apart.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    seq: u64,
+    session: u64,
+    request: u64,
+    stored: Instant,
+}
+
+/// The reply history of one server (shared by all its transports).
+#[derive(Debug)]
+pub struct History {
+    config: HistoryConfig,
+    sessions: HashMap<u64, Session>,
+    /// Completed entries, oldest first (lazy deletion).
+    order: VecDeque<Record>,
+    /// Sessions by last registration, least recent first (lazy deletion):
+    /// (touch seq, session id).
+    activity: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    completed: usize,
+    in_progress: usize,
+    evicted: EvictionCounts,
+    sessions_forgotten: u64,
+    sessions_evicted: u64,
+}
+
+/// Sizes of the history at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistorySize {
+    /// Completed entries (stored replies and one-way tombstones).
+    pub completed: usize,
+    /// Entries of requests still running.
+    pub in_progress: usize,
+    /// Sessions remembered.
+    pub sessions: usize,
+}
+
+impl History {
+    /// An empty history with these limits.
+    pub fn new(config: HistoryConfig) -> History {
+        History {
+            config,
+            sessions: HashMap::new(),
+            order: VecDeque::new(),
+            activity: VecDeque::new(),
+            next_seq: 1,
+            completed: 0,
+            in_progress: 0,
+            evicted: EvictionCounts::default(),
+            sessions_forgotten: 0,
+            sessions_evicted: 0,
+        }
+    }
+
+    /// The limits.
+    pub fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    /// Current sizes.
+    pub fn size(&self) -> HistorySize {
+        HistorySize { completed: self.completed, in_progress: self.in_progress, sessions: self.sessions.len() }
+    }
+
+    /// Evictions so far, by kind.
+    pub fn evictions(&self) -> EvictionCounts {
+        self.evicted
+    }
+
+    /// Sessions forgotten because they were empty and idle longer than the ttl.
+    pub fn sessions_forgotten(&self) -> u64 {
+        self.sessions_forgotten
+    }
+
+    /// Sessions forgotten (with their entries) because of `max_sessions`.
+    pub fn sessions_evicted(&self) -> u64 {
+        self.sessions_evicted
+    }
+
+    fn seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Applies an acknowledgement: drops entry `request_id` (when non-zero),
+    /// drops every entry of the session at or below `ack_up_to` and raises
+    /// the floor to it. Returns whether entry `request_id` was there (always
+    /// `true` for `request_id == 0`). An unknown session is not created.
+    pub(crate) fn ack(&mut self, session: u64, request_id: u64, ack_up_to: u64, now: Instant) -> bool {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return request_id == 0;
+        };
+        s.last_active = now;
+        let mut removed_completed = 0usize;
+        let mut removed_running = 0usize;
+        let mut found = request_id == 0;
+        if request_id != 0 {
+            match s.remove(request_id) {
+                Some(true) => {
+                    removed_completed += 1;
+                    found = true;
+                }
+                Some(false) => {
+                    removed_running += 1;
+                    found = true;
+                }
+                None => {}
+            }
+        }
+        if ack_up_to > s.floor {
+            s.floor = ack_up_to;
+            while let Some((&id, _)) = s.entries.first_key_value() {
+                if id > ack_up_to {
+                    break;
+                }
+                match s.remove(id) {
+                    Some(true) => removed_completed += 1,
+                    Some(false) => removed_running += 1,
+                    None => break,
+                }
+            }
+        }
+        self.completed -= removed_completed;
+        self.in_progress -= removed_running;
+        self.evicted.ack += (removed_completed + removed_running) as u64;
+        self.maybe_compact();
+        found
+    }
+
+    /// What the history knows about (session, request_id).
+    pub(crate) fn lookup(&mut self, session: u64, request_id: u64, now: Instant) -> Lookup {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Lookup::Absent;
+        };
+        s.last_active = now;
+        if request_id <= s.floor {
+            return Lookup::Stale;
+        }
+        match s.entries.get(&request_id) {
+            Some(State::InProgress) => Lookup::InProgress,
+            Some(State::Completed { reply, .. }) => Lookup::Completed(reply.clone()),
+            None if request_id <= s.max_evicted_id => Lookup::Evicted,
+            None => Lookup::Absent,
+        }
+    }
+
+    /// Registers a new request as running. The caller has checked that it
+    /// is [`Lookup::Absent`].
+    pub(crate) fn register(&mut self, session: u64, request_id: u64, now: Instant) -> Result<(), RegisterError> {
+        self.insert(session, request_id, None, now)
+    }
+
+    /// Registers a one-way request as already completed with no reply (a
+    /// tombstone, so that a network duplicate does not run it again).
+    pub(crate) fn register_tombstone(
+        &mut self,
+        session: u64,
+        request_id: u64,
+        now: Instant,
+    ) -> Result<(), RegisterError> {
+        self.insert(session, request_id, Some(None), now)
+    }
+
+    fn insert(
+        &mut self,
+        session: u64,
+        request_id: u64,
+        completed: Option<Option<Bytes>>,
+        now: Instant,
+    ) -> Result<(), RegisterError> {
+        if !self.sessions.contains_key(&session) {
+            if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session() {
+                return Err(RegisterError::TooManySessions);
+            }
+            self.sessions.insert(session, Session::new(now));
+        }
+        let touch = self.seq();
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Err(RegisterError::TooManySessions);
+        };
+        s.last_active = now;
+        s.touch_seq = touch;
+        // Replacing an entry would break the counts; the caller looked it up.
+        if let Some(was_completed) = s.remove(request_id) {
+            if was_completed {
+                self.completed -= 1;
+            } else {
+                self.in_progress -= 1;
+            }
+        }
+        match completed {
+            None => {
+                s.entries.insert(request_id, State::InProgress);
+                s.in_progress += 1;
+                self.in_progress += 1;
+            }
+            Some(reply) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                s.entries.insert(request_id, State::Completed { reply, seq });
+                s.completed += 1;
+                self.completed += 1;
+                self.order.push_back(Record { seq, session, request: request_id, stored: now });
+            }
+        }
+        self.activity.push_back((touch, session));
+        self.enforce_caps(session, now);
+        self.maybe_compact();
+        Ok(())
+    }
+
+    /// Stores the reply of a running request (replacing `InProgress`).
+    /// Returns `false` when the entry is gone (acknowledged meanwhile): the
+    /// reply is then not stored.
+    pub(crate) fn complete(&mut self, session: u64, request_id: u64, reply: Bytes, now: Instant) -> bool {
+        let seq = self.seq();
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        let Some(state) = s.entries.get_mut(&request_id) else {
+            return false;
+        };
+        if !matches!(state, State::InProgress) {
+            return false;
+        }
+        *state = State::Completed { reply: Some(reply), seq };
+        s.in_progress -= 1;
+        s.completed += 1;
+        self.in_progress -= 1;
+        self.completed += 1;
+        self.order.push_back(Record { seq, session, request: request_id, stored: now });
+        self.enforce_caps(session, now);
+        self.maybe_compact();
+        true
+    }
+
+    /// Drops a registration that never ran (refused after registering).
+    /// Not counted as an eviction.
+    pub(crate) fn unregister(&mut self, session: u64, request_id: u64) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            match s.remove(request_id) {
+                Some(true) => self.completed -= 1,
+                Some(false) => self.in_progress -= 1,
+                None => {}
+            }
+        }
+    }
+
+    /// Evicts completed entries older than the ttl and forgets empty
+    /// sessions idle longer than the ttl.
+    pub fn sweep(&mut self, now: Instant) {
+        let ttl = self.config.ttl;
+        while let Some(rec) = self.order.front().copied() {
+            if now.saturating_duration_since(rec.stored) < ttl {
+                break;
+            }
+            self.order.pop_front();
+            if self.evict_record(&rec, now) {
+                self.evicted.age += 1;
+            }
+        }
+        let before = self.sessions.len();
+        self.sessions.retain(|_, s| !(s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl));
+        self.sessions_forgotten += (before - self.sessions.len()) as u64;
+        self.maybe_compact();
+    }
+
+    /// Removes the entry `rec` points to if it is still that completed
+    /// entry; raises the session's max evicted id. Returns whether it did.
+    fn evict_record(&mut self, rec: &Record, now: Instant) -> bool {
+        let Some(s) = self.sessions.get_mut(&rec.session) else {
+            return false;
+        };
+        match s.entries.get(&rec.request) {
+            Some(State::Completed { seq, .. }) if *seq == rec.seq => {}
+            _ => return false,
+        }
+        s.entries.remove(&rec.request);
+        s.completed -= 1;
+        s.max_evicted_id = s.max_evicted_id.max(rec.request);
+        // Keep the session (and so "outcome unknown" for this id) for
+        // another ttl after the eviction.
+        s.last_active = s.last_active.max(now);
+        self.completed -= 1;
+        true
+    }
+
+    fn enforce_caps(&mut self, session: u64, now: Instant) {
+        // Per session: the oldest (lowest id) completed entry goes first.
+        if let Some(s) = self.sessions.get_mut(&session) {
+            while s.completed > self.config.max_per_session {
+                let victim = s
+                    .entries
+                    .iter()
+                    .find(|(_, st)| matches!(st, State::Completed { .. }))
+                    .map(|(&id, _)| id);
+                let Some(id) = victim else { break };
+                s.entries.remove(&id);
+                s.completed -= 1;
+                s.max_evicted_id = s.max_evicted_id.max(id);
+                s.last_active = s.last_active.max(now);
+                self.completed -= 1;
+                self.evicted.session_cap += 1;
+            }
+        }
+        // Globally: the oldest stored entry goes first.
+        while self.completed > self.config.max_entries {
+            let Some(rec) = self.order.pop_front() else { break };
+            if self.evict_record(&rec, now) {
+                self.evicted.global_cap += 1;
+            }
+        }
+    }
+
+    /// Forgets the least recently active session that has no running
+    /// request. Returns whether one was forgotten.
+    fn forget_one_session(&mut self) -> bool {
+        // Each live session has exactly one live record; a session with a
+        // running request is re-queued once, so this visits each at most twice.
+        let mut budget = self.activity.len() + self.sessions.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some((seq, id)) = self.activity.pop_front() else { break };
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            if s.touch_seq != seq {
+                continue;
+            }
+            if s.in_progress > 0 {
+                let touch = self.next_seq;
+                self.next_seq += 1;
+                s.touch_seq = touch;
+                self.activity.push_back((touch, id));
+                continue;
+            }
+            if let Some(s) = self.sessions.remove(&id) {
+                self.completed -= s.completed;
+                self.evicted.session_limit += s.completed as u64;
+                self.sessions_evicted += 1;
+            }
+            return true;
+        }
+        // Sessions created without a registration record (none today) or an
+        // exhausted queue: fall back to any empty session.
+        let victim = self.sessions.iter().find(|(_, s)| s.in_progress == 0).map(|(&id, _)| id);
+        match victim.and_then(|id| self.sessions.remove(&id)) {
+            Some(s) => {
+                self.completed -= s.completed;
+                self.evicted.session_limit += s.completed as u64;
+                self.sessions_evicted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps the lazy queues within a constant factor of the live data.
+    fn maybe_compact(&mut self) {
+        if self.order.len() > 2 * self.completed + 64 {
+            let sessions = &self.sessions;
+            self.order.retain(|rec| {
+                sessions.get(&rec.session).is_some_and(|s| {
+                    matches!(s.entries.get(&rec.request), Some(State::Completed { seq, .. }) if *seq == rec.seq)
+                })
+            });
+        }
+        if self.activity.len() > 2 * self.sessions.len() + 64 {
+            let sessions = &self.sessions;
+            self.activity.retain(|(seq, id)| sessions.get(id).is_some_and(|s| s.touch_seq == *seq));
+        }
+    }
+
+    /// The session's floor and max evicted id (tests and diagnostics).
+    pub fn session_marks(&self, session: u64) -> Option<(u64, u64)> {
+        self.sessions.get(&session).map(|s| (s.floor, s.max_evicted_id))
+    }
+
+    /// Lengths of the internal queues (tests: they stay bounded).
+    #[cfg(test)]
+    fn queue_lens(&self) -> (usize, usize) {
+        (self.order.len(), self.activity.len())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn cfg() -> HistoryConfig {
+        HistoryConfig {
+            ttl: Duration::from_secs(10),
+            sweep_interval: None,
+            max_per_session: 4,
+            max_entries: 10,
+            max_sessions: 3,
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn register_complete_replay() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        assert_eq!(h.lookup(7, 1, now), Lookup::Absent);
+        assert_eq!(h.register(7, 1, now), Ok(()));
+        assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
+        assert!(h.complete(7, 1, b("r1"), now));
+        assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
+        assert_eq!(h.size(), HistorySize { completed: 1, in_progress: 0, sessions: 1 });
+        // Completing twice does nothing.
+        assert!(!h.complete(7, 1, b("again"), now));
+        assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
+    }
+
+    #[test]
+    fn ack_and_ack_up_to_drop_entries_and_raise_floor() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        for id in 1..=4 {
+            h.register(1, id, now).unwrap();
+            h.complete(1, id, b("r"), now);
+        }
+        assert!(h.ack(1, 3, 0, now));
+        assert_eq!(h.lookup(1, 3, now), Lookup::Absent);
+        assert_eq!(h.evictions().ack, 1);
+        assert!(!h.ack(1, 3, 0, now), "second ack of the same id is unknown");
+        assert!(h.ack(1, 0, 2, now));
+        assert_eq!(h.lookup(1, 1, now), Lookup::Stale);
+        assert_eq!(h.lookup(1, 2, now), Lookup::Stale);
+        assert_eq!(h.lookup(1, 4, now), Lookup::Completed(Some(b("r"))));
+        assert_eq!(h.evictions().ack, 3);
+        assert_eq!(h.size().completed, 1);
+        assert_eq!(h.session_marks(1), Some((2, 0)));
+        // A lower ack_up_to never lowers the floor.
+        h.ack(1, 0, 1, now);
+        assert_eq!(h.session_marks(1), Some((2, 0)));
+        // Unknown session: not created.
+        assert!(!h.ack(99, 5, 5, now));
+        assert_eq!(h.size().sessions, 1);
+    }
+
+    #[test]
+    fn ack_of_running_entry_means_reply_is_not_stored() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        h.register(1, 5, now).unwrap();
+        h.ack(1, 0, 5, now);
+        assert_eq!(h.size().in_progress, 0);
+        assert!(!h.complete(1, 5, b("late"), now));
+        assert_eq!(h.lookup(1, 5, now), Lookup::Stale);
+        assert_eq!(h.size().completed, 0);
+    }
+
+    #[test]
+    fn per_session_cap_evicts_oldest_and_marks_evicted() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        for id in 1..=6 {
+            h.register(1, id, now).unwrap();
+            h.complete(1, id, b("r"), now);
+        }
+        assert_eq!(h.size().completed, 4);
+        assert_eq!(h.evictions().session_cap, 2);
+        assert_eq!(h.lookup(1, 1, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 2, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 3, now), Lookup::Completed(Some(b("r"))));
+        assert_eq!(h.lookup(1, 7, now), Lookup::Absent);
+    }
+
+    #[test]
+    fn running_entries_are_never_evicted_by_caps() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        for id in 1..=8 {
+            h.register(1, id, now).unwrap();
+        }
+        assert_eq!(h.size().in_progress, 8);
+        h.complete(1, 8, b("r"), now);
+        assert_eq!(h.evictions(), EvictionCounts::default());
+        assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
+    }
+
+    #[test]
+    fn global_cap_evicts_oldest_stored_first() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig { max_sessions: 100, ..cfg() });
+        for session in 1..=4u64 {
+            for id in 1..=3 {
+                h.register(session, id, now).unwrap();
+                h.complete(session, id, b("r"), now);
+            }
+        }
+        assert_eq!(h.size().completed, 10);
+        assert_eq!(h.evictions().global_cap, 2);
+        assert_eq!(h.lookup(1, 1, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 2, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 3, now), Lookup::Completed(Some(b("r"))));
+    }
+
+    #[test]
+    fn age_sweep_evicts_and_forgets_idle_sessions() {
+        let t0 = Instant::now();
+        let mut h = History::new(cfg());
+        h.register(1, 1, t0).unwrap();
+        h.complete(1, 1, b("r"), t0);
+        h.register(1, 2, t0).unwrap();
+        let t1 = t0 + Duration::from_secs(5);
+        h.complete(1, 2, b("r"), t1);
+        h.sweep(t0 + Duration::from_secs(11));
+        assert_eq!(h.evictions().age, 1);
+        assert_eq!(h.lookup(1, 1, t0 + Duration::from_secs(11)), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 2, t0 + Duration::from_secs(11)), Lookup::Completed(Some(b("r"))));
+        h.sweep(t0 + Duration::from_secs(16));
+        assert_eq!(h.evictions().age, 2);
+        assert_eq!(h.size().sessions, 1, "session was active at 11 s");
+        h.sweep(t0 + Duration::from_secs(40));
+        assert_eq!(h.size().sessions, 0);
+        assert_eq!(h.sessions_forgotten(), 1);
+
+        // A session idle for long whose last entry ages out now is kept for
+        // another ttl, so that a retry still learns "outcome unknown".
+        let mut h = History::new(cfg());
+        h.register(2, 1, t0).unwrap();
+        h.complete(2, 1, b("r"), t0);
+        let late = t0 + Duration::from_secs(100);
+        h.sweep(late);
+        assert_eq!(h.evictions().age, 1);
+        assert_eq!(h.size().sessions, 1);
+        h.sweep(late + Duration::from_secs(9));
+        assert_eq!(h.size().sessions, 1);
+        h.sweep(late + Duration::from_secs(10));
+        assert_eq!(h.size().sessions, 0);
+    }
+
+    #[test]
+    fn running_entries_survive_the_sweep() {
+        let t0 = Instant::now();
+        let mut h = History::new(cfg());
+        h.register(1, 1, t0).unwrap();
+        h.sweep(t0 + Duration::from_secs(100));
+        assert_eq!(h.lookup(1, 1, t0 + Duration::from_secs(100)), Lookup::InProgress);
+        assert_eq!(h.size().sessions, 1);
+    }
+
+    #[test]
+    fn session_limit_forgets_least_recent_idle_session() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        h.register(1, 1, now).unwrap(); // stays running
+        h.register(2, 1, now).unwrap();
+        h.complete(2, 1, b("r"), now);
+        h.register(3, 1, now).unwrap();
+        h.complete(3, 1, b("r"), now);
+        h.register(4, 1, now).unwrap();
+        assert_eq!(h.size().sessions, 3);
+        assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
+        assert_eq!(h.lookup(2, 1, now), Lookup::Absent, "session 2 was forgotten");
+        assert_eq!(h.evictions().session_limit, 1);
+        assert_eq!(h.sessions_evicted(), 1);
+        // All sessions running: refuse.
+        let mut h = History::new(HistoryConfig { max_sessions: 2, ..cfg() });
+        h.register(1, 1, now).unwrap();
+        h.register(2, 1, now).unwrap();
+        assert_eq!(h.register(3, 1, now), Err(RegisterError::TooManySessions));
+    }
+
+    #[test]
+    fn one_way_tombstones() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        h.register_tombstone(1, 1, now).unwrap();
+        assert_eq!(h.lookup(1, 1, now), Lookup::Completed(None));
+        h.unregister(1, 1);
+        assert_eq!(h.lookup(1, 1, now), Lookup::Absent);
+        assert_eq!(h.size().completed, 0);
+    }
+
+    #[test]
+    fn flood_of_sessions_stays_bounded() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig {
+            max_sessions: 100,
+            max_entries: 150,
+            max_per_session: 8,
+            ..HistoryConfig::default()
+        });
+        for session in 1..=10_000u64 {
+            for id in 1..=3 {
+                h.register(session, id, now).unwrap();
+                h.complete(session, id, b("reply"), now);
+            }
+            h.ack(session, 0, 1, now);
+        }
+        let size = h.size();
+        assert!(size.sessions <= 100);
+        assert!(size.completed <= 150);
+        let (order, activity) = h.queue_lens();
+        assert!(order <= 2 * size.completed + 64 + 1, "order queue {order}");
+        assert!(activity <= 2 * size.sessions + 64 + 1, "activity queue {activity}");
+        let e = h.evictions();
+        assert_eq!(e.ack, 10_000);
+        assert_eq!(h.sessions_evicted(), 10_000 - 100);
+        // Every completed entry is accounted for: kept, acked or evicted.
+        assert_eq!(
+            size.completed as u64 + e.ack + e.age + e.session_cap + e.global_cap + e.session_limit,
+            30_000
+        );
+    }
+
+    #[test]
+    fn steady_rra_keeps_queues_small() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig::default());
+        for id in 1..=100_000u64 {
+            h.register(1, id, now).unwrap();
+            h.complete(1, id, b("r"), now);
+            h.ack(1, id, id - 1, now);
+        }
+        assert_eq!(h.size().completed, 0);
+        let (order, activity) = h.queue_lens();
+        assert!(order <= 65 && activity <= 67, "{order} {activity}");
+    }
+}
