@@ -189,7 +189,7 @@ async fn global_cap_evicts_oldest_across_sessions() {
 async fn entries_older_than_the_ttl_are_swept() {
     tokio::time::timeout(T, async {
         let history = HistoryConfig {
-            ttl: Duration::from_millis(150),
+            ttl: Duration::from_millis(500),
             sweep_interval: Some(Duration::from_millis(20)),
             ..HistoryConfig::default()
         };
@@ -504,4 +504,26 @@ impl rpc_core::Service for Other {
     ) -> futures::future::BoxFuture<'static, Result<bytes::Bytes, rpc_core::Status>> {
         Box::pin(async { Ok(bytes::Bytes::from_static(b"other")) })
     }
+}
+
+#[tokio::test]
+async fn a_second_door_shares_the_history() {
+    tokio::time::timeout(T, async {
+        let (server, state) = serve(Server::builder()).await;
+        let second = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let second_addr = server.serve_also_on(second).unwrap();
+        assert_ne!(second_addr, server.local_addr());
+        let a = Peer::new(server.local_addr()).await;
+        let first = a.call(&request(40, 1, ADD)).await;
+        // The same session retries through the other door.
+        let b = Peer::new(second_addr).await;
+        let mut retry = request(40, 1, ADD);
+        retry.attempt = 2;
+        assert_eq!(b.call(&retry).await, first);
+        assert_eq!(state.runs(), 1);
+        server.shutdown(Duration::from_secs(1)).await.unwrap();
+        assert!(tokio::net::UdpSocket::bind(second_addr).await.is_ok(), "both doors closed");
+    })
+    .await
+    .unwrap();
 }

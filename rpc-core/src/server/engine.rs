@@ -14,6 +14,10 @@
 //!   produced for a connection that broke is simply lost and replayed on
 //!   the retransmission.
 //!
+//! The engine trusts the request's `idempotent` and `protocol` fields as
+//! the contract says: a client that marks a non-idempotent method
+//! idempotent gets at-least-once for it.
+//!
 //! Hot path: decoding, the history decision and the handler's first poll
 //! all happen on the task that received the message (no cross-thread hop);
 //! only a handler that is not ready on its first poll is spawned.
@@ -97,7 +101,8 @@ impl fmt::Debug for Engine {
 
 /// What the history (and the checks around it) decided for a request.
 enum Decision {
-    Unimplemented(String),
+    UnknownService,
+    UnknownMethod,
     Stale,
     Replay(Bytes),
     DuplicateDropped,
@@ -319,7 +324,6 @@ impl Engine {
 
     async fn request<K: ReplySink>(self: &Arc<Self>, env: Envelope, sink: &K) {
         let arrival = Instant::now();
-        bump(&self.counters.requests);
         let protocol = match ExchangeProtocol::try_from(env.protocol) {
             Ok(ExchangeProtocol::Unspecified | ExchangeProtocol::Rr) => ExchangeProtocol::Rr,
             Ok(p) => p,
@@ -329,6 +333,7 @@ impl Engine {
                 return;
             }
         };
+        bump(&self.counters.requests);
         let oneway = protocol == ExchangeProtocol::R;
         // Idempotent synchronous requests bypass the history (at-least-once).
         let tracked = oneway || !env.idempotent || env.want_accept;
@@ -341,12 +346,8 @@ impl Engine {
                 h.ack(session, 0, env.ack_up_to, arrival);
             }
             match target {
-                None => Decision::Unimplemented(format!("unknown service {:?}", env.service)),
-                Some((svc, None)) => Decision::Unimplemented(format!(
-                    "{} has no method with id {:#010x}",
-                    svc.info().full_name,
-                    env.method_id
-                )),
+                None => Decision::UnknownService,
+                Some((_, None)) => Decision::UnknownMethod,
                 Some(_) if !tracked => {
                     if self.is_stopping() {
                         Decision::ShuttingDown
@@ -372,9 +373,9 @@ impl Engine {
                             Decision::ShuttingDown
                         } else {
                             let registered = if oneway {
-                                h.register_tombstone(session, request_id, arrival)
+                                h.register_tombstone(session, request_id, env.ack_up_to, arrival)
                             } else {
-                                h.register(session, request_id, arrival)
+                                h.register(session, request_id, env.ack_up_to, arrival)
                             };
                             match registered {
                                 Ok(()) => Decision::Run,
@@ -388,7 +389,13 @@ impl Engine {
 
         match decision {
             Decision::Run => {}
-            Decision::Unimplemented(message) => {
+            Decision::UnknownService | Decision::UnknownMethod => {
+                let message = match target {
+                    Some((svc, _)) => {
+                        format!("{} has no method with id {:#010x}", svc.info().full_name, env.method_id)
+                    }
+                    None => format!("unknown service {:?}", clip(&env.service, 128)),
+                };
                 bump(&self.counters.unimplemented);
                 tracing::debug!(peer = ?sink.peer(), %message, "unimplemented");
                 if !oneway {
@@ -595,8 +602,8 @@ impl Engine {
         };
         let span = tracing::debug_span!(
             "rpc_call",
-            service = job.service.info().full_name,
-            method = job.method.name,
+            service = %job.service.info().full_name,
+            method = %job.method.name,
             session = job.session,
             request_id = job.request_id,
             attempt = job.attempt,
@@ -678,6 +685,15 @@ impl Engine {
     }
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn too_large(len: usize, limit: usize) -> Status {
     Status::resource_exhausted(format!("reply of {len} bytes exceeds the limit of {limit} bytes"))
 }
@@ -704,5 +720,165 @@ impl Drop for InFlight {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    //! The engine without sockets: a sink that collects what it is given.
+    use super::*;
+    use crate::service::{Protocol, ServiceInfo, Style};
+
+    const FAST: u32 = 1;
+    const GATED: u32 = 2;
+
+    static METHODS: [MethodInfo; 2] = [method("Fast", FAST), method("Gated", GATED)];
+    static INFO: ServiceInfo = ServiceInfo { package: "t", name: "S", full_name: "t.S", methods: &METHODS };
+
+    const fn method(name: &'static str, id: u32) -> MethodInfo {
+        MethodInfo {
+            name,
+            id,
+            request_type: "",
+            response_type: "",
+            raises_type: "",
+            oneway: false,
+            idempotent: false,
+            protocol: Protocol::RR,
+            style: Style::Sync,
+            timeout_ms: 0,
+            retries: None,
+        }
+    }
+
+    #[derive(Default)]
+    struct Svc {
+        runs: std::sync::atomic::AtomicU64,
+        gate: Arc<Notify>,
+    }
+
+    impl Service for Arc<Svc> {
+        fn info(&self) -> &'static ServiceInfo {
+            &INFO
+        }
+        fn call(&self, method_id: u32, _ctx: CallContext, _req: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+            let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let gate = Arc::clone(&self.gate);
+            Box::pin(async move {
+                if method_id == GATED {
+                    gate.notified().await;
+                }
+                Ok(Bytes::copy_from_slice(&n.to_be_bytes()))
+            })
+        }
+    }
+
+    /// A "connection": collects every message sent to it.
+    #[derive(Clone, Default)]
+    struct Conn {
+        out: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Conn {
+        fn taken(&self) -> Vec<Envelope> {
+            std::mem::take(&mut *self.out.lock().unwrap()).iter().map(|b| Envelope::decode(b.as_slice()).unwrap()).collect()
+        }
+    }
+
+    impl ReplySink for Conn {
+        async fn send(&self, message: &[u8]) -> io::Result<()> {
+            self.out.lock().unwrap().push(message.to_vec());
+            Ok(())
+        }
+        fn peer(&self) -> Option<SocketAddr> {
+            None
+        }
+        fn transport(&self) -> TransportKind {
+            TransportKind::Tcp
+        }
+        fn max_message_len(&self) -> usize {
+            16 << 20
+        }
+    }
+
+    fn engine() -> (Arc<Engine>, Arc<Svc>) {
+        let svc = Arc::new(Svc::default());
+        let engine = Engine::new(ServerConfig::default(), vec![Arc::new(Arc::clone(&svc))], 77);
+        (Arc::new(engine), svc)
+    }
+
+    fn req(id: u64, method: u32, attempt: u32) -> Vec<u8> {
+        Envelope {
+            version: VERSION,
+            r#type: MessageType::Request as i32,
+            request_id: id,
+            session_id: 5,
+            service: "t.S".into(),
+            method_id: method,
+            attempt,
+            incarnation: if attempt > 1 { 77 } else { 0 },
+            ..Envelope::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn clip_cuts_at_char_boundaries() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        assert_eq!(clip("abc", 10), "abc");
+    }
+
+    #[tokio::test]
+    async fn a_ready_handler_is_answered_on_the_receiving_task() {
+        let (engine, svc) = engine();
+        let conn = Conn::default();
+        engine.handle_message(&req(1, FAST, 1), &conn).await;
+        // No spawn, no yield: the reply is out when handle_message returns.
+        let out = conn.taken();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].r#type, MessageType::Reply as i32);
+        assert_eq!(engine.in_flight(), 0);
+        assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn at_most_once_survives_a_reconnect() {
+        let (engine, svc) = engine();
+        let (first, second) = (Conn::default(), Conn::default());
+        engine.handle_message(&req(1, GATED, 1), &first).await;
+        assert_eq!(engine.in_flight(), 1);
+        // The first connection breaks; the client retries on a new one.
+        engine.handle_message(&req(1, GATED, 2), &second).await;
+        assert_eq!(second.taken().iter().map(|e| e.r#type).collect::<Vec<_>>(), vec![MessageType::InProgress as i32]);
+        svc.gate.notify_one();
+        assert!(engine.wait_idle(Duration::from_secs(2)).await);
+        // The reply went to the broken connection; the retry gets it from
+        // the history, without a second execution.
+        let lost = first.taken();
+        assert_eq!(lost.len(), 1);
+        engine.handle_message(&req(1, GATED, 3), &second).await;
+        let replayed = second.taken();
+        assert_eq!(replayed, lost);
+        assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
+        let s = engine.stats();
+        assert_eq!((s.executions, s.in_progress_hits, s.duplicates_replayed), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn shutdown_refuses_new_work_but_replays() {
+        let (engine, svc) = engine();
+        let conn = Conn::default();
+        engine.handle_message(&req(1, FAST, 1), &conn).await;
+        let reply = conn.taken();
+        engine.begin_shutdown();
+        engine.handle_message(&req(2, FAST, 1), &conn).await;
+        let refused = conn.taken();
+        assert_eq!(refused[0].r#type, MessageType::Error as i32);
+        assert_eq!(refused[0].status.as_ref().map(|s| s.code), Some(Code::Unavailable as i32));
+        engine.handle_message(&req(1, FAST, 2), &conn).await;
+        assert_eq!(conn.taken(), reply);
+        assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
     }
 }

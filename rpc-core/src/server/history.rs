@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 /// Limits of the reply history.
 ///
 /// Defaults: `ttl` 60 s, `sweep_interval` `None` (ttl / 4), `max_per_session`
-/// 1024, `max_entries` 100,000, `max_sessions` 10,000.
+/// 1024, `max_entries` 100,000, `max_bytes` 128 MiB, `max_sessions` 10,000.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// How long a completed reply is kept after it was stored. Default 60 s.
@@ -46,6 +46,10 @@ pub struct HistoryConfig {
     /// Completed entries kept in total; beyond it the oldest goes.
     /// Default 100,000.
     pub max_entries: usize,
+    /// Bytes of stored replies kept in total; beyond it the oldest goes
+    /// (counted with the global cap). Bounds memory when replies are large.
+    /// Default 128 MiB.
+    pub max_bytes: usize,
     /// Sessions remembered; beyond it the least recently active session
     /// without running requests is forgotten. Default 10,000.
     pub max_sessions: usize,
@@ -58,6 +62,7 @@ impl Default for HistoryConfig {
             sweep_interval: None,
             max_per_session: 1024,
             max_entries: 100_000,
+            max_bytes: 128 << 20,
             max_sessions: 10_000,
         }
     }
@@ -79,7 +84,7 @@ pub struct EvictionCounts {
     pub age: u64,
     /// Dropped because their session had too many completed entries.
     pub session_cap: u64,
-    /// Dropped because the history had too many completed entries.
+    /// Dropped because the history had too many completed entries or bytes.
     pub global_cap: u64,
     /// Dropped with their session because there were too many sessions.
     pub session_limit: u64,
@@ -121,6 +126,8 @@ struct Session {
     max_evicted_id: u64,
     completed: usize,
     in_progress: usize,
+    /// Bytes of this session's stored replies.
+    bytes: usize,
     last_active: Instant,
     /// Sequence number of this session's newest record in `History::activity`.
     touch_seq: u64,
@@ -134,6 +141,7 @@ impl Session {
             max_evicted_id: 0,
             completed: 0,
             in_progress: 0,
+            bytes: 0,
             last_active: now,
             touch_seq: 0,
         }
@@ -143,20 +151,29 @@ impl Session {
         self.entries.is_empty()
     }
 
-    /// Removes one entry; returns whether it was completed (`Some(true)`),
-    /// running (`Some(false)`) or absent (`None`).
-    fn remove(&mut self, id: u64) -> Option<bool> {
+    /// Removes one entry.
+    fn remove(&mut self, id: u64) -> Option<Removed> {
         match self.entries.remove(&id)? {
             State::InProgress => {
                 self.in_progress -= 1;
-                Some(false)
+                Some(Removed::Running)
             }
-            State::Completed { .. } => {
+            State::Completed { reply, .. } => {
+                let len = reply.map_or(0, |r| r.len());
                 self.completed -= 1;
-                Some(true)
+                self.bytes -= len;
+                Some(Removed::Completed(len))
             }
         }
     }
+}
+
+/// What [`Session::remove`] removed.
+#[derive(Debug, Clone, Copy)]
+enum Removed {
+    Running,
+    /// A completed entry with a reply of this many bytes.
+    Completed(usize),
 }
 
 /// A completed entry in storing order (for age and global-cap eviction).
@@ -183,6 +200,7 @@ pub struct History {
     next_seq: u64,
     completed: usize,
     in_progress: usize,
+    bytes: usize,
     evicted: EvictionCounts,
     sessions_forgotten: u64,
     sessions_evicted: u64,
@@ -197,6 +215,8 @@ pub struct HistorySize {
     pub in_progress: usize,
     /// Sessions remembered.
     pub sessions: usize,
+    /// Bytes of stored replies.
+    pub bytes: usize,
 }
 
 impl History {
@@ -210,6 +230,7 @@ impl History {
             next_seq: 1,
             completed: 0,
             in_progress: 0,
+            bytes: 0,
             evicted: EvictionCounts::default(),
             sessions_forgotten: 0,
             sessions_evicted: 0,
@@ -223,7 +244,12 @@ impl History {
 
     /// Current sizes.
     pub fn size(&self) -> HistorySize {
-        HistorySize { completed: self.completed, in_progress: self.in_progress, sessions: self.sessions.len() }
+        HistorySize {
+            completed: self.completed,
+            in_progress: self.in_progress,
+            sessions: self.sessions.len(),
+            bytes: self.bytes,
+        }
     }
 
     /// Evictions so far, by kind.
@@ -256,21 +282,11 @@ impl History {
             return request_id == 0;
         };
         s.last_active = now;
-        let mut removed_completed = 0usize;
-        let mut removed_running = 0usize;
+        let mut removed = Vec::new();
         let mut found = request_id == 0;
-        if request_id != 0 {
-            match s.remove(request_id) {
-                Some(true) => {
-                    removed_completed += 1;
-                    found = true;
-                }
-                Some(false) => {
-                    removed_running += 1;
-                    found = true;
-                }
-                None => {}
-            }
+        if let Some(r) = s.remove(request_id) {
+            removed.push(r);
+            found = true;
         }
         if ack_up_to > s.floor {
             s.floor = ack_up_to;
@@ -279,15 +295,15 @@ impl History {
                     break;
                 }
                 match s.remove(id) {
-                    Some(true) => removed_completed += 1,
-                    Some(false) => removed_running += 1,
+                    Some(r) => removed.push(r),
                     None => break,
                 }
             }
         }
-        self.completed -= removed_completed;
-        self.in_progress -= removed_running;
-        self.evicted.ack += (removed_completed + removed_running) as u64;
+        self.evicted.ack += removed.len() as u64;
+        for r in removed {
+            self.account_removed(r);
+        }
         self.maybe_compact();
         found
     }
@@ -310,9 +326,16 @@ impl History {
     }
 
     /// Registers a new request as running. The caller has checked that it
-    /// is [`Lookup::Absent`].
-    pub(crate) fn register(&mut self, session: u64, request_id: u64, now: Instant) -> Result<(), RegisterError> {
-        self.insert(session, request_id, None, now)
+    /// is [`Lookup::Absent`]. A session created here starts with `floor`
+    /// (the request's `ack_up_to`) as its floor.
+    pub(crate) fn register(
+        &mut self,
+        session: u64,
+        request_id: u64,
+        floor: u64,
+        now: Instant,
+    ) -> Result<(), RegisterError> {
+        self.insert(session, request_id, None, floor, now)
     }
 
     /// Registers a one-way request as already completed with no reply (a
@@ -321,9 +344,10 @@ impl History {
         &mut self,
         session: u64,
         request_id: u64,
+        floor: u64,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        self.insert(session, request_id, Some(None), now)
+        self.insert(session, request_id, Some(None), floor, now)
     }
 
     fn insert(
@@ -331,13 +355,16 @@ impl History {
         session: u64,
         request_id: u64,
         completed: Option<Option<Bytes>>,
+        floor: u64,
         now: Instant,
     ) -> Result<(), RegisterError> {
         if !self.sessions.contains_key(&session) {
             if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session() {
                 return Err(RegisterError::TooManySessions);
             }
-            self.sessions.insert(session, Session::new(now));
+            let mut fresh = Session::new(now);
+            fresh.floor = floor;
+            self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
         let Some(s) = self.sessions.get_mut(&session) else {
@@ -346,13 +373,7 @@ impl History {
         s.last_active = now;
         s.touch_seq = touch;
         // Replacing an entry would break the counts; the caller looked it up.
-        if let Some(was_completed) = s.remove(request_id) {
-            if was_completed {
-                self.completed -= 1;
-            } else {
-                self.in_progress -= 1;
-            }
-        }
+        let replaced = s.remove(request_id);
         match completed {
             None => {
                 s.entries.insert(request_id, State::InProgress);
@@ -362,13 +383,19 @@ impl History {
             Some(reply) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                let len = reply.as_ref().map_or(0, Bytes::len);
                 s.entries.insert(request_id, State::Completed { reply, seq });
                 s.completed += 1;
+                s.bytes += len;
                 self.completed += 1;
+                self.bytes += len;
                 self.order.push_back(Record { seq, session, request: request_id, stored: now });
             }
         }
         self.activity.push_back((touch, session));
+        if let Some(r) = replaced {
+            self.account_removed(r);
+        }
         self.enforce_caps(session, now);
         self.maybe_compact();
         Ok(())
@@ -388,11 +415,14 @@ impl History {
         if !matches!(state, State::InProgress) {
             return false;
         }
+        let len = reply.len();
         *state = State::Completed { reply: Some(reply), seq };
         s.in_progress -= 1;
         s.completed += 1;
+        s.bytes += len;
         self.in_progress -= 1;
         self.completed += 1;
+        self.bytes += len;
         self.order.push_back(Record { seq, session, request: request_id, stored: now });
         self.enforce_caps(session, now);
         self.maybe_compact();
@@ -402,12 +432,8 @@ impl History {
     /// Drops a registration that never ran (refused after registering).
     /// Not counted as an eviction.
     pub(crate) fn unregister(&mut self, session: u64, request_id: u64) {
-        if let Some(s) = self.sessions.get_mut(&session) {
-            match s.remove(request_id) {
-                Some(true) => self.completed -= 1,
-                Some(false) => self.in_progress -= 1,
-                None => {}
-            }
+        if let Some(r) = self.sessions.get_mut(&session).and_then(|s| s.remove(request_id)) {
+            self.account_removed(r);
         }
     }
 
@@ -440,18 +466,31 @@ impl History {
             Some(State::Completed { seq, .. }) if *seq == rec.seq => {}
             _ => return false,
         }
-        s.entries.remove(&rec.request);
-        s.completed -= 1;
+        let removed = s.remove(rec.request);
         s.max_evicted_id = s.max_evicted_id.max(rec.request);
         // Keep the session (and so "outcome unknown" for this id) for
         // another ttl after the eviction.
         s.last_active = s.last_active.max(now);
-        self.completed -= 1;
+        if let Some(r) = removed {
+            self.account_removed(r);
+        }
         true
+    }
+
+    /// Updates the global counts for an entry a session removed.
+    fn account_removed(&mut self, removed: Removed) {
+        match removed {
+            Removed::Running => self.in_progress -= 1,
+            Removed::Completed(len) => {
+                self.completed -= 1;
+                self.bytes -= len;
+            }
+        }
     }
 
     fn enforce_caps(&mut self, session: u64, now: Instant) {
         // Per session: the oldest (lowest id) completed entry goes first.
+        let mut removed = Vec::new();
         if let Some(s) = self.sessions.get_mut(&session) {
             while s.completed > self.config.max_per_session {
                 let victim = s
@@ -460,16 +499,18 @@ impl History {
                     .find(|(_, st)| matches!(st, State::Completed { .. }))
                     .map(|(&id, _)| id);
                 let Some(id) = victim else { break };
-                s.entries.remove(&id);
-                s.completed -= 1;
+                let Some(r) = s.remove(id) else { break };
+                removed.push(r);
                 s.max_evicted_id = s.max_evicted_id.max(id);
                 s.last_active = s.last_active.max(now);
-                self.completed -= 1;
-                self.evicted.session_cap += 1;
             }
         }
+        self.evicted.session_cap += removed.len() as u64;
+        for r in removed {
+            self.account_removed(r);
+        }
         // Globally: the oldest stored entry goes first.
-        while self.completed > self.config.max_entries {
+        while self.completed > self.config.max_entries || self.bytes > self.config.max_bytes {
             let Some(rec) = self.order.pop_front() else { break };
             if self.evict_record(&rec, now) {
                 self.evicted.global_cap += 1;
@@ -499,6 +540,7 @@ impl History {
             }
             if let Some(s) = self.sessions.remove(&id) {
                 self.completed -= s.completed;
+                self.bytes -= s.bytes;
                 self.evicted.session_limit += s.completed as u64;
                 self.sessions_evicted += 1;
             }
@@ -510,6 +552,7 @@ impl History {
         match victim.and_then(|id| self.sessions.remove(&id)) {
             Some(s) => {
                 self.completed -= s.completed;
+                self.bytes -= s.bytes;
                 self.evicted.session_limit += s.completed as u64;
                 self.sessions_evicted += 1;
                 true
@@ -557,6 +600,7 @@ mod tests {
             sweep_interval: None,
             max_per_session: 4,
             max_entries: 10,
+            max_bytes: 1 << 20,
             max_sessions: 3,
         }
     }
@@ -570,11 +614,11 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         assert_eq!(h.lookup(7, 1, now), Lookup::Absent);
-        assert_eq!(h.register(7, 1, now), Ok(()));
+        assert_eq!(h.register(7, 1, 0, now), Ok(()));
         assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
         assert!(h.complete(7, 1, b("r1"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
-        assert_eq!(h.size(), HistorySize { completed: 1, in_progress: 0, sessions: 1 });
+        assert_eq!(h.size(), HistorySize { completed: 1, in_progress: 0, sessions: 1, bytes: 2 });
         // Completing twice does nothing.
         assert!(!h.complete(7, 1, b("again"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
@@ -585,7 +629,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=4 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
             h.complete(1, id, b("r"), now);
         }
         assert!(h.ack(1, 3, 0, now));
@@ -611,7 +655,7 @@ mod tests {
     fn ack_of_running_entry_means_reply_is_not_stored() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 5, now).unwrap();
+        h.register(1, 5, 0, now).unwrap();
         h.ack(1, 0, 5, now);
         assert_eq!(h.size().in_progress, 0);
         assert!(!h.complete(1, 5, b("late"), now));
@@ -624,7 +668,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=6 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
             h.complete(1, id, b("r"), now);
         }
         assert_eq!(h.size().completed, 4);
@@ -640,7 +684,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=8 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
         }
         assert_eq!(h.size().in_progress, 8);
         h.complete(1, 8, b("r"), now);
@@ -654,7 +698,7 @@ mod tests {
         let mut h = History::new(HistoryConfig { max_sessions: 100, ..cfg() });
         for session in 1..=4u64 {
             for id in 1..=3 {
-                h.register(session, id, now).unwrap();
+                h.register(session, id, 0, now).unwrap();
                 h.complete(session, id, b("r"), now);
             }
         }
@@ -669,9 +713,9 @@ mod tests {
     fn age_sweep_evicts_and_forgets_idle_sessions() {
         let t0 = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, t0).unwrap();
+        h.register(1, 1, 0, t0).unwrap();
         h.complete(1, 1, b("r"), t0);
-        h.register(1, 2, t0).unwrap();
+        h.register(1, 2, 0, t0).unwrap();
         let t1 = t0 + Duration::from_secs(5);
         h.complete(1, 2, b("r"), t1);
         h.sweep(t0 + Duration::from_secs(11));
@@ -688,7 +732,7 @@ mod tests {
         // A session idle for long whose last entry ages out now is kept for
         // another ttl, so that a retry still learns "outcome unknown".
         let mut h = History::new(cfg());
-        h.register(2, 1, t0).unwrap();
+        h.register(2, 1, 0, t0).unwrap();
         h.complete(2, 1, b("r"), t0);
         let late = t0 + Duration::from_secs(100);
         h.sweep(late);
@@ -704,7 +748,7 @@ mod tests {
     fn running_entries_survive_the_sweep() {
         let t0 = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, t0).unwrap();
+        h.register(1, 1, 0, t0).unwrap();
         h.sweep(t0 + Duration::from_secs(100));
         assert_eq!(h.lookup(1, 1, t0 + Duration::from_secs(100)), Lookup::InProgress);
         assert_eq!(h.size().sessions, 1);
@@ -714,12 +758,12 @@ mod tests {
     fn session_limit_forgets_least_recent_idle_session() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, now).unwrap(); // stays running
-        h.register(2, 1, now).unwrap();
+        h.register(1, 1, 0, now).unwrap(); // stays running
+        h.register(2, 1, 0, now).unwrap();
         h.complete(2, 1, b("r"), now);
-        h.register(3, 1, now).unwrap();
+        h.register(3, 1, 0, now).unwrap();
         h.complete(3, 1, b("r"), now);
-        h.register(4, 1, now).unwrap();
+        h.register(4, 1, 0, now).unwrap();
         assert_eq!(h.size().sessions, 3);
         assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
         assert_eq!(h.lookup(2, 1, now), Lookup::Absent, "session 2 was forgotten");
@@ -727,16 +771,47 @@ mod tests {
         assert_eq!(h.sessions_evicted(), 1);
         // All sessions running: refuse.
         let mut h = History::new(HistoryConfig { max_sessions: 2, ..cfg() });
-        h.register(1, 1, now).unwrap();
-        h.register(2, 1, now).unwrap();
-        assert_eq!(h.register(3, 1, now), Err(RegisterError::TooManySessions));
+        h.register(1, 1, 0, now).unwrap();
+        h.register(2, 1, 0, now).unwrap();
+        assert_eq!(h.register(3, 1, 0, now), Err(RegisterError::TooManySessions));
+    }
+
+    #[test]
+    fn a_new_session_starts_at_the_requests_ack_up_to() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        h.register(9, 50, 49, now).unwrap();
+        assert_eq!(h.session_marks(9), Some((49, 0)));
+        assert_eq!(h.lookup(9, 30, now), Lookup::Stale);
+        // An existing session keeps its floor.
+        h.register(9, 51, 0, now).unwrap();
+        assert_eq!(h.session_marks(9), Some((49, 0)));
+    }
+
+    #[test]
+    fn byte_cap_evicts_oldest_and_bytes_are_accounted() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig { max_bytes: 1_000, max_sessions: 100, ..cfg() });
+        let reply = Bytes::from(vec![0u8; 400]);
+        for session in 1..=3u64 {
+            h.register(session, 1, 0, now).unwrap();
+            h.complete(session, 1, reply.clone(), now);
+        }
+        assert_eq!(h.size().bytes, 800);
+        assert_eq!(h.evictions().global_cap, 1);
+        assert_eq!(h.lookup(1, 1, now), Lookup::Evicted);
+        h.ack(2, 1, 0, now);
+        assert_eq!(h.size().bytes, 400);
+        h.sweep(now + Duration::from_secs(60));
+        // Session 3 stays another ttl after its entry aged out.
+        assert_eq!(h.size(), HistorySize { completed: 0, in_progress: 0, sessions: 1, bytes: 0 });
     }
 
     #[test]
     fn one_way_tombstones() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register_tombstone(1, 1, now).unwrap();
+        h.register_tombstone(1, 1, 0, now).unwrap();
         assert_eq!(h.lookup(1, 1, now), Lookup::Completed(None));
         h.unregister(1, 1);
         assert_eq!(h.lookup(1, 1, now), Lookup::Absent);
@@ -754,7 +829,7 @@ mod tests {
         });
         for session in 1..=10_000u64 {
             for id in 1..=3 {
-                h.register(session, id, now).unwrap();
+                h.register(session, id, 0, now).unwrap();
                 h.complete(session, id, b("reply"), now);
             }
             h.ack(session, 0, 1, now);
@@ -762,6 +837,7 @@ mod tests {
         let size = h.size();
         assert!(size.sessions <= 100);
         assert!(size.completed <= 150);
+        assert_eq!(size.bytes, 5 * size.completed, "bytes accounted");
         let (order, activity) = h.queue_lens();
         assert!(order <= 2 * size.completed + 64 + 1, "order queue {order}");
         assert!(activity <= 2 * size.sessions + 64 + 1, "activity queue {activity}");
@@ -780,7 +856,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(HistoryConfig::default());
         for id in 1..=100_000u64 {
-            h.register(1, id, now).unwrap();
+            h.register(1, id, 0, now).unwrap();
             h.complete(1, id, b("r"), now);
             h.ack(1, id, id - 1, now);
         }

@@ -265,9 +265,24 @@ impl ServerHandle {
     fn start<S: DatagramSocket>(engine: Arc<Engine>, socket: S) -> Result<ServerHandle, ServerError> {
         let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
+        Ok(ServerHandle::with_door(engine, local_addr, door))
+    }
+
+    /// A handle over `engine` whose first door (a task feeding the engine,
+    /// listening on `local_addr`) is `door`; starts the history sweeper.
+    /// Other transports (TCP) start their own first door through this.
+    fn with_door(engine: Arc<Engine>, local_addr: SocketAddr, door: JoinHandle<()>) -> ServerHandle {
         let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&engine)));
         tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
-        Ok(ServerHandle { engine, local_addr, doors: Mutex::new(vec![door]), sweeper })
+        ServerHandle { engine, local_addr, doors: Mutex::new(vec![door]), sweeper }
+    }
+
+    /// Adds a door: a task feeding this server's engine. Shutdown aborts it
+    /// after draining the handlers (a door that owns connection tasks
+    /// should own them in a way that aborting it ends them, e.g. a
+    /// `JoinSet`).
+    fn add_door(&self, door: JoinHandle<()>) {
+        self.doors.lock().unwrap_or_else(PoisonError::into_inner).push(door);
     }
 
     /// Serves the same services, with the same history, on another
@@ -277,8 +292,7 @@ impl ServerHandle {
     /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
     pub fn serve_also_on<S: DatagramSocket>(&self, socket: S) -> Result<SocketAddr, ServerError> {
         let addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
-        let door = tokio::spawn(udp::recv_loop(Arc::clone(&self.engine), Arc::new(socket)));
-        self.doors.lock().unwrap_or_else(PoisonError::into_inner).push(door);
+        self.add_door(tokio::spawn(udp::recv_loop(Arc::clone(&self.engine), Arc::new(socket))));
         Ok(addr)
     }
 

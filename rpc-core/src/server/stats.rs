@@ -32,6 +32,8 @@ macro_rules! counters {
             pub history_in_progress: usize,
             /// Client sessions remembered now.
             pub history_sessions: usize,
+            /// Bytes of stored replies now.
+            pub history_bytes: usize,
             /// History entries dropped because the client acknowledged them.
             pub evicted_ack: u64,
             /// History entries dropped because they were older than the ttl.
@@ -125,6 +127,7 @@ impl Counters {
             history_completed: size.completed,
             history_in_progress: size.in_progress,
             history_sessions: size.sessions,
+            history_bytes: size.bytes,
             evicted_ack: evicted.ack,
             evicted_age: evicted.age,
             evicted_session_cap: evicted.session_cap,

@@ -133,6 +133,7 @@ impl Service for TestService {
                 Box::pin(async move { Ok(Bytes::from(vec![0xAB; n])) })
             }
             ECHO => {
+                tracing::info!("echo handler runs");
                 state.contexts.lock().unwrap().push(ctx);
                 Box::pin(async move { Ok(request) })
             }
