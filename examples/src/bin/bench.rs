@@ -76,6 +76,10 @@ trait Target: Send + Sync + 'static {
     fn name(&self) -> String;
     /// What the row is for the ratios.
     fn role(&self) -> Role;
+    /// Anything worth printing under the table after the run (counters).
+    fn note(&self) -> String {
+        String::new()
+    }
     /// One call.
     fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
@@ -88,15 +92,16 @@ enum Role {
     /// Plain tonic unary: the throughput reference.
     Tonic,
     /// Anything else (the framework's targets).
-    #[allow(dead_code)] // until the framework's targets are plugged in
     Measured,
 }
 
 /// The framework's own targets, measured after the baselines on the same
-/// layout. The lead plugs in RR, RRA, asynchronous and one-way over UDP here
-/// once the UDP client and server are merged, e.g.
-/// `rows.push(measure(RrTarget::start(server, Protocol::RR).await?, plan).await?);`.
-async fn framework_targets(_server: &Handle, _plan: &Plan, _rows: &mut Vec<Row>) -> anyhow::Result<()> {
+/// layout: RR, RRA, asynchronous and one-way over UDP. Add a target here with
+/// `rows.push(measure(MyTarget::start(server).await?, plan).await?);`.
+async fn framework_targets(server: &Handle, plan: &Plan, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    for style in [OurStyle::Rr, OurStyle::Rra, OurStyle::Async, OurStyle::OneWay] {
+        rows.push(measure(Ours::start(server, style).await?, plan).await?);
+    }
     Ok(())
 }
 
@@ -254,6 +259,167 @@ impl Target for TonicUnary {
 }
 
 // ---------------------------------------------------------------------------
+// The framework over UDP
+// ---------------------------------------------------------------------------
+
+/// The echo service as generated code would describe it (`bench.v1.Echo`).
+mod ours {
+    use rpc_core::{MethodInfo, Protocol, ServiceInfo, Style};
+
+    /// `Echo(EchoMsg) returns (EchoMsg)`: not idempotent, so RR and RRA go
+    /// through duplicate filtering and the reply history (at-most-once).
+    pub(crate) static ECHO: MethodInfo = MethodInfo {
+        name: "Echo",
+        id: 1,
+        request_type: "bench.v1.EchoMsg",
+        response_type: "bench.v1.EchoMsg",
+        raises_type: "",
+        oneway: false,
+        idempotent: false,
+        protocol: Protocol::RR,
+        style: Style::Sync,
+        timeout_ms: 0,
+        retries: None,
+    };
+
+    /// `oneway Note(EchoMsg)`.
+    pub(crate) static NOTE: MethodInfo = MethodInfo {
+        name: "Note",
+        id: 2,
+        request_type: "bench.v1.EchoMsg",
+        response_type: "",
+        raises_type: "",
+        oneway: true,
+        idempotent: false,
+        protocol: Protocol::R,
+        style: Style::OneWay,
+        timeout_ms: 0,
+        retries: None,
+    };
+
+    static METHODS: [MethodInfo; 2] = [ECHO, NOTE];
+
+    /// The service.
+    pub(crate) static INFO: ServiceInfo =
+        ServiceInfo { package: "bench.v1", name: "Echo", full_name: "bench.v1.Echo", methods: &METHODS };
+}
+
+/// The framework's echo handler: returns the request; counts the one-way notes.
+#[derive(Debug, Clone, Default)]
+struct OurEcho {
+    notes: Arc<AtomicU64>,
+}
+
+impl rpc_core::Service for OurEcho {
+    fn info(&self) -> &'static rpc_core::ServiceInfo {
+        &ours::INFO
+    }
+
+    fn call(
+        &self,
+        method_id: u32,
+        _ctx: rpc_core::CallContext,
+        request: Bytes,
+    ) -> futures::future::BoxFuture<'static, Result<Bytes, rpc_core::Status>> {
+        if method_id == ours::NOTE.id {
+            self.notes.fetch_add(1, Ordering::Relaxed);
+        }
+        Box::pin(std::future::ready(Ok(request)))
+    }
+}
+
+/// Which call style a row of ours measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OurStyle {
+    /// Synchronous, RR, at-most-once.
+    Rr,
+    /// Synchronous, RRA, at-most-once.
+    Rra,
+    /// Asynchronous (returns at the server's ACCEPT), RR.
+    Async,
+    /// One-way (protocol R): returns once the datagram is sent.
+    OneWay,
+}
+
+/// The framework's UDP server and a `UdpChannel` (one session, one socket)
+/// to it, called through the same typed path generated stubs use.
+#[derive(Debug)]
+struct Ours {
+    style: OurStyle,
+    client: rpc_core::Client,
+    channel: rpc_core::client::UdpChannel,
+    request: EchoMsg,
+    echo: OurEcho,
+    server: Option<rpc_core::server::ServerHandle>,
+}
+
+impl Ours {
+    async fn start(server_rt: &Handle, style: OurStyle) -> anyhow::Result<Ours> {
+        let echo = OurEcho::default();
+        let service = echo.clone();
+        let server = server_rt
+            .spawn(
+                async move { rpc_core::server::Server::builder().add_service(service).serve_udp("127.0.0.1:0").await },
+            )
+            .await??;
+        let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
+        let client = rpc_core::Client::new(channel.clone());
+        let request = EchoMsg { data: Bytes::from(vec![7u8; PAYLOAD]) };
+        Ok(Ours { style, client, channel, request, echo, server: Some(server) })
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        // Dropping the handle stops the server (its tasks live on the
+        // server runtime; aborting them works from any thread).
+        self.server.take();
+    }
+}
+
+impl Target for Ours {
+    fn name(&self) -> String {
+        match self.style {
+            OurStyle::Rr => "ours UDP RR (sync)",
+            OurStyle::Rra => "ours UDP RRA (sync)",
+            OurStyle::Async => "ours UDP async (at ACCEPT)",
+            OurStyle::OneWay => "ours UDP one-way (R, sent)",
+        }
+        .to_owned()
+    }
+
+    fn role(&self) -> Role {
+        Role::Measured
+    }
+
+    fn note(&self) -> String {
+        let c = self.channel.stats();
+        let mut note = format!("{} calls, {} retransmissions", c.calls, c.retransmissions);
+        if self.style == OurStyle::OneWay {
+            note.push_str(&format!(", {} notes ran", self.echo.notes.load(Ordering::Relaxed)));
+        }
+        note
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        use rpc_core::{Never, Protocol};
+        let call = |protocol| {
+            self.client.call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request).protocol(protocol)
+        };
+        match self.style {
+            OurStyle::Rr | OurStyle::Rra => {
+                let protocol = if self.style == OurStyle::Rr { Protocol::RR } else { Protocol::RRA };
+                let reply = call(protocol).await?;
+                ensure!(reply.data == self.request.data, "ours: wrong echo");
+            }
+            OurStyle::Async => call(Protocol::RR).asynchronous().await?,
+            OurStyle::OneWay => self.client.one_way(&ours::INFO, &ours::NOTE, &self.request).await?,
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Measuring
 // ---------------------------------------------------------------------------
 
@@ -315,6 +481,8 @@ struct Row {
     p99: Duration,
     /// Calls per second, per entry of `Plan::in_flight`.
     throughput: Vec<(usize, f64)>,
+    /// The target's note after the run.
+    note: String,
 }
 
 /// Fails the measurement if it takes far longer than its bounds (a stall).
@@ -383,7 +551,7 @@ async fn measure<T: Target>(target: T, plan: &Plan) -> anyhow::Result<Row> {
         let rate = watchdog(&name, bound, throughput(&target, n, plan.tput_window, plan.tput_max_calls)).await??;
         tput.push((n, rate));
     }
-    let row = Row { name, role: target.role(), seq_calls, p50, p99, throughput: tput };
+    let row = Row { name, role: target.role(), seq_calls, p50, p99, throughput: tput, note: target.note() };
     println!("  measured {:<28} p50 {:>8.1} us", row.name, us(row.p50));
     Ok(row)
 }
@@ -461,6 +629,9 @@ fn print_report(layout: Layout, plan: &Plan, rows: &[Row]) {
             lat.unwrap_or_else(|| "-".to_owned()),
             tput.unwrap_or_else(|| "-".to_owned())
         );
+    }
+    for row in rows.iter().filter(|r| !r.note.is_empty()) {
+        println!("  {}: {}", row.name, row.note);
     }
     println!("(issue targets: RR p50 at most 1.25x raw UDP; calls/s @64 at least 5x tonic)");
 }
