@@ -161,23 +161,44 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
                 Ok((channel, deltas, results))
             }));
         }
+        // A real session the flood made the server forget (max_sessions)
+        // may get "outcome unknown" for a retransmission instead of a
+        // second execution: that is the at-most-once promise under a
+        // flood. Every other call must succeed.
         let mut expected_value = 0i64;
-        let mut real_calls = 0u64;
+        let mut uncertain_value = 0i64;
+        let (mut ok_calls, mut unknown_calls) = (0u64, 0u64);
         for (c, task) in real.into_iter().enumerate() {
             let (channel, deltas, results) = task.await??;
             for (i, (r, delta)) in results.into_iter().zip(deltas).enumerate() {
-                let _: Count = r.map_err(|e| anyhow::anyhow!("client {c} call {i}: {e}"))?;
-                expected_value += delta;
-                real_calls += 1;
+                match r {
+                    Ok(_count) => {
+                        expected_value += delta;
+                        ok_calls += 1;
+                    }
+                    Err(e) if e.code() == rpc_core::Code::Aborted => {
+                        uncertain_value += delta;
+                        unknown_calls += 1;
+                    }
+                    Err(e) => anyhow::bail!("client {c} call {i}: {e}"),
+                }
             }
             assert_eq!(channel.stats().unknown_replies + channel.stats().malformed_drops, 0);
         }
         let sent = attacker.await??;
+        assert!(unknown_calls * 20 <= ok_calls, "{unknown_calls} outcome-unknown answers against {ok_calls} ok");
 
-        // Every real call ran exactly once (the fake ones add 0).
-        assert_eq!(demo.counter.value(), expected_value, "real calls ran exactly once");
+        // Every successful real call ran exactly once, no call ran twice
+        // (deltas are positive, so a second run would overshoot), and the
+        // fake sessions add 0.
+        let value = demo.counter.value();
+        assert!(
+            value >= expected_value && value <= expected_value + uncertain_value,
+            "value {value}: ok calls sum to {expected_value}, uncertain ones to {uncertain_value}"
+        );
         let runs = demo.counter.executions();
-        assert!(runs >= real_calls && runs <= real_calls + FAKE_SESSIONS, "{runs} executions");
+        let real_calls = ok_calls + unknown_calls;
+        assert!(runs >= ok_calls && runs <= real_calls + FAKE_SESSIONS, "{runs} executions");
 
         let s = demo.server.stats();
         assert!(s.received > sent as u64 / 2, "the server read the attack: {s:?}");
@@ -197,11 +218,9 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
 /// active ones (`max_sessions`). A real session forgotten while its reply
 /// is still needed must not have its retransmission run again.
 ///
-/// KNOWN BUG (reported, not fixed here: rpc-core/src/server is another
-/// area): the forgotten session leaves no trace, so the retransmission
-/// (attempt > 1, same incarnation) looks new and runs a second time. Run
-/// with `cargo test -p rpc-tests --test hostile -- --ignored` to see it.
-#[ignore = "known at-most-once bug in rpc-core: a session evicted by max_sessions runs a retransmission again"]
+/// The server remembers that it forgot a session holding replies; for one
+/// ttl after that, a non-idempotent retransmission from an unknown session
+/// is refused as "outcome unknown" rather than run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Result<()> {
     init_tracing();
@@ -233,6 +252,10 @@ async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Resul
         proxy.set_config(rpc_core::fault::ProxyFaults::none())?;
         let outcome = call.await?;
         assert_eq!(demo.counter.value(), 1, "the increment ran {} times; outcome {outcome:?}", demo.counter.value());
+        match outcome {
+            Err(e) => assert_eq!(e.code(), rpc_core::Code::Aborted, "refused as outcome unknown: {e}"),
+            Ok(c) => anyhow::bail!("the retransmission was answered {c:?} although its reply was forgotten"),
+        }
         Ok(())
     })
     .await
