@@ -1,0 +1,127 @@
+//! Shared by the multicast tests: the `Tally` service (generated from
+//! `tally.idl` by `rpc_core::idl!`), an implementation that counts what it
+//! runs, and members served over UDP on 127.0.0.1, optionally behind a
+//! fault proxy.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod proto {
+    rpc_core::idl!("tests/multicast_support/tally.idl");
+}
+
+pub use proto::mctest::v1::{Amount, Count, Slice, Tally, TallyGroupClient, TallyServer, Total, Work};
+
+use rpc_core::client::{ChannelConfig, UdpChannel};
+use rpc_core::fault::{FaultConfig, FaultProxy, ProxyConfig, ProxyFaults};
+use rpc_core::server::{Server, ServerHandle};
+use rpc_core::{CallContext, Client, Status};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One member's state: its part for `Sum`, its counter and how many times
+/// the non-idempotent operations ran.
+#[derive(Debug, Default)]
+pub struct TallyImpl {
+    pub part: u32,
+    value: Mutex<i64>,
+    executions: AtomicU64,
+}
+
+impl TallyImpl {
+    pub fn new(part: u32) -> TallyImpl {
+        TallyImpl { part, ..TallyImpl::default() }
+    }
+
+    pub fn value(&self) -> i64 {
+        *self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn executions(&self) -> u64 {
+        self.executions.load(Ordering::SeqCst)
+    }
+
+    fn add(&self, delta: i64) -> Count {
+        let mut v = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        *v += delta;
+        let executions = self.executions.fetch_add(1, Ordering::SeqCst) + 1;
+        Count { value: *v, executions }
+    }
+}
+
+/// Shares one implementation between the server and the test.
+#[derive(Debug, Clone)]
+pub struct Shared(pub Arc<TallyImpl>);
+
+impl Tally for Shared {
+    async fn add(&self, _ctx: CallContext, request: Amount) -> Result<Count, Status> {
+        Ok(self.0.add(request.delta))
+    }
+
+    async fn add_acked(&self, _ctx: CallContext, request: Amount) -> Result<Count, Status> {
+        Ok(self.0.add(request.delta))
+    }
+
+    async fn sum(&self, _ctx: CallContext, request: Slice) -> Result<Total, Status> {
+        if request.parts == 0 {
+            return Err(Status::invalid_argument("parts must be at least 1"));
+        }
+        let parts = request.parts as usize;
+        let part = self.0.part as usize % parts;
+        let sum = request.values.iter().skip(part).step_by(parts).sum();
+        Ok(Total { sum, part: self.0.part })
+    }
+
+    async fn slow(&self, _ctx: CallContext, request: Work) -> Result<Count, Status> {
+        tokio::time::sleep(Duration::from_millis(u64::from(request.millis.min(5_000)))).await;
+        Ok(self.0.add(1))
+    }
+
+    async fn nudge(&self, _ctx: CallContext, request: Amount) -> Result<(), Status> {
+        self.0.add(request.delta);
+        Ok(())
+    }
+}
+
+/// A running member: its server, its state, the address clients use (the
+/// server's, or its proxy's).
+pub struct Member {
+    pub name: String,
+    pub tally: Arc<TallyImpl>,
+    pub server: ServerHandle,
+    pub proxy: Option<FaultProxy>,
+    pub addr: SocketAddr,
+}
+
+/// Starts member `part` on 127.0.0.1; behind a proxy applying `faults` in
+/// both directions when given.
+pub async fn member(part: u32, faults: Option<FaultConfig>) -> anyhow::Result<Member> {
+    let tally = Arc::new(TallyImpl::new(part));
+    let server = Server::builder()
+        .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
+        .serve_udp("127.0.0.1:0")
+        .await?;
+    let (proxy, addr) = match faults {
+        Some(f) => {
+            let p = FaultProxy::loopback(server.local_addr(), ProxyConfig::new(ProxyFaults::symmetric(f))).await?;
+            let a = p.local_addr();
+            (Some(p), a)
+        }
+        None => (None, server.local_addr()),
+    };
+    Ok(Member { name: format!("m{part}"), tally, server, proxy, addr })
+}
+
+/// A fast-retransmitting channel config for loopback tests.
+pub fn fast_config() -> ChannelConfig {
+    let mut c = ChannelConfig::default();
+    c.initial_rto = Duration::from_millis(20);
+    c.min_rto = Duration::from_millis(5);
+    c.max_rto = Duration::from_millis(200);
+    c
+}
+
+/// A UDP client of `addr`.
+pub async fn client(addr: SocketAddr, config: ChannelConfig) -> anyhow::Result<Client> {
+    Ok(Client::new(UdpChannel::connect_with(addr, config).await?))
+}
