@@ -500,7 +500,10 @@ impl IpCall {
         if self.copies > 1 {
             bump(&counters.resends);
         }
-        match self.shared.socket.try_send_to(&self.buf, self.shared.group) {
+        // A direct non-blocking `sendto`: tokio's `try_send_to` reports
+        // WouldBlock until its reactor has seen the socket writable once.
+        let target = socket2::SockAddr::from(self.shared.group);
+        match socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.copies > 1 => Ok(()),
             Err(e) if self.copies == 1 => Err(e),

@@ -157,6 +157,12 @@ impl GroupSocket {
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
+        // Linux delivers a group's datagrams to every socket bound to its
+        // port once any socket of the host joined it, unless told to
+        // deliver only the groups this socket joined: without this, leaving
+        // would not stop the delivery while another member is joined.
+        #[cfg(target_os = "linux")]
+        socket.set_multicast_all_v4(false)?;
         // Bound to the group address: only this group's datagrams arrive.
         socket.bind(&SocketAddr::V4(group).into())?;
         socket.join_multicast_v4(group.ip(), &interface)?;

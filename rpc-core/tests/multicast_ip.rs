@@ -1,0 +1,255 @@
+//! IP multicast, only ever inside a network namespace that each test
+//! creates for itself (`ip netns add rpcmc-<pid>-<n>`, `lo` up with
+//! multicast on and a 224.0.0.0/4 route) and deletes afterwards, even when
+//! it fails. A test thread enters the namespace (`setns`) and runs its own
+//! current-thread runtime there, so every socket lives in the namespace:
+//! the host's interfaces are never touched.
+//!
+//! Needs root and iproute2; without them the tests fail and say so.
+#![allow(clippy::print_stderr)]
+
+mod multicast_support;
+
+use multicast_support::*;
+use rpc_core::multicast::{GroupSocket, MulticastClient, MulticastConfig, SharedSocket};
+use rpc_core::server::{Server, ServerHandle};
+use rpc_core::{GroupClient, MemberResult};
+use std::future::IntoFuture;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 42, 1), 7400);
+
+/// A network namespace of this test; deleted on drop.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        anyhow::anyhow!("cannot run `ip {}` ({e}): the IP multicast tests need iproute2 and root", args.join(" "))
+    })?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`ip {}` failed: {}: the IP multicast tests need root and `ip netns`",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Netns {
+    fn create() -> anyhow::Result<Netns> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("rpcmc-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name])?;
+        // From here on the guard deletes it, whatever happens next.
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns.name, "link", "set", "lo", "multicast", "on"])?;
+        ip(&["-n", &ns.name, "route", "add", "224.0.0.0/4", "dev", "lo"])?;
+        Ok(ns)
+    }
+
+    /// Runs `body` on a thread inside the namespace, on a current-thread
+    /// runtime of its own.
+    fn run<F, Fut>(&self, body: F) -> anyhow::Result<()>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let path = format!("/var/run/netns/{}", self.name);
+        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
+            let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("open {path}: {e}"))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| anyhow::anyhow!("setns into {path}: {e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move { tokio::time::timeout(LIMIT, body()).await? })
+        });
+        thread.join().map_err(|_| anyhow::anyhow!("test thread panicked"))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("could not delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// A member that serves the Tally service on its own unicast socket and on
+/// the group.
+struct GroupMember {
+    tally: Arc<TallyImpl>,
+    server: ServerHandle,
+    membership: GroupSocket,
+    addr: SocketAddr,
+}
+
+async fn group_member(part: u32, join: bool) -> anyhow::Result<GroupMember> {
+    let tally = Arc::new(TallyImpl::new(part));
+    let unicast = SharedSocket::bind("127.0.0.1:0".parse()?).await?;
+    let addr = unicast.socket().local_addr()?;
+    let server = Server::builder()
+        .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
+        .serve_on(unicast.clone())
+        .await?;
+    let membership = GroupSocket::join(GROUP, Ipv4Addr::LOCALHOST, unicast)?;
+    if !join {
+        membership.leave()?;
+    }
+    server.serve_also_on(membership.clone())?;
+    Ok(GroupMember { tally, server, membership, addr })
+}
+
+fn config(initial_rto: Duration) -> MulticastConfig {
+    let mut c = MulticastConfig::default();
+    c.interface = Ipv4Addr::LOCALHOST;
+    c.initial_rto = initial_rto;
+    c.max_rto = Duration::from_millis(200);
+    c
+}
+
+async fn multicast_client(initial_rto: Duration) -> anyhow::Result<MulticastClient> {
+    Ok(MulticastClient::connect(GROUP, "127.0.0.1:0".parse()?, config(initial_rto)).await?)
+}
+
+#[test]
+fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow::Result<()> {
+    let ns = Netns::create()?;
+    ns.run(|| async {
+        let mut members = Vec::new();
+        for i in 0..4 {
+            members.push(group_member(i, true).await?);
+        }
+        // A long first timeout: on a loaded machine no re-send happens, so
+        // every member must have got exactly the one datagram.
+        let mc = multicast_client(Duration::from_secs(2)).await?;
+        let group = GroupClient::with_multicast(mc.clone());
+        for (i, m) in members.iter().enumerate() {
+            group.add_multicast_member(format!("m{i}"), m.addr)?;
+        }
+        let group = TallyGroupClient::new(group);
+        let out = group.add(Amount { delta: 3 }).all().timeout(Duration::from_secs(5)).await;
+        assert!(out.complete, "{out:?}");
+        assert_eq!(mc.stats().group_datagrams, 1, "{:?}", mc.stats());
+        for (i, m) in members.iter().enumerate() {
+            assert_eq!(m.membership.received(), 1, "member {i} datagrams");
+            assert_eq!(m.tally.executions(), 1);
+            let line = out.member(&format!("m{i}")).ok_or_else(|| anyhow::anyhow!("m{i} missing"))?;
+            assert_eq!(line.addr, Some(m.addr));
+            assert_eq!(line.result.reply().map(|c| c.value), Some(3), "{line:?}");
+        }
+
+        // Split work over the group: each member sums its part.
+        let values: Vec<i64> = (1..=100).collect();
+        let out = group.sum(Slice { values, parts: 4 }).all().timeout(Duration::from_secs(5)).await;
+        assert!(out.complete, "{out:?}");
+        assert_eq!(out.replies().map(|(_, t)| t.sum).sum::<i64>(), 5050);
+
+        // Open membership: whoever answers by the deadline.
+        let open = TallyGroupClient::new(GroupClient::with_multicast(mc.clone()));
+        let start = Instant::now();
+        let out = open.add(Amount { delta: 1 }).all().timeout(Duration::from_millis(400)).await;
+        assert!(start.elapsed() >= Duration::from_millis(380));
+        assert_eq!(out.successes(), 4, "{out:?}");
+        let mut addrs: Vec<_> = out.members.iter().filter_map(|m| m.addr).collect();
+        addrs.sort();
+        let mut expected: Vec<_> = members.iter().map(|m| m.addr).collect();
+        expected.sort();
+        assert_eq!(addrs, expected);
+        let out = open.add(Amount { delta: 1 }).first().timeout(Duration::from_secs(5)).await;
+        assert!(out.complete);
+        assert!(out.elapsed < Duration::from_millis(300), "{:?}", out.elapsed);
+
+        // One-way and asynchronous multicast.
+        let out = group.nudge(Amount { delta: 10 }).await;
+        assert!(out.complete && out.members.iter().all(|m| matches!(m.result, MemberResult::Sent)), "{out:?}");
+        let out = group.slow(Work { millis: 300 }).all().timeout(Duration::from_secs(5)).await;
+        assert!(out.complete, "{out:?}");
+        assert!(out.members.iter().all(|m| matches!(m.result, MemberResult::Accepted)));
+        assert!(out.elapsed < Duration::from_millis(250), "{:?}", out.elapsed);
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until && members.iter().any(|m| m.tally.value() != 3 + 1 + 1 + 10 + 1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for m in &members {
+            assert_eq!(m.tally.value(), 16, "add 3, two adds of 1, nudge 10, slow 1");
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> anyhow::Result<()> {
+    let ns = Netns::create()?;
+    ns.run(|| async {
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push(group_member(i, true).await?);
+        }
+        // Expected but not in the group yet: it joins while the call runs.
+        let late = group_member(3, false).await?;
+        let mc = multicast_client(Duration::from_millis(50)).await?;
+        let group = GroupClient::with_multicast(mc.clone());
+        for (i, m) in members.iter().chain(std::iter::once(&late)).enumerate() {
+            group.add_multicast_member(format!("m{i}"), m.addr)?;
+        }
+        let group = TallyGroupClient::new(group);
+        let call = tokio::spawn(group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).into_future());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        late.membership.rejoin()?;
+        let out = call.await?;
+        assert!(out.complete, "{out:?}");
+        assert!(mc.stats().resends >= 1);
+        for m in members.iter().chain(std::iter::once(&late)) {
+            assert_eq!(m.tally.executions(), 1, "ran exactly once per member");
+        }
+        let replayed: u64 = members.iter().map(|m| m.server.stats().duplicates_replayed).sum();
+        assert!(replayed >= 3, "early members answered the re-sends from their history ({replayed})");
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
+    let ns = Netns::create()?;
+    ns.run(|| async {
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push(group_member(i, true).await?);
+        }
+        let mc = multicast_client(Duration::from_millis(20)).await?;
+        let group = GroupClient::with_multicast(mc.clone());
+        for (i, m) in members.iter().enumerate() {
+            group.add_multicast_member(format!("m{i}"), m.addr)?;
+        }
+        let group = TallyGroupClient::new(group);
+        let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).await;
+        assert!(out.complete, "{out:?}");
+
+        members[1].membership.leave()?;
+        let before = members[1].membership.received();
+        // `first` and `quorum` are not held up by the member that left.
+        let out = group.add(Amount { delta: 1 }).quorum(2).timeout(Duration::from_secs(5)).await;
+        assert!(out.complete && out.elapsed < Duration::from_millis(500), "{out:?}");
+        // `all` reports it: unreachable after the configured copies.
+        let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(10)).await;
+        assert!(!out.complete);
+        match &out.member("m1").ok_or_else(|| anyhow::anyhow!("m1 missing"))?.result {
+            MemberResult::Unreachable(_) => {}
+            other => panic!("m1: {other:?}"),
+        }
+        assert_eq!(out.successes(), 2);
+        assert_eq!(members[1].membership.received(), before, "nothing delivered after leaving");
+        assert_eq!(members[1].tally.executions(), 1);
+        assert_eq!(members[0].tally.executions(), 3);
+        anyhow::Ok(())
+    })
+}
