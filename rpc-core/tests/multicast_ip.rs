@@ -6,119 +6,13 @@
 //! the host's interfaces are never touched.
 //!
 //! Needs root and iproute2; without them the tests fail and say so.
-#![allow(clippy::print_stderr)]
 
 mod multicast_support;
 
 use multicast_support::*;
-use rpc_core::multicast::{GroupSocket, MulticastClient, MulticastConfig, SharedSocket};
-use rpc_core::server::{Server, ServerHandle};
 use rpc_core::{GroupClient, MemberResult};
 use std::future::IntoFuture;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(60);
-const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 42, 1), 7400);
-
-/// A network namespace of this test; deleted on drop.
-struct Netns {
-    name: String,
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        anyhow::anyhow!("cannot run `ip {}` ({e}): the IP multicast tests need iproute2 and root", args.join(" "))
-    })?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "`ip {}` failed: {}: the IP multicast tests need root and `ip netns`",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-impl Netns {
-    fn create() -> anyhow::Result<Netns> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("rpcmc-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name])?;
-        // From here on the guard deletes it, whatever happens next.
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        ip(&["-n", &ns.name, "link", "set", "lo", "multicast", "on"])?;
-        ip(&["-n", &ns.name, "route", "add", "224.0.0.0/4", "dev", "lo"])?;
-        Ok(ns)
-    }
-
-    /// Runs `body` on a thread inside the namespace, on a current-thread
-    /// runtime of its own.
-    fn run<F, Fut>(&self, body: F) -> anyhow::Result<()>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = anyhow::Result<()>>,
-    {
-        let path = format!("/var/run/netns/{}", self.name);
-        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
-            let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("open {path}: {e}"))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| anyhow::anyhow!("setns into {path}: {e}"))?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move { tokio::time::timeout(LIMIT, body()).await? })
-        });
-        thread.join().map_err(|_| anyhow::anyhow!("test thread panicked"))?
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("could not delete namespace {}: {e}", self.name);
-        }
-    }
-}
-
-/// A member that serves the Tally service on its own unicast socket and on
-/// the group.
-struct GroupMember {
-    tally: Arc<TallyImpl>,
-    server: ServerHandle,
-    membership: GroupSocket,
-    addr: SocketAddr,
-}
-
-async fn group_member(part: u32, join: bool) -> anyhow::Result<GroupMember> {
-    let tally = Arc::new(TallyImpl::new(part));
-    let unicast = SharedSocket::bind("127.0.0.1:0".parse()?).await?;
-    let addr = unicast.socket().local_addr()?;
-    let server = Server::builder()
-        .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
-        .serve_on(unicast.clone())
-        .await?;
-    let membership = GroupSocket::join(GROUP, Ipv4Addr::LOCALHOST, unicast)?;
-    if !join {
-        membership.leave()?;
-    }
-    server.serve_also_on(membership.clone())?;
-    Ok(GroupMember { tally, server, membership, addr })
-}
-
-fn config(initial_rto: Duration) -> MulticastConfig {
-    let mut c = MulticastConfig::default();
-    c.interface = Ipv4Addr::LOCALHOST;
-    c.initial_rto = initial_rto;
-    c.max_rto = Duration::from_millis(200);
-    c
-}
-
-async fn multicast_client(initial_rto: Duration) -> anyhow::Result<MulticastClient> {
-    Ok(MulticastClient::connect(GROUP, "127.0.0.1:0".parse()?, config(initial_rto)).await?)
-}
 
 #[test]
 fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow::Result<()> {

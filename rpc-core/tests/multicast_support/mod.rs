@@ -2,19 +2,22 @@
 //! `tally.idl` by `rpc_core::idl!`), an implementation that counts what it
 //! runs, and members served over UDP on 127.0.0.1, optionally behind a
 //! fault proxy.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 pub mod proto {
     rpc_core::idl!("tests/multicast_support/tally.idl");
 }
 
-pub use proto::mctest::v1::{Amount, Count, Slice, Tally, TallyGroupClient, TallyServer, Total, Work};
+pub use proto::mctest::v1::{Amount, Count, Slice, Tally, TallyClient, TallyGroupClient, TallyServer, Total, Work};
 
 use rpc_core::client::{ChannelConfig, UdpChannel};
 use rpc_core::fault::{FaultConfig, FaultProxy, ProxyConfig, ProxyFaults};
+use rpc_core::multicast::{GroupSocket, MulticastClient, MulticastConfig, SharedSocket};
 use rpc_core::server::{Server, ServerHandle};
 use rpc_core::{CallContext, Client, Status};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::Command;
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,4 +127,107 @@ pub fn fast_config() -> ChannelConfig {
 /// A UDP client of `addr`.
 pub async fn client(addr: SocketAddr, config: ChannelConfig) -> anyhow::Result<Client> {
     Ok(Client::new(UdpChannel::connect_with(addr, config).await?))
+}
+
+/// Bound of every namespace test body.
+pub const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A network namespace of a test (`lo` up, multicast on, a 224.0.0.0/4
+/// route on `lo`); deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        anyhow::anyhow!("cannot run `ip {}` ({e}): the IP multicast tests need iproute2 and root", args.join(" "))
+    })?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`ip {}` failed: {}: the IP multicast tests need root and `ip netns`",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Netns {
+    pub fn create() -> anyhow::Result<Netns> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("rpcmc-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name])?;
+        // From here on the guard deletes it, whatever happens next.
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns.name, "link", "set", "lo", "multicast", "on"])?;
+        ip(&["-n", &ns.name, "route", "add", "224.0.0.0/4", "dev", "lo"])?;
+        Ok(ns)
+    }
+
+    /// Runs `body` on a thread inside the namespace, on a current-thread
+    /// runtime of its own.
+    pub fn run<F, Fut>(&self, body: F) -> anyhow::Result<()>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let path = format!("/var/run/netns/{}", self.name);
+        let thread = std::thread::spawn(move || -> anyhow::Result<()> {
+            let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("open {path}: {e}"))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| anyhow::anyhow!("setns into {path}: {e}"))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move { tokio::time::timeout(LIMIT, body()).await? })
+        });
+        thread.join().map_err(|_| anyhow::anyhow!("test thread panicked"))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            tracing::warn!("could not delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// The group of the namespace tests (inside their own namespace).
+pub const GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 42, 1), 7400);
+
+/// A member that serves the Tally service on its own unicast socket and on
+/// the group.
+pub struct GroupMember {
+    pub tally: Arc<TallyImpl>,
+    pub server: ServerHandle,
+    pub membership: GroupSocket,
+    pub addr: SocketAddr,
+}
+
+pub async fn group_member(part: u32, join: bool) -> anyhow::Result<GroupMember> {
+    let tally = Arc::new(TallyImpl::new(part));
+    let unicast = SharedSocket::bind("127.0.0.1:0".parse()?).await?;
+    let addr = unicast.socket().local_addr()?;
+    let server = Server::builder()
+        .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
+        .serve_on(unicast.clone())
+        .await?;
+    let membership = GroupSocket::join(GROUP, Ipv4Addr::LOCALHOST, unicast)?;
+    if !join {
+        membership.leave()?;
+    }
+    server.serve_also_on(membership.clone())?;
+    Ok(GroupMember { tally, server, membership, addr })
+}
+
+pub fn mc_config(initial_rto: Duration) -> MulticastConfig {
+    let mut c = MulticastConfig::default();
+    c.interface = Ipv4Addr::LOCALHOST;
+    c.initial_rto = initial_rto;
+    c.max_rto = Duration::from_millis(200);
+    c
+}
+
+pub async fn multicast_client(initial_rto: Duration) -> anyhow::Result<MulticastClient> {
+    Ok(MulticastClient::connect(GROUP, "127.0.0.1:0".parse()?, mc_config(initial_rto)).await?)
 }
