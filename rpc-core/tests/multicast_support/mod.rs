@@ -205,6 +205,11 @@ pub struct GroupMember {
 }
 
 pub async fn group_member(part: u32, join: bool) -> anyhow::Result<GroupMember> {
+    group_member_on(GROUP, part, join).await
+}
+
+/// As [`group_member`], on another group.
+pub async fn group_member_on(group: SocketAddrV4, part: u32, join: bool) -> anyhow::Result<GroupMember> {
     let tally = Arc::new(TallyImpl::new(part));
     let unicast = SharedSocket::bind("127.0.0.1:0".parse()?).await?;
     let addr = unicast.socket().local_addr()?;
@@ -212,7 +217,7 @@ pub async fn group_member(part: u32, join: bool) -> anyhow::Result<GroupMember> 
         .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
         .serve_on(unicast.clone())
         .await?;
-    let membership = GroupSocket::join(GROUP, Ipv4Addr::LOCALHOST, unicast)?;
+    let membership = GroupSocket::join(group, Ipv4Addr::LOCALHOST, unicast)?;
     if !join {
         membership.leave()?;
     }
