@@ -301,3 +301,59 @@ async fn cancelled_stragglers_and_typed_errors_show_per_member() -> anyhow::Resu
     })
     .await?
 }
+
+#[tokio::test]
+async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members() -> anyhow::Result<()> {
+    use rpc_core::client::UdpChannel;
+    use rpc_core::server::Server;
+    use rpc_core::transport::mem::MemNetwork;
+    use std::sync::Arc;
+    tokio::time::timeout(LIMIT, async {
+        let net = MemNetwork::with_faults(FaultConfig::seeded(7).loss(0.2).duplicate(0.1));
+        let group = GroupClient::new();
+        let mut mem = Vec::new();
+        for i in 0..3u8 {
+            let tally = Arc::new(TallyImpl::new(u32::from(i)));
+            let at: std::net::SocketAddr = format!("10.0.0.{}:7000", i + 1).parse()?;
+            let server = Server::builder()
+                .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
+                .serve_on(net.bind(at)?)
+                .await?;
+            let channel = UdpChannel::with_socket(net.bind(format!("10.0.1.{}:0", i + 1).parse()?)?, at, fast_config());
+            group.add(format!("mem{i}"), rpc_core::Client::new(channel));
+            mem.push((tally, server));
+        }
+        // A member whose address nobody serves: dead.
+        let dead = UdpChannel::with_socket(net.bind("10.0.1.9:0".parse()?)?, "10.0.0.9:7000".parse()?, fast_config());
+        group.add("mem-dead", rpc_core::Client::new(dead));
+        let mut udp = Vec::new();
+        for i in 0..2 {
+            let m = member(10 + i, None).await?;
+            group.add(m.name.clone(), client(m.addr, fast_config()).await?);
+            udp.push(m);
+        }
+        let group = TallyGroupClient::new(group);
+        let calls = 10u64;
+        let mut ok = std::collections::HashMap::<String, u64>::new();
+        for _ in 0..calls {
+            let out = group.add(Amount { delta: 1 }).quorum(5).timeout(Duration::from_secs(10)).await;
+            assert!(out.complete, "{out:?}");
+            assert!(!is_reply(&out.member("mem-dead").ok_or_else(|| anyhow::anyhow!("no dead member"))?.result));
+            for line in &out.members {
+                if is_reply(&line.result) {
+                    *ok.entry(line.member.clone()).or_default() += 1;
+                }
+            }
+        }
+        assert!(ok.get("mem-dead").is_none());
+        // Stragglers finish in the background: every live member ran every
+        // call exactly once.
+        let all_ran = eventually(|| {
+            mem.iter().all(|(t, _)| t.executions() == calls) && udp.iter().all(|m| m.tally.executions() == calls)
+        })
+        .await;
+        assert!(all_ran, "executions: {:?}", mem.iter().map(|(t, _)| t.executions()).collect::<Vec<_>>());
+        anyhow::Ok(())
+    })
+    .await?
+}

@@ -234,6 +234,7 @@ impl GroupClient {
 
 /// What one member did in a group call.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum MemberResult<R, E: fmt::Debug> {
     /// It replied (synchronous calls).
     Reply(R),
