@@ -357,3 +357,22 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
     })
     .await?
 }
+
+#[tokio::test]
+async fn a_quorum_that_can_no_longer_be_met_ends_early() -> anyhow::Result<()> {
+    tokio::time::timeout(LIMIT, async {
+        let (_ms, group) = members(4, &[1, 2]).await?;
+        // Two dead of four with one retry: unreachable after a few round
+        // trips; quorum(3) is then out of reach, long before the deadline.
+        let out = group.add(Amount { delta: 1 }).quorum(3).retries(1).timeout(Duration::from_secs(20)).await;
+        assert!(!out.complete);
+        assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+        assert_eq!(out.successes(), 2);
+        for d in ["m1", "m2"] {
+            let line = out.member(d).ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
+            assert!(matches!(line.result, MemberResult::Unreachable(_)), "{line:?}");
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}

@@ -147,3 +147,37 @@ fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn unicast_re_sends_reach_a_member_outside_the_group() -> anyhow::Result<()> {
+    let ns = Netns::create()?;
+    ns.run(|| async {
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push(group_member(i, true).await?);
+        }
+        // Expected, serving its unicast address, but not in the group.
+        let outside = group_member(3, false).await?;
+        let mut config = mc_config(Duration::from_millis(30));
+        config.resend = rpc_core::multicast::Resend::Missing;
+        let mc = rpc_core::multicast::MulticastClient::connect(GROUP, "127.0.0.1:0".parse()?, config).await?;
+        let group = GroupClient::with_multicast(mc.clone());
+        for (i, m) in members.iter().chain(std::iter::once(&outside)).enumerate() {
+            group.add_multicast_member(format!("m{i}"), m.addr)?;
+        }
+        let group = TallyGroupClient::new(group);
+        let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).await;
+        assert!(out.complete, "{out:?}");
+        let stats = mc.stats();
+        assert_eq!(stats.group_datagrams, 1, "{stats:?}");
+        assert!(stats.unicast_copies >= 1, "{stats:?}");
+        assert_eq!(outside.membership.received(), 0);
+        for m in members.iter().chain(std::iter::once(&outside)) {
+            assert_eq!(m.tally.executions(), 1);
+        }
+        // The re-sends named only the missing member: the others were not
+        // asked again.
+        assert_eq!(members.iter().map(|m| m.server.stats().duplicates_replayed).sum::<u64>(), 0);
+        anyhow::Ok(())
+    })
+}

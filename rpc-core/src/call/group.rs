@@ -822,6 +822,7 @@ where
     type IntoFuture = BoxFuture<'static, Self::Output>;
 
     /// Runs the call. The outcome is ready as soon as the policy is met,
+    /// or can no longer be met (too many members failed for the quorum),
     /// or every member has answered, or the deadline passed.
     ///
     /// # Cancel safety
@@ -832,7 +833,12 @@ where
             let (mut g, completion, stragglers) = Gather::start(self);
             let needed = g.needed(completion);
             let met = |g: &Gather| needed.is_some_and(|k| g.successes >= k);
-            while !met(&g) {
+            // A quorum that the members still out can no longer reach ends
+            // the call at once (whoever answers an open multicast group is
+            // not counted in advance, so it never ends early).
+            let hopeless =
+                |g: &Gather| needed.is_some_and(|k| g.successes + g.waiting < k) && !(g.open && g.ip.is_some());
+            while !met(&g) && !hopeless(&g) {
                 if std::future::poll_fn(|cx| g.poll_next_row(cx)).await.is_none() {
                     break;
                 }

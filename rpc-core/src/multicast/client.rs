@@ -35,6 +35,24 @@ use tokio::time::{Instant, Sleep};
 /// duplicate REPLY for one of them is acknowledged again.
 const RECENT_RRA: usize = 4096;
 
+/// Where the re-sends of a multicast call go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Resend {
+    /// To the group again: one datagram however many members are missing;
+    /// members that already answered answer again from their history. The
+    /// copies carry no incarnation (see the module docs). The default.
+    #[default]
+    Group,
+    /// By unicast to each expected member still missing, carrying the
+    /// incarnation that member last showed, so that a member restarted
+    /// since does not run a non-idempotent request blindly ("outcome
+    /// unknown: server restarted"); also reaches a member that has left
+    /// the group but still serves its unicast address. With open
+    /// membership there is nobody to name: re-sends go to the group.
+    Missing,
+}
+
 /// Configuration of a [`MulticastClient`]. Start from
 /// [`MulticastConfig::default`] and change fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +76,8 @@ pub struct MulticastConfig {
     /// reported unreachable (a member that said IN_PROGRESS is polled on
     /// until the deadline). Default 8.
     pub attempts: u32,
+    /// Where re-sends go. Default [`Resend::Group`].
+    pub resend: Resend,
     /// Largest datagram sent; a bigger request fails with
     /// [`Error::MessageTooLarge`] before anything is sent. Default 65,000.
     pub max_datagram: usize,
@@ -75,6 +95,7 @@ impl Default for MulticastConfig {
             initial_rto: Duration::from_millis(20),
             max_rto: Duration::from_secs(1),
             attempts: 8,
+            resend: Resend::Group,
             max_datagram: 65_000,
             max_wait: Duration::from_secs(30),
         }
@@ -89,8 +110,10 @@ pub struct MulticastStats {
     pub calls: u64,
     /// REQUEST datagrams sent to the group (first copies and re-sends).
     pub group_datagrams: u64,
-    /// Re-sends to the group.
+    /// Re-sends (to the group, or one round of unicast copies).
     pub resends: u64,
+    /// Unicast copies sent to missing members ([`Resend::Missing`]).
+    pub unicast_copies: u64,
     /// First answers (REPLY or ERROR) of a member.
     pub replies: u64,
     /// Answers from a member that had already answered (re-sends answered
@@ -110,6 +133,7 @@ struct Counters {
     calls: AtomicU64,
     group_datagrams: AtomicU64,
     resends: AtomicU64,
+    unicast_copies: AtomicU64,
     replies: AtomicU64,
     duplicates: AtomicU64,
     late: AtomicU64,
@@ -300,6 +324,7 @@ impl MulticastClient {
             calls: get(&c.calls),
             group_datagrams: get(&c.group_datagrams),
             resends: get(&c.resends),
+            unicast_copies: get(&c.unicast_copies),
             replies: get(&c.replies),
             duplicates: get(&c.duplicates),
             late: get(&c.late),
@@ -514,6 +539,36 @@ impl IpCall {
         }
     }
 
+    /// Sends one copy by unicast to every expected member that has not
+    /// answered, with the incarnation it last showed.
+    fn send_to_missing(&mut self) {
+        let now = Instant::now();
+        self.copies += 1;
+        self.env.attempt = self.copies;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        let missing: Vec<(SocketAddr, u64)> = {
+            let st = self.shared.lock();
+            self.env.ack_up_to = st.ack_up_to();
+            self.expected
+                .iter()
+                .filter(|m| !self.answered.contains(m))
+                .map(|m| (*m, st.incarnations.get(m).copied().unwrap_or(0)))
+                .collect()
+        };
+        bump(&self.shared.counters.resends);
+        for (member, incarnation) in missing {
+            self.env.incarnation = incarnation;
+            self.buf.clear();
+            let _ = self.env.encode(&mut self.buf);
+            bump(&self.shared.counters.unicast_copies);
+            let target = socket2::SockAddr::from(member);
+            if let Err(e) = socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target) {
+                tracing::debug!(error = %e, %member, "could not re-send to a member");
+            }
+        }
+        self.env.incarnation = 0;
+    }
+
     /// Arms the timer for the next re-send (or the end of the call).
     fn arm(&mut self) {
         let at = if self.resending && !self.ended {
@@ -627,8 +682,17 @@ impl IpCall {
         } else {
             self.interval = (self.interval * 2).min(self.shared.config.max_rto);
         }
-        tracing::debug!(request_id = self.id, attempt = self.copies + 1, "members missing; re-sending to the group");
-        let _ = self.send();
+        if self.shared.config.resend == Resend::Missing && !self.expected.is_empty() {
+            tracing::debug!(request_id = self.id, attempt = self.copies + 1, "members missing; re-sending to each");
+            self.send_to_missing();
+        } else {
+            tracing::debug!(
+                request_id = self.id,
+                attempt = self.copies + 1,
+                "members missing; re-sending to the group"
+            );
+            let _ = self.send();
+        }
         self.arm();
     }
 }

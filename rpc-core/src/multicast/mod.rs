@@ -24,10 +24,15 @@
 //! twice: members that already answered answer again from their history.
 //!
 //! Limits: a group copy carries incarnation 0, because the members have
-//! different incarnations; so a member restarted between two copies of a
-//! non-idempotent request runs it as new (the unicast protocol would
-//! answer "outcome unknown"). Members are told apart by the address they
-//! answer from.
+//! different incarnations; so with [`Resend::Group`] (the default) a member
+//! restarted between two copies of a non-idempotent request runs it as new
+//! (the unicast protocol would answer "outcome unknown"). With
+//! [`Resend::Missing`] the re-sends go by unicast to the expected members
+//! still missing, each with its own last known incarnation, which closes
+//! that gap (the first copy still goes to the group without one: a
+//! restart before any answer cannot be seen). There is no PING before the
+//! first non-idempotent request (it would have to reach every member).
+//! Members are told apart by the address they answer from.
 //!
 //! ```no_run
 //! # async fn demo(svc: impl rpc_core::Service) -> Result<(), Box<dyn std::error::Error>> {
@@ -48,7 +53,7 @@
 mod client;
 
 pub(crate) use client::{IpCall, IpEvent};
-pub use client::{MulticastClient, MulticastConfig, MulticastStats};
+pub use client::{MulticastClient, MulticastConfig, MulticastStats, Resend};
 
 use crate::transport::DatagramSocket;
 use std::fmt;
