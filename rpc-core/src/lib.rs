@@ -20,6 +20,7 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod fault;
+pub mod multicast;
 pub mod server;
 pub mod service;
 pub mod status;
@@ -32,7 +33,7 @@ pub mod codegen;
 
 pub use call::{
     Call, CallOptions, Channel, Client, Completion, Deferred, GroupCall, GroupClient, GroupOutcome, Invocation,
-    MemberOutcome, MemberResult, OneWay, Outcome,
+    GroupStream, MemberOutcome, MemberResult, OneWay, Outcome, Stragglers,
 };
 pub use error::{CallError, Error, MethodError, Never, Raisable};
 pub use rpc_macros::idl;

@@ -63,7 +63,9 @@ async fn asynchronous_returns_at_accept_and_the_exchange_finishes_in_background(
             "the background exchange acknowledged the reply"
         );
         let s = channel.stats();
-        assert_eq!((s.replies, s.acks_sent), (1, 1));
+        // At least one each: on a loaded machine a spurious retransmission
+        // may draw a second copy of the reply, which is acknowledged again.
+        assert!(s.replies >= 1 && s.acks_sent >= 1, "{s:?}");
         assert!(start.elapsed() >= Duration::from_millis(290));
         // The next request shows the call as finished.
         client.call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(2)).asynchronous().await?;

@@ -209,3 +209,23 @@ async fn ephemeral_ports_are_distinct_and_large_datagrams_refused() -> TestResul
     assert_eq!(b.recv_from(&mut buf).await?.0, 65_000);
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn out_of_range_faults_are_clamped() -> TestResult {
+    let net = MemNetwork::new();
+    let (client, server) = pair(&net)?;
+    // Loss above 1 means "always", NaN duplication means "never", an absurd
+    // delay is capped (and must not overflow the clock).
+    net.set_link_faults(client.addr(), server.addr(), FaultConfig::none().loss(1.5).duplicate(f64::NAN));
+    send_numbered(&client, server.addr(), 10).await?;
+    assert_eq!(drain(&server, Duration::from_millis(10)).await, Vec::<u32>::new());
+    net.set_link_faults(client.addr(), server.addr(), FaultConfig::none().delay(Delay::fixed(Duration::MAX)));
+    send_numbered(&client, server.addr(), 1).await?;
+    assert_eq!(drain(&server, Duration::from_millis(10)).await, Vec::<u32>::new());
+    let stats = net.link_stats(client.addr(), server.addr());
+    assert_eq!((stats.dropped, stats.duplicated, stats.delayed), (10, 0, 1));
+    let clamped = FaultConfig::none().loss(-1.0).delay(Delay { min: Duration::MAX, max: Duration::ZERO }).clamped();
+    assert_eq!((clamped.loss, clamped.delay), (0.0, Delay::uniform(Duration::ZERO, rpc_core::fault::MAX_DELAY)));
+    assert!(clamped.validate().is_ok());
+    Ok(())
+}

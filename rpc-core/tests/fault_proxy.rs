@@ -321,3 +321,38 @@ async fn invalid_configuration_is_refused_at_start() -> TestResult {
     assert!(FaultProxy::loopback(upstream, config).await.is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn proxy_and_in_memory_network_make_the_same_decisions() -> TestResult {
+    use rpc_core::transport::{mem::MemNetwork, DatagramSocket};
+    const N: u32 = 1_000;
+    let config = FaultConfig::seeded(99).loss(0.25).duplicate(0.1);
+
+    let server = Server::start(false).await?;
+    let proxy = FaultProxy::loopback(server.addr, one_way(config.clone())).await?;
+    let client = loopback_socket().await?;
+    send_numbered(&client, proxy.local_addr(), N).await?;
+    settle(&proxy, |s| {
+        s.client_to_server.dropped + s.client_to_server.forwarded == u64::from(N) + s.client_to_server.duplicated
+    })
+    .await?;
+    sleep(Duration::from_millis(50)).await;
+    let mut via_proxy: Vec<u32> = server.seen().iter().filter_map(|(_, d)| number(d)).collect();
+
+    let net = MemNetwork::new();
+    let (a, b) = (net.bind("127.0.0.1:1".parse()?)?, net.bind("127.0.0.1:2".parse()?)?);
+    net.set_link_faults(a.addr(), b.addr(), config);
+    for i in 0..N {
+        a.send_to(&i.to_be_bytes(), b.addr()).await?;
+    }
+    let mut via_mem = Vec::new();
+    let mut buf = [0u8; 8];
+    while let Ok(Ok((n, _))) = timeout(Duration::from_millis(20), b.recv_from(&mut buf)).await {
+        via_mem.extend(buf.get(..n).and_then(number));
+    }
+    via_proxy.sort_unstable();
+    via_mem.sort_unstable();
+    assert_eq!(via_proxy, via_mem, "same losses and duplicates for the same seed");
+    assert_eq!(proxy.stats().client_to_server, net.link_stats(a.addr(), b.addr()));
+    Ok(())
+}

@@ -27,6 +27,11 @@ pub const MAX_RETRIES: u32 = 100;
 /// The attributes a method can have.
 pub const ATTRIBUTES: [&str; 5] = ["idempotent", "protocol", "timeout", "retries", "style"];
 
+/// Rust method names the generated client and group-client stubs define
+/// themselves (constructors, accessors, derived `Clone`), so an IDL method
+/// may not become one of them.
+pub const RESERVED_STUB_METHODS: [&str; 4] = ["new", "client", "group", "clone"];
+
 /// One parsed file, as the loader hands it over.
 #[derive(Debug, Clone)]
 pub struct Input<'a> {
@@ -224,6 +229,7 @@ impl<'a> Resolver<'a> {
                 self.decls.insert(key, Decl { file: fi, kind, span: name.span });
             }
         }
+        self.check_generated_names(&camel);
         for (fi, input) in self.inputs.iter().enumerate() {
             let pkg = self.packages[fi].clone();
             for item in &input.ast.items {
@@ -258,6 +264,74 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Every service also becomes `<S>Server`, `<S>Client`, `<S>GroupClient`
+    /// and a module `snake(S)` in Rust; messages with oneofs become a module
+    /// `snake(M)`. Reports a declared type that takes one of those names, and
+    /// two items wanting the same module.
+    fn check_generated_names(&mut self, camel: &HashMap<(Vec<String>, String), (usize, String, Span)>) {
+        let mut modules: HashMap<(Vec<String>, String), (usize, String, Span)> = HashMap::new();
+        let mut errors = Vec::new();
+        for (fi, input) in self.inputs.iter().enumerate() {
+            let pkg = self.packages[fi].clone();
+            for item in &input.ast.items {
+                let (name, module_wanted, kind) = match item {
+                    ast::Item::Service(s) => (&s.name, true, "service"),
+                    ast::Item::Message(m) => (&m.name, m.members.iter().any(|x| matches!(x, ast::Member::Oneof(_))), "message"),
+                    ast::Item::Enum(_) => continue,
+                };
+                let rust = names::upper_camel_case(&name.name);
+                if let ast::Item::Service(_) = item {
+                    for suffix in ["Server", "Client", "GroupClient"] {
+                        let generated = format!("{rust}{suffix}");
+                        if let Some((ff, other, span)) = camel.get(&(pkg.clone(), generated.clone())) {
+                            errors.push((
+                                *ff,
+                                *span,
+                                format!("`{other}` collides with the `{generated}` generated for service `{}`", name.name),
+                                format!("service `{}` (at {}) generates `{generated}`: rename one of them", name.name, self.place(*ff, fi, name.span)),
+                            ));
+                        }
+                    }
+                }
+                if module_wanted {
+                    let module = names::snake_case(&name.name);
+                    if let Some((ff, other, span)) = modules.get(&(pkg.clone(), module.clone())) {
+                        if *other == name.name {
+                            // Same name twice: already reported as a duplicate.
+                            continue;
+                        }
+                        errors.push((
+                            fi,
+                            name.span,
+                            format!("{kind} `{}` and `{other}` both need the Rust module `{module}`", name.name),
+                            format!("`{other}` is at {}: rename one of them", self.place(fi, *ff, *span)),
+                        ));
+                    } else {
+                        modules.insert((pkg.clone(), module), (fi, name.name.clone(), name.span));
+                    }
+                }
+            }
+        }
+        // A package `a.b` next to an item wanting module `b` inside package `a`.
+        for (fi, pkg) in self.packages.iter().enumerate() {
+            if let Some((last, parent)) = pkg.split_last() {
+                if let Some((ff, other, span)) = modules.get(&(parent.to_vec(), last.clone())) {
+                    errors.push((
+                        *ff,
+                        *span,
+                        format!("`{other}` needs the Rust module `{last}`, which is also the module of package `{}`", pkg.join(".")),
+                        format!("package `{}` is declared in {}: rename one of them", pkg.join("."), self.inputs[fi].path.display()),
+                    ));
+                }
+            }
+        }
+        errors.sort_by_key(|e| (e.0, e.1.start));
+        errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2);
+        for (fi, span, msg, label) in errors {
+            self.err(fi, span, msg, label);
         }
     }
 
@@ -735,6 +809,12 @@ impl<'a> Resolver<'a> {
             } else {
                 by_name.insert(name, m.name.span);
                 let _ = self.check_rust_name(fi, &m.name, "method", &mut by_rust, names::snake_case(name), "snake_case");
+                let rust = names::snake_case(name);
+                if RESERVED_STUB_METHODS.contains(&rust.as_str()) {
+                    let label = format!("it becomes `{rust}`, which the generated client stubs define themselves");
+                    self.err(fi, m.name.span, format!("method `{name}` cannot be used in Rust"), label);
+                    ok = false;
+                }
                 let id = model::method_id(&package, &s.name.name, name);
                 if let Some((other, span)) = by_id.get(&id) {
                     let label = format!("`{other}` (at {}) has the same id: rename one of them", self.place(fi, fi, *span));

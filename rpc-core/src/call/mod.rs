@@ -18,7 +18,9 @@ mod deferred;
 mod group;
 
 pub use deferred::Deferred;
-pub use group::{Completion, GroupCall, GroupClient, GroupOutcome, MemberOutcome, MemberResult};
+pub use group::{
+    Completion, GroupCall, GroupClient, GroupOutcome, GroupStream, MemberOutcome, MemberResult, Stragglers,
+};
 
 use crate::error::{CallError, Error, Raisable};
 use crate::service::{Metadata, MethodInfo, Protocol, ServiceInfo, Style};

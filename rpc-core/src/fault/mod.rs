@@ -79,6 +79,10 @@ pub enum FaultError {
     Closed,
 }
 
+/// The longest delay or reorder hold applied; longer settings are refused
+/// by [`FaultConfig::validate`] and capped by [`FaultConfig::clamped`].
+pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+
 /// How long a datagram is delayed: uniformly between `min` and `max`
 /// (both included), drawn per datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,14 +121,15 @@ impl Delay {
         self.max.is_zero()
     }
 
-    /// The delay for a uniform draw `u` in `0.0..1.0`.
+    /// The delay for a uniform draw `u` in `0.0..1.0`, at most [`MAX_DELAY`].
     fn at(&self, u: f64) -> Duration {
-        if self.max <= self.min {
-            return self.min;
+        let (min, max) = (self.min.min(MAX_DELAY), self.max.min(MAX_DELAY));
+        if max <= min {
+            return min;
         }
-        let span = (self.max - self.min).as_nanos() as f64;
+        let span = (max - min).as_nanos() as f64;
         // `u < 1`, so this stays within the span; the cast saturates anyway.
-        self.min + Duration::from_nanos((span * u) as u64)
+        min + Duration::from_nanos((span * u) as u64)
     }
 }
 
@@ -223,11 +228,28 @@ impl FaultConfig {
         self.loss <= 0.0 && self.duplicate <= 0.0 && self.reorder <= 0.0 && self.delay.is_zero()
     }
 
-    /// Checks the probabilities and the delay range.
+    /// This configuration with every setting brought into range:
+    /// probabilities to `0..=1` (NaN to 0), delays and the hold to at most
+    /// [`MAX_DELAY`], a reversed delay range put the right way round.
+    pub fn clamped(&self) -> FaultConfig {
+        let p = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        let d = |v: Duration| v.min(MAX_DELAY);
+        FaultConfig {
+            loss: p(self.loss),
+            duplicate: p(self.duplicate),
+            reorder: p(self.reorder),
+            reorder_hold: d(self.reorder_hold),
+            delay: Delay::uniform(d(self.delay.min), d(self.delay.max)),
+            seed: self.seed,
+        }
+    }
+
+    /// Checks the probabilities, the delay range and the hold.
     ///
     /// # Errors
     /// [`FaultError::Probability`] for a probability outside `0..=1` (or
-    /// NaN), [`FaultError::Delay`] when `delay.min > delay.max`.
+    /// NaN), [`FaultError::Delay`] when `delay.min > delay.max`,
+    /// [`FaultError::Config`] for a delay or hold above [`MAX_DELAY`].
     pub fn validate(&self) -> Result<(), FaultError> {
         for (name, value) in [("loss", self.loss), ("duplicate", self.duplicate), ("reorder", self.reorder)] {
             if !(0.0..=1.0).contains(&value) {
@@ -236,6 +258,9 @@ impl FaultConfig {
         }
         if self.delay.min > self.delay.max {
             return Err(FaultError::Delay { min: self.delay.min, max: self.delay.max });
+        }
+        if self.delay.max > MAX_DELAY || self.reorder_hold > MAX_DELAY {
+            return Err(FaultError::Config("delays and reorder holds are limited to one hour"));
         }
         Ok(())
     }

@@ -173,6 +173,9 @@ impl FaultProxy {
     ///
     /// # Errors
     /// An invalid configuration, or a socket that cannot be bound.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing runs until the proxy is returned.
     pub async fn loopback(upstream: SocketAddr, config: ProxyConfig) -> Result<FaultProxy, FaultError> {
         FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), upstream, config).await
     }
@@ -182,6 +185,9 @@ impl FaultProxy {
     ///
     /// # Errors
     /// An invalid configuration, or a socket that cannot be bound.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing runs until the proxy is returned.
     pub async fn start(
         listen: SocketAddr,
         upstream: SocketAddr,
@@ -246,6 +252,9 @@ impl FaultProxy {
 
     /// Stops the proxy: datagrams still queued are dropped, every socket is
     /// closed. Returns the final counters.
+    ///
+    /// # Cancel safety
+    /// Dropping the future still stops the proxy (without waiting).
     pub async fn shutdown(mut self) -> ProxyStats {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -322,8 +331,8 @@ impl Engine {
             for deadline in [self.c2s.next_deadline(), self.s2c.next_deadline()].into_iter().flatten() {
                 wake = wake.min(deadline);
             }
+            // Unbiased: a flood one way must not starve the other way.
             tokio::select! {
-                biased;
                 _ = &mut stop => break,
                 changed = faults.changed() => {
                     if changed.is_err() {

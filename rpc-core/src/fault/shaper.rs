@@ -4,7 +4,7 @@
 //! It does no I/O and reads no clock: the caller passes `now`, pushes what
 //! arrives and pops what is ready, and sleeps until [`Shaper::next_deadline`].
 
-use super::{Decider, FaultConfig, FaultCounters};
+use super::{Decider, FaultConfig, FaultCounters, MAX_DELAY};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ impl<T: Clone> Shaper<T> {
                 }
                 return;
             }
-            let hold = self.decider.config().reorder_hold;
+            let hold = self.decider.config().reorder_hold.min(MAX_DELAY);
             let mut copies = vec![(at, item)];
             copies.extend(copy);
             self.held = Some(Held { copies, deadline: at + hold });

@@ -369,6 +369,10 @@ impl Engine {
                             && env.incarnation != self.incarnation
                         {
                             Decision::Restarted
+                        } else if !oneway && !env.idempotent && env.attempt > 1 && h.may_have_forgotten(session, arrival) {
+                            // Its session may have been forgotten with this
+                            // request's reply (max_sessions): do not run it again.
+                            Decision::Evicted
                         } else if self.is_stopping() {
                             Decision::ShuttingDown
                         } else {

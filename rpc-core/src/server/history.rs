@@ -204,6 +204,9 @@ pub struct History {
     evicted: EvictionCounts,
     sessions_forgotten: u64,
     sessions_evicted: u64,
+    /// When a session holding stored replies was last forgotten because of
+    /// `max_sessions`.
+    last_reply_session_eviction: Option<Instant>,
 }
 
 /// Sizes of the history at one moment.
@@ -234,7 +237,16 @@ impl History {
             evicted: EvictionCounts::default(),
             sessions_forgotten: 0,
             sessions_evicted: 0,
+            last_reply_session_eviction: None,
         }
+    }
+
+    /// Whether `session` is unknown but may have been forgotten with stored
+    /// replies: a session holding replies was evicted by `max_sessions`
+    /// less than one ttl ago.
+    pub(crate) fn may_have_forgotten(&self, session: u64, now: Instant) -> bool {
+        !self.sessions.contains_key(&session)
+            && self.last_reply_session_eviction.is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
     }
 
     /// The limits.
@@ -359,7 +371,7 @@ impl History {
         now: Instant,
     ) -> Result<(), RegisterError> {
         if !self.sessions.contains_key(&session) {
-            if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session() {
+            if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session(now) {
                 return Err(RegisterError::TooManySessions);
             }
             let mut fresh = Session::new(now);
@@ -520,7 +532,7 @@ impl History {
 
     /// Forgets the least recently active session that has no running
     /// request. Returns whether one was forgotten.
-    fn forget_one_session(&mut self) -> bool {
+    fn forget_one_session(&mut self, now: Instant) -> bool {
         // Each live session has exactly one live record; a session with a
         // running request is re-queued once, so this visits each at most twice.
         let mut budget = self.activity.len() + self.sessions.len();
@@ -539,6 +551,9 @@ impl History {
                 continue;
             }
             if let Some(s) = self.sessions.remove(&id) {
+                if s.completed > 0 {
+                    self.last_reply_session_eviction = Some(now);
+                }
                 self.completed -= s.completed;
                 self.bytes -= s.bytes;
                 self.evicted.session_limit += s.completed as u64;
@@ -551,6 +566,9 @@ impl History {
         let victim = self.sessions.iter().find(|(_, s)| s.in_progress == 0).map(|(&id, _)| id);
         match victim.and_then(|id| self.sessions.remove(&id)) {
             Some(s) => {
+                if s.completed > 0 {
+                    self.last_reply_session_eviction = Some(now);
+                }
                 self.completed -= s.completed;
                 self.bytes -= s.bytes;
                 self.evicted.session_limit += s.completed as u64;

@@ -4,13 +4,13 @@
 //! from a seed, by the same code as [`crate::fault::FaultProxy`].
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use rpc_core::fault::FaultConfig;
 //! use rpc_core::transport::{mem::MemNetwork, DatagramSocket};
 //!
 //! let net = MemNetwork::new();
-//! let server = net.bind("127.0.0.1:4000".parse().unwrap())?;
-//! let client = net.bind("127.0.0.1:0".parse().unwrap())?; // an ephemeral port
+//! let server = net.bind("127.0.0.1:4000".parse()?)?;
+//! let client = net.bind("127.0.0.1:0".parse()?)?; // an ephemeral port
 //! net.set_link_faults(client.local_addr()?, server.local_addr()?, FaultConfig::seeded(1).duplicate(1.0));
 //! client.send_to(b"hi", server.local_addr()?).await?;
 //! let mut buf = [0u8; 16];
@@ -164,6 +164,7 @@ impl MemNetwork {
 
     /// An empty network whose links all apply `faults` (each link's
     /// generator seeded from `faults.seed` and the link's two addresses).
+    /// Out-of-range settings are clamped (see [`FaultConfig::clamped`]).
     pub fn with_faults(faults: FaultConfig) -> MemNetwork {
         let net = MemNetwork::new();
         net.set_default_faults(faults);
@@ -178,8 +179,10 @@ impl MemNetwork {
 
     /// Sets the faults of every link not configured with
     /// [`MemNetwork::set_link_faults`], now and later; existing links restart
-    /// their generators.
+    /// their generators. Out-of-range settings are clamped (see
+    /// [`FaultConfig::clamped`]).
     pub fn set_default_faults(&self, faults: FaultConfig) {
+        let faults = faults.clamped();
         let mut state = self.state();
         for (to, incoming) in state.links.iter_mut() {
             for (from, link) in incoming.iter_mut().filter(|(_, l)| !l.explicit) {
@@ -190,11 +193,13 @@ impl MemNetwork {
     }
 
     /// Sets the faults of datagrams from `from` to `to` (one direction; the
-    /// generator is seeded with `faults.seed` as is).
+    /// generator is seeded with `faults.seed` as is). The link need not
+    /// be in use yet. Out-of-range settings are clamped (see
+    /// [`FaultConfig::clamped`]).
     pub fn set_link_faults(&self, from: SocketAddr, to: SocketAddr, faults: FaultConfig) {
         let mut state = self.state();
         let link = state.link(from, to);
-        link.shaper.set_config(faults);
+        link.shaper.set_config(faults.clamped());
         link.explicit = true;
     }
 
