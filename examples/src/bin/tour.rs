@@ -657,6 +657,10 @@ fn group_summary<E: std::fmt::Debug>(outcome: &rpc_core::GroupOutcome<Count, E>)
                 MemberResult::Error(e) => format!("error {e}"),
                 MemberResult::Timeout => "timeout".into(),
                 MemberResult::Cancelled => "not needed".into(),
+                MemberResult::Unreachable(e) => format!("unreachable ({e})"),
+                MemberResult::Accepted => "accepted".into(),
+                MemberResult::Sent => "sent".into(),
+                other => format!("{other:?}"),
             };
             format!("{}: {what}", m.member)
         })
