@@ -8,11 +8,104 @@
 //! non-idempotent calls run at most once), and the call styles
 //! synchronous, asynchronous, deferred-synchronous, one-way and multicast.
 //!
+//! # From IDL to a call
+//!
+//! 1. Declare the interface (`idl/demo.idl`, abridged):
+//!
+//! ```text
+//! package demo.v1;
+//! message Amount { sint64 delta = 1; }
+//! message Count { int64 value = 1; uint64 executions = 2; }
+//! message Overdrawn { int64 balance = 1; int64 requested = 2; }
+//! service Counter {
+//!   rpc Increment(Amount) returns (Count);                  // at most once (RR + history)
+//!   rpc Withdraw(Amount) returns (Count) raises (Overdrawn);  // typed error
+//!   rpc Compute(Work) returns (Count) [style = deferred, protocol = RRA];
+//!   oneway rpc Nudge(Amount);                                // R: no reply
+//!   ...
+//! }
+//! ```
+//!
+//! 2. Generate the Rust, either from `build.rs` with
+//!    `rpc_codegen::Builder::new().compile(&["idl/demo.idl"])` and
+//!    `rpc_core::include_idl!("demo");` in the crate, or with the macro
+//!    [`idl!`], which expands to the same code.
+//! 3. Implement the generated trait, serve it, and call it through the
+//!    generated client stub:
+//!
+//! ```
+//! rpc_core::idl!("../idl/demo.idl");
+//! use demo::v1::{Amount, Blob, Count, Counter, CounterClient, CounterServer, Empty, Overdrawn, Work};
+//! use rpc_core::{CallContext, Client, MethodError, Status};
+//! use std::sync::atomic::{AtomicI64, Ordering};
+//!
+//! #[derive(Default)]
+//! struct MyCounter(AtomicI64);
+//!
+//! impl Counter for MyCounter {
+//!     async fn increment(&self, _: CallContext, r: Amount) -> Result<Count, Status> {
+//!         Ok(Count { value: self.0.fetch_add(r.delta, Ordering::SeqCst) + r.delta, executions: 0 })
+//!     }
+//!     async fn increment_acked(&self, ctx: CallContext, r: Amount) -> Result<Count, Status> {
+//!         self.increment(ctx, r).await
+//!     }
+//!     async fn get(&self, _: CallContext, _: Empty) -> Result<Count, Status> {
+//!         Ok(Count { value: self.0.load(Ordering::SeqCst), executions: 0 })
+//!     }
+//!     async fn withdraw(&self, _: CallContext, r: Amount) -> Result<Count, MethodError<Overdrawn>> {
+//!         let balance = self.0.load(Ordering::SeqCst);
+//!         Err(MethodError::raised(Overdrawn { balance, requested: r.delta }))
+//!     }
+//!     async fn slow(&self, ctx: CallContext, w: Work) -> Result<Count, Status> {
+//!         self.increment(ctx, Amount { delta: w.delta }).await
+//!     }
+//!     async fn compute(&self, ctx: CallContext, w: Work) -> Result<Count, Status> {
+//!         self.increment(ctx, Amount { delta: w.delta }).await
+//!     }
+//!     async fn nudge(&self, _: CallContext, r: Amount) -> Result<(), Status> {
+//!         self.0.fetch_add(r.delta, Ordering::SeqCst);
+//!         Ok(())
+//!     }
+//!     async fn echo(&self, _: CallContext, b: Blob) -> Result<Blob, Status> {
+//!         Ok(b)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Serve it over UDP on loopback ...
+//! let server = rpc_core::server::Server::builder()
+//!     .add_service(CounterServer::new(MyCounter::default()))
+//!     .serve_udp("127.0.0.1:0")
+//!     .await?;
+//! // ... and call it: one channel (session) multiplexes every call.
+//! let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
+//! let counter = CounterClient::new(Client::new(channel));
+//!
+//! let count = counter.increment(Amount { delta: 5 }).await?;            // synchronous, at most once
+//! assert_eq!(count.value, 5);
+//! let err = counter.withdraw(Amount { delta: 100 }).await.unwrap_err();  // typed `raises`
+//! assert_eq!(err.raised().map(|o| o.balance), Some(5));
+//! let handle = counter.compute(Work { millis: 0, delta: 1 }).await?;    // deferred: a handle at ACCEPT
+//! assert_eq!(handle.await?.value, 6);
+//! counter.nudge(Amount { delta: 1 }).await?;                            // one-way: returns once sent
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The semantics are specified in `shared/SEMANTICS.md`; the modules:
 //! - [`status`], [`error`]: what can go wrong, with gRPC's codes;
 //! - [`service`]: what a server hosts ([`Service`], [`CallContext`]);
 //! - [`call`]: the caller's side ([`Client`], [`Call`], [`Deferred`],
-//!   [`GroupClient`]), independent of the transport.
+//!   [`GroupClient`]), independent of the transport;
+//! - [`envelope`]: the wire message (`idl/rpc/envelope.idl`);
+//! - [`server`]: the transport-agnostic engine (duplicate filtering, reply
+//!   history, incarnation) and its doors;
+//! - [`client`]: the UDP channel (retransmission with an adaptive timeout,
+//!   RRA acknowledgements, deferred results that survive loss);
+//! - [`multicast`]: one call to a group over IP multicast;
+//! - [`transport`]: datagram sockets, including an in-memory network;
+//! - [`fault`]: a seeded fault-injecting UDP proxy for testing services.
 #![forbid(unsafe_code)]
 
 pub mod call;

@@ -657,6 +657,10 @@ fn group_summary<E: std::fmt::Debug>(outcome: &rpc_core::GroupOutcome<Count, E>)
                 MemberResult::Error(e) => format!("error {e}"),
                 MemberResult::Timeout => "timeout".into(),
                 MemberResult::Cancelled => "not needed".into(),
+                MemberResult::Unreachable(e) => format!("unreachable ({e})"),
+                MemberResult::Accepted => "accepted".into(),
+                MemberResult::Sent => "sent".into(),
+                other => format!("{other:?}"),
             };
             format!("{}: {what}", m.member)
         })
@@ -719,7 +723,99 @@ async fn multicast(report: &mut Report) -> anyhow::Result<()> {
         Err(format!("{}; complete {}, member executions consistent {consistent}", group_summary(&quorum), quorum.complete))
     };
     row("Increment(+1) quorum(2)", "RR", result, latency, retx(&channels) - before);
+
+    // Splitting work: each member holds its own shard (loaded by unicast),
+    // `all` gathers the parts and the caller merges them.
+    for (i, channel) in channels.iter().enumerate() {
+        let shard = CounterClient::new(Client::new(channel.clone()));
+        shard.increment(Amount { delta: 10 * (i as i64 + 1) }).await.map_err(|e| anyhow!("loading shard {i}: {e}"))?;
+    }
+    let expected: i64 = servers.iter().map(|(_, c)| c.value()).sum();
+    let (before, start) = (retx(&channels), Instant::now());
+    let parts = stub.get(Empty {}).all().timeout(Duration::from_secs(5)).await;
+    let total: i64 = parts.replies().map(|(_, c)| c.value).sum();
+    let result = if parts.complete && parts.successes() == 3 && total == expected {
+        Ok(format!("merged sum {total} = sum of the shards; {}", group_summary(&parts)))
+    } else {
+        Err(format!("merged {total}, expected {expected}; {}", group_summary(&parts)))
+    };
+    row("Get() all, split work merged", "RR", result, start.elapsed(), retx(&channels) - before);
+
+    // One-way and asynchronous multicast.
+    let executions = |servers: &[(ServerHandle, Arc<CounterService>)]| servers.iter().map(|(_, c)| c.executions()).sum::<u64>();
+    let (before_runs, start) = (executions(&servers), Instant::now());
+    let sent = stub.nudge(Amount { delta: 0 }).timeout(Duration::from_secs(2)).await;
+    let latency = start.elapsed();
+    let all_sent = sent.members.iter().all(|m| matches!(m.result, MemberResult::Sent));
+    let arrived = wait_for(Duration::from_secs(2), || executions(&servers) >= before_runs + 3).await;
+    let result = if all_sent && arrived {
+        Ok(format!("sent to 3, none awaited; all 3 ran it ({})", sent_summary(&sent)))
+    } else {
+        Err(format!("all sent {all_sent}, all ran {arrived}; {}", sent_summary(&sent)))
+    };
+    row("Nudge(0) one-way", "R", result, latency, 0);
+
+    let (before_runs, start) = (executions(&servers), Instant::now());
+    let accepted = stub.slow(Work { millis: 150, delta: 0 }).all().timeout(Duration::from_secs(5)).await;
+    let latency = start.elapsed();
+    let all_accepted = accepted.members.iter().all(|m| matches!(m.result, MemberResult::Accepted));
+    let early = latency < Duration::from_millis(150) && executions(&servers) == before_runs;
+    let finished = wait_for(Duration::from_secs(3), || executions(&servers) >= before_runs + 3).await;
+    let result = if all_accepted && early && finished {
+        Ok(format!("3 accepted before the 150 ms handlers finished; {}", group_summary(&accepted)))
+    } else {
+        Err(format!("accepted {all_accepted}, early {early}, finished {finished}; {}", group_summary(&accepted)))
+    };
+    row("Slow(150 ms) async", "RR", result, latency, 0);
+
+    // A dead member (nothing listens on its port) never blocks `first` or
+    // `quorum`, and shows as unreachable in an `all` outcome.
+    let dead_addr = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let mut dead_config = ChannelConfig::default();
+    dead_config.default_retries = 2;
+    dead_config.initial_rto = Duration::from_millis(20);
+    let dead = UdpChannel::connect_with(dead_addr, dead_config).await?;
+    stub.group().add("dead", Client::new(dead));
+    let start = Instant::now();
+    let quick = stub.get(Empty {}).quorum(3).timeout(Duration::from_secs(5)).await;
+    let latency = start.elapsed();
+    let result = if quick.complete && quick.successes() == 3 && latency < Duration::from_secs(1) {
+        Ok(format!("not held up by the dead member; {}", group_summary(&quick)))
+    } else {
+        Err(format!("complete {} in {latency:?}; {}", quick.complete, group_summary(&quick)))
+    };
+    row("Get() quorum(3), 1 of 4 dead", "RR", result, latency, 0);
+    let start = Instant::now();
+    let everyone = stub.get(Empty {}).all().timeout(Duration::from_secs(5)).await;
+    let dead_shown = everyone.member("dead").is_some_and(|m| matches!(m.result, MemberResult::Unreachable(_) | MemberResult::Timeout));
+    let result = if dead_shown && everyone.successes() == 3 {
+        Ok(group_summary(&everyone))
+    } else {
+        Err(format!("dead member shown {dead_shown}; {}", group_summary(&everyone)))
+    };
+    row("Get() all, 1 of 4 dead", "RR", result, start.elapsed(), 0);
+    stub.group().remove("dead");
     Ok(())
+}
+
+fn sent_summary(outcome: &rpc_core::GroupOutcome<(), Never>) -> String {
+    let members: Vec<String> = outcome.members.iter().map(|m| format!("{}: {:?}", m.member, m.result)).collect();
+    members.join(", ")
+}
+
+/// Polls `done` every 2 ms until it holds or `limit` passes.
+async fn wait_for(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
 }
 
 /// The server crashes while a call's reply is lost, and restarts on the
