@@ -102,9 +102,12 @@
 //! - [`server`]: the transport-agnostic engine (duplicate filtering, reply
 //!   history, incarnation) and its doors;
 //! - [`client`]: the UDP channel (retransmission with an adaptive timeout,
-//!   RRA acknowledgements, deferred results that survive loss);
+//!   RRA acknowledgements, deferred results that survive loss) and the TCP
+//!   channel (the same exchange over a reconnecting framed connection);
 //! - [`multicast`]: one call to a group over IP multicast;
-//! - [`transport`]: datagram sockets, including an in-memory network;
+//! - [`transport`]: datagram sockets, including an in-memory network, and
+//!   the length-delimited framing of TCP;
+//! - `tls` (feature `tls`): rustls configurations for TCP doors and channels;
 //! - [`fault`]: a seeded fault-injecting UDP proxy for testing services.
 #![forbid(unsafe_code)]
 
