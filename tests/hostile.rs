@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rpc_core::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use rpc_core::server::{HistoryConfig, Server};
-use rpc_tests::demo::{counter, Amount, Count};
+use rpc_tests::demo::{counter, Amount};
 use rpc_tests::*;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
