@@ -12,7 +12,9 @@
 //! - [`status`], [`error`]: what can go wrong, with gRPC's codes;
 //! - [`service`]: what a server hosts ([`Service`], [`CallContext`]);
 //! - [`call`]: the caller's side ([`Client`], [`Call`], [`Deferred`],
-//!   [`GroupClient`]), independent of the transport.
+//!   [`GroupClient`]), independent of the transport;
+//! - `grpc` (feature `grpc`, on by default): the gRPC face of every service
+//!   and a gRPC channel for every client.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -20,6 +22,8 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod fault;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod server;
 pub mod service;
 pub mod status;
