@@ -64,6 +64,9 @@ impl Default for GrpcClientConfig {
     }
 }
 
+/// A transport failure this close to the deadline is the deadline.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
+
 const PEER_UNKNOWN: u8 = 0;
 const PEER_OURS: u8 = 1;
 const PEER_FOREIGN: u8 = 2;
@@ -339,6 +342,11 @@ impl Call {
                     return Ok(Answer { result: Err(ours), accepted: false, attempt });
                 }
                 Err(status) => {
+                    // A server resets the stream at the deadline (gRPC's
+                    // own servers do): that is the deadline, not a failure.
+                    if self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d) {
+                        return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
+                    }
                     let foreign = self.inner.peer.load(Ordering::Relaxed) == PEER_FOREIGN;
                     let may_retry = options.idempotent || !foreign || !self.inner.config.session_metadata;
                     tracing::debug!(status = %status, attempt, "grpc call failed in transport");
