@@ -46,7 +46,7 @@ async fn raw(
         request.metadata_mut().insert(*k, v.parse().unwrap());
     }
     grpc.ready().await.unwrap();
-    let response = grpc.unary(request, PathAndQuery::from_static(path), BytesCodec).await?;
+    let response = grpc.unary(request, PathAndQuery::from_static(path), BytesCodec::default()).await?;
     let meta = response.metadata().clone();
     Ok((response.into_inner(), meta))
 }

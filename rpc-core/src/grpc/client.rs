@@ -317,7 +317,7 @@ impl Call {
             let path = self.path.clone();
             let call = async move {
                 grpc.ready().await.map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-                grpc.unary(request, path, BytesCodec).await
+                grpc.unary(request, path, BytesCodec::default()).await
             };
             sent += 1;
             let result = match self.deadline {

@@ -7,8 +7,12 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// A tonic codec whose messages are already-encoded protobuf bytes.
+/// (Not a unit struct: tonic-build's output constructs codecs with
+/// `Default::default()`.)
 #[derive(Debug, Clone, Copy, Default)]
-pub struct BytesCodec;
+pub struct BytesCodec {
+    _private: (),
+}
 
 impl Codec for BytesCodec {
     type Encode = Bytes;
@@ -17,11 +21,11 @@ impl Codec for BytesCodec {
     type Decoder = BytesCodec;
 
     fn encoder(&mut self) -> Self::Encoder {
-        BytesCodec
+        BytesCodec::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        BytesCodec
+        BytesCodec::default()
     }
 }
 

@@ -348,7 +348,7 @@ impl tower::Service<http::Request<Body>> for GenericRoute {
         };
         let svc = DoorMethod { door: self.door.clone(), method };
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(BytesCodec)
+            let mut grpc = tonic::server::Grpc::new(BytesCodec::default())
                 .apply_max_message_size_config(Some(MAX_MESSAGE_LEN), Some(MAX_MESSAGE_LEN));
             Ok(grpc.unary(svc, request).await)
         })
