@@ -2,7 +2,7 @@
 //! client can call any gRPC server (ours or another implementation's).
 
 use super::codec::BytesCodec;
-use super::metadata::{self as md, put};
+use super::metadata::{self as md, put_static, put_u64};
 use super::status::from_tonic;
 use crate::call::{Channel, Invocation, Outcome, RawResult};
 use crate::envelope::SERVER_RESTARTED;
@@ -244,32 +244,34 @@ impl Call {
     fn request(&self, attempt: u32, want_accept: bool, collect: bool) -> tonic::Request<Bytes> {
         let mut request = tonic::Request::new(self.invocation.payload.clone());
         let meta = request.metadata_mut();
-        *meta = self.metadata.clone();
+        if !self.metadata.is_empty() {
+            *meta = self.metadata.clone();
+        }
         let options = &self.invocation.options;
         if self.inner.config.session_metadata {
-            put(meta, md::SESSION, self.inner.session);
-            put(meta, md::REQUEST_ID, self.request_id);
-            put(meta, md::ATTEMPT, attempt);
+            put_u64(meta, md::SESSION, self.inner.session);
+            put_u64(meta, md::REQUEST_ID, self.request_id);
+            put_u64(meta, md::ATTEMPT, u64::from(attempt));
             let incarnation = self.inner.incarnation.load(Ordering::Relaxed);
             if incarnation != 0 {
-                put(meta, md::INCARNATION, incarnation);
+                put_u64(meta, md::INCARNATION, incarnation);
             }
             let floor = self.inner.acks.lock().unwrap_or_else(PoisonError::into_inner).floor;
             if floor > 0 {
-                put(meta, md::ACK_UP_TO, floor);
+                put_u64(meta, md::ACK_UP_TO, floor);
             }
             match options.protocol {
-                Protocol::R => put(meta, md::PROTOCOL, "R"),
-                Protocol::RRA => put(meta, md::PROTOCOL, "RRA"),
+                Protocol::R => put_static(meta, md::PROTOCOL, "R"),
+                Protocol::RRA => put_static(meta, md::PROTOCOL, "RRA"),
                 Protocol::RR => {}
             }
             // Collecting a deferred result must look the request up in the
             // history, never run it again.
             if options.idempotent && !collect {
-                put(meta, md::IDEMPOTENT, 1);
+                put_static(meta, md::IDEMPOTENT, "1");
             }
             if want_accept {
-                put(meta, md::ACCEPT, 1);
+                put_static(meta, md::ACCEPT, "1");
             }
             if !self.invocation.instance.is_empty() {
                 if let Ok(v) = tonic::metadata::MetadataValue::try_from(self.invocation.instance.as_str()) {

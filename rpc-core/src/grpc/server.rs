@@ -10,7 +10,7 @@
 //! method gets UNIMPLEMENTED.
 
 use super::codec::BytesCodec;
-use super::metadata::{self as md, get_str, get_u64, put};
+use super::metadata::{self as md, get_str, get_u64, put_static, put_u64};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::server::{Engine, ReplySink, ServerError};
@@ -136,15 +136,15 @@ impl Door {
         match result {
             Ok((reply, accepted)) => {
                 let mut response = tonic::Response::new(reply);
-                put(response.metadata_mut(), md::INCARNATION, incarnation);
+                put_u64(response.metadata_mut(), md::INCARNATION, incarnation);
                 if accepted {
-                    put(response.metadata_mut(), md::ACCEPTED, 1);
+                    put_static(response.metadata_mut(), md::ACCEPTED, "1");
                 }
                 Ok(response)
             }
             Err(status) => {
                 let mut status = to_tonic(&status);
-                put(status.metadata_mut(), md::INCARNATION, incarnation);
+                put_u64(status.metadata_mut(), md::INCARNATION, incarnation);
                 Err(status)
             }
         }
