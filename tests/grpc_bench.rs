@@ -14,7 +14,9 @@
 //! - `face/ours idem`: our generated client over `GrpcChannel` -> our face,
 //!   idempotent `Echo` (through the engine, no history);
 //! - `face/ours amo`: the same with a non-idempotent method (`Increment`,
-//!   at-most-once: the engine's duplicate filter and reply history).
+//!   at-most-once: the engine's duplicate filter and reply history);
+//! - `face/ours plain`: our client without session metadata (the face runs
+//!   the handler directly, as for `face/tonic`).
 //!
 //! [`grpc_bench`] is self-contained so that the bench binary can call it.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a by-hand benchmark
@@ -183,6 +185,18 @@ pub async fn grpc_bench() -> Vec<Row> {
         })
         .await,
     );
+    let config = rpc_core::grpc::GrpcClientConfig { session_metadata: false, ..Default::default() };
+    let channel = GrpcChannel::connect(&format!("http://{face_addr}")).await.unwrap().with_config(config);
+    let plain_stub = CounterClient::new(Client::new(channel));
+    rows.push(
+        measure("face/ours plain", || {
+            let (stub, data) = (plain_stub.clone(), payload.clone());
+            async move {
+                assert_eq!(stub.echo(Blob { data }).await.unwrap().data.len(), 64);
+            }
+        })
+        .await,
+    );
     drop(ours);
     rows
 }
@@ -197,5 +211,5 @@ fn grpc_face_vs_plain_tonic() {
         let t: Vec<String> = r.throughput.iter().map(|(_, c)| format!("{c:>12.0}")).collect();
         println!("{:<16} {:>9.1} {}", r.name, r.p50_us, t.join(" "));
     }
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
 }
