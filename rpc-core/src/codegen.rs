@@ -35,6 +35,24 @@ pub mod derive_prelude {
     pub use ::std::result::Result::{Err, Ok};
 }
 
+/// What the generated gRPC face (tonic-build's server, over a
+/// [`Door`](crate::grpc::Door)) names: tonic-build writes `tonic::...` and
+/// `std::...` paths and relies on the prelude, so its module imports
+/// `tonic`, `std` and [`grpc::prelude`](self::grpc::prelude) from here.
+#[cfg(feature = "grpc")]
+pub mod grpc {
+    pub use crate::grpc::{route, BytesCodec, Door, Route};
+    pub use ::std;
+    pub use ::tonic;
+    pub use ::tonic::codegen::async_trait;
+
+    /// The standard prelude, for tonic-build's output under
+    /// `#![no_implicit_prelude]`.
+    pub mod prelude {
+        pub use ::std::prelude::rust_2021::*;
+    }
+}
+
 pub use crate::call::{style, Call, Client, GroupCall, GroupClient, OneWay};
 pub use crate::error::{CallError, MethodError, Never, Raisable};
 pub use crate::service::{CallContext, MethodInfo, Protocol, Service, ServiceInfo, Style};

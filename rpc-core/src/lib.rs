@@ -108,7 +108,9 @@
 //! - [`transport`]: datagram sockets, including an in-memory network, and
 //!   the length-delimited framing of TCP;
 //! - `tls` (feature `tls`): rustls configurations for TCP doors and channels;
-//! - [`fault`]: a seeded fault-injecting UDP proxy for testing services.
+//! - [`fault`]: a seeded fault-injecting UDP proxy for testing services;
+//! - `grpc` (feature `grpc`, on by default): the gRPC face of every service
+//!   and a gRPC channel for every client.
 #![forbid(unsafe_code)]
 
 pub mod call;
@@ -116,6 +118,8 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod fault;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod multicast;
 pub mod server;
 pub mod service;

@@ -166,6 +166,15 @@ pub trait Service: Send + Sync + 'static {
     /// the encoded reply, or a status (typed `raises` errors travel as a
     /// status with details). An unknown id yields [`Code::Unimplemented`](crate::Code::Unimplemented).
     fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
+
+    /// The gRPC face of this service over `door`: generated services return
+    /// their generated tonic server; `None` (the default) serves the
+    /// service through a generic route that finds methods by name.
+    #[cfg(feature = "grpc")]
+    fn grpc_route(&self, door: crate::grpc::Door) -> Option<crate::grpc::Route> {
+        let _ = door;
+        None
+    }
 }
 
 impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
@@ -174,5 +183,9 @@ impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
     }
     fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
         (**self).call(method_id, ctx, request)
+    }
+    #[cfg(feature = "grpc")]
+    fn grpc_route(&self, door: crate::grpc::Door) -> Option<crate::grpc::Route> {
+        (**self).grpc_route(door)
     }
 }

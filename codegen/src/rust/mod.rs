@@ -28,7 +28,12 @@
 //!   method (`clock::GET_TIME`), the trait `Clock`, the dispatcher
 //!   `ClockServer<S>`, the stub `ClockClient` and the multicast stub
 //!   `ClockGroupClient`. Stub methods take the request by value (as tonic).
+//! - Per service, its gRPC face: tonic-build's server module
+//!   `clock_grpc_server` generated from our model (see `grpc`), and
+//!   `Service::grpc_route` on `ClockServer<S>` (needs `rpc-core`'s `grpc`
+//!   feature, on by default).
 
+mod grpc;
 mod names;
 mod service;
 mod types;

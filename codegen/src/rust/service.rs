@@ -12,7 +12,7 @@ use quote::{format_ident, quote};
 
 /// Name of the `MethodInfo` const of `m` in the service module: its name in
 /// `SHOUTY_CASE`, with a `_` suffix if that would be `SERVICE`.
-fn method_const(m: &Method) -> Ident {
+pub(super) fn method_const(m: &Method) -> Ident {
     let name = shouty(&m.name);
     if name == "SERVICE" {
         format_ident!("SERVICE_")
@@ -224,7 +224,7 @@ fn server_trait(cx: &Context<'_>, s: &Service) -> TokenStream {
 }
 
 /// `<Name>Server<S>`: the dispatcher, routing by method id.
-fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
+fn server(cx: &Context<'_>, s: &Service, grpc_route: &TokenStream) -> TokenStream {
     let idl_docs = service_docs(s);
     let trait_name = type_ident(&s.name);
     let bare = trait_name.to_string().trim_start_matches("r#").to_owned();
@@ -327,6 +327,8 @@ fn server(cx: &Context<'_>, s: &Service) -> TokenStream {
             > {
                 #dispatch
             }
+
+            #grpc_route
         }
     }
 }
@@ -470,8 +472,9 @@ fn service_docs(s: &Service) -> TokenStream {
 pub(super) fn service(cx: &Context<'_>, s: &Service) -> TokenStream {
     let info = info_module(cx, s);
     let tr = server_trait(cx, s);
-    let srv = server(cx, s);
+    let (grpc, names) = super::grpc::module(cx.package, s);
+    let srv = server(cx, s, &super::grpc::route_method(&names));
     let cl = client(cx, s);
     let gc = group_client(cx, s);
-    quote! { #info #tr #srv #cl #gc }
+    quote! { #info #tr #srv #cl #gc #grpc }
 }

@@ -160,6 +160,11 @@ impl Engine {
         }
     }
 
+    /// The hosted services (for transports that route by name, like gRPC).
+    pub(crate) fn services(&self) -> impl Iterator<Item = &Arc<dyn Service>> {
+        self.services.values()
+    }
+
     /// This server's incarnation (random, non-zero, new on every start).
     pub fn incarnation(&self) -> u64 {
         self.incarnation

@@ -235,6 +235,19 @@ impl ServerBuilder {
         let engine = self.build()?;
         ServerHandle::start(engine, socket)
     }
+
+    /// Serves over gRPC (HTTP/2) on `addr`; add UDP or TCP doors to the
+    /// returned handle. See [`crate::grpc`].
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], [`ServerError::LocalAddr`], and the
+    /// configuration errors of [`ServerBuilder::serve_on`].
+    #[cfg(feature = "grpc")]
+    pub async fn serve_grpc(self, addr: impl tokio::net::ToSocketAddrs) -> Result<ServerHandle, ServerError> {
+        let engine = self.build()?;
+        let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&engine), addr).await?;
+        Ok(ServerHandle::with_door(engine, local_addr, door))
+    }
 }
 
 fn random_incarnation() -> u64 {
@@ -301,6 +314,18 @@ impl ServerHandle {
         let addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         self.add_door(tokio::spawn(udp::recv_loop(Arc::clone(&self.engine), Arc::new(socket))));
         Ok(addr)
+    }
+
+    /// Serves the same services, with the same engine and history, over
+    /// gRPC (HTTP/2) on `addr` as well. Returns the bound address.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], [`ServerError::LocalAddr`].
+    #[cfg(feature = "grpc")]
+    pub async fn serve_grpc(&self, addr: impl tokio::net::ToSocketAddrs) -> Result<SocketAddr, ServerError> {
+        let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&self.engine), addr).await?;
+        self.add_door(door);
+        Ok(local_addr)
     }
 
     /// The address of the first socket the server serves on.

@@ -1,0 +1,439 @@
+//! [`GrpcChannel`]: a [`Channel`] over gRPC, so that every generated
+//! client can call any gRPC server (ours or another implementation's).
+
+use super::codec::BytesCodec;
+use super::metadata::{self as md, put_static, put_u64};
+use super::status::from_tonic;
+use crate::call::{Channel, Invocation, Outcome, RawResult};
+use crate::envelope::SERVER_RESTARTED;
+use crate::error::Error;
+use crate::service::{Protocol, Style};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::collections::BTreeSet;
+use std::error::Error as _;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel as TonicChannel, Endpoint};
+
+/// Errors of creating a [`GrpcChannel`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrpcError {
+    /// The URI is not valid (`http://host:port`).
+    #[error("invalid grpc uri {0:?}")]
+    InvalidUri(String),
+    /// The server could not be reached.
+    #[error("cannot connect to the grpc server")]
+    Connect(#[source] tonic::transport::Error),
+}
+
+/// Retries and timeouts of a [`GrpcChannel`].
+///
+/// Defaults: 3 retries, backoff from 20 ms doubling up to 1 s, no default
+/// deadline, session metadata sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcClientConfig {
+    /// Attempts after the first when the connection fails (a call's
+    /// `retries` option overrides it).
+    pub retries: u32,
+    /// Pause before the first retry; doubles per retry.
+    pub initial_backoff: Duration,
+    /// Longest pause between retries.
+    pub max_backoff: Duration,
+    /// Deadline of calls that set none.
+    pub default_timeout: Option<Duration>,
+    /// Send the `rpc-*` session metadata (session, request id, attempt,
+    /// ...). Harmless to other gRPC servers, which ignore it.
+    pub session_metadata: bool,
+}
+
+impl Default for GrpcClientConfig {
+    fn default() -> Self {
+        GrpcClientConfig {
+            retries: 3,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(1),
+            default_timeout: None,
+            session_metadata: true,
+        }
+    }
+}
+
+/// A transport failure this close to the deadline is the deadline.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
+
+const PEER_UNKNOWN: u8 = 0;
+const PEER_OURS: u8 = 1;
+const PEER_FOREIGN: u8 = 2;
+
+/// The highest request id up to which every call has ended.
+#[derive(Debug, Default)]
+struct AckFloor {
+    floor: u64,
+    done: BTreeSet<u64>,
+}
+
+impl AckFloor {
+    fn complete(&mut self, id: u64) {
+        if id <= self.floor {
+            return;
+        }
+        self.done.insert(id);
+        while self.done.remove(&(self.floor + 1)) {
+            self.floor += 1;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    channel: TonicChannel,
+    config: GrpcClientConfig,
+    session: u64,
+    next_id: AtomicU64,
+    /// Last incarnation seen in a response (0: none yet).
+    incarnation: AtomicU64,
+    peer: AtomicU8,
+    acks: Mutex<AckFloor>,
+}
+
+/// A [`Channel`] over gRPC (HTTP/2, through tonic).
+///
+/// Each invocation is a unary gRPC call of `/<service full name>/<method>`
+/// with the encoded request as the message. The caller's metadata map
+/// travels as ASCII gRPC metadata (keys lowercase, not `rpc-`/`grpc-`
+/// prefixed, values visible ASCII; anything else is an
+/// [`Error::InvalidCall`]), the deadline as `grpc-timeout`, and the
+/// session fields as `rpc-*` metadata (see [`super::metadata`]), so that our
+/// servers filter duplicates and keep replies: a call whose connection
+/// fails is retried with the same request id and runs at most once.
+///
+/// - Retries happen only when no answer came (connection failure), for
+///   idempotent methods always, for others unless the server is known to
+///   be foreign (it answered without `rpc-incarnation`): a foreign server
+///   has no history, so a retry could run the call twice.
+/// - Asynchronous and deferred calls ask our server to answer at ACCEPT
+///   (`rpc-accept`); a deferred result is then collected by sending the
+///   same request id again, which the server answers from its history. A
+///   foreign server just answers with the result.
+/// - One-way calls are sent in a background task; [`Outcome::Sent`] is
+///   returned at once.
+/// - A retry that reaches a restarted server of ours gets
+///   [`Error::OutcomeUnknown`].
+#[derive(Debug, Clone)]
+pub struct GrpcChannel {
+    inner: Arc<Inner>,
+}
+
+impl GrpcChannel {
+    /// Connects to `uri` (e.g. `http://127.0.0.1:50051`) now.
+    ///
+    /// # Errors
+    /// [`GrpcError::InvalidUri`], [`GrpcError::Connect`].
+    pub async fn connect(uri: &str) -> Result<GrpcChannel, GrpcError> {
+        let channel = endpoint(uri)?.connect().await.map_err(GrpcError::Connect)?;
+        Ok(GrpcChannel::from_channel(channel))
+    }
+
+    /// A channel to `uri` that connects on its first call (and reconnects
+    /// after a failure).
+    ///
+    /// # Errors
+    /// [`GrpcError::InvalidUri`].
+    pub fn lazy(uri: &str) -> Result<GrpcChannel, GrpcError> {
+        Ok(GrpcChannel::from_channel(endpoint(uri)?.connect_lazy()))
+    }
+
+    /// A channel over an existing tonic channel (TLS, load balancing, ...).
+    pub fn from_channel(channel: TonicChannel) -> GrpcChannel {
+        let session = loop {
+            let n: u64 = rand::random();
+            if n != 0 {
+                break n;
+            }
+        };
+        GrpcChannel {
+            inner: Arc::new(Inner {
+                channel,
+                config: GrpcClientConfig::default(),
+                session,
+                next_id: AtomicU64::new(1),
+                incarnation: AtomicU64::new(0),
+                peer: AtomicU8::new(PEER_UNKNOWN),
+                acks: Mutex::new(AckFloor::default()),
+            }),
+        }
+    }
+
+    /// The same connection with other retry settings (and a new session).
+    pub fn with_config(self, config: GrpcClientConfig) -> GrpcChannel {
+        let mut channel = GrpcChannel::from_channel(self.inner.channel.clone());
+        if let Some(inner) = Arc::get_mut(&mut channel.inner) {
+            inner.config = config;
+        }
+        channel
+    }
+
+    /// This client's session id (random, non-zero).
+    pub fn session_id(&self) -> u64 {
+        self.inner.session
+    }
+
+    /// The server incarnation of the last answer (0: none yet, or a foreign
+    /// server).
+    pub fn server_incarnation(&self) -> u64 {
+        self.inner.incarnation.load(Ordering::Relaxed)
+    }
+}
+
+fn endpoint(uri: &str) -> Result<Endpoint, GrpcError> {
+    Endpoint::from_shared(uri.to_owned())
+        .map(|e| e.tcp_nodelay(true))
+        .map_err(|_| GrpcError::InvalidUri(uri.to_owned()))
+}
+
+/// Marks a request id as ended (for the acknowledgement floor) when
+/// dropped, however the call ends.
+struct Ended {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.inner.acks.lock().unwrap_or_else(PoisonError::into_inner).complete(self.id);
+    }
+}
+
+/// What an exchange ended with.
+struct Answer {
+    result: RawResult,
+    accepted: bool,
+    /// The attempt number of the last copy sent.
+    attempt: u32,
+}
+
+/// A request whose answer did not come: the connection failed, or the
+/// client gave up waiting.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    status.metadata().get(md::INCARNATION).is_none()
+        && (status.source().is_some() || (status.code() == tonic::Code::Unavailable && status.metadata().is_empty()))
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer").field("accepted", &self.accepted).field("attempt", &self.attempt).finish()
+    }
+}
+
+struct Call {
+    inner: Arc<Inner>,
+    invocation: Invocation,
+    path: PathAndQuery,
+    metadata: MetadataMap,
+    request_id: u64,
+    deadline: Option<Instant>,
+}
+
+impl Call {
+    fn request(&self, attempt: u32, want_accept: bool, collect: bool) -> tonic::Request<Bytes> {
+        let mut request = tonic::Request::new(self.invocation.payload.clone());
+        let meta = request.metadata_mut();
+        if !self.metadata.is_empty() {
+            *meta = self.metadata.clone();
+        }
+        let options = &self.invocation.options;
+        if self.inner.config.session_metadata {
+            put_u64(meta, md::SESSION, self.inner.session);
+            put_u64(meta, md::REQUEST_ID, self.request_id);
+            put_u64(meta, md::ATTEMPT, u64::from(attempt));
+            let incarnation = self.inner.incarnation.load(Ordering::Relaxed);
+            if incarnation != 0 {
+                put_u64(meta, md::INCARNATION, incarnation);
+            }
+            let floor = self.inner.acks.lock().unwrap_or_else(PoisonError::into_inner).floor;
+            if floor > 0 {
+                put_u64(meta, md::ACK_UP_TO, floor);
+            }
+            match options.protocol {
+                Protocol::R => put_static(meta, md::PROTOCOL, "R"),
+                Protocol::RRA => put_static(meta, md::PROTOCOL, "RRA"),
+                Protocol::RR => {}
+            }
+            // Collecting a deferred result must look the request up in the
+            // history, never run it again.
+            if options.idempotent && !collect {
+                put_static(meta, md::IDEMPOTENT, "1");
+            }
+            if want_accept {
+                put_static(meta, md::ACCEPT, "1");
+            }
+            if !self.invocation.instance.is_empty() {
+                if let Ok(v) = tonic::metadata::MetadataValue::try_from(self.invocation.instance.as_str()) {
+                    meta.insert(md::INSTANCE, v);
+                }
+            }
+        }
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_micros(1));
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(md::format_timeout(left)) {
+                request.metadata_mut().insert(md::GRPC_TIMEOUT, v);
+            }
+        }
+        request
+    }
+
+    fn learn(&self, meta: &MetadataMap) {
+        match md::get_u64(meta, md::INCARNATION) {
+            Some(incarnation) => {
+                self.inner.incarnation.store(incarnation, Ordering::Relaxed);
+                self.inner.peer.store(PEER_OURS, Ordering::Relaxed);
+            }
+            None => {
+                let _ = self.inner.peer.compare_exchange(PEER_UNKNOWN, PEER_FOREIGN, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends the request (again, with the same id, while the connection
+    /// fails and retries are left) until an answer comes.
+    async fn exchange(&self, first_attempt: u32, want_accept: bool, collect: bool) -> Result<Answer, Error> {
+        let options = &self.invocation.options;
+        let retries = options.retries.unwrap_or(self.inner.config.retries);
+        let mut backoff = self.inner.config.initial_backoff;
+        let mut attempt = first_attempt;
+        let mut sent = 0u32;
+        loop {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::DeadlineExceeded { may_have_run: sent > 0 || first_attempt > 1, attempts: sent });
+            }
+            let request = self.request(attempt, want_accept, collect);
+            let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone())
+                .max_decoding_message_size(super::server::MAX_MESSAGE_LEN)
+                .max_encoding_message_size(super::server::MAX_MESSAGE_LEN);
+            let path = self.path.clone();
+            let call = async move {
+                grpc.ready().await.map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+                grpc.unary(request, path, BytesCodec::default()).await
+            };
+            sent += 1;
+            let result = match self.deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent }),
+                },
+                None => call.await,
+            };
+            match result {
+                Ok(response) => {
+                    self.learn(response.metadata());
+                    let accepted = response.metadata().get(md::ACCEPTED).is_some();
+                    return Ok(Answer { result: Ok(response.into_inner()), accepted, attempt });
+                }
+                Err(status) if !is_transport_failure(&status) => {
+                    self.learn(status.metadata());
+                    let ours = from_tonic(&status);
+                    if ours.details_type() == SERVER_RESTARTED {
+                        return Err(Error::OutcomeUnknown);
+                    }
+                    return Ok(Answer { result: Err(ours), accepted: false, attempt });
+                }
+                Err(status) => {
+                    // A server resets the stream at the deadline (gRPC's
+                    // own servers do): that is the deadline, not a failure.
+                    if self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d) {
+                        return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
+                    }
+                    let foreign = self.inner.peer.load(Ordering::Relaxed) == PEER_FOREIGN;
+                    let may_retry = options.idempotent || !foreign || !self.inner.config.session_metadata;
+                    tracing::debug!(status = %status, attempt, "grpc call failed in transport");
+                    if sent > retries || !may_retry || options.protocol == Protocol::R {
+                        return Err(Error::Unreachable { may_have_run: true, attempts: sent });
+                    }
+                    let pause = match self.deadline {
+                        Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
+                        None => backoff,
+                    };
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+impl GrpcChannel {
+    async fn run(self, invocation: Invocation) -> Result<Outcome, Error> {
+        let path_text = format!("/{}/{}", invocation.service.full_name, invocation.method.name);
+        let path = PathAndQuery::try_from(path_text.as_str())
+            .map_err(|_| Error::InvalidCall(format!("not a valid grpc path: {path_text:?}")))?;
+        let mut metadata = MetadataMap::new();
+        md::put_user_metadata(&mut metadata, &invocation.metadata).map_err(|e| Error::InvalidCall(e.to_string()))?;
+        let deadline = invocation
+            .options
+            .deadline
+            .or_else(|| self.inner.config.default_timeout.map(|t| Instant::now() + t));
+        let request_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let ended = Ended { inner: Arc::clone(&self.inner), id: request_id };
+        let style = invocation.options.style;
+        let call = Call { inner: Arc::clone(&self.inner), invocation, path, metadata, request_id, deadline };
+        match style {
+            Style::OneWay => {
+                tokio::spawn(async move {
+                    let _ended = ended;
+                    if let Err(error) = call.exchange(1, false, false).await {
+                        tracing::debug!(%error, "one-way grpc call failed");
+                    }
+                });
+                Ok(Outcome::Sent)
+            }
+            Style::Sync => {
+                let answer = call.exchange(1, false, false).await?;
+                drop(ended);
+                Ok(Outcome::Reply(answer.result))
+            }
+            Style::Async | Style::Deferred => {
+                let answer = call.exchange(1, true, false).await?;
+                if !answer.accepted {
+                    return Ok(Outcome::Reply(answer.result));
+                }
+                let next = answer.attempt + 1;
+                Ok(Outcome::Accepted(Box::pin(async move {
+                    let _ended = ended;
+                    let answer = call.exchange(next, false, true).await?;
+                    Ok(answer.result)
+                })))
+            }
+        }
+    }
+}
+
+impl Channel for GrpcChannel {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
+        Box::pin(self.clone().run(invocation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ack_floor_only_rises_over_contiguous_ids() {
+        let mut a = AckFloor::default();
+        a.complete(2);
+        assert_eq!(a.floor, 0);
+        a.complete(1);
+        assert_eq!(a.floor, 2);
+        a.complete(4);
+        a.complete(3);
+        assert_eq!(a.floor, 4);
+        assert!(a.done.is_empty());
+    }
+}

@@ -1,0 +1,202 @@
+//! What travels in gRPC metadata: the session fields our two ends
+//! exchange (`rpc-*`), the deadline (`grpc-timeout`) and the call's
+//! [`Metadata`] map.
+
+use crate::service::Metadata;
+use std::time::Duration;
+use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
+
+/// Client session id (decimal `u64`). Its presence marks a caller that
+/// speaks our protocol: the call goes through the engine's duplicate
+/// filter and reply history.
+pub const SESSION: &str = "rpc-session";
+/// Request id within the session (decimal).
+pub const REQUEST_ID: &str = "rpc-request-id";
+/// Which copy of the request this is (1 for the first).
+pub const ATTEMPT: &str = "rpc-attempt";
+/// On a request: the server incarnation the client last saw (0 or absent:
+/// none). On a response: the server's incarnation.
+pub const INCARNATION: &str = "rpc-incarnation";
+/// Exchange protocol: `R`, `RR` or `RRA` (absent: `RR`).
+pub const PROTOCOL: &str = "rpc-protocol";
+/// `1` when the method is idempotent (no reply history is kept).
+pub const IDEMPOTENT: &str = "rpc-idempotent";
+/// `1` when the caller continues at the server's ACCEPT (asynchronous and
+/// deferred calls).
+pub const ACCEPT: &str = "rpc-accept";
+/// On a response: `1` when it is an ACCEPT (an empty message sent before
+/// the handler finished), not the result.
+pub const ACCEPTED: &str = "rpc-accepted";
+/// Every reply of this session with an id up to this one has reached the
+/// client: the server may drop them from its history.
+pub const ACK_UP_TO: &str = "rpc-ack-up-to";
+/// Object instance (absent: the default instance).
+pub const INSTANCE: &str = "rpc-instance";
+/// The gRPC deadline header.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Headers that are HTTP/2 or gRPC machinery, never user metadata.
+const RESERVED: [&str; 6] = ["content-type", "te", "user-agent", "content-length", "accept-encoding", "host"];
+
+/// Whether `key` is reserved: ours (`rpc-`), gRPC's (`grpc-`) or HTTP's.
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with("rpc-") || key.starts_with("grpc-") || key.starts_with(':') || RESERVED.contains(&key)
+}
+
+/// The decimal number under `key`, if present and well-formed.
+pub fn get_u64(map: &MetadataMap, key: &str) -> Option<u64> {
+    map.get(key)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The ASCII value under `key`.
+pub fn get_str<'a>(map: &'a MetadataMap, key: &str) -> Option<&'a str> {
+    map.get(key)?.to_str().ok()
+}
+
+/// Inserts `value` under one of the `rpc-*` keys (always valid ASCII).
+pub fn put(map: &mut MetadataMap, key: &'static str, value: impl ToString) {
+    if let Ok(v) = MetadataValue::try_from(value.to_string()) {
+        map.insert(key, v);
+    }
+}
+
+/// Inserts the decimal `value` under one of the `rpc-*` keys (no string
+/// formatting on the hot path).
+pub fn put_u64(map: &mut MetadataMap, key: &'static str, value: u64) {
+    map.insert(key, MetadataValue::from(value));
+}
+
+/// Inserts a static value under one of the `rpc-*` keys.
+pub fn put_static(map: &mut MetadataMap, key: &'static str, value: &'static str) {
+    map.insert(key, MetadataValue::from_static(value));
+}
+
+/// The caller's metadata map: every ASCII entry that is not reserved.
+/// Binary (`-bin`) entries and values that are not visible ASCII are not
+/// part of it (they are skipped, logged at debug).
+pub fn user_metadata(map: &MetadataMap) -> Metadata {
+    let mut out = Metadata::new();
+    for entry in map.iter() {
+        match entry {
+            KeyAndValueRef::Ascii(key, value) => {
+                let key = key.as_str();
+                if is_reserved(key) {
+                    continue;
+                }
+                match value.to_str() {
+                    Ok(v) => {
+                        out.insert(key.to_owned(), v.to_owned());
+                    }
+                    Err(_) => tracing::debug!(key, "metadata value is not visible ASCII; skipped"),
+                }
+            }
+            KeyAndValueRef::Binary(key, _) => tracing::debug!(key = key.as_str(), "binary metadata skipped"),
+        }
+    }
+    out
+}
+
+/// Why a metadata entry cannot travel over gRPC.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// The key is not a valid lowercase ASCII header name, ends in `-bin`,
+    /// or is reserved (`rpc-`, `grpc-`, HTTP headers).
+    #[error("metadata key {0:?} cannot travel over grpc")]
+    Key(String),
+    /// The value is not visible ASCII (0x20..=0x7e).
+    #[error("metadata value of {0:?} is not visible ascii")]
+    Value(String),
+}
+
+/// Adds the caller's metadata to a request's metadata.
+///
+/// # Errors
+/// [`MetadataError`] for the first entry that cannot travel as gRPC ASCII
+/// metadata.
+pub fn put_user_metadata(map: &mut MetadataMap, metadata: &Metadata) -> Result<(), MetadataError> {
+    for (k, v) in metadata {
+        if is_reserved(k) || k.ends_with("-bin") || k.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(MetadataError::Key(k.clone()));
+        }
+        let key = MetadataKey::from_bytes(k.as_bytes()).map_err(|_| MetadataError::Key(k.clone()))?;
+        if !v.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err(MetadataError::Value(k.clone()));
+        }
+        let value = MetadataValue::try_from(v.as_str()).map_err(|_| MetadataError::Value(k.clone()))?;
+        map.insert(key, value);
+    }
+    Ok(())
+}
+
+/// Parses a `grpc-timeout` value: 1 to 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`).
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Formats `timeout` as a `grpc-timeout` value, in the finest unit that
+/// fits in 8 digits, rounded up (a positive timeout never becomes zero).
+pub fn format_timeout(timeout: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    let units: [(u128, char); 6] =
+        [(1, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S'), (60_000_000_000, 'M'), (3_600_000_000_000, 'H')];
+    for (per, unit) in units {
+        let n = nanos.div_ceil(per);
+        if n <= MAX {
+            return format!("{n}{unit}");
+        }
+    }
+    format!("{MAX}H")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_trip() {
+        assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_timeout("123456789m"), None);
+        assert_eq!(parse_timeout("m"), None);
+        assert_eq!(parse_timeout(""), None);
+        assert_eq!(parse_timeout("1x"), None);
+        for d in [Duration::from_nanos(5), Duration::from_millis(250), Duration::from_secs(100_000), Duration::from_secs(10 << 30)] {
+            let back = parse_timeout(&format_timeout(d)).unwrap_or_default();
+            assert!(back >= d && back.as_secs_f64() <= d.as_secs_f64() * 1.0001 + 1e-6, "{d:?} -> {back:?}");
+        }
+    }
+
+    #[test]
+    fn user_metadata_skips_reserved_and_binary() {
+        let mut map = MetadataMap::new();
+        let mut user = Metadata::new();
+        user.insert("trace-id".into(), "abc".into());
+        assert!(put_user_metadata(&mut map, &user).is_ok());
+        put(&mut map, SESSION, 7u64);
+        map.insert_bin("blob-bin", tonic::metadata::MetadataValue::from_bytes(b"\x00\x01"));
+        assert_eq!(user_metadata(&map), user);
+        assert_eq!(get_u64(&map, SESSION), Some(7));
+        let mut bad = Metadata::new();
+        bad.insert("grpc-x".into(), "1".into());
+        assert!(put_user_metadata(&mut map, &bad).is_err());
+        let mut bad = Metadata::new();
+        bad.insert("k".into(), "é".into());
+        assert_eq!(put_user_metadata(&mut map, &bad), Err(MetadataError::Value("k".into())));
+    }
+}

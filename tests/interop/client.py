@@ -1,0 +1,126 @@
+"""Python gRPC client of the interop fixture, calling a server given on
+the command line; prints one `PASS <check>` line per check and `ALL OK` at
+the end, exits non-zero at the first failure.
+
+usage: client.py --port P --gen DIR --version v1|v2 --peer v1|v2
+"""
+import argparse
+import sys
+import time
+
+import grpc
+
+from common import everything, load, same
+
+TIMEOUT = 10.0
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        print(f"FAIL {name}: {detail}", flush=True)
+        sys.exit(1)
+    print(f"PASS {name}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--gen", required=True)
+    ap.add_argument("--version", choices=["v1", "v2"], required=True)
+    ap.add_argument("--peer", choices=["v1", "v2"], required=True)
+    args = ap.parse_args()
+    pb2, pb2_grpc, RpcStatus = load(args.gen, args.version)
+    channel = grpc.insecure_channel(f"127.0.0.1:{args.port}")
+    grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+    stub = pb2_grpc.InteropStub(channel)
+
+    # Every field type, every oneof case, round-trips bit for bit.
+    for variant in range(5):
+        req = everything(pb2, variant)
+        reply = stub.Echo(req, timeout=TIMEOUT)
+        check(f"echo variant {variant}", same(req, reply), f"{req} != {reply}")
+    check("echo empty message", same(stub.Echo(pb2.Everything(), timeout=TIMEOUT), pb2.Everything()))
+    check("ping", stub.Ping(pb2.Empty(), timeout=TIMEOUT) == pb2.Empty())
+
+    # Schema evolution: fields the peer does not know.
+    if args.version == "v2":
+        req = everything(pb2, 0)
+        req.added_text = "from v2"
+        req.added_numbers.extend([1, -2, 3])
+        req.added_inner.label = "v2 inner"
+        reply = stub.Echo(req, timeout=TIMEOUT)
+        if args.peer == "v1":
+            # Our Rust v1 server drops unknown fields (prost); the rest is intact.
+            check("v2 fields unknown to a v1 server are ignored",
+                  reply.added_text == "" and len(reply.added_numbers) == 0 and not reply.HasField("added_inner")
+                  and same(reply, everything(pb2, 0)), str(reply))
+            try:
+                stub.Added(pb2.Note(text="new"), timeout=TIMEOUT)
+                check("new method on a v1 server", False, "no error")
+            except grpc.RpcError as e:
+                check("new method on a v1 server is UNIMPLEMENTED", e.code() == grpc.StatusCode.UNIMPLEMENTED, str(e))
+        else:
+            check("v2 fields round-trip on a v2 server", same(req, reply), str(reply))
+            note = stub.Added(pb2.Note(text="new", priority=7), timeout=TIMEOUT)
+            check("new method on a v2 server", note.text == "new" and note.priority == 7, str(note))
+
+    # A typed raises error, decodable from grpc-status-details-bin.
+    count = stub.Withdraw(pb2.Amount(delta=30), timeout=TIMEOUT)
+    check("withdraw", count.value == 70, str(count))
+    try:
+        stub.Withdraw(pb2.Amount(delta=1000), timeout=TIMEOUT)
+        check("overdrawn raised", False, "no error")
+    except grpc.RpcError as e:
+        check("overdrawn code", e.code() == grpc.StatusCode.FAILED_PRECONDITION, str(e.code()))
+        check("overdrawn message", e.details() == "insufficient funds \u2713", repr(e.details()))
+        raw = dict(e.trailing_metadata() or ()).get("grpc-status-details-bin")
+        check("overdrawn details present", raw is not None)
+        status = RpcStatus.FromString(raw)
+        check("details status code", status.code == 9, str(status))
+        any_ = status.details[0]
+        check("details type url", any_.type_url == "type.googleapis.com/interop.v1.Overdrawn", any_.type_url)
+        err = pb2.Overdrawn()
+        check("details unpack", any_.Unpack(err) and err.balance == 70 and err.requested == 1000, str(err))
+
+    # Every status code with its message.
+    for code in grpc.StatusCode:
+        if code == grpc.StatusCode.OK:
+            continue
+        number = code.value[0]
+        message = f"failure {number} \u2713 \u00fc"
+        try:
+            stub.Fail(pb2.Failure(code=number, message=message), timeout=TIMEOUT)
+            check(f"status {code.name}", False, "no error")
+        except grpc.RpcError as e:
+            check(f"status {code.name}", e.code() == code and e.details() == message, f"{e.code()} {e.details()!r}")
+
+    # A deadline set here is the handler's deadline there.
+    start = time.monotonic()
+    try:
+        stub.Sleep(pb2.Nap(millis=5000), timeout=0.3)
+        check("deadline exceeded", False, "no error")
+    except grpc.RpcError as e:
+        elapsed = time.monotonic() - start
+        check("deadline exceeded", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed < 2.0, f"{e.code()} after {elapsed:.3f}s")
+    seen = stub.LastSleep(pb2.Empty(), timeout=TIMEOUT)
+    check("handler saw the deadline", seen.had_deadline and 0 < seen.remaining_ms <= 300, str(seen))
+    seen = stub.Sleep(pb2.Nap(millis=1), timeout=TIMEOUT)
+    check("no deadline below the timeout", seen.had_deadline and seen.remaining_ms <= int(TIMEOUT * 1000) + 500, str(seen))
+
+    # One-way: an empty reply at once; the note arrives.
+    check("post", stub.Post(pb2.Note(text="hello \u2713"), timeout=TIMEOUT) is not None)
+    for _ in range(100):
+        if "hello \u2713" in stub.Posted(pb2.Empty(), timeout=TIMEOUT).texts:
+            break
+        time.sleep(0.02)
+    check("posted", "hello \u2713" in stub.Posted(pb2.Empty(), timeout=TIMEOUT).texts)
+
+    # Metadata.
+    notes = stub.Meta(pb2.Empty(), metadata=[("trace-id", "abc-123"), ("x-tenant", "t1")], timeout=TIMEOUT)
+    check("metadata", list(notes.texts) == ["trace-id=abc-123", "x-tenant=t1"], str(list(notes.texts)))
+
+    print("ALL OK", flush=True)
+
+
+if __name__ == "__main__":
+    main()
