@@ -16,6 +16,12 @@ PY="$VENV/bin/python"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system tools (iproute2 for the IP multicast tests in their own network namespaces)"
+if ! command -v ip >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq iproute2) || echo "could not install iproute2: the IP multicast tests will say so"
+fi
+command -v ip
+
 step "python environment (grpcio, grpcio-tools) in $VENV"
 if ! "$PY" -c 'import grpc, grpc_tools' 2>/dev/null; then
   python3 -m venv "$VENV"
