@@ -408,7 +408,7 @@ impl<S: DatagramSocket> Exchange<S> {
         if self.copies > 1 {
             bump(&counters.retransmissions);
         }
-        match self.shared.socket.send_to(&self.buf, self.shared.server).await {
+        match self.shared.send_datagram(&self.buf).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 bump(&counters.io_errors);
@@ -452,7 +452,7 @@ impl<S: DatagramSocket> Exchange<S> {
         self.buf.clear();
         let _ = ping.encode(&mut self.buf);
         bump(&self.shared.counters.pings);
-        match self.shared.socket.send_to(&self.buf, self.shared.server).await {
+        match self.shared.send_datagram(&self.buf).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 bump(&self.shared.counters.io_errors);
@@ -467,9 +467,24 @@ impl<S: DatagramSocket> Exchange<S> {
     }
 
     /// Waits for news about this call or for `until`.
+    ///
+    /// When the timer fires, the call first steps back once to the end of
+    /// the run queue and looks again: if the process was not running for a
+    /// while (preempted on a busy machine), the timer and the answer become
+    /// ready in the same instant, and the receive task, woken for the
+    /// answer, then gets to route it before this call would retransmit.
     async fn wait(&mut self, phase: Phase, until: Instant) -> Event {
         self.timer.as_mut().reset(until);
-        poll_fn(|cx| self.poll_event(cx, phase)).await
+        let mut grace = false;
+        poll_fn(|cx| match self.poll_event(cx, phase) {
+            Poll::Ready(Event::Timer) if !grace => {
+                grace = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        })
+        .await
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<Event> {
