@@ -125,6 +125,10 @@ pub struct RecvBatch {
     slot_len: usize,
     /// Length and sender of each datagram received, in order.
     meta: Vec<(usize, SocketAddr)>,
+    /// Slots offered to the next batched receive: twice what the last one
+    /// returned (at least 2, at most `slots`), so that a lone datagram does
+    /// not pay for preparing every slot and a burst gets them all quickly.
+    offer: usize,
 }
 
 impl fmt::Debug for RecvBatch {
@@ -142,7 +146,13 @@ impl RecvBatch {
     /// (at least 1); allocates `slots * slot_len` bytes.
     pub fn new(slots: usize, slot_len: usize) -> RecvBatch {
         let (slots, slot_len) = (slots.max(1), slot_len.max(1));
-        RecvBatch { buf: vec![0; slots.saturating_mul(slot_len)], slots, slot_len, meta: Vec::with_capacity(slots) }
+        RecvBatch {
+            buf: vec![0; slots.saturating_mul(slot_len)],
+            slots,
+            slot_len,
+            meta: Vec::with_capacity(slots),
+            offer: slots.min(2),
+        }
     }
 
     /// How many datagrams fit.
@@ -268,5 +278,47 @@ impl SendReport {
     fn fail(&mut self, error: io::Error) {
         self.failed += 1;
         self.error = Some(error);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_batch_keeps_datagrams_apart() {
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let mut batch = SendBatch::new();
+        batch.push(b"one", a);
+        batch.push_with(b, |buf| buf.extend_from_slice(b"two"));
+        let mut more = SendBatch::new();
+        more.push(b"three", a);
+        batch.append(&mut more);
+        assert!(more.is_empty());
+        let items: Vec<(&[u8], SocketAddr)> = batch.iter().collect();
+        assert_eq!(items, vec![(&b"one"[..], a), (&b"two"[..], b), (&b"three"[..], a)]);
+        assert_eq!(batch.span(1..3), b"twothree");
+        batch.clear();
+        assert_eq!(batch.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_default_batches_loop_over_single_datagrams() {
+        let net = mem::MemNetwork::new();
+        let tx = net.bind("10.0.0.1:1".parse().unwrap()).unwrap();
+        let rx = net.bind("10.0.0.2:2".parse().unwrap()).unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut batch = SendBatch::new();
+        for i in 0..5u8 {
+            batch.push(&[i; 10], to);
+        }
+        let report = tx.send_batch(&batch).await;
+        assert_eq!((report.sent, report.failed, report.syscalls), (5, 0, 5));
+        let mut received = RecvBatch::new(3, 4);
+        assert_eq!(rx.recv_batch(&mut received).await.unwrap(), 3);
+        let got: Vec<Vec<u8>> = received.iter().map(|(d, _)| d.to_vec()).collect();
+        assert_eq!(got, vec![vec![0; 4], vec![1; 4], vec![2; 4]], "truncated to the slot length");
+        assert_eq!(rx.recv_batch(&mut received).await.unwrap(), 2);
     }
 }
