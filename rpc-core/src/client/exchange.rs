@@ -468,23 +468,25 @@ impl<S: DatagramSocket> Exchange<S> {
 
     /// Waits for news about this call or for `until`.
     ///
-    /// When the timer fires, the call first steps back once to the end of
-    /// the run queue and looks again: if the process was not running for a
-    /// while (preempted on a busy machine), the timer and the answer become
-    /// ready in the same instant, and the receive task, woken for the
-    /// answer, then gets to route it before this call would retransmit.
+    /// When the timer fires, the call first yields once (until the runtime
+    /// has polled its I/O driver) and looks again. If the process was not
+    /// running for a while (preempted on a busy machine), the timer and the
+    /// answer become due together; on a current-thread runtime the server
+    /// may even be on this thread and not have read the request yet. The
+    /// yield lets the tasks that were woken with the timer, and then the
+    /// receive task woken by the answer they sent, run before this call
+    /// decides that a copy was lost. It costs one scheduling round on a
+    /// real timeout, nothing otherwise.
     async fn wait(&mut self, phase: Phase, until: Instant) -> Event {
         self.timer.as_mut().reset(until);
-        let mut grace = false;
-        poll_fn(|cx| match self.poll_event(cx, phase) {
-            Poll::Ready(Event::Timer) if !grace => {
-                grace = true;
-                cx.waker().wake_by_ref();
-                Poll::Pending
+        match poll_fn(|cx| self.poll_event(cx, phase)).await {
+            Event::Timer => {
+                tokio::task::yield_now().await;
+                // The timer has fired: this returns at once.
+                poll_fn(|cx| self.poll_event(cx, phase)).await
             }
-            other => other,
-        })
-        .await
+            event => event,
+        }
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<Event> {
