@@ -43,7 +43,7 @@ use crate::call::{Channel, Invocation, Outcome};
 use crate::envelope::{Envelope, MessageType, VERSION};
 use crate::error::Error;
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use prost::Message;
 use rto::RtoEstimator;
 use session::{Routed, Session};
@@ -64,6 +64,9 @@ const RECV_BUFFER: usize = 65_536;
 /// Datagrams taken from the socket per receive call (the buffers take
 /// `RECV_SLOTS * RECV_BUFFER` bytes per channel).
 const RECV_SLOTS: usize = 16;
+
+/// Receive batches routed in a row before the woken callers get to run.
+const DRAIN_BATCHES: usize = 8;
 
 /// Largest `ChannelConfig::max_wait` and `max_rto` (tokio's timers reach
 /// about two years).
@@ -394,11 +397,26 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                 errors = 0;
                 shared.outbox().flush_due = true;
                 let mut woke = false;
-                for (bytes, from) in batch.iter() {
-                    let routed = on_datagram(&shared, bytes, from);
-                    woke |= routed.woke;
-                    acks.extend(routed.ack);
+                // Route everything already queued (a bounded number of
+                // batches) before the woken callers run: a caller whose
+                // timer fired at the same time (after a preemption) must
+                // find its answer routed, not retransmit.
+                for round in 1..=DRAIN_BATCHES {
+                    for (bytes, from) in batch.iter() {
+                        let routed = on_datagram(&shared, bytes, from);
+                        woke |= routed.woke;
+                        acks.extend(routed.ack);
+                    }
+                    if round == DRAIN_BATCHES {
+                        break;
+                    }
+                    // `recv_batch` is cancel safe: polling it once loses nothing.
+                    match shared.socket.recv_batch(&mut batch).now_or_never() {
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
                 }
+                batch.clear();
                 if woke {
                     requeue().await;
                 }
