@@ -7,7 +7,7 @@ mod client_support;
 use client_support::*;
 use prost::Message;
 use rpc_core::client::ChannelConfig;
-use rpc_core::envelope::{Envelope, MessageType};
+use rpc_core::envelope::{Envelope, ExchangeProtocol, MessageType};
 use rpc_core::{CallError, Error, Never};
 use std::time::Duration;
 
@@ -154,7 +154,16 @@ async fn many_concurrent_calls_share_one_socket() -> anyhow::Result<()> {
         assert_eq!(ids, (1..=300).collect::<Vec<u64>>());
         let s = channel.stats();
         assert_eq!((s.calls, s.replies), (300, 300));
-        assert!(server.wait_for(Duration::from_secs(1), |log| log.iter().filter(|e| is(e, MessageType::Ack)).count() >= 150).await);
+        // Every RRA reply is acknowledged, by an ACK of its own or by the
+        // `ack_up_to` of an ACK of the same burst (coalesced ACKs).
+        let rra: Vec<u64> = reqs.iter().filter(|e| e.protocol == ExchangeProtocol::Rra as i32).map(|e| e.request_id).collect();
+        let covered = |log: &[Envelope]| {
+            let acks: Vec<&Envelope> = log.iter().filter(|e| is(e, MessageType::Ack)).collect();
+            rra.iter().all(|id| acks.iter().any(|a| a.request_id == *id || a.ack_up_to >= *id))
+        };
+        assert!(server.wait_for(Duration::from_secs(1), |log| covered(log)).await, "every RRA reply acknowledged");
+        let s = channel.stats();
+        assert!(s.acks_sent + s.acks_coalesced >= 150, "{s:?}");
         // Once everything is done, the next request acknowledges it all.
         client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
         let last = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;

@@ -395,6 +395,9 @@ impl Target for Ours {
     fn note(&self) -> String {
         let c = self.channel.stats();
         let mut note = format!("{} calls, {} retransmissions", c.calls, c.retransmissions);
+        if self.style == OurStyle::Rra {
+            note.push_str(&format!(", {} ACKs sent, {} replies acknowledged by a coalesced ACK", c.acks_sent, c.acks_coalesced));
+        }
         if self.style == OurStyle::OneWay {
             note.push_str(&format!(", {} notes ran", self.echo.notes.load(Ordering::Relaxed)));
         }

@@ -408,7 +408,7 @@ impl<S: DatagramSocket> Exchange<S> {
         if self.copies > 1 {
             bump(&counters.retransmissions);
         }
-        match self.shared.socket.send_to(&self.buf, self.shared.server).await {
+        match self.shared.send_datagram(&self.buf).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 bump(&counters.io_errors);
@@ -452,7 +452,7 @@ impl<S: DatagramSocket> Exchange<S> {
         self.buf.clear();
         let _ = ping.encode(&mut self.buf);
         bump(&self.shared.counters.pings);
-        match self.shared.socket.send_to(&self.buf, self.shared.server).await {
+        match self.shared.send_datagram(&self.buf).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 bump(&self.shared.counters.io_errors);
@@ -467,9 +467,26 @@ impl<S: DatagramSocket> Exchange<S> {
     }
 
     /// Waits for news about this call or for `until`.
+    ///
+    /// When the timer fires, the call first yields once (until the runtime
+    /// has polled its I/O driver) and looks again. If the process was not
+    /// running for a while (preempted on a busy machine), the timer and the
+    /// answer become due together; on a current-thread runtime the server
+    /// may even be on this thread and not have read the request yet. The
+    /// yield lets the tasks that were woken with the timer, and then the
+    /// receive task woken by the answer they sent, run before this call
+    /// decides that a copy was lost. It costs one scheduling round on a
+    /// real timeout, nothing otherwise.
     async fn wait(&mut self, phase: Phase, until: Instant) -> Event {
         self.timer.as_mut().reset(until);
-        poll_fn(|cx| self.poll_event(cx, phase)).await
+        match poll_fn(|cx| self.poll_event(cx, phase)).await {
+            Event::Timer => {
+                tokio::task::yield_now().await;
+                // The timer has fired: this returns at once.
+                poll_fn(|cx| self.poll_event(cx, phase)).await
+            }
+            event => event,
+        }
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<Event> {

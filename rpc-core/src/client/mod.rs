@@ -8,9 +8,25 @@
 //!   copies and drives its own retransmission timer (module `rto`: adaptive
 //!   timeout per Jacobson/Karels with Karn's rule, exponential backoff
 //!   with jitter), so the hot path has no task hop on the sending side;
-//! - one receive task per channel drains the socket and routes every
-//!   envelope by request id to the pending call, waking it; it sends the
-//!   ACKs of RRA replies itself, without waiting for the caller;
+//! - one receive task per channel drains the socket in batches
+//!   ([`DatagramSocket::recv_batch`]) and routes every envelope by request
+//!   id to the pending call, waking it; it sends the ACKs of RRA replies
+//!   itself, without waiting for the caller;
+//! - sends are coalesced per burst: while the receive task handles a batch
+//!   and lets the callers it woke run, REQUEST and PING copies are queued
+//!   instead of sent; the receive task then sends them, with the burst's
+//!   ACKs, in one [`DatagramSocket::send_batch`] (UDP segmentation offload
+//!   on Linux). A call started outside a burst (a lone call, a
+//!   retransmission timer) sends at once, so nothing waits to fill a batch.
+//!   A queued copy that cannot be sent counts as lost (it is retransmitted
+//!   on schedule) instead of failing the call with [`Error::Io`];
+//! - ACKs are coalesced per burst: when the burst is flushed, L is the
+//!   current `ack_up_to`; every RRA reply of the burst with an id above L
+//!   gets its own ACK (carrying L), and if there is none, one ACK carries
+//!   the largest acknowledged id with L, which covers every reply of the
+//!   burst (their ids are at most L). Every RRA reply is thus acknowledged
+//!   within one scheduling round of the receive task, and a lost ACK is
+//!   covered by the next ACK or REQUEST, whose `ack_up_to` only grows;
 //! - [`ClientStats`] counts what happened ([`UdpChannel::stats`]).
 //!
 //! Dropping the last clone of a channel stops its receive task; calls still
@@ -28,7 +44,7 @@ pub use tcp::{TcpChannel, TcpConfig, TcpLinkStats};
 use crate::call::{Channel, Invocation, Outcome};
 use crate::envelope::{Envelope, MessageType, VERSION};
 use crate::error::Error;
-use crate::transport::DatagramSocket;
+use crate::transport::{DatagramSocket, RecvBatch, SendBatch};
 use futures::future::{BoxFuture, FutureExt};
 use prost::Message;
 use rto::RtoEstimator;
@@ -38,12 +54,21 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-/// Size of the receive buffer: the largest UDP payload fits.
+/// Size of each receive buffer: the largest UDP payload fits.
 const RECV_BUFFER: usize = 65_536;
+
+/// Datagrams taken from the socket per receive call (the buffers take
+/// `RECV_SLOTS * RECV_BUFFER` bytes per channel).
+const RECV_SLOTS: usize = 16;
+
+/// Receive batches routed in a row before the woken callers get to run.
+const DRAIN_BATCHES: usize = 8;
 
 /// Largest `ChannelConfig::max_wait` and `max_rto` (tokio's timers reach
 /// about two years).
@@ -118,9 +143,23 @@ struct Shared<S> {
     state: Mutex<Session>,
     counters: Counters,
     closed: AtomicBool,
+    /// Datagrams queued while the receive task handles a burst.
+    outbox: Mutex<Outbox>,
+}
+
+/// Sends held back until the receive task flushes its burst.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// The receive task is handling a burst and will flush: queue.
+    flush_due: bool,
+    batch: SendBatch,
 }
 
 impl<S> Shared<S> {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Session> {
         // Nothing panics while holding the lock; should it happen anyway,
         // the session is still consistent enough to go on.
@@ -137,6 +176,25 @@ impl<S> Shared<S> {
         for w in wakers {
             w.wake();
         }
+    }
+
+    /// Sends `datagram` to the server, or queues it when the receive task is
+    /// about to flush a burst (see the module docs).
+    ///
+    /// # Errors
+    /// The socket's, for a datagram sent at once.
+    async fn send_datagram(&self, datagram: &[u8]) -> io::Result<()>
+    where
+        S: DatagramSocket,
+    {
+        {
+            let mut outbox = self.outbox();
+            if outbox.flush_due {
+                outbox.batch.push(datagram, self.server);
+                return Ok(());
+            }
+        }
+        self.socket.send_to(datagram, self.server).await.map(|_| ())
     }
 
     /// Whether a datagram from `from` comes from the server.
@@ -226,6 +284,7 @@ impl UdpChannel<UdpSocket> {
             IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let socket = UdpSocket::bind(local).await.map_err(Error::Io)?;
+        crate::transport::enlarge_buffers(&socket);
         Ok(UdpChannel::with_socket(socket, server, config))
     }
 }
@@ -254,6 +313,7 @@ impl<S: DatagramSocket> UdpChannel<S> {
             state: Mutex::new(Session::new(rto)),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            outbox: Mutex::new(Outbox::default()),
         });
         let receiver = tokio::spawn(receive_loop(shared.clone())).abort_handle();
         tracing::debug!(session_id = format_args!("{session_id:016x}"), %server, "client session started");
@@ -323,44 +383,55 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
 
 /// Receives datagrams until the channel is dropped (the task is aborted).
 ///
-/// The socket is drained before anything else: a ready socket answers at
-/// once, so the loop goes on until nothing is queued (tokio's budget
-/// permitting). ACKs of RRA replies are collected meanwhile and sent only
-/// when the socket is empty, after one yield, so the callers woken by the
-/// replies run first and the ACK's syscall is not on their path.
+/// Each batch from the socket is routed (waking the calls it answers);
+/// then, if a call was woken or an ACK is due, the task steps back once to
+/// the end of the run queue so that the woken callers run first and queue
+/// their next REQUESTs (see [`Shared::send_datagram`]); finally it sends
+/// the burst's ACKs and the queued datagrams together, and reads again.
 async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
-    // Stream transports carry messages up to `max_datagram` (TCP: 16 MiB).
-    let size = RECV_BUFFER.max(shared.config.max_datagram.saturating_add(1).min(u32::MAX as usize));
-    let mut buf = vec![0u8; size];
-    let mut ack_buf = Vec::with_capacity(64);
+    // Stream transports carry messages up to `max_datagram` (TCP: 16 MiB):
+    // one large slot for them, many datagram-sized slots for UDP.
+    let size = shared.config.max_datagram.saturating_add(1).min(u32::MAX as usize);
+    let mut batch = if size > RECV_BUFFER { RecvBatch::new(1, size) } else { RecvBatch::new(RECV_SLOTS, RECV_BUFFER) };
     let mut acks: Vec<u64> = Vec::new();
+    let mut sending = SendBatch::new();
     let mut errors = 0u32;
     loop {
-        let received = if acks.is_empty() {
-            shared.socket.recv_from(&mut buf).await
-        } else {
-            // `recv_from` is cancel safe: polling it once loses nothing.
-            match shared.socket.recv_from(&mut buf).now_or_never() {
-                Some(received) => received,
-                None => {
-                    tokio::task::yield_now().await;
-                    send_acks(&shared, &mut acks, &mut ack_buf).await;
-                    continue;
-                }
-            }
-        };
-        match received {
-            Ok((n, from)) => {
+        match shared.socket.recv_batch(&mut batch).await {
+            Ok(_) => {
                 errors = 0;
-                if let Some(id) = on_datagram(&shared, buf.get(..n).unwrap_or_default(), from) {
-                    acks.push(id);
+                shared.outbox().flush_due = true;
+                let mut woke = false;
+                // Route everything already queued (a bounded number of
+                // batches) before the woken callers run: a caller whose
+                // timer fired at the same time (after a preemption) must
+                // find its answer routed, not retransmit.
+                for round in 1..=DRAIN_BATCHES {
+                    for (bytes, from) in batch.iter() {
+                        let routed = on_datagram(&shared, bytes, from);
+                        woke |= routed.woke;
+                        acks.extend(routed.ack);
+                    }
+                    if round == DRAIN_BATCHES {
+                        break;
+                    }
+                    // `recv_batch` is cancel safe: polling it once loses nothing.
+                    match shared.socket.recv_batch(&mut batch).now_or_never() {
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
                 }
+                batch.clear();
+                if woke {
+                    requeue().await;
+                }
+                flush(&shared, &mut acks, &mut sending).await;
             }
             Err(e) => {
                 bump(&shared.counters.io_errors);
                 errors += 1;
                 tracing::debug!(error = %e, "client receive error");
-                send_acks(&shared, &mut acks, &mut ack_buf).await;
+                flush(&shared, &mut acks, &mut sending).await;
                 if errors > 8 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 } else {
@@ -371,26 +442,105 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
     }
 }
 
-/// Checks and routes one datagram; returns the request id to ACK.
-fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> Option<u64> {
+/// Returns `Pending` once after waking its own task: the task goes to the
+/// end of the run queue, behind the tasks it woke, without a trip through
+/// the I/O driver (unlike [`tokio::task::yield_now`], which defers the
+/// wake-up until the driver was polled).
+async fn requeue() {
+    let mut done = false;
+    poll_fn(|cx| {
+        if done {
+            return Poll::Ready(());
+        }
+        done = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Ends the burst: the ACKs due (coalesced, see the module docs), then
+/// every datagram the callers queued meanwhile, in one batch.
+async fn flush<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, sending: &mut SendBatch) {
+    sending.clear();
+    if !acks.is_empty() {
+        let ack_up_to = shared.lock().ack_up_to();
+        let mut own = 0usize;
+        for &request_id in acks.iter().filter(|&&id| id > ack_up_to) {
+            push_ack(shared, sending, request_id, ack_up_to);
+            own += 1;
+        }
+        if own == 0 {
+            if let Some(&largest) = acks.iter().max() {
+                push_ack(shared, sending, largest, ack_up_to);
+                own = 1;
+            }
+        }
+        let coalesced = acks.len().saturating_sub(own) as u64;
+        shared.counters.acks_coalesced.fetch_add(coalesced, Ordering::Relaxed);
+        acks.clear();
+    }
+    {
+        let mut outbox = shared.outbox();
+        outbox.flush_due = false;
+        sending.append(&mut outbox.batch);
+    }
+    if sending.is_empty() {
+        return;
+    }
+    let report = shared.socket.send_batch(sending).await;
+    if report.failed > 0 {
+        shared.counters.io_errors.fetch_add(report.failed as u64, Ordering::Relaxed);
+        if let Some(e) = &report.error {
+            tracing::debug!(error = %e, failed = report.failed, "could not send some datagrams of a burst");
+        }
+    }
+}
+
+/// Queues an ACK of `request_id` carrying `ack_up_to`.
+fn push_ack<S>(shared: &Shared<S>, sending: &mut SendBatch, request_id: u64, ack_up_to: u64) {
+    let ack = Envelope {
+        version: VERSION,
+        r#type: MessageType::Ack as i32,
+        request_id,
+        session_id: shared.session_id,
+        ack_up_to,
+        ..Default::default()
+    };
+    // Encoding into a Vec cannot run out of room.
+    let _ = sending.push_with(shared.server, |buf| ack.encode(buf));
+    bump(&shared.counters.acks_sent);
+}
+
+/// What routing one datagram asks of the receive task.
+#[derive(Debug, Default)]
+struct RoutedDatagram {
+    /// A call was woken.
+    woke: bool,
+    /// Send an ACK for this request id.
+    ack: Option<u64>,
+}
+
+/// Checks and routes one datagram.
+fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> RoutedDatagram {
     let counters = &shared.counters;
     if !shared.is_server(from) {
         bump(&counters.foreign_drops);
         tracing::debug!(%from, "dropped datagram from a foreign address");
-        return None;
+        return RoutedDatagram::default();
     }
     let env = match Envelope::decode(bytes) {
         Ok(env) => env,
         Err(e) => {
             bump(&counters.malformed_drops);
             tracing::debug!(len = bytes.len(), error = %e, "dropped undecodable datagram");
-            return None;
+            return RoutedDatagram::default();
         }
     };
     if env.version != VERSION {
         bump(&counters.malformed_drops);
         tracing::debug!(version = env.version, "dropped datagram of another version");
-        return None;
+        return RoutedDatagram::default();
     }
     let kind = match MessageType::try_from(env.r#type) {
         Ok(
@@ -403,13 +553,13 @@ fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> Option<
         _ => {
             bump(&counters.malformed_drops);
             tracing::debug!(r#type = env.r#type, "dropped datagram of a type a client does not take");
-            return None;
+            return RoutedDatagram::default();
         }
     };
     if env.session_id != shared.session_id {
         bump(&counters.unknown_replies);
         tracing::debug!(session_id = env.session_id, "dropped datagram for another session");
-        return None;
+        return RoutedDatagram::default();
     }
     let id = env.request_id;
     let delivery = shared.lock().deliver(env, kind, Instant::now());
@@ -427,43 +577,14 @@ fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> Option<
             tracing::debug!(request_id = id, ?kind, "answer for an unknown request id");
         }
     }
+    let woke = delivery.waker.is_some() || !delivery.more_wakers.is_empty();
     if let Some(w) = delivery.waker {
         w.wake();
     }
     for w in delivery.more_wakers {
         w.wake();
     }
-    delivery.ack
-}
-
-/// Sends an ACK for every id in `acks` (emptied), each with the current
-/// low-water mark.
-async fn send_acks<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, buf: &mut Vec<u8>) {
-    if acks.is_empty() {
-        return;
-    }
-    let ack_up_to = shared.lock().ack_up_to();
-    for request_id in acks.drain(..) {
-        let ack = Envelope {
-            version: VERSION,
-            r#type: MessageType::Ack as i32,
-            request_id,
-            session_id: shared.session_id,
-            ack_up_to,
-            ..Default::default()
-        };
-        buf.clear();
-        if ack.encode(buf).is_err() {
-            continue;
-        }
-        match shared.socket.send_to(buf, shared.server).await {
-            Ok(_) => bump(&shared.counters.acks_sent),
-            Err(e) => {
-                bump(&shared.counters.io_errors);
-                tracing::debug!(error = %e, request_id, "could not send ACK");
-            }
-        }
-    }
+    RoutedDatagram { woke, ack: delivery.ack }
 }
 
 #[cfg(test)]
@@ -507,6 +628,7 @@ mod tests {
             ))),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            outbox: Mutex::new(Outbox::default()),
         };
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|_| SocketAddr::from(([9, 9, 9, 9], 9)));
         let s = shared("127.0.0.1:7000");

@@ -65,11 +65,12 @@ impl RtoEstimator {
 
     /// How long to wait after sending copy number `attempt` (1 for the
     /// first) of a request: `RTO * 2^(attempt-1)`, jittered by `factor`
-    /// (from [`jitter_factor`]), capped at `max_rto`.
+    /// (from [`jitter_factor`]), within `[min_rto, max_rto]`: jitter never
+    /// shortens a wait below the smallest timeout.
     pub(crate) fn backoff(&self, attempt: u32, factor: f64) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
         let base = self.rto.saturating_mul(1u32 << exp);
-        jittered(base, factor).min(self.max_rto)
+        jittered(base, factor).max(self.min_rto).min(self.max_rto)
     }
 }
 
@@ -167,6 +168,8 @@ mod tests {
         assert_eq!(e.backoff(u32::MAX, 1.0), ms(1000), "no overflow");
         assert_eq!(e.backoff(2, 0.75), ms(150));
         assert_eq!(e.backoff(2, 1.25), ms(250));
+        let floor = RtoEstimator::new(ms(5), ms(5), ms(1000));
+        assert_eq!(floor.backoff(1, 0.75), ms(5), "jitter stays above min_rto");
         for _ in 0..100 {
             let f = jitter_factor();
             assert!((0.75..=1.25).contains(&f));

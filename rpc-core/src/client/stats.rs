@@ -40,6 +40,9 @@ pub struct ClientStats {
     pub foreign_drops: u64,
     /// ACK datagrams sent (RRA), including re-ACKs of late replies.
     pub acks_sent: u64,
+    /// RRA replies acknowledged by the `ack_up_to` of another ACK of the
+    /// same burst instead of an ACK of their own.
+    pub acks_coalesced: u64,
     /// Calls that failed with a deadline (the caller's, or the channel's
     /// cap on waiting for a call without deadline).
     pub timeouts: u64,
@@ -90,6 +93,7 @@ counters!(
     malformed_drops,
     foreign_drops,
     acks_sent,
+    acks_coalesced,
     timeouts,
     unreachable,
     outcome_unknown,

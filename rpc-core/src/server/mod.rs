@@ -222,6 +222,7 @@ impl ServerBuilder {
     pub async fn serve_udp(self, addr: impl tokio::net::ToSocketAddrs) -> Result<ServerHandle, ServerError> {
         let engine = self.build()?;
         let socket = tokio::net::UdpSocket::bind(addr).await.map_err(ServerError::Bind)?;
+        crate::transport::enlarge_buffers(&socket);
         ServerHandle::start(engine, socket)
     }
 

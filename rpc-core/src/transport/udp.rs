@@ -1,0 +1,346 @@
+//! [`DatagramSocket`] for [`tokio::net::UdpSocket`], with batched I/O on
+//! Linux through `nix`'s safe wrappers (no `unsafe` here):
+//! - [`DatagramSocket::recv_batch`]: one `recvmmsg` takes every queued
+//!   datagram (up to the batch's slots) once the socket is readable;
+//! - [`DatagramSocket::send_batch`]: runs of datagrams to the same target
+//!   with the same length (the last of a run may be shorter) go out as one
+//!   `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`): the kernel
+//!   walks its network stack once for the run and cuts it into the
+//!   original datagrams, which the receiver gets one by one as usual. Any
+//!   other datagram is sent alone. GSO is used only for segments of at most
+//!   [`GSO_MAX_SEGMENT`] bytes (below any usual path MTU, which GSO cannot
+//!   exceed); a kernel or device without it falls back to single sends for
+//!   good.
+//!
+//! `sendmmsg` is not used: nix's wrapper reports how many datagrams went
+//! out only through an iterator that reads receive-side addresses the
+//! kernel never wrote for a send. Other platforms use the trait's default
+//! loops.
+
+use super::{DatagramSocket, RecvBatch, SendBatch, SendReport};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+impl DatagramSocket for tokio::net::UdpSocket {
+    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send_to(self, buf, target)
+    }
+
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        tokio::net::UdpSocket::recv_from(self, buf)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<usize>> + Send {
+        linux::recv_batch(self, batch)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send {
+        linux::send_batch(self, batch)
+    }
+}
+
+/// Socket buffer size asked for on the UDP sockets the framework creates
+/// (the kernel caps it at `net.core.rmem_max` / `wmem_max`). The default
+/// (about 208 KiB) holds only about 150 small datagrams: with 64 calls in
+/// flight, each answered by an ACCEPT and a REPLY, a burst can overflow it
+/// and the lost datagrams cost retransmission timeouts.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for larger receive and send buffers on `socket` (best effort: a
+/// refusal is logged at debug and the socket keeps its defaults).
+pub(crate) fn enlarge_buffers(socket: &tokio::net::UdpSocket) {
+    #[cfg(unix)]
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        if let Err(error) = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER) {
+            tracing::debug!(%error, "could not enlarge the UDP receive buffer");
+        }
+        if let Err(error) = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER) {
+            tracing::debug!(%error, "could not enlarge the UDP send buffer");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (socket, SOCKET_BUFFER);
+}
+
+/// Largest segment sent with GSO: fits the payload of a 1280-byte IPv6
+/// packet (the smallest MTU IPv6 allows), so a run never fails for its
+/// segment size on a real path.
+#[cfg(target_os = "linux")]
+pub(crate) const GSO_MAX_SEGMENT: usize = 1200;
+
+/// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels).
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Largest run sent with GSO: the whole run travels as one IP packet.
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 60_000;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod linux {
+    use super::{RecvBatch, SendBatch, SendReport};
+    use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
+    use std::io::{self, IoSliceMut};
+    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    use tokio::net::UdpSocket;
+
+    pub(super) async fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.clear();
+        loop {
+            socket.readable().await?;
+            // Light traffic: one plain `recvfrom`, cheaper than `recvmmsg`
+            // for a lone datagram (and for finding the socket empty). Two
+            // datagrams in a row without the socket running empty mean a
+            // burst: `recvmmsg` then takes the rest, with twice as many
+            // slots as the last call filled, until the socket runs empty.
+            let received = if batch.offer <= 3 {
+                socket.try_io(Interest::READABLE, || recv_one(socket, batch))
+            } else {
+                socket.try_io(Interest::READABLE, || recvmmsg(socket, batch))
+            };
+            match received {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One `recvfrom` into the first slot, without waiting. It does not
+    /// look for a second datagram: that `recvfrom` would come back empty
+    /// for a lone request, and it would delay handling this one. The next
+    /// receive looks instead, once this datagram is handled.
+    fn recv_one(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        let RecvBatch { buf, slot_len, meta, offer, .. } = batch;
+        meta.clear();
+        let slot = buf.get_mut(..*slot_len).unwrap_or_default();
+        match socket::recvfrom::<SockaddrStorage>(socket.as_raw_fd(), slot) {
+            Ok((n, from)) => {
+                if let Some(from) = from.as_ref().and_then(to_std) {
+                    meta.push((n.min(*slot_len), from));
+                }
+                // Twice in a row without finding the socket empty: a burst.
+                *offer += 1;
+                Ok(meta.len())
+            }
+            Err(e) => {
+                *offer = 2;
+                Err(io::Error::from(e))
+            }
+        }
+    }
+
+    /// One `recvmmsg` into the batch's slots, without waiting.
+    fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        let RecvBatch { buf, slots, slot_len, meta, offer } = batch;
+        meta.clear();
+        let offered = (*offer).clamp(1, *slots);
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            buf.chunks_mut(*slot_len).take(offered).map(|chunk| [IoSliceMut::new(chunk)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+        let received =
+            match socket::recvmmsg(socket.as_raw_fd(), &mut headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
+                Ok(received) => received,
+                Err(e) => {
+                    // Empty (or broken): back to light traffic.
+                    *offer = 2;
+                    return Err(io::Error::from(e));
+                }
+            };
+        for msg in received {
+            // A datagram from a family other than IP cannot reach a UDP
+            // socket; should it, it is skipped.
+            let Some(from) = msg.address.as_ref().and_then(to_std) else { continue };
+            meta.push((msg.bytes.min(*slot_len), from));
+        }
+        *offer = meta.len().saturating_mul(2).clamp(2, *slots);
+        Ok(meta.len())
+    }
+
+    fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = addr.as_sockaddr_in() {
+            return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+        }
+        addr.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(super) async fn send_batch(socket: &UdpSocket, batch: &SendBatch) -> SendReport {
+        use super::{GSO_MAX_BYTES, GSO_MAX_SEGMENT, GSO_MAX_SEGMENTS};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        /// Cleared when the kernel or the device refuses GSO.
+        static GSO: AtomicBool = AtomicBool::new(true);
+
+        let mut report = SendReport::default();
+        let items = &batch.items;
+        let mut i = 0;
+        while let Some((first, target)) = items.get(i) {
+            // The run: datagrams i..end to the same target, all as long as
+            // the first except possibly the last.
+            let seg = first.len();
+            let mut end = i + 1;
+            let mut bytes = seg;
+            if GSO.load(Ordering::Relaxed) && seg > 0 && seg <= GSO_MAX_SEGMENT {
+                while let Some((next, t)) = items.get(end) {
+                    if t != target || next.len() > seg || end - i >= GSO_MAX_SEGMENTS || bytes + next.len() > GSO_MAX_BYTES {
+                        break;
+                    }
+                    bytes += next.len();
+                    end += 1;
+                    if next.len() < seg {
+                        break;
+                    }
+                }
+            }
+            if end - i > 1 {
+                let span = batch.span(i..end);
+                let segment = u16::try_from(seg).unwrap_or(u16::MAX);
+                report.syscalls += 1;
+                match send_gso(socket, span, segment, *target).await {
+                    Ok(()) => {
+                        report.sent += end - i;
+                        i = end;
+                        continue;
+                    }
+                    Err(e) => {
+                        let refused = matches!(
+                            e.raw_os_error(),
+                            Some(libc_errno::EIO | libc_errno::ENOPROTOOPT | libc_errno::EOPNOTSUPP | libc_errno::EINVAL)
+                        );
+                        if refused && GSO.swap(false, Ordering::Relaxed) {
+                            tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one by one from now on");
+                        }
+                        if !refused {
+                            // A failure of the run as a whole (e.g. no
+                            // route): count every datagram of it.
+                            report.failed += end - i;
+                            report.error = Some(e);
+                            i = end;
+                            continue;
+                        }
+                        // Refused: send this run one by one below.
+                    }
+                }
+            }
+            for (datagram, to) in items.get(i..end).unwrap_or_default().iter().map(|(r, t)| (batch.buf.get(r.clone()).unwrap_or_default(), *t)) {
+                report.syscalls += 1;
+                match socket.send_to(datagram, to).await {
+                    Ok(_) => report.sent += 1,
+                    Err(e) => report.fail(e),
+                }
+            }
+            i = end;
+        }
+        report
+    }
+
+    /// Error numbers that mean "no GSO here".
+    #[cfg(target_os = "linux")]
+    mod libc_errno {
+        use nix::errno::Errno;
+        pub(super) const EIO: i32 = Errno::EIO as i32;
+        pub(super) const ENOPROTOOPT: i32 = Errno::ENOPROTOOPT as i32;
+        pub(super) const EOPNOTSUPP: i32 = Errno::EOPNOTSUPP as i32;
+        pub(super) const EINVAL: i32 = Errno::EINVAL as i32;
+    }
+
+    /// One `sendmsg` of `span` cut by the kernel into `segment`-byte
+    /// datagrams to `target`; waits while the socket buffer is full.
+    #[cfg(target_os = "linux")]
+    async fn send_gso(socket: &UdpSocket, span: &[u8], segment: u16, target: SocketAddr) -> io::Result<()> {
+        let addr = SockaddrStorage::from(target);
+        socket
+            .async_io(Interest::WRITABLE, || {
+                let iov = [io::IoSlice::new(span)];
+                let cmsg = [socket::ControlMessage::UdpGsoSegments(&segment)];
+                socket::sendmsg(socket.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&addr))
+                    .map(|_| ())
+                    .map_err(io::Error::from)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::net::UdpSocket;
+
+    async fn bound() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    /// Receives until `n` datagrams arrived (bounded in time).
+    async fn receive(socket: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut batch = RecvBatch::new(8, 2048);
+        let mut got = Vec::new();
+        while got.len() < n {
+            let received = tokio::time::timeout(Duration::from_secs(2), socket.recv_batch(&mut batch)).await;
+            let count = received.expect("datagrams within 2 s").unwrap();
+            assert_eq!(count, batch.len());
+            got.extend(batch.iter().map(|(d, from)| (d.to_vec(), from)));
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_whole_and_in_order() {
+        let (tx, a, b) = (bound().await, bound().await, bound().await);
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut batch = SendBatch::new();
+        // A run for `a` (equal lengths, then a shorter last one), one for
+        // `b`, a longer one for `a`, and one above the GSO segment size.
+        for i in 0..20u8 {
+            batch.push(&[i; 100], to_a);
+        }
+        batch.push(&[20; 40], to_a);
+        batch.push(&[21; 100], to_b);
+        batch.push_with(to_a, |buf| buf.extend_from_slice(&[22; 300]));
+        batch.push(&[23; 1500], to_a);
+        let report = tx.send_batch(&batch).await;
+        assert_eq!((report.sent, report.failed), (24, 0), "{report:?}");
+        assert!(report.syscalls <= 24, "{report:?}");
+        let from_tx = tx.local_addr().unwrap();
+        let at_a = receive(&a, 23).await;
+        let mut expected: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
+        expected.extend([vec![20; 40], vec![22; 300], vec![23; 1500]]);
+        assert_eq!(at_a.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(), expected);
+        assert!(at_a.iter().all(|(_, from)| *from == from_tx));
+        assert_eq!(receive(&b, 1).await, vec![(vec![21; 100], from_tx)]);
+    }
+
+    #[tokio::test]
+    async fn recv_batch_takes_a_burst_and_truncates_to_the_slot() {
+        let (tx, rx) = (bound().await, bound().await);
+        let to = rx.local_addr().unwrap();
+        for i in 0..30u8 {
+            tx.send_to(&[i; 64], to).await.unwrap();
+        }
+        tx.send_to(&[99; 3000], to).await.unwrap();
+        let mut batch = RecvBatch::new(8, 2048);
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < 31 {
+            tokio::time::timeout(Duration::from_secs(2), rx.recv_batch(&mut batch)).await.unwrap().unwrap();
+            calls += 1;
+            got.extend(batch.iter().map(|(d, _)| d.to_vec()));
+        }
+        assert!(calls < 31, "a burst is taken several datagrams at a time ({calls} calls)");
+        assert_eq!(got[..30], (0..30u8).map(|i| vec![i; 64]).collect::<Vec<_>>()[..]);
+        assert_eq!(got[30], vec![99; 2048], "truncated to the slot, as recv_from truncates");
+    }
+}
