@@ -1,6 +1,8 @@
 //! The benchmark: the framework's call styles over UDP against a raw tokio
-//! UDP echo and plain tonic unary, in one run, on loopback, with a 64-byte
-//! payload.
+//! UDP echo and plain tonic unary; its TCP channel against a raw TCP echo
+//! and tarpc; its gRPC face against plain tonic; and group calls over 1, 4
+//! and 16 members against one unicast call; in one run, on loopback, with a
+//! 64-byte payload.
 //!
 //! ```text
 //! cargo run --release -p rpc-examples --bin bench [-- --layout single|split|both] [--quick]
@@ -23,7 +25,7 @@
 //! own task whenever all its futures are pending, which on a current-thread
 //! runtime delays the I/O driver and would distort the numbers.) Every
 //! measurement is bounded by a call count and a time window, and guarded by
-//! a watchdog; the whole run takes well under a minute.
+//! a watchdog; the whole run takes about 50 s here (`--quick`: about 10 s).
 //!
 //! Adding a target (the framework's RR, RRA, asynchronous and one-way over
 //! UDP): implement [`Target`] for a type holding a connected client (its
@@ -93,6 +95,10 @@ enum Role {
     Tonic,
     /// Anything else (the framework's targets).
     Measured,
+    /// The raw TCP echo (frames batched per write): TCP's floor.
+    RawTcp,
+    /// tarpc over TCP: the TCP throughput reference.
+    Tarpc,
 }
 
 /// The framework's own targets, measured after the baselines on the same
@@ -653,7 +659,20 @@ async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     rows.push(measure(RawUdp::start(&server_rt, plan.most_in_flight()).await?, plan).await?);
     rows.push(measure(TonicUnary::start(&server_rt).await?, plan).await?);
     framework_targets(&server_rt, plan, &mut rows).await?;
+    more_targets(&server_rt, plan, &mut rows).await?;
     Ok(rows)
+}
+
+/// The multicast rows on `layout` (servers on a runtime of their own in split).
+async fn multicast_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<McRow>> {
+    let (server_rt, _guard) = match layout {
+        Layout::Single => (Handle::current(), None),
+        Layout::Split => {
+            let (handle, guard) = ServerThread::start()?;
+            (handle, Some(guard))
+        }
+    };
+    multicast_rows(&server_rt, plan).await
 }
 
 /// A current-thread runtime on its own thread, running until dropped.
@@ -718,11 +737,496 @@ fn main() -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for layout in layouts {
         let rows = runtime.block_on(run_layout(layout, &plan))?;
-        reports.push((layout, rows));
+        let multicast = runtime.block_on(multicast_layout(layout, &plan))?;
+        reports.push((layout, rows, multicast));
     }
-    for (layout, rows) in &reports {
+    for (layout, rows, multicast) in &reports {
         print_report(*layout, &plan, rows);
+        print_multicast(*layout, multicast);
+        print_ratios(*layout, &plan, rows, multicast);
     }
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// TCP, gRPC and multicast (issues 4 and 5): more peers, same layout
+// ---------------------------------------------------------------------------
+
+/// Row names the ratios look up.
+const OURS_UDP_RR: &str = "ours UDP RR (sync)";
+const OURS_TCP_RR: &str = "ours TCP RR (sync)";
+const OURS_GRPC_RR: &str = "ours gRPC face RR (sync)";
+
+/// The TCP, gRPC and tarpc rows, measured after the UDP ones on the same
+/// layout. Raw TCP is measured by its own loop (a pipelined stream), the
+/// others through [`Target`].
+async fn more_targets(server: &Handle, plan: &Plan, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    rows.push(raw_tcp_row(server, plan).await?);
+    rows.push(measure(TarpcTcp::start(server).await?, plan).await?);
+    rows.push(measure(OursTcp::start(server).await?, plan).await?);
+    rows.push(measure(OursGrpc::start(server).await?, plan).await?);
+    Ok(())
+}
+
+/// A raw echo server over TCP: reads what is there, answers every complete
+/// length-prefixed frame, all of a read's frames in one write.
+async fn raw_tcp_server(server_rt: &Handle) -> anyhow::Result<(SocketAddr, ServerTask)> {
+    use bytes::BufMut as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = server_rt.spawn(async move {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = tx.send(listener.local_addr());
+        let mut conns = JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            conns.spawn(async move {
+                let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+                let mut out = bytes::BytesMut::with_capacity(64 * 1024);
+                loop {
+                    if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    while buf.len() >= 4 {
+                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                        if buf.len() < 4 + len {
+                            break;
+                        }
+                        out.put_slice(&buf.split_to(4 + len));
+                    }
+                    if !out.is_empty() && s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+            });
+        }
+    });
+    let task = ServerTask(task);
+    let addr = rx.await.context("raw TCP server did not start")??;
+    Ok((addr, task))
+}
+
+/// Raw TCP, one connection: `in_flight` 64-byte frames kept outstanding;
+/// the frames completed by each read are answered by as many new ones in
+/// one write (batched, as tarpc does). Returns the sorted round trips
+/// (only when `in_flight` is 1) and frames per second.
+async fn raw_tcp_run(addr: SocketAddr, in_flight: usize, window: Duration) -> anyhow::Result<(Vec<Duration>, f64)> {
+    use bytes::{Buf as _, BufMut as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const FRAME: usize = 4 + PAYLOAD;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut frame = bytes::BytesMut::new();
+    frame.put_u32(PAYLOAD as u32);
+    frame.put_slice(&[7u8; PAYLOAD]);
+    let mut out = bytes::BytesMut::new();
+    for _ in 0..in_flight {
+        out.put_slice(&frame);
+    }
+    let mut sent_at = std::collections::VecDeque::new();
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    s.write_all(&out).await?;
+    sent_at.extend(std::iter::repeat_n(Instant::now(), in_flight));
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    let mut done = 0u64;
+    while start.elapsed() < window {
+        ensure!(s.read_buf(&mut buf).await? > 0, "raw TCP: connection closed");
+        out.clear();
+        while buf.len() >= FRAME {
+            buf.advance(FRAME);
+            done += 1;
+            if let Some(t) = sent_at.pop_front() {
+                if in_flight == 1 {
+                    lat.push(t.elapsed());
+                }
+            }
+            out.put_slice(&frame);
+        }
+        sent_at.extend(std::iter::repeat_n(Instant::now(), out.len() / FRAME));
+        s.write_all(&out).await?;
+    }
+    lat.sort_unstable();
+    Ok((lat, done as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// The raw TCP baseline as a row: sequential = one frame outstanding.
+async fn raw_tcp_row(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Row> {
+    let name = "raw tokio TCP (batched)".to_owned();
+    let (addr, _task) = raw_tcp_server(server_rt).await?;
+    let bound = plan.seq_window * 2;
+    watchdog(&name, bound, raw_tcp_run(addr, 1, plan.tput_warmup)).await??;
+    let (lat, _) = watchdog(&name, bound, raw_tcp_run(addr, 1, plan.seq_window)).await??;
+    ensure!(!lat.is_empty(), "raw TCP: no round trip completed");
+    let at = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];
+    let mut tput = Vec::new();
+    for &n in &plan.in_flight {
+        let bound = plan.tput_warmup + plan.tput_window;
+        watchdog(&name, bound, raw_tcp_run(addr, n, plan.tput_warmup)).await??;
+        let (_, rate) = watchdog(&name, bound, raw_tcp_run(addr, n, plan.tput_window)).await??;
+        tput.push((n, rate));
+    }
+    let row = Row {
+        name,
+        role: Role::RawTcp,
+        seq_calls: lat.len() as u64,
+        p50: at(50),
+        p99: at(99),
+        throughput: tput,
+        note: "one connection; all frames a read completes are answered in one write".to_owned(),
+    };
+    println!("  measured {:<28} p50 {:>8.1} us", row.name, us(row.p50));
+    Ok(row)
+}
+
+/// The tarpc echo service (generated by `#[tarpc::service]`).
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+mod tarpc_echo {
+    /// Echo over tarpc.
+    #[tarpc::service]
+    pub trait TarpcEcho {
+        /// Returns the request unchanged.
+        async fn echo(data: Vec<u8>) -> Vec<u8>;
+    }
+
+    /// The server side.
+    #[derive(Clone, Debug)]
+    pub struct EchoServer;
+
+    impl TarpcEcho for EchoServer {
+        async fn echo(self, _: tarpc::context::Context, data: Vec<u8>) -> Vec<u8> {
+            data
+        }
+    }
+}
+
+/// tarpc 0.38 over TCP with bincode (length-delimited frames, nodelay on
+/// both ends), one connection.
+struct TarpcTcp {
+    client: tarpc_echo::TarpcEchoClient,
+    payload: Vec<u8>,
+    _task: ServerTask,
+}
+
+impl std::fmt::Debug for TarpcTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TarpcTcp").finish_non_exhaustive()
+    }
+}
+
+impl TarpcTcp {
+    async fn start(server_rt: &Handle) -> anyhow::Result<TarpcTcp> {
+        use futures::StreamExt as _;
+        use tarpc::server::Channel as _;
+        use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
+        use tarpc_echo::TarpcEcho as _;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = server_rt.spawn(async move {
+            let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(listener.local_addr());
+            let mut conns = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let framed = Framed::new(stream, LengthDelimitedCodec::new());
+                let transport = tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default());
+                let channel = tarpc::server::BaseChannel::with_defaults(transport);
+                conns.spawn(channel.execute(tarpc_echo::EchoServer.serve()).for_each(|call| async move {
+                    tokio::spawn(call);
+                }));
+            }
+        });
+        let task = ServerTask(task);
+        let addr = rx.await.context("tarpc server did not start")??;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let framed = Framed::new(stream, LengthDelimitedCodec::new());
+        let transport = tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default());
+        let client = tarpc_echo::TarpcEchoClient::new(tarpc::client::Config::default(), transport).spawn();
+        Ok(TarpcTcp { client, payload: vec![7u8; PAYLOAD], _task: task })
+    }
+}
+
+impl Target for TarpcTcp {
+    fn name(&self) -> String {
+        "tarpc 0.38 (TCP, bincode)".to_owned()
+    }
+
+    fn role(&self) -> Role {
+        Role::Tarpc
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        let reply = self.client.echo(tarpc::context::current(), self.payload.clone()).await?;
+        ensure!(reply == self.payload, "tarpc: wrong echo");
+        Ok(())
+    }
+}
+
+/// The framework over TCP: a server with a TCP door, a `TcpChannel` (one
+/// connection) to it; RR on a non-idempotent method, so at-most-once is on
+/// (duplicate filter and reply history).
+#[derive(Debug)]
+struct OursTcp {
+    client: rpc_core::Client,
+    channel: rpc_core::client::TcpChannel,
+    request: EchoMsg,
+    server: Option<rpc_core::server::ServerHandle>,
+}
+
+impl OursTcp {
+    async fn start(server_rt: &Handle) -> anyhow::Result<OursTcp> {
+        let server = server_rt
+            .spawn(async move {
+                rpc_core::server::Server::builder().add_service(OurEcho::default()).serve_tcp("127.0.0.1:0").await
+            })
+            .await??;
+        let channel = rpc_core::client::TcpChannel::connect(server.local_addr()).await?;
+        let client = rpc_core::Client::new(channel.clone());
+        let request = EchoMsg { data: Bytes::from(vec![7u8; PAYLOAD]) };
+        Ok(OursTcp { client, channel, request, server: Some(server) })
+    }
+}
+
+impl Drop for OursTcp {
+    fn drop(&mut self) {
+        self.server.take();
+    }
+}
+
+impl Target for OursTcp {
+    fn name(&self) -> String {
+        OURS_TCP_RR.to_owned()
+    }
+
+    fn role(&self) -> Role {
+        Role::Measured
+    }
+
+    fn note(&self) -> String {
+        let c = self.channel.stats();
+        let l = self.channel.link_stats();
+        format!(
+            "{} calls, {} retransmissions; client frames per write {:.1}",
+            c.calls,
+            c.retransmissions,
+            l.frames_sent as f64 / l.writes.max(1) as f64
+        )
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        use rpc_core::{Never, Protocol};
+        let reply = self
+            .client
+            .call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request)
+            .protocol(Protocol::RR)
+            .await?;
+        ensure!(reply.data == self.request.data, "ours TCP: wrong echo");
+        Ok(())
+    }
+}
+
+/// The framework's gRPC face: a server serving over gRPC, a `GrpcChannel`
+/// (session metadata on, so at-most-once is on) to it.
+#[derive(Debug)]
+struct OursGrpc {
+    client: rpc_core::Client,
+    request: EchoMsg,
+    server: Option<rpc_core::server::ServerHandle>,
+}
+
+impl OursGrpc {
+    async fn start(server_rt: &Handle) -> anyhow::Result<OursGrpc> {
+        let server = server_rt
+            .spawn(async move {
+                rpc_core::server::Server::builder().add_service(OurEcho::default()).serve_grpc("127.0.0.1:0").await
+            })
+            .await??;
+        let channel = rpc_core::grpc::GrpcChannel::connect(&format!("http://{}", server.local_addr())).await?;
+        let client = rpc_core::Client::new(channel);
+        let request = EchoMsg { data: Bytes::from(vec![7u8; PAYLOAD]) };
+        Ok(OursGrpc { client, request, server: Some(server) })
+    }
+}
+
+impl Drop for OursGrpc {
+    fn drop(&mut self) {
+        self.server.take();
+    }
+}
+
+impl Target for OursGrpc {
+    fn name(&self) -> String {
+        OURS_GRPC_RR.to_owned()
+    }
+
+    fn role(&self) -> Role {
+        Role::Measured
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        use rpc_core::Never;
+        let reply = self.client.call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request).await?;
+        ensure!(reply.data == self.request.data, "ours gRPC: wrong echo");
+        Ok(())
+    }
+}
+
+/// One line of the multicast table: sequential latency of a call.
+#[derive(Debug, Clone)]
+struct McRow {
+    name: String,
+    members: usize,
+    calls: usize,
+    p50: Duration,
+    p99: Duration,
+    retransmissions: u64,
+}
+
+/// Sequential latency of `call` (warm-up first), bounded by count and time.
+async fn latency<F, Fut>(plan: &Plan, mut call: F) -> anyhow::Result<(usize, Duration, Duration)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let warmup = (plan.warmup_calls / 4).max(50);
+    for _ in 0..warmup {
+        call().await?;
+    }
+    let max = (plan.seq_calls / 5).max(300) as usize;
+    let window = plan.seq_window / 3;
+    let mut samples = Vec::with_capacity(max);
+    let end = Instant::now() + window;
+    while samples.len() < max && Instant::now() < end {
+        let start = Instant::now();
+        call().await?;
+        samples.push(start.elapsed());
+    }
+    ensure!(!samples.is_empty(), "no call completed");
+    samples.sort_unstable();
+    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+    Ok((samples.len(), at(50), at(99)))
+}
+
+/// Group calls (`all`, `first`, majority `quorum`) over 1, 4 and 16 UDP
+/// members against one unicast call, Counter.Increment (not idempotent:
+/// at-most-once on every member), on the given layout's server runtime.
+async fn multicast_rows(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Vec<McRow>> {
+    use rpc_core::client::UdpChannel;
+    use rpc_core::{Client, GroupClient};
+    use rpc_services::proto::demo::v1::{Amount, CounterClient, CounterGroupClient, CounterServer};
+    let mut servers = Vec::new();
+    for _ in 0..16 {
+        let server = server_rt
+            .spawn(async move {
+                let counter = Arc::new(rpc_services::CounterService::new());
+                rpc_core::server::Server::builder().add_service(CounterServer::from_arc(counter)).serve_udp("127.0.0.1:0").await
+            })
+            .await??;
+        servers.push(server);
+    }
+    let bound = plan.seq_window * 2;
+    let mut rows = Vec::new();
+    let channel = UdpChannel::connect(servers[0].local_addr()).await?;
+    let unicast = CounterClient::new(Client::new(channel.clone()));
+    let (calls, p50, p99) = watchdog("unicast", bound, latency(plan, || {
+        let call = unicast.increment(Amount { delta: 1 });
+        async move { call.await.map(drop).map_err(|e| anyhow::anyhow!("unicast: {e}")) }
+    }))
+    .await??;
+    rows.push(McRow { name: "unicast".into(), members: 1, calls, p50, p99, retransmissions: channel.stats().retransmissions });
+    for n in [1usize, 4, 16] {
+        let group = GroupClient::new();
+        let mut channels = Vec::new();
+        for (i, s) in servers.iter().take(n).enumerate() {
+            let ch = UdpChannel::connect(s.local_addr()).await?;
+            group.add(format!("m{i}"), Client::new(ch.clone()));
+            channels.push(ch);
+        }
+        let stub = CounterGroupClient::new(group);
+        let retx = || channels.iter().map(|c| c.stats().retransmissions).sum::<u64>();
+        let quorum = n / 2 + 1;
+        for policy in ["all", "first", "quorum"] {
+            let before = retx();
+            let name = if policy == "quorum" { format!("quorum({quorum}) x{n}") } else { format!("{policy} x{n}") };
+            let (calls, p50, p99) = watchdog(&name, bound, latency(plan, || {
+                let call = stub.increment(Amount { delta: 1 }).timeout(Duration::from_secs(5));
+                let call = match policy {
+                    "all" => call.all(),
+                    "first" => call.first(),
+                    _ => call.quorum(quorum),
+                };
+                let name = name.clone();
+                async move {
+                    let out = call.await;
+                    ensure!(out.complete && out.successes() >= 1, "{name}: incomplete ({} replies)", out.successes());
+                    Ok(())
+                }
+            }))
+            .await??;
+            rows.push(McRow { name, members: n, calls, p50, p99, retransmissions: retx() - before });
+        }
+    }
+    println!("  measured multicast: unicast p50 {:.1} us, {} group rows", us(rows[0].p50), rows.len() - 1);
+    drop(servers);
+    Ok(rows)
+}
+
+fn print_multicast(layout: Layout, rows: &[McRow]) {
+    println!();
+    println!("multicast (unicast group calls over UDP, Counter.Increment, at-most-once), layout {}", layout.describe());
+    println!("| {:<16} | {:>7} | {:>7} | {:>10} | {:>10} | {:>10} | {:>5} |", "call", "members", "n", "p50 us", "p99 us", "x unicast", "retx");
+    println!("|{:-<18}|{:->9}|{:->9}|{:->12}|{:->12}|{:->12}|{:->7}|", "", ":", ":", ":", ":", ":", ":");
+    let base = rows.first().map(|r| r.p50.as_secs_f64()).unwrap_or(1.0);
+    for r in rows {
+        println!(
+            "| {:<16} | {:>7} | {:>7} | {:>10.1} | {:>10.1} | {:>9.2}x | {:>5} |",
+            r.name,
+            r.members,
+            r.calls,
+            us(r.p50),
+            us(r.p99),
+            r.p50.as_secs_f64() / base,
+            r.retransmissions
+        );
+    }
+}
+
+/// The issues' ratios, each against a baseline measured in the same run.
+fn print_ratios(layout: Layout, plan: &Plan, rows: &[Row], multicast: &[McRow]) {
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    let role = |role: Role| rows.iter().find(|r| r.role == role);
+    let top = plan.most_in_flight();
+    let at = |row: &Row| row.throughput.iter().find(|(k, _)| *k == top).map(|(_, r)| *r);
+    let p50 = |row: &Row| row.p50.as_secs_f64();
+    let line = |what: &str, value: Option<f64>, target: &str, ok: &dyn Fn(f64) -> bool| match value {
+        Some(v) => println!("  {what:<42} {v:>7.2}x   target {target:<10} {}", if ok(v) { "met" } else { "NOT met" }),
+        None => println!("  {what:<42} {:>7}    (a row is missing)", "-"),
+    };
+    println!();
+    println!("ratios ({})", layout.describe());
+    let (udp, tcp, grpc) = (find(OURS_UDP_RR), find(OURS_TCP_RR), find(OURS_GRPC_RR));
+    let (raw, tonic, tarpc, raw_tcp) = (role(Role::RawUdp), role(Role::Tonic), role(Role::Tarpc), role(Role::RawTcp));
+    line("UDP RR p50 / raw UDP p50", udp.zip(raw).map(|(a, b)| p50(a) / p50(b)), "<= 1.25", &|v| v <= 1.25);
+    line(&format!("UDP RR calls/s @{top} / tonic"), udp.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)), ">= 5", &|v| v >= 5.0);
+    line("gRPC face p50 / tonic p50", grpc.zip(tonic).map(|(a, b)| p50(a) / p50(b)), "<= 1.10", &|v| v <= 1.10);
+    line(&format!("gRPC face calls/s @{top} / tonic"), grpc.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)), ">= 0.90", &|v| v >= 0.90);
+    line(&format!("TCP RR calls/s @{top} / tarpc"), tcp.zip(tarpc).and_then(|(a, b)| Some(at(a)? / at(b)?)), ">= 1.5", &|v| v >= 1.5);
+    line("TCP RR p50 / raw TCP p50 (info)", tcp.zip(raw_tcp).map(|(a, b)| p50(a) / p50(b)), "-", &|_| true);
+    let unicast = multicast.iter().find(|r| r.name == "unicast");
+    let all16 = multicast.iter().find(|r| r.name == "all x16");
+    line("multicast all x16 p50 / unicast p50", unicast.zip(all16).map(|(u, a)| a.p50.as_secs_f64() / u.p50.as_secs_f64()), "<= 3", &|v| v <= 3.0);
 }
