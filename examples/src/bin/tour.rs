@@ -760,29 +760,6 @@ impl Tour {
                     Err(format!("{said}; but the server ran it {ran} times"))
                 }
             }
-            // Over gRPC the server's face ends the call at the same deadline
-            // (from `grpc-timeout`) and its DEADLINE_EXCEEDED status may
-            // arrive before the client's own timer fires: a race of two
-            // timers of the same tick. The client then returns the status,
-            // whose `may_have_run()` is false although the handler did
-            // start (reported to the lead as an rpc-core issue); the tour
-            // accepts it on the gRPC door, says so, and still checks that
-            // the handler ran at most once.
-            Err(CallError::Rpc(e @ Error::Status(s))) if door.name() == "grpc" && s.code() == Code::DeadlineExceeded => {
-                let ran = self.runs_since(executions, 1, Duration::from_millis(600)).await;
-                for _ in 0..ran {
-                    self.ledger.ran(0);
-                }
-                if ran <= 1 {
-                    Ok(format!(
-                        "server's DEADLINE_EXCEEDED status first (it {}; client says may_have_run {})",
-                        if ran == 1 { "did run" } else { "did not run" },
-                        e.may_have_run()
-                    ))
-                } else {
-                    Err(format!("{e}; but the server ran it {ran} times"))
-                }
-            }
             Err(e) => Err(format!("expected DEADLINE_EXCEEDED, got {}", describe(e))),
             Ok(c) => Err(format!("a 300 ms handler answered within 100 ms: {c:?}")),
         };

@@ -341,6 +341,14 @@ impl Call {
                     if ours.details_type() == SERVER_RESTARTED {
                         return Err(Error::OutcomeUnknown);
                     }
+                    // The server ends the call at the same grpc-timeout the
+                    // client set, so its DEADLINE_EXCEEDED may arrive before
+                    // the client's own timer fires: that is the deadline, and
+                    // the handler may have run, unless the server says it
+                    // refused the work before starting it.
+                    if ours.code() == crate::Code::DeadlineExceeded && ours.message() != super::server::NOT_RUN {
+                        return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
+                    }
                     return Ok(Answer { result: Err(ours), accepted: false, attempt });
                 }
                 Err(status) => {

@@ -163,7 +163,7 @@ impl Door {
             return Err(Status::unavailable("shutting down"));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Status::deadline_exceeded("deadline passed before the request ran"));
+            return Err(Status::deadline_exceeded(NOT_RUN));
         }
         let ctx = CallContext {
             method,
@@ -448,3 +448,7 @@ async fn accept_loop(listener: TcpListener, router: Router) {
         }
     }
 }
+
+/// The message of the DEADLINE_EXCEEDED status that means "refused before
+/// it ran" (the engine uses the same text).
+pub(crate) const NOT_RUN: &str = "deadline passed before the request ran";
