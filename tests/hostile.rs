@@ -198,7 +198,7 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
         );
         let runs = demo.counter.executions();
         let real_calls = ok_calls + unknown_calls;
-        assert!(runs >= ok_calls && runs <= real_calls + FAKE_SESSIONS, "{runs} executions");
+        assert!(runs >= ok_calls && runs <= real_calls + sent as u64, "{runs} executions for {real_calls} real calls and {sent} attack datagrams");
 
         let s = demo.server.stats();
         assert!(s.received > sent as u64 / 2, "the server read the attack: {s:?}");

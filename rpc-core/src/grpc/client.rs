@@ -342,11 +342,14 @@ impl Call {
                         return Err(Error::OutcomeUnknown);
                     }
                     // The server ends the call at the same grpc-timeout the
-                    // client set, so its DEADLINE_EXCEEDED may arrive before
-                    // the client's own timer fires: that is the deadline, and
-                    // the handler may have run, unless the server says it
-                    // refused the work before starting it.
-                    if ours.code() == crate::Code::DeadlineExceeded && ours.message() != super::server::NOT_RUN {
+                    // client set, so its DEADLINE_EXCEEDED may arrive just
+                    // before the client's own timer fires: that is the
+                    // deadline, and the handler may have run, unless the
+                    // server says it refused the work before starting it. A
+                    // DEADLINE_EXCEEDED well before the deadline is the
+                    // handler's own answer and stays a status.
+                    let at_deadline = self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d);
+                    if ours.code() == crate::Code::DeadlineExceeded && at_deadline && ours.message() != super::server::NOT_RUN {
                         return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
                     }
                     return Ok(Answer { result: Err(ours), accepted: false, attempt });
