@@ -82,7 +82,7 @@ pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invoc
 async fn take_id<S: DatagramSocket>(
     shared: &Shared<S>,
     give_up_at: Instant,
-    mut start: impl FnMut(&mut Session, bool) -> Option<u64>,
+    mut start: impl FnMut(&mut Session, bool) -> Option<u64> + Send,
 ) -> Result<u64, Error> {
     let notify = {
         let mut session = shared.lock();
@@ -91,6 +91,19 @@ async fn take_id<S: DatagramSocket>(
         }
         session.wait_for_window()
     };
+    // The waiting state (timer, wake-up registration) lives in its own
+    // allocation, so the calling future stays as small as without a window.
+    Box::pin(wait_for_window(shared, give_up_at, notify, start)).await
+}
+
+/// The slow path of [`take_id`]: the session counts this call as a window
+/// waiter already; waits for a turn.
+async fn wait_for_window<S: DatagramSocket>(
+    shared: &Shared<S>,
+    give_up_at: Instant,
+    notify: Arc<tokio::sync::Notify>,
+    mut start: impl FnMut(&mut Session, bool) -> Option<u64> + Send,
+) -> Result<u64, Error> {
     let mut waiting = WindowWait { shared, done: false };
     bump(&shared.counters.window_waits);
     tracing::debug!("send window full; waiting for older calls to finish");

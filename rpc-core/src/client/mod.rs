@@ -27,6 +27,14 @@
 //!   burst (their ids are at most L). Every RRA reply is thus acknowledged
 //!   within one scheduling round of the receive task, and a lost ACK is
 //!   covered by the next ACK or REQUEST, whose `ack_up_to` only grows;
+//! - a send window bounds how far request ids run ahead of `ack_up_to`
+//!   ([`ChannelConfig::max_window`]): a call that would take an id more
+//!   than the window past it waits (in arrival order, its deadline
+//!   running) until older calls finish. The server's history then holds
+//!   at most about a window of this session's entries, so its per-session
+//!   cap never evicts the stored reply of a call that is still
+//!   retransmitting. The check is one comparison under the session lock
+//!   that hands out the id anyway;
 //! - [`ClientStats`] counts what happened ([`UdpChannel::stats`]).
 //!
 //! Dropping the last clone of a channel stops its receive task; calls still
@@ -116,6 +124,11 @@ pub struct ChannelConfig {
     /// most the server's per-session cap; half of it leaves room for an
     /// `ack_up_to` the server has not heard of yet. Default 512 (half the
     /// server's default cap of 1024); 0 means unlimited.
+    ///
+    /// A call that is still running on the server (or a deferred call
+    /// whose result has not arrived) holds the window: with one call
+    /// outstanding, at most `max_window - 1` newer calls start before it
+    /// finishes.
     pub max_window: u64,
 }
 
