@@ -4,7 +4,7 @@
 //! deferred calls) polls until the REPLY.
 
 use super::rto::{jitter_factor, PollInterval};
-use super::session::{flag, Final};
+use super::session::{flag, Final, Session};
 use super::stats::bump;
 use super::Shared;
 use crate::call::{Invocation, Outcome, RawResult};
@@ -44,7 +44,9 @@ pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invoc
         bump(&shared.counters.timeouts);
         return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
     }
-    let id = shared.lock().start_call(protocol == Protocol::RRA);
+    let rra = protocol == Protocol::RRA;
+    let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
+    let id = take_id(&shared, give_up_at, |session, queued| session.try_start_call(rra, queued)).await?;
     let span = tracing::debug_span!(
         "rpc_call",
         service = inv.service.full_name,
@@ -59,10 +61,117 @@ pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invoc
     exchange.run(style, span.clone()).instrument(span).await
 }
 
+/// Takes the next request id with `start` (one of the session's
+/// `try_start_*`) once the send window allows it (see
+/// `ChannelConfig::max_window`).
+///
+/// When the window is open this is one lock and one comparison, as before
+/// there was a window. Otherwise the call waits, in arrival order, until
+/// older calls finish (the session wakes one waiter per advance of
+/// `ack_up_to`, which passes the turn on while there is room), the channel
+/// closes, or `give_up_at` passes.
+///
+/// # Errors
+/// [`Error::DeadlineExceeded`] (nothing sent) at `give_up_at`,
+/// [`Error::Closed`] when the channel closes meanwhile.
+///
+/// # Cancel safety
+/// Dropping the future while it waits leaves nothing behind: no id was
+/// taken, the waiter count is restored, and a wake-up it received is passed
+/// to the next waiter (`Notified` forwards it when dropped).
+async fn take_id<S: DatagramSocket>(
+    shared: &Shared<S>,
+    give_up_at: Instant,
+    mut start: impl FnMut(&mut Session, bool) -> Option<u64> + Send,
+) -> Result<u64, Error> {
+    let notify = {
+        let mut session = shared.lock();
+        if let Some(id) = start(&mut session, false) {
+            return Ok(id);
+        }
+        session.wait_for_window()
+    };
+    // The waiting state (timer, wake-up registration) lives in its own
+    // allocation, so the calling future stays as small as without a window.
+    Box::pin(wait_for_window(shared, give_up_at, notify, start)).await
+}
+
+/// The slow path of [`take_id`]: the session counts this call as a window
+/// waiter already; waits for a turn.
+async fn wait_for_window<S: DatagramSocket>(
+    shared: &Shared<S>,
+    give_up_at: Instant,
+    notify: Arc<tokio::sync::Notify>,
+    mut start: impl FnMut(&mut Session, bool) -> Option<u64> + Send,
+) -> Result<u64, Error> {
+    let mut waiting = WindowWait { shared, done: false };
+    bump(&shared.counters.window_waits);
+    tracing::debug!("send window full; waiting for older calls to finish");
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(give_up_at));
+    loop {
+        let mut notified = std::pin::pin!(notify.notified());
+        {
+            let mut session = shared.lock();
+            // Read under the lock: `Shared::close` sets the flag before it
+            // wakes the waiters under the same lock.
+            if shared.is_closed() {
+                return Err(Error::Closed);
+            }
+            // Registered before looking, under the lock every wake-up is
+            // sent under: none is lost.
+            notified.as_mut().enable();
+            if let Some(id) = start(&mut session, true) {
+                waiting.done = true;
+                session.stop_waiting_for_window();
+                session.pass_window_on();
+                return Ok(id);
+            }
+        }
+        let woken = poll_fn(|cx| {
+            if notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            timer.as_mut().poll(cx).map(|()| false)
+        })
+        .await;
+        if !woken {
+            bump(&shared.counters.timeouts);
+            tracing::debug!("deadline passed while waiting for the send window");
+            return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+        }
+    }
+}
+
+/// A call waiting for the send window; dropping it (the call got its id,
+/// gave up, or was dropped) takes it off the session's waiter count.
+struct WindowWait<'a, S> {
+    shared: &'a Shared<S>,
+    /// Already taken off (under the lock that handed out the id).
+    done: bool,
+}
+
+impl<S> Drop for WindowWait<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.lock().stop_waiting_for_window();
+        }
+    }
+}
+
 /// Protocol R: one datagram, no pending entry, finished at once.
 async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome, Error> {
     let now = Instant::now();
-    let deadline_us = match inv.options.deadline.map(Instant::from_std) {
+    let deadline = inv.options.deadline.map(Instant::from_std);
+    if deadline.is_some_and(|d| d <= now) {
+        bump(&shared.counters.timeouts);
+        return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+    }
+    let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
+    // A one-way request takes an id (and a tombstone in the server's
+    // history) like any other: it waits for the window too.
+    let id = take_id(shared, give_up_at, |session, queued| session.try_start_one_way(queued)).await?;
+    let now = Instant::now();
+    let deadline_us = match deadline {
         Some(d) if d <= now => {
             bump(&shared.counters.timeouts);
             return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
@@ -70,12 +179,11 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
         Some(d) => micros_left(d, now),
         None => 0,
     };
-    let (id, ack_up_to, incarnation) = {
-        let mut session = shared.lock();
-        let id = session.start_one_way();
+    let (ack_up_to, incarnation) = {
+        let session = shared.lock();
         // Never acknowledge the one-way request itself in its own datagram,
         // so that the server keeps its tombstone against network duplicates.
-        (id, session.ack_up_to().min(id - 1), session.incarnation())
+        (session.ack_up_to().min(id - 1), session.incarnation())
     };
     let env = Envelope {
         version: VERSION,

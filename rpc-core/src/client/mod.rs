@@ -27,6 +27,14 @@
 //!   burst (their ids are at most L). Every RRA reply is thus acknowledged
 //!   within one scheduling round of the receive task, and a lost ACK is
 //!   covered by the next ACK or REQUEST, whose `ack_up_to` only grows;
+//! - a send window bounds how far request ids run ahead of `ack_up_to`
+//!   ([`ChannelConfig::max_window`]): a call that would take an id more
+//!   than the window past it waits (in arrival order, its deadline
+//!   running) until older calls finish. The server's history then holds
+//!   at most about a window of this session's entries, so its per-session
+//!   cap never evicts the stored reply of a call that is still
+//!   retransmitting. The check is one comparison under the session lock
+//!   that hands out the id anyway;
 //! - [`ClientStats`] counts what happened ([`UdpChannel::stats`]).
 //!
 //! Dropping the last clone of a channel stops its receive task; calls still
@@ -108,6 +116,20 @@ pub struct ChannelConfig {
     /// request the server is running, waiting for a deferred result).
     /// Default 30 s; at most one year.
     pub max_wait: Duration,
+    /// Send window: a call may take request id N only while
+    /// `N - ack_up_to <= max_window`; otherwise it waits (its deadline, or
+    /// `max_wait` without one, runs meanwhile) until older calls finish.
+    /// This keeps the server from evicting a slow call's stored reply by
+    /// its per-session history cap while newer calls complete. Keep it at
+    /// most the server's per-session cap; half of it leaves room for an
+    /// `ack_up_to` the server has not heard of yet. Default 512 (half the
+    /// server's default cap of 1024); 0 means unlimited.
+    ///
+    /// A call that is still running on the server (or a deferred call
+    /// whose result has not arrived) holds the window: with one call
+    /// outstanding, at most `max_window - 1` newer calls start before it
+    /// finishes.
+    pub max_window: u64,
 }
 
 impl Default for ChannelConfig {
@@ -119,6 +141,7 @@ impl Default for ChannelConfig {
             default_retries: 10,
             max_datagram: 65_000,
             max_wait: Duration::from_secs(30),
+            max_window: 512,
         }
     }
 }
@@ -172,7 +195,11 @@ impl<S> Shared<S> {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let wakers = self.lock().take_all_wakers();
+        let wakers = {
+            let mut session = self.lock();
+            session.wake_window_waiters();
+            session.take_all_wakers()
+        };
         for w in wakers {
             w.wake();
         }
@@ -305,12 +332,13 @@ impl<S: DatagramSocket> UdpChannel<S> {
             }
         };
         let rto = RtoEstimator::new(config.initial_rto, config.min_rto, config.max_rto);
+        let window = config.max_window;
         let shared = Arc::new(Shared {
             socket,
             server,
             session_id,
             config,
-            state: Mutex::new(Session::new(rto)),
+            state: Mutex::new(Session::new(rto, window)),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
@@ -625,7 +653,7 @@ mod tests {
                 Duration::from_millis(1),
                 Duration::from_millis(1),
                 Duration::from_millis(1),
-            ))),
+            ), 0)),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),

@@ -12,7 +12,9 @@ use crate::call::RawResult;
 use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
 use crate::status::Status;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::task::Waker;
+use tokio::sync::Notify;
 use std::time::{Duration, Instant};
 
 /// How many completed RRA request ids are remembered, so that a late
@@ -104,14 +106,26 @@ pub(crate) struct Session {
     /// Until when a PING sent by some call is still expected to be
     /// answered: other calls waiting for the incarnation do not send one.
     ping_window: Option<Instant>,
+    /// The send window: a new id N is handed out only while
+    /// `N - ack_up_to <= window` (0: unlimited).
+    window: u64,
+    /// Calls waiting for the window to open.
+    window_waiters: usize,
+    /// Woken (all waiters) when `ack_up_to` advances while calls wait, and
+    /// when the channel closes.
+    window_open: Arc<Notify>,
     /// The round-trip estimator of the channel.
     pub(crate) rto: RtoEstimator,
 }
 
 impl Session {
-    /// A fresh session: request ids start at 1.
-    pub(crate) fn new(rto: RtoEstimator) -> Session {
+    /// A fresh session: request ids start at 1; at most `window` ids past
+    /// the low-water mark (0: unlimited).
+    pub(crate) fn new(rto: RtoEstimator, window: u64) -> Session {
         Session {
+            window,
+            window_waiters: 0,
+            window_open: Arc::new(Notify::new()),
             next_id: 1,
             pending: HashMap::new(),
             unfinished: BTreeSet::new(),
@@ -121,6 +135,57 @@ impl Session {
             ping_window: None,
             rto,
         }
+    }
+
+    /// Whether the next id may be handed out now: it is at most `window`
+    /// past the low-water mark. `queued`: the caller is one of the waiters
+    /// (a new caller does not overtake calls already waiting).
+    pub(crate) fn window_open(&self, queued: bool) -> bool {
+        if self.window == 0 {
+            return true;
+        }
+        if !queued && self.window_waiters > 0 {
+            return false;
+        }
+        self.next_id - self.ack_up_to() <= self.window
+    }
+
+    /// A call starts waiting for the window; returns what wakes it.
+    pub(crate) fn wait_for_window(&mut self) -> Arc<Notify> {
+        self.window_waiters += 1;
+        self.window_open.clone()
+    }
+
+    /// A call stops waiting for the window (it got an id, gave up or was
+    /// dropped).
+    pub(crate) fn stop_waiting_for_window(&mut self) {
+        self.window_waiters = self.window_waiters.saturating_sub(1);
+    }
+
+    /// After a waiter took an id: if the window is still open and calls
+    /// still wait, wakes the next one (an advance of `ack_up_to` wakes one
+    /// waiter, which passes the turn on while there is room).
+    pub(crate) fn pass_window_on(&self) {
+        if self.window_waiters > 0 && self.window_open(true) {
+            self.window_open.notify_one();
+        }
+    }
+
+    /// Wakes every call waiting for the window (the channel is closing).
+    pub(crate) fn wake_window_waiters(&self) {
+        self.window_open.notify_waiters();
+    }
+
+    /// Hands out the next request id and registers a pending call for it,
+    /// if the window is open (see [`Session::window_open`]).
+    pub(crate) fn try_start_call(&mut self, rra: bool, queued: bool) -> Option<u64> {
+        self.window_open(queued).then(|| self.start_call(rra))
+    }
+
+    /// Hands out the next request id for a one-way call, if the window is
+    /// open (see [`Session::window_open`]).
+    pub(crate) fn try_start_one_way(&mut self, queued: bool) -> Option<u64> {
+        self.window_open(queued).then(|| self.start_one_way())
     }
 
     /// Hands out the next request id and registers a pending call for it.
@@ -174,7 +239,13 @@ impl Session {
     }
 
     fn finish(&mut self, id: u64) {
+        let lowest = self.unfinished.first() == Some(&id);
         self.unfinished.remove(&id);
+        if lowest && self.window_waiters > 0 {
+            // `ack_up_to` advanced: the window may have opened. One waiter
+            // is woken (in arrival order) and passes the turn on.
+            self.window_open.notify_one();
+        }
         if let Some(entry) = self.pending.get_mut(&id) {
             entry.finished = true;
             if entry.rra {
@@ -192,11 +263,10 @@ impl Session {
     /// Forgets call `id`: it completed, failed or was dropped. Its id counts
     /// as finished from now on.
     pub(crate) fn end_call(&mut self, id: u64) {
-        if self.pending.get(&id).is_some_and(|e| !e.finished) {
+        if self.unfinished.contains(&id) || self.pending.get(&id).is_some_and(|e| !e.finished) {
             self.finish(id);
         }
         self.pending.remove(&id);
-        self.unfinished.remove(&id);
     }
 
     /// Takes the waker of every pending call (the channel is closing).
@@ -299,11 +369,10 @@ mod tests {
     use crate::status::Code;
 
     fn session() -> Session {
-        Session::new(RtoEstimator::new(
-            Duration::from_millis(100),
-            Duration::from_millis(5),
-            Duration::from_secs(1),
-        ))
+        Session::new(
+            RtoEstimator::new(Duration::from_millis(100), Duration::from_millis(5), Duration::from_secs(1)),
+            0,
+        )
     }
 
     fn msg(kind: MessageType, id: u64) -> Envelope {
@@ -401,5 +470,61 @@ mod tests {
         // no sample_from: a second copy was sent
         s.deliver(msg(MessageType::Reply, b), MessageType::Reply, sent + Duration::from_millis(900));
         assert_eq!(s.rtt().0, Some(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn window_bounds_ids_past_the_low_water_mark() {
+        let mut s = Session::new(
+            RtoEstimator::new(Duration::from_millis(100), Duration::from_millis(5), Duration::from_secs(1)),
+            4,
+        );
+        // ids 1..=4: N - ack_up_to = N - 0 <= 4
+        let ids: Vec<Option<u64>> = (0..4).map(|_| s.try_start_call(false, false)).collect();
+        assert_eq!(ids, vec![Some(1), Some(2), Some(3), Some(4)]);
+        assert!(!s.window_open(false), "5 - 0 > 4");
+        assert_eq!(s.try_start_call(false, false), None);
+        assert_eq!(s.try_start_one_way(false), None, "one-way ids are windowed too");
+        // finishing a call above the low-water mark opens nothing
+        s.end_call(3);
+        assert_eq!(s.ack_up_to(), 0);
+        assert_eq!(s.try_start_call(true, false), None);
+        // the lowest call finishing moves ack_up_to to 1: 5 - 1 <= 4
+        s.end_call(1);
+        assert_eq!(s.ack_up_to(), 1);
+        assert_eq!(s.try_start_call(true, false), Some(5));
+        assert_eq!(s.try_start_call(true, false), None, "6 - 1 > 4");
+        // a REPLY for 2 finishes it (before the caller collects it): ack 3
+        let d = s.deliver(msg(MessageType::Reply, 2), MessageType::Reply, Instant::now());
+        assert_eq!(d.kind, Routed::Completed);
+        assert_eq!(s.ack_up_to(), 3);
+        assert_eq!(s.try_start_one_way(false), Some(6));
+        assert_eq!(s.try_start_call(false, false), Some(7), "7 - 3 <= 4");
+        assert_eq!(s.try_start_call(false, false), None);
+    }
+
+    #[test]
+    fn waiters_go_first_and_zero_is_unlimited() {
+        let mut s = Session::new(
+            RtoEstimator::new(Duration::from_millis(100), Duration::from_millis(5), Duration::from_secs(1)),
+            2,
+        );
+        assert_eq!(s.try_start_call(false, false), Some(1));
+        assert_eq!(s.try_start_call(false, false), Some(2));
+        let _notify = s.wait_for_window();
+        s.end_call(1);
+        assert!(s.window_open(true), "3 - 1 <= 2");
+        assert_eq!(s.try_start_call(false, false), None, "a new call does not overtake a waiter");
+        assert_eq!(s.try_start_call(false, true), Some(3), "the waiter takes the id");
+        s.stop_waiting_for_window();
+        assert!(!s.window_open(false), "4 - 1 > 2");
+        s.end_call(2);
+        s.end_call(3);
+        assert_eq!(s.try_start_call(false, false), Some(4), "no waiter left");
+
+        let mut unlimited = session();
+        for expected in 1..=5000 {
+            assert_eq!(unlimited.try_start_call(false, false), Some(expected));
+        }
+        assert_eq!(unlimited.ack_up_to(), 0);
     }
 }

@@ -55,6 +55,9 @@ pub struct ClientStats {
     pub too_large: u64,
     /// Errors reported by the socket when sending or receiving.
     pub io_errors: u64,
+    /// Calls that had to wait for the send window
+    /// (`ChannelConfig::max_window`) before taking a request id.
+    pub window_waits: u64,
     /// The smoothed round-trip time, once measured.
     pub srtt: Option<Duration>,
     /// The current retransmission timeout.
@@ -99,6 +102,7 @@ counters!(
     outcome_unknown,
     too_large,
     io_errors,
+    window_waits,
 );
 
 /// Adds one to a counter.
