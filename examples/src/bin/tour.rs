@@ -702,10 +702,7 @@ impl Tour {
     /// Waits (at most `limit`) until the counter has run `n` more
     /// operations than `before`; returns how many it ran.
     async fn runs_since(&self, before: u64, n: u64, limit: Duration) -> u64 {
-        let start = Instant::now();
-        while self.counter.executions() < before + n && start.elapsed() < limit {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_for(limit, || self.counter.executions() >= before + n).await;
         self.counter.executions() - before
     }
 

@@ -300,6 +300,12 @@ impl Call {
         }
     }
 
+    /// Whether the call's deadline has come (within [`DEADLINE_SLACK`]): an
+    /// answer that ends the call now is the deadline, whoever noticed first.
+    fn at_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d)
+    }
+
     /// Sends the request (again, with the same id, while the connection
     /// fails and retries are left) until an answer comes.
     async fn exchange(&self, first_attempt: u32, want_accept: bool, collect: bool) -> Result<Answer, Error> {
@@ -348,8 +354,7 @@ impl Call {
                     // server says it refused the work before starting it. A
                     // DEADLINE_EXCEEDED well before the deadline is the
                     // handler's own answer and stays a status.
-                    let at_deadline = self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d);
-                    if ours.code() == crate::Code::DeadlineExceeded && at_deadline && ours.message() != super::server::NOT_RUN {
+                    if ours.code() == crate::Code::DeadlineExceeded && self.at_deadline() && ours.message() != super::server::NOT_RUN {
                         return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
                     }
                     return Ok(Answer { result: Err(ours), accepted: false, attempt });
@@ -357,7 +362,7 @@ impl Call {
                 Err(status) => {
                     // A server resets the stream at the deadline (gRPC's
                     // own servers do): that is the deadline, not a failure.
-                    if self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d) {
+                    if self.at_deadline() {
                         return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
                     }
                     let foreign = self.inner.peer.load(Ordering::Relaxed) == PEER_FOREIGN;
