@@ -43,8 +43,14 @@ async fn killed_and_restarted_server_never_runs_a_call_twice() -> anyhow::Result
             let ok = ok.clone();
             tokio::spawn(async move {
                 run_concurrent(CALLS, IN_FLIGHT, |i| {
-                    let tag = Amount { delta: i as i64 + 1 };
-                    let call = if i % 2 == 0 { client.increment(tag) } else { client.increment_acked(tag) };
+                    let tag = Amount {
+                        delta: i as i64 + 1,
+                    };
+                    let call = if i % 2 == 0 {
+                        client.increment(tag)
+                    } else {
+                        client.increment_acked(tag)
+                    };
                     let ok = ok.clone();
                     async move {
                         let r = call.timeout(Duration::from_secs(30)).await;
@@ -58,8 +64,12 @@ async fn killed_and_restarted_server_never_runs_a_call_twice() -> anyhow::Result
             })
         };
 
-        wait_until(Duration::from_secs(30), "calls to succeed before the crash", || ok.load(Ordering::SeqCst) >= KILL_AFTER)
-            .await?;
+        wait_until(
+            Duration::from_secs(30),
+            "calls to succeed before the crash",
+            || ok.load(Ordering::SeqCst) >= KILL_AFTER,
+        )
+        .await?;
         first.kill()?;
         let ok_at_kill = ok.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -75,11 +85,16 @@ async fn killed_and_restarted_server_never_runs_a_call_twice() -> anyhow::Result
                     succeeded.insert(i as i64 + 1);
                 }
                 Err(CallError::Rpc(Error::OutcomeUnknown)) => unknown += 1,
-                Err(e) => anyhow::bail!("call {i} failed with {e:?}; only success or outcome unknown are allowed"),
+                Err(e) => anyhow::bail!(
+                    "call {i} failed with {e:?}; only success or outcome unknown are allowed"
+                ),
             }
         }
         assert!(unknown > 0, "some calls were caught by the restart");
-        assert!(succeeded.len() > ok_at_kill, "calls succeeded after the restart too");
+        assert!(
+            succeeded.len() > ok_at_kill,
+            "calls succeeded after the restart too"
+        );
         assert_eq!(succeeded.len() + unknown, CALLS);
         assert!(channel.stats().outcome_unknown >= unknown as u64);
 
@@ -92,7 +107,10 @@ async fn killed_and_restarted_server_never_runs_a_call_twice() -> anyhow::Result
         let mut by_request = HashSet::new();
         let mut by_tag: HashMap<i64, usize> = HashMap::new();
         for run in &runs {
-            assert!(by_request.insert((run.session, run.request_id)), "request ran twice: {run:?}");
+            assert!(
+                by_request.insert((run.session, run.request_id)),
+                "request ran twice: {run:?}"
+            );
             let tag = Amount::decode(run.payload.as_slice())?.delta;
             *by_tag.entry(tag).or_default() += 1;
         }
@@ -100,9 +118,18 @@ async fn killed_and_restarted_server_never_runs_a_call_twice() -> anyhow::Result
             assert_eq!(*n, 1, "call with tag {tag} ran {n} times");
         }
         for tag in &succeeded {
-            assert_eq!(by_tag.get(tag), Some(&1), "successful call {tag} ran exactly once");
+            assert_eq!(
+                by_tag.get(tag),
+                Some(&1),
+                "successful call {tag} ran exactly once"
+            );
         }
-        assert!(runs.len() >= succeeded.len() && runs.len() <= CALLS, "{} runs for {} calls", runs.len(), CALLS);
+        assert!(
+            runs.len() >= succeeded.len() && runs.len() <= CALLS,
+            "{} runs for {} calls",
+            runs.len(),
+            CALLS
+        );
         Ok(())
     })
     .await

@@ -35,7 +35,10 @@ fn hand_envelope() -> hand::Envelope {
             details: Bytes::from_static(&[0x08, 0x0A, 0x10, 0x0F]),
         }),
         payload: Bytes::from_static(b"\x00\x01payload\xff"),
-        metadata: HashMap::from([("clock".to_owned(), "17".to_owned()), ("auth".to_owned(), "token".to_owned())]),
+        metadata: HashMap::from([
+            ("clock".to_owned(), "17".to_owned()),
+            ("auth".to_owned(), "token".to_owned()),
+        ]),
         protocol: hand::ExchangeProtocol::Rra as i32,
         ack_up_to: 0x0123_4567_89AB_CDEE,
         want_accept: true,
@@ -122,7 +125,10 @@ fn idl_envelope_decodes_as_the_hand_written_envelope() -> anyhow::Result<()> {
 #[test]
 fn enums_have_the_same_names_and_numbers() {
     let message_types = [
-        (hand::MessageType::Unspecified, gen::MessageType::Unspecified),
+        (
+            hand::MessageType::Unspecified,
+            gen::MessageType::Unspecified,
+        ),
         (hand::MessageType::Request, gen::MessageType::Request),
         (hand::MessageType::Reply, gen::MessageType::Reply),
         (hand::MessageType::Ack, gen::MessageType::Ack),
@@ -137,7 +143,11 @@ fn enums_have_the_same_names_and_numbers() {
     }
     // Every number the IDL defines is known by hand, and no other.
     for n in -1..=32 {
-        assert_eq!(hand::MessageType::try_from(n).is_ok(), gen::MessageType::try_from(n).is_ok(), "MessageType {n}");
+        assert_eq!(
+            hand::MessageType::try_from(n).is_ok(),
+            gen::MessageType::try_from(n).is_ok(),
+            "MessageType {n}"
+        );
         assert_eq!(
             hand::ExchangeProtocol::try_from(n).is_ok(),
             gen::ExchangeProtocol::try_from(n).is_ok(),
@@ -145,7 +155,10 @@ fn enums_have_the_same_names_and_numbers() {
         );
     }
     let protocols = [
-        (hand::ExchangeProtocol::Unspecified, gen::ExchangeProtocol::Unspecified),
+        (
+            hand::ExchangeProtocol::Unspecified,
+            gen::ExchangeProtocol::Unspecified,
+        ),
         (hand::ExchangeProtocol::R, gen::ExchangeProtocol::R),
         (hand::ExchangeProtocol::Rr, gen::ExchangeProtocol::Rr),
         (hand::ExchangeProtocol::Rra, gen::ExchangeProtocol::Rra),
@@ -154,8 +167,14 @@ fn enums_have_the_same_names_and_numbers() {
         assert_eq!(h as i32, g as i32, "{h:?}");
     }
     // The runtime's protocols map onto the IDL's values.
-    assert_eq!(hand::ExchangeProtocol::from(rpc_core::Protocol::RRA) as i32, gen::ExchangeProtocol::Rra as i32);
-    assert_eq!(<gen::Envelope as prost::Name>::full_name(), "rpc.v1.Envelope");
+    assert_eq!(
+        hand::ExchangeProtocol::from(rpc_core::Protocol::RRA) as i32,
+        gen::ExchangeProtocol::Rra as i32
+    );
+    assert_eq!(
+        <gen::Envelope as prost::Name>::full_name(),
+        "rpc.v1.Envelope"
+    );
     assert_eq!(<gen::Status as prost::Name>::full_name(), "rpc.v1.Status");
 }
 

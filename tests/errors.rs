@@ -7,14 +7,19 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use prost::Message as _;
 use rpc_core::server::Server;
-use rpc_core::{CallContext, CallError, Client, Code, Error, MethodInfo, Never, Protocol, Service, ServiceInfo, Status, Style};
+use rpc_core::{
+    CallContext, CallError, Client, Code, Error, MethodInfo, Never, Protocol, Service, ServiceInfo,
+    Status, Style,
+};
 use rpc_tests::demo::{counter, Amount, Blob, Count, Empty, Overdrawn, Work};
 use rpc_tests::*;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn rpc_error<E: std::fmt::Debug>(r: Result<impl std::fmt::Debug, CallError<E>>) -> anyhow::Result<Error> {
+fn rpc_error<E: std::fmt::Debug>(
+    r: Result<impl std::fmt::Debug, CallError<E>>,
+) -> anyhow::Result<Error> {
     match r {
         Err(CallError::Rpc(e)) => Ok(e),
         other => anyhow::bail!("expected a runtime error, got {other:?}"),
@@ -30,9 +35,20 @@ async fn typed_raise_reaches_the_caller_as_its_message_type() -> anyhow::Result<
         for addr in [demo.addr(), proxy.local_addr()] {
             let (_channel, client) = connect(addr, lossy_config()).await?;
             let balance = client.increment(Amount { delta: 10 }).await?.value;
-            match client.withdraw(Amount { delta: balance + 90 }).await {
+            match client
+                .withdraw(Amount {
+                    delta: balance + 90,
+                })
+                .await
+            {
                 Err(CallError::Raised(overdrawn, status)) => {
-                    assert_eq!(overdrawn, Overdrawn { balance, requested: balance + 90 });
+                    assert_eq!(
+                        overdrawn,
+                        Overdrawn {
+                            balance,
+                            requested: balance + 90
+                        }
+                    );
                     assert_eq!(status.code(), Code::FailedPrecondition);
                     assert_eq!(status.details_type(), "demo.v1.Overdrawn");
                 }
@@ -41,7 +57,10 @@ async fn typed_raise_reaches_the_caller_as_its_message_type() -> anyhow::Result<
             // A plain status from the same method is not mistaken for the typed error.
             let e = rpc_error(client.withdraw(Amount { delta: -1 }).await)?;
             assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-            assert_eq!(client.withdraw(Amount { delta: 4 }).await?.value, balance - 4);
+            assert_eq!(
+                client.withdraw(Amount { delta: 4 }).await?.value,
+                balance - 4
+            );
         }
         Ok(())
     })
@@ -62,8 +81,12 @@ static BOGUS_METHOD: MethodInfo = MethodInfo {
     retries: None,
 };
 
-static BOGUS_SERVICE: ServiceInfo =
-    ServiceInfo { package: "demo.v1", name: "Nope", full_name: "demo.v1.Nope", methods: &[BOGUS_METHOD] };
+static BOGUS_SERVICE: ServiceInfo = ServiceInfo {
+    package: "demo.v1",
+    name: "Nope",
+    full_name: "demo.v1.Nope",
+    methods: &[BOGUS_METHOD],
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_method_and_service_get_unimplemented() -> anyhow::Result<()> {
@@ -74,16 +97,33 @@ async fn unknown_method_and_service_get_unimplemented() -> anyhow::Result<()> {
         for addr in [demo.addr(), proxy.local_addr()] {
             let (channel, _) = connect(addr, lossy_config()).await?;
             let client = Client::new(channel);
-            let e = rpc_error(client.call::<_, Count, Never>(&counter::SERVICE, &BOGUS_METHOD, &Empty {}).await)?;
+            let e = rpc_error(
+                client
+                    .call::<_, Count, Never>(&counter::SERVICE, &BOGUS_METHOD, &Empty {})
+                    .await,
+            )?;
             assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-            assert!(e.to_string().contains("0xdeadbeef"), "the message names the method: {e}");
+            assert!(
+                e.to_string().contains("0xdeadbeef"),
+                "the message names the method: {e}"
+            );
             assert!(!e.may_have_run(), "an unknown method never runs");
-            let e = rpc_error(client.call::<_, Count, Never>(&BOGUS_SERVICE, &BOGUS_METHOD, &Empty {}).await)?;
+            let e = rpc_error(
+                client
+                    .call::<_, Count, Never>(&BOGUS_SERVICE, &BOGUS_METHOD, &Empty {})
+                    .await,
+            )?;
             assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-            assert!(e.to_string().contains("demo.v1.Nope"), "the message names the service: {e}");
+            assert!(
+                e.to_string().contains("demo.v1.Nope"),
+                "the message names the service: {e}"
+            );
         }
         assert!(demo.server.stats().unimplemented >= 4);
-        assert_eq!(demo.counter.executions() + demo.counter.idempotent_executions(), 0);
+        assert_eq!(
+            demo.counter.executions() + demo.counter.idempotent_executions(),
+            0
+        );
         Ok(())
     })
     .await
@@ -95,7 +135,9 @@ async fn oversized_request_fails_before_sending() -> anyhow::Result<()> {
     bounded(LIMIT, async {
         let demo = Demo::start(Server::builder()).await?;
         let (channel, client) = connect(demo.addr(), lossy_config()).await?;
-        let big = Blob { data: Bytes::from(vec![7u8; 70_000]) };
+        let big = Blob {
+            data: Bytes::from(vec![7u8; 70_000]),
+        };
         match rpc_error(client.echo(big).await)? {
             Error::MessageTooLarge { size, limit } => {
                 assert_eq!(limit, 65_000);
@@ -107,13 +149,27 @@ async fn oversized_request_fails_before_sending() -> anyhow::Result<()> {
         let mut config = lossy_config();
         config.max_datagram = 1_000;
         let (small_channel, small) = connect(demo.addr(), config).await?;
-        let blob = Blob { data: Bytes::from(vec![1u8; 2_000]) };
+        let blob = Blob {
+            data: Bytes::from(vec![1u8; 2_000]),
+        };
         let e = rpc_error(small.echo(blob.clone()).deferred().await)?;
-        assert!(matches!(e, Error::MessageTooLarge { limit: 1_000, .. }), "{e:?}");
+        assert!(
+            matches!(e, Error::MessageTooLarge { limit: 1_000, .. }),
+            "{e:?}"
+        );
         assert!(!e.may_have_run());
-        let work = Work { millis: 0, delta: 0 };
-        assert!(small.compute(work).await.is_ok(), "small requests still pass");
-        assert_eq!((channel.stats().too_large, small_channel.stats().too_large), (1, 1));
+        let work = Work {
+            millis: 0,
+            delta: 0,
+        };
+        assert!(
+            small.compute(work).await.is_ok(),
+            "small requests still pass"
+        );
+        assert_eq!(
+            (channel.stats().too_large, small_channel.stats().too_large),
+            (1, 1)
+        );
         assert_eq!(channel.stats().attempts, 0, "nothing was sent");
         assert_eq!(demo.server.stats().too_large_requests, 0);
         Ok(())
@@ -128,14 +184,25 @@ impl Service for Doubling {
     fn info(&self) -> &'static ServiceInfo {
         self.0.info()
     }
-    fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        method_id: u32,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         if method_id != counter::ECHO.id {
             return self.0.call(method_id, ctx, request);
         }
         Box::pin(async move {
-            let blob = Blob::decode(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let blob =
+                Blob::decode(request).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let doubled = [blob.data.as_ref(), blob.data.as_ref()].concat();
-            Ok(Bytes::from(Blob { data: doubled.into() }.encode_to_vec()))
+            Ok(Bytes::from(
+                Blob {
+                    data: doubled.into(),
+                }
+                .encode_to_vec(),
+            ))
         })
     }
 }
@@ -150,12 +217,25 @@ async fn reply_over_the_server_limit_becomes_an_error_reply() -> anyhow::Result<
             .serve_udp("127.0.0.1:0")
             .await?;
         let (_channel, client) = connect(server.local_addr(), lossy_config()).await?;
-        let small = client.echo(Blob { data: Bytes::from_static(b"abc") }).await?;
+        let small = client
+            .echo(Blob {
+                data: Bytes::from_static(b"abc"),
+            })
+            .await?;
         assert_eq!(small.data.as_ref(), b"abcabc");
-        let e = rpc_error(client.echo(Blob { data: Bytes::from(vec![9u8; 3_000]) }).await)?;
+        let e = rpc_error(
+            client
+                .echo(Blob {
+                    data: Bytes::from(vec![9u8; 3_000]),
+                })
+                .await,
+        )?;
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("4096") || text.contains("4,096"), "the error names the limit: {text}");
+        assert!(
+            text.contains("4096") || text.contains("4,096"),
+            "the error names the limit: {text}"
+        );
         assert_eq!(server.stats().too_large_replies, 1);
         Ok(())
     })
@@ -172,32 +252,99 @@ async fn deadlines_say_whether_the_request_may_have_run() -> anyhow::Result<()> 
 
         // The handler takes 300 ms, the caller gives it 100 ms.
         let start = Instant::now();
-        let e = rpc_error(client.slow(Work { millis: 300, delta: 1 }).synchronous().timeout(Duration::from_millis(100)).await)?;
+        let e = rpc_error(
+            client
+                .slow(Work {
+                    millis: 300,
+                    delta: 1,
+                })
+                .synchronous()
+                .timeout(Duration::from_millis(100))
+                .await,
+        )?;
         let took = start.elapsed();
-        assert!(matches!(e, Error::DeadlineExceeded { may_have_run: true, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::DeadlineExceeded {
+                    may_have_run: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert_eq!(e.code(), Code::DeadlineExceeded);
-        assert!(took >= Duration::from_millis(95) && took < Duration::from_millis(1_000), "gave up after {took:?}");
+        assert!(
+            took >= Duration::from_millis(95) && took < Duration::from_millis(1_000),
+            "gave up after {took:?}"
+        );
 
         // A deadline already passed: nothing is sent, certainly not run.
-        let e = rpc_error(client.increment(Amount { delta: 1 }).deadline(Instant::now()).await)?;
-        assert!(matches!(e, Error::DeadlineExceeded { may_have_run: false, attempts: 0 }), "{e:?}");
+        let e = rpc_error(
+            client
+                .increment(Amount { delta: 1 })
+                .deadline(Instant::now())
+                .await,
+        )?;
+        assert!(
+            matches!(
+                e,
+                Error::DeadlineExceeded {
+                    may_have_run: false,
+                    attempts: 0
+                }
+            ),
+            "{e:?}"
+        );
 
         // The only handler slot is busy for 300 ms; a call with 100 ms waits
         // on the server, whose deadline passes before it can start: the
         // server does not start it.
         // (The first slow call may still be running: `runs` may not count it.)
         let runs = demo.counter.executions();
-        client.slow(Work { millis: 300, delta: 1 }).await?;
-        let e = rpc_error(client.increment(Amount { delta: 100 }).timeout(Duration::from_millis(100)).await)?;
-        assert!(matches!(e, Error::DeadlineExceeded { may_have_run: true, .. }), "{e:?}");
-        wait_until(Duration::from_secs(5), "the server to refuse the expired request", || {
-            demo.server.stats().deadline_exceeded >= 1
+        client
+            .slow(Work {
+                millis: 300,
+                delta: 1,
+            })
+            .await?;
+        let e = rpc_error(
+            client
+                .increment(Amount { delta: 100 })
+                .timeout(Duration::from_millis(100))
+                .await,
+        )?;
+        assert!(
+            matches!(
+                e,
+                Error::DeadlineExceeded {
+                    may_have_run: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        wait_until(
+            Duration::from_secs(5),
+            "the server to refuse the expired request",
+            || demo.server.stats().deadline_exceeded >= 1,
+        )
+        .await?;
+        wait_until(Duration::from_secs(5), "both slow calls to finish", || {
+            demo.counter.value() == 2
         })
         .await?;
-        wait_until(Duration::from_secs(5), "both slow calls to finish", || demo.counter.value() == 2).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(demo.counter.value(), 2, "the two slow calls ran; the expired increment did not");
-        assert_eq!(demo.counter.executions(), 3, "warm-up and the two slow calls, nothing else");
+        assert_eq!(
+            demo.counter.value(),
+            2,
+            "the two slow calls ran; the expired increment did not"
+        );
+        assert_eq!(
+            demo.counter.executions(),
+            3,
+            "warm-up and the two slow calls, nothing else"
+        );
         assert!(runs >= 1);
         Ok(())
     })

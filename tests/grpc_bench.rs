@@ -44,7 +44,8 @@ struct EchoMethod;
 
 impl tonic::server::UnaryService<Blob> for EchoMethod {
     type Response = Blob;
-    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Blob>, tonic::Status>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<Blob>, tonic::Status>> + Send>>;
     fn call(&mut self, request: tonic::Request<Blob>) -> Self::Future {
         Box::pin(async move { Ok(tonic::Response::new(request.into_inner())) })
     }
@@ -67,7 +68,8 @@ where
     }
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Blob, Blob>::default());
+            let mut grpc =
+                tonic::server::Grpc::new(tonic_prost::ProstCodec::<Blob, Blob>::default());
             Ok(grpc.unary(EchoMethod, req).await)
         })
     }
@@ -117,7 +119,11 @@ where
         }
         throughput.push((depth, done as f64 / start.elapsed().as_secs_f64()));
     }
-    Row { name, p50_us, throughput }
+    Row {
+        name,
+        p50_us,
+        throughput,
+    }
 }
 
 /// Runs every peer on the current runtime and returns the rows.
@@ -131,7 +137,9 @@ pub async fn grpc_bench() -> Vec<Row> {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(PlainEcho)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))),
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     // Our server, gRPC face only.
     let ours = Server::builder()
@@ -159,14 +167,21 @@ pub async fn grpc_bench() -> Vec<Row> {
             async move {
                 grpc.ready().await.unwrap();
                 let codec = tonic_prost::ProstCodec::<Blob, Blob>::default();
-                let reply = grpc.unary(tonic::Request::new(Blob { data }), path, codec).await.unwrap();
+                let reply = grpc
+                    .unary(tonic::Request::new(Blob { data }), path, codec)
+                    .await
+                    .unwrap();
                 assert_eq!(reply.get_ref().data.len(), 64);
             }
         })
         .await;
         rows.push(row);
     }
-    let stub = CounterClient::new(Client::new(GrpcChannel::connect(&format!("http://{face_addr}")).await.unwrap()));
+    let stub = CounterClient::new(Client::new(
+        GrpcChannel::connect(&format!("http://{face_addr}"))
+            .await
+            .unwrap(),
+    ));
     rows.push(
         measure("face/ours idem", || {
             let (stub, data) = (stub.clone(), payload.clone());
@@ -185,8 +200,14 @@ pub async fn grpc_bench() -> Vec<Row> {
         })
         .await,
     );
-    let config = rpc_core::grpc::GrpcClientConfig { session_metadata: false, ..Default::default() };
-    let channel = GrpcChannel::connect(&format!("http://{face_addr}")).await.unwrap().with_config(config);
+    let config = rpc_core::grpc::GrpcClientConfig {
+        session_metadata: false,
+        ..Default::default()
+    };
+    let channel = GrpcChannel::connect(&format!("http://{face_addr}"))
+        .await
+        .unwrap()
+        .with_config(config);
     let plain_stub = CounterClient::new(Client::new(channel));
     rows.push(
         measure("face/ours plain", || {
@@ -204,11 +225,21 @@ pub async fn grpc_bench() -> Vec<Row> {
 #[test]
 #[ignore = "a benchmark: run by hand in release"]
 fn grpc_face_vs_plain_tonic() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rows = rt.block_on(grpc_bench());
-    println!("{:<16} {:>9} {:>12} {:>12} {:>12}", "peer", "p50 us", "calls/s @1", "@16", "@64");
+    println!(
+        "{:<16} {:>9} {:>12} {:>12} {:>12}",
+        "peer", "p50 us", "calls/s @1", "@16", "@64"
+    );
     for r in &rows {
-        let t: Vec<String> = r.throughput.iter().map(|(_, c)| format!("{c:>12.0}")).collect();
+        let t: Vec<String> = r
+            .throughput
+            .iter()
+            .map(|(_, c)| format!("{c:>12.0}"))
+            .collect();
         println!("{:<16} {:>9.1} {}", r.name, r.p50_us, t.join(" "));
     }
     assert_eq!(rows.len(), 5);

@@ -11,7 +11,9 @@ use rpc_core::grpc::metadata as md;
 use rpc_core::grpc::{BytesCodec, GrpcChannel};
 use rpc_core::server::{Server, ServerHandle};
 use rpc_core::{CallError, Client, Code};
-use rpc_services::proto::demo::v1::{Amount, Blob, Count, CounterClient, CounterServer, Empty, Work};
+use rpc_services::proto::demo::v1::{
+    Amount, Blob, Count, CounterClient, CounterServer, Empty, Work,
+};
 use rpc_services::CounterService;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,14 +41,24 @@ async fn raw(
     payload: Vec<u8>,
     meta: &[(&'static str, String)],
 ) -> Result<(Bytes, MetadataMap), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(uri.to_owned()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(uri.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     let mut request = tonic::Request::new(Bytes::from(payload));
     for (k, v) in meta {
         request.metadata_mut().insert(*k, v.parse().unwrap());
     }
     grpc.ready().await.unwrap();
-    let response = grpc.unary(request, PathAndQuery::from_static(path), BytesCodec::default()).await?;
+    let response = grpc
+        .unary(
+            request,
+            PathAndQuery::from_static(path),
+            BytesCodec::default(),
+        )
+        .await?;
     let meta = response.metadata().clone();
     Ok((response.into_inner(), meta))
 }
@@ -64,7 +76,11 @@ fn ours(session: u64, id: u64, attempt: u32, incarnation: u64) -> Vec<(&'static 
 async fn a_retry_with_the_same_request_id_runs_once() {
     let (handle, svc) = server().await;
     let uri = uri(&handle);
-    let work = Work { millis: 300, delta: 5 }.encode_to_vec();
+    let work = Work {
+        millis: 300,
+        delta: 5,
+    }
+    .encode_to_vec();
     // The first copy runs; a retry on another connection while it runs
     // waits for it; a late retry is answered from the history.
     let first = tokio::spawn({
@@ -73,22 +89,49 @@ async fn a_retry_with_the_same_request_id_runs_once() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let incarnation = handle.incarnation();
-    let second = raw(&uri, "/demo.v1.Counter/Slow", work.clone(), &ours(42, 1, 2, incarnation)).await.unwrap();
+    let second = raw(
+        &uri,
+        "/demo.v1.Counter/Slow",
+        work.clone(),
+        &ours(42, 1, 2, incarnation),
+    )
+    .await
+    .unwrap();
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.0, second.0);
-    let third = raw(&uri, "/demo.v1.Counter/Slow", work.clone(), &ours(42, 1, 3, incarnation)).await.unwrap();
+    let third = raw(
+        &uri,
+        "/demo.v1.Counter/Slow",
+        work.clone(),
+        &ours(42, 1, 3, incarnation),
+    )
+    .await
+    .unwrap();
     assert_eq!(third.0, first.0);
-    assert_eq!(Count::decode(first.0.clone()).unwrap(), Count { value: 5, executions: 1 });
+    assert_eq!(
+        Count::decode(first.0.clone()).unwrap(),
+        Count {
+            value: 5,
+            executions: 1
+        }
+    );
     assert_eq!(svc.executions(), 1);
     assert_eq!(md::get_u64(&first.1, md::INCARNATION), Some(incarnation));
     let stats = handle.stats();
     assert_eq!(stats.executions, 1);
-    assert!(stats.duplicates_replayed >= 1 || stats.in_progress_hits >= 1, "{stats:?}");
+    assert!(
+        stats.duplicates_replayed >= 1 || stats.in_progress_hits >= 1,
+        "{stats:?}"
+    );
 
     // A plain gRPC client (no session): every request runs.
     let amount = Amount { delta: 1 }.encode_to_vec();
-    raw(&uri, "/demo.v1.Counter/Increment", amount.clone(), &[]).await.unwrap();
-    raw(&uri, "/demo.v1.Counter/Increment", amount, &[]).await.unwrap();
+    raw(&uri, "/demo.v1.Counter/Increment", amount.clone(), &[])
+        .await
+        .unwrap();
+    raw(&uri, "/demo.v1.Counter/Increment", amount, &[])
+        .await
+        .unwrap();
     assert_eq!(svc.executions(), 3);
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -99,7 +142,14 @@ async fn a_retry_reaching_a_restarted_server_is_outcome_unknown() {
     let uri = uri(&handle);
     let amount = Amount { delta: 1 }.encode_to_vec();
     let other = handle.incarnation() ^ 1;
-    let status = raw(&uri, "/demo.v1.Counter/Increment", amount, &ours(7, 1, 2, other)).await.unwrap_err();
+    let status = raw(
+        &uri,
+        "/demo.v1.Counter/Increment",
+        amount,
+        &ours(7, 1, 2, other),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Aborted);
     let ours = rpc_core::grpc::status::from_tonic(&status);
     assert_eq!(ours.details_type(), rpc_core::envelope::SERVER_RESTARTED);
@@ -107,7 +157,9 @@ async fn a_retry_reaching_a_restarted_server_is_outcome_unknown() {
     // Unknown services and methods.
     let status = raw(&uri, "/nope.Svc/X", vec![], &[]).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
-    let status = raw(&uri, "/demo.v1.Counter/Nope", vec![], &[]).await.unwrap_err();
+    let status = raw(&uri, "/demo.v1.Counter/Nope", vec![], &[])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -117,8 +169,17 @@ async fn every_call_style_through_the_grpc_channel() {
     let (handle, svc) = server().await;
     let client = Client::new(GrpcChannel::connect(&uri(&handle)).await.unwrap());
     let stub = CounterClient::new(client);
-    assert_eq!(stub.increment(Amount { delta: 10 }).await.unwrap().value, 10);
-    assert_eq!(stub.increment_acked(Amount { delta: 1 }).await.unwrap().value, 11);
+    assert_eq!(
+        stub.increment(Amount { delta: 10 }).await.unwrap().value,
+        10
+    );
+    assert_eq!(
+        stub.increment_acked(Amount { delta: 1 })
+            .await
+            .unwrap()
+            .value,
+        11
+    );
     match stub.withdraw(Amount { delta: 1000 }).await {
         Err(CallError::Raised(e, status)) => {
             assert_eq!((e.balance, e.requested), (11, 1000));
@@ -128,12 +189,31 @@ async fn every_call_style_through_the_grpc_channel() {
     }
     // Asynchronous: back at ACCEPT, long before the handler ends.
     let start = Instant::now();
-    stub.slow(Work { millis: 400, delta: 1 }).await.unwrap();
-    assert!(start.elapsed() < Duration::from_millis(300), "{:?}", start.elapsed());
+    stub.slow(Work {
+        millis: 400,
+        delta: 1,
+    })
+    .await
+    .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
     // Deferred: the handle comes at ACCEPT, the result later, run once.
     let start = Instant::now();
-    let deferred = stub.compute(Work { millis: 200, delta: 100 }).await.unwrap();
-    assert!(start.elapsed() < Duration::from_millis(150), "{:?}", start.elapsed());
+    let deferred = stub
+        .compute(Work {
+            millis: 200,
+            delta: 100,
+        })
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
     let count = deferred.await.unwrap();
     assert!(count.value >= 111, "{count:?}");
     // One-way.
@@ -150,16 +230,31 @@ async fn every_call_style_through_the_grpc_channel() {
     assert_eq!(svc.executions(), 5);
     // Large payloads.
     let data = Bytes::from(vec![7u8; 1 << 20]);
-    assert_eq!(stub.echo(Blob { data: data.clone() }).await.unwrap().data, data);
+    assert_eq!(
+        stub.echo(Blob { data: data.clone() }).await.unwrap().data,
+        data
+    );
     // A deadline the server honours.
-    let err = stub.slow(Work { millis: 2000, delta: 1 }).synchronous().timeout(Duration::from_millis(100)).await.unwrap_err();
+    let err = stub
+        .slow(Work {
+            millis: 2000,
+            delta: 1,
+        })
+        .synchronous()
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     handle.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_channel_retries_until_the_server_is_up() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let svc = Arc::new(CounterService::new());
     let starter = tokio::spawn({
         let svc = Arc::clone(&svc);
@@ -174,10 +269,26 @@ async fn the_channel_retries_until_the_server_is_up() {
     });
     let client = Client::new(GrpcChannel::lazy(&format!("http://127.0.0.1:{port}")).unwrap());
     let stub = CounterClient::new(client);
-    let count = stub.increment(Amount { delta: 3 }).retries(10).timeout(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(count, Count { value: 3, executions: 1 });
+    let count = stub
+        .increment(Amount { delta: 3 })
+        .retries(10)
+        .timeout(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        Count {
+            value: 3,
+            executions: 1
+        }
+    );
     assert_eq!(svc.executions(), 1);
-    starter.await.unwrap().shutdown(Duration::from_secs(5)).await.unwrap();
+    starter
+        .await
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -189,8 +300,14 @@ async fn one_server_udp_and_grpc_share_one_engine() {
         .await
         .unwrap();
     let grpc_addr = handle.serve_grpc("127.0.0.1:0").await.unwrap();
-    let udp = CounterClient::new(Client::new(UdpChannel::connect(handle.local_addr()).await.unwrap()));
-    let grpc = CounterClient::new(Client::new(GrpcChannel::connect(&format!("http://{grpc_addr}")).await.unwrap()));
+    let udp = CounterClient::new(Client::new(
+        UdpChannel::connect(handle.local_addr()).await.unwrap(),
+    ));
+    let grpc = CounterClient::new(Client::new(
+        GrpcChannel::connect(&format!("http://{grpc_addr}"))
+            .await
+            .unwrap(),
+    ));
     assert_eq!(udp.increment(Amount { delta: 2 }).await.unwrap().value, 2);
     assert_eq!(grpc.increment(Amount { delta: 3 }).await.unwrap().value, 5);
     assert_eq!(udp.get(Empty {}).await.unwrap().value, 5);

@@ -129,11 +129,17 @@ async fn rust_server(version: &str) -> (ServerHandle, u16) {
 
 /// Runs the Python client in a blocking thread while our server runs.
 async fn python_calls_rust(client_version: &'static str, server_version: &'static str) -> String {
-    let gen = generate_python(if client_version == "v1" { "interop.idl" } else { "interop_v2.idl" });
+    let gen = generate_python(if client_version == "v1" {
+        "interop.idl"
+    } else {
+        "interop_v2.idl"
+    });
     let (server, port) = rust_server(server_version).await;
-    let out = tokio::task::spawn_blocking(move || python_client(&gen, port, client_version, server_version))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        python_client(&gen, port, client_version, server_version)
+    })
+    .await
+    .unwrap();
     server.shutdown(Duration::from_secs(5)).await.unwrap();
     out
 }
@@ -141,16 +147,33 @@ async fn python_calls_rust(client_version: &'static str, server_version: &'stati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_calls_rust_server() {
     let out = python_calls_rust("v1", "v1").await;
-    for check in ["echo variant 0", "overdrawn details present", "details unpack", "status UNAUTHENTICATED", "handler saw the deadline", "posted", "metadata"] {
-        assert!(out.contains(&format!("PASS {check}\n")), "{check} missing in:\n{out}");
+    for check in [
+        "echo variant 0",
+        "overdrawn details present",
+        "details unpack",
+        "status UNAUTHENTICATED",
+        "handler saw the deadline",
+        "posted",
+        "metadata",
+    ] {
+        assert!(
+            out.contains(&format!("PASS {check}\n")),
+            "{check} missing in:\n{out}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_v2_client_calls_rust_v1_server() {
     let out = python_calls_rust("v2", "v1").await;
-    assert!(out.contains("PASS v2 fields unknown to a v1 server are ignored\n"), "{out}");
-    assert!(out.contains("PASS new method on a v1 server is UNIMPLEMENTED\n"), "{out}");
+    assert!(
+        out.contains("PASS v2 fields unknown to a v1 server are ignored\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS new method on a v1 server is UNIMPLEMENTED\n"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +187,11 @@ async fn python_v1_client_calls_rust_v2_server() {
 macro_rules! values {
     ($m:ident) => {{
         use $m::interop::v1::{everything::Choice, Color, Empty, Everything, Inner, Scalars};
-        let s = |f_double: f64, f_float: f32| Scalars { f_double, f_float, ..Scalars::default() };
+        let s = |f_double: f64, f_float: f32| Scalars {
+            f_double,
+            f_float,
+            ..Scalars::default()
+        };
         let big = Scalars {
             f_double: f64::MAX,
             f_float: f32::MAX,
@@ -207,7 +234,14 @@ macro_rules! values {
         let base = Everything {
             scalars: Some(big.clone()),
             many: vec![big, small, special, s(f64::NEG_INFINITY, -f32::NAN)],
-            doubles: vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324, 1.0],
+            doubles: vec![
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                -0.0,
+                5e-324,
+                1.0,
+            ],
             floats: vec![f32::NAN, f32::NEG_INFINITY, f32::from_bits(1), -0.0, 0.5],
             int64s: vec![i64::MIN, i64::MAX, -1, 0],
             uint64s: vec![0, u64::MAX],
@@ -220,31 +254,69 @@ macro_rules! values {
                 rpc_core::codegen::Bytes::from_static(b"\xff\x00"),
                 rpc_core::codegen::Bytes::from_static(b"\x80"),
             ],
-            counts: [(String::new(), i64::MIN), ("\u{43a}\u{43b}\u{44e}\u{447}".into(), i64::MAX)].into_iter().collect(),
+            counts: [
+                (String::new(), i64::MIN),
+                ("\u{43a}\u{43b}\u{44e}\u{447}".into(), i64::MAX),
+            ]
+            .into_iter()
+            .collect(),
             inners: [
-                (-1, Inner { label: "neg".into(), values: vec![-1, i32::MIN], color: Color::Blue as i32 }),
+                (
+                    -1,
+                    Inner {
+                        label: "neg".into(),
+                        values: vec![-1, i32::MIN],
+                        color: Color::Blue as i32,
+                    },
+                ),
                 (0, Inner::default()),
             ]
             .into_iter()
             .collect(),
-            names: [(u64::MAX, "big".to_owned()), (0, String::new())].into_iter().collect(),
+            names: [(u64::MAX, "big".to_owned()), (0, String::new())]
+                .into_iter()
+                .collect(),
             flags: [(true, vec![0xff]), (false, vec![])].into_iter().collect(),
-            nested: Some(Inner { label: "nested".into(), values: vec![0], color: Color::Red as i32 }),
+            nested: Some(Inner {
+                label: "nested".into(),
+                values: vec![0],
+                color: Color::Red as i32,
+            }),
             color: Color::Green as i32,
-            colors: vec![Color::Red as i32, Color::Unspecified as i32, Color::Blue as i32],
+            colors: vec![
+                Color::Red as i32,
+                Color::Unspecified as i32,
+                Color::Blue as i32,
+            ],
             maybe: Some(0),
             empty: Some(Empty {}),
-            inner_list: vec![Inner::default(), Inner { label: "x".into(), ..Inner::default() }],
+            inner_list: vec![
+                Inner::default(),
+                Inner {
+                    label: "x".into(),
+                    ..Inner::default()
+                },
+            ],
             ..Everything::default()
         };
         let choices = [
-            Some(Choice::Inner(Inner { label: "in oneof".into(), values: vec![1, 2, 3], ..Inner::default() })),
+            Some(Choice::Inner(Inner {
+                label: "in oneof".into(),
+                values: vec![1, 2, 3],
+                ..Inner::default()
+            })),
             Some(Choice::Text(String::new())),
             Some(Choice::Picked(Color::Green as i32)),
             Some(Choice::Number(i64::MIN)),
             None,
         ];
-        choices.into_iter().map(move |choice| Everything { choice, ..base.clone() }).collect::<Vec<_>>()
+        choices
+            .into_iter()
+            .map(move |choice| Everything {
+                choice,
+                ..base.clone()
+            })
+            .collect::<Vec<_>>()
     }};
 }
 
@@ -273,7 +345,11 @@ macro_rules! assert_same {
 }
 
 async fn rust_client(port: u16) -> Client {
-    Client::new(GrpcChannel::connect(&format!("http://127.0.0.1:{port}")).await.unwrap())
+    Client::new(
+        GrpcChannel::connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap(),
+    )
 }
 
 /// The checks of `client.py`, from our generated Rust client.
@@ -286,11 +362,17 @@ macro_rules! rust_client_checks {
             assert_same!($m, reply, value);
             let _ = i;
         }
-        assert_eq!(stub.echo(Default::default()).await.unwrap(), Default::default());
+        assert_eq!(
+            stub.echo(Default::default()).await.unwrap(),
+            Default::default()
+        );
         assert_eq!(stub.ping(Empty {}).await.unwrap(), Empty {});
         // Deferred and asynchronous styles against a foreign server: the
         // result comes straight away.
-        assert_eq!(stub.ping(Empty {}).deferred().await.unwrap().await.unwrap(), Empty {});
+        assert_eq!(
+            stub.ping(Empty {}).deferred().await.unwrap().await.unwrap(),
+            Empty {}
+        );
         stub.ping(Empty {}).asynchronous().await.unwrap();
 
         let count = stub.withdraw(Amount { delta: 30 }).await.unwrap();
@@ -306,7 +388,13 @@ macro_rules! rust_client_checks {
 
         for n in 1..=16 {
             let message = format!("failure {n} \u{2713} \u{fc}");
-            match stub.fail(Failure { code: n, message: message.clone() }).await {
+            match stub
+                .fail(Failure {
+                    code: n,
+                    message: message.clone(),
+                })
+                .await
+            {
                 Err(CallError::Rpc(Error::Status(s))) => {
                     assert_eq!((s.code().as_i32(), s.message()), (n, message.as_str()));
                 }
@@ -315,16 +403,35 @@ macro_rules! rust_client_checks {
         }
 
         let start = Instant::now();
-        let err = stub.sleep(Nap { millis: 5000 }).timeout(Duration::from_millis(300)).await.unwrap_err();
+        let err = stub
+            .sleep(Nap { millis: 5000 })
+            .timeout(Duration::from_millis(300))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
         assert!(start.elapsed() < Duration::from_secs(2));
         let seen = stub.last_sleep(Empty {}).await.unwrap();
-        assert!(seen.had_deadline && seen.remaining_ms > 0 && seen.remaining_ms <= 300, "{seen:?}");
+        assert!(
+            seen.had_deadline && seen.remaining_ms > 0 && seen.remaining_ms <= 300,
+            "{seen:?}"
+        );
 
-        stub.post(Note { text: "hello \u{2713}".into(), ..Note::default() }).await.unwrap();
+        stub.post(Note {
+            text: "hello \u{2713}".into(),
+            ..Note::default()
+        })
+        .await
+        .unwrap();
         let mut posted = false;
         for _ in 0..100 {
-            if stub.posted(Empty {}).await.unwrap().texts.iter().any(|t| t == "hello \u{2713}") {
+            if stub
+                .posted(Empty {})
+                .await
+                .unwrap()
+                .texts
+                .iter()
+                .any(|t| t == "hello \u{2713}")
+            {
                 posted = true;
                 break;
             }
@@ -332,8 +439,16 @@ macro_rules! rust_client_checks {
         }
         assert!(posted, "the one-way note never arrived");
 
-        let notes = stub.meta(Empty {}).metadata("trace-id", "abc-123").metadata("x-tenant", "t1").await.unwrap();
-        assert_eq!(notes.texts, vec!["trace-id=abc-123".to_owned(), "x-tenant=t1".to_owned()]);
+        let notes = stub
+            .meta(Empty {})
+            .metadata("trace-id", "abc-123")
+            .metadata("x-tenant", "t1")
+            .await
+            .unwrap();
+        assert_eq!(
+            notes.texts,
+            vec!["trace-id=abc-123".to_owned(), "x-tenant=t1".to_owned()]
+        );
         stub
     }};
 }
@@ -354,10 +469,19 @@ async fn rust_v2_client_calls_python_v1_server() {
     let mut value = values!(v2).remove(0);
     value.added_text = "from v2".into();
     value.added_numbers = vec![1, -2, 3];
-    value.added_inner = Some(v2::interop::v1::Inner { label: "v2 inner".into(), ..Default::default() });
+    value.added_inner = Some(v2::interop::v1::Inner {
+        label: "v2 inner".into(),
+        ..Default::default()
+    });
     let reply = stub.echo(value.clone()).await.unwrap();
     assert_same!(v2, reply, value);
-    let err = stub.added(v2::interop::v1::Note { text: "new".into(), priority: 7 }).await.unwrap_err();
+    let err = stub
+        .added(v2::interop::v1::Note {
+            text: "new".into(),
+            priority: 7,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
 }
 
@@ -379,7 +503,13 @@ async fn rust_v2_client_and_rust_v1_server_evolve() {
     // prost drops unknown fields: the v1 server answers with the v1 part.
     let reply = stub.echo(value).await.unwrap();
     assert_same!(v2, reply, plain);
-    let err = stub.added(v2::interop::v1::Note { text: "new".into(), priority: 7 }).await.unwrap_err();
+    let err = stub
+        .added(v2::interop::v1::Note {
+            text: "new".into(),
+            priority: 7,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }

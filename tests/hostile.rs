@@ -75,13 +75,42 @@ fn garbage(seed: u64) -> Vec<Vec<u8>> {
         out.push(d);
     }
     for v in [0u32, 2, 7, u32::MAX] {
-        out.push(Envelope { version: v, ..increment_request(0xBAD, 2, 0) }.encode_to_vec());
+        out.push(
+            Envelope {
+                version: v,
+                ..increment_request(0xBAD, 2, 0)
+            }
+            .encode_to_vec(),
+        );
     }
-    for t in [MessageType::Reply, MessageType::Accept, MessageType::Pong, MessageType::Unspecified] {
-        out.push(Envelope { r#type: t as i32, ..increment_request(0xBAD, 3, 0) }.encode_to_vec());
+    for t in [
+        MessageType::Reply,
+        MessageType::Accept,
+        MessageType::Pong,
+        MessageType::Unspecified,
+    ] {
+        out.push(
+            Envelope {
+                r#type: t as i32,
+                ..increment_request(0xBAD, 3, 0)
+            }
+            .encode_to_vec(),
+        );
     }
-    out.push(Envelope { r#type: 99, ..increment_request(0xBAD, 4, 0) }.encode_to_vec());
-    out.push(Envelope { session_id: 0, ..increment_request(0, 5, 0) }.encode_to_vec());
+    out.push(
+        Envelope {
+            r#type: 99,
+            ..increment_request(0xBAD, 4, 0)
+        }
+        .encode_to_vec(),
+    );
+    out.push(
+        Envelope {
+            session_id: 0,
+            ..increment_request(0, 5, 0)
+        }
+        .encode_to_vec(),
+    );
     for s in 0..FAKE_SESSIONS {
         out.push(increment_request(0xF000_0000_0000 + s, 1 + s % 7, 0).encode_to_vec());
     }
@@ -123,7 +152,10 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
     bounded(LIMIT, async {
         const CLIENTS: usize = 4;
         const BATCH: usize = 100;
-        let history = HistoryConfig { max_sessions: MAX_SESSIONS, ..HistoryConfig::default() };
+        let history = HistoryConfig {
+            max_sessions: MAX_SESSIONS,
+            ..HistoryConfig::default()
+        };
         let demo = Demo::start(Server::builder().history(history)).await?;
         let target = demo.addr();
         let datagrams = garbage(0x5EED);
@@ -150,7 +182,12 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
                     let base = (c * 1_000_000 + batch * BATCH) as i64;
                     results.extend(
                         run_concurrent(BATCH, 8, |i| {
-                            client.increment(Amount { delta: base + i as i64 + 1 }).timeout(Duration::from_secs(30)).into_future()
+                            client
+                                .increment(Amount {
+                                    delta: base + i as i64 + 1,
+                                })
+                                .timeout(Duration::from_secs(30))
+                                .into_future()
                         })
                         .await,
                     );
@@ -183,10 +220,16 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
                     Err(e) => anyhow::bail!("client {c} call {i}: {e}"),
                 }
             }
-            assert_eq!(channel.stats().unknown_replies + channel.stats().malformed_drops, 0);
+            assert_eq!(
+                channel.stats().unknown_replies + channel.stats().malformed_drops,
+                0
+            );
         }
         let sent = attacker.await??;
-        assert!(unknown_calls * 20 <= ok_calls, "{unknown_calls} outcome-unknown answers against {ok_calls} ok");
+        assert!(
+            unknown_calls * 20 <= ok_calls,
+            "{unknown_calls} outcome-unknown answers against {ok_calls} ok"
+        );
 
         // Every successful real call ran exactly once, no call ran twice
         // (deltas are positive, so a second run would overshoot), and the
@@ -198,16 +241,37 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
         );
         let runs = demo.counter.executions();
         let real_calls = ok_calls + unknown_calls;
-        assert!(runs >= ok_calls && runs <= real_calls + sent as u64, "{runs} executions for {real_calls} real calls and {sent} attack datagrams");
+        assert!(
+            runs >= ok_calls && runs <= real_calls + sent as u64,
+            "{runs} executions for {real_calls} real calls and {sent} attack datagrams"
+        );
 
         let s = demo.server.stats();
-        assert!(s.received > sent as u64 / 2, "the server read the attack: {s:?}");
-        assert!(s.malformed_dropped > 100, "random and truncated bytes dropped: {s:?}");
+        assert!(
+            s.received > sent as u64 / 2,
+            "the server read the attack: {s:?}"
+        );
+        assert!(
+            s.malformed_dropped > 100,
+            "random and truncated bytes dropped: {s:?}"
+        );
         assert!(s.version_dropped >= 1, "wrong versions dropped: {s:?}");
-        assert!(s.unexpected_dropped >= 1, "client-bound types and session 0 dropped: {s:?}");
-        assert!(s.unknown_acks >= 1, "ACKs for unknown sessions counted: {s:?}");
-        assert!(s.history_sessions <= MAX_SESSIONS, "sessions within the cap: {s:?}");
-        assert!(s.sessions_evicted > 0, "the flood of sessions was evicted, and counted: {s:?}");
+        assert!(
+            s.unexpected_dropped >= 1,
+            "client-bound types and session 0 dropped: {s:?}"
+        );
+        assert!(
+            s.unknown_acks >= 1,
+            "ACKs for unknown sessions counted: {s:?}"
+        );
+        assert!(
+            s.history_sessions <= MAX_SESSIONS,
+            "sessions within the cap: {s:?}"
+        );
+        assert!(
+            s.sessions_evicted > 0,
+            "the flood of sessions was evicted, and counted: {s:?}"
+        );
         assert_eq!((s.handler_panics, s.recv_errors), (0, 0), "{s:?}");
         Ok(())
     })
@@ -225,7 +289,10 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
 async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
-        let history = HistoryConfig { max_sessions: 50, ..HistoryConfig::default() };
+        let history = HistoryConfig {
+            max_sessions: 50,
+            ..HistoryConfig::default()
+        };
         let demo = Demo::start(Server::builder().history(history)).await?;
         let proxy = proxy(demo.addr(), rpc_core::fault::ProxyFaults::none()).await?;
         let mut config = lossy_config();
@@ -240,21 +307,45 @@ async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Resul
         proxy.set_config(lose_replies)?;
         let call = {
             let client = client.clone();
-            tokio::spawn(async move { client.increment(Amount { delta: 1 }).timeout(Duration::from_secs(20)).await })
+            tokio::spawn(async move {
+                client
+                    .increment(Amount { delta: 1 })
+                    .timeout(Duration::from_secs(20))
+                    .await
+            })
         };
-        wait_until(Duration::from_secs(5), "the call to run", || demo.counter.executions() == 2).await?;
+        wait_until(Duration::from_secs(5), "the call to run", || {
+            demo.counter.executions() == 2
+        })
+        .await?;
 
         // Meanwhile 200 other sessions arrive.
-        let flood: Vec<Vec<u8>> = (0..200u64).map(|s| increment_request(0xF100 + s, 1, 0).encode_to_vec()).collect();
+        let flood: Vec<Vec<u8>> = (0..200u64)
+            .map(|s| increment_request(0xF100 + s, 1, 0).encode_to_vec())
+            .collect();
         attack(demo.addr(), flood).await?;
-        wait_until(Duration::from_secs(5), "the flood to be served", || demo.server.stats().sessions_evicted >= 150).await?;
+        wait_until(Duration::from_secs(5), "the flood to be served", || {
+            demo.server.stats().sessions_evicted >= 150
+        })
+        .await?;
 
         proxy.set_config(rpc_core::fault::ProxyFaults::none())?;
         let outcome = call.await?;
-        assert_eq!(demo.counter.value(), 1, "the increment ran {} times; outcome {outcome:?}", demo.counter.value());
+        assert_eq!(
+            demo.counter.value(),
+            1,
+            "the increment ran {} times; outcome {outcome:?}",
+            demo.counter.value()
+        );
         match outcome {
-            Err(e) => assert_eq!(e.code(), rpc_core::Code::Aborted, "refused as outcome unknown: {e}"),
-            Ok(c) => anyhow::bail!("the retransmission was answered {c:?} although its reply was forgotten"),
+            Err(e) => assert_eq!(
+                e.code(),
+                rpc_core::Code::Aborted,
+                "refused as outcome unknown: {e}"
+            ),
+            Ok(c) => anyhow::bail!(
+                "the retransmission was answered {c:?} although its reply was forgotten"
+            ),
         }
         Ok(())
     })

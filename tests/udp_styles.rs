@@ -25,21 +25,47 @@ async fn asynchronous_returns_long_before_a_slow_handler_finishes() -> anyhow::R
         let before = demo.counter.executions();
 
         let start = Instant::now();
-        client.slow(Work { millis: 200, delta: 5 }).await?;
+        client
+            .slow(Work {
+                millis: 200,
+                delta: 5,
+            })
+            .await?;
         let returned = start.elapsed();
-        assert!(returned < Duration::from_millis(100), "asynchronous call returned after {returned:?}");
-        assert_eq!(demo.counter.executions(), before, "the handler has not finished yet");
+        assert!(
+            returned < Duration::from_millis(100),
+            "asynchronous call returned after {returned:?}"
+        );
+        assert_eq!(
+            demo.counter.executions(),
+            before,
+            "the handler has not finished yet"
+        );
 
-        wait_until(Duration::from_secs(5), "the slow handler to finish", || demo.counter.executions() == before + 1).await?;
+        wait_until(Duration::from_secs(5), "the slow handler to finish", || {
+            demo.counter.executions() == before + 1
+        })
+        .await?;
         let finished = start.elapsed();
-        assert!(finished >= Duration::from_millis(190), "the handler finished after {finished:?}, before its 200 ms");
+        assert!(
+            finished >= Duration::from_millis(190),
+            "the handler finished after {finished:?}, before its 200 ms"
+        );
         assert_eq!(demo.counter.value(), 5);
         assert!(demo.server.stats().accepts >= 1);
         // The exchange finishes in the background: the reply is received and
         // the history entry released by the next request's ack_up_to.
-        wait_until(Duration::from_secs(5), "the background exchange to end", || channel.stats().replies >= 2).await?;
+        wait_until(
+            Duration::from_secs(5),
+            "the background exchange to end",
+            || channel.stats().replies >= 2,
+        )
+        .await?;
         client.get(Empty {}).await?;
-        wait_until(Duration::from_secs(2), "history to empty", || demo.server.stats().history_completed == 0).await?;
+        wait_until(Duration::from_secs(2), "history to empty", || {
+            demo.server.stats().history_completed == 0
+        })
+        .await?;
         Ok(())
     })
     .await
@@ -52,11 +78,22 @@ async fn asynchronous_calls_at_30_percent_loss_run_exactly_once() -> anyhow::Res
         let demo = Demo::start(Server::builder()).await?;
         let proxy = proxy(demo.addr(), faults(21, 0.3, 0.1)).await?;
         let (_channel, client) = connect(proxy.local_addr(), lossy_config()).await?;
-        let results = run_concurrent(40, 16, |_| client.slow(Work { millis: 30, delta: 1 }).into_future()).await;
+        let results = run_concurrent(40, 16, |_| {
+            client
+                .slow(Work {
+                    millis: 30,
+                    delta: 1,
+                })
+                .into_future()
+        })
+        .await;
         for r in results {
             r?;
         }
-        wait_until(Duration::from_secs(10), "40 slow handlers", || demo.counter.executions() >= 40).await?;
+        wait_until(Duration::from_secs(10), "40 slow handlers", || {
+            demo.counter.executions() >= 40
+        })
+        .await?;
         // Late duplicates must not run anything again.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(demo.counter.executions(), 40);
@@ -76,7 +113,15 @@ async fn deferred_handles_deliver_results_at_30_percent_loss() -> anyhow::Result
         let (channel, client) = connect(proxy.local_addr(), lossy_config()).await?;
 
         // Handles first: each call returns at the server's ACCEPT.
-        let handles = run_concurrent(N, 16, |i| client.compute(Work { millis: 20, delta: i as i64 + 1 }).into_future()).await;
+        let handles = run_concurrent(N, 16, |i| {
+            client
+                .compute(Work {
+                    millis: 20,
+                    delta: i as i64 + 1,
+                })
+                .into_future()
+        })
+        .await;
         let handles: Vec<_> = handles.into_iter().collect::<Result<_, _>>()?;
 
         // A third awaited, a third polled with try_take, a third by callback.
@@ -102,7 +147,11 @@ async fn deferred_handles_deliver_results_at_30_percent_loss() -> anyhow::Result
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while !polled.is_empty() {
-            anyhow::ensure!(Instant::now() < deadline, "{} polled handles never became ready", polled.len());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} polled handles never became ready",
+                polled.len()
+            );
             let mut still = Vec::new();
             for mut h in polled {
                 match h.try_take() {
@@ -116,14 +165,25 @@ async fn deferred_handles_deliver_results_at_30_percent_loss() -> anyhow::Result
         while let Some(r) = rx.recv().await {
             results.push(r);
         }
-        assert_eq!(results.len(), N, "every handle delivered, every callback ran");
+        assert_eq!(
+            results.len(),
+            N,
+            "every handle delivered, every callback ran"
+        );
         let counts: Vec<Count> = results.into_iter().collect::<Result<_, _>>()?;
         let numbers: HashSet<u64> = counts.iter().map(|c| c.executions).collect();
-        assert_eq!(numbers, (1..=N as u64).collect::<HashSet<_>>(), "each result is its own execution");
+        assert_eq!(
+            numbers,
+            (1..=N as u64).collect::<HashSet<_>>(),
+            "each result is its own execution"
+        );
         assert_eq!(demo.counter.executions(), N as u64, "each ran exactly once");
         assert_eq!(demo.counter.value(), (1..=N as i64).sum::<i64>());
         let p = proxy.stats();
-        assert!(p.server_to_client.dropped > 0 && p.client_to_server.dropped > 0, "{p:?}");
+        assert!(
+            p.server_to_client.dropped > 0 && p.client_to_server.dropped > 0,
+            "{p:?}"
+        );
         assert!(channel.stats().retransmissions > 0);
 
         // Each deferred result belongs to its own request: echo it back.
@@ -154,7 +214,10 @@ async fn one_way_never_blocks() -> anyhow::Result<()> {
             client.nudge(Amount { delta: 1 }).await?;
         }
         let direct = start.elapsed();
-        wait_until(Duration::from_secs(5), "some nudges to run", || demo.counter.executions() > 0).await?;
+        wait_until(Duration::from_secs(5), "some nudges to run", || {
+            demo.counter.executions() > 0
+        })
+        .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let runs = demo.counter.executions();
         assert!(runs <= N as u64, "a one-way call ran twice: {runs}");
@@ -182,11 +245,22 @@ async fn one_way_never_blocks() -> anyhow::Result<()> {
             }
         }
         let unreachable = start.elapsed();
-        for (what, took) in [("reachable", direct), ("black hole", dropped), ("nobody listening", unreachable)] {
-            assert!(took < Duration::from_secs(2), "{N} one-way calls ({what}) took {took:?}");
+        for (what, took) in [
+            ("reachable", direct),
+            ("black hole", dropped),
+            ("nobody listening", unreachable),
+        ] {
+            assert!(
+                took < Duration::from_secs(2),
+                "{N} one-way calls ({what}) took {took:?}"
+            );
         }
         assert!(sent > 0);
-        assert_eq!(demo.counter.executions(), runs, "nothing went through the black hole");
+        assert_eq!(
+            demo.counter.executions(),
+            runs,
+            "nothing went through the black hole"
+        );
         Ok(())
     })
     .await

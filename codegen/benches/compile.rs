@@ -19,7 +19,9 @@ const METHODS: usize = 20;
 /// services whose methods use varied attributes.
 fn large_idl() -> String {
     let mut s = String::from("/// A large generated interface.\npackage bench.v1;\n\n");
-    s.push_str("/// A state.\nenum State { STATE_UNSPECIFIED = 0; STATE_ON = 1; STATE_OFF = 2; }\n\n");
+    s.push_str(
+        "/// A state.\nenum State { STATE_UNSPECIFIED = 0; STATE_ON = 1; STATE_OFF = 2; }\n\n",
+    );
     for i in 0..MESSAGES {
         let prev = if i == 0 { MESSAGES - 1 } else { i - 1 };
         let _ = write!(
@@ -78,11 +80,19 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("compile");
     g.sample_size(10);
-    g.bench_function("large_idl_load_rust_proto", |b| b.iter(|| compile(black_box(&source))));
+    g.bench_function("large_idl_load_rust_proto", |b| {
+        b.iter(|| compile(black_box(&source)))
+    });
     let model = rpc_codegen::load_source(Path::new("bench.idl"), &source).unwrap();
-    g.bench_function("load_only", |b| b.iter(|| rpc_codegen::load_source(Path::new("bench.idl"), black_box(&source))));
-    g.bench_function("rust_tokens_only", |b| b.iter(|| rpc_codegen::rust::tokens(black_box(&model))));
-    g.bench_function("rust_generate_only", |b| b.iter(|| rpc_codegen::rust::generate(black_box(&model))));
+    g.bench_function("load_only", |b| {
+        b.iter(|| rpc_codegen::load_source(Path::new("bench.idl"), black_box(&source)))
+    });
+    g.bench_function("rust_tokens_only", |b| {
+        b.iter(|| rpc_codegen::rust::tokens(black_box(&model)))
+    });
+    g.bench_function("rust_generate_only", |b| {
+        b.iter(|| rpc_codegen::rust::generate(black_box(&model)))
+    });
     g.finish();
 }
 

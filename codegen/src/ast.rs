@@ -28,7 +28,11 @@ pub struct Path {
 impl Path {
     /// The parts joined with dots.
     pub fn dotted(&self) -> String {
-        self.parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(".")
+        self.parts
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
     }
 }
 

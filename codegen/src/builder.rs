@@ -44,7 +44,9 @@ impl fmt::Debug for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Idl(d) => write!(f, "invalid idl\n{}", d.render()),
-            BuildError::Io { path, source } => write!(f, "cannot write {}: {source}", path.display()),
+            BuildError::Io { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
             other => write!(f, "{other}"),
         }
     }
@@ -63,7 +65,10 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Builder {
-        Builder { out_dir: None, emit_rerun_if_changed: true }
+        Builder {
+            out_dir: None,
+            emit_rerun_if_changed: true,
+        }
     }
 }
 
@@ -107,7 +112,9 @@ impl Builder {
                 Some(b) if root.is_relative() => b.join(root),
                 _ => root.to_path_buf(),
             };
-            let stem = path.file_stem().ok_or_else(|| BuildError::NoFileStem(path.clone()))?;
+            let stem = path
+                .file_stem()
+                .ok_or_else(|| BuildError::NoFileStem(path.clone()))?;
             let target = out_dir.join(stem).with_extension("rs");
             match crate::load(&path) {
                 Ok(model) => {
@@ -152,15 +159,22 @@ impl Builder {
         Ok((model, text))
     }
 
-    fn rerun_if_changed<'a>(&self, files: impl Iterator<Item = &'a Path>) -> Result<(), BuildError> {
+    fn rerun_if_changed<'a>(
+        &self,
+        files: impl Iterator<Item = &'a Path>,
+    ) -> Result<(), BuildError> {
         if !self.emit_rerun_if_changed {
             return Ok(());
         }
         // Cargo reads these lines from the build script's stdout.
         let mut out = io::stdout().lock();
         for f in files {
-            writeln!(out, "cargo:rerun-if-changed={}", f.display())
-                .map_err(|source| BuildError::Io { path: PathBuf::from("<stdout>"), source })?;
+            writeln!(out, "cargo:rerun-if-changed={}", f.display()).map_err(|source| {
+                BuildError::Io {
+                    path: PathBuf::from("<stdout>"),
+                    source,
+                }
+            })?;
         }
         Ok(())
     }
@@ -174,9 +188,15 @@ fn write_if_changed(path: &Path, text: &str) -> Result<bool, BuildError> {
         _ => {}
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| BuildError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::write(path, text).map_err(|source| BuildError::Io { path: path.to_path_buf(), source })?;
+    std::fs::write(path, text).map_err(|source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(true)
 }
 
@@ -197,7 +217,11 @@ mod tests {
 
     #[test]
     fn debug_of_idl_errors_is_the_rendered_text() {
-        let err = crate::diag::Error::new(crate::lexer::Span { start: 0, end: 1 }, "unknown type `X`", "");
+        let err = crate::diag::Error::new(
+            crate::lexer::Span { start: 0, end: 1 },
+            "unknown type `X`",
+            "",
+        );
         let d = crate::diag::Diagnostic::from_error(Path::new("a.idl"), "X", &err);
         let e = BuildError::Idl(Diagnostics { items: vec![d] });
         assert!(format!("{e:?}").contains("--> a.idl:1:1"), "{e:?}");

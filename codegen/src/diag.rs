@@ -38,7 +38,11 @@ pub struct Error {
 impl Error {
     /// An error at `span`.
     pub fn new(span: Span, message: impl Into<String>, label: impl Into<String>) -> Error {
-        Error { span, message: message.into(), label: label.into() }
+        Error {
+            span,
+            message: message.into(),
+            label: label.into(),
+        }
     }
 }
 
@@ -74,7 +78,12 @@ impl Diagnostic {
         let _ = writeln!(rendered, "{pad}--> {}:{line}:{column}", path.display());
         let _ = writeln!(rendered, "{pad} |");
         let _ = writeln!(rendered, "{number} | {line_text}");
-        let _ = write!(rendered, "{pad} | {}{}", " ".repeat(caret_col), "^".repeat(caret_len));
+        let _ = write!(
+            rendered,
+            "{pad} | {}{}",
+            " ".repeat(caret_col),
+            "^".repeat(caret_len)
+        );
         if !error.label.is_empty() {
             let _ = write!(rendered, " {}", error.label);
         }
@@ -112,13 +121,19 @@ fn locate(source: &str, span: Span) -> (usize, usize, String, usize, usize) {
     let start = floor_char_boundary(source, span.start.min(source.len()));
     let end = floor_char_boundary(source, span.end.min(source.len())).max(start);
     let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+    let line_end = source[start..]
+        .find('\n')
+        .map_or(source.len(), |i| start + i);
     let line = source[..start].matches('\n').count() + 1;
     let raw_line = &source[line_start..line_end];
     let raw_line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
     let column = source[line_start..start].chars().count() + 1;
 
-    let width = |s: &str| s.chars().map(|c| if c == '\t' { TAB_WIDTH } else { 1 }).sum::<usize>();
+    let width = |s: &str| {
+        s.chars()
+            .map(|c| if c == '\t' { TAB_WIDTH } else { 1 })
+            .sum::<usize>()
+    };
     let shown: String = raw_line
         .chars()
         .map(|c| match c {
@@ -131,7 +146,13 @@ fn locate(source: &str, span: Span) -> (usize, usize, String, usize, usize) {
     // The underline stops at the end of the first line of the span.
     let underline_end = end.min(line_start + raw_line.len()).max(start);
     let caret_len = width(&source[start..underline_end]).max(1);
-    (line, column, shown.trim_end().to_owned(), caret_col, caret_len)
+    (
+        line,
+        column,
+        shown.trim_end().to_owned(),
+        caret_col,
+        caret_len,
+    )
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -210,9 +231,14 @@ mod tests {
 
     #[test]
     fn renders_like_rustc() {
-        let src = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\nm\n  rpc GetTime(Empty) returns (TimeReadng);\n";
+        let src =
+            "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\nm\n  rpc GetTime(Empty) returns (TimeReadng);\n";
         let start = src.find("TimeReadng").unwrap_or(0);
-        let err = Error::new(Span::new(start, start + 10), "unknown type `TimeReadng`", "did you mean `TimeReading`?");
+        let err = Error::new(
+            Span::new(start, start + 10),
+            "unknown type `TimeReadng`",
+            "did you mean `TimeReading`?",
+        );
         let d = Diagnostic::from_error(Path::new("idl/clock.idl"), src, &err);
         assert_eq!(
             d.rendered,
@@ -225,17 +251,26 @@ mod tests {
     fn tabs_and_multibyte_characters() {
         let src = "\té x";
         let at = src.find('x').unwrap_or(0);
-        let d = Diagnostic::from_error(Path::new("f"), src, &Error::new(Span::new(at, at + 1), "m", ""));
+        let d = Diagnostic::from_error(
+            Path::new("f"),
+            src,
+            &Error::new(Span::new(at, at + 1), "m", ""),
+        );
         // Column counts characters: tab, é, space, x.
         assert_eq!(d.column, 4);
-        assert!(d.rendered.ends_with("1 |     é x\n  |       ^"), "{}", d.rendered);
+        assert!(
+            d.rendered.ends_with("1 |     é x\n  |       ^"),
+            "{}",
+            d.rendered
+        );
     }
 
     #[test]
     fn spans_past_the_end_and_inside_characters_do_not_panic() {
         let src = "é";
         for (s, e) in [(0, 0), (1, 1), (1, 2), (5, 9), (2, 1)] {
-            let d = Diagnostic::from_error(Path::new("f"), src, &Error::new(Span::new(s, e), "m", "l"));
+            let d =
+                Diagnostic::from_error(Path::new("f"), src, &Error::new(Span::new(s, e), "m", "l"));
             assert_eq!(d.line, 1);
         }
     }

@@ -155,7 +155,13 @@ pub struct Token {
 /// lexical errors (unexpected characters, unterminated strings and
 /// comments, bad escapes, integers too large).
 pub fn lex(src: &str) -> (Vec<Token>, Vec<diag::Error>) {
-    let mut lx = Lexer { src, bytes: src.as_bytes(), pos: 0, tokens: Vec::new(), errors: Vec::new() };
+    let mut lx = Lexer {
+        src,
+        bytes: src.as_bytes(),
+        pos: 0,
+        tokens: Vec::new(),
+        errors: Vec::new(),
+    };
     lx.run();
     (lx.tokens, lx.errors)
 }
@@ -182,11 +188,21 @@ impl Lexer<'_> {
     }
 
     fn push(&mut self, kind: TokenKind, start: usize) {
-        self.tokens.push(Token { kind, span: Span::new(start, self.pos) });
+        self.tokens.push(Token {
+            kind,
+            span: Span::new(start, self.pos),
+        });
     }
 
-    fn error(&mut self, start: usize, end: usize, message: impl Into<String>, label: impl Into<String>) {
-        self.errors.push(diag::Error::new(Span::new(start, end), message, label));
+    fn error(
+        &mut self,
+        start: usize,
+        end: usize,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) {
+        self.errors
+            .push(diag::Error::new(Span::new(start, end), message, label));
     }
 
     fn run(&mut self) {
@@ -242,19 +258,29 @@ impl Lexer<'_> {
                             } else {
                                 format!("`{ch}`")
                             };
-                            self.error(start, self.pos, format!("unexpected character {shown}"), "not valid here");
+                            self.error(
+                                start,
+                                self.pos,
+                                format!("unexpected character {shown}"),
+                                "not valid here",
+                            );
                         }
                     }
                 }
             }
         }
         let end = self.bytes.len();
-        self.tokens.push(Token { kind: TokenKind::Eof, span: Span::new(end, end) });
+        self.tokens.push(Token {
+            kind: TokenKind::Eof,
+            span: Span::new(end, end),
+        });
     }
 
     fn line_comment(&mut self) {
         let start = self.pos;
-        let line_end = self.src[start..].find('\n').map_or(self.bytes.len(), |i| start + i);
+        let line_end = self.src[start..]
+            .find('\n')
+            .map_or(self.bytes.len(), |i| start + i);
         self.pos = line_end;
         let text = &self.src[start..line_end];
         // `///` is a doc comment, `////...` is an ordinary one (as in Rust).
@@ -274,7 +300,12 @@ impl Lexer<'_> {
         while depth > 0 {
             match (self.peek(0), self.peek(1)) {
                 (None, _) => {
-                    self.error(start, start + 2, "unterminated block comment", "this comment is never closed with `*/`");
+                    self.error(
+                        start,
+                        start + 2,
+                        "unterminated block comment",
+                        "this comment is never closed with `*/`",
+                    );
                     return;
                 }
                 (Some(b'*'), Some(b'/')) => {
@@ -296,12 +327,22 @@ impl Lexer<'_> {
         let mut value = String::new();
         loop {
             let Some(c) = self.src[self.pos..].chars().next() else {
-                self.error(start, start + 1, "unterminated string literal", "this string is never closed");
+                self.error(
+                    start,
+                    start + 1,
+                    "unterminated string literal",
+                    "this string is never closed",
+                );
                 self.push(TokenKind::Str(value), start);
                 return;
             };
             if c == '\n' {
-                self.error(start, start + 1, "unterminated string literal", "this string is not closed on its line");
+                self.error(
+                    start,
+                    start + 1,
+                    "unterminated string literal",
+                    "this string is not closed on its line",
+                );
                 self.push(TokenKind::Str(value), start);
                 return;
             }
@@ -313,7 +354,9 @@ impl Lexer<'_> {
             if c == '\\' {
                 let esc_start = self.pos;
                 self.pos += 1;
-                let Some(e) = self.src[self.pos..].chars().next() else { continue };
+                let Some(e) = self.src[self.pos..].chars().next() else {
+                    continue;
+                };
                 if e == '\n' {
                     // Reported as unterminated on the next round.
                     continue;
@@ -328,8 +371,14 @@ impl Lexer<'_> {
                     '"' => Some('"'),
                     '\'' => Some('\''),
                     'x' => {
-                        let hex = self.src.get(self.pos..self.pos + 2).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-                        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()).filter(u8::is_ascii) {
+                        let hex = self
+                            .src
+                            .get(self.pos..self.pos + 2)
+                            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+                        match hex
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                            .filter(u8::is_ascii)
+                        {
                             Some(v) => {
                                 self.pos += 2;
                                 Some(char::from(v))
@@ -359,7 +408,9 @@ impl Lexer<'_> {
         let digits_start = self.pos;
         let mut magnitude: Option<u64> = Some(0);
         while let Some(d @ b'0'..=b'9') = self.peek(0) {
-            magnitude = magnitude.and_then(|m| m.checked_mul(10)).and_then(|m| m.checked_add(u64::from(d - b'0')));
+            magnitude = magnitude
+                .and_then(|m| m.checked_mul(10))
+                .and_then(|m| m.checked_add(u64::from(d - b'0')));
             self.pos += 1;
         }
         let digits_end = self.pos;
@@ -373,10 +424,22 @@ impl Lexer<'_> {
             None
         };
         if magnitude.is_none() {
-            self.error(start, digits_end, "integer literal is too large", "does not fit in 64 bits");
+            self.error(
+                start,
+                digits_end,
+                "integer literal is too large",
+                "does not fit in 64 bits",
+            );
         }
         let _ = digits_start;
-        self.push(TokenKind::Int(IntLit { negative, magnitude, suffix }), start);
+        self.push(
+            TokenKind::Int(IntLit {
+                negative,
+                magnitude,
+                suffix,
+            }),
+            start,
+        );
     }
 }
 
@@ -391,7 +454,11 @@ mod tests {
     }
 
     fn int(negative: bool, m: u64, suffix: Option<&str>) -> TokenKind {
-        TokenKind::Int(IntLit { negative, magnitude: Some(m), suffix: suffix.map(str::to_owned) })
+        TokenKind::Int(IntLit {
+            negative,
+            magnitude: Some(m),
+            suffix: suffix.map(str::to_owned),
+        })
     }
 
     #[test]
@@ -411,7 +478,14 @@ mod tests {
     fn integers_negative_and_suffixes() {
         assert_eq!(
             kinds("1 -2 250ms 5s 0"),
-            vec![int(false, 1, None), int(true, 2, None), int(false, 250, Some("ms")), int(false, 5, Some("s")), int(false, 0, None), TokenKind::Eof]
+            vec![
+                int(false, 1, None),
+                int(true, 2, None),
+                int(false, 250, Some("ms")),
+                int(false, 5, Some("s")),
+                int(false, 0, None),
+                TokenKind::Eof
+            ]
         );
         // A lone minus is not a number.
         let (_, errors) = lex("- 1");
@@ -423,12 +497,21 @@ mod tests {
         let (tokens, errors) = lex("99999999999999999999999999");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].message, "integer literal is too large");
-        assert!(matches!(&tokens[0].kind, TokenKind::Int(IntLit { magnitude: None, .. })));
+        assert!(matches!(
+            &tokens[0].kind,
+            TokenKind::Int(IntLit {
+                magnitude: None,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn strings_with_escapes() {
-        assert_eq!(kinds(r#""a\"b\n\x41""#), vec![TokenKind::Str("a\"b\nA".into()), TokenKind::Eof]);
+        assert_eq!(
+            kinds(r#""a\"b\n\x41""#),
+            vec![TokenKind::Str("a\"b\nA".into()), TokenKind::Eof]
+        );
         let (_, errors) = lex(r#""bad \q""#);
         assert_eq!(errors.len(), 1);
         assert!(errors[0].message.contains("unknown escape"));
@@ -449,9 +532,16 @@ mod tests {
     fn comments_skipped_docs_kept() {
         assert_eq!(
             kinds("// no\n/// yes\n//// no\n/* a /* nested */ b */ x"),
-            vec![TokenKind::Doc("yes".into()), TokenKind::Ident("x".into()), TokenKind::Eof]
+            vec![
+                TokenKind::Doc("yes".into()),
+                TokenKind::Ident("x".into()),
+                TokenKind::Eof
+            ]
         );
-        assert_eq!(kinds("///\r\n"), vec![TokenKind::Doc(String::new()), TokenKind::Eof]);
+        assert_eq!(
+            kinds("///\r\n"),
+            vec![TokenKind::Doc(String::new()), TokenKind::Eof]
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub fn load(root: &Path) -> Result<Model, Diagnostics> {
 /// # Errors
 /// Every mistake found, in every file.
 pub fn load_many(roots: &[&Path]) -> Result<Model, Diagnostics> {
-    let roots: Vec<(PathBuf, Option<String>)> = roots.iter().map(|p| (p.to_path_buf(), None)).collect();
+    let roots: Vec<(PathBuf, Option<String>)> =
+        roots.iter().map(|p| (p.to_path_buf(), None)).collect();
     run(roots)
 }
 
@@ -89,9 +90,16 @@ fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, Box<Diagnostic>> {
             let at = e.utf8_error().valid_up_to();
             let bytes = e.into_bytes();
             let valid = String::from_utf8_lossy(&bytes[..at]).into_owned();
-            let line_end = bytes[at..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| at + i);
+            let line_end = bytes[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| at + i);
             let shown = format!("{valid}{}", String::from_utf8_lossy(&bytes[at..line_end]));
-            let err = diag::Error::new(Span::new(at, at + 1), "file is not valid UTF-8", "invalid byte here");
+            let err = diag::Error::new(
+                Span::new(at, at + 1),
+                "file is not valid UTF-8",
+                "invalid byte here",
+            );
             Err(Box::new(Diagnostic::from_error(path, &shown, &err)))
         }
     }
@@ -125,7 +133,10 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
                     Ok(s) => unit.source = s,
                     Err(d) => unit.fatal.push(*d),
                 },
-                Err(e) => unit.fatal.push(Diagnostic::whole_file(&path, format!("cannot read `{}`: {e}", path.display()))),
+                Err(e) => unit.fatal.push(Diagnostic::whole_file(
+                    &path,
+                    format!("cannot read `{}`: {e}", path.display()),
+                )),
             },
         }
         units.push(unit);
@@ -138,12 +149,20 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
         }
         let (file, errors) = parser::parse(&units[idx].source);
         units[idx].errors = errors;
-        let dir = units[idx].path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = units[idx]
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let mut imports = Vec::new();
         for imp in &file.imports {
             let target = normalize(&dir.join(&imp.path));
             if imp.path.is_empty() {
-                units[idx].errors.push(diag::Error::new(imp.span, "empty import path", "name an `.idl` file"));
+                units[idx].errors.push(diag::Error::new(
+                    imp.span,
+                    "empty import path",
+                    "name an `.idl` file",
+                ));
                 imports.push(None);
                 continue;
             }
@@ -161,7 +180,9 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
                         format!("cannot read import `{}`: {e}", imp.path)
                     };
                     let label = format!("resolved to `{}`", target.display());
-                    units[idx].errors.push(diag::Error::new(imp.span, message, label));
+                    units[idx]
+                        .errors
+                        .push(diag::Error::new(imp.span, message, label));
                     imports.push(None);
                     continue;
                 }
@@ -170,7 +191,7 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
             by_key.insert(key, t);
             let mut unit = Unit {
                 path: target.clone(),
-                    source: String::new(),
+                source: String::new(),
                 ast: ast::File::default(),
                 imports: Vec::new(),
                 imported: true,
@@ -214,7 +235,9 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
         diagnostics.items.append(&mut u.fatal);
         u.errors.sort_by_key(|e| e.span.start);
         for e in &u.errors {
-            diagnostics.items.push(Diagnostic::from_error(&u.path, &u.source, e));
+            diagnostics
+                .items
+                .push(Diagnostic::from_error(&u.path, &u.source, e));
         }
     }
     match model {
@@ -223,7 +246,10 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
             if diagnostics.is_empty() {
                 // Cannot happen (resolve returns no model only with errors),
                 // but never hand out an empty error list.
-                diagnostics.items.push(Diagnostic::whole_file(Path::new("<input>"), "internal error: no model and no diagnostics"));
+                diagnostics.items.push(Diagnostic::whole_file(
+                    Path::new("<input>"),
+                    "internal error: no model and no diagnostics",
+                ));
             }
             Err(diagnostics)
         }
@@ -274,10 +300,27 @@ fn report_cycles(units: &mut [Unit]) {
         }
     }
     for (node, i, cycle) in found {
-        let chain = cycle.iter().map(|&f| units[f].path.display().to_string()).collect::<Vec<_>>().join(" -> ");
-        let span = units[node].ast.imports.get(i).map(|imp| imp.span).unwrap_or_default();
-        let message = if cycle.len() == 2 { format!("`{}` imports itself", units[node].path.display()) } else { format!("import cycle: {chain}") };
-        units[node].errors.push(diag::Error::new(span, message, "this import closes the cycle"));
+        let chain = cycle
+            .iter()
+            .map(|&f| units[f].path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        let span = units[node]
+            .ast
+            .imports
+            .get(i)
+            .map(|imp| imp.span)
+            .unwrap_or_default();
+        let message = if cycle.len() == 2 {
+            format!("`{}` imports itself", units[node].path.display())
+        } else {
+            format!("import cycle: {chain}")
+        };
+        units[node].errors.push(diag::Error::new(
+            span,
+            message,
+            "this import closes the cycle",
+        ));
         // The model must not contain a cycle's edge twice over; dropping it
         // is harmless since an error is reported anyway.
     }
@@ -289,8 +332,14 @@ mod tests {
 
     #[test]
     fn normalizes_lexically() {
-        assert_eq!(normalize(Path::new("idl/./a/../b.idl")), PathBuf::from("idl/b.idl"));
+        assert_eq!(
+            normalize(Path::new("idl/./a/../b.idl")),
+            PathBuf::from("idl/b.idl")
+        );
         assert_eq!(normalize(Path::new("../x.idl")), PathBuf::from("../x.idl"));
-        assert_eq!(normalize(Path::new("a/../../x.idl")), PathBuf::from("../x.idl"));
+        assert_eq!(
+            normalize(Path::new("a/../../x.idl")),
+            PathBuf::from("../x.idl")
+        );
     }
 }

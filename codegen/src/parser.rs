@@ -14,7 +14,12 @@ use crate::lexer::{self, IntLit, Span, Token, TokenKind};
 /// lexical and syntax error, in source order.
 pub fn parse(src: &str) -> (ast::File, Vec<diag::Error>) {
     let (tokens, mut errors) = lexer::lex(src);
-    let mut p = Parser { src, tokens, pos: 0, errors: Vec::new() };
+    let mut p = Parser {
+        src,
+        tokens,
+        pos: 0,
+        errors: Vec::new(),
+    };
     let file = p.file();
     errors.append(&mut p.errors);
     errors.sort_by_key(|e| e.span.start);
@@ -33,13 +38,19 @@ struct Parser<'a> {
     errors: Vec<diag::Error>,
 }
 
-const EOF_TOKEN: Token = Token { kind: TokenKind::Eof, span: Span { start: 0, end: 0 } };
+const EOF_TOKEN: Token = Token {
+    kind: TokenKind::Eof,
+    span: Span { start: 0, end: 0 },
+};
 
 impl Parser<'_> {
     // ---- token helpers ----
 
     fn tok(&self) -> &Token {
-        self.tokens.get(self.pos).or(self.tokens.last()).unwrap_or(&EOF_TOKEN)
+        self.tokens
+            .get(self.pos)
+            .or(self.tokens.last())
+            .unwrap_or(&EOF_TOKEN)
     }
 
     fn kind(&self) -> &TokenKind {
@@ -47,7 +58,9 @@ impl Parser<'_> {
     }
 
     fn kind_at(&self, ahead: usize) -> &TokenKind {
-        self.tokens.get(self.pos + ahead).map_or(&TokenKind::Eof, |t| &t.kind)
+        self.tokens
+            .get(self.pos + ahead)
+            .map_or(&TokenKind::Eof, |t| &t.kind)
     }
 
     fn bump(&mut self) -> Token {
@@ -78,9 +91,15 @@ impl Parser<'_> {
         let prev_end = self.prev_end();
         let gap = self.src.get(prev_end..found.span.start).unwrap_or("");
         let sep = if context.is_empty() { "" } else { " " };
-        let message = format!("expected {what}{sep}{context}, found {}", found.kind.describe());
+        let message = format!(
+            "expected {what}{sep}{context}, found {}",
+            found.kind.describe()
+        );
         let (span, label) = if self.pos > 0 && gap.contains('\n') {
-            (Span::new(prev_end, prev_end), format!("expected {what} here"))
+            (
+                Span::new(prev_end, prev_end),
+                format!("expected {what} here"),
+            )
         } else {
             (found.span, format!("expected {what}"))
         };
@@ -100,7 +119,10 @@ impl Parser<'_> {
         // A `;` missing at the end of a line: report it and go on as if it
         // were there, so that the next line is still parsed and checked.
         let prev_end = self.prev_end();
-        let next_line = self.src.get(prev_end..self.tok().span.start).is_some_and(|gap| gap.contains('\n'));
+        let next_line = self
+            .src
+            .get(prev_end..self.tok().span.start)
+            .is_some_and(|gap| gap.contains('\n'));
         if *kind == TokenKind::Semi && self.pos > 0 && next_line {
             let _ = self.expected(&what, context);
             return Ok(Span::new(prev_end, prev_end));
@@ -129,7 +151,11 @@ impl Parser<'_> {
     fn path(&mut self, what: &str, context: &str) -> PResult<ast::Path> {
         if matches!(self.kind(), TokenKind::Dot) {
             let span = self.tok().span;
-            self.error(span, "a type name cannot start with `.`", "remove the leading `.`: names are resolved from the root already");
+            self.error(
+                span,
+                "a type name cannot start with `.`",
+                "remove the leading `.`: names are resolved from the root already",
+            );
             return Err(Reported);
         }
         let first = self.ident(what, context)?;
@@ -150,7 +176,11 @@ impl Parser<'_> {
             TokenKind::Int(lit) => {
                 let span = self.bump().span;
                 if let Some(suffix) = &lit.suffix {
-                    self.error(span, format!("unexpected suffix `{suffix}` on {what}"), "a plain number is expected here");
+                    self.error(
+                        span,
+                        format!("unexpected suffix `{suffix}` on {what}"),
+                        "a plain number is expected here",
+                    );
                 }
                 Ok((lit, span))
             }
@@ -211,46 +241,65 @@ impl Parser<'_> {
                     self.bump();
                     Ok(())
                 }
-                TokenKind::Ident(w) => match w.as_str() {
-                    "package" => {
-                        self.bump();
-                        match self.path("a package name", "after `package`") {
-                            Ok(path) => {
-                                let semi = self.expect(&TokenKind::Semi, "after the package name");
-                                if file.package.is_some() {
-                                    self.error(path.span, "duplicate `package` declaration", "a file declares one package");
-                                } else {
-                                    if seen_anything {
-                                        self.error(start, "`package` must come before imports and declarations", "move this line up");
+                TokenKind::Ident(w) => {
+                    match w.as_str() {
+                        "package" => {
+                            self.bump();
+                            match self.path("a package name", "after `package`") {
+                                Ok(path) => {
+                                    let semi =
+                                        self.expect(&TokenKind::Semi, "after the package name");
+                                    if file.package.is_some() {
+                                        self.error(
+                                            path.span,
+                                            "duplicate `package` declaration",
+                                            "a file declares one package",
+                                        );
+                                    } else {
+                                        if seen_anything {
+                                            self.error(start, "`package` must come before imports and declarations", "move this line up");
+                                        }
+                                        file.package = Some(path);
+                                        file.docs = docs;
                                     }
-                                    file.package = Some(path);
-                                    file.docs = docs;
+                                    semi.map(|_| ())
                                 }
-                                semi.map(|_| ())
+                                Err(r) => Err(r),
                             }
-                            Err(r) => Err(r),
                         }
-                    }
-                    "import" => {
-                        self.bump();
-                        match self.kind().clone() {
-                            TokenKind::Str(path) => {
-                                let span = self.bump().span;
-                                file.imports.push(ast::Import { path, span });
-                                self.expect(&TokenKind::Semi, "after the import").map(|_| ())
+                        "import" => {
+                            self.bump();
+                            match self.kind().clone() {
+                                TokenKind::Str(path) => {
+                                    let span = self.bump().span;
+                                    file.imports.push(ast::Import { path, span });
+                                    self.expect(&TokenKind::Semi, "after the import")
+                                        .map(|_| ())
+                                }
+                                _ => Err(self.expected("a string literal", "after `import`")),
                             }
-                            _ => Err(self.expected("a string literal", "after `import`")),
                         }
+                        "message" => self
+                            .message(docs)
+                            .map(|m| file.items.push(ast::Item::Message(m))),
+                        "enum" => self
+                            .enumeration(docs)
+                            .map(|e| file.items.push(ast::Item::Enum(e))),
+                        "service" => self
+                            .service(docs)
+                            .map(|s| file.items.push(ast::Item::Service(s))),
+                        "option" | "syntax" | "extend" | "edition" => {
+                            self.error(
+                                start,
+                                format!("`{w}` statements are not supported"),
+                                "the IDL has no such statement",
+                            );
+                            Err(Reported)
+                        }
+                        _ => Err(self
+                            .expected("`message`, `enum`, `service`, `import` or `package`", "")),
                     }
-                    "message" => self.message(docs).map(|m| file.items.push(ast::Item::Message(m))),
-                    "enum" => self.enumeration(docs).map(|e| file.items.push(ast::Item::Enum(e))),
-                    "service" => self.service(docs).map(|s| file.items.push(ast::Item::Service(s))),
-                    "option" | "syntax" | "extend" | "edition" => {
-                        self.error(start, format!("`{w}` statements are not supported"), "the IDL has no such statement");
-                        Err(Reported)
-                    }
-                    _ => Err(self.expected("`message`, `enum`, `service`, `import` or `package`", "")),
-                },
+                }
                 _ => Err(self.expected("`message`, `enum`, `service`, `import` or `package`", "")),
             };
             if result.is_ok() {
@@ -292,7 +341,9 @@ impl Parser<'_> {
                 Err(Reported) => {
                     self.recover();
                     // Never loop without progress.
-                    if self.pos == before && !matches!(self.kind(), TokenKind::RBrace | TokenKind::Eof) {
+                    if self.pos == before
+                        && !matches!(self.kind(), TokenKind::RBrace | TokenKind::Eof)
+                    {
                         self.bump();
                     }
                 }
@@ -319,23 +370,37 @@ impl Parser<'_> {
         let name = self.ident("a message name", "after `message`")?;
         let what = format!("message `{}`", name.name);
         let (members, _) = self.block(&what, |p, docs| p.member(docs))?;
-        Ok(ast::Message { docs, name, members })
+        Ok(ast::Message {
+            docs,
+            name,
+            members,
+        })
     }
 
     fn member(&mut self, docs: Vec<String>) -> PResult<Option<Member>> {
-        if self.is_word("oneof") && matches!(self.kind_at(1), TokenKind::Ident(_) | TokenKind::LBrace) {
+        if self.is_word("oneof")
+            && matches!(self.kind_at(1), TokenKind::Ident(_) | TokenKind::LBrace)
+        {
             self.bump();
             let name = self.ident("a oneof name", "after `oneof`")?;
             let what = format!("oneof `{}`", name.name);
             let (fields, _) = self.block(&what, |p, docs| {
                 if p.is_word("oneof") && matches!(p.kind_at(1), TokenKind::Ident(_)) {
                     let span = p.tok().span;
-                    p.error(span, "a oneof cannot contain another oneof", "not allowed inside a oneof");
+                    p.error(
+                        span,
+                        "a oneof cannot contain another oneof",
+                        "not allowed inside a oneof",
+                    );
                     return Err(Reported);
                 }
                 if p.is_word("reserved") && !matches!(p.kind_at(1), TokenKind::Eq) {
                     let span = p.tok().span;
-                    p.error(span, "`reserved` belongs in the message, not in a oneof", "move it out of the oneof");
+                    p.error(
+                        span,
+                        "`reserved` belongs in the message, not in a oneof",
+                        "move it out of the oneof",
+                    );
                     return Err(Reported);
                 }
                 p.field(docs).map(Some)
@@ -357,7 +422,11 @@ impl Parser<'_> {
                 && !matches!(self.kind_at(3), TokenKind::Int(_)));
         if self.is_word("option") && option_statement {
             let span = self.tok().span;
-            self.error(span, "`option` statements are not supported", "the IDL has no options");
+            self.error(
+                span,
+                "`option` statements are not supported",
+                "the IDL has no options",
+            );
             return Err(Reported);
         }
         self.field(docs).map(|f| Some(Member::Field(f)))
@@ -365,9 +434,15 @@ impl Parser<'_> {
 
     fn field(&mut self, docs: Vec<String>) -> PResult<ast::Field> {
         // `optional`/`repeated` are labels only when a type follows them.
-        let label = if self.is_word("optional") && matches!(self.kind_at(1), TokenKind::Ident(_)) && !matches!(self.kind_at(2), TokenKind::Eq) {
+        let label = if self.is_word("optional")
+            && matches!(self.kind_at(1), TokenKind::Ident(_))
+            && !matches!(self.kind_at(2), TokenKind::Eq)
+        {
             Label::Optional(self.bump().span)
-        } else if self.is_word("repeated") && matches!(self.kind_at(1), TokenKind::Ident(_)) && !matches!(self.kind_at(2), TokenKind::Eq) {
+        } else if self.is_word("repeated")
+            && matches!(self.kind_at(1), TokenKind::Ident(_))
+            && !matches!(self.kind_at(2), TokenKind::Eq)
+        {
             Label::Repeated(self.bump().span)
         } else {
             Label::None
@@ -377,7 +452,14 @@ impl Parser<'_> {
         self.expect(&TokenKind::Eq, "after the field name")?;
         let (number, number_span) = self.number("a field number", "after `=`")?;
         self.expect(&TokenKind::Semi, "after field")?;
-        Ok(ast::Field { docs, label, ty, name, number, number_span })
+        Ok(ast::Field {
+            docs,
+            label,
+            ty,
+            name,
+            number,
+            number_span,
+        })
     }
 
     fn field_type(&mut self) -> PResult<FieldType> {
@@ -388,12 +470,20 @@ impl Parser<'_> {
             self.expect(&TokenKind::Comma, "after the map key type")?;
             if self.is_word("map") && matches!(self.kind_at(1), TokenKind::Lt) {
                 let span = self.tok().span;
-                self.error(span, "a map value cannot be a map", "wrap the inner map in a message");
+                self.error(
+                    span,
+                    "a map value cannot be a map",
+                    "wrap the inner map in a message",
+                );
                 return Err(Reported);
             }
             let value = self.path("a map value type", "after `,`")?;
             let end = self.expect(&TokenKind::Gt, "to close the map type")?;
-            return Ok(FieldType::Map { key, value, span: start.to(end) });
+            return Ok(FieldType::Map {
+                key,
+                value,
+                span: start.to(end),
+            });
         }
         Ok(FieldType::Named(self.path("a type", "for field")?))
     }
@@ -413,16 +503,33 @@ impl Parser<'_> {
                         self.bump();
                         if self.is_word("max") {
                             let end_span = self.bump().span;
-                            items.push(ReservedItem::Range { start, end: None, span: span.to(end_span) });
+                            items.push(ReservedItem::Range {
+                                start,
+                                end: None,
+                                span: span.to(end_span),
+                            });
                         } else {
-                            let (end, end_span) = self.number("a field number or `max`", "after `to`")?;
-                            items.push(ReservedItem::Range { start, end: Some(end), span: span.to(end_span) });
+                            let (end, end_span) =
+                                self.number("a field number or `max`", "after `to`")?;
+                            items.push(ReservedItem::Range {
+                                start,
+                                end: Some(end),
+                                span: span.to(end_span),
+                            });
                         }
                     } else {
-                        items.push(ReservedItem::Range { end: Some(start.clone()), start, span });
+                        items.push(ReservedItem::Range {
+                            end: Some(start.clone()),
+                            start,
+                            span,
+                        });
                     }
                 }
-                _ => return Err(self.expected("a field number or a quoted field name", "in `reserved`")),
+                _ => {
+                    return Err(
+                        self.expected("a field number or a quoted field name", "in `reserved`")
+                    )
+                }
             }
             match self.kind() {
                 TokenKind::Comma => {
@@ -442,22 +549,44 @@ impl Parser<'_> {
         let name = self.ident("an enum name", "after `enum`")?;
         let what = format!("enum `{}`", name.name);
         let (values, close) = self.block(&what, |p, docs| {
-            if (p.is_word("reserved") || p.is_word("option")) && !matches!(p.kind_at(1), TokenKind::Eq) {
+            if (p.is_word("reserved") || p.is_word("option"))
+                && !matches!(p.kind_at(1), TokenKind::Eq)
+            {
                 let span = p.tok().span;
-                let w = if p.is_word("reserved") { "reserved" } else { "option" };
-                p.error(span, format!("`{w}` is not supported in enums"), "an enum holds only `NAME = number;` values");
+                let w = if p.is_word("reserved") {
+                    "reserved"
+                } else {
+                    "option"
+                };
+                p.error(
+                    span,
+                    format!("`{w}` is not supported in enums"),
+                    "an enum holds only `NAME = number;` values",
+                );
                 return Err(Reported);
             }
-            if (p.is_word("message") || p.is_word("enum")) && matches!(p.kind_at(1), TokenKind::Ident(_)) {
+            if (p.is_word("message") || p.is_word("enum"))
+                && matches!(p.kind_at(1), TokenKind::Ident(_))
+            {
                 return p.nested_declaration("an enum").map(|_| None);
             }
             let name = p.ident("an enum value name", "")?;
             p.expect(&TokenKind::Eq, "after the enum value name")?;
             let (number, number_span) = p.number("an enum value number", "after `=`")?;
             p.expect(&TokenKind::Semi, "after enum value")?;
-            Ok(Some(ast::EnumValue { docs, name, number, number_span }))
+            Ok(Some(ast::EnumValue {
+                docs,
+                name,
+                number,
+                number_span,
+            }))
         })?;
-        Ok(ast::Enum { docs, name, values, close })
+        Ok(ast::Enum {
+            docs,
+            name,
+            values,
+            close,
+        })
     }
 
     fn service(&mut self, docs: Vec<String>) -> PResult<ast::Service> {
@@ -465,11 +594,19 @@ impl Parser<'_> {
         let name = self.ident("a service name", "after `service`")?;
         let what = format!("service `{}`", name.name);
         let (methods, _) = self.block(&what, |p, docs| p.method(docs).map(Some))?;
-        Ok(ast::Service { docs, name, methods })
+        Ok(ast::Service {
+            docs,
+            name,
+            methods,
+        })
     }
 
     fn method(&mut self, docs: Vec<String>) -> PResult<ast::Method> {
-        let oneway = if self.is_word("oneway") { Some(self.bump().span) } else { None };
+        let oneway = if self.is_word("oneway") {
+            Some(self.bump().span)
+        } else {
+            None
+        };
         if oneway.is_some() {
             self.expect_word("rpc", "after `oneway`")?;
         } else if !self.is_word("rpc") {
@@ -492,13 +629,18 @@ impl Parser<'_> {
             let ty = self.path("the reply type", "in `returns (..)`")?;
             let end = self.expect(&TokenKind::RParen, "after the reply type")?;
             if oneway.is_some() {
-                self.error(start.to(end), "a `oneway` method has no reply", "remove `returns (..)`, or remove `oneway`");
+                self.error(
+                    start.to(end),
+                    "a `oneway` method has no reply",
+                    "remove `returns (..)`, or remove `oneway`",
+                );
             } else {
                 response = Some(ty);
             }
         } else if oneway.is_none() {
             let found = self.tok().clone();
-            if matches!(found.kind, TokenKind::Semi | TokenKind::LBracket) || self.is_word("raises") {
+            if matches!(found.kind, TokenKind::Semi | TokenKind::LBracket) || self.is_word("raises")
+            {
                 self.error(
                     name.span,
                     format!("method `{}` has no `returns (..)`", name.name),
@@ -514,7 +656,11 @@ impl Parser<'_> {
             let ty = self.path("the error type", "in `raises (..)`")?;
             let end = self.expect(&TokenKind::RParen, "after the error type")?;
             if oneway.is_some() {
-                self.error(start.to(end), "a `oneway` method cannot raise an error", "there is no reply to carry it: remove `raises (..)`");
+                self.error(
+                    start.to(end),
+                    "a `oneway` method cannot raise an error",
+                    "there is no reply to carry it: remove `raises (..)`",
+                );
             } else {
                 raises = Some(ty);
             }
@@ -531,10 +677,18 @@ impl Parser<'_> {
                 let value = if matches!(self.kind(), TokenKind::Eq) {
                     self.bump();
                     let value = match self.kind().clone() {
-                        TokenKind::Ident(w) => AttrValue::Ident(Ident { name: w, span: self.bump().span }),
+                        TokenKind::Ident(w) => AttrValue::Ident(Ident {
+                            name: w,
+                            span: self.bump().span,
+                        }),
                         TokenKind::Int(lit) => AttrValue::Int(lit, self.bump().span),
                         TokenKind::Str(s) => AttrValue::Str(s, self.bump().span),
-                        _ => return Err(self.expected("an attribute value", &format!("after `{} =`", name.name))),
+                        _ => {
+                            return Err(self.expected(
+                                "an attribute value",
+                                &format!("after `{} =`", name.name),
+                            ))
+                        }
                     };
                     Some(value)
                 } else {
@@ -554,17 +708,33 @@ impl Parser<'_> {
             }
         }
         if !matches!(self.kind(), TokenKind::Semi) {
-            let what = if attributes.is_empty() { "`;` or `[attributes]`" } else { "`;`" };
+            let what = if attributes.is_empty() {
+                "`;` or `[attributes]`"
+            } else {
+                "`;`"
+            };
             return Err(self.expected(what, "after method"));
         }
         self.bump();
-        Ok(ast::Method { docs, oneway, name, request, response, raises, attributes })
+        Ok(ast::Method {
+            docs,
+            oneway,
+            name,
+            request,
+            response,
+            raises,
+            attributes,
+        })
     }
 
     fn no_stream(&mut self) -> PResult<()> {
         if self.is_word("stream") && matches!(self.kind_at(1), TokenKind::Ident(_)) {
             let span = self.tok().span;
-            self.error(span, "streaming methods are not supported", "remove `stream`");
+            self.error(
+                span,
+                "streaming methods are not supported",
+                "remove `stream`",
+            );
             self.bump();
         }
         Ok(())
@@ -608,20 +778,33 @@ mod tests {
             }
         "#);
         assert_eq!(file.docs, vec!["File docs.".to_owned()]);
-        assert_eq!(file.package.as_ref().map(ast::Path::dotted).as_deref(), Some("demo.v1"));
+        assert_eq!(
+            file.package.as_ref().map(ast::Path::dotted).as_deref(),
+            Some("demo.v1")
+        );
         assert_eq!(file.imports[0].path, "common.idl");
         assert_eq!(file.items.len(), 3);
-        let ast::Item::Message(m) = &file.items[0] else { panic!("not a message") };
+        let ast::Item::Message(m) = &file.items[0] else {
+            panic!("not a message")
+        };
         assert_eq!(m.docs, vec!["A message.".to_owned()]);
         assert_eq!(m.members.len(), 6);
-        let Member::Field(b) = &m.members[1] else { panic!("not a field") };
+        let Member::Field(b) = &m.members[1] else {
+            panic!("not a field")
+        };
         assert!(matches!(b.label, Label::Repeated(_)));
         assert!(matches!(&b.ty, FieldType::Named(p) if p.dotted() == "other.T"));
-        let Member::Reserved(r) = &m.members[4] else { panic!("not reserved") };
+        let Member::Reserved(r) = &m.members[4] else {
+            panic!("not reserved")
+        };
         assert!(matches!(&r.items[2], ReservedItem::Range { end: None, .. }));
-        let ast::Item::Enum(e) = &file.items[1] else { panic!("not an enum") };
+        let ast::Item::Enum(e) = &file.items[1] else {
+            panic!("not an enum")
+        };
         assert_eq!(e.values[1].number.as_i64(), Some(-1));
-        let ast::Item::Service(s) = &file.items[2] else { panic!("not a service") };
+        let ast::Item::Service(s) = &file.items[2] else {
+            panic!("not a service")
+        };
         assert_eq!(s.methods[0].attributes.len(), 3);
         assert!(s.methods[0].raises.is_some());
         assert!(s.methods[1].oneway.is_some() && s.methods[1].response.is_none());
@@ -630,7 +813,9 @@ mod tests {
     #[test]
     fn keywords_are_usable_as_names() {
         let file = ok("message message { int32 optional = 1; repeated int32 repeated = 2; map map = 3; int32 reserved = 4; }");
-        let ast::Item::Message(m) = &file.items[0] else { panic!("not a message") };
+        let ast::Item::Message(m) = &file.items[0] else {
+            panic!("not a message")
+        };
         assert_eq!(m.members.len(), 4);
     }
 
@@ -663,20 +848,45 @@ mod tests {
     #[test]
     fn oneway_with_reply_or_error_is_a_syntax_error() {
         let msgs = messages("service S { oneway rpc M(A) returns (B) raises (C); }");
-        assert_eq!(msgs, vec!["a `oneway` method has no reply", "a `oneway` method cannot raise an error"]);
+        assert_eq!(
+            msgs,
+            vec![
+                "a `oneway` method has no reply",
+                "a `oneway` method cannot raise an error"
+            ]
+        );
     }
 
     #[test]
     fn unclosed_block_and_stray_brace() {
-        assert_eq!(messages("message A { int32 a = 1;"), vec!["expected `}` to close message `A`, found end of file"]);
+        assert_eq!(
+            messages("message A { int32 a = 1;"),
+            vec!["expected `}` to close message `A`, found end of file"]
+        );
         assert_eq!(messages("}"), vec!["unexpected `}`"]);
-        assert_eq!(messages("map<string, map<string, int32>>"), vec!["expected `message`, `enum`, `service`, `import` or `package`, found `map`"]);
-        assert_eq!(messages("message A { map<string, map<string, int32>> m = 1; }"), vec!["a map value cannot be a map"]);
+        assert_eq!(
+            messages("map<string, map<string, int32>>"),
+            vec!["expected `message`, `enum`, `service`, `import` or `package`, found `map`"]
+        );
+        assert_eq!(
+            messages("message A { map<string, map<string, int32>> m = 1; }"),
+            vec!["a map value cannot be a map"]
+        );
     }
 
     #[test]
     fn never_loops_on_garbage() {
-        for src in ["{{{{", "}}}}", "message", "message A {", "service S { rpc", "[[[", ";;;", "enum E { = ; }", "message A { oneof { } }"] {
+        for src in [
+            "{{{{",
+            "}}}}",
+            "message",
+            "message A {",
+            "service S { rpc",
+            "[[[",
+            ";;;",
+            "enum E { = ; }",
+            "message A { oneof { } }",
+        ] {
             let _ = parse(src);
         }
     }

@@ -38,7 +38,10 @@ pub fn generate(model: &Model) -> Vec<ProtoFile> {
         .files
         .iter()
         .zip(&names)
-        .map(|(file, name)| ProtoFile { name: name.clone(), contents: file_text(model, &names, file) })
+        .map(|(file, name)| ProtoFile {
+            name: name.clone(),
+            contents: file_text(model, &names, file),
+        })
         .collect()
 }
 
@@ -53,8 +56,16 @@ fn normal_parts(path: &Path) -> Vec<String> {
 
 /// The `.proto` name of each file of `model`, in order.
 pub fn proto_names(model: &Model) -> Vec<PathBuf> {
-    let dirs: Vec<Vec<Component<'_>>> =
-        model.files.iter().map(|f| f.path.parent().map(|p| p.components().collect()).unwrap_or_default()).collect();
+    let dirs: Vec<Vec<Component<'_>>> = model
+        .files
+        .iter()
+        .map(|f| {
+            f.path
+                .parent()
+                .map(|p| p.components().collect())
+                .unwrap_or_default()
+        })
+        .collect();
     let mut common = dirs.first().cloned().unwrap_or_default();
     for d in &dirs {
         let same = common.iter().zip(d).take_while(|(a, b)| a == b).count();
@@ -134,8 +145,14 @@ fn attributes(m: &model::Method) -> String {
 fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
     let here = &file.package;
     let mut out = String::new();
-    let source_name = file.path.file_name().map_or_else(|| file.path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let _ = writeln!(out, "// Generated from {source_name} by rpcgen. DO NOT EDIT.");
+    let source_name = file.path.file_name().map_or_else(
+        || file.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let _ = writeln!(
+        out,
+        "// Generated from {source_name} by rpcgen. DO NOT EDIT."
+    );
     if !file.docs.is_empty() {
         out.push_str("//\n");
         comment(&mut out, "", &file.docs);
@@ -151,7 +168,10 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
         .filter_map(|i| names.get(i))
         .map(|n| n.to_string_lossy().replace('\\', "/"))
         .collect();
-    let needs_empty = file.services.iter().any(|s| s.methods.iter().any(|m| m.oneway));
+    let needs_empty = file
+        .services
+        .iter()
+        .any(|s| s.methods.iter().any(|m| m.oneway));
     if needs_empty {
         imports.push("google/protobuf/empty.proto".to_owned());
     }
@@ -164,7 +184,11 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
     for m in &file.messages {
         out.push('\n');
         comment(&mut out, "", &m.docs);
-        if m.fields.is_empty() && m.oneofs.is_empty() && m.reserved_ranges.is_empty() && m.reserved_names.is_empty() {
+        if m.fields.is_empty()
+            && m.oneofs.is_empty()
+            && m.reserved_ranges.is_empty()
+            && m.reserved_names.is_empty()
+        {
             let _ = writeln!(out, "message {} {{}}", m.name);
             continue;
         }
@@ -184,7 +208,13 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
             let _ = writeln!(out, "  oneof {} {{", o.name);
             for f in &o.fields {
                 comment(&mut out, "    ", &f.docs);
-                let _ = writeln!(out, "    {} {} = {};", field_type(here, &f.ty), f.name, f.tag);
+                let _ = writeln!(
+                    out,
+                    "    {} {} = {};",
+                    field_type(here, &f.ty),
+                    f.name,
+                    f.tag
+                );
             }
             out.push_str("  }\n");
         }
@@ -201,7 +231,11 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
             let _ = writeln!(out, "  reserved {};", ranges.join(", "));
         }
         if !m.reserved_names.is_empty() {
-            let names: Vec<String> = m.reserved_names.iter().map(|n| format!("\"{n}\"")).collect();
+            let names: Vec<String> = m
+                .reserved_names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect();
             let _ = writeln!(out, "  reserved {};", names.join(", "));
         }
         out.push_str("}\n");
@@ -218,7 +252,11 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
     }
     // `google.protobuf.Empty` is found by protoc's relative lookup unless
     // this package has a `google` part below its root.
-    let empty = if here.iter().skip(1).any(|p| p == "google") { ".google.protobuf.Empty" } else { "google.protobuf.Empty" };
+    let empty = if here.iter().skip(1).any(|p| p == "google") {
+        ".google.protobuf.Empty"
+    } else {
+        "google.protobuf.Empty"
+    };
     for s in &file.services {
         out.push('\n');
         comment(&mut out, "", &s.docs);
@@ -241,7 +279,13 @@ fn file_text(model: &Model, names: &[PathBuf], file: &model::File) -> String {
                 Some(r) => type_name(here, r),
                 None => empty.to_owned(),
             };
-            let _ = writeln!(out, "  rpc {}({}) returns ({});", m.name, type_name(here, &m.request), reply);
+            let _ = writeln!(
+                out,
+                "  rpc {}({}) returns ({});",
+                m.name,
+                type_name(here, &m.request),
+                reply
+            );
         }
         out.push_str("}\n");
     }

@@ -26,7 +26,8 @@ fn stem(p: &Path) -> String {
 }
 
 fn protos_of(path: &Path) -> String {
-    let model = rpc_codegen::load(path).unwrap_or_else(|d| panic!("{} should load:\n{d}", path.display()));
+    let model =
+        rpc_codegen::load(path).unwrap_or_else(|d| panic!("{} should load:\n{d}", path.display()));
     let mut out = String::new();
     for f in rpc_codegen::proto::generate(&model) {
         out.push_str(&format!("=== {} ===\n{}\n", f.name.display(), f.contents));
@@ -59,7 +60,13 @@ fn envelope_idl_loads_and_gives_its_proto() {
     let model = rpc_codegen::load(path).unwrap();
     let file = &model.files[0];
     assert_eq!(file.package_name(), "rpc.v1");
-    assert_eq!(file.messages.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["Status", "Envelope"]);
+    assert_eq!(
+        file.messages
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["Status", "Envelope"]
+    );
     assert_eq!(file.enums.len(), 2);
 }
 
@@ -104,7 +111,10 @@ fn every_mistake_of_a_file_is_reported() {
         "idempotent methods keep no reply history, so there is nothing to acknowledge",
         "unknown attribute `colour`",
     ] {
-        assert!(messages.contains(&expected), "missing {expected:?} in {messages:#?}");
+        assert!(
+            messages.contains(&expected),
+            "missing {expected:?} in {messages:#?}"
+        );
     }
     // In position order.
     let lines: Vec<usize> = d.items.iter().map(|i| i.line).collect();
@@ -118,7 +128,11 @@ fn errors_of_imported_files_are_reported_too() {
     let Err(d) = rpc_codegen::load(Path::new("tests/fixtures/invalid/imported_errors.idl")) else {
         panic!("should fail");
     };
-    let paths: Vec<String> = d.items.iter().map(|i| i.path.display().to_string()).collect();
+    let paths: Vec<String> = d
+        .items
+        .iter()
+        .map(|i| i.path.display().to_string())
+        .collect();
     assert!(paths.contains(&"tests/fixtures/invalid/imported_errors.idl".to_owned()));
     assert!(paths.contains(&"tests/fixtures/invalid/support/broken.idl".to_owned()));
 }
@@ -130,28 +144,61 @@ fn the_demo_model_is_complete() {
     let demo = &model.files[0];
     assert!(!demo.imported);
     assert!(model.files[1].imported);
-    assert_eq!(demo.imports, vec![PathBuf::from("tests/fixtures/valid/common.idl")]);
+    assert_eq!(
+        demo.imports,
+        vec![PathBuf::from("tests/fixtures/valid/common.idl")]
+    );
     assert_eq!(demo.docs, vec!["Time as a remote service.".to_owned()]);
     assert_eq!(demo.package, vec!["demo".to_owned(), "v1".to_owned()]);
     let reading = &demo.messages[0];
-    assert_eq!(reading.docs, vec!["One reading of the server's clock.".to_owned()]);
+    assert_eq!(
+        reading.docs,
+        vec!["One reading of the server's clock.".to_owned()]
+    );
     assert_eq!(reading.reserved_ranges, vec![(9, 9), (12, 15)]);
     assert_eq!(reading.reserved_names, vec!["legacy".to_owned()]);
-    assert!(matches!(reading.fields[2].kind, FieldKind::Optional(Type::Scalar(Scalar::String))));
-    assert!(matches!(reading.fields[4].kind, FieldKind::Map(Scalar::String, Type::Scalar(Scalar::Int64))));
-    assert!(matches!(&reading.fields[5].kind, FieldKind::Single(Type::Enum(t)) if t.full_name() == "demo.v1.Mode"));
-    assert_eq!(reading.oneofs[0].fields.iter().map(|f| f.tag).collect::<Vec<_>>(), [6, 7]);
+    assert!(matches!(
+        reading.fields[2].kind,
+        FieldKind::Optional(Type::Scalar(Scalar::String))
+    ));
+    assert!(matches!(
+        reading.fields[4].kind,
+        FieldKind::Map(Scalar::String, Type::Scalar(Scalar::Int64))
+    ));
+    assert!(
+        matches!(&reading.fields[5].kind, FieldKind::Single(Type::Enum(t)) if t.full_name() == "demo.v1.Mode")
+    );
+    assert_eq!(
+        reading.oneofs[0]
+            .fields
+            .iter()
+            .map(|f| f.tag)
+            .collect::<Vec<_>>(),
+        [6, 7]
+    );
 
     let clock = &demo.services[0];
     let m = |name: &str| clock.methods.iter().find(|m| m.name == name).unwrap();
     let get = m("GetTime");
     assert!(get.idempotent);
-    assert_eq!((get.protocol, get.style, get.timeout_ms, get.retries), (Protocol::RR, Style::Sync, Some(250), None));
-    assert_eq!(get.id, rpc_codegen::model::method_id("demo.v1", "Clock", "GetTime"));
-    assert_eq!(get.docs, vec!["Safe to retry: at-least-once, no reply history needed.".to_owned()]);
+    assert_eq!(
+        (get.protocol, get.style, get.timeout_ms, get.retries),
+        (Protocol::RR, Style::Sync, Some(250), None)
+    );
+    assert_eq!(
+        get.id,
+        rpc_codegen::model::method_id("demo.v1", "Clock", "GetTime")
+    );
+    assert_eq!(
+        get.docs,
+        vec!["Safe to retry: at-least-once, no reply history needed.".to_owned()]
+    );
     let adjust = m("Adjust");
     assert_eq!((adjust.protocol, adjust.retries), (Protocol::RRA, Some(5)));
-    assert_eq!(adjust.raises.as_ref().unwrap().full_name(), "demo.v1.NotSynchronised");
+    assert_eq!(
+        adjust.raises.as_ref().unwrap().full_name(),
+        "demo.v1.NotSynchronised"
+    );
     let hint = m("Hint");
     assert!(hint.oneway && hint.response.is_none());
     assert_eq!((hint.protocol, hint.style), (Protocol::R, Style::OneWay));
@@ -161,20 +208,40 @@ fn the_demo_model_is_complete() {
 #[test]
 fn timeouts_in_seconds_become_milliseconds() {
     let model = rpc_codegen::load(Path::new("tests/fixtures/valid/attributes.idl")).unwrap();
-    let at_most_once = model.files[0].services[0].methods.iter().find(|m| m.name == "AtMostOnce").unwrap();
+    let at_most_once = model.files[0].services[0]
+        .methods
+        .iter()
+        .find(|m| m.name == "AtMostOnce")
+        .unwrap();
     assert_eq!(at_most_once.timeout_ms, Some(5000));
 }
 
 #[test]
 fn load_source_and_load_many() {
     let src = "package p; import \"common.idl\"; message M { demo.common.Timestamp t = 1; }";
-    let model = rpc_codegen::load_source(Path::new("tests/fixtures/valid/virtual.idl"), src).unwrap();
+    let model =
+        rpc_codegen::load_source(Path::new("tests/fixtures/valid/virtual.idl"), src).unwrap();
     assert_eq!(model.files.len(), 2);
     // Shared imports appear once; a root that is also imported stays a root.
-    let roots = [Path::new("tests/fixtures/valid/demo.idl"), Path::new("tests/fixtures/valid/cross_package.idl"), Path::new("tests/fixtures/valid/common.idl")];
+    let roots = [
+        Path::new("tests/fixtures/valid/demo.idl"),
+        Path::new("tests/fixtures/valid/cross_package.idl"),
+        Path::new("tests/fixtures/valid/common.idl"),
+    ];
     let model = rpc_codegen::load_many(&roots).unwrap();
-    let paths: Vec<String> = model.files.iter().map(|f| f.path.display().to_string()).collect();
-    assert_eq!(paths, ["tests/fixtures/valid/demo.idl", "tests/fixtures/valid/cross_package.idl", "tests/fixtures/valid/common.idl"]);
+    let paths: Vec<String> = model
+        .files
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "tests/fixtures/valid/demo.idl",
+            "tests/fixtures/valid/cross_package.idl",
+            "tests/fixtures/valid/common.idl"
+        ]
+    );
     assert!(model.files.iter().all(|f| !f.imported));
 }
 
@@ -182,12 +249,23 @@ fn load_source_and_load_many() {
 fn a_missing_root_is_reported_without_source() {
     let d = rpc_codegen::load(Path::new("tests/fixtures/nope.idl")).unwrap_err();
     assert_eq!(d.items.len(), 1);
-    assert!(d.items[0].rendered.starts_with("error: cannot read `tests/fixtures/nope.idl`: "), "{}", d.items[0].rendered);
-    assert!(d.items[0].rendered.ends_with("\n --> tests/fixtures/nope.idl"));
+    assert!(
+        d.items[0]
+            .rendered
+            .starts_with("error: cannot read `tests/fixtures/nope.idl`: "),
+        "{}",
+        d.items[0].rendered
+    );
+    assert!(d.items[0]
+        .rendered
+        .ends_with("\n --> tests/fixtures/nope.idl"));
 }
 
 fn rpcgen(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rpcgen")).args(args).output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_rpcgen"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -198,24 +276,45 @@ fn rpcgen_check_proto_and_usage() {
         String::from_utf8_lossy(&ok.stdout),
         "ok: 2 file(s), 5 message(s), 2 enum(s), 1 service(s), 4 method(s)\n"
     );
-    let bad = rpcgen(&["check", "tests/fixtures/invalid/many_errors.idl", "tests/fixtures/valid/demo.idl"]);
+    let bad = rpcgen(&[
+        "check",
+        "tests/fixtures/invalid/many_errors.idl",
+        "tests/fixtures/valid/demo.idl",
+    ]);
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("error: unknown type `Readin`"), "{stderr}");
     assert!(stderr.ends_with("previous errors\n"));
 
     let out = std::env::temp_dir().join(format!("rpcgen-front-test-{}", std::process::id()));
-    let status = rpcgen(&["proto", "tests/fixtures/valid/uses_subdir.idl", "-o", out.to_str().unwrap()]);
-    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = rpcgen(&[
+        "proto",
+        "tests/fixtures/valid/uses_subdir.idl",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let sub = std::fs::read_to_string(out.join("sub/types.proto")).unwrap();
     assert!(sub.contains("package layout.sub;"));
-    assert!(std::fs::read_to_string(out.join("uses_subdir.proto")).unwrap().contains("import \"sub/types.proto\";"));
+    assert!(std::fs::read_to_string(out.join("uses_subdir.proto"))
+        .unwrap()
+        .contains("import \"sub/types.proto\";"));
     std::fs::remove_dir_all(&out).unwrap();
 
     assert_eq!(rpcgen(&[]).status.code(), Some(2));
     assert_eq!(rpcgen(&["check"]).status.code(), Some(2));
     assert_eq!(rpcgen(&["frobnicate", "x.idl"]).status.code(), Some(2));
-    assert_eq!(rpcgen(&["proto", "tests/fixtures/valid/demo.idl"]).status.code(), Some(2));
+    assert_eq!(
+        rpcgen(&["proto", "tests/fixtures/valid/demo.idl"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -223,8 +322,15 @@ fn crlf_line_endings_give_the_same_model() {
     let lf = std::fs::read_to_string("tests/fixtures/valid/demo.idl").unwrap();
     let crlf = lf.replace('\n', "\r\n");
     let path = Path::new("tests/fixtures/valid/demo.idl");
-    assert_eq!(rpc_codegen::load_source(path, &crlf).unwrap(), rpc_codegen::load_source(path, &lf).unwrap());
+    assert_eq!(
+        rpc_codegen::load_source(path, &crlf).unwrap(),
+        rpc_codegen::load_source(path, &lf).unwrap()
+    );
     // Diagnostics do not show the carriage return.
     let d = rpc_codegen::load_source(path, "message A {\r\n  int32 a = 1\r\n}\r\n").unwrap_err();
-    assert!(d.items[0].rendered.contains("2 |   int32 a = 1\n"), "{:?}", d.items[0].rendered);
+    assert!(
+        d.items[0].rendered.contains("2 |   int32 a = 1\n"),
+        "{:?}",
+        d.items[0].rendered
+    );
 }

@@ -10,7 +10,12 @@ use std::path::Path;
 const CASES: u32 = 512;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: CASES, max_shrink_iters: 256, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: CASES,
+        max_shrink_iters: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Runs the whole front end on `text` as if it were a file of the valid
@@ -39,13 +44,87 @@ fn check(text: &str) {
 }
 
 const TOKENS: &[&str] = &[
-    "package", "import", "message", "enum", "service", "rpc", "oneway", "returns", "raises", "optional", "repeated",
-    "map", "oneof", "reserved", "to", "max", "stream", "option", "int32", "string", "bytes", "double", "bool",
-    "Empty", "Offset", "demo", "v1", "demo.v1.Mode", "demo.common.Timestamp", "Mode", "MODE_UNSPECIFIED", "self",
-    "type", "x", "y", "idempotent", "protocol", "R", "RR", "RRA", "timeout", "retries", "style", "sync", "async",
-    "deferred", "{", "}", "(", ")", "[", "]", "<", ">", ";", ",", "=", ".", "-", "0", "1", "-1", "19000",
-    "536870912", "99999999999999999999999", "250ms", "5s", "3x", "\"common.idl\"", "\"demo.idl\"", "\"x\"",
-    "\"unterminated", "\"esc\\q\"", "/// doc\n", "// comment\n", "/* block */", "/*", "\n", "\t", "é", "@",
+    "package",
+    "import",
+    "message",
+    "enum",
+    "service",
+    "rpc",
+    "oneway",
+    "returns",
+    "raises",
+    "optional",
+    "repeated",
+    "map",
+    "oneof",
+    "reserved",
+    "to",
+    "max",
+    "stream",
+    "option",
+    "int32",
+    "string",
+    "bytes",
+    "double",
+    "bool",
+    "Empty",
+    "Offset",
+    "demo",
+    "v1",
+    "demo.v1.Mode",
+    "demo.common.Timestamp",
+    "Mode",
+    "MODE_UNSPECIFIED",
+    "self",
+    "type",
+    "x",
+    "y",
+    "idempotent",
+    "protocol",
+    "R",
+    "RR",
+    "RRA",
+    "timeout",
+    "retries",
+    "style",
+    "sync",
+    "async",
+    "deferred",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "<",
+    ">",
+    ";",
+    ",",
+    "=",
+    ".",
+    "-",
+    "0",
+    "1",
+    "-1",
+    "19000",
+    "536870912",
+    "99999999999999999999999",
+    "250ms",
+    "5s",
+    "3x",
+    "\"common.idl\"",
+    "\"demo.idl\"",
+    "\"x\"",
+    "\"unterminated",
+    "\"esc\\q\"",
+    "/// doc\n",
+    "// comment\n",
+    "/* block */",
+    "/*",
+    "\n",
+    "\t",
+    "é",
+    "@",
 ];
 
 fn soup() -> impl Strategy<Value = String> {
@@ -153,7 +232,11 @@ fn random_files_never_panic() {
     let dir = std::env::temp_dir().join(format!("rpc-front-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("random.idl");
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
     let result = runner.run(&prop::collection::vec(any::<u8>(), 0..300), |bytes| {
         std::fs::write(&path, &bytes).unwrap();
         match rpc_codegen::load(&path) {

@@ -39,7 +39,9 @@ fn write_protos(root: &Path, dir: &Path) -> Vec<String> {
 
 #[test]
 fn protoc_accepts_every_generated_proto() {
-    let Some(python) = std::env::var_os("RPC_PROTOC_PYTHON").or_else(|| std::env::var_os("RPC_TEST_PYTHON")) else {
+    let Some(python) =
+        std::env::var_os("RPC_PROTOC_PYTHON").or_else(|| std::env::var_os("RPC_TEST_PYTHON"))
+    else {
         // Not through `eprintln!`, which the test harness captures.
         let _ = writeln!(
             std::io::stderr(),
@@ -63,11 +65,18 @@ fn protoc_accepts_every_generated_proto() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&result.stderr);
-        assert!(result.status.success(), "protoc rejected the .proto of {}:\n{stderr}", root.display());
+        assert!(
+            result.status.success(),
+            "protoc rejected the .proto of {}:\n{stderr}",
+            root.display()
+        );
         // Warnings about unused imports are fine (the demo imports common.idl
         // without using it); anything else is not.
         for line in stderr.lines() {
-            assert!(line.contains("warning: Import") && line.ends_with("is unused."), "protoc said: {line}");
+            assert!(
+                line.contains("warning: Import") && line.ends_with("is unused."),
+                "protoc said: {line}"
+            );
         }
     }
     std::fs::remove_dir_all(&base).unwrap();
@@ -76,9 +85,14 @@ fn protoc_accepts_every_generated_proto() {
 #[test]
 fn proto_names_follow_the_idl_layout() {
     let model = rpc_codegen::load(Path::new("tests/fixtures/valid/uses_subdir.idl")).unwrap();
-    let names: Vec<String> =
-        rpc_codegen::proto::generate(&model).iter().map(|f| f.name.to_string_lossy().replace('\\', "/")).collect();
-    assert_eq!(names, ["uses_subdir.proto", "sub/types.proto", "no_package.proto"]);
+    let names: Vec<String> = rpc_codegen::proto::generate(&model)
+        .iter()
+        .map(|f| f.name.to_string_lossy().replace('\\', "/"))
+        .collect();
+    assert_eq!(
+        names,
+        ["uses_subdir.proto", "sub/types.proto", "no_package.proto"]
+    );
 }
 
 #[test]
@@ -86,13 +100,27 @@ fn other_packages_are_fully_qualified_and_oneway_returns_empty() {
     let model = rpc_codegen::load(Path::new("tests/fixtures/valid/cross_package.idl")).unwrap();
     let files = rpc_codegen::proto::generate(&model);
     let text = &files[0].contents;
-    assert!(text.contains("  .demo.common.Timestamp taken_at = 3;"), "{text}");
+    assert!(
+        text.contains("  .demo.common.Timestamp taken_at = 3;"),
+        "{text}"
+    );
     assert!(text.contains("  TimeReading reading = 1;"));
     assert!(text.contains("import \"demo.proto\";"));
-    let demo = files.iter().find(|f| f.name == Path::new("demo.proto")).unwrap();
-    assert!(demo.contents.contains("import \"google/protobuf/empty.proto\";"));
-    assert!(demo.contents.contains("  rpc Hint(Offset) returns (google.protobuf.Empty);"));
-    assert!(demo.contents.contains("  // raises demo.v1.NotSynchronised\n"));
+    let demo = files
+        .iter()
+        .find(|f| f.name == Path::new("demo.proto"))
+        .unwrap();
+    assert!(demo
+        .contents
+        .contains("import \"google/protobuf/empty.proto\";"));
+    assert!(demo
+        .contents
+        .contains("  rpc Hint(Offset) returns (google.protobuf.Empty);"));
+    assert!(demo
+        .contents
+        .contains("  // raises demo.v1.NotSynchronised\n"));
     let id = rpc_codegen::model::method_id("demo.v1", "Clock", "Hint");
-    assert!(demo.contents.contains(&format!("  // method id {id:#010x}\n")));
+    assert!(demo
+        .contents
+        .contains(&format!("  // method id {id:#010x}\n")));
 }

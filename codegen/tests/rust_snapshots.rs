@@ -25,7 +25,9 @@ fn valid_fixtures_rust() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut seen = 0;
     for dir in ["tests/fixtures/valid", "../rpc-macros/tests/idl"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         let mut files: Vec<_> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -39,7 +41,11 @@ fn valid_fixtures_rust() {
             };
             let base = path.parent().unwrap_or(root);
             let text = rust::generate_with_base(&model, Some(base));
-            let group = if dir.starts_with("..") { "macros" } else { "fixture" };
+            let group = if dir.starts_with("..") {
+                "macros"
+            } else {
+                "fixture"
+            };
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("x");
             insta::assert_snapshot!(format!("rust_{group}_{stem}"), text);
             seen += 1;

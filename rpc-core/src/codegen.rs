@@ -10,13 +10,13 @@ pub use ::std::boxed::Box;
 // `#[derive]`s that must not rely on the prelude.
 pub use ::std::clone::Clone;
 pub use ::std::cmp::{Eq, Ord, PartialEq, PartialOrd};
+pub use ::std::collections::HashMap;
 pub use ::std::convert::From;
 pub use ::std::default::Default;
 pub use ::std::fmt::Debug;
+pub use ::std::future::Future;
 pub use ::std::hash::Hash;
 pub use ::std::marker::Copy;
-pub use ::std::collections::HashMap;
-pub use ::std::future::Future;
 pub use ::std::marker::{Send, Sync};
 pub use ::std::option::Option::{self, None, Some};
 pub use ::std::result::Result::{self, Err, Ok};
@@ -73,7 +73,13 @@ pub fn encode_reply<T: prost::Message>(reply: &T) -> Bytes {
 }
 
 /// The answer to a method id the service does not have.
-pub fn unimplemented(service: &ServiceInfo, method_id: u32) -> BoxFuture<'static, Result<Bytes, Status>> {
-    let status = Status::unimplemented(format!("{} has no method with id {method_id:#010x}", service.full_name));
+pub fn unimplemented(
+    service: &ServiceInfo,
+    method_id: u32,
+) -> BoxFuture<'static, Result<Bytes, Status>> {
+    let status = Status::unimplemented(format!(
+        "{} has no method with id {method_id:#010x}",
+        service.full_name
+    ));
     Box::pin(async move { Err(status) })
 }

@@ -135,7 +135,12 @@ impl From<&crate::Status> for Status {
 
 impl From<Status> for crate::Status {
     fn from(s: Status) -> crate::Status {
-        crate::Status::with_details(crate::Code::from_i32(s.code), s.message, s.details_type, s.details)
+        crate::Status::with_details(
+            crate::Code::from_i32(s.code),
+            s.message,
+            s.details_type,
+            s.details,
+        )
     }
 }
 

@@ -77,9 +77,8 @@ impl Error {
     /// certainly did not (never sent, or refused before running).
     pub fn may_have_run(&self) -> bool {
         match self {
-            Error::DeadlineExceeded { may_have_run, .. } | Error::Unreachable { may_have_run, .. } => {
-                *may_have_run
-            }
+            Error::DeadlineExceeded { may_have_run, .. }
+            | Error::Unreachable { may_have_run, .. } => *may_have_run,
             Error::OutcomeUnknown => true,
             Error::MessageTooLarge { .. } | Error::Closed | Error::InvalidCall(_) => false,
             Error::Status(s) => !matches!(s.code(), Code::Unimplemented | Code::DeadlineExceeded),
@@ -274,7 +273,10 @@ impl<E: Raisable> CallError<E> {
             match E::decode_raise(status.details()) {
                 Some(e) => return CallError::Raised(e, status),
                 None => {
-                    tracing::debug!(details_type = status.details_type(), "undecodable typed error payload");
+                    tracing::debug!(
+                        details_type = status.details_type(),
+                        "undecodable typed error payload"
+                    );
                 }
             }
         }

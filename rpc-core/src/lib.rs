@@ -132,12 +132,14 @@ pub mod transport;
 pub mod codegen;
 
 pub use call::{
-    Call, CallOptions, Channel, Client, Completion, Deferred, GroupCall, GroupClient, GroupOutcome, Invocation,
-    GroupStream, MemberOutcome, MemberResult, OneWay, Outcome, Stragglers,
+    Call, CallOptions, Channel, Client, Completion, Deferred, GroupCall, GroupClient, GroupOutcome,
+    GroupStream, Invocation, MemberOutcome, MemberResult, OneWay, Outcome, Stragglers,
 };
 pub use error::{CallError, Error, MethodError, Never, Raisable};
 pub use rpc_macros::idl;
-pub use service::{CallContext, Metadata, MethodInfo, Protocol, Service, ServiceInfo, Style, TransportKind};
+pub use service::{
+    CallContext, Metadata, MethodInfo, Protocol, Service, ServiceInfo, Style, TransportKind,
+};
 pub use status::{Code, Status};
 
 /// Includes the Rust that `rpc_codegen::Builder` generated in `build.rs` for

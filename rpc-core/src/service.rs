@@ -165,7 +165,12 @@ pub trait Service: Send + Sync + 'static {
     /// Runs method `method_id` on the protobuf-encoded `request` and returns
     /// the encoded reply, or a status (typed `raises` errors travel as a
     /// status with details). An unknown id yields [`Code::Unimplemented`](crate::Code::Unimplemented).
-    fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
+    fn call(
+        &self,
+        method_id: u32,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>>;
 
     /// The gRPC face of this service over `door`: generated services return
     /// their generated tonic server; `None` (the default) serves the
@@ -181,7 +186,12 @@ impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
     fn info(&self) -> &'static ServiceInfo {
         (**self).info()
     }
-    fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        method_id: u32,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         (**self).call(method_id, ctx, request)
     }
     #[cfg(feature = "grpc")]

@@ -133,7 +133,12 @@ macro_rules! status_ctor {
 impl Status {
     /// A status with `code` and `message` and no typed payload.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), details: Bytes::new(), details_type: String::new() }
+        Status {
+            code,
+            message: message.into(),
+            details: Bytes::new(),
+            details_type: String::new(),
+        }
     }
 
     /// A status carrying a typed error payload: `details` is the encoded
@@ -144,7 +149,12 @@ impl Status {
         details_type: impl Into<String>,
         details: Bytes,
     ) -> Status {
-        Status { code, message: message.into(), details, details_type: details_type.into() }
+        Status {
+            code,
+            message: message.into(),
+            details,
+            details_type: details_type.into(),
+        }
     }
 
     status_ctor! {
@@ -208,7 +218,8 @@ impl fmt::Debug for Status {
         let mut d = f.debug_struct("Status");
         d.field("code", &self.code).field("message", &self.message);
         if !self.details_type.is_empty() {
-            d.field("details_type", &self.details_type).field("details_len", &self.details.len());
+            d.field("details_type", &self.details_type)
+                .field("details_len", &self.details.len());
         }
         d.finish()
     }
@@ -236,6 +247,9 @@ mod tests {
             assert_eq!(Code::from_i32(n).as_i32(), n);
         }
         assert_eq!(Code::from_i32(99), Code::Unknown);
-        assert_eq!(Status::unimplemented("no such method").to_string(), "UNIMPLEMENTED: no such method");
+        assert_eq!(
+            Status::unimplemented("no such method").to_string(),
+            "UNIMPLEMENTED: no such method"
+        );
     }
 }

@@ -112,7 +112,12 @@ impl TlsServerConfig {
         let certs = certs(cert_chain_pem)?;
         let key = Arc::new(key(key_pem)?);
         let config = build_server(&certs, &key, None)?;
-        Ok(TlsServerConfig { certs, key, client_ca: None, config })
+        Ok(TlsServerConfig {
+            certs,
+            key,
+            client_ca: None,
+            config,
+        })
     }
 
     /// Mutual TLS: every client must present a certificate that chains to
@@ -124,7 +129,11 @@ impl TlsServerConfig {
     pub fn client_auth(self, ca_pem: &[u8]) -> Result<TlsServerConfig, TlsError> {
         let ca = Arc::new(roots(ca_pem)?);
         let config = build_server(&self.certs, &self.key, Some(&ca))?;
-        Ok(TlsServerConfig { client_ca: Some(ca), config, ..self })
+        Ok(TlsServerConfig {
+            client_ca: Some(ca),
+            config,
+            ..self
+        })
     }
 
     /// Whether client certificates are required.
@@ -158,14 +167,19 @@ fn build_server(
         .map_err(TlsError::Config)?;
     let builder = match client_ca {
         Some(ca) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::clone(ca), provider())
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::clone(ca),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(certs.to_vec(), key.clone_key()).map_err(TlsError::Config)?;
+    let config = builder
+        .with_single_cert(certs.to_vec(), key.clone_key())
+        .map_err(TlsError::Config)?;
     Ok(Arc::new(config))
 }
 
@@ -197,14 +211,20 @@ impl TlsClientConfig {
     /// # Errors
     /// [`TlsError`] for an invalid name or no usable root.
     pub fn new(server_name: &str, roots_pem: &[u8]) -> Result<TlsClientConfig, TlsError> {
-        let name = ServerName::try_from(server_name.to_owned()).map_err(|_| TlsError::ServerName(server_name.to_owned()))?;
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| TlsError::ServerName(server_name.to_owned()))?;
         let roots = Arc::new(roots(roots_pem)?);
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
             .with_root_certificates(Arc::clone(&roots))
             .with_no_client_auth();
-        Ok(TlsClientConfig { server_name: name, roots, config: Arc::new(config), has_identity: false })
+        Ok(TlsClientConfig {
+            server_name: name,
+            roots,
+            config: Arc::new(config),
+            has_identity: false,
+        })
     }
 
     /// Presents this certificate chain (leaf first) and key to a server
@@ -213,7 +233,11 @@ impl TlsClientConfig {
     /// # Errors
     /// [`TlsError`] when the PEM holds no certificate or key, or rustls
     /// refuses them.
-    pub fn identity(self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<TlsClientConfig, TlsError> {
+    pub fn identity(
+        self,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<TlsClientConfig, TlsError> {
         let certs = certs(cert_chain_pem)?;
         let key = key(key_pem)?;
         let config = rustls::ClientConfig::builder_with_provider(provider())
@@ -222,7 +246,11 @@ impl TlsClientConfig {
             .with_root_certificates(Arc::clone(&self.roots))
             .with_client_auth_cert(certs, key)
             .map_err(TlsError::Config)?;
-        Ok(TlsClientConfig { config: Arc::new(config), has_identity: true, ..self })
+        Ok(TlsClientConfig {
+            config: Arc::new(config),
+            has_identity: true,
+            ..self
+        })
     }
 
     /// The name the server's certificate is verified for.

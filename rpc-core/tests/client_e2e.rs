@@ -35,7 +35,12 @@ impl Service for Calc {
         &SERVICE
     }
 
-    fn call(&self, method_id: u32, _ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        method_id: u32,
+        _ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let n = Num::decode(request).map(|m| m.n).unwrap_or(0);
         let count = self.count.clone();
@@ -55,7 +60,8 @@ impl Service for Calc {
 }
 
 fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 1)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 1)))
 }
 
 fn lossy_config() -> ChannelConfig {
@@ -68,15 +74,27 @@ fn lossy_config() -> ChannelConfig {
 }
 
 async fn mem_server(net: &MemNetwork, at: SocketAddr, calc: &Calc) -> anyhow::Result<ServerHandle> {
-    Ok(Server::builder().add_service(calc.clone()).serve_on(net.bind(at)?).await?)
+    Ok(Server::builder()
+        .add_service(calc.clone())
+        .serve_on(net.bind(at)?)
+        .await?)
 }
 
 /// Runs `n` calls of `method` with `in_flight` at a time; all must succeed.
-async fn run_calls(client: &Client, method: &'static rpc_core::MethodInfo, n: u64, in_flight: usize) -> anyhow::Result<()> {
+async fn run_calls(
+    client: &Client,
+    method: &'static rpc_core::MethodInfo,
+    n: u64,
+    in_flight: usize,
+) -> anyhow::Result<()> {
     let results: Vec<_> = futures::stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
-            async move { client.call::<_, Num, Never>(&SERVICE, method, &num(i)).await }
+            async move {
+                client
+                    .call::<_, Num, Never>(&SERVICE, method, &num(i))
+                    .await
+            }
         })
         .buffer_unordered(in_flight)
         .collect()
@@ -99,17 +117,30 @@ async fn at_most_once_under_loss_and_duplication_in_memory() -> anyhow::Result<(
         let client = Client::new(channel.clone());
 
         run_calls(&client, &ADD, 300, 16).await?;
-        assert_eq!(calc.count.load(Ordering::SeqCst), 300, "every call ran exactly once");
+        assert_eq!(
+            calc.count.load(Ordering::SeqCst),
+            300,
+            "every call ran exactly once"
+        );
         run_calls(&client, &ADD_RRA, 300, 16).await?;
-        assert_eq!(calc.count.load(Ordering::SeqCst), 600, "every call ran exactly once");
+        assert_eq!(
+            calc.count.load(Ordering::SeqCst),
+            600,
+            "every call ran exactly once"
+        );
         run_calls(&client, &READ, 100, 16).await?;
 
         // A last call acknowledges everything; the history empties.
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(0)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(0))
+            .await?;
         let s = server.stats();
         assert_eq!(s.history_completed, 0, "{s:?}");
         let c = channel.stats();
-        assert!(c.retransmissions > 50, "the network did lose datagrams: {c:?}");
+        assert!(
+            c.retransmissions > 50,
+            "the network did lose datagrams: {c:?}"
+        );
         assert!(c.acks_sent >= 300);
         assert_eq!(c.calls, 701);
         Ok(())
@@ -122,7 +153,10 @@ async fn at_most_once_through_the_udp_fault_proxy() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         let calc = Calc::default();
-        let server = Server::builder().add_service(calc.clone()).serve_udp("127.0.0.1:0").await?;
+        let server = Server::builder()
+            .add_service(calc.clone())
+            .serve_udp("127.0.0.1:0")
+            .await?;
         let faults = ProxyFaults::symmetric(FaultConfig::seeded(7).loss(0.2).duplicate(0.1));
         let proxy = FaultProxy::loopback(server.local_addr(), ProxyConfig::new(faults)).await?;
         let channel = UdpChannel::connect_with(proxy.local_addr(), lossy_config()).await?;
@@ -130,7 +164,9 @@ async fn at_most_once_through_the_udp_fault_proxy() -> anyhow::Result<()> {
         run_calls(&client, &ADD_RRA, 200, 16).await?;
         run_calls(&client, &ADD, 200, 16).await?;
         assert_eq!(calc.count.load(Ordering::SeqCst), 400);
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(0)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(0))
+            .await?;
         assert_eq!(server.stats().history_completed, 0);
         Ok(())
     })
@@ -148,14 +184,18 @@ async fn restarted_server_never_runs_a_retransmission_again() -> anyhow::Result<
         let server = mem_server(&net, server_addr, &first).await?;
         let channel = UdpChannel::with_socket(net.bind(client_addr)?, server_addr, lossy_config());
         let client = Client::new(channel.clone());
-        client.call::<_, Num, Never>(&SERVICE, &ADD, &num(0)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(0))
+            .await?;
         assert_eq!(channel.stats().incarnation, server.incarnation());
 
         // Replies are lost: the next call runs, but the client retransmits.
         net.set_link_faults(server_addr, client_addr, FaultConfig::seeded(1).loss(1.0));
         let c = client.clone();
         let call = tokio::spawn(async move {
-            c.call::<_, Num, Never>(&SERVICE, &ADD, &num(0)).timeout(Duration::from_secs(10)).await
+            c.call::<_, Num, Never>(&SERVICE, &ADD, &num(0))
+                .timeout(Duration::from_secs(10))
+                .await
         });
         let start = Instant::now();
         while first.runs.load(Ordering::SeqCst) < 2 && start.elapsed() < Duration::from_secs(5) {
@@ -165,15 +205,28 @@ async fn restarted_server_never_runs_a_retransmission_again() -> anyhow::Result<
         // Crash and restart with an empty history and a new incarnation.
         drop(server);
         let second = Calc::default();
-        let restarted = Server::builder().add_service(second.clone()).serve_on(net.restart(server_addr)?).await?;
+        let restarted = Server::builder()
+            .add_service(second.clone())
+            .serve_on(net.restart(server_addr)?)
+            .await?;
         net.set_link_faults(server_addr, client_addr, FaultConfig::none());
         match call.await? {
             Err(CallError::Rpc(Error::OutcomeUnknown)) => {}
             other => anyhow::bail!("expected outcome unknown, got {other:?}"),
         }
-        assert_eq!(second.runs.load(Ordering::SeqCst), 0, "not run a second time");
+        assert_eq!(
+            second.runs.load(Ordering::SeqCst),
+            0,
+            "not run a second time"
+        );
         // New calls go to the new incarnation.
-        assert_eq!(client.call::<_, Num, Never>(&SERVICE, &ADD, &num(0)).await?.n, 1);
+        assert_eq!(
+            client
+                .call::<_, Num, Never>(&SERVICE, &ADD, &num(0))
+                .await?
+                .n,
+            1
+        );
         assert_eq!(channel.stats().incarnation, restarted.incarnation());
         assert_eq!(channel.stats().outcome_unknown, 1);
         Ok(())
@@ -188,19 +241,35 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
         let net = MemNetwork::with_faults(FaultConfig::seeded(3).loss(0.3));
         let calc = Calc::default();
         let server = mem_server(&net, addr("10.0.0.1:7000"), &calc).await?;
-        let channel = UdpChannel::with_socket(net.bind(addr("10.0.0.2:0"))?, server.local_addr(), lossy_config());
+        let channel = UdpChannel::with_socket(
+            net.bind(addr("10.0.0.2:0"))?,
+            server.local_addr(),
+            lossy_config(),
+        );
         let client = Client::new(channel.clone());
 
         // Asynchronous returns long before the 1 s handler finishes (even
         // with a few PING and ACCEPT datagrams lost).
         let start = Instant::now();
-        client.call::<_, Num, Never>(&SERVICE, &SLOW, &num(1000)).asynchronous().await?;
-        assert!(start.elapsed() < Duration::from_millis(600), "{:?}", start.elapsed());
+        client
+            .call::<_, Num, Never>(&SERVICE, &SLOW, &num(1000))
+            .asynchronous()
+            .await?;
+        assert!(
+            start.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            start.elapsed()
+        );
 
         // Deferred handles deliver their results at 30% loss.
         let mut handles = Vec::new();
         for _ in 0..20 {
-            handles.push(client.call::<_, Num, Never>(&SERVICE, &SLOW, &num(50)).deferred().await?);
+            handles.push(
+                client
+                    .call::<_, Num, Never>(&SERVICE, &SLOW, &num(50))
+                    .deferred()
+                    .await?,
+            );
         }
         let mut values = Vec::new();
         for h in handles {
@@ -222,10 +291,19 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
         while channel.stats().replies < 21 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(channel.stats().replies, 21, "20 deferred + the asynchronous one");
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(0)).await?;
+        assert_eq!(
+            channel.stats().replies,
+            21,
+            "20 deferred + the asynchronous one"
+        );
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(0))
+            .await?;
         let count = calc.count.load(Ordering::SeqCst);
-        assert!((21..=41).contains(&count), "1 async + 20 deferred + up to 20 one-way: {count}");
+        assert!(
+            (21..=41).contains(&count),
+            "1 async + 20 deferred + up to 20 one-way: {count}"
+        );
         assert_eq!(server.stats().history_in_progress, 0);
         Ok(())
     })
@@ -237,7 +315,10 @@ async fn many_calls_on_a_multi_thread_runtime() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         let calc = Calc::default();
-        let server = Server::builder().add_service(calc.clone()).serve_udp("127.0.0.1:0").await?;
+        let server = Server::builder()
+            .add_service(calc.clone())
+            .serve_udp("127.0.0.1:0")
+            .await?;
         let channel = UdpChannel::connect(server.local_addr()).await?;
         let client = Client::new(channel.clone());
         run_calls(&client, &ADD_RRA, 2000, 64).await?;
@@ -245,13 +326,20 @@ async fn many_calls_on_a_multi_thread_runtime() -> anyhow::Result<()> {
         assert_eq!(calc.count.load(Ordering::SeqCst), 4000);
         let mut handles = Vec::new();
         for _ in 0..200 {
-            handles.push(client.call::<_, Num, Never>(&SERVICE, &SLOW, &num(5)).deferred().await?);
+            handles.push(
+                client
+                    .call::<_, Num, Never>(&SERVICE, &SLOW, &num(5))
+                    .deferred()
+                    .await?,
+            );
         }
         for h in handles {
             h.await?;
         }
         assert_eq!(calc.count.load(Ordering::SeqCst), 4200);
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(0)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(0))
+            .await?;
         assert_eq!(server.stats().history_completed, 0);
         assert_eq!(channel.stats().replies, 4201);
         Ok(())

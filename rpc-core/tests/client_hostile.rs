@@ -19,10 +19,20 @@ async fn oversized_request_fails_before_sending() -> anyhow::Result<()> {
     bounded(LIMIT, async {
         let server = FakeServer::start(standard(1)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        let big = Num { n: 1, pad: vec![7; 70_000] };
+        let big = Num {
+            n: 1,
+            pad: vec![7; 70_000],
+        };
         for result in [
-            client.call::<_, Num, Never>(&SERVICE, &READ, &big).await.map(|_| ()),
-            client.call::<_, Num, Never>(&SERVICE, &ADD, &big).deferred().await.map(|_| ()),
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ, &big)
+                .await
+                .map(|_| ()),
+            client
+                .call::<_, Num, Never>(&SERVICE, &ADD, &big)
+                .deferred()
+                .await
+                .map(|_| ()),
         ] {
             match result {
                 Err(CallError::Rpc(Error::MessageTooLarge { size, limit })) => {
@@ -45,12 +55,34 @@ async fn oversized_request_fails_before_sending() -> anyhow::Result<()> {
         let mut config = fast_config();
         config.max_datagram = 1_000;
         let (small, client) = client_support::channel(&server, config).await?;
-        let medium = Num { n: 1, pad: vec![7; 1_000] };
-        let err = client.call::<_, Num, Never>(&SERVICE, &READ, &medium).await.map(|_| ()).err();
-        assert!(matches!(err, Some(CallError::Rpc(Error::MessageTooLarge { limit: 1_000, .. }))));
-        let just = Num { n: 2, pad: vec![7; 900] };
-        assert_eq!(client.call::<_, Num, Never>(&SERVICE, &READ, &just).await?.n, 1002);
-        let req = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;
+        let medium = Num {
+            n: 1,
+            pad: vec![7; 1_000],
+        };
+        let err = client
+            .call::<_, Num, Never>(&SERVICE, &READ, &medium)
+            .await
+            .map(|_| ())
+            .err();
+        assert!(matches!(
+            err,
+            Some(CallError::Rpc(Error::MessageTooLarge { limit: 1_000, .. }))
+        ));
+        let just = Num {
+            n: 2,
+            pad: vec![7; 900],
+        };
+        assert_eq!(
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ, &just)
+                .await?
+                .n,
+            1002
+        );
+        let req = server
+            .received(MessageType::Request)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no request"))?;
         assert_eq!((req.request_id, req.ack_up_to), (2, 1));
         assert!(req.encoded_len() <= 1_000);
         assert_eq!(small.stats().too_large, 1);
@@ -68,12 +100,30 @@ async fn garbage_and_strays_are_dropped_and_counted() -> anyhow::Result<()> {
                 return standard_answer(e, 5);
             }
             let good = reply(e, 5);
-            let wrong_version = Envelope { version: 2, ..good.clone() };
-            let wrong_session = Envelope { session_id: e.session_id ^ 1, ..good.clone() };
-            let unknown_id = Envelope { request_id: e.request_id + 1000, ..good.clone() };
-            let zero_id = Envelope { request_id: 0, ..good.clone() };
-            let request_type = Envelope { r#type: MessageType::Request as i32, ..good.clone() };
-            let unknown_type = Envelope { r#type: 99, ..good.clone() };
+            let wrong_version = Envelope {
+                version: 2,
+                ..good.clone()
+            };
+            let wrong_session = Envelope {
+                session_id: e.session_id ^ 1,
+                ..good.clone()
+            };
+            let unknown_id = Envelope {
+                request_id: e.request_id + 1000,
+                ..good.clone()
+            };
+            let zero_id = Envelope {
+                request_id: 0,
+                ..good.clone()
+            };
+            let request_type = Envelope {
+                r#type: MessageType::Request as i32,
+                ..good.clone()
+            };
+            let unknown_type = Envelope {
+                r#type: 99,
+                ..good.clone()
+            };
             let mut truncated = good.encode_to_vec();
             truncated.truncate(truncated.len() / 2);
             vec![
@@ -100,9 +150,13 @@ async fn garbage_and_strays_are_dropped_and_counted() -> anyhow::Result<()> {
             session_id: channel.session_id(),
             ..Default::default()
         };
-        stranger.send_to(&fake.encode_to_vec(), channel.local_addr()?).await?;
+        stranger
+            .send_to(&fake.encode_to_vec(), channel.local_addr()?)
+            .await?;
 
-        let r = client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
+        let r = client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
         assert_eq!(r.n, 1001, "the real reply got through");
         let s = channel.stats();
         // 0xff bytes, empty (decodes as version 0), truncated, version 2,
@@ -127,7 +181,10 @@ async fn many_concurrent_calls_share_one_socket() -> anyhow::Result<()> {
                 return standard_answer(e, 6);
             }
             let n = Num::decode(e.payload.clone()).map(|m| m.n).unwrap_or(0);
-            vec![Action::After(Duration::from_millis((n * 7) % 23), reply(e, 6))]
+            vec![Action::After(
+                Duration::from_millis((n * 7) % 23),
+                reply(e, 6),
+            )]
         })
         .await?;
         let mut config = ChannelConfig::default();
@@ -137,7 +194,9 @@ async fn many_concurrent_calls_share_one_socket() -> anyhow::Result<()> {
             let client = client.clone();
             async move {
                 let method = if n % 2 == 0 { &ADD } else { &READ_RRA };
-                let r = client.call::<_, Num, Never>(&SERVICE, method, &num(n)).await?;
+                let r = client
+                    .call::<_, Num, Never>(&SERVICE, method, &num(n))
+                    .await?;
                 anyhow::ensure!(r.n == n + 1000, "call {n} got {}", r.n);
                 Ok(())
             }
@@ -156,17 +215,34 @@ async fn many_concurrent_calls_share_one_socket() -> anyhow::Result<()> {
         assert_eq!((s.calls, s.replies), (300, 300));
         // Every RRA reply is acknowledged, by an ACK of its own or by the
         // `ack_up_to` of an ACK of the same burst (coalesced ACKs).
-        let rra: Vec<u64> = reqs.iter().filter(|e| e.protocol == ExchangeProtocol::Rra as i32).map(|e| e.request_id).collect();
+        let rra: Vec<u64> = reqs
+            .iter()
+            .filter(|e| e.protocol == ExchangeProtocol::Rra as i32)
+            .map(|e| e.request_id)
+            .collect();
         let covered = |log: &[Envelope]| {
             let acks: Vec<&Envelope> = log.iter().filter(|e| is(e, MessageType::Ack)).collect();
-            rra.iter().all(|id| acks.iter().any(|a| a.request_id == *id || a.ack_up_to >= *id))
+            rra.iter().all(|id| {
+                acks.iter()
+                    .any(|a| a.request_id == *id || a.ack_up_to >= *id)
+            })
         };
-        assert!(server.wait_for(Duration::from_secs(1), |log| covered(log)).await, "every RRA reply acknowledged");
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| covered(log))
+                .await,
+            "every RRA reply acknowledged"
+        );
         let s = channel.stats();
         assert!(s.acks_sent + s.acks_coalesced >= 150, "{s:?}");
         // Once everything is done, the next request acknowledges it all.
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
-        let last = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
+        let last = server
+            .received(MessageType::Request)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no request"))?;
         assert_eq!((last.request_id, last.ack_up_to), (301, 300));
         Ok(())
     })

@@ -21,7 +21,12 @@ impl Service for Echo {
     fn info(&self) -> &'static ServiceInfo {
         &SERVICE
     }
-    fn call(&self, _m: u32, _c: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        _m: u32,
+        _c: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         Box::pin(async move { Ok(request) })
     }
 }
@@ -54,11 +59,21 @@ async fn latency_vs_raw_udp() -> anyhow::Result<()> {
         a.recv_from(&mut buf).await?;
         raw.push(t.elapsed());
     }
-    let server = Server::builder().add_service(Echo).serve_udp("127.0.0.1:0").await?;
+    let server = Server::builder()
+        .add_service(Echo)
+        .serve_udp("127.0.0.1:0")
+        .await?;
     let channel = UdpChannel::connect(server.local_addr()).await?;
     let client = Client::new(channel.clone());
-    let req = Num { n: 1, pad: vec![7; 60] };
-    for (name, method) in [("RR", &READ), ("RRA", &READ_RRA), ("RR non-idempotent", &ADD)] {
+    let req = Num {
+        n: 1,
+        pad: vec![7; 60],
+    };
+    for (name, method) in [
+        ("RR", &READ),
+        ("RRA", &READ_RRA),
+        ("RR non-idempotent", &ADD),
+    ] {
         let mut ours = Vec::with_capacity(N);
         for _ in 0..N {
             let t = Instant::now();
@@ -66,7 +81,10 @@ async fn latency_vs_raw_udp() -> anyhow::Result<()> {
             ours.push(t.elapsed());
         }
         let (r, o) = (p50(raw.clone()), p50(ours));
-        println!("{name}: raw p50 {r:?}, ours p50 {o:?}, ratio {:.2}", o.as_secs_f64() / r.as_secs_f64());
+        println!(
+            "{name}: raw p50 {r:?}, ours p50 {o:?}, ratio {:.2}",
+            o.as_secs_f64() / r.as_secs_f64()
+        );
     }
     // throughput with 64 in flight
     use futures::StreamExt;
@@ -81,9 +99,15 @@ async fn latency_vs_raw_udp() -> anyhow::Result<()> {
         .buffer_unordered(64)
         .for_each(|r| async move { assert!(r.is_ok()) })
         .await;
-    println!("RR @64: {:.0} calls/s", n as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "RR @64: {:.0} calls/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
     let stats = channel.stats();
     println!("{stats:?}");
-    assert_eq!((stats.calls, stats.replies), (3 * N as u64 + n, 3 * N as u64 + n));
+    assert_eq!(
+        (stats.calls, stats.replies),
+        (3 * N as u64 + n, 3 * N as u64 + n)
+    );
     Ok(())
 }

@@ -8,8 +8,8 @@ use client_support::*;
 use rpc_core::envelope::{self, MessageType};
 use rpc_core::{CallError, Code, Error, Never, Protocol};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -39,17 +39,39 @@ async fn retransmits_same_id_with_increasing_attempt() -> anyhow::Result<()> {
         })
         .await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        let r = client.call::<_, Num, Never>(&SERVICE, &READ, &num(5)).await?;
+        let r = client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(5))
+            .await?;
         assert_eq!(r.n, 1005);
         let reqs = server.received(MessageType::Request);
         assert_eq!(reqs.len(), 3);
-        assert!(reqs.iter().all(|e| e.request_id == 1), "same id on every copy");
-        assert_eq!(reqs.iter().map(|e| e.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert!(reqs.iter().all(|e| e.session_id == channel.session_id() && e.session_id != 0));
-        assert!(reqs.iter().all(|e| e.service == "test.Calc" && e.method_id == READ.id && e.idempotent));
-        assert!(reqs.iter().all(|e| e.protocol == envelope::ExchangeProtocol::Rr as i32 && !e.want_accept));
+        assert!(
+            reqs.iter().all(|e| e.request_id == 1),
+            "same id on every copy"
+        );
+        assert_eq!(
+            reqs.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(reqs
+            .iter()
+            .all(|e| e.session_id == channel.session_id() && e.session_id != 0));
+        assert!(reqs
+            .iter()
+            .all(|e| e.service == "test.Calc" && e.method_id == READ.id && e.idempotent));
+        assert!(reqs
+            .iter()
+            .all(|e| e.protocol == envelope::ExchangeProtocol::Rr as i32 && !e.want_accept));
         let stats = channel.stats();
-        assert_eq!((stats.calls, stats.attempts, stats.retransmissions, stats.replies), (1, 3, 2, 1));
+        assert_eq!(
+            (
+                stats.calls,
+                stats.attempts,
+                stats.retransmissions,
+                stats.replies
+            ),
+            (1, 3, 2, 1)
+        );
         Ok(())
     })
     .await
@@ -85,27 +107,48 @@ async fn rto_adapts_to_measured_round_trips_and_follows_karn() -> anyhow::Result
         assert_eq!(channel.stats().srtt, None);
         // Few enough samples that RTTVAR keeps the jittered RTO above 40 ms.
         for i in 0..5 {
-            client.call::<_, Num, Never>(&SERVICE, &READ, &num(i)).await?;
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ, &num(i))
+                .await?;
         }
         let s = channel.stats();
         let srtt = s.srtt.unwrap_or_default();
-        assert!(srtt >= Duration::from_millis(38) && srtt < Duration::from_millis(80), "srtt {srtt:?}");
-        assert!(s.rto >= srtt && s.rto < Duration::from_millis(300), "rto {:?}", s.rto);
-        assert_eq!(s.retransmissions, 0, "the RTO stays above the 40 ms round trip");
+        assert!(
+            srtt >= Duration::from_millis(38) && srtt < Duration::from_millis(80),
+            "srtt {srtt:?}"
+        );
+        assert!(
+            s.rto >= srtt && s.rto < Duration::from_millis(300),
+            "rto {:?}",
+            s.rto
+        );
+        assert_eq!(
+            s.retransmissions, 0,
+            "the RTO stays above the 40 ms round trip"
+        );
 
         *fast.lock().unwrap_or_else(|p| p.into_inner()) = true;
         for i in 0..60 {
-            client.call::<_, Num, Never>(&SERVICE, &READ, &num(i)).await?;
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ, &num(i))
+                .await?;
         }
         let s = channel.stats();
         let srtt = s.srtt.unwrap_or_default();
-        assert!(srtt < Duration::from_millis(10), "srtt follows the faster server: {srtt:?}");
+        assert!(
+            srtt < Duration::from_millis(10),
+            "srtt follows the faster server: {srtt:?}"
+        );
         assert!(s.rto < Duration::from_millis(40), "rto {:?}", s.rto);
 
         // Karn: a call answered on its second copy gives no sample.
-        *drop_next_first_copy.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *drop_next_first_copy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
         let before = channel.stats().srtt;
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
         let s = channel.stats();
         assert_eq!(s.retransmissions, 1);
         assert_eq!(s.srtt, before, "no sample from a retransmitted call");
@@ -133,13 +176,26 @@ async fn deadline_exceeded_says_whether_the_request_may_have_run() -> anyhow::Re
             .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
         let elapsed = start.elapsed();
         match rpc_err(err)? {
-            Error::DeadlineExceeded { may_have_run: true, attempts } => assert!(attempts >= 2, "{attempts}"),
+            Error::DeadlineExceeded {
+                may_have_run: true,
+                attempts,
+            } => assert!(attempts >= 2, "{attempts}"),
             other => anyhow::bail!("unexpected {other:?}"),
         }
-        assert!(elapsed >= Duration::from_millis(140) && elapsed < Duration::from_millis(600), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(140) && elapsed < Duration::from_millis(600),
+            "{elapsed:?}"
+        );
         let reqs = server.received(MessageType::Request);
-        assert!(reqs.iter().all(|e| e.deadline_us > 0 && e.deadline_us <= 150_000), "deadline travels");
-        assert!(reqs.windows(2).all(|w| w[1].deadline_us < w[0].deadline_us), "remaining budget shrinks");
+        assert!(
+            reqs.iter()
+                .all(|e| e.deadline_us > 0 && e.deadline_us <= 150_000),
+            "deadline travels"
+        );
+        assert!(
+            reqs.windows(2).all(|w| w[1].deadline_us < w[0].deadline_us),
+            "remaining budget shrinks"
+        );
 
         // Non-idempotent: the server never answered the PING, so the
         // request was never sent and certainly did not run.
@@ -152,7 +208,13 @@ async fn deadline_exceeded_says_whether_the_request_may_have_run() -> anyhow::Re
             .err()
             .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
         assert!(
-            matches!(rpc_err(err)?, Error::DeadlineExceeded { may_have_run: false, attempts: 0 }),
+            matches!(
+                rpc_err(err)?,
+                Error::DeadlineExceeded {
+                    may_have_run: false,
+                    attempts: 0
+                }
+            ),
             "no request was sent"
         );
         assert_eq!(server.received(MessageType::Request).len(), reqs.len());
@@ -167,7 +229,13 @@ async fn deadline_exceeded_says_whether_the_request_may_have_run() -> anyhow::Re
             .map(|_| ())
             .err()
             .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
-        assert!(matches!(rpc_err(err)?, Error::DeadlineExceeded { may_have_run: false, attempts: 0 }));
+        assert!(matches!(
+            rpc_err(err)?,
+            Error::DeadlineExceeded {
+                may_have_run: false,
+                attempts: 0
+            }
+        ));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(server.log().len(), before);
         assert_eq!(channel.stats().timeouts, 3);
@@ -190,12 +258,24 @@ async fn unreachable_after_all_attempts() -> anyhow::Result<()> {
             .map(|_| ())
             .err()
             .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
-        assert!(matches!(rpc_err(err)?, Error::Unreachable { may_have_run: true, attempts: 4 }));
+        assert!(matches!(
+            rpc_err(err)?,
+            Error::Unreachable {
+                may_have_run: true,
+                attempts: 4
+            }
+        ));
         let reqs = server.received(MessageType::Request);
-        assert_eq!(reqs.iter().map(|e| e.attempt).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            reqs.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
         // 20 + 40 + 80 + 160 ms, each +-25%
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(220) && elapsed < Duration::from_millis(1000), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(220) && elapsed < Duration::from_millis(1000),
+            "{elapsed:?}"
+        );
         let s = channel.stats();
         assert_eq!((s.unreachable, s.attempts, s.retransmissions), (1, 4, 3));
 
@@ -207,7 +287,13 @@ async fn unreachable_after_all_attempts() -> anyhow::Result<()> {
             .map(|_| ())
             .err()
             .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
-        assert!(matches!(rpc_err(err)?, Error::Unreachable { may_have_run: false, attempts: 0 }));
+        assert!(matches!(
+            rpc_err(err)?,
+            Error::Unreachable {
+                may_have_run: false,
+                attempts: 0
+            }
+        ));
         assert_eq!(server.received(MessageType::Ping).len(), 3);
         Ok(())
     })
@@ -221,23 +307,40 @@ async fn ping_precedes_the_first_non_idempotent_call_only() -> anyhow::Result<()
         let server = FakeServer::start(standard(0xabcd)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
         // An idempotent call needs no incarnation.
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
         let log = server.log();
         assert_eq!(log.len(), 1);
         assert!(is(&log[0], MessageType::Request) && log[0].incarnation == 0);
-        assert_eq!(channel.stats().incarnation, 0xabcd, "learned from the reply");
+        assert_eq!(
+            channel.stats().incarnation,
+            0xabcd,
+            "learned from the reply"
+        );
 
         // A fresh channel: PING first.
         let server = FakeServer::start(standard(0xabcd)).await?;
         let (channel, client) = client_support::channel(&server, fast_config()).await?;
-        assert_eq!(client.call::<_, Num, Never>(&SERVICE, &ADD, &num(1)).await?.n, 1001);
-        client.call::<_, Num, Never>(&SERVICE, &ADD, &num(2)).await?;
+        assert_eq!(
+            client
+                .call::<_, Num, Never>(&SERVICE, &ADD, &num(1))
+                .await?
+                .n,
+            1001
+        );
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(2))
+            .await?;
         let log = server.log();
         assert_eq!(log.len(), 3, "{log:?}");
         assert!(is(&log[0], MessageType::Ping));
         assert_eq!(log[0].session_id, channel.session_id());
         assert!(is(&log[1], MessageType::Request) && log[1].incarnation == 0xabcd);
-        assert_eq!(log[1].request_id, log[0].request_id, "the PING uses the call's id");
+        assert_eq!(
+            log[1].request_id, log[0].request_id,
+            "the PING uses the call's id"
+        );
         assert!(is(&log[2], MessageType::Request) && log[2].incarnation == 0xabcd);
         assert_eq!(log[2].request_id, log[1].request_id + 1);
         assert_eq!(channel.stats().pings, 1);
@@ -247,7 +350,8 @@ async fn ping_precedes_the_first_non_idempotent_call_only() -> anyhow::Result<()
 }
 
 #[tokio::test]
-async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted() -> anyhow::Result<()> {
+async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted(
+) -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         // A server that behaves like wire.md's incarnation check: it
@@ -262,7 +366,8 @@ async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted
                 if e.request_id == 2 && e.attempt == 1 {
                     return vec![];
                 }
-                if e.attempt > 1 && e.incarnation != 0 && e.incarnation != current && !e.idempotent {
+                if e.attempt > 1 && e.incarnation != 0 && e.incarnation != current && !e.idempotent
+                {
                     let mut err = answer(e, MessageType::Error, current);
                     err.status = Some(envelope::Status {
                         code: Code::Aborted.as_i32(),
@@ -277,7 +382,9 @@ async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted
         })
         .await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        client.call::<_, Num, Never>(&SERVICE, &ADD, &num(1)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(1))
+            .await?;
         *incarnation.lock().unwrap_or_else(|p| p.into_inner()) = 2;
         let err = client
             .call::<_, Num, Never>(&SERVICE, &ADD, &num(2))
@@ -289,14 +396,27 @@ async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted
         assert!(matches!(err, Error::OutcomeUnknown), "{err:?}");
         assert!(err.may_have_run());
         assert_eq!(channel.stats().outcome_unknown, 1);
-        assert_eq!(channel.stats().incarnation, 2, "the ERROR showed the new incarnation");
+        assert_eq!(
+            channel.stats().incarnation,
+            2,
+            "the ERROR showed the new incarnation"
+        );
         // The next call carries the new incarnation and succeeds.
-        assert_eq!(client.call::<_, Num, Never>(&SERVICE, &ADD, &num(3)).await?.n, 1003);
+        assert_eq!(
+            client
+                .call::<_, Num, Never>(&SERVICE, &ADD, &num(3))
+                .await?
+                .n,
+            1003
+        );
         let reqs = server.received(MessageType::Request);
         let last = reqs.last().ok_or_else(|| anyhow::anyhow!("no request"))?;
         assert_eq!((last.request_id, last.incarnation), (3, 2));
         // Both copies of call 2 carried the incarnation known when it started.
-        assert!(reqs.iter().filter(|e| e.request_id == 2).all(|e| e.incarnation == 1));
+        assert!(reqs
+            .iter()
+            .filter(|e| e.request_id == 2)
+            .all(|e| e.incarnation == 1));
         assert_eq!(server.received(MessageType::Ping).len(), 1);
         Ok(())
     })
@@ -310,25 +430,42 @@ async fn rra_reply_is_acked_and_late_duplicates_are_acked_again() -> anyhow::Res
         // Every REPLY is sent twice, the second 30 ms later.
         let server = FakeServer::start(|e| {
             if is(e, MessageType::Request) {
-                vec![Action::Send(reply(e, 9)), Action::After(Duration::from_millis(30), reply(e, 9))]
+                vec![
+                    Action::Send(reply(e, 9)),
+                    Action::After(Duration::from_millis(30), reply(e, 9)),
+                ]
             } else {
                 standard_answer(e, 9)
             }
         })
         .await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        let r = client.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(4)).await?;
+        let r = client
+            .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(4))
+            .await?;
         assert_eq!(r.n, 1004);
-        assert!(server.wait_for(Duration::from_secs(2), |log| log.iter().filter(|e| is(e, MessageType::Ack)).count() == 2).await);
+        assert!(
+            server
+                .wait_for(Duration::from_secs(2), |log| log
+                    .iter()
+                    .filter(|e| is(e, MessageType::Ack))
+                    .count()
+                    == 2)
+                .await
+        );
         let acks = server.received(MessageType::Ack);
-        assert!(acks.iter().all(|a| a.request_id == 1 && a.ack_up_to == 1 && a.session_id == channel.session_id()));
+        assert!(acks.iter().all(|a| a.request_id == 1
+            && a.ack_up_to == 1
+            && a.session_id == channel.session_id()));
         let reqs = server.received(MessageType::Request);
         assert_eq!(reqs[0].protocol, envelope::ExchangeProtocol::Rra as i32);
         let s = channel.stats();
         assert_eq!((s.acks_sent, s.late_replies, s.replies), (2, 1, 1));
 
         // An RR call's duplicate reply is only counted.
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(4)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(4))
+            .await?;
         tokio::time::sleep(Duration::from_millis(80)).await;
         let s = channel.stats();
         assert_eq!((s.acks_sent, s.late_replies), (2, 2));
@@ -344,7 +481,9 @@ async fn ack_up_to_is_a_low_water_mark_over_concurrent_calls() -> anyhow::Result
         // n = 2 is answered 300 ms late (its retransmissions ignored).
         let server = FakeServer::start(|e| {
             if is(e, MessageType::Request) {
-                let n = <Num as prost::Message>::decode(e.payload.clone()).map(|m| m.n).unwrap_or(0);
+                let n = <Num as prost::Message>::decode(e.payload.clone())
+                    .map(|m| m.n)
+                    .unwrap_or(0);
                 if n == 2 {
                     return if e.attempt == 1 {
                         vec![Action::After(Duration::from_millis(300), reply(e, 3))]
@@ -362,17 +501,35 @@ async fn ack_up_to_is_a_low_water_mark_over_concurrent_calls() -> anyhow::Result
         // The slow call goes first and gets id 1; two quick calls run
         // concurrently with it and finish before it.
         let c = client.clone();
-        let slow = tokio::spawn(async move { c.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(2)).await });
-        assert!(server.wait_for(Duration::from_secs(1), |log| !log.is_empty()).await);
+        let slow =
+            tokio::spawn(
+                async move { c.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(2)).await },
+            );
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| !log.is_empty())
+                .await
+        );
         let (r1, r3) = tokio::join!(
-            client.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(1)).into_future(),
-            client.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(3)).into_future()
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(1))
+                .into_future(),
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(3))
+                .into_future()
         );
         assert_eq!((r1?.n, r3?.n), (1001, 1003));
         let ids: HashMap<u64, u64> = server
             .received(MessageType::Request)
             .iter()
-            .map(|e| (<Num as prost::Message>::decode(e.payload.clone()).map(|m| m.n).unwrap_or(0), e.request_id))
+            .map(|e| {
+                (
+                    <Num as prost::Message>::decode(e.payload.clone())
+                        .map(|m| m.n)
+                        .unwrap_or(0),
+                    e.request_id,
+                )
+            })
             .collect();
         assert_eq!(ids[&2], 1, "{ids:?}");
         let mut quick = [ids[&1], ids[&3]];
@@ -380,25 +537,59 @@ async fn ack_up_to_is_a_low_water_mark_over_concurrent_calls() -> anyhow::Result
         assert_eq!(quick, [2, 3]);
         // 2 and 3 are done, but 1 is not: every ACK and the next request
         // say 0.
-        assert!(server.wait_for(Duration::from_secs(1), |log| log.iter().filter(|e| is(e, MessageType::Ack)).count() == 2).await);
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| log
+                    .iter()
+                    .filter(|e| is(e, MessageType::Ack))
+                    .count()
+                    == 2)
+                .await
+        );
         let acks = server.received(MessageType::Ack);
         assert!(acks.iter().all(|a| a.ack_up_to == 0), "{acks:?}");
         let mut acked: Vec<u64> = acks.iter().map(|a| a.request_id).collect();
         acked.sort();
         assert_eq!(acked, [2, 3]);
-        client.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(4)).await?;
-        let req4 = server.received(MessageType::Request).into_iter().find(|e| e.request_id == 4);
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(4))
+            .await?;
+        let req4 = server
+            .received(MessageType::Request)
+            .into_iter()
+            .find(|e| e.request_id == 4);
         assert_eq!(req4.map(|e| e.ack_up_to), Some(0));
         // Copies of the slow call never acknowledge their own id.
         assert_eq!(slow.await??.n, 1002);
-        let slow_copies: Vec<_> = server.received(MessageType::Request).into_iter().filter(|e| e.request_id == 1).collect();
+        let slow_copies: Vec<_> = server
+            .received(MessageType::Request)
+            .into_iter()
+            .filter(|e| e.request_id == 1)
+            .collect();
         assert!(slow_copies.len() >= 2 && slow_copies.iter().all(|e| e.ack_up_to == 0));
         // Once it completes, everything up to 4 is acknowledged.
-        assert!(server.wait_for(Duration::from_secs(1), |log| log.iter().any(|e| is(e, MessageType::Ack) && e.request_id == 1)).await);
-        let ack1 = server.received(MessageType::Ack).into_iter().find(|a| a.request_id == 1);
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| log.iter().any(|e| is(
+                    e,
+                    MessageType::Ack
+                ) && e
+                    .request_id
+                    == 1))
+                .await
+        );
+        let ack1 = server
+            .received(MessageType::Ack)
+            .into_iter()
+            .find(|a| a.request_id == 1);
         assert_eq!(ack1.map(|a| a.ack_up_to), Some(4));
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(5)).await?;
-        let req5 = server.received(MessageType::Request).into_iter().find(|e| e.request_id == 5);
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(5))
+            .await?;
+        let req5 = server
+            .received(MessageType::Request)
+            .into_iter()
+            .find(|e| e.request_id == 5);
         assert_eq!(req5.map(|e| e.ack_up_to), Some(4));
         assert_eq!(channel.stats().calls, 5);
         Ok(())
@@ -430,7 +621,10 @@ async fn in_progress_stops_counting_attempts_and_polls_slower() -> anyhow::Resul
         let begin = Instant::now();
         // Only 2 attempts allowed: without IN_PROGRESS this would fail
         // after 20 + 40 ms.
-        let r = client.call::<_, Num, Never>(&SERVICE, &READ, &num(6)).retries(1).await?;
+        let r = client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(6))
+            .retries(1)
+            .await?;
         assert_eq!(r.n, 1006);
         assert!(begin.elapsed() >= Duration::from_millis(590));
         let copies = server.received(MessageType::Request).len();
@@ -471,7 +665,9 @@ async fn server_errors_reach_the_caller_as_status() -> anyhow::Result<()> {
             .err()
             .ok_or_else(|| anyhow::anyhow!("expected an error"))?;
         assert_eq!(err.code(), Code::Unimplemented);
-        assert!(matches!(rpc_err(err)?, Error::Status(s) if s.message() == "no method 12 in test.Calc"));
+        assert!(
+            matches!(rpc_err(err)?, Error::Status(s) if s.message() == "no method 12 in test.Calc")
+        );
         Ok(())
     })
     .await
@@ -483,8 +679,17 @@ async fn rra_protocol_override_per_call() -> anyhow::Result<()> {
     bounded(LIMIT, async {
         let server = FakeServer::start(standard(4)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).protocol(Protocol::RRA).await?;
-        assert!(server.wait_for(Duration::from_secs(1), |log| log.iter().any(|e| is(e, MessageType::Ack))).await);
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .protocol(Protocol::RRA)
+            .await?;
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| log
+                    .iter()
+                    .any(|e| is(e, MessageType::Ack)))
+                .await
+        );
         assert_eq!(channel.stats().acks_sent, 1);
         Ok(())
     })
@@ -497,12 +702,23 @@ async fn concurrent_first_calls_share_one_ping() -> anyhow::Result<()> {
     bounded(LIMIT, async {
         let server = FakeServer::start(standard(77)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        let calls = (0..20u64).map(|n| client.call::<_, Num, Never>(&SERVICE, &ADD, &num(n)).into_future());
-        for (n, r) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        let calls = (0..20u64).map(|n| {
+            client
+                .call::<_, Num, Never>(&SERVICE, &ADD, &num(n))
+                .into_future()
+        });
+        for (n, r) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
             assert_eq!(r?.n, n as u64 + 1000);
         }
         assert_eq!(server.received(MessageType::Ping).len(), 1);
-        assert!(server.received(MessageType::Request).iter().all(|e| e.incarnation == 77));
+        assert!(server
+            .received(MessageType::Request)
+            .iter()
+            .all(|e| e.incarnation == 77));
         assert_eq!(channel.stats().pings, 1);
         Ok(())
     })

@@ -15,7 +15,10 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// want_accept requests, ACCEPT again to polls while running, the stored
 /// REPLY to polls afterwards. The REPLY itself is sent when the handler
 /// finishes unless `lose_first_reply`.
-fn slow_server(run: Duration, lose_first_reply: bool) -> impl FnMut(&rpc_core::envelope::Envelope) -> Vec<Action> + Send {
+fn slow_server(
+    run: Duration,
+    lose_first_reply: bool,
+) -> impl FnMut(&rpc_core::envelope::Envelope) -> Vec<Action> + Send {
     let mut started: std::collections::HashMap<u64, Instant> = Default::default();
     move |e| {
         if !is(e, MessageType::Request) {
@@ -34,7 +37,11 @@ fn slow_server(run: Duration, lose_first_reply: bool) -> impl FnMut(&rpc_core::e
                 out
             }
             Some(t) if t.elapsed() < run => {
-                let kind = if e.want_accept { MessageType::Accept } else { MessageType::InProgress };
+                let kind = if e.want_accept {
+                    MessageType::Accept
+                } else {
+                    MessageType::InProgress
+                };
                 vec![Action::Send(answer(e, kind, 21))]
             }
             Some(_) => vec![Action::Send(reply(e, 21))],
@@ -43,22 +50,34 @@ fn slow_server(run: Duration, lose_first_reply: bool) -> impl FnMut(&rpc_core::e
 }
 
 #[tokio::test]
-async fn asynchronous_returns_at_accept_and_the_exchange_finishes_in_background() -> anyhow::Result<()> {
+async fn asynchronous_returns_at_accept_and_the_exchange_finishes_in_background(
+) -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         let server = FakeServer::start(slow_server(Duration::from_millis(300), false)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
         let start = Instant::now();
-        client.call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(1)).asynchronous().await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(1))
+            .asynchronous()
+            .await?;
         let returned = start.elapsed();
-        assert!(returned < Duration::from_millis(150), "returned after {returned:?}");
+        assert!(
+            returned < Duration::from_millis(150),
+            "returned after {returned:?}"
+        );
         let reqs = server.received(MessageType::Request);
         assert!(reqs[0].want_accept && reqs[0].protocol == ExchangeProtocol::Rra as i32);
         assert_eq!(channel.stats().accepts, 1);
         // Nobody polls the result, yet the REPLY is received and ACKed.
         assert!(
             server
-                .wait_for(Duration::from_secs(3), |log| log.iter().any(|e| is(e, MessageType::Ack) && e.request_id == reqs[0].request_id))
+                .wait_for(Duration::from_secs(3), |log| log.iter().any(|e| is(
+                    e,
+                    MessageType::Ack
+                ) && e
+                    .request_id
+                    == reqs[0].request_id))
                 .await,
             "the background exchange acknowledged the reply"
         );
@@ -68,8 +87,14 @@ async fn asynchronous_returns_at_accept_and_the_exchange_finishes_in_background(
         assert!(s.replies >= 1 && s.acks_sent >= 1, "{s:?}");
         assert!(start.elapsed() >= Duration::from_millis(290));
         // The next request shows the call as finished.
-        client.call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(2)).asynchronous().await?;
-        let last = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(2))
+            .asynchronous()
+            .await?;
+        let last = server
+            .received(MessageType::Request)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no request"))?;
         assert_eq!(last.ack_up_to, reqs[0].request_id);
         Ok(())
     })
@@ -82,9 +107,16 @@ async fn asynchronous_keeps_polling_when_the_reply_is_lost() -> anyhow::Result<(
     bounded(LIMIT, async {
         let server = FakeServer::start(slow_server(Duration::from_millis(100), true)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        client.call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(1)).asynchronous().await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD_RRA, &num(1))
+            .asynchronous()
+            .await?;
         assert!(
-            server.wait_for(Duration::from_secs(3), |log| log.iter().any(|e| is(e, MessageType::Ack))).await,
+            server
+                .wait_for(Duration::from_secs(3), |log| log
+                    .iter()
+                    .any(|e| is(e, MessageType::Ack)))
+                .await,
             "polled until the stored REPLY came back, then ACKed"
         );
         assert!(channel.stats().retransmissions >= 1);
@@ -100,25 +132,40 @@ async fn deferred_result_arrives_although_the_reply_datagram_was_lost() -> anyho
         let server = FakeServer::start(slow_server(Duration::from_millis(150), true)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
         let start = Instant::now();
-        let mut handle = client.call::<_, Num, Never>(&SERVICE, &ADD, &num(7)).deferred().await?;
-        assert!(start.elapsed() < Duration::from_millis(120), "handle at the ACCEPT");
+        let mut handle = client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(7))
+            .deferred()
+            .await?;
+        assert!(
+            start.elapsed() < Duration::from_millis(120),
+            "handle at the ACCEPT"
+        );
         assert!(handle.try_take().is_none());
         let r = handle.await?;
         assert_eq!(r.n, 1007);
         assert!(start.elapsed() >= Duration::from_millis(140));
         let reqs = server.received(MessageType::Request);
         assert!(reqs.len() >= 2, "polled for the result: {}", reqs.len());
-        assert!(reqs.iter().all(|e| e.want_accept && e.request_id == reqs[0].request_id));
+        assert!(reqs
+            .iter()
+            .all(|e| e.want_accept && e.request_id == reqs[0].request_id));
         let attempts: Vec<u32> = reqs.iter().map(|e| e.attempt).collect();
-        assert!(attempts.windows(2).all(|w| w[1] == w[0] + 1), "{attempts:?}");
+        assert!(
+            attempts.windows(2).all(|w| w[1] == w[0] + 1),
+            "{attempts:?}"
+        );
         let s = channel.stats();
         assert!(s.accepts >= 1 && s.replies == 1);
 
         // The callback form.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        client.call::<_, Num, Never>(&SERVICE, &ADD, &num(8)).deferred().await?.on_complete(move |r| {
-            let _ = tx.send(r.map(|m| m.n).map_err(|e| e.to_string()));
-        });
+        client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(8))
+            .deferred()
+            .await?
+            .on_complete(move |r| {
+                let _ = tx.send(r.map(|m| m.n).map_err(|e| e.to_string()));
+            });
         assert_eq!(rx.await?, Ok(1008));
         Ok(())
     })
@@ -132,9 +179,18 @@ async fn deferred_gets_an_immediate_reply_as_ready() -> anyhow::Result<()> {
         // A server that answers with the REPLY straight away.
         let server = FakeServer::start(standard(2)).await?;
         let (_channel, client) = channel(&server, fast_config()).await?;
-        let mut handle = client.call::<_, Num, Never>(&SERVICE, &READ, &num(3)).deferred().await?;
-        assert_eq!(handle.try_take().map(|r| r.map(|m| m.n).ok()), Some(Some(1003)));
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(3)).asynchronous().await?;
+        let mut handle = client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(3))
+            .deferred()
+            .await?;
+        assert_eq!(
+            handle.try_take().map(|r| r.map(|m| m.n).ok()),
+            Some(Some(1003))
+        );
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(3))
+            .asynchronous()
+            .await?;
         Ok(())
     })
     .await
@@ -147,19 +203,33 @@ async fn one_way_is_sent_once_and_never_waits() -> anyhow::Result<()> {
         // Answers PING and sync requests, never one-way ones.
         let server = FakeServer::start(standard(8)).await?;
         let (channel, client) = channel(&server, fast_config()).await?;
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
         let start = Instant::now();
         client.one_way(&SERVICE, &HINT, &num(2)).await?;
         assert!(start.elapsed() < Duration::from_millis(100));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let r: Vec<_> = server.received(MessageType::Request).into_iter().filter(|e| e.protocol == ExchangeProtocol::R as i32).collect();
+        let r: Vec<_> = server
+            .received(MessageType::Request)
+            .into_iter()
+            .filter(|e| e.protocol == ExchangeProtocol::R as i32)
+            .collect();
         assert_eq!(r.len(), 1, "never retransmitted");
         assert_eq!((r[0].request_id, r[0].attempt, r[0].ack_up_to), (2, 1, 1));
         assert!(!r[0].want_accept);
-        assert!(server.received(MessageType::Ping).is_empty(), "one-way calls need no incarnation");
+        assert!(
+            server.received(MessageType::Ping).is_empty(),
+            "one-way calls need no incarnation"
+        );
         // Its id counts as finished at once.
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(3)).await?;
-        let last = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(3))
+            .await?;
+        let last = server
+            .received(MessageType::Request)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no request"))?;
         assert_eq!((last.request_id, last.ack_up_to), (3, 2));
         let s = channel.stats();
         assert_eq!((s.attempts, s.retransmissions), (3, 0));
@@ -185,10 +255,16 @@ async fn invalid_style_and_protocol_combinations_are_refused() -> anyhow::Result
         let channel = UdpChannel::connect_with(server.addr, fast_config()).await?;
         let mut inv = invocation(&READ);
         inv.options.protocol = Protocol::R;
-        assert!(matches!(channel.invoke(inv).await, Err(Error::InvalidCall(_))));
+        assert!(matches!(
+            channel.invoke(inv).await,
+            Err(Error::InvalidCall(_))
+        ));
         let mut inv = invocation(&HINT);
         inv.options.protocol = Protocol::RR;
-        assert!(matches!(channel.invoke(inv).await, Err(Error::InvalidCall(_))));
+        assert!(matches!(
+            channel.invoke(inv).await,
+            Err(Error::InvalidCall(_))
+        ));
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(server.log().is_empty());
         Ok(())
@@ -216,7 +292,11 @@ async fn dropping_the_channel_fails_calls_in_flight_with_closed() -> anyhow::Res
         let mut inv = invocation(&READ);
         inv.options.retries = Some(1000);
         let call = tokio::spawn(channel.invoke(inv));
-        assert!(server.wait_for(Duration::from_secs(1), |log| !log.is_empty()).await);
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| !log.is_empty())
+                .await
+        );
         let clone = channel.clone();
         drop(channel);
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -237,7 +317,12 @@ async fn dropping_a_call_counts_its_id_as_finished() -> anyhow::Result<()> {
     bounded(LIMIT, async {
         // Never answers n = 99.
         let server = FakeServer::start(|e| {
-            if is(e, MessageType::Request) && <Num as prost::Message>::decode(e.payload.clone()).map(|m| m.n).ok() == Some(99) {
+            if is(e, MessageType::Request)
+                && <Num as prost::Message>::decode(e.payload.clone())
+                    .map(|m| m.n)
+                    .ok()
+                    == Some(99)
+            {
                 return vec![];
             }
             standard_answer(e, 3)
@@ -246,23 +331,56 @@ async fn dropping_a_call_counts_its_id_as_finished() -> anyhow::Result<()> {
         let (channel, client) = channel(&server, fast_config()).await?;
         let abandoned = tokio::time::timeout(
             Duration::from_millis(60),
-            client.call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(99)).retries(100),
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(99))
+                .retries(100),
         )
         .await;
         assert!(abandoned.is_err(), "the call was cut off");
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
-        let last = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
+        let last = server
+            .received(MessageType::Request)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no request"))?;
         assert_eq!((last.request_id, last.ack_up_to), (2, 1));
         // No more copies of the abandoned call.
-        let copies = server.received(MessageType::Request).iter().filter(|e| e.request_id == 1).count();
+        let copies = server
+            .received(MessageType::Request)
+            .iter()
+            .filter(|e| e.request_id == 1)
+            .count();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(server.received(MessageType::Request).iter().filter(|e| e.request_id == 1).count(), copies);
+        assert_eq!(
+            server
+                .received(MessageType::Request)
+                .iter()
+                .filter(|e| e.request_id == 1)
+                .count(),
+            copies
+        );
         // A late reply to it is counted (and ACKed: it was RRA).
-        let late = server.received(MessageType::Request).into_iter().find(|e| e.request_id == 1);
+        let late = server
+            .received(MessageType::Request)
+            .into_iter()
+            .find(|e| e.request_id == 1);
         let late = late.ok_or_else(|| anyhow::anyhow!("no request 1"))?;
         let local = channel.local_addr()?;
-        server.socket.send_to(&prost::Message::encode_to_vec(&reply(&late, 3)), local).await?;
-        assert!(server.wait_for(Duration::from_secs(1), |log| log.iter().any(|e| is(e, MessageType::Ack) && e.request_id == 1)).await);
+        server
+            .socket
+            .send_to(&prost::Message::encode_to_vec(&reply(&late, 3)), local)
+            .await?;
+        assert!(
+            server
+                .wait_for(Duration::from_secs(1), |log| log.iter().any(|e| is(
+                    e,
+                    MessageType::Ack
+                ) && e
+                    .request_id
+                    == 1))
+                .await
+        );
         assert_eq!(channel.stats().late_replies, 1);
         Ok(())
     })
@@ -281,10 +399,20 @@ async fn metadata_instance_and_deadline_travel_in_the_request() -> anyhow::Resul
             .instance("left")
             .timeout(Duration::from_secs(2))
             .await?;
-        let req = server.received(MessageType::Request).pop().ok_or_else(|| anyhow::anyhow!("no request"))?;
-        assert_eq!(req.metadata.get("trace-id").map(String::as_str), Some("abc"));
+        let req = server
+            .received(MessageType::Request)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no request"))?;
+        assert_eq!(
+            req.metadata.get("trace-id").map(String::as_str),
+            Some("abc")
+        );
         assert_eq!(req.instance, "left");
-        assert!(req.deadline_us > 1_500_000 && req.deadline_us <= 2_000_000, "{}", req.deadline_us);
+        assert!(
+            req.deadline_us > 1_500_000 && req.deadline_us <= 2_000_000,
+            "{}",
+            req.deadline_us
+        );
         Ok(())
     })
     .await
@@ -297,7 +425,9 @@ async fn dropping_the_channel_stops_the_receive_task_and_frees_the_socket() -> a
         let server = FakeServer::start(standard(1)).await?;
         let channel = UdpChannel::connect_with(server.addr, fast_config()).await?;
         let client = rpc_core::Client::new(channel.clone());
-        client.call::<_, Num, Never>(&SERVICE, &READ, &num(1)).await?;
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .await?;
         let local = channel.local_addr()?;
         drop(client);
         drop(channel);

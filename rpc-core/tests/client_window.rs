@@ -45,11 +45,18 @@ impl Service for Calc {
         &SERVICE
     }
 
-    fn call(&self, method_id: u32, _ctx: CallContext, _request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        method_id: u32,
+        _ctx: CallContext,
+        _request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         let count = self.count.clone();
         Box::pin(async move {
             match method_id {
-                11 | 12 => Ok(Bytes::from(num(count.fetch_add(1, Ordering::SeqCst) + 1).encode_to_vec())),
+                11 | 12 => Ok(Bytes::from(
+                    num(count.fetch_add(1, Ordering::SeqCst) + 1).encode_to_vec(),
+                )),
                 _ => Err(Status::unimplemented("no such method")),
             }
         })
@@ -67,11 +74,18 @@ struct LosesReplies {
 
 impl LosesReplies {
     fn new(inner: MemSocket, victim: u64) -> LosesReplies {
-        LosesReplies { inner, victim, until: Mutex::new(None), lost: AtomicU64::new(0) }
+        LosesReplies {
+            inner,
+            victim,
+            until: Mutex::new(None),
+            lost: AtomicU64::new(0),
+        }
     }
 
     fn loses(&self, datagram: &[u8]) -> bool {
-        let Ok(env) = Envelope::decode(datagram) else { return false };
+        let Ok(env) = Envelope::decode(datagram) else {
+            return false;
+        };
         if env.request_id != self.victim || env.r#type != MessageType::Reply as i32 {
             return false;
         }
@@ -110,7 +124,8 @@ impl DatagramSocket for Lossy {
 }
 
 fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 1)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 1)))
 }
 
 fn config(window: u64) -> ChannelConfig {
@@ -136,19 +151,36 @@ struct Setup {
 async fn setup(cap: usize, window: u64) -> anyhow::Result<Setup> {
     let net = MemNetwork::new();
     let calc = Calc::default();
-    let history = HistoryConfig { max_per_session: cap, ..HistoryConfig::default() };
-    let server = Server::builder().history(history).add_service(calc.clone()).serve_on(net.bind(addr("10.0.0.1:7000"))?).await?;
+    let history = HistoryConfig {
+        max_per_session: cap,
+        ..HistoryConfig::default()
+    };
+    let server = Server::builder()
+        .history(history)
+        .add_service(calc.clone())
+        .serve_on(net.bind(addr("10.0.0.1:7000"))?)
+        .await?;
     let socket = Arc::new(LosesReplies::new(net.bind(addr("10.0.0.2:5000"))?, 1));
-    let channel = UdpChannel::with_socket(Lossy(socket.clone()), server.local_addr(), config(window));
+    let channel =
+        UdpChannel::with_socket(Lossy(socket.clone()), server.local_addr(), config(window));
     let client = Client::new(channel.clone());
-    Ok(Setup { calc, server, socket, channel, client })
+    Ok(Setup {
+        calc,
+        server,
+        socket,
+        channel,
+        client,
+    })
 }
 
 /// Starts the call that gets request id 1 and waits until its first REPLY
 /// was lost.
-async fn start_stalled(s: &Setup) -> anyhow::Result<tokio::task::JoinHandle<Result<Num, CallError<Never>>>> {
+async fn start_stalled(
+    s: &Setup,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<Num, CallError<Never>>>> {
     let client = s.client.clone();
-    let stalled = tokio::spawn(async move { client.call::<_, Num, Never>(&SERVICE, &ADD, &num(0)).await });
+    let stalled =
+        tokio::spawn(async move { client.call::<_, Num, Never>(&SERVICE, &ADD, &num(0)).await });
     let end = Instant::now() + Duration::from_secs(5);
     while s.socket.lost.load(Ordering::SeqCst) == 0 {
         anyhow::ensure!(Instant::now() < end, "the first REPLY never came");
@@ -185,7 +217,10 @@ async fn window_keeps_a_stalled_reply_in_history_and_every_call_succeeds() -> an
         let server = s.server.stats();
         assert_eq!(server.evicted_session_cap, 0, "{server:?}");
         let client = s.channel.stats();
-        assert!(client.window_waits > 0, "calls waited for the window: {client:?}");
+        assert!(
+            client.window_waits > 0,
+            "calls waited for the window: {client:?}"
+        );
         // at most once: every call ran exactly once
         assert_eq!(s.calc.count.load(Ordering::SeqCst), OTHERS + 1);
         s.server.shutdown(Duration::from_secs(5)).await?;
@@ -226,13 +261,26 @@ async fn waiting_for_the_window_counts_against_the_deadline() -> anyhow::Result<
         let s = setup(32, 2).await?;
         let stalled = start_stalled(&s).await?;
         // id 2: 2 - 0 <= 2, runs at once
-        let second = s.client.call::<_, Num, Never>(&SERVICE, &ADD, &num(2)).await;
+        let second = s
+            .client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(2))
+            .await;
         assert!(second.is_ok(), "{second:?}");
         // id 3 would be 3 past ack_up_to 0: waits until its deadline
         let started = Instant::now();
-        let third = s.client.call::<_, Num, Never>(&SERVICE, &ADD, &num(3)).timeout(Duration::from_millis(100)).await;
+        let third = s
+            .client
+            .call::<_, Num, Never>(&SERVICE, &ADD, &num(3))
+            .timeout(Duration::from_millis(100))
+            .await;
         assert!(
-            matches!(third, Err(CallError::Rpc(Error::DeadlineExceeded { may_have_run: false, attempts: 0 }))),
+            matches!(
+                third,
+                Err(CallError::Rpc(Error::DeadlineExceeded {
+                    may_have_run: false,
+                    attempts: 0
+                }))
+            ),
             "{third:?}"
         );
         assert!(started.elapsed() >= Duration::from_millis(90));
@@ -242,12 +290,19 @@ async fn waiting_for_the_window_counts_against_the_deadline() -> anyhow::Result<
             s.client.call::<_, Num, Never>(&SERVICE, &ADD, &num(4)),
         )
         .await;
-        assert!(dropped.is_err(), "the call should still be waiting: {dropped:?}");
+        assert!(
+            dropped.is_err(),
+            "the call should still be waiting: {dropped:?}"
+        );
         let first = stalled.await?;
         assert!(first.is_ok(), "{first:?}");
         let later = run_others(&s.client).await;
         assert!(later.iter().all(Result::is_ok));
-        assert_eq!(s.calc.count.load(Ordering::SeqCst), OTHERS + 2, "the waiting calls never ran");
+        assert_eq!(
+            s.calc.count.load(Ordering::SeqCst),
+            OTHERS + 2,
+            "the waiting calls never ran"
+        );
         assert_eq!(s.server.stats().evicted_session_cap, 0);
         s.server.shutdown(Duration::from_secs(5)).await?;
         Ok(())

@@ -16,7 +16,10 @@ fn addr(s: &str) -> anyhow::Result<SocketAddr> {
 }
 
 fn pair(net: &MemNetwork) -> anyhow::Result<(MemSocket, MemSocket)> {
-    Ok((net.bind(addr("127.0.0.1:0")?)?, net.bind(addr("127.0.0.1:7000")?)?))
+    Ok((
+        net.bind(addr("127.0.0.1:0")?)?,
+        net.bind(addr("127.0.0.1:7000")?)?,
+    ))
 }
 
 async fn send_numbered(from: &MemSocket, to: SocketAddr, count: u32) -> TestResult {
@@ -45,7 +48,11 @@ async fn delivers_in_order_with_the_sender_address() -> TestResult {
     send_numbered(&client, server.addr(), 100).await?;
     let mut buf = [0u8; 2];
     let (n, from) = server.recv_from(&mut buf).await?;
-    assert_eq!((n, from), (2, client.addr()), "truncated to the buffer, as UDP does");
+    assert_eq!(
+        (n, from),
+        (2, client.addr()),
+        "truncated to the buffer, as UDP does"
+    );
     let rest = drain(&server, Duration::from_millis(10)).await;
     assert_eq!(rest, (1..100).collect::<Vec<_>>());
     // Nobody at the target: lost, counted, not an error.
@@ -69,7 +76,10 @@ async fn loss_follows_the_seeded_decisions() -> TestResult {
     assert_eq!(got, expected);
     let rate = 1.0 - got.len() as f64 / f64::from(N);
     assert!((0.17..=0.23).contains(&rate), "loss rate {rate}");
-    assert_eq!(net.link_stats(client.addr(), server.addr()).dropped, u64::from(N) - got.len() as u64);
+    assert_eq!(
+        net.link_stats(client.addr(), server.addr()).dropped,
+        u64::from(N) - got.len() as u64
+    );
     Ok(())
 }
 
@@ -81,11 +91,18 @@ async fn duplication_and_the_default_faults_apply_per_link() -> TestResult {
     let got = drain(&server, Duration::from_millis(10)).await;
     let stats = net.link_stats(client.addr(), server.addr());
     assert_eq!(got.len() as u64, 1_000 + stats.duplicated);
-    assert!((180..=320).contains(&stats.duplicated), "{} duplicates", stats.duplicated);
+    assert!(
+        (180..=320).contains(&stats.duplicated),
+        "{} duplicates",
+        stats.duplicated
+    );
     // The reverse link has its own generator.
     send_numbered(&server, client.addr(), 1_000).await?;
     drain(&client, Duration::from_millis(10)).await;
-    assert_ne!(net.link_stats(server.addr(), client.addr()).duplicated, stats.duplicated);
+    assert_ne!(
+        net.link_stats(server.addr(), client.addr()).duplicated,
+        stats.duplicated
+    );
     Ok(())
 }
 
@@ -94,14 +111,22 @@ async fn delay_is_exact_under_paused_time_and_reordering_reorders() -> TestResul
     let net = MemNetwork::new();
     let (client, server) = pair(&net)?;
     let delay = Duration::from_millis(40);
-    net.set_link_faults(client.addr(), server.addr(), FaultConfig::seeded(1).delay(Delay::fixed(delay)));
+    net.set_link_faults(
+        client.addr(),
+        server.addr(),
+        FaultConfig::seeded(1).delay(Delay::fixed(delay)),
+    );
     let start = Instant::now();
     client.send_to(b"late", server.addr()).await?;
     let mut buf = [0u8; 8];
     server.recv_from(&mut buf).await?;
     assert_eq!(start.elapsed(), delay);
 
-    net.set_link_faults(client.addr(), server.addr(), FaultConfig::seeded(2).reorder(0.2));
+    net.set_link_faults(
+        client.addr(),
+        server.addr(),
+        FaultConfig::seeded(2).reorder(0.2),
+    );
     send_numbered(&client, server.addr(), 500).await?;
     let got = drain(&server, Duration::from_millis(50)).await;
     let mut sorted = got.clone();
@@ -137,7 +162,10 @@ async fn full_queue_drops_and_counts() -> TestResult {
     net.set_queue_limit(10);
     let (client, server) = pair(&net)?;
     send_numbered(&client, server.addr(), 25).await?;
-    assert_eq!(drain(&server, Duration::from_millis(10)).await, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        drain(&server, Duration::from_millis(10)).await,
+        (0..10).collect::<Vec<_>>()
+    );
     assert_eq!(net.link_stats(client.addr(), server.addr()).overflow, 15);
     Ok(())
 }
@@ -155,9 +183,16 @@ async fn cancelled_receives_lose_nothing() -> TestResult {
     let mut buf = [0u8; 8];
     // Receives abandoned before anything is due.
     for _ in 0..4 {
-        assert!(timeout(Duration::from_millis(1), server.recv_from(&mut buf)).await.is_err());
+        assert!(
+            timeout(Duration::from_millis(1), server.recv_from(&mut buf))
+                .await
+                .is_err()
+        );
     }
-    assert_eq!(drain(&server, Duration::from_millis(20)).await, vec![0, 1, 2]);
+    assert_eq!(
+        drain(&server, Duration::from_millis(20)).await,
+        vec![0, 1, 2]
+    );
     Ok(())
 }
 
@@ -166,7 +201,10 @@ async fn restart_kills_the_old_socket_and_its_queue() -> TestResult {
     let net = MemNetwork::new();
     let (client, server) = pair(&net)?;
     let server_addr = server.addr();
-    assert_eq!(net.bind(server_addr).err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
+    assert_eq!(
+        net.bind(server_addr).err().map(|e| e.kind()),
+        Some(io::ErrorKind::AddrInUse)
+    );
 
     // Two delayed datagrams wait in the old server's queue, and a receiver
     // is blocked on it, when it "crashes".
@@ -178,19 +216,31 @@ async fn restart_kills_the_old_socket_and_its_queue() -> TestResult {
         let server = server.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 8];
-            server.recv_from(&mut buf).await.map(|(n, _)| n).map_err(|e| e.kind())
+            server
+                .recv_from(&mut buf)
+                .await
+                .map(|(n, _)| n)
+                .map_err(|e| e.kind())
         })
     };
     tokio::task::yield_now().await;
     let restarted = net.restart(server_addr)?;
-    assert_eq!(blocked.await?, Err(io::ErrorKind::NotConnected), "the blocked receiver learns the socket is dead");
+    assert_eq!(
+        blocked.await?,
+        Err(io::ErrorKind::NotConnected),
+        "the blocked receiver learns the socket is dead"
+    );
     net.set_link_faults(client.addr(), server_addr, FaultConfig::none());
     assert!(server.send_to(b"x", client.addr()).await.is_err());
     drop(server); // must not unbind the new socket
     assert!(net.is_bound(server_addr));
 
     send_numbered(&client, server_addr, 3).await?;
-    assert_eq!(drain(&restarted, Duration::from_millis(10)).await, vec![0, 1, 2], "the queued datagrams were lost");
+    assert_eq!(
+        drain(&restarted, Duration::from_millis(10)).await,
+        vec![0, 1, 2],
+        "the queued datagrams were lost"
+    );
     drop(restarted);
     assert!(!net.is_bound(server_addr));
     Ok(())
@@ -202,7 +252,11 @@ async fn ephemeral_ports_are_distinct_and_large_datagrams_refused() -> TestResul
     let a = net.bind(addr("10.0.0.1:0")?)?;
     let b = net.bind(addr("10.0.0.1:0")?)?;
     assert_ne!(a.addr(), b.addr());
-    let err = a.send_to(&vec![0u8; 70_000], b.addr()).await.err().map(|e| e.kind());
+    let err = a
+        .send_to(&vec![0u8; 70_000], b.addr())
+        .await
+        .err()
+        .map(|e| e.kind());
     assert_eq!(err, Some(io::ErrorKind::InvalidInput));
     a.send_to(&vec![1u8; 65_000], b.addr()).await?;
     let mut buf = vec![0u8; 65_536];
@@ -216,16 +270,42 @@ async fn out_of_range_faults_are_clamped() -> TestResult {
     let (client, server) = pair(&net)?;
     // Loss above 1 means "always", NaN duplication means "never", an absurd
     // delay is capped (and must not overflow the clock).
-    net.set_link_faults(client.addr(), server.addr(), FaultConfig::none().loss(1.5).duplicate(f64::NAN));
+    net.set_link_faults(
+        client.addr(),
+        server.addr(),
+        FaultConfig::none().loss(1.5).duplicate(f64::NAN),
+    );
     send_numbered(&client, server.addr(), 10).await?;
-    assert_eq!(drain(&server, Duration::from_millis(10)).await, Vec::<u32>::new());
-    net.set_link_faults(client.addr(), server.addr(), FaultConfig::none().delay(Delay::fixed(Duration::MAX)));
+    assert_eq!(
+        drain(&server, Duration::from_millis(10)).await,
+        Vec::<u32>::new()
+    );
+    net.set_link_faults(
+        client.addr(),
+        server.addr(),
+        FaultConfig::none().delay(Delay::fixed(Duration::MAX)),
+    );
     send_numbered(&client, server.addr(), 1).await?;
-    assert_eq!(drain(&server, Duration::from_millis(10)).await, Vec::<u32>::new());
+    assert_eq!(
+        drain(&server, Duration::from_millis(10)).await,
+        Vec::<u32>::new()
+    );
     let stats = net.link_stats(client.addr(), server.addr());
     assert_eq!((stats.dropped, stats.duplicated, stats.delayed), (10, 0, 1));
-    let clamped = FaultConfig::none().loss(-1.0).delay(Delay { min: Duration::MAX, max: Duration::ZERO }).clamped();
-    assert_eq!((clamped.loss, clamped.delay), (0.0, Delay::uniform(Duration::ZERO, rpc_core::fault::MAX_DELAY)));
+    let clamped = FaultConfig::none()
+        .loss(-1.0)
+        .delay(Delay {
+            min: Duration::MAX,
+            max: Duration::ZERO,
+        })
+        .clamped();
+    assert_eq!(
+        (clamped.loss, clamped.delay),
+        (
+            0.0,
+            Delay::uniform(Duration::ZERO, rpc_core::fault::MAX_DELAY)
+        )
+    );
     assert!(clamped.validate().is_ok());
     Ok(())
 }

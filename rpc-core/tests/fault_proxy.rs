@@ -2,7 +2,9 @@
 //! a sink: loss, duplication, reordering, delay, repeatability, per-client
 //! routing, run-time reconfiguration and the client table's bound.
 
-use rpc_core::fault::{Decider, Delay, FaultConfig, FaultProxy, ProxyConfig, ProxyFaults, ProxyStats};
+use rpc_core::fault::{
+    Decider, Delay, FaultConfig, FaultProxy, ProxyConfig, ProxyFaults, ProxyStats,
+};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -78,14 +80,20 @@ fn number(datagram: &[u8]) -> Option<u32> {
 }
 
 /// Waits until `done` holds for the proxy's counters (at most 5 s).
-async fn settle(proxy: &FaultProxy, done: impl Fn(&ProxyStats) -> bool) -> anyhow::Result<ProxyStats> {
+async fn settle(
+    proxy: &FaultProxy,
+    done: impl Fn(&ProxyStats) -> bool,
+) -> anyhow::Result<ProxyStats> {
     let start = Instant::now();
     loop {
         let stats = proxy.stats();
         if done(&stats) {
             return Ok(stats);
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(5), "proxy did not settle: {stats:?}");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(5),
+            "proxy did not settle: {stats:?}"
+        );
         sleep(Duration::from_millis(5)).await;
     }
 }
@@ -101,7 +109,10 @@ async fn collect(socket: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
 }
 
 fn one_way(config: FaultConfig) -> ProxyConfig {
-    ProxyConfig::new(ProxyFaults { client_to_server: config, server_to_client: FaultConfig::none() })
+    ProxyConfig::new(ProxyFaults {
+        client_to_server: config,
+        server_to_client: FaultConfig::none(),
+    })
 }
 
 #[tokio::test]
@@ -112,17 +123,30 @@ async fn loss_rate_is_within_tolerance_and_exactly_the_seeded_decisions() -> Tes
     let proxy = FaultProxy::loopback(server.addr, one_way(config.clone())).await?;
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), N).await?;
-    let stats = settle(&proxy, |s| s.client_to_server.dropped + s.client_to_server.forwarded == u64::from(N)).await?;
+    let stats = settle(&proxy, |s| {
+        s.client_to_server.dropped + s.client_to_server.forwarded == u64::from(N)
+    })
+    .await?;
     sleep(Duration::from_millis(50)).await;
 
     let mut decider = Decider::new(config);
     let expected_lost: HashSet<u32> = (0..N).filter(|_| decider.decide().drop).collect();
-    let arrived: HashSet<u32> = server.seen().iter().filter_map(|(_, d)| number(d)).collect();
+    let arrived: HashSet<u32> = server
+        .seen()
+        .iter()
+        .filter_map(|(_, d)| number(d))
+        .collect();
     let lost: HashSet<u32> = (0..N).filter(|i| !arrived.contains(i)).collect();
-    assert_eq!(lost, expected_lost, "the proxy dropped exactly what the seeded decider says");
+    assert_eq!(
+        lost, expected_lost,
+        "the proxy dropped exactly what the seeded decider says"
+    );
     assert_eq!(stats.client_to_server.dropped, expected_lost.len() as u64);
     let rate = lost.len() as f64 / f64::from(N);
-    assert!((0.17..=0.23).contains(&rate), "loss rate {rate} not near 0.2");
+    assert!(
+        (0.17..=0.23).contains(&rate),
+        "loss rate {rate} not near 0.2"
+    );
     assert_eq!(stats.server_to_client.received, 0);
     Ok(())
 }
@@ -131,19 +155,31 @@ async fn loss_rate_is_within_tolerance_and_exactly_the_seeded_decisions() -> Tes
 async fn same_seed_gives_same_losses_and_another_seed_does_not() -> TestResult {
     async fn run(seed: u64) -> anyhow::Result<HashSet<u32>> {
         let server = Server::start(false).await?;
-        let proxy = FaultProxy::loopback(server.addr, one_way(FaultConfig::seeded(seed).loss(0.3))).await?;
+        let proxy =
+            FaultProxy::loopback(server.addr, one_way(FaultConfig::seeded(seed).loss(0.3))).await?;
         let client = loopback_socket().await?;
         send_numbered(&client, proxy.local_addr(), 500).await?;
-        settle(&proxy, |s| s.client_to_server.dropped + s.client_to_server.forwarded == 500).await?;
+        settle(&proxy, |s| {
+            s.client_to_server.dropped + s.client_to_server.forwarded == 500
+        })
+        .await?;
         sleep(Duration::from_millis(50)).await;
-        Ok(server.seen().iter().filter_map(|(_, d)| number(d)).collect())
+        Ok(server
+            .seen()
+            .iter()
+            .filter_map(|(_, d)| number(d))
+            .collect())
     }
     let a = run(7).await?;
     let b = run(7).await?;
     let c = run(8).await?;
     assert_eq!(a, b);
     assert_ne!(a, c);
-    assert!(a.len() > 250 && a.len() < 450, "about 70% arrive, got {}", a.len());
+    assert!(
+        a.len() > 250 && a.len() < 450,
+        "about 70% arrive, got {}",
+        a.len()
+    );
     Ok(())
 }
 
@@ -154,8 +190,10 @@ async fn duplication_delivers_extra_copies_both_ways() -> TestResult {
     let faults = ProxyFaults::symmetric(FaultConfig::seeded(3).duplicate(0.1));
     let proxy = FaultProxy::loopback(server.addr, ProxyConfig::new(faults)).await?;
     let client = loopback_socket().await?;
-    let (sent, echoes) =
-        tokio::join!(send_numbered(&client, proxy.local_addr(), N), collect(&client, Duration::from_millis(300)));
+    let (sent, echoes) = tokio::join!(
+        send_numbered(&client, proxy.local_addr(), N),
+        collect(&client, Duration::from_millis(300))
+    );
     sent?;
     let stats = proxy.stats();
     let up = stats.client_to_server;
@@ -164,7 +202,10 @@ async fn duplication_delivers_extra_copies_both_ways() -> TestResult {
     assert_eq!(down.received, u64::from(N) + up.duplicated);
     assert_eq!(echoes.len() as u64, down.received + down.duplicated);
     for (dups, name) in [(up.duplicated, "up"), (down.duplicated, "down")] {
-        assert!((140..=260).contains(&dups), "{name}: {dups} duplicates for 10% of ~2000");
+        assert!(
+            (140..=260).contains(&dups),
+            "{name}: {dups} duplicates for 10% of ~2000"
+        );
     }
     let mut per_number: HashMap<u32, usize> = HashMap::new();
     for e in &echoes {
@@ -179,15 +220,27 @@ async fn duplication_delivers_extra_copies_both_ways() -> TestResult {
 async fn reordering_actually_reorders_and_loses_nothing() -> TestResult {
     const N: u32 = 1_000;
     let server = Server::start(false).await?;
-    let proxy = FaultProxy::loopback(server.addr, one_way(FaultConfig::seeded(5).reorder(0.1))).await?;
+    let proxy =
+        FaultProxy::loopback(server.addr, one_way(FaultConfig::seeded(5).reorder(0.1))).await?;
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), N).await?;
     let stats = settle(&proxy, |s| s.client_to_server.forwarded == u64::from(N)).await?;
     sleep(Duration::from_millis(50)).await;
-    let order: Vec<u32> = server.seen().iter().filter_map(|(_, d)| number(d)).collect();
-    assert_eq!(order.iter().copied().collect::<HashSet<_>>().len() as u32, N, "nothing lost");
+    let order: Vec<u32> = server
+        .seen()
+        .iter()
+        .filter_map(|(_, d)| number(d))
+        .collect();
+    assert_eq!(
+        order.iter().copied().collect::<HashSet<_>>().len() as u32,
+        N,
+        "nothing lost"
+    );
     let inversions = order.windows(2).filter(|w| w[0] > w[1]).count();
-    assert!(inversions >= 30, "only {inversions} inversions at 10% reorder");
+    assert!(
+        inversions >= 30,
+        "only {inversions} inversions at 10% reorder"
+    );
     assert!(stats.client_to_server.reordered >= 30);
     Ok(())
 }
@@ -196,7 +249,11 @@ async fn reordering_actually_reorders_and_loses_nothing() -> TestResult {
 async fn delay_adds_latency() -> TestResult {
     let server = Server::start(true).await?;
     let delay = Duration::from_millis(30);
-    let proxy = FaultProxy::loopback(server.addr, one_way(FaultConfig::seeded(1).delay(Delay::fixed(delay)))).await?;
+    let proxy = FaultProxy::loopback(
+        server.addr,
+        one_way(FaultConfig::seeded(1).delay(Delay::fixed(delay))),
+    )
+    .await?;
     let client = loopback_socket().await?;
     let mut buf = [0u8; 64];
     for _ in 0..3 {
@@ -205,13 +262,18 @@ async fn delay_adds_latency() -> TestResult {
         let (n, _) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await??;
         let rtt = start.elapsed();
         assert_eq!(&buf[..n], b"ping");
-        assert!(rtt >= delay && rtt < Duration::from_millis(500), "rtt {rtt:?}");
+        assert!(
+            rtt >= delay && rtt < Duration::from_millis(500),
+            "rtt {rtt:?}"
+        );
     }
     assert_eq!(proxy.stats().client_to_server.delayed, 3);
     // A jittered delay stays within its range.
     proxy.set_config(ProxyFaults {
-        client_to_server: FaultConfig::seeded(2)
-            .delay(Delay::jitter(Duration::from_millis(20), Duration::from_millis(10))),
+        client_to_server: FaultConfig::seeded(2).delay(Delay::jitter(
+            Duration::from_millis(20),
+            Duration::from_millis(10),
+        )),
         server_to_client: FaultConfig::none(),
     })?;
     let start = Instant::now();
@@ -231,13 +293,18 @@ async fn replies_go_back_to_the_right_client() -> TestResult {
     }
     for round in 0..20u8 {
         for (id, client) in clients.iter().enumerate() {
-            client.send_to(&[id as u8, round], proxy.local_addr()).await?;
+            client
+                .send_to(&[id as u8, round], proxy.local_addr())
+                .await?;
         }
     }
     for (id, client) in clients.iter().enumerate() {
         let echoes = collect(client, Duration::from_millis(200)).await;
         assert_eq!(echoes.len(), 20, "client {id}");
-        assert!(echoes.iter().all(|e| e.first() == Some(&(id as u8))), "client {id} got another's reply");
+        assert!(
+            echoes.iter().all(|e| e.first() == Some(&(id as u8))),
+            "client {id} got another's reply"
+        );
     }
     let peers: HashSet<SocketAddr> = server.seen().iter().map(|(from, _)| *from).collect();
     assert_eq!(peers.len(), 5, "one upstream socket per client");
@@ -251,16 +318,29 @@ async fn config_changes_at_run_time_and_bad_config_is_refused() -> TestResult {
     let proxy = FaultProxy::loopback(server.addr, ProxyConfig::default()).await?;
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), 100).await?;
-    assert_eq!(collect(&client, Duration::from_millis(200)).await.len(), 100);
+    assert_eq!(
+        collect(&client, Duration::from_millis(200)).await.len(),
+        100
+    );
 
     proxy.set_config(ProxyFaults::symmetric(FaultConfig::seeded(1).loss(1.0)))?;
     send_numbered(&client, proxy.local_addr(), 50).await?;
     assert_eq!(collect(&client, Duration::from_millis(200)).await.len(), 0);
     assert_eq!(proxy.stats().client_to_server.dropped, 50);
 
-    assert!(proxy.set_config(ProxyFaults::symmetric(FaultConfig::none().loss(1.5))).is_err());
-    assert!(proxy.set_config(ProxyFaults::symmetric(FaultConfig::none().duplicate(f64::NAN))).is_err());
-    assert_eq!(proxy.config().client_to_server.loss, 1.0, "a refused configuration changes nothing");
+    assert!(proxy
+        .set_config(ProxyFaults::symmetric(FaultConfig::none().loss(1.5)))
+        .is_err());
+    assert!(proxy
+        .set_config(ProxyFaults::symmetric(
+            FaultConfig::none().duplicate(f64::NAN)
+        ))
+        .is_err());
+    assert_eq!(
+        proxy.config().client_to_server.loss,
+        1.0,
+        "a refused configuration changes nothing"
+    );
     let stats = proxy.shutdown().await;
     assert_eq!(stats.client_to_server.received, 150);
     Ok(())
@@ -269,7 +349,10 @@ async fn config_changes_at_run_time_and_bad_config_is_refused() -> TestResult {
 #[tokio::test]
 async fn full_client_table_evicts_the_one_idle_longest() -> TestResult {
     let server = Server::start(true).await?;
-    let config = ProxyConfig { max_clients: 2, ..ProxyConfig::default() };
+    let config = ProxyConfig {
+        max_clients: 2,
+        ..ProxyConfig::default()
+    };
     let proxy = FaultProxy::loopback(server.addr, config).await?;
     let a = loopback_socket().await?;
     let b = loopback_socket().await?;
@@ -297,12 +380,16 @@ async fn odd_datagrams_pass_and_the_proxy_survives_a_dead_upstream() -> TestResu
     let proxy = FaultProxy::loopback(dead, ProxyConfig::default()).await?;
     let client = loopback_socket().await?;
     client.send_to(&[], proxy.local_addr()).await?;
-    client.send_to(&vec![7u8; 65_000], proxy.local_addr()).await?;
+    client
+        .send_to(&vec![7u8; 65_000], proxy.local_addr())
+        .await?;
     settle(&proxy, |s| s.client_to_server.forwarded == 2).await?;
     // The proxy still works when a real server appears behind another proxy.
     let server = Server::start(true).await?;
     let live = FaultProxy::loopback(server.addr, ProxyConfig::default()).await?;
-    client.send_to(&vec![1u8; 65_000], live.local_addr()).await?;
+    client
+        .send_to(&vec![1u8; 65_000], live.local_addr())
+        .await?;
     let mut buf = vec![0u8; 65_536];
     let (n, _) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await??;
     assert_eq!(n, 65_000);
@@ -315,7 +402,9 @@ async fn odd_datagrams_pass_and_the_proxy_survives_a_dead_upstream() -> TestResu
 async fn invalid_configuration_is_refused_at_start() -> TestResult {
     let upstream: SocketAddr = "127.0.0.1:9".parse()?;
     let mut config = ProxyConfig::new(ProxyFaults::symmetric(FaultConfig::none().reorder(-0.1)));
-    assert!(FaultProxy::loopback(upstream, config.clone()).await.is_err());
+    assert!(FaultProxy::loopback(upstream, config.clone())
+        .await
+        .is_err());
     config.faults = ProxyFaults::none();
     config.max_clients = 0;
     assert!(FaultProxy::loopback(upstream, config).await.is_err());
@@ -333,14 +422,22 @@ async fn proxy_and_in_memory_network_make_the_same_decisions() -> TestResult {
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), N).await?;
     settle(&proxy, |s| {
-        s.client_to_server.dropped + s.client_to_server.forwarded == u64::from(N) + s.client_to_server.duplicated
+        s.client_to_server.dropped + s.client_to_server.forwarded
+            == u64::from(N) + s.client_to_server.duplicated
     })
     .await?;
     sleep(Duration::from_millis(50)).await;
-    let mut via_proxy: Vec<u32> = server.seen().iter().filter_map(|(_, d)| number(d)).collect();
+    let mut via_proxy: Vec<u32> = server
+        .seen()
+        .iter()
+        .filter_map(|(_, d)| number(d))
+        .collect();
 
     let net = MemNetwork::new();
-    let (a, b) = (net.bind("127.0.0.1:1".parse()?)?, net.bind("127.0.0.1:2".parse()?)?);
+    let (a, b) = (
+        net.bind("127.0.0.1:1".parse()?)?,
+        net.bind("127.0.0.1:2".parse()?)?,
+    );
     net.set_link_faults(a.addr(), b.addr(), config);
     for i in 0..N {
         a.send_to(&i.to_be_bytes(), b.addr()).await?;
@@ -352,7 +449,13 @@ async fn proxy_and_in_memory_network_make_the_same_decisions() -> TestResult {
     }
     via_proxy.sort_unstable();
     via_mem.sort_unstable();
-    assert_eq!(via_proxy, via_mem, "same losses and duplicates for the same seed");
-    assert_eq!(proxy.stats().client_to_server, net.link_stats(a.addr(), b.addr()));
+    assert_eq!(
+        via_proxy, via_mem,
+        "same losses and duplicates for the same seed"
+    );
+    assert_eq!(
+        proxy.stats().client_to_server,
+        net.link_stats(a.addr(), b.addr())
+    );
     Ok(())
 }

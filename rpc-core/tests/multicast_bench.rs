@@ -23,14 +23,22 @@ const WARMUP: usize = 300;
 const CALLS: usize = 3000;
 
 fn request() -> Slice {
-    Slice { values: vec![1, 2, 3, 4], parts: 1 }
+    Slice {
+        values: vec![1, 2, 3, 4],
+        parts: 1,
+    }
 }
 
 /// p50, p99 and mean of `samples` (sorted here), in microseconds.
 fn summary(samples: &mut [Duration]) -> (f64, f64, f64) {
     samples.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let p = |q: f64| samples.get(((samples.len() as f64 - 1.0) * q) as usize).copied().map_or(0.0, us);
+    let p = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .map_or(0.0, us)
+    };
     let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len().max(1) as f64;
     (p(0.5), p(0.99), mean)
 }
@@ -114,7 +122,10 @@ pub async fn fanout_table(layout: &str, addrs: &[SocketAddr]) -> anyhow::Result<
     }
     let (base, p99, mean) = summary(&mut samples);
     let resends = channel.stats().retransmissions;
-    lines.push(format!("{:<30} {base:>9.1} {p99:>9.1} {mean:>9.1} {:>9.2} {resends:>7}", "unicast", 1.0));
+    lines.push(format!(
+        "{:<30} {base:>9.1} {p99:>9.1} {mean:>9.1} {:>9.2} {resends:>7}",
+        "unicast", 1.0
+    ));
     for n in [1usize, 4, 16] {
         let group = GroupClient::new();
         let mut channels = Vec::new();
@@ -124,7 +135,12 @@ pub async fn fanout_table(layout: &str, addrs: &[SocketAddr]) -> anyhow::Result<
             channels.push(ch);
         }
         let group = TallyGroupClient::new(group);
-        let resends = || channels.iter().map(|c| c.stats().retransmissions).sum::<u64>();
+        let resends = || {
+            channels
+                .iter()
+                .map(|c| c.stats().retransmissions)
+                .sum::<u64>()
+        };
         policy_rows(&mut lines, "", &group, n, base, &resends).await?;
     }
     Ok(lines)
@@ -153,11 +169,19 @@ pub async fn ip_table() -> anyhow::Result<Vec<String>> {
         }
     }
     let (base, p99, mean) = summary(&mut samples);
-    lines.push(format!("{:<30} {base:>9.1} {p99:>9.1} {mean:>9.1} {:>9.2} {:>7}", "unicast", 1.0, 0));
+    lines.push(format!(
+        "{:<30} {base:>9.1} {p99:>9.1} {mean:>9.1} {:>9.2} {:>7}",
+        "unicast", 1.0, 0
+    ));
     for (group_addr, ms) in &members {
         let mut config = mc_config(Duration::from_millis(20));
         config.attempts = 8;
-        let mc = rpc_core::multicast::MulticastClient::connect(*group_addr, "127.0.0.1:0".parse()?, config).await?;
+        let mc = rpc_core::multicast::MulticastClient::connect(
+            *group_addr,
+            "127.0.0.1:0".parse()?,
+            config,
+        )
+        .await?;
         let group = GroupClient::with_multicast(mc.clone());
         for (i, m) in ms.iter().enumerate() {
             group.add_multicast_member(format!("m{i}"), m.addr)?;
@@ -180,7 +204,9 @@ fn print(lines: &[String]) {
 #[ignore = "benchmark: run by hand in release"]
 fn multicast_latency_table() -> anyhow::Result<()> {
     // single: everything on one current-thread runtime.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let lines = rt.block_on(async {
         let mut servers = Vec::new();
         for i in 0..16 {
@@ -195,7 +221,9 @@ fn multicast_latency_table() -> anyhow::Result<()> {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_thread = std::thread::spawn(move || -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
             let mut servers = Vec::new();
             for i in 0..16 {
@@ -209,7 +237,9 @@ fn multicast_latency_table() -> anyhow::Result<()> {
     let addrs = addr_rx.recv()?;
     let lines = rt.block_on(fanout_table("split", &addrs))?;
     let _ = stop_tx.send(());
-    server_thread.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    server_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
     print(&lines);
 
     // ip: IP multicast inside a namespace of its own.

@@ -18,7 +18,9 @@ async fn members(n: u32, dead: &[u32]) -> anyhow::Result<(Vec<Member>, TallyGrou
     let group = GroupClient::new();
     let mut ms = Vec::new();
     for i in 0..n {
-        let faults = dead.contains(&i).then(|| FaultConfig::seeded(u64::from(i)).loss(1.0));
+        let faults = dead
+            .contains(&i)
+            .then(|| FaultConfig::seeded(u64::from(i)).loss(1.0));
         let m = member(i, faults).await?;
         group.add(m.name.clone(), client(m.addr, fast_config()).await?);
         ms.push(m);
@@ -48,25 +50,55 @@ async fn first_and_quorum_return_promptly_with_two_dead_members() -> anyhow::Res
         let (ms, group) = members(8, &[2, 5]).await?;
         let dead = ["m2", "m5"];
 
-        let out = group.add(Amount { delta: 1 }).first().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .first()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
-        assert!(out.elapsed < Duration::from_secs(1), "first took {:?}", out.elapsed);
+        assert!(
+            out.elapsed < Duration::from_secs(1),
+            "first took {:?}",
+            out.elapsed
+        );
         assert_eq!(out.members.len(), 8);
         assert_eq!(out.successes(), 1, "{out:?}");
         for d in dead {
-            let m = out.member(d).ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
-            assert!(matches!(m.result, MemberResult::Cancelled), "{d}: {:?}", m.result);
+            let m = out
+                .member(d)
+                .ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
+            assert!(
+                matches!(m.result, MemberResult::Cancelled),
+                "{d}: {:?}",
+                m.result
+            );
         }
 
-        let out = group.add(Amount { delta: 1 }).quorum(5).timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .quorum(5)
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
-        assert!(out.elapsed < Duration::from_secs(1), "quorum took {:?}", out.elapsed);
+        assert!(
+            out.elapsed < Duration::from_secs(1),
+            "quorum took {:?}",
+            out.elapsed
+        );
         assert_eq!(out.successes(), 5, "{out:?}");
         for d in dead {
-            assert!(!is_reply(&out.member(d).ok_or_else(|| anyhow::anyhow!("{d} missing"))?.result));
+            assert!(!is_reply(
+                &out.member(d)
+                    .ok_or_else(|| anyhow::anyhow!("{d} missing"))?
+                    .result
+            ));
         }
         // Unmet quorum: 7 of 8 with two dead waits for the deadline and says so.
-        let out = group.add(Amount { delta: 1 }).quorum(7).timeout(Duration::from_millis(400)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .quorum(7)
+            .timeout(Duration::from_millis(400))
+            .await;
         assert!(!out.complete);
         assert_eq!(out.successes(), 6);
         drop(ms);
@@ -82,8 +114,16 @@ async fn all_reports_the_dead_members_at_the_deadline() -> anyhow::Result<()> {
         let deadline = Duration::from_millis(500);
         let out = group.add(Amount { delta: 1 }).all().timeout(deadline).await;
         assert!(!out.complete);
-        assert!(out.elapsed >= deadline - Duration::from_millis(20), "ended early: {:?}", out.elapsed);
-        assert!(out.elapsed < deadline + Duration::from_millis(700), "ended late: {:?}", out.elapsed);
+        assert!(
+            out.elapsed >= deadline - Duration::from_millis(20),
+            "ended early: {:?}",
+            out.elapsed
+        );
+        assert!(
+            out.elapsed < deadline + Duration::from_millis(700),
+            "ended late: {:?}",
+            out.elapsed
+        );
         assert_eq!(out.successes(), 6);
         for m in &out.members {
             match m.member.as_str() {
@@ -94,8 +134,17 @@ async fn all_reports_the_dead_members_at_the_deadline() -> anyhow::Result<()> {
 
         // With few attempts the transport tells a dead member from a slow
         // one: unreachable after its attempts, before the deadline.
-        let out = group.add(Amount { delta: 1 }).all().retries(2).timeout(Duration::from_secs(10)).await;
-        assert!(out.elapsed < Duration::from_secs(5), "took {:?}", out.elapsed);
+        let out = group
+            .add(Amount { delta: 1 })
+            .all()
+            .retries(2)
+            .timeout(Duration::from_secs(10))
+            .await;
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "took {:?}",
+            out.elapsed
+        );
         for m in &out.members {
             match m.member.as_str() {
                 "m0" | "m7" => match &m.result {
@@ -103,7 +152,16 @@ async fn all_reports_the_dead_members_at_the_deadline() -> anyhow::Result<()> {
                     // before a session's first non-idempotent request: the
                     // request itself was never sent.
                     MemberResult::Unreachable(e) => {
-                        assert!(matches!(e, rpc_core::Error::Unreachable { may_have_run: false, .. }), "{e:?}")
+                        assert!(
+                            matches!(
+                                e,
+                                rpc_core::Error::Unreachable {
+                                    may_have_run: false,
+                                    ..
+                                }
+                            ),
+                            "{e:?}"
+                        )
                     }
                     other => panic!("{}: {other:?}", m.member),
                 },
@@ -119,16 +177,28 @@ async fn all_reports_the_dead_members_at_the_deadline() -> anyhow::Result<()> {
 async fn replication_with_first_runs_the_same_work_everywhere() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (ms, group) = members(5, &[]).await?;
-        let out =
-            group.add(Amount { delta: 7 }).first().stragglers(Stragglers::Finish).timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 7 })
+            .first()
+            .stragglers(Stragglers::Finish)
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete);
-        let (_, reply) = out.replies().next().ok_or_else(|| anyhow::anyhow!("no reply"))?;
+        let (_, reply) = out
+            .replies()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no reply"))?;
         assert_eq!(reply.value, 7);
         // The others finish in the background: every replica has the update.
         assert!(eventually(|| ms.iter().all(|m| m.tally.value() == 7)).await);
         assert!(ms.iter().all(|m| m.tally.executions() == 1));
         for m in &ms {
-            assert!(eventually(|| m.server.stats().history_len == 0 || m.server.stats().history_completed <= 1).await);
+            assert!(
+                eventually(
+                    || m.server.stats().history_len == 0 || m.server.stats().history_completed <= 1
+                )
+                .await
+            );
         }
         anyhow::Ok(())
     })
@@ -140,7 +210,14 @@ async fn split_work_with_all_merges_the_partial_sums() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (_ms, group) = members(4, &[]).await?;
         let values: Vec<i64> = (1..=1000).collect();
-        let out = group.sum(Slice { values: values.clone(), parts: 4 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .sum(Slice {
+                values: values.clone(),
+                parts: 4,
+            })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
         let mut parts: Vec<u32> = out.replies().map(|(_, t)| t.part).collect();
         parts.sort_unstable();
@@ -153,7 +230,8 @@ async fn split_work_with_all_merges_the_partial_sums() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn twenty_percent_loss_runs_exactly_once_on_every_member_that_succeeds() -> anyhow::Result<()> {
+async fn twenty_percent_loss_runs_exactly_once_on_every_member_that_succeeds() -> anyhow::Result<()>
+{
     tokio::time::timeout(LIMIT, async {
         let group = GroupClient::new();
         let mut ms = Vec::new();
@@ -166,7 +244,11 @@ async fn twenty_percent_loss_runs_exactly_once_on_every_member_that_succeeds() -
         let calls = 15u64;
         let mut successes = vec![0u64; ms.len()];
         for _ in 0..calls {
-            let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(10)).await;
+            let out = group
+                .add(Amount { delta: 1 })
+                .all()
+                .timeout(Duration::from_secs(10))
+                .await;
             for (k, line) in out.members.iter().enumerate() {
                 if let MemberResult::Reply(count) = &line.result {
                     successes[k] += 1;
@@ -177,13 +259,29 @@ async fn twenty_percent_loss_runs_exactly_once_on_every_member_that_succeeds() -
             }
         }
         for (k, m) in ms.iter().enumerate() {
-            assert!(successes[k] >= calls - 1, "member {} succeeded {} times", m.name, successes[k]);
-            assert_eq!(m.tally.executions(), successes[k], "member {} ran a call twice or lost one", m.name);
+            assert!(
+                successes[k] >= calls - 1,
+                "member {} succeeded {} times",
+                m.name,
+                successes[k]
+            );
+            assert_eq!(
+                m.tally.executions(),
+                successes[k],
+                "member {} ran a call twice or lost one",
+                m.name
+            );
             let dups = m.server.stats().duplicates_replayed;
             tracing::info!(member = %m.name, dups, "replayed from history");
         }
-        let replayed: u64 = ms.iter().map(|m| m.server.stats().duplicates_replayed).sum();
-        assert!(replayed > 0, "with 20% loss some replies must have been replayed from history");
+        let replayed: u64 = ms
+            .iter()
+            .map(|m| m.server.stats().duplicates_replayed)
+            .sum();
+        assert!(
+            replayed > 0,
+            "with 20% loss some replies must have been replayed from history"
+        );
         anyhow::Ok(())
     })
     .await?
@@ -194,7 +292,10 @@ async fn stream_yields_replies_as_they_arrive_then_timeouts() -> anyhow::Result<
     tokio::time::timeout(LIMIT, async {
         let (_ms, group) = members(4, &[3]).await?;
         let start = Instant::now();
-        let mut stream = group.add(Amount { delta: 1 }).timeout(Duration::from_millis(400)).stream();
+        let mut stream = group
+            .add(Amount { delta: 1 })
+            .timeout(Duration::from_millis(400))
+            .stream();
         let mut seen = Vec::new();
         while let Some(line) = stream.next().await {
             seen.push((line.member.clone(), is_reply(&line.result), start.elapsed()));
@@ -203,13 +304,21 @@ async fn stream_yields_replies_as_they_arrive_then_timeouts() -> anyhow::Result<
             }
         }
         assert_eq!(seen.len(), 4, "{seen:?}");
-        assert!(seen[..3].iter().all(|(_, ok, t)| *ok && *t < Duration::from_millis(300)), "{seen:?}");
+        assert!(
+            seen[..3]
+                .iter()
+                .all(|(_, ok, t)| *ok && *t < Duration::from_millis(300)),
+            "{seen:?}"
+        );
         assert_eq!(seen[3].0, "m3");
         assert!(!seen[3].1);
         assert!(seen[3].2 >= Duration::from_millis(380), "{seen:?}");
 
         // A caller that stops after two replies just drops the stream.
-        let mut stream = group.add(Amount { delta: 1 }).timeout(Duration::from_secs(5)).stream();
+        let mut stream = group
+            .add(Amount { delta: 1 })
+            .timeout(Duration::from_secs(5))
+            .stream();
         let mut n = 0;
         while let Some(line) = stream.next().await {
             n += usize::from(is_reply(&line.result));
@@ -229,21 +338,48 @@ async fn stream_yields_replies_as_they_arrive_then_timeouts() -> anyhow::Result<
 async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (ms, group) = members(2, &[]).await?;
-        let out = group.add(Amount { delta: 1 }).timeout(Duration::from_secs(5)).await;
-        assert_eq!(out.members.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["m0", "m1"]);
+        let out = group
+            .add(Amount { delta: 1 })
+            .timeout(Duration::from_secs(5))
+            .await;
+        assert_eq!(
+            out.members
+                .iter()
+                .map(|m| m.member.as_str())
+                .collect::<Vec<_>>(),
+            ["m0", "m1"]
+        );
 
         let extra = member(9, None).await?;
-        group.group().add("m9", client(extra.addr, fast_config()).await?);
-        let out = group.add(Amount { delta: 1 }).timeout(Duration::from_secs(5)).await;
+        group
+            .group()
+            .add("m9", client(extra.addr, fast_config()).await?);
+        let out = group
+            .add(Amount { delta: 1 })
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete);
         assert_eq!(out.members.len(), 3);
         assert_eq!(extra.tally.executions(), 1);
 
         assert!(group.group().remove("m0"));
         assert!(!group.group().remove("m0"));
-        let out = group.add(Amount { delta: 1 }).timeout(Duration::from_secs(5)).await;
-        assert_eq!(out.members.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["m1", "m9"]);
-        assert_eq!(ms[0].tally.executions(), 2, "a removed member gets no more calls");
+        let out = group
+            .add(Amount { delta: 1 })
+            .timeout(Duration::from_secs(5))
+            .await;
+        assert_eq!(
+            out.members
+                .iter()
+                .map(|m| m.member.as_str())
+                .collect::<Vec<_>>(),
+            ["m1", "m9"]
+        );
+        assert_eq!(
+            ms[0].tally.executions(),
+            2,
+            "a removed member gets no more calls"
+        );
         assert_eq!(ms[1].tally.executions(), 3);
         anyhow::Ok(())
     })
@@ -256,7 +392,12 @@ async fn one_way_multicast_reaches_every_member() -> anyhow::Result<()> {
         let (ms, group) = members(6, &[]).await?;
         let out = group.nudge(Amount { delta: 5 }).all().await;
         assert!(out.complete);
-        assert!(out.members.iter().all(|m| matches!(m.result, MemberResult::Sent)), "{out:?}");
+        assert!(
+            out.members
+                .iter()
+                .all(|m| matches!(m.result, MemberResult::Sent)),
+            "{out:?}"
+        );
         assert!(eventually(|| ms.iter().all(|m| m.tally.value() == 5)).await);
         anyhow::Ok(())
     })
@@ -267,11 +408,25 @@ async fn one_way_multicast_reaches_every_member() -> anyhow::Result<()> {
 async fn asynchronous_multicast_completes_at_the_accepts() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (ms, group) = members(4, &[]).await?;
-        let out = group.slow(Work { millis: 600 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .slow(Work { millis: 600 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
-        assert!(out.elapsed < Duration::from_millis(500), "waited for the work: {:?}", out.elapsed);
-        assert!(out.members.iter().all(|m| matches!(m.result, MemberResult::Accepted)));
-        assert!(ms.iter().all(|m| m.tally.executions() == 0), "the work is still running");
+        assert!(
+            out.elapsed < Duration::from_millis(500),
+            "waited for the work: {:?}",
+            out.elapsed
+        );
+        assert!(out
+            .members
+            .iter()
+            .all(|m| matches!(m.result, MemberResult::Accepted)));
+        assert!(
+            ms.iter().all(|m| m.tally.executions() == 0),
+            "the work is still running"
+        );
         assert!(eventually(|| ms.iter().all(|m| m.tally.executions() == 1)).await);
         // The background exchanges fetched the replies: histories drain.
         assert!(eventually(|| ms.iter().all(|m| m.server.stats().history_in_progress == 0)).await);
@@ -285,7 +440,14 @@ async fn cancelled_stragglers_and_typed_errors_show_per_member() -> anyhow::Resu
     tokio::time::timeout(LIMIT, async {
         let (_ms, group) = members(3, &[]).await?;
         // A refused argument is a per-member error, not a failed call.
-        let out = group.sum(Slice { values: vec![1, 2], parts: 0 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .sum(Slice {
+                values: vec![1, 2],
+                parts: 0,
+            })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(!out.complete);
         for m in &out.members {
             match &m.result {
@@ -293,17 +455,28 @@ async fn cancelled_stragglers_and_typed_errors_show_per_member() -> anyhow::Resu
                 other => panic!("{other:?}"),
             }
         }
-        let out =
-            group.add(Amount { delta: 1 }).first().stragglers(Stragglers::Cancel).timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .first()
+            .stragglers(Stragglers::Cancel)
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete);
-        assert_eq!(out.members.iter().filter(|m| matches!(m.result, MemberResult::Cancelled)).count(), 2);
+        assert_eq!(
+            out.members
+                .iter()
+                .filter(|m| matches!(m.result, MemberResult::Cancelled))
+                .count(),
+            2
+        );
         anyhow::Ok(())
     })
     .await?
 }
 
 #[tokio::test]
-async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members() -> anyhow::Result<()> {
+async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members(
+) -> anyhow::Result<()> {
     use rpc_core::client::UdpChannel;
     use rpc_core::server::Server;
     use rpc_core::transport::mem::MemNetwork;
@@ -319,12 +492,20 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
                 .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
                 .serve_on(net.bind(at)?)
                 .await?;
-            let channel = UdpChannel::with_socket(net.bind(format!("10.0.1.{}:0", i + 1).parse()?)?, at, fast_config());
+            let channel = UdpChannel::with_socket(
+                net.bind(format!("10.0.1.{}:0", i + 1).parse()?)?,
+                at,
+                fast_config(),
+            );
             group.add(format!("mem{i}"), rpc_core::Client::new(channel));
             mem.push((tally, server));
         }
         // A member whose address nobody serves: dead.
-        let dead = UdpChannel::with_socket(net.bind("10.0.1.9:0".parse()?)?, "10.0.0.9:7000".parse()?, fast_config());
+        let dead = UdpChannel::with_socket(
+            net.bind("10.0.1.9:0".parse()?)?,
+            "10.0.0.9:7000".parse()?,
+            fast_config(),
+        );
         group.add("mem-dead", rpc_core::Client::new(dead));
         let mut udp = Vec::new();
         for i in 0..2 {
@@ -336,9 +517,17 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
         let calls = 10u64;
         let mut ok = std::collections::HashMap::<String, u64>::new();
         for _ in 0..calls {
-            let out = group.add(Amount { delta: 1 }).quorum(5).timeout(Duration::from_secs(10)).await;
+            let out = group
+                .add(Amount { delta: 1 })
+                .quorum(5)
+                .timeout(Duration::from_secs(10))
+                .await;
             assert!(out.complete, "{out:?}");
-            assert!(!is_reply(&out.member("mem-dead").ok_or_else(|| anyhow::anyhow!("no dead member"))?.result));
+            assert!(!is_reply(
+                &out.member("mem-dead")
+                    .ok_or_else(|| anyhow::anyhow!("no dead member"))?
+                    .result
+            ));
             for line in &out.members {
                 if is_reply(&line.result) {
                     *ok.entry(line.member.clone()).or_default() += 1;
@@ -349,10 +538,15 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
         // Stragglers finish in the background: every live member ran every
         // call exactly once.
         let all_ran = eventually(|| {
-            mem.iter().all(|(t, _)| t.executions() == calls) && udp.iter().all(|m| m.tally.executions() == calls)
+            mem.iter().all(|(t, _)| t.executions() == calls)
+                && udp.iter().all(|m| m.tally.executions() == calls)
         })
         .await;
-        assert!(all_ran, "executions: {:?}", mem.iter().map(|(t, _)| t.executions()).collect::<Vec<_>>());
+        assert!(
+            all_ran,
+            "executions: {:?}",
+            mem.iter().map(|(t, _)| t.executions()).collect::<Vec<_>>()
+        );
         anyhow::Ok(())
     })
     .await?
@@ -364,13 +558,23 @@ async fn a_quorum_that_can_no_longer_be_met_ends_early() -> anyhow::Result<()> {
         let (_ms, group) = members(4, &[1, 2]).await?;
         // Two dead of four with one retry: unreachable after a few round
         // trips; quorum(3) is then out of reach, long before the deadline.
-        let out = group.add(Amount { delta: 1 }).quorum(3).retries(1).timeout(Duration::from_secs(20)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .quorum(3)
+            .retries(1)
+            .timeout(Duration::from_secs(20))
+            .await;
         assert!(!out.complete);
         assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
         assert_eq!(out.successes(), 2);
         for d in ["m1", "m2"] {
-            let line = out.member(d).ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
-            assert!(matches!(line.result, MemberResult::Unreachable(_)), "{line:?}");
+            let line = out
+                .member(d)
+                .ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
+            assert!(
+                matches!(line.result, MemberResult::Unreachable(_)),
+                "{line:?}"
+            );
         }
         anyhow::Ok(())
     })

@@ -30,27 +30,41 @@ fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow
             group.add_multicast_member(format!("m{i}"), m.addr)?;
         }
         let group = TallyGroupClient::new(group);
-        let out = group.add(Amount { delta: 3 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 3 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
         assert_eq!(mc.stats().group_datagrams, 1, "{:?}", mc.stats());
         for (i, m) in members.iter().enumerate() {
             assert_eq!(m.membership.received(), 1, "member {i} datagrams");
             assert_eq!(m.tally.executions(), 1);
-            let line = out.member(&format!("m{i}")).ok_or_else(|| anyhow::anyhow!("m{i} missing"))?;
+            let line = out
+                .member(&format!("m{i}"))
+                .ok_or_else(|| anyhow::anyhow!("m{i} missing"))?;
             assert_eq!(line.addr, Some(m.addr));
             assert_eq!(line.result.reply().map(|c| c.value), Some(3), "{line:?}");
         }
 
         // Split work over the group: each member sums its part.
         let values: Vec<i64> = (1..=100).collect();
-        let out = group.sum(Slice { values, parts: 4 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .sum(Slice { values, parts: 4 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
         assert_eq!(out.replies().map(|(_, t)| t.sum).sum::<i64>(), 5050);
 
         // Open membership: whoever answers by the deadline.
         let open = TallyGroupClient::new(GroupClient::with_multicast(mc.clone()));
         let start = Instant::now();
-        let out = open.add(Amount { delta: 1 }).all().timeout(Duration::from_millis(400)).await;
+        let out = open
+            .add(Amount { delta: 1 })
+            .all()
+            .timeout(Duration::from_millis(400))
+            .await;
         assert!(start.elapsed() >= Duration::from_millis(380));
         assert_eq!(out.successes(), 4, "{out:?}");
         let mut addrs: Vec<_> = out.members.iter().filter_map(|m| m.addr).collect();
@@ -58,23 +72,57 @@ fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow
         let mut expected: Vec<_> = members.iter().map(|m| m.addr).collect();
         expected.sort();
         assert_eq!(addrs, expected);
-        let out = open.add(Amount { delta: 1 }).first().timeout(Duration::from_secs(5)).await;
+        let out = open
+            .add(Amount { delta: 1 })
+            .first()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete);
-        assert!(out.elapsed < Duration::from_millis(300), "{:?}", out.elapsed);
+        assert!(
+            out.elapsed < Duration::from_millis(300),
+            "{:?}",
+            out.elapsed
+        );
 
         // One-way and asynchronous multicast.
         let out = group.nudge(Amount { delta: 10 }).await;
-        assert!(out.complete && out.members.iter().all(|m| matches!(m.result, MemberResult::Sent)), "{out:?}");
-        let out = group.slow(Work { millis: 300 }).all().timeout(Duration::from_secs(5)).await;
+        assert!(
+            out.complete
+                && out
+                    .members
+                    .iter()
+                    .all(|m| matches!(m.result, MemberResult::Sent)),
+            "{out:?}"
+        );
+        let out = group
+            .slow(Work { millis: 300 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
-        assert!(out.members.iter().all(|m| matches!(m.result, MemberResult::Accepted)));
-        assert!(out.elapsed < Duration::from_millis(250), "{:?}", out.elapsed);
+        assert!(out
+            .members
+            .iter()
+            .all(|m| matches!(m.result, MemberResult::Accepted)));
+        assert!(
+            out.elapsed < Duration::from_millis(250),
+            "{:?}",
+            out.elapsed
+        );
         let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until && members.iter().any(|m| m.tally.value() != 3 + 1 + 1 + 10 + 1) {
+        while Instant::now() < until
+            && members
+                .iter()
+                .any(|m| m.tally.value() != 3 + 1 + 1 + 10 + 1)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for m in &members {
-            assert_eq!(m.tally.value(), 16, "add 3, two adds of 1, nudge 10, slow 1");
+            assert_eq!(
+                m.tally.value(),
+                16,
+                "add 3, two adds of 1, nudge 10, slow 1"
+            );
         }
         anyhow::Ok(())
     })
@@ -96,7 +144,13 @@ fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> any
             group.add_multicast_member(format!("m{i}"), m.addr)?;
         }
         let group = TallyGroupClient::new(group);
-        let call = tokio::spawn(group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).into_future());
+        let call = tokio::spawn(
+            group
+                .add(Amount { delta: 1 })
+                .all()
+                .timeout(Duration::from_secs(5))
+                .into_future(),
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
         late.membership.rejoin()?;
         let out = call.await?;
@@ -105,8 +159,14 @@ fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> any
         for m in members.iter().chain(std::iter::once(&late)) {
             assert_eq!(m.tally.executions(), 1, "ran exactly once per member");
         }
-        let replayed: u64 = members.iter().map(|m| m.server.stats().duplicates_replayed).sum();
-        assert!(replayed >= 3, "early members answered the re-sends from their history ({replayed})");
+        let replayed: u64 = members
+            .iter()
+            .map(|m| m.server.stats().duplicates_replayed)
+            .sum();
+        assert!(
+            replayed >= 3,
+            "early members answered the re-sends from their history ({replayed})"
+        );
         anyhow::Ok(())
     })
 }
@@ -125,23 +185,46 @@ fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
             group.add_multicast_member(format!("m{i}"), m.addr)?;
         }
         let group = TallyGroupClient::new(group);
-        let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
 
         members[1].membership.leave()?;
         let before = members[1].membership.received();
         // `first` and `quorum` are not held up by the member that left.
-        let out = group.add(Amount { delta: 1 }).quorum(2).timeout(Duration::from_secs(5)).await;
-        assert!(out.complete && out.elapsed < Duration::from_millis(500), "{out:?}");
+        let out = group
+            .add(Amount { delta: 1 })
+            .quorum(2)
+            .timeout(Duration::from_secs(5))
+            .await;
+        assert!(
+            out.complete && out.elapsed < Duration::from_millis(500),
+            "{out:?}"
+        );
         // `all` reports it: unreachable after the configured copies.
-        let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(10)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .all()
+            .timeout(Duration::from_secs(10))
+            .await;
         assert!(!out.complete);
-        match &out.member("m1").ok_or_else(|| anyhow::anyhow!("m1 missing"))?.result {
+        match &out
+            .member("m1")
+            .ok_or_else(|| anyhow::anyhow!("m1 missing"))?
+            .result
+        {
             MemberResult::Unreachable(_) => {}
             other => panic!("m1: {other:?}"),
         }
         assert_eq!(out.successes(), 2);
-        assert_eq!(members[1].membership.received(), before, "nothing delivered after leaving");
+        assert_eq!(
+            members[1].membership.received(),
+            before,
+            "nothing delivered after leaving"
+        );
         assert_eq!(members[1].tally.executions(), 1);
         assert_eq!(members[0].tally.executions(), 3);
         anyhow::Ok(())
@@ -160,13 +243,19 @@ fn unicast_re_sends_reach_a_member_outside_the_group() -> anyhow::Result<()> {
         let outside = group_member(3, false).await?;
         let mut config = mc_config(Duration::from_millis(30));
         config.resend = rpc_core::multicast::Resend::Missing;
-        let mc = rpc_core::multicast::MulticastClient::connect(GROUP, "127.0.0.1:0".parse()?, config).await?;
+        let mc =
+            rpc_core::multicast::MulticastClient::connect(GROUP, "127.0.0.1:0".parse()?, config)
+                .await?;
         let group = GroupClient::with_multicast(mc.clone());
         for (i, m) in members.iter().chain(std::iter::once(&outside)).enumerate() {
             group.add_multicast_member(format!("m{i}"), m.addr)?;
         }
         let group = TallyGroupClient::new(group);
-        let out = group.add(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).await;
+        let out = group
+            .add(Amount { delta: 1 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
         assert!(out.complete, "{out:?}");
         let stats = mc.stats();
         assert_eq!(stats.group_datagrams, 1, "{stats:?}");
@@ -177,7 +266,13 @@ fn unicast_re_sends_reach_a_member_outside_the_group() -> anyhow::Result<()> {
         }
         // The re-sends named only the missing member: the others were not
         // asked again.
-        assert_eq!(members.iter().map(|m| m.server.stats().duplicates_replayed).sum::<u64>(), 0);
+        assert_eq!(
+            members
+                .iter()
+                .map(|m| m.server.stats().duplicates_replayed)
+                .sum::<u64>(),
+            0
+        );
         anyhow::Ok(())
     })
 }

@@ -33,7 +33,11 @@ async fn send_paced(server: &ServerHandle, peer: &Peer, datagrams: &[Vec<u8>], c
 
 /// Every received datagram is accounted for exactly once.
 fn assert_accounted(s: &ServerStats) {
-    assert_eq!(s.bad_input_dropped() + s.requests + s.acks + s.pings, s.received, "{s:#?}");
+    assert_eq!(
+        s.bad_input_dropped() + s.requests + s.acks + s.pings,
+        s.received,
+        "{s:#?}"
+    );
 }
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {
@@ -67,7 +71,13 @@ async fn garbage_is_dropped_counted_and_the_server_keeps_answering() {
         // Wrong versions.
         let versions: Vec<Vec<u8>> = [0u32, 2, 99, u32::MAX]
             .iter()
-            .map(|&v| Envelope { version: v, ..request(7, 2, ADD) }.encode_to_vec())
+            .map(|&v| {
+                Envelope {
+                    version: v,
+                    ..request(7, 2, ADD)
+                }
+                .encode_to_vec()
+            })
             .collect();
         // Absurd lengths: a payload claiming 2^62 bytes, a length past the
         // end, an overlong varint, invalid UTF-8 in the service name.
@@ -79,27 +89,67 @@ async fn garbage_is_dropped_counted_and_the_server_keeps_answering() {
             d.extend_from_slice(&[1, 2, 3]);
             absurd.push(d);
         }
-        absurd.push(vec![0x08, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+        absurd.push(vec![
+            0x08, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01,
+        ]);
         absurd.push(vec![0x08, 0x01, 0x2A, 0x02, 0xC3, 0x28]); // service = invalid UTF-8
-        // Well-formed but not for a server: client-bound types, no session,
-        // unknown type and protocol numbers.
+                                                               // Well-formed but not for a server: client-bound types, no session,
+                                                               // unknown type and protocol numbers.
         let mut unexpected = Vec::new();
-        for ty in [MessageType::Reply, MessageType::Accept, MessageType::Error, MessageType::InProgress, MessageType::Pong, MessageType::Unspecified] {
-            unexpected.push(Envelope { r#type: ty as i32, ..request(7, 3, ADD) }.encode_to_vec());
+        for ty in [
+            MessageType::Reply,
+            MessageType::Accept,
+            MessageType::Error,
+            MessageType::InProgress,
+            MessageType::Pong,
+            MessageType::Unspecified,
+        ] {
+            unexpected.push(
+                Envelope {
+                    r#type: ty as i32,
+                    ..request(7, 3, ADD)
+                }
+                .encode_to_vec(),
+            );
         }
-        unexpected.push(Envelope { r#type: 42, ..request(7, 3, ADD) }.encode_to_vec());
+        unexpected.push(
+            Envelope {
+                r#type: 42,
+                ..request(7, 3, ADD)
+            }
+            .encode_to_vec(),
+        );
         unexpected.push(request(0, 3, ADD).encode_to_vec());
-        unexpected.push(Envelope { protocol: 9, ..request(7, 3, ADD) }.encode_to_vec());
+        unexpected.push(
+            Envelope {
+                protocol: 9,
+                ..request(7, 3, ADD)
+            }
+            .encode_to_vec(),
+        );
 
-        for (set, chunk) in [(&random, 50), (&truncated, 50), (&versions, 50), (&absurd, 50), (&unexpected, 50)] {
+        for (set, chunk) in [
+            (&random, 50),
+            (&truncated, 50),
+            (&versions, 50),
+            (&absurd, 50),
+            (&unexpected, 50),
+        ] {
             send_paced(&server, &junk_peer, set, chunk).await;
         }
         let s = server.stats();
         assert_accounted(&s);
-        assert_eq!(s.version_dropped, versions.len() as u64 + count_version_like(&random) + count_version_like(&truncated), "{s:#?}");
+        assert_eq!(
+            s.version_dropped,
+            versions.len() as u64 + count_version_like(&random) + count_version_like(&truncated),
+            "{s:#?}"
+        );
         assert!(s.malformed_dropped >= absurd.len() as u64, "{s:#?}");
         assert!(s.unexpected_dropped >= unexpected.len() as u64, "{s:#?}");
-        assert!(s.malformed_dropped >= 400, "most random bytes do not decode: {s:#?}");
+        assert!(
+            s.malformed_dropped >= 400,
+            "most random bytes do not decode: {s:#?}"
+        );
 
         // A real client is still served.
         let real = Peer::new(server.local_addr()).await;
@@ -118,19 +168,29 @@ async fn garbage_is_dropped_counted_and_the_server_keeps_answering() {
 /// How many of these datagrams decode as an envelope with a version other
 /// than 1 (the server counts those as version drops, not malformed).
 fn count_version_like(set: &[Vec<u8>]) -> u64 {
-    set.iter().filter(|d| matches!(Envelope::decode(d.as_slice()), Ok(e) if e.version != VERSION)).count() as u64
+    set.iter()
+        .filter(|d| matches!(Envelope::decode(d.as_slice()), Ok(e) if e.version != VERSION))
+        .count() as u64
 }
 
 #[tokio::test]
 async fn ten_thousand_fake_sessions_stay_within_the_caps() {
     tokio::time::timeout(T, async {
-        let history = HistoryConfig { max_sessions: 1_000, max_entries: 5_000, ..HistoryConfig::default() };
+        let history = HistoryConfig {
+            max_sessions: 1_000,
+            max_entries: 5_000,
+            ..HistoryConfig::default()
+        };
         let (server, state) = serve(Server::builder().history(history)).await;
         let flood = Peer::new(server.local_addr()).await;
         let mut rng = StdRng::seed_from_u64(42);
         let fakes: Vec<Vec<u8>> = (0..10_000)
             .map(|_| {
-                let mut r = request(rng.random_range(1..u64::MAX), rng.random_range(1..1_000), ADD);
+                let mut r = request(
+                    rng.random_range(1..u64::MAX),
+                    rng.random_range(1..1_000),
+                    ADD,
+                );
                 r.ack_up_to = 0;
                 r.encode_to_vec()
             })

@@ -69,7 +69,10 @@ async fn graceful_shutdown_finishes_in_flight_and_answers_duplicates() {
         let reply = peer.recv().await;
         assert_eq!((reply.request_id, &reply.payload[..]), (2, &b"slow"[..]));
         stopping.await.unwrap().unwrap();
-        assert!(rebindable(addr, Duration::from_secs(1)).await, "socket closed after shutdown");
+        assert!(
+            rebindable(addr, Duration::from_secs(1)).await,
+            "socket closed after shutdown"
+        );
         assert_eq!(state.runs(), 2);
         assert_eq!(engine.stats().shutdown_refused, 1);
     })
@@ -87,7 +90,10 @@ async fn shutdown_timeout_cancels_stuck_handlers() {
         wait_stats(&server, |s| s.executions == 1).await;
         let started = Instant::now();
         let r = server.shutdown(Duration::from_millis(100)).await;
-        assert!(matches!(r, Err(ServerError::ShutdownTimeout { cancelled: 1 })), "{r:?}");
+        assert!(
+            matches!(r, Err(ServerError::ShutdownTimeout { cancelled: 1 })),
+            "{r:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(rebindable(addr, Duration::from_secs(1)).await);
         peer.expect_silence(Duration::from_millis(50)).await;
@@ -105,7 +111,10 @@ async fn dropping_the_handle_stops_the_server() {
         peer.send(&request(33, 1, SLOW)).await;
         wait_stats(&server, |s| s.executions == 1).await;
         drop(server);
-        assert!(rebindable(addr, Duration::from_secs(2)).await, "socket closes after drop");
+        assert!(
+            rebindable(addr, Duration::from_secs(2)).await,
+            "socket closes after drop"
+        );
     })
     .await
     .unwrap();

@@ -48,8 +48,18 @@ async fn handlers_run_in_a_span_with_the_call_fields() {
     .await
     .unwrap();
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line = text.lines().find(|l| l.contains("echo handler runs")).unwrap_or_else(|| panic!("no handler event in:\n{text}"));
-    for field in ["rpc_call{", "service=test.v1.Counter", "method=Echo", "session=50", "request_id=3", "attempt=2"] {
+    let line = text
+        .lines()
+        .find(|l| l.contains("echo handler runs"))
+        .unwrap_or_else(|| panic!("no handler event in:\n{text}"));
+    for field in [
+        "rpc_call{",
+        "service=test.v1.Counter",
+        "method=Echo",
+        "session=50",
+        "request_id=3",
+        "attempt=2",
+    ] {
         assert!(line.contains(field), "{field} missing in {line}");
     }
     assert!(text.contains("dropped undecodable message"), "{text}");

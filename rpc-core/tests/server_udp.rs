@@ -26,16 +26,24 @@ async fn duplicate_runs_once_and_gets_the_same_reply_bytes() {
         again.incarnation = server.incarnation();
         peer.send(&again).await;
         let second = peer.recv_raw().await;
-        assert_eq!(first, second, "the stored reply is sent again, byte for byte");
+        assert_eq!(
+            first, second,
+            "the stored reply is sent again, byte for byte"
+        );
         assert_eq!(state.runs(), 1);
-        let reply = prost::Message::decode(first.as_slice()).map(|e: Envelope| e).unwrap();
+        let reply = prost::Message::decode(first.as_slice())
+            .map(|e: Envelope| e)
+            .unwrap();
         assert_eq!(msg_type(&reply), MessageType::Reply);
         assert_eq!(value(&reply), 1);
         assert_eq!(reply.incarnation, server.incarnation());
         assert_eq!(reply.request_id, 1);
         assert_eq!(reply.session_id, 11);
         let s = server.stats();
-        assert_eq!((s.requests, s.executions, s.replies, s.duplicates_replayed), (2, 1, 1, 1));
+        assert_eq!(
+            (s.requests, s.executions, s.replies, s.duplicates_replayed),
+            (2, 1, 1, 1)
+        );
         assert_eq!(s.history_completed, 1);
     })
     .await
@@ -115,7 +123,10 @@ async fn explicit_ack_drops_the_entry_and_ack_up_to_raises_the_floor() {
         assert_eq!(server.stats().history_completed, 3);
         peer.send(&ack(14, 2, 0)).await;
         let s = wait_stats(&server, |s| s.acks == 1).await;
-        assert_eq!((s.history_completed, s.evicted_ack, s.unknown_acks), (2, 1, 0));
+        assert_eq!(
+            (s.history_completed, s.evicted_ack, s.unknown_acks),
+            (2, 1, 0)
+        );
         // A second ACK of the same id is unknown.
         peer.send(&ack(14, 2, 0)).await;
         wait_stats(&server, |s| s.unknown_acks == 1).await;
@@ -140,7 +151,10 @@ async fn explicit_ack_drops_the_entry_and_ack_up_to_raises_the_floor() {
 #[tokio::test]
 async fn session_cap_evicts_oldest_and_a_late_retry_gets_outcome_unknown() {
     tokio::time::timeout(T, async {
-        let history = HistoryConfig { max_per_session: 2, ..HistoryConfig::default() };
+        let history = HistoryConfig {
+            max_per_session: 2,
+            ..HistoryConfig::default()
+        };
         let (server, state) = serve(Server::builder().history(history)).await;
         let peer = Peer::new(server.local_addr()).await;
         for id in 1..=4 {
@@ -154,7 +168,10 @@ async fn session_cap_evicts_oldest_and_a_late_retry_gets_outcome_unknown() {
         let answer = peer.call(&retry).await;
         assert_eq!(msg_type(&answer), MessageType::Error);
         assert_eq!(code(&answer), Some(Code::Aborted));
-        assert_eq!(answer.status.unwrap().message, "reply no longer in history; outcome unknown");
+        assert_eq!(
+            answer.status.unwrap().message,
+            "reply no longer in history; outcome unknown"
+        );
         assert_eq!(state.runs(), 4);
         assert_eq!(server.stats().evicted_refused, 1);
         // Entry 4 is still there.
@@ -169,7 +186,10 @@ async fn session_cap_evicts_oldest_and_a_late_retry_gets_outcome_unknown() {
 #[tokio::test]
 async fn global_cap_evicts_oldest_across_sessions() {
     tokio::time::timeout(T, async {
-        let history = HistoryConfig { max_entries: 3, ..HistoryConfig::default() };
+        let history = HistoryConfig {
+            max_entries: 3,
+            ..HistoryConfig::default()
+        };
         let (server, _state) = serve(Server::builder().history(history)).await;
         let peer = Peer::new(server.local_addr()).await;
         for session in 1..=5u64 {
@@ -282,8 +302,16 @@ async fn oversized_reply_becomes_resource_exhausted() {
         assert!(answer.payload.is_empty());
         let status = answer.status.unwrap();
         assert_eq!(Code::from_i32(status.code), Code::ResourceExhausted);
-        assert!(status.message.starts_with("reply of 50"), "size named: {}", status.message);
-        assert!(status.message.ends_with("exceeds the limit of 2000 bytes"), "{}", status.message);
+        assert!(
+            status.message.starts_with("reply of 50"),
+            "size named: {}",
+            status.message
+        );
+        assert!(
+            status.message.ends_with("exceeds the limit of 2000 bytes"),
+            "{}",
+            status.message
+        );
         assert_eq!(server.stats().too_large_replies, 1);
         // A datagram over max_datagram is dropped and counted.
         let mut huge = request(19, 3, ECHO);
@@ -307,7 +335,10 @@ async fn deadlines_travel_to_the_handler_and_expired_work_does_not_run() {
         peer.call(&echo).await;
         let ctx = state.contexts.lock().unwrap().pop().unwrap();
         let deadline = ctx.deadline.unwrap();
-        assert!(deadline > before + Duration::from_secs(4) && deadline <= Instant::now() + Duration::from_secs(5));
+        assert!(
+            deadline > before + Duration::from_secs(4)
+                && deadline <= Instant::now() + Duration::from_secs(5)
+        );
         assert_eq!(ctx.transport, TransportKind::Udp);
         assert_eq!((ctx.session_id, ctx.request_id, ctx.attempt), (20, 1, 1));
         assert_eq!(ctx.peer, Some(peer.socket.local_addr().unwrap()));
@@ -324,7 +355,11 @@ async fn deadlines_travel_to_the_handler_and_expired_work_does_not_run() {
         let expired = if a.request_id == 3 { a } else { b };
         assert_eq!(msg_type(&expired), MessageType::Error);
         assert_eq!(code(&expired), Some(Code::DeadlineExceeded));
-        assert_eq!(state.counter.load(std::sync::atomic::Ordering::SeqCst), 0, "Add did not run");
+        assert_eq!(
+            state.counter.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "Add did not run"
+        );
         // Stored as the outcome: a retry gets the same answer, still not run.
         late.attempt = 2;
         assert_eq!(peer.call(&late).await, expired);
@@ -349,7 +384,10 @@ async fn ping_gets_pong_with_incarnation() {
         };
         let pong = peer.call(&ping).await;
         assert_eq!(msg_type(&pong), MessageType::Pong);
-        assert_eq!((pong.incarnation, pong.session_id, pong.request_id), (0xABCD, 21, 9));
+        assert_eq!(
+            (pong.incarnation, pong.session_id, pong.request_id),
+            (0xABCD, 21, 9)
+        );
         assert_eq!(server.stats().pings, 1);
     })
     .await
@@ -457,7 +495,10 @@ async fn several_services_are_routed_by_full_name() {
             .serve_udp("127.0.0.1:0")
             .await;
         assert!(matches!(dup, Err(ServerError::DuplicateService(ref n)) if n == SERVICE));
-        let bad = Server::builder().max_concurrent(0).serve_udp("127.0.0.1:0").await;
+        let bad = Server::builder()
+            .max_concurrent(0)
+            .serve_udp("127.0.0.1:0")
+            .await;
         assert!(matches!(bad, Err(ServerError::InvalidConfig(_))));
 
         let (server, state) = serve(Server::builder().add_service(Other)).await;
@@ -489,8 +530,12 @@ static OTHER_METHODS: [rpc_core::MethodInfo; 1] = [rpc_core::MethodInfo {
     retries: None,
 }];
 
-static OTHER: rpc_core::ServiceInfo =
-    rpc_core::ServiceInfo { package: "test.v1", name: "Other", full_name: "test.v1.Other", methods: &OTHER_METHODS };
+static OTHER: rpc_core::ServiceInfo = rpc_core::ServiceInfo {
+    package: "test.v1",
+    name: "Other",
+    full_name: "test.v1.Other",
+    methods: &OTHER_METHODS,
+};
 
 impl rpc_core::Service for Other {
     fn info(&self) -> &'static rpc_core::ServiceInfo {
@@ -522,7 +567,10 @@ async fn a_second_door_shares_the_history() {
         assert_eq!(b.call(&retry).await, first);
         assert_eq!(state.runs(), 1);
         server.shutdown(Duration::from_secs(1)).await.unwrap();
-        assert!(tokio::net::UdpSocket::bind(second_addr).await.is_ok(), "both doors closed");
+        assert!(
+            tokio::net::UdpSocket::bind(second_addr).await.is_ok(),
+            "both doors closed"
+        );
     })
     .await
     .unwrap();

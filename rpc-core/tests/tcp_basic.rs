@@ -26,26 +26,61 @@ async fn many_concurrent_calls_share_one_connection_and_few_writes() {
         let n = 500u64;
         let calls = (0..n).map(|i| {
             let ch = ch.clone();
-            let protocol = if i % 2 == 0 { Protocol::RR } else { Protocol::RRA };
+            let protocol = if i % 2 == 0 {
+                Protocol::RR
+            } else {
+                Protocol::RRA
+            };
             async move { call(&ch, ADD, be(1), protocol, Some(Duration::from_secs(10))).await }
         });
         let results = futures::future::join_all(calls).await;
-        let values: HashSet<u64> = results.into_iter().map(|r| u64_of(&r.unwrap().unwrap())).collect();
-        assert_eq!(values, (1..=n).collect::<HashSet<_>>(), "every call ran exactly once");
+        let values: HashSet<u64> = results
+            .into_iter()
+            .map(|r| u64_of(&r.unwrap().unwrap()))
+            .collect();
+        assert_eq!(
+            values,
+            (1..=n).collect::<HashSet<_>>(),
+            "every call ran exactly once"
+        );
         assert_eq!(state.runs(), n);
         let tcp = server.tcp_stats();
-        assert_eq!(tcp.connections_accepted, 1, "one connection carries every call");
+        assert_eq!(
+            tcp.connections_accepted, 1,
+            "one connection carries every call"
+        );
         let link = ch.link_stats();
         assert_eq!((link.connects, link.replayed), (1, 0));
-        assert!(link.writes < link.frames_sent, "client batches frames: {link:?}");
-        assert!(tcp.writes < tcp.frames_sent, "server batches frames: {tcp:?}");
+        assert!(
+            link.writes < link.frames_sent,
+            "client batches frames: {link:?}"
+        );
+        assert!(
+            tcp.writes < tcp.frames_sent,
+            "server batches frames: {tcp:?}"
+        );
         let s = server.stats();
-        assert_eq!((s.requests, s.in_progress_hits), (n, 0), "no copies on a healthy connection");
-        assert_eq!(ch.stats().retransmissions, link.suppressed, "copies the timer made were not written");
+        assert_eq!(
+            (s.requests, s.in_progress_hits),
+            (n, 0),
+            "no copies on a healthy connection"
+        );
+        assert_eq!(
+            ch.stats().retransmissions,
+            link.suppressed,
+            "copies the timer made were not written"
+        );
         // RRA acknowledgements and ack_up_to empty the history.
-        assert!(eventually(Duration::from_secs(3), || server.stats().history_len == 0).await, "{:?}", server.stats());
+        assert!(
+            eventually(Duration::from_secs(3), || server.stats().history_len == 0).await,
+            "{:?}",
+            server.stats()
+        );
         // The idempotent read bypasses the history.
-        let v = call(&ch, GET, vec![], Protocol::RR, None).await.unwrap().unwrap();
+        let v = call(&ch, GET, vec![], Protocol::RR, None)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(u64_of(&v), n);
     })
     .await;
@@ -58,15 +93,31 @@ async fn a_slow_call_is_not_retransmitted_on_a_healthy_connection() {
         let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
         let slow = tokio::spawn({
             let ch = ch.clone();
-            async move { call(&ch, SLOW, vec![], Protocol::RRA, Some(Duration::from_secs(10))).await }
+            async move {
+                call(
+                    &ch,
+                    SLOW,
+                    vec![],
+                    Protocol::RRA,
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+            }
         });
         // Far beyond the retransmission timeout of a loopback round trip.
         tokio::time::sleep(Duration::from_millis(600)).await;
         state.release(1);
         assert_eq!(&slow.await.unwrap().unwrap().unwrap()[..], b"slow");
         let s = server.stats();
-        assert_eq!((s.executions, s.requests, s.in_progress_hits), (1, 1, 0), "one copy reached the server");
-        assert!(ch.link_stats().suppressed >= 1, "the timer fired, but no copy was written");
+        assert_eq!(
+            (s.executions, s.requests, s.in_progress_hits),
+            (1, 1, 0),
+            "one copy reached the server"
+        );
+        assert!(
+            ch.link_stats().suppressed >= 1,
+            "the timer fired, but no copy was written"
+        );
     })
     .await;
 }
@@ -80,34 +131,89 @@ async fn oversized_messages_are_refused_on_both_sides() {
         // Client side: refused before sending.
         let mut cc = TcpConfig::default();
         cc.max_frame = 32 * 1024;
-        let small = TcpChannel::connect_with(server.local_addr(), cc).await.unwrap();
-        let e = call(&small, ECHO, vec![0u8; 40 * 1024], Protocol::RR, None).await.unwrap_err();
-        assert!(matches!(e, Error::MessageTooLarge { limit: 32768, .. }), "{e:?}");
+        let small = TcpChannel::connect_with(server.local_addr(), cc)
+            .await
+            .unwrap();
+        let e = call(&small, ECHO, vec![0u8; 40 * 1024], Protocol::RR, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::MessageTooLarge { limit: 32768, .. }),
+            "{e:?}"
+        );
         assert!(!e.may_have_run());
         // Server side: a client with a larger limit gets RESOURCE_EXHAUSTED,
         // the request does not run, the connection stays usable.
         let mut cc = TcpConfig::default();
         cc.max_frame = 1 << 20;
-        let big = TcpChannel::connect_with(server.local_addr(), cc).await.unwrap();
-        let r = call(&big, ECHO, vec![0u8; 100 * 1024], Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let big = TcpChannel::connect_with(server.local_addr(), cc)
+            .await
+            .unwrap();
+        let r = call(
+            &big,
+            ECHO,
+            vec![0u8; 100 * 1024],
+            Protocol::RR,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.unwrap_err().code(), Code::ResourceExhausted);
         assert_eq!(state.runs(), 0);
         assert_eq!(server.tcp_stats().oversized_frames, 1);
         assert_eq!(server.stats().too_large_requests, 1);
-        let r = call(&big, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(&big, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(u64_of(&r.unwrap()), 1);
-        assert_eq!(big.link_stats().connects, 1, "the stream was resynchronised, not reconnected");
+        assert_eq!(
+            big.link_stats().connects,
+            1,
+            "the stream was resynchronised, not reconnected"
+        );
         // A reply over the server's limit becomes RESOURCE_EXHAUSTED.
-        let r = call(&big, BIG, be(200 * 1024), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(
+            &big,
+            BIG,
+            be(200 * 1024),
+            Protocol::RR,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.unwrap_err().code(), Code::ResourceExhausted);
         // A reply over the client's limit fails the call, not the channel.
-        let r = call(&small, BIG, be(40 * 1024), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(
+            &small,
+            BIG,
+            be(40 * 1024),
+            Protocol::RR,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.unwrap_err().code(), Code::ResourceExhausted);
         assert_eq!(small.link_stats().oversized_replies, 1);
-        let r = call(&small, BIG, be(1000), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(
+            &small,
+            BIG,
+            be(1000),
+            Protocol::RR,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.unwrap().len(), 1000);
         // Large messages within the limits pass (several reads, one frame).
-        let r = call(&big, ECHO, vec![7u8; 60 * 1024], Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(
+            &big,
+            ECHO,
+            vec![7u8; 60 * 1024],
+            Protocol::RR,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.unwrap().len(), 60 * 1024);
     })
     .await;
@@ -122,17 +228,28 @@ async fn an_absurd_length_prefix_closes_that_connection_only() {
         raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         raw.write_all(b"garbage").await.unwrap();
         let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(Duration::from_secs(3), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(3), raw.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0, "the server closed the connection");
         let tcp = server.tcp_stats();
         assert_eq!(tcp.absurd_lengths, 1);
         assert_eq!(server.stats().too_large_requests, 1);
         // Undecodable frames within the limit are dropped and counted.
         let mut raw = TcpStream::connect(server.local_addr()).await.unwrap();
-        raw.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
-        assert!(eventually(Duration::from_secs(3), || server.stats().malformed_dropped == 1).await);
+        raw.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(3), || server.stats().malformed_dropped
+                == 1)
+            .await
+        );
         // The server and other connections are fine.
-        let r = call(&ch, ADD, be(5), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(&ch, ADD, be(5), Protocol::RR, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(u64_of(&r.unwrap()), 5);
     })
     .await;
@@ -146,21 +263,35 @@ async fn connection_limit_and_idle_timeout() {
         sc.idle_timeout = Some(Duration::from_millis(300));
         let (server, _state) = serve_tcp(sc).await;
         let mut first = TcpStream::connect(server.local_addr()).await.unwrap();
-        assert!(eventually(Duration::from_secs(2), || server.tcp_stats().connections_open == 1).await);
+        assert!(
+            eventually(Duration::from_secs(2), || server
+                .tcp_stats()
+                .connections_open
+                == 1)
+            .await
+        );
         let mut second = TcpStream::connect(server.local_addr()).await.unwrap();
         let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0, "over the limit: closed at once");
         assert_eq!(server.tcp_stats().connections_refused, 1);
         // The first one says nothing and is closed after the idle timeout.
-        let n = tokio::time::timeout(Duration::from_secs(3), first.read(&mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(3), first.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         assert_eq!(n, 0);
         let tcp = server.tcp_stats();
         assert_eq!((tcp.closed_idle, tcp.connections_open), (1, 0));
         // A client reconnects by itself when it needs to.
         let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(u64_of(&r.unwrap()), 1);
         assert_eq!(ch.link_stats().connects, 2);
     })
@@ -177,16 +308,53 @@ async fn a_dead_peer_fails_calls_that_did_not_run() {
         };
         let mut cc = TcpConfig::default();
         cc.channel.default_retries = 3;
-        let e = TcpChannel::connect_with(addr, cc.clone()).await.unwrap_err();
-        assert!(matches!(e, Error::Unreachable { may_have_run: false, .. }), "{e:?}");
+        let e = TcpChannel::connect_with(addr, cc.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unreachable {
+                    may_have_run: false,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let ch = TcpChannel::connect_lazy(addr, cc);
         let e = call(&ch, ADD, be(1), Protocol::RR, None).await.unwrap_err();
-        assert!(matches!(e, Error::Unreachable { may_have_run: false, attempts: 0 }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::Unreachable {
+                    may_have_run: false,
+                    attempts: 0
+                }
+            ),
+            "{e:?}"
+        );
         cc = TcpConfig::default();
         cc.backoff_initial = Duration::from_millis(50);
         let ch = TcpChannel::connect_lazy(addr, cc);
-        let e = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_millis(150))).await.unwrap_err();
-        assert!(matches!(e, Error::DeadlineExceeded { may_have_run: false, .. }), "{e:?}");
+        let e = call(
+            &ch,
+            ADD,
+            be(1),
+            Protocol::RR,
+            Some(Duration::from_millis(150)),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::DeadlineExceeded {
+                    may_have_run: false,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(ch.link_stats().connect_failures >= 1);
         // The server comes up: the same channel connects and works.
         let listener = std::net::TcpListener::bind(addr);
@@ -197,7 +365,9 @@ async fn a_dead_peer_fails_calls_that_did_not_run() {
                 .serve_tcp(addr)
                 .await
                 .unwrap();
-            let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(10))).await.unwrap();
+            let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
             assert_eq!(u64_of(&r.unwrap()), 1);
             drop(server);
         }
@@ -212,7 +382,16 @@ async fn graceful_shutdown_writes_the_last_replies_then_closes() {
         let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
         let slow = tokio::spawn({
             let ch = ch.clone();
-            async move { call(&ch, SLOW, vec![], Protocol::RR, Some(Duration::from_secs(10))).await }
+            async move {
+                call(
+                    &ch,
+                    SLOW,
+                    vec![],
+                    Protocol::RR,
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+            }
         });
         assert!(eventually(Duration::from_secs(3), || server.stats().executions == 1).await);
         let release = {
@@ -224,8 +403,15 @@ async fn graceful_shutdown_writes_the_last_replies_then_closes() {
         };
         let (stopped, ()) = tokio::join!(server.shutdown(Duration::from_secs(5)), release);
         stopped.unwrap();
-        assert_eq!(&slow.await.unwrap().unwrap().unwrap()[..], b"slow", "the reply was written before closing");
-        assert!(eventually(Duration::from_secs(3), || !ch.is_connected()).await, "the connection is closed");
+        assert_eq!(
+            &slow.await.unwrap().unwrap().unwrap()[..],
+            b"slow",
+            "the reply was written before closing"
+        );
+        assert!(
+            eventually(Duration::from_secs(3), || !ch.is_connected()).await,
+            "the connection is closed"
+        );
     })
     .await;
 }

@@ -31,7 +31,12 @@ impl Service for Echo {
     fn info(&self) -> &'static ServiceInfo {
         &INFO
     }
-    fn call(&self, _m: u32, _c: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        _m: u32,
+        _c: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         Box::pin(async move { Ok(request) })
     }
 }
@@ -42,7 +47,10 @@ pub async fn ours_seq_p50(ch: &TcpChannel, n: usize) -> Duration {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        tcp_support::call(ch, ECHO, payload.clone(), Protocol::RR, None).await.unwrap().unwrap();
+        tcp_support::call(ch, ECHO, payload.clone(), Protocol::RR, None)
+            .await
+            .unwrap()
+            .unwrap();
         v.push(t.elapsed());
     }
     v.sort();
@@ -59,7 +67,10 @@ pub async fn ours_throughput(ch: &TcpChannel, inflight: usize, run: Duration) ->
             tokio::spawn(async move {
                 let payload = Bytes::from(vec![7u8; 64]);
                 while Instant::now() < stop {
-                    tcp_support::call(&ch, ECHO, payload.clone(), Protocol::RR, None).await.unwrap().unwrap();
+                    tcp_support::call(&ch, ECHO, payload.clone(), Protocol::RR, None)
+                        .await
+                        .unwrap()
+                        .unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -109,7 +120,11 @@ async fn raw_server() -> std::net::SocketAddr {
 /// Raw TCP: `inflight` 64-byte frames kept outstanding; every read's
 /// complete frames are answered by as many new ones in one write. Returns
 /// (p50 round trip when `inflight` is 1, frames per second).
-pub async fn raw_tcp(addr: std::net::SocketAddr, inflight: usize, run: Duration) -> (Duration, f64) {
+pub async fn raw_tcp(
+    addr: std::net::SocketAddr,
+    inflight: usize,
+    run: Duration,
+) -> (Duration, f64) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     let frame = {
@@ -160,13 +175,20 @@ pub async fn raw_tcp(addr: std::net::SocketAddr, inflight: usize, run: Duration)
 async fn tcp_vs_raw_tcp() {
     let only_ours = std::env::var_os("TCP_PERF_ONLY_OURS").is_some();
     let raw_addr = raw_server().await;
-    let server = Server::builder().add_service(Echo).serve_tcp("127.0.0.1:0").await.unwrap();
+    let server = Server::builder()
+        .add_service(Echo)
+        .serve_tcp("127.0.0.1:0")
+        .await
+        .unwrap();
     let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
     // warm up
     ours_seq_p50(&ch, 2_000).await;
     let _ = raw_tcp(raw_addr, 1, Duration::from_millis(200)).await;
 
-    if let Some(n) = std::env::var("TCP_PERF_ONLY_INFLIGHT").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(n) = std::env::var("TCP_PERF_ONLY_INFLIGHT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         // For profiling one phase.
         let ours = ours_throughput(&ch, n, Duration::from_secs(4)).await;
         println!("@{n} in flight: ours {ours:.0}/s");
@@ -176,7 +198,11 @@ async fn tcp_vs_raw_tcp() {
     let ours_p50 = ours_seq_p50(&ch, 20_000).await;
     println!("seq p50: raw TCP {raw_p50:?}, ours {ours_p50:?}");
     for inflight in [1usize, 16, 64] {
-        let (_, raw) = if inflight == 1 || only_ours { (raw_p50, raw1) } else { raw_tcp(raw_addr, inflight, RUN).await };
+        let (_, raw) = if inflight == 1 || only_ours {
+            (raw_p50, raw1)
+        } else {
+            raw_tcp(raw_addr, inflight, RUN).await
+        };
         let (l0, t0) = (ch.link_stats(), server.tcp_stats());
         let ours = ours_throughput(&ch, inflight, RUN).await;
         let (l1, t1) = (ch.link_stats(), server.tcp_stats());

@@ -40,7 +40,11 @@ async fn cut_connections() {
         let slow: Vec<_> = (0..40)
             .map(|i| {
                 let ch = ch.clone();
-                let protocol = if i % 2 == 0 { Protocol::RRA } else { Protocol::RR };
+                let protocol = if i % 2 == 0 {
+                    Protocol::RRA
+                } else {
+                    Protocol::RR
+                };
                 tokio::spawn(async move { call(&ch, SLOW, vec![], protocol, deadline).await })
             })
             .collect();
@@ -48,7 +52,11 @@ async fn cut_connections() {
         let quick: Vec<_> = (0..200u64)
             .map(|i| {
                 let ch = ch.clone();
-                let protocol = if i % 2 == 0 { Protocol::RRA } else { Protocol::RR };
+                let protocol = if i % 2 == 0 {
+                    Protocol::RRA
+                } else {
+                    Protocol::RR
+                };
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(i)).await;
                     call(&ch, ADD, be(1), protocol, deadline).await
@@ -67,26 +75,48 @@ async fn cut_connections() {
 
         let mut values = HashSet::new();
         for q in quick {
-            let v = q.await.unwrap().expect("call failed").expect("server status");
+            let v = q
+                .await
+                .unwrap()
+                .expect("call failed")
+                .expect("server status");
             assert!(values.insert(u64_of(&v)), "a value twice: a call ran twice");
         }
         assert_eq!(values, (1..=200).collect::<HashSet<_>>());
         for s in slow {
-            assert_eq!(&s.await.unwrap().expect("call failed").expect("server status")[..], b"slow");
+            assert_eq!(
+                &s.await
+                    .unwrap()
+                    .expect("call failed")
+                    .expect("server status")[..],
+                b"slow"
+            );
         }
         assert_eq!(state.runs(), 240, "every call ran exactly once");
         assert_eq!(ch.session_id(), session, "one session across connections");
 
         let link = ch.link_stats();
-        assert!(link.connects >= 2 && proxy.accepted.load(Ordering::SeqCst) >= 2, "{link:?}");
-        assert!(link.replayed >= 40, "the slow calls were sent again: {link:?}");
+        assert!(
+            link.connects >= 2 && proxy.accepted.load(Ordering::SeqCst) >= 2,
+            "{link:?}"
+        );
+        assert!(
+            link.replayed >= 40,
+            "the slow calls were sent again: {link:?}"
+        );
         let s = server.stats();
         assert_eq!(s.executions, 240);
-        assert!(s.in_progress_hits + s.duplicates_replayed >= 40, "retries answered from the history: {s:?}");
+        assert!(
+            s.in_progress_hits + s.duplicates_replayed >= 40,
+            "retries answered from the history: {s:?}"
+        );
         // RRA acknowledgements (and ack_up_to) empty the history. An ACK
         // queued when a connection was cut is lost, as a datagram would be;
         // the next message's ack_up_to covers it (here: one more call).
-        let last = call(&ch, ADD, be(0), Protocol::RRA, deadline).await.unwrap().unwrap();
+        let last = call(&ch, ADD, be(0), Protocol::RRA, deadline)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(u64_of(&last), 200);
         assert!(
             eventually(Duration::from_secs(5), || server.stats().history_len == 0).await,
@@ -108,14 +138,30 @@ async fn a_connection_closed_by_the_server_is_survived() {
         let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
         let slow = tokio::spawn({
             let ch = ch.clone();
-            async move { call(&ch, SLOW, vec![], Protocol::RRA, Some(Duration::from_secs(10))).await }
+            async move {
+                call(
+                    &ch,
+                    SLOW,
+                    vec![],
+                    Protocol::RRA,
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+            }
         });
-        assert!(eventually(Duration::from_secs(5), || server.tcp_stats().closed_idle >= 1).await);
+        assert!(
+            eventually(Duration::from_secs(5), || server.tcp_stats().closed_idle
+                >= 1)
+            .await
+        );
         assert!(eventually(Duration::from_secs(5), || ch.link_stats().replayed >= 1).await);
         state.release(1);
         assert_eq!(&slow.await.unwrap().unwrap().unwrap()[..], b"slow");
         assert_eq!(state.runs(), 1, "ran once");
-        assert!(server.tcp_stats().connections_accepted >= 2, "the client reconnected");
+        assert!(
+            server.tcp_stats().connections_accepted >= 2,
+            "the client reconnected"
+        );
         assert!(eventually(Duration::from_secs(3), || server.stats().history_len == 0).await);
     })
     .await;
@@ -127,11 +173,22 @@ async fn a_restarted_server_never_runs_a_retried_call_again() {
         let (server, state) = serve_tcp(TcpServerConfig::default()).await;
         let addr = server.local_addr();
         let ch = TcpChannel::connect(addr).await.unwrap();
-        let first = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let first = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(u64_of(&first.unwrap()), 1);
         let slow = tokio::spawn({
             let ch = ch.clone();
-            async move { call(&ch, SLOW, vec![], Protocol::RR, Some(Duration::from_secs(10))).await }
+            async move {
+                call(
+                    &ch,
+                    SLOW,
+                    vec![],
+                    Protocol::RR,
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+            }
         });
         assert!(eventually(Duration::from_secs(5), || state.runs() == 2).await);
         // Crash: the handle is dropped, its history with it; a new
@@ -142,7 +199,11 @@ async fn a_restarted_server_never_runs_a_retried_call_again() {
         let state2 = std::sync::Arc::clone(&svc.state);
         let mut restarted = None;
         for _ in 0..50 {
-            match rpc_core::server::Server::builder().add_service(svc.clone()).serve_tcp(addr).await {
+            match rpc_core::server::Server::builder()
+                .add_service(svc.clone())
+                .serve_tcp(addr)
+                .await
+            {
                 Ok(s) => {
                     restarted = Some(s);
                     break;
@@ -160,7 +221,9 @@ async fn a_restarted_server_never_runs_a_retried_call_again() {
         // (The replay and a copy of the call's own schedule may both arrive.)
         assert!(restarted.stats().outcome_unknown >= 1);
         // New calls work on the same channel.
-        let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5))).await.unwrap();
+        let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert_eq!(u64_of(&r.unwrap()), 1);
     })
     .await;
@@ -173,16 +236,37 @@ async fn a_server_that_stays_away_fails_the_call_as_may_have_run() {
         let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
         let slow = tokio::spawn({
             let ch = ch.clone();
-            async move { call(&ch, SLOW, vec![], Protocol::RR, Some(Duration::from_millis(800))).await }
+            async move {
+                call(
+                    &ch,
+                    SLOW,
+                    vec![],
+                    Protocol::RR,
+                    Some(Duration::from_millis(800)),
+                )
+                .await
+            }
         });
         assert!(eventually(Duration::from_secs(5), || state.runs() == 1).await);
         drop(server);
         let e = slow.await.unwrap().unwrap_err();
         assert!(
-            matches!(e, rpc_core::Error::DeadlineExceeded { may_have_run: true, .. } | rpc_core::Error::Unreachable { may_have_run: true, .. }),
+            matches!(
+                e,
+                rpc_core::Error::DeadlineExceeded {
+                    may_have_run: true,
+                    ..
+                } | rpc_core::Error::Unreachable {
+                    may_have_run: true,
+                    ..
+                }
+            ),
             "{e:?}"
         );
-        assert!(ch.link_stats().connect_failures >= 1, "it kept trying to reconnect");
+        assert!(
+            ch.link_stats().connect_failures >= 1,
+            "it kept trying to reconnect"
+        );
     })
     .await;
 }

@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 /// fixtures are roots too: each must compile alone).
 fn idl_files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "idl")).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "idl"))
+                .collect()
+        })
         .unwrap_or_default();
     out.sort();
     out
@@ -26,11 +31,22 @@ fn ui() {
     for idl in &roots {
         let model = match rpc_codegen::load(idl) {
             Ok(m) => m,
-            Err(d) => panic!("valid fixture {} does not load:\n{}", idl.display(), d.render()),
+            Err(d) => panic!(
+                "valid fixture {} does not load:\n{}",
+                idl.display(),
+                d.render()
+            ),
         };
         let code = rpc_codegen::rust::generate(&model);
-        let stem = idl.file_stem().and_then(|s| s.to_str()).unwrap_or("fixture");
-        let parent = idl.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()).unwrap_or("x");
+        let stem = idl
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("fixture");
+        let parent = idl
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|s| s.to_str())
+            .unwrap_or("x");
         let file = out.join(format!("{parent}_{stem}.rs"));
         let text = format!(
             "#![no_implicit_prelude]\n#![allow(dead_code, unreachable_pub, missing_docs)]\n\n{code}\nfn main() {{}}\n"

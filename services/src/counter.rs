@@ -49,11 +49,17 @@ impl CounterService {
         let mut value = self.lock();
         *value = value.saturating_add(delta);
         let executions = self.executions.fetch_add(1, Ordering::SeqCst) + 1;
-        Count { value: *value, executions }
+        Count {
+            value: *value,
+            executions,
+        }
     }
 
     fn count(&self) -> Count {
-        Count { value: self.value(), executions: self.executions() }
+        Count {
+            value: self.value(),
+            executions: self.executions(),
+        }
     }
 }
 
@@ -64,7 +70,11 @@ pub const MAX_WORK: Duration = Duration::from_secs(10);
 async fn work(w: &Work) -> Result<(), Status> {
     let d = Duration::from_millis(u64::from(w.millis));
     if d > MAX_WORK {
-        return Err(Status::invalid_argument(format!("work of {} ms exceeds {} ms", w.millis, MAX_WORK.as_millis())));
+        return Err(Status::invalid_argument(format!(
+            "work of {} ms exceeds {} ms",
+            w.millis,
+            MAX_WORK.as_millis()
+        )));
     }
     tokio::time::sleep(d).await;
     Ok(())
@@ -84,17 +94,27 @@ impl Counter for CounterService {
         Ok(self.count())
     }
 
-    async fn withdraw(&self, _ctx: CallContext, request: Amount) -> Result<Count, MethodError<Overdrawn>> {
+    async fn withdraw(
+        &self,
+        _ctx: CallContext,
+        request: Amount,
+    ) -> Result<Count, MethodError<Overdrawn>> {
         let mut value = self.lock();
         if request.delta < 0 {
             return Err(Status::invalid_argument("withdraw a positive amount").into());
         }
         if *value < request.delta {
-            return Err(MethodError::raised(Overdrawn { balance: *value, requested: request.delta }));
+            return Err(MethodError::raised(Overdrawn {
+                balance: *value,
+                requested: request.delta,
+            }));
         }
         *value -= request.delta;
         let executions = self.executions.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Count { value: *value, executions })
+        Ok(Count {
+            value: *value,
+            executions,
+        })
     }
 
     async fn slow(&self, _ctx: CallContext, request: Work) -> Result<Count, Status> {

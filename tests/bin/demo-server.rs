@@ -36,9 +36,16 @@ fn parse_args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--listen" => {
                 let v = args.next().context("--listen needs an address")?;
-                listen = Some(v.parse().with_context(|| format!("--listen {v}: not an address"))?);
+                listen = Some(
+                    v.parse()
+                        .with_context(|| format!("--listen {v}: not an address"))?,
+                );
             }
-            "--exec-log" => exec_log = Some(PathBuf::from(args.next().context("--exec-log needs a file")?)),
+            "--exec-log" => {
+                exec_log = Some(PathBuf::from(
+                    args.next().context("--exec-log needs a file")?,
+                ))
+            }
             "--exit-with-stdin" => exit_with_stdin = true,
             "-h" | "--help" => {
                 println!("usage: demo-server --listen 127.0.0.1:PORT [--exec-log FILE] [--exit-with-stdin]");
@@ -47,7 +54,11 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    Ok(Args { listen: listen.context("--listen is required")?, exec_log, exit_with_stdin })
+    Ok(Args {
+        listen: listen.context("--listen is required")?,
+        exec_log,
+        exit_with_stdin,
+    })
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,10 +66,15 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let counter: Arc<dyn Service> = Arc::new(demo::CounterServer::new(CounterService::new()));
     let service: Arc<dyn Service> = match &args.exec_log {
-        Some(path) => Arc::new(ExecLog::new(counter, path).with_context(|| format!("opening {}", path.display()))?),
+        Some(path) => Arc::new(
+            ExecLog::new(counter, path).with_context(|| format!("opening {}", path.display()))?,
+        ),
         None => counter,
     };
-    let server = Server::builder().add_shared_service(service).serve_udp(args.listen).await?;
+    let server = Server::builder()
+        .add_shared_service(service)
+        .serve_udp(args.listen)
+        .await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", server.local_addr())?;
@@ -74,7 +90,10 @@ async fn main() -> anyhow::Result<()> {
             let _ = tx.send(());
         });
         let _ = rx.await;
-        server.shutdown(std::time::Duration::from_secs(1)).await.ok();
+        server
+            .shutdown(std::time::Duration::from_secs(1))
+            .await
+            .ok();
     } else {
         std::future::pending::<()>().await;
     }

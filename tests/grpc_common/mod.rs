@@ -41,7 +41,12 @@ pub fn generate_python(idl: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("grpc-interop")
-        .join(format!("{}-{}-{}", idl.replace('.', "_"), std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        .join(format!(
+            "{}-{}-{}",
+            idl.replace('.', "_"),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
     let _ = std::fs::remove_dir_all(&dir);
     let proto_dir = dir.join("proto");
     std::fs::create_dir_all(&proto_dir).unwrap();
@@ -61,7 +66,11 @@ pub fn generate_python(idl: &str) -> PathBuf {
         .args(["-c", "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "grpc_tools missing in {py:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "grpc_tools missing in {py:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let well_known = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let status = Command::new(&py)
         .args(["-m", "grpc_tools.protoc"])
@@ -75,7 +84,11 @@ pub fn generate_python(idl: &str) -> PathBuf {
         .current_dir(&proto_dir)
         .output()
         .unwrap();
-    assert!(status.status.success(), "protoc failed: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "protoc failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     dir
 }
 
@@ -132,7 +145,14 @@ pub fn python_server(gen: &Path, version: &str) -> (PyChild, u16) {
 pub fn python_client(gen: &Path, port: u16, version: &str, peer: &str) -> String {
     let mut child = Command::new(python())
         .arg(script("client.py"))
-        .args(["--port", &port.to_string(), "--version", version, "--peer", peer])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--version",
+            version,
+            "--peer",
+            peer,
+        ])
         .arg("--gen")
         .arg(gen)
         .stdout(Stdio::piped())
@@ -165,6 +185,9 @@ pub fn python_client(gen: &Path, port: u16, version: &str, peer: &str) -> String
     };
     let out = out.join().unwrap();
     let err = err.join().unwrap();
-    assert!(status.success() && out.contains("ALL OK"), "python client failed ({status}):\n{out}\n{err}");
+    assert!(
+        status.success() && out.contains("ALL OK"),
+        "python client failed ({status}):\n{out}\n{err}"
+    );
     out
 }

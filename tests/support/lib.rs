@@ -34,14 +34,20 @@ pub type CounterClient = demo::CounterClient;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Runs `f`, failing if it takes longer than `limit`.
 ///
 /// # Errors
 /// `f`'s error, or a timeout naming `limit`.
-pub async fn bounded<T>(limit: Duration, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub async fn bounded<T>(
+    limit: Duration,
+    f: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r,
         Err(_) => bail!("test did not finish within {limit:?}"),
@@ -52,7 +58,11 @@ pub async fn bounded<T>(limit: Duration, f: impl Future<Output = anyhow::Result<
 ///
 /// # Errors
 /// When `limit` passes first; the message names `what`.
-pub async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while !done() {
         if start.elapsed() > limit {
@@ -103,7 +113,9 @@ pub fn faults(seed: u64, loss: f64, duplicate: f64) -> ProxyFaults {
 /// # Errors
 /// When the proxy cannot start (invalid faults, bind failure).
 pub async fn proxy(upstream: SocketAddr, faults: ProxyFaults) -> anyhow::Result<FaultProxy> {
-    FaultProxy::loopback(upstream, ProxyConfig::new(faults)).await.context("starting the fault proxy")
+    FaultProxy::loopback(upstream, ProxyConfig::new(faults))
+        .await
+        .context("starting the fault proxy")
 }
 
 /// A channel configuration for lossy paths on a loaded machine: a short
@@ -122,8 +134,13 @@ pub fn lossy_config() -> ChannelConfig {
 ///
 /// # Errors
 /// When the socket cannot be bound.
-pub async fn connect(addr: SocketAddr, config: ChannelConfig) -> anyhow::Result<(UdpChannel, CounterClient)> {
-    let channel = UdpChannel::connect_with(addr, config).await.context("binding the client socket")?;
+pub async fn connect(
+    addr: SocketAddr,
+    config: ChannelConfig,
+) -> anyhow::Result<(UdpChannel, CounterClient)> {
+    let channel = UdpChannel::connect_with(addr, config)
+        .await
+        .context("binding the client socket")?;
     let client = CounterClient::new(Client::new(channel.clone()));
     Ok((channel, client))
 }
@@ -159,7 +176,9 @@ pub struct ExecLog {
 
 impl std::fmt::Debug for ExecLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecLog").field("service", &self.inner.info().full_name).finish()
+        f.debug_struct("ExecLog")
+            .field("service", &self.inner.info().full_name)
+            .finish()
     }
 }
 
@@ -169,8 +188,14 @@ impl ExecLog {
     /// # Errors
     /// When the file cannot be opened.
     pub fn new(inner: Arc<dyn Service>, path: &Path) -> std::io::Result<ExecLog> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(ExecLog { inner, file: Mutex::new(file) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(ExecLog {
+            inner,
+            file: Mutex::new(file),
+        })
     }
 }
 
@@ -193,7 +218,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 impl Service for ExecLog {
@@ -201,14 +229,29 @@ impl Service for ExecLog {
         self.inner.info()
     }
 
-    fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
-        let line = format!("{:016x} {} {} {}\n", ctx.session_id, ctx.request_id, ctx.method.name, hex(&request));
+    fn call(
+        &self,
+        method_id: u32,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let line = format!(
+            "{:016x} {} {} {}\n",
+            ctx.session_id,
+            ctx.request_id,
+            ctx.method.name,
+            hex(&request)
+        );
         let written = {
             let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
             file.write_all(line.as_bytes()).and_then(|()| file.flush())
         };
         if let Err(e) = written {
-            return Box::pin(async move { Err(Status::internal(format!("cannot write the execution log: {e}"))) });
+            return Box::pin(async move {
+                Err(Status::internal(format!(
+                    "cannot write the execution log: {e}"
+                )))
+            });
         }
         self.inner.call(method_id, ctx, request)
     }
@@ -234,7 +277,8 @@ pub struct Execution {
 /// # Errors
 /// When the file cannot be read or a line is malformed.
 pub fn read_exec_log(path: &Path) -> anyhow::Result<Vec<Execution>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let complete = match text.rfind('\n') {
         Some(i) => text.get(..=i).unwrap_or_default(),
         None => "",
@@ -248,7 +292,12 @@ pub fn read_exec_log(path: &Path) -> anyhow::Result<Vec<Execution>> {
                 let request_id = parts.next()?.parse().ok()?;
                 let method = parts.next()?.to_owned();
                 let payload = unhex(parts.next()?)?;
-                parts.next().is_none().then_some(Execution { session, request_id, method, payload })
+                parts.next().is_none().then_some(Execution {
+                    session,
+                    request_id,
+                    method,
+                    payload,
+                })
             };
             parse().with_context(|| format!("malformed execution log line {line:?}"))
         })
@@ -257,7 +306,9 @@ pub fn read_exec_log(path: &Path) -> anyhow::Result<Vec<Execution>> {
 
 /// A file path under the tests' scratch directory, unique per call.
 pub fn scratch_file(dir: &Path, stem: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     dir.join(format!("{stem}-{}-{nanos}.log", std::process::id()))
 }
 
@@ -275,9 +326,16 @@ impl ChildServer {
     ///
     /// # Errors
     /// When the process cannot start or prints no address in time.
-    pub async fn start(bin: &Path, listen: SocketAddr, log: Option<&Path>, limit: Duration) -> anyhow::Result<ChildServer> {
+    pub async fn start(
+        bin: &Path,
+        listen: SocketAddr,
+        log: Option<&Path>,
+        limit: Duration,
+    ) -> anyhow::Result<ChildServer> {
         let mut cmd = Command::new(bin);
-        cmd.arg("--listen").arg(listen.to_string()).arg("--exit-with-stdin");
+        cmd.arg("--listen")
+            .arg(listen.to_string())
+            .arg("--exit-with-stdin");
         if let Some(log) = log {
             cmd.arg("--exec-log").arg(log);
         }

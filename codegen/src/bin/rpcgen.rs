@@ -54,7 +54,9 @@ fn main() -> ExitCode {
         return usage("no input file given");
     }
     if command != "proto" && out_dir.is_some() {
-        return usage(&format!("`-o` is only for `rpcgen proto`, not `rpcgen {command}`"));
+        return usage(&format!(
+            "`-o` is only for `rpcgen proto`, not `rpcgen {command}`"
+        ));
     }
     let roots: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     match command.as_str() {
@@ -73,7 +75,12 @@ fn main() -> ExitCode {
             let messages: usize = model.files.iter().map(|f| f.messages.len()).sum();
             let enums: usize = model.files.iter().map(|f| f.enums.len()).sum();
             let services: usize = model.files.iter().map(|f| f.services.len()).sum();
-            let methods: usize = model.files.iter().flat_map(|f| &f.services).map(|s| s.methods.len()).sum();
+            let methods: usize = model
+                .files
+                .iter()
+                .flat_map(|f| &f.services)
+                .map(|s| s.methods.len())
+                .sum();
             println!(
                 "ok: {} file(s), {messages} message(s), {enums} enum(s), {services} service(s), {methods} method(s)",
                 model.files.len()

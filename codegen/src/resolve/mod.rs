@@ -51,7 +51,13 @@ pub struct Input<'a> {
 /// Resolves and checks `inputs`: the model when every rule holds, and every
 /// error as `(index of the file in inputs, error)`.
 pub fn resolve(inputs: &[Input<'_>]) -> (Option<Model>, Vec<(usize, diag::Error)>) {
-    let mut r = Resolver { inputs, errors: Vec::new(), decls: BTreeMap::new(), by_full: HashMap::new(), packages: Vec::new() };
+    let mut r = Resolver {
+        inputs,
+        errors: Vec::new(),
+        decls: BTreeMap::new(),
+        by_full: HashMap::new(),
+        packages: Vec::new(),
+    };
     r.packages = inputs.iter().map(|i| package_of(i.ast)).collect();
     r.check_packages();
     r.declare();
@@ -64,7 +70,10 @@ pub fn resolve(inputs: &[Input<'_>]) -> (Option<Model>, Vec<(usize, diag::Error)
 }
 
 fn package_of(file: &ast::File) -> Vec<String> {
-    file.package.as_ref().map(|p| p.parts.iter().map(|i| i.name.clone()).collect()).unwrap_or_default()
+    file.package
+        .as_ref()
+        .map(|p| p.parts.iter().map(|i| i.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +126,9 @@ fn distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1).min(d[(i - 1) * w + j - 1] + cost);
+            let mut v = (d[(i - 1) * w + j] + 1)
+                .min(d[i * w + j - 1] + 1)
+                .min(d[(i - 1) * w + j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[(i - 2) * w + j - 2] + 1);
             }
@@ -132,7 +143,11 @@ pub fn suggest<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) ->
     let limit = (name.chars().count() / 3).max(1);
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = if c.eq_ignore_ascii_case(name) { 0 } else { distance(name, c) };
+        let d = if c.eq_ignore_ascii_case(name) {
+            0
+        } else {
+            distance(name, c)
+        };
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
@@ -160,8 +175,15 @@ struct FieldSite<'f> {
 }
 
 impl<'a> Resolver<'a> {
-    fn err(&mut self, file: usize, span: Span, message: impl Into<String>, label: impl Into<String>) {
-        self.errors.push((file, diag::Error::new(span, message, label)));
+    fn err(
+        &mut self,
+        file: usize,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) {
+        self.errors
+            .push((file, diag::Error::new(span, message, label)));
     }
 
     /// "line 3" in the same file, "`common.idl`:3:5" in another.
@@ -180,7 +202,9 @@ impl<'a> Resolver<'a> {
 
     fn check_packages(&mut self) {
         for (i, input) in self.inputs.iter().enumerate() {
-            let Some(pkg) = &input.ast.package else { continue };
+            let Some(pkg) = &input.ast.package else {
+                continue;
+            };
             for part in &pkg.parts {
                 let rust = names::snake_case(&part.name);
                 if names::is_forbidden(&rust) || rust != part.name {
@@ -189,7 +213,12 @@ impl<'a> Resolver<'a> {
                     } else {
                         format!("would become the Rust module `{rust}`: write package parts in snake_case")
                     };
-                    self.err(i, part.span, format!("invalid package name part `{}`", part.name), why);
+                    self.err(
+                        i,
+                        part.span,
+                        format!("invalid package name part `{}`", part.name),
+                        why,
+                    );
                 }
             }
         }
@@ -211,22 +240,46 @@ impl<'a> Resolver<'a> {
                 };
                 let key = (pkg.clone(), name.name.clone());
                 if let Some(first) = self.decls.get(&key) {
-                    let msg = format!("`{}` is defined more than once in {}", name.name, pkg_words(&pkg));
-                    let label = format!("{} `{}` first defined at {}", first.kind.word(), name.name, self.place(fi, first.file, first.span));
+                    let msg = format!(
+                        "`{}` is defined more than once in {}",
+                        name.name,
+                        pkg_words(&pkg)
+                    );
+                    let label = format!(
+                        "{} `{}` first defined at {}",
+                        first.kind.word(),
+                        name.name,
+                        self.place(fi, first.file, first.span)
+                    );
                     self.err(fi, name.span, msg, label);
                     continue;
                 }
                 let rust = names::upper_camel_case(&name.name);
                 if names::is_forbidden(&rust) {
-                    self.err(fi, name.span, format!("`{}` cannot be used as a name", name.name), format!("it becomes `{rust}` in Rust, which is reserved"));
+                    self.err(
+                        fi,
+                        name.span,
+                        format!("`{}` cannot be used as a name", name.name),
+                        format!("it becomes `{rust}` in Rust, which is reserved"),
+                    );
                 } else if let Some((ff, other, span)) = camel.get(&(pkg.clone(), rust.clone())) {
-                    let label = format!("`{other}` (at {}) also becomes `{rust}`", self.place(fi, *ff, *span));
+                    let label = format!(
+                        "`{other}` (at {}) also becomes `{rust}`",
+                        self.place(fi, *ff, *span)
+                    );
                     self.err(fi, name.span, format!("`{}` collides with `{other}` after conversion to Rust's UpperCamelCase", name.name), label);
                 } else {
                     camel.insert((pkg.clone(), rust), (fi, name.name.clone(), name.span));
                 }
                 self.by_full.insert(full_name(&key.0, &key.1), key.clone());
-                self.decls.insert(key, Decl { file: fi, kind, span: name.span });
+                self.decls.insert(
+                    key,
+                    Decl {
+                        file: fi,
+                        kind,
+                        span: name.span,
+                    },
+                );
             }
         }
         self.check_generated_names(&camel);
@@ -238,7 +291,15 @@ impl<'a> Resolver<'a> {
                 for v in &e.values {
                     if let Some(first) = seen_here.get(v.name.name.as_str()) {
                         let label = format!("first defined at {}", self.place(fi, fi, *first));
-                        self.err(fi, v.name.span, format!("duplicate enum value `{}` in enum `{}`", v.name.name, e.name.name), label);
+                        self.err(
+                            fi,
+                            v.name.span,
+                            format!(
+                                "duplicate enum value `{}` in enum `{}`",
+                                v.name.name, e.name.name
+                            ),
+                            label,
+                        );
                         continue;
                     }
                     seen_here.insert(&v.name.name, v.name.span);
@@ -250,7 +311,15 @@ impl<'a> Resolver<'a> {
                             v.name.name,
                             self.place(fi, decl.file, decl.span)
                         );
-                        self.err(fi, v.name.span, format!("enum value `{}` clashes with a type of the same name", v.name.name), label);
+                        self.err(
+                            fi,
+                            v.name.span,
+                            format!(
+                                "enum value `{}` clashes with a type of the same name",
+                                v.name.name
+                            ),
+                            label,
+                        );
                     } else if let Some((ff, other_enum, span)) = values.get(&key) {
                         let label = format!(
                             "also a value of enum `{other_enum}` ({}); protobuf scopes enum values at the package level: prefix them, e.g. `{}_{}`",
@@ -258,7 +327,16 @@ impl<'a> Resolver<'a> {
                             to_screaming(&e.name.name),
                             v.name.name
                         );
-                        self.err(fi, v.name.span, format!("enum value `{}` is already defined in {}", v.name.name, pkg_words(&pkg)), label);
+                        self.err(
+                            fi,
+                            v.name.span,
+                            format!(
+                                "enum value `{}` is already defined in {}",
+                                v.name.name,
+                                pkg_words(&pkg)
+                            ),
+                            label,
+                        );
                     } else {
                         values.insert(key, (fi, e.name.name.clone(), v.name.span));
                     }
@@ -271,7 +349,10 @@ impl<'a> Resolver<'a> {
     /// and a module `snake(S)` in Rust; messages with oneofs become a module
     /// `snake(M)`. Reports a declared type that takes one of those names, and
     /// two items wanting the same module.
-    fn check_generated_names(&mut self, camel: &HashMap<(Vec<String>, String), (usize, String, Span)>) {
+    fn check_generated_names(
+        &mut self,
+        camel: &HashMap<(Vec<String>, String), (usize, String, Span)>,
+    ) {
         let mut modules: HashMap<(Vec<String>, String), (usize, String, Span)> = HashMap::new();
         let mut errors = Vec::new();
         for (fi, input) in self.inputs.iter().enumerate() {
@@ -279,14 +360,20 @@ impl<'a> Resolver<'a> {
             for item in &input.ast.items {
                 let (name, module_wanted, kind) = match item {
                     ast::Item::Service(s) => (&s.name, true, "service"),
-                    ast::Item::Message(m) => (&m.name, m.members.iter().any(|x| matches!(x, ast::Member::Oneof(_))), "message"),
+                    ast::Item::Message(m) => (
+                        &m.name,
+                        m.members.iter().any(|x| matches!(x, ast::Member::Oneof(_))),
+                        "message",
+                    ),
                     ast::Item::Enum(_) => continue,
                 };
                 let rust = names::upper_camel_case(&name.name);
                 if let ast::Item::Service(_) = item {
                     for suffix in ["Server", "Client", "GroupClient"] {
                         let generated = format!("{rust}{suffix}");
-                        if let Some((ff, other, span)) = camel.get(&(pkg.clone(), generated.clone())) {
+                        if let Some((ff, other, span)) =
+                            camel.get(&(pkg.clone(), generated.clone()))
+                        {
                             errors.push((
                                 *ff,
                                 *span,
@@ -306,8 +393,14 @@ impl<'a> Resolver<'a> {
                         errors.push((
                             fi,
                             name.span,
-                            format!("{kind} `{}` and `{other}` both need the Rust module `{module}`", name.name),
-                            format!("`{other}` is at {}: rename one of them", self.place(fi, *ff, *span)),
+                            format!(
+                                "{kind} `{}` and `{other}` both need the Rust module `{module}`",
+                                name.name
+                            ),
+                            format!(
+                                "`{other}` is at {}: rename one of them",
+                                self.place(fi, *ff, *span)
+                            ),
                         ));
                     } else {
                         modules.insert((pkg.clone(), module), (fi, name.name.clone(), name.span));
@@ -373,7 +466,9 @@ impl<'a> Resolver<'a> {
         let mut found: Option<(Vec<String>, String, DeclKind)> = None;
         let mut elsewhere = None;
         for key in keys {
-            let Some(decl) = self.decls.get(&key) else { continue };
+            let Some(decl) = self.decls.get(&key) else {
+                continue;
+            };
             if visible.contains(&decl.file) {
                 found = Some((key.0, key.1, decl.kind));
                 break;
@@ -383,10 +478,17 @@ impl<'a> Resolver<'a> {
             }
         }
         match found {
-            Some((package, name, DeclKind::Message)) => Some(Type::Message(TypeRef { package, name })),
+            Some((package, name, DeclKind::Message)) => {
+                Some(Type::Message(TypeRef { package, name }))
+            }
             Some((package, name, DeclKind::Enum)) => Some(Type::Enum(TypeRef { package, name })),
             Some((_, name, DeclKind::Service)) => {
-                self.err(file, path.span, format!("`{name}` is a service, not a type"), "expected a message, an enum or a scalar type");
+                self.err(
+                    file,
+                    path.span,
+                    format!("`{name}` is a service, not a type"),
+                    "expected a message, an enum or a scalar type",
+                );
                 None
             }
             None => {
@@ -396,11 +498,14 @@ impl<'a> Resolver<'a> {
                         file,
                         path.span,
                         format!("type `{dotted}` is not imported"),
-                        format!("it is declared in `{other_path}`, which this file does not import"),
+                        format!(
+                            "it is declared in `{other_path}`, which this file does not import"
+                        ),
                     );
                     return None;
                 }
-                let mut candidates: Vec<String> = Scalar::ALL.iter().map(|s| s.keyword().to_owned()).collect();
+                let mut candidates: Vec<String> =
+                    Scalar::ALL.iter().map(|s| s.keyword().to_owned()).collect();
                 for ((pkg, name), d) in &self.decls {
                     if d.kind == DeclKind::Service || !visible.contains(&d.file) {
                         continue;
@@ -428,7 +533,12 @@ impl<'a> Resolver<'a> {
             path: input.path.clone(),
             package: self.packages[fi].clone(),
             docs: input.ast.docs.clone(),
-            imports: input.imports.iter().flatten().map(|&i| self.inputs[i].path.clone()).collect(),
+            imports: input
+                .imports
+                .iter()
+                .flatten()
+                .map(|&i| self.inputs[i].path.clone())
+                .collect(),
             messages: Vec::new(),
             enums: Vec::new(),
             services: Vec::new(),
@@ -440,7 +550,12 @@ impl<'a> Resolver<'a> {
             if let Some(t) = target {
                 if let Some(first) = seen_imports.get(t) {
                     let label = format!("already imported at {}", self.place(fi, fi, *first));
-                    self.err(fi, imp.span, format!("`{}` is imported twice", imp.path), label);
+                    self.err(
+                        fi,
+                        imp.span,
+                        format!("`{}` is imported twice", imp.path),
+                        label,
+                    );
                 } else {
                     seen_imports.insert(*t, imp.span);
                 }
@@ -477,7 +592,12 @@ impl<'a> Resolver<'a> {
             }
             FieldType::Map { key, value, .. } => {
                 if let Label::Optional(s) | Label::Repeated(s) = field.label {
-                    self.err(fi, s, "a map field cannot be `optional` or `repeated`", "remove this label: a map is already a collection");
+                    self.err(
+                        fi,
+                        s,
+                        "a map field cannot be `optional` or `repeated`",
+                        "remove this label: a map is already a collection",
+                    );
                 }
                 let key_ty = self.lookup(fi, key);
                 let value_ty = self.lookup(fi, value);
@@ -512,7 +632,9 @@ impl<'a> Resolver<'a> {
         let mut reserved_spans: Vec<(u32, u32, Span)> = Vec::new();
         let mut reserved_names: HashMap<String, Span> = HashMap::new();
         for member in &m.members {
-            let Member::Reserved(r) = member else { continue };
+            let Member::Reserved(r) = member else {
+                continue;
+            };
             for item in &r.items {
                 match item {
                     ReservedItem::Range { start, end, span } => {
@@ -522,18 +644,35 @@ impl<'a> Resolver<'a> {
                             Some(e) => plain_u32(e).filter(|n| (1..=MAX_FIELD_NUMBER).contains(n)),
                         };
                         let (Some(lo), Some(hi)) = (lo, hi) else {
-                            if start.magnitude.is_none() || end.as_ref().is_some_and(|e| e.magnitude.is_none()) {
+                            if start.magnitude.is_none()
+                                || end.as_ref().is_some_and(|e| e.magnitude.is_none())
+                            {
                                 continue; // reported by the lexer
                             }
-                            self.err(fi, *span, "reserved field number out of range", format!("field numbers are 1 to {MAX_FIELD_NUMBER}"));
+                            self.err(
+                                fi,
+                                *span,
+                                "reserved field number out of range",
+                                format!("field numbers are 1 to {MAX_FIELD_NUMBER}"),
+                            );
                             continue;
                         };
                         if lo > hi {
-                            self.err(fi, *span, format!("empty reserved range `{lo} to {hi}`"), "the first number must not exceed the last");
+                            self.err(
+                                fi,
+                                *span,
+                                format!("empty reserved range `{lo} to {hi}`"),
+                                "the first number must not exceed the last",
+                            );
                             continue;
                         }
-                        if let Some((a, b, s)) = reserved_spans.iter().find(|(a, b, _)| lo <= *b && *a <= hi) {
-                            let label = format!("overlaps `{a} to {b}` reserved at {}", self.place(fi, fi, *s));
+                        if let Some((a, b, s)) =
+                            reserved_spans.iter().find(|(a, b, _)| lo <= *b && *a <= hi)
+                        {
+                            let label = format!(
+                                "overlaps `{a} to {b}` reserved at {}",
+                                self.place(fi, fi, *s)
+                            );
                             self.err(fi, *span, "reserved ranges overlap", label);
                             continue;
                         }
@@ -542,10 +681,21 @@ impl<'a> Resolver<'a> {
                     }
                     ReservedItem::Name { name, span } => {
                         if !is_identifier(name) {
-                            self.err(fi, *span, format!("reserved name `{name}` is not a valid field name"), "reserved names are identifiers");
+                            self.err(
+                                fi,
+                                *span,
+                                format!("reserved name `{name}` is not a valid field name"),
+                                "reserved names are identifiers",
+                            );
                         } else if let Some(first) = reserved_names.get(name) {
-                            let label = format!("already reserved at {}", self.place(fi, fi, *first));
-                            self.err(fi, *span, format!("field name `{name}` is reserved twice"), label);
+                            let label =
+                                format!("already reserved at {}", self.place(fi, fi, *first));
+                            self.err(
+                                fi,
+                                *span,
+                                format!("field name `{name}` is reserved twice"),
+                                label,
+                            );
                         } else {
                             reserved_names.insert(name.clone(), *span);
                             out.reserved_names.push(name.clone());
@@ -574,46 +724,99 @@ impl<'a> Resolver<'a> {
             let name = f.name.name.as_str();
             if let Some(first) = by_name.get(name) {
                 let label = format!("first defined at {}", self.place(fi, fi, *first));
-                self.err(fi, f.name.span, format!("duplicate field `{name}` in message `{}`", m.name.name), label);
+                self.err(
+                    fi,
+                    f.name.span,
+                    format!("duplicate field `{name}` in message `{}`", m.name.name),
+                    label,
+                );
             } else {
                 by_name.insert(name, f.name.span);
-                let _ = self.check_rust_name(fi, &f.name, "field", &mut by_rust, names::snake_case(name), "snake_case");
+                let _ = self.check_rust_name(
+                    fi,
+                    &f.name,
+                    "field",
+                    &mut by_rust,
+                    names::snake_case(name),
+                    "snake_case",
+                );
                 let json = names::json_name(name);
                 if let Some((other, span)) = by_json.get(&json) {
-                    let label = format!("`{other}` (at {}) has the same JSON name `{json}`, which protoc rejects", self.place(fi, fi, *span));
+                    let label = format!(
+                        "`{other}` (at {}) has the same JSON name `{json}`, which protoc rejects",
+                        self.place(fi, fi, *span)
+                    );
                     if names::snake_case(other) != names::snake_case(name) {
-                        self.err(fi, f.name.span, format!("field `{name}` collides with `{other}`"), label);
+                        self.err(
+                            fi,
+                            f.name.span,
+                            format!("field `{name}` collides with `{other}`"),
+                            label,
+                        );
                     }
                 } else {
                     by_json.insert(json, (name, f.name.span));
                 }
                 if reserved_names.contains_key(name) {
                     let label = format!("reserved at {}", self.place(fi, fi, reserved_names[name]));
-                    self.err(fi, f.name.span, format!("field name `{name}` is reserved"), label);
+                    self.err(
+                        fi,
+                        f.name.span,
+                        format!("field name `{name}` is reserved"),
+                        label,
+                    );
                 }
             }
             // Numbers.
             let number_text = f.number.to_string();
-            let Some(n) = plain_u32(&f.number).filter(|n| (1..=MAX_FIELD_NUMBER).contains(n)) else {
+            let Some(n) = plain_u32(&f.number).filter(|n| (1..=MAX_FIELD_NUMBER).contains(n))
+            else {
                 if f.number.magnitude.is_none() {
                     continue; // too large for 64 bits: reported by the lexer
                 }
-                self.err(fi, f.number_span, format!("field number `{number_text}` is out of range"), format!("field numbers are 1 to {MAX_FIELD_NUMBER}"));
+                self.err(
+                    fi,
+                    f.number_span,
+                    format!("field number `{number_text}` is out of range"),
+                    format!("field numbers are 1 to {MAX_FIELD_NUMBER}"),
+                );
                 continue;
             };
             if PROTOBUF_RESERVED.contains(&n) {
-                self.err(fi, f.number_span, format!("field number {n} is reserved by protobuf"), "19000 to 19999 are reserved for the protobuf implementation");
+                self.err(
+                    fi,
+                    f.number_span,
+                    format!("field number {n} is reserved by protobuf"),
+                    "19000 to 19999 are reserved for the protobuf implementation",
+                );
                 continue;
             }
-            if let Some((a, b, s)) = reserved_spans.iter().find(|(a, b, _)| (*a..=*b).contains(&n)) {
-                let range = if a == b { a.to_string() } else { format!("{a} to {b}") };
+            if let Some((a, b, s)) = reserved_spans
+                .iter()
+                .find(|(a, b, _)| (*a..=*b).contains(&n))
+            {
+                let range = if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a} to {b}")
+                };
                 let label = format!("`reserved {range}` at {}", self.place(fi, fi, *s));
-                self.err(fi, f.number_span, format!("field number {n} is reserved"), label);
+                self.err(
+                    fi,
+                    f.number_span,
+                    format!("field number {n} is reserved"),
+                    label,
+                );
                 continue;
             }
             if let Some((other, span)) = by_number.get(&n) {
                 let label = format!("already used by `{other}` at {}", self.place(fi, fi, *span));
-                self.err(fi, f.number_span, format!("duplicate field number {n} in message `{}`", m.name.name), label);
+                self.err(
+                    fi,
+                    f.number_span,
+                    format!("duplicate field number {n} in message `{}`", m.name.name),
+                    label,
+                );
                 continue;
             }
             by_number.insert(n, (name, f.number_span));
@@ -627,16 +830,43 @@ impl<'a> Resolver<'a> {
             let Member::Oneof(o) = member else { continue };
             let name = o.name.name.as_str();
             if let Some(first) = by_name.get(name) {
-                let label = format!("a field or oneof `{name}` is defined at {}", self.place(fi, fi, *first));
-                self.err(fi, o.name.span, format!("duplicate name `{name}` in message `{}`", m.name.name), label);
+                let label = format!(
+                    "a field or oneof `{name}` is defined at {}",
+                    self.place(fi, fi, *first)
+                );
+                self.err(
+                    fi,
+                    o.name.span,
+                    format!("duplicate name `{name}` in message `{}`", m.name.name),
+                    label,
+                );
                 continue;
             }
             by_name.insert(name, o.name.span);
-            if self.check_rust_name(fi, &o.name, "oneof", &mut by_rust, names::snake_case(name), "snake_case") {
-                self.check_rust_name(fi, &o.name, "oneof", &mut oneof_rust, names::upper_camel_case(name), "UpperCamelCase");
+            if self.check_rust_name(
+                fi,
+                &o.name,
+                "oneof",
+                &mut by_rust,
+                names::snake_case(name),
+                "snake_case",
+            ) {
+                self.check_rust_name(
+                    fi,
+                    &o.name,
+                    "oneof",
+                    &mut oneof_rust,
+                    names::upper_camel_case(name),
+                    "UpperCamelCase",
+                );
             }
             if o.fields.is_empty() {
-                self.err(fi, o.name.span, format!("oneof `{name}` has no fields"), "a oneof needs at least one field");
+                self.err(
+                    fi,
+                    o.name.span,
+                    format!("oneof `{name}` has no fields"),
+                    "a oneof needs at least one field",
+                );
             }
         }
 
@@ -646,7 +876,12 @@ impl<'a> Resolver<'a> {
                 Member::Field(f) => {
                     let kind = self.field_type(fi, f);
                     if let (Some(kind), Some(&tag)) = (kind, tags.get(&(f as *const ast::Field))) {
-                        out.fields.push(model::Field { name: f.name.name.clone(), docs: f.docs.clone(), tag, kind });
+                        out.fields.push(model::Field {
+                            name: f.name.name.clone(),
+                            docs: f.docs.clone(),
+                            tag,
+                            kind,
+                        });
                     }
                 }
                 Member::Oneof(o) => {
@@ -654,26 +889,54 @@ impl<'a> Resolver<'a> {
                     for f in &o.fields {
                         let plain = match (&f.label, &f.ty) {
                             (Label::Optional(s), _) => {
-                                self.err(fi, *s, "a oneof field cannot be `optional`", "oneof fields already have presence: remove `optional`");
+                                self.err(
+                                    fi,
+                                    *s,
+                                    "a oneof field cannot be `optional`",
+                                    "oneof fields already have presence: remove `optional`",
+                                );
                                 false
                             }
                             (Label::Repeated(s), _) => {
-                                self.err(fi, *s, "a oneof field cannot be `repeated`", "wrap the list in a message");
+                                self.err(
+                                    fi,
+                                    *s,
+                                    "a oneof field cannot be `repeated`",
+                                    "wrap the list in a message",
+                                );
                                 false
                             }
                             (_, FieldType::Map { span, .. }) => {
-                                self.err(fi, *span, "a oneof field cannot be a map", "wrap the map in a message");
+                                self.err(
+                                    fi,
+                                    *span,
+                                    "a oneof field cannot be a map",
+                                    "wrap the map in a message",
+                                );
                                 false
                             }
                             _ => true,
                         };
-                        let FieldType::Named(path) = &f.ty else { continue };
+                        let FieldType::Named(path) = &f.ty else {
+                            continue;
+                        };
                         let ty = self.lookup(fi, path);
-                        if let (true, Some(ty), Some(&tag)) = (plain, ty, tags.get(&(f as *const ast::Field))) {
-                            fields.push(model::OneofField { name: f.name.name.clone(), docs: f.docs.clone(), tag, ty });
+                        if let (true, Some(ty), Some(&tag)) =
+                            (plain, ty, tags.get(&(f as *const ast::Field)))
+                        {
+                            fields.push(model::OneofField {
+                                name: f.name.name.clone(),
+                                docs: f.docs.clone(),
+                                tag,
+                                ty,
+                            });
                         }
                     }
-                    out.oneofs.push(model::Oneof { name: o.name.name.clone(), docs: o.docs.clone(), fields });
+                    out.oneofs.push(model::Oneof {
+                        name: o.name.name.clone(),
+                        docs: o.docs.clone(),
+                        fields,
+                    });
                 }
                 Member::Reserved(_) => {}
             }
@@ -694,7 +957,11 @@ impl<'a> Resolver<'a> {
         case: &str,
     ) -> bool {
         if names::is_forbidden(&rust) {
-            let shown = if rust.is_empty() { "nothing".to_owned() } else { format!("`{rust}`") };
+            let shown = if rust.is_empty() {
+                "nothing".to_owned()
+            } else {
+                format!("`{rust}`")
+            };
             self.err(
                 fi,
                 ident.span,
@@ -704,8 +971,19 @@ impl<'a> Resolver<'a> {
             return false;
         }
         if let Some((other, span)) = seen.get(&rust) {
-            let label = format!("`{other}` (at {}) also becomes `{rust}`", self.place(fi, fi, *span));
-            self.err(fi, ident.span, format!("{what} `{}` collides with `{other}` after conversion to {case}", ident.name), label);
+            let label = format!(
+                "`{other}` (at {}) also becomes `{rust}`",
+                self.place(fi, fi, *span)
+            );
+            self.err(
+                fi,
+                ident.span,
+                format!(
+                    "{what} `{}` collides with `{other}` after conversion to {case}",
+                    ident.name
+                ),
+                label,
+            );
             return false;
         }
         seen.insert(rust, (ident.name.as_str(), ident.span));
@@ -713,9 +991,18 @@ impl<'a> Resolver<'a> {
     }
 
     fn enumeration(&mut self, fi: usize, e: &ast::Enum) -> model::Enum {
-        let mut out = model::Enum { name: e.name.name.clone(), docs: e.docs.clone(), values: Vec::new() };
+        let mut out = model::Enum {
+            name: e.name.name.clone(),
+            docs: e.docs.clone(),
+            values: Vec::new(),
+        };
         if e.values.is_empty() {
-            self.err(fi, e.name.span, format!("enum `{}` has no values", e.name.name), "an enum needs at least its zero value");
+            self.err(
+                fi,
+                e.name.span,
+                format!("enum `{}` has no values", e.name.name),
+                "an enum needs at least its zero value",
+            );
         }
         let mut by_number: HashMap<i32, (&str, Span)> = HashMap::new();
         let mut by_rust: HashMap<String, (&str, Span)> = HashMap::new();
@@ -725,7 +1012,12 @@ impl<'a> Resolver<'a> {
                 if v.number.magnitude.is_none() {
                     continue; // reported by the lexer
                 }
-                self.err(fi, v.number_span, format!("enum value number `{}` is out of range", v.number), "enum numbers are 32-bit signed integers");
+                self.err(
+                    fi,
+                    v.number_span,
+                    format!("enum value number `{}` is out of range", v.number),
+                    "enum numbers are 32-bit signed integers",
+                );
                 continue;
             };
             if i == 0 && number != 0 {
@@ -737,8 +1029,16 @@ impl<'a> Resolver<'a> {
                 );
             }
             if let Some((other, span)) = by_number.get(&number) {
-                let label = format!("already used by `{other}` at {}; aliases are not supported", self.place(fi, fi, *span));
-                self.err(fi, v.number_span, format!("duplicate enum number {number} in enum `{}`", e.name.name), label);
+                let label = format!(
+                    "already used by `{other}` at {}; aliases are not supported",
+                    self.place(fi, fi, *span)
+                );
+                self.err(
+                    fi,
+                    v.number_span,
+                    format!("duplicate enum number {number} in enum `{}`", e.name.name),
+                    label,
+                );
             } else {
                 by_number.insert(number, (&v.name.name, v.name.span));
             }
@@ -752,18 +1052,28 @@ impl<'a> Resolver<'a> {
                 );
             } else if let Some((other, span)) = by_rust.get(&rust) {
                 if *other != v.name.name {
-                    let label = format!("`{other}` (at {}) also becomes `{rust}`", self.place(fi, fi, *span));
+                    let label = format!(
+                        "`{other}` (at {}) also becomes `{rust}`",
+                        self.place(fi, fi, *span)
+                    );
                     self.err(
                         fi,
                         v.name.span,
-                        format!("enum value `{}` collides with `{other}` in Rust", v.name.name),
+                        format!(
+                            "enum value `{}` collides with `{other}` in Rust",
+                            v.name.name
+                        ),
                         format!("{label} (UpperCamelCase, enum name prefix stripped)"),
                     );
                 }
             } else {
                 by_rust.insert(rust, (&v.name.name, v.name.span));
             }
-            out.values.push(model::EnumValue { name: v.name.name.clone(), docs: v.docs.clone(), number });
+            out.values.push(model::EnumValue {
+                name: v.name.name.clone(),
+                docs: v.docs.clone(),
+                number,
+            });
         }
         out
     }
@@ -776,8 +1086,14 @@ impl<'a> Resolver<'a> {
                 self.err(
                     fi,
                     path.span,
-                    format!("the {role} of a method must be a message, not `{}`", s.keyword()),
-                    format!("wrap it in a message, e.g. `message Wrapped {{ {} value = 1; }}`", s.keyword()),
+                    format!(
+                        "the {role} of a method must be a message, not `{}`",
+                        s.keyword()
+                    ),
+                    format!(
+                        "wrap it in a message, e.g. `message Wrapped {{ {} value = 1; }}`",
+                        s.keyword()
+                    ),
                 );
                 None
             }
@@ -785,7 +1101,10 @@ impl<'a> Resolver<'a> {
                 self.err(
                     fi,
                     path.span,
-                    format!("the {role} of a method must be a message, not enum `{}`", t.name),
+                    format!(
+                        "the {role} of a method must be a message, not enum `{}`",
+                        t.name
+                    ),
                     "wrap it in a message",
                 );
                 None
@@ -794,7 +1113,11 @@ impl<'a> Resolver<'a> {
     }
 
     fn service(&mut self, fi: usize, s: &ast::Service) -> model::Service {
-        let mut out = model::Service { name: s.name.name.clone(), docs: s.docs.clone(), methods: Vec::new() };
+        let mut out = model::Service {
+            name: s.name.name.clone(),
+            docs: s.docs.clone(),
+            methods: Vec::new(),
+        };
         let package = self.packages[fi].join(".");
         let mut by_name: HashMap<&str, Span> = HashMap::new();
         let mut by_rust: HashMap<String, (&str, Span)> = HashMap::new();
@@ -804,31 +1127,68 @@ impl<'a> Resolver<'a> {
             let mut ok = true;
             if let Some(first) = by_name.get(name) {
                 let label = format!("first defined at {}", self.place(fi, fi, *first));
-                self.err(fi, m.name.span, format!("duplicate method `{name}` in service `{}`", s.name.name), label);
+                self.err(
+                    fi,
+                    m.name.span,
+                    format!("duplicate method `{name}` in service `{}`", s.name.name),
+                    label,
+                );
                 ok = false;
             } else {
                 by_name.insert(name, m.name.span);
-                let _ = self.check_rust_name(fi, &m.name, "method", &mut by_rust, names::snake_case(name), "snake_case");
+                let _ = self.check_rust_name(
+                    fi,
+                    &m.name,
+                    "method",
+                    &mut by_rust,
+                    names::snake_case(name),
+                    "snake_case",
+                );
                 let rust = names::snake_case(name);
                 if RESERVED_STUB_METHODS.contains(&rust.as_str()) {
-                    let label = format!("it becomes `{rust}`, which the generated client stubs define themselves");
-                    self.err(fi, m.name.span, format!("method `{name}` cannot be used in Rust"), label);
+                    let label = format!(
+                        "it becomes `{rust}`, which the generated client stubs define themselves"
+                    );
+                    self.err(
+                        fi,
+                        m.name.span,
+                        format!("method `{name}` cannot be used in Rust"),
+                        label,
+                    );
                     ok = false;
                 }
                 let id = model::method_id(&package, &s.name.name, name);
                 if let Some((other, span)) = by_id.get(&id) {
-                    let label = format!("`{other}` (at {}) has the same id: rename one of them", self.place(fi, fi, *span));
-                    self.err(fi, m.name.span, format!("methods `{other}` and `{name}` have the same method id {id:#010x}"), label);
+                    let label = format!(
+                        "`{other}` (at {}) has the same id: rename one of them",
+                        self.place(fi, fi, *span)
+                    );
+                    self.err(
+                        fi,
+                        m.name.span,
+                        format!(
+                            "methods `{other}` and `{name}` have the same method id {id:#010x}"
+                        ),
+                        label,
+                    );
                     ok = false;
                 } else {
                     by_id.insert(id, (name, m.name.span));
                 }
             }
             let request = self.message_type(fi, &m.request, "request");
-            let response = m.response.as_ref().map(|p| self.message_type(fi, p, "reply"));
-            let raises = m.raises.as_ref().map(|p| self.message_type(fi, p, "raised error"));
+            let response = m
+                .response
+                .as_ref()
+                .map(|p| self.message_type(fi, p, "reply"));
+            let raises = m
+                .raises
+                .as_ref()
+                .map(|p| self.message_type(fi, p, "raised error"));
             let attrs = self.attributes(fi, m);
-            let (Some(request), Some(attrs)) = (request, attrs) else { continue };
+            let (Some(request), Some(attrs)) = (request, attrs) else {
+                continue;
+            };
             let response = match response {
                 Some(Some(t)) => Some(t),
                 Some(None) => continue,
@@ -852,10 +1212,14 @@ impl<'a> Resolver<'a> {
                 raises,
                 oneway,
                 idempotent: attrs.idempotent,
-                protocol: attrs.protocol.unwrap_or(if oneway { Protocol::R } else { Protocol::RR }),
+                protocol: attrs
+                    .protocol
+                    .unwrap_or(if oneway { Protocol::R } else { Protocol::RR }),
                 timeout_ms: attrs.timeout_ms,
                 retries: attrs.retries,
-                style: attrs.style.unwrap_or(if oneway { Style::OneWay } else { Style::Sync }),
+                style: attrs
+                    .style
+                    .unwrap_or(if oneway { Style::OneWay } else { Style::Sync }),
             });
         }
         out
@@ -872,21 +1236,40 @@ impl<'a> Resolver<'a> {
             let name = attr.name.name.as_str();
             if !ATTRIBUTES.contains(&name) {
                 let candidates: Vec<String> = ATTRIBUTES.iter().map(|s| (*s).to_owned()).collect();
-                let label = did_you_mean(name, &candidates, "expected `idempotent`, `protocol`, `timeout`, `retries` or `style`");
-                self.err(fi, attr.name.span, format!("unknown attribute `{name}`"), label);
+                let label = did_you_mean(
+                    name,
+                    &candidates,
+                    "expected `idempotent`, `protocol`, `timeout`, `retries` or `style`",
+                );
+                self.err(
+                    fi,
+                    attr.name.span,
+                    format!("unknown attribute `{name}`"),
+                    label,
+                );
                 ok = false;
                 continue;
             }
             if let Some(first) = seen.get(name) {
                 let label = format!("already given at {}", self.place(fi, fi, *first));
-                self.err(fi, attr.name.span, format!("duplicate attribute `{name}`"), label);
+                self.err(
+                    fi,
+                    attr.name.span,
+                    format!("duplicate attribute `{name}`"),
+                    label,
+                );
                 ok = false;
                 continue;
             }
             seen.insert(name, attr.name.span);
             if name == "idempotent" {
                 if let Some(v) = &attr.value {
-                    self.err(fi, v.span(), "`idempotent` takes no value", "write just `idempotent`");
+                    self.err(
+                        fi,
+                        v.span(),
+                        "`idempotent` takes no value",
+                        "write just `idempotent`",
+                    );
                     ok = false;
                 }
                 a.idempotent = true;
@@ -900,7 +1283,12 @@ impl<'a> Resolver<'a> {
                     "retries" => "retries = 3",
                     _ => "style = deferred",
                 };
-                self.err(fi, attr.name.span, format!("`{name}` needs a value"), format!("e.g. `{example}`"));
+                self.err(
+                    fi,
+                    attr.name.span,
+                    format!("`{name}` needs a value"),
+                    format!("e.g. `{example}`"),
+                );
                 ok = false;
                 continue;
             };
@@ -933,18 +1321,32 @@ impl<'a> Resolver<'a> {
                         None => ok = false,
                     },
                     _ => {
-                        self.err(fi, value.span(), "illegal value for `timeout`", "expected a duration such as `250ms` or `5s`");
+                        self.err(
+                            fi,
+                            value.span(),
+                            "illegal value for `timeout`",
+                            "expected a duration such as `250ms` or `5s`",
+                        );
                         ok = false;
                     }
                 },
                 _ => match value {
                     // "retries"
-                    AttrValue::Int(lit, span) if lit.suffix.is_none() && !lit.negative && lit.magnitude.is_some_and(|n| n <= u64::from(MAX_RETRIES)) => {
+                    AttrValue::Int(lit, span)
+                        if lit.suffix.is_none()
+                            && !lit.negative
+                            && lit.magnitude.is_some_and(|n| n <= u64::from(MAX_RETRIES)) =>
+                    {
                         let _ = span;
                         a.retries = lit.magnitude.and_then(|n| u32::try_from(n).ok());
                     }
                     _ => {
-                        self.err(fi, value.span(), "illegal value for `retries`", format!("expected a number from 0 to {MAX_RETRIES}"));
+                        self.err(
+                            fi,
+                            value.span(),
+                            "illegal value for `retries`",
+                            format!("expected a number from 0 to {MAX_RETRIES}"),
+                        );
                         ok = false;
                     }
                 },
@@ -955,15 +1357,30 @@ impl<'a> Resolver<'a> {
             if m.oneway.is_some() {
                 match name {
                     "protocol" if matches!(a.protocol, Some(Protocol::RR | Protocol::RRA)) => {
-                        self.err(fi, value.span(), "a `oneway` method always uses protocol R", "it has no reply: remove this, or remove `oneway`");
+                        self.err(
+                            fi,
+                            value.span(),
+                            "a `oneway` method always uses protocol R",
+                            "it has no reply: remove this, or remove `oneway`",
+                        );
                         ok = false;
                     }
                     "retries" => {
-                        self.err(fi, attr.name.span, "a `oneway` method is never retried", "protocol R sends the request once: remove `retries`");
+                        self.err(
+                            fi,
+                            attr.name.span,
+                            "a `oneway` method is never retried",
+                            "protocol R sends the request once: remove `retries`",
+                        );
                         ok = false;
                     }
                     "style" => {
-                        self.err(fi, attr.name.span, "a `oneway` method has no call style to choose", "it is always one-way: remove `style`");
+                        self.err(
+                            fi,
+                            attr.name.span,
+                            "a `oneway` method has no call style to choose",
+                            "it is always one-way: remove `style`",
+                        );
                         ok = false;
                     }
                     _ => {}
@@ -972,7 +1389,12 @@ impl<'a> Resolver<'a> {
         }
         if m.oneway.is_none() && a.protocol == Some(Protocol::R) {
             let span = protocol_span.unwrap_or(m.name.span);
-            self.err(fi, span, "protocol = R has no reply: declare the method `oneway`", "R sends only the request");
+            self.err(
+                fi,
+                span,
+                "protocol = R has no reply: declare the method `oneway`",
+                "R sends only the request",
+            );
             ok = false;
         }
         if a.idempotent && a.protocol == Some(Protocol::RRA) {
@@ -990,7 +1412,11 @@ impl<'a> Resolver<'a> {
 
     fn bad_value(&mut self, fi: usize, value: &AttrValue, name: &str, allowed: &[&str]) {
         let list = allowed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>();
-        let expected = format!("expected {} or {}", list[..list.len() - 1].join(", "), list[list.len() - 1]);
+        let expected = format!(
+            "expected {} or {}",
+            list[..list.len() - 1].join(", "),
+            list[list.len() - 1]
+        );
         let label = match value {
             AttrValue::Ident(i) => {
                 let candidates: Vec<String> = allowed.iter().map(|s| (*s).to_owned()).collect();
@@ -998,7 +1424,12 @@ impl<'a> Resolver<'a> {
             }
             _ => expected,
         };
-        self.err(fi, value.span(), format!("illegal value for `{name}`"), label);
+        self.err(
+            fi,
+            value.span(),
+            format!("illegal value for `{name}`"),
+            label,
+        );
     }
 
     fn timeout(&mut self, fi: usize, lit: &ast::IntLit, span: Span) -> Option<u64> {
@@ -1006,22 +1437,42 @@ impl<'a> Resolver<'a> {
             Some("ms") => 1,
             Some("s") => 1000,
             None => {
-                self.err(fi, span, "`timeout` needs a unit", format!("write `{lit}ms` or `{lit}s`"));
+                self.err(
+                    fi,
+                    span,
+                    "`timeout` needs a unit",
+                    format!("write `{lit}ms` or `{lit}s`"),
+                );
                 return None;
             }
             Some(other) => {
-                self.err(fi, span, format!("unknown unit `{other}` in `timeout`"), "the units are `ms` and `s`");
+                self.err(
+                    fi,
+                    span,
+                    format!("unknown unit `{other}` in `timeout`"),
+                    "the units are `ms` and `s`",
+                );
                 return None;
             }
         };
         if lit.negative || lit.magnitude == Some(0) {
-            self.err(fi, span, "`timeout` must be greater than zero", "a call needs time to run");
+            self.err(
+                fi,
+                span,
+                "`timeout` must be greater than zero",
+                "a call needs time to run",
+            );
             return None;
         }
         match lit.magnitude.and_then(|n| n.checked_mul(factor)) {
             Some(ms) => Some(ms),
             None => {
-                self.err(fi, span, "`timeout` is too large", "it must fit in 64 bits of milliseconds");
+                self.err(
+                    fi,
+                    span,
+                    "`timeout` is too large",
+                    "it must fit in 64 bits of milliseconds",
+                );
                 None
             }
         }
@@ -1059,7 +1510,10 @@ fn to_screaming(name: &str) -> String {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -1068,7 +1522,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("TimeReadng", ["TimeReading", "Empty"]), Some("TimeReading"));
+        assert_eq!(
+            suggest("TimeReadng", ["TimeReading", "Empty"]),
+            Some("TimeReading")
+        );
         assert_eq!(suggest("idempotant", ATTRIBUTES), Some("idempotent"));
         assert_eq!(suggest("rra", ["R", "RR", "RRA"]), Some("RRA"));
         assert_eq!(suggest("Zzzzzz", ["TimeReading"]), None);

@@ -59,7 +59,11 @@ pub fn words(name: &str) -> Vec<&str> {
 
 /// `snake_case`, as heck's `to_snake_case`.
 pub fn snake_case(name: &str) -> String {
-    words(name).iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join("_")
+    words(name)
+        .iter()
+        .map(|w| w.to_lowercase())
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 /// `UpperCamelCase`, as heck's `to_upper_camel_case`.
@@ -108,10 +112,11 @@ pub fn json_name(field: &str) -> String {
 /// Rust keywords (strict and reserved, every edition) that the back end
 /// writes as raw identifiers (`r#type`).
 const RAW_KEYWORDS: &[&str] = &[
-    "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false", "fn", "for", "if",
-    "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "static", "struct", "trait",
-    "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "gen", "macro",
-    "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
+    "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern", "false",
+    "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
+    "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where", "while",
+    "abstract", "become", "box", "do", "final", "gen", "macro", "override", "priv", "try",
+    "typeof", "unsized", "virtual", "yield",
 ];
 
 /// True when `rust_name` is a keyword the back end must write as `r#name`.
@@ -146,7 +151,10 @@ mod tests {
         assert_eq!(enum_value("Mode", "SLEW"), "Slew");
         assert_eq!(enum_value("Mode", "MODE"), "Mode");
         assert_eq!(enum_value("Mode", "MODERN"), "Modern");
-        assert_eq!(enum_value("MessageType", "MESSAGE_TYPE_UNSPECIFIED"), "Unspecified");
+        assert_eq!(
+            enum_value("MessageType", "MESSAGE_TYPE_UNSPECIFIED"),
+            "Unspecified"
+        );
         assert_eq!(json_name("foo_bar"), "fooBar");
         assert_eq!(json_name("a_1"), "a1");
     }
@@ -155,7 +163,12 @@ mod tests {
     fn keywords() {
         assert!(needs_raw("type"));
         assert!(!needs_raw("kind"));
-        assert!(is_forbidden("self") && is_forbidden("Self") && is_forbidden("crate") && is_forbidden("super"));
+        assert!(
+            is_forbidden("self")
+                && is_forbidden("Self")
+                && is_forbidden("crate")
+                && is_forbidden("super")
+        );
         assert!(!is_forbidden("type"));
     }
 }

@@ -95,18 +95,31 @@ impl tonic_build::Method for GrpcMethod {
     fn comment(&self) -> &[String] {
         &self.comment
     }
-    fn request_response_name(&self, _proto_path: &str, _compile_well_known_types: bool) -> (TokenStream, TokenStream) {
-        (quote!(::rpc_core::codegen::Bytes), quote!(::rpc_core::codegen::Bytes))
+    fn request_response_name(
+        &self,
+        _proto_path: &str,
+        _compile_well_known_types: bool,
+    ) -> (TokenStream, TokenStream) {
+        (
+            quote!(::rpc_core::codegen::Bytes),
+            quote!(::rpc_core::codegen::Bytes),
+        )
     }
 }
 
 fn adapter(package: &[String], s: &Service) -> GrpcService {
-    let bare = type_ident(&s.name).to_string().trim_start_matches("r#").to_owned();
+    let bare = type_ident(&s.name)
+        .to_string()
+        .trim_start_matches("r#")
+        .to_owned();
     GrpcService {
         name: format!("{bare}Grpc"),
         package: package.join("."),
         identifier: s.name.clone(),
-        comment: vec![format!(" The gRPC face of `{}`: mounted by `serve_grpc` through `{bare}Server`.", s.name)],
+        comment: vec![format!(
+            " The gRPC face of `{}`: mounted by `serve_grpc` through `{bare}Server`.",
+            s.name
+        )],
         methods: s
             .methods
             .iter()
@@ -139,7 +152,10 @@ pub(super) fn module(package: &[String], s: &Service) -> (TokenStream, Names) {
     let mut module: syn::ItemMod = match syn::parse2(tokens) {
         Ok(m) => m,
         Err(e) => {
-            let names = Names { module: format_ident!("{}_grpc_server", snake_ident(&s.name).to_string()), server };
+            let names = Names {
+                module: format_ident!("{}_grpc_server", snake_ident(&s.name).to_string()),
+                server,
+            };
             return (e.to_compile_error(), names);
         }
     };
@@ -163,11 +179,24 @@ pub(super) fn module(package: &[String], s: &Service) -> (TokenStream, Names) {
         }
     };
     if let Some((_, items)) = &mut module.content {
-        items.insert(0, syn::parse_quote!(use ::rpc_core::codegen::grpc::prelude::*;));
-        items.insert(0, syn::parse_quote!(use ::rpc_core::codegen::grpc::{std, tonic};));
+        items.insert(
+            0,
+            syn::parse_quote!(
+                use ::rpc_core::codegen::grpc::prelude::*;
+            ),
+        );
+        items.insert(
+            0,
+            syn::parse_quote!(
+                use ::rpc_core::codegen::grpc::{std, tonic};
+            ),
+        );
         items.push(door_impl);
     }
-    let names = Names { module: module.ident.clone(), server };
+    let names = Names {
+        module: module.ident.clone(),
+        server,
+    };
     (quote!(#module), names)
 }
 

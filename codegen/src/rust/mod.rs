@@ -59,7 +59,10 @@ impl Context<'_> {
     /// be boxed: `msg` is reachable from `field_type` through non-repeated
     /// message fields, as prost-build decides.
     fn is_recursive(&self, msg: &crate::model::Message, field_type: &TypeRef) -> bool {
-        let me = TypeRef { package: self.package.to_vec(), name: msg.name.clone() };
+        let me = TypeRef {
+            package: self.package.to_vec(),
+            name: msg.name.clone(),
+        };
         *field_type == me || self.reach.get(field_type).is_some_and(|r| r.contains(&me))
     }
 }
@@ -72,10 +75,15 @@ fn reachability(model: &Model) -> HashMap<TypeRef, HashSet<TypeRef>> {
     let mut edges: HashMap<TypeRef, Vec<TypeRef>> = HashMap::new();
     for file in &model.files {
         for m in &file.messages {
-            let me = TypeRef { package: file.package.clone(), name: m.name.clone() };
+            let me = TypeRef {
+                package: file.package.clone(),
+                name: m.name.clone(),
+            };
             let mut out = Vec::new();
             for f in &m.fields {
-                if let FieldKind::Single(Type::Message(r)) | FieldKind::Optional(Type::Message(r)) = &f.kind {
+                if let FieldKind::Single(Type::Message(r)) | FieldKind::Optional(Type::Message(r)) =
+                    &f.kind
+                {
                     out.push(r.clone());
                 }
             }
@@ -92,7 +100,10 @@ fn reachability(model: &Model) -> HashMap<TypeRef, HashSet<TypeRef>> {
     let mut reach = HashMap::new();
     for start in edges.keys() {
         let mut seen: HashSet<TypeRef> = HashSet::new();
-        let mut stack: Vec<&TypeRef> = edges.get(start).map(|v| v.iter().collect()).unwrap_or_default();
+        let mut stack: Vec<&TypeRef> = edges
+            .get(start)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
         while let Some(t) = stack.pop() {
             if seen.insert(t.clone()) {
                 if let Some(next) = edges.get(t) {
@@ -114,7 +125,11 @@ pub(crate) fn docs(lines: &[String]) -> TokenStream {
     let mut in_fence = false;
     let attrs = lines.iter().map(|l| {
         let line = sanitize_doc(l, &mut in_fence);
-        let text = if line.is_empty() { String::new() } else { format!(" {line}") };
+        let text = if line.is_empty() {
+            String::new()
+        } else {
+            format!(" {line}")
+        };
         quote!(#[doc = #text])
     });
     let out = quote!(#(#attrs)*);
@@ -126,7 +141,11 @@ fn sanitize_doc(line: &str, in_fence: &mut bool) -> String {
     if let Some(lang) = trimmed.strip_prefix("```") {
         let opening = !*in_fence;
         *in_fence = opening;
-        return if opening && lang.trim().is_empty() { "```text".to_owned() } else { trimmed.to_owned() };
+        return if opening && lang.trim().is_empty() {
+            "```text".to_owned()
+        } else {
+            trimmed.to_owned()
+        };
     }
     if *in_fence {
         return line.trim_end().to_owned();
@@ -162,7 +181,9 @@ struct ModuleTree {
 
 impl ModuleTree {
     fn at(&mut self, path: &[String]) -> &mut ModuleTree {
-        let Some((first, rest)) = path.split_first() else { return self };
+        let Some((first, rest)) = path.split_first() else {
+            return self;
+        };
         let pos = match self.children.iter().position(|(n, _)| n == first) {
             Some(p) => p,
             None => {
@@ -202,7 +223,10 @@ pub fn tokens(model: &Model) -> TokenStream {
     let reach = reachability(model);
     let mut root = ModuleTree::default();
     for file in &model.files {
-        let cx = Context { package: &file.package, reach: &reach };
+        let cx = Context {
+            package: &file.package,
+            reach: &reach,
+        };
         let mut items = Vec::new();
         for m in &file.messages {
             items.push(types::message(&cx, m));
@@ -234,17 +258,28 @@ pub fn header(model: &Model, base: Option<&Path>) -> String {
         .files
         .iter()
         .map(|f| {
-            let relative = base.and_then(|b| f.path.strip_prefix(b).ok()).map(Path::to_path_buf).or_else(|| {
-                // Imports may be resolved to canonical paths while the root
-                // is not (or the other way round): compare canonically too.
-                let cb = canonical_base.as_deref()?;
-                f.path.canonicalize().ok()?.strip_prefix(cb).ok().map(Path::to_path_buf)
-            });
+            let relative = base
+                .and_then(|b| f.path.strip_prefix(b).ok())
+                .map(Path::to_path_buf)
+                .or_else(|| {
+                    // Imports may be resolved to canonical paths while the root
+                    // is not (or the other way round): compare canonically too.
+                    let cb = canonical_base.as_deref()?;
+                    f.path
+                        .canonicalize()
+                        .ok()?
+                        .strip_prefix(cb)
+                        .ok()
+                        .map(Path::to_path_buf)
+                });
             let shown = relative.as_deref().unwrap_or(&f.path);
             shown.display().to_string().replace('\\', "/")
         })
         .collect();
-    format!("// Generated by rpc-codegen from {}. DO NOT EDIT.\n", files.join(", "))
+    format!(
+        "// Generated by rpc-codegen from {}. DO NOT EDIT.\n",
+        files.join(", ")
+    )
 }
 
 /// The generated code as a `syn::File`.
@@ -291,7 +326,10 @@ mod tests {
             .iter()
             .filter_map(|a| match &a.meta {
                 syn::Meta::NameValue(nv) => match &nv.value {
-                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => Some(s.value()),
                     _ => None,
                 },
                 _ => None,
@@ -301,7 +339,10 @@ mod tests {
 
     #[test]
     fn docs_are_made_safe_for_rustdoc() {
-        assert_eq!(rendered(&["see [Foo] and `[bar]`"]), vec![" see \\[Foo\\] and `[bar]`"]);
+        assert_eq!(
+            rendered(&["see [Foo] and `[bar]`"]),
+            vec![" see \\[Foo\\] and `[bar]`"]
+        );
         assert_eq!(rendered(&["", "    indented"]), vec!["", " indented"]);
         assert_eq!(
             rendered(&["```", "  [x] stays", "```", "```rust", "y", "```"]),

@@ -21,7 +21,11 @@ pub(crate) fn snake(s: &str) -> String {
 
 /// `SHOUTY_SNAKE_CASE` (heck's `to_shouty_snake_case`).
 pub(crate) fn shouty(s: &str) -> String {
-    words(s).iter().map(|w| w.to_uppercase()).collect::<Vec<_>>().join("_")
+    words(s)
+        .iter()
+        .map(|w| w.to_uppercase())
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 /// An identifier for `name` (already case-converted): raw for keywords,
@@ -34,7 +38,16 @@ pub(crate) fn ident(name: &str) -> Ident {
     let name = if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         name
     } else {
-        cleaned = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        cleaned = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         &cleaned
     };
     if name.is_empty() {
@@ -102,10 +115,15 @@ mod tests {
 
     #[test]
     fn any_name_gives_a_valid_identifier() {
-        for name in ["", "_", "1abc", "é", "a-b", "self", "Self", "x²", "__", "a b", "crate"] {
+        for name in [
+            "", "_", "1abc", "é", "a-b", "self", "Self", "x²", "__", "a b", "crate",
+        ] {
             for f in [snake_ident, type_ident, |s: &str| ident(&shouty(s))] {
                 let id = f(name).to_string();
-                assert!(syn::parse_str::<syn::Ident>(&id).is_ok() || id.starts_with("r#"), "{name:?} -> {id:?}");
+                assert!(
+                    syn::parse_str::<syn::Ident>(&id).is_ok() || id.starts_with("r#"),
+                    "{name:?} -> {id:?}"
+                );
             }
         }
     }
@@ -114,7 +132,10 @@ mod tests {
     fn enum_prefixes_are_stripped_like_prost_build() {
         assert_eq!(variant_name("Mode", "MODE_UNSPECIFIED"), "Unspecified");
         assert_eq!(variant_name("Mode", "SLEW"), "Slew");
-        assert_eq!(variant_name("MessageType", "MESSAGE_TYPE_UNSPECIFIED"), "Unspecified");
+        assert_eq!(
+            variant_name("MessageType", "MESSAGE_TYPE_UNSPECIFIED"),
+            "Unspecified"
+        );
         assert_eq!(variant_name("MessageType", "REQUEST"), "Request");
         assert_eq!(variant_name("ExchangeProtocol", "PROTOCOL_R"), "ProtocolR");
         assert_eq!(variant_name("Mode", "MODE1"), "Mode1");

@@ -114,14 +114,22 @@ fn info_module(cx: &Context<'_>, s: &Service) -> TokenStream {
     let module = snake_ident(&s.name);
     let package = cx.package.join(".");
     let name = &s.name;
-    let full_name = if package.is_empty() { s.name.clone() } else { format!("{package}.{}", s.name) };
+    let full_name = if package.is_empty() {
+        s.name.clone()
+    } else {
+        format!("{package}.{}", s.name)
+    };
     let consts: Vec<Ident> = s.methods.iter().map(method_const).collect();
     let infos = s.methods.iter().zip(&consts).map(|(m, c)| {
         let doc = format!(" `{}`: {}", m.name, semantics(m));
         let mname = &m.name;
         let id = hex(m.id);
         let request = m.request.full_name();
-        let response = m.response.as_ref().map(|r| r.full_name()).unwrap_or_default();
+        let response = m
+            .response
+            .as_ref()
+            .map(|r| r.full_name())
+            .unwrap_or_default();
         let raises = m.raises.as_ref().map(|r| r.full_name()).unwrap_or_default();
         let oneway = m.oneway;
         let idempotent = m.idempotent;
@@ -149,8 +157,10 @@ fn info_module(cx: &Context<'_>, s: &Service) -> TokenStream {
             };
         }
     });
-    let module_doc = format!(" Static description of the service `{full_name}` and of each of its methods.");
-    let service_doc = format!(" The service `{full_name}`: what a server hosts and a client calls.");
+    let module_doc =
+        format!(" Static description of the service `{full_name}` and of each of its methods.");
+    let service_doc =
+        format!(" The service `{full_name}`: what a server hosts and a client calls.");
     quote! {
         #[doc = #module_doc]
         pub mod #module {
@@ -337,7 +347,10 @@ fn server(cx: &Context<'_>, s: &Service, grpc_route: &TokenStream) -> TokenStrea
 /// the method's default style.
 fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let idl_docs = service_docs(s);
-    let bare = type_ident(&s.name).to_string().trim_start_matches("r#").to_owned();
+    let bare = type_ident(&s.name)
+        .to_string()
+        .trim_start_matches("r#")
+        .to_owned();
     let client = format_ident!("{}Client", bare);
     let module = snake_ident(&s.name);
     let doc = format!(
@@ -407,7 +420,10 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
 /// `<Name>GroupClient`: one method per IDL method, returning a group call.
 fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let idl_docs = service_docs(s);
-    let bare = type_ident(&s.name).to_string().trim_start_matches("r#").to_owned();
+    let bare = type_ident(&s.name)
+        .to_string()
+        .trim_start_matches("r#")
+        .to_owned();
     let client = format_ident!("{}GroupClient", bare);
     let module = snake_ident(&s.name);
     let doc = format!(

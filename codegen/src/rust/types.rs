@@ -18,7 +18,11 @@ const PROST_PATH: &str = "::rpc_core::codegen::prost";
 /// `super::super::common::v1::Name` for another package.
 pub(super) fn type_path(from: &[String], extra: usize, target: &TypeRef) -> TokenStream {
     let name = type_ident(&target.name);
-    let ups = if from == target.package.as_slice() { extra } else { extra + from.len() };
+    let ups = if from == target.package.as_slice() {
+        extra
+    } else {
+        extra + from.len()
+    };
     let supers = (0..ups).map(|_| quote!(super::));
     let segs = if from == target.package.as_slice() {
         Vec::new()
@@ -84,7 +88,10 @@ fn map_value(cx: &Context<'_>, ty: &Type) -> (String, TokenStream) {
         // prost-derive only supports `Vec<u8>` for `bytes` map values.
         Type::Scalar(Scalar::Bytes) => ("bytes".to_owned(), quote!(::rpc_core::codegen::Vec<u8>)),
         Type::Scalar(s) => (s.keyword().to_owned(), scalar(*s).1),
-        Type::Enum(r) => (format!("enumeration({})", type_path_string(cx.package, 0, r)), quote!(i32)),
+        Type::Enum(r) => (
+            format!("enumeration({})", type_path_string(cx.package, 0, r)),
+            quote!(i32),
+        ),
         Type::Message(r) => ("message".to_owned(), type_path(cx.package, 0, r)),
     }
 }
@@ -98,7 +105,10 @@ fn field(cx: &Context<'_>, msg: &Message, f: &Field) -> TokenStream {
             let boxed = cx.is_recursive(msg, r);
             let (kind, elem) = element(cx, 0, t, boxed);
             let boxed_attr = boxed.then(|| quote!(boxed,));
-            (quote!(#kind, optional, #boxed_attr tag = #tag), quote!(::rpc_core::codegen::Option<#elem>))
+            (
+                quote!(#kind, optional, #boxed_attr tag = #tag),
+                quote!(::rpc_core::codegen::Option<#elem>),
+            )
         }
         FieldKind::Single(t) => {
             let (kind, elem) = element(cx, 0, t, false);
@@ -106,19 +116,28 @@ fn field(cx: &Context<'_>, msg: &Message, f: &Field) -> TokenStream {
         }
         FieldKind::Optional(t) => {
             let (kind, elem) = element(cx, 0, t, false);
-            (quote!(#kind, optional, tag = #tag), quote!(::rpc_core::codegen::Option<#elem>))
+            (
+                quote!(#kind, optional, tag = #tag),
+                quote!(::rpc_core::codegen::Option<#elem>),
+            )
         }
         FieldKind::Repeated(t) => {
             // Numeric scalars and enums are packed: prost's default for
             // `repeated`, as proto3 requires.
             let (kind, elem) = element(cx, 0, t, false);
-            (quote!(#kind, repeated, tag = #tag), quote!(::rpc_core::codegen::Vec<#elem>))
+            (
+                quote!(#kind, repeated, tag = #tag),
+                quote!(::rpc_core::codegen::Vec<#elem>),
+            )
         }
         FieldKind::Map(k, v) => {
             let (vs, vty) = map_value(cx, v);
             let spec = format!("{}, {}", k.keyword(), vs);
             let kty = scalar(*k).1;
-            (quote!(map = #spec, tag = #tag), quote!(::rpc_core::codegen::HashMap<#kty, #vty>))
+            (
+                quote!(map = #spec, tag = #tag),
+                quote!(::rpc_core::codegen::HashMap<#kty, #vty>),
+            )
         }
     };
     quote! {
@@ -134,7 +153,12 @@ fn oneof_field(msg: &Message, o: &Oneof) -> TokenStream {
     let module = snake_ident(&msg.name);
     let en = type_ident(&o.name);
     let path = format!("{}::{}", module, en);
-    let tags = o.fields.iter().map(|f| f.tag.to_string()).collect::<Vec<_>>().join(", ");
+    let tags = o
+        .fields
+        .iter()
+        .map(|f| f.tag.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     quote! {
         #doc
         #[prost(oneof = #path, tags = #tags)]
@@ -223,7 +247,11 @@ pub(super) fn message(cx: &Context<'_>, msg: &Message) -> TokenStream {
 pub(super) fn enumeration(e: &Enum) -> TokenStream {
     let name = type_ident(&e.name);
     let doc = docs(&e.docs);
-    let variants: Vec<_> = e.values.iter().map(|v| ident(&variant_name(&e.name, &v.name))).collect();
+    let variants: Vec<_> = e
+        .values
+        .iter()
+        .map(|v| ident(&variant_name(&e.name, &v.name)))
+        .collect();
     let decls = e.values.iter().zip(&variants).map(|(v, id)| {
         let doc = docs(&v.docs);
         let n = proc_macro2::Literal::i32_unsuffixed(v.number);

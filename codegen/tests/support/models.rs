@@ -15,11 +15,23 @@ fn lines(xs: &[&str]) -> Vec<String> {
 }
 
 fn tr(pkg: &str, name: &str) -> TypeRef {
-    TypeRef { package: if pkg.is_empty() { vec![] } else { pkg.split('.').map(s).collect() }, name: s(name) }
+    TypeRef {
+        package: if pkg.is_empty() {
+            vec![]
+        } else {
+            pkg.split('.').map(s).collect()
+        },
+        name: s(name),
+    }
 }
 
 fn field(name: &str, tag: u32, kind: FieldKind) -> Field {
-    Field { name: s(name), docs: vec![], tag, kind }
+    Field {
+        name: s(name),
+        docs: vec![],
+        tag,
+        kind,
+    }
 }
 
 fn msg(name: &str, docs: &[&str], fields: Vec<Field>) -> Message {
@@ -37,14 +49,25 @@ fn en(name: &str, docs: &[&str], values: &[(&str, i32)]) -> Enum {
     Enum {
         name: s(name),
         docs: lines(docs),
-        values: values.iter().map(|(n, v)| EnumValue { name: s(n), docs: vec![], number: *v }).collect(),
+        values: values
+            .iter()
+            .map(|(n, v)| EnumValue {
+                name: s(n),
+                docs: vec![],
+                number: *v,
+            })
+            .collect(),
     }
 }
 
 fn file(path: &str, package: &str, docs: &[&str], imported: bool) -> File {
     File {
         path: PathBuf::from(path),
-        package: package.split('.').filter(|p| !p.is_empty()).map(s).collect(),
+        package: package
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(s)
+            .collect(),
         docs: lines(docs),
         imports: vec![],
         messages: vec![],
@@ -87,7 +110,12 @@ fn method(
 
 /// `common.idl` (package `common.v1`), as an import.
 pub(crate) fn common_file(path: &str) -> File {
-    let mut f = file(path, "common.v1", &["Types shared by several packages."], true);
+    let mut f = file(
+        path,
+        "common.v1",
+        &["Types shared by several packages."],
+        true,
+    );
     f.messages.push(msg(
         "Label",
         &["A key and a value."],
@@ -99,7 +127,11 @@ pub(crate) fn common_file(path: &str) -> File {
     f.enums.push(en(
         "Severity",
         &["How bad something is."],
-        &[("SEVERITY_UNSPECIFIED", 0), ("SEVERITY_INFO", 1), ("SEVERITY_WARN", 2)],
+        &[
+            ("SEVERITY_UNSPECIFIED", 0),
+            ("SEVERITY_INFO", 1),
+            ("SEVERITY_WARN", 2),
+        ],
     ));
     f
 }
@@ -113,11 +145,27 @@ pub(crate) fn clock_model() -> Model {
         "TimeReading",
         &["One reading of the server's clock."],
         vec![
-            field("server_receive_ns", 1, FieldKind::Single(Type::Scalar(Scalar::Int64))),
-            field("server_transmit_ns", 2, FieldKind::Single(Type::Scalar(Scalar::Int64))),
+            field(
+                "server_receive_ns",
+                1,
+                FieldKind::Single(Type::Scalar(Scalar::Int64)),
+            ),
+            field(
+                "server_transmit_ns",
+                2,
+                FieldKind::Single(Type::Scalar(Scalar::Int64)),
+            ),
             field("zone", 3, FieldKind::Optional(Type::Scalar(Scalar::String))),
-            field("samples", 4, FieldKind::Repeated(Type::Scalar(Scalar::Uint32))),
-            field("offsets", 5, FieldKind::Map(Scalar::String, Type::Scalar(Scalar::Int64))),
+            field(
+                "samples",
+                4,
+                FieldKind::Repeated(Type::Scalar(Scalar::Uint32)),
+            ),
+            field(
+                "offsets",
+                5,
+                FieldKind::Map(Scalar::String, Type::Scalar(Scalar::Int64)),
+            ),
             field("mode", 8, FieldKind::Single(Type::Enum(tr(p, "Mode")))),
         ],
     );
@@ -125,21 +173,47 @@ pub(crate) fn clock_model() -> Model {
         name: s("source"),
         docs: vec![],
         fields: vec![
-            OneofField { name: s("ntp"), docs: vec![], tag: 6, ty: Type::Scalar(Scalar::String) },
-            OneofField { name: s("local"), docs: vec![], tag: 7, ty: Type::Scalar(Scalar::Bool) },
+            OneofField {
+                name: s("ntp"),
+                docs: vec![],
+                tag: 6,
+                ty: Type::Scalar(Scalar::String),
+            },
+            OneofField {
+                name: s("local"),
+                docs: vec![],
+                tag: 7,
+                ty: Type::Scalar(Scalar::Bool),
+            },
         ],
     });
     reading.reserved_ranges = vec![(9, 9), (12, 15)];
     reading.reserved_names = vec![s("legacy")];
     f.messages.push(reading);
     f.messages.push(msg("Empty", &[], vec![]));
-    f.messages.push(msg("Offset", &[], vec![field("delta_ns", 1, FieldKind::Single(Type::Scalar(Scalar::Sint64)))]));
+    f.messages.push(msg(
+        "Offset",
+        &[],
+        vec![field(
+            "delta_ns",
+            1,
+            FieldKind::Single(Type::Scalar(Scalar::Sint64)),
+        )],
+    ));
     f.messages.push(msg(
         "NotSynchronised",
         &[],
-        vec![field("reason", 1, FieldKind::Single(Type::Scalar(Scalar::String)))],
+        vec![field(
+            "reason",
+            1,
+            FieldKind::Single(Type::Scalar(Scalar::String)),
+        )],
     ));
-    f.enums.push(en("Mode", &[], &[("MODE_UNSPECIFIED", 0), ("SLEW", 1), ("STEP", 2)]));
+    f.enums.push(en(
+        "Mode",
+        &[],
+        &[("MODE_UNSPECIFIED", 0), ("SLEW", 1), ("STEP", 2)],
+    ));
     let reading = || Some(tr(p, "TimeReading"));
     f.services.push(Service {
         name: s("Clock"),
@@ -203,7 +277,9 @@ pub(crate) fn clock_model() -> Model {
             ),
         ],
     });
-    Model { files: vec![f, common_file("idl/common.idl")] }
+    Model {
+        files: vec![f, common_file("idl/common.idl")],
+    }
 }
 
 /// `kitchen.idl` (package `kitchen.v1`): every field kind, recursion,
@@ -242,7 +318,11 @@ pub(crate) fn kitchen_model() -> Model {
     f.messages.push(msg(
         "Scalars",
         &["Every proto3 scalar."],
-        names.iter().enumerate().map(|(i, (n, t))| field(n, i as u32 + 1, Single(sc(*t)))).collect(),
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, (n, t))| field(n, i as u32 + 1, Single(sc(*t))))
+            .collect(),
     ));
     f.messages.push(msg(
         "Wrappers",
@@ -269,7 +349,12 @@ pub(crate) fn kitchen_model() -> Model {
         "Node",
         &["A tree: recursive through an optional field and a oneof."],
         vec![
-            Field { name: s("type"), docs: lines(&["A keyword as a field name."]), tag: 1, kind: Single(sc(String)) },
+            Field {
+                name: s("type"),
+                docs: lines(&["A keyword as a field name."]),
+                tag: 1,
+                kind: Single(sc(String)),
+            },
             field("parent", 2, Optional(node())),
             field("children", 3, Repeated(node())),
         ],
@@ -278,10 +363,30 @@ pub(crate) fn kitchen_model() -> Model {
         name: s("value"),
         docs: vec![],
         fields: vec![
-            OneofField { name: s("number"), docs: vec![], tag: 4, ty: sc(Int64) },
-            OneofField { name: s("link"), docs: vec![], tag: 5, ty: node() },
-            OneofField { name: s("raw"), docs: vec![], tag: 6, ty: sc(Bytes) },
-            OneofField { name: s("sev"), docs: vec![], tag: 7, ty: sev() },
+            OneofField {
+                name: s("number"),
+                docs: vec![],
+                tag: 4,
+                ty: sc(Int64),
+            },
+            OneofField {
+                name: s("link"),
+                docs: vec![],
+                tag: 5,
+                ty: node(),
+            },
+            OneofField {
+                name: s("raw"),
+                docs: vec![],
+                tag: 6,
+                ty: sc(Bytes),
+            },
+            OneofField {
+                name: s("sev"),
+                docs: vec![],
+                tag: 7,
+                ty: sev(),
+            },
         ],
     });
     f.messages.push(n);
@@ -333,5 +438,7 @@ pub(crate) fn kitchen_model() -> Model {
             ),
         ],
     });
-    Model { files: vec![f, common_file("idl/common.idl")] }
+    Model {
+        files: vec![f, common_file("idl/common.idl")],
+    }
 }

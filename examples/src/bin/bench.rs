@@ -104,8 +104,17 @@ enum Role {
 /// The framework's own targets, measured after the baselines on the same
 /// layout: RR, RRA, asynchronous and one-way over UDP. Add a target here with
 /// `rows.push(measure(MyTarget::start(server).await?, plan).await?);`.
-async fn framework_targets(server: &Handle, plan: &Plan, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    for style in [OurStyle::Rr, OurStyle::Rra, OurStyle::Async, OurStyle::OneWay] {
+async fn framework_targets(
+    server: &Handle,
+    plan: &Plan,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    for style in [
+        OurStyle::Rr,
+        OurStyle::Rra,
+        OurStyle::Async,
+        OurStyle::OneWay,
+    ] {
         rows.push(measure(Ours::start(server, style).await?, plan).await?);
     }
     Ok(())
@@ -162,8 +171,16 @@ impl RawUdp {
             pool.push(UdpSocket::bind("127.0.0.1:0").await?);
         }
         let mut payload = [0u8; PAYLOAD];
-        payload.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-        Ok(RawUdp { server, pool: Mutex::new(pool), payload, _task: task })
+        payload
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8);
+        Ok(RawUdp {
+            server,
+            pool: Mutex::new(pool),
+            payload,
+            _task: task,
+        })
     }
 }
 
@@ -178,7 +195,9 @@ impl Target for RawUdp {
 
     async fn call(&self) -> anyhow::Result<()> {
         let popped = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        let Some(socket) = popped else { bail!("more calls in flight than sockets") };
+        let Some(socket) = popped else {
+            bail!("more calls in flight than sockets")
+        };
         let mut buf = [0u8; 2 * PAYLOAD];
         let result = async {
             socket.send_to(&self.payload, self.server).await?;
@@ -205,7 +224,10 @@ struct EchoService;
 
 #[tonic::async_trait]
 impl tonic_echo::echo_server::Echo for EchoService {
-    async fn echo(&self, request: tonic::Request<EchoMsg>) -> Result<tonic::Response<EchoMsg>, tonic::Status> {
+    async fn echo(
+        &self,
+        request: tonic::Request<EchoMsg>,
+    ) -> Result<tonic::Response<EchoMsg>, tonic::Status> {
         Ok(tonic::Response::new(request.into_inner()))
     }
 }
@@ -230,7 +252,8 @@ impl TonicUnary {
                 }
             };
             let _ = tx.send(listener.local_addr());
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let served = tonic::transport::Server::builder()
                 .add_service(tonic_echo::echo_server::EchoServer::new(EchoService))
                 .serve_with_incoming(incoming)
@@ -241,10 +264,16 @@ impl TonicUnary {
         });
         let task = ServerTask(task);
         let addr = rx.await.context("tonic server did not start")??;
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
         let client = tonic_echo::echo_client::EchoClient::new(channel);
-        Ok(TonicUnary { client, payload: Bytes::from(vec![7u8; PAYLOAD]), _task: task })
+        Ok(TonicUnary {
+            client,
+            payload: Bytes::from(vec![7u8; PAYLOAD]),
+            _task: task,
+        })
     }
 }
 
@@ -258,7 +287,13 @@ impl Target for TonicUnary {
     }
 
     async fn call(&self) -> anyhow::Result<()> {
-        let reply = self.client.clone().echo(EchoMsg { data: self.payload.clone() }).await?;
+        let reply = self
+            .client
+            .clone()
+            .echo(EchoMsg {
+                data: self.payload.clone(),
+            })
+            .await?;
         ensure!(reply.get_ref().data == self.payload, "tonic: wrong echo");
         Ok(())
     }
@@ -306,8 +341,12 @@ mod ours {
     static METHODS: [MethodInfo; 2] = [ECHO, NOTE];
 
     /// The service.
-    pub(crate) static INFO: ServiceInfo =
-        ServiceInfo { package: "bench.v1", name: "Echo", full_name: "bench.v1.Echo", methods: &METHODS };
+    pub(crate) static INFO: ServiceInfo = ServiceInfo {
+        package: "bench.v1",
+        name: "Echo",
+        full_name: "bench.v1.Echo",
+        methods: &METHODS,
+    };
 }
 
 /// The framework's echo handler: returns the request; counts the one-way notes.
@@ -364,14 +403,26 @@ impl Ours {
         let echo = OurEcho::default();
         let service = echo.clone();
         let server = server_rt
-            .spawn(
-                async move { rpc_core::server::Server::builder().add_service(service).serve_udp("127.0.0.1:0").await },
-            )
+            .spawn(async move {
+                rpc_core::server::Server::builder()
+                    .add_service(service)
+                    .serve_udp("127.0.0.1:0")
+                    .await
+            })
             .await??;
         let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
         let client = rpc_core::Client::new(channel.clone());
-        let request = EchoMsg { data: Bytes::from(vec![7u8; PAYLOAD]) };
-        Ok(Ours { style, client, channel, request, echo, server: Some(server) })
+        let request = EchoMsg {
+            data: Bytes::from(vec![7u8; PAYLOAD]),
+        };
+        Ok(Ours {
+            style,
+            client,
+            channel,
+            request,
+            echo,
+            server: Some(server),
+        })
     }
 }
 
@@ -402,10 +453,16 @@ impl Target for Ours {
         let c = self.channel.stats();
         let mut note = format!("{} calls, {} retransmissions", c.calls, c.retransmissions);
         if self.style == OurStyle::Rra {
-            note.push_str(&format!(", {} ACKs sent, {} replies acknowledged by a coalesced ACK", c.acks_sent, c.acks_coalesced));
+            note.push_str(&format!(
+                ", {} ACKs sent, {} replies acknowledged by a coalesced ACK",
+                c.acks_sent, c.acks_coalesced
+            ));
         }
         if self.style == OurStyle::OneWay {
-            note.push_str(&format!(", {} notes ran", self.echo.notes.load(Ordering::Relaxed)));
+            note.push_str(&format!(
+                ", {} notes ran",
+                self.echo.notes.load(Ordering::Relaxed)
+            ));
         }
         note
     }
@@ -413,16 +470,26 @@ impl Target for Ours {
     async fn call(&self) -> anyhow::Result<()> {
         use rpc_core::{Never, Protocol};
         let call = |protocol| {
-            self.client.call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request).protocol(protocol)
+            self.client
+                .call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request)
+                .protocol(protocol)
         };
         match self.style {
             OurStyle::Rr | OurStyle::Rra => {
-                let protocol = if self.style == OurStyle::Rr { Protocol::RR } else { Protocol::RRA };
+                let protocol = if self.style == OurStyle::Rr {
+                    Protocol::RR
+                } else {
+                    Protocol::RRA
+                };
                 let reply = call(protocol).await?;
                 ensure!(reply.data == self.request.data, "ours: wrong echo");
             }
             OurStyle::Async => call(Protocol::RR).asynchronous().await?,
-            OurStyle::OneWay => self.client.one_way(&ours::INFO, &ours::NOTE, &self.request).await?,
+            OurStyle::OneWay => {
+                self.client
+                    .one_way(&ours::INFO, &ours::NOTE, &self.request)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -495,11 +562,20 @@ struct Row {
 }
 
 /// Fails the measurement if it takes far longer than its bounds (a stall).
-async fn watchdog<F: std::future::Future>(what: &str, bound: Duration, f: F) -> anyhow::Result<F::Output> {
-    tokio::time::timeout(bound + Duration::from_secs(5), f).await.with_context(|| format!("{what}: stalled"))
+async fn watchdog<F: std::future::Future>(
+    what: &str,
+    bound: Duration,
+    f: F,
+) -> anyhow::Result<F::Output> {
+    tokio::time::timeout(bound + Duration::from_secs(5), f)
+        .await
+        .with_context(|| format!("{what}: stalled"))
 }
 
-async fn sequential<T: Target>(target: &T, plan: &Plan) -> anyhow::Result<(u64, Duration, Duration)> {
+async fn sequential<T: Target>(
+    target: &T,
+    plan: &Plan,
+) -> anyhow::Result<(u64, Duration, Duration)> {
     for _ in 0..plan.warmup_calls {
         target.call().await?;
     }
@@ -556,11 +632,29 @@ async fn measure<T: Target>(target: T, plan: &Plan) -> anyhow::Result<Row> {
     let mut tput = Vec::new();
     for &n in &plan.in_flight {
         let bound = plan.tput_warmup + plan.tput_window;
-        watchdog(&name, bound, throughput(&target, n, plan.tput_warmup, plan.tput_max_calls)).await??;
-        let rate = watchdog(&name, bound, throughput(&target, n, plan.tput_window, plan.tput_max_calls)).await??;
+        watchdog(
+            &name,
+            bound,
+            throughput(&target, n, plan.tput_warmup, plan.tput_max_calls),
+        )
+        .await??;
+        let rate = watchdog(
+            &name,
+            bound,
+            throughput(&target, n, plan.tput_window, plan.tput_max_calls),
+        )
+        .await??;
         tput.push((n, rate));
     }
-    let row = Row { name, role: target.role(), seq_calls, p50, p99, throughput: tput, note: target.note() };
+    let row = Row {
+        name,
+        role: target.role(),
+        seq_calls,
+        p50,
+        p99,
+        throughput: tput,
+        note: target.note(),
+    };
     println!("  measured {:<28} p50 {:>8.1} us", row.name, us(row.p50));
     Ok(row)
 }
@@ -608,10 +702,22 @@ fn print_report(layout: Layout, plan: &Plan, rows: &[Row]) {
         plan.tput_window.as_millis(),
         plan.tput_warmup.as_millis()
     );
-    let heads: Vec<String> = plan.in_flight.iter().map(|n| format!("calls/s @{n}")).collect();
+    let heads: Vec<String> = plan
+        .in_flight
+        .iter()
+        .map(|n| format!("calls/s @{n}"))
+        .collect();
     println!(
         "| {:<28} | {:>7} | {:>10} | {:>10} | {:>12} | {:>12} | {:>12} | {:>11} | {:>12} |",
-        "target", "seq n", "p50 us", "p99 us", heads[0], heads[1], heads[2], "p50/raw UDP", "@64/tonic"
+        "target",
+        "seq n",
+        "p50 us",
+        "p99 us",
+        heads[0],
+        heads[1],
+        heads[2],
+        "p50/raw UDP",
+        "@64/tonic"
     );
     println!(
         "|{:-<30}|{:->9}|{:->12}|{:->12}|{:->14}|{:->14}|{:->14}|{:->13}|{:->14}|",
@@ -619,13 +725,21 @@ fn print_report(layout: Layout, plan: &Plan, rows: &[Row]) {
     );
     let raw = rows.iter().find(|r| r.role == Role::RawUdp);
     let tonic = rows.iter().find(|r| r.role == Role::Tonic);
-    let at = |row: &Row, n: usize| row.throughput.iter().find(|(k, _)| *k == n).map(|(_, r)| *r);
+    let at = |row: &Row, n: usize| {
+        row.throughput
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, r)| *r)
+    };
     let top = plan.most_in_flight();
     for row in rows {
         let lat = raw.map(|b| format!("{:.2}x", row.p50.as_secs_f64() / b.p50.as_secs_f64()));
         let tput = tonic.and_then(|b| Some(format!("{:.2}x", at(row, top)? / at(b, top)?)));
-        let cells: Vec<String> =
-            plan.in_flight.iter().map(|&n| at(row, n).map(rate).unwrap_or_else(|| "-".to_owned())).collect();
+        let cells: Vec<String> = plan
+            .in_flight
+            .iter()
+            .map(|&n| at(row, n).map(rate).unwrap_or_else(|| "-".to_owned()))
+            .collect();
         println!(
             "| {:<28} | {:>7} | {:>10.1} | {:>10.1} | {:>12} | {:>12} | {:>12} | {:>11} | {:>12} |",
             row.name,
@@ -656,7 +770,13 @@ async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     };
     println!("layout {}", layout.describe());
     let mut rows = Vec::new();
-    rows.push(measure(RawUdp::start(&server_rt, plan.most_in_flight()).await?, plan).await?);
+    rows.push(
+        measure(
+            RawUdp::start(&server_rt, plan.most_in_flight()).await?,
+            plan,
+        )
+        .await?,
+    );
     rows.push(measure(TonicUnary::start(&server_rt).await?, plan).await?);
     framework_targets(&server_rt, plan, &mut rows).await?;
     more_targets(&server_rt, plan, &mut rows).await?;
@@ -684,13 +804,23 @@ struct ServerThread {
 
 impl ServerThread {
     fn start() -> anyhow::Result<(Handle, ServerThread)> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("bench-server".to_owned()).spawn(move || {
-            let _ = runtime.block_on(stopped);
-        })?;
-        Ok((handle, ServerThread { stop: Some(stop), thread: Some(thread) }))
+        let thread = std::thread::Builder::new()
+            .name("bench-server".to_owned())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok((
+            handle,
+            ServerThread {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+        ))
     }
 }
 
@@ -732,7 +862,9 @@ fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
 
 fn main() -> anyhow::Result<()> {
     let (layouts, plan) = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let started = Instant::now();
     let mut reports = Vec::new();
     for layout in layouts {
@@ -818,7 +950,11 @@ async fn raw_tcp_server(server_rt: &Handle) -> anyhow::Result<(SocketAddr, Serve
 /// the frames completed by each read are answered by as many new ones in
 /// one write (batched, as tarpc does). Returns the sorted round trips
 /// (only when `in_flight` is 1) and frames per second.
-async fn raw_tcp_run(addr: SocketAddr, in_flight: usize, window: Duration) -> anyhow::Result<(Vec<Duration>, f64)> {
+async fn raw_tcp_run(
+    addr: SocketAddr,
+    in_flight: usize,
+    window: Duration,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
     use bytes::{Buf as _, BufMut as _};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     const FRAME: usize = 4 + PAYLOAD;
@@ -839,7 +975,10 @@ async fn raw_tcp_run(addr: SocketAddr, in_flight: usize, window: Duration) -> an
     let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
     let mut done = 0u64;
     while start.elapsed() < window {
-        ensure!(s.read_buf(&mut buf).await? > 0, "raw TCP: connection closed");
+        ensure!(
+            s.read_buf(&mut buf).await? > 0,
+            "raw TCP: connection closed"
+        );
         out.clear();
         while buf.len() >= FRAME {
             buf.advance(FRAME);
@@ -888,7 +1027,12 @@ async fn raw_tcp_row(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Row> {
 }
 
 /// The tarpc echo service (generated by `#[tarpc::service]`).
-#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
 mod tarpc_echo {
     /// Echo over tarpc.
     #[tarpc::service]
@@ -942,11 +1086,16 @@ impl TarpcTcp {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
                 let framed = Framed::new(stream, LengthDelimitedCodec::new());
-                let transport = tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default());
+                let transport = tarpc::serde_transport::new(
+                    framed,
+                    tarpc::tokio_serde::formats::Bincode::default(),
+                );
                 let channel = tarpc::server::BaseChannel::with_defaults(transport);
-                conns.spawn(channel.execute(tarpc_echo::EchoServer.serve()).for_each(|call| async move {
-                    tokio::spawn(call);
-                }));
+                conns.spawn(channel.execute(tarpc_echo::EchoServer.serve()).for_each(
+                    |call| async move {
+                        tokio::spawn(call);
+                    },
+                ));
             }
         });
         let task = ServerTask(task);
@@ -954,9 +1103,15 @@ impl TarpcTcp {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let framed = Framed::new(stream, LengthDelimitedCodec::new());
-        let transport = tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default());
-        let client = tarpc_echo::TarpcEchoClient::new(tarpc::client::Config::default(), transport).spawn();
-        Ok(TarpcTcp { client, payload: vec![7u8; PAYLOAD], _task: task })
+        let transport =
+            tarpc::serde_transport::new(framed, tarpc::tokio_serde::formats::Bincode::default());
+        let client =
+            tarpc_echo::TarpcEchoClient::new(tarpc::client::Config::default(), transport).spawn();
+        Ok(TarpcTcp {
+            client,
+            payload: vec![7u8; PAYLOAD],
+            _task: task,
+        })
     }
 }
 
@@ -970,7 +1125,10 @@ impl Target for TarpcTcp {
     }
 
     async fn call(&self) -> anyhow::Result<()> {
-        let reply = self.client.echo(tarpc::context::current(), self.payload.clone()).await?;
+        let reply = self
+            .client
+            .echo(tarpc::context::current(), self.payload.clone())
+            .await?;
         ensure!(reply == self.payload, "tarpc: wrong echo");
         Ok(())
     }
@@ -991,13 +1149,23 @@ impl OursTcp {
     async fn start(server_rt: &Handle) -> anyhow::Result<OursTcp> {
         let server = server_rt
             .spawn(async move {
-                rpc_core::server::Server::builder().add_service(OurEcho::default()).serve_tcp("127.0.0.1:0").await
+                rpc_core::server::Server::builder()
+                    .add_service(OurEcho::default())
+                    .serve_tcp("127.0.0.1:0")
+                    .await
             })
             .await??;
         let channel = rpc_core::client::TcpChannel::connect(server.local_addr()).await?;
         let client = rpc_core::Client::new(channel.clone());
-        let request = EchoMsg { data: Bytes::from(vec![7u8; PAYLOAD]) };
-        Ok(OursTcp { client, channel, request, server: Some(server) })
+        let request = EchoMsg {
+            data: Bytes::from(vec![7u8; PAYLOAD]),
+        };
+        Ok(OursTcp {
+            client,
+            channel,
+            request,
+            server: Some(server),
+        })
     }
 }
 
@@ -1052,13 +1220,24 @@ impl OursGrpc {
     async fn start(server_rt: &Handle) -> anyhow::Result<OursGrpc> {
         let server = server_rt
             .spawn(async move {
-                rpc_core::server::Server::builder().add_service(OurEcho::default()).serve_grpc("127.0.0.1:0").await
+                rpc_core::server::Server::builder()
+                    .add_service(OurEcho::default())
+                    .serve_grpc("127.0.0.1:0")
+                    .await
             })
             .await??;
-        let channel = rpc_core::grpc::GrpcChannel::connect(&format!("http://{}", server.local_addr())).await?;
+        let channel =
+            rpc_core::grpc::GrpcChannel::connect(&format!("http://{}", server.local_addr()))
+                .await?;
         let client = rpc_core::Client::new(channel);
-        let request = EchoMsg { data: Bytes::from(vec![7u8; PAYLOAD]) };
-        Ok(OursGrpc { client, request, server: Some(server) })
+        let request = EchoMsg {
+            data: Bytes::from(vec![7u8; PAYLOAD]),
+        };
+        Ok(OursGrpc {
+            client,
+            request,
+            server: Some(server),
+        })
     }
 }
 
@@ -1079,7 +1258,10 @@ impl Target for OursGrpc {
 
     async fn call(&self) -> anyhow::Result<()> {
         use rpc_core::Never;
-        let reply = self.client.call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request).await?;
+        let reply = self
+            .client
+            .call::<EchoMsg, EchoMsg, Never>(&ours::INFO, &ours::ECHO, &self.request)
+            .await?;
         ensure!(reply.data == self.request.data, "ours gRPC: wrong echo");
         Ok(())
     }
@@ -1133,7 +1315,10 @@ async fn multicast_rows(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Vec<M
         let server = server_rt
             .spawn(async move {
                 let counter = Arc::new(rpc_services::CounterService::new());
-                rpc_core::server::Server::builder().add_service(CounterServer::from_arc(counter)).serve_udp("127.0.0.1:0").await
+                rpc_core::server::Server::builder()
+                    .add_service(CounterServer::from_arc(counter))
+                    .serve_udp("127.0.0.1:0")
+                    .await
             })
             .await??;
         servers.push(server);
@@ -1142,12 +1327,27 @@ async fn multicast_rows(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Vec<M
     let mut rows = Vec::new();
     let channel = UdpChannel::connect(servers[0].local_addr()).await?;
     let unicast = CounterClient::new(Client::new(channel.clone()));
-    let (calls, p50, p99) = watchdog("unicast", bound, latency(plan, || {
-        let call = unicast.increment(Amount { delta: 1 });
-        async move { call.await.map(drop).map_err(|e| anyhow::anyhow!("unicast: {e}")) }
-    }))
+    let (calls, p50, p99) = watchdog(
+        "unicast",
+        bound,
+        latency(plan, || {
+            let call = unicast.increment(Amount { delta: 1 });
+            async move {
+                call.await
+                    .map(drop)
+                    .map_err(|e| anyhow::anyhow!("unicast: {e}"))
+            }
+        }),
+    )
     .await??;
-    rows.push(McRow { name: "unicast".into(), members: 1, calls, p50, p99, retransmissions: channel.stats().retransmissions });
+    rows.push(McRow {
+        name: "unicast".into(),
+        members: 1,
+        calls,
+        p50,
+        p99,
+        retransmissions: channel.stats().retransmissions,
+    });
     for n in [1usize, 4, 16] {
         let group = GroupClient::new();
         let mut channels = Vec::new();
@@ -1157,39 +1357,78 @@ async fn multicast_rows(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Vec<M
             channels.push(ch);
         }
         let stub = CounterGroupClient::new(group);
-        let retx = || channels.iter().map(|c| c.stats().retransmissions).sum::<u64>();
+        let retx = || {
+            channels
+                .iter()
+                .map(|c| c.stats().retransmissions)
+                .sum::<u64>()
+        };
         let quorum = n / 2 + 1;
         for policy in ["all", "first", "quorum"] {
             let before = retx();
-            let name = if policy == "quorum" { format!("quorum({quorum}) x{n}") } else { format!("{policy} x{n}") };
-            let (calls, p50, p99) = watchdog(&name, bound, latency(plan, || {
-                let call = stub.increment(Amount { delta: 1 }).timeout(Duration::from_secs(5));
-                let call = match policy {
-                    "all" => call.all(),
-                    "first" => call.first(),
-                    _ => call.quorum(quorum),
-                };
-                let name = name.clone();
-                async move {
-                    let out = call.await;
-                    ensure!(out.complete && out.successes() >= 1, "{name}: incomplete ({} replies)", out.successes());
-                    Ok(())
-                }
-            }))
+            let name = if policy == "quorum" {
+                format!("quorum({quorum}) x{n}")
+            } else {
+                format!("{policy} x{n}")
+            };
+            let (calls, p50, p99) = watchdog(
+                &name,
+                bound,
+                latency(plan, || {
+                    let call = stub
+                        .increment(Amount { delta: 1 })
+                        .timeout(Duration::from_secs(5));
+                    let call = match policy {
+                        "all" => call.all(),
+                        "first" => call.first(),
+                        _ => call.quorum(quorum),
+                    };
+                    let name = name.clone();
+                    async move {
+                        let out = call.await;
+                        ensure!(
+                            out.complete && out.successes() >= 1,
+                            "{name}: incomplete ({} replies)",
+                            out.successes()
+                        );
+                        Ok(())
+                    }
+                }),
+            )
             .await??;
-            rows.push(McRow { name, members: n, calls, p50, p99, retransmissions: retx() - before });
+            rows.push(McRow {
+                name,
+                members: n,
+                calls,
+                p50,
+                p99,
+                retransmissions: retx() - before,
+            });
         }
     }
-    println!("  measured multicast: unicast p50 {:.1} us, {} group rows", us(rows[0].p50), rows.len() - 1);
+    println!(
+        "  measured multicast: unicast p50 {:.1} us, {} group rows",
+        us(rows[0].p50),
+        rows.len() - 1
+    );
     drop(servers);
     Ok(rows)
 }
 
 fn print_multicast(layout: Layout, rows: &[McRow]) {
     println!();
-    println!("multicast (unicast group calls over UDP, Counter.Increment, at-most-once), layout {}", layout.describe());
-    println!("| {:<16} | {:>7} | {:>7} | {:>10} | {:>10} | {:>10} | {:>5} |", "call", "members", "n", "p50 us", "p99 us", "x unicast", "retx");
-    println!("|{:-<18}|{:->9}|{:->9}|{:->12}|{:->12}|{:->12}|{:->7}|", "", ":", ":", ":", ":", ":", ":");
+    println!(
+        "multicast (unicast group calls over UDP, Counter.Increment, at-most-once), layout {}",
+        layout.describe()
+    );
+    println!(
+        "| {:<16} | {:>7} | {:>7} | {:>10} | {:>10} | {:>10} | {:>5} |",
+        "call", "members", "n", "p50 us", "p99 us", "x unicast", "retx"
+    );
+    println!(
+        "|{:-<18}|{:->9}|{:->9}|{:->12}|{:->12}|{:->12}|{:->7}|",
+        "", ":", ":", ":", ":", ":", ":"
+    );
     let base = rows.first().map(|r| r.p50.as_secs_f64()).unwrap_or(1.0);
     for r in rows {
         println!(
@@ -1210,23 +1449,74 @@ fn print_ratios(layout: Layout, plan: &Plan, rows: &[Row], multicast: &[McRow]) 
     let find = |name: &str| rows.iter().find(|r| r.name == name);
     let role = |role: Role| rows.iter().find(|r| r.role == role);
     let top = plan.most_in_flight();
-    let at = |row: &Row| row.throughput.iter().find(|(k, _)| *k == top).map(|(_, r)| *r);
+    let at = |row: &Row| {
+        row.throughput
+            .iter()
+            .find(|(k, _)| *k == top)
+            .map(|(_, r)| *r)
+    };
     let p50 = |row: &Row| row.p50.as_secs_f64();
-    let line = |what: &str, value: Option<f64>, target: &str, ok: &dyn Fn(f64) -> bool| match value {
-        Some(v) => println!("  {what:<42} {v:>7.2}x   target {target:<10} {}", if ok(v) { "met" } else { "NOT met" }),
+    let line = |what: &str, value: Option<f64>, target: &str, ok: &dyn Fn(f64) -> bool| match value
+    {
+        Some(v) => println!(
+            "  {what:<42} {v:>7.2}x   target {target:<10} {}",
+            if ok(v) { "met" } else { "NOT met" }
+        ),
         None => println!("  {what:<42} {:>7}    (a row is missing)", "-"),
     };
     println!();
     println!("ratios ({})", layout.describe());
     let (udp, tcp, grpc) = (find(OURS_UDP_RR), find(OURS_TCP_RR), find(OURS_GRPC_RR));
-    let (raw, tonic, tarpc, raw_tcp) = (role(Role::RawUdp), role(Role::Tonic), role(Role::Tarpc), role(Role::RawTcp));
-    line("UDP RR p50 / raw UDP p50", udp.zip(raw).map(|(a, b)| p50(a) / p50(b)), "<= 1.25", &|v| v <= 1.25);
-    line(&format!("UDP RR calls/s @{top} / tonic"), udp.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)), ">= 5", &|v| v >= 5.0);
-    line("gRPC face p50 / tonic p50", grpc.zip(tonic).map(|(a, b)| p50(a) / p50(b)), "<= 1.10", &|v| v <= 1.10);
-    line(&format!("gRPC face calls/s @{top} / tonic"), grpc.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)), ">= 0.90", &|v| v >= 0.90);
-    line(&format!("TCP RR calls/s @{top} / tarpc"), tcp.zip(tarpc).and_then(|(a, b)| Some(at(a)? / at(b)?)), ">= 1.5", &|v| v >= 1.5);
-    line("TCP RR p50 / raw TCP p50 (info)", tcp.zip(raw_tcp).map(|(a, b)| p50(a) / p50(b)), "-", &|_| true);
+    let (raw, tonic, tarpc, raw_tcp) = (
+        role(Role::RawUdp),
+        role(Role::Tonic),
+        role(Role::Tarpc),
+        role(Role::RawTcp),
+    );
+    line(
+        "UDP RR p50 / raw UDP p50",
+        udp.zip(raw).map(|(a, b)| p50(a) / p50(b)),
+        "<= 1.25",
+        &|v| v <= 1.25,
+    );
+    line(
+        &format!("UDP RR calls/s @{top} / tonic"),
+        udp.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)),
+        ">= 5",
+        &|v| v >= 5.0,
+    );
+    line(
+        "gRPC face p50 / tonic p50",
+        grpc.zip(tonic).map(|(a, b)| p50(a) / p50(b)),
+        "<= 1.10",
+        &|v| v <= 1.10,
+    );
+    line(
+        &format!("gRPC face calls/s @{top} / tonic"),
+        grpc.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)),
+        ">= 0.90",
+        &|v| v >= 0.90,
+    );
+    line(
+        &format!("TCP RR calls/s @{top} / tarpc"),
+        tcp.zip(tarpc).and_then(|(a, b)| Some(at(a)? / at(b)?)),
+        ">= 1.5",
+        &|v| v >= 1.5,
+    );
+    line(
+        "TCP RR p50 / raw TCP p50 (info)",
+        tcp.zip(raw_tcp).map(|(a, b)| p50(a) / p50(b)),
+        "-",
+        &|_| true,
+    );
     let unicast = multicast.iter().find(|r| r.name == "unicast");
     let all16 = multicast.iter().find(|r| r.name == "all x16");
-    line("multicast all x16 p50 / unicast p50", unicast.zip(all16).map(|(u, a)| a.p50.as_secs_f64() / u.p50.as_secs_f64()), "<= 3", &|v| v <= 3.0);
+    line(
+        "multicast all x16 p50 / unicast p50",
+        unicast
+            .zip(all16)
+            .map(|(u, a)| a.p50.as_secs_f64() / u.p50.as_secs_f64()),
+        "<= 3",
+        &|v| v <= 3.0,
+    );
 }

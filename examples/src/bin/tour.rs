@@ -30,11 +30,13 @@
 
 use anyhow::{anyhow, ensure, Context as _};
 use rpc_core::client::{ChannelConfig, TcpChannel, TcpConfig, UdpChannel};
-use rpc_core::grpc::GrpcChannel;
-use rpc_core::tls::{TlsClientConfig, TlsServerConfig};
 use rpc_core::fault::{FaultConfig, FaultProxy, ProxyConfig, ProxyFaults, ProxyStats};
+use rpc_core::grpc::GrpcChannel;
 use rpc_core::server::{Server, ServerHandle, ServerStats, TcpServerConfig};
-use rpc_core::{CallError, Client, Code, Error, GroupClient, MemberResult, MethodInfo, Never, Protocol, Style};
+use rpc_core::tls::{TlsClientConfig, TlsServerConfig};
+use rpc_core::{
+    CallError, Client, Code, Error, GroupClient, MemberResult, MethodInfo, Never, Protocol, Style,
+};
 use rpc_services::proto::demo::v1::{
     self as demo, counter, Amount, Count, CounterClient, CounterGroupClient, Empty, Overdrawn, Work,
 };
@@ -123,9 +125,16 @@ impl UdpDoor {
             config.max_rto = Duration::from_millis(250);
             config.default_retries = 30;
         }
-        let channel = UdpChannel::connect_with(addr, config).await.context("binding a client socket")?;
+        let channel = UdpChannel::connect_with(addr, config)
+            .await
+            .context("binding a client socket")?;
         let client = CounterClient::new(Client::new(channel.clone()));
-        Ok(UdpDoor { name: name.to_owned(), channel, client, lossy })
+        Ok(UdpDoor {
+            name: name.to_owned(),
+            channel,
+            client,
+            lossy,
+        })
     }
 }
 
@@ -155,7 +164,11 @@ struct TcpDoor {
 }
 
 impl TcpDoor {
-    async fn connect(name: &str, addr: SocketAddr, tls: Option<TlsClientConfig>) -> anyhow::Result<TcpDoor> {
+    async fn connect(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<TlsClientConfig>,
+    ) -> anyhow::Result<TcpDoor> {
         let config = TcpConfig::default();
         let channel = match tls {
             Some(tls) => TcpChannel::connect_tls(addr, tls, config).await,
@@ -163,7 +176,10 @@ impl TcpDoor {
         }
         .with_context(|| format!("connecting {name} to {addr}"))?;
         let client = CounterClient::new(Client::new(channel));
-        Ok(TcpDoor { name: name.to_owned(), client })
+        Ok(TcpDoor {
+            name: name.to_owned(),
+            client,
+        })
     }
 }
 
@@ -196,8 +212,12 @@ struct GrpcDoor {
 
 impl GrpcDoor {
     async fn connect(addr: SocketAddr) -> anyhow::Result<GrpcDoor> {
-        let channel = GrpcChannel::connect(&format!("http://{addr}")).await.with_context(|| format!("connecting gRPC to {addr}"))?;
-        Ok(GrpcDoor { client: CounterClient::new(Client::new(channel)) })
+        let channel = GrpcChannel::connect(&format!("http://{addr}"))
+            .await
+            .with_context(|| format!("connecting gRPC to {addr}"))?;
+        Ok(GrpcDoor {
+            client: CounterClient::new(Client::new(channel)),
+        })
     }
 }
 
@@ -246,7 +266,8 @@ struct Report {
 impl Report {
     fn row(&mut self, row: Row) {
         if !row.ok {
-            self.failures.push(format!("{} {}: {}", row.path, row.call, row.result));
+            self.failures
+                .push(format!("{} {}: {}", row.path, row.call, row.result));
         }
         self.rows.push(row);
     }
@@ -260,7 +281,9 @@ impl Report {
     fn print(&self) {
         println!("latency: until the call returned; retx: request copies after the first (retransmissions, and polls for a result)");
         println!();
-        let headers = ["path", "call", "style", "proto", "", "result", "latency", "retx"];
+        let headers = [
+            "path", "call", "style", "proto", "", "result", "latency", "retx",
+        ];
         let cells: Vec<[String; 8]> = self
             .rows
             .iter()
@@ -287,12 +310,19 @@ impl Report {
             let mut s = String::new();
             for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
                 // Latency and retransmissions are numbers: right-aligned.
-                let _ = if i >= 6 { write!(s, "{c:>w$}  ") } else { write!(s, "{c:<w$}  ") };
+                let _ = if i >= 6 {
+                    write!(s, "{c:>w$}  ")
+                } else {
+                    write!(s, "{c:<w$}  ")
+                };
             }
             s.trim_end().to_owned()
         };
         println!("{}", line(headers));
-        println!("{}", line(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str)));
+        println!(
+            "{}",
+            line(widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str))
+        );
         let mut last_path = None;
         for (row, r) in cells.iter().zip(&self.rows) {
             if last_path.is_some_and(|p: &str| p != r.path) {
@@ -357,7 +387,9 @@ async fn timed<T, F: Future<Output = T>>(door: &dyn Door, f: F) -> (T, Duration,
     let start = Instant::now();
     let out = f.await;
     let latency = start.elapsed();
-    let retx = before.zip(door.retransmissions()).map(|(a, b)| b.saturating_sub(a));
+    let retx = before
+        .zip(door.retransmissions())
+        .map(|(a, b)| b.saturating_sub(a));
     (out, latency, retx)
 }
 
@@ -419,7 +451,11 @@ impl Tour {
             call: call.to_owned(),
             style: "-",
             protocol: "-",
-            result: format!("skipped: needs {}; {}", feature.describe(), door.why_not(feature)),
+            result: format!(
+                "skipped: needs {}; {}",
+                feature.describe(),
+                door.why_not(feature)
+            ),
             ok: true,
             latency: None,
             retx: None,
@@ -427,8 +463,23 @@ impl Tour {
         true
     }
 
-    fn row<T>(&mut self, door: &dyn Door, call: impl Into<String>, method: &MethodInfo, result: Result<String, String>, timing: (T, Duration, Option<u64>)) {
-        self.row_styled(door, call, style_name(method.style), protocol_name(method.protocol), result, timing.1, timing.2);
+    fn row<T>(
+        &mut self,
+        door: &dyn Door,
+        call: impl Into<String>,
+        method: &MethodInfo,
+        result: Result<String, String>,
+        timing: (T, Duration, Option<u64>),
+    ) {
+        self.row_styled(
+            door,
+            call,
+            style_name(method.style),
+            protocol_name(method.protocol),
+            result,
+            timing.1,
+            timing.2,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -460,7 +511,11 @@ impl Tour {
 
     /// Sync RR: Increment runs exactly once and returns the new count.
     async fn increment(&mut self, door: &dyn Door) {
-        let t = timed(door, door.client().increment(Amount { delta: 1 }).into_future()).await;
+        let t = timed(
+            door,
+            door.client().increment(Amount { delta: 1 }).into_future(),
+        )
+        .await;
         let result = match &t.0 {
             Ok(c) => {
                 self.ledger.ran(1);
@@ -468,7 +523,10 @@ impl Tour {
                 if (c.value, c.executions) == expected {
                     Ok(format!("value {}, executions {}", c.value, c.executions))
                 } else {
-                    Err(format!("got {c:?}, expected value {} executions {}", expected.0, expected.1))
+                    Err(format!(
+                        "got {c:?}, expected value {} executions {}",
+                        expected.0, expected.1
+                    ))
                 }
             }
             Err(e) => Err(describe(e)),
@@ -478,7 +536,13 @@ impl Tour {
 
     /// Sync RRA: the reply is acknowledged, the server frees its entry.
     async fn increment_acked(&mut self, door: &dyn Door) {
-        let t = timed(door, door.client().increment_acked(Amount { delta: 2 }).into_future()).await;
+        let t = timed(
+            door,
+            door.client()
+                .increment_acked(Amount { delta: 2 })
+                .into_future(),
+        )
+        .await;
         let result = match &t.0 {
             Ok(c) => {
                 self.ledger.ran(2);
@@ -486,12 +550,21 @@ impl Tour {
                 if (c.value, c.executions) == expected {
                     Ok(format!("value {}, executions {}", c.value, c.executions))
                 } else {
-                    Err(format!("got {c:?}, expected value {} executions {}", expected.0, expected.1))
+                    Err(format!(
+                        "got {c:?}, expected value {} executions {}",
+                        expected.0, expected.1
+                    ))
                 }
             }
             Err(e) => Err(describe(e)),
         };
-        self.row(door, "IncrementAcked(+2)", &counter::INCREMENT_ACKED, result, t);
+        self.row(
+            door,
+            "IncrementAcked(+2)",
+            &counter::INCREMENT_ACKED,
+            result,
+            t,
+        );
     }
 
     /// Idempotent: no PING, no history, may run more than once.
@@ -510,21 +583,46 @@ impl Tour {
     /// Typed raise: Withdraw beyond the balance gives `Overdrawn`.
     async fn withdraw(&mut self, door: &dyn Door) {
         let requested = self.ledger.value + 1_000;
-        let t = timed(door, door.client().withdraw(Amount { delta: requested }).into_future()).await;
+        let t = timed(
+            door,
+            door.client()
+                .withdraw(Amount { delta: requested })
+                .into_future(),
+        )
+        .await;
         let result = match &t.0 {
             Err(CallError::Raised(o, status)) => {
-                let expected = Overdrawn { balance: self.ledger.value, requested };
+                let expected = Overdrawn {
+                    balance: self.ledger.value,
+                    requested,
+                };
                 if *o == expected && status.code() == Code::FailedPrecondition {
-                    Ok(format!("raised Overdrawn {{ balance: {}, requested: {} }}", o.balance, o.requested))
+                    Ok(format!(
+                        "raised Overdrawn {{ balance: {}, requested: {} }}",
+                        o.balance, o.requested
+                    ))
                 } else {
-                    Err(format!("raised {o:?} ({}), expected {expected:?}", status.code()))
+                    Err(format!(
+                        "raised {o:?} ({}), expected {expected:?}",
+                        status.code()
+                    ))
                 }
             }
             Ok(c) => Err(format!("withdrew beyond the balance: {c:?}")),
             Err(e) => Err(describe(e)),
         };
-        self.row(door, format!("Withdraw({requested})"), &counter::WITHDRAW, result, t);
-        let t = timed(door, door.client().withdraw(Amount { delta: 1 }).into_future()).await;
+        self.row(
+            door,
+            format!("Withdraw({requested})"),
+            &counter::WITHDRAW,
+            result,
+            t,
+        );
+        let t = timed(
+            door,
+            door.client().withdraw(Amount { delta: 1 }).into_future(),
+        )
+        .await;
         let result = match &t.0 {
             Ok(c) => {
                 self.ledger.ran(-1);
@@ -544,7 +642,16 @@ impl Tour {
     async fn slow(&mut self, door: &dyn Door) {
         let before = self.counter.executions();
         let start = Instant::now();
-        let t = timed(door, door.client().slow(Work { millis: 200, delta: 3 }).into_future()).await;
+        let t = timed(
+            door,
+            door.client()
+                .slow(Work {
+                    millis: 200,
+                    delta: 3,
+                })
+                .into_future(),
+        )
+        .await;
         let result = match &t.0 {
             Ok(()) => {
                 let returned = t.1;
@@ -557,13 +664,21 @@ impl Tour {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 match finished {
-                    Some(done) if returned < Duration::from_millis(200) && done >= Duration::from_millis(200) => {
+                    Some(done)
+                        if returned < Duration::from_millis(200)
+                            && done >= Duration::from_millis(200) =>
+                    {
                         self.ledger.ran(3);
-                        Ok(format!("accepted; handler done {} later", fmt_latency(done - returned)))
+                        Ok(format!(
+                            "accepted; handler done {} later",
+                            fmt_latency(done - returned)
+                        ))
                     }
                     Some(done) => {
                         self.ledger.ran(3);
-                        Err(format!("returned after {returned:?}, handler done after {done:?}"))
+                        Err(format!(
+                            "returned after {returned:?}, handler done after {done:?}"
+                        ))
                     }
                     None => Err("accepted, but the handler never ran".into()),
                 }
@@ -578,7 +693,13 @@ impl Tour {
     async fn compute(&mut self, door: &dyn Door) {
         let start = Instant::now();
         let t = timed(door, async {
-            let handle = door.client().compute(Work { millis: 50, delta: 4 }).await?;
+            let handle = door
+                .client()
+                .compute(Work {
+                    millis: 50,
+                    delta: 4,
+                })
+                .await?;
             let at_accept = start.elapsed();
             let count = handle.await?;
             Ok::<_, CallError>((at_accept, count))
@@ -588,24 +709,42 @@ impl Tour {
             Ok((at_accept, c)) => {
                 self.ledger.ran(4);
                 if c.executions == self.ledger.executions && c.value == self.ledger.value {
-                    Ok(format!("handle after {}, then value {}", fmt_latency(*at_accept), c.value))
+                    Ok(format!(
+                        "handle after {}, then value {}",
+                        fmt_latency(*at_accept),
+                        c.value
+                    ))
                 } else {
                     Err(format!("got {c:?}, expected value {}", self.ledger.value))
                 }
             }
             Err(e) => Err(describe(e)),
         };
-        self.row(door, "Compute(50 ms, +4) await", &counter::COMPUTE, result, t);
+        self.row(
+            door,
+            "Compute(50 ms, +4) await",
+            &counter::COMPUTE,
+            result,
+            t,
+        );
 
         let t = timed(door, async {
-            let handle = door.client().compute(Work { millis: 50, delta: 5 }).await?;
+            let handle = door
+                .client()
+                .compute(Work {
+                    millis: 50,
+                    delta: 5,
+                })
+                .await?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             handle.on_complete(move |r| {
                 let _ = tx.send(r);
             });
             match tokio::time::timeout(Duration::from_secs(10), rx).await {
                 Ok(Ok(r)) => r,
-                _ => Err(CallError::Rpc(Error::InvalidCall("the callback never ran".into()))),
+                _ => Err(CallError::Rpc(Error::InvalidCall(
+                    "the callback never ran".into(),
+                ))),
             }
         })
         .await;
@@ -620,7 +759,13 @@ impl Tour {
             }
             Err(e) => Err(describe(e)),
         };
-        self.row(door, "Compute(50 ms, +5) callback", &counter::COMPUTE, result, t);
+        self.row(
+            door,
+            "Compute(50 ms, +5) callback",
+            &counter::COMPUTE,
+            result,
+            t,
+        );
     }
 
     /// At-most-once in bulk: many non-idempotent calls at once.
@@ -655,7 +800,12 @@ impl Tour {
         let distinct: HashSet<u64> = ok.iter().map(|c| c.executions).collect();
         let mut latencies: Vec<Duration> = done.iter().map(|(_, l)| *l).collect();
         latencies.sort();
-        let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+        let pick = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
         let summary = format!(
             "{}/{} ok, each ran once; p50 {}, p99 {}",
             ok.len(),
@@ -666,32 +816,66 @@ impl Tour {
         let result = if ok.len() == BATCH && distinct.len() == BATCH {
             Ok(summary)
         } else {
-            let first_error = done.iter().find_map(|(r, _)| r.as_ref().err()).map(describe).unwrap_or_default();
+            let first_error = done
+                .iter()
+                .find_map(|(r, _)| r.as_ref().err())
+                .map(describe)
+                .unwrap_or_default();
             Err(format!("{summary}; first error: {first_error}"))
         };
-        self.row_styled(door, format!("Increment(+1) x{BATCH}, {BATCH_IN_FLIGHT} in flight"), "sync", "RR", result, t.1, t.2);
+        self.row_styled(
+            door,
+            format!("Increment(+1) x{BATCH}, {BATCH_IN_FLIGHT} in flight"),
+            "sync",
+            "RR",
+            result,
+            t.1,
+            t.2,
+        );
     }
 
     /// The error cases: unknown method, oversized request.
     async fn errors(&mut self, door: &dyn Door) {
         let client = door.client().client().clone();
-        let t = timed(door, client.call::<_, Count, Never>(&counter::SERVICE, &UNKNOWN_METHOD, &Empty {}).into_future()).await;
+        let t = timed(
+            door,
+            client
+                .call::<_, Count, Never>(&counter::SERVICE, &UNKNOWN_METHOD, &Empty {})
+                .into_future(),
+        )
+        .await;
         let result = match &t.0 {
-            Err(CallError::Rpc(e)) if e.code() == Code::Unimplemented && !e.may_have_run() => Ok(e.to_string()),
+            Err(CallError::Rpc(e)) if e.code() == Code::Unimplemented && !e.may_have_run() => {
+                Ok(e.to_string())
+            }
             Err(e) => Err(format!("expected UNIMPLEMENTED, got {}", describe(e))),
             Ok(c) => Err(format!("an unknown method answered {c:?}")),
         };
-        self.row_styled(door, "NoSuchMethod (id 0x0badcafe)", "sync", "RR", result, t.1, t.2);
+        self.row_styled(
+            door,
+            "NoSuchMethod (id 0x0badcafe)",
+            "sync",
+            "RR",
+            result,
+            t.1,
+            t.2,
+        );
 
         let size = door.oversize();
-        let what = if door.supports(Feature::SizeLimit) { format!("Echo({} bytes)", with_commas(size)) } else { "Echo(oversized)".to_owned() };
+        let what = if door.supports(Feature::SizeLimit) {
+            format!("Echo({} bytes)", with_commas(size))
+        } else {
+            "Echo(oversized)".to_owned()
+        };
         if !self.skip(door, &what, Feature::SizeLimit) {
-            let big = demo::Blob { data: vec![0u8; size].into() };
+            let big = demo::Blob {
+                data: vec![0u8; size].into(),
+            };
             let t = timed(door, door.client().echo(big).into_future()).await;
             let result = match &t.0 {
-                Err(CallError::Rpc(Error::MessageTooLarge { size, limit })) => {
-                    Ok(format!("MessageTooLarge: {size} > {limit} bytes, nothing sent"))
-                }
+                Err(CallError::Rpc(Error::MessageTooLarge { size, limit })) => Ok(format!(
+                    "MessageTooLarge: {size} > {limit} bytes, nothing sent"
+                )),
                 Err(e) => Err(format!("expected MessageTooLarge, got {}", describe(e))),
                 Ok(_) => Err(format!("a {size}-byte request went through")),
             };
@@ -721,38 +905,67 @@ impl Tour {
         let result = match &t.0 {
             Ok(()) => {
                 // Count the ones that arrived (a lossy path loses some).
-                let arrived = self.runs_since(executions, N, Duration::from_millis(300)).await;
+                let arrived = self
+                    .runs_since(executions, N, Duration::from_millis(300))
+                    .await;
                 for _ in 0..arrived {
                     self.ledger.ran(DELTA);
                 }
                 let moved = self.counter.value() - value;
-                if arrived <= N && moved == DELTA * arrived as i64 && (door.lossy() || arrived == N) {
-                    Ok(format!("{N} sent, none awaited; {arrived} arrived, ran once each"))
+                if arrived <= N && moved == DELTA * arrived as i64 && (door.lossy() || arrived == N)
+                {
+                    Ok(format!(
+                        "{N} sent, none awaited; {arrived} arrived, ran once each"
+                    ))
                 } else {
                     Err(format!("{N} sent, {arrived} ran, value moved by {moved}"))
                 }
             }
             Err(e) => Err(e.to_string()),
         };
-        self.row(door, format!("Nudge(+{DELTA}) x{N}"), &counter::NUDGE, result, t);
+        self.row(
+            door,
+            format!("Nudge(+{DELTA}) x{N}"),
+            &counter::NUDGE,
+            result,
+            t,
+        );
     }
 
     /// A deadline that passes: the caller learns the request may have run.
     async fn deadline(&mut self, door: &dyn Door) {
         let executions = self.counter.executions();
-        let call = door.client().slow(Work { millis: 300, delta: 0 }).synchronous().timeout(Duration::from_millis(100));
+        let call = door
+            .client()
+            .slow(Work {
+                millis: 300,
+                delta: 0,
+            })
+            .synchronous()
+            .timeout(Duration::from_millis(100));
         let t = timed(door, call.into_future()).await;
         let result = match &t.0 {
-            Err(CallError::Rpc(Error::DeadlineExceeded { may_have_run: true, attempts })) => {
+            Err(CallError::Rpc(Error::DeadlineExceeded {
+                may_have_run: true,
+                attempts,
+            })) => {
                 // The server does run it (unless every copy was lost): wait
                 // for the handler so that later steps see a quiet counter.
-                let ran = self.runs_since(executions, 1, Duration::from_millis(600)).await;
+                let ran = self
+                    .runs_since(executions, 1, Duration::from_millis(600))
+                    .await;
                 for _ in 0..ran {
                     self.ledger.ran(0);
                 }
-                let said = format!("DEADLINE_EXCEEDED after {attempts} cop{}, may have run", if *attempts == 1 { "y" } else { "ies" });
+                let said = format!(
+                    "DEADLINE_EXCEEDED after {attempts} cop{}, may have run",
+                    if *attempts == 1 { "y" } else { "ies" }
+                );
                 if ran == 1 || (door.lossy() && ran == 0) {
-                    Ok(format!("{said} (it {})", if ran == 1 { "did" } else { "did not" }))
+                    Ok(format!(
+                        "{said} (it {})",
+                        if ran == 1 { "did" } else { "did not" }
+                    ))
                 } else {
                     Err(format!("{said}; but the server ran it {ran} times"))
                 }
@@ -760,7 +973,15 @@ impl Tour {
             Err(e) => Err(format!("expected DEADLINE_EXCEEDED, got {}", describe(e))),
             Ok(c) => Err(format!("a 300 ms handler answered within 100 ms: {c:?}")),
         };
-        self.row_styled(door, "Slow(300 ms), 100 ms deadline", "sync", "RR", result, t.1, t.2);
+        self.row_styled(
+            door,
+            "Slow(300 ms), 100 ms deadline",
+            "sync",
+            "RR",
+            result,
+            t.1,
+            t.2,
+        );
     }
 }
 
@@ -795,7 +1016,12 @@ fn group_summary<E: std::fmt::Debug>(outcome: &rpc_core::GroupOutcome<Count, E>)
             format!("{}: {what}", m.member)
         })
         .collect();
-    format!("{}/{} replied ({})", outcome.successes(), outcome.members.len(), members.join(", "))
+    format!(
+        "{}/{} replied ({})",
+        outcome.successes(),
+        outcome.members.len(),
+        members.join(", ")
+    )
 }
 
 /// A group of three servers: `all`, `first` and `quorum(2)`.
@@ -812,89 +1038,216 @@ async fn multicast(report: &mut Report) -> anyhow::Result<()> {
     }
     let stub = CounterGroupClient::new(group);
     let path = "udp group of 3";
-    let retx = |channels: &[UdpChannel]| channels.iter().map(|c| c.stats().retransmissions).sum::<u64>();
-    let mut row = |call: &str, protocol: &'static str, result: Result<String, String>, latency: Duration, r: u64| {
+    let retx = |channels: &[UdpChannel]| {
+        channels
+            .iter()
+            .map(|c| c.stats().retransmissions)
+            .sum::<u64>()
+    };
+    let mut row = |call: &str,
+                   protocol: &'static str,
+                   result: Result<String, String>,
+                   latency: Duration,
+                   r: u64| {
         let (ok, result) = match result {
             Ok(r) => (true, r),
             Err(r) => (false, r),
         };
-        report.row(Row { path: path.into(), call: call.into(), style: "multicast", protocol, result, ok, latency: Some(latency), retx: Some(r) });
+        report.row(Row {
+            path: path.into(),
+            call: call.into(),
+            style: "multicast",
+            protocol,
+            result,
+            ok,
+            latency: Some(latency),
+            retx: Some(r),
+        });
     };
 
     let (before, start) = (retx(&channels), Instant::now());
-    let all = stub.increment(Amount { delta: 1 }).all().timeout(Duration::from_secs(5)).await;
+    let all = stub
+        .increment(Amount { delta: 1 })
+        .all()
+        .timeout(Duration::from_secs(5))
+        .await;
     let ran_everywhere = servers.iter().all(|(_, c)| c.executions() == 1);
     let result = if all.complete && all.successes() == 3 && ran_everywhere {
         Ok(group_summary(&all))
     } else {
-        Err(format!("{}; complete {}", group_summary(&all), all.complete))
+        Err(format!(
+            "{}; complete {}",
+            group_summary(&all),
+            all.complete
+        ))
     };
-    row("Increment(+1) all", "RR", result, start.elapsed(), retx(&channels) - before);
+    row(
+        "Increment(+1) all",
+        "RR",
+        result,
+        start.elapsed(),
+        retx(&channels) - before,
+    );
 
     let (before, start) = (retx(&channels), Instant::now());
-    let first = stub.get(Empty {}).first().timeout(Duration::from_secs(5)).await;
+    let first = stub
+        .get(Empty {})
+        .first()
+        .timeout(Duration::from_secs(5))
+        .await;
     let result = match first.replies().next() {
         Some((_, c)) if first.complete && c.value == 1 => Ok(group_summary(&first)),
-        _ => Err(format!("{}; complete {}", group_summary(&first), first.complete)),
+        _ => Err(format!(
+            "{}; complete {}",
+            group_summary(&first),
+            first.complete
+        )),
     };
-    row("Get() first", "RR", result, start.elapsed(), retx(&channels) - before);
+    row(
+        "Get() first",
+        "RR",
+        result,
+        start.elapsed(),
+        retx(&channels) - before,
+    );
 
     let (before, start) = (retx(&channels), Instant::now());
-    let quorum = stub.increment(Amount { delta: 1 }).quorum(2).timeout(Duration::from_secs(5)).await;
+    let quorum = stub
+        .increment(Amount { delta: 1 })
+        .quorum(2)
+        .timeout(Duration::from_secs(5))
+        .await;
     let latency = start.elapsed();
     // The member the quorum did not wait for may or may not have run the
     // increment (its call was abandoned); the others certainly did, once.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let replied: Vec<bool> = quorum.members.iter().map(|m| matches!(m.result, MemberResult::Reply(_))).collect();
-    let consistent = servers.iter().zip(&replied).all(|((_, c), &r)| if r { c.executions() == 2 } else { (1..=2).contains(&c.executions()) });
+    let replied: Vec<bool> = quorum
+        .members
+        .iter()
+        .map(|m| matches!(m.result, MemberResult::Reply(_)))
+        .collect();
+    let consistent = servers.iter().zip(&replied).all(|((_, c), &r)| {
+        if r {
+            c.executions() == 2
+        } else {
+            (1..=2).contains(&c.executions())
+        }
+    });
     let result = if quorum.complete && quorum.successes() >= 2 && consistent {
         Ok(group_summary(&quorum))
     } else {
-        Err(format!("{}; complete {}, member executions consistent {consistent}", group_summary(&quorum), quorum.complete))
+        Err(format!(
+            "{}; complete {}, member executions consistent {consistent}",
+            group_summary(&quorum),
+            quorum.complete
+        ))
     };
-    row("Increment(+1) quorum(2)", "RR", result, latency, retx(&channels) - before);
+    row(
+        "Increment(+1) quorum(2)",
+        "RR",
+        result,
+        latency,
+        retx(&channels) - before,
+    );
 
     // Splitting work: each member holds its own shard (loaded by unicast),
     // `all` gathers the parts and the caller merges them.
     for (i, channel) in channels.iter().enumerate() {
         let shard = CounterClient::new(Client::new(channel.clone()));
-        shard.increment(Amount { delta: 10 * (i as i64 + 1) }).await.map_err(|e| anyhow!("loading shard {i}: {e}"))?;
+        shard
+            .increment(Amount {
+                delta: 10 * (i as i64 + 1),
+            })
+            .await
+            .map_err(|e| anyhow!("loading shard {i}: {e}"))?;
     }
     let expected: i64 = servers.iter().map(|(_, c)| c.value()).sum();
     let (before, start) = (retx(&channels), Instant::now());
-    let parts = stub.get(Empty {}).all().timeout(Duration::from_secs(5)).await;
+    let parts = stub
+        .get(Empty {})
+        .all()
+        .timeout(Duration::from_secs(5))
+        .await;
     let total: i64 = parts.replies().map(|(_, c)| c.value).sum();
     let result = if parts.complete && parts.successes() == 3 && total == expected {
-        Ok(format!("merged sum {total} = sum of the shards; {}", group_summary(&parts)))
+        Ok(format!(
+            "merged sum {total} = sum of the shards; {}",
+            group_summary(&parts)
+        ))
     } else {
-        Err(format!("merged {total}, expected {expected}; {}", group_summary(&parts)))
+        Err(format!(
+            "merged {total}, expected {expected}; {}",
+            group_summary(&parts)
+        ))
     };
-    row("Get() all, split work merged", "RR", result, start.elapsed(), retx(&channels) - before);
+    row(
+        "Get() all, split work merged",
+        "RR",
+        result,
+        start.elapsed(),
+        retx(&channels) - before,
+    );
 
     // One-way and asynchronous multicast.
-    let executions = |servers: &[(ServerHandle, Arc<CounterService>)]| servers.iter().map(|(_, c)| c.executions()).sum::<u64>();
+    let executions = |servers: &[(ServerHandle, Arc<CounterService>)]| {
+        servers.iter().map(|(_, c)| c.executions()).sum::<u64>()
+    };
     let (before_runs, start) = (executions(&servers), Instant::now());
-    let sent = stub.nudge(Amount { delta: 0 }).timeout(Duration::from_secs(2)).await;
+    let sent = stub
+        .nudge(Amount { delta: 0 })
+        .timeout(Duration::from_secs(2))
+        .await;
     let latency = start.elapsed();
-    let all_sent = sent.members.iter().all(|m| matches!(m.result, MemberResult::Sent));
-    let arrived = wait_for(Duration::from_secs(2), || executions(&servers) >= before_runs + 3).await;
+    let all_sent = sent
+        .members
+        .iter()
+        .all(|m| matches!(m.result, MemberResult::Sent));
+    let arrived = wait_for(Duration::from_secs(2), || {
+        executions(&servers) >= before_runs + 3
+    })
+    .await;
     let result = if all_sent && arrived {
-        Ok(format!("sent to 3, none awaited; all 3 ran it ({})", sent_summary(&sent)))
+        Ok(format!(
+            "sent to 3, none awaited; all 3 ran it ({})",
+            sent_summary(&sent)
+        ))
     } else {
-        Err(format!("all sent {all_sent}, all ran {arrived}; {}", sent_summary(&sent)))
+        Err(format!(
+            "all sent {all_sent}, all ran {arrived}; {}",
+            sent_summary(&sent)
+        ))
     };
     row("Nudge(0) one-way", "R", result, latency, 0);
 
     let (before_runs, start) = (executions(&servers), Instant::now());
-    let accepted = stub.slow(Work { millis: 150, delta: 0 }).all().timeout(Duration::from_secs(5)).await;
+    let accepted = stub
+        .slow(Work {
+            millis: 150,
+            delta: 0,
+        })
+        .all()
+        .timeout(Duration::from_secs(5))
+        .await;
     let latency = start.elapsed();
-    let all_accepted = accepted.members.iter().all(|m| matches!(m.result, MemberResult::Accepted));
+    let all_accepted = accepted
+        .members
+        .iter()
+        .all(|m| matches!(m.result, MemberResult::Accepted));
     let early = latency < Duration::from_millis(150) && executions(&servers) == before_runs;
-    let finished = wait_for(Duration::from_secs(3), || executions(&servers) >= before_runs + 3).await;
+    let finished = wait_for(Duration::from_secs(3), || {
+        executions(&servers) >= before_runs + 3
+    })
+    .await;
     let result = if all_accepted && early && finished {
-        Ok(format!("3 accepted before the 150 ms handlers finished; {}", group_summary(&accepted)))
+        Ok(format!(
+            "3 accepted before the 150 ms handlers finished; {}",
+            group_summary(&accepted)
+        ))
     } else {
-        Err(format!("accepted {all_accepted}, early {early}, finished {finished}; {}", group_summary(&accepted)))
+        Err(format!(
+            "accepted {all_accepted}, early {early}, finished {finished}; {}",
+            group_summary(&accepted)
+        ))
     };
     row("Slow(150 ms) async", "RR", result, latency, 0);
 
@@ -910,21 +1263,44 @@ async fn multicast(report: &mut Report) -> anyhow::Result<()> {
     let dead = UdpChannel::connect_with(dead_addr, dead_config).await?;
     stub.group().add("dead", Client::new(dead));
     let start = Instant::now();
-    let quick = stub.get(Empty {}).quorum(3).timeout(Duration::from_secs(5)).await;
+    let quick = stub
+        .get(Empty {})
+        .quorum(3)
+        .timeout(Duration::from_secs(5))
+        .await;
     let latency = start.elapsed();
     let result = if quick.complete && quick.successes() == 3 && latency < Duration::from_secs(1) {
-        Ok(format!("not held up by the dead member; {}", group_summary(&quick)))
+        Ok(format!(
+            "not held up by the dead member; {}",
+            group_summary(&quick)
+        ))
     } else {
-        Err(format!("complete {} in {latency:?}; {}", quick.complete, group_summary(&quick)))
+        Err(format!(
+            "complete {} in {latency:?}; {}",
+            quick.complete,
+            group_summary(&quick)
+        ))
     };
     row("Get() quorum(3), 1 of 4 dead", "RR", result, latency, 0);
     let start = Instant::now();
-    let everyone = stub.get(Empty {}).all().timeout(Duration::from_secs(5)).await;
-    let dead_shown = everyone.member("dead").is_some_and(|m| matches!(m.result, MemberResult::Unreachable(_) | MemberResult::Timeout));
+    let everyone = stub
+        .get(Empty {})
+        .all()
+        .timeout(Duration::from_secs(5))
+        .await;
+    let dead_shown = everyone.member("dead").is_some_and(|m| {
+        matches!(
+            m.result,
+            MemberResult::Unreachable(_) | MemberResult::Timeout
+        )
+    });
     let result = if dead_shown && everyone.successes() == 3 {
         Ok(group_summary(&everyone))
     } else {
-        Err(format!("dead member shown {dead_shown}; {}", group_summary(&everyone)))
+        Err(format!(
+            "dead member shown {dead_shown}; {}",
+            group_summary(&everyone)
+        ))
     };
     row("Get() all, 1 of 4 dead", "RR", result, start.elapsed(), 0);
     stub.group().remove("dead");
@@ -932,7 +1308,11 @@ async fn multicast(report: &mut Report) -> anyhow::Result<()> {
 }
 
 fn sent_summary(outcome: &rpc_core::GroupOutcome<(), Never>) -> String {
-    let members: Vec<String> = outcome.members.iter().map(|m| format!("{}: {:?}", m.member, m.result)).collect();
+    let members: Vec<String> = outcome
+        .members
+        .iter()
+        .map(|m| format!("{}: {:?}", m.member, m.result))
+        .collect();
     members.join(", ")
 }
 
@@ -960,7 +1340,10 @@ async fn crash(report: &mut Report) -> anyhow::Result<()> {
     config.default_retries = 50;
     let channel = UdpChannel::connect_with(proxy.local_addr(), config).await?;
     let client = CounterClient::new(Client::new(channel.clone()));
-    client.increment(Amount { delta: 1 }).await.map_err(|e| anyhow!("warm-up call: {e}"))?;
+    client
+        .increment(Amount { delta: 1 })
+        .await
+        .map_err(|e| anyhow!("warm-up call: {e}"))?;
 
     // Every reply is lost from now on: the next call runs, the client retransmits.
     let mut lose_replies = ProxyFaults::none();
@@ -970,11 +1353,19 @@ async fn crash(report: &mut Report) -> anyhow::Result<()> {
     let before = channel.stats().retransmissions;
     let call = {
         let client = client.clone();
-        tokio::spawn(async move { client.increment(Amount { delta: 1 }).timeout(Duration::from_secs(10)).await })
+        tokio::spawn(async move {
+            client
+                .increment(Amount { delta: 1 })
+                .timeout(Duration::from_secs(10))
+                .await
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while first.executions() < 2 {
-        ensure!(Instant::now() < deadline, "the call never reached the server");
+        ensure!(
+            Instant::now() < deadline,
+            "the call never reached the server"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // Crash (dropping the handle stops the server abruptly), restart on the same port.
@@ -1001,7 +1392,10 @@ async fn crash(report: &mut Report) -> anyhow::Result<()> {
         Err(CallError::Rpc(e @ Error::OutcomeUnknown)) if second.executions() == 0 => {
             Ok(format!("{e}; ran once, not again"))
         }
-        other => Err(format!("expected outcome unknown, got {other:?}; runs after restart {}", second.executions())),
+        other => Err(format!(
+            "expected outcome unknown, got {other:?}; runs after restart {}",
+            second.executions()
+        )),
     };
     report.row(Row {
         path: "udp crash+restart".into(),
@@ -1017,7 +1411,11 @@ async fn crash(report: &mut Report) -> anyhow::Result<()> {
     let next = client.increment(Amount { delta: 1 }).await;
     let result = match &next {
         Ok(c) if c.executions == 1 && channel.stats().incarnation == restarted.incarnation() => {
-            Ok(format!("value {}, new incarnation {:016x}", c.value, restarted.incarnation()))
+            Ok(format!(
+                "value {}, new incarnation {:016x}",
+                c.value,
+                restarted.incarnation()
+            ))
         }
         other => Err(format!("{other:?}")),
     };
@@ -1064,8 +1462,16 @@ fn summary(tour: &mut Tour, proxy: &ProxyStats, doors: &[Box<dyn Door>]) {
         proxy.server_to_client.dropped,
         proxy.server_to_client.duplicated
     );
-    let retx: Vec<String> =
-        doors.iter().map(|d| format!("{} {}", d.name(), d.retransmissions().map_or("-".into(), |n| n.to_string()))).collect();
+    let retx: Vec<String> = doors
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.name(),
+                d.retransmissions().map_or("-".into(), |n| n.to_string())
+            )
+        })
+        .collect();
     println!("clients  retransmissions: {}", retx.join(", "));
 
     if (value, executions) == (tour.ledger.value, tour.ledger.executions) {
@@ -1081,19 +1487,27 @@ fn summary(tour: &mut Tour, proxy: &ProxyStats, doors: &[Box<dyn Door>]) {
 /// A CA, and a server certificate for `localhost` it signed (PEM): for
 /// the TLS door.
 fn tls_configs() -> anyhow::Result<(TlsServerConfig, TlsClientConfig)> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "rpc tour CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "rpc tour CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
-    let server = TlsServerConfig::from_pem(leaf_cert.pem().as_bytes(), leaf_key.serialize_pem().as_bytes())?;
+    let server = TlsServerConfig::from_pem(
+        leaf_cert.pem().as_bytes(),
+        leaf_key.serialize_pem().as_bytes(),
+    )?;
     let client = TlsClientConfig::new("localhost", ca_cert.pem().as_bytes())?;
     Ok((server, client))
 }
@@ -1101,14 +1515,24 @@ fn tls_configs() -> anyhow::Result<(TlsServerConfig, TlsClientConfig)> {
 async fn run() -> anyhow::Result<Report> {
     // One server, one engine and history, four doors: UDP, TCP, TCP+TLS, gRPC.
     let (server, counter) = start_counter("127.0.0.1:0").await?;
-    let tcp_addr = server.serve_tcp_also("127.0.0.1:0", TcpServerConfig::default()).await.context("opening the TCP door")?;
+    let tcp_addr = server
+        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
+        .await
+        .context("opening the TCP door")?;
     let (tls_server, tls_client) = tls_configs().context("making the TLS certificates")?;
     let tls_addr = server
-        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default().with_tls(tls_server))
+        .serve_tcp_also(
+            "127.0.0.1:0",
+            TcpServerConfig::default().with_tls(tls_server),
+        )
         .await
         .context("opening the TLS door")?;
-    let grpc_addr = server.serve_grpc("127.0.0.1:0").await.context("opening the gRPC door")?;
-    let faults = ProxyFaults::symmetric(FaultConfig::seeded(SEED).loss(LOSS).duplicate(DUPLICATION));
+    let grpc_addr = server
+        .serve_grpc("127.0.0.1:0")
+        .await
+        .context("opening the gRPC door")?;
+    let faults =
+        ProxyFaults::symmetric(FaultConfig::seeded(SEED).loss(LOSS).duplicate(DUPLICATION));
     let proxy = FaultProxy::loopback(server.local_addr(), ProxyConfig::new(faults)).await?;
     println!(
         "rpc tour: demo.v1.Counter over UDP on {}; fault proxy on {} ({:.0}% loss, {:.0}% duplication each way, seed {SEED})",
@@ -1128,7 +1552,12 @@ async fn run() -> anyhow::Result<Report> {
         Box::new(TcpDoor::connect("tcp+tls", tls_addr, Some(tls_client)).await?),
         Box::new(GrpcDoor::connect(grpc_addr).await?),
     ];
-    let mut tour = Tour { counter, server, ledger: Ledger::default(), report: Report::default() };
+    let mut tour = Tour {
+        counter,
+        server,
+        ledger: Ledger::default(),
+        report: Report::default(),
+    };
 
     for door in &doors {
         let door = door.as_ref();
@@ -1146,9 +1575,13 @@ async fn run() -> anyhow::Result<Report> {
             tour.nudge(door).await;
         }
         tour.deadline(door).await;
-        tour.report.check(!door.lossy() || door.retransmissions() != Some(0), || {
-            format!("{}: no retransmission at all through a lossy path", door.name())
-        });
+        tour.report
+            .check(!door.lossy() || door.retransmissions() != Some(0), || {
+                format!(
+                    "{}: no retransmission at all through a lossy path",
+                    door.name()
+                )
+            });
     }
     let mut report = std::mem::take(&mut tour.report);
     multicast(&mut report).await?;
@@ -1159,7 +1592,10 @@ async fn run() -> anyhow::Result<Report> {
     summary(&mut tour, &proxy.stats(), &doors);
     let report = std::mem::take(&mut tour.report);
     drop(proxy);
-    tour.server.shutdown(Duration::from_secs(2)).await.map_err(|e| anyhow!("server shutdown: {e}"))?;
+    tour.server
+        .shutdown(Duration::from_secs(2))
+        .await
+        .map_err(|e| anyhow!("server shutdown: {e}"))?;
     Ok(report)
 }
 
@@ -1167,7 +1603,10 @@ async fn run() -> anyhow::Result<Report> {
 async fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let start = Instant::now();
     let outcome = match tokio::time::timeout(TOUR_LIMIT, run()).await {
@@ -1177,7 +1616,11 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(report) if report.failures.is_empty() => {
             println!();
-            println!("all {} calls behaved as specified ({:.1} s)", report.rows.len(), start.elapsed().as_secs_f64());
+            println!(
+                "all {} calls behaved as specified ({:.1} s)",
+                report.rows.len(),
+                start.elapsed().as_secs_f64()
+            );
             ExitCode::SUCCESS
         }
         Ok(report) => {

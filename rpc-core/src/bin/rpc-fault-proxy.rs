@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use rpc_core::fault::{Delay, FaultConfig, FaultProxy, FaultStats, ProxyConfig, ProxyFaults, ProxyStats};
+use rpc_core::fault::{
+    Delay, FaultConfig, FaultProxy, FaultStats, ProxyConfig, ProxyFaults, ProxyStats,
+};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -60,14 +62,20 @@ struct UsageError(String);
 fn parse_probability(flag: &str, value: &str) -> Result<f64, UsageError> {
     match value.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(UsageError(format!("{flag} expects a probability between 0 and 1, got `{value}`"))),
+        _ => Err(UsageError(format!(
+            "{flag} expects a probability between 0 and 1, got `{value}`"
+        ))),
     }
 }
 
 fn parse_ms(flag: &str, value: &str) -> Result<Duration, UsageError> {
     match value.trim().parse::<f64>() {
-        Ok(ms) if ms.is_finite() && (0.0..=3_600_000.0).contains(&ms) => Ok(Duration::from_secs_f64(ms / 1000.0)),
-        _ => Err(UsageError(format!("{flag} expects milliseconds (0 to 3600000), got `{value}`"))),
+        Ok(ms) if ms.is_finite() && (0.0..=3_600_000.0).contains(&ms) => {
+            Ok(Duration::from_secs_f64(ms / 1000.0))
+        }
+        _ => Err(UsageError(format!(
+            "{flag} expects milliseconds (0 to 3600000), got `{value}`"
+        ))),
     }
 }
 
@@ -75,22 +83,37 @@ fn parse_delay(flag: &str, value: &str) -> Result<Delay, UsageError> {
     if let Some((min, max)) = value.split_once("..") {
         let (min, max) = (parse_ms(flag, min)?, parse_ms(flag, max)?);
         if min > max {
-            return Err(UsageError(format!("{flag}: minimum {value} is above the maximum")));
+            return Err(UsageError(format!(
+                "{flag}: minimum {value} is above the maximum"
+            )));
         }
         Ok(Delay::uniform(min, max))
     } else if let Some((base, jitter)) = value.split_once("+-") {
-        Ok(Delay::jitter(parse_ms(flag, base)?, parse_ms(flag, jitter)?))
+        Ok(Delay::jitter(
+            parse_ms(flag, base)?,
+            parse_ms(flag, jitter)?,
+        ))
     } else {
         Ok(Delay::fixed(parse_ms(flag, value)?))
     }
 }
 
-fn parse_number<T: std::str::FromStr>(flag: &str, value: &str, what: &str) -> Result<T, UsageError> {
-    value.parse().map_err(|_| UsageError(format!("{flag} expects {what}, got `{value}`")))
+fn parse_number<T: std::str::FromStr>(
+    flag: &str,
+    value: &str,
+    what: &str,
+) -> Result<T, UsageError> {
+    value
+        .parse()
+        .map_err(|_| UsageError(format!("{flag} expects {what}, got `{value}`")))
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, UsageError> {
-    value.parse().map_err(|_| UsageError(format!("{flag} expects an address like 127.0.0.1:9000, got `{value}`")))
+    value.parse().map_err(|_| {
+        UsageError(format!(
+            "{flag} expects an address like 127.0.0.1:9000, got `{value}`"
+        ))
+    })
 }
 
 fn parse_secs(flag: &str, value: &str) -> Result<Duration, UsageError> {
@@ -101,7 +124,11 @@ fn parse_secs(flag: &str, value: &str) -> Result<Duration, UsageError> {
 }
 
 /// Applies `apply` to the configurations the flag's suffix names.
-fn for_directions(faults: &mut ProxyFaults, suffix: &str, apply: impl Fn(&mut FaultConfig)) -> Result<(), UsageError> {
+fn for_directions(
+    faults: &mut ProxyFaults,
+    suffix: &str,
+    apply: impl Fn(&mut FaultConfig),
+) -> Result<(), UsageError> {
     match suffix {
         "" => {
             apply(&mut faults.client_to_server);
@@ -109,7 +136,11 @@ fn for_directions(faults: &mut ProxyFaults, suffix: &str, apply: impl Fn(&mut Fa
         }
         "-c2s" => apply(&mut faults.client_to_server),
         "-s2c" => apply(&mut faults.server_to_client),
-        _ => return Err(UsageError(format!("unknown direction suffix `{suffix}` (use -c2s or -s2c)"))),
+        _ => {
+            return Err(UsageError(format!(
+                "unknown direction suffix `{suffix}` (use -c2s or -s2c)"
+            )))
+        }
     }
     Ok(())
 }
@@ -138,9 +169,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Us
         }
         let value = match inline {
             Some(v) => v,
-            None => args.next().ok_or_else(|| UsageError(format!("{flag} needs a value")))?,
+            None => args
+                .next()
+                .ok_or_else(|| UsageError(format!("{flag} needs a value")))?,
         };
-        let (base, suffix) = match flag.strip_suffix("-c2s").or_else(|| flag.strip_suffix("-s2c")) {
+        let (base, suffix) = match flag
+            .strip_suffix("-c2s")
+            .or_else(|| flag.strip_suffix("-s2c"))
+        {
             Some(base) => (base, &flag[base.len()..]),
             None => (flag.as_str(), ""),
         };
@@ -180,7 +216,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Us
             "--queue-limit" if suffix.is_empty() => {
                 config.queue_limit = parse_number(&flag, &value, "a positive integer")?;
             }
-            "--idle-secs" if suffix.is_empty() => config.client_idle_timeout = parse_secs(&flag, &value)?,
+            "--idle-secs" if suffix.is_empty() => {
+                config.client_idle_timeout = parse_secs(&flag, &value)?
+            }
             "--duration-secs" if suffix.is_empty() => duration = Some(parse_secs(&flag, &value)?),
             "--interval-secs" if suffix.is_empty() => {
                 let every = parse_secs(&flag, &value)?;
@@ -192,11 +230,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, Us
     let upstream = upstream.ok_or_else(|| UsageError("--upstream is required".to_owned()))?;
     let seed = seed.unwrap_or(0);
     // The same derivation as ProxyFaults::symmetric unless given explicitly.
-    let derived = ProxyFaults::symmetric(FaultConfig::seeded(seed)).server_to_client.seed;
+    let derived = ProxyFaults::symmetric(FaultConfig::seeded(seed))
+        .server_to_client
+        .seed;
     faults.client_to_server.seed = seed;
     faults.server_to_client.seed = seed_s2c.unwrap_or(derived);
     config.faults = faults;
-    Ok(Some(Args { listen, upstream, config, duration, interval }))
+    Ok(Some(Args {
+        listen,
+        upstream,
+        config,
+        duration,
+        interval,
+    }))
 }
 
 fn describe(c: &FaultConfig) -> String {
@@ -219,14 +265,22 @@ fn print_stats(title: &str, stats: &ProxyStats) {
     println!("  {}", line("server->client", &stats.server_to_client));
     println!(
         "  clients {} (evicted {}, expired {}), send errors {}, strays {}",
-        stats.clients, stats.clients_evicted, stats.clients_expired, stats.send_errors, stats.strays
+        stats.clients,
+        stats.clients_evicted,
+        stats.clients_expired,
+        stats.send_errors,
+        stats.strays
     );
 }
 
 async fn run(args: Args) -> Result<(), rpc_core::fault::FaultError> {
     let faults = args.config.faults.clone();
     let proxy = FaultProxy::start(args.listen, args.upstream, args.config).await?;
-    println!("rpc-fault-proxy listening on {}, forwarding to {}", proxy.local_addr(), proxy.upstream());
+    println!(
+        "rpc-fault-proxy listening on {}, forwarding to {}",
+        proxy.local_addr(),
+        proxy.upstream()
+    );
     println!("  client->server: {}", describe(&faults.client_to_server));
     println!("  server->client: {}", describe(&faults.server_to_client));
     let started = tokio::time::Instant::now();
@@ -250,7 +304,13 @@ async fn run(args: Args) -> Result<(), rpc_core::fault::FaultError> {
         }
     };
     let stats = proxy.shutdown().await;
-    print_stats(&format!("stopped ({reason}) after {:.1} s; final counters:", started.elapsed().as_secs_f64()), &stats);
+    print_stats(
+        &format!(
+            "stopped ({reason}) after {:.1} s; final counters:",
+            started.elapsed().as_secs_f64()
+        ),
+        &stats,
+    );
     Ok(())
 }
 
@@ -266,7 +326,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -301,10 +364,18 @@ mod tests {
         let args = parse(
             "--listen 127.0.0.1:9000 --upstream 127.0.0.1:9001 --loss 0.2 --dup 0.1 --reorder 0.05 --delay-ms 0..5 --seed 42 --duration-secs 3",
         );
-        let Ok(Some(args)) = args else { panic!("did not parse: {args:?}") };
+        let Ok(Some(args)) = args else {
+            panic!("did not parse: {args:?}")
+        };
         let c = &args.config.faults.client_to_server;
-        assert_eq!((c.loss, c.duplicate, c.reorder, c.seed), (0.2, 0.1, 0.05, 42));
-        assert_eq!(c.delay, Delay::uniform(Duration::ZERO, Duration::from_millis(5)));
+        assert_eq!(
+            (c.loss, c.duplicate, c.reorder, c.seed),
+            (0.2, 0.1, 0.05, 42)
+        );
+        assert_eq!(
+            c.delay,
+            Delay::uniform(Duration::ZERO, Duration::from_millis(5))
+        );
         assert_eq!(args.config.faults.server_to_client.loss, 0.2);
         assert_ne!(args.config.faults.server_to_client.seed, 42);
         assert_eq!(args.duration, Some(Duration::from_secs(3)));
@@ -312,12 +383,20 @@ mod tests {
 
     #[test]
     fn direction_suffixes_and_delay_forms() {
-        let Ok(Some(args)) = parse("--upstream 127.0.0.1:1 --loss-s2c 0.5 --delay-ms-c2s 10+-2 --seed-s2c 9") else {
+        let Ok(Some(args)) =
+            parse("--upstream 127.0.0.1:1 --loss-s2c 0.5 --delay-ms-c2s 10+-2 --seed-s2c 9")
+        else {
             panic!("did not parse")
         };
         let f = &args.config.faults;
-        assert_eq!((f.client_to_server.loss, f.server_to_client.loss), (0.0, 0.5));
-        assert_eq!(f.client_to_server.delay, Delay::jitter(Duration::from_millis(10), Duration::from_millis(2)));
+        assert_eq!(
+            (f.client_to_server.loss, f.server_to_client.loss),
+            (0.0, 0.5)
+        );
+        assert_eq!(
+            f.client_to_server.delay,
+            Delay::jitter(Duration::from_millis(10), Duration::from_millis(2))
+        );
         assert_eq!(f.server_to_client.seed, 9);
     }
 
@@ -333,7 +412,9 @@ mod tests {
         assert!(message("--upstream 127.0.0.1:1 --delay-ms 5..1").contains("above the maximum"));
         assert!(message("--upstream 127.0.0.1:1 --bogus 1").contains("unknown option `--bogus`"));
         assert!(message("--upstream").contains("needs a value"));
-        assert!(message("--listen-c2s 127.0.0.1:1 --upstream 127.0.0.1:2").contains("unknown option"));
+        assert!(
+            message("--listen-c2s 127.0.0.1:1 --upstream 127.0.0.1:2").contains("unknown option")
+        );
         assert!(matches!(parse("--help"), Ok(None)));
     }
 }

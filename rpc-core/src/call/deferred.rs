@@ -10,7 +10,10 @@ use std::task::{Context, Poll, Waker};
 type Callback<R, E> = Box<dyn FnOnce(Result<R, CallError<E>>) + Send>;
 
 enum Slot<R, E: fmt::Debug> {
-    Pending { waker: Option<Waker>, callback: Option<Callback<R, E>> },
+    Pending {
+        waker: Option<Waker>,
+        callback: Option<Callback<R, E>>,
+    },
     Ready(Result<R, CallError<E>>),
     Taken,
 }
@@ -29,11 +32,16 @@ impl<R, E: fmt::Debug> Shared<R, E> {
     fn complete(&self, result: Result<R, CallError<E>>) {
         let mut slot = self.lock();
         match std::mem::replace(&mut *slot, Slot::Taken) {
-            Slot::Pending { callback: Some(cb), .. } => {
+            Slot::Pending {
+                callback: Some(cb), ..
+            } => {
                 drop(slot);
                 cb(result);
             }
-            Slot::Pending { waker, callback: None } => {
+            Slot::Pending {
+                waker,
+                callback: None,
+            } => {
                 *slot = Slot::Ready(result);
                 drop(slot);
                 if let Some(w) = waker {
@@ -64,7 +72,9 @@ pub struct Deferred<R, E: fmt::Debug> {
 
 impl<R, E: fmt::Debug> fmt::Debug for Deferred<R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deferred").field("ready", &self.is_ready()).finish()
+        f.debug_struct("Deferred")
+            .field("ready", &self.is_ready())
+            .finish()
     }
 }
 
@@ -74,7 +84,12 @@ impl<R: Send + 'static, E: fmt::Debug + Send + 'static> Deferred<R, E> {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn spawn(fut: impl Future<Output = Result<R, CallError<E>>> + Send + 'static) -> Self {
-        let shared = Arc::new(Shared { slot: Mutex::new(Slot::Pending { waker: None, callback: None }) });
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(Slot::Pending {
+                waker: None,
+                callback: None,
+            }),
+        });
         let task_shared = shared.clone();
         tokio::spawn(async move {
             let result = fut.await;
@@ -85,7 +100,11 @@ impl<R: Send + 'static, E: fmt::Debug + Send + 'static> Deferred<R, E> {
 
     /// A handle that already holds its result.
     pub fn ready(result: Result<R, CallError<E>>) -> Self {
-        Deferred { shared: Arc::new(Shared { slot: Mutex::new(Slot::Ready(result)) }) }
+        Deferred {
+            shared: Arc::new(Shared {
+                slot: Mutex::new(Slot::Ready(result)),
+            }),
+        }
     }
 }
 
@@ -118,7 +137,10 @@ impl<R, E: fmt::Debug> Deferred<R, E> {
                 callback(r);
             }
             Slot::Pending { .. } => {
-                *slot = Slot::Pending { waker: None, callback: Some(Box::new(callback)) };
+                *slot = Slot::Pending {
+                    waker: None,
+                    callback: Some(Box::new(callback)),
+                };
             }
             Slot::Taken => {}
         }
@@ -133,7 +155,10 @@ impl<R, E: fmt::Debug> Future for Deferred<R, E> {
         match std::mem::replace(&mut *slot, Slot::Taken) {
             Slot::Ready(r) => Poll::Ready(r),
             Slot::Pending { callback, .. } => {
-                *slot = Slot::Pending { waker: Some(cx.waker().clone()), callback };
+                *slot = Slot::Pending {
+                    waker: Some(cx.waker().clone()),
+                    callback,
+                };
                 Poll::Pending
             }
             Slot::Taken => Poll::Ready(Err(CallError::Rpc(crate::error::Error::InvalidCall(

@@ -129,11 +129,19 @@ impl GroupClient {
     /// [`GroupClient::add_multicast_member`], whoever answers by the
     /// deadline is a member, named by its address.
     pub fn with_multicast(client: MulticastClient) -> GroupClient {
-        GroupClient { inner: Arc::new(Inner { members: RwLock::default(), multicast: Some(client) }) }
+        GroupClient {
+            inner: Arc::new(Inner {
+                members: RwLock::default(),
+                multicast: Some(client),
+            }),
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Member>> {
-        self.inner.members.write().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Member>> {
@@ -158,9 +166,15 @@ impl GroupClient {
     ///
     /// # Errors
     /// [`Error::InvalidCall`] when the group has no multicast client.
-    pub fn add_multicast_member(&self, name: impl Into<String>, addr: SocketAddr) -> Result<(), Error> {
+    pub fn add_multicast_member(
+        &self,
+        name: impl Into<String>,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
         if self.inner.multicast.is_none() {
-            return Err(Error::InvalidCall("the group has no multicast client".into()));
+            return Err(Error::InvalidCall(
+                "the group has no multicast client".into(),
+            ));
         }
         self.insert(name.into(), Target::Multicast(addr));
         Ok(())
@@ -214,7 +228,11 @@ impl GroupClient {
             (false, Style::Async) => Style::Async,
             _ => Style::Sync,
         };
-        let protocol = if style == Style::OneWay { Protocol::R } else { options.protocol };
+        let protocol = if style == Style::OneWay {
+            Protocol::R
+        } else {
+            options.protocol
+        };
         GroupCall {
             group: self.clone(),
             invocation: Invocation {
@@ -223,7 +241,11 @@ impl GroupClient {
                 instance: String::new(),
                 payload: Bytes::from(request.encode_to_vec()),
                 metadata: Metadata::new(),
-                options: CallOptions { style, protocol, ..options },
+                options: CallOptions {
+                    style,
+                    protocol,
+                    ..options
+                },
             },
             completion: Completion::All,
             stragglers: Stragglers::default(),
@@ -264,7 +286,10 @@ impl<R, E: fmt::Debug> MemberResult<R, E> {
     /// Whether this counts towards the policy: a reply, an ACCEPT, or a
     /// one-way request sent.
     pub fn is_success(&self) -> bool {
-        matches!(self, MemberResult::Reply(_) | MemberResult::Accepted | MemberResult::Sent)
+        matches!(
+            self,
+            MemberResult::Reply(_) | MemberResult::Accepted | MemberResult::Sent
+        )
     }
 
     /// The reply, if there is one.
@@ -305,12 +330,17 @@ pub struct GroupOutcome<R, E: fmt::Debug> {
 impl<R, E: fmt::Debug> GroupOutcome<R, E> {
     /// The successful replies, with their members.
     pub fn replies(&self) -> impl Iterator<Item = (&str, &R)> {
-        self.members.iter().filter_map(|m| m.result.reply().map(|r| (m.member.as_str(), r)))
+        self.members
+            .iter()
+            .filter_map(|m| m.result.reply().map(|r| (m.member.as_str(), r)))
     }
 
     /// How many members count as successes (replies, ACCEPTs, sends).
     pub fn successes(&self) -> usize {
-        self.members.iter().filter(|m| m.result.is_success()).count()
+        self.members
+            .iter()
+            .filter(|m| m.result.is_success())
+            .count()
     }
 
     /// The line of the member called `name`.
@@ -443,7 +473,10 @@ where
     /// # Panics
     /// When polled outside a tokio runtime.
     pub fn stream(self) -> GroupStream<Resp, E> {
-        GroupStream { state: StreamState::NotStarted(Some(self)), _marker: PhantomData }
+        GroupStream {
+            state: StreamState::NotStarted(Some(self)),
+            _marker: PhantomData,
+        }
     }
 }
 
@@ -539,7 +572,13 @@ struct Gather {
 
 impl Gather {
     fn start<Resp, E>(call: GroupCall<Resp, E>) -> (Gather, Completion, Stragglers) {
-        let GroupCall { group, invocation, completion, stragglers, .. } = call;
+        let GroupCall {
+            group,
+            invocation,
+            completion,
+            stragglers,
+            ..
+        } = call;
         let start = Instant::now();
         let members = group.read().clone();
         let mut rows = Vec::with_capacity(members.len());
@@ -552,12 +591,22 @@ impl Gather {
                 Target::Client(client) => {
                     let fut = client.channel().invoke(invocation.clone());
                     fanout.push(Box::pin(async move { (i, fut.await) }) as MemberFuture);
-                    rows.push(Row { name: m.name, addr: None, result: None, done: false });
+                    rows.push(Row {
+                        name: m.name,
+                        addr: None,
+                        result: None,
+                        done: false,
+                    });
                 }
                 Target::Multicast(addr) => {
                     by_addr.insert(addr, i);
                     expected.push(addr);
-                    rows.push(Row { name: m.name, addr: Some(addr), result: None, done: false });
+                    rows.push(Row {
+                        name: m.name,
+                        addr: Some(addr),
+                        result: None,
+                        done: false,
+                    });
                 }
             }
         }
@@ -565,8 +614,17 @@ impl Gather {
         let ip = match &group.inner.multicast {
             Some(mc) => {
                 let open = expected.is_empty();
-                let Invocation { service, method, instance, payload, metadata, options } = invocation;
-                match mc.start(service, method, instance, payload, metadata, &options, expected) {
+                let Invocation {
+                    service,
+                    method,
+                    instance,
+                    payload,
+                    metadata,
+                    options,
+                } = invocation;
+                match mc.start(
+                    service, method, instance, payload, metadata, &options, expected,
+                ) {
                     Ok(call) => {
                         if options.style == Style::OneWay {
                             if open {
@@ -648,7 +706,12 @@ impl Gather {
             return None;
         }
         let i = self.rows.len();
-        self.rows.push(Row { name: addr.to_string(), addr: Some(addr), result: None, done: false });
+        self.rows.push(Row {
+            name: addr.to_string(),
+            addr: Some(addr),
+            result: None,
+            done: false,
+        });
         self.by_addr.insert(addr, i);
         self.waiting += 1;
         Some(i)
@@ -682,7 +745,10 @@ impl Gather {
                             IpEvent::OutcomeUnknown => Raw::Failed(Error::OutcomeUnknown),
                             IpEvent::Accepted => Raw::Accepted,
                             IpEvent::Unreachable(attempts) => {
-                                Raw::Unreachable(Error::Unreachable { may_have_run: true, attempts })
+                                Raw::Unreachable(Error::Unreachable {
+                                    may_have_run: true,
+                                    attempts,
+                                })
                             }
                         };
                         if let Some(i) = self.row_of(addr) {
@@ -736,7 +802,9 @@ impl Gather {
     /// Lets the members still out finish in a background task, or drops
     /// them.
     fn release(self, stragglers: Stragglers) {
-        let Gather { fanout, ip, open, .. } = self;
+        let Gather {
+            fanout, ip, open, ..
+        } = self;
         let ip = ip.filter(|_| !open);
         if stragglers == Stragglers::Cancel || (fanout.is_empty() && ip.is_none()) {
             return;
@@ -778,18 +846,29 @@ impl Gather {
         let members = rows
             .into_iter()
             .map(|row| match row.result {
-                Some((raw, latency)) => {
-                    MemberOutcome { member: row.name, addr: row.addr, result: raw.typed(), latency: Some(latency) }
-                }
+                Some((raw, latency)) => MemberOutcome {
+                    member: row.name,
+                    addr: row.addr,
+                    result: raw.typed(),
+                    latency: Some(latency),
+                },
                 None => MemberOutcome {
                     member: row.name,
                     addr: row.addr,
-                    result: if expired { MemberResult::Timeout } else { MemberResult::Cancelled },
+                    result: if expired {
+                        MemberResult::Timeout
+                    } else {
+                        MemberResult::Cancelled
+                    },
                     latency: None,
                 },
             })
             .collect();
-        GroupOutcome { members, complete, elapsed }
+        GroupOutcome {
+            members,
+            complete,
+            elapsed,
+        }
     }
 }
 
@@ -797,16 +876,28 @@ impl Gather {
 /// there is nobody to report but the request itself).
 fn group_row(rows: &mut Vec<Row>, mc: &MulticastClient) -> usize {
     let group = mc.group();
-    rows.push(Row { name: group.to_string(), addr: Some(group), result: None, done: false });
+    rows.push(Row {
+        name: group.to_string(),
+        addr: Some(group),
+        result: None,
+        done: false,
+    });
     rows.len() - 1
 }
 
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::DeadlineExceeded { may_have_run, attempts } => {
-            Error::DeadlineExceeded { may_have_run: *may_have_run, attempts: *attempts }
-        }
-        Error::MessageTooLarge { size, limit } => Error::MessageTooLarge { size: *size, limit: *limit },
+        Error::DeadlineExceeded {
+            may_have_run,
+            attempts,
+        } => Error::DeadlineExceeded {
+            may_have_run: *may_have_run,
+            attempts: *attempts,
+        },
+        Error::MessageTooLarge { size, limit } => Error::MessageTooLarge {
+            size: *size,
+            limit: *limit,
+        },
         Error::Io(io) => Error::Io(io::Error::new(io.kind(), io.to_string())),
         Error::InvalidCall(s) => Error::InvalidCall(s.clone()),
         other => Error::InvalidCall(other.to_string()),
@@ -836,10 +927,14 @@ where
             // A quorum that the members still out can no longer reach ends
             // the call at once (whoever answers an open multicast group is
             // not counted in advance, so it never ends early).
-            let hopeless =
-                |g: &Gather| needed.is_some_and(|k| g.successes + g.waiting < k) && !(g.open && g.ip.is_some());
+            let hopeless = |g: &Gather| {
+                needed.is_some_and(|k| g.successes + g.waiting < k) && !(g.open && g.ip.is_some())
+            };
             while !met(&g) && !hopeless(&g) {
-                if std::future::poll_fn(|cx| g.poll_next_row(cx)).await.is_none() {
+                if std::future::poll_fn(|cx| g.poll_next_row(cx))
+                    .await
+                    .is_none()
+                {
                     break;
                 }
             }
@@ -853,7 +948,10 @@ where
             let complete = match needed {
                 Some(k) => g.successes >= k,
                 None => {
-                    g.waiting == 0 && g.rows.iter().all(|r| r.result.as_ref().is_some_and(|(raw, _)| raw.is_success()))
+                    g.waiting == 0
+                        && g.rows
+                            .iter()
+                            .all(|r| r.result.as_ref().is_some_and(|(raw, _)| raw.is_success()))
                 }
             };
             g.outcome(complete, stragglers)
@@ -885,7 +983,9 @@ impl<Resp, E> fmt::Debug for GroupStream<Resp, E> {
             StreamState::Draining(_) => "draining",
             StreamState::Done => "done",
         };
-        f.debug_struct("GroupStream").field("state", &state).finish()
+        f.debug_struct("GroupStream")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -893,7 +993,9 @@ impl<Resp, E> Unpin for GroupStream<Resp, E> {}
 
 impl<Resp, E> Drop for GroupStream<Resp, E> {
     fn drop(&mut self) {
-        if let StreamState::Running(g, stragglers) = std::mem::replace(&mut self.state, StreamState::Done) {
+        if let StreamState::Running(g, stragglers) =
+            std::mem::replace(&mut self.state, StreamState::Done)
+        {
             g.release(stragglers);
         }
     }
@@ -921,7 +1023,9 @@ where
                 }
                 StreamState::Running(g, _) => {
                     while let Some(i) = g.settled.pop_front() {
-                        let Some(row) = g.rows.get_mut(i) else { continue };
+                        let Some(row) = g.rows.get_mut(i) else {
+                            continue;
+                        };
                         if let Some((raw, latency)) = row.result.take() {
                             return Poll::Ready(Some(MemberOutcome {
                                 member: row.name.clone(),
@@ -935,10 +1039,16 @@ where
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Some(_)) => continue,
                         Poll::Ready(None) => {
-                            let left: Vec<_> = g.rows.drain(..).filter(|r| !r.done).map(|r| (r.name, r.addr)).collect();
-                            if let StreamState::Running(g, stragglers) =
-                                std::mem::replace(&mut self.state, StreamState::Draining(left.into_iter()))
-                            {
+                            let left: Vec<_> = g
+                                .rows
+                                .drain(..)
+                                .filter(|r| !r.done)
+                                .map(|r| (r.name, r.addr))
+                                .collect();
+                            if let StreamState::Running(g, stragglers) = std::mem::replace(
+                                &mut self.state,
+                                StreamState::Draining(left.into_iter()),
+                            ) {
                                 g.release(stragglers);
                             }
                         }

@@ -19,7 +19,8 @@ mod group;
 
 pub use deferred::Deferred;
 pub use group::{
-    Completion, GroupCall, GroupClient, GroupOutcome, GroupStream, MemberOutcome, MemberResult, Stragglers,
+    Completion, GroupCall, GroupClient, GroupOutcome, GroupStream, MemberOutcome, MemberResult,
+    Stragglers,
 };
 
 use crate::error::{CallError, Error, Raisable};
@@ -56,7 +57,8 @@ impl CallOptions {
         CallOptions {
             protocol: method.protocol,
             style: method.style,
-            deadline: (method.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(method.timeout_ms)),
+            deadline: (method.timeout_ms > 0)
+                .then(|| Instant::now() + Duration::from_millis(method.timeout_ms)),
             retries: method.retries,
             idempotent: method.idempotent,
         }
@@ -124,14 +126,18 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("channel", &self.channel).finish()
+        f.debug_struct("Client")
+            .field("channel", &self.channel)
+            .finish()
     }
 }
 
 impl Client {
     /// A client over `channel`.
     pub fn new(channel: impl Channel) -> Client {
-        Client { channel: Arc::new(channel) }
+        Client {
+            channel: Arc::new(channel),
+        }
     }
 
     /// A client over a shared channel.
@@ -163,14 +169,22 @@ impl Client {
                 instance: String::new(),
                 payload: Bytes::from(request.encode_to_vec()),
                 metadata: Metadata::new(),
-                options: CallOptions { style: Style::Sync, ..options },
+                options: CallOptions {
+                    style: Style::Sync,
+                    ..options
+                },
             },
             _marker: PhantomData,
         }
     }
 
     /// A one-way call of `method` with `request`; generated stubs call this.
-    pub fn one_way<Req>(&self, service: &'static ServiceInfo, method: &'static MethodInfo, request: &Req) -> OneWay
+    pub fn one_way<Req>(
+        &self,
+        service: &'static ServiceInfo,
+        method: &'static MethodInfo,
+        request: &Req,
+    ) -> OneWay
     where
         Req: prost::Message,
     {
@@ -183,7 +197,11 @@ impl Client {
                 instance: String::new(),
                 payload: Bytes::from(request.encode_to_vec()),
                 metadata: Metadata::new(),
-                options: CallOptions { style: Style::OneWay, protocol: Protocol::R, ..options },
+                options: CallOptions {
+                    style: Style::OneWay,
+                    protocol: Protocol::R,
+                    ..options
+                },
             },
         }
     }
@@ -212,14 +230,20 @@ pub struct Call<Resp, E, S> {
 
 impl<Resp, E, S> fmt::Debug for Call<Resp, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call").field("invocation", &self.invocation).finish()
+        f.debug_struct("Call")
+            .field("invocation", &self.invocation)
+            .finish()
     }
 }
 
 impl<Resp, E, S> Call<Resp, E, S> {
     fn restyle<T>(mut self, style: Style) -> Call<Resp, E, T> {
         self.invocation.options.style = style;
-        Call { client: self.client, invocation: self.invocation, _marker: PhantomData }
+        Call {
+            client: self.client,
+            invocation: self.invocation,
+            _marker: PhantomData,
+        }
     }
 
     /// Wait for the result (the default unless the IDL says otherwise).

@@ -21,7 +21,10 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 /// Runs one invocation on the channel's session.
-pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invocation) -> Result<Outcome, Error> {
+pub(super) async fn invoke<S: DatagramSocket>(
+    shared: Arc<Shared<S>>,
+    inv: Invocation,
+) -> Result<Outcome, Error> {
     if shared.is_closed() {
         return Err(Error::Closed);
     }
@@ -31,10 +34,14 @@ pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invoc
     match (style, protocol) {
         (Style::OneWay, Protocol::R) => return one_way(&shared, inv).await,
         (Style::OneWay, _) => {
-            return Err(Error::InvalidCall(format!("a one-way call uses protocol R, not {protocol:?}")));
+            return Err(Error::InvalidCall(format!(
+                "a one-way call uses protocol R, not {protocol:?}"
+            )));
         }
         (_, Protocol::R) => {
-            return Err(Error::InvalidCall(format!("protocol R has no reply: a {style:?} call needs RR or RRA")));
+            return Err(Error::InvalidCall(format!(
+                "protocol R has no reply: a {style:?} call needs RR or RRA"
+            )));
         }
         _ => {}
     }
@@ -42,11 +49,17 @@ pub(super) async fn invoke<S: DatagramSocket>(shared: Arc<Shared<S>>, inv: Invoc
     let deadline = inv.options.deadline.map(Instant::from_std);
     if deadline.is_some_and(|d| d <= now) {
         bump(&shared.counters.timeouts);
-        return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+        return Err(Error::DeadlineExceeded {
+            may_have_run: false,
+            attempts: 0,
+        });
     }
     let rra = protocol == Protocol::RRA;
     let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
-    let id = take_id(&shared, give_up_at, |session, queued| session.try_start_call(rra, queued)).await?;
+    let id = take_id(&shared, give_up_at, |session, queued| {
+        session.try_start_call(rra, queued)
+    })
+    .await?;
     let span = tracing::debug_span!(
         "rpc_call",
         service = inv.service.full_name,
@@ -104,7 +117,10 @@ async fn wait_for_window<S: DatagramSocket>(
     notify: Arc<tokio::sync::Notify>,
     mut start: impl FnMut(&mut Session, bool) -> Option<u64> + Send,
 ) -> Result<u64, Error> {
-    let mut waiting = WindowWait { shared, done: false };
+    let mut waiting = WindowWait {
+        shared,
+        done: false,
+    };
     bump(&shared.counters.window_waits);
     tracing::debug!("send window full; waiting for older calls to finish");
     let mut timer = std::pin::pin!(tokio::time::sleep_until(give_up_at));
@@ -137,7 +153,10 @@ async fn wait_for_window<S: DatagramSocket>(
         if !woken {
             bump(&shared.counters.timeouts);
             tracing::debug!("deadline passed while waiting for the send window");
-            return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+            return Err(Error::DeadlineExceeded {
+                may_have_run: false,
+                attempts: 0,
+            });
         }
     }
 }
@@ -164,17 +183,26 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
     let deadline = inv.options.deadline.map(Instant::from_std);
     if deadline.is_some_and(|d| d <= now) {
         bump(&shared.counters.timeouts);
-        return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+        return Err(Error::DeadlineExceeded {
+            may_have_run: false,
+            attempts: 0,
+        });
     }
     let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
     // A one-way request takes an id (and a tombstone in the server's
     // history) like any other: it waits for the window too.
-    let id = take_id(shared, give_up_at, |session, queued| session.try_start_one_way(queued)).await?;
+    let id = take_id(shared, give_up_at, |session, queued| {
+        session.try_start_one_way(queued)
+    })
+    .await?;
     let now = Instant::now();
     let deadline_us = match deadline {
         Some(d) if d <= now => {
             bump(&shared.counters.timeouts);
-            return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+            return Err(Error::DeadlineExceeded {
+                may_have_run: false,
+                attempts: 0,
+            });
         }
         Some(d) => micros_left(d, now),
         None => 0,
@@ -212,18 +240,28 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
     }
     let buf = env.encode_to_vec();
     bump(&shared.counters.attempts);
-    shared.socket.send_to(&buf, shared.server).await.map_err(|e| {
-        bump(&shared.counters.io_errors);
-        Error::Io(e)
-    })?;
-    tracing::trace!(request_id = id, method = inv.method.name, "one-way request sent");
+    shared
+        .socket
+        .send_to(&buf, shared.server)
+        .await
+        .map_err(|e| {
+            bump(&shared.counters.io_errors);
+            Error::Io(e)
+        })?;
+    tracing::trace!(
+        request_id = id,
+        method = inv.method.name,
+        "one-way request sent"
+    );
     Ok(Outcome::Sent)
 }
 
 /// Remaining budget until `deadline` in microseconds, at least 1 (0 would
 /// mean "no deadline").
 fn micros_left(deadline: Instant, now: Instant) -> u64 {
-    u64::try_from(deadline.saturating_duration_since(now).as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(deadline.saturating_duration_since(now).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// What woke a waiting call.
@@ -281,9 +319,19 @@ impl<S: DatagramSocket> Drop for Exchange<S> {
 }
 
 impl<S: DatagramSocket> Exchange<S> {
-    fn new(shared: Arc<Shared<S>>, id: u64, inv: Invocation, now: Instant, deadline: Option<Instant>) -> Exchange<S> {
+    fn new(
+        shared: Arc<Shared<S>>,
+        id: u64,
+        inv: Invocation,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Exchange<S> {
         let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
-        let max_attempts = inv.options.retries.unwrap_or(shared.config.default_retries).saturating_add(1);
+        let max_attempts = inv
+            .options
+            .retries
+            .unwrap_or(shared.config.default_retries)
+            .saturating_add(1);
         let env = Envelope {
             version: VERSION,
             r#type: MessageType::Request as i32,
@@ -321,13 +369,23 @@ impl<S: DatagramSocket> Exchange<S> {
     /// The largest any copy of the request can be: the varint fields at
     /// their widest (`ack_up_to` is always below the request id).
     fn max_size(&mut self, now: Instant) -> usize {
-        let saved = (self.env.attempt, self.env.ack_up_to, self.env.incarnation, self.env.deadline_us);
+        let saved = (
+            self.env.attempt,
+            self.env.ack_up_to,
+            self.env.incarnation,
+            self.env.deadline_us,
+        );
         self.env.attempt = u32::MAX;
         self.env.ack_up_to = self.id;
         self.env.incarnation = u64::MAX;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
         let size = self.env.encoded_len();
-        (self.env.attempt, self.env.ack_up_to, self.env.incarnation, self.env.deadline_us) = saved;
+        (
+            self.env.attempt,
+            self.env.ack_up_to,
+            self.env.incarnation,
+            self.env.deadline_us,
+        ) = saved;
         size
     }
 
@@ -369,12 +427,18 @@ impl<S: DatagramSocket> Exchange<S> {
                             }
                             .instrument(span),
                         );
-                        Ok(Outcome::Accepted(Box::pin(async move { rx.await.unwrap_or(Err(Error::Closed)) })))
+                        Ok(Outcome::Accepted(Box::pin(async move {
+                            rx.await.unwrap_or(Err(Error::Closed))
+                        })))
                     }
-                    Err(_) => Ok(Outcome::Accepted(Box::pin(self.poll_phase().instrument(span)))),
+                    Err(_) => Ok(Outcome::Accepted(Box::pin(
+                        self.poll_phase().instrument(span),
+                    ))),
                 }
             }
-            Step::Accepted => Ok(Outcome::Accepted(Box::pin(self.poll_phase().instrument(span)))),
+            Step::Accepted => Ok(Outcome::Accepted(Box::pin(
+                self.poll_phase().instrument(span),
+            ))),
         }
     }
 
@@ -409,7 +473,10 @@ impl<S: DatagramSocket> Exchange<S> {
             }
             if sent >= self.max_attempts {
                 bump(&self.shared.counters.unreachable);
-                return Err(Error::Unreachable { may_have_run: false, attempts: 0 });
+                return Err(Error::Unreachable {
+                    may_have_run: false,
+                    attempts: 0,
+                });
             }
             tracing::debug!(ping = sent + 1, "no PONG; sending PING again");
         }
@@ -425,7 +492,10 @@ impl<S: DatagramSocket> Exchange<S> {
                 Some(p) => p.next(jitter_factor()),
                 None => {
                     self.counted += 1;
-                    self.shared.lock().rto.backoff(self.counted, jitter_factor())
+                    self.shared
+                        .lock()
+                        .rto
+                        .backoff(self.counted, jitter_factor())
                 }
             };
             let mut until = (Instant::now() + interval).min(self.give_up_at);
@@ -453,7 +523,10 @@ impl<S: DatagramSocket> Exchange<S> {
             if polling.is_none() && self.counted >= self.max_attempts {
                 bump(&self.shared.counters.unreachable);
                 tracing::debug!(attempts = self.copies, "no answer; giving up");
-                return Err(Error::Unreachable { may_have_run: true, attempts: self.copies });
+                return Err(Error::Unreachable {
+                    may_have_run: true,
+                    attempts: self.copies,
+                });
             }
             tracing::debug!(attempt = self.copies + 1, "no answer; retransmitting");
         }
@@ -492,7 +565,10 @@ impl<S: DatagramSocket> Exchange<S> {
     fn timed_out(&self) -> Error {
         bump(&self.shared.counters.timeouts);
         tracing::debug!(attempts = self.copies, "deadline passed");
-        Error::DeadlineExceeded { may_have_run: self.copies > 0, attempts: self.copies }
+        Error::DeadlineExceeded {
+            may_have_run: self.copies > 0,
+            attempts: self.copies,
+        }
     }
 
     async fn send_request(&mut self) -> Result<(), Error> {

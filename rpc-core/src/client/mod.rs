@@ -59,10 +59,10 @@ use rto::RtoEstimator;
 use session::{Routed, Session};
 use stats::{bump, Counters};
 use std::fmt;
+use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -228,7 +228,8 @@ impl<S> Shared<S> {
     fn is_server(&self, from: SocketAddr) -> bool {
         let server = self.server;
         from.port() == server.port()
-            && (server.ip().is_unspecified() || from.ip().to_canonical() == server.ip().to_canonical())
+            && (server.ip().is_unspecified()
+                || from.ip().to_canonical() == server.ip().to_canonical())
     }
 }
 
@@ -265,7 +266,9 @@ pub struct UdpChannel<S: DatagramSocket = UdpSocket> {
 
 impl<S: DatagramSocket> Clone for UdpChannel<S> {
     fn clone(&self) -> Self {
-        UdpChannel { life: self.life.clone() }
+        UdpChannel {
+            life: self.life.clone(),
+        }
     }
 }
 
@@ -303,7 +306,10 @@ impl UdpChannel<UdpSocket> {
     ///
     /// # Panics
     /// When called outside a tokio runtime.
-    pub async fn connect_with(server: SocketAddr, config: ChannelConfig) -> Result<UdpChannel<UdpSocket>, Error> {
+    pub async fn connect_with(
+        server: SocketAddr,
+        config: ChannelConfig,
+    ) -> Result<UdpChannel<UdpSocket>, Error> {
         let local: SocketAddr = match server.ip() {
             IpAddr::V4(ip) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, 0).into(),
             IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -345,7 +351,9 @@ impl<S: DatagramSocket> UdpChannel<S> {
         });
         let receiver = tokio::spawn(receive_loop(shared.clone())).abort_handle();
         tracing::debug!(session_id = format_args!("{session_id:016x}"), %server, "client session started");
-        UdpChannel { life: Arc::new(Lifeline { shared, receiver }) }
+        UdpChannel {
+            life: Arc::new(Lifeline { shared, receiver }),
+        }
     }
 
     /// A snapshot of the channel's counters and round-trip estimate.
@@ -419,8 +427,16 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
 async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
     // Stream transports carry messages up to `max_datagram` (TCP: 16 MiB):
     // one large slot for them, many datagram-sized slots for UDP.
-    let size = shared.config.max_datagram.saturating_add(1).min(u32::MAX as usize);
-    let mut batch = if size > RECV_BUFFER { RecvBatch::new(1, size) } else { RecvBatch::new(RECV_SLOTS, RECV_BUFFER) };
+    let size = shared
+        .config
+        .max_datagram
+        .saturating_add(1)
+        .min(u32::MAX as usize);
+    let mut batch = if size > RECV_BUFFER {
+        RecvBatch::new(1, size)
+    } else {
+        RecvBatch::new(RECV_SLOTS, RECV_BUFFER)
+    };
     let mut acks: Vec<u64> = Vec::new();
     let mut sending = SendBatch::new();
     let mut errors = 0u32;
@@ -489,7 +505,11 @@ async fn requeue() {
 
 /// Ends the burst: the ACKs due (coalesced, see the module docs), then
 /// every datagram the callers queued meanwhile, in one batch.
-async fn flush<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, sending: &mut SendBatch) {
+async fn flush<S: DatagramSocket>(
+    shared: &Shared<S>,
+    acks: &mut Vec<u64>,
+    sending: &mut SendBatch,
+) {
     sending.clear();
     if !acks.is_empty() {
         let ack_up_to = shared.lock().ack_up_to();
@@ -505,7 +525,10 @@ async fn flush<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, sendi
             }
         }
         let coalesced = acks.len().saturating_sub(own) as u64;
-        shared.counters.acks_coalesced.fetch_add(coalesced, Ordering::Relaxed);
+        shared
+            .counters
+            .acks_coalesced
+            .fetch_add(coalesced, Ordering::Relaxed);
         acks.clear();
     }
     {
@@ -518,7 +541,10 @@ async fn flush<S: DatagramSocket>(shared: &Shared<S>, acks: &mut Vec<u64>, sendi
     }
     let report = shared.socket.send_batch(sending).await;
     if report.failed > 0 {
-        shared.counters.io_errors.fetch_add(report.failed as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .io_errors
+            .fetch_add(report.failed as u64, Ordering::Relaxed);
         if let Some(e) = &report.error {
             tracing::debug!(error = %e, failed = report.failed, "could not send some datagrams of a burst");
         }
@@ -580,13 +606,19 @@ fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> RoutedD
         ) => k,
         _ => {
             bump(&counters.malformed_drops);
-            tracing::debug!(r#type = env.r#type, "dropped datagram of a type a client does not take");
+            tracing::debug!(
+                r#type = env.r#type,
+                "dropped datagram of a type a client does not take"
+            );
             return RoutedDatagram::default();
         }
     };
     if env.session_id != shared.session_id {
         bump(&counters.unknown_replies);
-        tracing::debug!(session_id = env.session_id, "dropped datagram for another session");
+        tracing::debug!(
+            session_id = env.session_id,
+            "dropped datagram for another session"
+        );
         return RoutedDatagram::default();
     }
     let id = env.request_id;
@@ -612,7 +644,10 @@ fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> RoutedD
     for w in delivery.more_wakers {
         w.wake();
     }
-    RoutedDatagram { woke, ack: delivery.ack }
+    RoutedDatagram {
+        woke,
+        ack: delivery.ack,
+    }
 }
 
 #[cfg(test)]
@@ -630,7 +665,10 @@ mod tests {
         };
         let n = c.normalized();
         assert_eq!(n.min_rto, Duration::from_millis(1));
-        assert_eq!((n.max_rto, n.initial_rto, n.max_wait), (MAX_WAIT_LIMIT, MAX_WAIT_LIMIT, MAX_WAIT_LIMIT));
+        assert_eq!(
+            (n.max_rto, n.initial_rto, n.max_wait),
+            (MAX_WAIT_LIMIT, MAX_WAIT_LIMIT, MAX_WAIT_LIMIT)
+        );
         let c = ChannelConfig {
             min_rto: Duration::from_millis(50),
             max_rto: Duration::from_millis(10),
@@ -639,26 +677,37 @@ mod tests {
         let n = c.normalized();
         let fifty = Duration::from_millis(50);
         assert_eq!((n.min_rto, n.max_rto, n.initial_rto), (fifty, fifty, fifty));
-        assert_eq!(ChannelConfig::default().normalized(), ChannelConfig::default());
+        assert_eq!(
+            ChannelConfig::default().normalized(),
+            ChannelConfig::default()
+        );
     }
 
     #[test]
     fn server_address_match() {
         let shared = |server: &str| Shared {
             socket: (),
-            server: server.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            server: server
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
             session_id: 1,
             config: ChannelConfig::default(),
-            state: Mutex::new(Session::new(RtoEstimator::new(
-                Duration::from_millis(1),
-                Duration::from_millis(1),
-                Duration::from_millis(1),
-            ), 0)),
+            state: Mutex::new(Session::new(
+                RtoEstimator::new(
+                    Duration::from_millis(1),
+                    Duration::from_millis(1),
+                    Duration::from_millis(1),
+                ),
+                0,
+            )),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
         };
-        let addr = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|_| SocketAddr::from(([9, 9, 9, 9], 9)));
+        let addr = |s: &str| {
+            s.parse::<SocketAddr>()
+                .unwrap_or_else(|_| SocketAddr::from(([9, 9, 9, 9], 9)))
+        };
         let s = shared("127.0.0.1:7000");
         assert!(s.is_server(addr("127.0.0.1:7000")));
         assert!(s.is_server(addr("[::ffff:127.0.0.1]:7000")), "v4-mapped");

@@ -27,7 +27,13 @@ pub(crate) struct RtoEstimator {
 impl RtoEstimator {
     /// An estimator without samples: its timeout is `initial` (clamped).
     pub(crate) fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> RtoEstimator {
-        RtoEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min_rto, max_rto), min_rto, max_rto }
+        RtoEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial.clamp(min_rto, max_rto),
+            min_rto,
+            max_rto,
+        }
     }
 
     /// Feeds one round-trip sample (RFC 6298, section 2).
@@ -45,7 +51,9 @@ impl RtoEstimator {
             }
         }
         let srtt = self.srtt.unwrap_or(rtt);
-        self.rto = srtt.saturating_add(self.rttvar.saturating_mul(4)).clamp(self.min_rto, self.max_rto);
+        self.rto = srtt
+            .saturating_add(self.rttvar.saturating_mul(4))
+            .clamp(self.min_rto, self.max_rto);
     }
 
     /// The current retransmission timeout.
@@ -96,7 +104,10 @@ pub(crate) struct PollInterval {
 impl PollInterval {
     /// The schedule starting from the estimator's current state.
     pub(crate) fn start(rto: &RtoEstimator) -> PollInterval {
-        PollInterval { next: rto.rto().saturating_mul(2).min(rto.max_rto()), max: rto.max_rto() }
+        PollInterval {
+            next: rto.rto().saturating_mul(2).min(rto.max_rto()),
+            max: rto.max_rto(),
+        }
     }
 
     /// The next interval (jittered), doubling the one after.
@@ -151,7 +162,10 @@ mod tests {
         }
         assert_eq!(e.rto(), ms(5), "clamped to min_rto");
         let srtt = e.srtt().unwrap_or_default();
-        assert!(srtt >= Duration::from_micros(49) && srtt <= Duration::from_micros(51), "{srtt:?}");
+        assert!(
+            srtt >= Duration::from_micros(49) && srtt <= Duration::from_micros(51),
+            "{srtt:?}"
+        );
         for _ in 0..50 {
             e.sample(ms(5000));
         }

@@ -14,8 +14,8 @@ use crate::status::Status;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
-use tokio::sync::Notify;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// How many completed RRA request ids are remembered, so that a late
 /// duplicate REPLY for one of them is acknowledged again.
@@ -195,7 +195,15 @@ impl Session {
         self.unfinished.insert(id);
         self.pending.insert(
             id,
-            Entry { rra, pinging: false, flags: 0, result: None, sample_from: None, finished: false, waker: None },
+            Entry {
+                rra,
+                pinging: false,
+                flags: 0,
+                result: None,
+                sample_from: None,
+                finished: false,
+                waker: None,
+            },
         );
         id
     }
@@ -271,7 +279,10 @@ impl Session {
 
     /// Takes the waker of every pending call (the channel is closing).
     pub(crate) fn take_all_wakers(&mut self) -> Vec<Waker> {
-        self.pending.values_mut().filter_map(|e| e.waker.take()).collect()
+        self.pending
+            .values_mut()
+            .filter_map(|e| e.waker.take())
+            .collect()
     }
 
     /// Routes one envelope from the server (already checked: version,
@@ -282,8 +293,12 @@ impl Session {
             let was_unknown = self.incarnation == 0;
             self.incarnation = env.incarnation;
             if was_unknown {
-                delivery.more_wakers =
-                    self.pending.values_mut().filter(|e| e.pinging).filter_map(|e| e.waker.take()).collect();
+                delivery.more_wakers = self
+                    .pending
+                    .values_mut()
+                    .filter(|e| e.pinging)
+                    .filter_map(|e| e.waker.take())
+                    .collect();
             }
         }
         let id = env.request_id;
@@ -370,13 +385,23 @@ mod tests {
 
     fn session() -> Session {
         Session::new(
-            RtoEstimator::new(Duration::from_millis(100), Duration::from_millis(5), Duration::from_secs(1)),
+            RtoEstimator::new(
+                Duration::from_millis(100),
+                Duration::from_millis(5),
+                Duration::from_secs(1),
+            ),
             0,
         )
     }
 
     fn msg(kind: MessageType, id: u64) -> Envelope {
-        Envelope { version: VERSION, r#type: kind as i32, request_id: id, incarnation: 7, ..Default::default() }
+        Envelope {
+            version: VERSION,
+            r#type: kind as i32,
+            request_id: id,
+            incarnation: 7,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -403,7 +428,11 @@ mod tests {
         assert_eq!(d, 4);
         assert_eq!(s.ack_up_to(), 1, "2 is still pending");
         s.end_call(b);
-        assert_eq!(s.ack_up_to(), 4, "everything up to the one-way call is finished");
+        assert_eq!(
+            s.ack_up_to(),
+            4,
+            "everything up to the one-way call is finished"
+        );
     }
 
     #[test]
@@ -411,19 +440,35 @@ mod tests {
         let mut s = session();
         let a = s.start_call(true);
         let b = s.start_call(true);
-        let d = s.deliver(msg(MessageType::Reply, b), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, b),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!(d.kind, Routed::Completed);
         assert_eq!((d.ack, s.ack_up_to()), (Some(b), 0), "1 is still pending");
-        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, a),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!((d.ack, s.ack_up_to()), (Some(a), 2));
         assert_eq!(s.incarnation(), 7);
         // a duplicate while the caller has not collected the result yet
-        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, a),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!((d.kind, d.ack), (Routed::Late, Some(a)));
         // and after the caller collected it
         s.end_call(a);
         s.end_call(b);
-        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, a),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!((d.kind, d.ack), (Routed::Late, Some(a)));
     }
 
@@ -431,13 +476,29 @@ mod tests {
     fn late_rr_reply_is_not_acked_and_unknown_ids_are_unknown() {
         let mut s = session();
         let a = s.start_call(false);
-        s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        s.deliver(
+            msg(MessageType::Reply, a),
+            MessageType::Reply,
+            Instant::now(),
+        );
         s.end_call(a);
-        let d = s.deliver(msg(MessageType::Reply, a), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, a),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!((d.kind, d.ack), (Routed::Late, None));
-        let d = s.deliver(msg(MessageType::Reply, 99), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, 99),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!(d.kind, Routed::Unknown);
-        let d = s.deliver(msg(MessageType::Reply, 0), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, 0),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!(d.kind, Routed::Unknown);
     }
 
@@ -453,7 +514,10 @@ mod tests {
             details: Default::default(),
         });
         s.deliver(e, MessageType::Error, Instant::now());
-        assert!(matches!(s.entry(a).and_then(|e| e.result.take()), Some(Final::OutcomeUnknown)));
+        assert!(matches!(
+            s.entry(a).and_then(|e| e.result.take()),
+            Some(Final::OutcomeUnknown)
+        ));
     }
 
     #[test]
@@ -464,18 +528,30 @@ mod tests {
         if let Some(e) = s.entry(a) {
             e.sample_from = Some(sent);
         }
-        s.deliver(msg(MessageType::Reply, a), MessageType::Reply, sent + Duration::from_millis(20));
+        s.deliver(
+            msg(MessageType::Reply, a),
+            MessageType::Reply,
+            sent + Duration::from_millis(20),
+        );
         assert_eq!(s.rtt().0, Some(Duration::from_millis(20)));
         let b = s.start_call(false);
         // no sample_from: a second copy was sent
-        s.deliver(msg(MessageType::Reply, b), MessageType::Reply, sent + Duration::from_millis(900));
+        s.deliver(
+            msg(MessageType::Reply, b),
+            MessageType::Reply,
+            sent + Duration::from_millis(900),
+        );
         assert_eq!(s.rtt().0, Some(Duration::from_millis(20)));
     }
 
     #[test]
     fn window_bounds_ids_past_the_low_water_mark() {
         let mut s = Session::new(
-            RtoEstimator::new(Duration::from_millis(100), Duration::from_millis(5), Duration::from_secs(1)),
+            RtoEstimator::new(
+                Duration::from_millis(100),
+                Duration::from_millis(5),
+                Duration::from_secs(1),
+            ),
             4,
         );
         // ids 1..=4: N - ack_up_to = N - 0 <= 4
@@ -483,7 +559,11 @@ mod tests {
         assert_eq!(ids, vec![Some(1), Some(2), Some(3), Some(4)]);
         assert!(!s.window_open(false), "5 - 0 > 4");
         assert_eq!(s.try_start_call(false, false), None);
-        assert_eq!(s.try_start_one_way(false), None, "one-way ids are windowed too");
+        assert_eq!(
+            s.try_start_one_way(false),
+            None,
+            "one-way ids are windowed too"
+        );
         // finishing a call above the low-water mark opens nothing
         s.end_call(3);
         assert_eq!(s.ack_up_to(), 0);
@@ -494,7 +574,11 @@ mod tests {
         assert_eq!(s.try_start_call(true, false), Some(5));
         assert_eq!(s.try_start_call(true, false), None, "6 - 1 > 4");
         // a REPLY for 2 finishes it (before the caller collects it): ack 3
-        let d = s.deliver(msg(MessageType::Reply, 2), MessageType::Reply, Instant::now());
+        let d = s.deliver(
+            msg(MessageType::Reply, 2),
+            MessageType::Reply,
+            Instant::now(),
+        );
         assert_eq!(d.kind, Routed::Completed);
         assert_eq!(s.ack_up_to(), 3);
         assert_eq!(s.try_start_one_way(false), Some(6));
@@ -505,7 +589,11 @@ mod tests {
     #[test]
     fn waiters_go_first_and_zero_is_unlimited() {
         let mut s = Session::new(
-            RtoEstimator::new(Duration::from_millis(100), Duration::from_millis(5), Duration::from_secs(1)),
+            RtoEstimator::new(
+                Duration::from_millis(100),
+                Duration::from_millis(5),
+                Duration::from_secs(1),
+            ),
             2,
         );
         assert_eq!(s.try_start_call(false, false), Some(1));
@@ -513,8 +601,16 @@ mod tests {
         let _notify = s.wait_for_window();
         s.end_call(1);
         assert!(s.window_open(true), "3 - 1 <= 2");
-        assert_eq!(s.try_start_call(false, false), None, "a new call does not overtake a waiter");
-        assert_eq!(s.try_start_call(false, true), Some(3), "the waiter takes the id");
+        assert_eq!(
+            s.try_start_call(false, false),
+            None,
+            "a new call does not overtake a waiter"
+        );
+        assert_eq!(
+            s.try_start_call(false, true),
+            Some(3),
+            "the waiter takes the id"
+        );
         s.stop_waiting_for_window();
         assert!(!s.window_open(false), "4 - 1 > 2");
         s.end_call(2);

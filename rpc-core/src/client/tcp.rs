@@ -38,7 +38,8 @@ use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME,
+    peek_header, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters,
+    DEFAULT_MAX_FRAME,
 };
 use crate::transport::DatagramSocket;
 use bytes::Bytes;
@@ -229,7 +230,8 @@ impl LinkShared {
     }
 
     fn needed(&self) -> bool {
-        self.waiters.load(Ordering::Acquire) > 0 || self.lock().outstanding.values().any(|p| !p.answered)
+        self.waiters.load(Ordering::Acquire) > 0
+            || self.lock().outstanding.values().any(|p| !p.answered)
     }
 
     fn is_connected(&self) -> bool {
@@ -248,10 +250,18 @@ impl LinkShared {
                 return Ok(());
             }
             if s.failures.saturating_sub(start) >= u64::from(attempts) {
-                return Err(Error::Unreachable { may_have_run: false, attempts: 0 });
+                return Err(Error::Unreachable {
+                    may_have_run: false,
+                    attempts: 0,
+                });
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Err(_) => return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 }),
+                Err(_) => {
+                    return Err(Error::DeadlineExceeded {
+                        may_have_run: false,
+                        attempts: 0,
+                    })
+                }
                 Ok(Err(_)) => return Err(Error::Closed),
                 Ok(Ok(())) => {}
             }
@@ -284,7 +294,9 @@ pub(crate) struct TcpLink {
 
 impl fmt::Debug for TcpLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpLink").field("server", &self.shared.server).finish_non_exhaustive()
+        f.debug_struct("TcpLink")
+            .field("server", &self.shared.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -295,7 +307,11 @@ impl Drop for TcpLink {
 }
 
 impl DatagramSocket for TcpLink {
-    fn send_to(&self, buf: &[u8], _target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        _target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         let link = Arc::clone(&self.shared);
         let decided = route(&link, buf);
         async move {
@@ -320,7 +336,10 @@ impl DatagramSocket for TcpLink {
         }
     }
 
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         let link = Arc::clone(&self.shared);
         async move {
             let mut rx = link.inbound_rx.lock().await;
@@ -336,7 +355,10 @@ impl DatagramSocket for TcpLink {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.lock().local.ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+        self.shared
+            .lock()
+            .local
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
@@ -344,7 +366,9 @@ impl DatagramSocket for TcpLink {
 enum Route {
     Write(Arc<Outbox>),
     /// Already carried by the healthy connection; maybe answer locally.
-    Suppressed { in_progress: Option<Bytes> },
+    Suppressed {
+        in_progress: Option<Bytes>,
+    },
     /// No connection: kept for the next one.
     Kept,
     /// No connection, and not worth keeping (ACK).
@@ -355,12 +379,18 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
     let h = peek_header(buf);
     let kind = match MessageType::try_from(h.r#type) {
         Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
-        Ok(MessageType::Request) => Some(Kind::Request { want_accept: h.want_accept }),
+        Ok(MessageType::Request) => Some(Kind::Request {
+            want_accept: h.want_accept,
+        }),
         Ok(MessageType::Ping) => Some(Kind::Ping),
         _ => None,
     };
     let mut st = link.lock();
-    if st.outstanding.first_key_value().is_some_and(|(&first, _)| first <= h.ack_up_to) {
+    if st
+        .outstanding
+        .first_key_value()
+        .is_some_and(|(&first, _)| first <= h.ack_up_to)
+    {
         // The session needs nothing at or below its low-water mark.
         let keep = st.outstanding.split_off(&(h.ack_up_to.saturating_add(1)));
         st.outstanding = keep;
@@ -373,21 +403,26 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
         };
     };
     let now = Instant::now();
-    let entry = st.outstanding.entry(h.request_id).or_insert_with(|| Pending {
-        frame: Bytes::new(),
-        kind,
-        first_gen: None,
-        stored_at: now,
-        synthesized: None,
-        answered: false,
-    });
+    let entry = st
+        .outstanding
+        .entry(h.request_id)
+        .or_insert_with(|| Pending {
+            frame: Bytes::new(),
+            kind,
+            first_gen: None,
+            stored_at: now,
+            synthesized: None,
+            answered: false,
+        });
     if entry.answered {
         return Route::Suppressed { in_progress: None };
     }
     entry.frame = Bytes::copy_from_slice(buf);
     entry.kind = kind;
     entry.stored_at = now;
-    let Some((gen, outbox)) = conn else { return Route::Kept };
+    let Some((gen, outbox)) = conn else {
+        return Route::Kept;
+    };
     match kind {
         Kind::Request { want_accept } if entry.first_gen == Some(gen) => {
             let synthesize = !want_accept && entry.synthesized != Some(gen);
@@ -460,8 +495,13 @@ async fn manage(link: Arc<LinkShared>) {
         }
         if failures > 0 {
             let exp = failures.saturating_sub(1).min(20);
-            let base = link.config.backoff_initial.saturating_mul(1u32 << exp).min(link.config.backoff_max);
-            let wait = super::rto::jittered(base, super::rto::jitter_factor()).min(link.config.backoff_max);
+            let base = link
+                .config
+                .backoff_initial
+                .saturating_mul(1u32 << exp)
+                .min(link.config.backoff_max);
+            let wait = super::rto::jittered(base, super::rto::jitter_factor())
+                .min(link.config.backoff_max);
             tokio::time::sleep(wait).await;
         }
     }
@@ -559,7 +599,9 @@ where
         for id in expired {
             st.outstanding.remove(&id);
         }
-        link.counters.replayed.fetch_add(replayed, Ordering::Relaxed);
+        link.counters
+            .replayed
+            .fetch_add(replayed, Ordering::Relaxed);
         if replayed > 0 {
             tracing::debug!(server = %link.server, replayed, "requests sent again on the new connection");
         }
@@ -621,7 +663,11 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                     }
                     Ok(MessageType::Pong) => {
                         let mut st = link.lock();
-                        if st.outstanding.get(&h.request_id).is_some_and(|p| p.kind == Kind::Ping) {
+                        if st
+                            .outstanding
+                            .get(&h.request_id)
+                            .is_some_and(|p| p.kind == Kind::Ping)
+                        {
                             st.outstanding.remove(&h.request_id);
                         }
                     }
@@ -632,7 +678,8 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
             Frame::TooLarge { len, header } => {
                 bump(&link.counters.oversized);
                 tracing::debug!(server = %link.server, len, request_id = header.request_id, "reply over max_frame skipped");
-                let is_answer = header.r#type == MessageType::Reply as i32 || header.r#type == MessageType::Error as i32;
+                let is_answer = header.r#type == MessageType::Reply as i32
+                    || header.r#type == MessageType::Error as i32;
                 if is_answer && header.request_id != 0 {
                     if let Some(p) = link.lock().outstanding.get_mut(&header.request_id) {
                         p.answered = true;
@@ -685,7 +732,10 @@ impl fmt::Debug for TcpChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpChannel")
             .field("server", &self.link.server)
-            .field("session_id", &format_args!("{:016x}", self.inner.session_id()))
+            .field(
+                "session_id",
+                &format_args!("{:016x}", self.inner.session_id()),
+            )
             .field("connected", &self.link.is_connected())
             .finish()
     }
@@ -755,7 +805,11 @@ impl TcpChannel {
     /// # Panics
     /// When called outside a tokio runtime.
     #[cfg(feature = "tls")]
-    pub fn connect_tls_lazy(server: SocketAddr, tls: crate::tls::TlsClientConfig, config: TcpConfig) -> TcpChannel {
+    pub fn connect_tls_lazy(
+        server: SocketAddr,
+        tls: crate::tls::TlsClientConfig,
+        config: TcpConfig,
+    ) -> TcpChannel {
         TcpChannel::lazy(server, config, Connector::Tls(tls))
     }
 
@@ -775,7 +829,10 @@ impl TcpChannel {
             counters: LinkCounters::default(),
         });
         let manager = tokio::spawn(manage(Arc::clone(&link))).abort_handle();
-        let socket = TcpLink { shared: Arc::clone(&link), manager };
+        let socket = TcpLink {
+            shared: Arc::clone(&link),
+            manager,
+        };
         let inner = UdpChannel::with_socket(socket, server, config.channel);
         TcpChannel { inner, link }
     }
@@ -783,7 +840,9 @@ impl TcpChannel {
     async fn wait_first(&self) -> Result<(), Error> {
         let c = &self.link.config.channel;
         let deadline = Instant::now() + c.max_wait;
-        self.link.wait_connected(deadline, c.default_retries.saturating_add(1)).await
+        self.link
+            .wait_connected(deadline, c.default_retries.saturating_add(1))
+            .await
     }
 
     /// The exchange counters and round-trip estimate (as for UDP; the
@@ -859,8 +918,15 @@ impl Channel for TcpChannel {
         let link = Arc::clone(&self.link);
         Box::pin(async move {
             let c = &link.config.channel;
-            let deadline = invocation.options.deadline.map_or_else(|| Instant::now() + c.max_wait, Instant::from_std);
-            let attempts = invocation.options.retries.unwrap_or(c.default_retries).saturating_add(1);
+            let deadline = invocation
+                .options
+                .deadline
+                .map_or_else(|| Instant::now() + c.max_wait, Instant::from_std);
+            let attempts = invocation
+                .options
+                .retries
+                .unwrap_or(c.default_retries)
+                .saturating_add(1);
             link.wait_connected(deadline, attempts).await?;
             inner.invoke(invocation).await
         })

@@ -95,11 +95,17 @@ pub struct Delay {
 
 impl Delay {
     /// No delay.
-    pub const NONE: Delay = Delay { min: Duration::ZERO, max: Duration::ZERO };
+    pub const NONE: Delay = Delay {
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+    };
 
     /// Always exactly `delay`.
     pub fn fixed(delay: Duration) -> Delay {
-        Delay { min: delay, max: delay }
+        Delay {
+            min: delay,
+            max: delay,
+        }
     }
 
     /// Uniform between `min` and `max` (swapped if given the wrong way round).
@@ -113,7 +119,10 @@ impl Delay {
 
     /// `base` plus or minus up to `jitter` (never below zero).
     pub fn jitter(base: Duration, jitter: Duration) -> Delay {
-        Delay { min: base.saturating_sub(jitter), max: base.saturating_add(jitter) }
+        Delay {
+            min: base.saturating_sub(jitter),
+            max: base.saturating_add(jitter),
+        }
     }
 
     /// Whether this never delays.
@@ -251,16 +260,25 @@ impl FaultConfig {
     /// NaN), [`FaultError::Delay`] when `delay.min > delay.max`,
     /// [`FaultError::Config`] for a delay or hold above [`MAX_DELAY`].
     pub fn validate(&self) -> Result<(), FaultError> {
-        for (name, value) in [("loss", self.loss), ("duplicate", self.duplicate), ("reorder", self.reorder)] {
+        for (name, value) in [
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+        ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(FaultError::Probability { name, value });
             }
         }
         if self.delay.min > self.delay.max {
-            return Err(FaultError::Delay { min: self.delay.min, max: self.delay.max });
+            return Err(FaultError::Delay {
+                min: self.delay.min,
+                max: self.delay.max,
+            });
         }
         if self.delay.max > MAX_DELAY || self.reorder_hold > MAX_DELAY {
-            return Err(FaultError::Config("delays and reorder holds are limited to one hour"));
+            return Err(FaultError::Config(
+                "delays and reorder holds are limited to one hour",
+            ));
         }
         Ok(())
     }

@@ -44,7 +44,10 @@ impl ProxyFaults {
     /// make the same decisions for the n-th datagram.
     pub fn symmetric(config: FaultConfig) -> ProxyFaults {
         let back = config.seed ^ 0x9E37_79B9_7F4A_7C15;
-        ProxyFaults { server_to_client: config.clone().seed(back), client_to_server: config }
+        ProxyFaults {
+            server_to_client: config.clone().seed(back),
+            client_to_server: config,
+        }
     }
 
     /// Checks both configurations.
@@ -75,7 +78,12 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// The defaults with the given faults.
     pub fn new(faults: ProxyFaults) -> ProxyConfig {
-        ProxyConfig { faults, max_clients: 1024, queue_limit: 4096, client_idle_timeout: Duration::from_secs(60) }
+        ProxyConfig {
+            faults,
+            max_clients: 1024,
+            queue_limit: 4096,
+            client_idle_timeout: Duration::from_secs(60),
+        }
     }
 
     fn validate(&self) -> Result<(), FaultError> {
@@ -176,7 +184,10 @@ impl FaultProxy {
     ///
     /// # Cancel safety
     /// Cancel safe: nothing runs until the proxy is returned.
-    pub async fn loopback(upstream: SocketAddr, config: ProxyConfig) -> Result<FaultProxy, FaultError> {
+    pub async fn loopback(
+        upstream: SocketAddr,
+        config: ProxyConfig,
+    ) -> Result<FaultProxy, FaultError> {
         FaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), upstream, config).await
     }
 
@@ -194,8 +205,16 @@ impl FaultProxy {
         config: ProxyConfig,
     ) -> Result<FaultProxy, FaultError> {
         config.validate()?;
-        let socket = UdpSocket::bind(listen).await.map_err(|source| FaultError::Bind { addr: listen, source })?;
-        let local = socket.local_addr().map_err(|source| FaultError::Bind { addr: listen, source })?;
+        let socket = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| FaultError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let local = socket.local_addr().map_err(|source| FaultError::Bind {
+            addr: listen,
+            source,
+        })?;
         let shared = Arc::new(Shared::default());
         let (faults_tx, faults_rx) = watch::channel(config.faults.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -205,8 +224,16 @@ impl FaultProxy {
             listen: socket,
             upstream,
             upstream_bind: upstream_bind_addr(upstream),
-            c2s: Shaper::new(config.faults.client_to_server.clone(), config.queue_limit, shared.c2s.clone()),
-            s2c: Shaper::new(config.faults.server_to_client.clone(), config.queue_limit, shared.s2c.clone()),
+            c2s: Shaper::new(
+                config.faults.client_to_server.clone(),
+                config.queue_limit,
+                shared.c2s.clone(),
+            ),
+            s2c: Shaper::new(
+                config.faults.server_to_client.clone(),
+                config.queue_limit,
+                shared.s2c.clone(),
+            ),
             clients: HashMap::new(),
             up_tx,
             shared: shared.clone(),
@@ -214,7 +241,14 @@ impl FaultProxy {
         };
         let task = tokio::spawn(engine.run(up_rx, faults_rx, stop_rx));
         tracing::debug!(%local, %upstream, "fault proxy started");
-        Ok(FaultProxy { local, upstream, shared, faults: faults_tx, stop: Some(stop_tx), task: Some(task) })
+        Ok(FaultProxy {
+            local,
+            upstream,
+            shared,
+            faults: faults_tx,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
     }
 
     /// The address clients send to.
@@ -328,7 +362,10 @@ impl Engine {
                 next_sweep = now + sweep_every;
             }
             let mut wake = next_sweep;
-            for deadline in [self.c2s.next_deadline(), self.s2c.next_deadline()].into_iter().flatten() {
+            for deadline in [self.c2s.next_deadline(), self.s2c.next_deadline()]
+                .into_iter()
+                .flatten()
+            {
                 wake = wake.min(deadline);
             }
             // Unbiased: a flood one way must not starve the other way.
@@ -400,7 +437,11 @@ impl Engine {
     /// idle longest when the table is full) and starts its reader.
     fn map_client(&mut self, client: SocketAddr, now: Instant) -> Option<Arc<UdpSocket>> {
         if self.clients.len() >= self.config.max_clients {
-            let oldest = self.clients.iter().min_by_key(|(_, e)| e.last_active).map(|(a, _)| *a);
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, e)| e.last_active)
+                .map(|(a, _)| *a);
             if let Some(oldest) = oldest {
                 self.clients.remove(&oldest);
                 FaultCounters::bump(&self.shared.evicted);
@@ -414,11 +455,24 @@ impl Engine {
                 return None;
             }
         };
-        let reader =
-            tokio::spawn(read_upstream(socket.clone(), self.upstream, client, self.up_tx.clone(), self.shared.clone()));
-        self.clients
-            .insert(client, ClientEntry { socket: socket.clone(), last_active: now, _reader: AbortOnDrop(reader) });
-        self.shared.clients.store(self.clients.len(), Ordering::Relaxed);
+        let reader = tokio::spawn(read_upstream(
+            socket.clone(),
+            self.upstream,
+            client,
+            self.up_tx.clone(),
+            self.shared.clone(),
+        ));
+        self.clients.insert(
+            client,
+            ClientEntry {
+                socket: socket.clone(),
+                last_active: now,
+                _reader: AbortOnDrop(reader),
+            },
+        );
+        self.shared
+            .clients
+            .store(self.clients.len(), Ordering::Relaxed);
         tracing::debug!(%client, "fault proxy: new client");
         Some(socket)
     }
@@ -426,13 +480,18 @@ impl Engine {
     fn expire_idle(&mut self, now: Instant) {
         let timeout = self.config.client_idle_timeout;
         let before = self.clients.len();
-        self.clients.retain(|_, e| now.duration_since(e.last_active) < timeout);
+        self.clients
+            .retain(|_, e| now.duration_since(e.last_active) < timeout);
         let expired = before - self.clients.len();
         if expired > 0 {
-            self.shared.expired.fetch_add(expired as u64, Ordering::Relaxed);
+            self.shared
+                .expired
+                .fetch_add(expired as u64, Ordering::Relaxed);
             tracing::debug!(expired, "fault proxy: forgot idle clients");
         }
-        self.shared.clients.store(self.clients.len(), Ordering::Relaxed);
+        self.shared
+            .clients
+            .store(self.clients.len(), Ordering::Relaxed);
     }
 }
 

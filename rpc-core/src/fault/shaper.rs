@@ -60,8 +60,19 @@ pub(crate) struct Shaper<T> {
 
 impl<T: Clone> Shaper<T> {
     /// A shaper applying `config`, queueing at most `limit` datagrams.
-    pub(crate) fn new(config: FaultConfig, limit: usize, counters: Arc<FaultCounters>) -> Shaper<T> {
-        Shaper { decider: Decider::new(config), queue: BinaryHeap::new(), held: None, seq: 0, limit, counters }
+    pub(crate) fn new(
+        config: FaultConfig,
+        limit: usize,
+        counters: Arc<FaultCounters>,
+    ) -> Shaper<T> {
+        Shaper {
+            decider: Decider::new(config),
+            queue: BinaryHeap::new(),
+            held: None,
+            seq: 0,
+            limit,
+            counters,
+        }
     }
 
     /// Replaces the configuration and restarts the generator from its seed;
@@ -87,7 +98,11 @@ impl<T: Clone> Shaper<T> {
             return;
         }
         self.seq += 1;
-        self.queue.push(Slot { at, seq: self.seq, item });
+        self.queue.push(Slot {
+            at,
+            seq: self.seq,
+            item,
+        });
     }
 
     /// Releases a held datagram whose wait is over, un-overtaken.
@@ -130,7 +145,10 @@ impl<T: Clone> Shaper<T> {
             let hold = self.decider.config().reorder_hold.min(MAX_DELAY);
             let mut copies = vec![(at, item)];
             copies.extend(copy);
-            self.held = Some(Held { copies, deadline: at + hold });
+            self.held = Some(Held {
+                copies,
+                deadline: at + hold,
+            });
             return;
         }
         self.schedule(at, item);
@@ -161,7 +179,10 @@ impl<T: Clone> Shaper<T> {
     /// several shapers), if any is.
     pub(crate) fn ready_at(&mut self, now: Instant) -> Option<(Instant, u64)> {
         self.expire_held(now);
-        self.queue.peek().filter(|s| s.at <= now).map(|s| (s.at, s.seq))
+        self.queue
+            .peek()
+            .filter(|s| s.at <= now)
+            .map(|s| (s.at, s.seq))
     }
 
     /// When something next becomes due (a queued datagram or the end of a
@@ -229,7 +250,11 @@ mod tests {
     fn delay_holds_until_due_and_overflow_is_counted() {
         let d = Duration::from_millis(5);
         let counters = Arc::new(FaultCounters::default());
-        let mut s = Shaper::new(FaultConfig::seeded(3).delay(Delay::fixed(d)), 2, counters.clone());
+        let mut s = Shaper::new(
+            FaultConfig::seeded(3).delay(Delay::fixed(d)),
+            2,
+            counters.clone(),
+        );
         let now = Instant::now();
         for i in 0..3 {
             s.push(now, i);
@@ -242,7 +267,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_decisions() {
-        let config = FaultConfig::seeded(42).loss(0.3).duplicate(0.2).reorder(0.1);
+        let config = FaultConfig::seeded(42)
+            .loss(0.3)
+            .duplicate(0.2)
+            .reorder(0.1);
         let mut a = Decider::new(config.clone());
         let mut b = Decider::new(config.clone());
         let mut c = Decider::new(config.seed(43));

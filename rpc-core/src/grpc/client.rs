@@ -206,7 +206,11 @@ struct Ended {
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        self.inner.acks.lock().unwrap_or_else(PoisonError::into_inner).complete(self.id);
+        self.inner
+            .acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .complete(self.id);
     }
 }
 
@@ -222,12 +226,16 @@ struct Answer {
 /// client gave up waiting.
 fn is_transport_failure(status: &tonic::Status) -> bool {
     status.metadata().get(md::INCARNATION).is_none()
-        && (status.source().is_some() || (status.code() == tonic::Code::Unavailable && status.metadata().is_empty()))
+        && (status.source().is_some()
+            || (status.code() == tonic::Code::Unavailable && status.metadata().is_empty()))
 }
 
 impl fmt::Debug for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Answer").field("accepted", &self.accepted).field("attempt", &self.attempt).finish()
+        f.debug_struct("Answer")
+            .field("accepted", &self.accepted)
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 
@@ -256,7 +264,12 @@ impl Call {
             if incarnation != 0 {
                 put_u64(meta, md::INCARNATION, incarnation);
             }
-            let floor = self.inner.acks.lock().unwrap_or_else(PoisonError::into_inner).floor;
+            let floor = self
+                .inner
+                .acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .floor;
             if floor > 0 {
                 put_u64(meta, md::ACK_UP_TO, floor);
             }
@@ -274,13 +287,17 @@ impl Call {
                 put_static(meta, md::ACCEPT, "1");
             }
             if !self.invocation.instance.is_empty() {
-                if let Ok(v) = tonic::metadata::MetadataValue::try_from(self.invocation.instance.as_str()) {
+                if let Ok(v) =
+                    tonic::metadata::MetadataValue::try_from(self.invocation.instance.as_str())
+                {
                     meta.insert(md::INSTANCE, v);
                 }
             }
         }
         if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_micros(1));
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(1));
             if let Ok(v) = tonic::metadata::MetadataValue::try_from(md::format_timeout(left)) {
                 request.metadata_mut().insert(md::GRPC_TIMEOUT, v);
             }
@@ -295,7 +312,12 @@ impl Call {
                 self.inner.peer.store(PEER_OURS, Ordering::Relaxed);
             }
             None => {
-                let _ = self.inner.peer.compare_exchange(PEER_UNKNOWN, PEER_FOREIGN, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = self.inner.peer.compare_exchange(
+                    PEER_UNKNOWN,
+                    PEER_FOREIGN,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
         }
     }
@@ -303,12 +325,18 @@ impl Call {
     /// Whether the call's deadline has come (within [`DEADLINE_SLACK`]): an
     /// answer that ends the call now is the deadline, whoever noticed first.
     fn at_deadline(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d)
+        self.deadline
+            .is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d)
     }
 
     /// Sends the request (again, with the same id, while the connection
     /// fails and retries are left) until an answer comes.
-    async fn exchange(&self, first_attempt: u32, want_accept: bool, collect: bool) -> Result<Answer, Error> {
+    async fn exchange(
+        &self,
+        first_attempt: u32,
+        want_accept: bool,
+        collect: bool,
+    ) -> Result<Answer, Error> {
         let options = &self.invocation.options;
         let retries = options.retries.unwrap_or(self.inner.config.retries);
         let mut backoff = self.inner.config.initial_backoff;
@@ -316,7 +344,10 @@ impl Call {
         let mut sent = 0u32;
         loop {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::DeadlineExceeded { may_have_run: sent > 0 || first_attempt > 1, attempts: sent });
+                return Err(Error::DeadlineExceeded {
+                    may_have_run: sent > 0 || first_attempt > 1,
+                    attempts: sent,
+                });
             }
             let request = self.request(attempt, want_accept, collect);
             let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone())
@@ -324,14 +355,21 @@ impl Call {
                 .max_encoding_message_size(super::server::MAX_MESSAGE_LEN);
             let path = self.path.clone();
             let call = async move {
-                grpc.ready().await.map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
                 grpc.unary(request, path, BytesCodec::default()).await
             };
             sent += 1;
             let result = match self.deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                     Ok(r) => r,
-                    Err(_) => return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent }),
+                    Err(_) => {
+                        return Err(Error::DeadlineExceeded {
+                            may_have_run: true,
+                            attempts: sent,
+                        })
+                    }
                 },
                 None => call.await,
             };
@@ -339,7 +377,11 @@ impl Call {
                 Ok(response) => {
                     self.learn(response.metadata());
                     let accepted = response.metadata().get(md::ACCEPTED).is_some();
-                    return Ok(Answer { result: Ok(response.into_inner()), accepted, attempt });
+                    return Ok(Answer {
+                        result: Ok(response.into_inner()),
+                        accepted,
+                        attempt,
+                    });
                 }
                 Err(status) if !is_transport_failure(&status) => {
                     self.learn(status.metadata());
@@ -354,22 +396,39 @@ impl Call {
                     // server says it refused the work before starting it. A
                     // DEADLINE_EXCEEDED well before the deadline is the
                     // handler's own answer and stays a status.
-                    if ours.code() == crate::Code::DeadlineExceeded && self.at_deadline() && ours.message() != super::server::NOT_RUN {
-                        return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
+                    if ours.code() == crate::Code::DeadlineExceeded
+                        && self.at_deadline()
+                        && ours.message() != super::server::NOT_RUN
+                    {
+                        return Err(Error::DeadlineExceeded {
+                            may_have_run: true,
+                            attempts: sent,
+                        });
                     }
-                    return Ok(Answer { result: Err(ours), accepted: false, attempt });
+                    return Ok(Answer {
+                        result: Err(ours),
+                        accepted: false,
+                        attempt,
+                    });
                 }
                 Err(status) => {
                     // A server resets the stream at the deadline (gRPC's
                     // own servers do): that is the deadline, not a failure.
                     if self.at_deadline() {
-                        return Err(Error::DeadlineExceeded { may_have_run: true, attempts: sent });
+                        return Err(Error::DeadlineExceeded {
+                            may_have_run: true,
+                            attempts: sent,
+                        });
                     }
                     let foreign = self.inner.peer.load(Ordering::Relaxed) == PEER_FOREIGN;
-                    let may_retry = options.idempotent || !foreign || !self.inner.config.session_metadata;
+                    let may_retry =
+                        options.idempotent || !foreign || !self.inner.config.session_metadata;
                     tracing::debug!(status = %status, attempt, "grpc call failed in transport");
                     if sent > retries || !may_retry || options.protocol == Protocol::R {
-                        return Err(Error::Unreachable { may_have_run: true, attempts: sent });
+                        return Err(Error::Unreachable {
+                            may_have_run: true,
+                            attempts: sent,
+                        });
                     }
                     let pause = match self.deadline {
                         Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
@@ -386,19 +445,35 @@ impl Call {
 
 impl GrpcChannel {
     async fn run(self, invocation: Invocation) -> Result<Outcome, Error> {
-        let path_text = format!("/{}/{}", invocation.service.full_name, invocation.method.name);
+        let path_text = format!(
+            "/{}/{}",
+            invocation.service.full_name, invocation.method.name
+        );
         let path = PathAndQuery::try_from(path_text.as_str())
             .map_err(|_| Error::InvalidCall(format!("not a valid grpc path: {path_text:?}")))?;
         let mut metadata = MetadataMap::new();
-        md::put_user_metadata(&mut metadata, &invocation.metadata).map_err(|e| Error::InvalidCall(e.to_string()))?;
-        let deadline = invocation
-            .options
-            .deadline
-            .or_else(|| self.inner.config.default_timeout.map(|t| Instant::now() + t));
+        md::put_user_metadata(&mut metadata, &invocation.metadata)
+            .map_err(|e| Error::InvalidCall(e.to_string()))?;
+        let deadline = invocation.options.deadline.or_else(|| {
+            self.inner
+                .config
+                .default_timeout
+                .map(|t| Instant::now() + t)
+        });
         let request_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let ended = Ended { inner: Arc::clone(&self.inner), id: request_id };
+        let ended = Ended {
+            inner: Arc::clone(&self.inner),
+            id: request_id,
+        };
         let style = invocation.options.style;
-        let call = Call { inner: Arc::clone(&self.inner), invocation, path, metadata, request_id, deadline };
+        let call = Call {
+            inner: Arc::clone(&self.inner),
+            invocation,
+            path,
+            metadata,
+            request_id,
+            deadline,
+        };
         match style {
             Style::OneWay => {
                 tokio::spawn(async move {

@@ -36,11 +36,21 @@ pub const INSTANCE: &str = "rpc-instance";
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Headers that are HTTP/2 or gRPC machinery, never user metadata.
-const RESERVED: [&str; 6] = ["content-type", "te", "user-agent", "content-length", "accept-encoding", "host"];
+const RESERVED: [&str; 6] = [
+    "content-type",
+    "te",
+    "user-agent",
+    "content-length",
+    "accept-encoding",
+    "host",
+];
 
 /// Whether `key` is reserved: ours (`rpc-`), gRPC's (`grpc-`) or HTTP's.
 pub fn is_reserved(key: &str) -> bool {
-    key.starts_with("rpc-") || key.starts_with("grpc-") || key.starts_with(':') || RESERVED.contains(&key)
+    key.starts_with("rpc-")
+        || key.starts_with("grpc-")
+        || key.starts_with(':')
+        || RESERVED.contains(&key)
 }
 
 /// The decimal number under `key`, if present and well-formed.
@@ -90,7 +100,9 @@ pub fn user_metadata(map: &MetadataMap) -> Metadata {
                     Err(_) => tracing::debug!(key, "metadata value is not visible ASCII; skipped"),
                 }
             }
-            KeyAndValueRef::Binary(key, _) => tracing::debug!(key = key.as_str(), "binary metadata skipped"),
+            KeyAndValueRef::Binary(key, _) => {
+                tracing::debug!(key = key.as_str(), "binary metadata skipped")
+            }
         }
     }
     out
@@ -119,11 +131,13 @@ pub fn put_user_metadata(map: &mut MetadataMap, metadata: &Metadata) -> Result<(
         if is_reserved(k) || k.ends_with("-bin") || k.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(MetadataError::Key(k.clone()));
         }
-        let key = MetadataKey::from_bytes(k.as_bytes()).map_err(|_| MetadataError::Key(k.clone()))?;
+        let key =
+            MetadataKey::from_bytes(k.as_bytes()).map_err(|_| MetadataError::Key(k.clone()))?;
         if !v.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
             return Err(MetadataError::Value(k.clone()));
         }
-        let value = MetadataValue::try_from(v.as_str()).map_err(|_| MetadataError::Value(k.clone()))?;
+        let value =
+            MetadataValue::try_from(v.as_str()).map_err(|_| MetadataError::Value(k.clone()))?;
         map.insert(key, value);
     }
     Ok(())
@@ -153,8 +167,14 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 pub fn format_timeout(timeout: Duration) -> String {
     const MAX: u128 = 99_999_999;
     let nanos = timeout.as_nanos();
-    let units: [(u128, char); 6] =
-        [(1, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S'), (60_000_000_000, 'M'), (3_600_000_000_000, 'H')];
+    let units: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
     for (per, unit) in units {
         let n = nanos.div_ceil(per);
         if n <= MAX {
@@ -176,9 +196,17 @@ mod tests {
         assert_eq!(parse_timeout("m"), None);
         assert_eq!(parse_timeout(""), None);
         assert_eq!(parse_timeout("1x"), None);
-        for d in [Duration::from_nanos(5), Duration::from_millis(250), Duration::from_secs(100_000), Duration::from_secs(10 << 30)] {
+        for d in [
+            Duration::from_nanos(5),
+            Duration::from_millis(250),
+            Duration::from_secs(100_000),
+            Duration::from_secs(10 << 30),
+        ] {
             let back = parse_timeout(&format_timeout(d)).unwrap_or_default();
-            assert!(back >= d && back.as_secs_f64() <= d.as_secs_f64() * 1.0001 + 1e-6, "{d:?} -> {back:?}");
+            assert!(
+                back >= d && back.as_secs_f64() <= d.as_secs_f64() * 1.0001 + 1e-6,
+                "{d:?} -> {back:?}"
+            );
         }
     }
 
@@ -189,7 +217,10 @@ mod tests {
         user.insert("trace-id".into(), "abc".into());
         assert!(put_user_metadata(&mut map, &user).is_ok());
         put(&mut map, SESSION, 7u64);
-        map.insert_bin("blob-bin", tonic::metadata::MetadataValue::from_bytes(b"\x00\x01"));
+        map.insert_bin(
+            "blob-bin",
+            tonic::metadata::MetadataValue::from_bytes(b"\x00\x01"),
+        );
         assert_eq!(user_metadata(&map), user);
         assert_eq!(get_u64(&map, SESSION), Some(7));
         let mut bad = Metadata::new();
@@ -197,6 +228,9 @@ mod tests {
         assert!(put_user_metadata(&mut map, &bad).is_err());
         let mut bad = Metadata::new();
         bad.insert("k".into(), "é".into());
-        assert_eq!(put_user_metadata(&mut map, &bad), Err(MetadataError::Value("k".into())));
+        assert_eq!(
+            put_user_metadata(&mut map, &bad),
+            Err(MetadataError::Value("k".into()))
+        );
     }
 }

@@ -73,7 +73,9 @@ pub struct Door {
 
 impl fmt::Debug for Door {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Door").field("service", &self.service.info().full_name).finish_non_exhaustive()
+        f.debug_struct("Door")
+            .field("service", &self.service.info().full_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ impl Door {
         let peer = extensions.get::<PeerAddr>().map(|p| p.0);
         let work = async {
             match get_u64(&meta, md::SESSION).filter(|s| *s != 0) {
-                Some(session) => self.tracked(session, method, &meta, payload, timeout, peer).await,
+                Some(session) => {
+                    self.tracked(session, method, &meta, payload, timeout, peer)
+                        .await
+                }
                 None => self.plain(method, &meta, payload, deadline, peer).await,
             }
         };
@@ -177,15 +182,18 @@ impl Door {
             instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
         };
         let service = &self.service;
-        let handler = std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method.id, ctx, payload)))
-            .map_err(|_| Status::internal("handler panicked"))?;
+        let handler =
+            std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method.id, ctx, payload)))
+                .map_err(|_| Status::internal("handler panicked"))?;
         if method.oneway {
             // One-way over gRPC: the empty reply is the ACCEPT; the handler
             // goes on in its own task.
             tokio::spawn(async move {
                 match AssertUnwindSafe(handler).catch_unwind().await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(status)) => tracing::debug!(method = method.name, %status, "one-way call failed"),
+                    Ok(Err(status)) => {
+                        tracing::debug!(method = method.name, %status, "one-way call failed")
+                    }
                     Err(_) => tracing::warn!(method = method.name, "one-way handler panicked"),
                 }
             });
@@ -225,8 +233,13 @@ impl Door {
             instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
             method_id: method.id,
             incarnation: get_u64(meta, md::INCARNATION).unwrap_or(0),
-            deadline_us: timeout.map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)),
-            attempt: get_u64(meta, md::ATTEMPT).and_then(|a| u32::try_from(a).ok()).unwrap_or(1).max(1),
+            deadline_us: timeout.map_or(0, |t| {
+                u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)
+            }),
+            attempt: get_u64(meta, md::ATTEMPT)
+                .and_then(|a| u32::try_from(a).ok())
+                .unwrap_or(1)
+                .max(1),
             status: None,
             payload,
             metadata: md::user_metadata(meta),
@@ -252,7 +265,8 @@ impl Door {
                     "request dropped by the server: a duplicate of one already answered and acknowledged",
                 ));
             };
-            let reply = Envelope::decode(message).map_err(|e| Status::internal(format!("engine reply: {e}")))?;
+            let reply = Envelope::decode(message)
+                .map_err(|e| Status::internal(format!("engine reply: {e}")))?;
             match MessageType::try_from(reply.r#type) {
                 Ok(MessageType::Reply) => {
                     return match reply.status {
@@ -261,7 +275,9 @@ impl Door {
                     };
                 }
                 Ok(MessageType::Error) => {
-                    return Err(reply.status.map_or_else(|| Status::internal("error without status"), Status::from));
+                    return Err(reply
+                        .status
+                        .map_or_else(|| Status::internal("error without status"), Status::from));
                 }
                 Ok(MessageType::Accept) => return Ok((Bytes::new(), true)),
                 Ok(MessageType::InProgress) => {
@@ -271,7 +287,12 @@ impl Door {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                _ => return Err(Status::internal(format!("unexpected engine message type {}", reply.r#type))),
+                _ => {
+                    return Err(Status::internal(format!(
+                        "unexpected engine message type {}",
+                        reply.r#type
+                    )))
+                }
             }
         }
     }
@@ -346,7 +367,10 @@ impl tower::Service<http::Request<Body>> for GenericRoute {
             ));
             return Box::pin(async move { Ok(status.into_http()) });
         };
-        let svc = DoorMethod { door: self.door.clone(), method };
+        let svc = DoorMethod {
+            door: self.door.clone(),
+            method,
+        };
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(BytesCodec::default())
                 .apply_max_message_size_config(Some(MAX_MESSAGE_LEN), Some(MAX_MESSAGE_LEN));
@@ -368,11 +392,16 @@ impl Router {
             .services()
             .map(|service| {
                 let door = Door::new(Arc::clone(engine), Arc::clone(service));
-                let route = service.grpc_route(door.clone()).unwrap_or_else(|| route(GenericRoute { door }));
+                let route = service
+                    .grpc_route(door.clone())
+                    .unwrap_or_else(|| route(GenericRoute { door }));
                 (service.info().full_name, route)
             })
             .collect();
-        Router { routes: Arc::new(routes), peer: None }
+        Router {
+            routes: Arc::new(routes),
+            peer: None,
+        }
     }
 }
 
@@ -391,7 +420,10 @@ impl tower::Service<http::Request<Incoming>> for Router {
             request.extensions_mut().insert(PeerAddr(peer));
         }
         let path = request.uri().path();
-        let service = path.strip_prefix('/').and_then(|p| p.split('/').next()).unwrap_or_default();
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split('/').next())
+            .unwrap_or_default();
         match self.routes.get(service) {
             // Routes are always ready (generated tonic servers and the
             // generic route both are).
@@ -403,7 +435,6 @@ impl tower::Service<http::Request<Incoming>> for Router {
         }
     }
 }
-
 
 /// Binds `addr` and starts the gRPC door of `engine` in a task. Aborting
 /// the task closes the listener and every connection.

@@ -70,7 +70,12 @@ pub fn from_tonic(status: &tonic::Status) -> Status {
     match RpcStatus::decode(status.details()) {
         Ok(rpc) => match rpc.details.into_iter().next() {
             Some(any) => {
-                let name = any.type_url.rsplit('/').next().unwrap_or_default().to_owned();
+                let name = any
+                    .type_url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 Status::with_details(code, message, name, any.value)
             }
             None => Status::new(code, message),
@@ -88,7 +93,12 @@ mod tests {
 
     #[test]
     fn typed_payload_round_trips_through_tonic() {
-        let ours = Status::with_details(Code::FailedPrecondition, "no", "demo.v1.Overdrawn", Bytes::from_static(b"\x08\x01"));
+        let ours = Status::with_details(
+            Code::FailedPrecondition,
+            "no",
+            "demo.v1.Overdrawn",
+            Bytes::from_static(b"\x08\x01"),
+        );
         let theirs = to_tonic(&ours);
         assert_eq!(theirs.code(), tonic::Code::FailedPrecondition);
         assert_eq!(from_tonic(&theirs), ours);
@@ -101,7 +111,11 @@ mod tests {
 
     #[test]
     fn foreign_details_are_ignored() {
-        let theirs = tonic::Status::with_details(tonic::Code::Internal, "x", Bytes::from_static(b"\xff\xff"));
+        let theirs = tonic::Status::with_details(
+            tonic::Code::Internal,
+            "x",
+            Bytes::from_static(b"\xff\xff"),
+        );
         assert_eq!(from_tonic(&theirs), Status::internal("x"));
     }
 }

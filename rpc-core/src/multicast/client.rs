@@ -236,7 +236,10 @@ impl fmt::Debug for MulticastClient {
         f.debug_struct("MulticastClient")
             .field("group", &self.shared.group)
             .field("local", &self.shared.socket.local_addr().ok())
-            .field("session_id", &format_args!("{:016x}", self.shared.session_id))
+            .field(
+                "session_id",
+                &format_args!("{:016x}", self.shared.session_id),
+            )
             .finish()
     }
 }
@@ -252,15 +255,26 @@ impl MulticastClient {
     ///
     /// # Panics
     /// When called outside a tokio runtime.
-    pub async fn connect(group: SocketAddrV4, local: SocketAddr, config: MulticastConfig) -> Result<Self, Error> {
+    pub async fn connect(
+        group: SocketAddrV4,
+        local: SocketAddr,
+        config: MulticastConfig,
+    ) -> Result<Self, Error> {
         if !group.ip().is_multicast() {
-            return Err(Error::InvalidCall(format!("{} is not an IPv4 multicast address", group.ip())));
+            return Err(Error::InvalidCall(format!(
+                "{} is not an IPv4 multicast address",
+                group.ip()
+            )));
         }
         let socket = UdpSocket::bind(local).await.map_err(Error::Io)?;
         socket.set_multicast_ttl_v4(config.ttl).map_err(Error::Io)?;
-        socket.set_multicast_loop_v4(config.loopback).map_err(Error::Io)?;
+        socket
+            .set_multicast_loop_v4(config.loopback)
+            .map_err(Error::Io)?;
         if !config.interface.is_unspecified() {
-            socket2::SockRef::from(&socket).set_multicast_if_v4(&config.interface).map_err(Error::Io)?;
+            socket2::SockRef::from(&socket)
+                .set_multicast_if_v4(&config.interface)
+                .map_err(Error::Io)?;
         }
         let session_id = loop {
             let id: u64 = rand::random();
@@ -285,7 +299,10 @@ impl MulticastClient {
         });
         let receiver = tokio::spawn(receive_loop(Arc::clone(&shared))).abort_handle();
         tracing::debug!(session_id = format_args!("{session_id:016x}"), %group, "multicast session started");
-        Ok(MulticastClient { shared, _life: Arc::new(Lifeline { receiver }) })
+        Ok(MulticastClient {
+            shared,
+            _life: Arc::new(Lifeline { receiver }),
+        })
     }
 
     /// The group address.
@@ -351,13 +368,24 @@ impl MulticastClient {
         let now = Instant::now();
         let deadline = options.deadline.map(Instant::from_std);
         if deadline.is_some_and(|d| d <= now) {
-            return Err(Error::DeadlineExceeded { may_have_run: false, attempts: 0 });
+            return Err(Error::DeadlineExceeded {
+                may_have_run: false,
+                attempts: 0,
+            });
         }
         let one_way = options.style == Style::OneWay;
         match (one_way, options.protocol) {
             (true, Protocol::R) | (false, Protocol::RR | Protocol::RRA) => {}
-            (true, p) => return Err(Error::InvalidCall(format!("a one-way call uses protocol R, not {p:?}"))),
-            (false, _) => return Err(Error::InvalidCall("protocol R has no reply: use RR or RRA".into())),
+            (true, p) => {
+                return Err(Error::InvalidCall(format!(
+                    "a one-way call uses protocol R, not {p:?}"
+                )))
+            }
+            (false, _) => {
+                return Err(Error::InvalidCall(
+                    "protocol R has no reply: use RR or RRA".into(),
+                ))
+            }
         }
         bump(&shared.counters.calls);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -367,7 +395,13 @@ impl MulticastClient {
             st.next_id += 1;
             if !one_way {
                 st.unfinished.insert(id);
-                st.calls.insert(id, Slot { tx, rra: options.protocol == Protocol::RRA });
+                st.calls.insert(
+                    id,
+                    Slot {
+                        tx,
+                        rra: options.protocol == Protocol::RRA,
+                    },
+                );
             }
             // A one-way request never acknowledges itself (the servers keep
             // their tombstone against network duplicates).
@@ -416,7 +450,10 @@ impl MulticastClient {
         };
         let size = call.max_size(now);
         if size > shared.config.max_datagram {
-            return Err(Error::MessageTooLarge { size, limit: shared.config.max_datagram });
+            return Err(Error::MessageTooLarge {
+                size,
+                limit: shared.config.max_datagram,
+            });
         }
         call.send().map_err(Error::Io)?;
         call.arm();
@@ -464,7 +501,10 @@ pub(crate) struct IpCall {
 
 impl fmt::Debug for IpCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpCall").field("id", &self.id).field("copies", &self.copies).finish_non_exhaustive()
+        f.debug_struct("IpCall")
+            .field("id", &self.id)
+            .field("copies", &self.copies)
+            .finish_non_exhaustive()
     }
 }
 
@@ -562,7 +602,8 @@ impl IpCall {
             let _ = self.env.encode(&mut self.buf);
             bump(&self.shared.counters.unicast_copies);
             let target = socket2::SockAddr::from(member);
-            if let Err(e) = socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target) {
+            if let Err(e) = socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target)
+            {
                 tracing::debug!(error = %e, %member, "could not re-send to a member");
             }
         }
@@ -598,7 +639,9 @@ impl IpCall {
                     Some(s) if s.details_type == SERVER_RESTARTED => IpEvent::OutcomeUnknown,
                     Some(s) => IpEvent::Answer(Err(Status::from(s))),
                     None if kind == MessageType::Reply => IpEvent::Answer(Ok(env.payload)),
-                    None => IpEvent::Answer(Err(Status::unknown("server sent ERROR without a status"))),
+                    None => {
+                        IpEvent::Answer(Err(Status::unknown("server sent ERROR without a status")))
+                    }
                 };
                 self.out.push_back((from, event));
             }
@@ -618,7 +661,10 @@ impl IpCall {
     /// The next member event; `None` when the call is over (every expected
     /// member answered, or the deadline passed, or the silent members were
     /// given up and nobody is running the request any more).
-    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<(SocketAddr, IpEvent)>> {
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(SocketAddr, IpEvent)>> {
         loop {
             if let Some(ev) = self.out.pop_front() {
                 return Poll::Ready(Some(ev));
@@ -683,7 +729,11 @@ impl IpCall {
             self.interval = (self.interval * 2).min(self.shared.config.max_rto);
         }
         if self.shared.config.resend == Resend::Missing && !self.expected.is_empty() {
-            tracing::debug!(request_id = self.id, attempt = self.copies + 1, "members missing; re-sending to each");
+            tracing::debug!(
+                request_id = self.id,
+                attempt = self.copies + 1,
+                "members missing; re-sending to each"
+            );
             self.send_to_missing();
         } else {
             tracing::debug!(
@@ -699,7 +749,9 @@ impl IpCall {
 
 /// Remaining budget until `deadline` in microseconds, at least 1.
 fn micros_left(deadline: Instant, now: Instant) -> u64 {
-    u64::try_from(deadline.saturating_duration_since(now).as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(deadline.saturating_duration_since(now).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 async fn receive_loop(shared: Arc<Shared>) {
@@ -721,7 +773,9 @@ async fn receive_loop(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(ack) = route(&shared, buf.get(..n).unwrap_or_default(), from) else { continue };
+        let Some(ack) = route(&shared, buf.get(..n).unwrap_or_default(), from) else {
+            continue;
+        };
         let ack_up_to = shared.lock().ack_up_to();
         let env = Envelope {
             version: VERSION,
@@ -751,7 +805,12 @@ fn route(shared: &Shared, bytes: &[u8], from: SocketAddr) -> Option<u64> {
         }
     };
     let kind = match MessageType::try_from(env.r#type) {
-        Ok(k @ (MessageType::Reply | MessageType::Error | MessageType::Accept | MessageType::InProgress)) => k,
+        Ok(
+            k @ (MessageType::Reply
+            | MessageType::Error
+            | MessageType::Accept
+            | MessageType::InProgress),
+        ) => k,
         _ => {
             bump(&shared.counters.dropped);
             return None;

@@ -93,11 +93,18 @@ impl SharedSocket {
 }
 
 impl DatagramSocket for SharedSocket {
-    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         self.0.send_to(buf, target)
     }
 
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         self.0.recv_from(buf)
     }
 
@@ -151,14 +158,22 @@ impl GroupSocket {
     ///
     /// # Panics
     /// When called outside a tokio runtime.
-    pub fn join(group: SocketAddrV4, interface: Ipv4Addr, reply: SharedSocket) -> io::Result<GroupSocket> {
+    pub fn join(
+        group: SocketAddrV4,
+        interface: Ipv4Addr,
+        reply: SharedSocket,
+    ) -> io::Result<GroupSocket> {
         if !group.ip().is_multicast() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a multicast address", group.ip()),
             ));
         }
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
@@ -191,7 +206,9 @@ impl GroupSocket {
     /// What the OS says.
     pub fn leave(&self) -> io::Result<()> {
         if self.inner.joined.swap(false, Ordering::AcqRel) {
-            self.inner.group_socket.leave_multicast_v4(*self.inner.group.ip(), self.inner.interface)?;
+            self.inner
+                .group_socket
+                .leave_multicast_v4(*self.inner.group.ip(), self.inner.interface)?;
             tracing::debug!(group = %self.inner.group, "left multicast group");
         }
         Ok(())
@@ -203,7 +220,9 @@ impl GroupSocket {
     /// What the OS says.
     pub fn rejoin(&self) -> io::Result<()> {
         if !self.inner.joined.swap(true, Ordering::AcqRel) {
-            self.inner.group_socket.join_multicast_v4(*self.inner.group.ip(), self.inner.interface)?;
+            self.inner
+                .group_socket
+                .join_multicast_v4(*self.inner.group.ip(), self.inner.interface)?;
         }
         Ok(())
     }
@@ -225,7 +244,11 @@ impl GroupSocket {
 }
 
 impl DatagramSocket for GroupSocket {
-    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         self.inner.reply.0.send_to(buf, target)
     }
 

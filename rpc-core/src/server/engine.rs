@@ -143,8 +143,15 @@ type Handler = tracing::instrument::Instrumented<BoxFuture<'static, Result<Bytes
 
 impl Engine {
     /// An engine for these services (names already checked unique).
-    pub(crate) fn new(config: ServerConfig, services: Vec<Arc<dyn Service>>, incarnation: u64) -> Engine {
-        let services = services.into_iter().map(|s| (s.info().full_name, s)).collect();
+    pub(crate) fn new(
+        config: ServerConfig,
+        services: Vec<Arc<dyn Service>>,
+        incarnation: u64,
+    ) -> Engine {
+        let services = services
+            .into_iter()
+            .map(|s| (s.info().full_name, s))
+            .collect();
         Engine {
             services,
             history: Mutex::new(History::new(config.history.clone())),
@@ -179,9 +186,15 @@ impl Engine {
     pub fn stats(&self) -> ServerStats {
         let (size, evicted, forgotten, sessions_evicted) = {
             let h = self.history();
-            (h.size(), h.evictions(), h.sessions_forgotten(), h.sessions_evicted())
+            (
+                h.size(),
+                h.evictions(),
+                h.sessions_forgotten(),
+                h.sessions_evicted(),
+            )
         };
-        self.counters.snapshot(size, evicted, forgotten, sessions_evicted)
+        self.counters
+            .snapshot(size, evicted, forgotten, sessions_evicted)
     }
 
     /// Handler tasks running or waiting for a permit outside the
@@ -279,7 +292,12 @@ impl Engine {
             Ok(MessageType::Request) => self.request(env, sink).await,
             Ok(MessageType::Ack) => {
                 bump(&self.counters.acks);
-                let found = self.history().ack(env.session_id, env.request_id, env.ack_up_to, Instant::now());
+                let found = self.history().ack(
+                    env.session_id,
+                    env.request_id,
+                    env.ack_up_to,
+                    Instant::now(),
+                );
                 if !found {
                     bump(&self.counters.unknown_acks);
                     tracing::debug!(peer = ?sink.peer(), session = env.session_id, request_id = env.request_id, "ack for a request not in the history");
@@ -297,7 +315,13 @@ impl Engine {
         }
     }
 
-    fn control(&self, ty: MessageType, session: u64, request_id: u64, status: Option<Status>) -> Envelope {
+    fn control(
+        &self,
+        ty: MessageType,
+        session: u64,
+        request_id: u64,
+        status: Option<Status>,
+    ) -> Envelope {
         Envelope {
             version: VERSION,
             r#type: ty as i32,
@@ -321,7 +345,13 @@ impl Engine {
         }
     }
 
-    async fn send_error<K: ReplySink>(&self, sink: &K, session: u64, request_id: u64, status: Status) {
+    async fn send_error<K: ReplySink>(
+        &self,
+        sink: &K,
+        session: u64,
+        request_id: u64,
+        status: Status,
+    ) {
         bump(&self.counters.errors);
         let env = self.control(MessageType::Error, session, request_id, Some(status));
         self.send_envelope(sink, &env).await;
@@ -343,7 +373,10 @@ impl Engine {
         // Idempotent synchronous requests bypass the history (at-least-once).
         let tracked = oneway || !env.idempotent || env.want_accept;
         let (session, request_id) = (env.session_id, env.request_id);
-        let target = self.services.get(env.service.as_str()).map(|svc| (svc, svc.info().method(env.method_id)));
+        let target = self
+            .services
+            .get(env.service.as_str())
+            .map(|svc| (svc, svc.info().method(env.method_id)));
 
         let decision = {
             let mut h = self.history();
@@ -374,7 +407,11 @@ impl Engine {
                             && env.incarnation != self.incarnation
                         {
                             Decision::Restarted
-                        } else if !oneway && !env.idempotent && env.attempt > 1 && h.may_have_forgotten(session, arrival) {
+                        } else if !oneway
+                            && !env.idempotent
+                            && env.attempt > 1
+                            && h.may_have_forgotten(session, arrival)
+                        {
                             // Its session may have been forgotten with this
                             // request's reply (max_sessions): do not run it again.
                             Decision::Evicted
@@ -401,14 +438,19 @@ impl Engine {
             Decision::UnknownService | Decision::UnknownMethod => {
                 let message = match target {
                     Some((svc, _)) => {
-                        format!("{} has no method with id {:#010x}", svc.info().full_name, env.method_id)
+                        format!(
+                            "{} has no method with id {:#010x}",
+                            svc.info().full_name,
+                            env.method_id
+                        )
                     }
                     None => format!("unknown service {:?}", clip(&env.service, 128)),
                 };
                 bump(&self.counters.unimplemented);
                 tracing::debug!(peer = ?sink.peer(), %message, "unimplemented");
                 if !oneway {
-                    self.send_error(sink, session, request_id, Status::unimplemented(message)).await;
+                    self.send_error(sink, session, request_id, Status::unimplemented(message))
+                        .await;
                 }
                 return;
             }
@@ -435,7 +477,11 @@ impl Engine {
             Decision::InProgress => {
                 bump(&self.counters.in_progress_hits);
                 if !oneway {
-                    let ty = if env.want_accept { MessageType::Accept } else { MessageType::InProgress };
+                    let ty = if env.want_accept {
+                        MessageType::Accept
+                    } else {
+                        MessageType::InProgress
+                    };
                     if env.want_accept {
                         bump(&self.counters.accepts);
                     }
@@ -466,21 +512,31 @@ impl Engine {
             Decision::ShuttingDown => {
                 bump(&self.counters.shutdown_refused);
                 if !oneway {
-                    self.send_error(sink, session, request_id, Status::unavailable("shutting down")).await;
+                    self.send_error(
+                        sink,
+                        session,
+                        request_id,
+                        Status::unavailable("shutting down"),
+                    )
+                    .await;
                 }
                 return;
             }
             Decision::TooManySessions => {
                 bump(&self.counters.sessions_refused);
                 if !oneway {
-                    let status = Status::resource_exhausted("too many client sessions with running requests");
+                    let status = Status::resource_exhausted(
+                        "too many client sessions with running requests",
+                    );
                     self.send_error(sink, session, request_id, status).await;
                 }
                 return;
             }
         }
 
-        let Some((service, Some(method))) = target else { return };
+        let Some((service, Some(method))) = target else {
+            return;
+        };
         let deadline = match env.deadline_us {
             0 => None,
             us => arrival.checked_add(Duration::from_micros(us)),
@@ -516,13 +572,18 @@ impl Engine {
                         self.history().unregister(job.session, job.request_id);
                     }
                     bump(&self.counters.overloaded);
-                    tracing::debug!(session = job.session, request_id = job.request_id, "refused: too many waiting requests");
+                    tracing::debug!(
+                        session = job.session,
+                        request_id = job.request_id,
+                        "refused: too many waiting requests"
+                    );
                     if !job.oneway {
                         let status = Status::resource_exhausted(format!(
                             "server overloaded: {} requests running and {waiting} waiting",
                             self.config.max_concurrent
                         ));
-                        self.send_error(sink, job.session, job.request_id, status).await;
+                        self.send_error(sink, job.session, job.request_id, status)
+                            .await;
                     }
                     return;
                 }
@@ -563,7 +624,12 @@ impl Engine {
 
     /// Runs the job with its first poll on this task; spawns the rest only
     /// if the handler is not ready at once.
-    async fn run_inline<K: ReplySink>(self: &Arc<Self>, mut job: Job, permit: OwnedSemaphorePermit, sink: &K) {
+    async fn run_inline<K: ReplySink>(
+        self: &Arc<Self>,
+        mut job: Job,
+        permit: OwnedSemaphorePermit,
+        sink: &K,
+    ) {
         let mut handler = match self.begin(&mut job, sink) {
             Ok(h) => h,
             Err(ending) => {
@@ -619,7 +685,10 @@ impl Engine {
         );
         let call = {
             let _entered = span.enter();
-            std::panic::catch_unwind(AssertUnwindSafe(|| job.service.call(job.method.id, ctx, std::mem::take(&mut job.payload))))
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                job.service
+                    .call(job.method.id, ctx, std::mem::take(&mut job.payload))
+            }))
         };
         match call {
             Ok(fut) => Ok(fut.instrument(span)),
@@ -634,15 +703,31 @@ impl Engine {
             Ending::Done(Err(status)) => (MessageType::Reply, Some(status), Bytes::new()),
             Ending::Panicked => {
                 bump(&self.counters.handler_panics);
-                tracing::warn!(method = job.method.name, session = job.session, request_id = job.request_id, "handler panicked");
-                (MessageType::Reply, Some(Status::internal("handler panicked")), Bytes::new())
+                tracing::warn!(
+                    method = job.method.name,
+                    session = job.session,
+                    request_id = job.request_id,
+                    "handler panicked"
+                );
+                (
+                    MessageType::Reply,
+                    Some(Status::internal("handler panicked")),
+                    Bytes::new(),
+                )
             }
             Ending::Expired => {
                 bump(&self.counters.deadline_exceeded);
-                tracing::debug!(method = job.method.name, session = job.session, request_id = job.request_id, "deadline passed before the request ran");
+                tracing::debug!(
+                    method = job.method.name,
+                    session = job.session,
+                    request_id = job.request_id,
+                    "deadline passed before the request ran"
+                );
                 (
                     MessageType::Error,
-                    Some(Status::deadline_exceeded("deadline passed before the request ran")),
+                    Some(Status::deadline_exceeded(
+                        "deadline passed before the request ran",
+                    )),
                     Bytes::new(),
                 )
             }
@@ -661,14 +746,20 @@ impl Engine {
         let limit = sink.max_message_len();
         if len > limit {
             bump(&self.counters.too_large_replies);
-            tracing::debug!(method = job.method.name, len, limit, "reply over the size limit");
+            tracing::debug!(
+                method = job.method.name,
+                len,
+                limit,
+                "reply over the size limit"
+            );
             env.r#type = MessageType::Reply as i32;
             env.payload = Bytes::new();
             env.status = Some(envelope::Status::from(&too_large(len, limit)));
         }
         let bytes = Bytes::from(env.encode_to_vec());
         if job.tracked {
-            self.history().complete(job.session, job.request_id, bytes.clone(), Instant::now());
+            self.history()
+                .complete(job.session, job.request_id, bytes.clone(), Instant::now());
         }
         if env.r#type == MessageType::Error as i32 {
             bump(&self.counters.errors);
@@ -704,7 +795,9 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 fn too_large(len: usize, limit: usize) -> Status {
-    Status::resource_exhausted(format!("reply of {len} bytes exceeds the limit of {limit} bytes"))
+    Status::resource_exhausted(format!(
+        "reply of {len} bytes exceeds the limit of {limit} bytes"
+    ))
 }
 
 /// Polls the handler once on this task, with a waker that does nothing
@@ -743,7 +836,12 @@ mod tests {
     const GATED: u32 = 2;
 
     static METHODS: [MethodInfo; 2] = [method("Fast", FAST), method("Gated", GATED)];
-    static INFO: ServiceInfo = ServiceInfo { package: "t", name: "S", full_name: "t.S", methods: &METHODS };
+    static INFO: ServiceInfo = ServiceInfo {
+        package: "t",
+        name: "S",
+        full_name: "t.S",
+        methods: &METHODS,
+    };
 
     const fn method(name: &'static str, id: u32) -> MethodInfo {
         MethodInfo {
@@ -771,7 +869,12 @@ mod tests {
         fn info(&self) -> &'static ServiceInfo {
             &INFO
         }
-        fn call(&self, method_id: u32, _ctx: CallContext, _req: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        fn call(
+            &self,
+            method_id: u32,
+            _ctx: CallContext,
+            _req: Bytes,
+        ) -> BoxFuture<'static, Result<Bytes, Status>> {
             let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
             let gate = Arc::clone(&self.gate);
             Box::pin(async move {
@@ -791,7 +894,10 @@ mod tests {
 
     impl Conn {
         fn taken(&self) -> Vec<Envelope> {
-            std::mem::take(&mut *self.out.lock().unwrap()).iter().map(|b| Envelope::decode(b.as_slice()).unwrap()).collect()
+            std::mem::take(&mut *self.out.lock().unwrap())
+                .iter()
+                .map(|b| Envelope::decode(b.as_slice()).unwrap())
+                .collect()
         }
     }
 
@@ -813,7 +919,11 @@ mod tests {
 
     fn engine() -> (Arc<Engine>, Arc<Svc>) {
         let svc = Arc::new(Svc::default());
-        let engine = Engine::new(ServerConfig::default(), vec![Arc::new(Arc::clone(&svc))], 77);
+        let engine = Engine::new(
+            ServerConfig::default(),
+            vec![Arc::new(Arc::clone(&svc))],
+            77,
+        );
         (Arc::new(engine), svc)
     }
 
@@ -860,7 +970,10 @@ mod tests {
         assert_eq!(engine.in_flight(), 1);
         // The first connection breaks; the client retries on a new one.
         engine.handle_message(&req(1, GATED, 2), &second).await;
-        assert_eq!(second.taken().iter().map(|e| e.r#type).collect::<Vec<_>>(), vec![MessageType::InProgress as i32]);
+        assert_eq!(
+            second.taken().iter().map(|e| e.r#type).collect::<Vec<_>>(),
+            vec![MessageType::InProgress as i32]
+        );
         svc.gate.notify_one();
         assert!(engine.wait_idle(Duration::from_secs(2)).await);
         // The reply went to the broken connection; the retry gets it from
@@ -872,7 +985,10 @@ mod tests {
         assert_eq!(replayed, lost);
         assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
         let s = engine.stats();
-        assert_eq!((s.executions, s.in_progress_hits, s.duplicates_replayed), (1, 1, 1));
+        assert_eq!(
+            (s.executions, s.in_progress_hits, s.duplicates_replayed),
+            (1, 1, 1)
+        );
     }
 
     #[tokio::test]
@@ -885,7 +1001,10 @@ mod tests {
         engine.handle_message(&req(2, FAST, 1), &conn).await;
         let refused = conn.taken();
         assert_eq!(refused[0].r#type, MessageType::Error as i32);
-        assert_eq!(refused[0].status.as_ref().map(|s| s.code), Some(Code::Unavailable as i32));
+        assert_eq!(
+            refused[0].status.as_ref().map(|s| s.code),
+            Some(Code::Unavailable as i32)
+        );
         engine.handle_message(&req(1, FAST, 2), &conn).await;
         assert_eq!(conn.taken(), reply);
         assert_eq!(svc.runs.load(Ordering::SeqCst), 1);

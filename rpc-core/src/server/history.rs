@@ -71,7 +71,9 @@ impl Default for HistoryConfig {
 impl HistoryConfig {
     /// The effective sweep period.
     pub fn effective_sweep_interval(&self) -> Duration {
-        self.sweep_interval.unwrap_or(self.ttl / 4).max(Duration::from_millis(1))
+        self.sweep_interval
+            .unwrap_or(self.ttl / 4)
+            .max(Duration::from_millis(1))
     }
 }
 
@@ -246,7 +248,9 @@ impl History {
     /// less than one ttl ago.
     pub(crate) fn may_have_forgotten(&self, session: u64, now: Instant) -> bool {
         !self.sessions.contains_key(&session)
-            && self.last_reply_session_eviction.is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
+            && self
+                .last_reply_session_eviction
+                .is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
     }
 
     /// The limits.
@@ -289,7 +293,13 @@ impl History {
     /// drops every entry of the session at or below `ack_up_to` and raises
     /// the floor to it. Returns whether entry `request_id` was there (always
     /// `true` for `request_id == 0`). An unknown session is not created.
-    pub(crate) fn ack(&mut self, session: u64, request_id: u64, ack_up_to: u64, now: Instant) -> bool {
+    pub(crate) fn ack(
+        &mut self,
+        session: u64,
+        request_id: u64,
+        ack_up_to: u64,
+        now: Instant,
+    ) -> bool {
         let Some(s) = self.sessions.get_mut(&session) else {
             return request_id == 0;
         };
@@ -396,12 +406,18 @@ impl History {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let len = reply.as_ref().map_or(0, Bytes::len);
-                s.entries.insert(request_id, State::Completed { reply, seq });
+                s.entries
+                    .insert(request_id, State::Completed { reply, seq });
                 s.completed += 1;
                 s.bytes += len;
                 self.completed += 1;
                 self.bytes += len;
-                self.order.push_back(Record { seq, session, request: request_id, stored: now });
+                self.order.push_back(Record {
+                    seq,
+                    session,
+                    request: request_id,
+                    stored: now,
+                });
             }
         }
         self.activity.push_back((touch, session));
@@ -416,7 +432,13 @@ impl History {
     /// Stores the reply of a running request (replacing `InProgress`).
     /// Returns `false` when the entry is gone (acknowledged meanwhile): the
     /// reply is then not stored.
-    pub(crate) fn complete(&mut self, session: u64, request_id: u64, reply: Bytes, now: Instant) -> bool {
+    pub(crate) fn complete(
+        &mut self,
+        session: u64,
+        request_id: u64,
+        reply: Bytes,
+        now: Instant,
+    ) -> bool {
         let seq = self.seq();
         let Some(s) = self.sessions.get_mut(&session) else {
             return false;
@@ -428,14 +450,22 @@ impl History {
             return false;
         }
         let len = reply.len();
-        *state = State::Completed { reply: Some(reply), seq };
+        *state = State::Completed {
+            reply: Some(reply),
+            seq,
+        };
         s.in_progress -= 1;
         s.completed += 1;
         s.bytes += len;
         self.in_progress -= 1;
         self.completed += 1;
         self.bytes += len;
-        self.order.push_back(Record { seq, session, request: request_id, stored: now });
+        self.order.push_back(Record {
+            seq,
+            session,
+            request: request_id,
+            stored: now,
+        });
         self.enforce_caps(session, now);
         self.maybe_compact();
         true
@@ -444,7 +474,11 @@ impl History {
     /// Drops a registration that never ran (refused after registering).
     /// Not counted as an eviction.
     pub(crate) fn unregister(&mut self, session: u64, request_id: u64) {
-        if let Some(r) = self.sessions.get_mut(&session).and_then(|s| s.remove(request_id)) {
+        if let Some(r) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.remove(request_id))
+        {
             self.account_removed(r);
         }
     }
@@ -463,7 +497,8 @@ impl History {
             }
         }
         let before = self.sessions.len();
-        self.sessions.retain(|_, s| !(s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl));
+        self.sessions
+            .retain(|_, s| !(s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl));
         self.sessions_forgotten += (before - self.sessions.len()) as u64;
         self.maybe_compact();
     }
@@ -523,7 +558,9 @@ impl History {
         }
         // Globally: the oldest stored entry goes first.
         while self.completed > self.config.max_entries || self.bytes > self.config.max_bytes {
-            let Some(rec) = self.order.pop_front() else { break };
+            let Some(rec) = self.order.pop_front() else {
+                break;
+            };
             if self.evict_record(&rec, now) {
                 self.evicted.global_cap += 1;
             }
@@ -538,8 +575,12 @@ impl History {
         let mut budget = self.activity.len() + self.sessions.len();
         while budget > 0 {
             budget -= 1;
-            let Some((seq, id)) = self.activity.pop_front() else { break };
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            let Some((seq, id)) = self.activity.pop_front() else {
+                break;
+            };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             if s.touch_seq != seq {
                 continue;
             }
@@ -563,7 +604,11 @@ impl History {
         }
         // Sessions created without a registration record (none today) or an
         // exhausted queue: fall back to any empty session.
-        let victim = self.sessions.iter().find(|(_, s)| s.in_progress == 0).map(|(&id, _)| id);
+        let victim = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.in_progress == 0)
+            .map(|(&id, _)| id);
         match victim.and_then(|id| self.sessions.remove(&id)) {
             Some(s) => {
                 if s.completed > 0 {
@@ -591,13 +636,16 @@ impl History {
         }
         if self.activity.len() > 2 * self.sessions.len() + 64 {
             let sessions = &self.sessions;
-            self.activity.retain(|(seq, id)| sessions.get(id).is_some_and(|s| s.touch_seq == *seq));
+            self.activity
+                .retain(|(seq, id)| sessions.get(id).is_some_and(|s| s.touch_seq == *seq));
         }
     }
 
     /// The session's floor and max evicted id (tests and diagnostics).
     pub fn session_marks(&self, session: u64) -> Option<(u64, u64)> {
-        self.sessions.get(&session).map(|s| (s.floor, s.max_evicted_id))
+        self.sessions
+            .get(&session)
+            .map(|s| (s.floor, s.max_evicted_id))
     }
 
     /// Lengths of the internal queues (tests: they stay bounded).
@@ -636,7 +684,15 @@ mod tests {
         assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
         assert!(h.complete(7, 1, b("r1"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
-        assert_eq!(h.size(), HistorySize { completed: 1, in_progress: 0, sessions: 1, bytes: 2 });
+        assert_eq!(
+            h.size(),
+            HistorySize {
+                completed: 1,
+                in_progress: 0,
+                sessions: 1,
+                bytes: 2
+            }
+        );
         // Completing twice does nothing.
         assert!(!h.complete(7, 1, b("again"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
@@ -713,7 +769,10 @@ mod tests {
     #[test]
     fn global_cap_evicts_oldest_stored_first() {
         let now = Instant::now();
-        let mut h = History::new(HistoryConfig { max_sessions: 100, ..cfg() });
+        let mut h = History::new(HistoryConfig {
+            max_sessions: 100,
+            ..cfg()
+        });
         for session in 1..=4u64 {
             for id in 1..=3 {
                 h.register(session, id, 0, now).unwrap();
@@ -738,8 +797,14 @@ mod tests {
         h.complete(1, 2, b("r"), t1);
         h.sweep(t0 + Duration::from_secs(11));
         assert_eq!(h.evictions().age, 1);
-        assert_eq!(h.lookup(1, 1, t0 + Duration::from_secs(11)), Lookup::Evicted);
-        assert_eq!(h.lookup(1, 2, t0 + Duration::from_secs(11)), Lookup::Completed(Some(b("r"))));
+        assert_eq!(
+            h.lookup(1, 1, t0 + Duration::from_secs(11)),
+            Lookup::Evicted
+        );
+        assert_eq!(
+            h.lookup(1, 2, t0 + Duration::from_secs(11)),
+            Lookup::Completed(Some(b("r")))
+        );
         h.sweep(t0 + Duration::from_secs(16));
         assert_eq!(h.evictions().age, 2);
         assert_eq!(h.size().sessions, 1, "session was active at 11 s");
@@ -768,7 +833,10 @@ mod tests {
         let mut h = History::new(cfg());
         h.register(1, 1, 0, t0).unwrap();
         h.sweep(t0 + Duration::from_secs(100));
-        assert_eq!(h.lookup(1, 1, t0 + Duration::from_secs(100)), Lookup::InProgress);
+        assert_eq!(
+            h.lookup(1, 1, t0 + Duration::from_secs(100)),
+            Lookup::InProgress
+        );
         assert_eq!(h.size().sessions, 1);
     }
 
@@ -784,14 +852,24 @@ mod tests {
         h.register(4, 1, 0, now).unwrap();
         assert_eq!(h.size().sessions, 3);
         assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
-        assert_eq!(h.lookup(2, 1, now), Lookup::Absent, "session 2 was forgotten");
+        assert_eq!(
+            h.lookup(2, 1, now),
+            Lookup::Absent,
+            "session 2 was forgotten"
+        );
         assert_eq!(h.evictions().session_limit, 1);
         assert_eq!(h.sessions_evicted(), 1);
         // All sessions running: refuse.
-        let mut h = History::new(HistoryConfig { max_sessions: 2, ..cfg() });
+        let mut h = History::new(HistoryConfig {
+            max_sessions: 2,
+            ..cfg()
+        });
         h.register(1, 1, 0, now).unwrap();
         h.register(2, 1, 0, now).unwrap();
-        assert_eq!(h.register(3, 1, 0, now), Err(RegisterError::TooManySessions));
+        assert_eq!(
+            h.register(3, 1, 0, now),
+            Err(RegisterError::TooManySessions)
+        );
     }
 
     #[test]
@@ -809,7 +887,11 @@ mod tests {
     #[test]
     fn byte_cap_evicts_oldest_and_bytes_are_accounted() {
         let now = Instant::now();
-        let mut h = History::new(HistoryConfig { max_bytes: 1_000, max_sessions: 100, ..cfg() });
+        let mut h = History::new(HistoryConfig {
+            max_bytes: 1_000,
+            max_sessions: 100,
+            ..cfg()
+        });
         let reply = Bytes::from(vec![0u8; 400]);
         for session in 1..=3u64 {
             h.register(session, 1, 0, now).unwrap();
@@ -822,7 +904,15 @@ mod tests {
         assert_eq!(h.size().bytes, 400);
         h.sweep(now + Duration::from_secs(60));
         // Session 3 stays another ttl after its entry aged out.
-        assert_eq!(h.size(), HistorySize { completed: 0, in_progress: 0, sessions: 1, bytes: 0 });
+        assert_eq!(
+            h.size(),
+            HistorySize {
+                completed: 0,
+                in_progress: 0,
+                sessions: 1,
+                bytes: 0
+            }
+        );
     }
 
     #[test]
@@ -858,7 +948,10 @@ mod tests {
         assert_eq!(size.bytes, 5 * size.completed, "bytes accounted");
         let (order, activity) = h.queue_lens();
         assert!(order <= 2 * size.completed + 64 + 1, "order queue {order}");
-        assert!(activity <= 2 * size.sessions + 64 + 1, "activity queue {activity}");
+        assert!(
+            activity <= 2 * size.sessions + 64 + 1,
+            "activity queue {activity}"
+        );
         let e = h.evictions();
         assert_eq!(e.ack, 10_000);
         assert_eq!(h.sessions_evicted(), 10_000 - 100);

@@ -101,14 +101,22 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_concurrent: 1024, max_pending: 4096, max_datagram: 65_000, history: HistoryConfig::default() }
+        ServerConfig {
+            max_concurrent: 1024,
+            max_pending: 4096,
+            max_datagram: 65_000,
+            history: HistoryConfig::default(),
+        }
     }
 }
 
 impl ServerConfig {
     fn validate(&self) -> Result<(), ServerError> {
         if self.max_concurrent == 0 || self.max_concurrent > tokio::sync::Semaphore::MAX_PERMITS {
-            return Err(ServerError::InvalidConfig(format!("max_concurrent must be at least 1, is {}", self.max_concurrent)));
+            return Err(ServerError::InvalidConfig(format!(
+                "max_concurrent must be at least 1, is {}",
+                self.max_concurrent
+            )));
         }
         if self.max_datagram < 256 {
             return Err(ServerError::InvalidConfig(format!(
@@ -117,7 +125,9 @@ impl ServerConfig {
             )));
         }
         if self.history.ttl.is_zero() {
-            return Err(ServerError::InvalidConfig("history ttl must be positive".into()));
+            return Err(ServerError::InvalidConfig(
+                "history ttl must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -146,7 +156,10 @@ pub struct ServerBuilder {
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.services.iter().map(|s| s.info().full_name).collect();
-        f.debug_struct("ServerBuilder").field("config", &self.config).field("services", &names).finish()
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("services", &names)
+            .finish()
     }
 }
 
@@ -211,7 +224,11 @@ impl ServerBuilder {
             }
         }
         let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
-        Ok(Arc::new(Engine::new(self.config, self.services, incarnation)))
+        Ok(Arc::new(Engine::new(
+            self.config,
+            self.services,
+            incarnation,
+        )))
     }
 
     /// Binds a UDP socket on `addr` and serves on it.
@@ -219,9 +236,14 @@ impl ServerBuilder {
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound; the
     /// configuration errors of [`ServerBuilder::serve_on`].
-    pub async fn serve_udp(self, addr: impl tokio::net::ToSocketAddrs) -> Result<ServerHandle, ServerError> {
+    pub async fn serve_udp(
+        self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<ServerHandle, ServerError> {
         let engine = self.build()?;
-        let socket = tokio::net::UdpSocket::bind(addr).await.map_err(ServerError::Bind)?;
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(ServerError::Bind)?;
         crate::transport::enlarge_buffers(&socket);
         ServerHandle::start(engine, socket)
     }
@@ -244,7 +266,10 @@ impl ServerBuilder {
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`], and the
     /// configuration errors of [`ServerBuilder::serve_on`].
     #[cfg(feature = "grpc")]
-    pub async fn serve_grpc(self, addr: impl tokio::net::ToSocketAddrs) -> Result<ServerHandle, ServerError> {
+    pub async fn serve_grpc(
+        self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<ServerHandle, ServerError> {
         let engine = self.build()?;
         let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&engine), addr).await?;
         Ok(ServerHandle::with_door(engine, local_addr, door))
@@ -278,12 +303,18 @@ pub struct ServerHandle {
 
 impl fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerHandle").field("local_addr", &self.local_addr).field("engine", &self.engine).finish()
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("engine", &self.engine)
+            .finish()
     }
 }
 
 impl ServerHandle {
-    fn start<S: DatagramSocket>(engine: Arc<Engine>, socket: S) -> Result<ServerHandle, ServerError> {
+    fn start<S: DatagramSocket>(
+        engine: Arc<Engine>,
+        socket: S,
+    ) -> Result<ServerHandle, ServerError> {
         let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
         Ok(ServerHandle::with_door(engine, local_addr, door))
@@ -292,10 +323,20 @@ impl ServerHandle {
     /// A handle over `engine` whose first door (a task feeding the engine,
     /// listening on `local_addr`) is `door`; starts the history sweeper.
     /// Other transports (TCP) start their own first door through this.
-    fn with_door(engine: Arc<Engine>, local_addr: SocketAddr, door: JoinHandle<()>) -> ServerHandle {
+    fn with_door(
+        engine: Arc<Engine>,
+        local_addr: SocketAddr,
+        door: JoinHandle<()>,
+    ) -> ServerHandle {
         let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&engine)));
         tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
-        ServerHandle { engine, local_addr, doors: Mutex::new(vec![door]), tcp_doors: Mutex::default(), sweeper }
+        ServerHandle {
+            engine,
+            local_addr,
+            doors: Mutex::new(vec![door]),
+            tcp_doors: Mutex::default(),
+            sweeper,
+        }
     }
 
     /// Adds a door: a task feeding this server's engine. Shutdown aborts it
@@ -303,7 +344,10 @@ impl ServerHandle {
     /// should own them in a way that aborting it ends them, e.g. a
     /// `JoinSet`).
     fn add_door(&self, door: JoinHandle<()>) {
-        self.doors.lock().unwrap_or_else(PoisonError::into_inner).push(door);
+        self.doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
     }
 
     /// Serves the same services, with the same history, on another
@@ -313,7 +357,10 @@ impl ServerHandle {
     /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
     pub fn serve_also_on<S: DatagramSocket>(&self, socket: S) -> Result<SocketAddr, ServerError> {
         let addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
-        self.add_door(tokio::spawn(udp::recv_loop(Arc::clone(&self.engine), Arc::new(socket))));
+        self.add_door(tokio::spawn(udp::recv_loop(
+            Arc::clone(&self.engine),
+            Arc::new(socket),
+        )));
         Ok(addr)
     }
 
@@ -323,7 +370,10 @@ impl ServerHandle {
     /// # Errors
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`].
     #[cfg(feature = "grpc")]
-    pub async fn serve_grpc(&self, addr: impl tokio::net::ToSocketAddrs) -> Result<SocketAddr, ServerError> {
+    pub async fn serve_grpc(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<SocketAddr, ServerError> {
         let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&self.engine), addr).await?;
         self.add_door(door);
         Ok(local_addr)
@@ -394,7 +444,12 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.engine.begin_shutdown();
         self.engine.cancel_all();
-        for door in self.doors.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for door in self
+            .doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             door.abort();
         }
         self.sweeper.abort();

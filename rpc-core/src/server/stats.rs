@@ -121,7 +121,13 @@ pub(crate) fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, size: HistorySize, evicted: EvictionCounts, forgotten: u64, sessions_evicted: u64) -> ServerStats {
+    pub(crate) fn snapshot(
+        &self,
+        size: HistorySize,
+        evicted: EvictionCounts,
+        forgotten: u64,
+        sessions_evicted: u64,
+    ) -> ServerStats {
         let mut s = ServerStats {
             history_len: size.completed + size.in_progress,
             history_completed: size.completed,
@@ -146,11 +152,18 @@ impl ServerStats {
     /// Every message dropped as bad input (malformed, wrong version,
     /// unexpected type, too large).
     pub fn bad_input_dropped(&self) -> u64 {
-        self.malformed_dropped + self.version_dropped + self.unexpected_dropped + self.too_large_requests
+        self.malformed_dropped
+            + self.version_dropped
+            + self.unexpected_dropped
+            + self.too_large_requests
     }
 
     /// Every history eviction, all kinds together.
     pub fn evicted_total(&self) -> u64 {
-        self.evicted_ack + self.evicted_age + self.evicted_session_cap + self.evicted_global_cap + self.evicted_session_limit
+        self.evicted_ack
+            + self.evicted_age
+            + self.evicted_session_cap
+            + self.evicted_global_cap
+            + self.evicted_session_limit
     }
 }

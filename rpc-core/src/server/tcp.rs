@@ -24,7 +24,9 @@ use super::{ServerBuilder, ServerError, ServerHandle};
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::service::TransportKind;
 use crate::status::Status;
-use crate::transport::tcp::{write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME};
+use crate::transport::tcp::{
+    write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME,
+};
 use prost::Message;
 use std::fmt;
 use std::io;
@@ -104,7 +106,9 @@ impl TcpServerConfig {
             )));
         }
         if self.idle_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ServerError::InvalidConfig("idle_timeout must be positive".into()));
+            return Err(ServerError::InvalidConfig(
+                "idle_timeout must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -256,7 +260,10 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// As [`ServerBuilder::serve_tcp_with`].
-    pub async fn serve_tcp(self, addr: impl tokio::net::ToSocketAddrs) -> Result<ServerHandle, ServerError> {
+    pub async fn serve_tcp(
+        self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<ServerHandle, ServerError> {
         self.serve_tcp_with(addr, TcpServerConfig::default()).await
     }
 
@@ -278,7 +285,11 @@ impl ServerBuilder {
         let engine = self.build()?;
         let (door, task) = bind(&engine, addr, config).await?;
         let handle = ServerHandle::with_door(engine, door.local_addr, task);
-        handle.tcp_doors.lock().unwrap_or_else(PoisonError::into_inner).push(door);
+        handle
+            .tcp_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
         Ok(handle)
     }
 }
@@ -299,7 +310,10 @@ impl ServerHandle {
         let (door, task) = bind(&self.engine, addr, config).await?;
         let local = door.local_addr;
         self.add_door(task);
-        self.tcp_doors.lock().unwrap_or_else(PoisonError::into_inner).push(door);
+        self.tcp_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
         Ok(local)
     }
 
@@ -307,7 +321,12 @@ impl ServerHandle {
     /// one).
     pub fn tcp_stats(&self) -> TcpStats {
         let mut stats = TcpStats::default();
-        for door in self.tcp_doors.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for door in self
+            .tcp_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             door.add_to(&mut stats);
         }
         stats
@@ -315,12 +334,21 @@ impl ServerHandle {
 
     /// The addresses of the server's TCP listeners.
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
-        self.tcp_doors.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|d| d.local_addr).collect()
+        self.tcp_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|d| d.local_addr)
+            .collect()
     }
 
     /// Closes the TCP doors gracefully (part of [`ServerHandle::shutdown`]).
     pub(super) async fn drain_tcp(&self, timeout: Duration) {
-        let doors: Vec<Arc<TcpDoor>> = self.tcp_doors.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let doors: Vec<Arc<TcpDoor>> = self
+            .tcp_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for door in doors {
             door.drain(timeout).await;
         }
@@ -389,7 +417,8 @@ async fn connection(engine: Arc<Engine>, door: Arc<TcpDoor>, stream: TcpStream, 
     #[cfg(feature = "tls")]
     if let Some(tls) = door.config.tls.clone() {
         let acceptor = tls.acceptor();
-        let accepted = tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(stream)).await;
+        let accepted =
+            tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(stream)).await;
         match accepted {
             Ok(Ok(stream)) => {
                 let (r, w) = tokio::io::split(stream);
@@ -479,7 +508,12 @@ where
     tracing::debug!(%peer, "connection closed");
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(engine: &Arc<Engine>, door: &TcpDoor, r: R, sink: &TcpReply) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    engine: &Arc<Engine>,
+    door: &TcpDoor,
+    r: R,
+    sink: &TcpReply,
+) {
     let mut frames = FrameReader::new(r, door.config.max_frame);
     let mut closing = door.closing.subscribe();
     let counters = &door.counters;

@@ -34,7 +34,12 @@ pub(crate) struct DatagramReply<S> {
 
 impl<S> Clone for DatagramReply<S> {
     fn clone(&self) -> Self {
-        DatagramReply { socket: Arc::clone(&self.socket), peer: self.peer, limit: self.limit, queue: None }
+        DatagramReply {
+            socket: Arc::clone(&self.socket),
+            peer: self.peer,
+            limit: self.limit,
+            queue: None,
+        }
     }
 }
 
@@ -42,7 +47,10 @@ impl<S: DatagramSocket> ReplySink for DatagramReply<S> {
     async fn send(&self, message: &[u8]) -> io::Result<()> {
         match &self.queue {
             Some(queue) => {
-                queue.lock().unwrap_or_else(PoisonError::into_inner).push(message, self.peer);
+                queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(message, self.peer);
                 Ok(())
             }
             None => self.socket.send_to(message, self.peer).await.map(|_| ()),
@@ -78,11 +86,18 @@ pub(crate) async fn recv_loop<S: DatagramSocket>(engine: Arc<Engine>, socket: Ar
             Ok(_) => {
                 failures = 0;
                 for (message, peer) in batch.iter() {
-                    let sink =
-                        DatagramReply { socket: Arc::clone(&socket), peer, limit, queue: Some(Arc::clone(&queue)) };
+                    let sink = DatagramReply {
+                        socket: Arc::clone(&socket),
+                        peer,
+                        limit,
+                        queue: Some(Arc::clone(&queue)),
+                    };
                     engine.handle_message(message, &sink).await;
                 }
-                std::mem::swap(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner), &mut sending);
+                std::mem::swap(
+                    &mut *queue.lock().unwrap_or_else(PoisonError::into_inner),
+                    &mut sending,
+                );
                 if !sending.is_empty() {
                     let report = socket.send_batch(&sending).await;
                     for _ in 0..report.failed {

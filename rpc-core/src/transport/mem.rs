@@ -110,7 +110,12 @@ impl Default for State {
 fn link_seed(seed: u64, from: SocketAddr, to: SocketAddr) -> u64 {
     // FNV-1a over the addresses' text, then a splitmix64 finaliser.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in from.to_string().bytes().chain([b'>']).chain(to.to_string().bytes()) {
+    for b in from
+        .to_string()
+        .bytes()
+        .chain([b'>'])
+        .chain(to.to_string().bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -122,11 +127,19 @@ fn link_seed(seed: u64, from: SocketAddr, to: SocketAddr) -> u64 {
 impl State {
     fn link(&mut self, from: SocketAddr, to: SocketAddr) -> &mut Link {
         let (faults, limit) = (&self.default_faults, self.queue_limit);
-        self.links.entry(to).or_default().entry(from).or_insert_with(|| {
-            let counters = Arc::new(FaultCounters::default());
-            let config = faults.clone().seed(link_seed(faults.seed, from, to));
-            Link { shaper: Shaper::new(config, limit, counters.clone()), counters, explicit: false }
-        })
+        self.links
+            .entry(to)
+            .or_default()
+            .entry(from)
+            .or_insert_with(|| {
+                let counters = Arc::new(FaultCounters::default());
+                let config = faults.clone().seed(link_seed(faults.seed, from, to));
+                Link {
+                    shaper: Shaper::new(config, limit, counters.clone()),
+                    counters,
+                    explicit: false,
+                }
+            })
     }
 
     fn unbind(&mut self, addr: SocketAddr) -> bool {
@@ -147,7 +160,11 @@ impl State {
         let span = usize::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
         for _ in 0..span {
             let port = self.next_port;
-            self.next_port = if port == *EPHEMERAL.end() { *EPHEMERAL.start() } else { port + 1 };
+            self.next_port = if port == *EPHEMERAL.end() {
+                *EPHEMERAL.start()
+            } else {
+                port + 1
+            };
             if !self.endpoints.contains_key(&SocketAddr::new(ip, port)) {
                 return Some(port);
             }
@@ -174,7 +191,9 @@ impl MemNetwork {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-done in
         // a way that matters to a test network; keep going.
-        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sets the faults of every link not configured with
@@ -186,7 +205,8 @@ impl MemNetwork {
         let mut state = self.state();
         for (to, incoming) in state.links.iter_mut() {
             for (from, link) in incoming.iter_mut().filter(|(_, l)| !l.explicit) {
-                link.shaper.set_config(faults.clone().seed(link_seed(faults.seed, *from, *to)));
+                link.shaper
+                    .set_config(faults.clone().seed(link_seed(faults.seed, *from, *to)));
             }
         }
         state.default_faults = faults;
@@ -221,20 +241,35 @@ impl MemNetwork {
     pub fn bind(&self, addr: SocketAddr) -> io::Result<MemSocket> {
         let mut state = self.state();
         let addr = if addr.port() == 0 {
-            let port =
-                state.free_port(addr.ip()).ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free port"))?;
+            let port = state
+                .free_port(addr.ip())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free port"))?;
             SocketAddr::new(addr.ip(), port)
         } else {
             addr
         };
         if state.endpoints.contains_key(&addr) {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} is in use")));
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is in use"),
+            ));
         }
         let generation = state.next_generation;
         state.next_generation += 1;
         let notify = Arc::new(Notify::new());
-        state.endpoints.insert(addr, Endpoint { generation, notify: notify.clone() });
-        Ok(MemSocket { net: self.clone(), addr, generation, notify })
+        state.endpoints.insert(
+            addr,
+            Endpoint {
+                generation,
+                notify: notify.clone(),
+            },
+        );
+        Ok(MemSocket {
+            net: self.clone(),
+            addr,
+            generation,
+            notify,
+        })
     }
 
     /// Unbinds `addr` as if its process crashed: the socket bound there
@@ -264,7 +299,12 @@ impl MemNetwork {
     /// anything).
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> FaultStats {
         let state = self.state();
-        state.links.get(&to).and_then(|incoming| incoming.get(&from)).map(|l| l.counters.snapshot()).unwrap_or_default()
+        state
+            .links
+            .get(&to)
+            .and_then(|incoming| incoming.get(&from))
+            .map(|l| l.counters.snapshot())
+            .unwrap_or_default()
     }
 
     /// The counters of the whole network.
@@ -274,13 +314,27 @@ impl MemNetwork {
             .links
             .values()
             .flat_map(|incoming| incoming.values())
-            .fold(FaultStats::default(), |sum, l| sum.add(&l.counters.snapshot()));
-        MemStats { links, unroutable: state.unroutable }
+            .fold(FaultStats::default(), |sum, l| {
+                sum.add(&l.counters.snapshot())
+            });
+        MemStats {
+            links,
+            unroutable: state.unroutable,
+        }
     }
 
-    fn send(&self, from: SocketAddr, generation: u64, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+    fn send(
+        &self,
+        from: SocketAddr,
+        generation: u64,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> io::Result<usize> {
         if buf.len() > MAX_DATAGRAM {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "datagram too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagram too large",
+            ));
         }
         let mut state = self.state();
         if state.endpoints.get(&from).map(|e| e.generation) != Some(generation) {
@@ -292,7 +346,10 @@ impl MemNetwork {
             return Ok(buf.len());
         };
         let now = Instant::now();
-        state.link(from, to).shaper.push(now, Bytes::copy_from_slice(buf));
+        state
+            .link(from, to)
+            .shaper
+            .push(now, Bytes::copy_from_slice(buf));
         drop(state);
         notify.notify_waiters();
         Ok(buf.len())
@@ -323,18 +380,27 @@ impl MemNetwork {
             }
         }
         if let Some((_, from)) = best {
-            if let Some(datagram) = incoming.get_mut(&from).and_then(|l| l.shaper.pop_ready(now)) {
+            if let Some(datagram) = incoming
+                .get_mut(&from)
+                .and_then(|l| l.shaper.pop_ready(now))
+            {
                 let n = datagram.len().min(buf.len());
                 buf[..n].copy_from_slice(&datagram[..n]);
                 return Ok(Ok((n, from)));
             }
         }
-        Ok(Err(incoming.values().filter_map(|l| l.shaper.next_deadline()).min()))
+        Ok(Err(incoming
+            .values()
+            .filter_map(|l| l.shaper.next_deadline())
+            .min()))
     }
 }
 
 fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "socket was unbound from the in-memory network")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "socket was unbound from the in-memory network",
+    )
 }
 
 /// A socket of a [`MemNetwork`]. Dropping it unbinds its address (unless

@@ -33,7 +33,11 @@ pub trait DatagramSocket: Send + Sync + 'static {
     /// # Errors
     /// When the socket cannot send (the in-memory network never fails a
     /// send: lost datagrams are lost silently, as on a real network).
-    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Receives one datagram; returns its length and sender. A datagram
     /// longer than `buf` is truncated (as UDP does).
@@ -43,7 +47,10 @@ pub trait DatagramSocket: Send + Sync + 'static {
     ///
     /// # Cancel safety
     /// Cancel safe: no datagram is lost when the future is dropped.
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 
     /// The address this socket is bound to.
     ///
@@ -72,7 +79,9 @@ pub trait DatagramSocket: Send + Sync + 'static {
             let slot = batch.slot_len;
             for i in 0..batch.slots {
                 let start = i * slot;
-                let Some(buf) = batch.buf.get_mut(start..start + slot) else { break };
+                let Some(buf) = batch.buf.get_mut(start..start + slot) else {
+                    break;
+                };
                 let received = if i == 0 {
                     self.recv_from(buf).await
                 } else {
@@ -185,7 +194,12 @@ impl RecvBatch {
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
         self.meta.iter().enumerate().map(|(i, &(n, from))| {
             let start = i * self.slot_len;
-            (self.buf.get(start..start + n.min(self.slot_len)).unwrap_or_default(), from)
+            (
+                self.buf
+                    .get(start..start + n.min(self.slot_len))
+                    .unwrap_or_default(),
+                from,
+            )
         })
     }
 }
@@ -241,20 +255,29 @@ impl SendBatch {
     pub fn append(&mut self, other: &mut SendBatch) {
         let offset = self.buf.len();
         self.buf.extend_from_slice(&other.buf);
-        self.items.extend(other.items.drain(..).map(|(r, t)| (r.start + offset..r.end + offset, t)));
+        self.items.extend(
+            other
+                .items
+                .drain(..)
+                .map(|(r, t)| (r.start + offset..r.end + offset, t)),
+        );
         other.buf.clear();
     }
 
     /// The queued datagrams, in order, with their targets.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
-        self.items.iter().map(|(r, t)| (self.buf.get(r.clone()).unwrap_or_default(), *t))
+        self.items
+            .iter()
+            .map(|(r, t)| (self.buf.get(r.clone()).unwrap_or_default(), *t))
     }
 
     /// The bytes of datagrams `range` (indexes into the batch), which lie
     /// back to back in the buffer.
     fn span(&self, range: Range<usize>) -> &[u8] {
-        let (Some(first), Some(last)) = (self.items.get(range.start), range.end.checked_sub(1).and_then(|l| self.items.get(l)))
-        else {
+        let (Some(first), Some(last)) = (
+            self.items.get(range.start),
+            range.end.checked_sub(1).and_then(|l| self.items.get(l)),
+        ) else {
             return &[];
         };
         self.buf.get(first.0.start..last.0.end).unwrap_or_default()
@@ -289,7 +312,10 @@ mod tests {
 
     #[test]
     fn send_batch_keeps_datagrams_apart() {
-        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
         let mut batch = SendBatch::new();
         batch.push(b"one", a);
         batch.push_with(b, |buf| buf.extend_from_slice(b"two"));
@@ -298,7 +324,10 @@ mod tests {
         batch.append(&mut more);
         assert!(more.is_empty());
         let items: Vec<(&[u8], SocketAddr)> = batch.iter().collect();
-        assert_eq!(items, vec![(&b"one"[..], a), (&b"two"[..], b), (&b"three"[..], a)]);
+        assert_eq!(
+            items,
+            vec![(&b"one"[..], a), (&b"two"[..], b), (&b"three"[..], a)]
+        );
         assert_eq!(batch.span(1..3), b"twothree");
         batch.clear();
         assert_eq!(batch.len(), 0);
@@ -319,7 +348,11 @@ mod tests {
         let mut received = RecvBatch::new(3, 4);
         assert_eq!(rx.recv_batch(&mut received).await.unwrap(), 3);
         let got: Vec<Vec<u8>> = received.iter().map(|(d, _)| d.to_vec()).collect();
-        assert_eq!(got, vec![vec![0; 4], vec![1; 4], vec![2; 4]], "truncated to the slot length");
+        assert_eq!(
+            got,
+            vec![vec![0; 4], vec![1; 4], vec![2; 4]],
+            "truncated to the slot length"
+        );
         assert_eq!(rx.recv_batch(&mut received).await.unwrap(), 2);
     }
 }

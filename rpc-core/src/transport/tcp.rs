@@ -77,11 +77,15 @@ pub struct EnvelopeHeader {
 pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
     let mut h = EnvelopeHeader::default();
     while !bytes.is_empty() {
-        let Some(key) = varint(&mut bytes) else { return h };
+        let Some(key) = varint(&mut bytes) else {
+            return h;
+        };
         let (field, wire) = (key >> 3, key & 7);
         match wire {
             0 => {
-                let Some(v) = varint(&mut bytes) else { return h };
+                let Some(v) = varint(&mut bytes) else {
+                    return h;
+                };
                 // Truncation to the field's width is what protobuf does.
                 #[allow(clippy::cast_possible_truncation)]
                 match field {
@@ -105,8 +109,12 @@ pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
                 }
             }
             2 => {
-                let Some(len) = varint(&mut bytes) else { return h };
-                let Some(rest) = usize::try_from(len).ok().and_then(|len| bytes.get(len..)) else { return h };
+                let Some(len) = varint(&mut bytes) else {
+                    return h;
+                };
+                let Some(rest) = usize::try_from(len).ok().and_then(|len| bytes.get(len..)) else {
+                    return h;
+                };
                 bytes = rest;
             }
             5 => {
@@ -179,7 +187,11 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of frames up to `max_frame` bytes.
     pub fn new(io: R, max_frame: usize) -> FrameReader<R> {
-        FrameReader { io, buf: BytesMut::with_capacity(READ_CHUNK), max_frame }
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+        }
     }
 
     /// Whether a complete frame is already buffered (the next
@@ -222,9 +234,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             } else {
                 self.buf.reserve(READ_CHUNK);
             }
-            let n = self.io.read_buf(&mut self.buf).await.map_err(FrameError::Io)?;
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(FrameError::Io)?;
             if n == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
             }
         }
     }
@@ -233,13 +253,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// keeping its first bytes for the header.
     async fn skip(&mut self, len: usize) -> Result<Frame, FrameError> {
         if len > self.max_frame.saturating_mul(SKIP_FACTOR) {
-            return Err(FrameError::Absurd { len, limit: self.max_frame });
+            return Err(FrameError::Absurd {
+                len,
+                limit: self.max_frame,
+            });
         }
         self.buf.advance(PREFIX_LEN);
         let keep = len.min(HEAD_KEEP);
         while self.buf.len() < keep {
             self.buf.reserve(keep - self.buf.len());
-            if self.io.read_buf(&mut self.buf).await.map_err(FrameError::Io)? == 0 {
+            if self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(FrameError::Io)?
+                == 0
+            {
                 return Err(FrameError::Truncated);
             }
         }
@@ -252,7 +281,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         left -= buffered;
         while left > 0 {
             let want = left.min(scratch.len());
-            let n = self.io.read(&mut scratch[..want]).await.map_err(FrameError::Io)?;
+            let n = self
+                .io
+                .read(&mut scratch[..want])
+                .await
+                .map_err(FrameError::Io)?;
             if n == 0 {
                 return Err(FrameError::Truncated);
             }
@@ -294,7 +327,10 @@ impl Outbox {
     /// queued (a single frame is always accepted into an empty outbox).
     pub fn new(high_water: usize) -> Outbox {
         Outbox {
-            state: Mutex::new(OutState { buf: BytesMut::with_capacity(READ_CHUNK), closed: false }),
+            state: Mutex::new(OutState {
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                closed: false,
+            }),
             ready: Notify::new(),
             room: Notify::new(),
             high_water,
@@ -316,7 +352,8 @@ impl Outbox {
     /// # Cancel safety
     /// Cancel safe: the frame is queued entirely or not at all.
     pub async fn push(&self, message: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(message.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len = u32::try_from(message.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -345,7 +382,8 @@ impl Outbox {
     /// # Errors
     /// As [`Outbox::push`].
     pub fn push_now(&self, message: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(message.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len = u32::try_from(message.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let mut s = self.lock();
         if s.closed {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe));
@@ -448,12 +486,21 @@ mod tests {
         let bytes = env().encode_to_vec();
         let h = peek_header(&bytes);
         assert!(h.complete);
-        assert_eq!((h.r#type, h.request_id, h.session_id, h.incarnation), (1, 300, 0xdead_beef_0102_0304, 9));
-        assert_eq!((h.attempt, h.protocol, h.ack_up_to, h.want_accept), (3, 3, 299, true));
+        assert_eq!(
+            (h.r#type, h.request_id, h.session_id, h.incarnation),
+            (1, 300, 0xdead_beef_0102_0304, 9)
+        );
+        assert_eq!(
+            (h.attempt, h.protocol, h.ack_up_to, h.want_accept),
+            (3, 3, 299, true)
+        );
         // cut short: the leading fields are still there
         let h = peek_header(&bytes[..40]);
         assert!(!h.complete);
-        assert_eq!((h.r#type, h.request_id, h.session_id), (1, 300, 0xdead_beef_0102_0304));
+        assert_eq!(
+            (h.r#type, h.request_id, h.session_id),
+            (1, 300, 0xdead_beef_0102_0304)
+        );
         // garbage never panics
         for n in 0..64u8 {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();

@@ -23,11 +23,18 @@ use std::io;
 use std::net::SocketAddr;
 
 impl DatagramSocket for tokio::net::UdpSocket {
-    fn send_to(&self, buf: &[u8], target: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         tokio::net::UdpSocket::send_to(self, buf, target)
     }
 
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
     }
 
@@ -122,7 +129,13 @@ mod linux {
     /// for a lone request, and it would delay handling this one. The next
     /// receive looks instead, once this datagram is handled.
     fn recv_one(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-        let RecvBatch { buf, slot_len, meta, offer, .. } = batch;
+        let RecvBatch {
+            buf,
+            slot_len,
+            meta,
+            offer,
+            ..
+        } = batch;
         meta.clear();
         let slot = buf.get_mut(..*slot_len).unwrap_or_default();
         match socket::recvfrom::<SockaddrStorage>(socket.as_raw_fd(), slot) {
@@ -143,25 +156,41 @@ mod linux {
 
     /// One `recvmmsg` into the batch's slots, without waiting.
     fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-        let RecvBatch { buf, slots, slot_len, meta, offer } = batch;
+        let RecvBatch {
+            buf,
+            slots,
+            slot_len,
+            meta,
+            offer,
+        } = batch;
         meta.clear();
         let offered = (*offer).clamp(1, *slots);
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-            buf.chunks_mut(*slot_len).take(offered).map(|chunk| [IoSliceMut::new(chunk)]).collect();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = buf
+            .chunks_mut(*slot_len)
+            .take(offered)
+            .map(|chunk| [IoSliceMut::new(chunk)])
+            .collect();
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
-        let received =
-            match socket::recvmmsg(socket.as_raw_fd(), &mut headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
-                Ok(received) => received,
-                Err(e) => {
-                    // Empty (or broken): back to light traffic.
-                    *offer = 2;
-                    return Err(io::Error::from(e));
-                }
-            };
+        let received = match socket::recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(received) => received,
+            Err(e) => {
+                // Empty (or broken): back to light traffic.
+                *offer = 2;
+                return Err(io::Error::from(e));
+            }
+        };
         for msg in received {
             // A datagram from a family other than IP cannot reach a UDP
             // socket; should it, it is skipped.
-            let Some(from) = msg.address.as_ref().and_then(to_std) else { continue };
+            let Some(from) = msg.address.as_ref().and_then(to_std) else {
+                continue;
+            };
             meta.push((msg.bytes.min(*slot_len), from));
         }
         *offer = meta.len().saturating_mul(2).clamp(2, *slots);
@@ -172,7 +201,8 @@ mod linux {
         if let Some(v4) = addr.as_sockaddr_in() {
             return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
         }
-        addr.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+        addr.as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
     }
 
     #[cfg(target_os = "linux")]
@@ -194,7 +224,11 @@ mod linux {
             let mut bytes = seg;
             if GSO.load(Ordering::Relaxed) && seg > 0 && seg <= GSO_MAX_SEGMENT {
                 while let Some((next, t)) = items.get(end) {
-                    if t != target || next.len() > seg || end - i >= GSO_MAX_SEGMENTS || bytes + next.len() > GSO_MAX_BYTES {
+                    if t != target
+                        || next.len() > seg
+                        || end - i >= GSO_MAX_SEGMENTS
+                        || bytes + next.len() > GSO_MAX_BYTES
+                    {
                         break;
                     }
                     bytes += next.len();
@@ -217,7 +251,12 @@ mod linux {
                     Err(e) => {
                         let refused = matches!(
                             e.raw_os_error(),
-                            Some(libc_errno::EIO | libc_errno::ENOPROTOOPT | libc_errno::EOPNOTSUPP | libc_errno::EINVAL)
+                            Some(
+                                libc_errno::EIO
+                                    | libc_errno::ENOPROTOOPT
+                                    | libc_errno::EOPNOTSUPP
+                                    | libc_errno::EINVAL
+                            )
                         );
                         if refused && GSO.swap(false, Ordering::Relaxed) {
                             tracing::debug!(error = %e, "UDP GSO refused; sending datagrams one by one from now on");
@@ -234,7 +273,12 @@ mod linux {
                     }
                 }
             }
-            for (datagram, to) in items.get(i..end).unwrap_or_default().iter().map(|(r, t)| (batch.buf.get(r.clone()).unwrap_or_default(), *t)) {
+            for (datagram, to) in items
+                .get(i..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|(r, t)| (batch.buf.get(r.clone()).unwrap_or_default(), *t))
+            {
                 report.syscalls += 1;
                 match socket.send_to(datagram, to).await {
                     Ok(_) => report.sent += 1,
@@ -259,15 +303,26 @@ mod linux {
     /// One `sendmsg` of `span` cut by the kernel into `segment`-byte
     /// datagrams to `target`; waits while the socket buffer is full.
     #[cfg(target_os = "linux")]
-    async fn send_gso(socket: &UdpSocket, span: &[u8], segment: u16, target: SocketAddr) -> io::Result<()> {
+    async fn send_gso(
+        socket: &UdpSocket,
+        span: &[u8],
+        segment: u16,
+        target: SocketAddr,
+    ) -> io::Result<()> {
         let addr = SockaddrStorage::from(target);
         socket
             .async_io(Interest::WRITABLE, || {
                 let iov = [io::IoSlice::new(span)];
                 let cmsg = [socket::ControlMessage::UdpGsoSegments(&segment)];
-                socket::sendmsg(socket.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&addr))
-                    .map(|_| ())
-                    .map_err(io::Error::from)
+                socket::sendmsg(
+                    socket.as_raw_fd(),
+                    &iov,
+                    &cmsg,
+                    MsgFlags::empty(),
+                    Some(&addr),
+                )
+                .map(|_| ())
+                .map_err(io::Error::from)
             })
             .await
     }
@@ -289,7 +344,8 @@ mod tests {
         let mut batch = RecvBatch::new(8, 2048);
         let mut got = Vec::new();
         while got.len() < n {
-            let received = tokio::time::timeout(Duration::from_secs(2), socket.recv_batch(&mut batch)).await;
+            let received =
+                tokio::time::timeout(Duration::from_secs(2), socket.recv_batch(&mut batch)).await;
             let count = received.expect("datagrams within 2 s").unwrap();
             assert_eq!(count, batch.len());
             got.extend(batch.iter().map(|(d, from)| (d.to_vec(), from)));
@@ -318,7 +374,10 @@ mod tests {
         let at_a = receive(&a, 23).await;
         let mut expected: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
         expected.extend([vec![20; 40], vec![22; 300], vec![23; 1500]]);
-        assert_eq!(at_a.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(), expected);
+        assert_eq!(
+            at_a.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+            expected
+        );
         assert!(at_a.iter().all(|(_, from)| *from == from_tx));
         assert_eq!(receive(&b, 1).await, vec![(vec![21; 100], from_tx)]);
     }
@@ -335,12 +394,25 @@ mod tests {
         let mut got = Vec::new();
         let mut calls = 0;
         while got.len() < 31 {
-            tokio::time::timeout(Duration::from_secs(2), rx.recv_batch(&mut batch)).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(2), rx.recv_batch(&mut batch))
+                .await
+                .unwrap()
+                .unwrap();
             calls += 1;
             got.extend(batch.iter().map(|(d, _)| d.to_vec()));
         }
-        assert!(calls < 31, "a burst is taken several datagrams at a time ({calls} calls)");
-        assert_eq!(got[..30], (0..30u8).map(|i| vec![i; 64]).collect::<Vec<_>>()[..]);
-        assert_eq!(got[30], vec![99; 2048], "truncated to the slot, as recv_from truncates");
+        assert!(
+            calls < 31,
+            "a burst is taken several datagrams at a time ({calls} calls)"
+        );
+        assert_eq!(
+            got[..30],
+            (0..30u8).map(|i| vec![i; 64]).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            got[30],
+            vec![99; 2048],
+            "truncated to the slot, as recv_from truncates"
+        );
     }
 }

@@ -27,7 +27,13 @@ pub fn num(n: u64) -> Num {
     Num { n, pad: Vec::new() }
 }
 
-const fn method(name: &'static str, id: u32, idempotent: bool, protocol: Protocol, style: Style) -> MethodInfo {
+const fn method(
+    name: &'static str,
+    id: u32,
+    idempotent: bool,
+    protocol: Protocol,
+    style: Style,
+) -> MethodInfo {
     MethodInfo {
         name,
         id,
@@ -99,7 +105,9 @@ impl Drop for FakeServer {
 }
 
 impl FakeServer {
-    pub async fn start(mut behaviour: impl FnMut(&Envelope) -> Vec<Action> + Send + 'static) -> anyhow::Result<FakeServer> {
+    pub async fn start(
+        mut behaviour: impl FnMut(&Envelope) -> Vec<Action> + Send + 'static,
+    ) -> anyhow::Result<FakeServer> {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = socket.local_addr()?;
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -108,12 +116,16 @@ impl FakeServer {
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 70_000];
             loop {
-                let Ok((n, peer)) = s.recv_from(&mut buf).await else { continue };
+                let Ok((n, peer)) = s.recv_from(&mut buf).await else {
+                    continue;
+                };
                 let Ok(env) = Envelope::decode(&buf[..n]) else {
                     *u.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                     continue;
                 };
-                l.lock().unwrap_or_else(|p| p.into_inner()).push((env.clone(), peer));
+                l.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((env.clone(), peer));
                 for action in behaviour(&env) {
                     match action {
                         Action::Send(e) => {
@@ -133,22 +145,41 @@ impl FakeServer {
                 }
             }
         });
-        Ok(FakeServer { addr, socket, log, undecodable, task })
+        Ok(FakeServer {
+            addr,
+            socket,
+            log,
+            undecodable,
+            task,
+        })
     }
 
     /// Everything received so far.
     pub fn log(&self) -> Vec<Envelope> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(e, _)| e.clone()).collect()
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 
     /// Senders of everything received so far.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, p)| *p).collect()
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// Everything of type `kind` received so far.
     pub fn received(&self, kind: MessageType) -> Vec<Envelope> {
-        self.log().into_iter().filter(|e| e.r#type == kind as i32).collect()
+        self.log()
+            .into_iter()
+            .filter(|e| e.r#type == kind as i32)
+            .collect()
     }
 
     /// Waits (at most `limit`) until `cond` holds on the log.
@@ -180,8 +211,13 @@ pub fn answer(req: &Envelope, kind: MessageType, inc: u64) -> Envelope {
 
 /// The REPLY the test service computes: n + 1000.
 pub fn reply(req: &Envelope, inc: u64) -> Envelope {
-    let n = Num::decode(req.payload.clone()).map(|m| m.n).unwrap_or(u64::MAX);
-    Envelope { payload: num(n + 1000).encode_to_vec().into(), ..answer(req, MessageType::Reply, inc) }
+    let n = Num::decode(req.payload.clone())
+        .map(|m| m.n)
+        .unwrap_or(u64::MAX);
+    Envelope {
+        payload: num(n + 1000).encode_to_vec().into(),
+        ..answer(req, MessageType::Reply, inc)
+    }
 }
 
 /// A well-behaved server without history: PONG to PING, REPLY to every
@@ -193,7 +229,9 @@ pub fn standard(inc: u64) -> impl FnMut(&Envelope) -> Vec<Action> + Send + 'stat
 pub fn standard_answer(e: &Envelope, inc: u64) -> Vec<Action> {
     match MessageType::try_from(e.r#type) {
         Ok(MessageType::Ping) => vec![Action::Send(answer(e, MessageType::Pong, inc))],
-        Ok(MessageType::Request) if e.protocol != rpc_core::envelope::ExchangeProtocol::R as i32 => {
+        Ok(MessageType::Request)
+            if e.protocol != rpc_core::envelope::ExchangeProtocol::R as i32 =>
+        {
             vec![Action::Send(reply(e, inc))]
         }
         _ => vec![],
@@ -214,7 +252,10 @@ pub fn fast_config() -> ChannelConfig {
     c
 }
 
-pub async fn channel(server: &FakeServer, config: ChannelConfig) -> anyhow::Result<(UdpChannel, Client)> {
+pub async fn channel(
+    server: &FakeServer,
+    config: ChannelConfig,
+) -> anyhow::Result<(UdpChannel, Client)> {
     let channel = UdpChannel::connect_with(server.addr, config).await?;
     Ok((channel.clone(), Client::new(channel)))
 }
@@ -227,6 +268,11 @@ pub fn init_tracing() {
 }
 
 /// Runs a test body with a time limit.
-pub async fn bounded<F: std::future::Future<Output = anyhow::Result<()>>>(limit: Duration, f: F) -> anyhow::Result<()> {
-    tokio::time::timeout(limit, f).await.map_err(|_| anyhow::anyhow!("test did not finish within {limit:?}"))?
+pub async fn bounded<F: std::future::Future<Output = anyhow::Result<()>>>(
+    limit: Duration,
+    f: F,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("test did not finish within {limit:?}"))?
 }

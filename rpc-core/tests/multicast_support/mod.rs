@@ -8,7 +8,9 @@ pub mod proto {
     rpc_core::idl!("tests/multicast_support/tally.idl");
 }
 
-pub use proto::mctest::v1::{Amount, Count, Slice, Tally, TallyClient, TallyGroupClient, TallyServer, Total, Work};
+pub use proto::mctest::v1::{
+    Amount, Count, Slice, Tally, TallyClient, TallyGroupClient, TallyServer, Total, Work,
+};
 
 use rpc_core::client::{ChannelConfig, UdpChannel};
 use rpc_core::fault::{FaultConfig, FaultProxy, ProxyConfig, ProxyFaults};
@@ -33,7 +35,10 @@ pub struct TallyImpl {
 
 impl TallyImpl {
     pub fn new(part: u32) -> TallyImpl {
-        TallyImpl { part, ..TallyImpl::default() }
+        TallyImpl {
+            part,
+            ..TallyImpl::default()
+        }
     }
 
     pub fn value(&self) -> i64 {
@@ -48,7 +53,10 @@ impl TallyImpl {
         let mut v = self.value.lock().unwrap_or_else(|p| p.into_inner());
         *v += delta;
         let executions = self.executions.fetch_add(1, Ordering::SeqCst) + 1;
-        Count { value: *v, executions }
+        Count {
+            value: *v,
+            executions,
+        }
     }
 }
 
@@ -72,7 +80,10 @@ impl Tally for Shared {
         let parts = request.parts as usize;
         let part = self.0.part as usize % parts;
         let sum = request.values.iter().skip(part).step_by(parts).sum();
-        Ok(Total { sum, part: self.0.part })
+        Ok(Total {
+            sum,
+            part: self.0.part,
+        })
     }
 
     async fn slow(&self, _ctx: CallContext, request: Work) -> Result<Count, Status> {
@@ -106,13 +117,23 @@ pub async fn member(part: u32, faults: Option<FaultConfig>) -> anyhow::Result<Me
         .await?;
     let (proxy, addr) = match faults {
         Some(f) => {
-            let p = FaultProxy::loopback(server.local_addr(), ProxyConfig::new(ProxyFaults::symmetric(f))).await?;
+            let p = FaultProxy::loopback(
+                server.local_addr(),
+                ProxyConfig::new(ProxyFaults::symmetric(f)),
+            )
+            .await?;
             let a = p.local_addr();
             (Some(p), a)
         }
         None => (None, server.local_addr()),
     };
-    Ok(Member { name: format!("m{part}"), tally, server, proxy, addr })
+    Ok(Member {
+        name: format!("m{part}"),
+        tally,
+        server,
+        proxy,
+        addr,
+    })
 }
 
 /// A fast-retransmitting channel config for loopback tests.
@@ -140,7 +161,10 @@ pub struct Netns {
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip").args(args).output().map_err(|e| {
-        anyhow::anyhow!("cannot run `ip {}` ({e}): the IP multicast tests need iproute2 and root", args.join(" "))
+        anyhow::anyhow!(
+            "cannot run `ip {}` ({e}): the IP multicast tests need iproute2 and root",
+            args.join(" ")
+        )
     })?;
     if !out.status.success() {
         anyhow::bail!(
@@ -155,7 +179,11 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 impl Netns {
     pub fn create() -> anyhow::Result<Netns> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("rpcmc-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "rpcmc-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         ip(&["netns", "add", &name])?;
         // From here on the guard deletes it, whatever happens next.
         let ns = Netns { name };
@@ -174,13 +202,18 @@ impl Netns {
     {
         let path = format!("/var/run/netns/{}", self.name);
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
-            let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("open {path}: {e}"))?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("open {path}: {e}"))?;
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| anyhow::anyhow!("setns into {path}: {e}"))?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move { tokio::time::timeout(LIMIT, body()).await? })
         });
-        thread.join().map_err(|_| anyhow::anyhow!("test thread panicked"))?
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("test thread panicked"))?
     }
 }
 
@@ -209,7 +242,11 @@ pub async fn group_member(part: u32, join: bool) -> anyhow::Result<GroupMember> 
 }
 
 /// As [`group_member`], on another group.
-pub async fn group_member_on(group: SocketAddrV4, part: u32, join: bool) -> anyhow::Result<GroupMember> {
+pub async fn group_member_on(
+    group: SocketAddrV4,
+    part: u32,
+    join: bool,
+) -> anyhow::Result<GroupMember> {
     let tally = Arc::new(TallyImpl::new(part));
     let unicast = SharedSocket::bind("127.0.0.1:0".parse()?).await?;
     let addr = unicast.socket().local_addr()?;
@@ -222,7 +259,12 @@ pub async fn group_member_on(group: SocketAddrV4, part: u32, join: bool) -> anyh
         membership.leave()?;
     }
     server.serve_also_on(membership.clone())?;
-    Ok(GroupMember { tally, server, membership, addr })
+    Ok(GroupMember {
+        tally,
+        server,
+        membership,
+        addr,
+    })
 }
 
 pub fn mc_config(initial_rto: Duration) -> MulticastConfig {

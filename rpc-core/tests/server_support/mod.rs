@@ -50,8 +50,12 @@ static METHODS: [MethodInfo; 7] = [
     method("Fail", FAIL, false),
 ];
 
-pub static INFO: ServiceInfo =
-    ServiceInfo { package: "test.v1", name: "Counter", full_name: SERVICE, methods: &METHODS };
+pub static INFO: ServiceInfo = ServiceInfo {
+    package: "test.v1",
+    name: "Counter",
+    full_name: SERVICE,
+    methods: &METHODS,
+};
 
 /// What the test service saw.
 #[derive(Debug)]
@@ -112,12 +116,21 @@ impl Service for TestService {
         &INFO
     }
 
-    fn call(&self, method_id: u32, ctx: CallContext, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        method_id: u32,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         let state = Arc::clone(&self.state);
         state.runs.fetch_add(1, Ordering::SeqCst);
         match method_id {
             ADD => {
-                let by = if request.is_empty() { 1 } else { u64_of(&request) };
+                let by = if request.is_empty() {
+                    1
+                } else {
+                    u64_of(&request)
+                };
                 let v = state.counter.fetch_add(by, Ordering::SeqCst) + by;
                 Box::pin(async move { Ok(Bytes::copy_from_slice(&v.to_be_bytes())) })
             }
@@ -146,7 +159,9 @@ impl Service for TestService {
                 tokio::task::yield_now().await;
                 panic!("test handler panics when polled")
             }),
-            FAIL => Box::pin(async move { Err(Status::new(Code::FailedPrecondition, "told to fail")) }),
+            FAIL => {
+                Box::pin(async move { Err(Status::new(Code::FailedPrecondition, "told to fail")) })
+            }
             other => rpc_core::codegen::unimplemented(&INFO, other),
         }
     }
@@ -198,7 +213,10 @@ pub const WAIT: Duration = Duration::from_secs(3);
 
 impl Peer {
     pub async fn new(server: SocketAddr) -> Peer {
-        Peer { socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(), server }
+        Peer {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server,
+        }
     }
 
     pub async fn send(&self, env: &Envelope) {
@@ -223,7 +241,8 @@ impl Peer {
 
     /// The next envelope; panics after [`WAIT`].
     pub async fn recv(&self) -> Envelope {
-        Envelope::decode(self.recv_raw().await.as_slice()).expect("server sent an undecodable envelope")
+        Envelope::decode(self.recv_raw().await.as_slice())
+            .expect("server sent an undecodable envelope")
     }
 
     /// Asserts that nothing arrives within `d`.
@@ -246,7 +265,11 @@ impl Peer {
 pub async fn serve(builder: ServerBuilder) -> (ServerHandle, Arc<State>) {
     let svc = TestService::default();
     let state = Arc::clone(&svc.state);
-    let handle = builder.add_service(svc).serve_udp("127.0.0.1:0").await.unwrap();
+    let handle = builder
+        .add_service(svc)
+        .serve_udp("127.0.0.1:0")
+        .await
+        .unwrap();
     (handle, state)
 }
 
@@ -258,7 +281,10 @@ pub async fn wait_stats(handle: &ServerHandle, cond: impl Fn(&ServerStats) -> bo
         if cond(&s) {
             return s;
         }
-        assert!(start.elapsed() < WAIT, "condition not reached; stats: {s:#?}");
+        assert!(
+            start.elapsed() < WAIT,
+            "condition not reached; stats: {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

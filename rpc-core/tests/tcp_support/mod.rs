@@ -56,7 +56,9 @@ pub fn u64_of(b: &[u8]) -> u64 {
 }
 
 /// A TCP server with the test service on 127.0.0.1.
-pub async fn serve_tcp(config: TcpServerConfig) -> (ServerHandle, Arc<crate::server_support::State>) {
+pub async fn serve_tcp(
+    config: TcpServerConfig,
+) -> (ServerHandle, Arc<crate::server_support::State>) {
     let svc = TestService::default();
     let state = Arc::clone(&svc.state);
     let handle = rpc_core::server::Server::builder()
@@ -69,7 +71,9 @@ pub async fn serve_tcp(config: TcpServerConfig) -> (ServerHandle, Arc<crate::ser
 
 /// Runs `f` with a time limit.
 pub async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f).await.expect("test took too long")
+    tokio::time::timeout(limit, f)
+        .await
+        .expect("test took too long")
 }
 
 /// Waits until `cond` holds, at most `limit`.
@@ -110,16 +114,25 @@ impl Proxy {
         let (c, a) = (Arc::clone(&conns), Arc::clone(&accepted));
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
                 a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let task = tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 });
                 c.lock().unwrap().push(task);
             }
         });
-        Proxy { addr, conns, accept, accepted }
+        Proxy {
+            addr,
+            conns,
+            accept,
+            accepted,
+        }
     }
 
     /// Closes every connection now.
@@ -134,7 +147,8 @@ impl Proxy {
 pub mod certs {
     //! A CA, a server certificate for "localhost" and client certificates.
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
     };
 
     pub struct Ca {
