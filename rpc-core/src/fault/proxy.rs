@@ -375,17 +375,20 @@ impl Engine {
                     if changed.is_err() {
                         break;
                     }
+                    // `changed()` has marked the value seen: take it as is.
                     let f = faults.borrow_and_update().clone();
-                    tracing::debug!(?f, "fault proxy configuration changed");
-                    self.c2s.set_config(f.client_to_server);
-                    self.s2c.set_config(f.server_to_client);
+                    self.use_faults(f);
                 }
                 received = self.listen.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => self.on_client_datagram(from, Bytes::copy_from_slice(&buf[..n])),
+                    Ok((n, from)) => {
+                        self.apply_config(&mut faults);
+                        self.on_client_datagram(from, Bytes::copy_from_slice(&buf[..n]));
+                    }
                     // ICMP errors and the like: nothing to do but go on.
                     Err(e) => tracing::debug!(error = %e, "fault proxy: receive from clients failed"),
                 },
                 Some((client, datagram)) = up_rx.recv() => {
+                    self.apply_config(&mut faults);
                     let now = Instant::now();
                     if let Some(entry) = self.clients.get_mut(&client) {
                         entry.last_active = now;
@@ -396,6 +399,23 @@ impl Engine {
             }
         }
         self.shared.clients.store(0, Ordering::Relaxed);
+    }
+
+    /// Takes a configuration given to `set_config` into use. Called before
+    /// each datagram is shaped too, so that every datagram handled after
+    /// `set_config` returned sees the new faults, whichever branch of the
+    /// loop's `select!` happened to run first.
+    fn apply_config(&mut self, faults: &mut watch::Receiver<ProxyFaults>) {
+        if faults.has_changed().unwrap_or(false) {
+            let f = faults.borrow_and_update().clone();
+            self.use_faults(f);
+        }
+    }
+
+    fn use_faults(&mut self, f: ProxyFaults) {
+        tracing::debug!(?f, "fault proxy configuration changed");
+        self.c2s.set_config(f.client_to_server);
+        self.s2c.set_config(f.server_to_client);
     }
 
     /// Sends everything that is due.
