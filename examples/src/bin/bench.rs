@@ -516,6 +516,9 @@ struct Plan {
     tput_window: Duration,
     /// Count bound of each throughput measurement.
     tput_max_calls: u64,
+    /// Only the rows whose name contains this (`--only`, for profiling one
+    /// target); `None`: every row.
+    only: Option<String>,
 }
 
 impl Plan {
@@ -528,7 +531,13 @@ impl Plan {
             tput_warmup: Duration::from_millis(200),
             tput_window: Duration::from_secs(1),
             tput_max_calls: 2_000_000,
+            only: None,
         }
+    }
+
+    /// Whether the row called `name` is measured in this run.
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| name.contains(only))
     }
 
     fn quick() -> Plan {
@@ -559,6 +568,21 @@ struct Row {
     throughput: Vec<(usize, f64)>,
     /// The target's note after the run.
     note: String,
+}
+
+impl Row {
+    /// A row left out by `--only` (dropped before the report).
+    fn skipped(name: String, role: Role) -> Row {
+        Row {
+            name,
+            role,
+            seq_calls: 0,
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            throughput: Vec::new(),
+            note: String::new(),
+        }
+    }
 }
 
 /// Fails the measurement if it takes far longer than its bounds (a stall).
@@ -627,6 +651,9 @@ async fn throughput<T: Target>(
 async fn measure<T: Target>(target: T, plan: &Plan) -> anyhow::Result<Row> {
     let target = Arc::new(target);
     let name = target.name();
+    if !plan.wants(&name) {
+        return Ok(Row::skipped(name, target.role()));
+    }
     let seq_bound = plan.seq_window * 2;
     let (seq_calls, p50, p99) = watchdog(&name, seq_bound, sequential(&*target, plan)).await??;
     let mut tput = Vec::new();
@@ -780,6 +807,7 @@ async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     rows.push(measure(TonicUnary::start(&server_rt).await?, plan).await?);
     framework_targets(&server_rt, plan, &mut rows).await?;
     more_targets(&server_rt, plan, &mut rows).await?;
+    rows.retain(|row| row.seq_calls > 0);
     Ok(rows)
 }
 
@@ -849,9 +877,13 @@ fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
                     other => bail!("--layout expects single, split or both, got {other:?}"),
                 }
             }
-            "--quick" => plan = Plan::quick(),
+            "--quick" => plan = Plan { only: plan.only, ..Plan::quick() },
+            "--only" => match args.next() {
+                Some(name) => plan.only = Some(name),
+                None => bail!("--only expects part of a row name, e.g. \"UDP RR\""),
+            },
             "-h" | "--help" => {
-                println!("usage: bench [--layout single|split|both] [--quick]");
+                println!("usage: bench [--layout single|split|both] [--quick] [--only ROW]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
@@ -869,7 +901,11 @@ fn main() -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for layout in layouts {
         let rows = runtime.block_on(run_layout(layout, &plan))?;
-        let multicast = runtime.block_on(multicast_layout(layout, &plan))?;
+        let multicast = if plan.wants("multicast") {
+            runtime.block_on(multicast_layout(layout, &plan))?
+        } else {
+            Vec::new()
+        };
         reports.push((layout, rows, multicast));
     }
     for (layout, rows, multicast) in &reports {
@@ -1000,6 +1036,9 @@ async fn raw_tcp_run(
 /// The raw TCP baseline as a row: sequential = one frame outstanding.
 async fn raw_tcp_row(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Row> {
     let name = "raw tokio TCP (batched)".to_owned();
+    if !plan.wants(&name) {
+        return Ok(Row::skipped(name, Role::RawTcp));
+    }
     let (addr, _task) = raw_tcp_server(server_rt).await?;
     let bound = plan.seq_window * 2;
     watchdog(&name, bound, raw_tcp_run(addr, 1, plan.tput_warmup)).await??;
@@ -1416,6 +1455,9 @@ async fn multicast_rows(server_rt: &Handle, plan: &Plan) -> anyhow::Result<Vec<M
 }
 
 fn print_multicast(layout: Layout, rows: &[McRow]) {
+    if rows.is_empty() {
+        return;
+    }
     println!();
     println!(
         "multicast (unicast group calls over UDP, Counter.Increment, at-most-once), layout {}",

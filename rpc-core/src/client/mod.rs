@@ -317,7 +317,7 @@ impl UdpChannel<UdpSocket> {
             IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let socket = UdpSocket::bind(local).await.map_err(Error::Io)?;
-        crate::transport::enlarge_buffers(&socket);
+        crate::transport::tune_socket(&socket);
         Ok(UdpChannel::with_socket(socket, server, config))
     }
 }

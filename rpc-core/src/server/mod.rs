@@ -244,7 +244,7 @@ impl ServerBuilder {
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(ServerError::Bind)?;
-        crate::transport::enlarge_buffers(&socket);
+        crate::transport::tune_socket(&socket);
         ServerHandle::start(engine, socket)
     }
 

@@ -14,7 +14,7 @@ pub mod mem;
 pub mod tcp;
 mod udp;
 
-pub(crate) use udp::enlarge_buffers;
+pub(crate) use udp::tune_socket;
 
 use futures::FutureExt;
 use std::fmt;
@@ -92,7 +92,7 @@ pub trait DatagramSocket: Send + Sync + 'static {
                     }
                 };
                 match received {
-                    Ok((n, from)) => batch.meta.push((n.min(slot), from)),
+                    Ok((n, from)) => batch.meta.push((start..start + n.min(slot), from)),
                     Err(e) if i == 0 => return Err(e),
                     // Reported again by the next call, when nothing else is queued.
                     Err(_) => break,
@@ -133,12 +133,9 @@ pub struct RecvBatch {
     buf: Vec<u8>,
     slots: usize,
     slot_len: usize,
-    /// Length and sender of each datagram received, in order.
-    meta: Vec<(usize, SocketAddr)>,
-    /// Slots offered to the next batched receive: twice what the last one
-    /// returned (at least 2, at most `slots`), so that a lone datagram does
-    /// not pay for preparing every slot and a burst gets them all quickly.
-    offer: usize,
+    /// Where in `buf` each datagram received lies, and its sender, in
+    /// order (a slot may hold several datagrams coalesced by UDP GRO).
+    meta: Vec<(Range<usize>, SocketAddr)>,
 }
 
 impl fmt::Debug for RecvBatch {
@@ -161,11 +158,12 @@ impl RecvBatch {
             slots,
             slot_len,
             meta: Vec::with_capacity(slots),
-            offer: slots.min(2),
         }
     }
 
-    /// How many datagrams fit.
+    /// How many receive buffers the batch has: each takes one datagram, or
+    /// one run of datagrams the kernel coalesced (UDP GRO), so a receive
+    /// may return more datagrams than slots.
     pub fn slots(&self) -> usize {
         self.slots
     }
@@ -192,15 +190,9 @@ impl RecvBatch {
 
     /// The received datagrams (truncated to `slot_len`) and their senders.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
-        self.meta.iter().enumerate().map(|(i, &(n, from))| {
-            let start = i * self.slot_len;
-            (
-                self.buf
-                    .get(start..start + n.min(self.slot_len))
-                    .unwrap_or_default(),
-                from,
-            )
-        })
+        self.meta
+            .iter()
+            .map(|(range, from)| (self.buf.get(range.clone()).unwrap_or_default(), *from))
     }
 }
 

@@ -1,7 +1,9 @@
 //! [`DatagramSocket`] for [`tokio::net::UdpSocket`], with batched I/O on
 //! Linux through `nix`'s safe wrappers (no `unsafe` here):
 //! - [`DatagramSocket::recv_batch`]: one `recvmmsg` takes every queued
-//!   datagram (up to the batch's slots) once the socket is readable;
+//!   datagram (up to the batch's slots) once the socket is readable; a
+//!   short batch tells that the socket is empty, so no system call is
+//!   spent finding it empty;
 //! - [`DatagramSocket::send_batch`]: runs of datagrams to the same target
 //!   with the same length (the last of a run may be shorter) go out as one
 //!   `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`): the kernel
@@ -60,9 +62,16 @@ impl DatagramSocket for tokio::net::UdpSocket {
 /// and the lost datagrams cost retransmission timeouts.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Asks for larger receive and send buffers on `socket` (best effort: a
-/// refusal is logged at debug and the socket keeps its defaults).
-pub(crate) fn enlarge_buffers(socket: &tokio::net::UdpSocket) {
+/// Prepares a socket the framework created and reads only through
+/// [`DatagramSocket::recv_batch`] (best effort: a refusal is logged at
+/// debug and the socket keeps its defaults):
+/// - larger receive and send buffers;
+/// - on Linux, UDP generic receive offload (`UDP_GRO`): a run of datagrams
+///   sent with segmentation offload (as [`DatagramSocket::send_batch`]
+///   sends bursts) arrives as one buffer, copied once, which `recv_batch`
+///   cuts back into the original datagrams. Never set it on a socket read
+///   with plain `recv_from`, which would see the run as one datagram.
+pub(crate) fn tune_socket(socket: &tokio::net::UdpSocket) {
     #[cfg(unix)]
     {
         use nix::sys::socket::{setsockopt, sockopt};
@@ -71,6 +80,13 @@ pub(crate) fn enlarge_buffers(socket: &tokio::net::UdpSocket) {
         }
         if let Err(error) = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER) {
             tracing::debug!(%error, "could not enlarge the UDP send buffer");
+        }
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        if let Err(error) = setsockopt(socket, sockopt::UdpGroSegment, &true) {
+            tracing::debug!(%error, "UDP GRO not available; datagrams arrive one by one");
         }
     }
     #[cfg(not(unix))]
@@ -106,71 +122,56 @@ mod linux {
         batch.clear();
         loop {
             socket.readable().await?;
-            // Light traffic: one plain `recvfrom`, cheaper than `recvmmsg`
-            // for a lone datagram (and for finding the socket empty). Two
-            // datagrams in a row without the socket running empty mean a
-            // burst: `recvmmsg` then takes the rest, with twice as many
-            // slots as the last call filled, until the socket runs empty.
-            let received = if batch.offer <= 3 {
-                socket.try_io(Interest::READABLE, || recv_one(socket, batch))
-            } else {
-                socket.try_io(Interest::READABLE, || recvmmsg(socket, batch))
-            };
+            // One `recvmmsg` offering every slot takes whatever is queued:
+            // a lone datagram, or a whole burst (kept whole, so that a
+            // train of requests stays one train). When it fills fewer
+            // slots than offered, the kernel found the socket empty: the
+            // closure then reports `WouldBlock` so that tokio clears the
+            // readiness (as tokio's own stream reads do after a short
+            // read), and the next receive waits for the socket instead of
+            // paying a system call to find it empty. A datagram arriving
+            // meanwhile raises a new edge, so nothing is missed.
+            let mut filled = 0;
+            let received = socket.try_io(Interest::READABLE, || {
+                filled = recvmmsg(socket, batch)?;
+                if filled < batch.slots {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
             match received {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(()) => return Ok(batch.len()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if filled > 0 {
+                        return Ok(batch.len());
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// One `recvfrom` into the first slot, without waiting. It does not
-    /// look for a second datagram: that `recvfrom` would come back empty
-    /// for a lone request, and it would delay handling this one. The next
-    /// receive looks instead, once this datagram is handled.
-    fn recv_one(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-        let RecvBatch {
-            buf,
-            slot_len,
-            meta,
-            offer,
-            ..
-        } = batch;
-        meta.clear();
-        let slot = buf.get_mut(..*slot_len).unwrap_or_default();
-        match socket::recvfrom::<SockaddrStorage>(socket.as_raw_fd(), slot) {
-            Ok((n, from)) => {
-                if let Some(from) = from.as_ref().and_then(to_std) {
-                    meta.push((n.min(*slot_len), from));
-                }
-                // Twice in a row without finding the socket empty: a burst.
-                *offer += 1;
-                Ok(meta.len())
-            }
-            Err(e) => {
-                *offer = 2;
-                Err(io::Error::from(e))
-            }
-        }
-    }
-
-    /// One `recvmmsg` into the batch's slots, without waiting.
+    /// One `recvmmsg` into the batch's slots, without waiting; returns how
+    /// many slots were filled. A slot holding several datagrams coalesced
+    /// by UDP GRO (see [`super::tune_socket`]) is cut back into them at the
+    /// segment size the kernel reports.
     fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
         let RecvBatch {
             buf,
             slots,
             slot_len,
             meta,
-            offer,
         } = batch;
         meta.clear();
-        let offered = (*offer).clamp(1, *slots);
+        let slot_len = *slot_len;
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> = buf
-            .chunks_mut(*slot_len)
-            .take(offered)
+            .chunks_mut(slot_len)
+            .take(*slots)
             .map(|chunk| [IoSliceMut::new(chunk)])
             .collect();
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+        let mut headers =
+            MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), Some(nix::cmsg_space!(i32)));
         let received = match socket::recvmmsg(
             socket.as_raw_fd(),
             &mut headers,
@@ -179,22 +180,40 @@ mod linux {
             None,
         ) {
             Ok(received) => received,
-            Err(e) => {
-                // Empty (or broken): back to light traffic.
-                *offer = 2;
-                return Err(io::Error::from(e));
-            }
+            Err(e) => return Err(io::Error::from(e)),
         };
-        for msg in received {
+        let mut filled = 0;
+        for (slot, msg) in received.enumerate() {
+            filled += 1;
             // A datagram from a family other than IP cannot reach a UDP
             // socket; should it, it is skipped.
             let Some(from) = msg.address.as_ref().and_then(to_std) else {
                 continue;
             };
-            meta.push((msg.bytes.min(*slot_len), from));
+            let start = slot * slot_len;
+            let end = start + msg.bytes.min(slot_len);
+            let segment = msg
+                .cmsgs()
+                .ok()
+                .and_then(|mut cmsgs| {
+                    cmsgs.find_map(|c| match c {
+                        socket::ControlMessageOwned::UdpGroSegments(n) => usize::try_from(n).ok(),
+                        _ => None,
+                    })
+                })
+                .filter(|&n| n > 0)
+                .unwrap_or(slot_len);
+            let mut at = start;
+            loop {
+                let next = at.saturating_add(segment).min(end);
+                meta.push((at..next, from));
+                if next >= end {
+                    break;
+                }
+                at = next;
+            }
         }
-        *offer = meta.len().saturating_mul(2).clamp(2, *slots);
-        Ok(meta.len())
+        Ok(filled)
     }
 
     fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
@@ -380,6 +399,37 @@ mod tests {
         );
         assert!(at_a.iter().all(|(_, from)| *from == from_tx));
         assert_eq!(receive(&b, 1).await, vec![(vec![21; 100], from_tx)]);
+    }
+
+    #[tokio::test]
+    async fn a_coalesced_run_is_cut_back_into_its_datagrams() {
+        // A receiver with UDP GRO (as the framework's own sockets are):
+        // a GSO run may arrive as one buffer, which must come back as the
+        // original datagrams, the shorter last one included, whether or
+        // not the kernel coalesced it.
+        let (tx, rx) = (bound().await, bound().await);
+        tune_socket(&rx);
+        let to = rx.local_addr().unwrap();
+        let mut batch = SendBatch::new();
+        for i in 0..20u8 {
+            batch.push(&[i; 100], to);
+        }
+        batch.push(&[20; 40], to);
+        batch.push(&[21; 100], to);
+        let report = tx.send_batch(&batch).await;
+        assert_eq!((report.sent, report.failed), (22, 0), "{report:?}");
+        let mut got = Vec::new();
+        let mut recv = RecvBatch::new(4, 65_536);
+        while got.len() < 22 {
+            tokio::time::timeout(Duration::from_secs(2), rx.recv_batch(&mut recv))
+                .await
+                .expect("datagrams within 2 s")
+                .unwrap();
+            got.extend(recv.iter().map(|(d, _)| d.to_vec()));
+        }
+        let mut expected: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
+        expected.extend([vec![20; 40], vec![21; 100]]);
+        assert_eq!(got, expected);
     }
 
     #[tokio::test]
