@@ -120,6 +120,7 @@ pub mod error;
 pub mod fault;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+mod hash;
 pub mod multicast;
 pub mod server;
 pub mod service;

@@ -11,7 +11,8 @@ use super::rto::RtoEstimator;
 use crate::call::RawResult;
 use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
 use crate::status::Status;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use crate::hash::{FastMap, FastSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -98,10 +99,10 @@ pub(crate) enum Routed {
 #[derive(Debug)]
 pub(crate) struct Session {
     next_id: u64,
-    pending: HashMap<u64, Entry>,
+    pending: FastMap<u64, Entry>,
     unfinished: BTreeSet<u64>,
     incarnation: u64,
-    recent_rra: HashSet<u64>,
+    recent_rra: FastSet<u64>,
     recent_rra_order: VecDeque<u64>,
     /// Until when a PING sent by some call is still expected to be
     /// answered: other calls waiting for the incarnation do not send one.
@@ -127,10 +128,10 @@ impl Session {
             window_waiters: 0,
             window_open: Arc::new(Notify::new()),
             next_id: 1,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             unfinished: BTreeSet::new(),
             incarnation: 0,
-            recent_rra: HashSet::new(),
+            recent_rra: FastSet::default(),
             recent_rra_order: VecDeque::new(),
             ping_window: None,
             rto,

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use prost::Message;
-use std::collections::HashMap;
+use crate::hash::FastMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -73,7 +73,7 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
 /// The request engine of one server: its services, reply history, limits
 /// and counters, shared by all the server's transports.
 pub struct Engine {
-    services: HashMap<&'static str, Arc<dyn Service>>,
+    services: FastMap<&'static str, Arc<dyn Service>>,
     config: ServerConfig,
     incarnation: u64,
     history: Mutex<History>,

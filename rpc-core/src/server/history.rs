@@ -26,7 +26,8 @@
 //! is tested without sockets or timers; the engine holds it in a mutex.
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::hash::FastMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Limits of the reply history.
@@ -178,6 +179,28 @@ enum Removed {
     Completed(usize),
 }
 
+/// Entries a session removed in one go, counted without allocating.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    count: u64,
+    running: usize,
+    completed: usize,
+    bytes: usize,
+}
+
+impl Tally {
+    fn add(&mut self, removed: Removed) {
+        self.count += 1;
+        match removed {
+            Removed::Running => self.running += 1,
+            Removed::Completed(len) => {
+                self.completed += 1;
+                self.bytes += len;
+            }
+        }
+    }
+}
+
 /// A completed entry in storing order (for age and global-cap eviction).
 /// Records of entries removed otherwise stay until they reach the front or
 /// the queue is compacted ("lazy deletion"); `seq` tells them apart.
@@ -193,7 +216,7 @@ struct Record {
 #[derive(Debug)]
 pub struct History {
     config: HistoryConfig,
-    sessions: HashMap<u64, Session>,
+    sessions: FastMap<u64, Session>,
     /// Completed entries, oldest first (lazy deletion).
     order: VecDeque<Record>,
     /// Sessions by last registration, least recent first (lazy deletion):
@@ -229,7 +252,7 @@ impl History {
     pub fn new(config: HistoryConfig) -> History {
         History {
             config,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             order: VecDeque::new(),
             activity: VecDeque::new(),
             next_seq: 1,
@@ -304,10 +327,10 @@ impl History {
             return request_id == 0;
         };
         s.last_active = now;
-        let mut removed = Vec::new();
+        let mut removed = Tally::default();
         let mut found = request_id == 0;
         if let Some(r) = s.remove(request_id) {
-            removed.push(r);
+            removed.add(r);
             found = true;
         }
         if ack_up_to > s.floor {
@@ -317,15 +340,13 @@ impl History {
                     break;
                 }
                 match s.remove(id) {
-                    Some(r) => removed.push(r),
+                    Some(r) => removed.add(r),
                     None => break,
                 }
             }
         }
-        self.evicted.ack += removed.len() as u64;
-        for r in removed {
-            self.account_removed(r);
-        }
+        self.evicted.ack += removed.count;
+        self.account_tally(removed);
         self.maybe_compact();
         found
     }
@@ -524,6 +545,13 @@ impl History {
         true
     }
 
+    /// Updates the global counts for the entries a session removed.
+    fn account_tally(&mut self, tally: Tally) {
+        self.in_progress -= tally.running;
+        self.completed -= tally.completed;
+        self.bytes -= tally.bytes;
+    }
+
     /// Updates the global counts for an entry a session removed.
     fn account_removed(&mut self, removed: Removed) {
         match removed {
@@ -537,7 +565,7 @@ impl History {
 
     fn enforce_caps(&mut self, session: u64, now: Instant) {
         // Per session: the oldest (lowest id) completed entry goes first.
-        let mut removed = Vec::new();
+        let mut removed = Tally::default();
         if let Some(s) = self.sessions.get_mut(&session) {
             while s.completed > self.config.max_per_session {
                 let victim = s
@@ -547,15 +575,13 @@ impl History {
                     .map(|(&id, _)| id);
                 let Some(id) = victim else { break };
                 let Some(r) = s.remove(id) else { break };
-                removed.push(r);
+                removed.add(r);
                 s.max_evicted_id = s.max_evicted_id.max(id);
                 s.last_active = s.last_active.max(now);
             }
         }
-        self.evicted.session_cap += removed.len() as u64;
-        for r in removed {
-            self.account_removed(r);
-        }
+        self.evicted.session_cap += removed.count;
+        self.account_tally(removed);
         // Globally: the oldest stored entry goes first.
         while self.completed > self.config.max_entries || self.bytes > self.config.max_bytes {
             let Some(rec) = self.order.pop_front() else {

@@ -136,6 +136,9 @@ pub struct RecvBatch {
     /// Where in `buf` each datagram received lies, and its sender, in
     /// order (a slot may hold several datagrams coalesced by UDP GRO).
     meta: Vec<(Range<usize>, SocketAddr)>,
+    /// Slots offered to the next batched receive (see `transport::udp`):
+    /// preparing a slot costs, so a lone datagram is not offered all.
+    offer: usize,
 }
 
 impl fmt::Debug for RecvBatch {
@@ -158,6 +161,7 @@ impl RecvBatch {
             slots,
             slot_len,
             meta: Vec::with_capacity(slots),
+            offer: slots,
         }
     }
 

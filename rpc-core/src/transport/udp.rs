@@ -108,8 +108,13 @@ const GSO_MAX_SEGMENTS: usize = 64;
 #[cfg(target_os = "linux")]
 const GSO_MAX_BYTES: usize = 60_000;
 
+/// Fewest slots a receive offers (see `linux::recv_batch`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MIN_OFFER: usize = 4;
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
+    use super::MIN_OFFER;
     use super::{RecvBatch, SendBatch, SendReport};
     use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
     use std::io::{self, IoSliceMut};
@@ -122,19 +127,23 @@ mod linux {
         batch.clear();
         loop {
             socket.readable().await?;
-            // One `recvmmsg` offering every slot takes whatever is queued:
-            // a lone datagram, or a whole burst (kept whole, so that a
-            // train of requests stays one train). When it fills fewer
-            // slots than offered, the kernel found the socket empty: the
+            // One `recvmmsg` takes whatever is queued, up to the slots it
+            // offers: a lone datagram, or a burst (kept whole, so that a
+            // train of requests stays one train; with GRO a train from one
+            // sender takes one slot). When it fills fewer slots than
+            // offered, the kernel found the socket empty: the
             // closure then reports `WouldBlock` so that tokio clears the
             // readiness (as tokio's own stream reads do after a short
             // read), and the next receive waits for the socket instead of
             // paying a system call to find it empty. A datagram arriving
             // meanwhile raises a new edge, so nothing is missed.
-            let mut filled = 0;
+            let (mut filled, offered) = (0, batch.offer.clamp(1, batch.slots));
             let received = socket.try_io(Interest::READABLE, || {
-                filled = recvmmsg(socket, batch)?;
-                if filled < batch.slots {
+                filled = recvmmsg(socket, batch, offered)?;
+                // Twice what this call needed next time (at least a few
+                // slots): a burst doubles its way up to every slot.
+                batch.offer = filled.saturating_mul(2).clamp(MIN_OFFER, batch.slots);
+                if filled < offered {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
                     Ok(())
@@ -152,22 +161,22 @@ mod linux {
         }
     }
 
-    /// One `recvmmsg` into the batch's slots, without waiting; returns how
-    /// many slots were filled. A slot holding several datagrams coalesced
+    /// One `recvmmsg` into the first `offered` slots of the batch, without
+    /// waiting; returns how many slots were filled. A slot holding several datagrams coalesced
     /// by UDP GRO (see [`super::tune_socket`]) is cut back into them at the
     /// segment size the kernel reports.
-    fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch, offered: usize) -> io::Result<usize> {
         let RecvBatch {
             buf,
-            slots,
             slot_len,
             meta,
+            ..
         } = batch;
         meta.clear();
         let slot_len = *slot_len;
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> = buf
             .chunks_mut(slot_len)
-            .take(*slots)
+            .take(offered)
             .map(|chunk| [IoSliceMut::new(chunk)])
             .collect();
         let mut headers =
