@@ -64,12 +64,14 @@ async fn raw(
 }
 
 fn ours(session: u64, id: u64, attempt: u32, incarnation: u64) -> Vec<(&'static str, String)> {
-    vec![
-        (md::SESSION, session.to_string()),
-        (md::REQUEST_ID, id.to_string()),
-        (md::ATTEMPT, attempt.to_string()),
-        (md::INCARNATION, incarnation.to_string()),
-    ]
+    let call = md::CallHeader {
+        session,
+        request_id: id,
+        attempt,
+        incarnation,
+        ..md::CallHeader::default()
+    };
+    vec![(md::CALL, call.encode())]
 }
 
 #[tokio::test]

@@ -603,6 +603,7 @@ async fn sequential<T: Target>(
     for _ in 0..plan.warmup_calls {
         target.call().await?;
     }
+    CALLS_MADE.fetch_add(plan.warmup_calls, Ordering::Relaxed);
     let mut samples = Vec::with_capacity(plan.seq_calls as usize);
     let end = Instant::now() + plan.seq_window;
     while (samples.len() as u64) < plan.seq_calls && Instant::now() < end {
@@ -611,6 +612,7 @@ async fn sequential<T: Target>(
         samples.push(start.elapsed());
     }
     ensure!(!samples.is_empty(), "no sequential call completed");
+    CALLS_MADE.fetch_add(samples.len() as u64, Ordering::Relaxed);
     samples.sort_unstable();
     let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
     Ok((samples.len() as u64, at(50), at(99)))
@@ -645,8 +647,13 @@ async fn throughput<T: Target>(
     while let Some(worker) = workers.join_next().await {
         done += worker??;
     }
+    CALLS_MADE.fetch_add(done, Ordering::Relaxed);
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
+
+/// Calls made by `throughput` and `sequential` (with warm-ups) since the
+/// last row was measured: reported with each row (per-call profiles).
+static CALLS_MADE: AtomicU64 = AtomicU64::new(0);
 
 async fn measure<T: Target>(target: T, plan: &Plan) -> anyhow::Result<Row> {
     let target = Arc::new(target);
@@ -682,7 +689,12 @@ async fn measure<T: Target>(target: T, plan: &Plan) -> anyhow::Result<Row> {
         throughput: tput,
         note: target.note(),
     };
-    println!("  measured {:<28} p50 {:>8.1} us", row.name, us(row.p50));
+    println!(
+        "  measured {:<28} p50 {:>8.1} us ({} calls)",
+        row.name,
+        us(row.p50),
+        CALLS_MADE.swap(0, Ordering::Relaxed)
+    );
     Ok(row)
 }
 
@@ -894,6 +906,16 @@ fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
 
 fn main() -> anyhow::Result<()> {
     let (layouts, plan) = parse_args()?;
+    // As a deployed program would run (and as the tour does): a subscriber
+    // at WARN unless RUST_LOG says otherwise. Without any subscriber,
+    // tracing's `log` feature (enabled here by tarpc) turns every span
+    // event of every peer into a check of the `log` crate.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -925,6 +947,7 @@ fn main() -> anyhow::Result<()> {
 const OURS_UDP_RR: &str = "ours UDP RR (sync)";
 const OURS_TCP_RR: &str = "ours TCP RR (sync)";
 const OURS_GRPC_RR: &str = "ours gRPC face RR (sync)";
+const TONIC_TO_FACE: &str = "tonic client -> our gRPC face";
 
 /// The TCP, gRPC and tarpc rows, measured after the UDP ones on the same
 /// layout. Raw TCP is measured by its own loop (a pipelined stream), the
@@ -934,6 +957,7 @@ async fn more_targets(server: &Handle, plan: &Plan, rows: &mut Vec<Row>) -> anyh
     rows.push(measure(TarpcTcp::start(server).await?, plan).await?);
     rows.push(measure(OursTcp::start(server).await?, plan).await?);
     rows.push(measure(OursGrpc::start(server).await?, plan).await?);
+    rows.push(measure(TonicToFace::start(server).await?, plan).await?);
     Ok(())
 }
 
@@ -1306,6 +1330,77 @@ impl Target for OursGrpc {
     }
 }
 
+/// A plain tonic client (no session metadata, so no at-most-once: what any
+/// gRPC client in any language gets) calling the framework's gRPC face:
+/// the face itself against tonic's own server.
+#[derive(Debug)]
+struct TonicToFace {
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    path: tonic::codegen::http::uri::PathAndQuery,
+    request: Bytes,
+    server: Option<rpc_core::server::ServerHandle>,
+}
+
+impl TonicToFace {
+    async fn start(server_rt: &Handle) -> anyhow::Result<TonicToFace> {
+        let server = server_rt
+            .spawn(async move {
+                rpc_core::server::Server::builder()
+                    .add_service(OurEcho::default())
+                    .serve_grpc("127.0.0.1:0")
+                    .await
+            })
+            .await??;
+        let channel = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            server.local_addr()
+        ))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+        let path = format!("/{}/{}", ours::INFO.full_name, ours::ECHO.name);
+        let request = prost::Message::encode_to_vec(&EchoMsg {
+            data: Bytes::from(vec![7u8; PAYLOAD]),
+        });
+        Ok(TonicToFace {
+            grpc: tonic::client::Grpc::new(channel),
+            path: tonic::codegen::http::uri::PathAndQuery::try_from(path)?,
+            request: Bytes::from(request),
+            server: Some(server),
+        })
+    }
+}
+
+impl Drop for TonicToFace {
+    fn drop(&mut self) {
+        self.server.take();
+    }
+}
+
+impl Target for TonicToFace {
+    fn name(&self) -> String {
+        TONIC_TO_FACE.to_owned()
+    }
+
+    fn role(&self) -> Role {
+        Role::Measured
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        let mut grpc = self.grpc.clone();
+        grpc.ready().await?;
+        let reply = grpc
+            .unary(
+                tonic::Request::new(self.request.clone()),
+                self.path.clone(),
+                rpc_core::grpc::BytesCodec::default(),
+            )
+            .await?;
+        ensure!(reply.get_ref() == &self.request, "tonic -> face: wrong echo");
+        Ok(())
+    }
+}
+
 /// One line of the multicast table: sequential latency of a call.
 #[derive(Debug, Clone)]
 struct McRow {
@@ -1536,6 +1631,19 @@ fn print_ratios(layout: Layout, plan: &Plan, rows: &[Row], multicast: &[McRow]) 
     line(
         &format!("gRPC face calls/s @{top} / tonic"),
         grpc.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)),
+        ">= 0.90",
+        &|v| v >= 0.90,
+    );
+    let face = find(TONIC_TO_FACE);
+    line(
+        "gRPC face, tonic client: p50 / tonic p50",
+        face.zip(tonic).map(|(a, b)| p50(a) / p50(b)),
+        "<= 1.10",
+        &|v| v <= 1.10,
+    );
+    line(
+        &format!("gRPC face, tonic client: calls/s @{top} / tonic"),
+        face.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)),
         ">= 0.90",
         &|v| v >= 0.90,
     );

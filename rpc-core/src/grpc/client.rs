@@ -2,11 +2,12 @@
 //! client can call any gRPC server (ours or another implementation's).
 
 use super::codec::BytesCodec;
-use super::metadata::{self as md, put_static, put_u64};
+use super::metadata as md;
 use super::status::from_tonic;
 use crate::call::{Channel, Invocation, Outcome, RawResult};
 use crate::envelope::SERVER_RESTARTED;
 use crate::error::Error;
+use crate::hash::FastMap;
 use crate::service::{Protocol, Style};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -100,6 +101,9 @@ struct Inner {
     incarnation: AtomicU64,
     peer: AtomicU8,
     acks: Mutex<AckFloor>,
+    /// `/<package>.<Service>/<Method>` by method (its `MethodInfo`'s
+    /// address): built and checked once, not per call.
+    paths: Mutex<FastMap<usize, PathAndQuery>>,
 }
 
 /// A [`Channel`] over gRPC (HTTP/2, through tonic).
@@ -166,6 +170,7 @@ impl GrpcChannel {
                 incarnation: AtomicU64::new(0),
                 peer: AtomicU8::new(PEER_UNKNOWN),
                 acks: Mutex::new(AckFloor::default()),
+                paths: Mutex::new(FastMap::default()),
             }),
         }
     }
@@ -257,35 +262,26 @@ impl Call {
         }
         let options = &self.invocation.options;
         if self.inner.config.session_metadata {
-            put_u64(meta, md::SESSION, self.inner.session);
-            put_u64(meta, md::REQUEST_ID, self.request_id);
-            put_u64(meta, md::ATTEMPT, u64::from(attempt));
-            let incarnation = self.inner.incarnation.load(Ordering::Relaxed);
-            if incarnation != 0 {
-                put_u64(meta, md::INCARNATION, incarnation);
-            }
-            let floor = self
+            let ack_up_to = self
                 .inner
                 .acks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .floor;
-            if floor > 0 {
-                put_u64(meta, md::ACK_UP_TO, floor);
+            md::CallHeader {
+                session: self.inner.session,
+                request_id: self.request_id,
+                attempt,
+                incarnation: self.inner.incarnation.load(Ordering::Relaxed),
+                ack_up_to,
+                protocol_r: options.protocol == Protocol::R,
+                protocol_rra: options.protocol == Protocol::RRA,
+                accept: want_accept,
+                // Collecting a deferred result must look the request up in
+                // the history, never run it again.
+                idempotent: options.idempotent && !collect,
             }
-            match options.protocol {
-                Protocol::R => put_static(meta, md::PROTOCOL, "R"),
-                Protocol::RRA => put_static(meta, md::PROTOCOL, "RRA"),
-                Protocol::RR => {}
-            }
-            // Collecting a deferred result must look the request up in the
-            // history, never run it again.
-            if options.idempotent && !collect {
-                put_static(meta, md::IDEMPOTENT, "1");
-            }
-            if want_accept {
-                put_static(meta, md::ACCEPT, "1");
-            }
+            .put(meta);
             if !self.invocation.instance.is_empty() {
                 if let Ok(v) =
                     tonic::metadata::MetadataValue::try_from(self.invocation.instance.as_str())
@@ -444,13 +440,25 @@ impl Call {
 }
 
 impl GrpcChannel {
-    async fn run(self, invocation: Invocation) -> Result<Outcome, Error> {
-        let path_text = format!(
+    /// The request path of the invoked method (cached per method).
+    fn path(&self, invocation: &Invocation) -> Result<PathAndQuery, Error> {
+        let key = std::ptr::from_ref(invocation.method) as usize;
+        let mut paths = self.inner.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(path) = paths.get(&key) {
+            return Ok(path.clone());
+        }
+        let text = format!(
             "/{}/{}",
             invocation.service.full_name, invocation.method.name
         );
-        let path = PathAndQuery::try_from(path_text.as_str())
-            .map_err(|_| Error::InvalidCall(format!("not a valid grpc path: {path_text:?}")))?;
+        let path = PathAndQuery::try_from(text.as_str())
+            .map_err(|_| Error::InvalidCall(format!("not a valid grpc path: {text:?}")))?;
+        paths.insert(key, path.clone());
+        Ok(path)
+    }
+
+    async fn run(self, invocation: Invocation) -> Result<Outcome, Error> {
+        let path = self.path(&invocation)?;
         let mut metadata = MetadataMap::new();
         md::put_user_metadata(&mut metadata, &invocation.metadata)
             .map_err(|e| Error::InvalidCall(e.to_string()))?;

@@ -6,30 +6,109 @@ use crate::service::Metadata;
 use std::time::Duration;
 use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 
-/// Client session id (decimal `u64`). Its presence marks a caller that
-/// speaks our protocol: the call goes through the engine's duplicate
-/// filter and reply history.
-pub const SESSION: &str = "rpc-session";
-/// Request id within the session (decimal).
-pub const REQUEST_ID: &str = "rpc-request-id";
-/// Which copy of the request this is (1 for the first).
-pub const ATTEMPT: &str = "rpc-attempt";
-/// On a request: the server incarnation the client last saw (0 or absent:
-/// none). On a response: the server's incarnation.
+/// The per-call fields of our protocol, in one header (one HPACK literal
+/// per call instead of five): `<session>.<request id>.<attempt>.<incarnation>.<ack_up_to>.<flags>`,
+/// the numbers in decimal, `flags` any of `R` (protocol R), `A` (protocol
+/// RRA; neither: RR), `a` (continue at the server's ACCEPT: asynchronous
+/// and deferred calls), `i` (idempotent: no reply history). Its presence
+/// with a non-zero session marks a caller that speaks our protocol: the
+/// call goes through the engine's duplicate filter and reply history.
+/// Example: `9311.17.1.5520.16.` (an RR call, the 17th of session 9311).
+pub const CALL: &str = "rpc-call";
+/// On a response: the server's incarnation (decimal).
 pub const INCARNATION: &str = "rpc-incarnation";
-/// Exchange protocol: `R`, `RR` or `RRA` (absent: `RR`).
-pub const PROTOCOL: &str = "rpc-protocol";
-/// `1` when the method is idempotent (no reply history is kept).
-pub const IDEMPOTENT: &str = "rpc-idempotent";
-/// `1` when the caller continues at the server's ACCEPT (asynchronous and
-/// deferred calls).
-pub const ACCEPT: &str = "rpc-accept";
+
+/// The fields of [`CALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallHeader {
+    /// Client session id (non-zero).
+    pub session: u64,
+    /// Request id within the session.
+    pub request_id: u64,
+    /// Which copy of the request this is (1 for the first).
+    pub attempt: u32,
+    /// The server incarnation the client last saw (0: none).
+    pub incarnation: u64,
+    /// Every call of the session with an id up to this one has ended on
+    /// the client: the server may drop their replies from its history.
+    pub ack_up_to: u64,
+    /// Protocol R (one-way).
+    pub protocol_r: bool,
+    /// Protocol RRA.
+    pub protocol_rra: bool,
+    /// The caller continues at the server's ACCEPT.
+    pub accept: bool,
+    /// The method is idempotent.
+    pub idempotent: bool,
+}
+
+impl CallHeader {
+    /// The header value.
+    pub fn encode(&self) -> String {
+        let mut flags = String::new();
+        for (on, c) in [
+            (self.protocol_r, 'R'),
+            (self.protocol_rra, 'A'),
+            (self.accept, 'a'),
+            (self.idempotent, 'i'),
+        ] {
+            if on {
+                flags.push(c);
+            }
+        }
+        format!(
+            "{}.{}.{}.{}.{}.{}",
+            self.session,
+            self.request_id,
+            self.attempt,
+            self.incarnation,
+            self.ack_up_to,
+            flags
+        )
+    }
+
+    /// Parses a header value; `None` when it is not six well-formed fields.
+    pub fn parse(value: &str) -> Option<CallHeader> {
+        let mut parts = value.trim().split('.');
+        let mut number = || parts.next()?.parse::<u64>().ok();
+        let (session, request_id, attempt, incarnation, ack_up_to) =
+            (number()?, number()?, number()?, number()?, number()?);
+        let flags = parts.next()?;
+        if parts.next().is_some() || !flags.chars().all(|c| "RAai".contains(c)) {
+            return None;
+        }
+        Some(CallHeader {
+            session,
+            request_id,
+            attempt: u32::try_from(attempt).ok()?,
+            incarnation,
+            ack_up_to,
+            protocol_r: flags.contains('R'),
+            protocol_rra: flags.contains('A'),
+            accept: flags.contains('a'),
+            idempotent: flags.contains('i'),
+        })
+    }
+
+    /// Puts the header on `map`, marked sensitive: HTTP/2 sends it as a
+    /// never-indexed literal (it changes with every call, so indexing it
+    /// would only churn the HPACK tables of both ends).
+    pub fn put(&self, map: &mut MetadataMap) {
+        if let Ok(mut value) = MetadataValue::try_from(self.encode()) {
+            value.set_sensitive(true);
+            map.insert(CALL, value);
+        }
+    }
+
+    /// The header on `map`, if present and well-formed.
+    pub fn get(map: &MetadataMap) -> Option<CallHeader> {
+        CallHeader::parse(map.get(CALL)?.to_str().ok()?)
+    }
+}
+
 /// On a response: `1` when it is an ACCEPT (an empty message sent before
 /// the handler finished), not the result.
 pub const ACCEPTED: &str = "rpc-accepted";
-/// Every reply of this session with an id up to this one has reached the
-/// client: the server may drop them from its history.
-pub const ACK_UP_TO: &str = "rpc-ack-up-to";
 /// Object instance (absent: the default instance).
 pub const INSTANCE: &str = "rpc-instance";
 /// The gRPC deadline header.
@@ -187,6 +266,34 @@ pub fn format_timeout(timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_call_header_round_trips_and_rejects_garbage() {
+        let h = CallHeader {
+            session: u64::MAX,
+            request_id: 17,
+            attempt: 2,
+            incarnation: 5520,
+            ack_up_to: 16,
+            protocol_rra: true,
+            accept: true,
+            ..CallHeader::default()
+        };
+        assert_eq!(h.encode(), format!("{}.17.2.5520.16.Aa", u64::MAX));
+        assert_eq!(CallHeader::parse(&h.encode()), Some(h));
+        assert_eq!(
+            CallHeader::parse("1.2.1.0.0."),
+            Some(CallHeader {
+                session: 1,
+                request_id: 2,
+                attempt: 1,
+                ..CallHeader::default()
+            })
+        );
+        for bad in ["", "1.2.3", "1.2.3.4.5", "1.2.3.4.5.x", "1.2.3.4.5..", "a.2.3.4.5.", "1.2.99999999999.4.5."] {
+            assert_eq!(CallHeader::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn timeouts_round_trip() {

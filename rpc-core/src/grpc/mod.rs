@@ -21,10 +21,12 @@
 //! | typed `raises` error | `grpc-status-details-bin`: a `google.rpc.Status` {code, message, details: [`google.protobuf.Any` {`type.googleapis.com/<full name>`, encoded error}]} ([`status`]) |
 //! | deadline | `grpc-timeout` (both ways; the handler's `ctx.deadline`) |
 //! | metadata map | ASCII metadata; reserved keys (`rpc-*`, `grpc-*`, HTTP headers) and binary `-bin` entries are not part of the map |
-//! | session, request id, attempt, incarnation, protocol, idempotent, ack floor, instance | `rpc-*` metadata ([`metadata`]) |
+//! | session, request id, attempt, incarnation, ack floor, protocol, accept, idempotent | one `rpc-call` header ([`metadata::CallHeader`]), sent never-indexed |
+//! | instance | `rpc-instance` |
+//! | server incarnation, "this is the ACCEPT" (responses) | `rpc-incarnation`, `rpc-accepted` |
 //!
 //! # Semantics over gRPC
-//! - A call with `rpc-session` (our client) goes through the server's
+//! - A call with `rpc-call` (our client) goes through the server's
 //!   engine like a UDP or TCP request: duplicates are filtered, replies
 //!   kept, so a call retried after a connection failure runs at most once;
 //!   a retry reaching a restarted server gets "outcome unknown".
@@ -37,7 +39,7 @@
 //!   the server answers with an empty message and `rpc-accepted: 1` at
 //!   ACCEPT; a deferred result is collected by re-sending the same request
 //!   id, answered from the history. Other clients get the result directly.
-//! - RRA: acknowledgements ride on later requests (`rpc-ack-up-to`, the
+//! - RRA: acknowledgements ride on later requests (the ack floor in `rpc-call`, the
 //!   highest id up to which every call of the session has ended); there is
 //!   no separate ACK message over gRPC, so the history of an RRA call is
 //!   freed by the next call or by its lifetime.

@@ -10,7 +10,7 @@
 //! method gets UNIMPLEMENTED.
 
 use super::codec::BytesCodec;
-use super::metadata::{self as md, get_str, get_u64, put_static, put_u64};
+use super::metadata::{self as md, get_str, put_static, put_u64};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::server::{Engine, ReplySink, ServerError};
@@ -29,11 +29,11 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -97,7 +97,7 @@ impl Door {
 
     /// Runs one unary gRPC call of `method`.
     ///
-    /// - With `rpc-session` metadata (our client): the request goes
+    /// - With `rpc-call` metadata (our client): the request goes
     ///   through the engine, exactly as a UDP or TCP request would (the
     ///   duplicate filter and reply history give at-most-once across
     ///   retries and reconnects); a duplicate of a request still running
@@ -123,11 +123,8 @@ impl Door {
         let deadline = timeout.and_then(|t| arrival.checked_add(t));
         let peer = extensions.get::<PeerAddr>().map(|p| p.0);
         let work = async {
-            match get_u64(&meta, md::SESSION).filter(|s| *s != 0) {
-                Some(session) => {
-                    self.tracked(session, method, &meta, payload, timeout, peer)
-                        .await
-                }
+            match md::CallHeader::get(&meta).filter(|h| h.session != 0) {
+                Some(call) => self.tracked(call, method, &meta, payload, timeout, peer).await,
                 None => self.plain(method, &meta, payload, deadline, peer).await,
             }
         };
@@ -211,56 +208,64 @@ impl Door {
     /// A call from our client: through the engine (history, at-most-once).
     async fn tracked(
         &self,
-        session: u64,
+        call: md::CallHeader,
         method: &'static MethodInfo,
         meta: &tonic::metadata::MetadataMap,
         payload: Bytes,
         timeout: Option<Duration>,
         peer: Option<SocketAddr>,
     ) -> Result<(Bytes, bool), Status> {
-        let protocol = match get_str(meta, md::PROTOCOL) {
-            Some("R") => ExchangeProtocol::R,
-            Some("RRA") => ExchangeProtocol::Rra,
-            _ => ExchangeProtocol::Rr,
+        let protocol = if call.protocol_r {
+            ExchangeProtocol::R
+        } else if call.protocol_rra {
+            ExchangeProtocol::Rra
+        } else {
+            ExchangeProtocol::Rr
         };
-        let flag = |key| get_str(meta, key) == Some("1");
-        let env = Envelope {
+        let user_metadata = md::user_metadata(meta);
+        let instance = get_str(meta, md::INSTANCE).unwrap_or_default();
+        let envelope = || Envelope {
             version: VERSION,
             r#type: MessageType::Request as i32,
-            request_id: get_u64(meta, md::REQUEST_ID).unwrap_or(0),
-            session_id: session,
+            request_id: call.request_id,
+            session_id: call.session,
             service: self.service.info().full_name.to_owned(),
-            instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
+            instance: instance.to_owned(),
             method_id: method.id,
-            incarnation: get_u64(meta, md::INCARNATION).unwrap_or(0),
+            incarnation: call.incarnation,
             deadline_us: timeout.map_or(0, |t| {
                 u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)
             }),
-            attempt: get_u64(meta, md::ATTEMPT)
-                .and_then(|a| u32::try_from(a).ok())
-                .unwrap_or(1)
-                .max(1),
+            attempt: call.attempt.max(1),
             status: None,
-            payload,
-            metadata: md::user_metadata(meta),
+            payload: payload.clone(),
+            metadata: user_metadata.clone(),
             protocol: protocol as i32,
-            ack_up_to: get_u64(meta, md::ACK_UP_TO).unwrap_or(0),
-            want_accept: flag(md::ACCEPT),
-            idempotent: flag(md::IDEMPOTENT),
+            ack_up_to: call.ack_up_to,
+            want_accept: call.accept,
+            idempotent: call.idempotent,
         };
         let oneway = protocol == ExchangeProtocol::R;
         let mut pause = Duration::from_millis(1);
         loop {
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let sink = Sink { tx, peer };
-            self.engine.handle_envelope(env.clone(), &sink).await;
+            // Only the engine's first answer matters (ACCEPT, REPLY, ERROR
+            // or IN_PROGRESS); a later one (the REPLY after ACCEPT) is
+            // collected by a new request.
+            let (tx, rx) = oneshot::channel();
+            let sink = Sink {
+                tx: Arc::new(Mutex::new(Some(tx))),
+                peer,
+            };
+            // The envelope is rebuilt from the metadata for a retry (rare)
+            // rather than cloned for every call.
+            self.engine.handle_envelope(envelope(), &sink).await;
             drop(sink);
             if oneway {
                 // R: the engine never answers; the empty reply says the
                 // request was taken (ACCEPT), not that it ran.
                 return Ok((Bytes::new(), true));
             }
-            let Some(message) = rx.recv().await else {
+            let Ok(message) = rx.await else {
                 return Err(Status::aborted(
                     "request dropped by the server: a duplicate of one already answered and acknowledged",
                 ));
@@ -298,18 +303,24 @@ impl Door {
     }
 }
 
-/// The engine's way back to one gRPC call: a queue the call reads.
+/// The engine's way back to one gRPC call: its first answer.
 #[derive(Clone)]
 struct Sink {
-    tx: mpsc::UnboundedSender<Bytes>,
+    /// Taken by the first answer.
+    tx: Arc<Mutex<Option<oneshot::Sender<Bytes>>>>,
     peer: Option<SocketAddr>,
 }
 
 impl ReplySink for Sink {
     async fn send(&self, message: &[u8]) -> io::Result<()> {
-        self.tx
-            .send(Bytes::copy_from_slice(message))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "grpc call gone"))
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match tx {
+            Some(tx) => tx
+                .send(Bytes::copy_from_slice(message))
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "grpc call gone")),
+            // A later answer of the same request: collected by a new one.
+            None => Ok(()),
+        }
     }
 
     fn peer(&self) -> Option<SocketAddr> {
