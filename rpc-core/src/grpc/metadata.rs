@@ -323,13 +323,13 @@ mod tests {
         let mut user = Metadata::new();
         user.insert("trace-id".into(), "abc".into());
         assert!(put_user_metadata(&mut map, &user).is_ok());
-        put(&mut map, SESSION, 7u64);
+        put(&mut map, INCARNATION, 7u64);
         map.insert_bin(
             "blob-bin",
             tonic::metadata::MetadataValue::from_bytes(b"\x00\x01"),
         );
         assert_eq!(user_metadata(&map), user);
-        assert_eq!(get_u64(&map, SESSION), Some(7));
+        assert_eq!(get_u64(&map, INCARNATION), Some(7));
         let mut bad = Metadata::new();
         bad.insert("grpc-x".into(), "1".into());
         assert!(put_user_metadata(&mut map, &bad).is_err());
