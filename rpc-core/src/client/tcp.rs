@@ -11,6 +11,11 @@
 //!   frame (`transport::tcp`) on one connection; replies are matched to
 //!   calls by request id, in any order. A writer queue per connection
 //!   sends every frame queued since its last write in one write.
+//! - **Bursts.** The link hands the channel's receive task every frame
+//!   already received in one batch (`recv_batch`), so a burst of replies
+//!   is routed at once; the requests the woken callers make meanwhile come
+//!   back in one `send_batch`, which queues them under one lock with one
+//!   wake-up of the writer: they leave in one write.
 //! - **Reconnects.** A broken connection is re-established in the
 //!   background with exponential backoff (jittered, bounded by
 //!   [`TcpConfig::backoff_max`]) as long as calls are waiting. Every
@@ -41,7 +46,7 @@ use crate::transport::tcp::{
     peek_header, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters,
     DEFAULT_MAX_FRAME,
 };
-use crate::transport::DatagramSocket;
+use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use prost::Message;
@@ -60,6 +65,11 @@ use tokio::time::Instant;
 
 /// Queued bytes per connection above which callers wait for the writer.
 const OUTBOX_HIGH_WATER: usize = 1 << 20;
+
+/// Most frames one receive hands to the channel's receive task (they are
+/// copied back to back into its buffer, which holds at least one frame of
+/// `max_frame` bytes).
+const RECV_BATCH_FRAMES: usize = 256;
 
 /// A connection that lived shorter than this counts as a failed attempt
 /// for the backoff (a server that accepts and closes at once).
@@ -215,7 +225,7 @@ struct LinkShared {
     connector: Connector,
     state: Mutex<LinkState>,
     inbound_tx: mpsc::UnboundedSender<Bytes>,
-    inbound_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Bytes>>,
+    inbound_rx: tokio::sync::Mutex<Inbound>,
     status: watch::Sender<LinkStatus>,
     /// Wakes the manager (a call needs a connection).
     wake: Notify,
@@ -269,6 +279,28 @@ impl LinkShared {
     }
 }
 
+/// The frames for the channel's receive task.
+#[derive(Debug)]
+struct Inbound {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    /// A frame taken from `rx` that did not fit in the last batch; the
+    /// next receive starts with it.
+    held: Option<Bytes>,
+}
+
+impl Inbound {
+    /// The next frame; `None` once the link is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is taken until it is returned.
+    async fn next(&mut self) -> Option<Bytes> {
+        match self.held.take() {
+            Some(frame) => Some(frame),
+            None => self.rx.recv().await,
+        }
+    }
+}
+
 struct Waiting<'a>(&'a LinkShared);
 
 impl<'a> Waiting<'a> {
@@ -313,7 +345,7 @@ impl DatagramSocket for TcpLink {
         _target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
         let link = Arc::clone(&self.shared);
-        let decided = route(&link, buf);
+        let decided = route(&mut link.lock(), buf, Instant::now());
         async move {
             match decided {
                 Route::Write(outbox) => {
@@ -323,14 +355,7 @@ impl DatagramSocket for TcpLink {
                         bump(&link.counters.write.frames);
                     }
                 }
-                Route::Suppressed { in_progress } => {
-                    bump(&link.counters.suppressed);
-                    if let Some(frame) = in_progress {
-                        let _ = link.inbound_tx.send(frame);
-                    }
-                }
-                Route::Kept => link.wake.notify_one(),
-                Route::Dropped => {}
+                other => link.route_aside(other),
             }
             Ok(buf.len())
         }
@@ -342,8 +367,8 @@ impl DatagramSocket for TcpLink {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         let link = Arc::clone(&self.shared);
         async move {
-            let mut rx = link.inbound_rx.lock().await;
-            match rx.recv().await {
+            let mut inbound = link.inbound_rx.lock().await;
+            match inbound.next().await {
                 Some(frame) => {
                     let n = frame.len().min(buf.len());
                     buf[..n].copy_from_slice(&frame[..n]);
@@ -354,11 +379,115 @@ impl DatagramSocket for TcpLink {
         }
     }
 
+    /// Waits for one frame, then takes every frame already received (up to
+    /// what fits in `batch`), so that a burst of replies is routed in one
+    /// go and the callers' next requests leave together.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<usize>> + Send {
+        let link = Arc::clone(&self.shared);
+        async move {
+            batch.clear();
+            let mut inbound = link.inbound_rx.lock().await;
+            let Some(first) = inbound.next().await else {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            };
+            // Nothing below waits: the batch is taken whole or not at all.
+            batch.push_frame(&first, link.server);
+            while batch.len() < RECV_BATCH_FRAMES {
+                let Ok(frame) = inbound.rx.try_recv() else {
+                    break;
+                };
+                if !batch.push_frame(&frame, link.server) {
+                    inbound.held = Some(frame);
+                    break;
+                }
+            }
+            Ok(batch.len())
+        }
+    }
+
+    /// Routes every message of the burst under one lock and queues those
+    /// for the wire in one go (one wake-up of the connection's writer, so
+    /// they leave in one write).
+    fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send {
+        let link = Arc::clone(&self.shared);
+        async move {
+            // As `send_to`, nothing fails: a message that cannot go out now
+            // is kept for the next connection (or not worth keeping).
+            let mut report = SendReport::default();
+            report.sent = batch.len();
+            let mut writes: Vec<&[u8]> = Vec::with_capacity(batch.len());
+            let mut outbox: Option<Arc<Outbox>> = None;
+            let mut aside = Vec::new();
+            {
+                let now = Instant::now();
+                let mut st = link.lock();
+                for (message, _) in batch.iter() {
+                    match route(&mut st, message, now) {
+                        Route::Write(o) => {
+                            writes.push(message);
+                            outbox.get_or_insert(o);
+                        }
+                        other => aside.push(other),
+                    }
+                }
+            }
+            for other in aside {
+                link.route_aside(other);
+            }
+            let Some(outbox) = outbox else {
+                return report;
+            };
+            let bytes: usize = writes.iter().map(|m| m.len()).sum();
+            let queued = if bytes <= OUTBOX_HIGH_WATER {
+                // A burst of small messages: no waiting for room.
+                outbox.push_all(writes.iter().copied())
+            } else {
+                let mut queued = Ok(0);
+                for message in &writes {
+                    match outbox.push(message).await {
+                        Ok(()) => queued = queued.map(|n| n + 1),
+                        Err(e) => {
+                            queued = Err(e);
+                            break;
+                        }
+                    }
+                }
+                queued
+            };
+            // One wake-up of the writer, which writes them together.
+            report.syscalls = 1;
+            // A broken connection loses the frames; requests are kept and
+            // sent again on the next one (as for `send_to`).
+            let queued = queued.unwrap_or(0);
+            link.counters
+                .write
+                .frames
+                .fetch_add(queued as u64, Ordering::Relaxed);
+            report
+        }
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared
             .lock()
             .local
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl LinkShared {
+    /// Does what a route other than [`Route::Write`] asks.
+    fn route_aside(&self, route: Route) {
+        match route {
+            Route::Write(_) | Route::Dropped => {}
+            Route::Suppressed { in_progress } => {
+                bump(&self.counters.suppressed);
+                if let Some(frame) = in_progress {
+                    let _ = self.inbound_tx.send(frame);
+                }
+            }
+            Route::Kept => self.wake.notify_one(),
+        }
     }
 }
 
@@ -375,7 +504,7 @@ enum Route {
     Dropped,
 }
 
-fn route(link: &LinkShared, buf: &[u8]) -> Route {
+fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
     let h = peek_header(buf);
     let kind = match MessageType::try_from(h.r#type) {
         Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
@@ -385,15 +514,13 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
         Ok(MessageType::Ping) => Some(Kind::Ping),
         _ => None,
     };
-    let mut st = link.lock();
-    if st
+    // The session needs nothing at or below its low-water mark.
+    while st
         .outstanding
         .first_key_value()
         .is_some_and(|(&first, _)| first <= h.ack_up_to)
     {
-        // The session needs nothing at or below its low-water mark.
-        let keep = st.outstanding.split_off(&(h.ack_up_to.saturating_add(1)));
-        st.outstanding = keep;
+        st.outstanding.pop_first();
     }
     let conn = st.conn.clone();
     let Some(kind) = kind else {
@@ -402,7 +529,6 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
             None => Route::Dropped,
         };
     };
-    let now = Instant::now();
     let entry = st
         .outstanding
         .entry(h.request_id)
@@ -822,7 +948,10 @@ impl TcpChannel {
             connector,
             state: Mutex::new(LinkState::default()),
             inbound_tx,
-            inbound_rx: tokio::sync::Mutex::new(inbound_rx),
+            inbound_rx: tokio::sync::Mutex::new(Inbound {
+                rx: inbound_rx,
+                held: None,
+            }),
             status: watch::channel(LinkStatus::default()).0,
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),

@@ -295,6 +295,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+impl super::RecvBatch {
+    /// Appends `frame` to the batch as one more datagram from `from`,
+    /// after the datagrams already in it (a stream transport fills the
+    /// batch's buffer with whole frames back to back, ignoring slots).
+    /// Returns false, leaving the batch as it was, when it does not fit in
+    /// what is left of the buffer; a frame longer than the whole buffer is
+    /// truncated to it when the batch is empty (as a datagram is truncated
+    /// to its slot).
+    pub(crate) fn push_frame(&mut self, frame: &[u8], from: std::net::SocketAddr) -> bool {
+        let start = self.meta.last().map_or(0, |(r, _)| r.end);
+        let room = self.buf.len().saturating_sub(start);
+        let len = if frame.len() <= room {
+            frame.len()
+        } else if start == 0 {
+            room
+        } else {
+            return false;
+        };
+        let end = start + len;
+        let (Some(dst), Some(src)) = (self.buf.get_mut(start..end), frame.get(..len)) else {
+            return false;
+        };
+        dst.copy_from_slice(src);
+        self.meta.push((start..end, from));
+        true
+    }
+}
+
 /// Counters of what a connection's writer did.
 #[derive(Debug, Default)]
 pub(crate) struct WriteCounters {
@@ -354,26 +382,37 @@ impl Outbox {
     pub async fn push(&self, message: &[u8]) -> io::Result<()> {
         let len = u32::try_from(message.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // The usual case first: room, no wake-up registration needed.
+        if self.try_push(len, message)? {
+            return Ok(());
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
+            // Registered before looking again: a wake-up is not missed.
             room.as_mut().enable();
-            {
-                let mut s = self.lock();
-                if s.closed {
-                    return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-                }
-                if s.buf.is_empty() || s.buf.len() < self.high_water {
-                    s.buf.reserve(PREFIX_LEN + message.len());
-                    s.buf.put_u32(len);
-                    s.buf.put_slice(message);
-                    drop(s);
-                    self.ready.notify_one();
-                    return Ok(());
-                }
+            if self.try_push(len, message)? {
+                return Ok(());
             }
             room.await;
         }
+    }
+
+    /// Queues the frame if there is room; `Ok(false)` when there is none.
+    fn try_push(&self, len: u32, message: &[u8]) -> io::Result<bool> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        if !s.buf.is_empty() && s.buf.len() >= self.high_water {
+            return Ok(false);
+        }
+        s.buf.reserve(PREFIX_LEN + message.len());
+        s.buf.put_u32(len);
+        s.buf.put_slice(message);
+        drop(s);
+        self.ready.notify_one();
+        Ok(true)
     }
 
     /// Queues one frame at once, whatever the queue's length (for a
@@ -394,6 +433,40 @@ impl Outbox {
         drop(s);
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Queues several frames at once under one lock, with one wake-up of
+    /// the writer, whatever the queue's length (for a burst of small
+    /// messages whose callers cannot wait, e.g. a flush of the client's
+    /// receive task; the burst is bounded by its caller). Returns how many
+    /// were queued: all of them, or none when the outbox is closed.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::BrokenPipe`] once the outbox is closed;
+    /// [`io::ErrorKind::InvalidInput`] for a message longer than
+    /// `u32::MAX` (the messages before it are queued).
+    pub fn push_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> io::Result<usize> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        let mut queued = 0;
+        let mut result = Ok(());
+        for message in messages {
+            let Ok(len) = u32::try_from(message.len()) else {
+                result = Err(io::Error::from(io::ErrorKind::InvalidInput));
+                break;
+            };
+            s.buf.reserve(PREFIX_LEN + message.len());
+            s.buf.put_u32(len);
+            s.buf.put_slice(message);
+            queued += 1;
+        }
+        drop(s);
+        if queued > 0 {
+            self.ready.notify_one();
+        }
+        result.map(|()| queued)
     }
 
     /// Closes the outbox: no more frames are taken; the writer writes what
