@@ -50,7 +50,7 @@ use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -207,7 +207,62 @@ struct LinkState {
     local: Option<SocketAddr>,
     /// Requests (and PINGs, and one-way requests not sent yet) without an
     /// answer, by request id.
-    outstanding: BTreeMap<u64, Pending>,
+    outstanding: Outstanding,
+}
+
+/// The pending messages by request id: a deque sorted by id. Ids are
+/// handed out in increasing order and leave in increasing order (below the
+/// session's low-water mark), so entries are appended at the back and
+/// dropped from the front; a lookup is a binary search.
+#[derive(Debug, Default)]
+struct Outstanding(VecDeque<(u64, Pending)>);
+
+impl Outstanding {
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        match self.0.back() {
+            Some(&(last, _)) if last < id => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&id, |&(k, _)| k),
+        }
+    }
+
+    /// Drops every entry at or below `ack_up_to`.
+    fn drop_through(&mut self, ack_up_to: u64) {
+        while self.0.front().is_some_and(|&(id, _)| id <= ack_up_to) {
+            self.0.pop_front();
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&Pending> {
+        self.find(id).ok().and_then(|i| self.0.get(i)).map(|(_, p)| p)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Pending> {
+        let i = self.find(id).ok()?;
+        self.0.get_mut(i).map(|(_, p)| p)
+    }
+
+    /// The entry of `id`, made by `make` if there is none.
+    fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> Pending) -> &mut Pending {
+        let i = match self.find(id) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (id, make()));
+                i
+            }
+        };
+        // `i` is in range: found, or just inserted there.
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Ok(i) = self.find(id) {
+            self.0.remove(i);
+        }
+    }
+
+    fn any_unanswered(&self) -> bool {
+        self.0.iter().any(|(_, p)| !p.answered)
+    }
 }
 
 #[derive(Debug)]
@@ -241,7 +296,7 @@ impl LinkShared {
 
     fn needed(&self) -> bool {
         self.waiters.load(Ordering::Acquire) > 0
-            || self.lock().outstanding.values().any(|p| !p.answered)
+            || self.lock().outstanding.any_unanswered()
     }
 
     fn is_connected(&self) -> bool {
@@ -413,8 +468,10 @@ impl DatagramSocket for TcpLink {
         async move {
             // As `send_to`, nothing fails: a message that cannot go out now
             // is kept for the next connection (or not worth keeping).
-            let mut report = SendReport::default();
-            report.sent = batch.len();
+            let mut report = SendReport {
+                sent: batch.len(),
+                ..SendReport::default()
+            };
             let mut writes: Vec<&[u8]> = Vec::with_capacity(batch.len());
             let mut outbox: Option<Arc<Outbox>> = None;
             let mut aside = Vec::new();
@@ -515,13 +572,7 @@ fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
         _ => None,
     };
     // The session needs nothing at or below its low-water mark.
-    while st
-        .outstanding
-        .first_key_value()
-        .is_some_and(|(&first, _)| first <= h.ack_up_to)
-    {
-        st.outstanding.pop_first();
-    }
+    st.outstanding.drop_through(h.ack_up_to);
     let conn = st.conn.clone();
     let Some(kind) = kind else {
         return match conn {
@@ -531,8 +582,7 @@ fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
     };
     let entry = st
         .outstanding
-        .entry(h.request_id)
-        .or_insert_with(|| Pending {
+        .get_or_insert_with(h.request_id, || Pending {
             frame: Bytes::new(),
             kind,
             first_gen: None,
@@ -568,7 +618,7 @@ fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
             Route::Suppressed { in_progress }
         }
         Kind::OneWay => {
-            st.outstanding.remove(&h.request_id);
+            st.outstanding.remove(h.request_id);
             Route::Write(outbox)
         }
         _ => {
@@ -695,7 +745,8 @@ where
         let max_wait = link.config.channel.max_wait;
         let mut expired = Vec::new();
         let mut replayed = 0u64;
-        for (&id, p) in st.outstanding.iter_mut() {
+        for (id, p) in st.outstanding.0.iter_mut() {
+            let id = *id;
             if p.answered {
                 expired.push(id);
                 continue;
@@ -723,7 +774,7 @@ where
             }
         }
         for id in expired {
-            st.outstanding.remove(&id);
+            st.outstanding.remove(id);
         }
         link.counters
             .replayed
@@ -782,7 +833,7 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                 let h = peek_header(&bytes);
                 match MessageType::try_from(h.r#type) {
                     Ok(MessageType::Reply | MessageType::Error) => {
-                        if let Some(p) = link.lock().outstanding.get_mut(&h.request_id) {
+                        if let Some(p) = link.lock().outstanding.get_mut(h.request_id) {
                             p.answered = true;
                             p.frame = Bytes::new();
                         }
@@ -791,10 +842,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                         let mut st = link.lock();
                         if st
                             .outstanding
-                            .get(&h.request_id)
+                            .get(h.request_id)
                             .is_some_and(|p| p.kind == Kind::Ping)
                         {
-                            st.outstanding.remove(&h.request_id);
+                            st.outstanding.remove(h.request_id);
                         }
                     }
                     _ => {}
@@ -807,7 +858,7 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                 let is_answer = header.r#type == MessageType::Reply as i32
                     || header.r#type == MessageType::Error as i32;
                 if is_answer && header.request_id != 0 {
-                    if let Some(p) = link.lock().outstanding.get_mut(&header.request_id) {
+                    if let Some(p) = link.lock().outstanding.get_mut(header.request_id) {
                         p.answered = true;
                         p.frame = Bytes::new();
                     }
@@ -1059,5 +1110,59 @@ impl Channel for TcpChannel {
             link.wait_connected(deadline, attempts).await?;
             inner.invoke(invocation).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(frame: &'static [u8]) -> Pending {
+        Pending {
+            frame: Bytes::from_static(frame),
+            kind: Kind::Ping,
+            first_gen: None,
+            stored_at: Instant::now(),
+            synthesized: None,
+            answered: false,
+        }
+    }
+
+    #[test]
+    fn outstanding_stays_sorted_and_drops_through_the_low_water_mark() {
+        let mut o = Outstanding::default();
+        for id in [3u64, 5, 4, 1, 9] {
+            o.get_or_insert_with(id, || pending(b"x"));
+        }
+        // an existing entry is found, not made again
+        o.get_or_insert_with(4, || pending(b"again")).answered = true;
+        let ids: Vec<u64> = o.0.iter().map(|&(id, _)| id).collect();
+        assert_eq!(ids, vec![1, 3, 4, 5, 9]);
+        assert!(o.get(4).is_some_and(|p| p.answered && p.frame[..] == b"x"[..]));
+        assert!(o.get(2).is_none() && o.get_mut(10).is_none());
+        o.remove(5);
+        o.remove(6);
+        o.drop_through(3);
+        let ids: Vec<u64> = o.0.iter().map(|&(id, _)| id).collect();
+        assert_eq!(ids, vec![4, 9]);
+        assert!(o.any_unanswered(), "9 is not answered");
+        o.drop_through(u64::MAX);
+        assert!(o.0.is_empty() && !o.any_unanswered());
+    }
+
+    #[test]
+    fn frames_fill_a_batch_back_to_back() {
+        let from: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let mut batch = RecvBatch::new(1, 10);
+        assert!(batch.push_frame(b"abcd", from));
+        assert!(batch.push_frame(b"efg", from));
+        assert!(!batch.push_frame(b"hijk", from), "does not fit: left out");
+        assert!(batch.push_frame(b"hij", from));
+        let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
+        assert_eq!(got, vec![&b"abcd"[..], b"efg", b"hij"]);
+        batch.clear();
+        assert!(batch.push_frame(b"0123456789ab", from), "an empty batch truncates");
+        let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
+        assert_eq!(got, vec![&b"0123456789"[..]]);
     }
 }
