@@ -43,7 +43,7 @@ use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters,
+    peek_header, peek_type_and_id, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters,
     DEFAULT_MAX_FRAME,
 };
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
@@ -830,10 +830,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
         match frame {
             Frame::Data(bytes) => {
                 bump(&link.counters.frames_received);
-                let h = peek_header(&bytes);
-                match MessageType::try_from(h.r#type) {
+                let (r#type, request_id) = peek_type_and_id(&bytes);
+                match MessageType::try_from(r#type) {
                     Ok(MessageType::Reply | MessageType::Error) => {
-                        if let Some(p) = link.lock().outstanding.get_mut(h.request_id) {
+                        if let Some(p) = link.lock().outstanding.get_mut(request_id) {
                             p.answered = true;
                             p.frame = Bytes::new();
                         }
@@ -842,10 +842,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                         let mut st = link.lock();
                         if st
                             .outstanding
-                            .get(h.request_id)
+                            .get(request_id)
                             .is_some_and(|p| p.kind == Kind::Ping)
                         {
-                            st.outstanding.remove(h.request_id);
+                            st.outstanding.remove(request_id);
                         }
                     }
                     _ => {}

@@ -128,6 +128,47 @@ pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
     h
 }
 
+/// Reads the `type` and `request_id` of an encoded envelope (zero when
+/// absent): as [`peek_header`], but stops as soon as both are read, which
+/// is at the front of every envelope this crate encodes (fields are
+/// written in field order), so a large payload is never walked over.
+pub fn peek_type_and_id(mut bytes: &[u8]) -> (i32, u64) {
+    let (mut r#type, mut request_id) = (None, None);
+    while !bytes.is_empty() {
+        if let (Some(t), Some(id)) = (r#type, request_id) {
+            return (t, id);
+        }
+        let Some(key) = varint(&mut bytes) else { break };
+        let (field, wire) = (key >> 3, key & 7);
+        let skipped = match wire {
+            0 => match varint(&mut bytes) {
+                // Truncation to the field's width is what protobuf does.
+                #[allow(clippy::cast_possible_truncation)]
+                Some(v) => {
+                    match field {
+                        2 => r#type = Some(v as i32),
+                        3 => request_id = Some(v),
+                        _ => {}
+                    }
+                    Some(bytes)
+                }
+                None => None,
+            },
+            1 => bytes.get(8..),
+            2 => varint(&mut bytes)
+                .and_then(|len| usize::try_from(len).ok())
+                .and_then(|len| bytes.get(len..)),
+            5 => bytes.get(4..),
+            _ => None,
+        };
+        match skipped {
+            Some(rest) => bytes = rest,
+            None => break,
+        }
+    }
+    (r#type.unwrap_or(0), request_id.unwrap_or(0))
+}
+
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..10 {
@@ -580,6 +621,26 @@ mod tests {
             let _ = peek_header(&junk);
         }
         assert!(!peek_header(&[0xff; 11]).complete);
+    }
+
+    #[test]
+    fn peek_type_and_id_agrees_with_peek_header() {
+        let bytes = env().encode_to_vec();
+        assert_eq!(peek_type_and_id(&bytes), (1, 300));
+        // fields in another order, and absent ones
+        let mut reordered = Vec::new();
+        prost::encoding::uint64::encode(3, &77, &mut reordered);
+        prost::encoding::int32::encode(2, &5, &mut reordered);
+        assert_eq!(peek_type_and_id(&reordered), (5, 77));
+        assert_eq!(peek_type_and_id(&reordered[..2]), (0, 77));
+        assert_eq!(peek_type_and_id(&[]), (0, 0));
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
+            let h = peek_header(&junk);
+            if h.complete {
+                assert_eq!(peek_type_and_id(&junk), (h.r#type, h.request_id));
+            }
+        }
     }
 
     #[tokio::test]
