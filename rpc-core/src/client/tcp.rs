@@ -55,7 +55,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -282,6 +282,9 @@ struct LinkShared {
     inbound_tx: mpsc::UnboundedSender<Bytes>,
     inbound_rx: tokio::sync::Mutex<Inbound>,
     status: watch::Sender<LinkStatus>,
+    /// `status.connected`, readable without the watch channel's lock (read
+    /// by every call).
+    connected: AtomicBool,
     /// Wakes the manager (a call needs a connection).
     wake: Notify,
     /// Calls waiting for a connection.
@@ -300,7 +303,12 @@ impl LinkShared {
     }
 
     fn is_connected(&self) -> bool {
-        self.status.borrow().connected
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+        self.status.send_modify(|s| s.connected = connected);
     }
 
     /// Waits until a connection is up; fails at `deadline` or after
@@ -785,7 +793,7 @@ where
         gen
     };
     bump(&link.counters.connects);
-    link.status.send_modify(|s| s.connected = true);
+    link.set_connected(true);
     tracing::debug!(server = %link.server, gen, "connected");
     let writer = write_loop(&outbox, w, &link.counters.write);
     tokio::pin!(writer);
@@ -807,7 +815,7 @@ where
         }
     }
     bump(&link.counters.disconnects);
-    link.status.send_modify(|s| s.connected = false);
+    link.set_connected(false);
     tracing::debug!(server = %link.server, gen, "disconnected");
 }
 
@@ -1004,6 +1012,7 @@ impl TcpChannel {
                 held: None,
             }),
             status: watch::channel(LinkStatus::default()).0,
+            connected: AtomicBool::new(false),
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),
             counters: LinkCounters::default(),
