@@ -43,8 +43,8 @@ use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, peek_type_and_id, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters,
-    DEFAULT_MAX_FRAME,
+    peek_header, peek_type_and_id, write_loop, Frame, FrameError, FrameReader, Outbox,
+    WriteCounters, DEFAULT_MAX_FRAME,
 };
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
@@ -233,7 +233,10 @@ impl Outstanding {
     }
 
     fn get(&self, id: u64) -> Option<&Pending> {
-        self.find(id).ok().and_then(|i| self.0.get(i)).map(|(_, p)| p)
+        self.find(id)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(|(_, p)| p)
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Pending> {
@@ -298,8 +301,7 @@ impl LinkShared {
     }
 
     fn needed(&self) -> bool {
-        self.waiters.load(Ordering::Acquire) > 0
-            || self.lock().outstanding.any_unanswered()
+        self.waiters.load(Ordering::Acquire) > 0 || self.lock().outstanding.any_unanswered()
     }
 
     fn is_connected(&self) -> bool {
@@ -476,7 +478,7 @@ impl DatagramSocket for TcpLink {
         async move {
             // As `send_to`, nothing fails: a message that cannot go out now
             // is kept for the next connection (or not worth keeping).
-            let mut report = SendReport {
+            let report = SendReport {
                 sent: batch.len(),
                 ..SendReport::default()
             };
@@ -502,28 +504,22 @@ impl DatagramSocket for TcpLink {
             let Some(outbox) = outbox else {
                 return report;
             };
-            let bytes: usize = writes.iter().map(|m| m.len()).sum();
-            let queued = if bytes <= OUTBOX_HIGH_WATER {
-                // A burst of small messages: no waiting for room.
-                outbox.push_all(writes.iter().copied())
-            } else {
-                let mut queued = Ok(0);
-                for message in &writes {
-                    match outbox.push(message).await {
-                        Ok(()) => queued = queued.map(|n| n + 1),
-                        Err(e) => {
-                            queued = Err(e);
-                            break;
-                        }
-                    }
-                }
-                queued
-            };
-            // One wake-up of the writer, which writes them together.
-            report.syscalls = 1;
             // A broken connection loses the frames; requests are kept and
             // sent again on the next one (as for `send_to`).
-            let queued = queued.unwrap_or(0);
+            let mut queued = 0usize;
+            if let Ok(true) = outbox.try_push_all(&writes) {
+                queued = writes.len();
+            } else {
+                // No room (or a refused message): frame by frame, waiting
+                // for room as `send_to` does.
+                for message in &writes {
+                    if outbox.push(message).await.is_ok() {
+                        queued += 1;
+                    }
+                }
+            }
+            // No system call here: the connection's writer, woken once,
+            // writes them together (`syscalls` stays 0).
             link.counters
                 .write
                 .frames
@@ -588,16 +584,14 @@ fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
             None => Route::Dropped,
         };
     };
-    let entry = st
-        .outstanding
-        .get_or_insert_with(h.request_id, || Pending {
-            frame: Bytes::new(),
-            kind,
-            first_gen: None,
-            stored_at: now,
-            synthesized: None,
-            answered: false,
-        });
+    let entry = st.outstanding.get_or_insert_with(h.request_id, || Pending {
+        frame: Bytes::new(),
+        kind,
+        first_gen: None,
+        stored_at: now,
+        synthesized: None,
+        answered: false,
+    });
     if entry.answered {
         return Route::Suppressed { in_progress: None };
     }
@@ -1147,7 +1141,9 @@ mod tests {
         o.get_or_insert_with(4, || pending(b"again")).answered = true;
         let ids: Vec<u64> = o.0.iter().map(|&(id, _)| id).collect();
         assert_eq!(ids, vec![1, 3, 4, 5, 9]);
-        assert!(o.get(4).is_some_and(|p| p.answered && p.frame[..] == b"x"[..]));
+        assert!(o
+            .get(4)
+            .is_some_and(|p| p.answered && p.frame[..] == b"x"[..]));
         assert!(o.get(2).is_none() && o.get_mut(10).is_none());
         o.remove(5);
         o.remove(6);
@@ -1170,7 +1166,10 @@ mod tests {
         let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
         assert_eq!(got, vec![&b"abcd"[..], b"efg", b"hij"]);
         batch.clear();
-        assert!(batch.push_frame(b"0123456789ab", from), "an empty batch truncates");
+        assert!(
+            batch.push_frame(b"0123456789ab", from),
+            "an empty batch truncates"
+        );
         let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
         assert_eq!(got, vec![&b"0123456789"[..]]);
     }

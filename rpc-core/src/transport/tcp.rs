@@ -476,38 +476,41 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues several frames at once under one lock, with one wake-up of
-    /// the writer, whatever the queue's length (for a burst of small
-    /// messages whose callers cannot wait, e.g. a flush of the client's
-    /// receive task; the burst is bounded by its caller). Returns how many
-    /// were queued: all of them, or none when the outbox is closed.
+    /// Queues every frame of `messages` at once, under one lock and with
+    /// one wake-up of the writer (so they leave in one write), if there is
+    /// room: when the queue is below the high-water mark, as
+    /// [`Outbox::push`] would take the first of them (the burst may pass
+    /// the mark; its caller bounds it). `Ok(false)`, with nothing queued,
+    /// when there is no room: push them one by one then.
     ///
     /// # Errors
     /// [`io::ErrorKind::BrokenPipe`] once the outbox is closed;
     /// [`io::ErrorKind::InvalidInput`] for a message longer than
-    /// `u32::MAX` (the messages before it are queued).
-    pub fn push_all<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> io::Result<usize> {
+    /// `u32::MAX`. Nothing is queued then.
+    pub fn try_push_all(&self, messages: &[&[u8]]) -> io::Result<bool> {
+        if messages.iter().any(|m| u32::try_from(m.len()).is_err()) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
         let mut s = self.lock();
         if s.closed {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe));
         }
-        let mut queued = 0;
-        let mut result = Ok(());
+        if !s.buf.is_empty() && s.buf.len() >= self.high_water {
+            return Ok(false);
+        }
+        s.buf
+            .reserve(messages.iter().map(|m| PREFIX_LEN + m.len()).sum());
         for message in messages {
-            let Ok(len) = u32::try_from(message.len()) else {
-                result = Err(io::Error::from(io::ErrorKind::InvalidInput));
-                break;
-            };
-            s.buf.reserve(PREFIX_LEN + message.len());
-            s.buf.put_u32(len);
+            // Checked above.
+            #[allow(clippy::cast_possible_truncation)]
+            s.buf.put_u32(message.len() as u32);
             s.buf.put_slice(message);
-            queued += 1;
         }
         drop(s);
-        if queued > 0 {
+        if !messages.is_empty() {
             self.ready.notify_one();
         }
-        result.map(|()| queued)
+        Ok(true)
     }
 
     /// Closes the outbox: no more frames are taken; the writer writes what
@@ -670,6 +673,21 @@ mod tests {
         assert!(matches!(&got[0], Frame::Data(d) if d[..] == small[..]));
         assert!(matches!(&got[1], Frame::TooLarge { len: 5000, .. }));
         assert!(matches!(&got[2], Frame::Data(d) if d[..] == small[..]));
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_queued_whole_while_there_is_room() {
+        let out = Outbox::new(8);
+        assert!(out.try_push_all(&[b"ab", b"cde"]).unwrap());
+        assert_eq!(out.lock().buf.len(), 2 * PREFIX_LEN + 5);
+        // past the high-water mark now: nothing more is taken
+        assert!(!out.try_push_all(&[b"f"]).unwrap());
+        assert_eq!(out.lock().buf.len(), 2 * PREFIX_LEN + 5);
+        out.close();
+        assert_eq!(
+            out.try_push_all(&[b"g"]).unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
     }
 
     #[tokio::test]
