@@ -11,6 +11,11 @@
 //!   frame (`transport::tcp`) on one connection; replies are matched to
 //!   calls by request id, in any order. A writer queue per connection
 //!   sends every frame queued since its last write in one write.
+//! - **Bursts.** The link hands the channel's receive task every frame
+//!   already received in one batch (`recv_batch`), so a burst of replies
+//!   is routed at once; the requests the woken callers make meanwhile come
+//!   back in one `send_batch`, which queues them under one lock with one
+//!   wake-up of the writer: they leave in one write.
 //! - **Reconnects.** A broken connection is re-established in the
 //!   background with exponential backoff (jittered, bounded by
 //!   [`TcpConfig::backoff_max`]) as long as calls are waiting. Every
@@ -38,19 +43,19 @@ use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters,
-    DEFAULT_MAX_FRAME,
+    peek_header, peek_type_and_id, write_loop, Frame, FrameError, FrameReader, Outbox,
+    WriteCounters, DEFAULT_MAX_FRAME,
 };
-use crate::transport::DatagramSocket;
+use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -60,6 +65,11 @@ use tokio::time::Instant;
 
 /// Queued bytes per connection above which callers wait for the writer.
 const OUTBOX_HIGH_WATER: usize = 1 << 20;
+
+/// Most frames one receive hands to the channel's receive task (they are
+/// copied back to back into its buffer, which holds at least one frame of
+/// `max_frame` bytes).
+const RECV_BATCH_FRAMES: usize = 256;
 
 /// A connection that lived shorter than this counts as a failed attempt
 /// for the backoff (a server that accepts and closes at once).
@@ -197,7 +207,65 @@ struct LinkState {
     local: Option<SocketAddr>,
     /// Requests (and PINGs, and one-way requests not sent yet) without an
     /// answer, by request id.
-    outstanding: BTreeMap<u64, Pending>,
+    outstanding: Outstanding,
+}
+
+/// The pending messages by request id: a deque sorted by id. Ids are
+/// handed out in increasing order and leave in increasing order (below the
+/// session's low-water mark), so entries are appended at the back and
+/// dropped from the front; a lookup is a binary search.
+#[derive(Debug, Default)]
+struct Outstanding(VecDeque<(u64, Pending)>);
+
+impl Outstanding {
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        match self.0.back() {
+            Some(&(last, _)) if last < id => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&id, |&(k, _)| k),
+        }
+    }
+
+    /// Drops every entry at or below `ack_up_to`.
+    fn drop_through(&mut self, ack_up_to: u64) {
+        while self.0.front().is_some_and(|&(id, _)| id <= ack_up_to) {
+            self.0.pop_front();
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&Pending> {
+        self.find(id)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(|(_, p)| p)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Pending> {
+        let i = self.find(id).ok()?;
+        self.0.get_mut(i).map(|(_, p)| p)
+    }
+
+    /// The entry of `id`, made by `make` if there is none.
+    fn get_or_insert_with(&mut self, id: u64, make: impl FnOnce() -> Pending) -> &mut Pending {
+        let i = match self.find(id) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (id, make()));
+                i
+            }
+        };
+        // `i` is in range: found, or just inserted there.
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Ok(i) = self.find(id) {
+            self.0.remove(i);
+        }
+    }
+
+    fn any_unanswered(&self) -> bool {
+        self.0.iter().any(|(_, p)| !p.answered)
+    }
 }
 
 #[derive(Debug)]
@@ -215,8 +283,11 @@ struct LinkShared {
     connector: Connector,
     state: Mutex<LinkState>,
     inbound_tx: mpsc::UnboundedSender<Bytes>,
-    inbound_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Bytes>>,
+    inbound_rx: tokio::sync::Mutex<Inbound>,
     status: watch::Sender<LinkStatus>,
+    /// `status.connected`, readable without the watch channel's lock (read
+    /// by every call).
+    connected: AtomicBool,
     /// Wakes the manager (a call needs a connection).
     wake: Notify,
     /// Calls waiting for a connection.
@@ -230,12 +301,16 @@ impl LinkShared {
     }
 
     fn needed(&self) -> bool {
-        self.waiters.load(Ordering::Acquire) > 0
-            || self.lock().outstanding.values().any(|p| !p.answered)
+        self.waiters.load(Ordering::Acquire) > 0 || self.lock().outstanding.any_unanswered()
     }
 
     fn is_connected(&self) -> bool {
-        self.status.borrow().connected
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+        self.status.send_modify(|s| s.connected = connected);
     }
 
     /// Waits until a connection is up; fails at `deadline` or after
@@ -265,6 +340,28 @@ impl LinkShared {
                 Ok(Err(_)) => return Err(Error::Closed),
                 Ok(Ok(())) => {}
             }
+        }
+    }
+}
+
+/// The frames for the channel's receive task.
+#[derive(Debug)]
+struct Inbound {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    /// A frame taken from `rx` that did not fit in the last batch; the
+    /// next receive starts with it.
+    held: Option<Bytes>,
+}
+
+impl Inbound {
+    /// The next frame; `None` once the link is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is taken until it is returned.
+    async fn next(&mut self) -> Option<Bytes> {
+        match self.held.take() {
+            Some(frame) => Some(frame),
+            None => self.rx.recv().await,
         }
     }
 }
@@ -313,7 +410,7 @@ impl DatagramSocket for TcpLink {
         _target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
         let link = Arc::clone(&self.shared);
-        let decided = route(&link, buf);
+        let decided = route(&mut link.lock(), buf, Instant::now());
         async move {
             match decided {
                 Route::Write(outbox) => {
@@ -323,14 +420,7 @@ impl DatagramSocket for TcpLink {
                         bump(&link.counters.write.frames);
                     }
                 }
-                Route::Suppressed { in_progress } => {
-                    bump(&link.counters.suppressed);
-                    if let Some(frame) = in_progress {
-                        let _ = link.inbound_tx.send(frame);
-                    }
-                }
-                Route::Kept => link.wake.notify_one(),
-                Route::Dropped => {}
+                other => link.route_aside(other),
             }
             Ok(buf.len())
         }
@@ -342,8 +432,8 @@ impl DatagramSocket for TcpLink {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         let link = Arc::clone(&self.shared);
         async move {
-            let mut rx = link.inbound_rx.lock().await;
-            match rx.recv().await {
+            let mut inbound = link.inbound_rx.lock().await;
+            match inbound.next().await {
                 Some(frame) => {
                     let n = frame.len().min(buf.len());
                     buf[..n].copy_from_slice(&frame[..n]);
@@ -354,11 +444,111 @@ impl DatagramSocket for TcpLink {
         }
     }
 
+    /// Waits for one frame, then takes every frame already received (up to
+    /// what fits in `batch`), so that a burst of replies is routed in one
+    /// go and the callers' next requests leave together.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<usize>> + Send {
+        let link = Arc::clone(&self.shared);
+        async move {
+            batch.clear();
+            let mut inbound = link.inbound_rx.lock().await;
+            let Some(first) = inbound.next().await else {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            };
+            // Nothing below waits: the batch is taken whole or not at all.
+            batch.push_frame(&first, link.server);
+            while batch.len() < RECV_BATCH_FRAMES {
+                let Ok(frame) = inbound.rx.try_recv() else {
+                    break;
+                };
+                if !batch.push_frame(&frame, link.server) {
+                    inbound.held = Some(frame);
+                    break;
+                }
+            }
+            Ok(batch.len())
+        }
+    }
+
+    /// Routes every message of the burst under one lock and queues those
+    /// for the wire in one go (one wake-up of the connection's writer, so
+    /// they leave in one write).
+    fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send {
+        let link = Arc::clone(&self.shared);
+        async move {
+            // As `send_to`, nothing fails: a message that cannot go out now
+            // is kept for the next connection (or not worth keeping).
+            let report = SendReport {
+                sent: batch.len(),
+                ..SendReport::default()
+            };
+            let mut writes: Vec<&[u8]> = Vec::with_capacity(batch.len());
+            let mut outbox: Option<Arc<Outbox>> = None;
+            let mut aside = Vec::new();
+            {
+                let now = Instant::now();
+                let mut st = link.lock();
+                for (message, _) in batch.iter() {
+                    match route(&mut st, message, now) {
+                        Route::Write(o) => {
+                            writes.push(message);
+                            outbox.get_or_insert(o);
+                        }
+                        other => aside.push(other),
+                    }
+                }
+            }
+            for other in aside {
+                link.route_aside(other);
+            }
+            let Some(outbox) = outbox else {
+                return report;
+            };
+            // A broken connection loses the frames; requests are kept and
+            // sent again on the next one (as for `send_to`).
+            let mut queued = 0usize;
+            if let Ok(true) = outbox.try_push_all(&writes) {
+                queued = writes.len();
+            } else {
+                // No room (or a refused message): frame by frame, waiting
+                // for room as `send_to` does.
+                for message in &writes {
+                    if outbox.push(message).await.is_ok() {
+                        queued += 1;
+                    }
+                }
+            }
+            // No system call here: the connection's writer, woken once,
+            // writes them together (`syscalls` stays 0).
+            link.counters
+                .write
+                .frames
+                .fetch_add(queued as u64, Ordering::Relaxed);
+            report
+        }
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared
             .lock()
             .local
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl LinkShared {
+    /// Does what a route other than [`Route::Write`] asks.
+    fn route_aside(&self, route: Route) {
+        match route {
+            Route::Write(_) | Route::Dropped => {}
+            Route::Suppressed { in_progress } => {
+                bump(&self.counters.suppressed);
+                if let Some(frame) = in_progress {
+                    let _ = self.inbound_tx.send(frame);
+                }
+            }
+            Route::Kept => self.wake.notify_one(),
+        }
     }
 }
 
@@ -375,7 +565,7 @@ enum Route {
     Dropped,
 }
 
-fn route(link: &LinkShared, buf: &[u8]) -> Route {
+fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
     let h = peek_header(buf);
     let kind = match MessageType::try_from(h.r#type) {
         Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
@@ -385,16 +575,8 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
         Ok(MessageType::Ping) => Some(Kind::Ping),
         _ => None,
     };
-    let mut st = link.lock();
-    if st
-        .outstanding
-        .first_key_value()
-        .is_some_and(|(&first, _)| first <= h.ack_up_to)
-    {
-        // The session needs nothing at or below its low-water mark.
-        let keep = st.outstanding.split_off(&(h.ack_up_to.saturating_add(1)));
-        st.outstanding = keep;
-    }
+    // The session needs nothing at or below its low-water mark.
+    st.outstanding.drop_through(h.ack_up_to);
     let conn = st.conn.clone();
     let Some(kind) = kind else {
         return match conn {
@@ -402,18 +584,14 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
             None => Route::Dropped,
         };
     };
-    let now = Instant::now();
-    let entry = st
-        .outstanding
-        .entry(h.request_id)
-        .or_insert_with(|| Pending {
-            frame: Bytes::new(),
-            kind,
-            first_gen: None,
-            stored_at: now,
-            synthesized: None,
-            answered: false,
-        });
+    let entry = st.outstanding.get_or_insert_with(h.request_id, || Pending {
+        frame: Bytes::new(),
+        kind,
+        first_gen: None,
+        stored_at: now,
+        synthesized: None,
+        answered: false,
+    });
     if entry.answered {
         return Route::Suppressed { in_progress: None };
     }
@@ -442,7 +620,7 @@ fn route(link: &LinkShared, buf: &[u8]) -> Route {
             Route::Suppressed { in_progress }
         }
         Kind::OneWay => {
-            st.outstanding.remove(&h.request_id);
+            st.outstanding.remove(h.request_id);
             Route::Write(outbox)
         }
         _ => {
@@ -569,7 +747,8 @@ where
         let max_wait = link.config.channel.max_wait;
         let mut expired = Vec::new();
         let mut replayed = 0u64;
-        for (&id, p) in st.outstanding.iter_mut() {
+        for (id, p) in st.outstanding.0.iter_mut() {
+            let id = *id;
             if p.answered {
                 expired.push(id);
                 continue;
@@ -597,7 +776,7 @@ where
             }
         }
         for id in expired {
-            st.outstanding.remove(&id);
+            st.outstanding.remove(id);
         }
         link.counters
             .replayed
@@ -608,7 +787,7 @@ where
         gen
     };
     bump(&link.counters.connects);
-    link.status.send_modify(|s| s.connected = true);
+    link.set_connected(true);
     tracing::debug!(server = %link.server, gen, "connected");
     let writer = write_loop(&outbox, w, &link.counters.write);
     tokio::pin!(writer);
@@ -630,7 +809,7 @@ where
         }
     }
     bump(&link.counters.disconnects);
-    link.status.send_modify(|s| s.connected = false);
+    link.set_connected(false);
     tracing::debug!(server = %link.server, gen, "disconnected");
 }
 
@@ -653,10 +832,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
         match frame {
             Frame::Data(bytes) => {
                 bump(&link.counters.frames_received);
-                let h = peek_header(&bytes);
-                match MessageType::try_from(h.r#type) {
+                let (r#type, request_id) = peek_type_and_id(&bytes);
+                match MessageType::try_from(r#type) {
                     Ok(MessageType::Reply | MessageType::Error) => {
-                        if let Some(p) = link.lock().outstanding.get_mut(&h.request_id) {
+                        if let Some(p) = link.lock().outstanding.get_mut(request_id) {
                             p.answered = true;
                             p.frame = Bytes::new();
                         }
@@ -665,10 +844,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                         let mut st = link.lock();
                         if st
                             .outstanding
-                            .get(&h.request_id)
+                            .get(request_id)
                             .is_some_and(|p| p.kind == Kind::Ping)
                         {
-                            st.outstanding.remove(&h.request_id);
+                            st.outstanding.remove(request_id);
                         }
                     }
                     _ => {}
@@ -681,7 +860,7 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                 let is_answer = header.r#type == MessageType::Reply as i32
                     || header.r#type == MessageType::Error as i32;
                 if is_answer && header.request_id != 0 {
-                    if let Some(p) = link.lock().outstanding.get_mut(&header.request_id) {
+                    if let Some(p) = link.lock().outstanding.get_mut(header.request_id) {
                         p.answered = true;
                         p.frame = Bytes::new();
                     }
@@ -822,8 +1001,12 @@ impl TcpChannel {
             connector,
             state: Mutex::new(LinkState::default()),
             inbound_tx,
-            inbound_rx: tokio::sync::Mutex::new(inbound_rx),
+            inbound_rx: tokio::sync::Mutex::new(Inbound {
+                rx: inbound_rx,
+                held: None,
+            }),
             status: watch::channel(LinkStatus::default()).0,
+            connected: AtomicBool::new(false),
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),
             counters: LinkCounters::default(),
@@ -930,5 +1113,64 @@ impl Channel for TcpChannel {
             link.wait_connected(deadline, attempts).await?;
             inner.invoke(invocation).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(frame: &'static [u8]) -> Pending {
+        Pending {
+            frame: Bytes::from_static(frame),
+            kind: Kind::Ping,
+            first_gen: None,
+            stored_at: Instant::now(),
+            synthesized: None,
+            answered: false,
+        }
+    }
+
+    #[test]
+    fn outstanding_stays_sorted_and_drops_through_the_low_water_mark() {
+        let mut o = Outstanding::default();
+        for id in [3u64, 5, 4, 1, 9] {
+            o.get_or_insert_with(id, || pending(b"x"));
+        }
+        // an existing entry is found, not made again
+        o.get_or_insert_with(4, || pending(b"again")).answered = true;
+        let ids: Vec<u64> = o.0.iter().map(|&(id, _)| id).collect();
+        assert_eq!(ids, vec![1, 3, 4, 5, 9]);
+        assert!(o
+            .get(4)
+            .is_some_and(|p| p.answered && p.frame[..] == b"x"[..]));
+        assert!(o.get(2).is_none() && o.get_mut(10).is_none());
+        o.remove(5);
+        o.remove(6);
+        o.drop_through(3);
+        let ids: Vec<u64> = o.0.iter().map(|&(id, _)| id).collect();
+        assert_eq!(ids, vec![4, 9]);
+        assert!(o.any_unanswered(), "9 is not answered");
+        o.drop_through(u64::MAX);
+        assert!(o.0.is_empty() && !o.any_unanswered());
+    }
+
+    #[test]
+    fn frames_fill_a_batch_back_to_back() {
+        let from: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let mut batch = RecvBatch::new(1, 10);
+        assert!(batch.push_frame(b"abcd", from));
+        assert!(batch.push_frame(b"efg", from));
+        assert!(!batch.push_frame(b"hijk", from), "does not fit: left out");
+        assert!(batch.push_frame(b"hij", from));
+        let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
+        assert_eq!(got, vec![&b"abcd"[..], b"efg", b"hij"]);
+        batch.clear();
+        assert!(
+            batch.push_frame(b"0123456789ab", from),
+            "an empty batch truncates"
+        );
+        let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
+        assert_eq!(got, vec![&b"0123456789"[..]]);
     }
 }

@@ -128,6 +128,47 @@ pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
     h
 }
 
+/// Reads the `type` and `request_id` of an encoded envelope (zero when
+/// absent): as [`peek_header`], but stops as soon as both are read, which
+/// is at the front of every envelope this crate encodes (fields are
+/// written in field order), so a large payload is never walked over.
+pub fn peek_type_and_id(mut bytes: &[u8]) -> (i32, u64) {
+    let (mut r#type, mut request_id) = (None, None);
+    while !bytes.is_empty() {
+        if let (Some(t), Some(id)) = (r#type, request_id) {
+            return (t, id);
+        }
+        let Some(key) = varint(&mut bytes) else { break };
+        let (field, wire) = (key >> 3, key & 7);
+        let skipped = match wire {
+            0 => match varint(&mut bytes) {
+                // Truncation to the field's width is what protobuf does.
+                #[allow(clippy::cast_possible_truncation)]
+                Some(v) => {
+                    match field {
+                        2 => r#type = Some(v as i32),
+                        3 => request_id = Some(v),
+                        _ => {}
+                    }
+                    Some(bytes)
+                }
+                None => None,
+            },
+            1 => bytes.get(8..),
+            2 => varint(&mut bytes)
+                .and_then(|len| usize::try_from(len).ok())
+                .and_then(|len| bytes.get(len..)),
+            5 => bytes.get(4..),
+            _ => None,
+        };
+        match skipped {
+            Some(rest) => bytes = rest,
+            None => break,
+        }
+    }
+    (r#type.unwrap_or(0), request_id.unwrap_or(0))
+}
+
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..10 {
@@ -295,6 +336,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+impl super::RecvBatch {
+    /// Appends `frame` to the batch as one more datagram from `from`,
+    /// after the datagrams already in it (a stream transport fills the
+    /// batch's buffer with whole frames back to back, ignoring slots).
+    /// Returns false, leaving the batch as it was, when it does not fit in
+    /// what is left of the buffer; a frame longer than the whole buffer is
+    /// truncated to it when the batch is empty (as a datagram is truncated
+    /// to its slot).
+    pub(crate) fn push_frame(&mut self, frame: &[u8], from: std::net::SocketAddr) -> bool {
+        let start = self.meta.last().map_or(0, |(r, _)| r.end);
+        let room = self.buf.len().saturating_sub(start);
+        let len = if frame.len() <= room {
+            frame.len()
+        } else if start == 0 {
+            room
+        } else {
+            return false;
+        };
+        let end = start + len;
+        let (Some(dst), Some(src)) = (self.buf.get_mut(start..end), frame.get(..len)) else {
+            return false;
+        };
+        dst.copy_from_slice(src);
+        self.meta.push((start..end, from));
+        true
+    }
+}
+
 /// Counters of what a connection's writer did.
 #[derive(Debug, Default)]
 pub(crate) struct WriteCounters {
@@ -354,26 +423,37 @@ impl Outbox {
     pub async fn push(&self, message: &[u8]) -> io::Result<()> {
         let len = u32::try_from(message.len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // The usual case first: room, no wake-up registration needed.
+        if self.try_push(len, message)? {
+            return Ok(());
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
+            // Registered before looking again: a wake-up is not missed.
             room.as_mut().enable();
-            {
-                let mut s = self.lock();
-                if s.closed {
-                    return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-                }
-                if s.buf.is_empty() || s.buf.len() < self.high_water {
-                    s.buf.reserve(PREFIX_LEN + message.len());
-                    s.buf.put_u32(len);
-                    s.buf.put_slice(message);
-                    drop(s);
-                    self.ready.notify_one();
-                    return Ok(());
-                }
+            if self.try_push(len, message)? {
+                return Ok(());
             }
             room.await;
         }
+    }
+
+    /// Queues the frame if there is room; `Ok(false)` when there is none.
+    fn try_push(&self, len: u32, message: &[u8]) -> io::Result<bool> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        if !s.buf.is_empty() && s.buf.len() >= self.high_water {
+            return Ok(false);
+        }
+        s.buf.reserve(PREFIX_LEN + message.len());
+        s.buf.put_u32(len);
+        s.buf.put_slice(message);
+        drop(s);
+        self.ready.notify_one();
+        Ok(true)
     }
 
     /// Queues one frame at once, whatever the queue's length (for a
@@ -394,6 +474,43 @@ impl Outbox {
         drop(s);
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Queues every frame of `messages` at once, under one lock and with
+    /// one wake-up of the writer (so they leave in one write), if there is
+    /// room: when the queue is below the high-water mark, as
+    /// [`Outbox::push`] would take the first of them (the burst may pass
+    /// the mark; its caller bounds it). `Ok(false)`, with nothing queued,
+    /// when there is no room: push them one by one then.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::BrokenPipe`] once the outbox is closed;
+    /// [`io::ErrorKind::InvalidInput`] for a message longer than
+    /// `u32::MAX`. Nothing is queued then.
+    pub fn try_push_all(&self, messages: &[&[u8]]) -> io::Result<bool> {
+        if messages.iter().any(|m| u32::try_from(m.len()).is_err()) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let mut s = self.lock();
+        if s.closed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        if !s.buf.is_empty() && s.buf.len() >= self.high_water {
+            return Ok(false);
+        }
+        s.buf
+            .reserve(messages.iter().map(|m| PREFIX_LEN + m.len()).sum());
+        for message in messages {
+            // Checked above.
+            #[allow(clippy::cast_possible_truncation)]
+            s.buf.put_u32(message.len() as u32);
+            s.buf.put_slice(message);
+        }
+        drop(s);
+        if !messages.is_empty() {
+            self.ready.notify_one();
+        }
+        Ok(true)
     }
 
     /// Closes the outbox: no more frames are taken; the writer writes what
@@ -509,6 +626,26 @@ mod tests {
         assert!(!peek_header(&[0xff; 11]).complete);
     }
 
+    #[test]
+    fn peek_type_and_id_agrees_with_peek_header() {
+        let bytes = env().encode_to_vec();
+        assert_eq!(peek_type_and_id(&bytes), (1, 300));
+        // fields in another order, and absent ones
+        let mut reordered = Vec::new();
+        prost::encoding::uint64::encode(3, &77, &mut reordered);
+        prost::encoding::int32::encode(2, &5, &mut reordered);
+        assert_eq!(peek_type_and_id(&reordered), (5, 77));
+        assert_eq!(peek_type_and_id(&reordered[..2]), (0, 77));
+        assert_eq!(peek_type_and_id(&[]), (0, 0));
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
+            let h = peek_header(&junk);
+            if h.complete {
+                assert_eq!(peek_type_and_id(&junk), (h.r#type, h.request_id));
+            }
+        }
+    }
+
     #[tokio::test]
     async fn frames_round_trip_and_oversized_ones_are_skipped() {
         let (a, b) = tokio::io::duplex(1 << 16);
@@ -536,6 +673,21 @@ mod tests {
         assert!(matches!(&got[0], Frame::Data(d) if d[..] == small[..]));
         assert!(matches!(&got[1], Frame::TooLarge { len: 5000, .. }));
         assert!(matches!(&got[2], Frame::Data(d) if d[..] == small[..]));
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_queued_whole_while_there_is_room() {
+        let out = Outbox::new(8);
+        assert!(out.try_push_all(&[b"ab", b"cde"]).unwrap());
+        assert_eq!(out.lock().buf.len(), 2 * PREFIX_LEN + 5);
+        // past the high-water mark now: nothing more is taken
+        assert!(!out.try_push_all(&[b"f"]).unwrap());
+        assert_eq!(out.lock().buf.len(), 2 * PREFIX_LEN + 5);
+        out.close();
+        assert_eq!(
+            out.try_push_all(&[b"g"]).unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
     }
 
     #[tokio::test]
