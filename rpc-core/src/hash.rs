@@ -113,7 +113,11 @@ mod tests {
         let hashes: Vec<u64> = (1..=4096u64).map(|id| state.hash_one(id)).collect();
         let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
         let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
-        assert!(buckets.len() > 900, "{} of 1024 buckets used", buckets.len());
+        assert!(
+            buckets.len() > 900,
+            "{} of 1024 buckets used",
+            buckets.len()
+        );
         assert_eq!(tags.len(), 128, "every 7-bit tag appears");
     }
 

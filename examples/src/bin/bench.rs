@@ -889,7 +889,12 @@ fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
                     other => bail!("--layout expects single, split or both, got {other:?}"),
                 }
             }
-            "--quick" => plan = Plan { only: plan.only, ..Plan::quick() },
+            "--quick" => {
+                plan = Plan {
+                    only: plan.only,
+                    ..Plan::quick()
+                }
+            }
             "--only" => match args.next() {
                 Some(name) => plan.only = Some(name),
                 None => bail!("--only expects part of a row name, e.g. \"UDP RR\""),
@@ -1351,13 +1356,11 @@ impl TonicToFace {
                     .await
             })
             .await??;
-        let channel = tonic::transport::Endpoint::from_shared(format!(
-            "http://{}",
-            server.local_addr()
-        ))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
         let path = format!("/{}/{}", ours::INFO.full_name, ours::ECHO.name);
         let request = prost::Message::encode_to_vec(&EchoMsg {
             data: Bytes::from(vec![7u8; PAYLOAD]),
@@ -1396,7 +1399,10 @@ impl Target for TonicToFace {
                 rpc_core::grpc::BytesCodec::default(),
             )
             .await?;
-        ensure!(reply.get_ref() == &self.request, "tonic -> face: wrong echo");
+        ensure!(
+            reply.get_ref() == &self.request,
+            "tonic -> face: wrong echo"
+        );
         Ok(())
     }
 }

@@ -310,6 +310,8 @@ struct Exchange<S: DatagramSocket> {
     /// Progress flags already acted on.
     seen: u8,
     timer: Pin<Box<Sleep>>,
+    /// When the call started (one clock reading shared by the set-up).
+    started: Instant,
 }
 
 impl<S: DatagramSocket> Drop for Exchange<S> {
@@ -363,6 +365,7 @@ impl<S: DatagramSocket> Exchange<S> {
             copies: 0,
             seen: 0,
             timer: Box::pin(tokio::time::sleep_until(give_up_at)),
+            started: now,
         }
     }
 
@@ -390,7 +393,7 @@ impl<S: DatagramSocket> Exchange<S> {
     }
 
     async fn run(mut self, style: Style, span: tracing::Span) -> Result<Outcome, Error> {
-        let size = self.max_size(Instant::now());
+        let size = self.max_size(self.started);
         let limit = self.shared.config.max_datagram;
         if size > limit {
             bump(&self.shared.counters.too_large);
@@ -487,7 +490,7 @@ impl<S: DatagramSocket> Exchange<S> {
     async fn request_phase(&mut self) -> Result<Step, Error> {
         let mut polling: Option<PollInterval> = None;
         loop {
-            self.send_request().await?;
+            let sent_at = self.send_request().await?;
             let interval = match &mut polling {
                 Some(p) => p.next(jitter_factor()),
                 None => {
@@ -498,7 +501,7 @@ impl<S: DatagramSocket> Exchange<S> {
                         .backoff(self.counted, jitter_factor())
                 }
             };
-            let mut until = (Instant::now() + interval).min(self.give_up_at);
+            let mut until = (sent_at + interval).min(self.give_up_at);
             loop {
                 match self.wait(Phase::Request, until).await {
                     Event::Final(f) => return self.finish(f).map(Step::Done),
@@ -571,7 +574,9 @@ impl<S: DatagramSocket> Exchange<S> {
         }
     }
 
-    async fn send_request(&mut self) -> Result<(), Error> {
+    /// Sends the next copy of the request; returns when (the clock reading
+    /// the copy's deadline and RTT sample are taken from).
+    async fn send_request(&mut self) -> Result<Instant, Error> {
         let now = Instant::now();
         self.copies += 1;
         self.env.attempt = self.copies;
@@ -593,7 +598,7 @@ impl<S: DatagramSocket> Exchange<S> {
             bump(&counters.retransmissions);
         }
         match self.shared.send_datagram(&self.buf).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(now),
             Err(e) => {
                 bump(&counters.io_errors);
                 if self.copies == 1 {
@@ -602,7 +607,7 @@ impl<S: DatagramSocket> Exchange<S> {
                 } else {
                     // Like a lost datagram: the schedule sends another.
                     tracing::debug!(error = %e, "could not send a copy of the request");
-                    Ok(())
+                    Ok(now)
                 }
             }
         }

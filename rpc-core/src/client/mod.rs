@@ -451,8 +451,11 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                 // timer fired at the same time (after a preemption) must
                 // find its answer routed, not retransmit.
                 for round in 1..=DRAIN_BATCHES {
+                    // One clock reading per batch (RTT samples of a batch
+                    // differ by less than its routing takes).
+                    let now = Instant::now();
                     for (bytes, from) in batch.iter() {
-                        let routed = on_datagram(&shared, bytes, from);
+                        let routed = on_datagram(&shared, bytes, from, now);
                         woke |= routed.woke;
                         acks.extend(routed.ack);
                     }
@@ -576,7 +579,12 @@ struct RoutedDatagram {
 }
 
 /// Checks and routes one datagram.
-fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> RoutedDatagram {
+fn on_datagram<S>(
+    shared: &Shared<S>,
+    bytes: &[u8],
+    from: SocketAddr,
+    now: Instant,
+) -> RoutedDatagram {
     let counters = &shared.counters;
     if !shared.is_server(from) {
         bump(&counters.foreign_drops);
@@ -622,7 +630,7 @@ fn on_datagram<S>(shared: &Shared<S>, bytes: &[u8], from: SocketAddr) -> RoutedD
         return RoutedDatagram::default();
     }
     let id = env.request_id;
-    let delivery = shared.lock().deliver(env, kind, Instant::now());
+    let delivery = shared.lock().deliver(env, kind, now);
     match delivery.kind {
         Routed::Completed => bump(&counters.replies),
         Routed::Accepted => bump(&counters.accepts),

@@ -10,8 +10,8 @@
 use super::rto::RtoEstimator;
 use crate::call::RawResult;
 use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
-use crate::status::Status;
 use crate::hash::{FastMap, FastSet};
+use crate::status::Status;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;

@@ -443,7 +443,11 @@ impl GrpcChannel {
     /// The request path of the invoked method (cached per method).
     fn path(&self, invocation: &Invocation) -> Result<PathAndQuery, Error> {
         let key = std::ptr::from_ref(invocation.method) as usize;
-        let mut paths = self.inner.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut paths = self
+            .inner
+            .paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(path) = paths.get(&key) {
             return Ok(path.clone());
         }

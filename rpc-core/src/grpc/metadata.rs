@@ -58,12 +58,7 @@ impl CallHeader {
         }
         format!(
             "{}.{}.{}.{}.{}.{}",
-            self.session,
-            self.request_id,
-            self.attempt,
-            self.incarnation,
-            self.ack_up_to,
-            flags
+            self.session, self.request_id, self.attempt, self.incarnation, self.ack_up_to, flags
         )
     }
 
@@ -290,7 +285,15 @@ mod tests {
                 ..CallHeader::default()
             })
         );
-        for bad in ["", "1.2.3", "1.2.3.4.5", "1.2.3.4.5.x", "1.2.3.4.5..", "a.2.3.4.5.", "1.2.99999999999.4.5."] {
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4.5.x",
+            "1.2.3.4.5..",
+            "a.2.3.4.5.",
+            "1.2.99999999999.4.5.",
+        ] {
             assert_eq!(CallHeader::parse(bad), None, "{bad:?}");
         }
     }

@@ -124,7 +124,10 @@ impl Door {
         let peer = extensions.get::<PeerAddr>().map(|p| p.0);
         let work = async {
             match md::CallHeader::get(&meta).filter(|h| h.session != 0) {
-                Some(call) => self.tracked(call, method, &meta, payload, timeout, peer).await,
+                Some(call) => {
+                    self.tracked(call, method, &meta, payload, timeout, peer)
+                        .await
+                }
                 None => self.plain(method, &meta, payload, deadline, peer).await,
             }
         };
@@ -313,7 +316,11 @@ struct Sink {
 
 impl ReplySink for Sink {
     async fn send(&self, message: &[u8]) -> io::Result<()> {
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         match tx {
             Some(tx) => tx
                 .send(Bytes::copy_from_slice(message))

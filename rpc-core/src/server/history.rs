@@ -25,8 +25,8 @@
 //! Everything here is synchronous and takes the time as an argument, so it
 //! is tested without sockets or timers; the engine holds it in a mutex.
 
-use bytes::Bytes;
 use crate::hash::FastMap;
+use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
