@@ -13,7 +13,8 @@
 //!   id to the pending call, waking it; it sends the ACKs of RRA replies
 //!   itself, without waiting for the caller;
 //! - sends are coalesced per burst: while the receive task handles a batch
-//!   and lets the callers it woke run, REQUEST and PING copies are queued
+//!   that woke several callers and lets them run, REQUEST and PING copies
+//!   are queued
 //!   instead of sent; the receive task then sends them, with the burst's
 //!   ACKs, in one [`DatagramSocket::send_batch`] (UDP segmentation offload
 //!   on Linux). A call started outside a burst (a lone call, a
@@ -420,10 +421,12 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
 /// Receives datagrams until the channel is dropped (the task is aborted).
 ///
 /// Each batch from the socket is routed (waking the calls it answers);
-/// then, if a call was woken or an ACK is due, the task steps back once to
-/// the end of the run queue so that the woken callers run first and queue
+/// then, if more than one call was woken, the task steps back once to the
+/// end of the run queue so that the woken callers run first and queue
 /// their next REQUESTs (see [`Shared::send_datagram`]); finally it sends
 /// the burst's ACKs and the queued datagrams together, and reads again.
+/// (A lone woken caller sends its next REQUEST itself: one system call
+/// either way, without the extra scheduling round.)
 async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
     // Stream transports carry messages up to `max_datagram` (TCP: 16 MiB):
     // one large slot for them, many datagram-sized slots for UDP.
@@ -445,7 +448,7 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
             Ok(_) => {
                 errors = 0;
                 shared.outbox().flush_due = true;
-                let mut woke = false;
+                let mut woke = 0usize;
                 // Route everything already queued (a bounded number of
                 // batches) before the woken callers run: a caller whose
                 // timer fired at the same time (after a preemption) must
@@ -456,7 +459,7 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                     let now = Instant::now();
                     for (bytes, from) in batch.iter() {
                         let routed = on_datagram(&shared, bytes, from, now);
-                        woke |= routed.woke;
+                        woke += usize::from(routed.woke);
                         acks.extend(routed.ack);
                     }
                     if round == DRAIN_BATCHES {
@@ -469,8 +472,13 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                     }
                 }
                 batch.clear();
-                if woke {
+                // One woken caller sends at most one REQUEST: it goes out as
+                // cheaply on its own (no batch to wait for), so only a burst
+                // makes the task step back.
+                if woke > 1 {
                     requeue().await;
+                } else {
+                    shared.outbox().flush_due = false;
                 }
                 flush(&shared, &mut acks, &mut sending).await;
             }
