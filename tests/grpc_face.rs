@@ -156,6 +156,27 @@ async fn a_retry_reaching_a_restarted_server_is_outcome_unknown() {
     let ours = rpc_core::grpc::status::from_tonic(&status);
     assert_eq!(ours.details_type(), rpc_core::envelope::SERVER_RESTARTED);
     assert_eq!(svc.executions(), 0);
+    // Malformed at-most-once fields: refused, never run as a plain call.
+    for bad in [
+        "",
+        "7.1.1.0.0",
+        "7.1.1.0.0.x",
+        "0.1.1.0.0.",
+        "7.1.0.0.0.",
+        "7.-1.1.0.0.",
+    ] {
+        let status = raw(
+            &uri,
+            "/demo.v1.Counter/Increment",
+            Amount { delta: 1 }.encode_to_vec(),
+            &[(md::CALL, bad.to_owned())],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(status.message().contains("rpc-call"), "{status:?}");
+    }
+    assert_eq!(svc.executions(), 0);
     // Unknown services and methods.
     let status = raw(&uri, "/nope.Svc/X", vec![], &[]).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);

@@ -11,8 +11,10 @@ use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 /// the numbers in decimal, `flags` any of `R` (protocol R), `A` (protocol
 /// RRA; neither: RR), `a` (continue at the server's ACCEPT: asynchronous
 /// and deferred calls), `i` (idempotent: no reply history). Its presence
-/// with a non-zero session marks a caller that speaks our protocol: the
-/// call goes through the engine's duplicate filter and reply history.
+/// marks a caller that speaks our protocol: the call goes through the
+/// engine's duplicate filter and reply history. A server refuses a call
+/// whose `rpc-call` is malformed, or has a zero session or attempt, with
+/// INVALID_ARGUMENT (it never runs it as a plain call).
 /// Example: `9311.17.1.5520.16.` (an RR call, the 17th of session 9311).
 pub const CALL: &str = "rpc-call";
 /// On a response: the server's incarnation (decimal).

@@ -123,12 +123,28 @@ impl Door {
         let deadline = timeout.and_then(|t| arrival.checked_add(t));
         let peer = extensions.get::<PeerAddr>().map(|p| p.0);
         let work = async {
-            match md::CallHeader::get(&meta).filter(|h| h.session != 0) {
-                Some(call) => {
-                    self.tracked(call, method, &meta, payload, timeout, peer)
-                        .await
-                }
+            match meta.get(md::CALL) {
                 None => self.plain(method, &meta, payload, deadline, peer).await,
+                Some(value) => match value
+                    .to_str()
+                    .ok()
+                    .and_then(md::CallHeader::parse)
+                    .filter(|h| h.session != 0 && h.attempt != 0)
+                {
+                    Some(call) => {
+                        self.tracked(call, method, &meta, payload, timeout, peer)
+                            .await
+                    }
+                    // Never run a request whose at-most-once fields cannot
+                    // be read as a plain one: the caller expects them.
+                    None => {
+                        tracing::debug!(?peer, "malformed rpc-call metadata");
+                        Err(Status::invalid_argument(format!(
+                            "malformed {} metadata (expected session.request_id.attempt.incarnation.ack_up_to.flags, session and attempt non-zero)",
+                            md::CALL
+                        )))
+                    }
+                },
             }
         };
         let result = match deadline {
