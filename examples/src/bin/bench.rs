@@ -1286,14 +1286,7 @@ struct OursGrpc {
 
 impl OursGrpc {
     async fn start(server_rt: &Handle) -> anyhow::Result<OursGrpc> {
-        let server = server_rt
-            .spawn(async move {
-                rpc_core::server::Server::builder()
-                    .add_service(OurEcho::default())
-                    .serve_grpc("127.0.0.1:0")
-                    .await
-            })
-            .await??;
+        let server = echo_grpc_server(server_rt).await?;
         let channel =
             rpc_core::grpc::GrpcChannel::connect(&format!("http://{}", server.local_addr()))
                 .await?;
@@ -1335,6 +1328,19 @@ impl Target for OursGrpc {
     }
 }
 
+/// The framework's echo service behind its gRPC face, on `server_rt`.
+async fn echo_grpc_server(server_rt: &Handle) -> anyhow::Result<rpc_core::server::ServerHandle> {
+    let server = server_rt
+        .spawn(async move {
+            rpc_core::server::Server::builder()
+                .add_service(OurEcho::default())
+                .serve_grpc("127.0.0.1:0")
+                .await
+        })
+        .await??;
+    Ok(server)
+}
+
 /// A plain tonic client (no session metadata, so no at-most-once: what any
 /// gRPC client in any language gets) calling the framework's gRPC face:
 /// the face itself against tonic's own server.
@@ -1348,14 +1354,7 @@ struct TonicToFace {
 
 impl TonicToFace {
     async fn start(server_rt: &Handle) -> anyhow::Result<TonicToFace> {
-        let server = server_rt
-            .spawn(async move {
-                rpc_core::server::Server::builder()
-                    .add_service(OurEcho::default())
-                    .serve_grpc("127.0.0.1:0")
-                    .await
-            })
-            .await??;
+        let server = echo_grpc_server(server_rt).await?;
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))?
                 .tcp_nodelay(true)

@@ -554,13 +554,9 @@ impl History {
 
     /// Updates the global counts for an entry a session removed.
     fn account_removed(&mut self, removed: Removed) {
-        match removed {
-            Removed::Running => self.in_progress -= 1,
-            Removed::Completed(len) => {
-                self.completed -= 1;
-                self.bytes -= len;
-            }
-        }
+        let mut tally = Tally::default();
+        tally.add(removed);
+        self.account_tally(tally);
     }
 
     fn enforce_caps(&mut self, session: u64, now: Instant) {

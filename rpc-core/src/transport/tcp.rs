@@ -21,6 +21,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -74,57 +75,25 @@ pub struct EnvelopeHeader {
 /// copying) its strings, payload and metadata: length-delimited fields are
 /// skipped by their length. Stops at the first field that is cut short or
 /// malformed (then `complete` is false); never panics.
-pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
+pub fn peek_header(bytes: &[u8]) -> EnvelopeHeader {
     let mut h = EnvelopeHeader::default();
-    while !bytes.is_empty() {
-        let Some(key) = varint(&mut bytes) else {
-            return h;
-        };
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => {
-                let Some(v) = varint(&mut bytes) else {
-                    return h;
-                };
-                // Truncation to the field's width is what protobuf does.
-                #[allow(clippy::cast_possible_truncation)]
-                match field {
-                    2 => h.r#type = v as i32,
-                    3 => h.request_id = v,
-                    10 => h.attempt = v as u32,
-                    14 => h.protocol = v as i32,
-                    15 => h.ack_up_to = v,
-                    16 => h.want_accept = v != 0,
-                    _ => {}
-                }
-            }
-            1 => {
-                let Some(v) = bytes.get(..8) else { return h };
-                let v = u64::from_le_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
-                bytes = &bytes[8..];
-                match field {
-                    4 => h.session_id = v,
-                    8 => h.incarnation = v,
-                    _ => {}
-                }
-            }
-            2 => {
-                let Some(len) = varint(&mut bytes) else {
-                    return h;
-                };
-                let Some(rest) = usize::try_from(len).ok().and_then(|len| bytes.get(len..)) else {
-                    return h;
-                };
-                bytes = rest;
-            }
-            5 => {
-                let Some(rest) = bytes.get(4..) else { return h };
-                bytes = rest;
-            }
-            _ => return h,
+    // Truncation to the field's width is what protobuf does.
+    #[allow(clippy::cast_possible_truncation)]
+    let complete = scan_scalars(bytes, |field, wire, v| {
+        match (wire, field) {
+            (0, 2) => h.r#type = v as i32,
+            (0, 3) => h.request_id = v,
+            (0, 10) => h.attempt = v as u32,
+            (0, 14) => h.protocol = v as i32,
+            (0, 15) => h.ack_up_to = v,
+            (0, 16) => h.want_accept = v != 0,
+            (1, 4) => h.session_id = v,
+            (1, 8) => h.incarnation = v,
+            _ => {}
         }
-    }
-    h.complete = true;
+        ControlFlow::Continue(())
+    });
+    h.complete = complete;
     h
 }
 
@@ -132,41 +101,73 @@ pub fn peek_header(mut bytes: &[u8]) -> EnvelopeHeader {
 /// absent): as [`peek_header`], but stops as soon as both are read, which
 /// is at the front of every envelope this crate encodes (fields are
 /// written in field order), so a large payload is never walked over.
-pub fn peek_type_and_id(mut bytes: &[u8]) -> (i32, u64) {
+pub fn peek_type_and_id(bytes: &[u8]) -> (i32, u64) {
     let (mut r#type, mut request_id) = (None, None);
-    while !bytes.is_empty() {
-        if let (Some(t), Some(id)) = (r#type, request_id) {
-            return (t, id);
+    scan_scalars(bytes, |field, wire, v| {
+        match (wire, field) {
+            // Truncation to the field's width is what protobuf does.
+            #[allow(clippy::cast_possible_truncation)]
+            (0, 2) => r#type = Some(v as i32),
+            (0, 3) => request_id = Some(v),
+            _ => {}
         }
-        let Some(key) = varint(&mut bytes) else { break };
-        let (field, wire) = (key >> 3, key & 7);
-        let skipped = match wire {
-            0 => match varint(&mut bytes) {
-                // Truncation to the field's width is what protobuf does.
-                #[allow(clippy::cast_possible_truncation)]
-                Some(v) => {
-                    match field {
-                        2 => r#type = Some(v as i32),
-                        3 => request_id = Some(v),
-                        _ => {}
-                    }
-                    Some(bytes)
-                }
-                None => None,
-            },
-            1 => bytes.get(8..),
-            2 => varint(&mut bytes)
-                .and_then(|len| usize::try_from(len).ok())
-                .and_then(|len| bytes.get(len..)),
-            5 => bytes.get(4..),
-            _ => None,
+        if r#type.is_some() && request_id.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    (r#type.unwrap_or(0), request_id.unwrap_or(0))
+}
+
+/// Walks the fields of an encoded message: hands every varint (wire type
+/// 0) and fixed64 (wire type 1) field to `visit` as (field, wire type,
+/// value), skips the length-delimited and fixed32 ones by their length,
+/// until the input ends or `visit` breaks. Returns `true` when the whole
+/// input was walked, `false` when it stopped at a field cut short or
+/// malformed (or `visit` broke). Never panics.
+fn scan_scalars(mut bytes: &[u8], mut visit: impl FnMut(u64, u64, u64) -> ControlFlow<()>) -> bool {
+    while !bytes.is_empty() {
+        let Some(key) = varint(&mut bytes) else {
+            return false;
         };
-        match skipped {
-            Some(rest) => bytes = rest,
-            None => break,
+        let (field, wire) = (key >> 3, key & 7);
+        let value = match wire {
+            0 => match varint(&mut bytes) {
+                Some(v) => v,
+                None => return false,
+            },
+            1 => {
+                let Some((word, rest)) = bytes.split_first_chunk::<8>() else {
+                    return false;
+                };
+                bytes = rest;
+                u64::from_le_bytes(*word)
+            }
+            2 => {
+                let rest = varint(&mut bytes)
+                    .and_then(|len| usize::try_from(len).ok())
+                    .and_then(|len| bytes.get(len..));
+                match rest {
+                    Some(rest) => bytes = rest,
+                    None => return false,
+                }
+                continue;
+            }
+            5 => {
+                match bytes.get(4..) {
+                    Some(rest) => bytes = rest,
+                    None => return false,
+                }
+                continue;
+            }
+            _ => return false,
+        };
+        if visit(field, wire, value).is_break() {
+            return false;
         }
     }
-    (r#type.unwrap_or(0), request_id.unwrap_or(0))
+    true
 }
 
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
@@ -421,10 +422,8 @@ impl Outbox {
     /// # Cancel safety
     /// Cancel safe: the frame is queued entirely or not at all.
     pub async fn push(&self, message: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(message.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // The usual case first: room, no wake-up registration needed.
-        if self.try_push(len, message)? {
+        if self.try_push_all(&[message])? {
             return Ok(());
         }
         loop {
@@ -432,28 +431,11 @@ impl Outbox {
             tokio::pin!(room);
             // Registered before looking again: a wake-up is not missed.
             room.as_mut().enable();
-            if self.try_push(len, message)? {
+            if self.try_push_all(&[message])? {
                 return Ok(());
             }
             room.await;
         }
-    }
-
-    /// Queues the frame if there is room; `Ok(false)` when there is none.
-    fn try_push(&self, len: u32, message: &[u8]) -> io::Result<bool> {
-        let mut s = self.lock();
-        if s.closed {
-            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-        }
-        if !s.buf.is_empty() && s.buf.len() >= self.high_water {
-            return Ok(false);
-        }
-        s.buf.reserve(PREFIX_LEN + message.len());
-        s.buf.put_u32(len);
-        s.buf.put_slice(message);
-        drop(s);
-        self.ready.notify_one();
-        Ok(true)
     }
 
     /// Queues one frame at once, whatever the queue's length (for a
@@ -462,18 +444,7 @@ impl Outbox {
     /// # Errors
     /// As [`Outbox::push`].
     pub fn push_now(&self, message: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(message.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut s = self.lock();
-        if s.closed {
-            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-        }
-        s.buf.reserve(PREFIX_LEN + message.len());
-        s.buf.put_u32(len);
-        s.buf.put_slice(message);
-        drop(s);
-        self.ready.notify_one();
-        Ok(())
+        self.enqueue(&[message], false).map(|_| ())
     }
 
     /// Queues every frame of `messages` at once, under one lock and with
@@ -488,6 +459,13 @@ impl Outbox {
     /// [`io::ErrorKind::InvalidInput`] for a message longer than
     /// `u32::MAX`. Nothing is queued then.
     pub fn try_push_all(&self, messages: &[&[u8]]) -> io::Result<bool> {
+        self.enqueue(messages, true)
+    }
+
+    /// Queues `messages` under one lock with one wake-up of the writer;
+    /// with `bounded`, only while the queue is below the high-water mark
+    /// (`Ok(false)`, nothing queued, otherwise).
+    fn enqueue(&self, messages: &[&[u8]], bounded: bool) -> io::Result<bool> {
         if messages.iter().any(|m| u32::try_from(m.len()).is_err()) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -495,7 +473,7 @@ impl Outbox {
         if s.closed {
             return Err(io::Error::from(io::ErrorKind::BrokenPipe));
         }
-        if !s.buf.is_empty() && s.buf.len() >= self.high_water {
+        if bounded && !s.buf.is_empty() && s.buf.len() >= self.high_water {
             return Ok(false);
         }
         s.buf
