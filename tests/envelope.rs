@@ -79,6 +79,8 @@ fn assert_same(h: &hand::Envelope, g: &gen::Envelope) {
 fn hand_written_envelope_decodes_as_the_idl_envelope() -> anyhow::Result<()> {
     let h = hand_envelope();
     let bytes = h.encode_to_vec();
+    // `Message` is implemented by hand: its length must be the bytes written.
+    assert_eq!(h.encoded_len(), bytes.len());
     let g = gen::Envelope::decode(bytes.as_slice())?;
     assert_same(&h, &g);
     // Nothing was left over as an unknown field: re-encoding gives the same
@@ -119,6 +121,25 @@ fn idl_envelope_decodes_as_the_hand_written_envelope() -> anyhow::Result<()> {
     let h = hand::Envelope::decode(g.encode_to_vec().as_slice())?;
     assert_same(&h, &g);
     assert_eq!(h.encode_to_vec(), g.encode_to_vec(), "same bytes both ways");
+    assert_eq!(h.encoded_len(), g.encoded_len());
+    // A truncated envelope is a decode error (cut inside the payload: one
+    // that names the field), never a panic.
+    let bytes = h.encode_to_vec();
+    let inside_payload = bytes
+        .windows(h.payload.len())
+        .position(|w| w == h.payload)
+        .map(|at| at + 1);
+    assert!(inside_payload.is_some());
+    let mut errors = 0;
+    for cut in 1..bytes.len() {
+        if let Err(e) = hand::Envelope::decode(&bytes[..cut]) {
+            errors += 1;
+            if Some(cut) == inside_payload {
+                assert!(e.to_string().contains("Envelope.payload"), "{e}");
+            }
+        }
+    }
+    assert!(errors > bytes.len() / 2, "{errors} of {} cuts refused", bytes.len());
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! 64-byte payload.
 //!
 //! ```text
-//! cargo run --release -p rpc-examples --bin bench [-- --layout single|split|both] [--quick]
+//! cargo run --release -p rpc-examples --bin bench [-- --layout single|split|both] [--quick | --calls N] [--only ROW]
 //! ```
 //!
 //! For every target it reports the p50 and p99 latency of sequential calls
@@ -551,6 +551,21 @@ impl Plan {
         }
     }
 
+    /// A fixed number of calls per measurement and no time bounds worth
+    /// the name (`--calls N`): the same work on every run, so that
+    /// instruction counts (callgrind) compare exactly between builds.
+    fn counted(calls: u64) -> Plan {
+        Plan {
+            warmup_calls: 100,
+            seq_calls: calls,
+            seq_window: Duration::from_secs(300),
+            tput_warmup: Duration::ZERO,
+            tput_window: Duration::from_secs(300),
+            tput_max_calls: calls,
+            ..Plan::full()
+        }
+    }
+
     fn most_in_flight(&self) -> usize {
         self.in_flight.iter().copied().max().unwrap_or(1)
     }
@@ -895,12 +910,22 @@ fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
                     ..Plan::quick()
                 }
             }
+            "--calls" => {
+                let calls = match args.next().map(|n| n.parse::<u64>()) {
+                    Some(Ok(n)) if n > 0 => n,
+                    other => bail!("--calls expects a positive number, got {other:?}"),
+                };
+                plan = Plan {
+                    only: plan.only,
+                    ..Plan::counted(calls)
+                }
+            }
             "--only" => match args.next() {
                 Some(name) => plan.only = Some(name),
                 None => bail!("--only expects part of a row name, e.g. \"UDP RR\""),
             },
             "-h" | "--help" => {
-                println!("usage: bench [--layout single|split|both] [--quick] [--only ROW]");
+                println!("usage: bench [--layout single|split|both] [--quick | --calls N] [--only ROW]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
