@@ -10,7 +10,7 @@
 //! method gets UNIMPLEMENTED.
 
 use super::codec::BytesCodec;
-use super::metadata::{self as md, get_str, put_static, put_u64};
+use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::server::{Engine, ReplySink, ServerError};
@@ -69,6 +69,8 @@ struct PeerAddr(SocketAddr);
 pub struct Door {
     engine: Arc<Engine>,
     service: Arc<dyn Service>,
+    /// `rpc-incarnation` of every response, made once.
+    incarnation: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 impl fmt::Debug for Door {
@@ -82,7 +84,12 @@ impl fmt::Debug for Door {
 impl Door {
     /// The door of `service` (hosted by `engine`).
     pub fn new(engine: Arc<Engine>, service: Arc<dyn Service>) -> Door {
-        Door { engine, service }
+        let incarnation = tonic::metadata::MetadataValue::from(engine.incarnation());
+        Door {
+            engine,
+            service,
+            incarnation,
+        }
     }
 
     /// The service behind this door.
@@ -153,11 +160,11 @@ impl Door {
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
             None => work.await,
         };
-        let incarnation = self.engine.incarnation();
         match result {
             Ok((reply, accepted)) => {
                 let mut response = tonic::Response::new(reply);
-                put_u64(response.metadata_mut(), md::INCARNATION, incarnation);
+                let incarnation = self.incarnation.clone();
+                response.metadata_mut().insert(md::INCARNATION, incarnation);
                 if accepted {
                     put_static(response.metadata_mut(), md::ACCEPTED, "1");
                 }
@@ -165,7 +172,8 @@ impl Door {
             }
             Err(status) => {
                 let mut status = to_tonic(&status);
-                put_u64(status.metadata_mut(), md::INCARNATION, incarnation);
+                let incarnation = self.incarnation.clone();
+                status.metadata_mut().insert(md::INCARNATION, incarnation);
                 Err(status)
             }
         }
@@ -332,6 +340,10 @@ struct Sink {
 
 impl ReplySink for Sink {
     async fn send(&self, message: &[u8]) -> io::Result<()> {
+        self.send_shared(Bytes::copy_from_slice(message)).await
+    }
+
+    async fn send_shared(&self, message: Bytes) -> io::Result<()> {
         let tx = self
             .tx
             .lock()
@@ -339,7 +351,7 @@ impl ReplySink for Sink {
             .take();
         match tx {
             Some(tx) => tx
-                .send(Bytes::copy_from_slice(message))
+                .send(message)
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "grpc call gone")),
             // A later answer of the same request: collected by a new one.
             None => Ok(()),

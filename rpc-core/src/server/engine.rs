@@ -59,6 +59,16 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
     /// peer will retransmit).
     fn send(&self, message: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Sends one encoded envelope the engine holds as [`Bytes`] (a reply,
+    /// also kept in the history): a transport that passes messages on
+    /// whole takes the handle instead of copying. By default, [`Self::send`].
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    fn send_shared(&self, message: Bytes) -> impl Future<Output = io::Result<()>> + Send {
+        async move { self.send(&message).await }
+    }
+
     /// The peer's address, when the transport knows it.
     fn peer(&self) -> Option<SocketAddr>;
 
@@ -345,6 +355,13 @@ impl Engine {
         }
     }
 
+    async fn send_shared<K: ReplySink>(&self, sink: &K, bytes: Bytes) {
+        if let Err(error) = sink.send_shared(bytes).await {
+            bump(&self.counters.send_errors);
+            tracing::debug!(peer = ?sink.peer(), %error, "send failed");
+        }
+    }
+
     async fn send_error<K: ReplySink>(
         &self,
         sink: &K,
@@ -466,7 +483,7 @@ impl Engine {
                     let status = too_large(reply.len(), sink.max_message_len());
                     self.send_error(sink, session, request_id, status).await;
                 } else {
-                    self.send_bytes(sink, &reply).await;
+                    self.send_shared(sink, reply).await;
                 }
                 return;
             }
@@ -766,7 +783,7 @@ impl Engine {
         } else {
             bump(&self.counters.replies);
         }
-        self.send_bytes(sink, &bytes).await;
+        self.send_shared(sink, bytes).await;
     }
 
     /// Spawns a handler task that shutdown can wait for and cancel.
