@@ -33,7 +33,7 @@ fn increment_request(session_id: u64, request_id: u64, delta: i64) -> Envelope {
         r#type: MessageType::Request as i32,
         request_id,
         session_id,
-        service: counter::SERVICE.full_name.to_owned(),
+        service: counter::SERVICE.full_name.into(),
         method_id: counter::INCREMENT.id,
         attempt: 1,
         payload: Amount { delta }.encode_to_vec().into(),

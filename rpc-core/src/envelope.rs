@@ -84,7 +84,7 @@ pub struct Envelope {
     /// The client session.
     pub session_id: u64,
     /// Object reference: the service's full name.
-    pub service: String,
+    pub service: std::borrow::Cow<'static, str>,
     /// Object reference: the instance (empty: default).
     pub instance: String,
     /// Stable method id.
@@ -151,7 +151,11 @@ impl prost::Message for Envelope {
             fixed64::encode(tag::SESSION_ID, &self.session_id, buf);
         }
         if !self.service.is_empty() {
-            string::encode(tag::SERVICE, &self.service, buf);
+            // A `Cow` (a caller's name is a `&'static str`: no copy per
+            // call), written as prost writes a string.
+            encode_key(tag::SERVICE, WireType::LengthDelimited, buf);
+            encode_varint(self.service.len() as u64, buf);
+            buf.put_slice(self.service.as_bytes());
         }
         if !self.instance.is_empty() {
             string::encode(tag::INSTANCE, &self.instance, buf);
@@ -223,7 +227,10 @@ impl prost::Message for Envelope {
                 fixed64::merge(wire_type, &mut self.session_id, buf, ctx),
                 "session_id",
             ),
-            tag::SERVICE => (string::merge(wire_type, &mut self.service, buf, ctx), "service"),
+            tag::SERVICE => (
+                string::merge(wire_type, self.service.to_mut(), buf, ctx),
+                "service",
+            ),
             tag::INSTANCE => (
                 string::merge(wire_type, &mut self.instance, buf, ctx),
                 "instance",
@@ -301,7 +308,8 @@ impl prost::Message for Envelope {
             len += fixed64::encoded_len(tag::SESSION_ID, &self.session_id);
         }
         if !self.service.is_empty() {
-            len += string::encoded_len(tag::SERVICE, &self.service);
+            let n = self.service.len();
+            len += key_len(tag::SERVICE) + encoded_len_varint(n as u64) + n;
         }
         if !self.instance.is_empty() {
             len += string::encoded_len(tag::INSTANCE, &self.instance);

@@ -256,7 +256,7 @@ impl Door {
             r#type: MessageType::Request as i32,
             request_id: call.request_id,
             session_id: call.session,
-            service: self.service.info().full_name.to_owned(),
+            service: self.service.info().full_name.into(),
             instance: instance.to_owned(),
             method_id: method.id,
             incarnation: call.incarnation,

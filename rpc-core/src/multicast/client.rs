@@ -412,7 +412,7 @@ impl MulticastClient {
             r#type: MessageType::Request as i32,
             request_id: id,
             session_id: shared.session_id,
-            service: service.full_name.to_owned(),
+            service: service.full_name.into(),
             instance,
             method_id: method.id,
             // Members have incarnations of their own: a group copy cannot

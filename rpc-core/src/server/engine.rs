@@ -392,7 +392,7 @@ impl Engine {
         let (session, request_id) = (env.session_id, env.request_id);
         let target = self
             .services
-            .get(env.service.as_str())
+            .get(&*env.service)
             .map(|svc| (svc, svc.info().method(env.method_id)));
 
         let decision = {

@@ -174,7 +174,7 @@ pub fn request(session: u64, id: u64, method: u32) -> Envelope {
         r#type: MessageType::Request as i32,
         request_id: id,
         session_id: session,
-        service: SERVICE.to_owned(),
+        service: SERVICE.into(),
         method_id: method,
         attempt: 1,
         protocol: ExchangeProtocol::Rr as i32,
