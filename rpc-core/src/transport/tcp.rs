@@ -171,6 +171,13 @@ fn scan_scalars(mut bytes: &[u8], mut visit: impl FnMut(u64, u64, u64) -> Contro
 }
 
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    // Keys and most values of an envelope are one byte.
+    if let Some((&b, rest)) = bytes.split_first() {
+        if b < 0x80 {
+            *bytes = rest;
+            return Some(u64::from(b));
+        }
+    }
     let mut v = 0u64;
     for i in 0..10 {
         let (&b, rest) = bytes.split_first()?;
