@@ -516,6 +516,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut frames = FrameReader::new(r, door.config.max_frame);
     let mut closing = door.closing.subscribe();
+    // One wait for the door's closing, polled across reads: a new one per
+    // read would register (and unregister) with the watch channel each time.
+    let closing = closed(&mut closing);
+    tokio::pin!(closing);
     let counters = &door.counters;
     // One timer for the connection, reset only when it fires: no timer
     // registration per read.
@@ -535,7 +539,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             loop {
                 tokio::select! {
                     biased;
-                    () = closed(&mut closing) => return,
+                    () = &mut closing => return,
                     () = &mut idle_timer, if idle.is_some() => {
                         let now = (received, sink.sent.load(Ordering::Relaxed));
                         if now == seen {
