@@ -329,7 +329,9 @@ impl History {
         s.last_active = now;
         let mut removed = Tally::default();
         let mut found = request_id == 0;
-        if let Some(r) = s.remove(request_id) {
+        // Id 0 is never an entry: a request's ack floor alone (every
+        // REQUEST carries one) needs no search for it.
+        if let Some(r) = (!found).then(|| s.remove(request_id)).flatten() {
             removed.add(r);
             found = true;
         }
