@@ -81,17 +81,20 @@ pub(crate) async fn recv_loop<S: DatagramSocket>(engine: Arc<Engine>, socket: Ar
     // across the send.
     let mut sending = SendBatch::new();
     let mut failures: u32 = 0;
+    // One sink for every datagram of the task, readdressed per datagram
+    // (no reference-count traffic per message).
+    let mut sink = DatagramReply {
+        socket: Arc::clone(&socket),
+        peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+        limit,
+        queue: Some(Arc::clone(&queue)),
+    };
     loop {
         match socket.recv_batch(&mut batch).await {
             Ok(_) => {
                 failures = 0;
                 for (message, peer) in batch.iter() {
-                    let sink = DatagramReply {
-                        socket: Arc::clone(&socket),
-                        peer,
-                        limit,
-                        queue: Some(Arc::clone(&queue)),
-                    };
+                    sink.peer = peer;
                     engine.handle_message(message, &sink).await;
                 }
                 std::mem::swap(
