@@ -139,7 +139,11 @@ fn idl_envelope_decodes_as_the_hand_written_envelope() -> anyhow::Result<()> {
             }
         }
     }
-    assert!(errors > bytes.len() / 2, "{errors} of {} cuts refused", bytes.len());
+    assert!(
+        errors > bytes.len() / 2,
+        "{errors} of {} cuts refused",
+        bytes.len()
+    );
     Ok(())
 }
 

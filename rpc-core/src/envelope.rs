@@ -217,7 +217,10 @@ impl prost::Message for Envelope {
             uint32, uint64,
         };
         let (result, name) = match field {
-            tag::VERSION => (uint32::merge(wire_type, &mut self.version, buf, ctx), "version"),
+            tag::VERSION => (
+                uint32::merge(wire_type, &mut self.version, buf, ctx),
+                "version",
+            ),
             tag::TYPE => (int32::merge(wire_type, &mut self.r#type, buf, ctx), "type"),
             tag::REQUEST_ID => (
                 uint64::merge(wire_type, &mut self.request_id, buf, ctx),
@@ -247,7 +250,10 @@ impl prost::Message for Envelope {
                 uint64::merge(wire_type, &mut self.deadline_us, buf, ctx),
                 "deadline_us",
             ),
-            tag::ATTEMPT => (uint32::merge(wire_type, &mut self.attempt, buf, ctx), "attempt"),
+            tag::ATTEMPT => (
+                uint32::merge(wire_type, &mut self.attempt, buf, ctx),
+                "attempt",
+            ),
             tag::STATUS => (
                 message::merge(
                     wire_type,

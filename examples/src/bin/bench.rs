@@ -925,7 +925,9 @@ fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
                 None => bail!("--only expects part of a row name, e.g. \"UDP RR\""),
             },
             "-h" | "--help" => {
-                println!("usage: bench [--layout single|split|both] [--quick | --calls N] [--only ROW]");
+                println!(
+                    "usage: bench [--layout single|split|both] [--quick | --calls N] [--only ROW]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),

@@ -330,7 +330,18 @@ mod tests {
         };
         assert_eq!(h.encode(), format!("{}.17.2.5520.16.Aa", u64::MAX));
         assert_eq!(CallHeader::parse(&h.encode()), Some(h));
-        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let h = CallHeader {
                 session: n,
                 request_id: n,
