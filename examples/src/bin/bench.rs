@@ -25,7 +25,10 @@
 //! own task whenever all its futures are pending, which on a current-thread
 //! runtime delays the I/O driver and would distort the numbers.) Every
 //! measurement is bounded by a call count and a time window, and guarded by
-//! a watchdog; the whole run takes about 50 s here (`--quick`: about 10 s).
+//! a watchdog; the whole run takes about 55 s here (`--quick`: about 10 s).
+//! The p50 target of the UDP runtime is also measured with both sides
+//! interleaved in blocks of 200 calls ([`paired_p50`]), so that a noisy
+//! second on a shared host cannot favour either side.
 //!
 //! Adding a target (the framework's RR, RRA, asynchronous and one-way over
 //! UDP): implement [`Target`] for a type holding a connected client (its
@@ -633,6 +636,63 @@ async fn sequential<T: Target>(
     Ok((samples.len() as u64, at(50), at(99)))
 }
 
+/// The sequential p50 of two targets measured in interleaved blocks, so
+/// that both see the same machine: on a shared host the noise changes from
+/// second to second, and two rows measured a minute apart can differ by
+/// 20% for that alone.
+#[derive(Debug, Clone, Copy)]
+struct Paired {
+    a: Duration,
+    b: Duration,
+    /// Calls measured on each side.
+    calls: u64,
+}
+
+/// Calls in one block of [`paired_p50`].
+const PAIRED_BLOCK: u64 = 200;
+
+async fn paired_p50<A: Target, B: Target>(a: &A, b: &B, plan: &Plan) -> anyhow::Result<Paired> {
+    for _ in 0..plan.warmup_calls {
+        a.call().await?;
+        b.call().await?;
+    }
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    let end = Instant::now() + plan.seq_window * 2;
+    let mut round = 0u64;
+    while (sa.len() as u64) < plan.seq_calls && Instant::now() < end {
+        // Which side goes first alternates too.
+        if round % 2 == 0 {
+            timed_block(a, &mut sa).await?;
+            timed_block(b, &mut sb).await?;
+        } else {
+            timed_block(b, &mut sb).await?;
+            timed_block(a, &mut sa).await?;
+        }
+        round += 1;
+    }
+    let calls = sa.len() as u64;
+    CALLS_MADE.fetch_add(2 * (calls + plan.warmup_calls), Ordering::Relaxed);
+    let p50 = |samples: &mut Vec<Duration>| {
+        samples.sort_unstable();
+        samples.get(samples.len() / 2).copied().unwrap_or_default()
+    };
+    Ok(Paired {
+        a: p50(&mut sa),
+        b: p50(&mut sb),
+        calls,
+    })
+}
+
+/// [`PAIRED_BLOCK`] sequential calls of `target`, each one's latency kept.
+async fn timed_block<T: Target>(target: &T, samples: &mut Vec<Duration>) -> anyhow::Result<()> {
+    for _ in 0..PAIRED_BLOCK {
+        let start = Instant::now();
+        target.call().await?;
+        samples.push(start.elapsed());
+    }
+    Ok(())
+}
+
 /// Runs `in_flight` client tasks, each calling one call after the other,
 /// until the window closes or `max_calls` were started; returns calls per
 /// second.
@@ -813,7 +873,7 @@ fn print_report(layout: Layout, plan: &Plan, rows: &[Row]) {
     println!("(issue targets: RR p50 at most 1.25x raw UDP; calls/s @64 at least 5x tonic)");
 }
 
-async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<Row>> {
+async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<(Vec<Row>, Option<Paired>)> {
     // The servers' runtime: this one (single) or one on another thread (split).
     let (server_rt, _guard) = match layout {
         Layout::Single => (Handle::current(), None),
@@ -835,7 +895,16 @@ async fn run_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     framework_targets(&server_rt, plan, &mut rows).await?;
     more_targets(&server_rt, plan, &mut rows).await?;
     rows.retain(|row| row.seq_calls > 0);
-    Ok(rows)
+    // The p50 target once more, both sides interleaved (see `Paired`).
+    let paired = if plan.wants("raw tokio UDP echo") && plan.wants(OURS_UDP_RR) {
+        let ours = Ours::start(&server_rt, OurStyle::Rr).await?;
+        let raw = RawUdp::start(&server_rt, plan.most_in_flight()).await?;
+        let bound = plan.seq_window * 4;
+        Some(watchdog("paired p50", bound, paired_p50(&ours, &raw, plan)).await??)
+    } else {
+        None
+    };
+    Ok((rows, paired))
 }
 
 /// The multicast rows on `layout` (servers on a runtime of their own in split).
@@ -954,18 +1023,18 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut reports = Vec::new();
     for layout in layouts {
-        let rows = runtime.block_on(run_layout(layout, &plan))?;
+        let (rows, paired) = runtime.block_on(run_layout(layout, &plan))?;
         let multicast = if plan.wants("multicast") {
             runtime.block_on(multicast_layout(layout, &plan))?
         } else {
             Vec::new()
         };
-        reports.push((layout, rows, multicast));
+        reports.push((layout, rows, multicast, paired));
     }
-    for (layout, rows, multicast) in &reports {
+    for (layout, rows, multicast, paired) in &reports {
         print_report(*layout, &plan, rows);
         print_multicast(*layout, multicast);
-        print_ratios(*layout, &plan, rows, multicast);
+        print_ratios(*layout, &plan, rows, multicast, *paired);
     }
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -1614,7 +1683,13 @@ fn print_multicast(layout: Layout, rows: &[McRow]) {
 }
 
 /// The issues' ratios, each against a baseline measured in the same run.
-fn print_ratios(layout: Layout, plan: &Plan, rows: &[Row], multicast: &[McRow]) {
+fn print_ratios(
+    layout: Layout,
+    plan: &Plan,
+    rows: &[Row],
+    multicast: &[McRow],
+    paired: Option<Paired>,
+) {
     let find = |name: &str| rows.iter().find(|r| r.name == name);
     let role = |role: Role| rows.iter().find(|r| r.role == role);
     let top = plan.most_in_flight();
@@ -1648,6 +1723,14 @@ fn print_ratios(layout: Layout, plan: &Plan, rows: &[Row], multicast: &[McRow]) 
         "<= 1.25",
         &|v| v <= 1.25,
     );
+    if let Some(p) = paired {
+        line(
+            "  the same, interleaved (see below)",
+            Some(p.a.as_secs_f64() / p.b.as_secs_f64()),
+            "<= 1.25",
+            &|v| v <= 1.25,
+        );
+    }
     line(
         &format!("UDP RR calls/s @{top} / tonic"),
         udp.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)),
@@ -1701,4 +1784,13 @@ fn print_ratios(layout: Layout, plan: &Plan, rows: &[Row], multicast: &[McRow]) 
         "<= 3",
         &|v| v <= 3.0,
     );
+    if let Some(p) = paired {
+        println!(
+            "  interleaved: ours UDP RR and raw UDP echo in alternating blocks of {PAIRED_BLOCK} \
+             sequential calls ({} calls each, fresh servers): p50 {:.1} us vs {:.1} us",
+            p.calls,
+            p.a.as_secs_f64() * 1e6,
+            p.b.as_secs_f64() * 1e6,
+        );
+    }
 }
