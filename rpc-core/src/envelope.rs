@@ -112,32 +112,29 @@ pub struct Envelope {
 }
 
 /// Field numbers of [`Envelope`] (as in `idl/rpc/envelope.idl`).
-mod tag {
-    pub(super) const VERSION: u32 = 1;
-    pub(super) const TYPE: u32 = 2;
-    pub(super) const REQUEST_ID: u32 = 3;
-    pub(super) const SESSION_ID: u32 = 4;
-    pub(super) const SERVICE: u32 = 5;
-    pub(super) const INSTANCE: u32 = 6;
-    pub(super) const METHOD_ID: u32 = 7;
-    pub(super) const INCARNATION: u32 = 8;
-    pub(super) const DEADLINE_US: u32 = 9;
-    pub(super) const ATTEMPT: u32 = 10;
-    pub(super) const STATUS: u32 = 11;
-    pub(super) const PAYLOAD: u32 = 12;
-    pub(super) const METADATA: u32 = 13;
-    pub(super) const PROTOCOL: u32 = 14;
-    pub(super) const ACK_UP_TO: u32 = 15;
-    pub(super) const WANT_ACCEPT: u32 = 16;
-    pub(super) const IDEMPOTENT: u32 = 17;
+pub(crate) mod tag {
+    pub(crate) const VERSION: u32 = 1;
+    pub(crate) const TYPE: u32 = 2;
+    pub(crate) const REQUEST_ID: u32 = 3;
+    pub(crate) const SESSION_ID: u32 = 4;
+    pub(crate) const SERVICE: u32 = 5;
+    pub(crate) const INSTANCE: u32 = 6;
+    pub(crate) const METHOD_ID: u32 = 7;
+    pub(crate) const INCARNATION: u32 = 8;
+    pub(crate) const DEADLINE_US: u32 = 9;
+    pub(crate) const ATTEMPT: u32 = 10;
+    pub(crate) const STATUS: u32 = 11;
+    pub(crate) const PAYLOAD: u32 = 12;
+    pub(crate) const METADATA: u32 = 13;
+    pub(crate) const PROTOCOL: u32 = 14;
+    pub(crate) const ACK_UP_TO: u32 = 15;
+    pub(crate) const WANT_ACCEPT: u32 = 16;
+    pub(crate) const IDEMPOTENT: u32 = 17;
 }
 
 impl prost::Message for Envelope {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        use prost::encoding::{
-            bool, encode_key, encode_varint, fixed64, hash_map, int32, message, string, uint32,
-            uint64, WireType,
-        };
+        use prost::encoding::{bool, fixed64, hash_map, int32, message, string, uint32, uint64};
         if self.version != 0 {
             uint32::encode(tag::VERSION, &self.version, buf);
         }
@@ -153,9 +150,7 @@ impl prost::Message for Envelope {
         if !self.service.is_empty() {
             // A `Cow` (a caller's name is a `&'static str`: no copy per
             // call), written as prost writes a string.
-            encode_key(tag::SERVICE, WireType::LengthDelimited, buf);
-            encode_varint(self.service.len() as u64, buf);
-            buf.put_slice(self.service.as_bytes());
+            encode_slice(tag::SERVICE, self.service.as_bytes(), buf);
         }
         if !self.instance.is_empty() {
             string::encode(tag::INSTANCE, &self.instance, buf);
@@ -178,9 +173,7 @@ impl prost::Message for Envelope {
         if !self.payload.is_empty() {
             // Copied, not `put(self.payload.clone())` as prost's bytes
             // encoder does: no reference-count promotion per encode.
-            encode_key(tag::PAYLOAD, WireType::LengthDelimited, buf);
-            encode_varint(self.payload.len() as u64, buf);
-            buf.put_slice(&self.payload);
+            encode_slice(tag::PAYLOAD, &self.payload, buf);
         }
         hash_map::encode(
             string::encode,
@@ -296,10 +289,7 @@ impl prost::Message for Envelope {
     }
 
     fn encoded_len(&self) -> usize {
-        use prost::encoding::{
-            bool, encoded_len_varint, fixed64, hash_map, int32, key_len, message, string, uint32,
-            uint64,
-        };
+        use prost::encoding::{bool, fixed64, hash_map, int32, message, string, uint32, uint64};
         let mut len = 0;
         if self.version != 0 {
             len += uint32::encoded_len(tag::VERSION, &self.version);
@@ -314,8 +304,7 @@ impl prost::Message for Envelope {
             len += fixed64::encoded_len(tag::SESSION_ID, &self.session_id);
         }
         if !self.service.is_empty() {
-            let n = self.service.len();
-            len += key_len(tag::SERVICE) + encoded_len_varint(n as u64) + n;
+            len += slice_len(tag::SERVICE, self.service.len());
         }
         if !self.instance.is_empty() {
             len += string::encoded_len(tag::INSTANCE, &self.instance);
@@ -336,8 +325,7 @@ impl prost::Message for Envelope {
             len += message::encoded_len(tag::STATUS, status);
         }
         if !self.payload.is_empty() {
-            let n = self.payload.len();
-            len += key_len(tag::PAYLOAD) + encoded_len_varint(n as u64) + n;
+            len += slice_len(tag::PAYLOAD, self.payload.len());
         }
         if !self.metadata.is_empty() {
             len += hash_map::encoded_len(
@@ -365,6 +353,21 @@ impl prost::Message for Envelope {
     fn clear(&mut self) {
         *self = Envelope::default();
     }
+}
+
+/// Writes a length-delimited field from a slice, as prost writes a string
+/// or bytes field (but without cloning a `Bytes` handle).
+fn encode_slice(tag: u32, value: &[u8], buf: &mut impl bytes::BufMut) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
+    buf.put_slice(value);
+}
+
+/// The encoded length of what [`encode_slice`] writes for `len` bytes.
+fn slice_len(tag: u32, len: usize) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 impl From<&crate::Status> for Status {

@@ -632,8 +632,17 @@ async fn sequential<T: Target>(
     ensure!(!samples.is_empty(), "no sequential call completed");
     CALLS_MADE.fetch_add(samples.len() as u64, Ordering::Relaxed);
     samples.sort_unstable();
-    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-    Ok((samples.len() as u64, at(50), at(99)))
+    Ok((
+        samples.len() as u64,
+        percentile(&samples, 50),
+        percentile(&samples, 99),
+    ))
+}
+
+/// The `q`th percentile of sorted `samples` (zero when there are none).
+fn percentile(samples: &[Duration], q: usize) -> Duration {
+    let at = (samples.len() * q / 100).min(samples.len().saturating_sub(1));
+    samples.get(at).copied().unwrap_or_default()
 }
 
 /// The sequential p50 of two targets measured in interleaved blocks, so
@@ -672,13 +681,11 @@ async fn paired_p50<A: Target, B: Target>(a: &A, b: &B, plan: &Plan) -> anyhow::
     }
     let calls = sa.len() as u64;
     CALLS_MADE.fetch_add(2 * (calls + plan.warmup_calls), Ordering::Relaxed);
-    let p50 = |samples: &mut Vec<Duration>| {
-        samples.sort_unstable();
-        samples.get(samples.len() / 2).copied().unwrap_or_default()
-    };
+    sa.sort_unstable();
+    sb.sort_unstable();
     Ok(Paired {
-        a: p50(&mut sa),
-        b: p50(&mut sb),
+        a: percentile(&sa, 50),
+        b: percentile(&sb, 50),
         calls,
     })
 }

@@ -198,12 +198,6 @@ pub fn put(map: &mut MetadataMap, key: &'static str, value: impl ToString) {
     }
 }
 
-/// Inserts the decimal `value` under one of the `rpc-*` keys (no string
-/// formatting on the hot path).
-pub fn put_u64(map: &mut MetadataMap, key: &'static str, value: u64) {
-    map.insert(key, MetadataValue::from(value));
-}
-
 /// Inserts a static value under one of the `rpc-*` keys.
 pub fn put_static(map: &mut MetadataMap, key: &'static str, value: &'static str) {
     map.insert(key, MetadataValue::from_static(value));

@@ -160,10 +160,10 @@ impl Door {
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
             None => work.await,
         };
+        let incarnation = self.incarnation.clone();
         match result {
             Ok((reply, accepted)) => {
                 let mut response = tonic::Response::new(reply);
-                let incarnation = self.incarnation.clone();
                 response.metadata_mut().insert(md::INCARNATION, incarnation);
                 if accepted {
                     put_static(response.metadata_mut(), md::ACCEPTED, "1");
@@ -172,7 +172,6 @@ impl Door {
             }
             Err(status) => {
                 let mut status = to_tonic(&status);
-                let incarnation = self.incarnation.clone();
                 status.metadata_mut().insert(md::INCARNATION, incarnation);
                 Err(status)
             }

@@ -344,15 +344,8 @@ impl Engine {
     }
 
     async fn send_envelope<K: ReplySink>(&self, sink: &K, env: &Envelope) {
-        let bytes = env.encode_to_vec();
-        self.send_bytes(sink, &bytes).await;
-    }
-
-    async fn send_bytes<K: ReplySink>(&self, sink: &K, bytes: &[u8]) {
-        if let Err(error) = sink.send(bytes).await {
-            bump(&self.counters.send_errors);
-            tracing::debug!(peer = ?sink.peer(), %error, "send failed");
-        }
+        self.send_shared(sink, Bytes::from(env.encode_to_vec()))
+            .await;
     }
 
     async fn send_shared<K: ReplySink>(&self, sink: &K, bytes: Bytes) {

@@ -19,6 +19,7 @@
 //! - [`peek_header`] reads the envelope fields a transport needs (type,
 //!   request id, session, attempt, ...) without decoding the payload.
 
+use crate::envelope::tag;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::ops::ControlFlow;
@@ -81,14 +82,14 @@ pub fn peek_header(bytes: &[u8]) -> EnvelopeHeader {
     #[allow(clippy::cast_possible_truncation)]
     let complete = scan_scalars(bytes, |field, wire, v| {
         match (wire, field) {
-            (0, 2) => h.r#type = v as i32,
-            (0, 3) => h.request_id = v,
-            (0, 10) => h.attempt = v as u32,
-            (0, 14) => h.protocol = v as i32,
-            (0, 15) => h.ack_up_to = v,
-            (0, 16) => h.want_accept = v != 0,
-            (1, 4) => h.session_id = v,
-            (1, 8) => h.incarnation = v,
+            (0, tag::TYPE) => h.r#type = v as i32,
+            (0, tag::REQUEST_ID) => h.request_id = v,
+            (0, tag::ATTEMPT) => h.attempt = v as u32,
+            (0, tag::PROTOCOL) => h.protocol = v as i32,
+            (0, tag::ACK_UP_TO) => h.ack_up_to = v,
+            (0, tag::WANT_ACCEPT) => h.want_accept = v != 0,
+            (1, tag::SESSION_ID) => h.session_id = v,
+            (1, tag::INCARNATION) => h.incarnation = v,
             _ => {}
         }
         ControlFlow::Continue(())
@@ -107,8 +108,8 @@ pub fn peek_type_and_id(bytes: &[u8]) -> (i32, u64) {
         match (wire, field) {
             // Truncation to the field's width is what protobuf does.
             #[allow(clippy::cast_possible_truncation)]
-            (0, 2) => r#type = Some(v as i32),
-            (0, 3) => request_id = Some(v),
+            (0, tag::TYPE) => r#type = Some(v as i32),
+            (0, tag::REQUEST_ID) => request_id = Some(v),
             _ => {}
         }
         if r#type.is_some() && request_id.is_some() {
@@ -122,16 +123,17 @@ pub fn peek_type_and_id(bytes: &[u8]) -> (i32, u64) {
 
 /// Walks the fields of an encoded message: hands every varint (wire type
 /// 0) and fixed64 (wire type 1) field to `visit` as (field, wire type,
-/// value), skips the length-delimited and fixed32 ones by their length,
+/// value; a field number beyond `u32` is passed as `u32::MAX`, which no
+/// envelope field has), skips the length-delimited and fixed32 ones by their length,
 /// until the input ends or `visit` breaks. Returns `true` when the whole
 /// input was walked, `false` when it stopped at a field cut short or
 /// malformed (or `visit` broke). Never panics.
-fn scan_scalars(mut bytes: &[u8], mut visit: impl FnMut(u64, u64, u64) -> ControlFlow<()>) -> bool {
+fn scan_scalars(mut bytes: &[u8], mut visit: impl FnMut(u32, u64, u64) -> ControlFlow<()>) -> bool {
     while !bytes.is_empty() {
         let Some(key) = varint(&mut bytes) else {
             return false;
         };
-        let (field, wire) = (key >> 3, key & 7);
+        let (field, wire) = (u32::try_from(key >> 3).unwrap_or(u32::MAX), key & 7);
         let value = match wire {
             0 => match varint(&mut bytes) {
                 Some(v) => v,
