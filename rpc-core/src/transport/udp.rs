@@ -1,5 +1,6 @@
 //! [`DatagramSocket`] for [`tokio::net::UdpSocket`], with batched I/O on
-//! Linux through `nix`'s safe wrappers (no `unsafe` here):
+//! Linux (receives through `mmsg`, the crate's only `unsafe` code; sends
+//! through `nix`'s safe wrappers):
 //! - [`DatagramSocket::recv_batch`]: one `recvmmsg` takes every queued
 //!   datagram (up to the batch's slots) once the socket is readable; a
 //!   short batch tells that the socket is empty, so no system call is
@@ -113,12 +114,19 @@ const GSO_MAX_BYTES: usize = 60_000;
 const MIN_OFFER: usize = 4;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)] // the one exception to the crate's rule: see the module
+mod mmsg;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
+    use super::mmsg;
     use super::MIN_OFFER;
     use super::{RecvBatch, SendBatch, SendReport};
-    use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
-    use std::io::{self, IoSliceMut};
-    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+    #[cfg(target_os = "linux")]
+    use nix::sys::socket::{self, MsgFlags, SockaddrStorage};
+    use std::io;
+    #[cfg(target_os = "linux")]
+    use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
@@ -137,7 +145,9 @@ mod linux {
             // read), and the next receive waits for the socket instead of
             // paying a system call to find it empty. A datagram arriving
             // meanwhile raises a new edge, so nothing is missed.
-            let (mut filled, offered) = (0, batch.offer.clamp(1, batch.slots));
+            // At most what one `recvmmsg` takes: a short batch must mean an
+            // empty socket.
+            let (mut filled, offered) = (0, batch.offer.clamp(1, batch.slots).min(mmsg::MAX_SLOTS));
             let received = socket.try_io(Interest::READABLE, || {
                 filled = recvmmsg(socket, batch, offered)?;
                 // Twice what this call needed next time (at least a few
@@ -174,44 +184,15 @@ mod linux {
         } = batch;
         meta.clear();
         let slot_len = *slot_len;
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = buf
-            .chunks_mut(slot_len)
-            .take(offered)
-            .map(|chunk| [IoSliceMut::new(chunk)])
-            .collect();
-        let mut headers =
-            MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), Some(nix::cmsg_space!(i32)));
-        let received = match socket::recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        ) {
-            Ok(received) => received,
-            Err(e) => return Err(io::Error::from(e)),
-        };
-        let mut filled = 0;
-        for (slot, msg) in received.enumerate() {
-            filled += 1;
+        mmsg::recvmmsg(socket, buf, slot_len, offered, |slot, filled| {
             // A datagram from a family other than IP cannot reach a UDP
             // socket; should it, it is skipped.
-            let Some(from) = msg.address.as_ref().and_then(to_std) else {
-                continue;
+            let Some(from) = filled.from else {
+                return;
             };
             let start = slot * slot_len;
-            let end = start + msg.bytes.min(slot_len);
-            let segment = msg
-                .cmsgs()
-                .ok()
-                .and_then(|mut cmsgs| {
-                    cmsgs.find_map(|c| match c {
-                        socket::ControlMessageOwned::UdpGroSegments(n) => usize::try_from(n).ok(),
-                        _ => None,
-                    })
-                })
-                .filter(|&n| n > 0)
-                .unwrap_or(slot_len);
+            let end = start + filled.len;
+            let segment = filled.segment.unwrap_or(slot_len);
             let mut at = start;
             loop {
                 let next = at.saturating_add(segment).min(end);
@@ -221,16 +202,7 @@ mod linux {
                 }
                 at = next;
             }
-        }
-        Ok(filled)
-    }
-
-    fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
-        if let Some(v4) = addr.as_sockaddr_in() {
-            return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-        }
-        addr.as_sockaddr_in6()
-            .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+        })
     }
 
     #[cfg(target_os = "linux")]
@@ -439,6 +411,21 @@ mod tests {
         let mut expected: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
         expected.extend([vec![20; 40], vec![21; 100]]);
         assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn the_sender_of_an_ipv6_datagram_is_reported() {
+        // Loopback only; a host without IPv6 has nothing to check.
+        let (Ok(tx), Ok(rx)) = (
+            UdpSocket::bind("[::1]:0").await,
+            UdpSocket::bind("[::1]:0").await,
+        ) else {
+            return;
+        };
+        tune_socket(&rx);
+        tx.send_to(b"six", rx.local_addr().unwrap()).await.unwrap();
+        let got = receive(&rx, 1).await;
+        assert_eq!(got, vec![(b"six".to_vec(), tx.local_addr().unwrap())]);
     }
 
     #[tokio::test]
