@@ -28,12 +28,12 @@ fn hand_envelope() -> hand::Envelope {
         incarnation: u64::MAX - 7,
         deadline_us: 1_500_000_000_123,
         attempt: 42,
-        status: Some(hand::Status {
+        status: Some(Box::new(hand::Status {
             code: rpc_core::Code::FailedPrecondition.as_i32(),
             message: "overdrawn by 5".into(),
             details_type: "demo.v1.Overdrawn".into(),
             details: Bytes::from_static(&[0x08, 0x0A, 0x10, 0x0F]),
-        }),
+        })),
         payload: Bytes::from_static(b"\x00\x01payload\xff"),
         metadata: HashMap::from([
             ("clock".to_owned(), "17".to_owned()),

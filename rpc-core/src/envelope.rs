@@ -95,8 +95,9 @@ pub struct Envelope {
     pub deadline_us: u64,
     /// Which copy of the request this is (1 for the first).
     pub attempt: u32,
-    /// The failure, in REPLY and ERROR.
-    pub status: Option<Status>,
+    /// The failure, in REPLY and ERROR (boxed: most messages carry none,
+    /// and every message moves through several async functions).
+    pub status: Option<Box<Status>>,
     /// Arguments or result.
     pub payload: bytes::Bytes,
     /// Metadata carried with the call.
@@ -168,7 +169,7 @@ impl prost::Message for Envelope {
             uint32::encode(tag::ATTEMPT, &self.attempt, buf);
         }
         if let Some(status) = &self.status {
-            message::encode(tag::STATUS, status, buf);
+            message::encode(tag::STATUS, &**status, buf);
         }
         if !self.payload.is_empty() {
             // Copied, not `put(self.payload.clone())` as prost's bytes
@@ -250,7 +251,7 @@ impl prost::Message for Envelope {
             tag::STATUS => (
                 message::merge(
                     wire_type,
-                    self.status.get_or_insert_with(Status::default),
+                    &mut **self.status.get_or_insert_with(Box::default),
                     buf,
                     ctx,
                 ),
@@ -322,7 +323,7 @@ impl prost::Message for Envelope {
             len += uint32::encoded_len(tag::ATTEMPT, &self.attempt);
         }
         if let Some(status) = &self.status {
-            len += message::encoded_len(tag::STATUS, status);
+            len += message::encoded_len(tag::STATUS, &**status);
         }
         if !self.payload.is_empty() {
             len += slice_len(tag::PAYLOAD, self.payload.len());
@@ -389,6 +390,12 @@ impl From<Status> for crate::Status {
             s.details_type,
             s.details,
         )
+    }
+}
+
+impl From<Box<Status>> for crate::Status {
+    fn from(s: Box<Status>) -> crate::Status {
+        crate::Status::from(*s)
     }
 }
 

@@ -21,57 +21,60 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 /// Runs one invocation on the channel's session.
-pub(super) async fn invoke<S: DatagramSocket>(
+// Not an `async fn`, for the reason given at `Exchange::run`.
+pub(super) fn invoke<S: DatagramSocket>(
     shared: Arc<Shared<S>>,
     inv: Invocation,
-) -> Result<Outcome, Error> {
-    if shared.is_closed() {
-        return Err(Error::Closed);
-    }
-    bump(&shared.counters.calls);
-    let style = inv.options.style;
-    let protocol = inv.options.protocol;
-    match (style, protocol) {
-        (Style::OneWay, Protocol::R) => return one_way(&shared, inv).await,
-        (Style::OneWay, _) => {
-            return Err(Error::InvalidCall(format!(
-                "a one-way call uses protocol R, not {protocol:?}"
-            )));
+) -> impl Future<Output = Result<Outcome, Error>> + Send {
+    async move {
+        if shared.is_closed() {
+            return Err(Error::Closed);
         }
-        (_, Protocol::R) => {
-            return Err(Error::InvalidCall(format!(
-                "protocol R has no reply: a {style:?} call needs RR or RRA"
-            )));
+        bump(&shared.counters.calls);
+        let style = inv.options.style;
+        let protocol = inv.options.protocol;
+        match (style, protocol) {
+            (Style::OneWay, Protocol::R) => return one_way(&shared, inv).await,
+            (Style::OneWay, _) => {
+                return Err(Error::InvalidCall(format!(
+                    "a one-way call uses protocol R, not {protocol:?}"
+                )));
+            }
+            (_, Protocol::R) => {
+                return Err(Error::InvalidCall(format!(
+                    "protocol R has no reply: a {style:?} call needs RR or RRA"
+                )));
+            }
+            _ => {}
         }
-        _ => {}
+        let now = Instant::now();
+        let deadline = inv.options.deadline.map(Instant::from_std);
+        if deadline.is_some_and(|d| d <= now) {
+            bump(&shared.counters.timeouts);
+            return Err(Error::DeadlineExceeded {
+                may_have_run: false,
+                attempts: 0,
+            });
+        }
+        let rra = protocol == Protocol::RRA;
+        let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
+        let id = take_id(&shared, give_up_at, |session, queued| {
+            session.try_start_call(rra, queued)
+        })
+        .await?;
+        let span = tracing::debug_span!(
+            "rpc_call",
+            service = inv.service.full_name,
+            method = inv.method.name,
+            request_id = id,
+            ?style,
+            ?protocol,
+        );
+        // From here on the exchange owns the pending entry: whatever happens
+        // (including this future being dropped), its Drop ends the call.
+        let exchange = Exchange::new(shared, id, inv, now, deadline);
+        exchange.run(style, span.clone()).instrument(span).await
     }
-    let now = Instant::now();
-    let deadline = inv.options.deadline.map(Instant::from_std);
-    if deadline.is_some_and(|d| d <= now) {
-        bump(&shared.counters.timeouts);
-        return Err(Error::DeadlineExceeded {
-            may_have_run: false,
-            attempts: 0,
-        });
-    }
-    let rra = protocol == Protocol::RRA;
-    let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
-    let id = take_id(&shared, give_up_at, |session, queued| {
-        session.try_start_call(rra, queued)
-    })
-    .await?;
-    let span = tracing::debug_span!(
-        "rpc_call",
-        service = inv.service.full_name,
-        method = inv.method.name,
-        request_id = id,
-        ?style,
-        ?protocol,
-    );
-    // From here on the exchange owns the pending entry: whatever happens
-    // (including this future being dropped), its Drop ends the call.
-    let exchange = Exchange::new(shared, id, inv, now, deadline);
-    exchange.run(style, span.clone()).instrument(span).await
 }
 
 /// Takes the next request id with `start` (one of the session's
@@ -392,56 +395,70 @@ impl<S: DatagramSocket> Exchange<S> {
         size
     }
 
-    async fn run(mut self, style: Style, span: tracing::Span) -> Result<Outcome, Error> {
-        let size = self.max_size(self.started);
-        let limit = self.shared.config.max_datagram;
-        if size > limit {
-            bump(&self.shared.counters.too_large);
-            return Err(Error::MessageTooLarge { size, limit });
-        }
-        // Every copy fits without growing the buffer again.
-        self.buf.reserve(size);
-        let needs_ping = !self.env.idempotent && self.shared.lock().incarnation() == 0;
-        if needs_ping {
-            if let Some(f) = self.ping_phase().await? {
-                return self.finish(f).map(Outcome::Reply);
+    // Not an `async fn`: an async fn keeps its arguments in its state
+    // twice (as passed, and moved into the body; rust-lang/rust#62958),
+    // and `self` is the largest part of every call's state.
+    fn run(
+        mut self,
+        style: Style,
+        span: tracing::Span,
+    ) -> impl Future<Output = Result<Outcome, Error>> + Send {
+        async move {
+            let size = self.max_size(self.started);
+            let limit = self.shared.config.max_datagram;
+            if size > limit {
+                bump(&self.shared.counters.too_large);
+                return Err(Error::MessageTooLarge { size, limit });
             }
-        }
-        // Every copy of this request carries the incarnation known now: a
-        // copy that reaches a restarted server must be recognised as such
-        // even if another call learned the new incarnation meanwhile.
-        self.env.incarnation = self.shared.lock().incarnation();
-        match self.request_phase().await? {
-            Step::Done(result) => Ok(Outcome::Reply(result)),
-            Step::Accepted if style == Style::Async => {
-                // Nobody will poll the rest of an asynchronous call: finish
-                // the exchange in a task of its own (so the server's history
-                // entry is acknowledged), and hand out its result anyway.
-                match tokio::runtime::Handle::try_current() {
-                    Ok(handle) => {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        handle.spawn(
-                            async move {
-                                let result = self.poll_phase().await;
-                                if let Err(e) = &result {
-                                    tracing::debug!(error = %e, "asynchronous call did not complete");
-                                }
-                                let _ = tx.send(result);
-                            }
-                            .instrument(span),
-                        );
-                        Ok(Outcome::Accepted(Box::pin(async move {
-                            rx.await.unwrap_or(Err(Error::Closed))
-                        })))
-                    }
-                    Err(_) => Ok(Outcome::Accepted(Box::pin(
-                        self.poll_phase().instrument(span),
-                    ))),
+            // Every copy fits without growing the buffer again.
+            self.buf.reserve(size);
+            let needs_ping = !self.env.idempotent && self.shared.lock().incarnation() == 0;
+            if needs_ping {
+                // Boxed: PING happens once per session (and after a server
+                // restart), and its state would otherwise enlarge every call.
+                if let Some(f) = Box::pin(self.ping_phase()).await? {
+                    return self.finish(f).map(Outcome::Reply);
                 }
             }
-            Step::Accepted => Ok(Outcome::Accepted(Box::pin(
-                self.poll_phase().instrument(span),
-            ))),
+            // Every copy of this request carries the incarnation known now: a
+            // copy that reaches a restarted server must be recognised as such
+            // even if another call learned the new incarnation meanwhile.
+            self.env.incarnation = self.shared.lock().incarnation();
+            match self.request_phase().await? {
+                Step::Done(result) => Ok(Outcome::Reply(result)),
+                Step::Accepted => Ok(self.accepted(style, span)),
+            }
+        }
+    }
+
+    /// The rest of a call the server accepted, as the caller gets it.
+    /// A plain function, not part of `run`: the future it builds would
+    /// otherwise be part of the state of every call.
+    fn accepted(self, style: Style, span: tracing::Span) -> Outcome {
+        if style != Style::Async {
+            return Outcome::Accepted(Box::pin(self.poll_phase().instrument(span)));
+        }
+        // Nobody will poll the rest of an asynchronous call: finish the
+        // exchange in a task of its own (so the server's history entry is
+        // acknowledged), and hand out its result anyway.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                handle.spawn(
+                    async move {
+                        let result = self.poll_phase().await;
+                        if let Err(e) = &result {
+                            tracing::debug!(error = %e, "asynchronous call did not complete");
+                        }
+                        let _ = tx.send(result);
+                    }
+                    .instrument(span),
+                );
+                Outcome::Accepted(Box::pin(
+                    async move { rx.await.unwrap_or(Err(Error::Closed)) },
+                ))
+            }
+            Err(_) => Outcome::Accepted(Box::pin(self.poll_phase().instrument(span))),
         }
     }
 
@@ -629,7 +646,10 @@ impl<S: DatagramSocket> Exchange<S> {
             }
             session.ack_up_to()
         };
-        let ping = Envelope {
+        self.buf.clear();
+        // Not kept across the send: the envelope would enlarge the state
+        // of every call.
+        let _ = Envelope {
             version: VERSION,
             r#type: MessageType::Ping as i32,
             request_id: self.id,
@@ -637,9 +657,8 @@ impl<S: DatagramSocket> Exchange<S> {
             attempt: n,
             ack_up_to,
             ..Default::default()
-        };
-        self.buf.clear();
-        let _ = ping.encode(&mut self.buf);
+        }
+        .encode(&mut self.buf);
         bump(&self.shared.counters.pings);
         match self.shared.send_datagram(&self.buf).await {
             Ok(_) => Ok(()),

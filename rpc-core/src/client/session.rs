@@ -508,12 +508,12 @@ mod tests {
         let mut s = session();
         let a = s.start_call(false);
         let mut e = msg(MessageType::Error, a);
-        e.status = Some(envelope::Status {
+        e.status = Some(Box::new(envelope::Status {
             code: Code::Aborted.as_i32(),
             message: "outcome unknown: server restarted".into(),
             details_type: SERVER_RESTARTED.into(),
             details: Default::default(),
-        });
+        }));
         s.deliver(e, MessageType::Error, Instant::now());
         assert!(matches!(
             s.entry(a).and_then(|e| e.result.take()),

@@ -874,7 +874,7 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
                         request_id: header.request_id,
                         session_id: header.session_id,
                         incarnation: header.incarnation,
-                        status: Some(crate::envelope::Status::from(&status)),
+                        status: Some(Box::new(crate::envelope::Status::from(&status))),
                         ..Envelope::default()
                     };
                     let _ = link.inbound_tx.send(Bytes::from(env.encode_to_vec()));

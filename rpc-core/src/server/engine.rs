@@ -338,7 +338,7 @@ impl Engine {
             request_id,
             session_id: session,
             incarnation: self.incarnation,
-            status: status.as_ref().map(envelope::Status::from),
+            status: status.as_ref().map(|s| Box::new(envelope::Status::from(s))),
             ..Envelope::default()
         }
     }
@@ -764,7 +764,7 @@ impl Engine {
             );
             env.r#type = MessageType::Reply as i32;
             env.payload = Bytes::new();
-            env.status = Some(envelope::Status::from(&too_large(len, limit)));
+            env.status = Some(Box::new(envelope::Status::from(&too_large(len, limit))));
         }
         let bytes = Bytes::from(env.encode_to_vec());
         if job.tracked {

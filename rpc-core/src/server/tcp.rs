@@ -605,7 +605,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         request_id: header.request_id,
                         session_id: header.session_id,
                         incarnation: engine.incarnation(),
-                        status: Some(envelope::Status::from(&status)),
+                        status: Some(Box::new(envelope::Status::from(&status))),
                         ..Envelope::default()
                     };
                     bump(&engine.counters().errors);
