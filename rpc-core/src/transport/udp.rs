@@ -31,7 +31,10 @@ impl DatagramSocket for tokio::net::UdpSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        tokio::net::UdpSocket::send_to(self, buf, target)
+        // Not tokio's `send_to`, whose future (generic over address
+        // lookups) is several times larger: this one is part of the state
+        // of every call.
+        std::future::poll_fn(move |cx| self.poll_send_to(cx, buf, target))
     }
 
     fn recv_from(
