@@ -287,40 +287,50 @@ impl Engine {
     ///
     /// # Cancel safety
     /// As [`Engine::handle_message`].
-    pub async fn handle_envelope<K: ReplySink>(self: &Arc<Self>, env: Envelope, sink: &K) {
-        if env.version != VERSION {
-            bump(&self.counters.version_dropped);
-            tracing::debug!(peer = ?sink.peer(), version = env.version, "dropped message of unknown version");
-            return;
-        }
-        if env.session_id == 0 {
-            bump(&self.counters.unexpected_dropped);
-            tracing::debug!(peer = ?sink.peer(), "dropped message without session id");
-            return;
-        }
-        match MessageType::try_from(env.r#type) {
-            Ok(MessageType::Request) => self.request(env, sink).await,
-            Ok(MessageType::Ack) => {
-                bump(&self.counters.acks);
-                let found = self.history().ack(
-                    env.session_id,
-                    env.request_id,
-                    env.ack_up_to,
-                    Instant::now(),
-                );
-                if !found {
-                    bump(&self.counters.unknown_acks);
-                    tracing::debug!(peer = ?sink.peer(), session = env.session_id, request_id = env.request_id, "ack for a request not in the history");
-                }
+    pub fn handle_envelope<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
+        env: Envelope,
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
+        // Not an `async fn`: an async fn keeps by-value arguments in its
+        // state twice (rust-lang/rust#62958), and the envelope and the job
+        // pass through four of them per request.
+        async move {
+            if env.version != VERSION {
+                bump(&self.counters.version_dropped);
+                tracing::debug!(peer = ?sink.peer(), version = env.version, "dropped message of unknown version");
+                return;
             }
-            Ok(MessageType::Ping) => {
-                bump(&self.counters.pings);
-                let pong = self.control(MessageType::Pong, env.session_id, env.request_id, None);
-                self.send_envelope(sink, &pong).await;
-            }
-            other => {
+            if env.session_id == 0 {
                 bump(&self.counters.unexpected_dropped);
-                tracing::debug!(peer = ?sink.peer(), r#type = env.r#type, known = other.is_ok(), "dropped message of a type a server does not take");
+                tracing::debug!(peer = ?sink.peer(), "dropped message without session id");
+                return;
+            }
+            match MessageType::try_from(env.r#type) {
+                Ok(MessageType::Request) => self.request(env, sink).await,
+                Ok(MessageType::Ack) => {
+                    bump(&self.counters.acks);
+                    let found = self.history().ack(
+                        env.session_id,
+                        env.request_id,
+                        env.ack_up_to,
+                        Instant::now(),
+                    );
+                    if !found {
+                        bump(&self.counters.unknown_acks);
+                        tracing::debug!(peer = ?sink.peer(), session = env.session_id, request_id = env.request_id, "ack for a request not in the history");
+                    }
+                }
+                Ok(MessageType::Ping) => {
+                    bump(&self.counters.pings);
+                    let pong =
+                        self.control(MessageType::Pong, env.session_id, env.request_id, None);
+                    self.send_envelope(sink, &pong).await;
+                }
+                other => {
+                    bump(&self.counters.unexpected_dropped);
+                    tracing::debug!(peer = ?sink.peer(), r#type = env.r#type, known = other.is_ok(), "dropped message of a type a server does not take");
+                }
             }
         }
     }
@@ -367,305 +377,326 @@ impl Engine {
         self.send_envelope(sink, &env).await;
     }
 
-    async fn request<K: ReplySink>(self: &Arc<Self>, env: Envelope, sink: &K) {
-        let arrival = Instant::now();
-        let protocol = match ExchangeProtocol::try_from(env.protocol) {
-            Ok(ExchangeProtocol::Unspecified | ExchangeProtocol::Rr) => ExchangeProtocol::Rr,
-            Ok(p) => p,
-            Err(_) => {
-                bump(&self.counters.unexpected_dropped);
-                tracing::debug!(peer = ?sink.peer(), protocol = env.protocol, "dropped request with unknown exchange protocol");
-                return;
-            }
-        };
-        bump(&self.counters.requests);
-        let oneway = protocol == ExchangeProtocol::R;
-        // Idempotent synchronous requests bypass the history (at-least-once).
-        let tracked = oneway || !env.idempotent || env.want_accept;
-        let (session, request_id) = (env.session_id, env.request_id);
-        let target = self
-            .services
-            .get(&*env.service)
-            .map(|svc| (svc, svc.info().method(env.method_id)));
-
-        let decision = {
-            let mut h = self.history();
-            if env.ack_up_to > 0 {
-                h.ack(session, 0, env.ack_up_to, arrival);
-            }
-            match target {
-                None => Decision::UnknownService,
-                Some((_, None)) => Decision::UnknownMethod,
-                Some(_) if !tracked => {
-                    if self.is_stopping() {
-                        Decision::ShuttingDown
-                    } else {
-                        Decision::Run
-                    }
+    fn request<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
+        env: Envelope,
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let arrival = Instant::now();
+            let protocol = match ExchangeProtocol::try_from(env.protocol) {
+                Ok(ExchangeProtocol::Unspecified | ExchangeProtocol::Rr) => ExchangeProtocol::Rr,
+                Ok(p) => p,
+                Err(_) => {
+                    bump(&self.counters.unexpected_dropped);
+                    tracing::debug!(peer = ?sink.peer(), protocol = env.protocol, "dropped request with unknown exchange protocol");
+                    return;
                 }
-                Some(_) => match h.lookup(session, request_id, arrival) {
-                    Lookup::Stale => Decision::Stale,
-                    Lookup::Completed(Some(reply)) => Decision::Replay(reply),
-                    Lookup::Completed(None) => Decision::DuplicateDropped,
-                    Lookup::InProgress => Decision::InProgress,
-                    Lookup::Evicted => Decision::Evicted,
-                    Lookup::Absent => {
-                        if !oneway
-                            && !env.idempotent
-                            && env.attempt > 1
-                            && env.incarnation != 0
-                            && env.incarnation != self.incarnation
-                        {
-                            Decision::Restarted
-                        } else if !oneway
-                            && !env.idempotent
-                            && env.attempt > 1
-                            && h.may_have_forgotten(session, arrival)
-                        {
-                            // Its session may have been forgotten with this
-                            // request's reply (max_sessions): do not run it again.
-                            Decision::Evicted
-                        } else if self.is_stopping() {
+            };
+            bump(&self.counters.requests);
+            let oneway = protocol == ExchangeProtocol::R;
+            // Idempotent synchronous requests bypass the history (at-least-once).
+            let tracked = oneway || !env.idempotent || env.want_accept;
+            let (session, request_id) = (env.session_id, env.request_id);
+            let target = self
+                .services
+                .get(&*env.service)
+                .map(|svc| (svc, svc.info().method(env.method_id)));
+
+            let decision = {
+                let mut h = self.history();
+                if env.ack_up_to > 0 {
+                    h.ack(session, 0, env.ack_up_to, arrival);
+                }
+                match target {
+                    None => Decision::UnknownService,
+                    Some((_, None)) => Decision::UnknownMethod,
+                    Some(_) if !tracked => {
+                        if self.is_stopping() {
                             Decision::ShuttingDown
                         } else {
-                            let registered = if oneway {
-                                h.register_tombstone(session, request_id, env.ack_up_to, arrival)
-                            } else {
-                                h.register(session, request_id, env.ack_up_to, arrival)
-                            };
-                            match registered {
-                                Ok(()) => Decision::Run,
-                                Err(RegisterError::TooManySessions) => Decision::TooManySessions,
-                            }
+                            Decision::Run
                         }
                     }
-                },
-            }
-        };
+                    Some(_) => match h.lookup(session, request_id, arrival) {
+                        Lookup::Stale => Decision::Stale,
+                        Lookup::Completed(Some(reply)) => Decision::Replay(reply),
+                        Lookup::Completed(None) => Decision::DuplicateDropped,
+                        Lookup::InProgress => Decision::InProgress,
+                        Lookup::Evicted => Decision::Evicted,
+                        Lookup::Absent => {
+                            if !oneway
+                                && !env.idempotent
+                                && env.attempt > 1
+                                && env.incarnation != 0
+                                && env.incarnation != self.incarnation
+                            {
+                                Decision::Restarted
+                            } else if !oneway
+                                && !env.idempotent
+                                && env.attempt > 1
+                                && h.may_have_forgotten(session, arrival)
+                            {
+                                // Its session may have been forgotten with this
+                                // request's reply (max_sessions): do not run it again.
+                                Decision::Evicted
+                            } else if self.is_stopping() {
+                                Decision::ShuttingDown
+                            } else {
+                                let registered = if oneway {
+                                    h.register_tombstone(
+                                        session,
+                                        request_id,
+                                        env.ack_up_to,
+                                        arrival,
+                                    )
+                                } else {
+                                    h.register(session, request_id, env.ack_up_to, arrival)
+                                };
+                                match registered {
+                                    Ok(()) => Decision::Run,
+                                    Err(RegisterError::TooManySessions) => {
+                                        Decision::TooManySessions
+                                    }
+                                }
+                            }
+                        }
+                    },
+                }
+            };
 
-        match decision {
-            Decision::Run => {}
-            Decision::UnknownService | Decision::UnknownMethod => {
-                let message = match target {
-                    Some((svc, _)) => {
-                        format!(
-                            "{} has no method with id {:#010x}",
-                            svc.info().full_name,
-                            env.method_id
-                        )
-                    }
-                    None => format!("unknown service {:?}", clip(&env.service, 128)),
-                };
-                bump(&self.counters.unimplemented);
-                tracing::debug!(peer = ?sink.peer(), %message, "unimplemented");
-                if !oneway {
-                    self.send_error(sink, session, request_id, Status::unimplemented(message))
-                        .await;
-                }
-                return;
-            }
-            Decision::Stale => {
-                bump(&self.counters.stale_dropped);
-                tracing::debug!(peer = ?sink.peer(), session, request_id, "dropped request at or below the acknowledged floor");
-                return;
-            }
-            Decision::Replay(reply) => {
-                bump(&self.counters.duplicates_replayed);
-                if reply.len() > sink.max_message_len() {
-                    // Stored through a transport with a larger limit.
-                    let status = too_large(reply.len(), sink.max_message_len());
-                    self.send_error(sink, session, request_id, status).await;
-                } else {
-                    self.send_shared(sink, reply).await;
-                }
-                return;
-            }
-            Decision::DuplicateDropped => {
-                bump(&self.counters.duplicates_dropped);
-                return;
-            }
-            Decision::InProgress => {
-                bump(&self.counters.in_progress_hits);
-                if !oneway {
-                    let ty = if env.want_accept {
-                        MessageType::Accept
-                    } else {
-                        MessageType::InProgress
+            match decision {
+                Decision::Run => {}
+                Decision::UnknownService | Decision::UnknownMethod => {
+                    let message = match target {
+                        Some((svc, _)) => {
+                            format!(
+                                "{} has no method with id {:#010x}",
+                                svc.info().full_name,
+                                env.method_id
+                            )
+                        }
+                        None => format!("unknown service {:?}", clip(&env.service, 128)),
                     };
-                    if env.want_accept {
-                        bump(&self.counters.accepts);
+                    bump(&self.counters.unimplemented);
+                    tracing::debug!(peer = ?sink.peer(), %message, "unimplemented");
+                    if !oneway {
+                        self.send_error(sink, session, request_id, Status::unimplemented(message))
+                            .await;
                     }
-                    let msg = self.control(ty, session, request_id, None);
-                    self.send_envelope(sink, &msg).await;
+                    return;
                 }
-                return;
-            }
-            Decision::Evicted => {
-                bump(&self.counters.evicted_refused);
-                if !oneway {
-                    let status = Status::aborted("reply no longer in history; outcome unknown");
-                    self.send_error(sink, session, request_id, status).await;
+                Decision::Stale => {
+                    bump(&self.counters.stale_dropped);
+                    tracing::debug!(peer = ?sink.peer(), session, request_id, "dropped request at or below the acknowledged floor");
+                    return;
                 }
-                return;
-            }
-            Decision::Restarted => {
-                bump(&self.counters.outcome_unknown);
-                let status = Status::with_details(
-                    Code::Aborted,
-                    "outcome unknown: server restarted",
-                    envelope::SERVER_RESTARTED,
-                    Bytes::new(),
-                );
-                self.send_error(sink, session, request_id, status).await;
-                return;
-            }
-            Decision::ShuttingDown => {
-                bump(&self.counters.shutdown_refused);
-                if !oneway {
-                    self.send_error(
-                        sink,
-                        session,
-                        request_id,
-                        Status::unavailable("shutting down"),
-                    )
-                    .await;
+                Decision::Replay(reply) => {
+                    bump(&self.counters.duplicates_replayed);
+                    if reply.len() > sink.max_message_len() {
+                        // Stored through a transport with a larger limit.
+                        let status = too_large(reply.len(), sink.max_message_len());
+                        self.send_error(sink, session, request_id, status).await;
+                    } else {
+                        self.send_shared(sink, reply).await;
+                    }
+                    return;
                 }
-                return;
-            }
-            Decision::TooManySessions => {
-                bump(&self.counters.sessions_refused);
-                if !oneway {
-                    let status = Status::resource_exhausted(
-                        "too many client sessions with running requests",
+                Decision::DuplicateDropped => {
+                    bump(&self.counters.duplicates_dropped);
+                    return;
+                }
+                Decision::InProgress => {
+                    bump(&self.counters.in_progress_hits);
+                    if !oneway {
+                        let ty = if env.want_accept {
+                            MessageType::Accept
+                        } else {
+                            MessageType::InProgress
+                        };
+                        if env.want_accept {
+                            bump(&self.counters.accepts);
+                        }
+                        let msg = self.control(ty, session, request_id, None);
+                        self.send_envelope(sink, &msg).await;
+                    }
+                    return;
+                }
+                Decision::Evicted => {
+                    bump(&self.counters.evicted_refused);
+                    if !oneway {
+                        let status = Status::aborted("reply no longer in history; outcome unknown");
+                        self.send_error(sink, session, request_id, status).await;
+                    }
+                    return;
+                }
+                Decision::Restarted => {
+                    bump(&self.counters.outcome_unknown);
+                    let status = Status::with_details(
+                        Code::Aborted,
+                        "outcome unknown: server restarted",
+                        envelope::SERVER_RESTARTED,
+                        Bytes::new(),
                     );
                     self.send_error(sink, session, request_id, status).await;
+                    return;
                 }
-                return;
+                Decision::ShuttingDown => {
+                    bump(&self.counters.shutdown_refused);
+                    if !oneway {
+                        self.send_error(
+                            sink,
+                            session,
+                            request_id,
+                            Status::unavailable("shutting down"),
+                        )
+                        .await;
+                    }
+                    return;
+                }
+                Decision::TooManySessions => {
+                    bump(&self.counters.sessions_refused);
+                    if !oneway {
+                        let status = Status::resource_exhausted(
+                            "too many client sessions with running requests",
+                        );
+                        self.send_error(sink, session, request_id, status).await;
+                    }
+                    return;
+                }
             }
-        }
 
-        let Some((service, Some(method))) = target else {
-            return;
-        };
-        let deadline = match env.deadline_us {
-            0 => None,
-            us => arrival.checked_add(Duration::from_micros(us)),
-        };
-        let job = Job {
-            service: Arc::clone(service),
-            method,
-            session,
-            request_id,
-            attempt: env.attempt,
-            tracked,
-            oneway,
-            want_accept: env.want_accept,
-            deadline,
-            payload: env.payload,
-            metadata: env.metadata,
-            instance: env.instance,
-        };
-        self.start(job, sink).await;
+            let Some((service, Some(method))) = target else {
+                return;
+            };
+            let deadline = match env.deadline_us {
+                0 => None,
+                us => arrival.checked_add(Duration::from_micros(us)),
+            };
+            let job = Job {
+                service: Arc::clone(service),
+                method,
+                session,
+                request_id,
+                attempt: env.attempt,
+                tracked,
+                oneway,
+                want_accept: env.want_accept,
+                deadline,
+                payload: env.payload,
+                metadata: env.metadata,
+                instance: env.instance,
+            };
+            self.start(job, sink).await;
+        }
     }
 
     /// Takes a concurrency permit (or a waiting slot), sends ACCEPT when
     /// asked, and runs the job: inline when a permit is free, else in a
     /// task that waits for one.
-    async fn start<K: ReplySink>(self: &Arc<Self>, job: Job, sink: &K) {
-        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
-                if waiting >= self.config.max_pending {
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                    if job.tracked {
-                        self.history().unregister(job.session, job.request_id);
-                    }
-                    bump(&self.counters.overloaded);
-                    tracing::debug!(
-                        session = job.session,
-                        request_id = job.request_id,
-                        "refused: too many waiting requests"
-                    );
-                    if !job.oneway {
-                        let status = Status::resource_exhausted(format!(
-                            "server overloaded: {} requests running and {waiting} waiting",
-                            self.config.max_concurrent
-                        ));
-                        self.send_error(sink, job.session, job.request_id, status)
-                            .await;
-                    }
-                    return;
-                }
-                None
-            }
-        };
-        if job.want_accept && !job.oneway {
-            bump(&self.counters.accepts);
-            let msg = self.control(MessageType::Accept, job.session, job.request_id, None);
-            self.send_envelope(sink, &msg).await;
-        }
-        match permit {
-            Some(permit) => self.run_inline(job, permit, sink).await,
-            None => {
-                let engine = Arc::clone(self);
-                let sink = sink.clone();
-                self.spawn_tracked(async move {
-                    let mut job = job;
-                    let acquired = Arc::clone(&engine.permits).acquire_owned().await;
-                    engine.pending.fetch_sub(1, Ordering::AcqRel);
-                    let Ok(permit) = acquired else {
-                        // The semaphore is never closed; treat it as a refusal.
+    fn start<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
+        job: Job,
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
+                    if waiting >= self.config.max_pending {
+                        self.pending.fetch_sub(1, Ordering::AcqRel);
                         if job.tracked {
-                            engine.history().unregister(job.session, job.request_id);
+                            self.history().unregister(job.session, job.request_id);
+                        }
+                        bump(&self.counters.overloaded);
+                        tracing::debug!(
+                            session = job.session,
+                            request_id = job.request_id,
+                            "refused: too many waiting requests"
+                        );
+                        if !job.oneway {
+                            let status = Status::resource_exhausted(format!(
+                                "server overloaded: {} requests running and {waiting} waiting",
+                                self.config.max_concurrent
+                            ));
+                            self.send_error(sink, job.session, job.request_id, status)
+                                .await;
                         }
                         return;
-                    };
-                    let ending = match engine.begin(&mut job, &sink) {
-                        Ok(handler) => catch(handler).await,
-                        Err(ending) => ending,
-                    };
-                    drop(permit);
-                    engine.finish(&job, ending, &sink).await;
-                });
+                    }
+                    None
+                }
+            };
+            if job.want_accept && !job.oneway {
+                bump(&self.counters.accepts);
+                let msg = self.control(MessageType::Accept, job.session, job.request_id, None);
+                self.send_envelope(sink, &msg).await;
+            }
+            match permit {
+                Some(permit) => self.run_inline(job, permit, sink).await,
+                None => {
+                    let engine = Arc::clone(self);
+                    let sink = sink.clone();
+                    self.spawn_tracked(async move {
+                        let mut job = job;
+                        let acquired = Arc::clone(&engine.permits).acquire_owned().await;
+                        engine.pending.fetch_sub(1, Ordering::AcqRel);
+                        let Ok(permit) = acquired else {
+                            // The semaphore is never closed; treat it as a refusal.
+                            if job.tracked {
+                                engine.history().unregister(job.session, job.request_id);
+                            }
+                            return;
+                        };
+                        let ending = match engine.begin(&mut job, &sink) {
+                            Ok(handler) => catch(handler).await,
+                            Err(ending) => ending,
+                        };
+                        drop(permit);
+                        engine.finish(&job, ending, &sink).await;
+                    });
+                }
             }
         }
     }
 
     /// Runs the job with its first poll on this task; spawns the rest only
     /// if the handler is not ready at once.
-    async fn run_inline<K: ReplySink>(
-        self: &Arc<Self>,
+    fn run_inline<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
         mut job: Job,
         permit: OwnedSemaphorePermit,
-        sink: &K,
-    ) {
-        let mut handler = match self.begin(&mut job, sink) {
-            Ok(h) => h,
-            Err(ending) => {
-                drop(permit);
-                self.finish(&job, ending, sink).await;
-                return;
-            }
-        };
-        let ending = match poll_once(&mut handler) {
-            Ok(Poll::Ready(result)) => Ending::Done(result),
-            Err(_) => Ending::Panicked,
-            Ok(Poll::Pending) => {
-                // The spawned task polls again at once, registering its own
-                // waker; the no-op waker of the first poll is never needed.
-                let engine = Arc::clone(self);
-                let sink = sink.clone();
-                self.spawn_tracked(async move {
-                    let ending = catch(handler).await;
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let mut handler = match self.begin(&mut job, sink) {
+                Ok(h) => h,
+                Err(ending) => {
                     drop(permit);
-                    engine.finish(&job, ending, &sink).await;
-                });
-                return;
-            }
-        };
-        drop(permit);
-        self.finish(&job, ending, sink).await;
+                    self.finish(&job, ending, sink).await;
+                    return;
+                }
+            };
+            let ending = match poll_once(&mut handler) {
+                Ok(Poll::Ready(result)) => Ending::Done(result),
+                Err(_) => Ending::Panicked,
+                Ok(Poll::Pending) => {
+                    // The spawned task polls again at once, registering its own
+                    // waker; the no-op waker of the first poll is never needed.
+                    let engine = Arc::clone(self);
+                    let sink = sink.clone();
+                    self.spawn_tracked(async move {
+                        let ending = catch(handler).await;
+                        drop(permit);
+                        engine.finish(&job, ending, &sink).await;
+                    });
+                    return;
+                }
+            };
+            drop(permit);
+            self.finish(&job, ending, sink).await;
+        }
     }
 
     /// Checks the deadline and creates the handler's future (with its span).
