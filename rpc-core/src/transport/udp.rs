@@ -31,10 +31,19 @@ impl DatagramSocket for tokio::net::UdpSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send {
-        // Not tokio's `send_to`, whose future (generic over address
-        // lookups) is several times larger: this one is part of the state
-        // of every call.
-        std::future::poll_fn(move |cx| self.poll_send_to(cx, buf, target))
+        // tokio's `send_to` future (generic over address lookups) is
+        // several times larger than this one, which is part of the state of
+        // every call: it is boxed, and only needed when the socket buffer
+        // is full. (Not `poll_send_to`: it wakes only the last of several
+        // tasks waiting to send on one socket.)
+        async move {
+            match self.try_send_to(buf, target) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Box::pin(tokio::net::UdpSocket::send_to(self, buf, target)).await
+                }
+                sent => sent,
+            }
+        }
     }
 
     fn recv_from(
