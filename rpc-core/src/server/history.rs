@@ -156,16 +156,22 @@ impl Session {
 
     /// Removes one entry.
     fn remove(&mut self, id: u64) -> Option<Removed> {
-        match self.entries.remove(&id)? {
+        let state = self.entries.remove(&id)?;
+        Some(self.uncount(state))
+    }
+
+    /// Takes a removed or replaced entry off the session's counts.
+    fn uncount(&mut self, state: State) -> Removed {
+        match state {
             State::InProgress => {
                 self.in_progress -= 1;
-                Some(Removed::Running)
+                Removed::Running
             }
             State::Completed { reply, .. } => {
                 let len = reply.map_or(0, |r| r.len());
                 self.completed -= 1;
                 self.bytes -= len;
-                Some(Removed::Completed(len))
+                Removed::Completed(len)
             }
         }
     }
@@ -417,19 +423,21 @@ impl History {
         };
         s.last_active = now;
         s.touch_seq = touch;
-        // Replacing an entry would break the counts; the caller looked it up.
-        let replaced = s.remove(request_id);
-        match completed {
+        // The caller looked the entry up: one is replaced only if it is
+        // there after all, and then taken off the counts.
+        let replaced = match completed {
             None => {
-                s.entries.insert(request_id, State::InProgress);
+                let replaced = s.entries.insert(request_id, State::InProgress);
                 s.in_progress += 1;
                 self.in_progress += 1;
+                replaced
             }
             Some(reply) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let len = reply.as_ref().map_or(0, Bytes::len);
-                s.entries
+                let replaced = s
+                    .entries
                     .insert(request_id, State::Completed { reply, seq });
                 s.completed += 1;
                 s.bytes += len;
@@ -441,13 +449,18 @@ impl History {
                     request: request_id,
                     stored: now,
                 });
+                replaced
             }
-        }
+        };
+        let replaced = replaced.map(|old| s.uncount(old));
+        let over_session_cap = s.completed > self.config.max_per_session;
         self.activity.push_back((touch, session));
         if let Some(r) = replaced {
             self.account_removed(r);
         }
-        self.enforce_caps(session, now);
+        if over_session_cap || self.over_global_cap() {
+            self.enforce_caps(session, now);
+        }
         self.maybe_compact();
         Ok(())
     }
@@ -483,15 +496,22 @@ impl History {
         self.in_progress -= 1;
         self.completed += 1;
         self.bytes += len;
+        let over_session_cap = s.completed > self.config.max_per_session;
         self.order.push_back(Record {
             seq,
             session,
             request: request_id,
             stored: now,
         });
-        self.enforce_caps(session, now);
+        if over_session_cap || self.over_global_cap() {
+            self.enforce_caps(session, now);
+        }
         self.maybe_compact();
         true
+    }
+
+    fn over_global_cap(&self) -> bool {
+        self.completed > self.config.max_entries || self.bytes > self.config.max_bytes
     }
 
     /// Drops a registration that never ran (refused after registering).
@@ -581,7 +601,7 @@ impl History {
         self.evicted.session_cap += removed.count;
         self.account_tally(removed);
         // Globally: the oldest stored entry goes first.
-        while self.completed > self.config.max_entries || self.bytes > self.config.max_bytes {
+        while self.over_global_cap() {
             let Some(rec) = self.order.pop_front() else {
                 break;
             };
