@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 /// Runs one invocation on the channel's session.
 // Not an `async fn`, for the reason given at `Exchange::run`.
+#[allow(clippy::manual_async_fn)] // deliberate: see `Exchange::run`
 pub(super) fn invoke<S: DatagramSocket>(
     shared: Arc<Shared<S>>,
     inv: Invocation,
@@ -398,6 +399,7 @@ impl<S: DatagramSocket> Exchange<S> {
     // Not an `async fn`: an async fn keeps its arguments in its state
     // twice (as passed, and moved into the body; rust-lang/rust#62958),
     // and `self` is the largest part of every call's state.
+    #[allow(clippy::manual_async_fn)] // deliberate: see `Exchange::run`
     fn run(
         mut self,
         style: Style,

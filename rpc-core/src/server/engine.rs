@@ -287,6 +287,7 @@ impl Engine {
     ///
     /// # Cancel safety
     /// As [`Engine::handle_message`].
+    #[allow(clippy::manual_async_fn)] // deliberate: see `handle_envelope`
     pub fn handle_envelope<'a, K: ReplySink>(
         self: &'a Arc<Self>,
         env: Envelope,
@@ -377,6 +378,7 @@ impl Engine {
         self.send_envelope(sink, &env).await;
     }
 
+    #[allow(clippy::manual_async_fn)] // deliberate: see `handle_envelope`
     fn request<'a, K: ReplySink>(
         self: &'a Arc<Self>,
         env: Envelope,
@@ -594,6 +596,7 @@ impl Engine {
     /// Takes a concurrency permit (or a waiting slot), sends ACCEPT when
     /// asked, and runs the job: inline when a permit is free, else in a
     /// task that waits for one.
+    #[allow(clippy::manual_async_fn)] // deliberate: see `handle_envelope`
     fn start<'a, K: ReplySink>(
         self: &'a Arc<Self>,
         job: Job,
@@ -663,6 +666,7 @@ impl Engine {
 
     /// Runs the job with its first poll on this task; spawns the rest only
     /// if the handler is not ready at once.
+    #[allow(clippy::manual_async_fn)] // deliberate: see `handle_envelope`
     fn run_inline<'a, K: ReplySink>(
         self: &'a Arc<Self>,
         mut job: Job,

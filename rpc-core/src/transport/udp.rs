@@ -26,6 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 
 impl DatagramSocket for tokio::net::UdpSocket {
+    #[allow(clippy::manual_async_fn)] // as the trait declares it
     fn send_to(
         &self,
         buf: &[u8],
