@@ -126,19 +126,46 @@ impl CallHeader {
     }
 }
 
-/// Appends `n` in decimal.
+/// Appends `n` in decimal, two digits per division (the session id has
+/// about 20).
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        // A digit: always below 10.
+    while n >= 100 {
+        // Below 100: the index of a pair.
         #[allow(clippy::cast_possible_truncation)]
-        let digit = (n % 10) as u8;
-        *slot = b'0' + digit;
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        if let (Some(dst), Some(src)) =
+            (digits.get_mut(start..start + 2), PAIRS.get(pair..pair + 2))
+        {
+            dst.copy_from_slice(src);
+        }
+    }
+    // Below 100 now.
+    #[allow(clippy::cast_possible_truncation)]
+    let n = n as usize;
+    if n >= 10 {
+        start -= 2;
+        if let (Some(dst), Some(src)) = (
+            digits.get_mut(start..start + 2),
+            PAIRS.get(n * 2..n * 2 + 2),
+        ) {
+            dst.copy_from_slice(src);
+        }
+    } else {
         start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
+        if let Some(d) = digits.get_mut(start) {
+            // A digit: below 10.
+            #[allow(clippy::cast_possible_truncation)]
+            let digit = n as u8;
+            *d = b'0' + digit;
         }
     }
     out.extend_from_slice(digits.get(start..).unwrap_or_default());
@@ -309,6 +336,22 @@ pub fn format_timeout(timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        let mut samples = vec![0, u64::MAX, u64::MAX - 1];
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            samples.extend([p - 1, p, p + 1, p * 5 + 3]);
+            p = next;
+        }
+        samples.extend([p - 1, p, p + 1]);
+        for n in samples {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn the_call_header_round_trips_and_rejects_garbage() {
