@@ -133,6 +133,15 @@ pub(crate) mod tag {
     pub(crate) const IDEMPOTENT: u32 = 17;
 }
 
+impl Envelope {
+    /// Appends the encoding to `buf`, without computing the length first
+    /// as `prost::Message::encode` does (callers that checked the size
+    /// against a limit already know it).
+    pub(crate) fn encode_unchecked(&self, buf: &mut Vec<u8>) {
+        prost::Message::encode_raw(self, buf);
+    }
+}
+
 impl prost::Message for Envelope {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
         use prost::encoding::{bool, fixed64, hash_map, int32, message, string, uint32, uint64};

@@ -787,7 +787,7 @@ impl Engine {
         let mut env = self.control(ty, job.session, job.request_id, status);
         env.attempt = job.attempt;
         env.payload = payload;
-        let len = env.encoded_len();
+        let mut len = env.encoded_len();
         let limit = sink.max_message_len();
         if len > limit {
             bump(&self.counters.too_large_replies);
@@ -800,8 +800,11 @@ impl Engine {
             env.r#type = MessageType::Reply as i32;
             env.payload = Bytes::new();
             env.status = Some(Box::new(envelope::Status::from(&too_large(len, limit))));
+            len = env.encoded_len();
         }
-        let bytes = Bytes::from(env.encode_to_vec());
+        let mut encoded = Vec::with_capacity(len);
+        env.encode_unchecked(&mut encoded);
+        let bytes = Bytes::from(encoded);
         if job.tracked {
             self.history()
                 .complete(job.session, job.request_id, bytes.clone(), Instant::now());
