@@ -616,7 +616,7 @@ impl<S: DatagramSocket> Exchange<S> {
         if self.copies > 1 {
             bump(&counters.retransmissions);
         }
-        match self.shared.send_datagram(&self.buf).await {
+        match self.shared.send_datagram(&self.buf, Some(&self.env)).await {
             Ok(_) => Ok(now),
             Err(e) => {
                 bump(&counters.io_errors);
@@ -662,7 +662,7 @@ impl<S: DatagramSocket> Exchange<S> {
         }
         .encode(&mut self.buf);
         bump(&self.shared.counters.pings);
-        match self.shared.send_datagram(&self.buf).await {
+        match self.shared.send_datagram(&self.buf, None).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 bump(&self.shared.counters.io_errors);

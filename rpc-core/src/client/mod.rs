@@ -206,23 +206,33 @@ impl<S> Shared<S> {
         }
     }
 
-    /// Sends `datagram` to the server, or queues it when the receive task is
-    /// about to flush a burst (see the module docs).
+    /// Sends `datagram` (the encoding of `envelope`, when given) to the
+    /// server, or queues it when the receive task is about to flush a burst
+    /// (see the module docs).
     ///
     /// # Errors
     /// The socket's, for a datagram sent at once.
-    async fn send_datagram(&self, datagram: &[u8]) -> io::Result<()>
+    async fn send_datagram(
+        &self,
+        datagram: &[u8],
+        envelope: Option<&crate::envelope::Envelope>,
+    ) -> io::Result<()>
     where
         S: DatagramSocket,
     {
         {
             let mut outbox = self.outbox();
             if outbox.flush_due {
-                outbox.batch.push(datagram, self.server);
+                let header = envelope.map(crate::transport::tcp::EnvelopeHeader::of);
+                outbox.batch.push_header(datagram, self.server, header);
                 return Ok(());
             }
         }
-        self.socket.send_to(datagram, self.server).await.map(|_| ())
+        match envelope {
+            Some(env) => self.socket.send_encoded(datagram, self.server, env).await,
+            None => self.socket.send_to(datagram, self.server).await,
+        }
+        .map(|_| ())
     }
 
     /// Whether a datagram from `from` comes from the server.

@@ -43,8 +43,8 @@ use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, peek_type_and_id, write_loop, Frame, FrameError, FrameReader, Outbox,
-    WriteCounters, DEFAULT_MAX_FRAME,
+    peek_header, peek_type_and_id, write_loop, EnvelopeHeader, Frame, FrameError, FrameReader,
+    Outbox, WriteCounters, DEFAULT_MAX_FRAME,
 };
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
@@ -403,14 +403,16 @@ impl Drop for TcpLink {
     }
 }
 
-impl DatagramSocket for TcpLink {
-    fn send_to(
+impl TcpLink {
+    /// Routes one outgoing message (see [`route`]) and writes it, keeps it,
+    /// or answers it locally.
+    fn send_routed<'a>(
         &self,
-        buf: &[u8],
-        _target: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
+        buf: &'a [u8],
+        header: Option<&EnvelopeHeader>,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
         let link = Arc::clone(&self.shared);
-        let decided = route(&mut link.lock(), buf, Instant::now());
+        let decided = route(&mut link.lock(), buf, header, Instant::now());
         async move {
             match decided {
                 Route::Write(outbox) => {
@@ -424,6 +426,25 @@ impl DatagramSocket for TcpLink {
             }
             Ok(buf.len())
         }
+    }
+}
+
+impl DatagramSocket for TcpLink {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        _target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.send_routed(buf, None)
+    }
+
+    fn send_encoded(
+        &self,
+        buf: &[u8],
+        _target: SocketAddr,
+        envelope: &crate::envelope::Envelope,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        self.send_routed(buf, Some(&EnvelopeHeader::of(envelope)))
     }
 
     fn recv_from(
@@ -488,8 +509,8 @@ impl DatagramSocket for TcpLink {
             {
                 let now = Instant::now();
                 let mut st = link.lock();
-                for (message, _) in batch.iter() {
-                    match route(&mut st, message, now) {
+                for (message, header) in batch.iter_with_headers() {
+                    match route(&mut st, message, header, now) {
                         Route::Write(o) => {
                             writes.push(message);
                             outbox.get_or_insert(o);
@@ -565,8 +586,10 @@ enum Route {
     Dropped,
 }
 
-fn route(st: &mut LinkState, buf: &[u8], now: Instant) -> Route {
-    let h = peek_header(buf);
+/// Routes one outgoing message; `header` is its envelope's header when the
+/// sender gave it (else it is read from `buf`).
+fn route(st: &mut LinkState, buf: &[u8], header: Option<&EnvelopeHeader>, now: Instant) -> Route {
+    let h = header.copied().unwrap_or_else(|| peek_header(buf));
     let kind = match MessageType::try_from(h.r#type) {
         Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
         Ok(MessageType::Request) => Some(Kind::Request {

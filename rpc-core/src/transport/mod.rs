@@ -58,6 +58,24 @@ pub trait DatagramSocket: Send + Sync + 'static {
     /// When the OS cannot tell.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
+    /// Sends `buf`, the encoding of `envelope`. The default ignores the
+    /// envelope and calls [`DatagramSocket::send_to`]; the client's TCP
+    /// link takes the header from it instead of reading it back from the
+    /// bytes.
+    ///
+    /// # Errors
+    /// As [`DatagramSocket::send_to`].
+    #[doc(hidden)]
+    fn send_encoded(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+        envelope: &crate::envelope::Envelope,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        let _ = envelope;
+        self.send_to(buf, target)
+    }
+
     /// Receives at least one datagram into `batch` (cleared first), then as
     /// many more as are already queued, up to [`RecvBatch::slots`]; returns
     /// how many. Each datagram is truncated to [`RecvBatch::slot_len`]
@@ -206,6 +224,9 @@ impl RecvBatch {
 pub struct SendBatch {
     buf: Vec<u8>,
     items: Vec<(Range<usize>, SocketAddr)>,
+    /// The envelope header of each item when its sender gave it (see
+    /// [`DatagramSocket::send_encoded`]); one entry per item.
+    headers: Vec<Option<tcp::EnvelopeHeader>>,
 }
 
 impl SendBatch {
@@ -216,9 +237,21 @@ impl SendBatch {
 
     /// Queues a copy of `datagram` for `target`.
     pub fn push(&mut self, datagram: &[u8], target: SocketAddr) {
+        self.push_header(datagram, target, None);
+    }
+
+    /// Queues a copy of an encoded envelope with its header (which a
+    /// transport routing by message then need not read from the bytes).
+    pub(crate) fn push_header(
+        &mut self,
+        datagram: &[u8],
+        target: SocketAddr,
+        header: Option<tcp::EnvelopeHeader>,
+    ) {
         let start = self.buf.len();
         self.buf.extend_from_slice(datagram);
         self.items.push((start..self.buf.len(), target));
+        self.headers.push(header);
     }
 
     /// Queues a datagram for `target` written by `write` straight into the
@@ -228,6 +261,7 @@ impl SendBatch {
         let result = write(&mut self.buf);
         let end = self.buf.len().max(start);
         self.items.push((start..end, target));
+        self.headers.push(None);
         result
     }
 
@@ -245,6 +279,7 @@ impl SendBatch {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.items.clear();
+        self.headers.clear();
     }
 
     /// Moves every datagram of `other` to the end of this batch.
@@ -257,7 +292,21 @@ impl SendBatch {
                 .drain(..)
                 .map(|(r, t)| (r.start + offset..r.end + offset, t)),
         );
+        self.headers.append(&mut other.headers);
         other.buf.clear();
+    }
+
+    /// As [`SendBatch::iter`], with each datagram's header when its sender
+    /// gave one.
+    pub(crate) fn iter_with_headers(
+        &self,
+    ) -> impl Iterator<Item = (&[u8], Option<&tcp::EnvelopeHeader>)> + '_ {
+        self.items.iter().enumerate().map(|(i, (r, _))| {
+            (
+                self.buf.get(r.clone()).unwrap_or_default(),
+                self.headers.get(i).and_then(Option::as_ref),
+            )
+        })
     }
 
     /// The queued datagrams, in order, with their targets.

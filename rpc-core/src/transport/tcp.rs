@@ -72,6 +72,24 @@ pub struct EnvelopeHeader {
     pub complete: bool,
 }
 
+impl EnvelopeHeader {
+    /// The header of `env`, as [`peek_header`] would read it from its
+    /// encoding.
+    pub(crate) fn of(env: &crate::envelope::Envelope) -> EnvelopeHeader {
+        EnvelopeHeader {
+            r#type: env.r#type,
+            request_id: env.request_id,
+            session_id: env.session_id,
+            incarnation: env.incarnation,
+            attempt: env.attempt,
+            protocol: env.protocol,
+            ack_up_to: env.ack_up_to,
+            want_accept: env.want_accept,
+            complete: true,
+        }
+    }
+}
+
 /// Reads the scalar fields of an encoded envelope without decoding (or
 /// copying) its strings, payload and metadata: length-delimited fields are
 /// skipped by their length. Stops at the first field that is cut short or
