@@ -140,6 +140,49 @@ impl Envelope {
     pub(crate) fn encode_unchecked(&self, buf: &mut Vec<u8>) {
         prost::Message::encode_raw(self, buf);
     }
+
+    /// Decodes as [`prost::Message::decode`] does, except that a `service`
+    /// for which `known` returns a static name borrows that name instead
+    /// of allocating a copy (a server decodes one per request, and knows
+    /// the names it serves).
+    ///
+    /// # Errors
+    /// As [`prost::Message::decode`].
+    pub(crate) fn decode_naming(
+        mut buf: impl bytes::Buf,
+        known: impl Fn(&[u8]) -> Option<&'static str>,
+    ) -> Result<Envelope, prost::DecodeError> {
+        use prost::encoding::{decode_key, decode_varint, DecodeContext, WireType};
+        let mut env = Envelope::default();
+        while buf.has_remaining() {
+            let (field, wire_type) = decode_key(&mut buf)?;
+            if field == tag::SERVICE && wire_type == WireType::LengthDelimited {
+                // Looked at in place; anything unusual (a length cut short,
+                // a name split across chunks, an unknown name) is left to
+                // the general path below, errors included.
+                let chunk = buf.chunk();
+                let mut rest = chunk;
+                let named = decode_varint(&mut rest).ok().and_then(|len| {
+                    let len = usize::try_from(len).ok()?;
+                    let name = known(rest.get(..len)?)?;
+                    Some((name, chunk.len() - rest.len() + len))
+                });
+                if let Some((name, consumed)) = named {
+                    env.service = std::borrow::Cow::Borrowed(name);
+                    buf.advance(consumed);
+                    continue;
+                }
+            }
+            prost::Message::merge_field(
+                &mut env,
+                field,
+                wire_type,
+                &mut buf,
+                DecodeContext::default(),
+            )?;
+        }
+        Ok(env)
+    }
 }
 
 impl prost::Message for Envelope {
@@ -414,6 +457,50 @@ impl From<crate::Protocol> for ExchangeProtocol {
             crate::Protocol::R => ExchangeProtocol::R,
             crate::Protocol::RR => ExchangeProtocol::Rr,
             crate::Protocol::RRA => ExchangeProtocol::Rra,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use prost::Message;
+    use std::borrow::Cow;
+
+    fn known(name: &[u8]) -> Option<&'static str> {
+        (name == b"demo.v1.Counter").then_some("demo.v1.Counter")
+    }
+
+    #[test]
+    fn decode_naming_borrows_known_names_and_otherwise_decodes_as_prost() {
+        for service in ["demo.v1.Counter", "demo.v1.Other", ""] {
+            let env = Envelope {
+                version: VERSION,
+                r#type: MessageType::Request as i32,
+                request_id: 7,
+                session_id: u64::MAX,
+                service: service.to_owned().into(),
+                payload: bytes::Bytes::from_static(b"payload"),
+                ack_up_to: 6,
+                ..Envelope::default()
+            };
+            let bytes = env.encode_to_vec();
+            let decoded = Envelope::decode_naming(bytes.as_slice(), known).unwrap();
+            assert_eq!(decoded, env);
+            assert_eq!(
+                matches!(decoded.service, Cow::Borrowed(_)),
+                service == "demo.v1.Counter"
+            );
+            // Every truncation: the same verdict as prost's own decode.
+            for cut in 0..bytes.len() {
+                let ours = Envelope::decode_naming(&bytes[..cut], known);
+                let prost = Envelope::decode(&bytes[..cut]);
+                assert_eq!(ours.is_ok(), prost.is_ok(), "cut at {cut}");
+                if let (Ok(a), Ok(b)) = (ours, prost) {
+                    assert_eq!(a, b, "cut at {cut}");
+                }
+            }
         }
     }
 }

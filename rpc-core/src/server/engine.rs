@@ -218,6 +218,13 @@ impl Engine {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// The static name of a service served here, from its bytes on the
+    /// wire (see [`Envelope::decode_naming`]).
+    pub(crate) fn service_name(&self, name: &[u8]) -> Option<&'static str> {
+        let name = std::str::from_utf8(name).ok()?;
+        self.services.get_key_value(name).map(|(&k, _)| k)
+    }
+
     fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -274,7 +281,7 @@ impl Engine {
             tracing::debug!(peer = ?sink.peer(), len = message.len(), limit = sink.max_message_len(), "dropped message over the size limit");
             return;
         }
-        match Envelope::decode(message) {
+        match Envelope::decode_naming(message, |name| self.service_name(name)) {
             Ok(env) => self.handle_envelope(env, sink).await,
             Err(error) => {
                 bump(&self.counters.malformed_dropped);

@@ -577,7 +577,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 bump(&engine.counters().received);
                 let len = bytes.len();
                 // Decoding from `Bytes` shares the payload, no copy.
-                match Envelope::decode(bytes) {
+                match Envelope::decode_naming(bytes, |name| engine.service_name(name)) {
                     Ok(env) => engine.handle_envelope(env, sink).await,
                     Err(error) => {
                         bump(&engine.counters().malformed_dropped);
