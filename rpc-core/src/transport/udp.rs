@@ -293,7 +293,9 @@ mod linux {
                 .map(|(r, t)| (batch.buf.get(r.clone()).unwrap_or_default(), *t))
             {
                 report.syscalls += 1;
-                match socket.send_to(datagram, to).await {
+                // The trait's send (tries at once before waiting), not
+                // tokio's inherent one.
+                match super::DatagramSocket::send_to(socket, datagram, to).await {
                     Ok(_) => report.sent += 1,
                     Err(e) => report.fail(e),
                 }
