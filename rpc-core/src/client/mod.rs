@@ -438,8 +438,10 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
 /// (A lone woken caller sends its next REQUEST itself: one system call
 /// either way, without the extra scheduling round.)
 async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
-    // Stream transports carry messages up to `max_datagram` (TCP: 16 MiB):
-    // one large slot for them, many datagram-sized slots for UDP.
+    // Transports with messages above a UDP datagram get one slot of
+    // `max_datagram` bytes, UDP many datagram-sized slots. (TCP hands its
+    // frames over whole, `RecvBatch::push_frame`, and never writes the
+    // slot, so its pages are never touched.)
     let size = shared
         .config
         .max_datagram
@@ -467,8 +469,15 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                     // One clock reading per batch (RTT samples of a batch
                     // differ by less than its routing takes).
                     let now = Instant::now();
-                    for (bytes, from) in batch.iter() {
+                    for (bytes, from) in batch.copied() {
                         let routed = on_datagram(&shared, bytes, from, now);
+                        woke += usize::from(routed.woke);
+                        acks.extend(routed.ack);
+                    }
+                    // Whole frames from a stream: the envelopes share their
+                    // bytes (the payload is not copied out).
+                    for (frame, from) in batch.take_frames() {
+                        let routed = on_datagram(&shared, frame, from, now);
                         woke += usize::from(routed.woke);
                         acks.extend(routed.ack);
                     }
@@ -597,9 +606,9 @@ struct RoutedDatagram {
 }
 
 /// Checks and routes one datagram.
-fn on_datagram<S>(
+fn on_datagram<S, B: bytes::Buf>(
     shared: &Shared<S>,
-    bytes: &[u8],
+    bytes: B,
     from: SocketAddr,
     now: Instant,
 ) -> RoutedDatagram {
@@ -609,11 +618,12 @@ fn on_datagram<S>(
         tracing::debug!(%from, "dropped datagram from a foreign address");
         return RoutedDatagram::default();
     }
+    let len = bytes.remaining();
     let env = match Envelope::decode(bytes) {
         Ok(env) => env,
         Err(e) => {
             bump(&counters.malformed_drops);
-            tracing::debug!(len = bytes.len(), error = %e, "dropped undecodable datagram");
+            tracing::debug!(len, error = %e, "dropped undecodable datagram");
             return RoutedDatagram::default();
         }
     };

@@ -66,9 +66,8 @@ use tokio::time::Instant;
 /// Queued bytes per connection above which callers wait for the writer.
 const OUTBOX_HIGH_WATER: usize = 1 << 20;
 
-/// Most frames one receive hands to the channel's receive task (they are
-/// copied back to back into its buffer, which holds at least one frame of
-/// `max_frame` bytes).
+/// Most frames one receive hands to the channel's receive task (as they
+/// were read: the envelopes decoded from them share their bytes).
 const RECV_BATCH_FRAMES: usize = 256;
 
 /// A connection that lived shorter than this counts as a failed attempt
@@ -348,9 +347,6 @@ impl LinkShared {
 #[derive(Debug)]
 struct Inbound {
     rx: mpsc::UnboundedReceiver<Bytes>,
-    /// A frame taken from `rx` that did not fit in the last batch; the
-    /// next receive starts with it.
-    held: Option<Bytes>,
 }
 
 impl Inbound {
@@ -359,10 +355,7 @@ impl Inbound {
     /// # Cancel safety
     /// Cancel safe: nothing is taken until it is returned.
     async fn next(&mut self) -> Option<Bytes> {
-        match self.held.take() {
-            Some(frame) => Some(frame),
-            None => self.rx.recv().await,
-        }
+        self.rx.recv().await
     }
 }
 
@@ -477,15 +470,12 @@ impl DatagramSocket for TcpLink {
                 return Err(io::Error::from(io::ErrorKind::BrokenPipe));
             };
             // Nothing below waits: the batch is taken whole or not at all.
-            batch.push_frame(&first, link.server);
+            batch.push_frame(first, link.server);
             while batch.len() < RECV_BATCH_FRAMES {
                 let Ok(frame) = inbound.rx.try_recv() else {
                     break;
                 };
-                if !batch.push_frame(&frame, link.server) {
-                    inbound.held = Some(frame);
-                    break;
-                }
+                batch.push_frame(frame, link.server);
             }
             Ok(batch.len())
         }
@@ -1026,7 +1016,6 @@ impl TcpChannel {
             inbound_tx,
             inbound_rx: tokio::sync::Mutex::new(Inbound {
                 rx: inbound_rx,
-                held: None,
             }),
             status: watch::channel(LinkStatus::default()).0,
             connected: AtomicBool::new(false),
@@ -1179,21 +1168,20 @@ mod tests {
     }
 
     #[test]
-    fn frames_fill_a_batch_back_to_back() {
+    fn frames_join_a_batch_whole_and_uncopied() {
         let from: SocketAddr = ([127, 0, 0, 1], 9).into();
-        let mut batch = RecvBatch::new(1, 10);
-        assert!(batch.push_frame(b"abcd", from));
-        assert!(batch.push_frame(b"efg", from));
-        assert!(!batch.push_frame(b"hijk", from), "does not fit: left out");
-        assert!(batch.push_frame(b"hij", from));
+        let mut batch = RecvBatch::new(1, 4);
+        let long = Bytes::from_static(b"longer than a slot");
+        batch.push_frame(Bytes::from_static(b"abcd"), from);
+        batch.push_frame(long.clone(), from);
+        assert_eq!(batch.len(), 2);
         let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
-        assert_eq!(got, vec![&b"abcd"[..], b"efg", b"hij"]);
+        assert_eq!(got, vec![&b"abcd"[..], &long[..]], "not truncated to the slot");
+        let taken: Vec<Bytes> = batch.take_frames().map(|(f, _)| f).collect();
+        assert_eq!(taken[1].as_ptr(), long.as_ptr(), "the same bytes, not a copy");
+        assert!(batch.is_empty());
+        batch.push_frame(long, from);
         batch.clear();
-        assert!(
-            batch.push_frame(b"0123456789ab", from),
-            "an empty batch truncates"
-        );
-        let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
-        assert_eq!(got, vec![&b"0123456789"[..]]);
+        assert!(batch.is_empty());
     }
 }

@@ -157,6 +157,9 @@ pub struct RecvBatch {
     /// Slots offered to the next batched receive (see `transport::udp`):
     /// preparing a slot costs, so a lone datagram is not offered all.
     offer: usize,
+    /// Whole messages a stream transport received, kept as they were read
+    /// (not copied into `buf`): decoding from them shares their bytes.
+    frames: Vec<(bytes::Bytes, SocketAddr)>,
 }
 
 impl fmt::Debug for RecvBatch {
@@ -164,7 +167,7 @@ impl fmt::Debug for RecvBatch {
         f.debug_struct("RecvBatch")
             .field("slots", &self.slots)
             .field("slot_len", &self.slot_len)
-            .field("received", &self.meta.len())
+            .field("received", &self.len())
             .finish()
     }
 }
@@ -180,6 +183,7 @@ impl RecvBatch {
             slot_len,
             meta: Vec::with_capacity(slots),
             offer: slots,
+            frames: Vec::new(),
         }
     }
 
@@ -197,24 +201,43 @@ impl RecvBatch {
 
     /// How many datagrams the last receive returned.
     pub fn len(&self) -> usize {
-        self.meta.len()
+        self.meta.len() + self.frames.len()
     }
 
     /// Whether the batch holds no datagram.
     pub fn is_empty(&self) -> bool {
-        self.meta.is_empty()
+        self.meta.is_empty() && self.frames.is_empty()
     }
 
     /// Forgets the received datagrams.
     pub fn clear(&mut self) {
         self.meta.clear();
+        self.frames.clear();
     }
 
     /// The received datagrams (truncated to `slot_len`) and their senders.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
+        self.copied()
+            .chain(self.frames.iter().map(|(frame, from)| (&frame[..], *from)))
+    }
+
+    /// The datagrams received into the batch's own buffer (all of them,
+    /// except those [`RecvBatch::take_frames`] hands over).
+    pub(crate) fn copied(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
         self.meta
             .iter()
             .map(|(range, from)| (self.buf.get(range.clone()).unwrap_or_default(), *from))
+    }
+
+    /// Appends a whole message a stream transport received, as it is (no
+    /// copy; see `transport::tcp`).
+    pub(crate) fn push_frame(&mut self, frame: bytes::Bytes, from: SocketAddr) {
+        self.frames.push((frame, from));
+    }
+
+    /// Takes the messages added by [`RecvBatch::push_frame`], in order.
+    pub(crate) fn take_frames(&mut self) -> std::vec::Drain<'_, (bytes::Bytes, SocketAddr)> {
+        self.frames.drain(..)
     }
 }
 

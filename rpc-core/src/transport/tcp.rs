@@ -364,34 +364,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-impl super::RecvBatch {
-    /// Appends `frame` to the batch as one more datagram from `from`,
-    /// after the datagrams already in it (a stream transport fills the
-    /// batch's buffer with whole frames back to back, ignoring slots).
-    /// Returns false, leaving the batch as it was, when it does not fit in
-    /// what is left of the buffer; a frame longer than the whole buffer is
-    /// truncated to it when the batch is empty (as a datagram is truncated
-    /// to its slot).
-    pub(crate) fn push_frame(&mut self, frame: &[u8], from: std::net::SocketAddr) -> bool {
-        let start = self.meta.last().map_or(0, |(r, _)| r.end);
-        let room = self.buf.len().saturating_sub(start);
-        let len = if frame.len() <= room {
-            frame.len()
-        } else if start == 0 {
-            room
-        } else {
-            return false;
-        };
-        let end = start + len;
-        let (Some(dst), Some(src)) = (self.buf.get_mut(start..end), frame.get(..len)) else {
-            return false;
-        };
-        dst.copy_from_slice(src);
-        self.meta.push((start..end, from));
-        true
-    }
-}
-
 /// Counters of what a connection's writer did.
 #[derive(Debug, Default)]
 pub(crate) struct WriteCounters {
