@@ -405,7 +405,8 @@ impl TcpLink {
         header: Option<&EnvelopeHeader>,
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
         let link = Arc::clone(&self.shared);
-        let decided = route(&mut link.lock(), buf, header, Instant::now());
+        let keep = || Bytes::copy_from_slice(buf);
+        let decided = route(&mut link.lock(), header, buf, keep, Instant::now());
         async move {
             match decided {
                 Route::Write(outbox) => {
@@ -496,11 +497,19 @@ impl DatagramSocket for TcpLink {
             let mut writes: Vec<&[u8]> = Vec::with_capacity(batch.len());
             let mut outbox: Option<Arc<Outbox>> = None;
             let mut aside = Vec::new();
+            // The requests kept for a new connection share one copy of the
+            // batch (made when the first is kept): one allocation and one
+            // copy per burst, not per request.
+            let mut kept: Option<Bytes> = None;
             {
                 let now = Instant::now();
                 let mut st = link.lock();
-                for (message, header) in batch.iter_with_headers() {
-                    match route(&mut st, message, header, now) {
+                for (message, at, header) in batch.iter_with_headers() {
+                    let keep = || {
+                        kept.get_or_insert_with(|| Bytes::copy_from_slice(batch.buffer()))
+                            .slice(at)
+                    };
+                    match route(&mut st, header, message, keep, now) {
                         Route::Write(o) => {
                             writes.push(message);
                             outbox.get_or_insert(o);
@@ -576,9 +585,17 @@ enum Route {
     Dropped,
 }
 
-/// Routes one outgoing message; `header` is its envelope's header when the
-/// sender gave it (else it is read from `buf`).
-fn route(st: &mut LinkState, buf: &[u8], header: Option<&EnvelopeHeader>, now: Instant) -> Route {
+/// Routes one outgoing message `buf`; `header` is its envelope's header
+/// when the sender gave it (else it is read from `buf`); `keep` makes the
+/// copy of `buf` kept for a new connection (asked for at most once, and
+/// only when the message is kept).
+fn route(
+    st: &mut LinkState,
+    header: Option<&EnvelopeHeader>,
+    buf: &[u8],
+    keep: impl FnOnce() -> Bytes,
+    now: Instant,
+) -> Route {
     let h = header.copied().unwrap_or_else(|| peek_header(buf));
     let kind = match MessageType::try_from(h.r#type) {
         Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
@@ -608,7 +625,7 @@ fn route(st: &mut LinkState, buf: &[u8], header: Option<&EnvelopeHeader>, now: I
     if entry.answered {
         return Route::Suppressed { in_progress: None };
     }
-    entry.frame = Bytes::copy_from_slice(buf);
+    entry.frame = keep();
     entry.kind = kind;
     entry.stored_at = now;
     let Some((gen, outbox)) = conn else {

@@ -319,17 +319,24 @@ impl SendBatch {
         other.buf.clear();
     }
 
-    /// As [`SendBatch::iter`], with each datagram's header when its sender
-    /// gave one.
+    /// As [`SendBatch::iter`], with where each datagram lies in
+    /// [`SendBatch::buffer`] and its header when its sender gave one.
     pub(crate) fn iter_with_headers(
         &self,
-    ) -> impl Iterator<Item = (&[u8], Option<&tcp::EnvelopeHeader>)> + '_ {
+    ) -> impl Iterator<Item = (&[u8], Range<usize>, Option<&tcp::EnvelopeHeader>)> + '_ {
         self.items.iter().enumerate().map(|(i, (r, _))| {
             (
                 self.buf.get(r.clone()).unwrap_or_default(),
+                r.clone(),
                 self.headers.get(i).and_then(Option::as_ref),
             )
         })
+    }
+
+    /// Every queued datagram, back to back (see
+    /// [`SendBatch::iter_with_headers`] for where each lies).
+    pub(crate) fn buffer(&self) -> &[u8] {
+        &self.buf
     }
 
     /// The queued datagrams, in order, with their targets.
