@@ -1031,9 +1031,7 @@ impl TcpChannel {
             connector,
             state: Mutex::new(LinkState::default()),
             inbound_tx,
-            inbound_rx: tokio::sync::Mutex::new(Inbound {
-                rx: inbound_rx,
-            }),
+            inbound_rx: tokio::sync::Mutex::new(Inbound { rx: inbound_rx }),
             status: watch::channel(LinkStatus::default()).0,
             connected: AtomicBool::new(false),
             wake: Notify::new(),
@@ -1193,9 +1191,17 @@ mod tests {
         batch.push_frame(long.clone(), from);
         assert_eq!(batch.len(), 2);
         let got: Vec<&[u8]> = batch.iter().map(|(d, _)| d).collect();
-        assert_eq!(got, vec![&b"abcd"[..], &long[..]], "not truncated to the slot");
+        assert_eq!(
+            got,
+            vec![&b"abcd"[..], &long[..]],
+            "not truncated to the slot"
+        );
         let taken: Vec<Bytes> = batch.take_frames().map(|(f, _)| f).collect();
-        assert_eq!(taken[1].as_ptr(), long.as_ptr(), "the same bytes, not a copy");
+        assert_eq!(
+            taken[1].as_ptr(),
+            long.as_ptr(),
+            "the same bytes, not a copy"
+        );
         assert!(batch.is_empty());
         batch.push_frame(long, from);
         batch.clear();
