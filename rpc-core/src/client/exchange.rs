@@ -48,17 +48,8 @@ pub(super) fn invoke<S: DatagramSocket>(
             }
             _ => {}
         }
-        let now = Instant::now();
-        let deadline = inv.options.deadline.map(Instant::from_std);
-        if deadline.is_some_and(|d| d <= now) {
-            bump(&shared.counters.timeouts);
-            return Err(Error::DeadlineExceeded {
-                may_have_run: false,
-                attempts: 0,
-            });
-        }
+        let (now, deadline, give_up_at) = start_clock(&shared, &inv)?;
         let rra = protocol == Protocol::RRA;
-        let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
         let id = take_id(&shared, give_up_at, |session, queued| {
             session.try_start_call(rra, queued)
         })
@@ -181,8 +172,15 @@ impl<S> Drop for WindowWait<'_, S> {
     }
 }
 
-/// Protocol R: one datagram, no pending entry, finished at once.
-async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome, Error> {
+/// A call's start: now, its deadline, and when it stops waiting (the
+/// deadline, or the channel's `max_wait`).
+///
+/// # Errors
+/// [`Error::DeadlineExceeded`] (nothing sent) when the deadline has passed.
+fn start_clock<S>(
+    shared: &Shared<S>,
+    inv: &Invocation,
+) -> Result<(Instant, Option<Instant>, Instant), Error> {
     let now = Instant::now();
     let deadline = inv.options.deadline.map(Instant::from_std);
     if deadline.is_some_and(|d| d <= now) {
@@ -193,6 +191,12 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
         });
     }
     let give_up_at = deadline.unwrap_or_else(|| now + shared.config.max_wait);
+    Ok((now, deadline, give_up_at))
+}
+
+/// Protocol R: one datagram, no pending entry, finished at once.
+async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome, Error> {
+    let (_, deadline, give_up_at) = start_clock(shared, &inv)?;
     // A one-way request takes an id (and a tombstone in the server's
     // history) like any other: it waits for the window too.
     let id = take_id(shared, give_up_at, |session, queued| {

@@ -469,17 +469,17 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                     // One clock reading per batch (RTT samples of a batch
                     // differ by less than its routing takes).
                     let now = Instant::now();
-                    for (bytes, from) in batch.copied() {
-                        let routed = on_datagram(&shared, bytes, from, now);
+                    let mut note = |routed: RoutedDatagram| {
                         woke += usize::from(routed.woke);
                         acks.extend(routed.ack);
+                    };
+                    for (bytes, from) in batch.copied() {
+                        note(on_datagram(&shared, bytes, from, now));
                     }
                     // Whole frames from a stream: the envelopes share their
                     // bytes (the payload is not copied out).
                     for (frame, from) in batch.take_frames() {
-                        let routed = on_datagram(&shared, frame, from, now);
-                        woke += usize::from(routed.woke);
-                        acks.extend(routed.ack);
+                        note(on_datagram(&shared, frame, from, now));
                     }
                     if round == DRAIN_BATCHES {
                         break;
