@@ -272,15 +272,11 @@ impl Call {
                 session: self.inner.session,
                 request_id: self.request_id,
                 attempt,
-                // A server consults the incarnation only for a copy after
-                // the first (a first copy is new to any incarnation): 0
-                // saves some twenty header characters, Huffman-coded and
-                // decoded on every call.
-                incarnation: if attempt > 1 {
-                    self.inner.incarnation.load(Ordering::Relaxed)
-                } else {
-                    0
-                },
+                // Every copy, the first included, names the incarnation
+                // last seen (0 until the first answer): a server refuses a
+                // copy meant for an earlier incarnation instead of running
+                // it again (a proxy may deliver a first copy late).
+                incarnation: self.inner.incarnation.load(Ordering::Relaxed),
                 ack_up_to,
                 protocol_r: options.protocol == Protocol::R,
                 protocol_rra: options.protocol == Protocol::RRA,

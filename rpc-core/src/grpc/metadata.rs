@@ -29,8 +29,8 @@ pub struct CallHeader {
     pub request_id: u64,
     /// Which copy of the request this is (1 for the first).
     pub attempt: u32,
-    /// The server incarnation the client last saw (0: none). Our client
-    /// sends 0 on a first attempt: a server checks it only on later ones.
+    /// The server incarnation the client last saw (0: none yet), on every
+    /// copy: a server refuses a non-idempotent copy that names another.
     pub incarnation: u64,
     /// Every call of the session with an id up to this one has ended on
     /// the client: the server may drop their replies from its history.

@@ -22,7 +22,8 @@
 //! all happen on the task that received the message (no cross-thread hop);
 //! only a handler that is not ready on its first poll is spawned.
 
-use super::history::{History, Lookup, RegisterError};
+use super::admit::{self, admit, Admission};
+use super::history::History;
 use super::stats::{bump, Counters, ServerStats};
 use super::ServerConfig;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
@@ -109,19 +110,12 @@ impl fmt::Debug for Engine {
     }
 }
 
-/// What the history (and the checks around it) decided for a request.
+/// What the engine decided for a request.
 enum Decision {
     UnknownService,
     UnknownMethod,
-    Stale,
-    Replay(Bytes),
-    DuplicateDropped,
-    InProgress,
-    Evicted,
-    Restarted,
-    ShuttingDown,
-    TooManySessions,
-    Run,
+    /// The duplicate filter's decision (known service and method).
+    Admitted(Admission),
 }
 
 /// A request about to run.
@@ -194,17 +188,23 @@ impl Engine {
 
     /// A snapshot of the counters and the history's size.
     pub fn stats(&self) -> ServerStats {
-        let (size, evicted, forgotten, sessions_evicted) = {
+        let (size, evicted, forgotten, sessions_evicted, tombstones_dropped) = {
             let h = self.history();
             (
                 h.size(),
                 h.evictions(),
                 h.sessions_forgotten(),
                 h.sessions_evicted(),
+                h.tombstones_dropped(),
             )
         };
-        self.counters
-            .snapshot(size, evicted, forgotten, sessions_evicted)
+        self.counters.snapshot(
+            size,
+            evicted,
+            forgotten,
+            sessions_evicted,
+            tombstones_dropped,
+        )
     }
 
     /// Handler tasks running or waiting for a permit outside the
@@ -404,78 +404,46 @@ impl Engine {
             };
             bump(&self.counters.requests);
             let oneway = protocol == ExchangeProtocol::R;
-            // Idempotent synchronous requests bypass the history (at-least-once).
-            let tracked = oneway || !env.idempotent || env.want_accept;
             let (session, request_id) = (env.session_id, env.request_id);
+            let request = admit::Request {
+                session,
+                request_id,
+                attempt: env.attempt,
+                incarnation: env.incarnation,
+                ack_up_to: env.ack_up_to,
+                oneway,
+                idempotent: env.idempotent,
+                want_accept: env.want_accept,
+            };
+            // Idempotent synchronous requests bypass the history (at-least-once).
+            let tracked = request.tracked();
             let target = self
                 .services
                 .get(&*env.service)
                 .map(|svc| (svc, svc.info().method(env.method_id)));
 
-            let decision = {
-                let mut h = self.history();
-                if env.ack_up_to > 0 {
-                    h.ack(session, 0, env.ack_up_to, arrival);
-                }
-                match target {
-                    None => Decision::UnknownService,
-                    Some((_, None)) => Decision::UnknownMethod,
-                    Some(_) if !tracked => {
-                        if self.is_stopping() {
-                            Decision::ShuttingDown
-                        } else {
-                            Decision::Run
-                        }
+            let decision = match target {
+                None | Some((_, None)) => {
+                    if env.ack_up_to > 0 {
+                        self.history().ack(session, 0, env.ack_up_to, arrival);
                     }
-                    Some(_) => match h.lookup(session, request_id, arrival) {
-                        Lookup::Stale => Decision::Stale,
-                        Lookup::Completed(Some(reply)) => Decision::Replay(reply),
-                        Lookup::Completed(None) => Decision::DuplicateDropped,
-                        Lookup::InProgress => Decision::InProgress,
-                        Lookup::Evicted => Decision::Evicted,
-                        Lookup::Absent => {
-                            if !oneway
-                                && !env.idempotent
-                                && env.attempt > 1
-                                && env.incarnation != 0
-                                && env.incarnation != self.incarnation
-                            {
-                                Decision::Restarted
-                            } else if !oneway
-                                && !env.idempotent
-                                && env.attempt > 1
-                                && h.may_have_forgotten(session, arrival)
-                            {
-                                // Its session may have been forgotten with this
-                                // request's reply (max_sessions): do not run it again.
-                                Decision::Evicted
-                            } else if self.is_stopping() {
-                                Decision::ShuttingDown
-                            } else {
-                                let registered = if oneway {
-                                    h.register_tombstone(
-                                        session,
-                                        request_id,
-                                        env.ack_up_to,
-                                        arrival,
-                                    )
-                                } else {
-                                    h.register(session, request_id, env.ack_up_to, arrival)
-                                };
-                                match registered {
-                                    Ok(()) => Decision::Run,
-                                    Err(RegisterError::TooManySessions) => {
-                                        Decision::TooManySessions
-                                    }
-                                }
-                            }
-                        }
-                    },
+                    if target.is_none() {
+                        Decision::UnknownService
+                    } else {
+                        Decision::UnknownMethod
+                    }
                 }
+                Some(_) => Decision::Admitted(admit(
+                    &mut self.history(),
+                    &request,
+                    self.incarnation,
+                    self.is_stopping(),
+                    arrival,
+                )),
             };
 
             match decision {
-                Decision::Run => {}
+                Decision::Admitted(Admission::Run) => {}
                 Decision::UnknownService | Decision::UnknownMethod => {
                     let message = match target {
                         Some((svc, _)) => {
@@ -495,12 +463,17 @@ impl Engine {
                     }
                     return;
                 }
-                Decision::Stale => {
+                Decision::Admitted(Admission::Stale) => {
                     bump(&self.counters.stale_dropped);
                     tracing::debug!(peer = ?sink.peer(), session, request_id, "dropped request at or below the acknowledged floor");
                     return;
                 }
-                Decision::Replay(reply) => {
+                Decision::Admitted(Admission::Acked) => {
+                    bump(&self.counters.acked_dropped);
+                    tracing::debug!(peer = ?sink.peer(), session, request_id, "dropped a late copy of an acknowledged request");
+                    return;
+                }
+                Decision::Admitted(Admission::Replay(reply)) => {
                     bump(&self.counters.duplicates_replayed);
                     if reply.len() > sink.max_message_len() {
                         // Stored through a transport with a larger limit.
@@ -511,11 +484,11 @@ impl Engine {
                     }
                     return;
                 }
-                Decision::DuplicateDropped => {
+                Decision::Admitted(Admission::DuplicateDropped) => {
                     bump(&self.counters.duplicates_dropped);
                     return;
                 }
-                Decision::InProgress => {
+                Decision::Admitted(Admission::InProgress) => {
                     bump(&self.counters.in_progress_hits);
                     if !oneway {
                         let ty = if env.want_accept {
@@ -531,7 +504,7 @@ impl Engine {
                     }
                     return;
                 }
-                Decision::Evicted => {
+                Decision::Admitted(Admission::Evicted) => {
                     bump(&self.counters.evicted_refused);
                     if !oneway {
                         let status = Status::aborted("reply no longer in history; outcome unknown");
@@ -539,8 +512,12 @@ impl Engine {
                     }
                     return;
                 }
-                Decision::Restarted => {
+                Decision::Admitted(Admission::Restarted) => {
                     bump(&self.counters.outcome_unknown);
+                    if oneway {
+                        tracing::debug!(peer = ?sink.peer(), session, request_id, "dropped a one-way request meant for another incarnation");
+                        return;
+                    }
                     let status = Status::with_details(
                         Code::Aborted,
                         "outcome unknown: server restarted",
@@ -550,7 +527,7 @@ impl Engine {
                     self.send_error(sink, session, request_id, status).await;
                     return;
                 }
-                Decision::ShuttingDown => {
+                Decision::Admitted(Admission::ShuttingDown) => {
                     bump(&self.counters.shutdown_refused);
                     if !oneway {
                         self.send_error(
@@ -563,7 +540,7 @@ impl Engine {
                     }
                     return;
                 }
-                Decision::TooManySessions => {
+                Decision::Admitted(Admission::TooManySessions) => {
                     bump(&self.counters.sessions_refused);
                     if !oneway {
                         let status = Status::resource_exhausted(
@@ -616,22 +593,39 @@ impl Engine {
                     let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
                     if waiting >= self.config.max_pending {
                         self.pending.fetch_sub(1, Ordering::AcqRel);
-                        if job.tracked {
-                            self.history().unregister(job.session, job.request_id);
-                        }
                         bump(&self.counters.overloaded);
                         tracing::debug!(
                             session = job.session,
                             request_id = job.request_id,
                             "refused: too many waiting requests"
                         );
+                        // A one-way request keeps its tombstone: a copy of
+                        // it never runs later either.
                         if !job.oneway {
                             let status = Status::resource_exhausted(format!(
                                 "server overloaded: {} requests running and {waiting} waiting",
                                 self.config.max_concurrent
                             ));
-                            self.send_error(sink, job.session, job.request_id, status)
-                                .await;
+                            bump(&self.counters.errors);
+                            let env = self.control(
+                                MessageType::Error,
+                                job.session,
+                                job.request_id,
+                                Some(status),
+                            );
+                            let bytes = Bytes::from(env.encode_to_vec());
+                            // The refusal is this request's answer: a late
+                            // copy gets it again instead of running after
+                            // the caller was told it did not run.
+                            if job.tracked {
+                                self.history().complete(
+                                    job.session,
+                                    job.request_id,
+                                    bytes.clone(),
+                                    Instant::now(),
+                                );
+                            }
+                            self.send_shared(sink, bytes).await;
                         }
                         return;
                     }

@@ -2,16 +2,27 @@
 //! non-idempotent request runs at most once.
 //!
 //! Entries are keyed by (session id, request id) and are either
-//! `InProgress` (the handler is running) or `Completed` (the encoded reply
-//! datagram, or nothing for a one-way tombstone). Each session also keeps
-//! a *floor* (the largest `ack_up_to` it sent: requests at or below it are
-//! stale) and a *max evicted id* (the highest id of an entry dropped by
-//! age or by a cap: a request at or below it that is not in the history any
-//! more has an unknown outcome).
+//! `InProgress` (the handler is running), `Completed` (the encoded reply
+//! datagram, or nothing for a one-way tombstone) or `Acked` (the client
+//! acknowledged the reply, which was dropped: only the fact that the id is
+//! done is kept). Each session also keeps a *floor* (the largest
+//! `ack_up_to` it sent: requests at or below it are stale) and a *max
+//! evicted id* (the highest id of an entry dropped by age or by a cap: a
+//! request at or below it that is not in the history any more has an
+//! unknown outcome).
+//!
+//! No id that ran is ever taken for new while a copy of it may still be
+//! in the network (up to one ttl): it is an entry, at or below the floor,
+//! at or below the max evicted id, or, when its whole session was
+//! forgotten under `max_sessions`, at or below the highest id of a
+//! *tombstone* of that session kept for one ttl.
 //!
 //! Eviction, every kind counted ([`EvictionCounts`]):
-//! - acknowledgement: an explicit ACK drops its entry; `ack_up_to` on any
-//!   message drops every entry of the session at or below it;
+//! - acknowledgement: an explicit ACK drops its entry's reply and leaves an
+//!   `Acked` marker until the floor passes it (a late copy of the request
+//!   must not run again); `ack_up_to` on any message drops every entry of
+//!   the session at or below it; markers right above the floor are folded
+//!   into it;
 //! - age: completed entries older than [`HistoryConfig::ttl`] (counted
 //!   from when the reply was stored), on [`History::sweep`];
 //! - per-session cap, global cap: the oldest completed entry goes first;
@@ -91,6 +102,9 @@ pub struct EvictionCounts {
     pub global_cap: u64,
     /// Dropped with their session because there were too many sessions.
     pub session_limit: u64,
+    /// Markers of acknowledged requests dropped by age or a cap before the
+    /// floor passed them (a late copy of one gets "outcome unknown").
+    pub markers: u64,
 }
 
 /// What the history knows about a request.
@@ -98,6 +112,9 @@ pub struct EvictionCounts {
 pub(crate) enum Lookup {
     /// At or below the session's floor: the client no longer needs it.
     Stale,
+    /// Done, and its reply acknowledged by the client (which has it): a
+    /// late copy, to drop.
+    Acked,
     /// Finished; the stored reply datagram (`None`: a one-way tombstone).
     Completed(Option<Bytes>),
     /// Still running.
@@ -116,10 +133,18 @@ pub(crate) enum RegisterError {
     TooManySessions,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     InProgress,
-    Completed { reply: Option<Bytes>, seq: u64 },
+    Completed {
+        reply: Option<Bytes>,
+        seq: u64,
+    },
+    /// Done and acknowledged: the reply is dropped. `seq` is the record in
+    /// `History::order` that ages it out (the completion's).
+    Acked {
+        seq: u64,
+    },
 }
 
 /// A session's entries by request id: a deque kept sorted by id. A
@@ -129,7 +154,7 @@ enum State {
 /// about a tenth of a TCP call's server time. Lookups are binary searches;
 /// out-of-order ids (retransmissions, hostile clients) cost a shift within
 /// one session's entries, which the caps bound.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct IdMap<V> {
     items: VecDeque<(u64, V)>,
 }
@@ -200,12 +225,16 @@ impl<V> IdMap<V> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Session {
     entries: IdMap<State>,
     floor: u64,
     max_evicted_id: u64,
+    /// The highest request id ever registered (for a tombstone).
+    max_id: u64,
     completed: usize,
+    /// `Acked` markers.
+    acked: usize,
     in_progress: usize,
     /// Bytes of this session's stored replies.
     bytes: usize,
@@ -220,7 +249,9 @@ impl Session {
             entries: IdMap::default(),
             floor: 0,
             max_evicted_id: 0,
+            max_id: 0,
             completed: 0,
+            acked: 0,
             in_progress: 0,
             bytes: 0,
             last_active: now,
@@ -251,7 +282,21 @@ impl Session {
                 self.bytes -= len;
                 Removed::Completed(len)
             }
+            State::Acked { .. } => {
+                self.acked -= 1;
+                Removed::Marker
+            }
         }
+    }
+
+    /// Entries that count against the caps (all but running ones).
+    fn done(&self) -> usize {
+        self.completed + self.acked
+    }
+
+    /// The highest id this session is known to have used.
+    fn max_seen(&self) -> u64 {
+        self.max_id.max(self.floor).max(self.max_evicted_id)
     }
 }
 
@@ -261,26 +306,35 @@ enum Removed {
     Running,
     /// A completed entry with a reply of this many bytes.
     Completed(usize),
+    /// An `Acked` marker.
+    Marker,
 }
 
 /// Entries a session removed in one go, counted without allocating.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
+    /// Entries with a reply or still running (markers are not counted:
+    /// their reply was counted when it was acknowledged).
     count: u64,
     running: usize,
     completed: usize,
+    acked: usize,
     bytes: usize,
 }
 
 impl Tally {
     fn add(&mut self, removed: Removed) {
-        self.count += 1;
         match removed {
-            Removed::Running => self.running += 1,
+            Removed::Running => {
+                self.count += 1;
+                self.running += 1;
+            }
             Removed::Completed(len) => {
+                self.count += 1;
                 self.completed += 1;
                 self.bytes += len;
             }
+            Removed::Marker => self.acked += 1,
         }
     }
 }
@@ -308,14 +362,22 @@ pub struct History {
     activity: VecDeque<(u64, u64)>,
     next_seq: u64,
     completed: usize,
+    /// `Acked` markers.
+    acked: usize,
     in_progress: usize,
     bytes: usize,
     evicted: EvictionCounts,
     sessions_forgotten: u64,
     sessions_evicted: u64,
-    /// When a session holding stored replies was last forgotten because of
-    /// `max_sessions`.
-    last_reply_session_eviction: Option<Instant>,
+    /// Sessions forgotten under `max_sessions` in the last ttl: session id
+    /// -> (the highest request id it had used, when it was forgotten).
+    tombstones: FastMap<u64, (u64, Instant)>,
+    /// `tombstones` in the order they were made (lazy deletion).
+    tombstone_order: VecDeque<(Instant, u64)>,
+    /// When a tombstone was last dropped before its ttl (too many): until
+    /// one ttl later, an unknown session's retransmission is refused.
+    last_tombstone_overflow: Option<Instant>,
+    tombstones_dropped: u64,
 }
 
 /// Sizes of the history at one moment.
@@ -323,6 +385,9 @@ pub struct History {
 pub struct HistorySize {
     /// Completed entries (stored replies and one-way tombstones).
     pub completed: usize,
+    /// Markers of acknowledged requests (done, reply dropped) above their
+    /// session's floor.
+    pub acked: usize,
     /// Entries of requests still running.
     pub in_progress: usize,
     /// Sessions remembered.
@@ -341,23 +406,34 @@ impl History {
             activity: VecDeque::new(),
             next_seq: 1,
             completed: 0,
+            acked: 0,
             in_progress: 0,
             bytes: 0,
             evicted: EvictionCounts::default(),
             sessions_forgotten: 0,
             sessions_evicted: 0,
-            last_reply_session_eviction: None,
+            tombstones: FastMap::default(),
+            tombstone_order: VecDeque::new(),
+            last_tombstone_overflow: None,
+            tombstones_dropped: 0,
         }
     }
 
-    /// Whether `session` is unknown but may have been forgotten with stored
-    /// replies: a session holding replies was evicted by `max_sessions`
-    /// less than one ttl ago.
+    /// Whether `session` is unknown and may have been forgotten without a
+    /// tombstone: one was dropped early (more sessions forgotten within a
+    /// ttl than `max_sessions`) less than one ttl ago. The engine then
+    /// refuses an unknown session's retransmissions ("outcome unknown").
     pub(crate) fn may_have_forgotten(&self, session: u64, now: Instant) -> bool {
         !self.sessions.contains_key(&session)
             && self
-                .last_reply_session_eviction
+                .last_tombstone_overflow
                 .is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
+    }
+
+    /// Tombstones dropped before their ttl because too many sessions were
+    /// forgotten at once.
+    pub fn tombstones_dropped(&self) -> u64 {
+        self.tombstones_dropped
     }
 
     /// The limits.
@@ -369,6 +445,7 @@ impl History {
     pub fn size(&self) -> HistorySize {
         HistorySize {
             completed: self.completed,
+            acked: self.acked,
             in_progress: self.in_progress,
             sessions: self.sessions.len(),
             bytes: self.bytes,
@@ -396,10 +473,12 @@ impl History {
         s
     }
 
-    /// Applies an acknowledgement: drops entry `request_id` (when non-zero),
-    /// drops every entry of the session at or below `ack_up_to` and raises
-    /// the floor to it. Returns whether entry `request_id` was there (always
-    /// `true` for `request_id == 0`). An unknown session is not created.
+    /// Applies an acknowledgement: drops the reply of entry `request_id`
+    /// (when non-zero) and leaves an `Acked` marker in its place, drops
+    /// every entry of the session at or below `ack_up_to`, raises the floor
+    /// to it, and folds markers right above the floor into it. Returns
+    /// whether entry `request_id` was there (always `true` for
+    /// `request_id == 0`). An unknown session is not created.
     pub(crate) fn ack(
         &mut self,
         session: u64,
@@ -413,11 +492,37 @@ impl History {
         s.last_active = now;
         let mut removed = Tally::default();
         let mut found = request_id == 0;
+        let mut marked = 0;
         // Id 0 is never an entry: a request's ack floor alone (every
         // REQUEST carries one) needs no search for it.
-        if let Some(r) = (!found).then(|| s.remove(request_id)).flatten() {
-            removed.add(r);
-            found = true;
+        if !found {
+            if let Some(state) = s.entries.get_mut(&request_id) {
+                found = true;
+                let seq = match state {
+                    State::Acked { .. } => None,
+                    State::Completed { seq, .. } => Some(*seq),
+                    // Acknowledged while running (the client gave up on
+                    // it): the reply will not be stored; the marker ages
+                    // out like a stored reply.
+                    State::InProgress => {
+                        let seq = self.next_seq;
+                        self.next_seq += 1;
+                        self.order.push_back(Record {
+                            seq,
+                            session,
+                            request: request_id,
+                            stored: now,
+                        });
+                        Some(seq)
+                    }
+                };
+                if let Some(seq) = seq {
+                    let old = std::mem::replace(state, State::Acked { seq });
+                    removed.add(s.uncount(old));
+                    s.acked += 1;
+                    marked += 1;
+                }
+            }
         }
         if ack_up_to > s.floor {
             s.floor = ack_up_to;
@@ -431,7 +536,18 @@ impl History {
                 }
             }
         }
+        // Markers right above the floor say no more than the floor would.
+        while let Some((&id, State::Acked { .. })) = s.entries.first_key_value() {
+            if id != s.floor + 1 {
+                break;
+            }
+            s.floor = id;
+            if let Some(r) = s.remove(id) {
+                removed.add(r);
+            }
+        }
         self.evicted.ack += removed.count;
+        self.acked += marked;
         self.account_tally(removed);
         self.maybe_compact();
         found
@@ -440,7 +556,10 @@ impl History {
     /// What the history knows about (session, request_id).
     pub(crate) fn lookup(&mut self, session: u64, request_id: u64, now: Instant) -> Lookup {
         let Some(s) = self.sessions.get_mut(&session) else {
-            return Lookup::Absent;
+            return match self.tombstones.get(&session) {
+                Some(&(max_id, _)) if request_id <= max_id => Lookup::Evicted,
+                _ => Lookup::Absent,
+            };
         };
         s.last_active = now;
         if request_id <= s.floor {
@@ -449,6 +568,7 @@ impl History {
         match s.entries.get(&request_id) {
             Some(State::InProgress) => Lookup::InProgress,
             Some(State::Completed { reply, .. }) => Lookup::Completed(reply.clone()),
+            Some(State::Acked { .. }) => Lookup::Acked,
             None if request_id <= s.max_evicted_id => Lookup::Evicted,
             None => Lookup::Absent,
         }
@@ -493,6 +613,11 @@ impl History {
             }
             let mut fresh = Session::new(now);
             fresh.floor = floor;
+            // A session forgotten in the last ttl comes back knowing that
+            // its old ids have an unknown outcome.
+            if let Some((max_id, _)) = self.tombstones.remove(&session) {
+                fresh.max_evicted_id = max_id;
+            }
             self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
@@ -501,6 +626,7 @@ impl History {
         };
         s.last_active = now;
         s.touch_seq = touch;
+        s.max_id = s.max_id.max(request_id);
         // The caller looked the entry up: one is replaced only if it is
         // there after all, and then taken off the counts.
         let replaced = match completed {
@@ -531,7 +657,7 @@ impl History {
             }
         };
         let replaced = replaced.map(|old| s.uncount(old));
-        let over_session_cap = s.completed > self.config.max_per_session;
+        let over_session_cap = s.done() > self.config.max_per_session;
         self.activity.push_back((touch, session));
         if let Some(r) = replaced {
             self.account_removed(r);
@@ -574,7 +700,7 @@ impl History {
         self.in_progress -= 1;
         self.completed += 1;
         self.bytes += len;
-        let over_session_cap = s.completed > self.config.max_per_session;
+        let over_session_cap = s.done() > self.config.max_per_session;
         self.order.push_back(Record {
             seq,
             session,
@@ -589,7 +715,7 @@ impl History {
     }
 
     fn over_global_cap(&self) -> bool {
-        self.completed > self.config.max_entries || self.bytes > self.config.max_bytes
+        self.completed + self.acked > self.config.max_entries || self.bytes > self.config.max_bytes
     }
 
     /// Drops a registration that never ran (refused after registering).
@@ -613,42 +739,51 @@ impl History {
                 break;
             }
             self.order.pop_front();
-            if self.evict_record(&rec, now) {
-                self.evicted.age += 1;
+            match self.evict_record(&rec, now) {
+                Some(Removed::Marker) => self.evicted.markers += 1,
+                Some(_) => self.evicted.age += 1,
+                None => {}
             }
         }
         let before = self.sessions.len();
         self.sessions
             .retain(|_, s| !(s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl));
         self.sessions_forgotten += (before - self.sessions.len()) as u64;
+        while let Some(&(made, id)) = self.tombstone_order.front() {
+            if now.saturating_duration_since(made) < ttl {
+                break;
+            }
+            self.tombstone_order.pop_front();
+            if self.tombstones.get(&id).is_some_and(|&(_, t)| t == made) {
+                self.tombstones.remove(&id);
+            }
+        }
         self.maybe_compact();
     }
 
     /// Removes the entry `rec` points to if it is still that completed
-    /// entry; raises the session's max evicted id. Returns whether it did.
-    fn evict_record(&mut self, rec: &Record, now: Instant) -> bool {
-        let Some(s) = self.sessions.get_mut(&rec.session) else {
-            return false;
-        };
+    /// entry or marker; raises the session's max evicted id. Returns what
+    /// it removed.
+    fn evict_record(&mut self, rec: &Record, now: Instant) -> Option<Removed> {
+        let s = self.sessions.get_mut(&rec.session)?;
         match s.entries.get(&rec.request) {
-            Some(State::Completed { seq, .. }) if *seq == rec.seq => {}
-            _ => return false,
+            Some(State::Completed { seq, .. } | State::Acked { seq }) if *seq == rec.seq => {}
+            _ => return None,
         }
-        let removed = s.remove(rec.request);
+        let removed = s.remove(rec.request)?;
         s.max_evicted_id = s.max_evicted_id.max(rec.request);
         // Keep the session (and so "outcome unknown" for this id) for
         // another ttl after the eviction.
         s.last_active = s.last_active.max(now);
-        if let Some(r) = removed {
-            self.account_removed(r);
-        }
-        true
+        self.account_removed(removed);
+        Some(removed)
     }
 
     /// Updates the global counts for the entries a session removed.
     fn account_tally(&mut self, tally: Tally) {
         self.in_progress -= tally.running;
         self.completed -= tally.completed;
+        self.acked -= tally.acked;
         self.bytes -= tally.bytes;
     }
 
@@ -663,11 +798,11 @@ impl History {
         // Per session: the oldest (lowest id) completed entry goes first.
         let mut removed = Tally::default();
         if let Some(s) = self.sessions.get_mut(&session) {
-            while s.completed > self.config.max_per_session {
+            while s.done() > self.config.max_per_session {
                 let victim = s
                     .entries
                     .iter()
-                    .find(|(_, st)| matches!(st, State::Completed { .. }))
+                    .find(|(_, st)| !matches!(st, State::InProgress))
                     .map(|(&id, _)| id);
                 let Some(id) = victim else { break };
                 let Some(r) = s.remove(id) else { break };
@@ -677,14 +812,17 @@ impl History {
             }
         }
         self.evicted.session_cap += removed.count;
+        self.evicted.markers += removed.acked as u64;
         self.account_tally(removed);
         // Globally: the oldest stored entry goes first.
         while self.over_global_cap() {
             let Some(rec) = self.order.pop_front() else {
                 break;
             };
-            if self.evict_record(&rec, now) {
-                self.evicted.global_cap += 1;
+            match self.evict_record(&rec, now) {
+                Some(Removed::Marker) => self.evicted.markers += 1,
+                Some(_) => self.evicted.global_cap += 1,
+                None => {}
             }
         }
     }
@@ -714,13 +852,7 @@ impl History {
                 continue;
             }
             if let Some(s) = self.sessions.remove(&id) {
-                if s.completed > 0 {
-                    self.last_reply_session_eviction = Some(now);
-                }
-                self.completed -= s.completed;
-                self.bytes -= s.bytes;
-                self.evicted.session_limit += s.completed as u64;
-                self.sessions_evicted += 1;
+                self.forgot(id, &s, now);
             }
             return true;
         }
@@ -731,30 +863,57 @@ impl History {
             .iter()
             .find(|(_, s)| s.in_progress == 0)
             .map(|(&id, _)| id);
-        match victim.and_then(|id| self.sessions.remove(&id)) {
-            Some(s) => {
-                if s.completed > 0 {
-                    self.last_reply_session_eviction = Some(now);
-                }
-                self.completed -= s.completed;
-                self.bytes -= s.bytes;
-                self.evicted.session_limit += s.completed as u64;
-                self.sessions_evicted += 1;
+        match victim.and_then(|id| self.sessions.remove(&id).map(|s| (id, s))) {
+            Some((id, s)) => {
+                self.forgot(id, &s, now);
                 true
             }
             None => false,
         }
     }
 
+    /// Accounts for session `id`, just forgotten under `max_sessions`, and
+    /// leaves a tombstone with the highest id it used, for one ttl.
+    fn forgot(&mut self, id: u64, s: &Session, now: Instant) {
+        self.completed -= s.completed;
+        self.acked -= s.acked;
+        self.bytes -= s.bytes;
+        self.evicted.session_limit += s.completed as u64;
+        self.sessions_evicted += 1;
+        // As many tombstones as sessions; beyond, the oldest goes early and
+        // the engine falls back to refusing unknown sessions' retries.
+        while self.tombstones.len() >= self.config.max_sessions.max(1) {
+            let Some((made, old)) = self.tombstone_order.pop_front() else {
+                break;
+            };
+            if self.tombstones.get(&old).is_some_and(|&(_, t)| t == made) {
+                self.tombstones.remove(&old);
+                self.tombstones_dropped += 1;
+                self.last_tombstone_overflow = Some(now);
+                tracing::debug!(
+                    session = old,
+                    "tombstone of a forgotten session dropped early"
+                );
+            }
+        }
+        self.tombstones.insert(id, (s.max_seen(), now));
+        self.tombstone_order.push_back((now, id));
+    }
+
     /// Keeps the lazy queues within a constant factor of the live data.
     fn maybe_compact(&mut self) {
-        if self.order.len() > 2 * self.completed + 64 {
+        if self.order.len() > 2 * (self.completed + self.acked) + 64 {
             let sessions = &self.sessions;
             self.order.retain(|rec| {
                 sessions.get(&rec.session).is_some_and(|s| {
-                    matches!(s.entries.get(&rec.request), Some(State::Completed { seq, .. }) if *seq == rec.seq)
+                    matches!(s.entries.get(&rec.request), Some(State::Completed { seq, .. } | State::Acked { seq }) if *seq == rec.seq)
                 })
             });
+        }
+        if self.tombstone_order.len() > 2 * self.tombstones.len() + 64 {
+            let tombstones = &self.tombstones;
+            self.tombstone_order
+                .retain(|(made, id)| tombstones.get(id).is_some_and(|&(_, t)| t == *made));
         }
         if self.activity.len() > 2 * self.sessions.len() + 64 {
             let sessions = &self.sessions;
@@ -846,6 +1005,7 @@ mod tests {
             h.size(),
             HistorySize {
                 completed: 1,
+                acked: 0,
                 in_progress: 0,
                 sessions: 1,
                 bytes: 2
@@ -865,22 +1025,145 @@ mod tests {
             h.complete(1, id, b("r"), now);
         }
         assert!(h.ack(1, 3, 0, now));
-        assert_eq!(h.lookup(1, 3, now), Lookup::Absent);
+        // The reply is gone, the fact that id 3 ran is not: a late copy of
+        // it must never be taken for new.
+        assert_eq!(h.lookup(1, 3, now), Lookup::Acked);
         assert_eq!(h.evictions().ack, 1);
-        assert!(!h.ack(1, 3, 0, now), "second ack of the same id is unknown");
+        assert_eq!(h.size().acked, 1);
+        assert!(h.ack(1, 3, 0, now), "a repeated ack finds the marker");
+        assert_eq!(h.evictions().ack, 1, "and counts nothing twice");
         assert!(h.ack(1, 0, 2, now));
         assert_eq!(h.lookup(1, 1, now), Lookup::Stale);
         assert_eq!(h.lookup(1, 2, now), Lookup::Stale);
         assert_eq!(h.lookup(1, 4, now), Lookup::Completed(Some(b("r"))));
         assert_eq!(h.evictions().ack, 3);
         assert_eq!(h.size().completed, 1);
-        assert_eq!(h.session_marks(1), Some((2, 0)));
+        // The marker of 3, right above the new floor, is folded into it.
+        assert_eq!(h.session_marks(1), Some((3, 0)));
+        assert_eq!(h.lookup(1, 3, now), Lookup::Stale);
+        assert_eq!(h.size().acked, 0);
         // A lower ack_up_to never lowers the floor.
         h.ack(1, 0, 1, now);
-        assert_eq!(h.session_marks(1), Some((2, 0)));
+        assert_eq!(h.session_marks(1), Some((3, 0)));
         // Unknown session: not created.
         assert!(!h.ack(99, 5, 5, now));
         assert_eq!(h.size().sessions, 1);
+    }
+
+    #[test]
+    fn acked_markers_stay_until_the_floor_passes_them() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        for id in 1..=4 {
+            h.register(1, id, 0, now).unwrap();
+        }
+        h.complete(1, 3, b("r3"), now);
+        h.complete(1, 4, b("r4"), now);
+        // 1 and 2 still run; 3 and 4 are acknowledged with a floor of 0.
+        h.ack(1, 3, 0, now);
+        h.ack(1, 4, 0, now);
+        assert_eq!(
+            (h.size().completed, h.size().acked, h.size().bytes),
+            (0, 2, 0)
+        );
+        assert_eq!(h.lookup(1, 3, now), Lookup::Acked);
+        assert_eq!(h.lookup(1, 4, now), Lookup::Acked);
+        // Completing a marker's request stores nothing.
+        assert!(!h.complete(1, 4, b("again"), now));
+        // The floor reaches 2: the markers 3 and 4 are folded into it.
+        h.complete(1, 1, b("r1"), now);
+        h.complete(1, 2, b("r2"), now);
+        h.ack(1, 0, 2, now);
+        assert_eq!(h.session_marks(1), Some((4, 0)));
+        assert_eq!(
+            h.size(),
+            HistorySize {
+                sessions: 1,
+                ..HistorySize::default()
+            }
+        );
+        let (order, _) = h.queue_lens();
+        assert!(order <= 4);
+    }
+
+    #[test]
+    fn markers_count_against_the_caps_and_their_eviction_is_outcome_unknown() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        // Id 1 runs for ever, so the floor stays at 0.
+        h.register(1, 1, 0, now).unwrap();
+        for id in 2..=7 {
+            h.register(1, id, 0, now).unwrap();
+            h.complete(1, id, b("r"), now);
+            h.ack(1, id, 0, now);
+        }
+        // max_per_session is 4: two markers (2, 3) went, oldest first.
+        assert_eq!(h.size().acked, 4);
+        assert_eq!(h.evictions().markers, 2);
+        assert_eq!(h.evictions().session_cap, 0, "no reply was lost");
+        assert_eq!(h.lookup(1, 2, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 3, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 4, now), Lookup::Acked);
+        // And by age.
+        h.sweep(now + Duration::from_secs(10));
+        assert_eq!(h.size().acked, 0);
+        assert_eq!(h.evictions().markers, 6);
+        assert_eq!(
+            h.lookup(1, 7, now + Duration::from_secs(10)),
+            Lookup::Evicted
+        );
+        assert_eq!(
+            h.lookup(1, 1, now + Duration::from_secs(10)),
+            Lookup::InProgress
+        );
+    }
+
+    #[test]
+    fn a_forgotten_sessions_old_ids_have_an_unknown_outcome_for_one_ttl() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        for session in 1..=3 {
+            h.register(session, 5, 4, now).unwrap();
+            h.complete(session, 5, b("r"), now);
+        }
+        // A fourth session pushes session 1 (least recent) out.
+        h.register(4, 1, 0, now).unwrap();
+        assert_eq!(h.sessions_evicted(), 1);
+        assert_eq!(h.lookup(1, 5, now), Lookup::Evicted, "ran: never again");
+        assert_eq!(h.lookup(1, 4, now), Lookup::Evicted);
+        assert_eq!(h.lookup(1, 6, now), Lookup::Absent, "never seen: new");
+        // Coming back, the session knows its old ids' fate.
+        h.register(1, 6, 0, now).unwrap();
+        assert_eq!(h.session_marks(1), Some((0, 5)));
+        assert_eq!(h.lookup(1, 5, now), Lookup::Evicted);
+        // A tombstone lasts one ttl.
+        h.register(5, 1, 0, now).unwrap(); // forgets session 2
+        assert_eq!(h.lookup(2, 5, now), Lookup::Evicted);
+        let later = now + Duration::from_secs(10);
+        h.sweep(later);
+        assert_eq!(h.lookup(2, 5, later), Lookup::Absent);
+        assert_eq!(h.tombstones_dropped(), 0);
+    }
+
+    #[test]
+    fn too_many_tombstones_fall_back_to_refusing_unknown_retries() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig {
+            max_sessions: 2,
+            ..cfg()
+        });
+        for session in 1..=6u64 {
+            h.register(session, 1, 0, now).unwrap();
+            h.complete(session, 1, b("r"), now);
+        }
+        // Sessions 1..=4 were forgotten; two tombstones fit.
+        assert_eq!(h.sessions_evicted(), 4);
+        assert_eq!(h.tombstones_dropped(), 2);
+        assert_eq!(h.lookup(1, 1, now), Lookup::Absent);
+        assert!(h.may_have_forgotten(1, now));
+        assert_eq!(h.lookup(4, 1, now), Lookup::Evicted);
+        assert!(!h.may_have_forgotten(6, now), "a known session");
+        assert!(!h.may_have_forgotten(1, now + Duration::from_secs(10)));
     }
 
     #[test]
@@ -1012,9 +1295,10 @@ mod tests {
         assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
         assert_eq!(
             h.lookup(2, 1, now),
-            Lookup::Absent,
-            "session 2 was forgotten"
+            Lookup::Evicted,
+            "session 2 was forgotten: what it ran has an unknown outcome"
         );
+        assert_eq!(h.lookup(2, 2, now), Lookup::Absent);
         assert_eq!(h.evictions().session_limit, 1);
         assert_eq!(h.sessions_evicted(), 1);
         // All sessions running: refuse.
@@ -1066,6 +1350,7 @@ mod tests {
             h.size(),
             HistorySize {
                 completed: 0,
+                acked: 0,
                 in_progress: 0,
                 sessions: 1,
                 bytes: 0

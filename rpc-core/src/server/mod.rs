@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admit;
 mod engine;
 mod history;
 mod stats;

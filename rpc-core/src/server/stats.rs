@@ -24,12 +24,15 @@ macro_rules! counters {
         #[non_exhaustive]
         pub struct ServerStats {
             $($(#[$doc])* pub $name: u64,)*
-            /// Entries in the reply history now (completed + running).
+            /// Entries in the reply history now (completed + running +
+            /// acknowledged markers).
             pub history_len: usize,
             /// Completed entries (stored replies and one-way tombstones) now.
             pub history_completed: usize,
             /// Entries of requests running now.
             pub history_in_progress: usize,
+            /// Markers of acknowledged requests (reply dropped) now.
+            pub history_acked: usize,
             /// Client sessions remembered now.
             pub history_sessions: usize,
             /// Bytes of stored replies now.
@@ -44,6 +47,11 @@ macro_rules! counters {
             pub evicted_global_cap: u64,
             /// History entries dropped with their session by the session limit.
             pub evicted_session_limit: u64,
+            /// Acknowledged markers dropped by age or a cap before the floor
+            /// passed them.
+            pub evicted_markers: u64,
+            /// Tombstones of forgotten sessions dropped early (too many).
+            pub tombstones_dropped: u64,
             /// Empty sessions forgotten after being idle longer than the ttl.
             pub sessions_forgotten: u64,
             /// Sessions forgotten (with their entries) because of `max_sessions`.
@@ -80,8 +88,11 @@ counters! {
     duplicates_dropped,
     /// Requests at or below the session's acknowledged floor, dropped.
     stale_dropped,
-    /// Retransmissions refused because they carry another incarnation
-    /// ("outcome unknown: server restarted").
+    /// Late copies of requests whose reply the client acknowledged (RRA),
+    /// dropped.
+    acked_dropped,
+    /// Requests refused because they name another incarnation of the
+    /// server ("outcome unknown: server restarted"), whatever their attempt.
     outcome_unknown,
     /// Retransmissions refused because their reply was evicted from the
     /// history ("reply no longer in history; outcome unknown").
@@ -127,11 +138,13 @@ impl Counters {
         evicted: EvictionCounts,
         forgotten: u64,
         sessions_evicted: u64,
+        tombstones_dropped: u64,
     ) -> ServerStats {
         let mut s = ServerStats {
-            history_len: size.completed + size.in_progress,
+            history_len: size.completed + size.in_progress + size.acked,
             history_completed: size.completed,
             history_in_progress: size.in_progress,
+            history_acked: size.acked,
             history_sessions: size.sessions,
             history_bytes: size.bytes,
             evicted_ack: evicted.ack,
@@ -139,6 +152,8 @@ impl Counters {
             evicted_session_cap: evicted.session_cap,
             evicted_global_cap: evicted.global_cap,
             evicted_session_limit: evicted.session_limit,
+            evicted_markers: evicted.markers,
+            tombstones_dropped,
             sessions_forgotten: forgotten,
             sessions_evicted,
             ..ServerStats::default()
