@@ -124,6 +124,8 @@ pub mod fault;
 pub mod grpc;
 mod hash;
 pub mod multicast;
+#[cfg(test)]
+mod protocol_check;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -127,15 +127,25 @@ async fn explicit_ack_drops_the_entry_and_ack_up_to_raises_the_floor() {
             (s.history_completed, s.evicted_ack, s.unknown_acks),
             (2, 1, 0)
         );
-        // A second ACK of the same id is unknown.
+        // The reply is gone, not the fact that 2 ran: a late copy of it,
+        // above the floor, is dropped without running.
+        assert_eq!(server.stats().history_acked, 1);
+        let mut late2 = request(14, 2, ADD);
+        late2.attempt = 1;
+        peer.send(&late2).await;
+        wait_stats(&server, |s| s.acked_dropped == 1).await;
+        assert_eq!(state.runs(), 3);
+        // A second ACK of the same id finds the marker.
         peer.send(&ack(14, 2, 0)).await;
-        wait_stats(&server, |s| s.unknown_acks == 1).await;
-        // Request 4 carries ack_up_to = 3: entries 1 and 3 go, floor = 3.
+        let s = wait_stats(&server, |s| s.acks == 2).await;
+        assert_eq!((s.unknown_acks, s.evicted_ack), (0, 1));
+        // Request 4 carries ack_up_to = 3: entries 1 and 3 and the marker
+        // of 2 go, floor = 3.
         let mut r4 = request(14, 4, ADD);
         r4.ack_up_to = 3;
         assert_eq!(value(&peer.call(&r4).await), 4);
         let s = server.stats();
-        assert_eq!((s.history_completed, s.evicted_ack), (1, 3));
+        assert_eq!((s.history_completed, s.history_acked, s.evicted_ack), (1, 0, 3));
         // A late duplicate of 1 is stale: dropped silently, not run.
         let mut late = request(14, 1, ADD);
         late.attempt = 2;
@@ -248,17 +258,27 @@ async fn retransmission_to_another_incarnation_is_refused_without_running() {
         assert_eq!(status.message, "outcome unknown: server restarted");
         assert_eq!(state.runs(), 0);
         assert_eq!(server.stats().outcome_unknown, 1);
-        // A first attempt with a stale incarnation is new work: it runs.
+        // So is a first attempt naming another incarnation: the network may
+        // have delivered it late, after it ran there.
         let mut first = request(17, 6, ADD);
         first.incarnation = server.incarnation() ^ 0xFFFF;
-        assert_eq!(msg_type(&peer.call(&first).await), MessageType::Reply);
-        // So does an idempotent retransmission.
-        let mut get = request(17, 7, GET);
+        let answer = peer.call(&first).await;
+        assert_eq!(msg_type(&answer), MessageType::Error);
+        assert_eq!(answer.status.unwrap().details_type, SERVER_RESTARTED);
+        assert_eq!(state.runs(), 0);
+        // A first attempt naming this incarnation, or none, is new work.
+        let mut named = request(17, 7, ADD);
+        named.incarnation = server.incarnation();
+        assert_eq!(msg_type(&peer.call(&named).await), MessageType::Reply);
+        assert_eq!(msg_type(&peer.call(&request(17, 8, ADD)).await), MessageType::Reply);
+        // An idempotent retransmission may run again anywhere.
+        let mut get = request(17, 9, GET);
         get.idempotent = true;
         get.attempt = 3;
         get.incarnation = 42;
         assert_eq!(msg_type(&peer.call(&get).await), MessageType::Reply);
-        assert_eq!(state.runs(), 2);
+        assert_eq!(state.runs(), 3);
+        assert_eq!(server.stats().outcome_unknown, 2);
     })
     .await
     .unwrap();
@@ -475,11 +495,14 @@ async fn beyond_max_pending_requests_are_refused_and_not_run() {
         let mut got = vec![peer.recv().await.request_id, peer.recv().await.request_id];
         got.sort_unstable();
         assert_eq!(got, vec![1, 2]);
-        // The refused request was unregistered: a retry runs it.
+        // The refusal is the request's answer: a copy arriving later gets
+        // it again and never runs (its caller may have been told it did not).
         let mut retry = request(25, 3, ADD);
         retry.attempt = 2;
-        assert_eq!(value(&peer.call(&retry).await), 1);
-        assert_eq!(state.runs(), 3);
+        let again = peer.call(&retry).await;
+        assert_eq!(code(&again), Some(Code::ResourceExhausted));
+        assert_eq!(server.stats().duplicates_replayed, 1);
+        assert_eq!(state.runs(), 2);
     })
     .await
     .unwrap();

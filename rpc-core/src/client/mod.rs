@@ -42,8 +42,8 @@
 //! in flight then fail with [`Error::Closed`].
 
 mod exchange;
-mod rto;
-mod session;
+pub(crate) mod rto;
+pub(crate) mod session;
 mod stats;
 mod tcp;
 

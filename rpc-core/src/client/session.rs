@@ -33,7 +33,7 @@ pub(crate) mod flag {
 }
 
 /// How a call ended, as seen by the receive task.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Final {
     /// A REPLY or ERROR: the server's answer.
     Reply(RawResult),
@@ -42,7 +42,7 @@ pub(crate) enum Final {
 }
 
 /// One call in flight.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     /// The call uses RRA: every REPLY is acknowledged.
     rra: bool,
@@ -96,7 +96,7 @@ pub(crate) enum Routed {
 }
 
 /// The session state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Session {
     next_id: u64,
     pending: FastMap<u64, Entry>,
@@ -361,6 +361,31 @@ impl Session {
             }
         }
         delivery
+    }
+
+    /// Feeds what decides the session's future behaviour into `h` (not the
+    /// round-trip estimator or the clock readings): for the protocol model
+    /// checker.
+    #[cfg(test)]
+    pub(crate) fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        (self.next_id, self.incarnation).hash(h);
+        self.unfinished.hash(h);
+        let mut ids: Vec<&u64> = self.pending.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(e) = self.pending.get(id) else { continue };
+            (id, e.rra, e.pinging, e.flags, e.finished).hash(h);
+            match &e.result {
+                None => 0u8.hash(h),
+                Some(Final::OutcomeUnknown) => 1u8.hash(h),
+                Some(Final::Reply(Ok(payload))) => (2u8, payload).hash(h),
+                Some(Final::Reply(Err(status))) => (3u8, status.code()).hash(h),
+            }
+        }
+        let mut recent: Vec<&u64> = self.recent_rra.iter().collect();
+        recent.sort_unstable();
+        recent.hash(h);
     }
 
     /// Current smoothed round trip and timeout.

@@ -351,7 +351,7 @@ struct Record {
 }
 
 /// The reply history of one server (shared by all its transports).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct History {
     config: HistoryConfig,
     sessions: FastMap<u64, Session>,
@@ -927,6 +927,32 @@ impl History {
         self.sessions
             .get(&session)
             .map(|s| (s.floor, s.max_evicted_id))
+    }
+
+    /// Feeds what decides the history's future answers into `h`: every
+    /// session's marks and entries, and the tombstones (not the clock
+    /// readings, which the protocol model checker keeps constant).
+    #[cfg(test)]
+    pub(crate) fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        let mut ids: Vec<&u64> = self.sessions.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(s) = self.sessions.get(id) else { continue };
+            (id, s.floor, s.max_evicted_id, s.max_id).hash(h);
+            for (rid, state) in s.entries.iter() {
+                rid.hash(h);
+                match state {
+                    State::InProgress => 0u8.hash(h),
+                    State::Completed { reply, .. } => (1u8, reply).hash(h),
+                    State::Acked { .. } => 2u8.hash(h),
+                }
+            }
+        }
+        let mut tombstones: Vec<(&u64, u64)> =
+            self.tombstones.iter().map(|(k, v)| (k, v.0)).collect();
+        tombstones.sort_unstable();
+        tombstones.hash(h);
     }
 
     /// Lengths of the internal queues (tests: they stay bounded).

@@ -35,9 +35,9 @@
 //! # Ok(()) }
 //! ```
 
-mod admit;
+pub(crate) mod admit;
 mod engine;
-mod history;
+pub(crate) mod history;
 mod stats;
 mod tcp;
 mod udp;
