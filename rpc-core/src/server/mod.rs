@@ -35,16 +35,20 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod engine;
 mod history;
 mod stats;
 mod tcp;
 mod udp;
 
+pub use budget::BufferStats;
 pub use engine::{Engine, ReplySink};
 pub use history::{EvictionCounts, History, HistoryConfig, HistorySize};
 pub use stats::ServerStats;
-pub use tcp::{TcpServerConfig, TcpStats};
+pub use tcp::{TcpServerConfig, TcpStats, UNBUDGETED_FRAME};
+
+use budget::ByteBudget;
 
 use crate::service::Service;
 use crate::transport::DatagramSocket;
@@ -84,7 +88,7 @@ pub enum ServerError {
 /// Limits of a server.
 ///
 /// Defaults: `max_concurrent` 1024, `max_pending` 4096, `max_datagram`
-/// 65,000, `history` [`HistoryConfig::default`].
+/// 65,000, `buffer_budget` 256 MiB, `history` [`HistoryConfig::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Handlers running at the same time. Default 1024.
@@ -95,6 +99,14 @@ pub struct ServerConfig {
     /// Largest datagram received or sent; a bigger reply becomes a
     /// RESOURCE_EXHAUSTED reply naming its size and the limit. Default 65,000.
     pub max_datagram: usize,
+    /// Bytes that partly received TCP frames (those over
+    /// [`UNBUDGETED_FRAME`]) may hold, all connections together. A frame
+    /// reserves its length before its body is read and waits, up to its
+    /// frame timeout, when the budget is spent. See [`TcpServerConfig`]
+    /// for what each connection may hold besides. Must be at least every
+    /// TCP door's `max_frame`, and at least 64 KiB. Default 256 MiB
+    /// (sixteen frames of the default 16 MiB limit at once).
+    pub buffer_budget: usize,
     /// The reply history.
     pub history: HistoryConfig,
 }
@@ -105,6 +117,7 @@ impl Default for ServerConfig {
             max_concurrent: 1024,
             max_pending: 4096,
             max_datagram: 65_000,
+            buffer_budget: 256 << 20,
             history: HistoryConfig::default(),
         }
     }
@@ -122,6 +135,14 @@ impl ServerConfig {
             return Err(ServerError::InvalidConfig(format!(
                 "max_datagram must be at least 256 bytes (an error reply must fit), is {}",
                 self.max_datagram
+            )));
+        }
+        if self.buffer_budget < (64 << 10)
+            || self.buffer_budget > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return Err(ServerError::InvalidConfig(format!(
+                "buffer_budget must be at least 64 KiB, is {}",
+                self.buffer_budget
             )));
         }
         if self.history.ttl.is_zero() {
@@ -183,6 +204,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes that partly received TCP frames may hold, all connections
+    /// together (default 256 MiB; see
+    /// [`ServerConfig::buffer_budget`]).
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.config.buffer_budget = bytes;
+        self
+    }
+
     /// Limits of the reply history.
     pub fn history(mut self, history: HistoryConfig) -> Self {
         self.config.history = history;
@@ -215,8 +244,10 @@ impl ServerBuilder {
         self
     }
 
-    fn build(self) -> Result<Arc<Engine>, ServerError> {
+    /// The engine and the buffer budget its doors share.
+    fn build(self) -> Result<(Arc<Engine>, Arc<ByteBudget>), ServerError> {
         self.config.validate()?;
+        let budget = ByteBudget::new(self.config.buffer_budget);
         let mut seen = HashSet::new();
         for s in &self.services {
             if !seen.insert(s.info().full_name) {
@@ -224,11 +255,8 @@ impl ServerBuilder {
             }
         }
         let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
-        Ok(Arc::new(Engine::new(
-            self.config,
-            self.services,
-            incarnation,
-        )))
+        let engine = Arc::new(Engine::new(self.config, self.services, incarnation));
+        Ok((engine, budget))
     }
 
     /// Binds a UDP socket on `addr` and serves on it.
@@ -240,12 +268,12 @@ impl ServerBuilder {
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
-        let engine = self.build()?;
+        let (engine, budget) = self.build()?;
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(ServerError::Bind)?;
         crate::transport::tune_socket(&socket);
-        ServerHandle::start(engine, socket)
+        ServerHandle::start(engine, budget, socket)
     }
 
     /// Serves on `socket` (a UDP socket or the in-memory network's).
@@ -255,8 +283,8 @@ impl ServerBuilder {
     /// [`ServerError::DuplicateService`] when two services share a name,
     /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
     pub async fn serve_on<S: DatagramSocket>(self, socket: S) -> Result<ServerHandle, ServerError> {
-        let engine = self.build()?;
-        ServerHandle::start(engine, socket)
+        let (engine, budget) = self.build()?;
+        ServerHandle::start(engine, budget, socket)
     }
 
     /// Serves over gRPC (HTTP/2) on `addr`; add UDP or TCP doors to the
@@ -270,9 +298,9 @@ impl ServerBuilder {
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
-        let engine = self.build()?;
+        let (engine, budget) = self.build()?;
         let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&engine), addr).await?;
-        Ok(ServerHandle::with_door(engine, local_addr, door))
+        Ok(ServerHandle::with_door(engine, budget, local_addr, door))
     }
 }
 
@@ -295,6 +323,8 @@ fn random_incarnation() -> u64 {
 /// [`ServerHandle::shutdown`] to stop gracefully.
 pub struct ServerHandle {
     engine: Arc<Engine>,
+    /// Shared by the stream doors (TCP, gRPC).
+    budget: Arc<ByteBudget>,
     local_addr: SocketAddr,
     doors: Mutex<Vec<JoinHandle<()>>>,
     tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
@@ -313,11 +343,12 @@ impl fmt::Debug for ServerHandle {
 impl ServerHandle {
     fn start<S: DatagramSocket>(
         engine: Arc<Engine>,
+        budget: Arc<ByteBudget>,
         socket: S,
     ) -> Result<ServerHandle, ServerError> {
         let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
-        Ok(ServerHandle::with_door(engine, local_addr, door))
+        Ok(ServerHandle::with_door(engine, budget, local_addr, door))
     }
 
     /// A handle over `engine` whose first door (a task feeding the engine,
@@ -325,6 +356,7 @@ impl ServerHandle {
     /// Other transports (TCP) start their own first door through this.
     fn with_door(
         engine: Arc<Engine>,
+        budget: Arc<ByteBudget>,
         local_addr: SocketAddr,
         door: JoinHandle<()>,
     ) -> ServerHandle {
@@ -332,6 +364,7 @@ impl ServerHandle {
         tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
         ServerHandle {
             engine,
+            budget,
             local_addr,
             doors: Mutex::new(vec![door]),
             tcp_doors: Mutex::default(),
@@ -393,6 +426,12 @@ impl ServerHandle {
     /// A snapshot of the counters and the history's size.
     pub fn stats(&self) -> ServerStats {
         self.engine.stats()
+    }
+
+    /// The buffer budget of the stream doors: bytes reserved now and at
+    /// most, waits and refusals ([`ServerConfig::buffer_budget`]).
+    pub fn buffer_stats(&self) -> BufferStats {
+        self.budget.stats()
     }
 
     /// The engine, for other transports to feed messages to.
