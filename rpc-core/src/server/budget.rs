@@ -46,7 +46,7 @@ pub struct BufferStats {
     /// Reservations that could not be granted at once and waited (TCP).
     pub waited: u64,
     /// Reservations refused: a TCP connection closed after waiting in
-    /// vain until its frame timeout.
+    /// vain until its frame timeout, a gRPC request refused at once.
     pub refused: u64,
 }
 

@@ -35,7 +35,7 @@
 //! # Ok(()) }
 //! ```
 
-mod budget;
+pub(crate) mod budget;
 mod engine;
 mod history;
 mod stats;
@@ -99,12 +99,15 @@ pub struct ServerConfig {
     /// Largest datagram received or sent; a bigger reply becomes a
     /// RESOURCE_EXHAUSTED reply naming its size and the limit. Default 65,000.
     pub max_datagram: usize,
-    /// Bytes that partly received TCP frames (those over
-    /// [`UNBUDGETED_FRAME`]) may hold, all connections together. A frame
-    /// reserves its length before its body is read and waits, up to its
-    /// frame timeout, when the budget is spent. See [`TcpServerConfig`]
-    /// for what each connection may hold besides. Must be at least every
-    /// TCP door's `max_frame`, and at least 64 KiB. Default 256 MiB
+    /// Bytes that partly received messages of all the stream doors (TCP
+    /// frames over [`UNBUDGETED_FRAME`], gRPC requests over a connection's
+    /// small allowance) may hold together. A TCP frame reserves its length
+    /// before its body is read and waits, up to its frame timeout, when
+    /// the budget is spent; a gRPC request is refused at once with
+    /// RESOURCE_EXHAUSTED. See [`TcpServerConfig`] and the gRPC door's
+    /// `GrpcServerConfig` for what each connection may hold besides. Must
+    /// be at least every door's largest message (a TCP door's `max_frame`,
+    /// the gRPC door's 16 MiB) and at least 64 KiB. Default 256 MiB
     /// (sixteen frames of the default 16 MiB limit at once).
     pub buffer_budget: usize,
     /// The reply history.
@@ -204,8 +207,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Bytes that partly received TCP frames may hold, all connections
-    /// together (default 256 MiB; see
+    /// Bytes that partly received TCP frames and gRPC requests may hold,
+    /// all connections together (default 256 MiB; see
     /// [`ServerConfig::buffer_budget`]).
     pub fn buffer_budget(mut self, bytes: usize) -> Self {
         self.config.buffer_budget = bytes;
@@ -287,20 +290,44 @@ impl ServerBuilder {
         ServerHandle::start(engine, budget, socket)
     }
 
-    /// Serves over gRPC (HTTP/2) on `addr`; add UDP or TCP doors to the
-    /// returned handle. See [`crate::grpc`].
+    /// Serves over gRPC (HTTP/2) on `addr` with the default
+    /// [`GrpcServerConfig`](crate::grpc::server::GrpcServerConfig); add
+    /// UDP or TCP doors to the returned handle. See [`crate::grpc`].
     ///
     /// # Errors
-    /// [`ServerError::Bind`], [`ServerError::LocalAddr`], and the
-    /// configuration errors of [`ServerBuilder::serve_on`].
+    /// As [`ServerBuilder::serve_grpc_with`].
     #[cfg(feature = "grpc")]
     pub async fn serve_grpc(
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
+        self.serve_grpc_with(addr, crate::grpc::server::GrpcServerConfig::default())
+            .await
+    }
+
+    /// Serves over gRPC (HTTP/2) on `addr` with the limits of `config`.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
+    /// [`ServerError::InvalidConfig`] for a limit out of range (or a
+    /// `buffer_budget` under the gRPC message limit), and the other
+    /// configuration errors of [`ServerBuilder::serve_on`].
+    #[cfg(feature = "grpc")]
+    pub async fn serve_grpc_with(
+        self,
+        addr: impl tokio::net::ToSocketAddrs,
+        config: crate::grpc::server::GrpcServerConfig,
+    ) -> Result<ServerHandle, ServerError> {
         let (engine, budget) = self.build()?;
-        let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&engine), addr).await?;
-        Ok(ServerHandle::with_door(engine, budget, local_addr, door))
+        let (local_addr, door, task) =
+            crate::grpc::server::bind(Arc::clone(&engine), &budget, addr, config).await?;
+        let handle = ServerHandle::with_door(engine, budget, local_addr, task);
+        handle
+            .grpc_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
+        Ok(handle)
     }
 }
 
@@ -328,6 +355,8 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     doors: Mutex<Vec<JoinHandle<()>>>,
     tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
+    #[cfg(feature = "grpc")]
+    grpc_doors: Mutex<Vec<Arc<crate::grpc::server::GrpcDoor>>>,
     sweeper: JoinHandle<()>,
 }
 
@@ -368,6 +397,8 @@ impl ServerHandle {
             local_addr,
             doors: Mutex::new(vec![door]),
             tcp_doors: Mutex::default(),
+            #[cfg(feature = "grpc")]
+            grpc_doors: Mutex::default(),
             sweeper,
         }
     }
@@ -398,18 +429,58 @@ impl ServerHandle {
     }
 
     /// Serves the same services, with the same engine and history, over
-    /// gRPC (HTTP/2) on `addr` as well. Returns the bound address.
+    /// gRPC (HTTP/2) on `addr` as well, with the default
+    /// [`GrpcServerConfig`](crate::grpc::server::GrpcServerConfig).
+    /// Returns the bound address.
     ///
     /// # Errors
-    /// [`ServerError::Bind`], [`ServerError::LocalAddr`].
+    /// As [`ServerHandle::serve_grpc_with`].
     #[cfg(feature = "grpc")]
     pub async fn serve_grpc(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<SocketAddr, ServerError> {
-        let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&self.engine), addr).await?;
-        self.add_door(door);
+        self.serve_grpc_with(addr, crate::grpc::server::GrpcServerConfig::default())
+            .await
+    }
+
+    /// Serves the same services, with the same engine, history and buffer
+    /// budget, over gRPC (HTTP/2) on `addr` as well, with the limits of
+    /// `config`. Returns the bound address.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
+    /// [`ServerError::InvalidConfig`].
+    #[cfg(feature = "grpc")]
+    pub async fn serve_grpc_with(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        config: crate::grpc::server::GrpcServerConfig,
+    ) -> Result<SocketAddr, ServerError> {
+        let (local_addr, door, task) =
+            crate::grpc::server::bind(Arc::clone(&self.engine), &self.budget, addr, config).await?;
+        self.add_door(task);
+        self.grpc_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
         Ok(local_addr)
+    }
+
+    /// The counters of the server's gRPC doors, summed (all zero without
+    /// one).
+    #[cfg(feature = "grpc")]
+    pub fn grpc_stats(&self) -> crate::grpc::server::GrpcStats {
+        let mut stats = crate::grpc::server::GrpcStats::default();
+        for door in self
+            .grpc_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            door.add_to(&mut stats);
+        }
+        stats
     }
 
     /// The address of the first socket the server serves on.
