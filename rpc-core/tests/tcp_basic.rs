@@ -146,8 +146,10 @@ async fn oversized_messages_are_refused_on_both_sides() {
             "{e:?}"
         );
         assert!(!e.may_have_run());
-        // Server side: a client with a larger limit gets RESOURCE_EXHAUSTED,
-        // the request does not run, the connection stays usable.
+        // Server side: a client with a larger limit gets RESOURCE_EXHAUSTED
+        // (its header came with the length prefix), the request does not
+        // run, and the connection is closed at once rather than kept open
+        // while the server reads a body it refuses.
         let mut cc = TcpConfig::default();
         cc.max_frame = 1 << 20;
         let big = TcpChannel::connect_with(server.local_addr(), cc)
@@ -172,8 +174,8 @@ async fn oversized_messages_are_refused_on_both_sides() {
         assert_eq!(u64_of(&r.unwrap()), 1);
         assert_eq!(
             big.link_stats().connects,
-            1,
-            "the stream was resynchronised, not reconnected"
+            2,
+            "the server closed the connection; the next call reconnected"
         );
         // A reply over the server's limit becomes RESOURCE_EXHAUSTED.
         let r = call(

@@ -8,18 +8,50 @@
 //! method by name in the [`ServiceInfo`]. A request's path
 //! `/<package>.<Service>/<Method>` selects the route; an unknown service or
 //! method gets UNIMPLEMENTED.
+//!
+//! # Memory a stranger can make the door hold
+//! Limits ([`GrpcServerConfig`]): connections (more are closed as soon as
+//! they are accepted), HTTP/2 streams per connection, flow-control windows
+//! (no adaptive growth), header list size, message size
+//! ([`MAX_MESSAGE_LEN`]: tonic refuses a longer one from its 5-byte prefix,
+//! before buffering it), and the time a request may take to arrive whole
+//! (`receive_timeout`, from its headers to its end).
+//!
+//! A request body reaches tonic (which buffers a message until it is whole)
+//! through a counting wrapper that reads each message's length prefix
+//! first. A message of at most [`CONNECTION_ALLOWANCE`] bytes is taken
+//! from its connection's allowance of that many bytes; a larger one (or
+//! one that does not fit in what is left of the allowance) reserves its
+//! length from the server-wide buffer budget
+//! ([`ServerConfig::buffer_budget`], shared with the TCP doors) and, when
+//! the budget is spent, the request is refused at once with
+//! RESOURCE_EXHAUSTED (HTTP/2 can refuse one stream without closing the
+//! connection, and holding the chunk while waiting would itself cost
+//! memory). What a message holds is given back once it has passed whole
+//! to tonic, or when the request ends in any way.
+//!
+//! So partly received requests hold at most `buffer_budget` + per
+//! connection `CONNECTION_ALLOWANCE` + `connection_window` (data HTTP/2
+//! has received but tonic not read yet) + `max_concurrent_streams` × 16 KiB
+//! (header lists), times `max_connections`. With the defaults: budget +
+//! 1,000 × (64 KiB + 1 MiB + 100 × 16 KiB) ≈ budget + 2.6 GiB in the worst
+//! case (every connection open with every stream carrying full headers
+//! and a full window unread); lower `max_connections` for a tighter bound.
+//!
+//! [`ServerConfig::buffer_budget`]: crate::server::ServerConfig::buffer_budget
 
 use super::codec::BytesCodec;
 use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::server::budget::{ByteBudget, Reservation};
 use crate::server::{Engine, ReplySink, ServerError};
 use crate::service::{CallContext, MethodInfo, Service, ServiceInfo, TransportKind};
 use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use prost::Message;
@@ -29,11 +61,13 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -41,6 +75,137 @@ use tower::util::BoxCloneSyncService;
 
 /// Largest gRPC message the door takes or sends (16 MiB).
 pub const MAX_MESSAGE_LEN: usize = 16 << 20;
+
+/// Bytes of request messages each connection may hold without reserving
+/// from the server's buffer budget (64 KiB, as a TCP connection's read
+/// buffer): small calls keep working while large messages have spent the
+/// budget.
+pub const CONNECTION_ALLOWANCE: usize = 64 << 10;
+
+/// Largest header list (all the headers of one request) taken: 16 KiB.
+pub const MAX_HEADER_LIST: u32 = 16 << 10;
+
+/// Limits of a gRPC door.
+///
+/// Defaults: `max_connections` 1,000, `max_concurrent_streams` 100,
+/// `stream_window` 1 MiB, `connection_window` 1 MiB, `receive_timeout`
+/// 30 s. See the module's documentation for the memory they bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrpcServerConfig {
+    /// Connections open at the same time; more are closed as soon as they
+    /// are accepted (and counted). Default 1,000.
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) open at the same time on one connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS); a client queues more. Default
+    /// 100 (what gRPC asks a server to allow at least).
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of each stream: request bytes a client
+    /// may send on one call ahead of the server reading them. Default
+    /// 1 MiB; between 65,535 and 2^31 - 1.
+    pub stream_window: u32,
+    /// HTTP/2 flow-control window of the connection, all its streams
+    /// together. Default 1 MiB; between 65,535 and 2^31 - 1.
+    pub connection_window: u32,
+    /// Longest time a request may take to arrive whole, from its headers
+    /// to the end of its body; it is refused with RESOURCE_EXHAUSTED
+    /// then. Default 30 s; must be positive.
+    pub receive_timeout: Duration,
+}
+
+impl Default for GrpcServerConfig {
+    fn default() -> Self {
+        GrpcServerConfig {
+            max_connections: 1_000,
+            max_concurrent_streams: 100,
+            stream_window: 1 << 20,
+            connection_window: 1 << 20,
+            receive_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl GrpcServerConfig {
+    /// The same limits with another receive timeout.
+    pub fn with_receive_timeout(mut self, receive_timeout: Duration) -> Self {
+        self.receive_timeout = receive_timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self, budget: usize) -> Result<(), ServerError> {
+        let bad = |what: String| Err(ServerError::InvalidConfig(what));
+        if budget < MAX_MESSAGE_LEN {
+            return bad(format!(
+                "the server's buffer_budget ({budget}) must be at least the gRPC message limit ({MAX_MESSAGE_LEN})"
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
+            return bad(format!(
+                "max_connections must be at least 1, is {}",
+                self.max_connections
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return bad("max_concurrent_streams must be at least 1".into());
+        }
+        let window = 65_535..=(i32::MAX.unsigned_abs());
+        if !window.contains(&self.stream_window) || !window.contains(&self.connection_window) {
+            return bad(format!(
+                "stream_window and connection_window must be between 65,535 and 2^31 - 1, are {} and {}",
+                self.stream_window, self.connection_window
+            ));
+        }
+        if self.receive_timeout.is_zero() {
+            return bad("receive_timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a server's gRPC doors (all of them together), from
+/// [`ServerHandle::grpc_stats`](crate::server::ServerHandle::grpc_stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrpcStats {
+    /// Connections accepted and served.
+    pub connections_accepted: u64,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Connections open now.
+    pub connections_open: usize,
+    /// Requests refused with RESOURCE_EXHAUSTED because a message needed
+    /// buffer budget and none was left.
+    pub refused_no_budget: u64,
+    /// Requests refused with RESOURCE_EXHAUSTED because they did not
+    /// arrive whole within `receive_timeout`.
+    pub receive_timeouts: u64,
+}
+
+/// One gRPC listener of a server: its limits and counters.
+#[derive(Debug)]
+pub(crate) struct GrpcDoor {
+    config: GrpcServerConfig,
+    budget: Arc<ByteBudget>,
+    /// `rpc-incarnation` of the door's own refusals, as on every response.
+    incarnation: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    open: AtomicUsize,
+    no_budget: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+impl GrpcDoor {
+    /// Adds this door's counters to `s`.
+    pub(crate) fn add_to(&self, s: &mut GrpcStats) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        s.connections_accepted += get(&self.accepted);
+        s.connections_refused += get(&self.refused);
+        s.connections_open += self.open.load(Ordering::Relaxed);
+        s.refused_no_budget += get(&self.no_budget);
+        s.receive_timeouts += get(&self.timeouts);
+    }
+}
 
 /// How one service is reached over gRPC: a tower service from HTTP/2
 /// requests to responses (a generated tonic server, boxed).
@@ -428,11 +593,14 @@ impl tower::Service<http::Request<Body>> for GenericRoute {
 #[derive(Clone)]
 struct Router {
     routes: Arc<HashMap<&'static str, Route>>,
+    door: Arc<GrpcDoor>,
     peer: Option<SocketAddr>,
+    /// The connection's allowance: bytes its requests hold without budget.
+    allowance: Arc<AtomicUsize>,
 }
 
 impl Router {
-    fn new(engine: &Arc<Engine>) -> Router {
+    fn new(engine: &Arc<Engine>, door: Arc<GrpcDoor>) -> Router {
         let routes = engine
             .services()
             .map(|service| {
@@ -445,7 +613,18 @@ impl Router {
             .collect();
         Router {
             routes: Arc::new(routes),
+            door,
             peer: None,
+            allowance: Arc::default(),
+        }
+    }
+
+    /// The router of one new connection (with its own allowance).
+    fn for_connection(&self, peer: SocketAddr) -> Router {
+        Router {
+            peer: Some(peer),
+            allowance: Arc::default(),
+            ..self.clone()
         }
     }
 }
@@ -460,7 +639,23 @@ impl tower::Service<http::Request<Incoming>> for Router {
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
+        let deadline = tokio::time::Instant::now() + self.door.config.receive_timeout;
+        let mut request = request.map(|body| {
+            Body::new(Counted {
+                inner: body,
+                door: Arc::clone(&self.door),
+                allowance: Arc::clone(&self.allowance),
+                peer: self.peer,
+                deadline,
+                timer: None,
+                prefix: [0; 5],
+                prefix_len: 0,
+                len: 0,
+                left: 0,
+                hold: Hold::Nothing,
+                failed: false,
+            })
+        });
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(PeerAddr(peer));
         }
@@ -481,37 +676,281 @@ impl tower::Service<http::Request<Incoming>> for Router {
     }
 }
 
-/// Binds `addr` and starts the gRPC door of `engine` in a task. Aborting
-/// the task closes the listener and every connection.
+/// What the message being received holds; given back on drop.
+enum Hold {
+    Nothing,
+    /// Bytes of the connection's allowance.
+    Allowance(#[allow(dead_code)] Allowance),
+    /// Bytes of the server's budget.
+    Budget(#[allow(dead_code)] Reservation),
+}
+
+/// Bytes taken from a connection's allowance, given back on drop.
+struct Allowance {
+    counter: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Allowance {
+    /// `bytes` of `counter`'s [`CONNECTION_ALLOWANCE`], if that many are
+    /// left.
+    fn take(counter: &Arc<AtomicUsize>, bytes: usize) -> Option<Allowance> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|&total| total <= CONNECTION_ALLOWANCE)
+            })
+            .ok()?;
+        Some(Allowance {
+            counter: Arc::clone(counter),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Allowance {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A request body on its way to tonic: every message's length is read
+/// from its 5-byte prefix and covered (connection allowance or buffer
+/// budget) before its bytes are passed on, and the whole body must arrive
+/// by `deadline`.
+struct Counted {
+    inner: Incoming,
+    door: Arc<GrpcDoor>,
+    allowance: Arc<AtomicUsize>,
+    peer: Option<SocketAddr>,
+    deadline: tokio::time::Instant,
+    /// Made the first time the body is not all there.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The prefix of the next message, as far as it came.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message: all, and still to come.
+    len: usize,
+    left: usize,
+    hold: Hold,
+    /// An error was returned: the body ends.
+    failed: bool,
+}
+
+impl Counted {
+    /// Walks `data` (the next bytes of the body) through the messages'
+    /// prefixes and bodies, covering each message as its prefix completes.
+    /// Each turn consumes at least one byte of `data`.
+    fn account(&mut self, mut data: &[u8]) -> Result<(), tonic::Status> {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                if self.left == 0 {
+                    // Passed on whole: tonic decodes it now.
+                    self.hold = Hold::Nothing;
+                } else if let Hold::Budget(r) = &mut self.hold {
+                    r.set_filled(self.len - self.left);
+                }
+                continue;
+            }
+            let n = (self.prefix.len() - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[..n]);
+            self.prefix_len += n;
+            data = &data[n..];
+            if self.prefix_len == self.prefix.len() {
+                self.prefix_len = 0;
+                let p = self.prefix;
+                let len = usize::try_from(u32::from_be_bytes([p[1], p[2], p[3], p[4]]))
+                    .unwrap_or(usize::MAX);
+                self.cover(len)?;
+                (self.len, self.left) = (len, len);
+            }
+        }
+        Ok(())
+    }
+
+    /// Covers a message of `len` bytes: from the connection's allowance if
+    /// it fits, from the budget otherwise, or refuses it.
+    fn cover(&mut self, len: usize) -> Result<(), tonic::Status> {
+        self.hold = Hold::Nothing;
+        if len == 0 || len > MAX_MESSAGE_LEN {
+            // Nothing to buffer, or tonic refuses it from its prefix.
+            return Ok(());
+        }
+        if len <= CONNECTION_ALLOWANCE {
+            if let Some(a) = Allowance::take(&self.allowance, len) {
+                self.hold = Hold::Allowance(a);
+                return Ok(());
+            }
+        }
+        match self.door.budget.try_reserve(len) {
+            Some(r) => {
+                self.hold = Hold::Budget(r);
+                Ok(())
+            }
+            None => {
+                self.door.budget.count_refused();
+                self.door.no_budget.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    peer = ?self.peer,
+                    len,
+                    budget = self.door.budget.limit(),
+                    "no buffer budget for a grpc request; refused"
+                );
+                Err(tonic::Status::resource_exhausted(format!(
+                    "server busy: no room to receive a message of {len} bytes now"
+                )))
+            }
+        }
+    }
+
+    /// Ends the body with `status` (tonic answers the call with it).
+    fn fail(
+        &mut self,
+        mut status: tonic::Status,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        status
+            .metadata_mut()
+            .insert(md::INCARNATION, self.door.incarnation.clone());
+        self.failed = true;
+        self.hold = Hold::Nothing;
+        self.timer = None;
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if let Err(status) = this.account(data) {
+                        return this.fail(status);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.hold = Hold::Nothing;
+                this.timer = None;
+                Poll::Ready(Some(Err(tonic::Status::from_error(Box::new(error)))))
+            }
+            Poll::Ready(None) => {
+                this.hold = Hold::Nothing;
+                this.timer = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.door.timeouts.fetch_add(1, Ordering::Relaxed);
+                let timeout = this.door.config.receive_timeout;
+                tracing::debug!(peer = ?this.peer, ?timeout, "grpc request not received in time; refused");
+                this.fail(tonic::Status::resource_exhausted(format!(
+                    "request not received whole within {timeout:?}"
+                )))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Binds `addr` and starts a gRPC door of `engine` in a task. Aborting the
+/// task closes the listener and every connection.
 pub(crate) async fn bind(
     engine: Arc<Engine>,
+    budget: &Arc<ByteBudget>,
     addr: impl tokio::net::ToSocketAddrs,
-) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
+    config: GrpcServerConfig,
+) -> Result<(SocketAddr, Arc<GrpcDoor>, JoinHandle<()>), ServerError> {
+    config.validate(budget.limit())?;
     let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
-    let router = Router::new(&engine);
+    let door = Arc::new(GrpcDoor {
+        config,
+        budget: Arc::clone(budget),
+        incarnation: tonic::metadata::MetadataValue::from(engine.incarnation()),
+        accepted: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        open: AtomicUsize::new(0),
+        no_budget: AtomicU64::new(0),
+        timeouts: AtomicU64::new(0),
+    });
+    let router = Router::new(&engine, Arc::clone(&door));
     tracing::debug!(%local_addr, services = router.routes.len(), "grpc door open");
-    Ok((local_addr, tokio::spawn(accept_loop(listener, router))))
+    let task = tokio::spawn(accept_loop(listener, router));
+    Ok((local_addr, door, task))
+}
+
+/// Counts an open connection.
+struct Open(Arc<GrpcDoor>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn accept_loop(listener: TcpListener, router: Router) {
+    let door = Arc::clone(&router.door);
+    let config = &door.config;
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .max_frame_size(1 << 20)
+        .adaptive_window(false)
+        .initial_stream_window_size(config.stream_window)
+        .initial_connection_window_size(config.connection_window)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(MAX_HEADER_LIST);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        door.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, limit = config.max_connections, "grpc connection refused: too many open");
+                        drop(tcp);
+                        continue;
+                    };
+                    door.accepted.fetch_add(1, Ordering::Relaxed);
+                    door.open.fetch_add(1, Ordering::AcqRel);
+                    let open = Open(Arc::clone(&door));
                     if let Err(error) = tcp.set_nodelay(true) {
                         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
-                    let service = TowerToHyperService::new(Router { peer: Some(peer), ..router.clone() });
+                    let service = TowerToHyperService::new(router.for_connection(peer));
+                    let served = http2.serve_connection(TokioIo::new(tcp), service);
                     connections.spawn(async move {
-                        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .max_frame_size(1 << 20)
-                            .serve_connection(TokioIo::new(tcp), service)
-                            .await;
-                        if let Err(error) = served {
+                        if let Err(error) = served.await {
                             tracing::debug!(%peer, %error, "grpc connection ended with an error");
                         }
+                        drop((slot, open));
                     });
                 }
                 Err(error) => {

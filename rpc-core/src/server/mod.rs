@@ -36,16 +36,20 @@
 //! ```
 
 pub(crate) mod admit;
+pub(crate) mod budget;
 mod engine;
 pub(crate) mod history;
 mod stats;
 mod tcp;
 mod udp;
 
+pub use budget::BufferStats;
 pub use engine::{Engine, ReplySink};
 pub use history::{EvictionCounts, History, HistoryConfig, HistorySize};
 pub use stats::ServerStats;
-pub use tcp::{TcpServerConfig, TcpStats};
+pub use tcp::{TcpServerConfig, TcpStats, UNBUDGETED_FRAME};
+
+use budget::ByteBudget;
 
 use crate::service::Service;
 use crate::transport::DatagramSocket;
@@ -85,7 +89,7 @@ pub enum ServerError {
 /// Limits of a server.
 ///
 /// Defaults: `max_concurrent` 1024, `max_pending` 4096, `max_datagram`
-/// 65,000, `history` [`HistoryConfig::default`].
+/// 65,000, `buffer_budget` 256 MiB, `history` [`HistoryConfig::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Handlers running at the same time. Default 1024.
@@ -96,6 +100,17 @@ pub struct ServerConfig {
     /// Largest datagram received or sent; a bigger reply becomes a
     /// RESOURCE_EXHAUSTED reply naming its size and the limit. Default 65,000.
     pub max_datagram: usize,
+    /// Bytes that partly received messages of all the stream doors (TCP
+    /// frames over [`UNBUDGETED_FRAME`], gRPC requests over a connection's
+    /// small allowance) may hold together. A TCP frame reserves its length
+    /// before its body is read and waits, up to its frame timeout, when
+    /// the budget is spent; a gRPC request is refused at once with
+    /// RESOURCE_EXHAUSTED. See [`TcpServerConfig`] and the gRPC door's
+    /// `GrpcServerConfig` for what each connection may hold besides. Must
+    /// be at least every door's largest message (a TCP door's `max_frame`,
+    /// the gRPC door's 16 MiB) and at least 64 KiB. Default 256 MiB
+    /// (sixteen frames of the default 16 MiB limit at once).
+    pub buffer_budget: usize,
     /// The reply history.
     pub history: HistoryConfig,
 }
@@ -106,6 +121,7 @@ impl Default for ServerConfig {
             max_concurrent: 1024,
             max_pending: 4096,
             max_datagram: 65_000,
+            buffer_budget: 256 << 20,
             history: HistoryConfig::default(),
         }
     }
@@ -123,6 +139,14 @@ impl ServerConfig {
             return Err(ServerError::InvalidConfig(format!(
                 "max_datagram must be at least 256 bytes (an error reply must fit), is {}",
                 self.max_datagram
+            )));
+        }
+        if self.buffer_budget < (64 << 10)
+            || self.buffer_budget > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return Err(ServerError::InvalidConfig(format!(
+                "buffer_budget must be at least 64 KiB, is {}",
+                self.buffer_budget
             )));
         }
         if self.history.ttl.is_zero() {
@@ -184,6 +208,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes that partly received TCP frames and gRPC requests may hold,
+    /// all connections together (default 256 MiB; see
+    /// [`ServerConfig::buffer_budget`]).
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.config.buffer_budget = bytes;
+        self
+    }
+
     /// Limits of the reply history.
     pub fn history(mut self, history: HistoryConfig) -> Self {
         self.config.history = history;
@@ -216,8 +248,10 @@ impl ServerBuilder {
         self
     }
 
-    fn build(self) -> Result<Arc<Engine>, ServerError> {
+    /// The engine and the buffer budget its doors share.
+    fn build(self) -> Result<(Arc<Engine>, Arc<ByteBudget>), ServerError> {
         self.config.validate()?;
+        let budget = ByteBudget::new(self.config.buffer_budget);
         let mut seen = HashSet::new();
         for s in &self.services {
             if !seen.insert(s.info().full_name) {
@@ -225,11 +259,8 @@ impl ServerBuilder {
             }
         }
         let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
-        Ok(Arc::new(Engine::new(
-            self.config,
-            self.services,
-            incarnation,
-        )))
+        let engine = Arc::new(Engine::new(self.config, self.services, incarnation));
+        Ok((engine, budget))
     }
 
     /// Binds a UDP socket on `addr` and serves on it.
@@ -241,12 +272,12 @@ impl ServerBuilder {
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
-        let engine = self.build()?;
+        let (engine, budget) = self.build()?;
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(ServerError::Bind)?;
         crate::transport::tune_socket(&socket);
-        ServerHandle::start(engine, socket)
+        ServerHandle::start(engine, budget, socket)
     }
 
     /// Serves on `socket` (a UDP socket or the in-memory network's).
@@ -256,24 +287,48 @@ impl ServerBuilder {
     /// [`ServerError::DuplicateService`] when two services share a name,
     /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
     pub async fn serve_on<S: DatagramSocket>(self, socket: S) -> Result<ServerHandle, ServerError> {
-        let engine = self.build()?;
-        ServerHandle::start(engine, socket)
+        let (engine, budget) = self.build()?;
+        ServerHandle::start(engine, budget, socket)
     }
 
-    /// Serves over gRPC (HTTP/2) on `addr`; add UDP or TCP doors to the
-    /// returned handle. See [`crate::grpc`].
+    /// Serves over gRPC (HTTP/2) on `addr` with the default
+    /// [`GrpcServerConfig`](crate::grpc::server::GrpcServerConfig); add
+    /// UDP or TCP doors to the returned handle. See [`crate::grpc`].
     ///
     /// # Errors
-    /// [`ServerError::Bind`], [`ServerError::LocalAddr`], and the
-    /// configuration errors of [`ServerBuilder::serve_on`].
+    /// As [`ServerBuilder::serve_grpc_with`].
     #[cfg(feature = "grpc")]
     pub async fn serve_grpc(
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
-        let engine = self.build()?;
-        let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&engine), addr).await?;
-        Ok(ServerHandle::with_door(engine, local_addr, door))
+        self.serve_grpc_with(addr, crate::grpc::server::GrpcServerConfig::default())
+            .await
+    }
+
+    /// Serves over gRPC (HTTP/2) on `addr` with the limits of `config`.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
+    /// [`ServerError::InvalidConfig`] for a limit out of range (or a
+    /// `buffer_budget` under the gRPC message limit), and the other
+    /// configuration errors of [`ServerBuilder::serve_on`].
+    #[cfg(feature = "grpc")]
+    pub async fn serve_grpc_with(
+        self,
+        addr: impl tokio::net::ToSocketAddrs,
+        config: crate::grpc::server::GrpcServerConfig,
+    ) -> Result<ServerHandle, ServerError> {
+        let (engine, budget) = self.build()?;
+        let (local_addr, door, task) =
+            crate::grpc::server::bind(Arc::clone(&engine), &budget, addr, config).await?;
+        let handle = ServerHandle::with_door(engine, budget, local_addr, task);
+        handle
+            .grpc_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
+        Ok(handle)
     }
 }
 
@@ -296,9 +351,13 @@ fn random_incarnation() -> u64 {
 /// [`ServerHandle::shutdown`] to stop gracefully.
 pub struct ServerHandle {
     engine: Arc<Engine>,
+    /// Shared by the stream doors (TCP, gRPC).
+    budget: Arc<ByteBudget>,
     local_addr: SocketAddr,
     doors: Mutex<Vec<JoinHandle<()>>>,
     tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
+    #[cfg(feature = "grpc")]
+    grpc_doors: Mutex<Vec<Arc<crate::grpc::server::GrpcDoor>>>,
     sweeper: JoinHandle<()>,
 }
 
@@ -314,11 +373,12 @@ impl fmt::Debug for ServerHandle {
 impl ServerHandle {
     fn start<S: DatagramSocket>(
         engine: Arc<Engine>,
+        budget: Arc<ByteBudget>,
         socket: S,
     ) -> Result<ServerHandle, ServerError> {
         let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
-        Ok(ServerHandle::with_door(engine, local_addr, door))
+        Ok(ServerHandle::with_door(engine, budget, local_addr, door))
     }
 
     /// A handle over `engine` whose first door (a task feeding the engine,
@@ -326,6 +386,7 @@ impl ServerHandle {
     /// Other transports (TCP) start their own first door through this.
     fn with_door(
         engine: Arc<Engine>,
+        budget: Arc<ByteBudget>,
         local_addr: SocketAddr,
         door: JoinHandle<()>,
     ) -> ServerHandle {
@@ -333,9 +394,12 @@ impl ServerHandle {
         tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
         ServerHandle {
             engine,
+            budget,
             local_addr,
             doors: Mutex::new(vec![door]),
             tcp_doors: Mutex::default(),
+            #[cfg(feature = "grpc")]
+            grpc_doors: Mutex::default(),
             sweeper,
         }
     }
@@ -366,18 +430,58 @@ impl ServerHandle {
     }
 
     /// Serves the same services, with the same engine and history, over
-    /// gRPC (HTTP/2) on `addr` as well. Returns the bound address.
+    /// gRPC (HTTP/2) on `addr` as well, with the default
+    /// [`GrpcServerConfig`](crate::grpc::server::GrpcServerConfig).
+    /// Returns the bound address.
     ///
     /// # Errors
-    /// [`ServerError::Bind`], [`ServerError::LocalAddr`].
+    /// As [`ServerHandle::serve_grpc_with`].
     #[cfg(feature = "grpc")]
     pub async fn serve_grpc(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<SocketAddr, ServerError> {
-        let (local_addr, door) = crate::grpc::server::bind(Arc::clone(&self.engine), addr).await?;
-        self.add_door(door);
+        self.serve_grpc_with(addr, crate::grpc::server::GrpcServerConfig::default())
+            .await
+    }
+
+    /// Serves the same services, with the same engine, history and buffer
+    /// budget, over gRPC (HTTP/2) on `addr` as well, with the limits of
+    /// `config`. Returns the bound address.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
+    /// [`ServerError::InvalidConfig`].
+    #[cfg(feature = "grpc")]
+    pub async fn serve_grpc_with(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        config: crate::grpc::server::GrpcServerConfig,
+    ) -> Result<SocketAddr, ServerError> {
+        let (local_addr, door, task) =
+            crate::grpc::server::bind(Arc::clone(&self.engine), &self.budget, addr, config).await?;
+        self.add_door(task);
+        self.grpc_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
         Ok(local_addr)
+    }
+
+    /// The counters of the server's gRPC doors, summed (all zero without
+    /// one).
+    #[cfg(feature = "grpc")]
+    pub fn grpc_stats(&self) -> crate::grpc::server::GrpcStats {
+        let mut stats = crate::grpc::server::GrpcStats::default();
+        for door in self
+            .grpc_doors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            door.add_to(&mut stats);
+        }
+        stats
     }
 
     /// The address of the first socket the server serves on.
@@ -394,6 +498,12 @@ impl ServerHandle {
     /// A snapshot of the counters and the history's size.
     pub fn stats(&self) -> ServerStats {
         self.engine.stats()
+    }
+
+    /// The buffer budget of the stream doors: bytes reserved now and at
+    /// most, waits and refusals ([`ServerConfig::buffer_budget`]).
+    pub fn buffer_stats(&self) -> BufferStats {
+        self.budget.stats()
     }
 
     /// The engine, for other transports to feed messages to.

@@ -11,13 +11,34 @@
 //! its last write and writes them in one call. A slow reader of replies
 //! slows its own connection down (the queue is bounded), nobody else's.
 //!
-//! Limits ([`TcpServerConfig`]): frame size (a bigger request is skipped
-//! and answered with RESOURCE_EXHAUSTED when its header names it; an
-//! absurd length closes the connection), number of connections (more are
-//! closed at once), idle timeout, TLS handshake timeout. Graceful shutdown
-//! ([`ServerHandle::shutdown`]) stops accepting, lets running handlers
-//! finish and their replies be written, then closes every connection.
+//! Limits ([`TcpServerConfig`]): frame size (a length prefix over it
+//! closes the connection at once, after answering RESOURCE_EXHAUSTED when
+//! the bytes that came with the prefix name a request), number of
+//! connections (more are closed at once), idle timeout, TLS handshake
+//! timeout, frame timeout (a frame must arrive whole within it). Graceful
+//! shutdown ([`ServerHandle::shutdown`]) stops accepting, lets running
+//! handlers finish and their replies be written, then closes every
+//! connection.
+//!
+//! # Memory a stranger can make the server hold
+//! A frame is read into the connection's buffer until it is whole. Frames
+//! of up to [`UNBUDGETED_FRAME`] bytes (prefix included) are read into the
+//! connection's read buffer as they come (a connection holds at most that
+//! much of them); a larger frame first reserves its announced length from
+//! the server-wide budget ([`ServerConfig::buffer_budget`]) and only then is
+//! its body read, each read bounded by what is still missing of it. When
+//! the budget is spent, the connection stops reading (TCP flow control
+//! holds the sender back) and waits, first come first served, for bytes to
+//! be given back; if its frame's timeout passes first, it is closed and
+//! counted ([`TcpStats::closed_no_budget`]). The reservation is given back
+//! when the frame is handed to the engine or the connection closes, for
+//! whatever reason. So partly received frames hold at most
+//! `buffer_budget + max_connections × UNBUDGETED_FRAME` bytes, whatever
+//! the peers do, and a frame holds its bytes for at most `frame_timeout`.
+//!
+//! [`ServerConfig::buffer_budget`]: super::ServerConfig::buffer_budget
 
+use super::budget::{ByteBudget, Reservation};
 use super::engine::{Engine, ReplySink};
 use super::stats::bump;
 use super::{ServerBuilder, ServerError, ServerHandle};
@@ -25,8 +46,10 @@ use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::service::TransportKind;
 use crate::status::Status;
 use crate::transport::tcp::{
-    write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME,
+    peek_header, write_loop, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME, HEAD_KEEP,
+    PREFIX_LEN, READ_CHUNK, SKIP_FACTOR,
 };
+use bytes::Bytes;
 use prost::Message;
 use std::fmt;
 use std::io;
@@ -46,16 +69,30 @@ const OUTBOX_HIGH_WATER: usize = 1 << 20;
 /// How long a closing connection may take to write its queued replies.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Frames of at most this many bytes, length prefix included, are read
+/// without a reservation from the server's buffer budget: they fit in the
+/// connection's read buffer (64 KiB). Larger ones reserve their length
+/// first (see the module's documentation).
+pub const UNBUDGETED_FRAME: usize = READ_CHUNK;
+
 /// Limits of a TCP door.
 ///
 /// Defaults: `max_frame` 16 MiB, `max_connections` 10,000, `idle_timeout`
-/// 5 minutes, `handshake_timeout` 10 s, no TLS.
+/// 5 minutes, `handshake_timeout` 10 s, `frame_timeout` 30 s, no TLS.
+///
+/// The bytes that partly received frames hold are bounded by the server's
+/// [`buffer_budget`](super::ServerConfig::buffer_budget) plus
+/// `max_connections` × [`UNBUDGETED_FRAME`] (see the module's
+/// documentation).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TcpServerConfig {
-    /// Largest frame (one envelope) received or sent. A bigger request is
-    /// refused with RESOURCE_EXHAUSTED (it does not run); a bigger reply
-    /// becomes a RESOURCE_EXHAUSTED reply. Default 16 MiB; at least 256.
+    /// Largest frame (one envelope) received or sent. A length prefix over
+    /// it closes the connection at once (the request does not run; when
+    /// the bytes that came with the prefix name it, it is answered with
+    /// RESOURCE_EXHAUSTED first); a bigger reply becomes a
+    /// RESOURCE_EXHAUSTED reply. Default 16 MiB; at least 256, at most the
+    /// server's [`buffer_budget`](super::ServerConfig::buffer_budget).
     pub max_frame: usize,
     /// Connections open at the same time; more are closed as soon as they
     /// are accepted (and counted). Default 10,000.
@@ -66,6 +103,13 @@ pub struct TcpServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Longest TLS handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Longest time a frame may take to arrive, from its first byte to its
+    /// last (any wait for buffer budget included); a connection whose
+    /// frame is still incomplete then is closed (counted in
+    /// [`TcpStats::closed_frame_timeout`], or
+    /// [`TcpStats::closed_no_budget`] when it was waiting for budget).
+    /// Default 30 s; must be positive.
+    pub frame_timeout: Duration,
     /// Serve TLS instead of plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::TlsServerConfig>,
@@ -78,6 +122,7 @@ impl Default for TcpServerConfig {
             max_connections: 10_000,
             idle_timeout: Some(Duration::from_secs(300)),
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -92,7 +137,24 @@ impl TcpServerConfig {
         self
     }
 
-    fn validate(&self) -> Result<(), ServerError> {
+    /// The same limits with another frame timeout.
+    pub fn with_frame_timeout(mut self, frame_timeout: Duration) -> Self {
+        self.frame_timeout = frame_timeout;
+        self
+    }
+
+    fn validate(&self, budget: usize) -> Result<(), ServerError> {
+        if self.max_frame > budget {
+            return Err(ServerError::InvalidConfig(format!(
+                "max_frame ({}) must not exceed the server's buffer_budget ({budget}): such a frame could never be read",
+                self.max_frame
+            )));
+        }
+        if self.frame_timeout.is_zero() {
+            return Err(ServerError::InvalidConfig(
+                "frame_timeout must be positive".into(),
+            ));
+        }
         if self.max_frame < 256 || u32::try_from(self.max_frame).is_err() {
             return Err(ServerError::InvalidConfig(format!(
                 "max_frame must be between 256 bytes and u32::MAX, is {}",
@@ -132,15 +194,25 @@ pub struct TcpStats {
     pub handshake_failures: u64,
     /// Frames received (within the limit).
     pub frames_received: u64,
-    /// Frames over `max_frame` skipped (also in the engine's
-    /// `too_large_requests`).
+    /// Connections closed because a frame's length prefix was over
+    /// `max_frame` (also in the engine's `too_large_requests`).
     pub oversized_frames: u64,
-    /// Connections closed because the peer announced a length far beyond
-    /// the limit (also in the engine's `too_large_requests`).
+    /// Of `oversized_frames`, those whose length was more than four times
+    /// `max_frame` (rather garbage than a request: a port scan, TLS spoken
+    /// to a plain port, ...).
     pub absurd_lengths: u64,
     /// Connections closed because of a read error or a stream cut inside a
     /// frame.
     pub read_errors: u64,
+    /// Connections closed because a frame did not arrive whole within
+    /// `frame_timeout` (after it got its buffer budget, if it needed any).
+    pub closed_frame_timeout: u64,
+    /// Connections closed because their frame waited for buffer budget
+    /// until its `frame_timeout` passed.
+    pub closed_no_budget: u64,
+    /// Frames that had to wait for buffer budget (whether they got it or
+    /// not).
+    pub budget_waits: u64,
     /// Frames queued for sending.
     pub frames_sent: u64,
     /// Write calls (each carries every frame queued since the last one).
@@ -159,6 +231,9 @@ struct DoorCounters {
     oversized: AtomicU64,
     absurd: AtomicU64,
     read_errors: AtomicU64,
+    frame_timeouts: AtomicU64,
+    no_budget: AtomicU64,
+    budget_waits: AtomicU64,
     accept_errors: AtomicU64,
     write: WriteCounters,
 }
@@ -167,6 +242,8 @@ struct DoorCounters {
 pub(crate) struct TcpDoor {
     local_addr: SocketAddr,
     config: TcpServerConfig,
+    /// The server's, shared with its other doors.
+    budget: Arc<ByteBudget>,
     counters: DoorCounters,
     open: AtomicUsize,
     closed: Notify,
@@ -195,6 +272,9 @@ impl TcpDoor {
         s.oversized_frames += get(&c.oversized);
         s.absurd_lengths += get(&c.absurd);
         s.read_errors += get(&c.read_errors);
+        s.closed_frame_timeout += get(&c.frame_timeouts);
+        s.closed_no_budget += get(&c.no_budget);
+        s.budget_waits += get(&c.budget_waits);
         s.frames_sent += get(&c.write.frames);
         s.writes += get(&c.write.writes);
         s.accept_errors += get(&c.accept_errors);
@@ -222,15 +302,17 @@ impl TcpDoor {
 /// Binds `addr` and starts accepting; returns the door and its task.
 async fn bind(
     engine: &Arc<Engine>,
+    budget: &Arc<ByteBudget>,
     addr: impl tokio::net::ToSocketAddrs,
     config: TcpServerConfig,
 ) -> Result<(Arc<TcpDoor>, tokio::task::JoinHandle<()>), ServerError> {
-    config.validate()?;
+    config.validate(budget.limit())?;
     let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
     let door = Arc::new(TcpDoor {
         local_addr,
         config,
+        budget: Arc::clone(budget),
         counters: DoorCounters::default(),
         open: AtomicUsize::new(0),
         closed: Notify::new(),
@@ -281,10 +363,10 @@ impl ServerBuilder {
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<ServerHandle, ServerError> {
-        config.validate()?;
-        let engine = self.build()?;
-        let (door, task) = bind(&engine, addr, config).await?;
-        let handle = ServerHandle::with_door(engine, door.local_addr, task);
+        let (engine, budget) = self.build()?;
+        config.validate(budget.limit())?;
+        let (door, task) = bind(&engine, &budget, addr, config).await?;
+        let handle = ServerHandle::with_door(engine, budget, door.local_addr, task);
         handle
             .tcp_doors
             .lock()
@@ -307,7 +389,7 @@ impl ServerHandle {
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<SocketAddr, ServerError> {
-        let (door, task) = bind(&self.engine, addr, config).await?;
+        let (door, task) = bind(&self.engine, &self.budget, addr, config).await?;
         let local = door.local_addr;
         self.add_door(task);
         self.tcp_doors
@@ -508,6 +590,9 @@ where
     tracing::debug!(%peer, "connection closed");
 }
 
+/// Reads frames and hands them to the engine until the peer closes the
+/// connection, an error, a limit (oversized length, frame timeout, no
+/// buffer budget in time), the idle timeout or the door's drain.
 async fn read_loop<R: AsyncRead + Unpin>(
     engine: &Arc<Engine>,
     door: &TcpDoor,
@@ -527,19 +612,109 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let far = Duration::from_secs(365 * 24 * 3600);
     let idle_timer = tokio::time::sleep(idle.unwrap_or(far));
     tokio::pin!(idle_timer);
+    // The deadline of the frame being received: set when the connection
+    // first waits for the rest of a frame (frames that arrive whole never
+    // set it), cleared when the frame is handed on.
+    let frame_timer = tokio::time::sleep(far);
+    tokio::pin!(frame_timer);
+    let mut frame_started = false;
+    // The budget of the (large) frame being received.
+    let mut reservation: Option<Reservation> = None;
     let mut received = 0u64;
     let mut seen = (received, sink.sent.load(Ordering::Relaxed));
+    // Each turn hands on a frame, takes a reservation or reads: bounded by
+    // the bytes the peer sends, and ended by the timers or the drain.
     loop {
-        // Frames already buffered are taken without polling anything else.
-        let next = if frames.has_frame() {
-            frames.next().await
-        } else {
-            let next = frames.next();
-            tokio::pin!(next);
+        if let Some(len) = frames.front_len() {
+            if len > door.config.max_frame {
+                refuse_oversized(engine, door, sink, &frames, len);
+                return;
+            }
+            if let Some(bytes) = frames.take_frame() {
+                // Handed on: the budget goes back now.
+                drop(reservation.take());
+                frame_started = false;
+                received += 1;
+                handle_frame(engine, sink, bytes).await;
+                continue;
+            }
+            if reservation.is_none() && PREFIX_LEN + len > UNBUDGETED_FRAME {
+                if !frame_started {
+                    frame_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + door.config.frame_timeout);
+                    frame_started = true;
+                }
+                let granted = match door.budget.try_reserve(len) {
+                    Some(granted) => granted,
+                    None => {
+                        bump(&counters.budget_waits);
+                        tracing::debug!(peer = %sink.peer, len, "frame waits for buffer budget");
+                        let wait = door.budget.reserve(len);
+                        tokio::select! {
+                            biased;
+                            () = &mut closing => return,
+                            () = &mut frame_timer => {
+                                bump(&counters.no_budget);
+                                door.budget.count_refused();
+                                tracing::warn!(
+                                    peer = %sink.peer,
+                                    len,
+                                    budget = door.budget.limit(),
+                                    timeout = ?door.config.frame_timeout,
+                                    "no buffer budget for a frame within its timeout; connection closed"
+                                );
+                                return;
+                            }
+                            granted = wait => match granted {
+                                Some(granted) => granted,
+                                // More than the budget (validated against)
+                                // or the budget closed: never happens.
+                                None => {
+                                    bump(&counters.no_budget);
+                                    door.budget.count_refused();
+                                    tracing::warn!(peer = %sink.peer, len, "frame can never get buffer budget; connection closed");
+                                    return;
+                                }
+                            },
+                        }
+                    }
+                };
+                reservation = Some(granted);
+            }
+        }
+        // Read what is missing of a frame with a reservation, or up to one
+        // read buffer otherwise (a frame without one fits in it).
+        let buffered = frames.buffered();
+        let limit = match (frames.front_len(), &reservation) {
+            (Some(len), Some(_)) => (PREFIX_LEN + len).saturating_sub(buffered),
+            _ => UNBUDGETED_FRAME.saturating_sub(buffered),
+        };
+        if buffered > 0 && !frame_started {
+            frame_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + door.config.frame_timeout);
+            frame_started = true;
+        }
+        let announced = frames.front_len();
+        let read = {
+            let read = frames.read_some(limit);
+            tokio::pin!(read);
             loop {
                 tokio::select! {
                     biased;
                     () = &mut closing => return,
+                    () = &mut frame_timer, if frame_started => {
+                        bump(&counters.frame_timeouts);
+                        tracing::debug!(
+                            peer = %sink.peer,
+                            announced = ?announced,
+                            buffered,
+                            timeout = ?door.config.frame_timeout,
+                            "frame incomplete at its timeout; connection closed"
+                        );
+                        return;
+                    }
                     () = &mut idle_timer, if idle.is_some() => {
                         let now = (received, sink.sent.load(Ordering::Relaxed));
                         if now == seen {
@@ -550,19 +725,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         seen = now;
                         idle_timer.as_mut().reset(tokio::time::Instant::now() + idle.unwrap_or(far));
                     }
-                    next = &mut next => break next,
+                    read = &mut read => break read,
                 }
             }
         };
-        received += 1;
-        let frame = match next {
-            Ok(None) => return,
-            Ok(Some(frame)) => frame,
-            Err(FrameError::Absurd { len, limit }) => {
-                bump(&counters.absurd);
-                bump(&engine.counters().too_large_requests);
-                tracing::debug!(peer = %sink.peer, len, limit, "absurd frame length; connection closed");
+        match read {
+            Ok(0) if frames.buffered() == 0 => return,
+            Ok(0) => {
+                bump(&counters.read_errors);
+                bump(&engine.counters().recv_errors);
+                tracing::debug!(peer = %sink.peer, buffered = frames.buffered(), "stream ended inside a frame; connection closed");
                 return;
+            }
+            Ok(_) => {
+                if let (Some(r), Some(_)) = (reservation.as_mut(), frames.front_len()) {
+                    r.set_filled(frames.buffered().saturating_sub(PREFIX_LEN));
+                }
             }
             Err(error) => {
                 bump(&counters.read_errors);
@@ -570,51 +748,80 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::debug!(peer = %sink.peer, %error, "read failed; connection closed");
                 return;
             }
-        };
-        match frame {
-            Frame::Data(bytes) => {
-                bump(&counters.frames_received);
-                bump(&engine.counters().received);
-                let len = bytes.len();
-                // Decoding from `Bytes` shares the payload, no copy.
-                match Envelope::decode_naming(bytes, |name| engine.service_name(name)) {
-                    Ok(env) => engine.handle_envelope(env, sink).await,
-                    Err(error) => {
-                        bump(&engine.counters().malformed_dropped);
-                        tracing::debug!(peer = %sink.peer, len, %error, "dropped undecodable frame");
-                    }
-                }
-            }
-            Frame::TooLarge { len, header } => {
-                bump(&counters.oversized);
-                bump(&engine.counters().received);
-                bump(&engine.counters().too_large_requests);
-                tracing::debug!(peer = %sink.peer, len, limit = sink.limit, request_id = header.request_id, "oversized frame skipped");
-                let answerable = header.r#type == MessageType::Request as i32
-                    && header.session_id != 0
-                    && header.request_id != 0
-                    && header.protocol != ExchangeProtocol::R as i32;
-                if answerable {
-                    let status = Status::resource_exhausted(format!(
-                        "request of {len} bytes exceeds the limit of {} bytes",
-                        sink.limit
-                    ));
-                    let error = Envelope {
-                        version: VERSION,
-                        r#type: MessageType::Error as i32,
-                        request_id: header.request_id,
-                        session_id: header.session_id,
-                        incarnation: engine.incarnation(),
-                        status: Some(Box::new(envelope::Status::from(&status))),
-                        ..Envelope::default()
-                    };
-                    bump(&engine.counters().errors);
-                    if sink.send(&error.encode_to_vec()).await.is_err() {
-                        bump(&engine.counters().send_errors);
-                    }
-                }
-            }
         }
+    }
+}
+
+/// Hands one frame to the engine.
+async fn handle_frame(engine: &Arc<Engine>, sink: &TcpReply, bytes: Bytes) {
+    bump(&sink.door.counters.frames_received);
+    bump(&engine.counters().received);
+    let len = bytes.len();
+    // Decoding from `Bytes` shares the payload, no copy.
+    match Envelope::decode_naming(bytes, |name| engine.service_name(name)) {
+        Ok(env) => engine.handle_envelope(env, sink).await,
+        Err(error) => {
+            bump(&engine.counters().malformed_dropped);
+            tracing::debug!(peer = %sink.peer, len, %error, "dropped undecodable frame");
+        }
+    }
+}
+
+/// Counts a length prefix over the limit and, when the bytes that came
+/// with it name a request, queues a RESOURCE_EXHAUSTED answer (if the
+/// outbox has room: this never waits); the caller closes the connection.
+fn refuse_oversized<R: AsyncRead + Unpin>(
+    engine: &Arc<Engine>,
+    door: &TcpDoor,
+    sink: &TcpReply,
+    frames: &FrameReader<R>,
+    len: usize,
+) {
+    let counters = &door.counters;
+    bump(&counters.oversized);
+    let absurd = len > door.config.max_frame.saturating_mul(SKIP_FACTOR);
+    if absurd {
+        bump(&counters.absurd);
+    }
+    bump(&engine.counters().received);
+    bump(&engine.counters().too_large_requests);
+    let header = peek_header(frames.front_body(HEAD_KEEP));
+    let answerable = header.r#type == MessageType::Request as i32
+        && header.session_id != 0
+        && header.request_id != 0
+        && header.protocol != ExchangeProtocol::R as i32;
+    tracing::debug!(
+        peer = %sink.peer,
+        len,
+        limit = sink.limit,
+        absurd,
+        request_id = header.request_id,
+        answerable,
+        "frame over the limit; connection closed"
+    );
+    if !answerable {
+        return;
+    }
+    let status = Status::resource_exhausted(format!(
+        "request of {len} bytes exceeds the limit of {} bytes",
+        sink.limit
+    ));
+    let error = Envelope {
+        version: VERSION,
+        r#type: MessageType::Error as i32,
+        request_id: header.request_id,
+        session_id: header.session_id,
+        incarnation: engine.incarnation(),
+        status: Some(Box::new(envelope::Status::from(&status))),
+        ..Envelope::default()
+    };
+    bump(&engine.counters().errors);
+    match sink.outbox.try_push_all(&[&error.encode_to_vec()]) {
+        Ok(true) => {
+            sink.sent.fetch_add(1, Ordering::Relaxed);
+            bump(&counters.write.frames);
+        }
+        Ok(false) | Err(_) => bump(&engine.counters().send_errors),
     }
 }
 

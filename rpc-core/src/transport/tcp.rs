@@ -7,11 +7,15 @@
 //!
 //! How the pieces fit:
 //! - [`FrameReader`] turns the read half of a stream into frames. A frame is
-//!   split off the read buffer without copying ([`Bytes`]). Frames over the
-//!   limit are skipped without being buffered (only their first bytes are
-//!   kept, to name the request); a length so large that skipping it is not
-//!   worth it ends the connection. Memory is reserved as bytes arrive, so a
-//!   peer announcing a large frame and sending nothing costs nothing.
+//!   split off the read buffer without copying ([`Bytes`]). With
+//!   [`FrameReader::next`] (the client's), frames over the limit are skipped
+//!   without being buffered (only their first bytes are kept, to name the
+//!   request); a length so large that skipping it is not worth it ends the
+//!   connection. Memory is reserved as bytes arrive, so a peer announcing a
+//!   large frame and sending nothing costs nothing. The server drives the
+//!   reader step by step instead (`front_len`, `take_frame`, `read_some`):
+//!   it bounds each read by what it has budget for, and closes the
+//!   connection on any length over its limit.
 //! - [`Outbox`] queues encoded frames for one connection: senders append to
 //!   one shared buffer (one copy), and the connection's writer takes the
 //!   whole buffer and writes it at once (the writer loop), so many frames
@@ -37,13 +41,13 @@ pub const PREFIX_LEN: usize = 4;
 /// Frames over the limit but at most this many times the limit are skipped
 /// (and answered with an error when they name a request); longer ones end
 /// the connection.
-const SKIP_FACTOR: usize = 4;
+pub(crate) const SKIP_FACTOR: usize = 4;
 
 /// Bytes kept from the front of an oversized frame to read its header.
-const HEAD_KEEP: usize = 256;
+pub(crate) const HEAD_KEEP: usize = 256;
 
 /// Read buffer reserved before each read when no frame is pending.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Largest single reservation while a big frame arrives.
 const GROW_STEP: usize = 1 << 20;
@@ -275,6 +279,60 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn announced(&self) -> Option<usize> {
         let p = self.buf.get(..PREFIX_LEN)?;
         usize::try_from(u32::from_be_bytes([p[0], p[1], p[2], p[3]])).ok()
+    }
+
+    /// The length announced by the frame at the front of the buffer, once
+    /// its prefix is buffered (over the limit or not).
+    pub(crate) fn front_len(&self) -> Option<usize> {
+        self.announced()
+    }
+
+    /// Bytes buffered: frames not taken yet and the start of the next.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What is buffered of the front frame after its prefix, at most
+    /// `max` bytes (to read the header of a frame that will not be read).
+    pub(crate) fn front_body(&self, max: usize) -> &[u8] {
+        let body = self.buf.get(PREFIX_LEN..).unwrap_or_default();
+        body.get(..max).unwrap_or(body)
+    }
+
+    /// Takes the front frame if it is buffered whole and within the limit.
+    /// After a frame larger than a read chunk, the rest of the buffer moves
+    /// to a new small one: the big allocation goes with the frame instead
+    /// of staying with the connection.
+    pub(crate) fn take_frame(&mut self) -> Option<Bytes> {
+        let len = self.announced()?;
+        if len > self.max_frame || self.buf.len() < PREFIX_LEN + len {
+            return None;
+        }
+        self.buf.advance(PREFIX_LEN);
+        let frame = self.buf.split_to(len).freeze();
+        if len > READ_CHUNK && self.buf.capacity() > 2 * READ_CHUNK {
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(self.buf.len()));
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+        }
+        Some(frame)
+    }
+
+    /// Reads once from the stream into the buffer, at most `limit` bytes
+    /// (at least one): what the server reads is bounded by what it has
+    /// room (or budget) for. Returns the bytes read, 0 at the end of the
+    /// stream.
+    ///
+    /// # Errors
+    /// The read error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is read unless it completes.
+    pub(crate) async fn read_some(&mut self, limit: usize) -> io::Result<usize> {
+        let limit = limit.max(1);
+        self.buf.reserve(limit.min(GROW_STEP));
+        let mut room = (&mut self.buf).limit(limit);
+        self.io.read_buf(&mut room).await
     }
 
     /// The next frame; `Ok(None)` at a clean end of the stream.
