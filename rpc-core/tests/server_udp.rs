@@ -145,7 +145,10 @@ async fn explicit_ack_drops_the_entry_and_ack_up_to_raises_the_floor() {
         r4.ack_up_to = 3;
         assert_eq!(value(&peer.call(&r4).await), 4);
         let s = server.stats();
-        assert_eq!((s.history_completed, s.history_acked, s.evicted_ack), (1, 0, 3));
+        assert_eq!(
+            (s.history_completed, s.history_acked, s.evicted_ack),
+            (1, 0, 3)
+        );
         // A late duplicate of 1 is stale: dropped silently, not run.
         let mut late = request(14, 1, ADD);
         late.attempt = 2;
@@ -270,7 +273,10 @@ async fn retransmission_to_another_incarnation_is_refused_without_running() {
         let mut named = request(17, 7, ADD);
         named.incarnation = server.incarnation();
         assert_eq!(msg_type(&peer.call(&named).await), MessageType::Reply);
-        assert_eq!(msg_type(&peer.call(&request(17, 8, ADD)).await), MessageType::Reply);
+        assert_eq!(
+            msg_type(&peer.call(&request(17, 8, ADD)).await),
+            MessageType::Reply
+        );
         // An idempotent retransmission may run again anywhere.
         let mut get = request(17, 9, GET);
         get.idempotent = true;

@@ -374,7 +374,9 @@ impl Session {
         let mut ids: Vec<&u64> = self.pending.keys().collect();
         ids.sort_unstable();
         for id in ids {
-            let Some(e) = self.pending.get(id) else { continue };
+            let Some(e) = self.pending.get(id) else {
+                continue;
+            };
             (id, e.rra, e.pinging, e.flags, e.finished).hash(h);
             match &e.result {
                 None => 0u8.hash(h),

@@ -938,7 +938,9 @@ impl History {
         let mut ids: Vec<&u64> = self.sessions.keys().collect();
         ids.sort_unstable();
         for id in ids {
-            let Some(s) = self.sessions.get(id) else { continue };
+            let Some(s) = self.sessions.get(id) else {
+                continue;
+            };
             (id, s.floor, s.max_evicted_id, s.max_id).hash(h);
             for (rid, state) in s.entries.iter() {
                 rid.hash(h);
