@@ -267,7 +267,8 @@ pub struct Service {
     pub methods: Vec<Method>,
 }
 
-/// The exchange protocol of a call (see `shared/SEMANTICS.md` section 2).
+/// The exchange protocol of a call (see `idl/PROTOCOL.md`, section 5,
+/// "Exchange protocols: R, RR, RRA").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// Request only: no reply, maybe semantics.

@@ -65,7 +65,7 @@ fn envelope_idl_loads_and_gives_its_proto() {
             .iter()
             .map(|m| m.name.as_str())
             .collect::<Vec<_>>(),
-        ["Status", "Envelope"]
+        ["Status", "Envelope", "ServerRestarted"]
     );
     assert_eq!(file.enums.len(), 2);
 }

@@ -8,7 +8,9 @@
 /// Version of the envelope format described here.
 pub const VERSION: u32 = 1;
 
-/// `details_type` of the status that says "outcome unknown: server restarted".
+/// `details_type` of the status that says "outcome unknown: server restarted"
+/// (the empty message `rpc.v1.ServerRestarted` of the IDL; `idl/PROTOCOL.md`,
+/// section 7.2).
 pub const SERVER_RESTARTED: &str = "rpc.v1.ServerRestarted";
 
 /// What a message is. Numbers are part of the wire format.
@@ -25,7 +27,8 @@ pub enum MessageType {
     Ack = 3,
     /// Server to client: the request is registered and will run.
     Accept = 4,
-    /// Server to client: the request was refused before it ran.
+    /// Server to client: this copy was not run (refused, or ABORTED:
+    /// outcome unknown); a request that ran gets a REPLY.
     Error = 5,
     /// Server to client: a duplicate of a request that is still running.
     InProgress = 6,

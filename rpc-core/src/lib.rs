@@ -93,7 +93,7 @@
 //! # }
 //! ```
 //!
-//! The semantics are specified in `shared/SEMANTICS.md`; the modules:
+//! The protocol is specified in `idl/PROTOCOL.md`; the modules:
 //! - [`status`], [`error`]: what can go wrong, with gRPC's codes;
 //! - [`service`]: what a server hosts ([`Service`], [`CallContext`]);
 //! - [`call`]: the caller's side ([`Client`], [`Call`], [`Deferred`],

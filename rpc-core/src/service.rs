@@ -15,7 +15,8 @@ use std::time::Instant;
 /// ids, ...). Keys are lowercase ASCII by convention, as in gRPC.
 pub type Metadata = HashMap<String, String>;
 
-/// The exchange protocol of a call (`shared/SEMANTICS.md`, section 2).
+/// The exchange protocol of a call (`idl/PROTOCOL.md`, section 5, "Exchange
+/// protocols: R, RR, RRA").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// Request only: sent once, no reply ("maybe" semantics).
@@ -26,7 +27,7 @@ pub enum Protocol {
     RRA,
 }
 
-/// How the caller waits (`shared/SEMANTICS.md`, section 4).
+/// How the caller waits (`idl/PROTOCOL.md`, section 12, "Call styles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Style {
     /// Wait for the result.

@@ -2,7 +2,7 @@
 //! and 16 members against one unicast call, measured in the same run,
 //! over UDP on 127.0.0.1:
 //! - "single": client and every server on one current-thread runtime
-//!   (layout "single" of shared/PERF-NOTES.md);
+//!   (the layout "single" of the `bench` binary);
 //! - "split": the client on one current-thread runtime, every server on a
 //!   second one on another thread;
 //! - "ip": IP multicast (one datagram per call to a group of n members),

@@ -1,6 +1,7 @@
 //! The UDP server against hand-built envelopes on 127.0.0.1: duplicate
 //! filtering, the reply history and its eviction, incarnations, errors,
-//! limits and deadlines (notes/wire.md, "Server").
+//! limits and deadlines (`idl/PROTOCOL.md`, sections 9 "Serving a message"
+//! and 10 "The reply history").
 #![allow(clippy::unwrap_used)]
 
 mod server_support;

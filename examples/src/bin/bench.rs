@@ -13,7 +13,7 @@
 //! flight, then ratios against the baselines: latency against the raw UDP
 //! echo, throughput at 64 in flight against tonic.
 //!
-//! Layouts (see `shared/PERF-NOTES.md`):
+//! Layouts:
 //! - `single` (default): client and server tasks on one current-thread tokio
 //!   runtime. The least noisy; use it for framework-vs-framework ratios.
 //! - `split`: the servers on their own current-thread runtime on another
