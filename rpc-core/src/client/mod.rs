@@ -1,4 +1,4 @@
-//! The client side of the datagram protocol (`notes/wire.md`): a
+//! The client side of the datagram protocol (`idl/PROTOCOL.md`): a
 //! [`UdpChannel`] runs R, RR and RRA for every call style over one socket.
 //!
 //! How the pieces fit:
@@ -259,7 +259,7 @@ impl<S> Drop for Lifeline<S> {
 
 /// A client session over a datagram socket (UDP, or the in-memory network)
 /// talking to one server: implements [`Channel`] for every call style and
-/// the protocols R, RR and RRA of `notes/wire.md`.
+/// the protocols R, RR and RRA of `idl/PROTOCOL.md`.
 ///
 /// Cheap to clone; clones share the session. Dropping the last clone stops
 /// the receive task, and calls still in flight fail with [`Error::Closed`].
@@ -406,7 +406,7 @@ impl<S: DatagramSocket> UdpChannel<S> {
 impl<S: DatagramSocket> Channel for UdpChannel<S> {
     /// Runs one invocation: R for [`Style::OneWay`](crate::Style::OneWay),
     /// RR or RRA with retransmission for the other styles; see
-    /// `notes/wire.md`.
+    /// `idl/PROTOCOL.md`, section 8.
     ///
     /// # Errors
     /// [`Error::MessageTooLarge`] (nothing sent), [`Error::Unreachable`],

@@ -122,7 +122,7 @@ struct Inner {
 ///   be foreign (it answered without `rpc-incarnation`): a foreign server
 ///   has no history, so a retry could run the call twice.
 /// - Asynchronous and deferred calls ask our server to answer at ACCEPT
-///   (`rpc-accept`); a deferred result is then collected by sending the
+///   (flag `a` of `rpc-call`); a deferred result is then collected by sending the
 ///   same request id again, which the server answers from its history. A
 ///   foreign server just answers with the result.
 /// - One-way calls are sent in a background task; [`Outcome::Sent`] is
@@ -251,6 +251,10 @@ struct Call {
     metadata: MetadataMap,
     request_id: u64,
     deadline: Option<Instant>,
+    /// The server incarnation known when the call began, named by every
+    /// copy: a retry that reaches a restarted server must be recognised as
+    /// meant for the old one, even if another call learned the new one.
+    incarnation: u64,
 }
 
 impl Call {
@@ -273,10 +277,11 @@ impl Call {
                 request_id: self.request_id,
                 attempt,
                 // Every copy, the first included, names the incarnation
-                // last seen (0 until the first answer): a server refuses a
-                // copy meant for an earlier incarnation instead of running
-                // it again (a proxy may deliver a first copy late).
-                incarnation: self.inner.incarnation.load(Ordering::Relaxed),
+                // known when the call began (0 before the first answer): a
+                // server refuses a copy meant for an earlier incarnation
+                // instead of running it again (a proxy may deliver a first
+                // copy late).
+                incarnation: self.incarnation,
                 ack_up_to,
                 protocol_r: options.protocol == Protocol::R,
                 protocol_rra: options.protocol == Protocol::RRA,
@@ -483,6 +488,7 @@ impl GrpcChannel {
         };
         let style = invocation.options.style;
         let call = Call {
+            incarnation: self.inner.incarnation.load(Ordering::Relaxed),
             inner: Arc::clone(&self.inner),
             invocation,
             path,

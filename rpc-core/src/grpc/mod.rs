@@ -35,7 +35,7 @@
 //! - One-way methods: the reply (`google.protobuf.Empty`, i.e. no bytes) is
 //!   sent as soon as the request is taken, before the handler finishes;
 //!   it says nothing about the handler's outcome.
-//! - Asynchronous and deferred calls from our client (`rpc-accept: 1`):
+//! - Asynchronous and deferred calls from our client (flag `a` of `rpc-call`):
 //!   the server answers with an empty message and `rpc-accepted: 1` at
 //!   ACCEPT; a deferred result is collected by re-sending the same request
 //!   id, answered from the history. Other clients get the result directly.

@@ -1,13 +1,14 @@
 //! The transport-agnostic request engine: given one message from a peer,
-//! it decides and sends what `notes/wire.md` says (PONG, ACCEPT,
-//! IN_PROGRESS, a stored REPLY, an ERROR, or runs the handler and sends its
-//! REPLY) through a [`ReplySink`].
+//! it decides and sends what `idl/PROTOCOL.md` (section 9, "Serving a
+//! message") says (PONG, ACCEPT, IN_PROGRESS, a stored REPLY, an ERROR, or
+//! runs the handler and sends its REPLY) through a [`ReplySink`]; the
+//! duplicate filter's part of the decision is [`admit`](super::admit).
 //!
 //! A transport only has to turn its input into messages and give the
 //! engine a way back to the peer:
 //! - UDP (`udp.rs`): one datagram is one message; the sink sends a datagram
 //!   to the sender's address.
-//! - TCP (next issue): one frame is one message; the sink queues a frame on
+//! - TCP (`tcp.rs`, optionally TLS): one frame is one message; the sink queues a frame on
 //!   the connection's writer. The history is keyed by (session, request
 //!   id), not by connection, so a request retransmitted on a new connection
 //!   finds its stored reply (at-most-once survives a reconnect); a reply
@@ -477,8 +478,13 @@ impl Engine {
                     bump(&self.counters.duplicates_replayed);
                     if reply.len() > sink.max_message_len() {
                         // Stored through a transport with a larger limit.
+                        // The request ran: a REPLY with a status says so
+                        // (an ERROR would say it was refused before).
+                        bump(&self.counters.too_large_replies);
                         let status = too_large(reply.len(), sink.max_message_len());
-                        self.send_error(sink, session, request_id, status).await;
+                        let env =
+                            self.control(MessageType::Reply, session, request_id, Some(status));
+                        self.send_envelope(sink, &env).await;
                     } else {
                         self.send_shared(sink, reply).await;
                     }

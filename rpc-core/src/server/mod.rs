@@ -1,5 +1,5 @@
 //! The server: hosts [`Service`]s and answers them over UDP (or any
-//! [`DatagramSocket`]) as `notes/wire.md` specifies: duplicate filtering,
+//! [`DatagramSocket`]) as `idl/PROTOCOL.md` specifies: duplicate filtering,
 //! a reply history for at-most-once, ACCEPT for asynchronous calls,
 //! incarnations, deadlines, size limits and graceful shutdown.
 //!
