@@ -167,6 +167,14 @@ pub struct FaultConfig {
     pub reorder_hold: Duration,
     /// Delay added to every datagram.
     pub delay: Delay,
+    /// Probability that a datagram (each copy of a duplicated one on its
+    /// own) is made *late*: delayed by another `late_delay` while later
+    /// datagrams pass it. A late first copy of a request arriving after its
+    /// reply, its acknowledgement or a server restart is the ordering that
+    /// at-most-once must survive.
+    pub late: f64,
+    /// The extra delay of a late datagram (default 1 to 20 ms).
+    pub late_delay: Delay,
     /// Seed of the random number generator; the same seed and the same
     /// sequence of datagrams give the same decisions.
     pub seed: u64,
@@ -192,6 +200,8 @@ impl FaultConfig {
             reorder: 0.0,
             reorder_hold: Duration::from_millis(10),
             delay: Delay::NONE,
+            late: 0.0,
+            late_delay: Delay::uniform(Duration::from_millis(1), Duration::from_millis(20)),
             seed,
         }
     }
@@ -220,6 +230,14 @@ impl FaultConfig {
         self
     }
 
+    /// Makes a datagram late with `probability`, by an extra `delay`
+    /// (see [`FaultConfig::late`]).
+    pub fn late(mut self, probability: f64, delay: Delay) -> FaultConfig {
+        self.late = probability;
+        self.late_delay = delay;
+        self
+    }
+
     /// Sets the delay.
     pub fn delay(mut self, delay: Delay) -> FaultConfig {
         self.delay = delay;
@@ -234,7 +252,11 @@ impl FaultConfig {
 
     /// Whether this configuration changes nothing.
     pub fn is_noop(&self) -> bool {
-        self.loss <= 0.0 && self.duplicate <= 0.0 && self.reorder <= 0.0 && self.delay.is_zero()
+        self.loss <= 0.0
+            && self.duplicate <= 0.0
+            && self.reorder <= 0.0
+            && self.late <= 0.0
+            && self.delay.is_zero()
     }
 
     /// This configuration with every setting brought into range:
@@ -249,6 +271,8 @@ impl FaultConfig {
             reorder: p(self.reorder),
             reorder_hold: d(self.reorder_hold),
             delay: Delay::uniform(d(self.delay.min), d(self.delay.max)),
+            late: p(self.late),
+            late_delay: Delay::uniform(d(self.late_delay.min), d(self.late_delay.max)),
             seed: self.seed,
         }
     }
@@ -264,6 +288,7 @@ impl FaultConfig {
             ("loss", self.loss),
             ("duplicate", self.duplicate),
             ("reorder", self.reorder),
+            ("late", self.late),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(FaultError::Probability { name, value });
@@ -275,7 +300,16 @@ impl FaultConfig {
                 max: self.delay.max,
             });
         }
-        if self.delay.max > MAX_DELAY || self.reorder_hold > MAX_DELAY {
+        if self.late_delay.min > self.late_delay.max {
+            return Err(FaultError::Delay {
+                min: self.late_delay.min,
+                max: self.late_delay.max,
+            });
+        }
+        if self.delay.max > MAX_DELAY
+            || self.late_delay.max > MAX_DELAY
+            || self.reorder_hold > MAX_DELAY
+        {
             return Err(FaultError::Config(
                 "delays and reorder holds are limited to one hour",
             ));
@@ -302,19 +336,28 @@ pub struct Decision {
 /// Draws one [`Decision`] per datagram from a seeded generator.
 ///
 /// Every decision consumes exactly five draws (loss, duplication, reorder,
-/// delay, copy delay), whatever the outcome, so the n-th datagram's fate
-/// depends only on the seed, n and the probabilities.
+/// delay, copy delay) from one generator and four (late or not, and by how
+/// much, for the datagram and its copy) from a second one, whatever the
+/// outcome, so the n-th datagram's fate depends only on the seed, n and
+/// the probabilities (and a seed gives the same losses and duplicates with
+/// or without late datagrams).
 #[derive(Debug, Clone)]
 pub struct Decider {
     config: FaultConfig,
     rng: StdRng,
+    late_rng: StdRng,
 }
 
 impl Decider {
     /// A decider for `config`, seeded with `config.seed`.
     pub fn new(config: FaultConfig) -> Decider {
         let rng = StdRng::seed_from_u64(config.seed);
-        Decider { config, rng }
+        let late_rng = StdRng::seed_from_u64(config.seed ^ 0x6c61_7465_6c61_7465);
+        Decider {
+            config,
+            rng,
+            late_rng,
+        }
     }
 
     /// The configuration in use.
@@ -329,13 +372,22 @@ impl Decider {
         let reorder: f64 = self.rng.random();
         let delay: f64 = self.rng.random();
         let copy_delay: f64 = self.rng.random();
+        let mut late = || {
+            let (is_late, by): (f64, f64) = (self.late_rng.random(), self.late_rng.random());
+            if is_late < self.config.late {
+                self.config.late_delay.at(by)
+            } else {
+                Duration::ZERO
+            }
+        };
+        let (late, copy_late) = (late(), late());
         let c = &self.config;
         Decision {
             drop: loss < c.loss,
             duplicate: dup < c.duplicate,
             reorder: reorder < c.reorder,
-            delay: c.delay.at(delay),
-            copy_delay: c.delay.at(copy_delay),
+            delay: c.delay.at(delay) + late,
+            copy_delay: c.delay.at(copy_delay) + copy_late,
         }
     }
 }
