@@ -234,11 +234,12 @@ impl Door for GrpcDoor {
     fn lossy(&self) -> bool {
         false
     }
-    fn supports(&self, feature: Feature) -> bool {
-        feature != Feature::SizeLimit
+    fn supports(&self, _: Feature) -> bool {
+        true
     }
-    fn why_not(&self, _: Feature) -> &'static str {
-        "gRPC checks no size before sending (the server's message limit applies)"
+    fn oversize(&self) -> usize {
+        // The default message limit is 16 MiB.
+        (16 << 20) + 1
     }
 }
 

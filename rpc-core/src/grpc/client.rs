@@ -36,7 +36,7 @@ pub enum GrpcError {
 /// Retries and timeouts of a [`GrpcChannel`].
 ///
 /// Defaults: 3 retries, backoff from 20 ms doubling up to 1 s, no default
-/// deadline, session metadata sent.
+/// deadline, session metadata sent, messages up to 16 MiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcClientConfig {
     /// Attempts after the first when the connection fails (a call's
@@ -51,6 +51,10 @@ pub struct GrpcClientConfig {
     /// Send the `rpc-*` session metadata (session, request id, attempt,
     /// ...). Harmless to other gRPC servers, which ignore it.
     pub session_metadata: bool,
+    /// The largest request message sent and reply message accepted, in
+    /// bytes. A larger request fails with [`Error::MessageTooLarge`] before
+    /// anything is sent. Default 16 MiB, the server's limit.
+    pub max_message_len: usize,
 }
 
 impl Default for GrpcClientConfig {
@@ -61,6 +65,7 @@ impl Default for GrpcClientConfig {
             max_backoff: Duration::from_secs(1),
             default_timeout: None,
             session_metadata: true,
+            max_message_len: super::server::MAX_MESSAGE_LEN,
         }
     }
 }
@@ -356,8 +361,8 @@ impl Call {
             }
             let request = self.request(attempt, want_accept, collect);
             let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone())
-                .max_decoding_message_size(super::server::MAX_MESSAGE_LEN)
-                .max_encoding_message_size(super::server::MAX_MESSAGE_LEN);
+                .max_decoding_message_size(self.inner.config.max_message_len)
+                .max_encoding_message_size(self.inner.config.max_message_len);
             let path = self.path.clone();
             let call = async move {
                 grpc.ready()
@@ -471,6 +476,12 @@ impl GrpcChannel {
     }
 
     async fn run(self, invocation: Invocation) -> Result<Outcome, Error> {
+        let limit = self.inner.config.max_message_len;
+        let size = invocation.payload.len();
+        if size > limit {
+            tracing::debug!(size, limit, "request over the message limit, not sent");
+            return Err(Error::MessageTooLarge { size, limit });
+        }
         let path = self.path(&invocation)?;
         let mut metadata = MetadataMap::new();
         md::put_user_metadata(&mut metadata, &invocation.metadata)
