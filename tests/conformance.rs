@@ -18,9 +18,7 @@
 //! across both incarnations): no non-idempotent request ran twice.
 //!
 //! Needs `RPC_TEST_PYTHON` (a Python with grpcio-tools and protobuf;
-//! `tests/run.sh` sets it up); fails with a clear message without it. With
-//! `RPC_CONFORMANCE_PENDING=1` the peer also runs its checks of reported
-//! disagreements that await a decision (`--pending`): they fail.
+//! `tests/run.sh` sets it up); fails with a clear message without it.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a failed unwrap is a failed test; the peer's transcript is the test's output
 
 use rpc_tests::{read_exec_log, scratch_file, ChildServer};
@@ -143,10 +141,6 @@ fn python_peer_written_from_the_specification_speaks_the_protocol() {
         .arg(&gen)
         .arg("--proto")
         .arg(gen.join("proto"));
-    // The checks of reported disagreements awaiting a decision (they fail).
-    if std::env::var_os("RPC_CONFORMANCE_PENDING").is_some_and(|v| !v.is_empty()) {
-        cmd.arg("--pending");
-    }
     let mut peer = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -6,14 +6,12 @@ every datagram itself with the protobuf modules protoc generated from those
 files, and asserts what the specification says the server answers. Section
 numbers below ("spec 9.2") are those of PROTOCOL.md.
 
-usage: peer.py --server 127.0.0.1:PORT --gen DIR [--proto DIR] [--pending]
+usage: peer.py --server 127.0.0.1:PORT --gen DIR [--proto DIR]
                [--filler-millis MS]
 
   --gen      the directory protoc wrote rpc/envelope_pb2.py and demo_pb2.py to
   --proto    the directory of the .proto files (default: GEN/proto), read for
              what demo.proto's comments say of each method (id, attributes)
-  --pending  also run the checks of disagreements found while writing this
-             peer that are reported and await a decision (they fail today)
 
 The server is restarted once in the middle (check 7): the peer prints a line
 `RESTART` and waits for a line `RESTARTED` on stdin; whoever runs it kills
@@ -407,7 +405,6 @@ class Peer:
             for name, info in self.proto.items()
         }
         self.observer = Session(self, "observer")
-        self.pending = args.pending
         # (session, request id) of the requests gather() has sent.
         self.sent = set()
 
@@ -1111,12 +1108,12 @@ def after_restart(p, st):
 
 
 # ---------------------------------------------------------------------------
-# PENDING checks: disagreements of the server with the specification found
-# while writing this peer, reported and awaiting a decision (fix the server,
-# or change the specification). Run only with --pending, where they fail.
+# Two disagreements found while writing this peer, since settled: a new
+# session's first request below its own floor, and a one-way request naming
+# another incarnation.
 
 
-def pending_fresh_session_ack(p):
+def check_fresh_session_floor(p):
     """Spec 15: "REQUEST with ack_up_to at or above its own id: the floor
     rises first, so the request is dropped as stale"; spec 6.3: the floor of
     a session the server creates starts at that request's ack_up_to. The
@@ -1130,17 +1127,15 @@ def pending_fresh_session_ack(p):
     s.wire.fence(s)
     s.wire.send_env(env)
     before = s.wire.fence(s, lambda e: e.session_id == s.id)
-    check("PENDING: the first REQUEST of a new session whose ack_up_to is its own id gets no answer "
+    check("the first REQUEST of a new session whose ack_up_to is its own id gets no answer "
           "(spec 15: dropped as stale)", not before, "; ".join(str(e) for _, e in before))
     v1, e1 = p.counter()
-    check("PENDING: and did not run", (v1, e1) == (v0, e0), f"{(v0, e0)} -> {(v1, e1)}")
+    check("and did not run", (v1, e1) == (v0, e0), f"{(v0, e0)} -> {(v1, e1)}")
 
 
-def pending_oneway_other_incarnation(p, st):
-    """Spec 7.2: "Idempotent requests and one-way (R) requests may carry any
-    incarnation [...]; servers do not check it", and 9.2 step 6 refuses only
-    requests that are "non-idempotent and not R". The server drops a one-way
-    request naming another incarnation without running it."""
+def check_oneway_other_incarnation(p, st):
+    """Spec 7.2 and 9.2 step 6: a one-way request naming another non-zero
+    incarnation is dropped without an answer and never runs."""
     demo = p.demo
     v0, e0 = p.counter()
     s = Session(p, "oneway-old-incarnation")
@@ -1148,8 +1143,8 @@ def pending_oneway_other_incarnation(p, st):
     s.wire.send_env(s.request(1, "Nudge", demo.Amount(delta=11)))
     s.wire.fence(s)  # the one-way request was handled before the PONG
     v1, e1 = p.counter()
-    check("PENDING: a one-way request naming the old incarnation runs (spec 7.2: not checked)",
-          (v1, e1) == (v0 + 11, e0 + 1), f"{(v0, e0)} -> {(v1, e1)}")
+    check("a one-way request naming the old incarnation is dropped and does not run (spec 7.2)",
+          (v1, e1) == (v0, e0), f"{(v0, e0)} -> {(v1, e1)}")
 
 
 # ---------------------------------------------------------------------------
@@ -1169,8 +1164,6 @@ def main():
     ap.add_argument("--server", required=True, help="HOST:PORT of the demo server (UDP)")
     ap.add_argument("--gen", required=True)
     ap.add_argument("--proto")
-    ap.add_argument("--pending", action="store_true",
-                    help="also run the checks of disagreements reported and awaiting a decision (they fail)")
     ap.add_argument("--filler-millis", type=int, default=6000,
                     help="how long the requests that fill every handler slot sleep (check 6)")
     args = ap.parse_args()
@@ -1184,15 +1177,13 @@ def main():
     run_check("5. a typed raise", check_typed_raise, p)
     run_check("8. malformed and unexpected datagrams", check_malformed, p)
     run_check("6. a passed deadline", check_deadline, p, args.filler_millis)
-    if p.pending:
-        run_check("PENDING: a new session's first request below its own floor", pending_fresh_session_ack, p)
+    run_check("6b. a new session's first request at or below its own floor", check_fresh_session_floor, p)
     state = run_check("7. restart: before", before_restart, p)
     restarted_ok = run_check("7. restart: the server is killed and started again", wait_for_restart)
     if state is not None and restarted_ok:
         run_check("7. restart: after", after_restart, p, state)
-        if p.pending:
-            run_check("PENDING: a one-way request naming the old incarnation", pending_oneway_other_incarnation,
-                      p, state)
+        run_check("7b. a one-way request naming the old incarnation", check_oneway_other_incarnation,
+                  p, state)
 
     def no_violations():
         check("every server message had version 1, a session_id, an incarnation and no metadata",

@@ -9,7 +9,8 @@
 //! function.
 //!
 //! The rules, in order:
-//! 1. the request's `ack_up_to` raises the session's floor;
+//! 1. the request's `ack_up_to` raises the session's floor; a request at
+//!    or below its own `ack_up_to` is stale;
 //! 2. an untracked request (idempotent and synchronous: at-least-once)
 //!    runs unless the server is stopping;
 //! 3. the history's verdict: at or below the floor (stale) or acknowledged
@@ -86,6 +87,11 @@ pub(crate) fn admit(
     let (session, request_id) = (req.session, req.request_id);
     if req.ack_up_to > 0 {
         history.ack(session, 0, req.ack_up_to, now);
+    }
+    // A request its own client declares finished (at or below the floor it
+    // carries) is stale, even for a session this server does not know yet.
+    if request_id <= req.ack_up_to {
+        return Admission::Stale;
     }
     if !req.tracked() {
         return if stopping {
