@@ -59,12 +59,13 @@ pub use crate::service::{CallContext, MethodInfo, Protocol, Service, ServiceInfo
 pub use crate::status::{Code, Status};
 
 /// Decodes a request for a dispatcher; a malformed one becomes
-/// `INVALID_ARGUMENT`.
+/// `INVALID_ARGUMENT`, refused before the method ran (answered with ERROR).
 ///
 /// # Errors
 /// When `bytes` is not a valid encoding of `T`.
 pub fn decode_request<T: prost::Message + Default>(bytes: Bytes) -> Result<T, Status> {
-    T::decode(bytes).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
+    T::decode(bytes)
+        .map_err(|e| Status::refused(Code::InvalidArgument, format!("malformed request: {e}")))
 }
 
 /// Encodes a reply for a dispatcher.

@@ -111,13 +111,28 @@ impl fmt::Display for Code {
 /// What a server returns instead of a reply: a code, a message, and
 /// optionally a typed error payload (the `raises` message of the method,
 /// protobuf-encoded, with its full type name).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Status {
     code: Code,
     message: String,
     details: Bytes,
     details_type: String,
+    /// Returned before the method's own code ran (not on the wire: the
+    /// server answers such a status with ERROR instead of REPLY).
+    refused: bool,
 }
+
+/// Two statuses are equal when what travels on the wire is.
+impl PartialEq for Status {
+    fn eq(&self, other: &Status) -> bool {
+        self.code == other.code
+            && self.message == other.message
+            && self.details == other.details
+            && self.details_type == other.details_type
+    }
+}
+
+impl Eq for Status {}
 
 macro_rules! status_ctor {
     ($($(#[$doc:meta])* $name:ident => $code:ident),* $(,)?) => {
@@ -138,7 +153,25 @@ impl Status {
             message: message.into(),
             details: Bytes::new(),
             details_type: String::new(),
+            refused: false,
         }
+    }
+
+    /// A status for a request refused before the method's own code ran
+    /// (for example a payload that cannot be decoded): the server answers
+    /// it with ERROR, which tells the caller that the request did not run,
+    /// where a method's failure is a REPLY with a status.
+    pub fn refused(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            refused: true,
+            ..Status::new(code, message)
+        }
+    }
+
+    /// Whether this status refuses the request before it ran
+    /// ([`Status::refused`]).
+    pub fn is_refusal(&self) -> bool {
+        self.refused
     }
 
     /// A status carrying a typed error payload: `details` is the encoded
@@ -154,6 +187,7 @@ impl Status {
             message: message.into(),
             details,
             details_type: details_type.into(),
+            refused: false,
         }
     }
 

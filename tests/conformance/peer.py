@@ -1002,17 +1002,10 @@ def check_malformed(p):
     name = "undecodable payload: ERROR INVALID_ARGUMENT (spec 9.2 step 8, 13.3)"
     check("undecodable payload: code INVALID_ARGUMENT", ans.HasField("status") and ans.status.code == INVALID_ARGUMENT,
           str(ans))
+    check(name, ans.type == pb.ERROR, str(ans))
     if ans.type == pb.ERROR:
         p.assert_server_message("undecodable payload", ans, pb.ERROR, s, env.request_id, inc,
                                 allowed=("attempt", "status"))
-        check(name, True)
-    elif ans.type == pb.REPLY:
-        # EXPECTED FAILURE, known and reported: "a REQUEST whose payload
-        # cannot be decoded gets REPLY INVALID_ARGUMENT instead of ERROR"
-        # (a REPLY says the request ran; the spec says ERROR: not run).
-        xfail(name, "known gap: the server answers REPLY INVALID_ARGUMENT instead of ERROR")
-    else:
-        check(name, False, str(ans))
     env.attempt = 2
     wire.send_env(env)
     got = wire.take(s.is_answer_to(env.request_id), COPY_WAITS[-1])

@@ -752,6 +752,11 @@ impl Engine {
     async fn finish<K: ReplySink>(&self, job: &Job, ending: Ending, sink: &K) {
         let (ty, status, payload) = match ending {
             Ending::Done(Ok(payload)) => (MessageType::Reply, None, payload),
+            // Refused before the method's code ran (an undecodable
+            // payload): ERROR says it did not run.
+            Ending::Done(Err(status)) if status.is_refusal() => {
+                (MessageType::Error, Some(status), Bytes::new())
+            }
             Ending::Done(Err(status)) => (MessageType::Reply, Some(status), Bytes::new()),
             Ending::Panicked => {
                 bump(&self.counters.handler_panics);
