@@ -2,6 +2,10 @@
 //! `rpc-*` metadata, restarts, every call style through `GrpcChannel`,
 //! retries while the server is not up yet, plain gRPC callers, and one
 //! server answering on UDP and gRPC with one engine.
+//!
+//! "While the handler runs" and "before the handler finishes" are shown by
+//! holding the handler at a `Gate` (rpc_tests::Held) that the test opens
+//! after the event it checks, never by a latency bound.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bytes::Bytes;
@@ -15,8 +19,12 @@ use rpc_services::proto::demo::v1::{
     Amount, Blob, Count, CounterClient, CounterServer, Empty, Work,
 };
 use rpc_services::CounterService;
+use rpc_tests::{wait_until, Gate, Held};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a test waits for an event: a safety net, never the verdict.
+const WAIT: Duration = Duration::from_secs(30);
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataMap;
 
@@ -24,6 +32,21 @@ async fn server() -> (ServerHandle, Arc<CounterService>) {
     let svc = Arc::new(CounterService::new());
     let handle = Server::builder()
         .add_service(CounterServer::from_arc(Arc::clone(&svc)))
+        .serve_grpc("127.0.0.1:0")
+        .await
+        .unwrap();
+    (handle, svc)
+}
+
+/// As [`server`], with the handlers of `methods` held at `gate`.
+async fn held_server(
+    methods: &'static [&'static str],
+    gate: &Gate,
+) -> (ServerHandle, Arc<CounterService>) {
+    let svc = Arc::new(CounterService::new());
+    let inner: Arc<dyn rpc_core::Service> = Arc::new(CounterServer::from_arc(Arc::clone(&svc)));
+    let handle = Server::builder()
+        .add_shared_service(Arc::new(Held::new(inner, methods, gate.clone())))
         .serve_grpc("127.0.0.1:0")
         .await
         .unwrap();
@@ -76,29 +99,46 @@ fn ours(session: u64, id: u64, attempt: u32, incarnation: u64) -> Vec<(&'static 
 
 #[tokio::test]
 async fn a_retry_with_the_same_request_id_runs_once() {
-    let (handle, svc) = server().await;
+    let gate = Gate::closed();
+    let (handle, svc) = held_server(&["Slow"], &gate).await;
     let uri = uri(&handle);
     let work = Work {
-        millis: 300,
+        millis: 0,
         delta: 5,
     }
     .encode_to_vec();
-    // The first copy runs; a retry on another connection while it runs
-    // waits for it; a late retry is answered from the history.
+    // The first copy runs (held at the gate); a retry on another
+    // connection while it runs waits for it; a late retry is answered from
+    // the history.
     let first = tokio::spawn({
         let (uri, work) = (uri.clone(), work.clone());
         async move { raw(&uri, "/demo.v1.Counter/Slow", work, &ours(42, 1, 1, 0)).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let incarnation = handle.incarnation();
-    let second = raw(
-        &uri,
-        "/demo.v1.Counter/Slow",
-        work.clone(),
-        &ours(42, 1, 2, incarnation),
-    )
+    wait_until(WAIT, "the first copy to run", || {
+        handle.stats().executions == 1
+    })
     .await
     .unwrap();
+    let incarnation = handle.incarnation();
+    let second = tokio::spawn({
+        let (uri, work) = (uri.clone(), work.clone());
+        async move {
+            raw(
+                &uri,
+                "/demo.v1.Counter/Slow",
+                work,
+                &ours(42, 1, 2, incarnation),
+            )
+            .await
+        }
+    });
+    wait_until(WAIT, "the retry to find the first copy running", || {
+        handle.stats().in_progress_hits >= 1
+    })
+    .await
+    .unwrap();
+    gate.open();
+    let second = second.await.unwrap().unwrap();
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.0, second.0);
     let third = raw(
@@ -122,7 +162,7 @@ async fn a_retry_with_the_same_request_id_runs_once() {
     let stats = handle.stats();
     assert_eq!(stats.executions, 1);
     assert!(
-        stats.duplicates_replayed >= 1 || stats.in_progress_hits >= 1,
+        stats.duplicates_replayed >= 1 && stats.in_progress_hits >= 1,
         "{stats:?}"
     );
 
@@ -189,7 +229,8 @@ async fn a_retry_reaching_a_restarted_server_is_outcome_unknown() {
 
 #[tokio::test]
 async fn every_call_style_through_the_grpc_channel() {
-    let (handle, svc) = server().await;
+    let gate = Gate::closed();
+    let (handle, svc) = held_server(&["Slow", "Compute"], &gate).await;
     let client = Client::new(GrpcChannel::connect(&uri(&handle)).await.unwrap());
     let stub = CounterClient::new(client);
     assert_eq!(
@@ -210,38 +251,31 @@ async fn every_call_style_through_the_grpc_channel() {
         }
         other => panic!("{other:?}"),
     }
-    // Asynchronous: back at ACCEPT, long before the handler ends.
-    let start = Instant::now();
+    // Asynchronous: back at ACCEPT, before the handler ends (it is held
+    // until after the call returned).
     stub.slow(Work {
-        millis: 400,
+        millis: 0,
         delta: 1,
     })
     .await
     .unwrap();
-    assert!(
-        start.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        start.elapsed()
-    );
+    assert_eq!(svc.executions(), 2, "the handler is held");
     // Deferred: the handle comes at ACCEPT, the result later, run once.
-    let start = Instant::now();
-    let deferred = stub
+    let mut deferred = stub
         .compute(Work {
-            millis: 200,
+            millis: 0,
             delta: 100,
         })
         .await
         .unwrap();
-    assert!(
-        start.elapsed() < Duration::from_millis(150),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(deferred.try_take().is_none(), "the handler is held");
+    assert_eq!(svc.executions(), 2, "the handlers are held");
+    gate.open();
     let count = deferred.await.unwrap();
     assert!(count.value >= 111, "{count:?}");
     // One-way.
     stub.nudge(Amount { delta: 1000 }).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + WAIT;
     loop {
         let v = stub.get(Empty {}).await.unwrap().value;
         if v == 1112 {
@@ -292,10 +326,11 @@ async fn the_channel_retries_until_the_server_is_up() {
     });
     let client = Client::new(GrpcChannel::lazy(&format!("http://127.0.0.1:{port}")).unwrap());
     let stub = CounterClient::new(client);
+    // A budget that outlasts any start-up delay of a busy machine.
     let count = stub
         .increment(Amount { delta: 3 })
-        .retries(10)
-        .timeout(Duration::from_secs(10))
+        .retries(1000)
+        .timeout(WAIT)
         .await
         .unwrap();
     assert_eq!(

@@ -177,6 +177,26 @@ async fn python_v2_client_calls_rust_v1_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_v2_client_calls_rust_v2_server() {
+    let out = python_calls_rust("v2", "v2").await;
+    for check in [
+        "echo variant 0",
+        "v2 fields round-trip on a v2 server",
+        "new method on a v2 server",
+        "details unpack",
+        "handler saw the deadline",
+        "posted",
+        "metadata",
+    ] {
+        assert!(
+            out.contains(&format!("PASS {check}\n")),
+            "{check} missing in:\n{out}"
+        );
+    }
+    assert!(!out.contains("on a v1 server"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_v1_client_calls_rust_v2_server() {
     let out = python_calls_rust("v1", "v2").await;
     assert!(out.contains("PASS echo variant 4\n"), "{out}");
@@ -402,17 +422,18 @@ macro_rules! rust_client_checks {
             }
         }
 
-        let start = Instant::now();
+        // The nap is far longer than the deadline, which alone ends the
+        // call; the deadline is generous enough that a busy machine still
+        // delivers the request before it (no verdict on how fast).
         let err = stub
-            .sleep(Nap { millis: 5000 })
-            .timeout(Duration::from_millis(300))
+            .sleep(Nap { millis: 60_000 })
+            .timeout(Duration::from_secs(2))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-        assert!(start.elapsed() < Duration::from_secs(2));
         let seen = stub.last_sleep(Empty {}).await.unwrap();
         assert!(
-            seen.had_deadline && seen.remaining_ms > 0 && seen.remaining_ms <= 300,
+            seen.had_deadline && seen.remaining_ms > 0 && seen.remaining_ms <= 2000,
             "{seen:?}"
         );
 
@@ -422,8 +443,10 @@ macro_rules! rust_client_checks {
         })
         .await
         .unwrap();
+        // Polled until it arrives (30 s: a safety net, not the verdict).
         let mut posted = false;
-        for _ in 0..100 {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < give_up {
             if stub
                 .posted(Empty {})
                 .await

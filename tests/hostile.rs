@@ -308,13 +308,15 @@ async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Resul
         let call = {
             let client = client.clone();
             tokio::spawn(async move {
+                // A budget that cannot run out before the flood is served.
                 client
                     .increment(Amount { delta: 1 })
-                    .timeout(Duration::from_secs(20))
+                    .retries(1_000_000)
+                    .timeout(Duration::from_secs(60))
                     .await
             })
         };
-        wait_until(Duration::from_secs(5), "the call to run", || {
+        wait_until(Duration::from_secs(30), "the call to run", || {
             demo.counter.executions() == 2
         })
         .await?;
@@ -324,7 +326,7 @@ async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Resul
             .map(|s| increment_request(0xF100 + s, 1, 0).encode_to_vec())
             .collect();
         attack(demo.addr(), flood).await?;
-        wait_until(Duration::from_secs(5), "the flood to be served", || {
+        wait_until(Duration::from_secs(30), "the flood to be served", || {
             demo.server.stats().sessions_evicted >= 150
         })
         .await?;

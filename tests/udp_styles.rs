@@ -1,7 +1,12 @@
-//! The call styles over real UDP: asynchronous returns at the ACCEPT, long
+//! The call styles over real UDP: asynchronous returns at the ACCEPT,
 //! before a slow handler finishes; deferred handles deliver their results
 //! at 30% loss (awaited, polled with `try_take`, or through a callback);
 //! one-way calls never block, even when nothing can be reached.
+//!
+//! "Before the handler finishes" is shown by holding the handler at a
+//! `Gate` opened only after the call returned; "never blocks" by calls
+//! that return although nothing will ever answer them. No verdict compares
+//! a latency with a bound: speed is the benchmark's business.
 
 use rpc_core::server::Server;
 use rpc_core::CallError;
@@ -14,16 +19,17 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn asynchronous_returns_long_before_a_slow_handler_finishes() -> anyhow::Result<()> {
+async fn asynchronous_returns_before_a_slow_handler_finishes() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
-        let demo = Demo::start(Server::builder()).await?;
+        let gate = Gate::closed();
+        let demo = Demo::start_held(Server::builder(), &["Slow"], &gate).await?;
         let (channel, client) = connect(demo.addr(), lossy_config()).await?;
-        // Learn the incarnation first (the first non-idempotent call of a
-        // session is preceded by a PING) so that only the call is timed.
         client.increment(Amount { delta: 0 }).await?;
         let before = demo.counter.executions();
 
+        // The handler waits at the gate, which opens only after the call
+        // returned: a call that waited for the handler would never return.
         let start = Instant::now();
         client
             .slow(Work {
@@ -31,20 +37,18 @@ async fn asynchronous_returns_long_before_a_slow_handler_finishes() -> anyhow::R
                 delta: 5,
             })
             .await?;
-        let returned = start.elapsed();
-        assert!(
-            returned < Duration::from_millis(100),
-            "asynchronous call returned after {returned:?}"
-        );
         assert_eq!(
             demo.counter.executions(),
             before,
             "the handler has not finished yet"
         );
+        gate.open();
 
-        wait_until(Duration::from_secs(5), "the slow handler to finish", || {
-            demo.counter.executions() == before + 1
-        })
+        wait_until(
+            Duration::from_secs(30),
+            "the slow handler to finish",
+            || demo.counter.executions() == before + 1,
+        )
         .await?;
         let finished = start.elapsed();
         assert!(
@@ -56,13 +60,13 @@ async fn asynchronous_returns_long_before_a_slow_handler_finishes() -> anyhow::R
         // The exchange finishes in the background: the reply is received and
         // the history entry released by the next request's ack_up_to.
         wait_until(
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             "the background exchange to end",
             || channel.stats().replies >= 2,
         )
         .await?;
         client.get(Empty {}).await?;
-        wait_until(Duration::from_secs(2), "history to empty", || {
+        wait_until(Duration::from_secs(30), "history to empty", || {
             demo.server.stats().history_completed == 0
         })
         .await?;
@@ -90,7 +94,7 @@ async fn asynchronous_calls_at_30_percent_loss_run_exactly_once() -> anyhow::Res
         for r in results {
             r?;
         }
-        wait_until(Duration::from_secs(10), "40 slow handlers", || {
+        wait_until(Duration::from_secs(30), "40 slow handlers", || {
             demo.counter.executions() >= 40
         })
         .await?;
@@ -209,33 +213,33 @@ async fn one_way_never_blocks() -> anyhow::Result<()> {
         let demo = Demo::start(Server::builder()).await?;
         // Reachable server: every send returns at once.
         let (_channel, client) = connect(demo.addr(), lossy_config()).await?;
-        let start = Instant::now();
         for _ in 0..N {
             client.nudge(Amount { delta: 1 }).await?;
         }
-        let direct = start.elapsed();
-        wait_until(Duration::from_secs(5), "some nudges to run", || {
-            demo.counter.executions() > 0
+        // A call after them on the same socket: when it is answered, the
+        // server has taken every nudge that reached it (a nudge runs to
+        // completion when taken, or goes on in a task counted in flight).
+        client.get(Empty {}).await?;
+        wait_until(Duration::from_secs(30), "the nudges to finish", || {
+            demo.server.engine().in_flight() == 0
         })
         .await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let runs = demo.counter.executions();
+        assert!(runs > 0, "no nudge ran");
         assert!(runs <= N as u64, "a one-way call ran twice: {runs}");
         assert_eq!(demo.counter.value(), runs as i64);
 
-        // A proxy that drops everything: nothing ever comes back, nothing waits.
+        // A proxy that drops everything: nothing ever comes back, nothing
+        // waits (a call that waited for an answer would never return).
         let black_hole = proxy(demo.addr(), faults(23, 1.0, 0.0)).await?;
         let (_c2, lost) = connect(black_hole.local_addr(), lossy_config()).await?;
-        let start = Instant::now();
         for _ in 0..N {
             lost.nudge(Amount { delta: 1 }).await?;
         }
-        let dropped = start.elapsed();
 
         // Nobody listening at all.
         let vacant = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
         let (_c3, nowhere) = connect(vacant, lossy_config()).await?;
-        let start = Instant::now();
         let mut sent = 0;
         for _ in 0..N {
             // A send may report the ICMP "port unreachable" of an earlier
@@ -244,18 +248,8 @@ async fn one_way_never_blocks() -> anyhow::Result<()> {
                 sent += 1;
             }
         }
-        let unreachable = start.elapsed();
-        for (what, took) in [
-            ("reachable", direct),
-            ("black hole", dropped),
-            ("nobody listening", unreachable),
-        ] {
-            assert!(
-                took < Duration::from_secs(2),
-                "{N} one-way calls ({what}) took {took:?}"
-            );
-        }
         assert!(sent > 0);
+        assert_eq!(black_hole.stats().client_to_server.forwarded, 0);
         assert_eq!(
             demo.counter.executions(),
             runs,

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// The test service: Add/AddAcked add one and reply the new count;
-/// Read/ReadAcked reply the count; Hint adds one; Slow sleeps n ms.
+/// Read/ReadAcked reply the count; Hint adds one; Slow waits at `hold`
+/// (when set), then sleeps n ms.
 #[derive(Debug, Default, Clone)]
 struct Calc {
     count: Arc<AtomicU64>,
     runs: Arc<AtomicU64>,
+    hold: Option<Gate>,
 }
 
 impl Service for Calc {
@@ -44,11 +46,15 @@ impl Service for Calc {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let n = Num::decode(request).map(|m| m.n).unwrap_or(0);
         let count = self.count.clone();
+        let hold = self.hold.clone();
         Box::pin(async move {
             let v = match method_id {
                 11 | 13 | 15 => count.fetch_add(1, Ordering::SeqCst) + 1,
                 12 | 14 => count.load(Ordering::SeqCst),
                 16 => {
+                    if let Some(gate) = hold {
+                        gate.pass().await;
+                    }
                     tokio::time::sleep(Duration::from_millis(n)).await;
                     count.fetch_add(1, Ordering::SeqCst) + 1
                 }
@@ -191,14 +197,16 @@ async fn restarted_server_never_runs_a_retransmission_again() -> anyhow::Result<
 
         // Replies are lost: the next call runs, but the client retransmits.
         net.set_link_faults(server_addr, client_addr, FaultConfig::seeded(1).loss(1.0));
+        // A budget the call cannot exhaust before the restart below.
         let c = client.clone();
         let call = tokio::spawn(async move {
             c.call::<_, Num, Never>(&SERVICE, &ADD, &num(0))
-                .timeout(Duration::from_secs(10))
+                .retries(100_000)
+                .timeout(Duration::from_secs(50))
                 .await
         });
         let start = Instant::now();
-        while first.runs.load(Ordering::SeqCst) < 2 && start.elapsed() < Duration::from_secs(5) {
+        while first.runs.load(Ordering::SeqCst) < 2 && start.elapsed() < WAIT {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         assert_eq!(first.count.load(Ordering::SeqCst), 2);
@@ -239,7 +247,11 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         let net = MemNetwork::with_faults(FaultConfig::seeded(3).loss(0.3));
-        let calc = Calc::default();
+        let gate = Gate::closed();
+        let calc = Calc {
+            hold: Some(gate.clone()),
+            ..Calc::default()
+        };
         let server = mem_server(&net, addr("10.0.0.1:7000"), &calc).await?;
         let channel = UdpChannel::with_socket(
             net.bind(addr("10.0.0.2:0"))?,
@@ -248,18 +260,15 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
         );
         let client = Client::new(channel.clone());
 
-        // Asynchronous returns long before the 1 s handler finishes (even
-        // with a few PING and ACCEPT datagrams lost).
-        let start = Instant::now();
+        // Asynchronous returns before the handler finishes (even with a
+        // few PING and ACCEPT datagrams lost): the handler waits at a gate
+        // opened only after the call returned.
         client
-            .call::<_, Num, Never>(&SERVICE, &SLOW, &num(1000))
+            .call::<_, Num, Never>(&SERVICE, &SLOW, &num(0))
             .asynchronous()
             .await?;
-        assert!(
-            start.elapsed() < Duration::from_millis(600),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(calc.count.load(Ordering::SeqCst), 0, "the handler is held");
+        gate.open();
 
         // Deferred handles deliver their results at 30% loss.
         let mut handles = Vec::new();
@@ -279,15 +288,14 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
         values.dedup();
         assert_eq!(values.len(), 20, "every deferred call ran once: {values:?}");
 
-        // One-way never blocks.
-        let start = Instant::now();
+        // One-way never waits for an answer (the server sends none: a call
+        // that waited would not return).
         for i in 0..20 {
             client.one_way(&SERVICE, &HINT, &num(i)).await?;
         }
-        assert!(start.elapsed() < Duration::from_millis(200));
 
         // The asynchronous call finishes in the background.
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + WAIT;
         while channel.stats().replies < 21 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

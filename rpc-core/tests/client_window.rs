@@ -1,6 +1,6 @@
 //! The client's send window (`ChannelConfig::max_window`) against the real
 //! server over the in-memory network: one call whose REPLY datagrams are
-//! lost for a while, hundreds of other calls on the same session, and a
+//! lost until the test says so, hundreds of other calls on the same session, and a
 //! server whose per-session history cap is small. With the window every
 //! call succeeds and the server never evicts by session cap; without it
 //! (window 0 = unlimited) the stalled call's stored reply is evicted and
@@ -21,15 +21,15 @@ use rpc_core::transport::DatagramSocket;
 use rpc_core::{CallContext, CallError, Client, Error, Never, Service, ServiceInfo, Status};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// How long the stalled call's REPLYs are lost.
-const STALL: Duration = Duration::from_millis(600);
+/// How long a test waits for an event: a safety net, never the verdict.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Calls made while (and after) the first one stalls.
 const OTHERS: u64 = 300;
@@ -64,11 +64,12 @@ impl Service for Calc {
 }
 
 /// A client socket that loses every REPLY for request id `victim` until
-/// `until` (set at the first one lost plus [`STALL`]).
+/// the test calls [`LosesReplies::release`]: the stall ends at an event of
+/// the test, not after a time a busy machine may need for other work.
 struct LosesReplies {
     inner: MemSocket,
     victim: u64,
-    until: Mutex<Option<Instant>>,
+    released: AtomicBool,
     lost: AtomicU64,
 }
 
@@ -77,7 +78,7 @@ impl LosesReplies {
         LosesReplies {
             inner,
             victim,
-            until: Mutex::new(None),
+            released: AtomicBool::new(false),
             lost: AtomicU64::new(0),
         }
     }
@@ -89,15 +90,16 @@ impl LosesReplies {
         if env.request_id != self.victim || env.r#type != MessageType::Reply as i32 {
             return false;
         }
-        let now = Instant::now();
-        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        let end = *until.get_or_insert(now + STALL);
-        if now < end {
-            self.lost.fetch_add(1, Ordering::SeqCst);
-            true
-        } else {
-            false
+        if self.released.load(Ordering::SeqCst) {
+            return false;
         }
+        self.lost.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// From now on the victim's REPLYs pass.
+    fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
     }
 }
 
@@ -147,7 +149,7 @@ struct Setup {
 }
 
 /// A server with a per-session history cap of `cap`, and a client with
-/// window `window` whose REPLYs for request 1 are lost for [`STALL`].
+/// window `window` whose REPLYs for request 1 are lost until released.
 async fn setup(cap: usize, window: u64) -> anyhow::Result<Setup> {
     let net = MemNetwork::new();
     let calc = Calc::default();
@@ -181,7 +183,7 @@ async fn start_stalled(
     let client = s.client.clone();
     let stalled =
         tokio::spawn(async move { client.call::<_, Num, Never>(&SERVICE, &ADD, &num(0)).await });
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + WAIT;
     while s.socket.lost.load(Ordering::SeqCst) == 0 {
         anyhow::ensure!(Instant::now() < end, "the first REPLY never came");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -207,7 +209,18 @@ async fn window_keeps_a_stalled_reply_in_history_and_every_call_succeeds() -> an
     bounded(LIMIT, async {
         let s = setup(32, 16).await?;
         let stalled = start_stalled(&s).await?;
-        let others = run_others(&s.client).await;
+        // The stall ends once calls wait for the window (the event the
+        // window exists for); they then go on as the stalled call finishes.
+        let (others, waited) = tokio::join!(run_others(&s.client), async {
+            let end = Instant::now() + WAIT;
+            while s.channel.stats().window_waits == 0 {
+                anyhow::ensure!(Instant::now() < end, "no call waited for the window");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            s.socket.release();
+            anyhow::Ok(())
+        });
+        waited?;
         let first = stalled.await?;
         assert!(first.is_ok(), "stalled call: {first:?}");
         for r in &others {
@@ -239,6 +252,8 @@ async fn without_window_the_cap_evicts_the_stalled_reply() -> anyhow::Result<()>
         let stalled = start_stalled(&s).await?;
         let others = run_others(&s.client).await;
         assert!(others.iter().all(Result::is_ok));
+        // Only now may the stalled call's reply come back: too late.
+        s.socket.release();
         let first = stalled.await?;
         assert!(
             matches!(&first, Err(e) if e.code() == rpc_core::Code::Aborted),
@@ -294,6 +309,7 @@ async fn waiting_for_the_window_counts_against_the_deadline() -> anyhow::Result<
             dropped.is_err(),
             "the call should still be waiting: {dropped:?}"
         );
+        s.socket.release();
         let first = stalled.await?;
         assert!(first.is_ok(), "{first:?}");
         let later = run_others(&s.client).await;

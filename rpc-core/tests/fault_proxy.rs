@@ -79,7 +79,48 @@ fn number(datagram: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(datagram.get(..4)?.try_into().ok()?))
 }
 
-/// Waits until `done` holds for the proxy's counters (at most 5 s).
+/// How long a test waits for an event: a safety net, never the verdict.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the echo server has recorded `n` datagrams (what the proxy
+/// says it forwarded): the datagrams are then all in, whatever the load.
+async fn arrived(server: &Server, n: u64) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while (server.seen().len() as u64) < n {
+        anyhow::ensure!(
+            start.elapsed() < WAIT,
+            "{} of {n} datagrams arrived",
+            server.seen().len()
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Receives on `socket` until `enough(count)` holds (checked after every
+/// datagram and every 10 ms without one).
+async fn collect_until(
+    socket: &UdpSocket,
+    mut enough: impl FnMut(usize) -> bool,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let start = Instant::now();
+    while !enough(got.len()) {
+        anyhow::ensure!(
+            start.elapsed() < WAIT,
+            "only {} datagrams arrived",
+            got.len()
+        );
+        if let Ok(Ok((n, _))) = timeout(Duration::from_millis(10), socket.recv_from(&mut buf)).await
+        {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    Ok(got)
+}
+
+/// Waits until `done` holds for the proxy's counters.
 async fn settle(
     proxy: &FaultProxy,
     done: impl Fn(&ProxyStats) -> bool,
@@ -90,22 +131,9 @@ async fn settle(
         if done(&stats) {
             return Ok(stats);
         }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(5),
-            "proxy did not settle: {stats:?}"
-        );
+        anyhow::ensure!(start.elapsed() < WAIT, "proxy did not settle: {stats:?}");
         sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// Collects the datagrams arriving on `socket` until none came for `quiet`.
-async fn collect(socket: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65_536];
-    while let Ok(Ok((n, _))) = timeout(quiet, socket.recv_from(&mut buf)).await {
-        got.push(buf[..n].to_vec());
-    }
-    got
 }
 
 fn one_way(config: FaultConfig) -> ProxyConfig {
@@ -127,7 +155,7 @@ async fn loss_rate_is_within_tolerance_and_exactly_the_seeded_decisions() -> Tes
         s.client_to_server.dropped + s.client_to_server.forwarded == u64::from(N)
     })
     .await?;
-    sleep(Duration::from_millis(50)).await;
+    arrived(&server, stats.client_to_server.forwarded).await?;
 
     let mut decider = Decider::new(config);
     let expected_lost: HashSet<u32> = (0..N).filter(|_| decider.decide().drop).collect();
@@ -159,11 +187,11 @@ async fn same_seed_gives_same_losses_and_another_seed_does_not() -> TestResult {
             FaultProxy::loopback(server.addr, one_way(FaultConfig::seeded(seed).loss(0.3))).await?;
         let client = loopback_socket().await?;
         send_numbered(&client, proxy.local_addr(), 500).await?;
-        settle(&proxy, |s| {
+        let stats = settle(&proxy, |s| {
             s.client_to_server.dropped + s.client_to_server.forwarded == 500
         })
         .await?;
-        sleep(Duration::from_millis(50)).await;
+        arrived(&server, stats.client_to_server.forwarded).await?;
         Ok(server
             .seen()
             .iter()
@@ -190,11 +218,24 @@ async fn duplication_delivers_extra_copies_both_ways() -> TestResult {
     let faults = ProxyFaults::symmetric(FaultConfig::seeded(3).duplicate(0.1));
     let proxy = FaultProxy::loopback(server.addr, ProxyConfig::new(faults)).await?;
     let client = loopback_socket().await?;
+    // Every echo is in when the proxy has forwarded every original and
+    // copy upstream, received every echo, and forwarded them and their
+    // copies back.
+    let settled = |s: &ProxyStats| {
+        let (up, down) = (&s.client_to_server, &s.server_to_client);
+        up.forwarded == u64::from(N) + up.duplicated
+            && down.received == up.forwarded
+            && down.forwarded == down.received + down.duplicated
+    };
     let (sent, echoes) = tokio::join!(
         send_numbered(&client, proxy.local_addr(), N),
-        collect(&client, Duration::from_millis(300))
+        collect_until(&client, |n| {
+            let s = proxy.stats();
+            settled(&s) && n as u64 >= s.server_to_client.forwarded
+        })
     );
     sent?;
+    let echoes = echoes?;
     let stats = proxy.stats();
     let up = stats.client_to_server;
     let down = stats.server_to_client;
@@ -225,7 +266,7 @@ async fn reordering_actually_reorders_and_loses_nothing() -> TestResult {
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), N).await?;
     let stats = settle(&proxy, |s| s.client_to_server.forwarded == u64::from(N)).await?;
-    sleep(Duration::from_millis(50)).await;
+    arrived(&server, u64::from(N)).await?;
     let order: Vec<u32> = server
         .seen()
         .iter()
@@ -259,13 +300,12 @@ async fn delay_adds_latency() -> TestResult {
     for _ in 0..3 {
         let start = Instant::now();
         client.send_to(b"ping", proxy.local_addr()).await?;
-        let (n, _) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await??;
+        let (n, _) = timeout(WAIT, client.recv_from(&mut buf)).await??;
         let rtt = start.elapsed();
         assert_eq!(&buf[..n], b"ping");
-        assert!(
-            rtt >= delay && rtt < Duration::from_millis(500),
-            "rtt {rtt:?}"
-        );
+        // A delay can only make the round trip longer; how much longer a
+        // busy machine makes it is not the proxy's doing.
+        assert!(rtt >= delay, "rtt {rtt:?}");
     }
     assert_eq!(proxy.stats().client_to_server.delayed, 3);
     // A jittered delay stays within its range.
@@ -278,7 +318,7 @@ async fn delay_adds_latency() -> TestResult {
     })?;
     let start = Instant::now();
     client.send_to(b"jitter", proxy.local_addr()).await?;
-    timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await??;
+    timeout(WAIT, client.recv_from(&mut buf)).await??;
     assert!(start.elapsed() >= Duration::from_millis(10));
     Ok(())
 }
@@ -299,7 +339,7 @@ async fn replies_go_back_to_the_right_client() -> TestResult {
         }
     }
     for (id, client) in clients.iter().enumerate() {
-        let echoes = collect(client, Duration::from_millis(200)).await;
+        let echoes = collect_until(client, |n| n >= 20).await?;
         assert_eq!(echoes.len(), 20, "client {id}");
         assert!(
             echoes.iter().all(|e| e.first() == Some(&(id as u8))),
@@ -318,14 +358,21 @@ async fn config_changes_at_run_time_and_bad_config_is_refused() -> TestResult {
     let proxy = FaultProxy::loopback(server.addr, ProxyConfig::default()).await?;
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), 100).await?;
-    assert_eq!(
-        collect(&client, Duration::from_millis(200)).await.len(),
-        100
-    );
+    assert_eq!(collect_until(&client, |n| n >= 100).await?.len(), 100);
 
     proxy.set_config(ProxyFaults::symmetric(FaultConfig::seeded(1).loss(1.0)))?;
     send_numbered(&client, proxy.local_addr(), 50).await?;
-    assert_eq!(collect(&client, Duration::from_millis(200)).await.len(), 0);
+    settle(&proxy, |s| s.client_to_server.dropped == 50).await?;
+    // All 50 were dropped and the 100 echoes were read: nothing is left
+    // on its way to the client.
+    // (A direct non-blocking read: tokio's try_recv would not look at the
+    // socket before its reactor saw it readable.)
+    let mut raw = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+    let leftover = socket2::SockRef::from(&client).recv_from(&mut raw);
+    assert!(
+        matches!(&leftover, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a datagram passed a proxy that loses everything: {leftover:?}"
+    );
     assert_eq!(proxy.stats().client_to_server.dropped, 50);
 
     assert!(proxy
@@ -360,14 +407,14 @@ async fn full_client_table_evicts_the_one_idle_longest() -> TestResult {
     let mut buf = [0u8; 16];
     for client in [&a, &b, &c] {
         client.send_to(b"x", proxy.local_addr()).await?;
-        timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await??;
+        timeout(WAIT, client.recv_from(&mut buf)).await??;
         sleep(Duration::from_millis(5)).await;
     }
     let stats = proxy.stats();
     assert_eq!((stats.clients, stats.clients_evicted), (2, 1));
     // The evicted client gets a fresh mapping and still works.
     a.send_to(b"again", proxy.local_addr()).await?;
-    let (n, _) = timeout(Duration::from_secs(2), a.recv_from(&mut buf)).await??;
+    let (n, _) = timeout(WAIT, a.recv_from(&mut buf)).await??;
     assert_eq!(&buf[..n], b"again");
     assert_eq!(proxy.stats().clients_evicted, 2);
     Ok(())
@@ -391,7 +438,7 @@ async fn odd_datagrams_pass_and_the_proxy_survives_a_dead_upstream() -> TestResu
         .send_to(&vec![1u8; 65_000], live.local_addr())
         .await?;
     let mut buf = vec![0u8; 65_536];
-    let (n, _) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await??;
+    let (n, _) = timeout(WAIT, client.recv_from(&mut buf)).await??;
     assert_eq!(n, 65_000);
     let stats = proxy.shutdown().await;
     assert_eq!(stats.client_to_server.received, 2);
@@ -421,12 +468,12 @@ async fn proxy_and_in_memory_network_make_the_same_decisions() -> TestResult {
     let proxy = FaultProxy::loopback(server.addr, one_way(config.clone())).await?;
     let client = loopback_socket().await?;
     send_numbered(&client, proxy.local_addr(), N).await?;
-    settle(&proxy, |s| {
+    let stats = settle(&proxy, |s| {
         s.client_to_server.dropped + s.client_to_server.forwarded
             == u64::from(N) + s.client_to_server.duplicated
     })
     .await?;
-    sleep(Duration::from_millis(50)).await;
+    arrived(&server, stats.client_to_server.forwarded).await?;
     let mut via_proxy: Vec<u32> = server
         .seen()
         .iter()
@@ -442,9 +489,15 @@ async fn proxy_and_in_memory_network_make_the_same_decisions() -> TestResult {
     for i in 0..N {
         a.send_to(&i.to_be_bytes(), b.addr()).await?;
     }
+    // The link decided on every datagram as it was sent: read exactly the
+    // ones it kept (it counts them forwarded as they are read).
+    let l = net.link_stats(a.addr(), b.addr());
+    assert_eq!(l.received, u64::from(N));
+    let delivered = u64::from(N) + l.duplicated - l.dropped - l.overflow;
     let mut via_mem = Vec::new();
     let mut buf = [0u8; 8];
-    while let Ok(Ok((n, _))) = timeout(Duration::from_millis(20), b.recv_from(&mut buf)).await {
+    while (via_mem.len() as u64) < delivered {
+        let (n, _) = timeout(WAIT, b.recv_from(&mut buf)).await??;
         via_mem.extend(buf.get(..n).and_then(number));
     }
     via_proxy.sort_unstable();

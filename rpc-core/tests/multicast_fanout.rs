@@ -2,6 +2,15 @@
 //! dead members, replication and split work, at-most-once per member under
 //! loss, the streaming form, run-time membership, one-way and asynchronous
 //! multicast. Every test is bounded by `LIMIT`.
+//!
+//! No verdict rests on how fast the machine is. "Returns without waiting
+//! for a member" is shown by what the outcome says of that member
+//! (`Cancelled`: the policy was met before it answered, not `Timeout` or
+//! `Unreachable`) with retry budgets too large to run out, or by holding
+//! handlers at a `Gate` opened only after the call returned. Tests about
+//! deadlines run on tokio's paused clock: time moves only when every task
+//! waits, so live members always answer before a short deadline and the
+//! deadline's own effect is what is checked.
 
 mod multicast_support;
 
@@ -32,9 +41,10 @@ fn is_reply<R, E: std::fmt::Debug>(r: &MemberResult<R, E>) -> bool {
     matches!(r, MemberResult::Reply(_))
 }
 
-/// Waits until `f` holds (at most 3 s).
+/// Waits until `f` holds: the verdict is the event; 30 s of real time is
+/// only the safety net of a broken build.
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         if f() {
             return true;
@@ -44,23 +54,22 @@ async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn first_and_quorum_return_promptly_with_two_dead_members() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (ms, group) = members(8, &[2, 5]).await?;
         let dead = ["m2", "m5"];
 
+        // The dead members can neither run out of retries nor reach the
+        // deadline before the policy is met: a call that waited for them
+        // would report them `Timeout` at its deadline.
         let out = group
             .add(Amount { delta: 1 })
             .first()
-            .timeout(Duration::from_secs(5))
+            .retries(1000)
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete, "{out:?}");
-        assert!(
-            out.elapsed < Duration::from_secs(1),
-            "first took {:?}",
-            out.elapsed
-        );
         assert_eq!(out.members.len(), 8);
         assert_eq!(out.successes(), 1, "{out:?}");
         for d in dead {
@@ -77,52 +86,71 @@ async fn first_and_quorum_return_promptly_with_two_dead_members() -> anyhow::Res
         let out = group
             .add(Amount { delta: 1 })
             .quorum(5)
-            .timeout(Duration::from_secs(5))
+            .retries(1000)
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete, "{out:?}");
-        assert!(
-            out.elapsed < Duration::from_secs(1),
-            "quorum took {:?}",
-            out.elapsed
-        );
         assert_eq!(out.successes(), 5, "{out:?}");
         for d in dead {
-            assert!(!is_reply(
-                &out.member(d)
-                    .ok_or_else(|| anyhow::anyhow!("{d} missing"))?
-                    .result
-            ));
+            let m = out
+                .member(d)
+                .ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
+            assert!(
+                matches!(m.result, MemberResult::Cancelled),
+                "{d}: {:?}",
+                m.result
+            );
         }
-        // Unmet quorum: 7 of 8 with two dead waits for the deadline and says so.
+        // Unmet quorum: 7 of 8 with two dead waits for the deadline and
+        // says so (the dead cannot run out of retries first; on the paused
+        // clock the six live members answer before it).
+        let start = tokio::time::Instant::now();
         let out = group
             .add(Amount { delta: 1 })
             .quorum(7)
+            .retries(1000)
             .timeout(Duration::from_millis(400))
             .await;
         assert!(!out.complete);
+        assert!(start.elapsed() >= Duration::from_millis(400));
         assert_eq!(out.successes(), 6);
+        for d in dead {
+            let m = out
+                .member(d)
+                .ok_or_else(|| anyhow::anyhow!("{d} missing"))?;
+            assert!(
+                matches!(m.result, MemberResult::Timeout),
+                "{d}: {:?}",
+                m.result
+            );
+        }
         drop(ms);
         anyhow::Ok(())
     })
     .await?
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn all_reports_the_dead_members_at_the_deadline() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (_ms, group) = members(8, &[0, 7]).await?;
+        // On the paused clock the live members answer before the deadline
+        // whatever the load; with retries that cannot run out first, the
+        // dead members are reported at the deadline (`Timeout`): not
+        // earlier, and not later as `Unreachable` after their retries.
         let deadline = Duration::from_millis(500);
-        let out = group.add(Amount { delta: 1 }).all().timeout(deadline).await;
+        let start = tokio::time::Instant::now();
+        let out = group
+            .add(Amount { delta: 1 })
+            .all()
+            .retries(1000)
+            .timeout(deadline)
+            .await;
         assert!(!out.complete);
         assert!(
-            out.elapsed >= deadline - Duration::from_millis(20),
+            start.elapsed() >= deadline,
             "ended early: {:?}",
-            out.elapsed
-        );
-        assert!(
-            out.elapsed < deadline + Duration::from_millis(700),
-            "ended late: {:?}",
-            out.elapsed
+            start.elapsed()
         );
         assert_eq!(out.successes(), 6);
         for m in &out.members {
@@ -133,18 +161,14 @@ async fn all_reports_the_dead_members_at_the_deadline() -> anyhow::Result<()> {
         }
 
         // With few attempts the transport tells a dead member from a slow
-        // one: unreachable after its attempts, before the deadline.
+        // one: unreachable after its attempts, before the deadline (a call
+        // that reached its deadline would say `Timeout`).
         let out = group
             .add(Amount { delta: 1 })
             .all()
             .retries(2)
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
             .await;
-        assert!(
-            out.elapsed < Duration::from_secs(5),
-            "took {:?}",
-            out.elapsed
-        );
         for m in &out.members {
             match m.member.as_str() {
                 "m0" | "m7" => match &m.result {
@@ -181,7 +205,7 @@ async fn replication_with_first_runs_the_same_work_everywhere() -> anyhow::Resul
             .add(Amount { delta: 7 })
             .first()
             .stragglers(Stragglers::Finish)
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete);
         let (_, reply) = out
@@ -216,7 +240,7 @@ async fn split_work_with_all_merges_the_partial_sums() -> anyhow::Result<()> {
                 parts: 4,
             })
             .all()
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete, "{out:?}");
         let mut parts: Vec<u32> = out.replies().map(|(_, t)| t.part).collect();
@@ -247,7 +271,7 @@ async fn twenty_percent_loss_runs_exactly_once_on_every_member_that_succeeds() -
             let out = group
                 .add(Amount { delta: 1 })
                 .all()
-                .timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
                 .await;
             for (k, line) in out.members.iter().enumerate() {
                 if let MemberResult::Reply(count) = &line.result {
@@ -287,11 +311,13 @@ async fn twenty_percent_loss_runs_exactly_once_on_every_member_that_succeeds() -
     .await?
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stream_yields_replies_as_they_arrive_then_timeouts() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (_ms, group) = members(4, &[3]).await?;
-        let start = Instant::now();
+        // Paused clock: the live members answer before the deadline,
+        // which is what ends the dead member's line.
+        let start = tokio::time::Instant::now();
         let mut stream = group
             .add(Amount { delta: 1 })
             .timeout(Duration::from_millis(400))
@@ -304,20 +330,15 @@ async fn stream_yields_replies_as_they_arrive_then_timeouts() -> anyhow::Result<
             }
         }
         assert_eq!(seen.len(), 4, "{seen:?}");
-        assert!(
-            seen[..3]
-                .iter()
-                .all(|(_, ok, t)| *ok && *t < Duration::from_millis(300)),
-            "{seen:?}"
-        );
+        assert!(seen[..3].iter().all(|(_, ok, _)| *ok), "{seen:?}");
         assert_eq!(seen[3].0, "m3");
         assert!(!seen[3].1);
-        assert!(seen[3].2 >= Duration::from_millis(380), "{seen:?}");
+        assert!(seen[3].2 >= Duration::from_millis(400), "{seen:?}");
 
         // A caller that stops after two replies just drops the stream.
         let mut stream = group
             .add(Amount { delta: 1 })
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .stream();
         let mut n = 0;
         while let Some(line) = stream.next().await {
@@ -328,7 +349,6 @@ async fn stream_yields_replies_as_they_arrive_then_timeouts() -> anyhow::Result<
         }
         drop(stream);
         assert_eq!(n, 2);
-        assert!(start.elapsed() < Duration::from_secs(3));
         anyhow::Ok(())
     })
     .await?
@@ -340,7 +360,7 @@ async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
         let (ms, group) = members(2, &[]).await?;
         let out = group
             .add(Amount { delta: 1 })
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert_eq!(
             out.members
@@ -356,7 +376,7 @@ async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
             .add("m9", client(extra.addr, fast_config()).await?);
         let out = group
             .add(Amount { delta: 1 })
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete);
         assert_eq!(out.members.len(), 3);
@@ -366,7 +386,7 @@ async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
         assert!(!group.group().remove("m0"));
         let out = group
             .add(Amount { delta: 1 })
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert_eq!(
             out.members
@@ -408,25 +428,27 @@ async fn one_way_multicast_reaches_every_member() -> anyhow::Result<()> {
 async fn asynchronous_multicast_completes_at_the_accepts() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (ms, group) = members(4, &[]).await?;
+        // Every member's work waits at a gate opened only after the call
+        // returned: a call that waited for the work would time out.
+        let gate = Gate::closed();
+        for m in &ms {
+            m.tally.hold(&gate);
+        }
         let out = group
-            .slow(Work { millis: 600 })
+            .slow(Work { millis: 0 })
             .all()
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete, "{out:?}");
-        assert!(
-            out.elapsed < Duration::from_millis(500),
-            "waited for the work: {:?}",
-            out.elapsed
-        );
         assert!(out
             .members
             .iter()
             .all(|m| matches!(m.result, MemberResult::Accepted)));
         assert!(
             ms.iter().all(|m| m.tally.executions() == 0),
-            "the work is still running"
+            "the work is still held"
         );
+        gate.open();
         assert!(eventually(|| ms.iter().all(|m| m.tally.executions() == 1)).await);
         // The background exchanges fetched the replies: histories drain.
         assert!(eventually(|| ms.iter().all(|m| m.server.stats().history_in_progress == 0)).await);
@@ -446,7 +468,7 @@ async fn cancelled_stragglers_and_typed_errors_show_per_member() -> anyhow::Resu
                 parts: 0,
             })
             .all()
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(!out.complete);
         for m in &out.members {
@@ -459,7 +481,7 @@ async fn cancelled_stragglers_and_typed_errors_show_per_member() -> anyhow::Resu
             .add(Amount { delta: 1 })
             .first()
             .stragglers(Stragglers::Cancel)
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .await;
         assert!(out.complete);
         assert_eq!(
@@ -520,7 +542,7 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
             let out = group
                 .add(Amount { delta: 1 })
                 .quorum(5)
-                .timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
                 .await;
             assert!(out.complete, "{out:?}");
             assert!(!is_reply(
@@ -552,12 +574,16 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
     .await?
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_quorum_that_can_no_longer_be_met_ends_early() -> anyhow::Result<()> {
     tokio::time::timeout(LIMIT, async {
         let (_ms, group) = members(4, &[1, 2]).await?;
         // Two dead of four with one retry: unreachable after a few round
         // trips; quorum(3) is then out of reach, long before the deadline.
+        // On the paused clock the time a call takes is the time its timers
+        // say, not the machine's speed: ending before the deadline is
+        // ending early.
+        let start = tokio::time::Instant::now();
         let out = group
             .add(Amount { delta: 1 })
             .quorum(3)
@@ -565,7 +591,11 @@ async fn a_quorum_that_can_no_longer_be_met_ends_early() -> anyhow::Result<()> {
             .timeout(Duration::from_secs(20))
             .await;
         assert!(!out.complete);
-        assert!(out.elapsed < Duration::from_secs(5), "{:?}", out.elapsed);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "waited for the deadline: {:?}",
+            start.elapsed()
+        );
         assert_eq!(out.successes(), 2);
         for d in ["m1", "m2"] {
             let line = out

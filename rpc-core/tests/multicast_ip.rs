@@ -6,35 +6,50 @@
 //! the host's interfaces are never touched.
 //!
 //! Needs root and iproute2; without them the tests fail and say so.
+//!
+//! The runtimes run on a paused clock (`Netns::run_paused`): tokio time
+//! moves only when the client and every member wait, so what a test checks
+//! about re-sends follows from the order of events, not from how fast a
+//! busy machine runs. Where a re-send must not happen before an answer,
+//! `hold_clock_until` keeps the clock still until the answer is in; where
+//! a call must return before a handler finishes, the handler waits at a
+//! `Gate` that opens only after the call returned.
 
 mod multicast_support;
 
 use multicast_support::*;
 use rpc_core::{GroupClient, MemberResult};
 use std::future::IntoFuture;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow::Result<()> {
     let ns = Netns::create()?;
-    ns.run(|| async {
+    ns.run_paused(|| async {
         let mut members = Vec::new();
         for i in 0..4 {
             members.push(group_member(i, true).await?);
         }
-        // A long first timeout: on a loaded machine no re-send happens, so
-        // every member must have got exactly the one datagram.
-        let mc = multicast_client(Duration::from_secs(2)).await?;
+        let mc = multicast_client(Duration::from_millis(20)).await?;
         let group = GroupClient::with_multicast(mc.clone());
         for (i, m) in members.iter().enumerate() {
             group.add_multicast_member(format!("m{i}"), m.addr)?;
         }
         let group = TallyGroupClient::new(group);
-        let out = group
-            .add(Amount { delta: 3 })
-            .all()
-            .timeout(Duration::from_secs(5))
-            .await;
+        // The clock stands still until every member has answered: no
+        // re-send timer can fire first, so one datagram must have reached
+        // them all.
+        let (out, held) = tokio::join!(
+            group
+                .add(Amount { delta: 3 })
+                .all()
+                .timeout(Duration::from_secs(5))
+                .into_future(),
+            hold_clock_until("every member answered the first copy", || {
+                mc.stats().replies == 4
+            })
+        );
+        held?;
         assert!(out.complete, "{out:?}");
         assert_eq!(mc.stats().group_datagrams, 1, "{:?}", mc.stats());
         for (i, m) in members.iter().enumerate() {
@@ -57,32 +72,61 @@ fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow
         assert!(out.complete, "{out:?}");
         assert_eq!(out.replies().map(|(_, t)| t.sum).sum::<i64>(), 5050);
 
-        // Open membership: whoever answers by the deadline.
+        // Open membership: whoever answers by the deadline. The clock
+        // stands still until the four have answered, then runs to the
+        // deadline, which the call waits for (nobody says how many
+        // members there are).
         let open = TallyGroupClient::new(GroupClient::with_multicast(mc.clone()));
-        let start = Instant::now();
-        let out = open
-            .add(Amount { delta: 1 })
-            .all()
-            .timeout(Duration::from_millis(400))
-            .await;
-        assert!(start.elapsed() >= Duration::from_millis(380));
+        let replies = mc.stats().replies;
+        let start = tokio::time::Instant::now();
+        let (out, held) = tokio::join!(
+            open.add(Amount { delta: 1 })
+                .all()
+                .timeout(Duration::from_millis(400))
+                .into_future(),
+            hold_clock_until("every member answered the open call", || {
+                mc.stats().replies == replies + 4
+            })
+        );
+        held?;
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "an open call ends at its deadline: {:?}",
+            start.elapsed()
+        );
         assert_eq!(out.successes(), 4, "{out:?}");
         let mut addrs: Vec<_> = out.members.iter().filter_map(|m| m.addr).collect();
         addrs.sort();
         let mut expected: Vec<_> = members.iter().map(|m| m.addr).collect();
         expected.sort();
         assert_eq!(addrs, expected);
-        let out = open
-            .add(Amount { delta: 1 })
-            .first()
-            .timeout(Duration::from_secs(5))
-            .await;
-        assert!(out.complete);
-        assert!(
-            out.elapsed < Duration::from_millis(300),
-            "{:?}",
-            out.elapsed
+
+        // `first` returns at the first answer: three members are held in
+        // their handler until the call has returned. A `first` that waited
+        // for them would reach its (paused-clock) deadline instead.
+        let gate = Gate::closed();
+        for m in &members[1..] {
+            m.tally.hold(&gate);
+        }
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            open.add(Amount { delta: 1 })
+                .first()
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("`first` waited for the members still running"))?;
+        assert!(out.complete, "{out:?}");
+        assert_eq!(out.successes(), 1, "{out:?}");
+        assert_eq!(
+            out.members.iter().find_map(|m| m.addr),
+            Some(members[0].addr),
+            "only the member that was not held could answer: {out:?}"
         );
+        for m in &members[1..] {
+            assert_eq!(m.tally.value(), 3 + 1, "held: has not counted yet");
+        }
+        gate.open();
 
         // One-way and asynchronous multicast.
         let out = group.nudge(Amount { delta: 10 }).await;
@@ -94,29 +138,38 @@ fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow
                     .all(|m| matches!(m.result, MemberResult::Sent)),
             "{out:?}"
         );
+        hold_clock_until("add 3, two adds of 1 and the nudge counted", || {
+            members.iter().all(|m| m.tally.value() == 3 + 1 + 1 + 10)
+        })
+        .await?;
+        // The asynchronous call completes at the ACCEPTs while every
+        // member's handler is held; one that waited for the work would
+        // time out at its deadline.
+        let gate = Gate::closed();
+        for m in &members {
+            m.tally.hold(&gate);
+        }
         let out = group
-            .slow(Work { millis: 300 })
+            .slow(Work { millis: 0 })
             .all()
             .timeout(Duration::from_secs(5))
             .await;
         assert!(out.complete, "{out:?}");
-        assert!(out
-            .members
-            .iter()
-            .all(|m| matches!(m.result, MemberResult::Accepted)));
         assert!(
-            out.elapsed < Duration::from_millis(250),
-            "{:?}",
-            out.elapsed
-        );
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until
-            && members
+            out.members
                 .iter()
-                .any(|m| m.tally.value() != 3 + 1 + 1 + 10 + 1)
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+                .all(|m| matches!(m.result, MemberResult::Accepted)),
+            "{out:?}"
+        );
+        assert!(
+            members.iter().all(|m| m.tally.value() == 15),
+            "the work is held, not done"
+        );
+        gate.open();
+        hold_clock_until("the released work counted", || {
+            members.iter().all(|m| m.tally.value() == 16)
+        })
+        .await?;
         for m in &members {
             assert_eq!(
                 m.tally.value(),
@@ -131,7 +184,7 @@ fn one_datagram_reaches_every_joined_member_and_replies_are_gathered() -> anyhow
 #[test]
 fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> anyhow::Result<()> {
     let ns = Netns::create()?;
-    ns.run(|| async {
+    ns.run_paused(|| async {
         let mut members = Vec::new();
         for i in 0..3 {
             members.push(group_member(i, true).await?);
@@ -148,14 +201,19 @@ fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> any
             group
                 .add(Amount { delta: 1 })
                 .all()
-                .timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
                 .into_future(),
         );
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The clock stands still until the joined members have answered
+        // the first copy: every re-send comes after they ran the request.
+        hold_clock_until("the joined members answered", || mc.stats().replies == 3).await?;
+        assert_eq!(mc.stats().resends, 0, "{:?}", mc.stats());
+        assert_eq!(late.membership.received(), 0, "not in the group yet");
         late.membership.rejoin()?;
         let out = call.await?;
         assert!(out.complete, "{out:?}");
         assert!(mc.stats().resends >= 1);
+        assert!(late.membership.received() >= 1, "a re-send reached it");
         for m in members.iter().chain(std::iter::once(&late)) {
             assert_eq!(m.tally.executions(), 1, "ran exactly once per member");
         }
@@ -174,7 +232,7 @@ fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> any
 #[test]
 fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
     let ns = Netns::create()?;
-    ns.run(|| async {
+    ns.run_paused(|| async {
         let mut members = Vec::new();
         for i in 0..3 {
             members.push(group_member(i, true).await?);
@@ -194,16 +252,31 @@ fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
 
         members[1].membership.leave()?;
         let before = members[1].membership.received();
-        // `first` and `quorum` are not held up by the member that left.
-        let out = group
-            .add(Amount { delta: 1 })
-            .quorum(2)
-            .timeout(Duration::from_secs(5))
-            .await;
-        assert!(
-            out.complete && out.elapsed < Duration::from_millis(500),
-            "{out:?}"
+        // `first` and `quorum` are not held up by the member that left:
+        // the clock stands still until the two others have answered, so
+        // the member that left can be neither given up nor timed out
+        // before the quorum is met; it is reported as cancelled.
+        let replies = mc.stats().replies;
+        let (out, held) = tokio::join!(
+            group
+                .add(Amount { delta: 1 })
+                .quorum(2)
+                .timeout(Duration::from_secs(30))
+                .into_future(),
+            hold_clock_until("the two members in the group answered", || {
+                mc.stats().replies == replies + 2
+            })
         );
+        held?;
+        assert!(out.complete, "{out:?}");
+        match &out
+            .member("m1")
+            .ok_or_else(|| anyhow::anyhow!("m1 missing"))?
+            .result
+        {
+            MemberResult::Cancelled => {}
+            other => panic!("m1 held the quorum up: {other:?}"),
+        }
         // `all` reports it: unreachable after the configured copies.
         let out = group
             .add(Amount { delta: 1 })
@@ -234,7 +307,7 @@ fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
 #[test]
 fn unicast_re_sends_reach_a_member_outside_the_group() -> anyhow::Result<()> {
     let ns = Netns::create()?;
-    ns.run(|| async {
+    ns.run_paused(|| async {
         let mut members = Vec::new();
         for i in 0..3 {
             members.push(group_member(i, true).await?);
@@ -251,15 +324,30 @@ fn unicast_re_sends_reach_a_member_outside_the_group() -> anyhow::Result<()> {
             group.add_multicast_member(format!("m{i}"), m.addr)?;
         }
         let group = TallyGroupClient::new(group);
-        let out = group
-            .add(Amount { delta: 1 })
-            .all()
-            .timeout(Duration::from_secs(5))
-            .await;
+        let call = tokio::spawn(
+            group
+                .add(Amount { delta: 1 })
+                .all()
+                .timeout(Duration::from_secs(30))
+                .into_future(),
+        );
+        // The clock stands still until the three members in the group have
+        // answered the group copy: when the first re-send is due, only the
+        // member outside is missing, whatever the machine's load.
+        hold_clock_until("the members in the group answered", || {
+            mc.stats().replies == 3
+        })
+        .await?;
+        assert_eq!(mc.stats().resends, 0, "{:?}", mc.stats());
+        let out = call.await?;
         assert!(out.complete, "{out:?}");
         let stats = mc.stats();
         assert_eq!(stats.group_datagrams, 1, "{stats:?}");
         assert!(stats.unicast_copies >= 1, "{stats:?}");
+        assert_eq!(
+            stats.unicast_copies, stats.resends,
+            "each re-send was one copy, to the one member missing: {stats:?}"
+        );
         assert_eq!(outside.membership.received(), 0);
         for m in members.iter().chain(std::iter::once(&outside)) {
             assert_eq!(m.tally.executions(), 1);

@@ -11,7 +11,7 @@ use server_support::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const T: Duration = Duration::from_secs(10);
+const T: Duration = Duration::from_secs(60);
 
 /// Waits until `addr` can be bound again (the server's socket is closed).
 async fn rebindable(addr: SocketAddr, within: Duration) -> bool {
@@ -42,7 +42,7 @@ async fn graceful_shutdown_finishes_in_flight_and_answers_duplicates() {
         let stopping = tokio::spawn(server.shutdown(Duration::from_secs(5)));
         let start = Instant::now();
         while !engine.is_stopping() {
-            assert!(start.elapsed() < Duration::from_secs(2));
+            assert!(start.elapsed() < WAIT, "the shutdown never began");
             tokio::task::yield_now().await;
         }
         // New work is refused.
@@ -69,10 +69,7 @@ async fn graceful_shutdown_finishes_in_flight_and_answers_duplicates() {
         let reply = peer.recv().await;
         assert_eq!((reply.request_id, &reply.payload[..]), (2, &b"slow"[..]));
         stopping.await.unwrap().unwrap();
-        assert!(
-            rebindable(addr, Duration::from_secs(1)).await,
-            "socket closed after shutdown"
-        );
+        assert!(rebindable(addr, WAIT).await, "socket closed after shutdown");
         assert_eq!(state.runs(), 2);
         assert_eq!(engine.stats().shutdown_refused, 1);
     })
@@ -88,14 +85,14 @@ async fn shutdown_timeout_cancels_stuck_handlers() {
         let peer = Peer::new(addr).await;
         peer.send(&request(32, 1, SLOW)).await;
         wait_stats(&server, |s| s.executions == 1).await;
-        let started = Instant::now();
+        // The handler never finishes: a shutdown that did not give up at
+        // its timeout would never return (bounded by `T`).
         let r = server.shutdown(Duration::from_millis(100)).await;
         assert!(
             matches!(r, Err(ServerError::ShutdownTimeout { cancelled: 1 })),
             "{r:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(rebindable(addr, Duration::from_secs(1)).await);
+        assert!(rebindable(addr, WAIT).await);
         peer.expect_silence(Duration::from_millis(50)).await;
     })
     .await
@@ -111,10 +108,7 @@ async fn dropping_the_handle_stops_the_server() {
         peer.send(&request(33, 1, SLOW)).await;
         wait_stats(&server, |s| s.executions == 1).await;
         drop(server);
-        assert!(
-            rebindable(addr, Duration::from_secs(2)).await,
-            "socket closes after drop"
-        );
+        assert!(rebindable(addr, WAIT).await, "socket closes after drop");
     })
     .await
     .unwrap();

@@ -12,7 +12,7 @@ use rpc_core::{Code, TransportKind};
 use server_support::*;
 use std::time::{Duration, Instant};
 
-const T: Duration = Duration::from_secs(10);
+const T: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn duplicate_runs_once_and_gets_the_same_reply_bytes() {
@@ -230,7 +230,9 @@ async fn entries_older_than_the_ttl_are_swept() {
         let (server, state) = serve(Server::builder().history(history)).await;
         let peer = Peer::new(server.local_addr()).await;
         peer.call(&request(16, 1, ADD)).await;
-        assert_eq!(server.stats().history_completed, 1);
+        // Stored, or (after a stall longer than the ttl) already swept.
+        let s = server.stats();
+        assert_eq!(s.history_completed as u64 + s.evicted_age, 1, "{s:?}");
         let s = wait_stats(&server, |s| s.evicted_age == 1).await;
         assert_eq!(s.history_completed, 0);
         let mut retry = request(16, 1, ADD);
@@ -363,7 +365,7 @@ async fn deadlines_travel_to_the_handler_and_expired_work_does_not_run() {
         let ctx = state.contexts.lock().unwrap().pop().unwrap();
         let deadline = ctx.deadline.unwrap();
         assert!(
-            deadline > before + Duration::from_secs(4)
+            deadline >= before + Duration::from_secs(5)
                 && deadline <= Instant::now() + Duration::from_secs(5)
         );
         assert_eq!(ctx.transport, TransportKind::Udp);
@@ -375,7 +377,12 @@ async fn deadlines_travel_to_the_handler_and_expired_work_does_not_run() {
         let mut late = request(20, 3, ADD);
         late.deadline_us = 20_000;
         peer.send(&late).await;
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Once the server has taken the request (queued behind Slow), its
+        // deadline is at most 20 ms away: wait past it, then free the slot.
+        wait_stats(&server, |s| s.requests == 3).await;
+        let taken = Instant::now();
+        tokio::time::sleep_until((taken + Duration::from_millis(21)).into()).await;
+        assert_eq!(server.stats().executions, 2, "Add is still waiting");
         state.release(1);
         let a = peer.recv().await;
         let b = peer.recv().await;

@@ -16,7 +16,10 @@ use rpc_core::client::{TcpChannel, TcpConfig};
 use rpc_core::server::TcpServerConfig;
 use rpc_core::{Code, Error, Protocol};
 
-const LIMIT: Duration = Duration::from_secs(20);
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a test waits for an event: a safety net, never the verdict.
+const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn many_concurrent_calls_share_one_connection_and_few_writes() {
@@ -82,7 +85,7 @@ async fn many_concurrent_calls_share_one_connection_and_few_writes() {
         // them: the ACKs of the burst may have carried a lower one, while
         // an older call was still running.)
         assert!(
-            eventually(Duration::from_secs(3), || server.stats().history_len == 0).await,
+            eventually(WAIT, || server.stats().history_len == 0).await,
             "{:?}",
             server.stats()
         );
@@ -108,8 +111,12 @@ async fn a_slow_call_is_not_retransmitted_on_a_healthy_connection() {
                 .await
             }
         });
-        // Far beyond the retransmission timeout of a loopback round trip.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // The handler is held until the retransmission timer has fired
+        // (and, the connection being healthy, written no copy).
+        assert!(
+            eventually(WAIT, || ch.link_stats().suppressed >= 1).await,
+            "the retransmission timer fired"
+        );
         state.release(1);
         assert_eq!(&slow.await.unwrap().unwrap().unwrap()[..], b"slow");
         let s = server.stats();
@@ -234,7 +241,7 @@ async fn an_absurd_length_prefix_closes_that_connection_only() {
         raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         raw.write_all(b"garbage").await.unwrap();
         let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(Duration::from_secs(3), raw.read(&mut buf))
+        let n = tokio::time::timeout(WAIT, raw.read(&mut buf))
             .await
             .unwrap()
             .unwrap_or(0);
@@ -247,11 +254,7 @@ async fn an_absurd_length_prefix_closes_that_connection_only() {
         raw.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
             .await
             .unwrap();
-        assert!(
-            eventually(Duration::from_secs(3), || server.stats().malformed_dropped
-                == 1)
-            .await
-        );
+        assert!(eventually(WAIT, || server.stats().malformed_dropped == 1).await);
         // The server and other connections are fine.
         let r = call(&ch, ADD, be(5), Protocol::RR, Some(Duration::from_secs(5)))
             .await
@@ -269,32 +272,32 @@ async fn connection_limit_and_idle_timeout() {
         sc.idle_timeout = Some(Duration::from_millis(300));
         let (server, _state) = serve_tcp(sc).await;
         let mut first = TcpStream::connect(server.local_addr()).await.unwrap();
-        assert!(
-            eventually(Duration::from_secs(2), || server
-                .tcp_stats()
-                .connections_open
-                == 1)
-            .await
-        );
+        assert!(eventually(WAIT, || server.tcp_stats().connections_open == 1).await);
         let mut second = TcpStream::connect(server.local_addr()).await.unwrap();
         let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf))
+        let n = tokio::time::timeout(WAIT, second.read(&mut buf))
             .await
             .unwrap()
             .unwrap_or(0);
         assert_eq!(n, 0, "over the limit: closed at once");
         assert_eq!(server.tcp_stats().connections_refused, 1);
         // The first one says nothing and is closed after the idle timeout.
-        let n = tokio::time::timeout(Duration::from_secs(3), first.read(&mut buf))
+        let n = tokio::time::timeout(WAIT, first.read(&mut buf))
             .await
             .unwrap()
             .unwrap_or(0);
         assert_eq!(n, 0);
         let tcp = server.tcp_stats();
         assert_eq!((tcp.closed_idle, tcp.connections_open), (1, 0));
-        // A client reconnects by itself when it needs to.
+        // A client reconnects by itself when it needs to: once the server
+        // has closed its idle connection.
         let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            eventually(WAIT, || server.tcp_stats().closed_idle == 2
+                && !ch.is_connected())
+            .await,
+            "the idle connection was closed"
+        );
         let r = call(&ch, ADD, be(1), Protocol::RR, Some(Duration::from_secs(5)))
             .await
             .unwrap();
@@ -399,15 +402,18 @@ async fn graceful_shutdown_writes_the_last_replies_then_closes() {
                 .await
             }
         });
-        assert!(eventually(Duration::from_secs(3), || server.stats().executions == 1).await);
+        assert!(eventually(WAIT, || server.stats().executions == 1).await);
+        // The handler is released once the shutdown has begun: the
+        // shutdown must wait for it and write its reply.
+        let engine = server.engine().clone();
         let release = {
             let state = state.clone();
             async move {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(eventually(WAIT, || engine.is_stopping()).await);
                 state.release(1);
             }
         };
-        let (stopped, ()) = tokio::join!(server.shutdown(Duration::from_secs(5)), release);
+        let (stopped, ()) = tokio::join!(server.shutdown(WAIT), release);
         stopped.unwrap();
         assert_eq!(
             &slow.await.unwrap().unwrap().unwrap()[..],
@@ -415,7 +421,7 @@ async fn graceful_shutdown_writes_the_last_replies_then_closes() {
             "the reply was written before closing"
         );
         assert!(
-            eventually(Duration::from_secs(3), || !ch.is_connected()).await,
+            eventually(WAIT, || !ch.is_connected()).await,
             "the connection is closed"
         );
     })

@@ -13,6 +13,8 @@ import grpc
 from common import everything, load, same
 
 TIMEOUT = 10.0
+# The deadline of the call that must end by its deadline.
+DEADLINE = 2.0
 
 
 def check(name, cond, detail=""):
@@ -94,22 +96,28 @@ def main():
         except grpc.RpcError as e:
             check(f"status {code.name}", e.code() == code and e.details() == message, f"{e.code()} {e.details()!r}")
 
-    # A deadline set here is the handler's deadline there.
-    start = time.monotonic()
+    # A deadline set here is the handler's deadline there. The nap is far
+    # longer than the deadline, which alone ends the call; the deadline is
+    # generous enough that a busy machine still delivers the request before
+    # it (no verdict on how fast the call ended).
     try:
-        stub.Sleep(pb2.Nap(millis=5000), timeout=0.3)
+        stub.Sleep(pb2.Nap(millis=60000), timeout=DEADLINE)
         check("deadline exceeded", False, "no error")
     except grpc.RpcError as e:
-        elapsed = time.monotonic() - start
-        check("deadline exceeded", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed < 2.0, f"{e.code()} after {elapsed:.3f}s")
+        check("deadline exceeded", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, str(e.code()))
     seen = stub.LastSleep(pb2.Empty(), timeout=TIMEOUT)
-    check("handler saw the deadline", seen.had_deadline and 0 < seen.remaining_ms <= 300, str(seen))
+    # grpc-timeout carries three significant figures, rounded up by the
+    # gRPC core: the handler may see up to 1% more than was asked.
+    check("handler saw the deadline",
+          seen.had_deadline and 0 < seen.remaining_ms <= int(DEADLINE * 1000 * 1.01), str(seen))
     seen = stub.Sleep(pb2.Nap(millis=1), timeout=TIMEOUT)
     check("no deadline below the timeout", seen.had_deadline and seen.remaining_ms <= int(TIMEOUT * 1000) + 500, str(seen))
 
     # One-way: an empty reply at once; the note arrives.
     check("post", stub.Post(pb2.Note(text="hello \u2713"), timeout=TIMEOUT) is not None)
-    for _ in range(100):
+    # Polled until it arrives (30 s: a safety net, not the verdict).
+    give_up = time.monotonic() + 30.0
+    while time.monotonic() < give_up:
         if "hello \u2713" in stub.Posted(pb2.Empty(), timeout=TIMEOUT).texts:
             break
         time.sleep(0.02)

@@ -394,3 +394,107 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// A gate that handlers wait at until the test opens it: how a test shows
+/// that a call returned before a handler finished, whatever the
+/// scheduling (the handler cannot finish before the gate opens, and the
+/// test opens it only after the call returned).
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Opens the gate for good: every waiter passes, and so will later ones.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    /// Whether the gate is open.
+    pub fn is_open(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Waits until the gate is open (the semaphore never has a permit: an
+    /// acquire ends only when it is closed).
+    pub async fn pass(&self) {
+        let _ = self.0.acquire().await;
+    }
+}
+
+/// Wraps a service so that the handlers of the methods named in `methods`
+/// wait at `gate` before they run (the wrapped handler is not even called
+/// before the gate opens).
+pub struct Held {
+    inner: Arc<dyn Service>,
+    methods: &'static [&'static str],
+    gate: Gate,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("service", &self.inner.info().full_name)
+            .field("methods", &self.methods)
+            .finish()
+    }
+}
+
+impl Held {
+    /// Holds `methods` of `inner` at `gate`.
+    pub fn new(inner: Arc<dyn Service>, methods: &'static [&'static str], gate: Gate) -> Held {
+        Held {
+            inner,
+            methods,
+            gate,
+        }
+    }
+}
+
+impl Service for Held {
+    fn info(&self) -> &'static ServiceInfo {
+        self.inner.info()
+    }
+
+    fn call(
+        &self,
+        method_id: u32,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
+        if !self.methods.contains(&ctx.method.name) {
+            return self.inner.call(method_id, ctx, request);
+        }
+        let inner = Arc::clone(&self.inner);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            gate.pass().await;
+            inner.call(method_id, ctx, request).await
+        })
+    }
+}
+
+impl Demo {
+    /// As [`Demo::start`], with the handlers of `methods` held at `gate`
+    /// (see [`Held`]).
+    ///
+    /// # Errors
+    /// When the server cannot start.
+    pub async fn start_held(
+        builder: ServerBuilder,
+        methods: &'static [&'static str],
+        gate: &Gate,
+    ) -> anyhow::Result<Demo> {
+        let counter = Arc::new(CounterService::new());
+        let inner: Arc<dyn Service> = Arc::new(demo::CounterServer::from_arc(counter.clone()));
+        let server = builder
+            .add_shared_service(Arc::new(Held::new(inner, methods, gate.clone())))
+            .serve_udp("127.0.0.1:0")
+            .await
+            .context("starting the Counter server")?;
+        Ok(Demo { server, counter })
+    }
+}

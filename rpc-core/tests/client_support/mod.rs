@@ -85,7 +85,43 @@ pub enum Action {
     After(Duration, Envelope),
     /// Send raw bytes to the sender.
     Raw(Vec<u8>),
+    /// Send this envelope to the sender once the gate is open: a handler
+    /// that cannot finish before the test says so.
+    Held(Gate, Envelope),
 }
+
+/// A gate the test opens: how a test shows that a call returned before a
+/// (fake) handler finished, whatever the scheduling: the handler's answer
+/// waits at the gate, and the test opens it only after the call returned.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Opens the gate for good.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    /// Whether the gate is open.
+    pub fn is_open(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Waits until the gate is open (the semaphore never has a permit: an
+    /// acquire ends only when it is closed).
+    pub async fn pass(&self) {
+        let _ = self.0.acquire().await;
+    }
+}
+
+/// How long a test waits for an event before it gives up: a safety net
+/// against a broken build, never the verdict.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub type Behaviour = Box<dyn FnMut(&Envelope) -> Vec<Action> + Send>;
 
@@ -133,6 +169,13 @@ impl FakeServer {
                         }
                         Action::Raw(bytes) => {
                             let _ = s.send_to(&bytes, peer).await;
+                        }
+                        Action::Held(gate, e) => {
+                            let s = s.clone();
+                            tokio::spawn(async move {
+                                gate.pass().await;
+                                let _ = s.send_to(&e.encode_to_vec(), peer).await;
+                            });
                         }
                         Action::After(delay, e) => {
                             let s = s.clone();

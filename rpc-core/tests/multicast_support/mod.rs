@@ -24,6 +24,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A gate that handlers wait at until the test opens it: how a test shows
+/// that a call returned before a handler finished (the handler cannot
+/// finish before the gate opens, and the test opens it only after the call
+/// returned), whatever the scheduling.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Opens the gate for good: every waiter passes, and so will later ones.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    /// Whether the gate is open.
+    pub fn is_open(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Waits until the gate is open (the semaphore never has a permit: an
+    /// acquire ends only when it is closed).
+    pub async fn pass(&self) {
+        let _ = self.0.acquire().await;
+    }
+}
+
 /// One member's state: its part for `Sum`, its counter and how many times
 /// the non-idempotent operations ran.
 #[derive(Debug, Default)]
@@ -31,6 +61,10 @@ pub struct TallyImpl {
     pub part: u32,
     value: Mutex<i64>,
     executions: AtomicU64,
+    /// When set, `add` and `slow` wait at this gate before they count.
+    gate: Mutex<Option<Gate>>,
+    /// Handlers that reached the gate (held or not).
+    entered: AtomicU64,
 }
 
 impl TallyImpl {
@@ -47,6 +81,24 @@ impl TallyImpl {
 
     pub fn executions(&self) -> u64 {
         self.executions.load(Ordering::SeqCst)
+    }
+
+    /// From now on `add` and `slow` wait at `gate` before they count.
+    pub fn hold(&self, gate: &Gate) {
+        *self.gate.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+    }
+
+    /// How many `add` and `slow` handlers have started (reached the gate).
+    pub fn entered(&self) -> u64 {
+        self.entered.load(Ordering::SeqCst)
+    }
+
+    async fn at_gate(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(gate) = gate {
+            gate.pass().await;
+        }
     }
 
     fn add(&self, delta: i64) -> Count {
@@ -66,6 +118,7 @@ pub struct Shared(pub Arc<TallyImpl>);
 
 impl Tally for Shared {
     async fn add(&self, _ctx: CallContext, request: Amount) -> Result<Count, Status> {
+        self.0.at_gate().await;
         Ok(self.0.add(request.delta))
     }
 
@@ -87,7 +140,10 @@ impl Tally for Shared {
     }
 
     async fn slow(&self, _ctx: CallContext, request: Work) -> Result<Count, Status> {
-        tokio::time::sleep(Duration::from_millis(u64::from(request.millis.min(5_000)))).await;
+        self.0.at_gate().await;
+        if request.millis > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(request.millis.min(5_000)))).await;
+        }
         Ok(self.0.add(1))
     }
 
@@ -200,6 +256,29 @@ impl Netns {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
+        self.run_on(false, body)
+    }
+
+    /// As [`Netns::run`], on a runtime whose clock is paused: tokio time
+    /// moves only when every task of the runtime (client and members alike)
+    /// waits, and then jumps to the next timer. A re-send timer therefore
+    /// cannot fire while a member still has work to do, however busy the
+    /// machine is; [`hold_clock_until`] keeps the clock still until an
+    /// event has happened. `LIMIT` is then in that clock too: a call that
+    /// waits for nothing fails at once instead of after a minute.
+    pub fn run_paused<F, Fut>(&self, body: F) -> anyhow::Result<()>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        self.run_on(true, body)
+    }
+
+    fn run_on<F, Fut>(&self, paused: bool, body: F) -> anyhow::Result<()>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
         let path = format!("/var/run/netns/{}", self.name);
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             let file =
@@ -208,6 +287,7 @@ impl Netns {
                 .map_err(|e| anyhow::anyhow!("setns into {path}: {e}"))?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .start_paused(paused)
                 .build()?;
             rt.block_on(async move { tokio::time::timeout(LIMIT, body()).await? })
         });
@@ -223,6 +303,24 @@ impl Drop for Netns {
             tracing::warn!("could not delete namespace {}: {e}", self.name);
         }
     }
+}
+
+/// Keeps a paused clock (see [`Netns::run_paused`]) still until `cond`
+/// holds: yields without ever waiting on a timer, so the runtime is never
+/// idle and cannot move its time, while every other task (members, the
+/// client's receive task, a call polled alongside) runs and sockets are
+/// polled. The verdict is the event; 30 s of real time is only the safety
+/// net of a broken build.
+pub async fn hold_clock_until(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        anyhow::ensure!(
+            std::time::Instant::now() < give_up,
+            "{what}: did not happen within 30 s"
+        );
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 /// The group of the namespace tests (inside their own namespace).

@@ -209,7 +209,7 @@ pub struct Peer {
     pub server: SocketAddr,
 }
 
-pub const WAIT: Duration = Duration::from_secs(3);
+pub const WAIT: Duration = Duration::from_secs(30);
 
 impl Peer {
     pub async fn new(server: SocketAddr) -> Peer {
