@@ -283,6 +283,14 @@ async fn rr_history_stays_within_small_caps_and_never_runs_twice() -> anyhow::Re
             "runs {runs}, ok {ok}, outcome unknown {unknown}: at most once"
         );
         let s = demo.server.stats();
+        // The path under test must be taken: with the cap equal to the
+        // calls in flight, a call whose reply is lost (one in five) waits
+        // out its retransmission timeout while the others complete and push
+        // its stored reply out (about 270 of 2,000 calls in every run seen).
+        assert!(
+            unknown > 0,
+            "no retransmission met an evicted reply: the outcome-unknown path went untested ({ok} ok): {s:?}"
+        );
         assert!(
             s.evicted_refused >= unknown,
             "every ABORTED is a refused evicted retransmission: {s:?}"
