@@ -90,34 +90,9 @@ pub enum Action {
     Held(Gate, Envelope),
 }
 
-/// A gate the test opens: how a test shows that a call returned before a
-/// (fake) handler finished, whatever the scheduling: the handler's answer
-/// waits at the gate, and the test opens it only after the call returned.
-#[derive(Debug, Clone)]
-pub struct Gate(Arc<tokio::sync::Semaphore>);
-
-impl Gate {
-    /// A closed gate.
-    pub fn closed() -> Gate {
-        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
-    }
-
-    /// Opens the gate for good.
-    pub fn open(&self) {
-        self.0.close();
-    }
-
-    /// Whether the gate is open.
-    pub fn is_open(&self) -> bool {
-        self.0.is_closed()
-    }
-
-    /// Waits until the gate is open (the semaphore never has a permit: an
-    /// acquire ends only when it is closed).
-    pub async fn pass(&self) {
-        let _ = self.0.acquire().await;
-    }
-}
+#[path = "../common/gate.rs"]
+mod gate;
+pub use gate::Gate;
 
 /// How long a test waits for an event before it gives up: a safety net
 /// against a broken build, never the verdict.
