@@ -12,6 +12,7 @@
 //!
 //! `RPC_SOAK_CALLS=25000 cargo test -p rpc-tests --release --test crash`
 //! runs the long version.
+#![allow(clippy::print_stderr)] // the run's figures are the soak's report
 
 use prost::Message as _;
 use rpc_core::fault::{Delay, FaultConfig, ProxyFaults};

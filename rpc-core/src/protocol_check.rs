@@ -727,6 +727,7 @@ fn check(s: &State, config: &Config) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::print_stderr)] // the number of states explored is the tests' report
 mod tests {
     use super::*;
 
