@@ -115,6 +115,37 @@ pub struct Envelope {
     pub idempotent: bool,
 }
 
+/// Most metadata entries an envelope may carry; a message with more is
+/// malformed (checked while decoding, so that a flood of entries costs
+/// little before it is refused).
+pub const MAX_METADATA_ENTRIES: usize = 64;
+
+/// Most bytes of metadata keys and values together in one envelope.
+pub const MAX_METADATA_BYTES: usize = 16 << 10;
+
+/// Refuses metadata over [`MAX_METADATA_ENTRIES`] or [`MAX_METADATA_BYTES`].
+fn check_metadata(
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<(), prost::DecodeError> {
+    let too_many = metadata.len() > MAX_METADATA_ENTRIES;
+    if too_many
+        || metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            > MAX_METADATA_BYTES
+    {
+        // prost offers no other way to make a decode error of one's own.
+        #[allow(deprecated)]
+        return Err(prost::DecodeError::new(if too_many {
+            "more than 64 metadata entries"
+        } else {
+            "more than 16 KiB of metadata"
+        }));
+    }
+    Ok(())
+}
+
 /// Field numbers of [`Envelope`] (as in `idl/rpc/envelope.idl`).
 pub(crate) mod tag {
     pub(crate) const VERSION: u32 = 1;
@@ -317,7 +348,8 @@ impl prost::Message for Envelope {
                 "payload",
             ),
             tag::METADATA => (
-                hash_map::merge(string::merge, string::merge, &mut self.metadata, buf, ctx),
+                hash_map::merge(string::merge, string::merge, &mut self.metadata, buf, ctx)
+                    .and_then(|()| check_metadata(&self.metadata)),
                 "metadata",
             ),
             tag::PROTOCOL => (
@@ -473,6 +505,34 @@ mod tests {
 
     fn known(name: &[u8]) -> Option<&'static str> {
         (name == b"demo.v1.Counter").then_some("demo.v1.Counter")
+    }
+
+    #[test]
+    fn metadata_over_its_caps_is_refused_while_decoding() {
+        let with = |entries: usize, value_len: usize| {
+            Envelope {
+                version: VERSION,
+                r#type: MessageType::Request as i32,
+                session_id: 1,
+                metadata: (0..entries)
+                    .map(|i| (format!("k{i}"), "v".repeat(value_len)))
+                    .collect(),
+                ..Envelope::default()
+            }
+            .encode_to_vec()
+        };
+        assert!(Envelope::decode(with(MAX_METADATA_ENTRIES, 8).as_slice()).is_ok());
+        let many = Envelope::decode(with(9_142, 0).as_slice()).unwrap_err();
+        assert!(
+            many.to_string().contains("more than 64 metadata entries"),
+            "{many}"
+        );
+        let big = Envelope::decode(with(2, MAX_METADATA_BYTES).as_slice()).unwrap_err();
+        assert!(
+            big.to_string().contains("more than 16 KiB of metadata"),
+            "{big}"
+        );
+        assert!(Envelope::decode_naming(with(65, 0).as_slice(), known).is_err());
     }
 
     #[test]

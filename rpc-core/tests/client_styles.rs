@@ -11,7 +11,7 @@ mod client_support;
 use client_support::*;
 use rpc_core::client::UdpChannel;
 use rpc_core::envelope::{ExchangeProtocol, MessageType};
-use rpc_core::{CallOptions, Channel, Error, Invocation, Metadata, Never, Protocol};
+use rpc_core::{CallError, CallOptions, Channel, Error, Invocation, Metadata, Never, Protocol};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -416,6 +416,41 @@ async fn dropping_a_call_counts_its_id_as_finished() -> anyhow::Result<()> {
                 .await
         );
         assert_eq!(channel.stats().late_replies, 1);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn metadata_over_the_caps_is_refused_before_sending() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let server = FakeServer::start(standard(1)).await?;
+        let (_channel, client) = channel(&server, fast_config()).await?;
+        let mut call = client.call::<_, Num, Never>(&SERVICE, &READ, &num(1));
+        for i in 0..65 {
+            call = call.metadata(format!("k{i}"), "v");
+        }
+        match call.await {
+            Err(CallError::Rpc(Error::InvalidCall(why))) => {
+                assert!(why.contains("65 metadata entries"), "{why}")
+            }
+            other => anyhow::bail!("expected an invalid call, got {other:?}"),
+        }
+        let big = client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .metadata("k", "v".repeat(16 << 10))
+            .await;
+        assert!(
+            matches!(big, Err(CallError::Rpc(Error::InvalidCall(_)))),
+            "{big:?}"
+        );
+        // Nothing was sent; a call within the caps goes through.
+        assert!(server.received(MessageType::Request).is_empty());
+        client
+            .call::<_, Num, Never>(&SERVICE, &READ, &num(1))
+            .metadata("k", "v")
+            .await?;
         Ok(())
     })
     .await

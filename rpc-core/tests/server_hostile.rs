@@ -174,6 +174,33 @@ fn count_version_like(set: &[Vec<u8>]) -> u64 {
 }
 
 #[tokio::test]
+async fn a_flood_of_metadata_entries_is_refused_while_decoding() {
+    tokio::time::timeout(T, async {
+        let (server, state) = serve(Server::builder()).await;
+        let peer = Peer::new(server.local_addr()).await;
+        // 8,000 entries fit in one datagram; decoding them all before the
+        // unknown service was refused cost 40 times a 64 KB payload.
+        let mut flood = request(31, 1, ADD);
+        flood.service = "no.such.Service".into();
+        flood.metadata = (0..8_000)
+            .map(|i| (format!("{i:x}"), String::new()))
+            .collect();
+        let bytes = flood.encode_to_vec();
+        assert!(bytes.len() < 65_000, "{}", bytes.len());
+        peer.send_raw(&bytes).await;
+        let s = wait_stats(&server, |s| s.malformed_dropped == 1).await;
+        assert_accounted(&s);
+        // Within the caps, the same request is served.
+        let mut fine = request(31, 2, ADD);
+        fine.metadata = (0..64).map(|i| (format!("k{i}"), "v".into())).collect();
+        assert_eq!(value(&peer.call(&fine).await), 1);
+        assert_eq!(state.runs(), 1);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn ten_thousand_fake_sessions_stay_within_the_caps() {
     tokio::time::timeout(T, async {
         let history = HistoryConfig {

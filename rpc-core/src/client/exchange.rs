@@ -8,7 +8,9 @@ use super::session::{flag, Final, Session};
 use super::stats::bump;
 use super::Shared;
 use crate::call::{Invocation, Outcome, RawResult};
-use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::envelope::{
+    Envelope, ExchangeProtocol, MessageType, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, VERSION,
+};
 use crate::error::Error;
 use crate::service::{Protocol, Style};
 use crate::transport::DatagramSocket;
@@ -32,6 +34,18 @@ pub(super) fn invoke<S: DatagramSocket>(
             return Err(Error::Closed);
         }
         bump(&shared.counters.calls);
+        let (entries, bytes) = (
+            inv.metadata.len(),
+            inv.metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>(),
+        );
+        if entries > MAX_METADATA_ENTRIES || bytes > MAX_METADATA_BYTES {
+            return Err(Error::InvalidCall(format!(
+                "{entries} metadata entries of {bytes} bytes: at most {MAX_METADATA_ENTRIES} entries and {MAX_METADATA_BYTES} bytes"
+            )));
+        }
         let style = inv.options.style;
         let protocol = inv.options.protocol;
         match (style, protocol) {
