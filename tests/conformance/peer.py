@@ -853,16 +853,36 @@ def gather(p, requests, name, window=64, rounds=6):
 
 
 def padded_to(env, size):
-    """`env` with metadata entries that make it exactly `size` bytes (a
-    varint length growing by a byte can skip a size: a second entry of a few
-    bytes fills the gap)."""
+    """`env` made exactly `size` bytes by unknown fields appended to its
+    payload (spec: unknown fields are skipped, so the payload still decodes
+    as the method's request; metadata would hit the 64-entry / 16 KiB cap).
+    A varint length growing by a byte can skip a size: a second field of a
+    few bytes fills the gap."""
+    def field(number, n):
+        out = bytearray()
+        v = (number << 3) | 2
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            out.append(b | (0x80 if v else 0))
+            if not v:
+                break
+        v = n
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            out.append(b | (0x80 if v else 0))
+            if not v:
+                break
+        return bytes(out) + b"x" * n
+
+    base = env.payload
     for extra in range(4):
-        if extra:
-            env.metadata["fill"] = "y" * extra
-        env.metadata["pad"] = ""
-        base = env.ByteSize()
-        for k in range(max(0, size - base - 8), size - base + 1):
-            env.metadata["pad"] = "x" * k
+        head = base + (field(14, extra) if extra else b"")
+        env.payload = head
+        start = env.ByteSize()
+        for k in range(max(0, size - start - 8), size - start + 1):
+            env.payload = head + field(15, k)
             if env.ByteSize() == size:
                 return env
     raise CheckFailed(f"cannot pad a request to {size} bytes")
