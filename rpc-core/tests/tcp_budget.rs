@@ -21,7 +21,7 @@ use rpc_core::grpc::server::GrpcServerConfig;
 use rpc_core::grpc::GrpcChannel;
 use rpc_core::server::TcpServerConfig;
 use rpc_core::{Code, Error, Protocol};
-use server_support::{code, msg_type, request, ADD, ECHO};
+use server_support::{code, msg_type, request, ADD, ECHO, SLOW};
 use std::time::Duration;
 use tcp_support::{be, bounded, call, u64_of};
 use tokio::io::AsyncWriteExt;
@@ -107,6 +107,72 @@ async fn a_frame_stalled_past_its_timeout_closes_its_connection() {
     .await;
 }
 
+#[tokio::test]
+async fn requests_waiting_for_a_handler_hold_their_bytes_from_the_budget() {
+    bounded(LIMIT, async {
+        let budget = 4 * MIB;
+        let svc = server_support::TestService::default();
+        let state = std::sync::Arc::clone(&svc.state);
+        // One handler slot: the large requests behind a held one wait.
+        let mut config = door(Duration::from_secs(3600));
+        config.max_frame = 2 * MIB;
+        let server = rpc_core::server::Server::builder()
+            .buffer_budget(budget)
+            .max_concurrent(1)
+            .add_service(svc)
+            .serve_tcp_with("127.0.0.1:0", config)
+            .await
+            .unwrap();
+        let ch = TcpChannel::connect(server.local_addr()).await.unwrap();
+        let slow = |payload: Vec<u8>| {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                call(
+                    &ch,
+                    SLOW,
+                    payload,
+                    Protocol::RR,
+                    Some(Duration::from_secs(60)),
+                )
+                .await
+            })
+        };
+        // A large held request runs (its frame's bytes go back when it
+        // starts); three more wait for its slot, each holding its 1 MiB.
+        let mut calls = vec![slow(vec![1u8; MIB])];
+        until("the first running", || state.runs() == 1).await;
+        for _ in 0..3 {
+            calls.push(slow(vec![2u8; MIB]));
+        }
+        until("three waiting requests holding their bytes", || {
+            server.buffer_stats().reserved == 3 * MIB
+        })
+        .await;
+        // A fifth frame (1 MiB and its header) cannot even be read until
+        // one of them runs.
+        calls.push(slow(vec![3u8; MIB]));
+        until("the fifth waiting for budget", || {
+            server.tcp_stats().budget_waits == 1
+        })
+        .await;
+        let b = server.buffer_stats();
+        assert!(b.reserved <= budget && b.peak <= budget, "{b:?}");
+        assert_eq!(state.runs(), 1, "the others wait for the handler slot");
+        assert_eq!(server.stats().overloaded, 0);
+        // Let them all run: every byte comes back.
+        state.release(5);
+        for c in calls {
+            let r = c.await.unwrap().unwrap();
+            assert_eq!(r.unwrap(), b"slow".to_vec());
+        }
+        until("every reservation back", || {
+            server.buffer_stats().reserved == 0
+        })
+        .await;
+        assert_eq!(state.runs(), 5);
+    })
+    .await;
+}
 #[tokio::test]
 async fn a_frame_without_budget_in_time_closes_its_connection() {
     bounded(LIMIT, async {

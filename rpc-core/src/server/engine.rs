@@ -24,6 +24,7 @@
 //! only a handler that is not ready on its first poll is spawned.
 
 use super::admit::{self, admit, Admission};
+use super::budget::ByteBudget;
 use super::history::History;
 use super::stats::{bump, Counters, ServerStats};
 use super::ServerConfig;
@@ -92,6 +93,9 @@ pub struct Engine {
     counters: Counters,
     permits: Arc<Semaphore>,
     pending: AtomicUsize,
+    /// The server's buffer budget: a request waiting for a handler slot
+    /// holds its payload's bytes from it.
+    budget: Arc<ByteBudget>,
     stopping: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -152,6 +156,7 @@ impl Engine {
         config: ServerConfig,
         services: Vec<Arc<dyn Service>>,
         incarnation: u64,
+        budget: Arc<ByteBudget>,
     ) -> Engine {
         let services = services
             .into_iter()
@@ -165,6 +170,7 @@ impl Engine {
             incarnation,
             counters: Counters::default(),
             pending: AtomicUsize::new(0),
+            budget,
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -593,49 +599,70 @@ impl Engine {
         sink: &'a K,
     ) -> impl Future<Output = ()> + 'a {
         async move {
-            let permit = match Arc::clone(&self.permits).try_acquire_owned() {
-                Ok(p) => Some(p),
+            let (permit, reservation) = match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(p) => (Some(p), None),
                 Err(_) => {
                     let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
-                    if waiting >= self.config.max_pending {
-                        self.pending.fetch_sub(1, Ordering::AcqRel);
-                        bump(&self.counters.overloaded);
-                        tracing::debug!(
-                            session = job.session,
-                            request_id = job.request_id,
-                            "refused: too many waiting requests"
-                        );
-                        // A one-way request keeps its tombstone: a copy of
-                        // it never runs later either.
-                        if !job.oneway {
-                            let status = Status::resource_exhausted(format!(
-                                "server overloaded: {} requests running and {waiting} waiting",
-                                self.config.max_concurrent
-                            ));
-                            bump(&self.counters.errors);
-                            let env = self.control(
-                                MessageType::Error,
-                                job.session,
-                                job.request_id,
-                                Some(status),
+                    // A waiting request holds its payload: its bytes come
+                    // from the buffer budget, or it is refused.
+                    let held = if waiting >= self.config.max_pending {
+                        Err(format!(
+                            "{} requests running and {waiting} waiting",
+                            self.config.max_concurrent
+                        ))
+                    } else if job.payload.is_empty() {
+                        Ok(None)
+                    } else {
+                        match self.budget.try_reserve(job.payload.len()) {
+                            Some(reservation) => Ok(Some(reservation)),
+                            None => {
+                                self.budget.count_refused();
+                                Err(format!(
+                                    "no buffer budget for a waiting request of {} bytes",
+                                    job.payload.len()
+                                ))
+                            }
+                        }
+                    };
+                    match held {
+                        Ok(reservation) => (None, reservation),
+                        Err(why) => {
+                            self.pending.fetch_sub(1, Ordering::AcqRel);
+                            bump(&self.counters.overloaded);
+                            tracing::debug!(
+                                session = job.session,
+                                request_id = job.request_id,
+                                "refused: too many waiting requests"
                             );
-                            let bytes = Bytes::from(env.encode_to_vec());
-                            // The refusal is this request's answer: a late
-                            // copy gets it again instead of running after
-                            // the caller was told it did not run.
-                            if job.tracked {
-                                self.history().complete(
+                            // A one-way request keeps its tombstone: a copy of
+                            // it never runs later either.
+                            if !job.oneway {
+                                let status =
+                                    Status::resource_exhausted(format!("server overloaded: {why}"));
+                                bump(&self.counters.errors);
+                                let env = self.control(
+                                    MessageType::Error,
                                     job.session,
                                     job.request_id,
-                                    bytes.clone(),
-                                    Instant::now(),
+                                    Some(status),
                                 );
+                                let bytes = Bytes::from(env.encode_to_vec());
+                                // The refusal is this request's answer: a late
+                                // copy gets it again instead of running after
+                                // the caller was told it did not run.
+                                if job.tracked {
+                                    self.history().complete(
+                                        job.session,
+                                        job.request_id,
+                                        bytes.clone(),
+                                        Instant::now(),
+                                    );
+                                }
+                                self.send_shared(sink, bytes).await;
                             }
-                            self.send_shared(sink, bytes).await;
+                            return;
                         }
-                        return;
                     }
-                    None
                 }
             };
             if job.want_accept && !job.oneway {
@@ -652,6 +679,8 @@ impl Engine {
                         let mut job = job;
                         let acquired = Arc::clone(&engine.permits).acquire_owned().await;
                         engine.pending.fetch_sub(1, Ordering::AcqRel);
+                        // Running now: its bytes no longer wait.
+                        drop(reservation);
                         let Ok(permit) = acquired else {
                             // The semaphore is never closed; treat it as a refusal.
                             if job.tracked {
@@ -983,6 +1012,7 @@ mod tests {
             ServerConfig::default(),
             vec![Arc::new(Arc::clone(&svc))],
             77,
+            ByteBudget::new(256 << 20),
         );
         (Arc::new(engine), svc)
     }

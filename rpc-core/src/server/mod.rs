@@ -105,7 +105,10 @@ pub struct ServerConfig {
     /// small allowance) may hold together. A TCP frame reserves its length
     /// before its body is read and waits, up to its frame timeout, when
     /// the budget is spent; a gRPC request is refused at once with
-    /// RESOURCE_EXHAUSTED. See [`TcpServerConfig`] and the gRPC door's
+    /// RESOURCE_EXHAUSTED. A request of any door that has to wait for a
+    /// handler slot holds its payload's bytes from the same budget until
+    /// it starts, and is refused (RESOURCE_EXHAUSTED, stored as its answer)
+    /// when they are not free. See [`TcpServerConfig`] and the gRPC door's
     /// `GrpcServerConfig` for what each connection may hold besides. Must
     /// be at least every door's largest message (a TCP door's `max_frame`,
     /// the gRPC door's 16 MiB) and at least 64 KiB. Default 256 MiB
@@ -259,7 +262,12 @@ impl ServerBuilder {
             }
         }
         let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
-        let engine = Arc::new(Engine::new(self.config, self.services, incarnation));
+        let engine = Arc::new(Engine::new(
+            self.config,
+            self.services,
+            incarnation,
+            Arc::clone(&budget),
+        ));
         Ok((engine, budget))
     }
 
