@@ -21,6 +21,9 @@
 //! `tests/run.sh` sets it up); fails with a clear message without it.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a failed unwrap is a failed test; the peer's transcript is the test's output
 
+mod grpc_common;
+
+use grpc_common::{python, well_known_protos};
 use rpc_tests::{read_exec_log, scratch_file, ChildServer};
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -34,18 +37,6 @@ use std::time::{Duration, Instant};
 const PEER_LIMIT: Duration = Duration::from_secs(240);
 /// Starting `demo-server` (it prints its address once it is bound).
 const START_LIMIT: Duration = Duration::from_secs(20);
-
-/// The Python with grpcio-tools and protobuf: `$RPC_TEST_PYTHON`.
-fn python() -> PathBuf {
-    match std::env::var_os("RPC_TEST_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "RPC_TEST_PYTHON is not set: the conformance test runs a Python peer and needs a Python with \
-             grpcio-tools and protobuf. tests/run.sh sets it up; by hand: python3 -m venv /tmp/v && \
-             /tmp/v/bin/pip install grpcio-tools protobuf && export RPC_TEST_PYTHON=/tmp/v/bin/python"
-        ),
-    }
-}
 
 fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -82,16 +73,7 @@ fn generate_python(dir: &Path) {
         "the files `rpcgen proto idl/rpc/envelope.idl idl/demo.idl` emits"
     );
     let py = python();
-    let out = Command::new(&py)
-        .args(["-c", "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py:?} (RPC_TEST_PYTHON): {e}"));
-    assert!(
-        out.status.success(),
-        "grpc_tools missing in {py:?} (RPC_TEST_PYTHON): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let well_known = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let well_known = well_known_protos(&py);
     let out = Command::new(&py)
         .args(["-m", "grpc_tools.protoc"])
         .arg(format!("-I{}", proto_dir.display()))

@@ -271,8 +271,7 @@ impl Checker {
         let c = &self.config;
         let mut out = Vec::new();
         // Calls start in order (their ids are handed out in that order).
-        if let Some(i) = s.calls.iter().position(|k| k.phase == Phase::NotStarted) {
-            let _ = i;
+        if s.calls.iter().any(|k| k.phase == Phase::NotStarted) {
             out.push(Event::Start);
         }
         for (i, call) in s.calls.iter().enumerate() {
@@ -327,14 +326,7 @@ impl Checker {
                 if kind == Kind::OneWay {
                     let id = s.client.start_one_way();
                     let inc = s.client.incarnation();
-                    let env = request(
-                        &s.client,
-                        id,
-                        kind,
-                        inc,
-                        1,
-                        s.client.ack_up_to().min(id - 1),
-                    );
+                    let env = request(id, kind, inc, 1, s.client.ack_up_to().min(id - 1));
                     s.calls[i].id = id;
                     s.calls[i].named = inc;
                     s.calls[i].phase = Phase::Done(Outcome::Sent);
@@ -399,7 +391,6 @@ impl Checker {
                 };
                 let call = s.calls[i];
                 let env = request(
-                    &s.client,
                     call.id,
                     call.kind,
                     inc,
@@ -599,15 +590,7 @@ impl Checker {
     }
 }
 
-fn request(
-    client: &Session,
-    id: u64,
-    kind: Kind,
-    inc: u64,
-    attempt: u32,
-    ack_up_to: u64,
-) -> Envelope {
-    let _ = client;
+fn request(id: u64, kind: Kind, inc: u64, attempt: u32, ack_up_to: u64) -> Envelope {
     Envelope {
         version: VERSION,
         r#type: MessageType::Request as i32,

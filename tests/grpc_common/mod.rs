@@ -25,6 +25,24 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// The directory of the well-known `.proto` files that `grpc_tools`
+/// ships (for protoc's `-I`).
+///
+/// # Panics
+/// When `py` cannot run or has no `grpc_tools`.
+pub fn well_known_protos(py: &Path) -> String {
+    let out = Command::new(py)
+        .args(["-c", "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {py:?} (RPC_TEST_PYTHON): {e}"));
+    assert!(
+        out.status.success(),
+        "grpc_tools missing in {py:?} (RPC_TEST_PYTHON): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -62,16 +80,7 @@ pub fn generate_python(idl: &str) -> PathBuf {
         names.push(file.name.to_string_lossy().into_owned());
     }
     let py = python();
-    let out = Command::new(&py)
-        .args(["-c", "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "grpc_tools missing in {py:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let well_known = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let well_known = well_known_protos(&py);
     let status = Command::new(&py)
         .args(["-m", "grpc_tools.protoc"])
         .arg(format!("-I{}", proto_dir.display()))

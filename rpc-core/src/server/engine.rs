@@ -628,38 +628,7 @@ impl Engine {
                         Ok(reservation) => (None, reservation),
                         Err(why) => {
                             self.pending.fetch_sub(1, Ordering::AcqRel);
-                            bump(&self.counters.overloaded);
-                            tracing::debug!(
-                                session = job.session,
-                                request_id = job.request_id,
-                                "refused: too many waiting requests"
-                            );
-                            // A one-way request keeps its tombstone: a copy of
-                            // it never runs later either.
-                            if !job.oneway {
-                                let status =
-                                    Status::resource_exhausted(format!("server overloaded: {why}"));
-                                bump(&self.counters.errors);
-                                let env = self.control(
-                                    MessageType::Error,
-                                    job.session,
-                                    job.request_id,
-                                    Some(status),
-                                );
-                                let bytes = Bytes::from(env.encode_to_vec());
-                                // The refusal is this request's answer: a late
-                                // copy gets it again instead of running after
-                                // the caller was told it did not run.
-                                if job.tracked {
-                                    self.history().complete(
-                                        job.session,
-                                        job.request_id,
-                                        bytes.clone(),
-                                        Instant::now(),
-                                    );
-                                }
-                                self.send_shared(sink, bytes).await;
-                            }
+                            self.refuse_waiting(&job, &why, sink).await;
                             return;
                         }
                     }
@@ -698,6 +667,38 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Refuses a request that cannot wait for a handler slot (too many
+    /// wait, or no buffer budget for its payload). The refusal is stored as
+    /// its answer: a late copy gets it again instead of running after the
+    /// caller was told it did not run. A one-way request keeps its
+    /// tombstone, so a copy of it never runs later either.
+    async fn refuse_waiting<K: ReplySink>(&self, job: &Job, why: &str, sink: &K) {
+        bump(&self.counters.overloaded);
+        tracing::debug!(
+            session = job.session,
+            request_id = job.request_id,
+            why,
+            "refused: cannot wait for a handler slot"
+        );
+        if job.oneway {
+            return;
+        }
+        bump(&self.counters.errors);
+        let status = Status::resource_exhausted(format!("server overloaded: {why}"));
+        let env = self.control(
+            MessageType::Error,
+            job.session,
+            job.request_id,
+            Some(status),
+        );
+        let bytes = Bytes::from(env.encode_to_vec());
+        if job.tracked {
+            self.history()
+                .complete(job.session, job.request_id, bytes.clone(), Instant::now());
+        }
+        self.send_shared(sink, bytes).await;
     }
 
     /// Runs the job with its first poll on this task; spawns the rest only
