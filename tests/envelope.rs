@@ -43,6 +43,7 @@ fn hand_envelope() -> hand::Envelope {
         ack_up_to: 0x0123_4567_89AB_CDEE,
         want_accept: true,
         idempotent: true,
+        cookie: 0x8000_0000_0000_0001,
     }
 }
 
@@ -57,6 +58,7 @@ fn assert_same(h: &hand::Envelope, g: &gen::Envelope) {
     assert_eq!(h.incarnation, g.incarnation, "incarnation");
     assert_eq!(h.deadline_us, g.deadline_us, "deadline_us");
     assert_eq!(h.attempt, g.attempt, "attempt");
+    assert_eq!(h.cookie, g.cookie, "cookie");
     match (&h.status, &g.status) {
         (Some(hs), Some(gs)) => {
             assert_eq!(hs.code, gs.code, "status.code");
@@ -117,6 +119,7 @@ fn idl_envelope_decodes_as_the_hand_written_envelope() -> anyhow::Result<()> {
         ack_up_to: 9,
         want_accept: false,
         idempotent: true,
+        cookie: g.cookie ^ 0xFF,
     };
     let h = hand::Envelope::decode(g.encode_to_vec().as_slice())?;
     assert_same(&h, &g);

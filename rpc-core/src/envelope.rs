@@ -111,8 +111,11 @@ pub struct Envelope {
     pub ack_up_to: u64,
     /// Answer with ACCEPT as soon as the request is registered.
     pub want_accept: bool,
-    /// The method is idempotent.
+    /// The method is idempotent (a hint: servers go by the method's
+    /// declaration).
     pub idempotent: bool,
+    /// Address-validation cookie (PONG: issued; REQUEST: echoed; 0: none).
+    pub cookie: u64,
 }
 
 /// Most metadata entries an envelope may carry; a message with more is
@@ -165,6 +168,7 @@ pub(crate) mod tag {
     pub(crate) const ACK_UP_TO: u32 = 15;
     pub(crate) const WANT_ACCEPT: u32 = 16;
     pub(crate) const IDEMPOTENT: u32 = 17;
+    pub(crate) const COOKIE: u32 = 18;
 }
 
 impl Envelope {
@@ -283,6 +287,9 @@ impl prost::Message for Envelope {
         if self.idempotent {
             bool::encode(tag::IDEMPOTENT, &self.idempotent, buf);
         }
+        if self.cookie != 0 {
+            fixed64::encode(tag::COOKIE, &self.cookie, buf);
+        }
     }
 
     fn merge_field(
@@ -368,6 +375,10 @@ impl prost::Message for Envelope {
                 bool::merge(wire_type, &mut self.idempotent, buf, ctx),
                 "idempotent",
             ),
+            tag::COOKIE => (
+                fixed64::merge(wire_type, &mut self.cookie, buf, ctx),
+                "cookie",
+            ),
             _ => return skip_field(wire_type, field, buf, ctx),
         };
         result.map_err(|mut error| {
@@ -434,6 +445,9 @@ impl prost::Message for Envelope {
         }
         if self.idempotent {
             len += bool::encoded_len(tag::IDEMPOTENT, &self.idempotent);
+        }
+        if self.cookie != 0 {
+            len += fixed64::encoded_len(tag::COOKIE, &self.cookie);
         }
         len
     }

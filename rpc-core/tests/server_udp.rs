@@ -320,11 +320,15 @@ async fn oversized_reply_becomes_resource_exhausted() {
     tokio::time::timeout(T, async {
         let (server, _state) = serve(Server::builder().max_datagram(2_000)).await;
         let peer = Peer::new(server.local_addr()).await;
+        // A 1,900-byte reply to a small request needs a verified address.
+        let cookie = peer.cookie(19).await;
         let mut r = request(19, 1, BIG);
+        r.cookie = cookie;
         r.payload = 1_900u32.to_be_bytes().to_vec().into();
         let ok = peer.call(&r).await;
         assert_eq!(ok.payload.len(), 1_900);
         let mut r = request(19, 2, BIG);
+        r.cookie = cookie;
         r.payload = 5_000u32.to_be_bytes().to_vec().into();
         let answer = peer.call(&r).await;
         assert_eq!(msg_type(&answer), MessageType::Reply);
@@ -595,14 +599,20 @@ async fn a_second_door_shares_the_history() {
         let second = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let second_addr = server.serve_also_on(second).unwrap();
         assert_ne!(second_addr, server.local_addr());
-        let a = Peer::new(server.local_addr()).await;
+        let mut a = Peer::new(server.local_addr()).await;
         let first = a.call(&request(40, 1, ADD)).await;
-        // The same session retries through the other door.
-        let b = Peer::new(second_addr).await;
+        // The same session (from the same socket: a session belongs to its
+        // peer's address) retries through the other door.
+        a.server = second_addr;
         let mut retry = request(40, 1, ADD);
         retry.attempt = 2;
-        assert_eq!(b.call(&retry).await, first);
+        assert_eq!(a.call(&retry).await, first);
         assert_eq!(state.runs(), 1);
+        // Another socket naming the session is refused, on either door.
+        let b = Peer::new(second_addr).await;
+        retry.attempt = 3;
+        assert_eq!(code(&b.call(&retry).await), Some(Code::PermissionDenied));
+        assert_eq!(server.stats().foreign_refused, 1);
         server.shutdown(Duration::from_secs(1)).await.unwrap();
         assert!(
             tokio::net::UdpSocket::bind(second_addr).await.is_ok(),

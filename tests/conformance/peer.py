@@ -174,6 +174,9 @@ class Wire:
         # message (spec 3, 4); checked at the end.
         self.violations = []
         self.fence_id = 1 << 40
+        # spec 7.4: the cookie the server gave this socket's address in a
+        # PONG; every REQUEST carries it once known.
+        self.cookie = 0
 
     def send(self, data):
         self.sock.sendto(data, self.server)
@@ -207,6 +210,8 @@ class Wire:
             self.violations.append(f"server message without incarnation (spec 7.1): {env}")
         if len(env.metadata) != 0:
             self.violations.append(f"server message with metadata (spec 3, field 13): {env}")
+        if env.type == self.pb.PONG and env.cookie != 0:
+            self.cookie = env.cookie
         self.inbox.append((data, env))
         return True
 
@@ -322,6 +327,7 @@ class Session:
             ack_up_to=self.ack_up_to if ack_up_to is None else ack_up_to,
             want_accept=want_accept,
             idempotent=info["idempotent"] if idempotent is None else idempotent,
+            cookie=self.wire.cookie,
         )
         return env
 
@@ -433,6 +439,10 @@ class Peer:
             check(f"{name}: the server's incarnation", env.incarnation == incarnation,
                   f"{env.incarnation:#x} != {incarnation:#x}", quiet=True)
         base = {"version", "type", "session_id", "request_id", "incarnation"}
+        if ty == pb.PONG:
+            # spec 7.4: a PONG to a datagram carries the address's cookie.
+            check(f"{name}: PONG carries a cookie", env.cookie != 0, str(env), quiet=True)
+            base.add("cookie")
         extra = {f.name for f, _ in env.ListFields()} - base - set(allowed)
         check(f"{name}: {tname} carries nothing else", not extra, f"unexpected fields {sorted(extra)}: {env}", quiet=True)
         inc = "" if incarnation is None else " and the incarnation"

@@ -229,11 +229,15 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
         Some(d) => micros_left(d, now),
         None => 0,
     };
-    let (ack_up_to, incarnation) = {
+    let (ack_up_to, incarnation, cookie) = {
         let session = shared.lock();
         // Never acknowledge the one-way request itself in its own datagram,
         // so that the server keeps its tombstone against network duplicates.
-        (session.ack_up_to().min(id - 1), session.incarnation())
+        (
+            session.ack_up_to().min(id - 1),
+            session.incarnation(),
+            session.cookie(),
+        )
     };
     let env = Envelope {
         version: VERSION,
@@ -253,6 +257,7 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
         ack_up_to,
         want_accept: false,
         idempotent: inv.options.idempotent,
+        cookie,
     };
     let size = env.encoded_len();
     let limit = shared.config.max_datagram;
@@ -296,6 +301,8 @@ enum Event {
     PingDone,
     /// The timer fired.
     Timer,
+    /// A PONG came in place of the answer: send again with the cookie.
+    Retry,
     /// The channel was dropped.
     Closed,
 }
@@ -374,6 +381,7 @@ impl<S: DatagramSocket> Exchange<S> {
             ack_up_to: 0,
             want_accept: matches!(inv.options.style, Style::Async | Style::Deferred),
             idempotent: inv.options.idempotent,
+            cookie: 0,
         };
         Exchange {
             shared,
@@ -504,7 +512,7 @@ impl<S: DatagramSocket> Exchange<S> {
                     }
                     Event::Final(f) => return Ok(Some(f)),
                     Event::Closed => return Err(Error::Closed),
-                    Event::Progress => {}
+                    Event::Progress | Event::Retry => {}
                     Event::Timer => break,
                 }
             }
@@ -542,6 +550,10 @@ impl<S: DatagramSocket> Exchange<S> {
             loop {
                 match self.wait(Phase::Request, until).await {
                     Event::Final(f) => return self.finish(f).map(Step::Done),
+                    Event::Retry => {
+                        tracing::debug!("server asked for its cookie; sending again");
+                        self.send_request().await?;
+                    }
                     Event::Progress if self.env.want_accept => return Ok(Step::Accepted),
                     Event::Progress => {
                         if polling.is_none() {
@@ -587,6 +599,9 @@ impl<S: DatagramSocket> Exchange<S> {
                     tracing::debug!(attempt = self.copies + 1, "no result yet; polling");
                     self.send_request().await?;
                 }
+                Event::Retry => {
+                    self.send_request().await?;
+                }
                 Event::Progress | Event::PingDone => {}
             }
         }
@@ -621,6 +636,7 @@ impl<S: DatagramSocket> Exchange<S> {
         {
             let mut session = self.shared.lock();
             self.env.ack_up_to = session.ack_up_to();
+            self.env.cookie = session.cookie();
             let first = self.copies == 1;
             if let Some(e) = session.entry(self.id) {
                 e.sample_from = first.then(|| now.into_std());
@@ -747,6 +763,15 @@ impl<S: DatagramSocket> Exchange<S> {
                     }
                 }
                 Phase::Poll => {}
+            }
+            // A PONG in place of the answer: at most one prompt copy per
+            // call (a forged PONG cannot make a call send more than that).
+            if phase != Phase::Ping && entry.flags & flag::RETRY != 0 {
+                entry.flags &= !flag::RETRY;
+                if self.seen & flag::RETRY == 0 {
+                    self.seen |= flag::RETRY;
+                    return Poll::Ready(Event::Retry);
+                }
             }
             match &mut entry.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}

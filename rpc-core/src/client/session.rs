@@ -30,6 +30,10 @@ pub(crate) mod flag {
     pub(crate) const IN_PROGRESS: u8 = 2;
     /// A PONG arrived for this call's PING.
     pub(crate) const PONG: u8 = 4;
+    /// A PONG arrived in place of this request's answer (its address was
+    /// not verified yet, and the answer was too big): send it again, now
+    /// with the cookie.
+    pub(crate) const RETRY: u8 = 8;
 }
 
 /// How a call ended, as seen by the receive task.
@@ -102,6 +106,8 @@ pub(crate) struct Session {
     pending: FastMap<u64, Entry>,
     unfinished: BTreeSet<u64>,
     incarnation: u64,
+    /// The server's address-validation cookie for this client (0: none).
+    cookie: u64,
     recent_rra: FastSet<u64>,
     recent_rra_order: VecDeque<u64>,
     /// Until when a PING sent by some call is still expected to be
@@ -131,6 +137,7 @@ impl Session {
             pending: FastMap::default(),
             unfinished: BTreeSet::new(),
             incarnation: 0,
+            cookie: 0,
             recent_rra: FastSet::default(),
             recent_rra_order: VecDeque::new(),
             ping_window: None,
@@ -231,6 +238,12 @@ impl Session {
         self.incarnation
     }
 
+    /// The cookie the server last gave in a PONG (0: none), which every
+    /// REQUEST carries.
+    pub(crate) fn cookie(&self) -> u64 {
+        self.cookie
+    }
+
     /// Whether a call waiting for the incarnation should send a PING now
     /// (no other call's PING is outstanding); if so, opens a window of
     /// `wait` for its answer.
@@ -302,6 +315,9 @@ impl Session {
                     .collect();
             }
         }
+        if kind == MessageType::Pong && env.cookie != 0 {
+            self.cookie = env.cookie;
+        }
         let id = env.request_id;
         let is_answer = matches!(kind, MessageType::Reply | MessageType::Error);
         let Some(entry) = self.pending.get_mut(&id) else {
@@ -345,6 +361,8 @@ impl Session {
                 if entry.pinging {
                     sample = entry.sample_from.take();
                     entry.flags |= flag::PONG;
+                } else if env.cookie != 0 {
+                    entry.flags |= flag::RETRY;
                 }
                 delivery.kind = Routed::Pong;
             }

@@ -435,6 +435,7 @@ impl Door {
             ack_up_to: call.ack_up_to,
             want_accept: call.accept,
             idempotent: call.idempotent,
+            cookie: 0,
         };
         let oneway = protocol == ExchangeProtocol::R;
         let mut pause = Duration::from_millis(1);

@@ -168,6 +168,8 @@ struct State {
     recent_rra_order: VecDeque<u64>,
     /// The last incarnation each member showed.
     incarnations: HashMap<SocketAddr, u64>,
+    /// The address-validation cookie each member gave (in a PONG).
+    cookies: HashMap<SocketAddr, u64>,
 }
 
 impl State {
@@ -294,6 +296,7 @@ impl MulticastClient {
                 recent_rra: HashSet::new(),
                 recent_rra_order: VecDeque::new(),
                 incarnations: HashMap::new(),
+                cookies: HashMap::new(),
             }),
             counters: Counters::default(),
         });
@@ -427,6 +430,8 @@ impl MulticastClient {
             ack_up_to,
             want_accept: options.style == Style::Async,
             idempotent: options.idempotent,
+            // Cookies are per member, too: only unicast copies carry one.
+            cookie: 0,
         };
         let give_up_at = deadline.unwrap_or(now + shared.config.max_wait);
         let mut call = IpCall {
@@ -440,6 +445,7 @@ impl MulticastClient {
             expected: expected.iter().copied().collect(),
             answered: HashSet::new(),
             in_progress: HashSet::new(),
+            cookied: HashSet::new(),
             copies: 0,
             interval: shared.config.initial_rto,
             timer: Box::pin(tokio::time::sleep_until(give_up_at)),
@@ -488,6 +494,8 @@ pub(crate) struct IpCall {
     expected: HashSet<SocketAddr>,
     answered: HashSet<SocketAddr>,
     in_progress: HashSet<SocketAddr>,
+    /// Members sent a copy with their cookie (after their PONG).
+    cookied: HashSet<SocketAddr>,
     copies: u32,
     interval: Duration,
     timer: Pin<Box<Sleep>>,
@@ -586,18 +594,22 @@ impl IpCall {
         self.copies += 1;
         self.env.attempt = self.copies;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
-        let missing: Vec<(SocketAddr, u64)> = {
+        let missing: Vec<(SocketAddr, u64, u64)> = {
             let st = self.shared.lock();
             self.env.ack_up_to = st.ack_up_to();
             self.expected
                 .iter()
                 .filter(|m| !self.answered.contains(m))
-                .map(|m| (*m, st.incarnations.get(m).copied().unwrap_or(0)))
+                .map(|m| {
+                    let incarnation = st.incarnations.get(m).copied().unwrap_or(0);
+                    (*m, incarnation, st.cookies.get(m).copied().unwrap_or(0))
+                })
                 .collect()
         };
         bump(&self.shared.counters.resends);
-        for (member, incarnation) in missing {
+        for (member, incarnation, cookie) in missing {
             self.env.incarnation = incarnation;
+            self.env.cookie = cookie;
             self.buf.clear();
             let _ = self.env.encode(&mut self.buf);
             bump(&self.shared.counters.unicast_copies);
@@ -608,6 +620,33 @@ impl IpCall {
             }
         }
         self.env.incarnation = 0;
+        self.env.cookie = 0;
+    }
+
+    /// Sends a copy by unicast to `member`, which answered the group copy
+    /// with a PONG: its answer was too big for a source it had not
+    /// verified, and this copy carries the cookie it gave (and the
+    /// incarnation it showed).
+    fn send_with_cookie(&mut self, member: SocketAddr) {
+        let now = Instant::now();
+        self.copies += 1;
+        self.env.attempt = self.copies;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        {
+            let st = self.shared.lock();
+            self.env.ack_up_to = st.ack_up_to();
+            self.env.incarnation = st.incarnations.get(&member).copied().unwrap_or(0);
+            self.env.cookie = st.cookies.get(&member).copied().unwrap_or(0);
+        }
+        self.buf.clear();
+        let _ = self.env.encode(&mut self.buf);
+        self.env.incarnation = 0;
+        self.env.cookie = 0;
+        bump(&self.shared.counters.unicast_copies);
+        let target = socket2::SockAddr::from(member);
+        if let Err(e) = socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target) {
+            tracing::debug!(error = %e, %member, "could not send a copy with the cookie");
+        }
     }
 
     /// Arms the timer for the next re-send (or the end of the call).
@@ -653,6 +692,12 @@ impl IpCall {
             }
             MessageType::Accept | MessageType::InProgress => {
                 self.in_progress.insert(from);
+            }
+            // At most one copy per member and PONG: a member sends a PONG
+            // only in place of an answer to a copy without its cookie.
+            MessageType::Pong if env.cookie != 0 && !self.cookied.contains(&from) => {
+                self.cookied.insert(from);
+                self.send_with_cookie(from);
             }
             _ => {}
         }
@@ -809,7 +854,8 @@ fn route(shared: &Shared, bytes: &[u8], from: SocketAddr) -> Option<u64> {
             k @ (MessageType::Reply
             | MessageType::Error
             | MessageType::Accept
-            | MessageType::InProgress),
+            | MessageType::InProgress
+            | MessageType::Pong),
         ) => k,
         _ => {
             bump(&shared.counters.dropped);
@@ -821,6 +867,9 @@ fn route(shared: &Shared, bytes: &[u8], from: SocketAddr) -> Option<u64> {
     let mut st = shared.lock();
     if env.incarnation != 0 {
         st.incarnations.insert(from, env.incarnation);
+    }
+    if kind == MessageType::Pong && env.cookie != 0 {
+        st.cookies.insert(from, env.cookie);
     }
     match st.calls.get(&id) {
         Some(slot) => {

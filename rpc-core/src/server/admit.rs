@@ -9,6 +9,8 @@
 //! function.
 //!
 //! The rules, in order:
+//! 0. a request for a session that belongs to another peer is refused
+//!    before anything of it is applied (not even its `ack_up_to`);
 //! 1. the request's `ack_up_to` raises the session's floor; a request at
 //!    or below its own `ack_up_to` is stale;
 //! 2. an untracked request (idempotent and synchronous: at-least-once)
@@ -22,7 +24,7 @@
 //!    to a session forgotten without a trace: those could have run before,
 //!    so they are refused with "outcome unknown" and never run.
 
-use super::history::{History, Lookup, RegisterError};
+use super::history::{History, Lookup, Ownership, Peer, RegisterError};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -37,6 +39,8 @@ pub(crate) struct Request {
     pub(crate) ack_up_to: u64,
     /// Protocol R.
     pub(crate) oneway: bool,
+    /// The method is declared idempotent (the server's declaration, never
+    /// the request's flag).
     pub(crate) idempotent: bool,
     pub(crate) want_accept: bool,
 }
@@ -70,16 +74,53 @@ pub(crate) enum Admission {
     ShuttingDown,
     /// New, but the session table is full of running sessions.
     TooManySessions,
+    /// The session belongs to another peer: refuse, apply nothing.
+    Foreign,
+    /// New, but its source is over a quota (sessions or stored bytes).
+    OverQuota(RegisterError),
     /// New: registered (tracked requests), run it.
     Run,
 }
 
-/// Decides what to do with `req`, registering it in `history` when it is
-/// to run. `incarnation` is this server's; `stopping`: a graceful shutdown
-/// has begun.
+/// The decision, and whether answers to this request may be larger than
+/// three times its size (its sender's address is verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) admission: Admission,
+    pub(crate) verified: bool,
+}
+
+/// Decides what to do with `req` from `peer`, registering it in `history`
+/// when it is to run. `incarnation` is this server's; `stopping`: a
+/// graceful shutdown has begun.
 pub(crate) fn admit(
     history: &mut History,
     req: &Request,
+    peer: Peer<'_>,
+    incarnation: u64,
+    stopping: bool,
+    now: Instant,
+) -> Verdict {
+    let verified = match history.ownership(req.session, peer.owner, peer.verified) {
+        Ownership::Foreign => {
+            return Verdict {
+                admission: Admission::Foreign,
+                verified: peer.verified,
+            }
+        }
+        Ownership::Own { verified } => verified,
+        Ownership::Unknown => peer.verified,
+    };
+    Verdict {
+        admission: decide(history, req, peer, incarnation, stopping, now),
+        verified,
+    }
+}
+
+fn decide(
+    history: &mut History,
+    req: &Request,
+    peer: Peer<'_>,
     incarnation: u64,
     stopping: bool,
     now: Instant,
@@ -124,12 +165,16 @@ pub(crate) fn admit(
         return Admission::ShuttingDown;
     }
     let registered = if req.oneway {
-        history.register_tombstone(session, request_id, req.ack_up_to, now)
+        history.register_tombstone(session, request_id, req.ack_up_to, peer, now)
     } else {
-        history.register(session, request_id, req.ack_up_to, now)
+        history.register(session, request_id, req.ack_up_to, peer, now)
     };
     match registered {
         Ok(()) => Admission::Run,
         Err(RegisterError::TooManySessions) => Admission::TooManySessions,
+        Err(RegisterError::Foreign) => Admission::Foreign,
+        Err(e @ (RegisterError::SourceSessions | RegisterError::SourceBytes)) => {
+            Admission::OverQuota(e)
+        }
     }
 }

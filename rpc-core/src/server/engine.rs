@@ -15,9 +15,12 @@
 //!   produced for a connection that broke is simply lost and replayed on
 //!   the retransmission.
 //!
-//! The engine trusts the request's `idempotent` and `protocol` fields as
-//! the contract says: a client that marks a non-idempotent method
-//! idempotent gets at-least-once for it.
+//! Whether a method is idempotent comes from its declaration
+//! ([`MethodInfo::idempotent`]), never from the request's flag: a client
+//! cannot make the server store (and replay) what needs no storing. Every
+//! session belongs to the peer that created it (see
+//! [`history`](super::history)), and on datagram doors answers to a source
+//! whose address is not verified are screened ([`verify`](super::verify)).
 //!
 //! Hot path: decoding, the history decision and the handler's first poll
 //! all happen on the task that received the message (no cross-thread hop);
@@ -25,8 +28,9 @@
 
 use super::admit::{self, admit, Admission};
 use super::budget::ByteBudget;
-use super::history::History;
+use super::history::{History, Owner, Ownership, Peer, RegisterError};
 use super::stats::{bump, Counters, ServerStats};
+use super::verify::{Unverified, Verifier};
 use super::ServerConfig;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::hash::FastMap;
@@ -81,6 +85,25 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
     /// The largest message this transport carries: bigger incoming messages
     /// are dropped, bigger replies become a RESOURCE_EXHAUSTED reply.
     fn max_message_len(&self) -> usize;
+
+    /// Whether the transport itself shows that the peer receives what is
+    /// sent to its address (a connection does; a datagram's source address
+    /// can be forged). By default `true`; datagram doors say `false`, and
+    /// the engine then screens answers to sources not yet verified.
+    fn address_proven(&self) -> bool {
+        true
+    }
+}
+
+/// The peer a message's session must belong to: the address and port on
+/// datagrams, the host on connections (a reconnect comes from another
+/// port), anyone in process.
+fn owner_of<K: ReplySink>(sink: &K) -> Owner {
+    match sink.peer() {
+        None => Owner::Local,
+        Some(addr) if !sink.address_proven() => Owner::Addr(addr),
+        Some(addr) => Owner::Host(addr.ip()),
+    }
 }
 
 /// The request engine of one server: its services, reply history, limits
@@ -100,6 +123,7 @@ pub struct Engine {
     in_flight: AtomicUsize,
     idle: Notify,
     cancel: watch::Sender<bool>,
+    verifier: Verifier,
 }
 
 impl fmt::Debug for Engine {
@@ -121,6 +145,15 @@ enum Decision {
     UnknownMethod,
     /// The duplicate filter's decision (known service and method).
     Admitted(Admission),
+}
+
+/// What was decided about a request, for [`Engine::act`].
+struct Asked<'a> {
+    decision: Decision,
+    target: Option<(&'a Arc<dyn Service>, Option<&'static MethodInfo>)>,
+    arrival: Instant,
+    oneway: bool,
+    tracked: bool,
 }
 
 /// A request about to run.
@@ -162,6 +195,7 @@ impl Engine {
             .into_iter()
             .map(|s| (s.info().full_name, s))
             .collect();
+        let config_rate = config.unverified_rate;
         Engine {
             services,
             history: Mutex::new(History::new(config.history.clone())),
@@ -175,7 +209,13 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             cancel: watch::channel(false).0,
+            verifier: Verifier::new(config_rate),
         }
+    }
+
+    /// Cookies and rate limits for unverified datagram sources.
+    pub(crate) fn verifier(&self) -> &Verifier {
+        &self.verifier
     }
 
     /// The hosted services (for transports that route by name, like gRPC).
@@ -289,7 +329,7 @@ impl Engine {
             return;
         }
         match Envelope::decode_naming(message, |name| self.service_name(name)) {
-            Ok(env) => self.handle_envelope(env, sink).await,
+            Ok(env) => self.handle_decoded(env, message.len(), sink).await,
             Err(error) => {
                 bump(&self.counters.malformed_dropped);
                 tracing::debug!(peer = ?sink.peer(), len = message.len(), %error, "dropped undecodable message");
@@ -307,6 +347,23 @@ impl Engine {
         env: Envelope,
         sink: &'a K,
     ) -> impl Future<Output = ()> + 'a {
+        // Only datagram doors screen answers against the request's size.
+        let len = if sink.address_proven() {
+            0
+        } else {
+            env.encoded_len()
+        };
+        self.handle_decoded(env, len, sink)
+    }
+
+    /// Handles one envelope that arrived as `len` bytes.
+    #[allow(clippy::manual_async_fn)] // deliberate: see below
+    fn handle_decoded<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
+        env: Envelope,
+        len: usize,
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
         // Not an `async fn`: an async fn keeps by-value arguments in its
         // state twice (rust-lang/rust#62958), and the envelope and the job
         // pass through four of them per request.
@@ -322,15 +379,27 @@ impl Engine {
                 return;
             }
             match MessageType::try_from(env.r#type) {
-                Ok(MessageType::Request) => self.request(env, sink).await,
+                Ok(MessageType::Request) => self.request(env, len, sink).await,
                 Ok(MessageType::Ack) => {
                     bump(&self.counters.acks);
-                    let found = self.history().ack(
-                        env.session_id,
-                        env.request_id,
-                        env.ack_up_to,
-                        Instant::now(),
-                    );
+                    let owner = owner_of(sink);
+                    let found = {
+                        let mut history = self.history();
+                        match history.ownership(env.session_id, &owner, false) {
+                            Ownership::Foreign => None,
+                            _ => Some(history.ack(
+                                env.session_id,
+                                env.request_id,
+                                env.ack_up_to,
+                                Instant::now(),
+                            )),
+                        }
+                    };
+                    let Some(found) = found else {
+                        bump(&self.counters.foreign_refused);
+                        tracing::debug!(peer = ?sink.peer(), session = env.session_id, "ignored an ACK for a session of another peer");
+                        return;
+                    };
                     if !found {
                         bump(&self.counters.unknown_acks);
                         tracing::debug!(peer = ?sink.peer(), session = env.session_id, request_id = env.request_id, "ack for a request not in the history");
@@ -338,9 +407,23 @@ impl Engine {
                 }
                 Ok(MessageType::Ping) => {
                     bump(&self.counters.pings);
-                    let pong =
+                    let mut pong =
                         self.control(MessageType::Pong, env.session_id, env.request_id, None);
-                    self.send_envelope(sink, &pong).await;
+                    if sink.address_proven() {
+                        self.send_envelope(sink, &pong).await;
+                        return;
+                    }
+                    // A PING is how a datagram source gets its cookie; the
+                    // PONG is screened like any answer to an unknown source.
+                    if let Some(peer) = sink.peer() {
+                        pong.cookie = self.verifier.cookie(peer);
+                    }
+                    let pong = Bytes::from(pong.encode_to_vec());
+                    let screened =
+                        self.screen(sink.peer(), pong.len(), len, env.session_id, env.request_id);
+                    if matches!(screened, super::verify::Screened::Pass) {
+                        self.send_shared(sink, pong).await;
+                    }
                 }
                 other => {
                     bump(&self.counters.unexpected_dropped);
@@ -350,7 +433,7 @@ impl Engine {
         }
     }
 
-    fn control(
+    pub(crate) fn control(
         &self,
         ty: MessageType,
         session: u64,
@@ -396,6 +479,7 @@ impl Engine {
     fn request<'a, K: ReplySink>(
         self: &'a Arc<Self>,
         env: Envelope,
+        len: usize,
         sink: &'a K,
     ) -> impl Future<Output = ()> + 'a {
         async move {
@@ -412,6 +496,10 @@ impl Engine {
             bump(&self.counters.requests);
             let oneway = protocol == ExchangeProtocol::R;
             let (session, request_id) = (env.session_id, env.request_id);
+            let target = self
+                .services
+                .get(&*env.service)
+                .map(|svc| (svc, svc.info().method(env.method_id)));
             let request = admit::Request {
                 session,
                 request_id,
@@ -419,36 +507,94 @@ impl Engine {
                 incarnation: env.incarnation,
                 ack_up_to: env.ack_up_to,
                 oneway,
-                idempotent: env.idempotent,
+                // The declaration decides, not the request's flag.
+                idempotent: matches!(target, Some((_, Some(m))) if m.idempotent),
                 want_accept: env.want_accept,
             };
-            // Idempotent synchronous requests bypass the history (at-least-once).
-            let tracked = request.tracked();
-            let target = self
-                .services
-                .get(&*env.service)
-                .map(|svc| (svc, svc.info().method(env.method_id)));
-
-            let decision = match target {
+            let owner = owner_of(sink);
+            let proven = sink.address_proven();
+            let cookie_ok = !proven
+                && sink
+                    .peer()
+                    .is_some_and(|p| self.verifier.is_valid(p, env.cookie));
+            let peer = Peer {
+                owner: &owner,
+                verified: proven || cookie_ok,
+            };
+            let (decision, verified) = match target {
                 None | Some((_, None)) => {
-                    if env.ack_up_to > 0 {
-                        self.history().ack(session, 0, env.ack_up_to, arrival);
-                    }
-                    if target.is_none() {
-                        Decision::UnknownService
-                    } else {
-                        Decision::UnknownMethod
+                    let mut history = self.history();
+                    match history.ownership(session, &owner, peer.verified) {
+                        Ownership::Foreign => {
+                            (Decision::Admitted(Admission::Foreign), peer.verified)
+                        }
+                        own => {
+                            if env.ack_up_to > 0 {
+                                history.ack(session, 0, env.ack_up_to, arrival);
+                            }
+                            let unknown = if target.is_none() {
+                                Decision::UnknownService
+                            } else {
+                                Decision::UnknownMethod
+                            };
+                            let verified =
+                                peer.verified || matches!(own, Ownership::Own { verified: true });
+                            (unknown, verified)
+                        }
                     }
                 }
-                Some(_) => Decision::Admitted(admit(
-                    &mut self.history(),
-                    &request,
-                    self.incarnation,
-                    self.is_stopping(),
-                    arrival,
-                )),
+                Some(_) => {
+                    let verdict = admit(
+                        &mut self.history(),
+                        &request,
+                        peer,
+                        self.incarnation,
+                        self.is_stopping(),
+                        arrival,
+                    );
+                    (Decision::Admitted(verdict.admission), verdict.verified)
+                }
             };
+            let ask = Asked {
+                decision,
+                target,
+                arrival,
+                oneway,
+                tracked: request.tracked(),
+            };
+            if verified {
+                self.act(ask, env, sink).await;
+            } else {
+                let guarded = Unverified {
+                    inner: sink.clone(),
+                    engine: Arc::clone(self),
+                    received: len,
+                    session,
+                    request_id,
+                };
+                self.act(ask, env, &guarded).await;
+            }
+        }
+    }
 
+    /// Carries out the decision for a request: answers it, refuses it or
+    /// starts its job.
+    #[allow(clippy::manual_async_fn)] // deliberate: see `handle_envelope`
+    fn act<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
+        ask: Asked<'a>,
+        env: Envelope,
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let Asked {
+                decision,
+                target,
+                arrival,
+                oneway,
+                tracked,
+            } = ask;
+            let (session, request_id) = (env.session_id, env.request_id);
             match decision {
                 Decision::Admitted(Admission::Run) => {}
                 Decision::UnknownService | Decision::UnknownMethod => {
@@ -549,6 +695,30 @@ impl Engine {
                             Status::unavailable("shutting down"),
                         )
                         .await;
+                    }
+                    return;
+                }
+                Decision::Admitted(Admission::Foreign) => {
+                    bump(&self.counters.foreign_refused);
+                    tracing::debug!(peer = ?sink.peer(), session, request_id, "refused a request for a session of another peer");
+                    if !oneway {
+                        let status = Status::permission_denied("session belongs to another peer");
+                        self.send_error(sink, session, request_id, status).await;
+                    }
+                    return;
+                }
+                Decision::Admitted(Admission::OverQuota(why)) => {
+                    bump(&self.counters.quota_refused);
+                    let what = match why {
+                        RegisterError::SourceSessions => "sessions",
+                        _ => "stored replies",
+                    };
+                    tracing::debug!(peer = ?sink.peer(), session, request_id, what, "refused: source over its quota");
+                    if !oneway {
+                        let status = Status::resource_exhausted(format!(
+                            "too many {what} held for this source"
+                        ));
+                        self.send_error(sink, session, request_id, status).await;
                     }
                     return;
                 }

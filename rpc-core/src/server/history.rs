@@ -33,18 +33,28 @@
 //! them by its concurrency limits). A session with no entries that has
 //! been idle longer than the ttl is forgotten on the next sweep.
 //!
+//! Every session belongs to the peer that created it ([`Owner`]): the
+//! engine asks [`History::ownership`] before anything else, so that a
+//! session id seen on the network is not a bearer token. Sessions and
+//! stored bytes are counted per *source* (the owner's host or identity)
+//! against [`HistoryConfig::max_sessions_per_source`] and
+//! [`HistoryConfig::max_bytes_per_source`]: a flood from one source is
+//! refused before it can evict another source's entries.
+//!
 //! Everything here is synchronous and takes the time as an argument, so it
 //! is tested without sockets or timers; the engine holds it in a mutex.
 
 use crate::hash::FastMap;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Limits of the reply history.
 ///
 /// Defaults: `ttl` 60 s, `sweep_interval` `None` (ttl / 4), `max_per_session`
-/// 1024, `max_entries` 100,000, `max_bytes` 128 MiB, `max_sessions` 10,000.
+/// 1024, `max_entries` 100,000, `max_bytes` 128 MiB, `max_sessions` 10,000,
+/// `max_sessions_per_source` 1,024, `max_bytes_per_source` 16 MiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// How long a completed reply is kept after it was stored. Default 60 s.
@@ -65,6 +75,15 @@ pub struct HistoryConfig {
     /// Sessions remembered; beyond it the least recently active session
     /// without running requests is forgotten. Default 10,000.
     pub max_sessions: usize,
+    /// Sessions one source (a host, or a verified client identity) may
+    /// hold; a request that would create one more is refused
+    /// (RESOURCE_EXHAUSTED, not run) until that source's sessions end.
+    /// Default 1,024.
+    pub max_sessions_per_source: usize,
+    /// Bytes of stored replies one source may hold; while it holds more,
+    /// its new requests are refused (RESOURCE_EXHAUSTED, not run) until
+    /// acknowledgements or age free them. Default 16 MiB.
+    pub max_bytes_per_source: usize,
 }
 
 impl Default for HistoryConfig {
@@ -76,6 +95,8 @@ impl Default for HistoryConfig {
             max_entries: 100_000,
             max_bytes: 128 << 20,
             max_sessions: 10_000,
+            max_sessions_per_source: 1024,
+            max_bytes_per_source: 16 << 20,
         }
     }
 }
@@ -131,6 +152,55 @@ pub(crate) enum Lookup {
 pub(crate) enum RegisterError {
     /// The session table is full of sessions with running requests.
     TooManySessions,
+    /// Its source holds [`HistoryConfig::max_sessions_per_source`] sessions.
+    SourceSessions,
+    /// Its source holds more than [`HistoryConfig::max_bytes_per_source`].
+    SourceBytes,
+    /// The session id was last used by another peer (its tombstone says
+    /// so).
+    Foreign,
+}
+
+/// The peer a session belongs to: only messages from it may register,
+/// replay or acknowledge the session's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    /// A datagram peer: its address and port (the client's socket).
+    Addr(SocketAddr),
+    /// A stream peer (TCP, gRPC) without a verified identity: its host,
+    /// since a reconnect comes from another port.
+    Host(IpAddr),
+    /// A peer without an address (in-process transports): anyone.
+    Local,
+}
+
+impl Owner {
+    /// The source whose quota the owner's sessions count against.
+    pub(crate) fn source(&self) -> Owner {
+        match self {
+            Owner::Addr(addr) => Owner::Host(addr.ip()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// What [`History::ownership`] found for a session and a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ownership {
+    /// No such session.
+    Unknown,
+    /// The session belongs to this peer; `verified`: its address has been
+    /// shown to receive what is sent to it (always true but on datagrams).
+    Own { verified: bool },
+    /// The session belongs to another peer.
+    Foreign,
+}
+
+/// Sessions and stored bytes of one source.
+#[derive(Debug, Clone, Copy, Default)]
+struct SourceUse {
+    sessions: usize,
+    bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -241,11 +311,20 @@ struct Session {
     last_active: Instant,
     /// Sequence number of this session's newest record in `History::activity`.
     touch_seq: u64,
+    /// The peer the session belongs to.
+    owner: Owner,
+    /// `owner.source()`, kept to find its quota cheaply.
+    source: Owner,
+    /// The owner's address is verified (see [`Ownership::Own`]).
+    verified: bool,
 }
 
 impl Session {
-    fn new(now: Instant) -> Session {
+    fn new(now: Instant, owner: Owner, verified: bool) -> Session {
         Session {
+            source: owner.source(),
+            owner,
+            verified,
             entries: IdMap::default(),
             floor: 0,
             max_evicted_id: 0,
@@ -370,14 +449,40 @@ pub struct History {
     sessions_forgotten: u64,
     sessions_evicted: u64,
     /// Sessions forgotten under `max_sessions` in the last ttl: session id
-    /// -> (the highest request id it had used, when it was forgotten).
-    tombstones: FastMap<u64, (u64, Instant)>,
+    /// -> (the highest request id it had used, when it was forgotten, its
+    /// owner).
+    tombstones: FastMap<u64, (u64, Instant, Owner)>,
+    /// Sessions and stored bytes per source (entries with both at zero
+    /// are removed).
+    sources: FastMap<Owner, SourceUse>,
+    /// Registrations refused by a source quota.
+    quota_refused: u64,
     /// `tombstones` in the order they were made (lazy deletion).
     tombstone_order: VecDeque<(Instant, u64)>,
     /// When a tombstone was last dropped before its ttl (too many): until
     /// one ttl later, an unknown session's retransmission is refused.
     last_tombstone_overflow: Option<Instant>,
     tombstones_dropped: u64,
+}
+
+/// Who registers a request: the session's owner-to-be and whether this
+/// message verified its address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer<'a> {
+    pub(crate) owner: &'a Owner,
+    pub(crate) verified: bool,
+}
+
+/// Takes `sessions` and `bytes` off `source`'s use; forgets a source that
+/// holds nothing.
+fn release(sources: &mut FastMap<Owner, SourceUse>, source: &Owner, sessions: usize, bytes: usize) {
+    if let Some(usage) = sources.get_mut(source) {
+        usage.sessions = usage.sessions.saturating_sub(sessions);
+        usage.bytes = usage.bytes.saturating_sub(bytes);
+        if usage.sessions == 0 && usage.bytes == 0 {
+            sources.remove(source);
+        }
+    }
 }
 
 /// Sizes of the history at one moment.
@@ -416,7 +521,52 @@ impl History {
             tombstone_order: VecDeque::new(),
             last_tombstone_overflow: None,
             tombstones_dropped: 0,
+            sources: FastMap::default(),
+            quota_refused: 0,
         }
+    }
+
+    /// Whether `session` belongs to `owner`. When it does and `verified`
+    /// (this message proved the owner's address), the session is marked
+    /// verified from now on.
+    pub(crate) fn ownership(&mut self, session: u64, owner: &Owner, verified: bool) -> Ownership {
+        match self.sessions.get_mut(&session) {
+            None => match self.tombstones.get(&session) {
+                Some((_, _, old)) if old != owner => Ownership::Foreign,
+                _ => Ownership::Unknown,
+            },
+            Some(s) if s.owner == *owner => {
+                s.verified |= verified;
+                Ownership::Own {
+                    verified: s.verified,
+                }
+            }
+            Some(_) => Ownership::Foreign,
+        }
+    }
+
+    /// Registrations refused because their source was over a quota.
+    pub fn quota_refused(&self) -> u64 {
+        self.quota_refused
+    }
+
+    /// The sessions and stored bytes `source` holds now.
+    #[cfg(test)]
+    fn source_use(&self, source: &Owner) -> (usize, usize) {
+        self.sources
+            .get(source)
+            .map_or((0, 0), |u| (u.sessions, u.bytes))
+    }
+
+    /// Takes `bytes` off the stored bytes of `session`'s source.
+    fn release_bytes(&mut self, session: u64, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        release(&mut self.sources, &s.source, 0, bytes);
     }
 
     /// Whether `session` is unknown and may have been forgotten without a
@@ -548,7 +698,7 @@ impl History {
         }
         self.evicted.ack += removed.count;
         self.acked += marked;
-        self.account_tally(removed);
+        self.account_tally(session, removed);
         self.maybe_compact();
         found
     }
@@ -557,7 +707,7 @@ impl History {
     pub(crate) fn lookup(&mut self, session: u64, request_id: u64, now: Instant) -> Lookup {
         let Some(s) = self.sessions.get_mut(&session) else {
             return match self.tombstones.get(&session) {
-                Some(&(max_id, _)) if request_id <= max_id => Lookup::Evicted,
+                Some(&(max_id, _, _)) if request_id <= max_id => Lookup::Evicted,
                 _ => Lookup::Absent,
             };
         };
@@ -582,9 +732,10 @@ impl History {
         session: u64,
         request_id: u64,
         floor: u64,
+        peer: Peer<'_>,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        self.insert(session, request_id, None, floor, now)
+        self.insert(session, request_id, None, floor, peer, now)
     }
 
     /// Registers a one-way request as already completed with no reply (a
@@ -594,9 +745,10 @@ impl History {
         session: u64,
         request_id: u64,
         floor: u64,
+        peer: Peer<'_>,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        self.insert(session, request_id, Some(None), floor, now)
+        self.insert(session, request_id, Some(None), floor, peer, now)
     }
 
     fn insert(
@@ -605,19 +757,48 @@ impl History {
         request_id: u64,
         completed: Option<Option<Bytes>>,
         floor: u64,
+        peer: Peer<'_>,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        if !self.sessions.contains_key(&session) {
+        if let Some(s) = self.sessions.get(&session) {
+            if s.owner != *peer.owner {
+                return Err(RegisterError::Foreign);
+            }
+            let over = self
+                .sources
+                .get(&s.source)
+                .is_some_and(|u| u.bytes > self.config.max_bytes_per_source);
+            if over {
+                self.quota_refused += 1;
+                return Err(RegisterError::SourceBytes);
+            }
+        } else {
+            if let Some((_, _, old)) = self.tombstones.get(&session) {
+                if old != peer.owner {
+                    return Err(RegisterError::Foreign);
+                }
+            }
+            let source = peer.owner.source();
+            let usage = self.sources.get(&source).copied().unwrap_or_default();
+            if usage.sessions >= self.config.max_sessions_per_source {
+                self.quota_refused += 1;
+                return Err(RegisterError::SourceSessions);
+            }
+            if usage.bytes > self.config.max_bytes_per_source {
+                self.quota_refused += 1;
+                return Err(RegisterError::SourceBytes);
+            }
             if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session(now) {
                 return Err(RegisterError::TooManySessions);
             }
-            let mut fresh = Session::new(now);
+            let mut fresh = Session::new(now, peer.owner.clone(), peer.verified);
             fresh.floor = floor;
             // A session forgotten in the last ttl comes back knowing that
             // its old ids have an unknown outcome.
-            if let Some((max_id, _)) = self.tombstones.remove(&session) {
+            if let Some((max_id, _, _)) = self.tombstones.remove(&session) {
                 fresh.max_evicted_id = max_id;
             }
+            self.sources.entry(source).or_default().sessions += 1;
             self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
@@ -645,6 +826,9 @@ impl History {
                     .insert(request_id, State::Completed { reply, seq });
                 s.completed += 1;
                 s.bytes += len;
+                if let Some(usage) = self.sources.get_mut(&s.source) {
+                    usage.bytes += len;
+                }
                 self.completed += 1;
                 self.bytes += len;
                 self.order.push_back(Record {
@@ -660,7 +844,7 @@ impl History {
         let over_session_cap = s.done() > self.config.max_per_session;
         self.activity.push_back((touch, session));
         if let Some(r) = replaced {
-            self.account_removed(r);
+            self.account_removed(session, r);
         }
         if over_session_cap || self.over_global_cap() {
             self.enforce_caps(session, now);
@@ -697,6 +881,9 @@ impl History {
         s.in_progress -= 1;
         s.completed += 1;
         s.bytes += len;
+        if let Some(usage) = self.sources.get_mut(&s.source) {
+            usage.bytes += len;
+        }
         self.in_progress -= 1;
         self.completed += 1;
         self.bytes += len;
@@ -726,7 +913,7 @@ impl History {
             .get_mut(&session)
             .and_then(|s| s.remove(request_id))
         {
-            self.account_removed(r);
+            self.account_removed(session, r);
         }
     }
 
@@ -746,15 +933,21 @@ impl History {
             }
         }
         let before = self.sessions.len();
-        self.sessions
-            .retain(|_, s| !(s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl));
+        let sources = &mut self.sources;
+        self.sessions.retain(|_, s| {
+            let idle = s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl;
+            if idle {
+                release(sources, &s.source, 1, 0);
+            }
+            !idle
+        });
         self.sessions_forgotten += (before - self.sessions.len()) as u64;
         while let Some(&(made, id)) = self.tombstone_order.front() {
             if now.saturating_duration_since(made) < ttl {
                 break;
             }
             self.tombstone_order.pop_front();
-            if self.tombstones.get(&id).is_some_and(|&(_, t)| t == made) {
+            if self.tombstones.get(&id).is_some_and(|&(_, t, _)| t == made) {
                 self.tombstones.remove(&id);
             }
         }
@@ -775,12 +968,14 @@ impl History {
         // Keep the session (and so "outcome unknown" for this id) for
         // another ttl after the eviction.
         s.last_active = s.last_active.max(now);
-        self.account_removed(removed);
+        self.account_removed(rec.session, removed);
         Some(removed)
     }
 
-    /// Updates the global counts for the entries a session removed.
-    fn account_tally(&mut self, tally: Tally) {
+    /// Updates the global and source counts for the entries `session`
+    /// removed (the session is still in the table).
+    fn account_tally(&mut self, session: u64, tally: Tally) {
+        self.release_bytes(session, tally.bytes);
         self.in_progress -= tally.running;
         self.completed -= tally.completed;
         self.acked -= tally.acked;
@@ -788,10 +983,10 @@ impl History {
     }
 
     /// Updates the global counts for an entry a session removed.
-    fn account_removed(&mut self, removed: Removed) {
+    fn account_removed(&mut self, session: u64, removed: Removed) {
         let mut tally = Tally::default();
         tally.add(removed);
-        self.account_tally(tally);
+        self.account_tally(session, tally);
     }
 
     fn enforce_caps(&mut self, session: u64, now: Instant) {
@@ -813,7 +1008,7 @@ impl History {
         }
         self.evicted.session_cap += removed.count;
         self.evicted.markers += removed.acked as u64;
-        self.account_tally(removed);
+        self.account_tally(session, removed);
         // Globally: the oldest stored entry goes first.
         while self.over_global_cap() {
             let Some(rec) = self.order.pop_front() else {
@@ -878,6 +1073,7 @@ impl History {
         self.completed -= s.completed;
         self.acked -= s.acked;
         self.bytes -= s.bytes;
+        release(&mut self.sources, &s.source, 1, s.bytes);
         self.evicted.session_limit += s.completed as u64;
         self.sessions_evicted += 1;
         // As many tombstones as sessions; beyond, the oldest goes early and
@@ -886,7 +1082,11 @@ impl History {
             let Some((made, old)) = self.tombstone_order.pop_front() else {
                 break;
             };
-            if self.tombstones.get(&old).is_some_and(|&(_, t)| t == made) {
+            if self
+                .tombstones
+                .get(&old)
+                .is_some_and(|&(_, t, _)| t == made)
+            {
                 self.tombstones.remove(&old);
                 self.tombstones_dropped += 1;
                 self.last_tombstone_overflow = Some(now);
@@ -896,7 +1096,8 @@ impl History {
                 );
             }
         }
-        self.tombstones.insert(id, (s.max_seen(), now));
+        self.tombstones
+            .insert(id, (s.max_seen(), now, s.owner.clone()));
         self.tombstone_order.push_back((now, id));
     }
 
@@ -913,7 +1114,7 @@ impl History {
         if self.tombstone_order.len() > 2 * self.tombstones.len() + 64 {
             let tombstones = &self.tombstones;
             self.tombstone_order
-                .retain(|(made, id)| tombstones.get(id).is_some_and(|&(_, t)| t == *made));
+                .retain(|(made, id)| tombstones.get(id).is_some_and(|&(_, t, _)| t == *made));
         }
         if self.activity.len() > 2 * self.sessions.len() + 64 {
             let sessions = &self.sessions;
@@ -969,6 +1170,13 @@ impl History {
 mod tests {
     use super::*;
 
+    static ANYONE: Owner = Owner::Local;
+    /// An in-process peer (quotas and ownership are tested below).
+    const LOCAL: Peer<'static> = Peer {
+        owner: &ANYONE,
+        verified: true,
+    };
+
     #[test]
     fn id_map_behaves_as_an_ordered_map() {
         use rand::{Rng, SeedableRng};
@@ -1013,6 +1221,8 @@ mod tests {
             max_entries: 10,
             max_bytes: 1 << 20,
             max_sessions: 3,
+            max_sessions_per_source: 1000,
+            max_bytes_per_source: 1 << 20,
         }
     }
 
@@ -1025,7 +1235,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         assert_eq!(h.lookup(7, 1, now), Lookup::Absent);
-        assert_eq!(h.register(7, 1, 0, now), Ok(()));
+        assert_eq!(h.register(7, 1, 0, LOCAL, now), Ok(()));
         assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
         assert!(h.complete(7, 1, b("r1"), now));
         assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
@@ -1049,7 +1259,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=4 {
-            h.register(1, id, 0, now).unwrap();
+            h.register(1, id, 0, LOCAL, now).unwrap();
             h.complete(1, id, b("r"), now);
         }
         assert!(h.ack(1, 3, 0, now));
@@ -1083,7 +1293,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=4 {
-            h.register(1, id, 0, now).unwrap();
+            h.register(1, id, 0, LOCAL, now).unwrap();
         }
         h.complete(1, 3, b("r3"), now);
         h.complete(1, 4, b("r4"), now);
@@ -1119,9 +1329,9 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         // Id 1 runs for ever, so the floor stays at 0.
-        h.register(1, 1, 0, now).unwrap();
+        h.register(1, 1, 0, LOCAL, now).unwrap();
         for id in 2..=7 {
-            h.register(1, id, 0, now).unwrap();
+            h.register(1, id, 0, LOCAL, now).unwrap();
             h.complete(1, id, b("r"), now);
             h.ack(1, id, 0, now);
         }
@@ -1151,21 +1361,21 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for session in 1..=3 {
-            h.register(session, 5, 4, now).unwrap();
+            h.register(session, 5, 4, LOCAL, now).unwrap();
             h.complete(session, 5, b("r"), now);
         }
         // A fourth session pushes session 1 (least recent) out.
-        h.register(4, 1, 0, now).unwrap();
+        h.register(4, 1, 0, LOCAL, now).unwrap();
         assert_eq!(h.sessions_evicted(), 1);
         assert_eq!(h.lookup(1, 5, now), Lookup::Evicted, "ran: never again");
         assert_eq!(h.lookup(1, 4, now), Lookup::Evicted);
         assert_eq!(h.lookup(1, 6, now), Lookup::Absent, "never seen: new");
         // Coming back, the session knows its old ids' fate.
-        h.register(1, 6, 0, now).unwrap();
+        h.register(1, 6, 0, LOCAL, now).unwrap();
         assert_eq!(h.session_marks(1), Some((0, 5)));
         assert_eq!(h.lookup(1, 5, now), Lookup::Evicted);
         // A tombstone lasts one ttl.
-        h.register(5, 1, 0, now).unwrap(); // forgets session 2
+        h.register(5, 1, 0, LOCAL, now).unwrap(); // forgets session 2
         assert_eq!(h.lookup(2, 5, now), Lookup::Evicted);
         let later = now + Duration::from_secs(10);
         h.sweep(later);
@@ -1181,7 +1391,7 @@ mod tests {
             ..cfg()
         });
         for session in 1..=6u64 {
-            h.register(session, 1, 0, now).unwrap();
+            h.register(session, 1, 0, LOCAL, now).unwrap();
             h.complete(session, 1, b("r"), now);
         }
         // Sessions 1..=4 were forgotten; two tombstones fit.
@@ -1198,7 +1408,7 @@ mod tests {
     fn ack_of_running_entry_means_reply_is_not_stored() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 5, 0, now).unwrap();
+        h.register(1, 5, 0, LOCAL, now).unwrap();
         h.ack(1, 0, 5, now);
         assert_eq!(h.size().in_progress, 0);
         assert!(!h.complete(1, 5, b("late"), now));
@@ -1211,7 +1421,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=6 {
-            h.register(1, id, 0, now).unwrap();
+            h.register(1, id, 0, LOCAL, now).unwrap();
             h.complete(1, id, b("r"), now);
         }
         assert_eq!(h.size().completed, 4);
@@ -1227,7 +1437,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(cfg());
         for id in 1..=8 {
-            h.register(1, id, 0, now).unwrap();
+            h.register(1, id, 0, LOCAL, now).unwrap();
         }
         assert_eq!(h.size().in_progress, 8);
         h.complete(1, 8, b("r"), now);
@@ -1244,7 +1454,7 @@ mod tests {
         });
         for session in 1..=4u64 {
             for id in 1..=3 {
-                h.register(session, id, 0, now).unwrap();
+                h.register(session, id, 0, LOCAL, now).unwrap();
                 h.complete(session, id, b("r"), now);
             }
         }
@@ -1259,9 +1469,9 @@ mod tests {
     fn age_sweep_evicts_and_forgets_idle_sessions() {
         let t0 = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, 0, t0).unwrap();
+        h.register(1, 1, 0, LOCAL, t0).unwrap();
         h.complete(1, 1, b("r"), t0);
-        h.register(1, 2, 0, t0).unwrap();
+        h.register(1, 2, 0, LOCAL, t0).unwrap();
         let t1 = t0 + Duration::from_secs(5);
         h.complete(1, 2, b("r"), t1);
         h.sweep(t0 + Duration::from_secs(11));
@@ -1284,7 +1494,7 @@ mod tests {
         // A session idle for long whose last entry ages out now is kept for
         // another ttl, so that a retry still learns "outcome unknown".
         let mut h = History::new(cfg());
-        h.register(2, 1, 0, t0).unwrap();
+        h.register(2, 1, 0, LOCAL, t0).unwrap();
         h.complete(2, 1, b("r"), t0);
         let late = t0 + Duration::from_secs(100);
         h.sweep(late);
@@ -1300,7 +1510,7 @@ mod tests {
     fn running_entries_survive_the_sweep() {
         let t0 = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, 0, t0).unwrap();
+        h.register(1, 1, 0, LOCAL, t0).unwrap();
         h.sweep(t0 + Duration::from_secs(100));
         assert_eq!(
             h.lookup(1, 1, t0 + Duration::from_secs(100)),
@@ -1313,12 +1523,12 @@ mod tests {
     fn session_limit_forgets_least_recent_idle_session() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(1, 1, 0, now).unwrap(); // stays running
-        h.register(2, 1, 0, now).unwrap();
+        h.register(1, 1, 0, LOCAL, now).unwrap(); // stays running
+        h.register(2, 1, 0, LOCAL, now).unwrap();
         h.complete(2, 1, b("r"), now);
-        h.register(3, 1, 0, now).unwrap();
+        h.register(3, 1, 0, LOCAL, now).unwrap();
         h.complete(3, 1, b("r"), now);
-        h.register(4, 1, 0, now).unwrap();
+        h.register(4, 1, 0, LOCAL, now).unwrap();
         assert_eq!(h.size().sessions, 3);
         assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
         assert_eq!(
@@ -1334,10 +1544,10 @@ mod tests {
             max_sessions: 2,
             ..cfg()
         });
-        h.register(1, 1, 0, now).unwrap();
-        h.register(2, 1, 0, now).unwrap();
+        h.register(1, 1, 0, LOCAL, now).unwrap();
+        h.register(2, 1, 0, LOCAL, now).unwrap();
         assert_eq!(
-            h.register(3, 1, 0, now),
+            h.register(3, 1, 0, LOCAL, now),
             Err(RegisterError::TooManySessions)
         );
     }
@@ -1346,11 +1556,11 @@ mod tests {
     fn a_new_session_starts_at_the_requests_ack_up_to() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register(9, 50, 49, now).unwrap();
+        h.register(9, 50, 49, LOCAL, now).unwrap();
         assert_eq!(h.session_marks(9), Some((49, 0)));
         assert_eq!(h.lookup(9, 30, now), Lookup::Stale);
         // An existing session keeps its floor.
-        h.register(9, 51, 0, now).unwrap();
+        h.register(9, 51, 0, LOCAL, now).unwrap();
         assert_eq!(h.session_marks(9), Some((49, 0)));
     }
 
@@ -1364,7 +1574,7 @@ mod tests {
         });
         let reply = Bytes::from(vec![0u8; 400]);
         for session in 1..=3u64 {
-            h.register(session, 1, 0, now).unwrap();
+            h.register(session, 1, 0, LOCAL, now).unwrap();
             h.complete(session, 1, reply.clone(), now);
         }
         assert_eq!(h.size().bytes, 800);
@@ -1390,7 +1600,7 @@ mod tests {
     fn one_way_tombstones() {
         let now = Instant::now();
         let mut h = History::new(cfg());
-        h.register_tombstone(1, 1, 0, now).unwrap();
+        h.register_tombstone(1, 1, 0, LOCAL, now).unwrap();
         assert_eq!(h.lookup(1, 1, now), Lookup::Completed(None));
         h.unregister(1, 1);
         assert_eq!(h.lookup(1, 1, now), Lookup::Absent);
@@ -1408,7 +1618,7 @@ mod tests {
         });
         for session in 1..=10_000u64 {
             for id in 1..=3 {
-                h.register(session, id, 0, now).unwrap();
+                h.register(session, id, 0, LOCAL, now).unwrap();
                 h.complete(session, id, b("reply"), now);
             }
             h.ack(session, 0, 1, now);
@@ -1438,12 +1648,133 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(HistoryConfig::default());
         for id in 1..=100_000u64 {
-            h.register(1, id, 0, now).unwrap();
+            h.register(1, id, 0, LOCAL, now).unwrap();
             h.complete(1, id, b("r"), now);
             h.ack(1, id, id - 1, now);
         }
         assert_eq!(h.size().completed, 0);
         let (order, activity) = h.queue_lens();
         assert!(order <= 65 && activity <= 67, "{order} {activity}");
+    }
+
+    fn udp(port: u16) -> Owner {
+        Owner::Addr(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    #[test]
+    fn a_session_belongs_to_the_peer_that_created_it() {
+        let now = Instant::now();
+        let mut h = History::new(cfg());
+        let (me, other) = (udp(1000), udp(2000));
+        let mine = Peer {
+            owner: &me,
+            verified: false,
+        };
+        assert_eq!(h.ownership(7, &me, false), Ownership::Unknown);
+        h.register(7, 1, 0, mine, now).unwrap();
+        assert_eq!(
+            h.ownership(7, &me, false),
+            Ownership::Own { verified: false }
+        );
+        // Another port of the same host is another peer.
+        assert_eq!(h.ownership(7, &other, true), Ownership::Foreign);
+        let theirs = Peer {
+            owner: &other,
+            verified: true,
+        };
+        assert_eq!(
+            h.register(7, 2, 0, theirs, now),
+            Err(RegisterError::Foreign)
+        );
+        // A message that proves the owner's address marks the session.
+        assert_eq!(h.ownership(7, &me, true), Ownership::Own { verified: true });
+        assert_eq!(
+            h.ownership(7, &me, false),
+            Ownership::Own { verified: true }
+        );
+    }
+
+    #[test]
+    fn a_forgotten_sessions_tombstone_keeps_its_owner() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig {
+            max_sessions: 1,
+            ..cfg()
+        });
+        let (me, other) = (udp(1000), udp(2000));
+        let mine = Peer {
+            owner: &me,
+            verified: true,
+        };
+        let theirs = Peer {
+            owner: &other,
+            verified: true,
+        };
+        h.register(1, 1, 0, mine, now).unwrap();
+        h.complete(1, 1, b("x"), now);
+        h.register(2, 1, 0, theirs, now).unwrap(); // forgets session 1
+        h.complete(2, 1, b("y"), now);
+        assert_eq!(h.ownership(1, &other, true), Ownership::Foreign);
+        assert_eq!(
+            h.register(1, 9, 0, theirs, now),
+            Err(RegisterError::Foreign)
+        );
+        assert_eq!(h.ownership(1, &me, true), Ownership::Unknown);
+    }
+
+    #[test]
+    fn source_quotas_refuse_a_flood_without_evicting_others() {
+        let now = Instant::now();
+        let mut h = History::new(HistoryConfig {
+            max_sessions: 10,
+            max_sessions_per_source: 3,
+            max_bytes_per_source: 10,
+            ..cfg()
+        });
+        let honest = udp(1000);
+        let honest_peer = Peer {
+            owner: &honest,
+            verified: true,
+        };
+        h.register(100, 1, 0, honest_peer, now).unwrap();
+        h.complete(100, 1, b("reply"), now);
+        // Another host floods new sessions, one port each.
+        let mut refused = 0;
+        for port in 0..50u16 {
+            let owner = Owner::Addr(SocketAddr::from(([127, 0, 0, 2], port)));
+            let peer = Peer {
+                owner: &owner,
+                verified: true,
+            };
+            match h.register(u64::from(port) + 1, 1, 0, peer, now) {
+                Ok(()) => assert!(h.complete(u64::from(port) + 1, 1, b("r"), now)),
+                Err(e) => {
+                    assert_eq!(e, RegisterError::SourceSessions);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(refused, 47);
+        let flooder = Owner::Host("127.0.0.2".parse().unwrap());
+        assert_eq!(h.source_use(&flooder), (3, 3));
+        assert_eq!(h.quota_refused(), 47);
+        // The honest session and its reply are still there.
+        assert_eq!(h.lookup(100, 1, now), Lookup::Completed(Some(b("reply"))));
+        // Bytes: a source over its byte quota is refused new requests
+        // until acknowledgements free them.
+        h.register(100, 2, 0, honest_peer, now).unwrap();
+        h.complete(100, 2, b("0123456789"), now);
+        assert_eq!(h.source_use(&honest.source()), (1, 15));
+        assert_eq!(
+            h.register(100, 3, 0, honest_peer, now),
+            Err(RegisterError::SourceBytes)
+        );
+        h.ack(100, 0, 2, now);
+        assert_eq!(h.source_use(&honest.source()), (1, 0));
+        h.register(100, 3, 0, honest_peer, now).unwrap();
+        // Sessions that end give their quota back.
+        h.sweep(now + Duration::from_secs(3600));
+        h.sweep(now + Duration::from_secs(7200));
+        assert_eq!(h.source_use(&flooder), (0, 0));
     }
 }

@@ -42,6 +42,7 @@ pub(crate) mod history;
 mod stats;
 mod tcp;
 mod udp;
+mod verify;
 
 pub use budget::BufferStats;
 pub use engine::{Engine, ReplySink};
@@ -89,7 +90,8 @@ pub enum ServerError {
 /// Limits of a server.
 ///
 /// Defaults: `max_concurrent` 1024, `max_pending` 4096, `max_datagram`
-/// 65,000, `buffer_budget` 256 MiB, `history` [`HistoryConfig::default`].
+/// 65,000, `buffer_budget` 256 MiB, `history` [`HistoryConfig::default`],
+/// `unverified_rate` 1,000.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Handlers running at the same time. Default 1024.
@@ -116,6 +118,11 @@ pub struct ServerConfig {
     pub buffer_budget: usize,
     /// The reply history.
     pub history: HistoryConfig,
+    /// Messages a second (and the burst) that one host may be sent on a
+    /// datagram door while its address is not verified (PONGs, errors and
+    /// small answers; `idl/PROTOCOL.md`, section 7.4); beyond, they are
+    /// dropped and counted. 0: no limit. Default 1,000.
+    pub unverified_rate: u32,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +133,7 @@ impl Default for ServerConfig {
             max_datagram: 65_000,
             buffer_budget: 256 << 20,
             history: HistoryConfig::default(),
+            unverified_rate: 1000,
         }
     }
 }

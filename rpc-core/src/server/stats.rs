@@ -107,6 +107,18 @@ counters! {
     overloaded,
     /// Requests refused because the session table was full of running sessions.
     sessions_refused,
+    /// Requests and ACKs naming a session that belongs to another peer
+    /// (refused with PERMISSION_DENIED, or ignored): nothing of them applied.
+    foreign_refused,
+    /// Requests refused because their source held too many sessions or
+    /// stored bytes (RESOURCE_EXHAUSTED, not run).
+    quota_refused,
+    /// Answers to unverified datagram sources over three times the request,
+    /// replaced by a PONG with a cookie (or dropped).
+    amplification_limited,
+    /// Answers to unverified datagram sources dropped because their host
+    /// was over `unverified_rate`.
+    rate_limited,
     /// Replies over the size limit, replaced by a RESOURCE_EXHAUSTED reply.
     too_large_replies,
     /// Incoming datagrams over `max_datagram`, dropped.

@@ -68,6 +68,10 @@ impl<S: DatagramSocket> ReplySink for DatagramReply<S> {
     fn max_message_len(&self) -> usize {
         self.limit
     }
+
+    fn address_proven(&self) -> bool {
+        false
+    }
 }
 
 /// Receives datagrams until the task is aborted. Each batch is handled on

@@ -254,6 +254,21 @@ impl Peer {
         }
     }
 
+    /// PINGs for `session` and returns the cookie of the PONG (which
+    /// verifies this peer's address: answers may then be large).
+    pub async fn cookie(&self, session: u64) -> u64 {
+        let ping = Envelope {
+            version: rpc_core::envelope::VERSION,
+            r#type: MessageType::Ping as i32,
+            session_id: session,
+            ..Envelope::default()
+        };
+        let pong = self.call(&ping).await;
+        assert_eq!(pong.r#type, MessageType::Pong as i32, "{pong:?}");
+        assert_ne!(pong.cookie, 0, "a PONG to a datagram carries a cookie");
+        pong.cookie
+    }
+
     /// Sends `env` and returns the answer.
     pub async fn call(&self, env: &Envelope) -> Envelope {
         self.send(env).await;
