@@ -24,7 +24,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// The test service: Add/AddAcked add one and reply the new count;
 /// Read/ReadAcked reply the count; Hint adds one; Slow waits at `hold`
-/// (when set), then sleeps n ms.
+/// (when set), then sleeps n ms; Fill replies n bytes of padding.
 #[derive(Debug, Default, Clone)]
 struct Calc {
     count: Arc<AtomicU64>,
@@ -48,6 +48,10 @@ impl Service for Calc {
         let count = self.count.clone();
         let hold = self.hold.clone();
         Box::pin(async move {
+            if method_id == 17 {
+                let pad = vec![0xA5; usize::try_from(n).unwrap_or(0)];
+                return Ok(Bytes::from(Num { n, pad }.encode_to_vec()));
+            }
             let v = match method_id {
                 11 | 13 | 15 => count.fetch_add(1, Ordering::SeqCst) + 1,
                 12 | 14 => count.load(Ordering::SeqCst),
@@ -313,6 +317,44 @@ async fn call_styles_against_the_real_server() -> anyhow::Result<()> {
             "1 async + 20 deferred + up to 20 one-way: {count}"
         );
         assert_eq!(server.stats().history_in_progress, 0);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_large_first_answer_comes_after_the_address_is_verified() -> anyhow::Result<()> {
+    // An idempotent first call sends no PING: its 20,000-byte answer to a
+    // small request is too big for an address the server has not
+    // verified, so a PONG with a cookie comes instead, and the client sends
+    // the request again with the cookie at once (not after its timeout).
+    init_tracing();
+    bounded(LIMIT, async {
+        let calc = Calc::default();
+        let server = Server::builder()
+            .add_service(calc.clone())
+            .serve_udp("127.0.0.1:0")
+            .await?;
+        let mut config = ChannelConfig::default();
+        // A retransmission timer that never fires within the test: only the
+        // PONG can make the client send the second copy.
+        config.initial_rto = Duration::from_secs(3600);
+        config.max_rto = Duration::from_secs(3600);
+        config.max_wait = Duration::from_secs(7200);
+        let client = Client::new(UdpChannel::connect_with(server.local_addr(), config).await?);
+        let big: Num = client
+            .call::<_, Num, Never>(&SERVICE, &FILL, &num(20_000))
+            .await?;
+        assert_eq!(big.pad.len(), 20_000);
+        let stats = server.stats();
+        assert_eq!(stats.amplification_limited, 1, "{stats:?}");
+        assert_eq!(stats.executions, 2, "idempotent: it ran for each copy");
+        // The address is verified now: the next large answer comes at once.
+        let again: Num = client
+            .call::<_, Num, Never>(&SERVICE, &FILL, &num(20_000))
+            .await?;
+        assert_eq!(again.pad.len(), 20_000);
+        assert_eq!(server.stats().amplification_limited, 1);
         Ok(())
     })
     .await

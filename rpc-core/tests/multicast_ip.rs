@@ -230,6 +230,43 @@ fn re_sends_reach_late_members_and_duplicates_are_answered_from_history() -> any
 }
 
 #[test]
+fn members_send_large_answers_once_the_callers_address_is_verified() -> anyhow::Result<()> {
+    // A group copy carries no cookie (each member has its own): a member
+    // whose answer is over three times the request sends a PONG with its
+    // cookie instead, and the caller sends that member a unicast copy
+    // carrying it.
+    let ns = Netns::create()?;
+    ns.run_paused(|| async {
+        let mut members = Vec::new();
+        for i in 0..3 {
+            members.push(group_member(i, true).await?);
+        }
+        let mc = multicast_client(Duration::from_millis(20)).await?;
+        let group = GroupClient::with_multicast(mc.clone());
+        for (i, m) in members.iter().enumerate() {
+            group.add_multicast_member(format!("m{i}"), m.addr)?;
+        }
+        let group = TallyGroupClient::new(group);
+        let out = group
+            .fill(Work { millis: 2_000 })
+            .all()
+            .timeout(Duration::from_secs(5))
+            .await;
+        assert!(out.complete, "{out:?}");
+        for (i, m) in members.iter().enumerate() {
+            let line = out
+                .member(&format!("m{i}"))
+                .ok_or_else(|| anyhow::anyhow!("m{i} missing"))?;
+            let values = line.result.reply().map(|s| s.values.len());
+            assert_eq!(values, Some(2_000), "{line:?}");
+            assert_eq!(m.server.stats().amplification_limited, 1);
+        }
+        assert_eq!(mc.stats().unicast_copies, 3, "{:?}", mc.stats());
+        Ok(())
+    })
+}
+
+#[test]
 fn leaving_the_group_stops_delivery() -> anyhow::Result<()> {
     let ns = Netns::create()?;
     ns.run_paused(|| async {

@@ -61,6 +61,8 @@ pub static READ_RRA: MethodInfo = method("ReadAcked", 14, true, Protocol::RRA, S
 pub static HINT: MethodInfo = method("Hint", 15, false, Protocol::R, Style::OneWay);
 /// Non-idempotent, RR; the real test service sleeps `n` ms.
 pub static SLOW: MethodInfo = method("Slow", 16, false, Protocol::RR, Style::Sync);
+/// Idempotent, RR; the real test service replies `n` bytes of padding.
+pub static FILL: MethodInfo = method("Fill", 17, true, Protocol::RR, Style::Sync);
 
 pub static SERVICE: ServiceInfo = ServiceInfo {
     package: "test",
@@ -73,6 +75,7 @@ pub static SERVICE: ServiceInfo = ServiceInfo {
         method("ReadAcked", 14, true, Protocol::RRA, Style::Sync),
         method("Hint", 15, false, Protocol::R, Style::OneWay),
         method("Slow", 16, false, Protocol::RR, Style::Sync),
+        method("Fill", 17, true, Protocol::RR, Style::Sync),
     ],
 };
 
