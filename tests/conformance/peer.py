@@ -1156,6 +1156,56 @@ def check_fresh_session_floor(p):
     check("and did not run", (v1, e1) == (v0, e0), f"{(v0, e0)} -> {(v1, e1)}")
 
 
+def check_ownership_and_verification(p):
+    """Spec 6.6: a session belongs to the address that created it; a copy
+    from another address is refused (PERMISSION_DENIED) and gets nothing of
+    the session. Spec 7.4: an answer more than three times the size of the
+    request it answers, to an address not verified by a cookie, comes as a
+    PONG with the cookie; with the cookie, the answer itself comes."""
+    pb, demo = p.pb, p.demo
+    s = Session(p, "owner")
+    s.ping()
+    raw, ans, _ = s.call("Increment", demo.Amount(delta=1))
+    check("ownership: the owner's call is answered", ans.type == pb.REPLY, str(ans))
+    other = Wire(pb, p.wire.server)
+    try:
+        copy = s.request(1, "Increment", demo.Amount(delta=1), attempt=2)
+        copy.cookie = 0
+        other.send_env(copy)
+        got = other.take(lambda e: e.session_id == s.id and e.request_id == 1, COPY_WAITS[-1])
+        check("a copy of another address's request gets ERROR PERMISSION_DENIED (spec 6.6)",
+              got is not None and got[1].type == pb.ERROR and got[1].status.code == 7,
+              "no answer" if got is None else str(got[1]))
+        check("and never the stored reply", got is None or got[0] != raw)
+
+        t = Session(p, "unverified")
+        t.wire = other  # never sent a PING: no cookie
+        rid = t.take_id()
+        big = t.request(rid, "Echo", demo.Blob(data=b"x" * 3000), want_accept=True)
+        other.send_env(big)
+        got = other.take(lambda e: e.session_id == t.id and e.type == pb.REPLY, COPY_WAITS[-1] * 4)
+        check("an unverified address gets answers up to three times its request (the echo's REPLY)",
+              got is not None, "no REPLY")
+        other.drain()  # the ACCEPT that came before the REPLY
+        poll = t.request(rid, "Echo", None, payload=b"", want_accept=True, attempt=2)
+        sent = other.send_env(poll)
+        got = other.take(lambda e: e.session_id == t.id and e.request_id == rid, COPY_WAITS[-1])
+        check("a bare poll of a stored 3,000-byte answer from an unverified address gets a PONG "
+              "with a cookie, at most three times the poll (spec 7.4)",
+              got is not None and got[1].type == pb.PONG and got[1].cookie != 0 and len(got[0]) <= 3 * len(sent),
+              "no answer" if got is None else f"{len(got[0])} bytes for {len(sent)}: {got[1]}")
+        poll.attempt = 3
+        poll.cookie = other.cookie
+        other.send_env(poll)
+        got = other.take(lambda e: e.session_id == t.id and e.request_id == rid, COPY_WAITS[-1])
+        check("with the cookie, the stored answer comes (spec 7.4)",
+              got is not None and got[1].type == pb.REPLY and len(got[1].payload) >= 3000,
+              "no answer" if got is None else str(got[1].type))
+    finally:
+        p.wire.violations.extend(other.violations)
+        other.sock.close()
+
+
 def check_oneway_other_incarnation(p, st):
     """Spec 7.2 and 9.2 step 6: a one-way request naming another non-zero
     incarnation is dropped without an answer and never runs."""
@@ -1201,6 +1251,7 @@ def main():
     run_check("8. malformed and unexpected datagrams", check_malformed, p)
     run_check("6. a passed deadline", check_deadline, p, args.filler_millis)
     run_check("6b. a new session's first request at or below its own floor", check_fresh_session_floor, p)
+    run_check("6c. a session belongs to its address; unverified addresses", check_ownership_and_verification, p)
     state = run_check("7. restart: before", before_restart, p)
     restarted_ok = run_check("7. restart: the server is killed and started again", wait_for_restart)
     if state is not None and restarted_ok:
