@@ -26,7 +26,7 @@ use crate::client::rto::RtoEstimator;
 use crate::client::session::{Final, Routed, Session};
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, SERVER_RESTARTED, VERSION};
 use crate::server::admit::{admit, Admission, Request};
-use crate::server::history::{History, HistoryConfig, Owner, Peer};
+use crate::server::history::{History, HistoryConfig, Owner};
 use crate::status::{Code, Status};
 use bytes::Bytes;
 use prost::Message;
@@ -499,12 +499,16 @@ impl Checker {
                 };
                 // One honest client: the checker explores orderings, not
                 // forged senders (those are tested against the engine).
-                let peer = Peer {
-                    owner: &Owner::Local,
-                    verified: true,
-                };
-                let admission =
-                    admit(&mut s.history, &req, peer, s.incarnation, false, self.now).admission;
+                let admission = admit(
+                    &mut s.history,
+                    &req,
+                    &Owner::Local,
+                    &|| true,
+                    s.incarnation,
+                    false,
+                    self.now,
+                )
+                .admission;
                 let _ = write!(line, " -> {admission:?}");
                 let answer = match admission {
                     Admission::Run => {

@@ -400,24 +400,28 @@ impl<S: DatagramSocket> Exchange<S> {
     }
 
     /// The largest any copy of the request can be: the varint fields at
-    /// their widest (`ack_up_to` is always below the request id).
+    /// their widest (`ack_up_to` is always below the request id), with a
+    /// cookie.
     fn max_size(&mut self, now: Instant) -> usize {
         let saved = (
             self.env.attempt,
             self.env.ack_up_to,
             self.env.incarnation,
             self.env.deadline_us,
+            self.env.cookie,
         );
         self.env.attempt = u32::MAX;
         self.env.ack_up_to = self.id;
         self.env.incarnation = u64::MAX;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        self.env.cookie = u64::MAX;
         let size = self.env.encoded_len();
         (
             self.env.attempt,
             self.env.ack_up_to,
             self.env.incarnation,
             self.env.deadline_us,
+            self.env.cookie,
         ) = saved;
         size
     }

@@ -24,7 +24,7 @@
 //!    to a session forgotten without a trace: those could have run before,
 //!    so they are refused with "outcome unknown" and never run.
 
-use super::history::{History, Lookup, Ownership, Peer, RegisterError};
+use super::history::{History, Lookup, Owner, Ownership, Peer, RegisterError};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -90,27 +90,30 @@ pub(crate) struct Verdict {
     pub(crate) verified: bool,
 }
 
-/// Decides what to do with `req` from `peer`, registering it in `history`
-/// when it is to run. `incarnation` is this server's; `stopping`: a
-/// graceful shutdown has begun.
+/// Decides what to do with `req` from `owner`, registering it in `history`
+/// when it is to run. `proves` says whether this message proves its
+/// sender's address (asked only when the answer matters). `incarnation` is
+/// this server's; `stopping`: a graceful shutdown has begun.
 pub(crate) fn admit(
     history: &mut History,
     req: &Request,
-    peer: Peer<'_>,
+    owner: &Owner,
+    proves: &dyn Fn() -> bool,
     incarnation: u64,
     stopping: bool,
     now: Instant,
 ) -> Verdict {
-    let verified = match history.ownership(req.session, peer.owner, peer.verified) {
+    let verified = match history.ownership(req.session, owner, proves) {
         Ownership::Foreign => {
             return Verdict {
                 admission: Admission::Foreign,
-                verified: peer.verified,
+                verified: false,
             }
         }
         Ownership::Own { verified } => verified,
-        Ownership::Unknown => peer.verified,
+        Ownership::Unknown => proves(),
     };
+    let peer = Peer { owner, verified };
     Verdict {
         admission: decide(history, req, peer, incarnation, stopping, now),
         verified,

@@ -28,7 +28,7 @@
 
 use super::admit::{self, admit, Admission};
 use super::budget::ByteBudget;
-use super::history::{History, Owner, Ownership, Peer, RegisterError};
+use super::history::{History, Owner, Ownership, RegisterError};
 use super::stats::{bump, Counters, ServerStats};
 use super::verify::{Unverified, Verifier};
 use super::ServerConfig;
@@ -385,7 +385,7 @@ impl Engine {
                     let owner = owner_of(sink);
                     let found = {
                         let mut history = self.history();
-                        match history.ownership(env.session_id, &owner, false) {
+                        match history.ownership(env.session_id, &owner, &|| false) {
                             Ownership::Foreign => None,
                             _ => Some(history.ack(
                                 env.session_id,
@@ -513,21 +513,20 @@ impl Engine {
             };
             let owner = owner_of(sink);
             let proven = sink.address_proven();
-            let cookie_ok = !proven
-                && sink
-                    .peer()
-                    .is_some_and(|p| self.verifier.is_valid(p, env.cookie));
-            let peer = Peer {
-                owner: &owner,
-                verified: proven || cookie_ok,
+            let cookie = env.cookie;
+            // Asked only for a session not verified yet (a keyed hash).
+            let proves = || {
+                proven
+                    || (cookie != 0
+                        && sink
+                            .peer()
+                            .is_some_and(|p| self.verifier.is_valid(p, cookie)))
             };
             let (decision, verified) = match target {
                 None | Some((_, None)) => {
                     let mut history = self.history();
-                    match history.ownership(session, &owner, peer.verified) {
-                        Ownership::Foreign => {
-                            (Decision::Admitted(Admission::Foreign), peer.verified)
-                        }
+                    match history.ownership(session, &owner, &proves) {
+                        Ownership::Foreign => (Decision::Admitted(Admission::Foreign), false),
                         own => {
                             if env.ack_up_to > 0 {
                                 history.ack(session, 0, env.ack_up_to, arrival);
@@ -537,8 +536,10 @@ impl Engine {
                             } else {
                                 Decision::UnknownMethod
                             };
-                            let verified =
-                                peer.verified || matches!(own, Ownership::Own { verified: true });
+                            let verified = match own {
+                                Ownership::Own { verified } => verified,
+                                _ => proves(),
+                            };
                             (unknown, verified)
                         }
                     }
@@ -547,7 +548,8 @@ impl Engine {
                     let verdict = admit(
                         &mut self.history(),
                         &request,
-                        peer,
+                        &owner,
+                        &proves,
                         self.incarnation,
                         self.is_stopping(),
                         arrival,

@@ -197,10 +197,80 @@ pub(crate) enum Ownership {
 }
 
 /// Sessions and stored bytes of one source.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct SourceUse {
+    /// The source (`None`: a free slot).
+    key: Option<Owner>,
     sessions: usize,
     bytes: usize,
+}
+
+/// Sessions and stored bytes per source, in slots that sessions point at:
+/// storing or dropping a reply updates its source without hashing.
+#[derive(Debug, Clone, Default)]
+struct Sources {
+    slots: FastMap<Owner, usize>,
+    usage: Vec<SourceUse>,
+    free: Vec<usize>,
+}
+
+impl Sources {
+    /// What `source` holds now (zeros when nothing).
+    fn of(&self, source: &Owner) -> (usize, usize) {
+        self.slots
+            .get(source)
+            .and_then(|&i| self.usage.get(i))
+            .map_or((0, 0), |u| (u.sessions, u.bytes))
+    }
+
+    /// The bytes the source in `slot` holds.
+    fn bytes(&self, slot: usize) -> usize {
+        self.usage.get(slot).map_or(0, |u| u.bytes)
+    }
+
+    /// Counts one more session of `source`; returns its slot.
+    fn add_session(&mut self, source: Owner) -> usize {
+        let slot = match self.slots.get(&source) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.free.pop().unwrap_or(self.usage.len());
+                if slot == self.usage.len() {
+                    self.usage.push(SourceUse::default());
+                }
+                self.slots.insert(source.clone(), slot);
+                if let Some(u) = self.usage.get_mut(slot) {
+                    u.key = Some(source);
+                }
+                slot
+            }
+        };
+        if let Some(u) = self.usage.get_mut(slot) {
+            u.sessions += 1;
+        }
+        slot
+    }
+
+    fn add_bytes(&mut self, slot: usize, bytes: usize) {
+        if let Some(u) = self.usage.get_mut(slot) {
+            u.bytes += bytes;
+        }
+    }
+
+    /// Takes `sessions` and `bytes` off the source in `slot`; frees the
+    /// slot of a source that holds nothing (no session points at it).
+    fn release(&mut self, slot: usize, sessions: usize, bytes: usize) {
+        let Some(u) = self.usage.get_mut(slot) else {
+            return;
+        };
+        u.sessions = u.sessions.saturating_sub(sessions);
+        u.bytes = u.bytes.saturating_sub(bytes);
+        if u.sessions == 0 && u.bytes == 0 {
+            if let Some(key) = u.key.take() {
+                self.slots.remove(&key);
+                self.free.push(slot);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -313,16 +383,16 @@ struct Session {
     touch_seq: u64,
     /// The peer the session belongs to.
     owner: Owner,
-    /// `owner.source()`, kept to find its quota cheaply.
-    source: Owner,
+    /// The slot of `owner.source()` in `History::sources`.
+    slot: usize,
     /// The owner's address is verified (see [`Ownership::Own`]).
     verified: bool,
 }
 
 impl Session {
-    fn new(now: Instant, owner: Owner, verified: bool) -> Session {
+    fn new(now: Instant, owner: Owner, slot: usize, verified: bool) -> Session {
         Session {
-            source: owner.source(),
+            slot,
             owner,
             verified,
             entries: IdMap::default(),
@@ -454,7 +524,7 @@ pub struct History {
     tombstones: FastMap<u64, (u64, Instant, Owner)>,
     /// Sessions and stored bytes per source (entries with both at zero
     /// are removed).
-    sources: FastMap<Owner, SourceUse>,
+    sources: Sources,
     /// Registrations refused by a source quota.
     quota_refused: u64,
     /// `tombstones` in the order they were made (lazy deletion).
@@ -471,18 +541,6 @@ pub struct History {
 pub(crate) struct Peer<'a> {
     pub(crate) owner: &'a Owner,
     pub(crate) verified: bool,
-}
-
-/// Takes `sessions` and `bytes` off `source`'s use; forgets a source that
-/// holds nothing.
-fn release(sources: &mut FastMap<Owner, SourceUse>, source: &Owner, sessions: usize, bytes: usize) {
-    if let Some(usage) = sources.get_mut(source) {
-        usage.sessions = usage.sessions.saturating_sub(sessions);
-        usage.bytes = usage.bytes.saturating_sub(bytes);
-        if usage.sessions == 0 && usage.bytes == 0 {
-            sources.remove(source);
-        }
-    }
 }
 
 /// Sizes of the history at one moment.
@@ -521,22 +579,30 @@ impl History {
             tombstone_order: VecDeque::new(),
             last_tombstone_overflow: None,
             tombstones_dropped: 0,
-            sources: FastMap::default(),
+            sources: Sources::default(),
             quota_refused: 0,
         }
     }
 
-    /// Whether `session` belongs to `owner`. When it does and `verified`
-    /// (this message proved the owner's address), the session is marked
-    /// verified from now on.
-    pub(crate) fn ownership(&mut self, session: u64, owner: &Owner, verified: bool) -> Ownership {
+    /// Whether `session` belongs to `owner`. When it does but is not
+    /// verified yet, `proves` says whether this message proves the owner's
+    /// address (asked only then: on the hot path the session is verified);
+    /// if it does, the session is verified from now on.
+    pub(crate) fn ownership(
+        &mut self,
+        session: u64,
+        owner: &Owner,
+        proves: &dyn Fn() -> bool,
+    ) -> Ownership {
         match self.sessions.get_mut(&session) {
             None => match self.tombstones.get(&session) {
                 Some((_, _, old)) if old != owner => Ownership::Foreign,
                 _ => Ownership::Unknown,
             },
             Some(s) if s.owner == *owner => {
-                s.verified |= verified;
+                if !s.verified && proves() {
+                    s.verified = true;
+                }
                 Ownership::Own {
                     verified: s.verified,
                 }
@@ -553,20 +619,7 @@ impl History {
     /// The sessions and stored bytes `source` holds now.
     #[cfg(test)]
     fn source_use(&self, source: &Owner) -> (usize, usize) {
-        self.sources
-            .get(source)
-            .map_or((0, 0), |u| (u.sessions, u.bytes))
-    }
-
-    /// Takes `bytes` off the stored bytes of `session`'s source.
-    fn release_bytes(&mut self, session: u64, bytes: usize) {
-        if bytes == 0 {
-            return;
-        }
-        let Some(s) = self.sessions.get(&session) else {
-            return;
-        };
-        release(&mut self.sources, &s.source, 0, bytes);
+        self.sources.of(source)
     }
 
     /// Whether `session` is unknown and may have been forgotten without a
@@ -640,6 +693,7 @@ impl History {
             return request_id == 0;
         };
         s.last_active = now;
+        let slot = s.slot;
         let mut removed = Tally::default();
         let mut found = request_id == 0;
         let mut marked = 0;
@@ -698,7 +752,7 @@ impl History {
         }
         self.evicted.ack += removed.count;
         self.acked += marked;
-        self.account_tally(session, removed);
+        self.account_tally(slot, removed);
         self.maybe_compact();
         found
     }
@@ -764,11 +818,7 @@ impl History {
             if s.owner != *peer.owner {
                 return Err(RegisterError::Foreign);
             }
-            let over = self
-                .sources
-                .get(&s.source)
-                .is_some_and(|u| u.bytes > self.config.max_bytes_per_source);
-            if over {
+            if self.sources.bytes(s.slot) > self.config.max_bytes_per_source {
                 self.quota_refused += 1;
                 return Err(RegisterError::SourceBytes);
             }
@@ -779,26 +829,26 @@ impl History {
                 }
             }
             let source = peer.owner.source();
-            let usage = self.sources.get(&source).copied().unwrap_or_default();
-            if usage.sessions >= self.config.max_sessions_per_source {
+            let (sessions, bytes) = self.sources.of(&source);
+            if sessions >= self.config.max_sessions_per_source {
                 self.quota_refused += 1;
                 return Err(RegisterError::SourceSessions);
             }
-            if usage.bytes > self.config.max_bytes_per_source {
+            if bytes > self.config.max_bytes_per_source {
                 self.quota_refused += 1;
                 return Err(RegisterError::SourceBytes);
             }
             if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session(now) {
                 return Err(RegisterError::TooManySessions);
             }
-            let mut fresh = Session::new(now, peer.owner.clone(), peer.verified);
+            let slot = self.sources.add_session(source);
+            let mut fresh = Session::new(now, peer.owner.clone(), slot, peer.verified);
             fresh.floor = floor;
             // A session forgotten in the last ttl comes back knowing that
             // its old ids have an unknown outcome.
             if let Some((max_id, _, _)) = self.tombstones.remove(&session) {
                 fresh.max_evicted_id = max_id;
             }
-            self.sources.entry(source).or_default().sessions += 1;
             self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
@@ -826,9 +876,7 @@ impl History {
                     .insert(request_id, State::Completed { reply, seq });
                 s.completed += 1;
                 s.bytes += len;
-                if let Some(usage) = self.sources.get_mut(&s.source) {
-                    usage.bytes += len;
-                }
+                self.sources.add_bytes(s.slot, len);
                 self.completed += 1;
                 self.bytes += len;
                 self.order.push_back(Record {
@@ -842,9 +890,10 @@ impl History {
         };
         let replaced = replaced.map(|old| s.uncount(old));
         let over_session_cap = s.done() > self.config.max_per_session;
+        let slot = s.slot;
         self.activity.push_back((touch, session));
         if let Some(r) = replaced {
-            self.account_removed(session, r);
+            self.account_removed(slot, r);
         }
         if over_session_cap || self.over_global_cap() {
             self.enforce_caps(session, now);
@@ -881,9 +930,7 @@ impl History {
         s.in_progress -= 1;
         s.completed += 1;
         s.bytes += len;
-        if let Some(usage) = self.sources.get_mut(&s.source) {
-            usage.bytes += len;
-        }
+        self.sources.add_bytes(s.slot, len);
         self.in_progress -= 1;
         self.completed += 1;
         self.bytes += len;
@@ -908,12 +955,12 @@ impl History {
     /// Drops a registration that never ran (refused after registering).
     /// Not counted as an eviction.
     pub(crate) fn unregister(&mut self, session: u64, request_id: u64) {
-        if let Some(r) = self
+        if let Some((slot, r)) = self
             .sessions
             .get_mut(&session)
-            .and_then(|s| s.remove(request_id))
+            .and_then(|s| Some((s.slot, s.remove(request_id)?)))
         {
-            self.account_removed(session, r);
+            self.account_removed(slot, r);
         }
     }
 
@@ -937,7 +984,7 @@ impl History {
         self.sessions.retain(|_, s| {
             let idle = s.is_empty() && now.saturating_duration_since(s.last_active) >= ttl;
             if idle {
-                release(sources, &s.source, 1, 0);
+                sources.release(s.slot, 1, 0);
             }
             !idle
         });
@@ -968,14 +1015,15 @@ impl History {
         // Keep the session (and so "outcome unknown" for this id) for
         // another ttl after the eviction.
         s.last_active = s.last_active.max(now);
-        self.account_removed(rec.session, removed);
+        let slot = s.slot;
+        self.account_removed(slot, removed);
         Some(removed)
     }
 
-    /// Updates the global and source counts for the entries `session`
-    /// removed (the session is still in the table).
-    fn account_tally(&mut self, session: u64, tally: Tally) {
-        self.release_bytes(session, tally.bytes);
+    /// Updates the global counts, and those of the source in `slot`, for
+    /// the entries one of its sessions removed.
+    fn account_tally(&mut self, slot: usize, tally: Tally) {
+        self.sources.release(slot, 0, tally.bytes);
         self.in_progress -= tally.running;
         self.completed -= tally.completed;
         self.acked -= tally.acked;
@@ -983,16 +1031,18 @@ impl History {
     }
 
     /// Updates the global counts for an entry a session removed.
-    fn account_removed(&mut self, session: u64, removed: Removed) {
+    fn account_removed(&mut self, slot: usize, removed: Removed) {
         let mut tally = Tally::default();
         tally.add(removed);
-        self.account_tally(session, tally);
+        self.account_tally(slot, tally);
     }
 
     fn enforce_caps(&mut self, session: u64, now: Instant) {
         // Per session: the oldest (lowest id) completed entry goes first.
         let mut removed = Tally::default();
+        let mut slot = usize::MAX;
         if let Some(s) = self.sessions.get_mut(&session) {
+            slot = s.slot;
             while s.done() > self.config.max_per_session {
                 let victim = s
                     .entries
@@ -1008,7 +1058,7 @@ impl History {
         }
         self.evicted.session_cap += removed.count;
         self.evicted.markers += removed.acked as u64;
-        self.account_tally(session, removed);
+        self.account_tally(slot, removed);
         // Globally: the oldest stored entry goes first.
         while self.over_global_cap() {
             let Some(rec) = self.order.pop_front() else {
@@ -1073,7 +1123,7 @@ impl History {
         self.completed -= s.completed;
         self.acked -= s.acked;
         self.bytes -= s.bytes;
-        release(&mut self.sources, &s.source, 1, s.bytes);
+        self.sources.release(s.slot, 1, s.bytes);
         self.evicted.session_limit += s.completed as u64;
         self.sessions_evicted += 1;
         // As many tombstones as sessions; beyond, the oldest goes early and
@@ -1670,14 +1720,14 @@ mod tests {
             owner: &me,
             verified: false,
         };
-        assert_eq!(h.ownership(7, &me, false), Ownership::Unknown);
+        assert_eq!(h.ownership(7, &me, &|| false), Ownership::Unknown);
         h.register(7, 1, 0, mine, now).unwrap();
         assert_eq!(
-            h.ownership(7, &me, false),
+            h.ownership(7, &me, &|| false),
             Ownership::Own { verified: false }
         );
         // Another port of the same host is another peer.
-        assert_eq!(h.ownership(7, &other, true), Ownership::Foreign);
+        assert_eq!(h.ownership(7, &other, &|| true), Ownership::Foreign);
         let theirs = Peer {
             owner: &other,
             verified: true,
@@ -1687,9 +1737,12 @@ mod tests {
             Err(RegisterError::Foreign)
         );
         // A message that proves the owner's address marks the session.
-        assert_eq!(h.ownership(7, &me, true), Ownership::Own { verified: true });
         assert_eq!(
-            h.ownership(7, &me, false),
+            h.ownership(7, &me, &|| true),
+            Ownership::Own { verified: true }
+        );
+        assert_eq!(
+            h.ownership(7, &me, &|| false),
             Ownership::Own { verified: true }
         );
     }
@@ -1714,12 +1767,12 @@ mod tests {
         h.complete(1, 1, b("x"), now);
         h.register(2, 1, 0, theirs, now).unwrap(); // forgets session 1
         h.complete(2, 1, b("y"), now);
-        assert_eq!(h.ownership(1, &other, true), Ownership::Foreign);
+        assert_eq!(h.ownership(1, &other, &|| true), Ownership::Foreign);
         assert_eq!(
             h.register(1, 9, 0, theirs, now),
             Err(RegisterError::Foreign)
         );
-        assert_eq!(h.ownership(1, &me, true), Ownership::Unknown);
+        assert_eq!(h.ownership(1, &me, &|| true), Ownership::Unknown);
     }
 
     #[test]
