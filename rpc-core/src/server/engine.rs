@@ -564,7 +564,7 @@ impl Engine {
                 oneway,
                 tracked: request.tracked(),
             };
-            if verified {
+            if verified || proven {
                 self.act(ask, env, sink).await;
             } else {
                 let guarded = Unverified {
