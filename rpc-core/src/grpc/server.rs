@@ -9,6 +9,13 @@
 //! `/<package>.<Service>/<Method>` selects the route; an unknown service or
 //! method gets UNIMPLEMENTED.
 //!
+//! Calls with an `rpc-call` header go through the engine as requests of
+//! their session; plain calls go through the engine as requests without a
+//! session (the engine's `run_untracked`): both take the engine's handler
+//! permits and waiting slots (`max_concurrent`, `max_pending`), so a flood
+//! of plain calls waits or is refused with RESOURCE_EXHAUSTED like any
+//! other, and both are counted in the server's statistics.
+//!
 //! # Memory a stranger can make the door hold
 //! Limits ([`GrpcServerConfig`]): connections (more are closed as soon as
 //! they are accepted), HTTP/2 streams per connection, flow-control windows
@@ -45,12 +52,11 @@ use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::server::budget::{ByteBudget, Reservation};
-use crate::server::{Engine, ReplySink, ServerError};
-use crate::service::{CallContext, MethodInfo, Service, ServiceInfo, TransportKind};
+use crate::server::{Engine, ReplySink, ServerError, Untracked};
+use crate::service::{MethodInfo, Service, ServiceInfo, TransportKind};
 use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -60,7 +66,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -274,8 +279,12 @@ impl Door {
     ///   duplicate filter and reply history give at-most-once across
     ///   retries and reconnects); a duplicate of a request still running
     ///   waits for its result.
-    /// - Without (a plain gRPC client): the handler runs once per request,
-    ///   with session and request id 0; no history.
+    /// - Without (a plain gRPC client): the request goes through the
+    ///   engine without a session: no duplicate filter and no history
+    ///   (the handler runs once per request, with session and request id
+    ///   0), but the same handler permits, waiting slots and counters as
+    ///   every request. A one-way method is answered once the request has
+    ///   a handler slot or a waiting slot.
     ///
     /// The deadline from `grpc-timeout` is the handler's `ctx.deadline`; when
     /// it passes, the call ends with DEADLINE_EXCEEDED. Every response
@@ -283,6 +292,7 @@ impl Door {
     ///
     /// # Errors
     /// The handler's status, or the door's (UNAVAILABLE when shutting down,
+    /// RESOURCE_EXHAUSTED when the server can neither run nor queue it,
     /// DEADLINE_EXCEEDED, ...), as a tonic status.
     pub async fn unary(
         &self,
@@ -343,7 +353,7 @@ impl Door {
         }
     }
 
-    /// A plain gRPC call: run the handler once.
+    /// A plain gRPC call: through the engine without a session.
     async fn plain(
         &self,
         method: &'static MethodInfo,
@@ -352,47 +362,34 @@ impl Door {
         deadline: Option<Instant>,
         peer: Option<SocketAddr>,
     ) -> Result<(Bytes, bool), Status> {
-        if self.engine.is_stopping() {
-            return Err(Status::unavailable("shutting down"));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Status::deadline_exceeded(NOT_RUN));
-        }
-        let ctx = CallContext {
+        let call = Untracked {
+            service: Arc::clone(&self.service),
             method,
-            session_id: 0,
-            request_id: 0,
-            attempt: 1,
             deadline,
+            payload,
             metadata: md::user_metadata(meta),
-            peer,
-            transport: TransportKind::Grpc,
             instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
+            accept: method.oneway,
         };
-        let service = &self.service;
-        let handler =
-            std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method.id, ctx, payload)))
-                .map_err(|_| Status::internal("handler panicked"))?;
-        if method.oneway {
-            // One-way over gRPC: the empty reply is the ACCEPT; the handler
-            // goes on in its own task.
-            tokio::spawn(async move {
-                match AssertUnwindSafe(handler).catch_unwind().await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(status)) => {
-                        tracing::debug!(method = method.name, %status, "one-way call failed")
-                    }
-                    Err(_) => tracing::warn!(method = method.name, "one-way handler panicked"),
-                }
-            });
-            return Ok((Bytes::new(), true));
-        }
-        match AssertUnwindSafe(handler).catch_unwind().await {
-            Ok(result) => result.map(|reply| (reply, false)),
-            Err(_) => {
-                tracing::warn!(method = method.name, "handler panicked");
-                Err(Status::internal("handler panicked"))
-            }
+        let (tx, rx) = oneshot::channel();
+        let sink = Sink {
+            tx: Arc::new(Mutex::new(Some(tx))),
+            peer,
+        };
+        self.engine.run_untracked(call, &sink).await;
+        drop(sink);
+        // The engine always answers a request it took, unless shutdown
+        // cancelled its handler.
+        let Ok(message) = rx.await else {
+            return Err(Status::unavailable(
+                "the server cancelled the call (shutting down)",
+            ));
+        };
+        match read_answer(message)? {
+            Answer::Done(result) => result,
+            Answer::InProgress => Err(Status::internal(
+                "unexpected IN_PROGRESS for a call without a session",
+            )),
         }
     }
 
@@ -461,37 +458,49 @@ impl Door {
                     "request dropped by the server: a duplicate of one already answered and acknowledged",
                 ));
             };
-            let reply = Envelope::decode(message)
-                .map_err(|e| Status::internal(format!("engine reply: {e}")))?;
-            match MessageType::try_from(reply.r#type) {
-                Ok(MessageType::Reply) => {
-                    return match reply.status {
-                        Some(status) => Err(status.into()),
-                        None => Ok((reply.payload, false)),
-                    };
-                }
-                Ok(MessageType::Error) => {
-                    return Err(reply
-                        .status
-                        .map_or_else(|| Status::internal("error without status"), Status::from));
-                }
-                Ok(MessageType::Accept) => return Ok((Bytes::new(), true)),
-                Ok(MessageType::InProgress) => {
+            match read_answer(message)? {
+                Answer::Done(result) => return result,
+                Answer::InProgress => {
                     // A retry of a request still running (its first copy
                     // came on a connection that broke): wait for the
                     // result, which the history will then replay.
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                _ => {
-                    return Err(Status::internal(format!(
-                        "unexpected engine message type {}",
-                        reply.r#type
-                    )))
-                }
             }
         }
     }
+}
+
+/// The engine's first answer to a gRPC call.
+enum Answer {
+    /// The call's result: a reply (and whether it is an ACCEPT) or a status.
+    Done(Result<(Bytes, bool), Status>),
+    /// The request is still running (a retry of a tracked request).
+    InProgress,
+}
+
+/// Reads the envelope the engine answered with.
+fn read_answer(message: Bytes) -> Result<Answer, Status> {
+    let reply =
+        Envelope::decode(message).map_err(|e| Status::internal(format!("engine reply: {e}")))?;
+    Ok(match MessageType::try_from(reply.r#type) {
+        Ok(MessageType::Reply) => Answer::Done(match reply.status {
+            Some(status) => Err(status.into()),
+            None => Ok((reply.payload, false)),
+        }),
+        Ok(MessageType::Error) => Answer::Done(Err(reply
+            .status
+            .map_or_else(|| Status::internal("error without status"), Status::from))),
+        Ok(MessageType::Accept) => Answer::Done(Ok((Bytes::new(), true))),
+        Ok(MessageType::InProgress) => Answer::InProgress,
+        _ => {
+            return Err(Status::internal(format!(
+                "unexpected engine message type {}",
+                reply.r#type
+            )))
+        }
+    })
 }
 
 /// The engine's way back to one gRPC call: its first answer.

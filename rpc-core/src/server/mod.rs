@@ -44,6 +44,8 @@ mod tcp;
 mod udp;
 
 pub use budget::BufferStats;
+#[cfg(feature = "grpc")]
+pub(crate) use engine::Untracked;
 pub use engine::{Engine, ReplySink};
 pub use history::{EvictionCounts, History, HistoryConfig, HistorySize};
 pub use stats::ServerStats;
