@@ -10,6 +10,15 @@
 //! Everything else (framing, multiplexing, reconnects, at-most-once) is the
 //! same as over plain TCP. Certificates and keys are given as PEM.
 //!
+//! A door names its protocol with ALPN ([`ALPN_RPC`] on the TCP door),
+//! added to the rustls configuration when it lists no protocol. A server
+//! still accepts a client that offers no protocol; one that offers only
+//! other protocols (an HTTP/2 client at the TCP door) fails the handshake.
+//!
+//! A door that verified a client certificate hands its subject and
+//! alternative names to every call of the connection
+//! ([`CallContext::identity`](crate::CallContext::identity)).
+//!
 //! ```no_run
 //! # fn demo(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<(), rpc_core::tls::TlsError> {
 //! use rpc_core::tls::{TlsClientConfig, TlsServerConfig};
@@ -18,11 +27,21 @@
 //! # Ok(()) }
 //! ```
 
+use crate::service::{AltName, PeerIdentity};
+use bytes::Bytes;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio_rustls::rustls;
+
+/// The ALPN protocol id of the TCP door's framed envelopes (section 17 of
+/// `idl/PROTOCOL.md`).
+pub const ALPN_RPC: &[u8] = b"rpc.v1";
+
+/// The ALPN protocol id of HTTP/2, which the gRPC door speaks.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// Errors of building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +69,15 @@ pub enum TlsError {
     /// match the certificate).
     #[error("invalid tls configuration")]
     Config(#[source] rustls::Error),
+    /// The rustls configuration lists ALPN protocols, but not the one the
+    /// door or channel speaks.
+    #[error("the tls configuration offers the alpn protocols {offered:?}, not {needed:?}")]
+    Alpn {
+        /// What the configuration lists.
+        offered: Vec<String>,
+        /// What the door or channel needs.
+        needed: String,
+    },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -87,15 +115,16 @@ fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
 pub struct TlsServerConfig {
     certs: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
-    client_ca: Option<Arc<rustls::RootCertStore>>,
     config: Arc<rustls::ServerConfig>,
+    /// Whether `config` refuses a client without a certificate.
+    client_auth: bool,
 }
 
 impl fmt::Debug for TlsServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsServerConfig")
             .field("certs", &self.certs.len())
-            .field("client_auth", &self.client_ca.is_some())
+            .field("client_auth", &self.client_auth)
             .finish_non_exhaustive()
     }
 }
@@ -115,8 +144,8 @@ impl TlsServerConfig {
         Ok(TlsServerConfig {
             certs,
             key,
-            client_ca: None,
             config,
+            client_auth: false,
         })
     }
 
@@ -130,15 +159,18 @@ impl TlsServerConfig {
         let ca = Arc::new(roots(ca_pem)?);
         let config = build_server(&self.certs, &self.key, Some(&ca))?;
         Ok(TlsServerConfig {
-            client_ca: Some(ca),
             config,
+            client_auth: true,
             ..self
         })
     }
 
-    /// Whether client certificates are required.
+    /// Whether the installed rustls configuration refuses clients that
+    /// present no certificate: true after [`TlsServerConfig::client_auth`];
+    /// after [`TlsServerConfig::with_rustls`], whatever the installed
+    /// configuration does (see there).
     pub fn requires_client_auth(&self) -> bool {
-        self.client_ca.is_some()
+        self.client_auth
     }
 
     /// The rustls configuration (ALPN, session resumption and the like can
@@ -148,12 +180,166 @@ impl TlsServerConfig {
     }
 
     /// Replaces the rustls configuration.
+    ///
+    /// rustls does not tell from outside whether a configuration requires
+    /// client certificates, so this finds out by a handshake with it in
+    /// memory, from a client that presents none:
+    /// [`TlsServerConfig::requires_client_auth`] is true when the
+    /// configuration refuses that client for want of a certificate, false
+    /// when the handshake succeeds (no client authentication, or an
+    /// optional one) or fails for another reason (a configuration that
+    /// cannot complete any handshake cannot be counted on to authenticate
+    /// anyone). The certificate chain and key given before are kept for
+    /// [`TlsServerConfig::client_auth`], which builds a new configuration
+    /// from them.
     pub fn with_rustls(self, config: Arc<rustls::ServerConfig>) -> TlsServerConfig {
-        TlsServerConfig { config, ..self }
+        let client_auth = refuses_anonymous_clients(&config);
+        TlsServerConfig {
+            config,
+            client_auth,
+            ..self
+        }
     }
 
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+    /// An acceptor for a door that speaks `alpn`: the configuration's own
+    /// ALPN list when it has one (which must name `alpn`), else `alpn`.
+    pub(crate) fn acceptor(&self, alpn: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        let config = if self.config.alpn_protocols.is_empty() {
+            let mut config = rustls::ServerConfig::clone(&self.config);
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Arc::new(config)
+        } else if self.config.alpn_protocols.iter().any(|p| p == alpn) {
+            Arc::clone(&self.config)
+        } else {
+            return Err(alpn_error(&self.config.alpn_protocols, alpn));
+        };
+        Ok(tokio_rustls::TlsAcceptor::from(config))
+    }
+}
+
+fn alpn_error(offered: &[Vec<u8>], needed: &[u8]) -> TlsError {
+    TlsError::Alpn {
+        offered: offered
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        needed: String::from_utf8_lossy(needed).into_owned(),
+    }
+}
+
+/// Whether `config` refuses a client that presents no certificate, found
+/// by a handshake in memory (see [`TlsServerConfig::with_rustls`]).
+fn refuses_anonymous_clients(config: &Arc<rustls::ServerConfig>) -> bool {
+    let provider = provider();
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let client = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    let Ok(name) = ServerName::try_from("localhost") else {
+        return false;
+    };
+    let (Ok(mut client), Ok(mut server)) = (
+        rustls::ClientConnection::new(Arc::new(client), name),
+        rustls::ServerConnection::new(Arc::clone(config)),
+    ) else {
+        return false;
+    };
+    // A handshake takes two round trips; a few more turns cover a
+    // HelloRetryRequest.
+    for _ in 0..8 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            if client.write_tls(&mut wire).is_err() {
+                return false;
+            }
+        }
+        match feed(&mut server, &wire) {
+            Ok(()) => {}
+            Err(rustls::Error::NoCertificatesPresented) => return true,
+            Err(_) => return false,
+        }
+        if !server.is_handshaking() {
+            return false;
+        }
+        let mut wire = Vec::new();
+        while server.wants_write() {
+            if server.write_tls(&mut wire).is_err() {
+                return false;
+            }
+        }
+        if feed(&mut client, &wire).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Hands `wire` to `conn` and processes it.
+fn feed<D>(conn: &mut rustls::ConnectionCommon<D>, mut wire: &[u8]) -> Result<(), rustls::Error> {
+    while !wire.is_empty() {
+        if conn.read_tls(&mut wire).is_err() {
+            return Err(rustls::Error::General(
+                "cannot read the probe's bytes".into(),
+            ));
+        }
+        conn.process_new_packets()?;
+    }
+    Ok(())
+}
+
+/// The probe's view of any server certificate: accepted (the probe only
+/// learns whether the server asks for a client certificate; it sends no
+/// data). Signatures are still checked.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -258,7 +444,136 @@ impl TlsClientConfig {
         &self.server_name
     }
 
-    pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
-        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+    /// A connector that offers `alpn` (and accepts a server that picks no
+    /// protocol: one that predates ALPN).
+    pub(crate) fn connector(&self, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+        let mut config = rustls::ClientConfig::clone(&self.config);
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// The identity of the peer of a server-side TLS connection: its verified
+/// leaf certificate, when it presented one. A certificate the verifier
+/// accepted but that cannot be parsed here still yields its DER, with an
+/// empty subject.
+pub(crate) fn peer_identity(conn: &rustls::ServerConnection) -> Option<Arc<PeerIdentity>> {
+    let leaf = conn.peer_certificates()?.first()?;
+    Some(Arc::new(identity_of(leaf.as_ref())))
+}
+
+fn identity_of(der: &[u8]) -> PeerIdentity {
+    use x509_cert::der::oid::db::rfc4519::CN;
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+
+    let mut identity = PeerIdentity {
+        subject: String::new(),
+        common_name: None,
+        alt_names: Vec::new(),
+        certificate: Bytes::copy_from_slice(der),
+    };
+    let cert = match x509_cert::Certificate::from_der(der) {
+        Ok(cert) => cert,
+        Err(error) => {
+            tracing::debug!(%error, "verified client certificate not parsed");
+            return identity;
+        }
+    };
+    let tbs = &cert.tbs_certificate;
+    identity.subject = tbs.subject.to_string();
+    identity.common_name = tbs
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)
+        .and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
+        .map(str::to_owned);
+    if let Ok(Some((_, SubjectAltName(names)))) = tbs.get::<SubjectAltName>() {
+        for name in names {
+            let alt = match name {
+                GeneralName::DnsName(n) => AltName::Dns(n.to_string()),
+                GeneralName::UniformResourceIdentifier(n) => AltName::Uri(n.to_string()),
+                GeneralName::Rfc822Name(n) => AltName::Email(n.to_string()),
+                GeneralName::IpAddress(octets) => match octets.as_bytes().len() {
+                    4 | 16 => {
+                        let b = octets.as_bytes();
+                        let ip = if b.len() == 4 {
+                            IpAddr::from([b[0], b[1], b[2], b[3]])
+                        } else {
+                            let mut a = [0u8; 16];
+                            a.copy_from_slice(b);
+                            IpAddr::from(a)
+                        };
+                        AltName::Ip(ip)
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            identity.alt_names.push(alt);
+        }
+    }
+    identity
+}
+
+/// Why a TLS handshake (or the first read after it, where TLS 1.3 reports
+/// the server's refusal of a client certificate) failed at the TLS layer,
+/// if `error` or one of its sources is a rustls error; `None` for plain
+/// I/O errors (refused, reset, timed out), which say nothing about
+/// credentials.
+pub(crate) fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let io = e.downcast_ref::<std::io::Error>();
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            io.and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return Some(describe(tls));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// A rustls error as the reason of a refusal.
+fn describe(tls: &rustls::Error) -> String {
+    match tls {
+        rustls::Error::AlertReceived(alert) => {
+            format!("the server refused the tls handshake ({alert:?})")
+        }
+        rustls::Error::InvalidCertificate(why) => {
+            format!("the server's certificate was not accepted: {why:?}")
+        }
+        other => format!("tls handshake failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rustls_error_inside_an_io_error_is_a_rejection() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        let why = rejection(&io).unwrap_or_default();
+        assert!(why.contains("CertificateRequired"), "{why}");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(rejection(&reset), None);
+    }
+
+    #[test]
+    fn an_unparsable_certificate_keeps_its_der() {
+        let id = identity_of(b"not a certificate");
+        assert_eq!(id.subject, "");
+        assert_eq!(&id.certificate[..], b"not a certificate");
     }
 }

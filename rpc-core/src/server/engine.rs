@@ -30,7 +30,7 @@ use super::stats::{bump, Counters, ServerStats};
 use super::ServerConfig;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::hash::FastMap;
-use crate::service::{CallContext, Metadata, MethodInfo, Service, TransportKind};
+use crate::service::{CallContext, Metadata, MethodInfo, PeerIdentity, Service, TransportKind};
 use crate::status::{Code, Status};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -77,6 +77,14 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
 
     /// The transport, as handlers see it in [`CallContext::transport`].
     fn transport(&self) -> TransportKind;
+
+    /// The peer's verified identity (a TLS door that required a client
+    /// certificate), as handlers see it in [`CallContext::identity`]. Made
+    /// once per connection: this is an `Arc` clone per request at most. By
+    /// default, none.
+    fn identity(&self) -> Option<Arc<PeerIdentity>> {
+        None
+    }
 
     /// The largest message this transport carries: bigger incoming messages
     /// are dropped, bigger replies become a RESOURCE_EXHAUSTED reply.
@@ -817,6 +825,7 @@ impl Engine {
             metadata: std::mem::take(&mut job.metadata),
             peer: sink.peer(),
             transport: sink.transport(),
+            identity: sink.identity(),
             instance: std::mem::take(&mut job.instance),
         };
         let span = tracing::debug_span!(

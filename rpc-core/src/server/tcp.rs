@@ -11,6 +11,11 @@
 //! its last write and writes them in one call. A slow reader of replies
 //! slows its own connection down (the queue is bounded), nobody else's.
 //!
+//! With TLS (feature `tls`) the door offers ALPN `rpc.v1` (a client that
+//! offers none is served too), gives the handshake `handshake_timeout`,
+//! and its calls carry [`TransportKind::Tls`] and, when it required a
+//! client certificate, the verified identity, made once per connection.
+//!
 //! Limits ([`TcpServerConfig`]): frame size (a length prefix over it
 //! closes the connection at once, after answering RESOURCE_EXHAUSTED when
 //! the bytes that came with the prefix name a request), number of
@@ -43,7 +48,7 @@ use super::engine::{Engine, ReplySink};
 use super::stats::bump;
 use super::{ServerBuilder, ServerError, ServerHandle};
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
-use crate::service::TransportKind;
+use crate::service::{PeerIdentity, TransportKind};
 use crate::status::Status;
 use crate::transport::tcp::{
     peek_header, write_loop, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME, HEAD_KEEP,
@@ -242,6 +247,10 @@ struct DoorCounters {
 pub(crate) struct TcpDoor {
     local_addr: SocketAddr,
     config: TcpServerConfig,
+    /// The TLS side (with ALPN [`ALPN_RPC`](crate::tls::ALPN_RPC)), made
+    /// once from `config.tls`.
+    #[cfg(feature = "tls")]
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// The server's, shared with its other doors.
     budget: Arc<ByteBudget>,
     counters: DoorCounters,
@@ -307,11 +316,21 @@ async fn bind(
     config: TcpServerConfig,
 ) -> Result<(Arc<TcpDoor>, tokio::task::JoinHandle<()>), ServerError> {
     config.validate(budget.limit())?;
+    #[cfg(feature = "tls")]
+    let acceptor = match &config.tls {
+        Some(tls) => Some(
+            tls.acceptor(crate::tls::ALPN_RPC)
+                .map_err(|e| ServerError::InvalidConfig(e.to_string()))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
     let door = Arc::new(TcpDoor {
         local_addr,
         config,
+        #[cfg(feature = "tls")]
+        acceptor,
         budget: Arc::clone(budget),
         counters: DoorCounters::default(),
         open: AtomicUsize::new(0),
@@ -497,14 +516,18 @@ async fn connection(engine: Arc<Engine>, door: Arc<TcpDoor>, stream: TcpStream, 
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
     #[cfg(feature = "tls")]
-    if let Some(tls) = door.config.tls.clone() {
-        let acceptor = tls.acceptor();
+    if let Some(acceptor) = door.acceptor.clone() {
         let accepted =
             tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(stream)).await;
         match accepted {
             Ok(Ok(stream)) => {
+                // Verified once per connection; every call shares it.
+                let identity = crate::tls::peer_identity(stream.get_ref().1);
+                if let Some(id) = &identity {
+                    tracing::debug!(%peer, client = id.name(), "tls client authenticated");
+                }
                 let (r, w) = tokio::io::split(stream);
-                serve(engine, door, r, w, peer).await;
+                serve(engine, door, r, w, peer, TransportKind::Tls, identity).await;
             }
             Ok(Err(error)) => {
                 bump(&door.counters.handshake_failures);
@@ -518,7 +541,7 @@ async fn connection(engine: Arc<Engine>, door: Arc<TcpDoor>, stream: TcpStream, 
         return;
     }
     let (r, w) = stream.into_split();
-    serve(engine, door, r, w, peer).await;
+    serve(engine, door, r, w, peer, TransportKind::Tcp, None).await;
 }
 
 /// The way back to one connection: its outbox.
@@ -530,6 +553,10 @@ struct TcpReply {
     /// Frames queued on this connection (for the idle check).
     sent: Arc<AtomicU64>,
     door: Arc<TcpDoor>,
+    /// `Tcp`, or `Tls` inside TLS.
+    transport: TransportKind,
+    /// The verified client certificate (mutual TLS).
+    identity: Option<Arc<PeerIdentity>>,
 }
 
 impl ReplySink for TcpReply {
@@ -545,7 +572,11 @@ impl ReplySink for TcpReply {
     }
 
     fn transport(&self) -> TransportKind {
-        TransportKind::Tcp
+        self.transport
+    }
+
+    fn identity(&self) -> Option<Arc<PeerIdentity>> {
+        self.identity.clone()
     }
 
     fn max_message_len(&self) -> usize {
@@ -555,8 +586,15 @@ impl ReplySink for TcpReply {
 
 /// Serves one connection (after the TLS handshake, if any) until the peer
 /// closes it, an error, the idle timeout or the door's drain.
-async fn serve<R, W>(engine: Arc<Engine>, door: Arc<TcpDoor>, r: R, w: W, peer: SocketAddr)
-where
+async fn serve<R, W>(
+    engine: Arc<Engine>,
+    door: Arc<TcpDoor>,
+    r: R,
+    w: W,
+    peer: SocketAddr,
+    transport: TransportKind,
+    identity: Option<Arc<PeerIdentity>>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -567,6 +605,8 @@ where
         limit: door.config.max_frame,
         sent: Arc::new(AtomicU64::new(0)),
         door: Arc::clone(&door),
+        transport,
+        identity,
     };
     tracing::debug!(%peer, "connection open");
     let writer = write_loop(&outbox, w, &door.counters.write);
