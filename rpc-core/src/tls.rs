@@ -1,16 +1,19 @@
-//! TLS for the TCP transport (feature `tls`): rustls with the *ring*
-//! crypto provider, through tokio-rustls.
+//! TLS for the TCP and gRPC doors and clients (feature `tls`): rustls with
+//! the *ring* crypto provider, through tokio-rustls.
 //!
 //! A server gets a [`TlsServerConfig`] (its certificate chain and key, and
 //! optionally a CA that client certificates must chain to: mutual TLS)
-//! in [`TcpServerConfig::tls`](crate::server::TcpServerConfig::tls); a
-//! client gets a [`TlsClientConfig`] (the name to verify, the roots it
-//! trusts, optionally its own certificate) and connects with
-//! [`TcpChannel::connect_tls`](crate::client::TcpChannel::connect_tls).
-//! Everything else (framing, multiplexing, reconnects, at-most-once) is the
-//! same as over plain TCP. Certificates and keys are given as PEM.
+//! in [`TcpServerConfig::tls`](crate::server::TcpServerConfig::tls) or the
+//! gRPC door's `GrpcServerConfig::tls`; a client gets a [`TlsClientConfig`]
+//! (the name to verify, the roots it trusts, optionally its own
+//! certificate) and connects with
+//! [`TcpChannel::connect_tls`](crate::client::TcpChannel::connect_tls) or
+//! `GrpcChannel::connect_tls`. Everything else (framing, multiplexing,
+//! reconnects, at-most-once) is the same as without TLS. Certificates and
+//! keys are given as PEM.
 //!
-//! A door names its protocol with ALPN ([`ALPN_RPC`] on the TCP door),
+//! The same configurations serve both doors; each door names its protocol
+//! with ALPN ([`ALPN_RPC`] on the TCP door, [`ALPN_H2`] on the gRPC door),
 //! added to the rustls configuration when it lists no protocol. A server
 //! still accepts a client that offers no protocol; one that offers only
 //! other protocols (an HTTP/2 client at the TCP door) fails the handshake.
@@ -521,13 +524,18 @@ fn identity_of(der: &[u8]) -> PeerIdentity {
 
 /// Why a TLS handshake (or the first read after it, where TLS 1.3 reports
 /// the server's refusal of a client certificate) failed at the TLS layer,
-/// if `error` or one of its sources is a rustls error; `None` for plain
-/// I/O errors (refused, reset, timed out), which say nothing about
-/// credentials.
+/// if `error` or one of its sources is a rustls error, or the refusal a
+/// [`Refusable`] stream reported; `None` for plain I/O errors (refused,
+/// reset, timed out), which say nothing about credentials.
 pub(crate) fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(error);
     while let Some(e) = next {
         let io = e.downcast_ref::<std::io::Error>();
+        if let Some(io) = io.filter(|io| io.kind() == std::io::ErrorKind::PermissionDenied) {
+            if let Some(reason) = io.to_string().strip_prefix(REFUSED) {
+                return Some(reason.to_owned());
+            }
+        }
         let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
             io.and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -538,6 +546,101 @@ pub(crate) fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<Str
         next = e.source();
     }
     None
+}
+
+/// The start of the message of the I/O error a [`Refusable`] stream
+/// reports.
+const REFUSED: &str = "tls refused before any data: ";
+
+/// A client's TLS stream that reports a TLS-layer failure of a read before
+/// any data came from the server as a refusal (an I/O error of kind
+/// `PermissionDenied` whose message names it, found by [`rejection`]).
+///
+/// With TLS 1.3 a server refuses a client certificate after the client has
+/// finished its side of the handshake: the client learns it from an alert
+/// on its first read. Before any data came, the server has processed
+/// nothing the client sent. The refusal is carried in the error's kind and
+/// text because HTTP/2 (h2) keeps only those of an I/O error when it
+/// reports a connection's failure to its streams.
+#[cfg(feature = "grpc")]
+#[derive(Debug)]
+pub(crate) struct Refusable<S> {
+    inner: S,
+    /// Data has come from the server.
+    data: bool,
+}
+
+#[cfg(feature = "grpc")]
+impl<S> Refusable<S> {
+    pub(crate) fn new(inner: S) -> Refusable<S> {
+        Refusable { inner, data: false }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Refusable<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.data = true;
+                }
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Err(error)) if !self.data => {
+                std::task::Poll::Ready(Err(match rejection(&error) {
+                    Some(reason) => std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("{REFUSED}{reason}"),
+                    ),
+                    None => error,
+                }))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Refusable<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A rustls error as the reason of a refusal.
@@ -568,6 +671,54 @@ mod tests {
         assert!(why.contains("CertificateRequired"), "{why}");
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(rejection(&reset), None);
+    }
+
+    #[cfg(feature = "grpc")]
+    #[tokio::test]
+    async fn a_tls_failure_before_any_data_survives_as_text() {
+        use tokio::io::AsyncReadExt;
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+        );
+        let mut stream = Refusable::new(failing(alert));
+        let mut buf = [0u8; 8];
+        let error = stream.read(&mut buf).await.unwrap_err();
+        // What h2 keeps of an I/O error: its kind and its text.
+        let copied = std::io::Error::new(error.kind(), error.to_string());
+        let why = rejection(&copied).unwrap_or_default();
+        assert!(why.contains("BadCertificate"), "{why}");
+        // After data, a TLS error is not a refusal.
+        let mut stream = Refusable::new(std::io::Cursor::new(b"x".to_vec()).chain(failing(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError),
+        )));
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+        let error = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// A reader whose reads fail with `error`.
+    #[cfg(feature = "grpc")]
+    fn failing(error: std::io::Error) -> impl tokio::io::AsyncRead + Unpin {
+        FailingReader(Some(error))
+    }
+
+    #[cfg(feature = "grpc")]
+    struct FailingReader(Option<std::io::Error>);
+
+    #[cfg(feature = "grpc")]
+    impl tokio::io::AsyncRead for FailingReader {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            _buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let error = self
+                .0
+                .take()
+                .unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            std::task::Poll::Ready(Err(error))
+        }
     }
 
     #[test]

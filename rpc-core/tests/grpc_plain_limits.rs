@@ -2,7 +2,8 @@
 //! limits like every other request: at most `max_concurrent` handlers run,
 //! at most `max_pending` wait, the rest are refused with RESOURCE_EXHAUSTED
 //! without running, one-way calls included, and all of them are counted in
-//! the server's statistics.
+//! the server's statistics. Also: the gRPC door closes idle connections,
+//! and only those.
 //!
 //! Handlers are held at a gate; every verdict waits for an event (a
 //! counter reaching a value), never for a time.
@@ -241,5 +242,49 @@ async fn a_flood_of_plain_one_way_calls_is_bounded() {
     .await;
     assert_eq!(gauge.max.load(Ordering::SeqCst), 2);
     wait_stats(&server, |s| s.executions == 5).await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_grpc_door_closes_idle_connections_and_only_those() {
+    let gate = Gate::closed();
+    let gauge = Gauge::new(gate.clone());
+    let config = GrpcServerConfig::default().with_idle_timeout(Some(Duration::from_millis(300)));
+    let server = serve(&gauge, config).await;
+    // A holds a call open (its connection is made for that call, so it is
+    // never idle before it); B, connected after it, makes none. (The test
+    // keeps both channels: a dropped one closes its connection.)
+    let a = tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
+        .unwrap()
+        .connect_lazy();
+    let held = tokio::spawn(plain(a.clone(), "/gauge.v1.Gauge/Hold"));
+    until("the held call runs", || {
+        gauge.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let _b = channel(server.local_addr()).await;
+    until("two connections open", || {
+        server.grpc_stats().connections_open == 2
+    })
+    .await;
+    // B is closed at its first idle check; A's came earlier and found a
+    // call open.
+    until("the idle connection closed", || {
+        server.grpc_stats().closed_idle == 1
+    })
+    .await;
+    assert_eq!(server.grpc_stats().connections_open, 1);
+    assert!(!held.is_finished());
+    gate.open();
+    held.await.unwrap().unwrap();
+    // Once its call is done, A is idle too.
+    until("the other connection closed", || {
+        server.grpc_stats().closed_idle == 2
+    })
+    .await;
+    until("no connection open", || {
+        server.grpc_stats().connections_open == 0
+    })
+    .await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }

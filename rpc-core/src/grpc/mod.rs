@@ -39,6 +39,11 @@
 //!   sent as soon as the request is taken (it has a handler slot or a
 //!   waiting slot), before the handler finishes; it says nothing about the
 //!   handler's outcome.
+//! - TLS (feature `tls`): the door serves HTTP/2 over TLS with ALPN `h2`
+//!   when its `GrpcServerConfig` has a TLS configuration, and
+//!   `GrpcChannel::connect_tls` connects to such a door (or any gRPC server
+//!   over TLS); a TLS handshake refused by either side fails the call with
+//!   UNAUTHENTICATED, not run.
 //! - Asynchronous and deferred calls from our client (flag `a` of `rpc-call`):
 //!   the server answers with an empty message and `rpc-accepted: 1` at
 //!   ACCEPT; a deferred result is collected by re-sending the same request
