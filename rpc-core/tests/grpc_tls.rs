@@ -12,7 +12,7 @@ use rpc_core::call::{CallOptions, Channel, Invocation, Outcome};
 use rpc_core::client::{TcpChannel, TcpConfig};
 use rpc_core::grpc::server::GrpcServerConfig;
 use rpc_core::grpc::GrpcChannel;
-use rpc_core::server::{Server, ServerHandle};
+use rpc_core::server::{AuthPolicy, Server, ServerHandle};
 use rpc_core::tls::{TlsClientConfig, TlsServerConfig};
 use rpc_core::{AltName, Code, Error, Protocol, Status, Style, TransportKind};
 use server_support::{State, TestService, ADD, ECHO, INFO};
@@ -23,7 +23,8 @@ use tcp_support::{be, bounded, call, eventually, u64_of};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A gRPC door over mutual TLS (client certificates from `ca`).
+/// A gRPC door over mutual TLS (client certificates from `ca`) under the
+/// mutual-TLS policy.
 async fn mtls_server(ca: &Ca) -> (ServerHandle, Arc<State>) {
     let (cert, key) = ca.issue("localhost", false);
     let tls = TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes())
@@ -33,6 +34,7 @@ async fn mtls_server(ca: &Ca) -> (ServerHandle, Arc<State>) {
     let svc = TestService::default();
     let state = Arc::clone(&svc.state);
     let server = Server::builder()
+        .auth(AuthPolicy::MutualTls)
         .add_service(svc)
         .serve_grpc_with("127.0.0.1:0", GrpcServerConfig::default().with_tls(tls))
         .await

@@ -10,7 +10,7 @@ mod server_support;
 mod tcp_support;
 
 use rpc_core::client::{TcpChannel, TcpConfig};
-use rpc_core::server::{Server, TcpServerConfig};
+use rpc_core::server::{AuthPolicy, Server, TcpServerConfig};
 use rpc_core::tls::{TlsClientConfig, TlsError, TlsServerConfig};
 use rpc_core::{AltName, Code, Error, Protocol, Status, TransportKind};
 use server_support::{TestService, ADD, ECHO};
@@ -339,6 +339,12 @@ fn requires_client_auth_follows_the_installed_rustls_configuration() {
         .clone()
         .with_rustls(Arc::new(tuned))
         .requires_client_auth());
+    // What the mutual-TLS policy makes of it.
+    let door = TcpServerConfig::default().with_tls(mtls.with_rustls(Arc::clone(plain.rustls())));
+    assert_eq!(
+        AuthPolicy::MutualTls.check(door.door_kind()),
+        Err(rpc_core::server::Shortfall::NoClientAuth)
+    );
 }
 
 #[test]

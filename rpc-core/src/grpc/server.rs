@@ -62,7 +62,7 @@ use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::server::budget::{ByteBudget, Reservation};
-use crate::server::{Engine, ReplySink, ServerError, Untracked};
+use crate::server::{DoorKind, Engine, ReplySink, ServerError, Untracked};
 use crate::service::{MethodInfo, PeerIdentity, Service, ServiceInfo, TransportKind};
 use crate::status::Status;
 use bytes::Bytes;
@@ -195,6 +195,18 @@ impl GrpcServerConfig {
         self
     }
 
+    /// What the authentication policy sees of a door with this
+    /// configuration.
+    pub fn door_kind(&self) -> DoorKind {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return DoorKind::GrpcTls {
+                client_auth: tls.requires_client_auth(),
+            };
+        }
+        DoorKind::Grpc
+    }
+
     pub(crate) fn validate(&self, budget: usize) -> Result<(), ServerError> {
         let bad = |what: String| Err(ServerError::InvalidConfig(what));
         if budget < MAX_MESSAGE_LEN {
@@ -283,17 +295,6 @@ impl fmt::Debug for GrpcDoor {
 }
 
 impl GrpcDoor {
-    fn is_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        {
-            self.acceptor.is_some()
-        }
-        #[cfg(not(feature = "tls"))]
-        {
-            false
-        }
-    }
-
     /// Adds this door's counters to `s`.
     pub(crate) fn add_to(&self, s: &mut GrpcStats) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -1068,7 +1069,7 @@ pub(crate) async fn bind(
         acceptor,
     });
     let router = Router::new(&engine, Arc::clone(&door));
-    tracing::debug!(%local_addr, services = router.routes.len(), tls = door.is_tls(), "grpc door open");
+    tracing::debug!(%local_addr, services = router.routes.len(), kind = %door.config.door_kind(), "grpc door open");
     let task = tokio::spawn(accept_loop(listener, router));
     Ok((local_addr, door, task))
 }

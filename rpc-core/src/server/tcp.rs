@@ -142,6 +142,18 @@ impl TcpServerConfig {
         self
     }
 
+    /// What the authentication policy sees of a door with this
+    /// configuration.
+    pub fn door_kind(&self) -> super::DoorKind {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return super::DoorKind::Tls {
+                client_auth: tls.requires_client_auth(),
+            };
+        }
+        super::DoorKind::Tcp
+    }
+
     /// The same limits with another frame timeout.
     pub fn with_frame_timeout(mut self, frame_timeout: Duration) -> Self {
         self.frame_timeout = frame_timeout;
@@ -376,16 +388,21 @@ impl ServerBuilder {
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound,
     /// [`ServerError::InvalidConfig`] for a limit out of range,
-    /// [`ServerError::DuplicateService`] when two services share a name.
+    /// [`ServerError::DuplicateService`] when two services share a name,
+    /// [`ServerError::DoorRefused`] when the door (TLS or not, client
+    /// certificates or not) cannot meet the server's
+    /// [`AuthPolicy`](super::AuthPolicy).
     pub async fn serve_tcp_with(
         self,
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<ServerHandle, ServerError> {
+        self.auth.admit(config.door_kind())?;
+        let auth = self.auth;
         let (engine, budget) = self.build()?;
         config.validate(budget.limit())?;
         let (door, task) = bind(&engine, &budget, addr, config).await?;
-        let handle = ServerHandle::with_door(engine, budget, door.local_addr, task);
+        let handle = ServerHandle::with_door(engine, budget, auth, door.local_addr, task);
         handle
             .tcp_doors
             .lock()
@@ -402,12 +419,13 @@ impl ServerHandle {
     ///
     /// # Errors
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
-    /// [`ServerError::InvalidConfig`].
+    /// [`ServerError::InvalidConfig`], [`ServerError::DoorRefused`].
     pub async fn serve_tcp_also(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<SocketAddr, ServerError> {
+        self.auth.admit(config.door_kind())?;
         let (door, task) = bind(&self.engine, &self.budget, addr, config).await?;
         let local = door.local_addr;
         self.add_door(task);
