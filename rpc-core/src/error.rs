@@ -75,13 +75,23 @@ impl Error {
 
     /// Whether the request may have run on the server. `false` only when it
     /// certainly did not (never sent, or refused before running).
+    ///
+    /// A status counts as "did not run" when its code is one a server uses
+    /// to refuse a request before running it: UNIMPLEMENTED,
+    /// DEADLINE_EXCEEDED (the client reports a deadline that passed while
+    /// the request ran as [`Error::DeadlineExceeded`] instead) and
+    /// UNAUTHENTICATED (credentials are checked before anything runs; a
+    /// TLS handshake refused by either side is reported with it).
     pub fn may_have_run(&self) -> bool {
         match self {
             Error::DeadlineExceeded { may_have_run, .. }
             | Error::Unreachable { may_have_run, .. } => *may_have_run,
             Error::OutcomeUnknown => true,
             Error::MessageTooLarge { .. } | Error::Closed | Error::InvalidCall(_) => false,
-            Error::Status(s) => !matches!(s.code(), Code::Unimplemented | Code::DeadlineExceeded),
+            Error::Status(s) => !matches!(
+                s.code(),
+                Code::Unimplemented | Code::DeadlineExceeded | Code::Unauthenticated
+            ),
             Error::Decode(_) | Error::Io(_) => true,
         }
     }

@@ -107,7 +107,8 @@
 //! - [`multicast`]: one call to a group over IP multicast;
 //! - [`transport`]: datagram sockets, including an in-memory network, and
 //!   the length-delimited framing of TCP;
-//! - `tls` (feature `tls`): rustls configurations for TCP doors and channels;
+//! - `tls` (feature `tls`): rustls configurations for the TCP and gRPC
+//!   doors and channels;
 //! - [`fault`]: a seeded fault-injecting UDP proxy for testing services;
 //! - `grpc` (feature `grpc`, on by default): the gRPC face of every service
 //!   and a gRPC channel for every client.
@@ -143,7 +144,8 @@ pub use call::{
 pub use error::{CallError, Error, MethodError, Never, Raisable};
 pub use rpc_macros::idl;
 pub use service::{
-    CallContext, Metadata, MethodInfo, Protocol, Service, ServiceInfo, Style, TransportKind,
+    AltName, CallContext, Metadata, MethodInfo, PeerIdentity, Protocol, Service, ServiceInfo,
+    Style, TransportKind,
 };
 pub use status::{Code, Status};
 

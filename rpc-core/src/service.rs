@@ -8,7 +8,8 @@ use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Metadata carried with every call (logical clocks, auth tokens, trace
@@ -93,18 +94,90 @@ impl ServiceInfo {
     }
 }
 
-/// The transport a call arrived on.
+/// The transport a call arrived on: which door, and whether TLS protected
+/// it. A TLS door has its own kind rather than a flag beside the kind, so
+/// that a handler that must only serve protected callers matches on one
+/// value (`Tls | GrpcTls`); the client's certificate, when the door asked
+/// for one, is in [`CallContext::identity`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportKind {
     /// UDP datagrams.
     Udp,
-    /// Length-delimited frames over TCP.
+    /// Length-delimited frames over plain TCP.
     Tcp,
-    /// gRPC over HTTP/2.
+    /// Length-delimited frames over TLS over TCP.
+    Tls,
+    /// gRPC over plain-text HTTP/2.
     Grpc,
+    /// gRPC over HTTP/2 over TLS.
+    GrpcTls,
     /// The in-memory transport for tests.
     Memory,
+}
+
+impl TransportKind {
+    /// Whether TLS protected the call on its way in (the caller's identity
+    /// is then known if the door required a client certificate).
+    pub fn is_tls(self) -> bool {
+        matches!(self, TransportKind::Tls | TransportKind::GrpcTls)
+    }
+}
+
+/// Who called, as a TLS door verified it: the client certificate that
+/// chained to the door's client CA (mutual TLS). Made once per connection
+/// and shared by its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerIdentity {
+    /// The certificate's subject as RFC 4514 text, e.g. `CN=client-1,O=Acme`
+    /// (empty when the subject is empty).
+    pub subject: String,
+    /// The subject's common name (`CN`), if it has one.
+    pub common_name: Option<String>,
+    /// The subject alternative names the certificate carries.
+    pub alt_names: Vec<AltName>,
+    /// The verified leaf certificate, DER-encoded.
+    pub certificate: Bytes,
+}
+
+impl PeerIdentity {
+    /// A readable name for logs: the common name, else the first DNS
+    /// alternative name, else the subject.
+    pub fn name(&self) -> &str {
+        if let Some(cn) = &self.common_name {
+            return cn;
+        }
+        self.alt_names
+            .iter()
+            .find_map(|n| match n {
+                AltName::Dns(d) => Some(d.as_str()),
+                _ => None,
+            })
+            .unwrap_or(&self.subject)
+    }
+
+    /// The DNS alternative names.
+    pub fn dns_names(&self) -> impl Iterator<Item = &str> {
+        self.alt_names.iter().filter_map(|n| match n {
+            AltName::Dns(d) => Some(d.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// One subject alternative name of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AltName {
+    /// A DNS name.
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+    /// A URI (a SPIFFE id, for example).
+    Uri(String),
+    /// An e-mail address (RFC 822 name).
+    Email(String),
 }
 
 /// What a handler knows about the call it is running.
@@ -127,6 +200,9 @@ pub struct CallContext {
     pub peer: Option<SocketAddr>,
     /// The transport the call arrived on.
     pub transport: TransportKind,
+    /// The caller's verified client certificate, when the call came through
+    /// a TLS door that required one (mutual TLS); `None` otherwise.
+    pub identity: Option<Arc<PeerIdentity>>,
     /// Object instance named by the caller (empty: the default instance).
     pub instance: String,
 }
@@ -143,6 +219,7 @@ impl CallContext {
             metadata: Metadata::new(),
             peer: None,
             transport: TransportKind::Memory,
+            identity: None,
             instance: String::new(),
         }
     }

@@ -43,7 +43,11 @@ pub enum Code {
     Unavailable = 14,
     /// Unrecoverable data loss or corruption (also: a malformed message).
     DataLoss = 15,
-    /// The request does not have valid authentication credentials.
+    /// The request does not have valid authentication credentials. Callers
+    /// take it as "refused before it ran" ([`Error::may_have_run`]): a
+    /// handler should return it only before it acts.
+    ///
+    /// [`Error::may_have_run`]: crate::Error::may_have_run
     Unauthenticated = 16,
 }
 

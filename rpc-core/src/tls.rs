@@ -1,14 +1,26 @@
-//! TLS for the TCP transport (feature `tls`): rustls with the *ring*
-//! crypto provider, through tokio-rustls.
+//! TLS for the TCP and gRPC doors and clients (feature `tls`): rustls with
+//! the *ring* crypto provider, through tokio-rustls.
 //!
 //! A server gets a [`TlsServerConfig`] (its certificate chain and key, and
 //! optionally a CA that client certificates must chain to: mutual TLS)
-//! in [`TcpServerConfig::tls`](crate::server::TcpServerConfig::tls); a
-//! client gets a [`TlsClientConfig`] (the name to verify, the roots it
-//! trusts, optionally its own certificate) and connects with
-//! [`TcpChannel::connect_tls`](crate::client::TcpChannel::connect_tls).
-//! Everything else (framing, multiplexing, reconnects, at-most-once) is the
-//! same as over plain TCP. Certificates and keys are given as PEM.
+//! in [`TcpServerConfig::tls`](crate::server::TcpServerConfig::tls) or the
+//! gRPC door's `GrpcServerConfig::tls`; a client gets a [`TlsClientConfig`]
+//! (the name to verify, the roots it trusts, optionally its own
+//! certificate) and connects with
+//! [`TcpChannel::connect_tls`](crate::client::TcpChannel::connect_tls) or
+//! `GrpcChannel::connect_tls`. Everything else (framing, multiplexing,
+//! reconnects, at-most-once) is the same as without TLS. Certificates and
+//! keys are given as PEM.
+//!
+//! The same configurations serve both doors; each door names its protocol
+//! with ALPN ([`ALPN_RPC`] on the TCP door, [`ALPN_H2`] on the gRPC door),
+//! added to the rustls configuration when it lists no protocol. A server
+//! still accepts a client that offers no protocol; one that offers only
+//! other protocols (an HTTP/2 client at the TCP door) fails the handshake.
+//!
+//! A door that verified a client certificate hands its subject and
+//! alternative names to every call of the connection
+//! ([`CallContext::identity`](crate::CallContext::identity)).
 //!
 //! ```no_run
 //! # fn demo(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<(), rpc_core::tls::TlsError> {
@@ -18,11 +30,21 @@
 //! # Ok(()) }
 //! ```
 
+use crate::service::{AltName, PeerIdentity};
+use bytes::Bytes;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio_rustls::rustls;
+
+/// The ALPN protocol id of the TCP door's framed envelopes (section 17 of
+/// `idl/PROTOCOL.md`).
+pub const ALPN_RPC: &[u8] = b"rpc.v1";
+
+/// The ALPN protocol id of HTTP/2, which the gRPC door speaks.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// Errors of building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +72,15 @@ pub enum TlsError {
     /// match the certificate).
     #[error("invalid tls configuration")]
     Config(#[source] rustls::Error),
+    /// The rustls configuration lists ALPN protocols, but not the one the
+    /// door or channel speaks.
+    #[error("the tls configuration offers the alpn protocols {offered:?}, not {needed:?}")]
+    Alpn {
+        /// What the configuration lists.
+        offered: Vec<String>,
+        /// What the door or channel needs.
+        needed: String,
+    },
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -87,15 +118,16 @@ fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
 pub struct TlsServerConfig {
     certs: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
-    client_ca: Option<Arc<rustls::RootCertStore>>,
     config: Arc<rustls::ServerConfig>,
+    /// Whether `config` refuses a client without a certificate.
+    client_auth: bool,
 }
 
 impl fmt::Debug for TlsServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsServerConfig")
             .field("certs", &self.certs.len())
-            .field("client_auth", &self.client_ca.is_some())
+            .field("client_auth", &self.client_auth)
             .finish_non_exhaustive()
     }
 }
@@ -115,8 +147,8 @@ impl TlsServerConfig {
         Ok(TlsServerConfig {
             certs,
             key,
-            client_ca: None,
             config,
+            client_auth: false,
         })
     }
 
@@ -130,15 +162,18 @@ impl TlsServerConfig {
         let ca = Arc::new(roots(ca_pem)?);
         let config = build_server(&self.certs, &self.key, Some(&ca))?;
         Ok(TlsServerConfig {
-            client_ca: Some(ca),
             config,
+            client_auth: true,
             ..self
         })
     }
 
-    /// Whether client certificates are required.
+    /// Whether the installed rustls configuration refuses clients that
+    /// present no certificate: true after [`TlsServerConfig::client_auth`];
+    /// after [`TlsServerConfig::with_rustls`], whatever the installed
+    /// configuration does (see there).
     pub fn requires_client_auth(&self) -> bool {
-        self.client_ca.is_some()
+        self.client_auth
     }
 
     /// The rustls configuration (ALPN, session resumption and the like can
@@ -148,12 +183,166 @@ impl TlsServerConfig {
     }
 
     /// Replaces the rustls configuration.
+    ///
+    /// rustls does not tell from outside whether a configuration requires
+    /// client certificates, so this finds out by a handshake with it in
+    /// memory, from a client that presents none:
+    /// [`TlsServerConfig::requires_client_auth`] is true when the
+    /// configuration refuses that client for want of a certificate, false
+    /// when the handshake succeeds (no client authentication, or an
+    /// optional one) or fails for another reason (a configuration that
+    /// cannot complete any handshake cannot be counted on to authenticate
+    /// anyone). The certificate chain and key given before are kept for
+    /// [`TlsServerConfig::client_auth`], which builds a new configuration
+    /// from them.
     pub fn with_rustls(self, config: Arc<rustls::ServerConfig>) -> TlsServerConfig {
-        TlsServerConfig { config, ..self }
+        let client_auth = refuses_anonymous_clients(&config);
+        TlsServerConfig {
+            config,
+            client_auth,
+            ..self
+        }
     }
 
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+    /// An acceptor for a door that speaks `alpn`: the configuration's own
+    /// ALPN list when it has one (which must name `alpn`), else `alpn`.
+    pub(crate) fn acceptor(&self, alpn: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        let config = if self.config.alpn_protocols.is_empty() {
+            let mut config = rustls::ServerConfig::clone(&self.config);
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Arc::new(config)
+        } else if self.config.alpn_protocols.iter().any(|p| p == alpn) {
+            Arc::clone(&self.config)
+        } else {
+            return Err(alpn_error(&self.config.alpn_protocols, alpn));
+        };
+        Ok(tokio_rustls::TlsAcceptor::from(config))
+    }
+}
+
+fn alpn_error(offered: &[Vec<u8>], needed: &[u8]) -> TlsError {
+    TlsError::Alpn {
+        offered: offered
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        needed: String::from_utf8_lossy(needed).into_owned(),
+    }
+}
+
+/// Whether `config` refuses a client that presents no certificate, found
+/// by a handshake in memory (see [`TlsServerConfig::with_rustls`]).
+fn refuses_anonymous_clients(config: &Arc<rustls::ServerConfig>) -> bool {
+    let provider = provider();
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let client = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    let Ok(name) = ServerName::try_from("localhost") else {
+        return false;
+    };
+    let (Ok(mut client), Ok(mut server)) = (
+        rustls::ClientConnection::new(Arc::new(client), name),
+        rustls::ServerConnection::new(Arc::clone(config)),
+    ) else {
+        return false;
+    };
+    // A handshake takes two round trips; a few more turns cover a
+    // HelloRetryRequest.
+    for _ in 0..8 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            if client.write_tls(&mut wire).is_err() {
+                return false;
+            }
+        }
+        match feed(&mut server, &wire) {
+            Ok(()) => {}
+            Err(rustls::Error::NoCertificatesPresented) => return true,
+            Err(_) => return false,
+        }
+        if !server.is_handshaking() {
+            return false;
+        }
+        let mut wire = Vec::new();
+        while server.wants_write() {
+            if server.write_tls(&mut wire).is_err() {
+                return false;
+            }
+        }
+        if feed(&mut client, &wire).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
+/// Hands `wire` to `conn` and processes it.
+fn feed<D>(conn: &mut rustls::ConnectionCommon<D>, mut wire: &[u8]) -> Result<(), rustls::Error> {
+    while !wire.is_empty() {
+        if conn.read_tls(&mut wire).is_err() {
+            return Err(rustls::Error::General(
+                "cannot read the probe's bytes".into(),
+            ));
+        }
+        conn.process_new_packets()?;
+    }
+    Ok(())
+}
+
+/// The probe's view of any server certificate: accepted (the probe only
+/// learns whether the server asks for a client certificate; it sends no
+/// data). Signatures are still checked.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -258,7 +447,284 @@ impl TlsClientConfig {
         &self.server_name
     }
 
-    pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
-        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+    /// A connector that offers `alpn` (and accepts a server that picks no
+    /// protocol: one that predates ALPN).
+    pub(crate) fn connector(&self, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+        let mut config = rustls::ClientConfig::clone(&self.config);
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// The identity of the peer of a server-side TLS connection: its verified
+/// leaf certificate, when it presented one. A certificate the verifier
+/// accepted but that cannot be parsed here still yields its DER, with an
+/// empty subject.
+pub(crate) fn peer_identity(conn: &rustls::ServerConnection) -> Option<Arc<PeerIdentity>> {
+    let leaf = conn.peer_certificates()?.first()?;
+    Some(Arc::new(identity_of(leaf.as_ref())))
+}
+
+fn identity_of(der: &[u8]) -> PeerIdentity {
+    use x509_cert::der::oid::db::rfc4519::CN;
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+
+    let mut identity = PeerIdentity {
+        subject: String::new(),
+        common_name: None,
+        alt_names: Vec::new(),
+        certificate: Bytes::copy_from_slice(der),
+    };
+    let cert = match x509_cert::Certificate::from_der(der) {
+        Ok(cert) => cert,
+        Err(error) => {
+            tracing::debug!(%error, "verified client certificate not parsed");
+            return identity;
+        }
+    };
+    let tbs = &cert.tbs_certificate;
+    identity.subject = tbs.subject.to_string();
+    identity.common_name = tbs
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)
+        .and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
+        .map(str::to_owned);
+    if let Ok(Some((_, SubjectAltName(names)))) = tbs.get::<SubjectAltName>() {
+        for name in names {
+            let alt = match name {
+                GeneralName::DnsName(n) => AltName::Dns(n.to_string()),
+                GeneralName::UniformResourceIdentifier(n) => AltName::Uri(n.to_string()),
+                GeneralName::Rfc822Name(n) => AltName::Email(n.to_string()),
+                GeneralName::IpAddress(octets) => match octets.as_bytes().len() {
+                    4 | 16 => {
+                        let b = octets.as_bytes();
+                        let ip = if b.len() == 4 {
+                            IpAddr::from([b[0], b[1], b[2], b[3]])
+                        } else {
+                            let mut a = [0u8; 16];
+                            a.copy_from_slice(b);
+                            IpAddr::from(a)
+                        };
+                        AltName::Ip(ip)
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            identity.alt_names.push(alt);
+        }
+    }
+    identity
+}
+
+/// Why a TLS handshake (or the first read after it, where TLS 1.3 reports
+/// the server's refusal of a client certificate) failed at the TLS layer,
+/// if `error` or one of its sources is a rustls error, or the refusal a
+/// [`Refusable`] stream reported; `None` for plain I/O errors (refused,
+/// reset, timed out), which say nothing about credentials.
+pub(crate) fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let io = e.downcast_ref::<std::io::Error>();
+        if let Some(io) = io.filter(|io| io.kind() == std::io::ErrorKind::PermissionDenied) {
+            if let Some(reason) = io.to_string().strip_prefix(REFUSED) {
+                return Some(reason.to_owned());
+            }
+        }
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            io.and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return Some(describe(tls));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The start of the message of the I/O error a [`Refusable`] stream
+/// reports.
+const REFUSED: &str = "tls refused before any data: ";
+
+/// A client's TLS stream that reports a TLS-layer failure of a read before
+/// any data came from the server as a refusal (an I/O error of kind
+/// `PermissionDenied` whose message names it, found by [`rejection`]).
+///
+/// With TLS 1.3 a server refuses a client certificate after the client has
+/// finished its side of the handshake: the client learns it from an alert
+/// on its first read. Before any data came, the server has processed
+/// nothing the client sent. The refusal is carried in the error's kind and
+/// text because HTTP/2 (h2) keeps only those of an I/O error when it
+/// reports a connection's failure to its streams.
+#[cfg(feature = "grpc")]
+#[derive(Debug)]
+pub(crate) struct Refusable<S> {
+    inner: S,
+    /// Data has come from the server.
+    data: bool,
+}
+
+#[cfg(feature = "grpc")]
+impl<S> Refusable<S> {
+    pub(crate) fn new(inner: S) -> Refusable<S> {
+        Refusable { inner, data: false }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Refusable<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.data = true;
+                }
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Err(error)) if !self.data => {
+                std::task::Poll::Ready(Err(match rejection(&error) {
+                    Some(reason) => std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("{REFUSED}{reason}"),
+                    ),
+                    None => error,
+                }))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Refusable<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A rustls error as the reason of a refusal.
+fn describe(tls: &rustls::Error) -> String {
+    match tls {
+        rustls::Error::AlertReceived(alert) => {
+            format!("the server refused the tls handshake ({alert:?})")
+        }
+        rustls::Error::InvalidCertificate(why) => {
+            format!("the server's certificate was not accepted: {why:?}")
+        }
+        other => format!("tls handshake failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rustls_error_inside_an_io_error_is_a_rejection() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        );
+        let why = rejection(&io).unwrap_or_default();
+        assert!(why.contains("CertificateRequired"), "{why}");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(rejection(&reset), None);
+    }
+
+    #[cfg(feature = "grpc")]
+    #[tokio::test]
+    async fn a_tls_failure_before_any_data_survives_as_text() {
+        use tokio::io::AsyncReadExt;
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+        );
+        let mut stream = Refusable::new(failing(alert));
+        let mut buf = [0u8; 8];
+        let error = stream.read(&mut buf).await.unwrap_err();
+        // What h2 keeps of an I/O error: its kind and its text.
+        let copied = std::io::Error::new(error.kind(), error.to_string());
+        let why = rejection(&copied).unwrap_or_default();
+        assert!(why.contains("BadCertificate"), "{why}");
+        // After data, a TLS error is not a refusal.
+        let mut stream = Refusable::new(std::io::Cursor::new(b"x".to_vec()).chain(failing(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError),
+        )));
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+        let error = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// A reader whose reads fail with `error`.
+    #[cfg(feature = "grpc")]
+    fn failing(error: std::io::Error) -> impl tokio::io::AsyncRead + Unpin {
+        FailingReader(Some(error))
+    }
+
+    #[cfg(feature = "grpc")]
+    struct FailingReader(Option<std::io::Error>);
+
+    #[cfg(feature = "grpc")]
+    impl tokio::io::AsyncRead for FailingReader {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            _buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let error = self
+                .0
+                .take()
+                .unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            std::task::Poll::Ready(Err(error))
+        }
+    }
+
+    #[test]
+    fn an_unparsable_certificate_keeps_its_der() {
+        let id = identity_of(b"not a certificate");
+        assert_eq!(id.subject, "");
+        assert_eq!(&id.certificate[..], b"not a certificate");
     }
 }

@@ -36,6 +36,17 @@
 //!   many connection attempts as the call has attempts have failed; it
 //!   then fails with [`Error::DeadlineExceeded`] or [`Error::Unreachable`]
 //!   with `may_have_run: false` (nothing was sent).
+//! - **Refused credentials (TLS).** A TLS handshake that fails at the TLS
+//!   layer (the server refused this client's certificate, or this client
+//!   did not accept the server's) is a refusal, not a dead peer: the calls
+//!   waiting for a connection, and those whose requests went only to
+//!   connections refused that way, fail at once with UNAUTHENTICATED
+//!   ([`Error::Status`], `may_have_run: false`). With TLS 1.3 the server
+//!   refuses a client certificate after the client has finished its side
+//!   of the handshake and written its first requests: the refusal arrives
+//!   as an alert on the first read, before any frame, and is taken the
+//!   same way (a server processes no request before its handshake is
+//!   done, so those requests did not run).
 
 use super::{ChannelConfig, ClientStats, UdpChannel};
 use crate::call::{Channel, Invocation, Outcome};
@@ -170,6 +181,8 @@ struct LinkStatus {
     connected: bool,
     /// Failed connection attempts so far.
     failures: u64,
+    /// Connection attempts refused at the TLS layer so far.
+    rejections: u64,
 }
 
 /// What a pending message is.
@@ -291,6 +304,8 @@ struct LinkShared {
     wake: Notify,
     /// Calls waiting for a connection.
     waiters: AtomicUsize,
+    /// Why the last connection attempt refused at the TLS layer was.
+    rejection: Mutex<String>,
     counters: LinkCounters,
 }
 
@@ -317,13 +332,17 @@ impl LinkShared {
     async fn wait_connected(&self, deadline: Instant, attempts: u32) -> Result<(), Error> {
         let _waiting = Waiting::new(self);
         let mut rx = self.status.subscribe();
-        let start = rx.borrow().failures;
+        let start = *rx.borrow();
         loop {
             let s = *rx.borrow_and_update();
             if s.connected {
                 return Ok(());
             }
-            if s.failures.saturating_sub(start) >= u64::from(attempts) {
+            if s.rejections > start.rejections {
+                // Nothing was sent for this call.
+                return Err(Error::Status(self.unauthenticated()));
+            }
+            if s.failures.saturating_sub(start.failures) >= u64::from(attempts) {
                 return Err(Error::Unreachable {
                     may_have_run: false,
                     attempts: 0,
@@ -340,6 +359,72 @@ impl LinkShared {
                 Ok(Ok(())) => {}
             }
         }
+    }
+}
+
+impl LinkShared {
+    /// The status of a call refused with the last TLS refusal.
+    fn unauthenticated(&self) -> Status {
+        let why = self
+            .rejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Status::unauthenticated(why)
+    }
+
+    /// A connection attempt was refused at the TLS layer (`gen`: the
+    /// connection, when the refusal came after the client's side of the
+    /// handshake). Every request that was written on no connection but
+    /// refused ones is answered with UNAUTHENTICATED, which the calls take
+    /// as "did not run", and is never sent again; the calls waiting for a
+    /// connection fail the same way. Requests written before on a
+    /// connection that was not refused may have run: they are left to
+    /// their exchange (reconnects, deadline).
+    #[cfg(feature = "tls")]
+    fn reject(&self, gen: Option<u64>, reason: String) {
+        tracing::debug!(server = %self.server, ?gen, %reason, "tls refused; calls fail with UNAUTHENTICATED");
+        *self
+            .rejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reason.clone();
+        let status = crate::envelope::Status::from(&Status::unauthenticated(reason));
+        let mut answers = Vec::new();
+        {
+            let mut st = self.lock();
+            let mut one_way = Vec::new();
+            for (id, p) in st.outstanding.0.iter_mut() {
+                let refused_only = p.first_gen.is_none() || p.first_gen == gen;
+                if p.answered || !refused_only {
+                    continue;
+                }
+                if p.kind == Kind::OneWay {
+                    one_way.push(*id);
+                    continue;
+                }
+                let header = peek_header(&p.frame);
+                p.answered = true;
+                p.frame = Bytes::new();
+                let env = Envelope {
+                    version: VERSION,
+                    r#type: MessageType::Error as i32,
+                    request_id: *id,
+                    session_id: header.session_id,
+                    status: Some(Box::new(status.clone())),
+                    ..Envelope::default()
+                };
+                answers.push(Bytes::from(env.encode_to_vec()));
+            }
+            // Not sent later: a one-way call is "maybe" anyway, and its
+            // server refuses this client.
+            for id in one_way {
+                st.outstanding.remove(id);
+            }
+        }
+        for answer in answers {
+            let _ = self.inbound_tx.send(answer);
+        }
+        self.status.send_modify(|s| s.rejections += 1);
     }
 }
 
@@ -740,7 +825,9 @@ async fn connect(link: &Arc<LinkShared>) -> Result<(), Option<Duration>> {
         }
         #[cfg(feature = "tls")]
         Connector::Tls(tls) => {
-            let handshake = tls.connector().connect(tls.server_name().clone(), stream);
+            let handshake = tls
+                .connector(crate::tls::ALPN_RPC)
+                .connect(tls.server_name().clone(), stream);
             match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok(stream)) => {
                     let (r, w) = tokio::io::split(stream);
@@ -748,6 +835,9 @@ async fn connect(link: &Arc<LinkShared>) -> Result<(), Option<Duration>> {
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(server = %link.server, %error, "tls handshake failed");
+                    if let Some(reason) = crate::tls::rejection(&error) {
+                        link.reject(None, reason);
+                    }
                     return Err(None);
                 }
                 Err(_) => {
@@ -829,7 +919,18 @@ where
                 tracing::debug!(server = %link.server, %error, "write failed");
             }
         }
-        () = &mut reader => {}
+        ended = &mut reader => {
+            // TLS 1.3: the server's refusal of the client's certificate is
+            // an alert on the first read, before any frame.
+            #[cfg(feature = "tls")]
+            if let ReadEnd::Failed { frames: 0, error } = ended {
+                if let Some(reason) = crate::tls::rejection(&error) {
+                    link.reject(Some(gen), reason);
+                }
+            }
+            #[cfg(not(feature = "tls"))]
+            let _ = ended;
+        }
     }
     outbox.close();
     {
@@ -843,22 +944,36 @@ where
     tracing::debug!(server = %link.server, gen, "disconnected");
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) {
+/// How a connection's reading ended (what TLS makes of it: see `run`).
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+enum ReadEnd {
+    /// The server closed it, or sent something that ends it.
+    Closed,
+    /// A read failed after `frames` frames.
+    Failed { frames: u64, error: FrameError },
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) -> ReadEnd {
     let mut frames = FrameReader::new(r, link.config.max_frame);
+    let mut received = 0u64;
     loop {
         let frame = match frames.next().await {
             Ok(Some(frame)) => frame,
-            Ok(None) => return,
+            Ok(None) => return ReadEnd::Closed,
             Err(FrameError::Absurd { len, limit }) => {
                 bump(&link.counters.oversized);
                 tracing::debug!(server = %link.server, len, limit, "absurd frame length from the server");
-                return;
+                return ReadEnd::Closed;
             }
             Err(error) => {
                 tracing::debug!(server = %link.server, %error, "read failed");
-                return;
+                return ReadEnd::Failed {
+                    frames: received,
+                    error,
+                };
             }
         };
+        received += 1;
         match frame {
             Frame::Data(bytes) => {
                 bump(&link.counters.frames_received);
@@ -989,12 +1104,17 @@ impl TcpChannel {
 
     /// A channel to `server` over TLS: the server's certificate is verified
     /// for `tls`'s server name against its roots; `tls` may carry a client
-    /// identity for mutual TLS. Waits for the first connection.
+    /// identity for mutual TLS. The client offers ALPN `rpc.v1` and also
+    /// takes a server that picks no protocol. Waits for the first
+    /// connection.
     ///
     /// # Errors
-    /// As [`TcpChannel::connect`]; a refused handshake (bad certificate,
-    /// no client certificate where one is required) counts as a failed
-    /// connection attempt.
+    /// As [`TcpChannel::connect`]; a handshake refused at the TLS layer
+    /// (this client did not accept the server's certificate, or the server
+    /// refused this client's) is [`Error::Status`] UNAUTHENTICATED at once,
+    /// with `may_have_run` false. With TLS 1.3 a server's refusal of the
+    /// client certificate comes after this returns: the first calls fail
+    /// with that status instead (see the module's documentation).
     ///
     /// # Panics
     /// When called outside a tokio runtime.
@@ -1036,6 +1156,7 @@ impl TcpChannel {
             connected: AtomicBool::new(false),
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),
+            rejection: Mutex::new(String::new()),
             counters: LinkCounters::default(),
         });
         let manager = tokio::spawn(manage(Arc::clone(&link))).abort_handle();

@@ -158,6 +158,41 @@ impl GrpcChannel {
         Ok(GrpcChannel::from_channel(endpoint(uri)?.connect_lazy()))
     }
 
+    /// Connects to `uri` (`https://host:port` or `host:port`; the host is
+    /// only used to connect, the certificate is verified for `tls`'s
+    /// server name) over TLS now, offering ALPN `h2`.
+    ///
+    /// # Errors
+    /// [`GrpcError::InvalidUri`], [`GrpcError::Connect`] (a refused
+    /// handshake included).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        uri: &str,
+        tls: crate::tls::TlsClientConfig,
+    ) -> Result<GrpcChannel, GrpcError> {
+        let (endpoint, connector) = tls_endpoint(uri, tls)?;
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(GrpcError::Connect)?;
+        Ok(GrpcChannel::from_channel(channel))
+    }
+
+    /// As [`GrpcChannel::connect_tls`], connecting on the first call (and
+    /// reconnecting after a failure). A call whose first copy meets a TLS
+    /// handshake refused by either side fails with UNAUTHENTICATED
+    /// ([`Error::Status`], not run).
+    ///
+    /// # Errors
+    /// [`GrpcError::InvalidUri`].
+    #[cfg(feature = "tls")]
+    pub fn lazy_tls(uri: &str, tls: crate::tls::TlsClientConfig) -> Result<GrpcChannel, GrpcError> {
+        let (endpoint, connector) = tls_endpoint(uri, tls)?;
+        Ok(GrpcChannel::from_channel(
+            endpoint.connect_with_connector_lazy(connector),
+        ))
+    }
+
     /// A channel over an existing tonic channel (TLS, load balancing, ...).
     pub fn from_channel(channel: TonicChannel) -> GrpcChannel {
         let session = loop {
@@ -205,6 +240,87 @@ fn endpoint(uri: &str) -> Result<Endpoint, GrpcError> {
     Endpoint::from_shared(uri.to_owned())
         .map(|e| e.tcp_nodelay(true))
         .map_err(|_| GrpcError::InvalidUri(uri.to_owned()))
+}
+
+/// An endpoint for `uri` whose connections a [`TlsConnect`] makes: the
+/// connector gets a plain `http://` URI (so that no TLS of tonic's own is
+/// ever tried on it), requests carry the `https://` origin.
+#[cfg(feature = "tls")]
+fn tls_endpoint(
+    uri: &str,
+    tls: crate::tls::TlsClientConfig,
+) -> Result<(Endpoint, TlsConnect), GrpcError> {
+    let invalid = || GrpcError::InvalidUri(uri.to_owned());
+    let authority = uri
+        .strip_prefix("https://")
+        .unwrap_or(uri)
+        .trim_end_matches('/')
+        .to_owned();
+    if authority.is_empty() || authority.contains('/') {
+        return Err(invalid());
+    }
+    let origin = tonic::codegen::http::Uri::try_from(format!("https://{authority}"))
+        .map_err(|_| invalid())?;
+    let endpoint = endpoint(&format!("http://{authority}"))?.origin(origin);
+    let connect = TlsConnect {
+        connector: tls.connector(crate::tls::ALPN_H2),
+        server_name: tls.server_name().clone(),
+    };
+    Ok((endpoint, connect))
+}
+
+/// Makes a channel's connections: TCP, then TLS offering ALPN `h2`, the
+/// stream wrapped so that a server's refusal of the client certificate
+/// (TLS 1.3: an alert on the first read) is recognised in the call's error.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls_pki_types::ServerName<'static>,
+}
+
+#[cfg(feature = "tls")]
+impl fmt::Debug for TlsConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnect")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tls")]
+type TlsIo = hyper_util::rt::TokioIo<
+    crate::tls::Refusable<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+>;
+
+#[cfg(feature = "tls")]
+impl tower::Service<tonic::codegen::http::Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, Result<TlsIo, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, target: tonic::codegen::http::Uri) -> Self::Future {
+        let (connector, server_name) = (self.connector.clone(), self.server_name.clone());
+        Box::pin(async move {
+            // An IPv6 literal comes bracketed in a URI.
+            let host = target.host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = target.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(server_name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(crate::tls::Refusable::new(
+                stream,
+            )))
+        })
+    }
 }
 
 /// Marks a request id as ended (for the acknowledgement floor) when
@@ -422,6 +538,17 @@ impl Call {
                     });
                 }
                 Err(status) => {
+                    // A TLS handshake refused by either side: the server
+                    // ran nothing on that connection. Only the first copy
+                    // can say "not run" (an earlier one may have reached
+                    // the server on a connection it accepted).
+                    #[cfg(feature = "tls")]
+                    if sent == 1 && first_attempt == 1 {
+                        if let Some(reason) = crate::tls::rejection(&status) {
+                            tracing::debug!(%reason, "grpc call refused at the tls layer");
+                            return Err(Error::Status(crate::Status::unauthenticated(reason)));
+                        }
+                    }
                     // A server resets the stream at the deadline (gRPC's
                     // own servers do): that is the deadline, not a failure.
                     if self.at_deadline() {

@@ -31,10 +31,19 @@
 //!   kept, so a call retried after a connection failure runs at most once;
 //!   a retry reaching a restarted server gets "outcome unknown".
 //! - A call without it (any other gRPC client) runs once per request, with
-//!   session and request id 0 and no history.
+//!   session and request id 0 and no history, under the same handler
+//!   permits and waiting slots as every request (beyond them it is refused
+//!   with RESOURCE_EXHAUSTED, not run), and is counted in the server's
+//!   statistics.
 //! - One-way methods: the reply (`google.protobuf.Empty`, i.e. no bytes) is
-//!   sent as soon as the request is taken, before the handler finishes;
-//!   it says nothing about the handler's outcome.
+//!   sent as soon as the request is taken (it has a handler slot or a
+//!   waiting slot), before the handler finishes; it says nothing about the
+//!   handler's outcome.
+//! - TLS (feature `tls`): the door serves HTTP/2 over TLS with ALPN `h2`
+//!   when its `GrpcServerConfig` has a TLS configuration, and
+//!   `GrpcChannel::connect_tls` connects to such a door (or any gRPC server
+//!   over TLS); a TLS handshake refused by either side fails the call with
+//!   UNAUTHENTICATED, not run.
 //! - Asynchronous and deferred calls from our client (flag `a` of `rpc-call`):
 //!   the server answers with an empty message and `rpc-accepted: 1` at
 //!   ACCEPT; a deferred result is collected by re-sending the same request

@@ -9,13 +9,30 @@
 //! `/<package>.<Service>/<Method>` selects the route; an unknown service or
 //! method gets UNIMPLEMENTED.
 //!
+//! Calls with an `rpc-call` header go through the engine as requests of
+//! their session; plain calls go through the engine as requests without a
+//! session (the engine's `run_untracked`): both take the engine's handler
+//! permits and waiting slots (`max_concurrent`, `max_pending`), so a flood
+//! of plain calls waits or is refused with RESOURCE_EXHAUSTED like any
+//! other, and both are counted in the server's statistics.
+//!
+//! # TLS
+//! With `GrpcServerConfig::tls` (feature `tls`) the door speaks HTTP/2
+//! over TLS, offering ALPN `h2`, with a handshake timeout; a client
+//! certificate verified by the door is every call's
+//! [`CallContext::identity`](crate::CallContext::identity) and the calls'
+//! transport is [`TransportKind::GrpcTls`].
+//!
 //! # Memory a stranger can make the door hold
 //! Limits ([`GrpcServerConfig`]): connections (more are closed as soon as
 //! they are accepted), HTTP/2 streams per connection, flow-control windows
 //! (no adaptive growth), header list size, message size
 //! ([`MAX_MESSAGE_LEN`]: tonic refuses a longer one from its 5-byte prefix,
-//! before buffering it), and the time a request may take to arrive whole
-//! (`receive_timeout`, from its headers to its end).
+//! before buffering it), the time a request may take to arrive whole
+//! (`receive_timeout`, from its headers to its end), the TLS handshake
+//! (`handshake_timeout`), idle connections (`idle_timeout`) and dead peers
+//! (HTTP/2 PING every `keepalive_interval`, the connection closed when one
+//! is not answered within `keepalive_timeout`).
 //!
 //! A request body reaches tonic (which buffers a message until it is whole)
 //! through a counting wrapper that reads each message's length prefix
@@ -45,14 +62,13 @@ use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::server::budget::{ByteBudget, Reservation};
-use crate::server::{Engine, ReplySink, ServerError};
-use crate::service::{CallContext, MethodInfo, Service, ServiceInfo, TransportKind};
+use crate::server::{DoorKind, Engine, ReplySink, ServerError, Untracked};
+use crate::service::{MethodInfo, PeerIdentity, Service, ServiceInfo, TransportKind};
 use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prost::Message;
 use std::collections::HashMap;
@@ -60,7 +76,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -89,8 +104,21 @@ pub const MAX_HEADER_LIST: u32 = 16 << 10;
 ///
 /// Defaults: `max_connections` 1,000, `max_concurrent_streams` 100,
 /// `stream_window` 1 MiB, `connection_window` 1 MiB, `receive_timeout`
-/// 30 s. See the module's documentation for the memory they bound.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// 30 s, `handshake_timeout` 10 s, `idle_timeout` 5 minutes,
+/// `keepalive_interval` 60 s, `keepalive_timeout` 20 s, no TLS. See the
+/// module's documentation for the memory they bound.
+///
+/// The timeouts are what a deployment facing the open network would pick:
+/// a handshake has 10 s, as on the TCP door (enough for a slow mobile
+/// link, short enough that half-open handshakes cannot pile up); a
+/// connection without any call for 5 minutes is closed (HTTP/2 GOAWAY,
+/// our client and gRPC's reconnect on their next call), as the TCP door
+/// does, so forgotten connections do not hold `max_connections` slots;
+/// a PING after 60 s without any frame from the peer (shorter than the
+/// idle timeouts of common NATs and load balancers, and one small frame a
+/// minute) finds a peer that vanished without closing, and 20 s without
+/// its answer (gRPC's own keepalive timeout) closes the connection.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GrpcServerConfig {
     /// Connections open at the same time; more are closed as soon as they
@@ -111,6 +139,22 @@ pub struct GrpcServerConfig {
     /// to the end of its body; it is refused with RESOURCE_EXHAUSTED
     /// then. Default 30 s; must be positive.
     pub receive_timeout: Duration,
+    /// Longest TLS handshake; the connection is closed then (counted in
+    /// [`GrpcStats::handshake_failures`]). Default 10 s; must be positive.
+    pub handshake_timeout: Duration,
+    /// A connection with no call open and none begun for this long is
+    /// closed gracefully (HTTP/2 GOAWAY; counted in
+    /// [`GrpcStats::closed_idle`]). `None`: never. Default 5 minutes.
+    pub idle_timeout: Option<Duration>,
+    /// The door sends an HTTP/2 PING when it has received nothing from the
+    /// peer for this long. `None`: never. Default 60 s.
+    pub keepalive_interval: Option<Duration>,
+    /// A PING not answered within this closes the connection. Default
+    /// 20 s; must be positive.
+    pub keepalive_timeout: Duration,
+    /// Serve HTTP/2 over TLS (ALPN `h2`) instead of plain-text HTTP/2.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsServerConfig>,
 }
 
 impl Default for GrpcServerConfig {
@@ -121,6 +165,12 @@ impl Default for GrpcServerConfig {
             stream_window: 1 << 20,
             connection_window: 1 << 20,
             receive_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(20),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -130,6 +180,31 @@ impl GrpcServerConfig {
     pub fn with_receive_timeout(mut self, receive_timeout: Duration) -> Self {
         self.receive_timeout = receive_timeout;
         self
+    }
+
+    /// The same limits, serving HTTP/2 over TLS.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: crate::tls::TlsServerConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The same limits with another idle timeout (`None`: never).
+    pub fn with_idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// What the authentication policy sees of a door with this
+    /// configuration.
+    pub fn door_kind(&self) -> DoorKind {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return DoorKind::GrpcTls {
+                client_auth: tls.requires_client_auth(),
+            };
+        }
+        DoorKind::Grpc
     }
 
     pub(crate) fn validate(&self, budget: usize) -> Result<(), ServerError> {
@@ -155,8 +230,15 @@ impl GrpcServerConfig {
                 self.stream_window, self.connection_window
             ));
         }
-        if self.receive_timeout.is_zero() {
-            return bad("receive_timeout must be positive".into());
+        if self.receive_timeout.is_zero()
+            || self.handshake_timeout.is_zero()
+            || self.keepalive_timeout.is_zero()
+            || self.idle_timeout.is_some_and(|t| t.is_zero())
+            || self.keepalive_interval.is_some_and(|t| t.is_zero())
+        {
+            return bad(
+                "receive_timeout, handshake_timeout, keepalive_timeout, idle_timeout and keepalive_interval must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -179,10 +261,13 @@ pub struct GrpcStats {
     /// Requests refused with RESOURCE_EXHAUSTED because they did not
     /// arrive whole within `receive_timeout`.
     pub receive_timeouts: u64,
+    /// TLS handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// Connections closed by the idle timeout.
+    pub closed_idle: u64,
 }
 
 /// One gRPC listener of a server: its limits and counters.
-#[derive(Debug)]
 pub(crate) struct GrpcDoor {
     config: GrpcServerConfig,
     budget: Arc<ByteBudget>,
@@ -193,6 +278,20 @@ pub(crate) struct GrpcDoor {
     open: AtomicUsize,
     no_budget: AtomicU64,
     timeouts: AtomicU64,
+    handshake_failures: AtomicU64,
+    closed_idle: AtomicU64,
+    /// The TLS side (with ALPN `h2`), made once from `config.tls`.
+    #[cfg(feature = "tls")]
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl fmt::Debug for GrpcDoor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcDoor")
+            .field("config", &self.config)
+            .field("open", &self.open.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrpcDoor {
@@ -204,6 +303,8 @@ impl GrpcDoor {
         s.connections_open += self.open.load(Ordering::Relaxed);
         s.refused_no_budget += get(&self.no_budget);
         s.receive_timeouts += get(&self.timeouts);
+        s.handshake_failures += get(&self.handshake_failures);
+        s.closed_idle += get(&self.closed_idle);
     }
 }
 
@@ -224,9 +325,15 @@ where
     BoxCloneSyncService::new(service)
 }
 
-/// The caller's address, put in each request's extensions by the door.
-#[derive(Debug, Clone, Copy)]
-struct PeerAddr(SocketAddr);
+/// What the door knows of a request's connection, put in each request's
+/// extensions: the caller's address, the transport, and the client
+/// certificate verified for the connection.
+#[derive(Debug, Clone)]
+struct ConnInfo {
+    peer: SocketAddr,
+    transport: TransportKind,
+    identity: Option<Arc<PeerIdentity>>,
+}
 
 /// One hosted service seen from gRPC: what the generated tonic trait is
 /// implemented for. Each method hands its request to [`Door::unary`].
@@ -274,8 +381,12 @@ impl Door {
     ///   duplicate filter and reply history give at-most-once across
     ///   retries and reconnects); a duplicate of a request still running
     ///   waits for its result.
-    /// - Without (a plain gRPC client): the handler runs once per request,
-    ///   with session and request id 0; no history.
+    /// - Without (a plain gRPC client): the request goes through the
+    ///   engine without a session: no duplicate filter and no history
+    ///   (the handler runs once per request, with session and request id
+    ///   0), but the same handler permits, waiting slots and counters as
+    ///   every request. A one-way method is answered once the request has
+    ///   a handler slot or a waiting slot.
     ///
     /// The deadline from `grpc-timeout` is the handler's `ctx.deadline`; when
     /// it passes, the call ends with DEADLINE_EXCEEDED. Every response
@@ -283,6 +394,7 @@ impl Door {
     ///
     /// # Errors
     /// The handler's status, or the door's (UNAVAILABLE when shutting down,
+    /// RESOURCE_EXHAUSTED when the server can neither run nor queue it,
     /// DEADLINE_EXCEEDED, ...), as a tonic status.
     pub async fn unary(
         &self,
@@ -290,13 +402,20 @@ impl Door {
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let arrival = Instant::now();
-        let (meta, extensions, payload) = request.into_parts();
+        let (meta, mut extensions, payload) = request.into_parts();
         let timeout = get_str(&meta, md::GRPC_TIMEOUT).and_then(md::parse_timeout);
         let deadline = timeout.and_then(|t| arrival.checked_add(t));
-        let peer = extensions.get::<PeerAddr>().map(|p| p.0);
+        let conn = extensions.remove::<ConnInfo>();
+        let sink = |tx| Sink {
+            tx: Arc::new(Mutex::new(Some(tx))),
+            peer: conn.as_ref().map(|c| c.peer),
+            transport: conn.as_ref().map_or(TransportKind::Grpc, |c| c.transport),
+            identity: conn.as_ref().and_then(|c| c.identity.clone()),
+        };
+        let peer = conn.as_ref().map(|c| c.peer);
         let work = async {
             match meta.get(md::CALL) {
-                None => self.plain(method, &meta, payload, deadline, peer).await,
+                None => self.plain(method, &meta, payload, deadline, sink).await,
                 Some(value) => match value
                     .to_str()
                     .ok()
@@ -304,7 +423,7 @@ impl Door {
                     .filter(|h| h.session != 0 && h.attempt != 0)
                 {
                     Some(call) => {
-                        self.tracked(call, method, &meta, payload, timeout, peer)
+                        self.tracked(call, method, &meta, payload, timeout, sink)
                             .await
                     }
                     // Never run a request whose at-most-once fields cannot
@@ -343,56 +462,40 @@ impl Door {
         }
     }
 
-    /// A plain gRPC call: run the handler once.
+    /// A plain gRPC call: through the engine without a session.
     async fn plain(
         &self,
         method: &'static MethodInfo,
         meta: &tonic::metadata::MetadataMap,
         payload: Bytes,
         deadline: Option<Instant>,
-        peer: Option<SocketAddr>,
+        sink: impl FnOnce(oneshot::Sender<Bytes>) -> Sink,
     ) -> Result<(Bytes, bool), Status> {
-        if self.engine.is_stopping() {
-            return Err(Status::unavailable("shutting down"));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Status::deadline_exceeded(NOT_RUN));
-        }
-        let ctx = CallContext {
+        let call = Untracked {
+            service: Arc::clone(&self.service),
             method,
-            session_id: 0,
-            request_id: 0,
-            attempt: 1,
             deadline,
+            payload,
             metadata: md::user_metadata(meta),
-            peer,
-            transport: TransportKind::Grpc,
             instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
+            accept: method.oneway,
         };
-        let service = &self.service;
-        let handler =
-            std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method.id, ctx, payload)))
-                .map_err(|_| Status::internal("handler panicked"))?;
-        if method.oneway {
-            // One-way over gRPC: the empty reply is the ACCEPT; the handler
-            // goes on in its own task.
-            tokio::spawn(async move {
-                match AssertUnwindSafe(handler).catch_unwind().await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(status)) => {
-                        tracing::debug!(method = method.name, %status, "one-way call failed")
-                    }
-                    Err(_) => tracing::warn!(method = method.name, "one-way handler panicked"),
-                }
-            });
-            return Ok((Bytes::new(), true));
-        }
-        match AssertUnwindSafe(handler).catch_unwind().await {
-            Ok(result) => result.map(|reply| (reply, false)),
-            Err(_) => {
-                tracing::warn!(method = method.name, "handler panicked");
-                Err(Status::internal("handler panicked"))
-            }
+        let (tx, rx) = oneshot::channel();
+        let sink = sink(tx);
+        self.engine.run_untracked(call, &sink).await;
+        drop(sink);
+        // The engine always answers a request it took, unless shutdown
+        // cancelled its handler.
+        let Ok(message) = rx.await else {
+            return Err(Status::unavailable(
+                "the server cancelled the call (shutting down)",
+            ));
+        };
+        match read_answer(message)? {
+            Answer::Done(result) => result,
+            Answer::InProgress => Err(Status::internal(
+                "unexpected IN_PROGRESS for a call without a session",
+            )),
         }
     }
 
@@ -404,7 +507,7 @@ impl Door {
         meta: &tonic::metadata::MetadataMap,
         payload: Bytes,
         timeout: Option<Duration>,
-        peer: Option<SocketAddr>,
+        sink: impl Fn(oneshot::Sender<Bytes>) -> Sink,
     ) -> Result<(Bytes, bool), Status> {
         let protocol = if call.protocol_r {
             ExchangeProtocol::R
@@ -444,10 +547,7 @@ impl Door {
             // or IN_PROGRESS); a later one (the REPLY after ACCEPT) is
             // collected by a new request.
             let (tx, rx) = oneshot::channel();
-            let sink = Sink {
-                tx: Arc::new(Mutex::new(Some(tx))),
-                peer,
-            };
+            let sink = sink(tx);
             // The envelope is rebuilt from the metadata for a retry (rare)
             // rather than cloned for every call.
             self.engine.handle_envelope(envelope(), &sink).await;
@@ -462,37 +562,49 @@ impl Door {
                     "request dropped by the server: a duplicate of one already answered and acknowledged",
                 ));
             };
-            let reply = Envelope::decode(message)
-                .map_err(|e| Status::internal(format!("engine reply: {e}")))?;
-            match MessageType::try_from(reply.r#type) {
-                Ok(MessageType::Reply) => {
-                    return match reply.status {
-                        Some(status) => Err(status.into()),
-                        None => Ok((reply.payload, false)),
-                    };
-                }
-                Ok(MessageType::Error) => {
-                    return Err(reply
-                        .status
-                        .map_or_else(|| Status::internal("error without status"), Status::from));
-                }
-                Ok(MessageType::Accept) => return Ok((Bytes::new(), true)),
-                Ok(MessageType::InProgress) => {
+            match read_answer(message)? {
+                Answer::Done(result) => return result,
+                Answer::InProgress => {
                     // A retry of a request still running (its first copy
                     // came on a connection that broke): wait for the
                     // result, which the history will then replay.
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                _ => {
-                    return Err(Status::internal(format!(
-                        "unexpected engine message type {}",
-                        reply.r#type
-                    )))
-                }
             }
         }
     }
+}
+
+/// The engine's first answer to a gRPC call.
+enum Answer {
+    /// The call's result: a reply (and whether it is an ACCEPT) or a status.
+    Done(Result<(Bytes, bool), Status>),
+    /// The request is still running (a retry of a tracked request).
+    InProgress,
+}
+
+/// Reads the envelope the engine answered with.
+fn read_answer(message: Bytes) -> Result<Answer, Status> {
+    let reply =
+        Envelope::decode(message).map_err(|e| Status::internal(format!("engine reply: {e}")))?;
+    Ok(match MessageType::try_from(reply.r#type) {
+        Ok(MessageType::Reply) => Answer::Done(match reply.status {
+            Some(status) => Err(status.into()),
+            None => Ok((reply.payload, false)),
+        }),
+        Ok(MessageType::Error) => Answer::Done(Err(reply
+            .status
+            .map_or_else(|| Status::internal("error without status"), Status::from))),
+        Ok(MessageType::Accept) => Answer::Done(Ok((Bytes::new(), true))),
+        Ok(MessageType::InProgress) => Answer::InProgress,
+        _ => {
+            return Err(Status::internal(format!(
+                "unexpected engine message type {}",
+                reply.r#type
+            )))
+        }
+    })
 }
 
 /// The engine's way back to one gRPC call: its first answer.
@@ -501,6 +613,8 @@ struct Sink {
     /// Taken by the first answer.
     tx: Arc<Mutex<Option<oneshot::Sender<Bytes>>>>,
     peer: Option<SocketAddr>,
+    transport: TransportKind,
+    identity: Option<Arc<PeerIdentity>>,
 }
 
 impl ReplySink for Sink {
@@ -528,7 +642,11 @@ impl ReplySink for Sink {
     }
 
     fn transport(&self) -> TransportKind {
-        TransportKind::Grpc
+        self.transport
+    }
+
+    fn identity(&self) -> Option<Arc<PeerIdentity>> {
+        self.identity.clone()
     }
 
     fn max_message_len(&self) -> usize {
@@ -595,9 +713,35 @@ impl tower::Service<http::Request<Body>> for GenericRoute {
 struct Router {
     routes: Arc<HashMap<&'static str, Route>>,
     door: Arc<GrpcDoor>,
-    peer: Option<SocketAddr>,
+    conn: Option<ConnInfo>,
     /// The connection's allowance: bytes its requests hold without budget.
     allowance: Arc<AtomicUsize>,
+    /// The connection's calls, for the idle timeout.
+    activity: Arc<Activity>,
+}
+
+/// The calls of one connection: open now, and begun so far.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    begun: AtomicU64,
+}
+
+/// One open call of a connection; closed when dropped.
+struct OpenCall(Arc<Activity>);
+
+impl OpenCall {
+    fn new(activity: &Arc<Activity>) -> OpenCall {
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        activity.begun.fetch_add(1, Ordering::AcqRel);
+        OpenCall(Arc::clone(activity))
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Router {
@@ -615,16 +759,19 @@ impl Router {
         Router {
             routes: Arc::new(routes),
             door,
-            peer: None,
+            conn: None,
             allowance: Arc::default(),
+            activity: Arc::default(),
         }
     }
 
-    /// The router of one new connection (with its own allowance).
-    fn for_connection(&self, peer: SocketAddr) -> Router {
+    /// The router of one new connection (with its own allowance and
+    /// activity).
+    fn for_connection(&self, conn: ConnInfo) -> Router {
         Router {
-            peer: Some(peer),
+            conn: Some(conn),
             allowance: Arc::default(),
+            activity: Arc::default(),
             ..self.clone()
         }
     }
@@ -641,12 +788,13 @@ impl tower::Service<http::Request<Incoming>> for Router {
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
         let deadline = tokio::time::Instant::now() + self.door.config.receive_timeout;
+        let peer = self.conn.as_ref().map(|c| c.peer);
         let mut request = request.map(|body| {
             Body::new(Counted {
                 inner: body,
                 door: Arc::clone(&self.door),
                 allowance: Arc::clone(&self.allowance),
-                peer: self.peer,
+                peer,
                 deadline,
                 timer: None,
                 prefix: [0; 5],
@@ -657,8 +805,8 @@ impl tower::Service<http::Request<Incoming>> for Router {
                 failed: false,
             })
         });
-        if let Some(peer) = self.peer {
-            request.extensions_mut().insert(PeerAddr(peer));
+        if let Some(conn) = &self.conn {
+            request.extensions_mut().insert(conn.clone());
         }
         let path = request.uri().path();
         let service = path
@@ -668,7 +816,15 @@ impl tower::Service<http::Request<Incoming>> for Router {
         match self.routes.get(service) {
             // Routes are always ready (generated tonic servers and the
             // generic route both are).
-            Some(route) => route.clone().call(request),
+            Some(route) => {
+                let open = OpenCall::new(&self.activity);
+                let call = route.clone().call(request);
+                Box::pin(async move {
+                    let response = call.await;
+                    drop(open);
+                    response
+                })
+            }
             None => {
                 let status = tonic::Status::unimplemented(format!("unknown service {service:?}"));
                 Box::pin(async move { Ok(status.into_http()) })
@@ -889,6 +1045,14 @@ pub(crate) async fn bind(
     config: GrpcServerConfig,
 ) -> Result<(SocketAddr, Arc<GrpcDoor>, JoinHandle<()>), ServerError> {
     config.validate(budget.limit())?;
+    #[cfg(feature = "tls")]
+    let acceptor = match &config.tls {
+        Some(tls) => Some(
+            tls.acceptor(crate::tls::ALPN_H2)
+                .map_err(|e| ServerError::InvalidConfig(e.to_string()))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
     let door = Arc::new(GrpcDoor {
@@ -900,9 +1064,13 @@ pub(crate) async fn bind(
         open: AtomicUsize::new(0),
         no_budget: AtomicU64::new(0),
         timeouts: AtomicU64::new(0),
+        handshake_failures: AtomicU64::new(0),
+        closed_idle: AtomicU64::new(0),
+        #[cfg(feature = "tls")]
+        acceptor,
     });
     let router = Router::new(&engine, Arc::clone(&door));
-    tracing::debug!(%local_addr, services = router.routes.len(), "grpc door open");
+    tracing::debug!(%local_addr, services = router.routes.len(), kind = %door.config.door_kind(), "grpc door open");
     let task = tokio::spawn(accept_loop(listener, router));
     Ok((local_addr, door, task))
 }
@@ -916,18 +1084,24 @@ impl Drop for Open {
     }
 }
 
+type Http2 = hyper::server::conn::http2::Builder<TokioExecutor>;
+
 async fn accept_loop(listener: TcpListener, router: Router) {
     let door = Arc::clone(&router.door);
     let config = &door.config;
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
+        .timer(TokioTimer::new())
         .max_frame_size(1 << 20)
         .adaptive_window(false)
         .initial_stream_window_size(config.stream_window)
         .initial_connection_window_size(config.connection_window)
         .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(MAX_HEADER_LIST);
+        .max_header_list_size(MAX_HEADER_LIST)
+        .keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout);
+    let http2 = Arc::new(http2);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -945,12 +1119,9 @@ async fn accept_loop(listener: TcpListener, router: Router) {
                     if let Err(error) = tcp.set_nodelay(true) {
                         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
-                    let service = TowerToHyperService::new(router.for_connection(peer));
-                    let served = http2.serve_connection(TokioIo::new(tcp), service);
+                    let (router, http2) = (router.clone(), Arc::clone(&http2));
                     connections.spawn(async move {
-                        if let Err(error) = served.await {
-                            tracing::debug!(%peer, %error, "grpc connection ended with an error");
-                        }
+                        connection(router, &http2, tcp, peer).await;
                         drop((slot, open));
                     });
                 }
@@ -962,6 +1133,84 @@ async fn accept_loop(listener: TcpListener, router: Router) {
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+}
+
+/// One connection: the TLS handshake (when the door has TLS), then HTTP/2
+/// until the peer closes it, an error, or the idle timeout.
+async fn connection(router: Router, http2: &Http2, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = router.door.acceptor.clone() {
+        let door = Arc::clone(&router.door);
+        let accepted =
+            tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(tcp)).await;
+        match accepted {
+            Ok(Ok(stream)) => {
+                // Verified once per connection; every call shares it.
+                let identity = crate::tls::peer_identity(stream.get_ref().1);
+                if let Some(id) = &identity {
+                    tracing::debug!(%peer, client = id.name(), "grpc tls client authenticated");
+                }
+                let conn = ConnInfo {
+                    peer,
+                    transport: TransportKind::GrpcTls,
+                    identity,
+                };
+                serve(router.for_connection(conn), http2, stream, peer).await;
+            }
+            Ok(Err(error)) => {
+                door.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "grpc tls handshake failed");
+            }
+            Err(_) => {
+                door.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "grpc tls handshake timed out");
+            }
+        }
+        return;
+    }
+    let conn = ConnInfo {
+        peer,
+        transport: TransportKind::Grpc,
+        identity: None,
+    };
+    serve(router.for_connection(conn), http2, tcp, peer).await;
+}
+
+/// Serves HTTP/2 on `io`; closes the connection gracefully (GOAWAY, open
+/// calls finish) once no call has been open or begun for `idle_timeout`.
+async fn serve<IO>(router: Router, http2: &Http2, io: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let door = Arc::clone(&router.door);
+    let activity = Arc::clone(&router.activity);
+    let served = http2.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+    tokio::pin!(served);
+    let result = match door.config.idle_timeout {
+        None => served.await,
+        Some(idle) => {
+            let mut seen = activity.begun.load(Ordering::Acquire);
+            loop {
+                // One timer per idle period, not per call.
+                tokio::select! {
+                    result = served.as_mut() => break result,
+                    () = tokio::time::sleep(idle) => {
+                        let begun = activity.begun.load(Ordering::Acquire);
+                        if begun == seen && activity.open.load(Ordering::Acquire) == 0 {
+                            door.closed_idle.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, ?idle, "idle grpc connection closed");
+                            served.as_mut().graceful_shutdown();
+                            break served.await;
+                        }
+                        seen = begun;
+                    }
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "grpc connection ended with an error");
     }
 }
 

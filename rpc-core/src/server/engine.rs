@@ -34,7 +34,7 @@ use super::verify::{Unverified, Verifier};
 use super::ServerConfig;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::hash::FastMap;
-use crate::service::{CallContext, MethodInfo, Service, TransportKind};
+use crate::service::{CallContext, Metadata, MethodInfo, PeerIdentity, Service, TransportKind};
 use crate::status::{Code, Status};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -81,6 +81,14 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
 
     /// The transport, as handlers see it in [`CallContext::transport`].
     fn transport(&self) -> TransportKind;
+
+    /// The peer's verified identity (a TLS door that required a client
+    /// certificate), as handlers see it in [`CallContext::identity`]. Made
+    /// once per connection: this is an `Arc` clone per request at most. By
+    /// default, none.
+    fn identity(&self) -> Option<Arc<PeerIdentity>> {
+        None
+    }
 
     /// The largest message this transport carries: bigger incoming messages
     /// are dropped, bigger replies become a RESOURCE_EXHAUSTED reply.
@@ -170,8 +178,25 @@ struct Job {
     want_accept: bool,
     deadline: Option<Instant>,
     payload: Bytes,
-    metadata: crate::service::Metadata,
+    metadata: Metadata,
     instance: String,
+}
+
+/// A call without a session (a plain gRPC caller's): it bypasses the
+/// duplicate filter and the history, and runs under the same limits as
+/// every request ([`Engine::run_untracked`]).
+#[cfg(feature = "grpc")]
+pub(crate) struct Untracked {
+    pub(crate) service: Arc<dyn Service>,
+    pub(crate) method: &'static MethodInfo,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) payload: Bytes,
+    pub(crate) metadata: Metadata,
+    pub(crate) instance: String,
+    /// Answer ACCEPT once the call has a handler slot or a waiting slot
+    /// (a one-way method: the caller is not told the outcome); otherwise
+    /// the answer is the result.
+    pub(crate) accept: bool,
 }
 
 /// How a job ended.
@@ -761,6 +786,51 @@ impl Engine {
         }
     }
 
+    /// Runs a call without a session (see [`Untracked`]) as a request
+    /// that is not tracked: counted, refused while shutting down, then
+    /// through the same permits, waiting slots and buffer budget as every
+    /// request ([`Engine::start`]). Its answer goes to `sink` as an
+    /// envelope with session and request id 0: ACCEPT (when asked), REPLY
+    /// or ERROR (RESOURCE_EXHAUSTED when it can neither run nor wait,
+    /// DEADLINE_EXCEEDED when its deadline passed before it ran).
+    ///
+    /// # Cancel safety
+    /// As [`Engine::handle_message`].
+    #[cfg(feature = "grpc")]
+    #[allow(clippy::manual_async_fn)] // deliberate: see `handle_envelope`
+    pub(crate) fn run_untracked<'a, K: ReplySink>(
+        self: &'a Arc<Self>,
+        call: Untracked,
+        sink: &'a K,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            bump(&self.counters.requests);
+            if self.is_stopping() {
+                bump(&self.counters.shutdown_refused);
+                self.send_error(sink, 0, 0, Status::unavailable("shutting down"))
+                    .await;
+                return;
+            }
+            let job = Job {
+                service: call.service,
+                method: call.method,
+                session: 0,
+                request_id: 0,
+                attempt: 1,
+                tracked: false,
+                // Not `oneway` even for a one-way method: its ACCEPT, or
+                // its refusal, is the caller's answer.
+                oneway: false,
+                want_accept: call.accept,
+                deadline: call.deadline,
+                payload: call.payload,
+                metadata: call.metadata,
+                instance: call.instance,
+            };
+            self.start(job, sink).await;
+        }
+    }
+
     /// Takes a concurrency permit (or a waiting slot), sends ACCEPT when
     /// asked, and runs the job: inline when a permit is free, else in a
     /// task that waits for one.
@@ -927,6 +997,7 @@ impl Engine {
             metadata: std::mem::take(&mut job.metadata),
             peer: sink.peer(),
             transport: sink.transport(),
+            identity: sink.identity(),
             instance: std::mem::take(&mut job.instance),
         };
         let span = tracing::debug_span!(

@@ -18,6 +18,10 @@
 //!   length-delimited frames, many calls per connection, a batching writer
 //!   per connection ([`TcpServerConfig`], [`ServerBuilder::serve_tcp`],
 //!   [`ServerHandle::serve_tcp_also`] to add it to a running server).
+//! - [`AuthPolicy`] (one per server, [`ServerBuilder::auth`]) says which
+//!   doors may be opened at all: under a TLS policy only TLS doors, under
+//!   mutual TLS only TLS doors that require client certificates; any other
+//!   door is refused when it is added ([`ServerError::DoorRefused`]).
 //!
 //! ```no_run
 //! # async fn demo(svc: impl rpc_core::Service) -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +40,7 @@
 //! ```
 
 pub(crate) mod admit;
+mod auth;
 pub(crate) mod budget;
 mod engine;
 pub(crate) mod history;
@@ -44,7 +49,10 @@ mod tcp;
 mod udp;
 mod verify;
 
+pub use auth::{AuthPolicy, DoorKind, Shortfall};
 pub use budget::BufferStats;
+#[cfg(feature = "grpc")]
+pub(crate) use engine::Untracked;
 pub use engine::{Engine, ReplySink};
 pub use history::{EvictionCounts, History, HistoryConfig, HistorySize};
 pub use stats::ServerStats;
@@ -78,6 +86,16 @@ pub enum ServerError {
     /// A limit is out of range.
     #[error("invalid server configuration: {0}")]
     InvalidConfig(String),
+    /// A door cannot meet the server's [`AuthPolicy`]; it was not opened.
+    #[error("{door} door refused: the server's authentication policy is {policy}, and {reason}")]
+    DoorRefused {
+        /// The door that was refused.
+        door: DoorKind,
+        /// The server's policy.
+        policy: AuthPolicy,
+        /// What the door lacks.
+        reason: Shortfall,
+    },
     /// Handlers were still running when the shutdown timeout passed; they
     /// were cancelled.
     #[error("shutdown timed out; {cancelled} handler task(s) cancelled")]
@@ -187,6 +205,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     services: Vec<Arc<dyn Service>>,
     incarnation: Option<u64>,
+    auth: AuthPolicy,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -195,11 +214,21 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("services", &names)
+            .field("auth", &self.auth)
             .finish()
     }
 }
 
 impl ServerBuilder {
+    /// The authentication policy every door of the server must meet
+    /// (default [`AuthPolicy::None`]): doors that cannot are refused with
+    /// [`ServerError::DoorRefused`] when they are opened, here or on the
+    /// running server's handle.
+    pub fn auth(mut self, policy: AuthPolicy) -> Self {
+        self.auth = policy;
+        self
+    }
+
     /// Handlers running at the same time (default 1024).
     pub fn max_concurrent(mut self, n: usize) -> Self {
         self.config.max_concurrent = n;
@@ -288,23 +317,29 @@ impl ServerBuilder {
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
+        self.auth.admit(DoorKind::Datagram)?;
+        let auth = self.auth;
         let (engine, budget) = self.build()?;
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(ServerError::Bind)?;
         crate::transport::tune_socket(&socket);
-        ServerHandle::start(engine, budget, socket)
+        ServerHandle::start(engine, budget, auth, socket)
     }
 
     /// Serves on `socket` (a UDP socket or the in-memory network's).
     ///
     /// # Errors
-    /// [`ServerError::InvalidConfig`] for a limit out of range,
-    /// [`ServerError::DuplicateService`] when two services share a name,
-    /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
+    /// [`ServerError::DoorRefused`] under a TLS [`AuthPolicy`] (a datagram
+    /// door has no TLS), [`ServerError::InvalidConfig`] for a limit out of
+    /// range, [`ServerError::DuplicateService`] when two services share a
+    /// name, [`ServerError::LocalAddr`] when the socket cannot tell its
+    /// address.
     pub async fn serve_on<S: DatagramSocket>(self, socket: S) -> Result<ServerHandle, ServerError> {
+        self.auth.admit(DoorKind::Datagram)?;
+        let auth = self.auth;
         let (engine, budget) = self.build()?;
-        ServerHandle::start(engine, budget, socket)
+        ServerHandle::start(engine, budget, auth, socket)
     }
 
     /// Serves over gRPC (HTTP/2) on `addr` with the default
@@ -327,18 +362,22 @@ impl ServerBuilder {
     /// # Errors
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
     /// [`ServerError::InvalidConfig`] for a limit out of range (or a
-    /// `buffer_budget` under the gRPC message limit), and the other
-    /// configuration errors of [`ServerBuilder::serve_on`].
+    /// `buffer_budget` under the gRPC message limit),
+    /// [`ServerError::DoorRefused`] when the door (TLS or not, client
+    /// certificates or not) cannot meet the server's [`AuthPolicy`], and
+    /// the other configuration errors of [`ServerBuilder::serve_on`].
     #[cfg(feature = "grpc")]
     pub async fn serve_grpc_with(
         self,
         addr: impl tokio::net::ToSocketAddrs,
         config: crate::grpc::server::GrpcServerConfig,
     ) -> Result<ServerHandle, ServerError> {
+        self.auth.admit(config.door_kind())?;
+        let auth = self.auth;
         let (engine, budget) = self.build()?;
         let (local_addr, door, task) =
             crate::grpc::server::bind(Arc::clone(&engine), &budget, addr, config).await?;
-        let handle = ServerHandle::with_door(engine, budget, local_addr, task);
+        let handle = ServerHandle::with_door(engine, budget, auth, local_addr, task);
         handle
             .grpc_doors
             .lock()
@@ -369,6 +408,8 @@ pub struct ServerHandle {
     engine: Arc<Engine>,
     /// Shared by the stream doors (TCP, gRPC).
     budget: Arc<ByteBudget>,
+    /// Every door added must meet it.
+    auth: AuthPolicy,
     local_addr: SocketAddr,
     doors: Mutex<Vec<JoinHandle<()>>>,
     tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
@@ -390,11 +431,14 @@ impl ServerHandle {
     fn start<S: DatagramSocket>(
         engine: Arc<Engine>,
         budget: Arc<ByteBudget>,
+        auth: AuthPolicy,
         socket: S,
     ) -> Result<ServerHandle, ServerError> {
         let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
-        Ok(ServerHandle::with_door(engine, budget, local_addr, door))
+        Ok(ServerHandle::with_door(
+            engine, budget, auth, local_addr, door,
+        ))
     }
 
     /// A handle over `engine` whose first door (a task feeding the engine,
@@ -403,14 +447,16 @@ impl ServerHandle {
     fn with_door(
         engine: Arc<Engine>,
         budget: Arc<ByteBudget>,
+        auth: AuthPolicy,
         local_addr: SocketAddr,
         door: JoinHandle<()>,
     ) -> ServerHandle {
         let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&engine)));
-        tracing::debug!(%local_addr, incarnation = engine.incarnation(), "server started");
+        tracing::debug!(%local_addr, incarnation = engine.incarnation(), %auth, "server started");
         ServerHandle {
             engine,
             budget,
+            auth,
             local_addr,
             doors: Mutex::new(vec![door]),
             tcp_doors: Mutex::default(),
@@ -435,8 +481,10 @@ impl ServerHandle {
     /// datagram socket as well. Returns that socket's address.
     ///
     /// # Errors
+    /// [`ServerError::DoorRefused`] under a TLS [`AuthPolicy`],
     /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
     pub fn serve_also_on<S: DatagramSocket>(&self, socket: S) -> Result<SocketAddr, ServerError> {
+        self.auth.admit(DoorKind::Datagram)?;
         let addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
         self.add_door(tokio::spawn(udp::recv_loop(
             Arc::clone(&self.engine),
@@ -467,13 +515,14 @@ impl ServerHandle {
     ///
     /// # Errors
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
-    /// [`ServerError::InvalidConfig`].
+    /// [`ServerError::InvalidConfig`], [`ServerError::DoorRefused`].
     #[cfg(feature = "grpc")]
     pub async fn serve_grpc_with(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
         config: crate::grpc::server::GrpcServerConfig,
     ) -> Result<SocketAddr, ServerError> {
+        self.auth.admit(config.door_kind())?;
         let (local_addr, door, task) =
             crate::grpc::server::bind(Arc::clone(&self.engine), &self.budget, addr, config).await?;
         self.add_door(task);
@@ -503,6 +552,11 @@ impl ServerHandle {
     /// The address of the first socket the server serves on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The authentication policy every door of this server meets.
+    pub fn auth_policy(&self) -> AuthPolicy {
+        self.auth
     }
 
     /// This run's incarnation (random, non-zero; carried on every message

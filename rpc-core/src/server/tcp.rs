@@ -11,6 +11,11 @@
 //! its last write and writes them in one call. A slow reader of replies
 //! slows its own connection down (the queue is bounded), nobody else's.
 //!
+//! With TLS (feature `tls`) the door offers ALPN `rpc.v1` (a client that
+//! offers none is served too), gives the handshake `handshake_timeout`,
+//! and its calls carry [`TransportKind::Tls`] and, when it required a
+//! client certificate, the verified identity, made once per connection.
+//!
 //! Limits ([`TcpServerConfig`]): frame size (a length prefix over it
 //! closes the connection at once, after answering RESOURCE_EXHAUSTED when
 //! the bytes that came with the prefix name a request), number of
@@ -43,7 +48,7 @@ use super::engine::{Engine, ReplySink};
 use super::stats::bump;
 use super::{ServerBuilder, ServerError, ServerHandle};
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
-use crate::service::TransportKind;
+use crate::service::{PeerIdentity, TransportKind};
 use crate::status::Status;
 use crate::transport::tcp::{
     peek_header, write_loop, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME, HEAD_KEEP,
@@ -135,6 +140,18 @@ impl TcpServerConfig {
     pub fn with_tls(mut self, tls: crate::tls::TlsServerConfig) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// What the authentication policy sees of a door with this
+    /// configuration.
+    pub fn door_kind(&self) -> super::DoorKind {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return super::DoorKind::Tls {
+                client_auth: tls.requires_client_auth(),
+            };
+        }
+        super::DoorKind::Tcp
     }
 
     /// The same limits with another frame timeout.
@@ -242,6 +259,10 @@ struct DoorCounters {
 pub(crate) struct TcpDoor {
     local_addr: SocketAddr,
     config: TcpServerConfig,
+    /// The TLS side (with ALPN [`ALPN_RPC`](crate::tls::ALPN_RPC)), made
+    /// once from `config.tls`.
+    #[cfg(feature = "tls")]
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// The server's, shared with its other doors.
     budget: Arc<ByteBudget>,
     counters: DoorCounters,
@@ -307,11 +328,21 @@ async fn bind(
     config: TcpServerConfig,
 ) -> Result<(Arc<TcpDoor>, tokio::task::JoinHandle<()>), ServerError> {
     config.validate(budget.limit())?;
+    #[cfg(feature = "tls")]
+    let acceptor = match &config.tls {
+        Some(tls) => Some(
+            tls.acceptor(crate::tls::ALPN_RPC)
+                .map_err(|e| ServerError::InvalidConfig(e.to_string()))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
     let door = Arc::new(TcpDoor {
         local_addr,
         config,
+        #[cfg(feature = "tls")]
+        acceptor,
         budget: Arc::clone(budget),
         counters: DoorCounters::default(),
         open: AtomicUsize::new(0),
@@ -357,16 +388,21 @@ impl ServerBuilder {
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound,
     /// [`ServerError::InvalidConfig`] for a limit out of range,
-    /// [`ServerError::DuplicateService`] when two services share a name.
+    /// [`ServerError::DuplicateService`] when two services share a name,
+    /// [`ServerError::DoorRefused`] when the door (TLS or not, client
+    /// certificates or not) cannot meet the server's
+    /// [`AuthPolicy`](super::AuthPolicy).
     pub async fn serve_tcp_with(
         self,
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<ServerHandle, ServerError> {
+        self.auth.admit(config.door_kind())?;
+        let auth = self.auth;
         let (engine, budget) = self.build()?;
         config.validate(budget.limit())?;
         let (door, task) = bind(&engine, &budget, addr, config).await?;
-        let handle = ServerHandle::with_door(engine, budget, door.local_addr, task);
+        let handle = ServerHandle::with_door(engine, budget, auth, door.local_addr, task);
         handle
             .tcp_doors
             .lock()
@@ -383,12 +419,13 @@ impl ServerHandle {
     ///
     /// # Errors
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
-    /// [`ServerError::InvalidConfig`].
+    /// [`ServerError::InvalidConfig`], [`ServerError::DoorRefused`].
     pub async fn serve_tcp_also(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<SocketAddr, ServerError> {
+        self.auth.admit(config.door_kind())?;
         let (door, task) = bind(&self.engine, &self.budget, addr, config).await?;
         let local = door.local_addr;
         self.add_door(task);
@@ -497,14 +534,18 @@ async fn connection(engine: Arc<Engine>, door: Arc<TcpDoor>, stream: TcpStream, 
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
     #[cfg(feature = "tls")]
-    if let Some(tls) = door.config.tls.clone() {
-        let acceptor = tls.acceptor();
+    if let Some(acceptor) = door.acceptor.clone() {
         let accepted =
             tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(stream)).await;
         match accepted {
             Ok(Ok(stream)) => {
+                // Verified once per connection; every call shares it.
+                let identity = crate::tls::peer_identity(stream.get_ref().1);
+                if let Some(id) = &identity {
+                    tracing::debug!(%peer, client = id.name(), "tls client authenticated");
+                }
                 let (r, w) = tokio::io::split(stream);
-                serve(engine, door, r, w, peer).await;
+                serve(engine, door, r, w, peer, TransportKind::Tls, identity).await;
             }
             Ok(Err(error)) => {
                 bump(&door.counters.handshake_failures);
@@ -518,7 +559,7 @@ async fn connection(engine: Arc<Engine>, door: Arc<TcpDoor>, stream: TcpStream, 
         return;
     }
     let (r, w) = stream.into_split();
-    serve(engine, door, r, w, peer).await;
+    serve(engine, door, r, w, peer, TransportKind::Tcp, None).await;
 }
 
 /// The way back to one connection: its outbox.
@@ -530,6 +571,10 @@ struct TcpReply {
     /// Frames queued on this connection (for the idle check).
     sent: Arc<AtomicU64>,
     door: Arc<TcpDoor>,
+    /// `Tcp`, or `Tls` inside TLS.
+    transport: TransportKind,
+    /// The verified client certificate (mutual TLS).
+    identity: Option<Arc<PeerIdentity>>,
 }
 
 impl ReplySink for TcpReply {
@@ -545,7 +590,11 @@ impl ReplySink for TcpReply {
     }
 
     fn transport(&self) -> TransportKind {
-        TransportKind::Tcp
+        self.transport
+    }
+
+    fn identity(&self) -> Option<Arc<PeerIdentity>> {
+        self.identity.clone()
     }
 
     fn max_message_len(&self) -> usize {
@@ -555,8 +604,15 @@ impl ReplySink for TcpReply {
 
 /// Serves one connection (after the TLS handshake, if any) until the peer
 /// closes it, an error, the idle timeout or the door's drain.
-async fn serve<R, W>(engine: Arc<Engine>, door: Arc<TcpDoor>, r: R, w: W, peer: SocketAddr)
-where
+async fn serve<R, W>(
+    engine: Arc<Engine>,
+    door: Arc<TcpDoor>,
+    r: R,
+    w: W,
+    peer: SocketAddr,
+    transport: TransportKind,
+    identity: Option<Arc<PeerIdentity>>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -567,6 +623,8 @@ where
         limit: door.config.max_frame,
         sent: Arc::new(AtomicU64::new(0)),
         door: Arc::clone(&door),
+        transport,
+        identity,
     };
     tracing::debug!(%peer, "connection open");
     let writer = write_loop(&outbox, w, &door.counters.write);
