@@ -103,10 +103,14 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
     }
 }
 
-/// The peer a message's session must belong to: the address and port on
-/// datagrams, the host on connections (a reconnect comes from another
-/// port), anyone in process.
+/// The peer a message's session must belong to: the verified client
+/// certificate on mutual TLS, the address and port on datagrams, the host
+/// on other connections (a reconnect comes from another port), anyone in
+/// process.
 fn owner_of<K: ReplySink>(sink: &K) -> Owner {
+    if let Some(identity) = sink.identity() {
+        return Owner::Identity(identity);
+    }
     match sink.peer() {
         None => Owner::Local,
         Some(addr) if !sink.address_proven() => Owner::Addr(addr),
@@ -1223,6 +1227,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Conn {
         out: Arc<Mutex<Vec<Vec<u8>>>>,
+        peer: Option<SocketAddr>,
+        identity: Option<Arc<crate::service::PeerIdentity>>,
     }
 
     impl Conn {
@@ -1240,14 +1246,51 @@ mod tests {
             Ok(())
         }
         fn peer(&self) -> Option<SocketAddr> {
-            None
+            self.peer
         }
         fn transport(&self) -> TransportKind {
             TransportKind::Tcp
         }
+        fn identity(&self) -> Option<Arc<crate::service::PeerIdentity>> {
+            self.identity.clone()
+        }
         fn max_message_len(&self) -> usize {
             16 << 20
         }
+    }
+
+    fn tls_conn(host: [u8; 4], name: &str) -> Conn {
+        Conn {
+            peer: Some(SocketAddr::from((host, 4000))),
+            identity: Some(Arc::new(crate::service::PeerIdentity {
+                subject: format!("CN={name}"),
+                common_name: Some(name.to_owned()),
+                alt_names: Vec::new(),
+                certificate: Bytes::new(),
+            })),
+            ..Conn::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn under_mutual_tls_a_session_belongs_to_the_certificate() {
+        let (engine, svc) = engine();
+        let alice = tls_conn([10, 0, 0, 1], "alice");
+        engine.handle_message(&req(1, FAST, 1), &alice).await;
+        let first = alice.taken();
+        // Alice from another host (a new connection, a new Arc) continues.
+        let moved = tls_conn([10, 0, 0, 2], "alice");
+        engine.handle_message(&req(1, FAST, 2), &moved).await;
+        assert_eq!(moved.taken(), first);
+        // Mallory on Alice's host is another peer.
+        let mallory = tls_conn([10, 0, 0, 1], "mallory");
+        engine.handle_message(&req(1, FAST, 3), &mallory).await;
+        let refused = mallory.taken();
+        assert_eq!(refused.len(), 1);
+        let code = refused[0].status.as_ref().map(|s| s.code);
+        assert_eq!(code, Some(Code::PermissionDenied.as_i32()));
+        assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(engine.stats().foreign_refused, 1);
     }
 
     fn engine() -> (Arc<Engine>, Arc<Svc>) {

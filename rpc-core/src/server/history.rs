@@ -45,9 +45,11 @@
 //! is tested without sockets or timers; the engine holds it in a mutex.
 
 use crate::hash::FastMap;
+use crate::service::PeerIdentity;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Limits of the reply history.
@@ -163,15 +165,47 @@ pub(crate) enum RegisterError {
 
 /// The peer a session belongs to: only messages from it may register,
 /// replay or acknowledge the session's requests.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub(crate) enum Owner {
     /// A datagram peer: its address and port (the client's socket).
     Addr(SocketAddr),
     /// A stream peer (TCP, gRPC) without a verified identity: its host,
     /// since a reconnect comes from another port.
     Host(IpAddr),
+    /// A peer with a verified client certificate (mutual TLS), from any
+    /// address: the same subject and alternative names are the same peer.
+    Identity(Arc<PeerIdentity>),
     /// A peer without an address (in-process transports): anyone.
     Local,
+}
+
+impl PartialEq for Owner {
+    fn eq(&self, other: &Owner) -> bool {
+        match (self, other) {
+            (Owner::Addr(a), Owner::Addr(b)) => a == b,
+            (Owner::Host(a), Owner::Host(b)) => a == b,
+            (Owner::Identity(a), Owner::Identity(b)) => {
+                // One connection's calls share one `Arc`.
+                Arc::ptr_eq(a, b) || (a.subject == b.subject && a.alt_names == b.alt_names)
+            }
+            (Owner::Local, Owner::Local) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Owner {}
+
+impl std::hash::Hash for Owner {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        match self {
+            Owner::Addr(a) => a.hash(h),
+            Owner::Host(a) => a.hash(h),
+            Owner::Identity(id) => id.subject.hash(h),
+            Owner::Local => {}
+        }
+    }
 }
 
 impl Owner {
