@@ -223,7 +223,7 @@ impl<S> Shared<S> {
         {
             let mut outbox = self.outbox();
             if outbox.flush_due {
-                let header = envelope.map(crate::transport::tcp::EnvelopeHeader::of);
+                let header = envelope.map(crate::envelope::EnvelopeHeader::of);
                 outbox.batch.push_header(datagram, self.server, header);
                 return Ok(());
             }

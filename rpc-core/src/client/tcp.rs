@@ -50,12 +50,13 @@
 
 use super::{ChannelConfig, ClientStats, UdpChannel};
 use crate::call::{Channel, Invocation, Outcome};
-use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::envelope::{
+    peek_header, peek_type_and_id, Envelope, EnvelopeHeader, ExchangeProtocol, MessageType, VERSION,
+};
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, peek_type_and_id, write_loop, EnvelopeHeader, Frame, FrameError, FrameReader,
-    Outbox, WriteCounters, DEFAULT_MAX_FRAME,
+    write_loop, Frame, FrameError, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME,
 };
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
@@ -999,7 +1000,8 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) -> ReadEnd {
                 }
                 let _ = link.inbound_tx.send(bytes);
             }
-            Frame::TooLarge { len, header } => {
+            Frame::TooLarge { len, head } => {
+                let header = peek_header(&head);
                 bump(&link.counters.oversized);
                 tracing::debug!(server = %link.server, len, request_id = header.request_id, "reply over max_frame skipped");
                 let is_answer = header.r#type == MessageType::Reply as i32

@@ -47,12 +47,13 @@ use super::budget::{ByteBudget, Reservation};
 use super::engine::{Engine, ReplySink};
 use super::stats::bump;
 use super::{ServerBuilder, ServerError, ServerHandle};
+use crate::envelope::peek_header;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::service::{PeerIdentity, TransportKind};
 use crate::status::Status;
 use crate::transport::tcp::{
-    peek_header, write_loop, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME, HEAD_KEEP,
-    PREFIX_LEN, READ_CHUNK, SKIP_FACTOR,
+    write_loop, FrameReader, Outbox, WriteCounters, DEFAULT_MAX_FRAME, HEAD_KEEP, PREFIX_LEN,
+    READ_CHUNK, SKIP_FACTOR,
 };
 use bytes::Bytes;
 use prost::Message;

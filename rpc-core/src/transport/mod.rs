@@ -249,7 +249,7 @@ pub struct SendBatch {
     items: Vec<(Range<usize>, SocketAddr)>,
     /// The envelope header of each item when its sender gave it (see
     /// [`DatagramSocket::send_encoded`]); one entry per item.
-    headers: Vec<Option<tcp::EnvelopeHeader>>,
+    headers: Vec<Option<crate::envelope::EnvelopeHeader>>,
 }
 
 impl SendBatch {
@@ -269,7 +269,7 @@ impl SendBatch {
         &mut self,
         datagram: &[u8],
         target: SocketAddr,
-        header: Option<tcp::EnvelopeHeader>,
+        header: Option<crate::envelope::EnvelopeHeader>,
     ) {
         let start = self.buf.len();
         self.buf.extend_from_slice(datagram);
@@ -323,7 +323,13 @@ impl SendBatch {
     /// [`SendBatch::buffer`] and its header when its sender gave one.
     pub(crate) fn iter_with_headers(
         &self,
-    ) -> impl Iterator<Item = (&[u8], Range<usize>, Option<&tcp::EnvelopeHeader>)> + '_ {
+    ) -> impl Iterator<
+        Item = (
+            &[u8],
+            Range<usize>,
+            Option<&crate::envelope::EnvelopeHeader>,
+        ),
+    > + '_ {
         self.items.iter().enumerate().map(|(i, (r, _))| {
             (
                 self.buf.get(r.clone()).unwrap_or_default(),

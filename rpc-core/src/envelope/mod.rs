@@ -5,6 +5,10 @@
 //! for the messages of that file; a test in `tests/` checks that they
 //! agree, field by field, with the IDL.
 
+mod header;
+
+pub use header::{peek_header, peek_type_and_id, EnvelopeHeader};
+
 /// Version of the envelope format described here.
 pub const VERSION: u32 = 1;
 
