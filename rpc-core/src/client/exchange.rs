@@ -8,9 +8,7 @@ use super::session::{flag, Final, Session};
 use super::stats::bump;
 use super::Shared;
 use crate::call::{Invocation, Outcome, RawResult};
-use crate::envelope::{
-    Envelope, ExchangeProtocol, MessageType, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, VERSION,
-};
+use crate::envelope::{Envelope, ExchangeProtocol, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 use crate::error::Error;
 use crate::service::{Protocol, Style};
 use crate::transport::DatagramSocket;
@@ -240,24 +238,21 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
         )
     };
     let env = Envelope {
-        version: VERSION,
-        r#type: MessageType::Request as i32,
-        request_id: id,
-        session_id: shared.session_id,
-        service: inv.service.full_name.into(),
         instance: inv.instance,
-        method_id: inv.method.id,
         incarnation,
         deadline_us,
-        attempt: 1,
-        status: None,
-        payload: inv.payload,
         metadata: inv.metadata,
         protocol: ExchangeProtocol::R as i32,
         ack_up_to,
-        want_accept: false,
         idempotent: inv.options.idempotent,
         cookie,
+        ..Envelope::request(
+            shared.session_id,
+            id,
+            inv.service.full_name,
+            inv.method.id,
+            inv.payload,
+        )
     };
     let size = env.encoded_len();
     let limit = shared.config.max_datagram;
@@ -364,24 +359,20 @@ impl<S: DatagramSocket> Exchange<S> {
             .unwrap_or(shared.config.default_retries)
             .saturating_add(1);
         let env = Envelope {
-            version: VERSION,
-            r#type: MessageType::Request as i32,
-            request_id: id,
-            session_id: shared.session_id,
-            service: inv.service.full_name.into(),
             instance: inv.instance,
-            method_id: inv.method.id,
-            incarnation: 0,
-            deadline_us: 0,
+            // Set per copy (`send_request`).
             attempt: 0,
-            status: None,
-            payload: inv.payload,
             metadata: inv.metadata,
             protocol: ExchangeProtocol::from(inv.options.protocol) as i32,
-            ack_up_to: 0,
             want_accept: matches!(inv.options.style, Style::Async | Style::Deferred),
             idempotent: inv.options.idempotent,
-            cookie: 0,
+            ..Envelope::request(
+                shared.session_id,
+                id,
+                inv.service.full_name,
+                inv.method.id,
+                inv.payload,
+            )
         };
         Exchange {
             shared,
@@ -689,16 +680,7 @@ impl<S: DatagramSocket> Exchange<S> {
         self.buf.clear();
         // Not kept across the send: the envelope would enlarge the state
         // of every call.
-        let _ = Envelope {
-            version: VERSION,
-            r#type: MessageType::Ping as i32,
-            request_id: self.id,
-            session_id: self.shared.session_id,
-            attempt: n,
-            ack_up_to,
-            ..Default::default()
-        }
-        .encode(&mut self.buf);
+        let _ = Envelope::ping(self.shared.session_id, self.id, n, ack_up_to).encode(&mut self.buf);
         bump(&self.shared.counters.pings);
         match self.shared.send_datagram(&self.buf, None).await {
             Ok(_) => Ok(()),

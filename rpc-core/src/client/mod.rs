@@ -583,14 +583,7 @@ async fn flush<S: DatagramSocket>(
 
 /// Queues an ACK of `request_id` carrying `ack_up_to`.
 fn push_ack<S>(shared: &Shared<S>, sending: &mut SendBatch, request_id: u64, ack_up_to: u64) {
-    let ack = Envelope {
-        version: VERSION,
-        r#type: MessageType::Ack as i32,
-        request_id,
-        session_id: shared.session_id,
-        ack_up_to,
-        ..Default::default()
-    };
+    let ack = Envelope::ack(shared.session_id, request_id, ack_up_to);
     // Encoding into a Vec cannot run out of room.
     let _ = sending.push_with(shared.server, |buf| ack.encode(buf));
     bump(&shared.counters.acks_sent);

@@ -51,7 +51,7 @@
 use super::{ChannelConfig, ClientStats, UdpChannel};
 use crate::call::{Channel, Invocation, Outcome};
 use crate::envelope::{
-    peek_header, peek_type_and_id, Envelope, EnvelopeHeader, ExchangeProtocol, MessageType, VERSION,
+    peek_header, peek_type_and_id, Envelope, EnvelopeHeader, ExchangeProtocol, MessageType,
 };
 use crate::error::Error;
 use crate::status::Status;
@@ -406,14 +406,7 @@ impl LinkShared {
                 let header = peek_header(&p.frame);
                 p.answered = true;
                 p.frame = Bytes::new();
-                let env = Envelope {
-                    version: VERSION,
-                    r#type: MessageType::Error as i32,
-                    request_id: *id,
-                    session_id: header.session_id,
-                    status: Some(Box::new(status.clone())),
-                    ..Envelope::default()
-                };
+                let env = Envelope::error(header.session_id, *id, 0, status.clone());
                 answers.push(Bytes::from(env.encode_to_vec()));
             }
             // Not sent later: a one-way call is "maybe" anyway, and its
@@ -724,13 +717,8 @@ fn route(
                 entry.synthesized = Some(gen);
             }
             let in_progress = synthesize.then(|| {
-                let env = Envelope {
-                    version: VERSION,
-                    r#type: MessageType::InProgress as i32,
-                    request_id: h.request_id,
-                    session_id: h.session_id,
-                    ..Envelope::default()
-                };
+                let env =
+                    Envelope::answer(MessageType::InProgress, h.session_id, h.request_id, 0, None);
                 Bytes::from(env.encode_to_vec())
             });
             Route::Suppressed { in_progress }
@@ -1015,15 +1003,12 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) -> ReadEnd {
                         "reply of {len} bytes exceeds the client's limit of {} bytes",
                         link.config.max_frame
                     ));
-                    let env = Envelope {
-                        version: VERSION,
-                        r#type: MessageType::Error as i32,
-                        request_id: header.request_id,
-                        session_id: header.session_id,
-                        incarnation: header.incarnation,
-                        status: Some(Box::new(crate::envelope::Status::from(&status))),
-                        ..Envelope::default()
-                    };
+                    let env = Envelope::error(
+                        header.session_id,
+                        header.request_id,
+                        header.incarnation,
+                        crate::envelope::Status::from(&status),
+                    );
                     let _ = link.inbound_tx.send(Bytes::from(env.encode_to_vec()));
                 }
             }

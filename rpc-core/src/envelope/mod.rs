@@ -176,6 +176,87 @@ pub(crate) mod tag {
 }
 
 impl Envelope {
+    /// A REQUEST of a call, first copy: version, type, ids, the method and
+    /// the payload. The caller sets what else the call needs (protocol,
+    /// deadline, incarnation, `ack_up_to`, metadata, ...).
+    pub fn request(
+        session_id: u64,
+        request_id: u64,
+        service: impl Into<std::borrow::Cow<'static, str>>,
+        method_id: u32,
+        payload: bytes::Bytes,
+    ) -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: MessageType::Request as i32,
+            request_id,
+            session_id,
+            service: service.into(),
+            method_id,
+            attempt: 1,
+            payload,
+            ..Envelope::default()
+        }
+    }
+
+    /// A PING (section 7.3 of `idl/PROTOCOL.md`).
+    pub fn ping(session_id: u64, request_id: u64, attempt: u32, ack_up_to: u64) -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: MessageType::Ping as i32,
+            request_id,
+            session_id,
+            attempt,
+            ack_up_to,
+            ..Envelope::default()
+        }
+    }
+
+    /// An ACK of `request_id`'s answer, carrying the client's `ack_up_to`.
+    pub fn ack(session_id: u64, request_id: u64, ack_up_to: u64) -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: MessageType::Ack as i32,
+            request_id,
+            session_id,
+            ack_up_to,
+            ..Envelope::default()
+        }
+    }
+
+    /// A server message about (`session_id`, `request_id`) with no payload:
+    /// PONG, ACCEPT, IN_PROGRESS, an ERROR (with its `status`) or the frame
+    /// of a REPLY. `incarnation` is the server's (0 only for a message a
+    /// client makes up for itself).
+    pub fn answer(
+        kind: MessageType,
+        session_id: u64,
+        request_id: u64,
+        incarnation: u64,
+        status: Option<Status>,
+    ) -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: kind as i32,
+            request_id,
+            session_id,
+            incarnation,
+            status: status.map(Box::new),
+            ..Envelope::default()
+        }
+    }
+
+    /// An ERROR: this copy of (`session_id`, `request_id`) was not run.
+    pub fn error(session_id: u64, request_id: u64, incarnation: u64, status: Status) -> Envelope {
+        Envelope::answer(
+            MessageType::Error,
+            session_id,
+            request_id,
+            incarnation,
+            Some(status),
+        )
+    }
+
     /// Appends the encoding to `buf`, without computing the length first
     /// as `prost::Message::encode` does (callers that checked the size
     /// against a limit already know it).

@@ -60,7 +60,7 @@
 use super::codec::BytesCodec;
 use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
-use crate::envelope::{Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::envelope::{Envelope, ExchangeProtocol, MessageType};
 use crate::server::budget::{ByteBudget, Reservation};
 use crate::server::{DoorKind, Engine, ReplySink, ServerError, Untracked};
 use crate::service::{MethodInfo, PeerIdentity, Service, ServiceInfo, TransportKind};
@@ -519,26 +519,24 @@ impl Door {
         let user_metadata = md::user_metadata(meta);
         let instance = get_str(meta, md::INSTANCE).unwrap_or_default();
         let envelope = || Envelope {
-            version: VERSION,
-            r#type: MessageType::Request as i32,
-            request_id: call.request_id,
-            session_id: call.session,
-            service: self.service.info().full_name.into(),
             instance: instance.to_owned(),
-            method_id: method.id,
             incarnation: call.incarnation,
             deadline_us: timeout.map_or(0, |t| {
                 u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)
             }),
             attempt: call.attempt.max(1),
-            status: None,
-            payload: payload.clone(),
             metadata: user_metadata.clone(),
             protocol: protocol as i32,
             ack_up_to: call.ack_up_to,
             want_accept: call.accept,
             idempotent: call.idempotent,
-            cookie: 0,
+            ..Envelope::request(
+                call.session,
+                call.request_id,
+                self.service.info().full_name,
+                method.id,
+                payload.clone(),
+            )
         };
         let oneway = protocol == ExchangeProtocol::R;
         let mut pause = Duration::from_millis(1);

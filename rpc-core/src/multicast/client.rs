@@ -410,28 +410,18 @@ impl MulticastClient {
             // their tombstone against network duplicates).
             (id, st.ack_up_to().min(id - 1))
         };
+        // No incarnation and no cookie: members have their own, and a group
+        // copy cannot carry one right for all of them (see the module docs).
         let env = Envelope {
-            version: VERSION,
-            r#type: MessageType::Request as i32,
-            request_id: id,
-            session_id: shared.session_id,
-            service: service.full_name.into(),
             instance,
-            method_id: method.id,
-            // Members have incarnations of their own: a group copy cannot
-            // carry one that is right for all of them (see the module docs).
-            incarnation: 0,
-            deadline_us: 0,
+            // Set per copy.
             attempt: 0,
-            status: None,
-            payload,
             metadata,
             protocol: ExchangeProtocol::from(options.protocol) as i32,
             ack_up_to,
             want_accept: options.style == Style::Async,
             idempotent: options.idempotent,
-            // Cookies are per member, too: only unicast copies carry one.
-            cookie: 0,
+            ..Envelope::request(shared.session_id, id, service.full_name, method.id, payload)
         };
         let give_up_at = deadline.unwrap_or(now + shared.config.max_wait);
         let mut call = IpCall {
@@ -822,14 +812,7 @@ async fn receive_loop(shared: Arc<Shared>) {
             continue;
         };
         let ack_up_to = shared.lock().ack_up_to();
-        let env = Envelope {
-            version: VERSION,
-            r#type: MessageType::Ack as i32,
-            request_id: ack,
-            session_id: shared.session_id,
-            ack_up_to,
-            ..Default::default()
-        };
+        let env = Envelope::ack(shared.session_id, ack, ack_up_to);
         ack_buf.clear();
         let _ = env.encode(&mut ack_buf);
         bump(&shared.counters.acks);

@@ -469,15 +469,13 @@ impl Engine {
         request_id: u64,
         status: Option<Status>,
     ) -> Envelope {
-        Envelope {
-            version: VERSION,
-            r#type: ty as i32,
+        Envelope::answer(
+            ty,
+            session,
             request_id,
-            session_id: session,
-            incarnation: self.incarnation,
-            status: status.as_ref().map(|s| Box::new(envelope::Status::from(s))),
-            ..Envelope::default()
-        }
+            self.incarnation,
+            status.as_ref().map(envelope::Status::from),
+        )
     }
 
     async fn send_envelope<K: ReplySink>(&self, sink: &K, env: &Envelope) {

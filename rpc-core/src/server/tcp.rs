@@ -48,7 +48,7 @@ use super::engine::{Engine, ReplySink};
 use super::stats::bump;
 use super::{ServerBuilder, ServerError, ServerHandle};
 use crate::envelope::peek_header;
-use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
+use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType};
 use crate::service::{PeerIdentity, TransportKind};
 use crate::status::Status;
 use crate::transport::tcp::{
@@ -865,15 +865,12 @@ fn refuse_oversized<R: AsyncRead + Unpin>(
         "request of {len} bytes exceeds the limit of {} bytes",
         sink.limit
     ));
-    let error = Envelope {
-        version: VERSION,
-        r#type: MessageType::Error as i32,
-        request_id: header.request_id,
-        session_id: header.session_id,
-        incarnation: engine.incarnation(),
-        status: Some(Box::new(envelope::Status::from(&status))),
-        ..Envelope::default()
-    };
+    let error = Envelope::error(
+        header.session_id,
+        header.request_id,
+        engine.incarnation(),
+        envelope::Status::from(&status),
+    );
     bump(&engine.counters().errors);
     match sink.outbox.try_push_all(&[&error.encode_to_vec()]) {
         Ok(true) => {
