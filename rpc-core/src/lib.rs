@@ -118,6 +118,7 @@
 
 pub mod call;
 pub mod client;
+mod counter;
 pub mod envelope;
 pub mod error;
 pub mod fault;

@@ -105,7 +105,4 @@ counters!(
     window_waits,
 );
 
-/// Adds one to a counter.
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
+pub(crate) use crate::counter::bump;

@@ -50,6 +50,7 @@
 
 use super::{ChannelConfig, ClientStats, UdpChannel};
 use crate::call::{Channel, Invocation, Outcome};
+use crate::counter::bump;
 use crate::envelope::{
     peek_header, peek_type_and_id, Envelope, EnvelopeHeader, ExchangeProtocol, MessageType,
 };
@@ -170,10 +171,6 @@ struct LinkCounters {
     frames_received: AtomicU64,
     oversized: AtomicU64,
     write: WriteCounters,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What the calls see of the connection.

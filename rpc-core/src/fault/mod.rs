@@ -442,10 +442,6 @@ pub(crate) struct FaultCounters {
 }
 
 impl FaultCounters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn snapshot(&self) -> FaultStats {
         FaultStats {
             received: self.received.load(Ordering::Relaxed),

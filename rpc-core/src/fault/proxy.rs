@@ -9,6 +9,7 @@
 
 use super::shaper::Shaper;
 use super::{FaultConfig, FaultCounters, FaultError, FaultStats};
+use crate::counter::bump;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -422,13 +423,13 @@ impl Engine {
     async fn flush(&mut self, now: Instant) {
         while let Some((socket, datagram)) = self.c2s.pop_ready(now) {
             if let Err(e) = socket.send_to(&datagram, self.upstream).await {
-                FaultCounters::bump(&self.shared.send_errors);
+                bump(&self.shared.send_errors);
                 tracing::debug!(error = %e, upstream = %self.upstream, "fault proxy: send upstream failed");
             }
         }
         while let Some((client, datagram)) = self.s2c.pop_ready(now) {
             if let Err(e) = self.listen.send_to(&datagram, client).await {
-                FaultCounters::bump(&self.shared.send_errors);
+                bump(&self.shared.send_errors);
                 tracing::debug!(error = %e, %client, "fault proxy: send to client failed");
             }
         }
@@ -445,7 +446,7 @@ impl Engine {
             None => match self.map_client(client, now) {
                 Some(socket) => socket,
                 None => {
-                    FaultCounters::bump(&self.shared.send_errors);
+                    bump(&self.shared.send_errors);
                     return;
                 }
             },
@@ -464,7 +465,7 @@ impl Engine {
                 .map(|(a, _)| *a);
             if let Some(oldest) = oldest {
                 self.clients.remove(&oldest);
-                FaultCounters::bump(&self.shared.evicted);
+                bump(&self.shared.evicted);
                 tracing::debug!(client = %oldest, "fault proxy: client table full, evicted the one idle longest");
             }
         }
@@ -537,14 +538,14 @@ async fn read_upstream(
                 match to_engine.try_send((client, datagram)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        FaultCounters::bump(&shared.s2c.received);
-                        FaultCounters::bump(&shared.s2c.overflow);
+                        bump(&shared.s2c.received);
+                        bump(&shared.s2c.overflow);
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             Ok((_, from)) => {
-                FaultCounters::bump(&shared.strays);
+                bump(&shared.strays);
                 tracing::debug!(%from, %client, "fault proxy: datagram from a stranger on an upstream socket ignored");
             }
             Err(e) => {

@@ -5,6 +5,7 @@
 //! arrives and pops what is ready, and sleeps until [`Shaper::next_deadline`].
 
 use super::{Decider, FaultConfig, FaultCounters, MAX_DELAY};
+use crate::counter::bump;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -94,7 +95,7 @@ impl<T: Clone> Shaper<T> {
 
     fn schedule(&mut self, at: Instant, item: T) {
         if self.len() >= self.limit {
-            FaultCounters::bump(&self.counters.overflow);
+            bump(&self.counters.overflow);
             return;
         }
         self.seq += 1;
@@ -119,26 +120,26 @@ impl<T: Clone> Shaper<T> {
     /// Takes one arriving datagram: drops, duplicates, delays or holds it.
     pub(crate) fn push(&mut self, now: Instant, item: T) {
         let c = &self.counters;
-        FaultCounters::bump(&c.received);
+        bump(&c.received);
         let d = self.decider.decide();
         if d.drop {
-            FaultCounters::bump(&c.dropped);
+            bump(&c.dropped);
             return;
         }
         if d.duplicate {
-            FaultCounters::bump(&c.duplicated);
+            bump(&c.duplicated);
         }
         if !d.delay.is_zero() {
-            FaultCounters::bump(&c.delayed);
+            bump(&c.delayed);
         }
         self.expire_held(now);
         let at = now + d.delay;
         let copy = d.duplicate.then(|| (now + d.copy_delay, item.clone()));
         if d.reorder && self.held.is_none() {
             if self.len() >= self.limit {
-                FaultCounters::bump(&self.counters.overflow);
+                bump(&self.counters.overflow);
                 if copy.is_some() {
-                    FaultCounters::bump(&self.counters.overflow);
+                    bump(&self.counters.overflow);
                 }
                 return;
             }
@@ -157,7 +158,7 @@ impl<T: Clone> Shaper<T> {
         }
         // This datagram overtakes the held one, which follows right after it.
         if let Some(held) = self.held.take() {
-            FaultCounters::bump(&self.counters.reordered);
+            bump(&self.counters.reordered);
             for (held_at, item) in held.copies {
                 self.schedule(held_at.max(at), item);
             }
@@ -169,7 +170,7 @@ impl<T: Clone> Shaper<T> {
         self.expire_held(now);
         if self.queue.peek().is_some_and(|s| s.at <= now) {
             let slot = self.queue.pop()?;
-            FaultCounters::bump(&self.counters.forwarded);
+            bump(&self.counters.forwarded);
             return Some(slot.item);
         }
         None

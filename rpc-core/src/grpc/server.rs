@@ -60,6 +60,7 @@
 use super::codec::BytesCodec;
 use super::metadata::{self as md, get_str, put_static};
 use super::status::to_tonic;
+use crate::counter::bump;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType};
 use crate::server::budget::{ByteBudget, Reservation};
 use crate::server::{DoorKind, Engine, ReplySink, ServerError, Untracked};
@@ -947,7 +948,7 @@ impl Counted {
             }
             None => {
                 self.door.budget.count_refused();
-                self.door.no_budget.fetch_add(1, Ordering::Relaxed);
+                bump(&self.door.no_budget);
                 tracing::debug!(
                     peer = ?self.peer,
                     len,
@@ -1015,7 +1016,7 @@ impl hyper::body::Body for Counted {
                 if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.door.timeouts.fetch_add(1, Ordering::Relaxed);
+                bump(&this.door.timeouts);
                 let timeout = this.door.config.receive_timeout;
                 tracing::debug!(peer = ?this.peer, ?timeout, "grpc request not received in time; refused");
                 this.fail(tonic::Status::resource_exhausted(format!(
@@ -1106,12 +1107,12 @@ async fn accept_loop(listener: TcpListener, router: Router) {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        door.refused.fetch_add(1, Ordering::Relaxed);
+                        bump(&door.refused);
                         tracing::debug!(%peer, limit = config.max_connections, "grpc connection refused: too many open");
                         drop(tcp);
                         continue;
                     };
-                    door.accepted.fetch_add(1, Ordering::Relaxed);
+                    bump(&door.accepted);
                     door.open.fetch_add(1, Ordering::AcqRel);
                     let open = Open(Arc::clone(&door));
                     if let Err(error) = tcp.set_nodelay(true) {
@@ -1157,11 +1158,11 @@ async fn connection(router: Router, http2: &Http2, tcp: tokio::net::TcpStream, p
                 serve(router.for_connection(conn), http2, stream, peer).await;
             }
             Ok(Err(error)) => {
-                door.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                bump(&door.handshake_failures);
                 tracing::debug!(%peer, %error, "grpc tls handshake failed");
             }
             Err(_) => {
-                door.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                bump(&door.handshake_failures);
                 tracing::debug!(%peer, "grpc tls handshake timed out");
             }
         }
@@ -1196,7 +1197,7 @@ where
                     () = tokio::time::sleep(idle) => {
                         let begun = activity.begun.load(Ordering::Acquire);
                         if begun == seen && activity.open.load(Ordering::Acquire) == 0 {
-                            door.closed_idle.fetch_add(1, Ordering::Relaxed);
+                            bump(&door.closed_idle);
                             tracing::debug!(%peer, ?idle, "idle grpc connection closed");
                             served.as_mut().graceful_shutdown();
                             break served.await;

@@ -11,6 +11,7 @@
 //! RRA replies at once, from whichever member they come.
 
 use crate::call::RawResult;
+use crate::counter::bump;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, SERVER_RESTARTED, VERSION};
 use crate::error::Error;
 use crate::service::{Metadata, MethodInfo, Protocol, ServiceInfo, Style};
@@ -139,10 +140,6 @@ struct Counters {
     late: AtomicU64,
     acks: AtomicU64,
     dropped: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What the receive task hands a call.

@@ -138,10 +138,7 @@ counters! {
     recv_errors,
 }
 
-/// Adds one to a counter.
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
+pub(crate) use crate::counter::bump;
 
 impl Counters {
     pub(crate) fn snapshot(

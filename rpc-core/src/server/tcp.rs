@@ -581,7 +581,7 @@ struct TcpReply {
 impl ReplySink for TcpReply {
     async fn send(&self, message: &[u8]) -> io::Result<()> {
         self.outbox.push(message).await?;
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        bump(&self.sent);
         bump(&self.door.counters.write.frames);
         Ok(())
     }
@@ -874,7 +874,7 @@ fn refuse_oversized<R: AsyncRead + Unpin>(
     bump(&engine.counters().errors);
     match sink.outbox.try_push_all(&[&error.encode_to_vec()]) {
         Ok(true) => {
-            sink.sent.fetch_add(1, Ordering::Relaxed);
+            bump(&sink.sent);
             bump(&counters.write.frames);
         }
         Ok(false) | Err(_) => bump(&engine.counters().send_errors),
