@@ -179,6 +179,7 @@ impl Envelope {
     /// A REQUEST of a call, first copy: version, type, ids, the method and
     /// the payload. The caller sets what else the call needs (protocol,
     /// deadline, incarnation, `ack_up_to`, metadata, ...).
+    #[inline]
     pub fn request(
         session_id: u64,
         request_id: u64,
@@ -200,6 +201,7 @@ impl Envelope {
     }
 
     /// A PING (section 7.3 of `idl/PROTOCOL.md`).
+    #[inline]
     pub fn ping(session_id: u64, request_id: u64, attempt: u32, ack_up_to: u64) -> Envelope {
         Envelope {
             version: VERSION,
@@ -213,6 +215,7 @@ impl Envelope {
     }
 
     /// An ACK of `request_id`'s answer, carrying the client's `ack_up_to`.
+    #[inline]
     pub fn ack(session_id: u64, request_id: u64, ack_up_to: u64) -> Envelope {
         Envelope {
             version: VERSION,
@@ -228,6 +231,7 @@ impl Envelope {
     /// PONG, ACCEPT, IN_PROGRESS, an ERROR (with its `status`) or the frame
     /// of a REPLY. `incarnation` is the server's (0 only for a message a
     /// client makes up for itself).
+    #[inline]
     pub fn answer(
         kind: MessageType,
         session_id: u64,
@@ -247,6 +251,7 @@ impl Envelope {
     }
 
     /// An ERROR: this copy of (`session_id`, `request_id`) was not run.
+    #[inline]
     pub fn error(session_id: u64, request_id: u64, incarnation: u64, status: Status) -> Envelope {
         Envelope::answer(
             MessageType::Error,
