@@ -60,7 +60,7 @@ pub enum Frame {
     TooLarge {
         /// The announced length.
         len: usize,
-        /// Its first bytes (at most [`HEAD_KEEP`]): enough for the
+        /// Its first bytes (at most 256): enough for the
         /// receiver to read who sent it and answer.
         head: Bytes,
     },
