@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn debug_of_idl_errors_is_the_rendered_text() {
         let err = crate::diag::Error::new(
-            crate::lexer::Span { start: 0, end: 1 },
+            crate::span::Span { start: 0, end: 1 },
             "unknown type `X`",
             "",
         );

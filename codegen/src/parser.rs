@@ -8,7 +8,8 @@
 
 use crate::ast::{self, AttrValue, Attribute, FieldType, Ident, Label, Member, ReservedItem};
 use crate::diag;
-use crate::lexer::{self, IntLit, Span, Token, TokenKind};
+use crate::lexer::{self, IntLit, Token, TokenKind};
+use crate::span::Span;
 
 /// Parses `src`: the tree (as complete as recovery allows) and every
 /// lexical and syntax error, in source order.
