@@ -61,18 +61,17 @@ impl Resolver<'_> {
                 ok = false;
                 continue;
             }
-            if let Some(first) = seen.get(name) {
-                let label = format!("already given at {}", self.place(fi, fi, *first));
-                self.err(
-                    fi,
-                    attr.name.span,
-                    format!("duplicate attribute `{name}`"),
-                    label,
-                );
+            if !self.check_unique(
+                fi,
+                &mut seen,
+                name,
+                attr.name.span,
+                || format!("duplicate attribute `{name}`"),
+                "already given at",
+            ) {
                 ok = false;
                 continue;
             }
-            seen.insert(name, attr.name.span);
             if name == "idempotent" {
                 if let Some(v) = &attr.value {
                     self.err(

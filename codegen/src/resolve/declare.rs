@@ -106,20 +106,22 @@ impl Resolver<'_> {
                 let ast::Item::Enum(e) = item else { continue };
                 let mut seen_here: HashMap<&str, Span> = HashMap::new();
                 for v in &e.values {
-                    if let Some(first) = seen_here.get(v.name.name.as_str()) {
-                        let label = format!("first defined at {}", self.place(fi, fi, *first));
-                        self.err(
-                            fi,
-                            v.name.span,
+                    let first = self.check_unique(
+                        fi,
+                        &mut seen_here,
+                        v.name.name.as_str(),
+                        v.name.span,
+                        || {
                             format!(
                                 "duplicate enum value `{}` in enum `{}`",
                                 v.name.name, e.name.name
-                            ),
-                            label,
-                        );
+                            )
+                        },
+                        "first defined at",
+                    );
+                    if !first {
                         continue;
                     }
-                    seen_here.insert(&v.name.name, v.name.span);
                     let key = (pkg.clone(), v.name.name.clone());
                     if let Some(decl) = self.decls.get(&key) {
                         let label = format!(

@@ -20,17 +20,14 @@ impl Resolver<'_> {
         let mut seen_imports: HashMap<usize, Span> = HashMap::new();
         for (imp, target) in ast_file.imports.iter().zip(&input.imports) {
             if let Some(t) = target {
-                if let Some(first) = seen_imports.get(t) {
-                    let label = format!("already imported at {}", self.place(fi, fi, *first));
-                    self.err(
-                        fi,
-                        imp.span,
-                        format!("`{}` is imported twice", imp.path),
-                        label,
-                    );
-                } else {
-                    seen_imports.insert(*t, imp.span);
-                }
+                self.check_unique(
+                    fi,
+                    &mut seen_imports,
+                    *t,
+                    imp.span,
+                    || format!("`{}` is imported twice", imp.path),
+                    "already imported at",
+                );
             }
         }
     }

@@ -142,17 +142,14 @@ impl Resolver<'_> {
                                 format!("reserved name `{name}` is not a valid field name"),
                                 "reserved names are identifiers",
                             );
-                        } else if let Some(first) = reserved_names.get(name) {
-                            let label =
-                                format!("already reserved at {}", self.place(fi, fi, *first));
-                            self.err(
-                                fi,
-                                *span,
-                                format!("field name `{name}` is reserved twice"),
-                                label,
-                            );
-                        } else {
-                            reserved_names.insert(name.clone(), *span);
+                        } else if self.check_unique(
+                            fi,
+                            &mut reserved_names,
+                            name.clone(),
+                            *span,
+                            || format!("field name `{name}` is reserved twice"),
+                            "already reserved at",
+                        ) {
                             out.reserved_names.push(name.clone());
                         }
                     }
@@ -177,16 +174,14 @@ impl Resolver<'_> {
         for site in &sites {
             let f = site.field;
             let name = f.name.name.as_str();
-            if let Some(first) = by_name.get(name) {
-                let label = format!("first defined at {}", self.place(fi, fi, *first));
-                self.err(
-                    fi,
-                    f.name.span,
-                    format!("duplicate field `{name}` in message `{}`", m.name.name),
-                    label,
-                );
-            } else {
-                by_name.insert(name, f.name.span);
+            if self.check_unique(
+                fi,
+                &mut by_name,
+                name,
+                f.name.span,
+                || format!("duplicate field `{name}` in message `{}`", m.name.name),
+                "first defined at",
+            ) {
                 let _ = self.check_rust_name(
                     fi,
                     &f.name,

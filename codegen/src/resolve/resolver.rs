@@ -13,6 +13,7 @@ use crate::ast::{self, Ident};
 use crate::diag;
 use crate::span::Span;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::path::PathBuf;
 
 /// One parsed file, as the loader hands it over.
@@ -114,6 +115,28 @@ impl<'a> Resolver<'a> {
             let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("{}:{line}:{col}", self.inputs[file].path.display())
         }
+    }
+
+    /// Whether `key` is seen for the first time in `seen` (it is then
+    /// remembered at `span`). If not, reports `message()` at `span`, with
+    /// the label `already` followed by where the first one is (`"first
+    /// defined at"` gives "first defined at line 3").
+    pub(super) fn check_unique<K: Hash + Eq>(
+        &mut self,
+        fi: usize,
+        seen: &mut HashMap<K, Span>,
+        key: K,
+        span: Span,
+        message: impl FnOnce() -> String,
+        already: &str,
+    ) -> bool {
+        if let Some(first) = seen.get(&key) {
+            let label = format!("{already} {}", self.place(fi, fi, *first));
+            self.err(fi, span, message(), label);
+            return false;
+        }
+        seen.insert(key, span);
+        true
     }
 
     /// Checks that `rust` (the converted name of `ident`) is a legal Rust

@@ -66,18 +66,15 @@ impl Resolver<'_> {
         let mut by_id: HashMap<u32, (&str, Span)> = HashMap::new();
         for m in &s.methods {
             let name = m.name.name.as_str();
-            let mut ok = true;
-            if let Some(first) = by_name.get(name) {
-                let label = format!("first defined at {}", self.place(fi, fi, *first));
-                self.err(
-                    fi,
-                    m.name.span,
-                    format!("duplicate method `{name}` in service `{}`", s.name.name),
-                    label,
-                );
-                ok = false;
-            } else {
-                by_name.insert(name, m.name.span);
+            let mut ok = self.check_unique(
+                fi,
+                &mut by_name,
+                name,
+                m.name.span,
+                || format!("duplicate method `{name}` in service `{}`", s.name.name),
+                "first defined at",
+            );
+            if ok {
                 let _ = self.check_rust_name(
                     fi,
                     &m.name,
