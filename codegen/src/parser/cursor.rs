@@ -116,6 +116,18 @@ impl Parser<'_> {
         Reported
     }
 
+    /// Reports a syntax error at the current token, for a construct the
+    /// IDL does not have; the caller recovers.
+    pub(super) fn reject(
+        &mut self,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Reported {
+        let span = self.tok().span;
+        self.error(span, message, label);
+        Reported
+    }
+
     /// Reports a syntax error at `span`.
     pub(super) fn error(
         &mut self,

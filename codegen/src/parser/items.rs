@@ -9,7 +9,7 @@
 //! and enum values, and methods: `returns` missing or given to a `oneway`
 //! method, `raises` on a `oneway` method, a missing `;`.
 
-use super::cursor::{PResult, Parser, Reported};
+use super::cursor::{PResult, Parser};
 use crate::ast::{self, Member, ReservedItem};
 use crate::lexer::TokenKind;
 
@@ -75,14 +75,10 @@ impl Parser<'_> {
                         "service" => self
                             .service(docs)
                             .map(|s| file.items.push(ast::Item::Service(s))),
-                        "option" | "syntax" | "extend" | "edition" => {
-                            self.error(
-                                start,
-                                format!("`{w}` statements are not supported"),
-                                "the IDL has no such statement",
-                            );
-                            Err(Reported)
-                        }
+                        "option" | "syntax" | "extend" | "edition" => Err(self.reject(
+                            format!("`{w}` statements are not supported"),
+                            "the IDL has no such statement",
+                        )),
                         _ => Err(self
                             .expected("`message`, `enum`, `service`, `import` or `package`", "")),
                     }
@@ -100,17 +96,14 @@ impl Parser<'_> {
     }
 
     fn nested_declaration(&mut self, inside: &str) -> PResult<Option<Member>> {
-        let start = self.tok().span;
         let name = match self.kind_at(1) {
             TokenKind::Ident(n) => format!(" `{n}`"),
             _ => String::new(),
         };
-        self.error(
-            start,
+        Err(self.reject(
             format!("nested declarations are not supported in {inside}"),
             format!("declare{name} at the top level of the file"),
-        );
-        Err(Reported)
+        ))
     }
 
     fn message(&mut self, docs: Vec<String>) -> PResult<ast::Message> {
@@ -134,22 +127,16 @@ impl Parser<'_> {
             let what = format!("oneof `{}`", name.name);
             let (fields, _) = self.block(&what, |p, docs| {
                 if p.is_word("oneof") && matches!(p.kind_at(1), TokenKind::Ident(_)) {
-                    let span = p.tok().span;
-                    p.error(
-                        span,
+                    return Err(p.reject(
                         "a oneof cannot contain another oneof",
                         "not allowed inside a oneof",
-                    );
-                    return Err(Reported);
+                    ));
                 }
                 if p.is_word("reserved") && !matches!(p.kind_at(1), TokenKind::Eq) {
-                    let span = p.tok().span;
-                    p.error(
-                        span,
+                    return Err(p.reject(
                         "`reserved` belongs in the message, not in a oneof",
                         "move it out of the oneof",
-                    );
-                    return Err(Reported);
+                    ));
                 }
                 p.field(docs).map(Some)
             })?;
@@ -169,13 +156,10 @@ impl Parser<'_> {
                 && matches!(self.kind_at(2), TokenKind::Eq)
                 && !matches!(self.kind_at(3), TokenKind::Int(_)));
         if self.is_word("option") && option_statement {
-            let span = self.tok().span;
-            self.error(
-                span,
+            return Err(self.reject(
                 "`option` statements are not supported",
                 "the IDL has no options",
-            );
-            return Err(Reported);
+            ));
         }
         self.field(docs).map(|f| Some(Member::Field(f)))
     }
@@ -244,18 +228,15 @@ impl Parser<'_> {
             if (p.is_word("reserved") || p.is_word("option"))
                 && !matches!(p.kind_at(1), TokenKind::Eq)
             {
-                let span = p.tok().span;
                 let w = if p.is_word("reserved") {
                     "reserved"
                 } else {
                     "option"
                 };
-                p.error(
-                    span,
+                return Err(p.reject(
                     format!("`{w}` is not supported in enums"),
                     "an enum holds only `NAME = number;` values",
-                );
-                return Err(Reported);
+                ));
             }
             if (p.is_word("message") || p.is_word("enum"))
                 && matches!(p.kind_at(1), TokenKind::Ident(_))

@@ -4,7 +4,7 @@
 //! Syntax errors from here: a type name starting with `.`, a map as a map
 //! value, and what a field lacks (name, `=`, number, `;`).
 
-use super::cursor::{PResult, Parser, Reported};
+use super::cursor::{PResult, Parser};
 use crate::ast::{self, FieldType, Label};
 use crate::lexer::TokenKind;
 
@@ -12,13 +12,10 @@ impl Parser<'_> {
     /// A type name, dotted or not.
     pub(super) fn path(&mut self, what: &str, context: &str) -> PResult<ast::Path> {
         if matches!(self.kind(), TokenKind::Dot) {
-            let span = self.tok().span;
-            self.error(
-                span,
+            return Err(self.reject(
                 "a type name cannot start with `.`",
                 "remove the leading `.`: names are resolved from the root already",
-            );
-            return Err(Reported);
+            ));
         }
         let first = self.ident(what, context)?;
         let mut span = first.span;
@@ -71,13 +68,10 @@ impl Parser<'_> {
             let key = self.path("a map key type", "after `map<`")?;
             self.expect(&TokenKind::Comma, "after the map key type")?;
             if self.is_word("map") && matches!(self.kind_at(1), TokenKind::Lt) {
-                let span = self.tok().span;
-                self.error(
-                    span,
+                return Err(self.reject(
                     "a map value cannot be a map",
                     "wrap the inner map in a message",
-                );
-                return Err(Reported);
+                ));
             }
             let value = self.path("a map value type", "after `,`")?;
             let end = self.expect(&TokenKind::Gt, "to close the map type")?;
