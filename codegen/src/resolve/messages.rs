@@ -20,7 +20,7 @@ pub const MAX_FIELD_NUMBER: u32 = 536_870_911;
 /// Field numbers protobuf keeps for itself.
 pub const PROTOBUF_RESERVED: std::ops::RangeInclusive<u32> = 19_000..=19_999;
 
-/// A number written without sign or suffix that fits in a `u32`.
+/// The value of a literal written without `-`, if it fits in a `u32`.
 fn plain_u32(lit: &ast::IntLit) -> Option<u32> {
     if lit.negative {
         return None;
