@@ -5,7 +5,8 @@
 //! [`resolve`](crate::resolve). After a syntax error the parser skips to the
 //! next `;` or `}` and goes on, so a tree may miss the broken pieces.
 
-pub use crate::lexer::{IntLit, Span};
+pub use crate::lexer::IntLit;
+pub use crate::span::Span;
 
 /// A name and where it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

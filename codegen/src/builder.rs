@@ -116,7 +116,7 @@ impl Builder {
                 .file_stem()
                 .ok_or_else(|| BuildError::NoFileStem(path.clone()))?;
             let target = out_dir.join(stem).with_extension("rs");
-            match crate::load(&path) {
+            match crate::loader::load(&path) {
                 Ok(model) => {
                     self.rerun_if_changed(model.files.iter().map(|f| f.path.as_path()))?;
                     let text = crate::rust::generate_with_base(&model, base.as_deref());
@@ -154,7 +154,7 @@ impl Builder {
             Some(b) if root.is_relative() => b.join(root),
             _ => root.to_path_buf(),
         };
-        let model = crate::load(&path).map_err(BuildError::Idl)?;
+        let model = crate::loader::load(&path).map_err(BuildError::Idl)?;
         let text = crate::rust::generate_with_base(&model, base.as_deref());
         Ok((model, text))
     }
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn debug_of_idl_errors_is_the_rendered_text() {
         let err = crate::diag::Error::new(
-            crate::lexer::Span { start: 0, end: 1 },
+            crate::span::Span { start: 0, end: 1 },
             "unknown type `X`",
             "",
         );

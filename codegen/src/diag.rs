@@ -16,7 +16,7 @@
 //! Columns count characters (not bytes), starting at 1. Tabs in the quoted
 //! source line are shown as four spaces, and the caret line follows.
 
-use crate::lexer::Span;
+use crate::span::Span;
 use std::fmt;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -7,28 +7,8 @@
 //! next item.
 
 use crate::diag;
+use crate::span::Span;
 use std::fmt;
-
-/// A byte range `start..end` in one file's text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Span {
-    /// First byte.
-    pub start: usize,
-    /// One past the last byte (`start == end` for a position, e.g. end of file).
-    pub end: usize,
-}
-
-impl Span {
-    /// The span `start..end`.
-    pub fn new(start: usize, end: usize) -> Span {
-        Span { start, end }
-    }
-
-    /// The smallest span covering `self` and `other`.
-    pub fn to(self, other: Span) -> Span {
-        Span::new(self.start.min(other.start), self.end.max(other.end))
-    }
-}
 
 /// What a token is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,11 @@
 //! The IDL compiler: `.idl` files in, Rust and `.proto` out.
 //!
-//! The pipeline: text -> tokens with byte spans ([`lexer`]) -> AST
+//! The pipeline: text -> tokens with byte spans ([`lexer`], [`span`]) -> AST
 //! ([`parser`]) -> resolution and validation, every error collected
 //! ([`resolve`]) -> a [`model::Model`] -> back ends: Rust ([`rust`], through
-//! `quote!`, `syn` and `prettyplease`) and proto3 ([`proto`]).
+//! `quote!`, `syn` and `prettyplease`) and proto3 ([`proto`]). Every
+//! stage reports its mistakes as [`diag::Error`]s; the loader renders them
+//! as [`Diagnostics`].
 //!
 //! Entry points: [`load`] (parse and check a file and its imports),
 //! [`Builder`] (for `build.rs`), the `rpcgen` binary, and the `idl!` macro
@@ -20,6 +22,7 @@ pub mod parser;
 pub mod proto;
 pub mod resolve;
 pub mod rust;
+pub mod span;
 
 pub use builder::{BuildError, Builder};
 pub use diag::{Diagnostic, Diagnostics};

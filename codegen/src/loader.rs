@@ -8,8 +8,8 @@
 //! renders every error of every file.
 
 use crate::diag::{self, Diagnostic, Diagnostics};
-use crate::lexer::Span;
 use crate::model::Model;
+use crate::span::Span;
 use crate::{ast, parser, resolve};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Component, Path, PathBuf};

@@ -23,8 +23,7 @@
 //! `#![no_implicit_prelude]` and without a `tonic` dependency of the user's
 //! crate; everything outside that module names `::rpc_core::codegen` only.
 
-use super::names::{snake_ident, type_ident};
-use super::service::method_const;
+use super::names::{bare_type_name, method_const, snake_ident};
 use crate::model::Service;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -108,10 +107,7 @@ impl tonic_build::Method for GrpcMethod {
 }
 
 fn adapter(package: &[String], s: &Service) -> GrpcService {
-    let bare = type_ident(&s.name)
-        .to_string()
-        .trim_start_matches("r#")
-        .to_owned();
+    let bare = bare_type_name(&s.name);
     GrpcService {
         name: format!("{bare}Grpc"),
         package: package.join("."),
@@ -162,7 +158,7 @@ pub(super) fn module(package: &[String], s: &Service) -> (TokenStream, Names) {
     let info = snake_ident(&s.name);
     let methods = s.methods.iter().map(|m| {
         let fname = snake_ident(&m.name);
-        let c = method_const(m);
+        let c = method_const(&m.name);
         quote! {
             async fn #fname(
                 &self,

@@ -2,10 +2,17 @@
 //!
 //! One `quote!` function per generated item (`types` for messages, enums
 //! and oneofs; `service` for the service description, server trait,
-//! dispatcher, client stub and group client) builds a token stream
-//! ([`tokens`]); `build.rs` ([`crate::Builder`]) writes it out through
-//! `syn` and `prettyplease` ([`generate`]); the `idl!` macro of `rpc-macros`
-//! emits the same tokens directly.
+//! dispatcher, client stub and group client; `grpc` for the service's gRPC
+//! face) builds a token stream ([`tokens`]); `build.rs`
+//! ([`crate::Builder`]) writes it out through `syn` and `prettyplease`
+//! ([`generate`]); the `idl!` macro of `rpc-macros` emits the same tokens
+//! directly.
+//!
+//! The modules depend one way: this one (the package module tree and the
+//! entry points) uses `types` and `service`; `service` uses `grpc`; all of
+//! them use the shared helpers `names` (Rust names of IDL names, the
+//! `MethodInfo` const of a method), `docs` (doc attributes) and `context`
+//! (the package being generated and which fields are boxed).
 //!
 //! # The generated code
 //! - One Rust module per package path: `package demo.v1;` becomes
@@ -33,140 +40,19 @@
 //!   `Service::grpc_route` on `ClockServer<S>` (needs `rpc-core`'s `grpc`
 //!   feature, on by default).
 
+mod context;
+mod docs;
 mod grpc;
 mod names;
 mod service;
 mod types;
 
-use crate::model::{Model, TypeRef};
+use crate::model::Model;
+use context::{reachability, Context};
+use docs::docs;
 use proc_macro2::TokenStream;
 use quote::quote;
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
-
-/// What every item generator needs: the package being generated and the
-/// recursion analysis of the whole model.
-pub(crate) struct Context<'a> {
-    /// The package whose module the items go into.
-    package: &'a [String],
-    /// For each message (full name), the messages reachable from it through
-    /// non-repeated message fields (singular, optional, oneof).
-    reach: &'a HashMap<TypeRef, HashSet<TypeRef>>,
-}
-
-impl Context<'_> {
-    /// Whether a field of type `field_type` in `msg` (of this package) must
-    /// be boxed: `msg` is reachable from `field_type` through non-repeated
-    /// message fields, as prost-build decides.
-    fn is_recursive(&self, msg: &crate::model::Message, field_type: &TypeRef) -> bool {
-        let me = TypeRef {
-            package: self.package.to_vec(),
-            name: msg.name.clone(),
-        };
-        *field_type == me || self.reach.get(field_type).is_some_and(|r| r.contains(&me))
-    }
-}
-
-/// For every message, the set of messages reachable through singular,
-/// optional and oneof message fields (repeated and map fields are behind a
-/// `Vec`/`HashMap` and need no box).
-fn reachability(model: &Model) -> HashMap<TypeRef, HashSet<TypeRef>> {
-    use crate::model::{FieldKind, Type};
-    let mut edges: HashMap<TypeRef, Vec<TypeRef>> = HashMap::new();
-    for file in &model.files {
-        for m in &file.messages {
-            let me = TypeRef {
-                package: file.package.clone(),
-                name: m.name.clone(),
-            };
-            let mut out = Vec::new();
-            for f in &m.fields {
-                if let FieldKind::Single(Type::Message(r)) | FieldKind::Optional(Type::Message(r)) =
-                    &f.kind
-                {
-                    out.push(r.clone());
-                }
-            }
-            for o in &m.oneofs {
-                for f in &o.fields {
-                    if let Type::Message(r) = &f.ty {
-                        out.push(r.clone());
-                    }
-                }
-            }
-            edges.insert(me, out);
-        }
-    }
-    let mut reach = HashMap::new();
-    for start in edges.keys() {
-        let mut seen: HashSet<TypeRef> = HashSet::new();
-        let mut stack: Vec<&TypeRef> = edges
-            .get(start)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
-        while let Some(t) = stack.pop() {
-            if seen.insert(t.clone()) {
-                if let Some(next) = edges.get(t) {
-                    stack.extend(next.iter());
-                }
-            }
-        }
-        reach.insert(start.clone(), seen);
-    }
-    reach
-}
-
-/// `#[doc = " line"]` for each doc line (with the leading space rustdoc
-/// and prettyplease expect), made safe for rustdoc: outside code, brackets
-/// are escaped (no broken intra-doc links) and indentation is dropped (no
-/// accidental indented code block); an opening code fence without a
-/// language becomes ```` ```text ```` (no accidental doctest).
-pub(crate) fn docs(lines: &[String]) -> TokenStream {
-    let mut in_fence = false;
-    let attrs = lines.iter().map(|l| {
-        let line = sanitize_doc(l, &mut in_fence);
-        let text = if line.is_empty() {
-            String::new()
-        } else {
-            format!(" {line}")
-        };
-        quote!(#[doc = #text])
-    });
-    let out = quote!(#(#attrs)*);
-    out
-}
-
-fn sanitize_doc(line: &str, in_fence: &mut bool) -> String {
-    let trimmed = line.trim();
-    if let Some(lang) = trimmed.strip_prefix("```") {
-        let opening = !*in_fence;
-        *in_fence = opening;
-        return if opening && lang.trim().is_empty() {
-            "```text".to_owned()
-        } else {
-            trimmed.to_owned()
-        };
-    }
-    if *in_fence {
-        return line.trim_end().to_owned();
-    }
-    let mut out = String::with_capacity(trimmed.len());
-    let mut in_code = false;
-    for c in trimmed.chars() {
-        match c {
-            '`' => {
-                in_code = !in_code;
-                out.push(c);
-            }
-            '[' | ']' if !in_code => {
-                out.push('\\');
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 /// A tree of modules, one per package segment, in order of first appearance.
 #[derive(Default)]
@@ -223,10 +109,7 @@ pub fn tokens(model: &Model) -> TokenStream {
     let reach = reachability(model);
     let mut root = ModuleTree::default();
     for file in &model.files {
-        let cx = Context {
-            package: &file.package,
-            reach: &reach,
-        };
+        let cx = Context::new(&file.package, &reach);
         let mut items = Vec::new();
         for m in &file.messages {
             items.push(types::message(&cx, m));
@@ -309,44 +192,4 @@ pub fn generate_with_base(model: &Model, base: Option<&Path>) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rendered(lines: &[&str]) -> Vec<String> {
-        let lines: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
-        let tokens = docs(&lines);
-        let item: syn::ItemStruct = match syn::parse2(quote!(#tokens struct X;)) {
-            Ok(i) => i,
-            Err(e) => panic!("{e}"),
-        };
-        item.attrs
-            .iter()
-            .filter_map(|a| match &a.meta {
-                syn::Meta::NameValue(nv) => match &nv.value {
-                    syn::Expr::Lit(syn::ExprLit {
-                        lit: syn::Lit::Str(s),
-                        ..
-                    }) => Some(s.value()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn docs_are_made_safe_for_rustdoc() {
-        assert_eq!(
-            rendered(&["see [Foo] and `[bar]`"]),
-            vec![" see \\[Foo\\] and `[bar]`"]
-        );
-        assert_eq!(rendered(&["", "    indented"]), vec!["", " indented"]);
-        assert_eq!(
-            rendered(&["```", "  [x] stays", "```", "```rust", "y", "```"]),
-            vec![" ```text", "   [x] stays", " ```", " ```rust", " y", " ```"]
-        );
-    }
 }

@@ -8,6 +8,7 @@
 
 use crate::resolve::names::{is_forbidden, needs_raw, words};
 use proc_macro2::{Ident, Span};
+use quote::format_ident;
 
 /// `UpperCamelCase` (heck's `to_upper_camel_case`).
 pub(crate) fn upper_camel(s: &str) -> String {
@@ -75,6 +76,28 @@ pub(crate) fn type_ident(name: &str) -> Ident {
 /// The Rust name of a field, method or module (`snake_case`).
 pub(crate) fn snake_ident(name: &str) -> Ident {
     ident(&snake(name))
+}
+
+/// The Rust type name of a service or message without the `r#` a keyword
+/// gets, for the names made from it (`ClockServer`, `ClockGrpc`) and for
+/// docs.
+pub(crate) fn bare_type_name(name: &str) -> String {
+    type_ident(name)
+        .to_string()
+        .trim_start_matches("r#")
+        .to_owned()
+}
+
+/// Name of the `MethodInfo` const of the method `method` in its service
+/// module: its name in `SHOUTY_CASE`, with a `_` suffix if that would be
+/// `SERVICE`. The service items name it, and so does the gRPC face.
+pub(crate) fn method_const(method: &str) -> Ident {
+    let name = shouty(method);
+    if name == "SERVICE" {
+        format_ident!("SERVICE_")
+    } else {
+        ident(&name)
+    }
 }
 
 /// The Rust name of an enum variant: the value name in `UpperCamelCase`

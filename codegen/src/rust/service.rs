@@ -3,23 +3,14 @@
 //! `<Name>Server<S>`, the client stub `<Name>Client` and the group client
 //! `<Name>GroupClient`.
 
-use super::names::{ident, shouty, snake_ident, type_ident};
+use super::context::Context;
+use super::docs::docs;
+use super::grpc;
+use super::names::{bare_type_name, method_const, snake_ident, type_ident};
 use super::types::type_path;
-use super::{docs, Context};
 use crate::model::{Method, Protocol, Service, Style};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
-
-/// Name of the `MethodInfo` const of `m` in the service module: its name in
-/// `SHOUTY_CASE`, with a `_` suffix if that would be `SERVICE`.
-pub(super) fn method_const(m: &Method) -> Ident {
-    let name = shouty(&m.name);
-    if name == "SERVICE" {
-        format_ident!("SERVICE_")
-    } else {
-        ident(&name)
-    }
-}
 
 fn protocol_tokens(p: Protocol) -> TokenStream {
     match p {
@@ -119,7 +110,7 @@ fn info_module(cx: &Context<'_>, s: &Service) -> TokenStream {
     } else {
         format!("{package}.{}", s.name)
     };
-    let consts: Vec<Ident> = s.methods.iter().map(method_const).collect();
+    let consts: Vec<Ident> = s.methods.iter().map(|m| method_const(&m.name)).collect();
     let infos = s.methods.iter().zip(&consts).map(|(m, c)| {
         let doc = format!(" `{}`: {}", m.name, semantics(m));
         let mname = &m.name;
@@ -200,7 +191,7 @@ fn server_trait(cx: &Context<'_>, s: &Service) -> TokenStream {
     let usage = format!(
         " Implement this trait (with `async fn`s) to serve `{}`; host it with [`{}Server`].",
         s.name,
-        name.to_string().trim_start_matches("r#")
+        bare_type_name(&s.name)
     );
     let doc = quote!(#idl_docs #blank #[doc = #usage]);
     let methods = s.methods.iter().map(|m| {
@@ -237,7 +228,7 @@ fn server_trait(cx: &Context<'_>, s: &Service) -> TokenStream {
 fn server(cx: &Context<'_>, s: &Service, grpc_route: &TokenStream) -> TokenStream {
     let idl_docs = service_docs(s);
     let trait_name = type_ident(&s.name);
-    let bare = trait_name.to_string().trim_start_matches("r#").to_owned();
+    let bare = bare_type_name(&s.name);
     let server = format_ident!("{}Server", bare);
     let module = snake_ident(&s.name);
     let doc = format!(
@@ -347,10 +338,7 @@ fn server(cx: &Context<'_>, s: &Service, grpc_route: &TokenStream) -> TokenStrea
 /// the method's default style.
 fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let idl_docs = service_docs(s);
-    let bare = type_ident(&s.name)
-        .to_string()
-        .trim_start_matches("r#")
-        .to_owned();
+    let bare = bare_type_name(&s.name);
     let client = format_ident!("{}Client", bare);
     let module = snake_ident(&s.name);
     let doc = format!(
@@ -361,7 +349,7 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let methods = s.methods.iter().map(|m| {
         let doc = method_docs(m);
         let fname = snake_ident(&m.name);
-        let c = method_const(m);
+        let c = method_const(&m.name);
         let req = type_path(cx.package, 0, &m.request);
         if m.oneway {
             return quote! {
@@ -420,10 +408,7 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
 /// `<Name>GroupClient`: one method per IDL method, returning a group call.
 fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let idl_docs = service_docs(s);
-    let bare = type_ident(&s.name)
-        .to_string()
-        .trim_start_matches("r#")
-        .to_owned();
+    let bare = bare_type_name(&s.name);
     let client = format_ident!("{}GroupClient", bare);
     let module = snake_ident(&s.name);
     let doc = format!(
@@ -434,7 +419,7 @@ fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let methods = s.methods.iter().map(|m| {
         let doc = method_docs(m);
         let fname = snake_ident(&m.name);
-        let c = method_const(m);
+        let c = method_const(&m.name);
         let req = type_path(cx.package, 0, &m.request);
         let resp = response_type(cx, m);
         let err = raises_type(cx, m);
@@ -488,8 +473,8 @@ fn service_docs(s: &Service) -> TokenStream {
 pub(super) fn service(cx: &Context<'_>, s: &Service) -> TokenStream {
     let info = info_module(cx, s);
     let tr = server_trait(cx, s);
-    let (grpc, names) = super::grpc::module(cx.package, s);
-    let srv = server(cx, s, &super::grpc::route_method(&names));
+    let (grpc, names) = grpc::module(cx.package, s);
+    let srv = server(cx, s, &grpc::route_method(&names));
     let cl = client(cx, s);
     let gc = group_client(cx, s);
     quote! { #info #tr #srv #cl #gc #grpc }

@@ -2,8 +2,9 @@
 //! format, written the way prost-build writes them, with every path
 //! absolute through `::rpc_core::codegen`.
 
+use super::context::Context;
+use super::docs::docs;
 use super::names::{ident, snake_ident, type_ident, variant_name};
-use super::{docs, Context};
 use crate::model::{Enum, Field, FieldKind, Message, Oneof, Scalar, Type, TypeRef};
 use proc_macro2::TokenStream;
 use quote::quote;
