@@ -253,6 +253,7 @@ impl Engine {
     }
 
     /// The hosted services (for transports that route by name, like gRPC).
+    #[cfg(feature = "grpc")]
     pub(crate) fn services(&self) -> impl Iterator<Item = &Arc<dyn Service>> {
         self.services.values()
     }
