@@ -395,14 +395,15 @@ impl Decider {
 /// Counters of one direction or link, as a snapshot.
 ///
 /// `received + duplicated = forwarded + dropped + overflow + (datagrams
-/// still queued)`.
+/// still queued)`; `blackholed` is part of `dropped`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultStats {
     /// Datagrams that entered the path.
     pub received: u64,
     /// Datagrams (copies included) that left the path towards their target.
     pub forwarded: u64,
-    /// Datagrams lost by the `loss` decision.
+    /// Datagrams lost: by the `loss` decision, or (copies included) to a
+    /// blackhole ([`FaultProxy::blackhole`]).
     pub dropped: u64,
     /// Datagrams delivered twice.
     pub duplicated: u64,
@@ -412,6 +413,9 @@ pub struct FaultStats {
     pub delayed: u64,
     /// Datagrams (copies included) dropped because the queue was full.
     pub overflow: u64,
+    /// Of `dropped`, the datagrams (copies included) dropped to a blackhole:
+    /// on arrival, or when they fell due while it was on.
+    pub blackholed: u64,
 }
 
 impl FaultStats {
@@ -425,6 +429,7 @@ impl FaultStats {
             reordered: self.reordered + other.reordered,
             delayed: self.delayed + other.delayed,
             overflow: self.overflow + other.overflow,
+            blackholed: self.blackholed + other.blackholed,
         }
     }
 }
@@ -439,6 +444,7 @@ pub(crate) struct FaultCounters {
     pub(crate) reordered: AtomicU64,
     pub(crate) delayed: AtomicU64,
     pub(crate) overflow: AtomicU64,
+    pub(crate) blackholed: AtomicU64,
 }
 
 impl FaultCounters {
@@ -451,6 +457,7 @@ impl FaultCounters {
             reordered: self.reordered.load(Ordering::Relaxed),
             delayed: self.delayed.load(Ordering::Relaxed),
             overflow: self.overflow.load(Ordering::Relaxed),
+            blackholed: self.blackholed.load(Ordering::Relaxed),
         }
     }
 }
