@@ -12,7 +12,9 @@
 //!   delayed and reordered datagrams in a bounded queue and releases them on
 //!   time, counting everything in [`FaultStats`];
 //! - [`FaultProxy`]: a UDP proxy between clients and one upstream address
-//!   that applies a [`FaultConfig`] per direction;
+//!   that applies a [`FaultConfig`] per direction; its faults can be
+//!   changed while it runs, and a blackhole cuts both directions (the
+//!   `rpc-fault-proxy` binary offers the same through commands on stdin);
 //! - [`crate::transport::mem::MemNetwork`]: an in-memory datagram network
 //!   that uses the same decider and scheduler per link, so tests over the
 //!   in-memory network and over the proxy see the same kind of faults.
