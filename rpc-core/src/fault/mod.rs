@@ -12,7 +12,9 @@
 //!   delayed and reordered datagrams in a bounded queue and releases them on
 //!   time, counting everything in [`FaultStats`];
 //! - [`FaultProxy`]: a UDP proxy between clients and one upstream address
-//!   that applies a [`FaultConfig`] per direction;
+//!   that applies a [`FaultConfig`] per direction; its faults can be
+//!   changed while it runs, and a blackhole cuts both directions (the
+//!   `rpc-fault-proxy` binary offers the same through commands on stdin);
 //! - [`crate::transport::mem::MemNetwork`]: an in-memory datagram network
 //!   that uses the same decider and scheduler per link, so tests over the
 //!   in-memory network and over the proxy see the same kind of faults.
@@ -395,14 +397,15 @@ impl Decider {
 /// Counters of one direction or link, as a snapshot.
 ///
 /// `received + duplicated = forwarded + dropped + overflow + (datagrams
-/// still queued)`.
+/// still queued)`; `blackholed` is part of `dropped`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultStats {
     /// Datagrams that entered the path.
     pub received: u64,
     /// Datagrams (copies included) that left the path towards their target.
     pub forwarded: u64,
-    /// Datagrams lost by the `loss` decision.
+    /// Datagrams lost: by the `loss` decision, or (copies included) to a
+    /// blackhole ([`FaultProxy::blackhole`]).
     pub dropped: u64,
     /// Datagrams delivered twice.
     pub duplicated: u64,
@@ -412,6 +415,9 @@ pub struct FaultStats {
     pub delayed: u64,
     /// Datagrams (copies included) dropped because the queue was full.
     pub overflow: u64,
+    /// Of `dropped`, the datagrams (copies included) dropped to a blackhole:
+    /// on arrival, or when they fell due while it was on.
+    pub blackholed: u64,
 }
 
 impl FaultStats {
@@ -425,6 +431,7 @@ impl FaultStats {
             reordered: self.reordered + other.reordered,
             delayed: self.delayed + other.delayed,
             overflow: self.overflow + other.overflow,
+            blackholed: self.blackholed + other.blackholed,
         }
     }
 }
@@ -439,6 +446,7 @@ pub(crate) struct FaultCounters {
     pub(crate) reordered: AtomicU64,
     pub(crate) delayed: AtomicU64,
     pub(crate) overflow: AtomicU64,
+    pub(crate) blackholed: AtomicU64,
 }
 
 impl FaultCounters {
@@ -451,6 +459,7 @@ impl FaultCounters {
             reordered: self.reordered.load(Ordering::Relaxed),
             delayed: self.delayed.load(Ordering::Relaxed),
             overflow: self.overflow.load(Ordering::Relaxed),
+            blackholed: self.blackholed.load(Ordering::Relaxed),
         }
     }
 }

@@ -6,6 +6,14 @@
 //! client and its replies go back to the right client. Each direction has
 //! its own [`FaultConfig`] and generator; one task runs both directions and
 //! the timers, and one small task per client reads the upstream's replies.
+//!
+//! The faults can be changed while the proxy runs, from any task holding
+//! the [`FaultProxy`]: [`FaultProxy::set_config`] and
+//! [`FaultProxy::update_config`] replace them, [`FaultProxy::blackhole`]
+//! cuts both directions (a partition) until it is turned off again,
+//! [`FaultProxy::heal`] goes back to the faults the proxy started with, and
+//! [`FaultProxy::stats`] reads the counters. Each change applies to every
+//! datagram the proxy receives after the call returned.
 
 use super::shaper::Shaper;
 use super::{FaultConfig, FaultCounters, FaultError, FaultStats};
@@ -13,7 +21,7 @@ use crate::counter::bump;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -138,6 +146,9 @@ struct Shared {
     expired: AtomicU64,
     send_errors: AtomicU64,
     strays: AtomicU64,
+    /// Set by [`FaultProxy::blackhole`], read by the engine before it
+    /// shapes or releases anything.
+    blackhole: AtomicBool,
 }
 
 impl Shared {
@@ -172,6 +183,8 @@ pub struct FaultProxy {
     upstream: SocketAddr,
     shared: Arc<Shared>,
     faults: watch::Sender<ProxyFaults>,
+    /// The faults given at start, for [`FaultProxy::heal`].
+    initial: ProxyFaults,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -217,6 +230,7 @@ impl FaultProxy {
             source,
         })?;
         let shared = Arc::new(Shared::default());
+        let initial = config.faults.clone();
         let (faults_tx, faults_rx) = watch::channel(config.faults.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
         // Replies from all upstream-facing sockets, bounded like the queues.
@@ -247,6 +261,7 @@ impl FaultProxy {
             upstream,
             shared,
             faults: faults_tx,
+            initial,
             stop: Some(stop_tx),
             task: Some(task),
         })
@@ -275,9 +290,79 @@ impl FaultProxy {
         self.faults.send(faults).map_err(|_| FaultError::Closed)
     }
 
+    /// Changes the faults in use with `change` (for example one
+    /// probability of one direction) and returns the faults now in use.
+    /// The change is made on the faults in force at the call, atomically
+    /// with respect to other changes; as with [`FaultProxy::set_config`],
+    /// both generators restart from their seeds.
+    ///
+    /// # Errors
+    /// As [`FaultProxy::set_config`]: when the changed faults are invalid,
+    /// nothing changes.
+    pub fn update_config(
+        &self,
+        change: impl FnOnce(&mut ProxyFaults),
+    ) -> Result<ProxyFaults, FaultError> {
+        if self.faults.is_closed() {
+            return Err(FaultError::Closed);
+        }
+        let mut outcome = Err(FaultError::Closed);
+        self.faults.send_if_modified(|current| {
+            let mut next = current.clone();
+            change(&mut next);
+            match next.validate() {
+                Ok(()) => {
+                    *current = next.clone();
+                    outcome = Ok(next);
+                    true
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    false
+                }
+            }
+        });
+        outcome
+    }
+
     /// The faults in use.
     pub fn config(&self) -> ProxyFaults {
         self.faults.borrow().clone()
+    }
+
+    /// The faults the proxy started with.
+    pub fn initial_config(&self) -> &ProxyFaults {
+        &self.initial
+    }
+
+    /// Turns the blackhole on or off. While it is on, nothing leaves the
+    /// proxy either way: every datagram received is dropped, and so is
+    /// every queued (delayed or held) datagram falling due; all of them are
+    /// counted in [`FaultStats::dropped`] and [`FaultStats::blackholed`].
+    /// The generators draw nothing for them, so the seeded decisions go on
+    /// where they stopped once the blackhole is off. The configured faults
+    /// are kept, and the client table too.
+    ///
+    /// It applies to every datagram received after the call returned.
+    pub fn blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::SeqCst);
+        tracing::debug!(local = %self.local, on, "fault proxy blackhole");
+    }
+
+    /// Whether the blackhole is on.
+    pub fn is_blackholed(&self) -> bool {
+        self.shared.blackhole.load(Ordering::SeqCst)
+    }
+
+    /// Back to the faults the proxy started with, blackhole off; returns
+    /// them. Both generators restart from their seeds.
+    ///
+    /// # Errors
+    /// [`FaultError::Closed`] when the proxy has stopped.
+    pub fn heal(&self) -> Result<ProxyFaults, FaultError> {
+        self.set_config(self.initial.clone())?;
+        self.blackhole(false);
+        Ok(self.initial.clone())
     }
 
     /// The counters now.
@@ -356,6 +441,10 @@ impl Engine {
         let sweep_every = (self.config.client_idle_timeout / 4).max(Duration::from_millis(100));
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
+            // Changes made while the loop waited apply before anything is
+            // released.
+            self.apply_config(&mut faults);
+            self.apply_blackhole();
             let now = Instant::now();
             self.flush(now).await;
             if now >= next_sweep {
@@ -383,6 +472,7 @@ impl Engine {
                 received = self.listen.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
                         self.apply_config(&mut faults);
+                        self.apply_blackhole();
                         self.on_client_datagram(from, Bytes::copy_from_slice(&buf[..n]));
                     }
                     // ICMP errors and the like: nothing to do but go on.
@@ -390,6 +480,7 @@ impl Engine {
                 },
                 Some((client, datagram)) = up_rx.recv() => {
                     self.apply_config(&mut faults);
+                    self.apply_blackhole();
                     let now = Instant::now();
                     if let Some(entry) = self.clients.get_mut(&client) {
                         entry.last_active = now;
@@ -411,6 +502,13 @@ impl Engine {
             let f = faults.borrow_and_update().clone();
             self.use_faults(f);
         }
+    }
+
+    /// Takes the blackhole's state into use (see [`FaultProxy::blackhole`]).
+    fn apply_blackhole(&mut self) {
+        let on = self.shared.blackhole.load(Ordering::SeqCst);
+        self.c2s.set_blackhole(on);
+        self.s2c.set_blackhole(on);
     }
 
     fn use_faults(&mut self, f: ProxyFaults) {

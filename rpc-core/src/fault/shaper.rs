@@ -3,6 +3,12 @@
 //!
 //! It does no I/O and reads no clock: the caller passes `now`, pushes what
 //! arrives and pops what is ready, and sleeps until [`Shaper::next_deadline`].
+//!
+//! A blackhole ([`Shaper::set_blackhole`]) sits in front of the decisions:
+//! while it is on, what arrives is dropped without a decision being drawn
+//! (so the generator's sequence resumes where it was once it is off), and
+//! what falls due in the queue is dropped instead of released: nothing
+//! leaves, as across a cut link.
 
 use super::{Decider, FaultConfig, FaultCounters, MAX_DELAY};
 use crate::counter::bump;
@@ -57,6 +63,7 @@ pub(crate) struct Shaper<T> {
     seq: u64,
     limit: usize,
     counters: Arc<FaultCounters>,
+    blackhole: bool,
 }
 
 impl<T: Clone> Shaper<T> {
@@ -73,6 +80,24 @@ impl<T: Clone> Shaper<T> {
             seq: 0,
             limit,
             counters,
+            blackhole: false,
+        }
+    }
+
+    /// Turns the blackhole on or off (see the module docs).
+    pub(crate) fn set_blackhole(&mut self, on: bool) {
+        self.blackhole = on;
+    }
+
+    /// Drops, counted, everything due at `now` while the blackhole is on.
+    fn swallow_due(&mut self, now: Instant) {
+        if !self.blackhole {
+            return;
+        }
+        while self.queue.peek().is_some_and(|s| s.at <= now) {
+            self.queue.pop();
+            bump(&self.counters.dropped);
+            bump(&self.counters.blackholed);
         }
     }
 
@@ -121,6 +146,11 @@ impl<T: Clone> Shaper<T> {
     pub(crate) fn push(&mut self, now: Instant, item: T) {
         let c = &self.counters;
         bump(&c.received);
+        if self.blackhole {
+            bump(&c.dropped);
+            bump(&c.blackholed);
+            return;
+        }
         let d = self.decider.decide();
         if d.drop {
             bump(&c.dropped);
@@ -168,6 +198,7 @@ impl<T: Clone> Shaper<T> {
     /// The next datagram due at `now`, if any.
     pub(crate) fn pop_ready(&mut self, now: Instant) -> Option<T> {
         self.expire_held(now);
+        self.swallow_due(now);
         if self.queue.peek().is_some_and(|s| s.at <= now) {
             let slot = self.queue.pop()?;
             bump(&self.counters.forwarded);
@@ -180,6 +211,7 @@ impl<T: Clone> Shaper<T> {
     /// several shapers), if any is.
     pub(crate) fn ready_at(&mut self, now: Instant) -> Option<(Instant, u64)> {
         self.expire_held(now);
+        self.swallow_due(now);
         self.queue
             .peek()
             .filter(|s| s.at <= now)
@@ -264,6 +296,40 @@ mod tests {
         assert_eq!(drain(&mut s, now + d), vec![0, 1]);
         let stats = counters.snapshot();
         assert_eq!((stats.delayed, stats.overflow, stats.forwarded), (3, 1, 2));
+    }
+
+    #[test]
+    fn blackhole_drops_arrivals_and_due_datagrams_and_draws_nothing() {
+        let d = Duration::from_millis(5);
+        let config = FaultConfig::seeded(9).loss(0.5).delay(Delay::fixed(d));
+        let (mut s, c) = shaper(config.clone());
+        let now = Instant::now();
+        s.push(now, 1); // queued (or lost) before the blackhole
+        let queued = s.len() as u64;
+        s.set_blackhole(true);
+        for i in 2..12 {
+            s.push(now, i);
+        }
+        assert_eq!(s.len() as u64, queued, "nothing new is queued");
+        assert_eq!(drain(&mut s, now + d), Vec::<u32>::new());
+        let stats = c.snapshot();
+        assert_eq!(stats.received, 11);
+        assert_eq!(stats.blackholed, 10 + queued, "arrivals and the due one");
+        assert_eq!(stats.forwarded, 0);
+        assert_eq!(s.next_deadline(), None);
+
+        // Off again: the decisions go on from the second draw, as if the
+        // blackholed datagrams had never come.
+        s.set_blackhole(false);
+        let mut reference = Decider::new(config);
+        reference.decide();
+        let expected = reference.decide();
+        s.push(now + d, 99);
+        assert_eq!(s.len(), usize::from(!expected.drop));
+        assert_eq!(
+            drain(&mut s, now + d + d),
+            if expected.drop { vec![] } else { vec![99] }
+        );
     }
 
     #[test]
