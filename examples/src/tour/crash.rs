@@ -11,6 +11,9 @@ use rpc_core::{CallError, Client, Error};
 use rpc_services::proto::demo::v1::{Amount, CounterClient};
 use std::time::{Duration, Instant};
 
+/// The path of this section's rows in the report.
+const PATH: &str = "udp crash+restart";
+
 /// The server crashes while a call's reply is lost, and restarts on the
 /// same port: the retransmission reaches a new incarnation and is refused
 /// with "outcome unknown", never run a second time.
@@ -80,16 +83,15 @@ pub(crate) async fn crash(report: &mut Report) -> anyhow::Result<()> {
             second.executions()
         )),
     };
-    report.row(Row {
-        path: "udp crash+restart".into(),
-        call: "Increment(+1), reply lost, crash".into(),
-        style: "sync",
-        protocol: "RR",
-        result: result.clone().unwrap_or_else(|e| e),
-        ok: result.is_ok(),
-        latency: Some(latency),
-        retx: Some(retx),
-    });
+    report.row(Row::made(
+        PATH,
+        "Increment(+1), reply lost, crash",
+        "sync",
+        "RR",
+        result,
+        latency,
+        Some(retx),
+    ));
     let start = Instant::now();
     let next = client.increment(Amount { delta: 1 }).await;
     let result = match &next {
@@ -102,15 +104,14 @@ pub(crate) async fn crash(report: &mut Report) -> anyhow::Result<()> {
         }
         other => Err(format!("{other:?}")),
     };
-    report.row(Row {
-        path: "udp crash+restart".into(),
-        call: "Increment(+1) after restart".into(),
-        style: "sync",
-        protocol: "RR",
-        result: result.clone().unwrap_or_else(|e| e),
-        ok: result.is_ok(),
-        latency: Some(start.elapsed()),
-        retx: None,
-    });
+    report.row(Row::made(
+        PATH,
+        "Increment(+1) after restart",
+        "sync",
+        "RR",
+        result,
+        start.elapsed(),
+        None,
+    ));
     Ok(())
 }

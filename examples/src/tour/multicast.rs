@@ -68,20 +68,15 @@ pub(crate) async fn multicast(report: &mut Report) -> anyhow::Result<()> {
                    result: Result<String, String>,
                    latency: Duration,
                    r: u64| {
-        let (ok, result) = match result {
-            Ok(r) => (true, r),
-            Err(r) => (false, r),
-        };
-        report.row(Row {
-            path: path.into(),
-            call: call.into(),
-            style: "multicast",
+        report.row(Row::made(
+            path,
+            call,
+            "multicast",
             protocol,
             result,
-            ok,
-            latency: Some(latency),
-            retx: Some(r),
-        });
+            latency,
+            Some(r),
+        ));
     };
 
     let (before, start) = (retx(&channels), Instant::now());

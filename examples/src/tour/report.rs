@@ -26,6 +26,35 @@ pub(crate) struct Row {
     pub(crate) retx: Option<u64>,
 }
 
+impl Row {
+    /// The row of a call that was made: `result` is what it did, `Err` when
+    /// that is not what was specified.
+    pub(crate) fn made(
+        path: impl Into<String>,
+        call: impl Into<String>,
+        style: &'static str,
+        protocol: &'static str,
+        result: Result<String, String>,
+        latency: Duration,
+        retx: Option<u64>,
+    ) -> Row {
+        let (ok, result) = match result {
+            Ok(r) => (true, r),
+            Err(r) => (false, r),
+        };
+        Row {
+            path: path.into(),
+            call: call.into(),
+            style,
+            protocol,
+            result,
+            ok,
+            latency: Some(latency),
+            retx,
+        }
+    }
+}
+
 /// Every row, and every way the run did not behave as specified.
 #[derive(Default)]
 pub(crate) struct Report {

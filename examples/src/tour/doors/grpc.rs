@@ -1,7 +1,7 @@
 //! The gRPC door: HTTP/2 through tonic to the same server's gRPC face
 //! (one engine, one history with the other doors).
 
-use super::{Door, Feature};
+use super::Door;
 use anyhow::Context as _;
 use rpc_core::grpc::GrpcChannel;
 use rpc_core::Client;
@@ -31,18 +31,5 @@ impl Door for GrpcDoor {
     }
     fn client(&self) -> &CounterClient {
         &self.client
-    }
-    fn retransmissions(&self) -> Option<u64> {
-        None
-    }
-    fn lossy(&self) -> bool {
-        false
-    }
-    fn supports(&self, _: Feature) -> bool {
-        true
-    }
-    fn oversize(&self) -> usize {
-        // The default message limit is 16 MiB.
-        (16 << 20) + 1
     }
 }

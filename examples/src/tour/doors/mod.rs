@@ -41,6 +41,9 @@ impl Feature {
 }
 
 /// A transport and a path to the tour's Counter server.
+///
+/// The defaults describe a door over one reliable connection (TCP, gRPC):
+/// nothing lost, no retransmission, every feature, a 16 MiB limit.
 pub(crate) trait Door {
     /// The path as shown in the report, e.g. `udp direct`.
     fn name(&self) -> &str;
@@ -48,11 +51,17 @@ pub(crate) trait Door {
     fn client(&self) -> &CounterClient;
     /// Request copies sent so far that were not first copies, when the
     /// transport retransmits by itself (None: it does not, e.g. TCP).
-    fn retransmissions(&self) -> Option<u64>;
+    fn retransmissions(&self) -> Option<u64> {
+        None
+    }
     /// Whether datagrams may be lost on this path.
-    fn lossy(&self) -> bool;
+    fn lossy(&self) -> bool {
+        false
+    }
     /// Whether this door can run steps that need `feature`.
-    fn supports(&self, feature: Feature) -> bool;
+    fn supports(&self, _feature: Feature) -> bool {
+        true
+    }
     /// Why it cannot, for the report (when `supports` says no).
     fn why_not(&self, _feature: Feature) -> &'static str {
         "not on this transport"
@@ -60,7 +69,8 @@ pub(crate) trait Door {
     /// The size of a request just over the door's limit (with
     /// [`Feature::SizeLimit`]).
     fn oversize(&self) -> usize {
-        70_000
+        // The default frame (TCP) and message (gRPC) limit is 16 MiB.
+        (16 << 20) + 1
     }
 }
 

@@ -2,7 +2,7 @@
 //! framed envelopes, the same engine and history behind it; and the
 //! certificates of the TLS door, made for the run.
 
-use super::{Door, Feature};
+use super::Door;
 use anyhow::Context as _;
 use rpc_core::client::{TcpChannel, TcpConfig};
 use rpc_core::tls::{TlsClientConfig, TlsServerConfig};
@@ -44,19 +44,6 @@ impl Door for TcpDoor {
     }
     fn client(&self) -> &CounterClient {
         &self.client
-    }
-    fn retransmissions(&self) -> Option<u64> {
-        None
-    }
-    fn lossy(&self) -> bool {
-        false
-    }
-    fn supports(&self, _: Feature) -> bool {
-        true
-    }
-    fn oversize(&self) -> usize {
-        // The default frame limit is 16 MiB.
-        (16 << 20) + 1
     }
 }
 

@@ -2,7 +2,7 @@
 //! through the fault-injecting proxy (`udp proxy 20%`), where the channel
 //! starts retransmitting early and keeps trying.
 
-use super::{Door, Feature};
+use super::Door;
 use anyhow::Context as _;
 use rpc_core::client::{ChannelConfig, UdpChannel};
 use rpc_core::Client;
@@ -60,7 +60,8 @@ impl Door for UdpDoor {
     fn lossy(&self) -> bool {
         self.lossy
     }
-    fn supports(&self, _: Feature) -> bool {
-        true
+    fn oversize(&self) -> usize {
+        // Over the channel's datagram limit (65,000 bytes by default).
+        70_000
     }
 }

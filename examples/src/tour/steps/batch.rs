@@ -3,6 +3,7 @@
 
 use super::Tour;
 use crate::doors::{timed, Door};
+use crate::report::Row;
 use crate::report::{describe, fmt_latency};
 use rpc_core::CallError;
 use rpc_services::proto::demo::v1::{Amount, Count};
@@ -69,14 +70,14 @@ impl Tour {
                 .unwrap_or_default();
             Err(format!("{summary}; first error: {first_error}"))
         };
-        self.row_styled(
-            door,
+        self.report.row(Row::made(
+            door.name(),
             format!("Increment(+1) x{BATCH}, {BATCH_IN_FLIGHT} in flight"),
             "sync",
             "RR",
             result,
             t.1,
             t.2,
-        );
+        ));
     }
 }

@@ -4,6 +4,7 @@
 
 use super::Tour;
 use crate::doors::{timed, Door, Feature};
+use crate::report::Row;
 use crate::report::{describe, with_commas};
 use rpc_core::{CallError, Code, Error, MethodInfo, Never, Protocol, Style};
 use rpc_services::proto::demo::v1::{self as demo, counter, Count, Empty, Work};
@@ -43,15 +44,15 @@ impl Tour {
             Err(e) => Err(format!("expected UNIMPLEMENTED, got {}", describe(e))),
             Ok(c) => Err(format!("an unknown method answered {c:?}")),
         };
-        self.row_styled(
-            door,
+        self.report.row(Row::made(
+            door.name(),
             "NoSuchMethod (id 0x0badcafe)",
             "sync",
             "RR",
             result,
             t.1,
             t.2,
-        );
+        ));
 
         let size = door.oversize();
         let what = if door.supports(Feature::SizeLimit) {
@@ -116,14 +117,14 @@ impl Tour {
             Err(e) => Err(format!("expected DEADLINE_EXCEEDED, got {}", describe(e))),
             Ok(c) => Err(format!("a 300 ms handler answered within 100 ms: {c:?}")),
         };
-        self.row_styled(
-            door,
+        self.report.row(Row::made(
+            door.name(),
             "Slow(300 ms), 100 ms deadline",
             "sync",
             "RR",
             result,
             t.1,
             t.2,
-        );
+        ));
     }
 }

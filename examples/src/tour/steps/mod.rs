@@ -95,44 +95,15 @@ impl Tour {
         result: Result<String, String>,
         timing: (T, Duration, Option<u64>),
     ) {
-        self.row_styled(
-            door,
+        self.report.row(Row::made(
+            door.name(),
             call,
             style_name(method.style),
             protocol_name(method.protocol),
             result,
             timing.1,
             timing.2,
-        );
-    }
-
-    /// Enters the row of a call through `door` with the given style and
-    /// protocol (for calls not described by one method's defaults).
-    #[allow(clippy::too_many_arguments)]
-    fn row_styled(
-        &mut self,
-        door: &dyn Door,
-        call: impl Into<String>,
-        style: &'static str,
-        protocol: &'static str,
-        result: Result<String, String>,
-        latency: Duration,
-        retx: Option<u64>,
-    ) {
-        let (ok, result) = match result {
-            Ok(r) => (true, r),
-            Err(r) => (false, r),
-        };
-        self.report.row(Row {
-            path: door.name().to_owned(),
-            call: call.into(),
-            style,
-            protocol,
-            result,
-            ok,
-            latency: Some(latency),
-            retx,
-        });
+        ));
     }
 
     /// Waits (at most `limit`) until the counter has run `n` more

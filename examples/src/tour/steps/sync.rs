@@ -6,7 +6,7 @@ use super::Tour;
 use crate::doors::{timed, Door};
 use crate::report::describe;
 use rpc_core::{CallError, Code};
-use rpc_services::proto::demo::v1::{counter, Amount, Empty, Overdrawn};
+use rpc_services::proto::demo::v1::{counter, Amount, Count, Empty, Overdrawn};
 use std::future::IntoFuture;
 
 impl Tour {
@@ -17,21 +17,7 @@ impl Tour {
             door.client().increment(Amount { delta: 1 }).into_future(),
         )
         .await;
-        let result = match &t.0 {
-            Ok(c) => {
-                self.ledger.ran(1);
-                let expected = (self.ledger.value, self.ledger.executions);
-                if (c.value, c.executions) == expected {
-                    Ok(format!("value {}, executions {}", c.value, c.executions))
-                } else {
-                    Err(format!(
-                        "got {c:?}, expected value {} executions {}",
-                        expected.0, expected.1
-                    ))
-                }
-            }
-            Err(e) => Err(describe(e)),
-        };
+        let result = self.ran_once(1, &t.0);
         self.row(door, "Increment(+1)", &counter::INCREMENT, result, t);
     }
 
@@ -44,9 +30,26 @@ impl Tour {
                 .into_future(),
         )
         .await;
-        let result = match &t.0 {
+        let result = self.ran_once(2, &t.0);
+        self.row(
+            door,
+            "IncrementAcked(+2)",
+            &counter::INCREMENT_ACKED,
+            result,
+            t,
+        );
+    }
+
+    /// The result of a non-idempotent call that added `delta`: it ran once,
+    /// and returned the value and executions the ledger expects.
+    fn ran_once<E: std::fmt::Debug>(
+        &mut self,
+        delta: i64,
+        outcome: &Result<Count, CallError<E>>,
+    ) -> Result<String, String> {
+        match outcome {
             Ok(c) => {
-                self.ledger.ran(2);
+                self.ledger.ran(delta);
                 let expected = (self.ledger.value, self.ledger.executions);
                 if (c.value, c.executions) == expected {
                     Ok(format!("value {}, executions {}", c.value, c.executions))
@@ -58,14 +61,7 @@ impl Tour {
                 }
             }
             Err(e) => Err(describe(e)),
-        };
-        self.row(
-            door,
-            "IncrementAcked(+2)",
-            &counter::INCREMENT_ACKED,
-            result,
-            t,
-        );
+        }
     }
 
     /// Idempotent: no PING, no history, may run more than once.
