@@ -5,7 +5,7 @@
 //! 64-byte payload.
 //!
 //! ```text
-//! cargo run --release -p rpc-examples --bin bench [-- --layout single|split|both] [--quick | --calls N] [--only ROW]
+//! cargo run --release -p rpc-bench --bin bench [-- --layout single|split|both] [--quick | --calls N] [--only ROW]
 //! ```
 //!
 //! For every target it reports the p50 and p99 latency of sequential calls
