@@ -8,6 +8,9 @@
 //! cargo run --release -p rpc-bench --bin bench [-- --layout single|split|both] [--quick | --calls N] [--only ROW]
 //! ```
 //!
+//! (`-- --help` says what each flag does; of `--quick` and `--calls`, and of
+//! a flag given twice, the last one counts.)
+//!
 //! For every target it reports the p50 and p99 latency of sequential calls
 //! (after a warm-up) and the calls per second with 1, 16 and 64 calls in
 //! flight, then ratios against the baselines: latency against the raw UDP
@@ -50,7 +53,6 @@ mod peers;
 mod report;
 mod target;
 
-use anyhow::bail;
 use bytes::Bytes;
 use layout::Layout;
 use measure::Plan;
@@ -68,54 +70,60 @@ pub struct EchoMsg {
     pub data: Bytes,
 }
 
-fn parse_args() -> anyhow::Result<(Vec<Layout>, Plan)> {
-    let mut layouts = vec![Layout::Single];
-    let mut plan = Plan::full();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--layout" => {
-                layouts = match args.next().as_deref() {
-                    Some("single") => vec![Layout::Single],
-                    Some("split") => vec![Layout::Split],
-                    Some("both") => vec![Layout::Single, Layout::Split],
-                    other => bail!("--layout expects single, split or both, got {other:?}"),
-                }
-            }
-            "--quick" => {
-                plan = Plan {
-                    only: plan.only,
-                    ..Plan::quick()
-                }
-            }
-            "--calls" => {
-                let calls = match args.next().map(|n| n.parse::<u64>()) {
-                    Some(Ok(n)) if n > 0 => n,
-                    other => bail!("--calls expects a positive number, got {other:?}"),
-                };
-                plan = Plan {
-                    only: plan.only,
-                    ..Plan::counted(calls)
-                }
-            }
-            "--only" => match args.next() {
-                Some(name) => plan.only = Some(name),
-                None => bail!("--only expects part of a row name, e.g. \"UDP RR\""),
-            },
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench [--layout single|split|both] [--quick | --calls N] [--only ROW]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument `{other}` (try --help)"),
-        }
+/// The benchmark: ours over UDP, TCP, gRPC and multicast against raw
+/// sockets, plain tonic and tarpc, on loopback, in one run.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench", args_override_self = true)]
+struct Args {
+    /// Where the servers run: with the client on one current-thread
+    /// runtime (single), on a thread of their own (split), or both in turn.
+    #[arg(long, value_enum, default_value_t = Layouts::Single)]
+    layout: Layouts,
+    /// About 10 s instead of 55: fewer calls, shorter windows.
+    #[arg(long, overrides_with = "calls")]
+    quick: bool,
+    /// Every measurement of a row makes exactly N calls (4N + 100 in all,
+    /// no time bound), so that instruction counts of two builds compare.
+    #[arg(long, value_name = "N", overrides_with = "quick",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    calls: Option<u64>,
+    /// Only the rows whose name contains ROW, e.g. "UDP RR" (and the
+    /// multicast table only if ROW is part of "multicast").
+    #[arg(long, value_name = "ROW")]
+    only: Option<String>,
+}
+
+/// The layouts `--layout` can ask for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Layouts {
+    Single,
+    Split,
+    Both,
+}
+
+impl Args {
+    /// The layouts to measure, in order, and the plan of every one.
+    fn plan(self) -> (Vec<Layout>, Plan) {
+        let layouts = match self.layout {
+            Layouts::Single => vec![Layout::Single],
+            Layouts::Split => vec![Layout::Split],
+            Layouts::Both => vec![Layout::Single, Layout::Split],
+        };
+        let plan = match (self.calls, self.quick) {
+            (Some(calls), _) => Plan::counted(calls),
+            (None, true) => Plan::quick(),
+            (None, false) => Plan::full(),
+        };
+        let plan = Plan {
+            only: self.only,
+            ..plan
+        };
+        (layouts, plan)
     }
-    Ok((layouts, plan))
 }
 
 fn main() -> anyhow::Result<()> {
-    let (layouts, plan) = parse_args()?;
+    let (layouts, plan) = <Args as clap::Parser>::parse().plan();
     // As a deployed program would run (and as the tour does): a subscriber
     // at WARN unless RUST_LOG says otherwise. Without any subscriber,
     // tracing's `log` feature (enabled here by tarpc) turns every span
