@@ -20,6 +20,18 @@ pub(crate) enum Layout {
 }
 
 impl Layout {
+    /// The servers' runtime: this one (single), or one on a thread of its
+    /// own (split), which runs until the returned guard is dropped.
+    fn server_runtime(self) -> anyhow::Result<(Handle, Option<ServerThread>)> {
+        Ok(match self {
+            Layout::Single => (Handle::current(), None),
+            Layout::Split => {
+                let (handle, guard) = ServerThread::start()?;
+                (handle, Some(guard))
+            }
+        })
+    }
+
     /// The layout, as printed above its tables.
     pub(crate) fn describe(self) -> &'static str {
         match self {
@@ -35,14 +47,7 @@ pub(crate) async fn run_layout(
     layout: Layout,
     plan: &Plan,
 ) -> anyhow::Result<(Vec<Row>, Option<Paired>)> {
-    // The servers' runtime: this one (single) or one on another thread (split).
-    let (server_rt, _guard) = match layout {
-        Layout::Single => (Handle::current(), None),
-        Layout::Split => {
-            let (handle, guard) = ServerThread::start()?;
-            (handle, Some(guard))
-        }
-    };
+    let (server_rt, _guard) = layout.server_runtime()?;
     println!("layout {}", layout.describe());
     let mut rows = Vec::new();
     rows.push(
@@ -70,26 +75,20 @@ pub(crate) async fn run_layout(
 
 /// The multicast rows on `layout` (servers on a runtime of their own in split).
 pub(crate) async fn multicast_layout(layout: Layout, plan: &Plan) -> anyhow::Result<Vec<McRow>> {
-    let (server_rt, _guard) = match layout {
-        Layout::Single => (Handle::current(), None),
-        Layout::Split => {
-            let (handle, guard) = ServerThread::start()?;
-            (handle, Some(guard))
-        }
-    };
+    let (server_rt, _guard) = layout.server_runtime()?;
     multicast_rows(&server_rt, plan).await
 }
 
 /// A current-thread runtime on its own thread, running until dropped.
 #[derive(Debug)]
-pub(crate) struct ServerThread {
+struct ServerThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerThread {
     /// Starts the thread; its runtime's handle, to spawn servers on.
-    pub(crate) fn start() -> anyhow::Result<(Handle, ServerThread)> {
+    fn start() -> anyhow::Result<(Handle, ServerThread)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -70,6 +70,15 @@ pub struct EchoMsg {
     pub data: Bytes,
 }
 
+impl EchoMsg {
+    /// The request of every echo but tarpc's: [`PAYLOAD`] bytes.
+    fn payload() -> EchoMsg {
+        EchoMsg {
+            data: Bytes::from(vec![7u8; PAYLOAD]),
+        }
+    }
+}
+
 /// The benchmark: ours over UDP, TCP, gRPC and multicast against raw
 /// sockets, plain tonic and tarpc, on loopback, in one run.
 #[derive(Debug, clap::Parser)]

@@ -328,6 +328,9 @@ where
     }
     ensure!(!samples.is_empty(), "no call completed");
     samples.sort_unstable();
-    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-    Ok((samples.len(), at(50), at(99)))
+    Ok((
+        samples.len(),
+        percentile(&samples, 50),
+        percentile(&samples, 99),
+    ))
 }

@@ -2,13 +2,14 @@
 //! the frames a read completes answered in one write (batched, as tarpc
 //! does); TCP's floor. Measured by its own loop, not through `Target`.
 
-use crate::measure::{watchdog, Plan, Row};
+use crate::measure::{percentile, watchdog, Plan, Row};
 use crate::report::us;
-use crate::target::{Role, ServerTask};
+use crate::target::{spawn_server, Role, ServerTask};
 use crate::PAYLOAD;
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
@@ -17,44 +18,37 @@ use tokio::task::JoinSet;
 pub(crate) async fn raw_tcp_server(server_rt: &Handle) -> anyhow::Result<(SocketAddr, ServerTask)> {
     use bytes::BufMut as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = server_rt.spawn(async move {
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        let _ = tx.send(listener.local_addr());
-        let mut conns = JoinSet::new();
-        while let Ok((mut s, _)) = listener.accept().await {
-            let _ = s.set_nodelay(true);
-            conns.spawn(async move {
-                let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
-                let mut out = bytes::BytesMut::with_capacity(64 * 1024);
-                loop {
-                    if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    while buf.len() >= 4 {
-                        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                        if buf.len() < 4 + len {
-                            break;
+    spawn_server(
+        server_rt,
+        "raw TCP server",
+        |listener: TcpListener| async move {
+            let mut conns = JoinSet::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
+                conns.spawn(async move {
+                    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+                    let mut out = bytes::BytesMut::with_capacity(64 * 1024);
+                    loop {
+                        if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                            return;
                         }
-                        out.put_slice(&buf.split_to(4 + len));
+                        while buf.len() >= 4 {
+                            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                            if buf.len() < 4 + len {
+                                break;
+                            }
+                            out.put_slice(&buf.split_to(4 + len));
+                        }
+                        if !out.is_empty() && s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
                     }
-                    if !out.is_empty() && s.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
-            });
-        }
-    });
-    let task = ServerTask(task);
-    let addr = rx.await.context("raw TCP server did not start")??;
-    Ok((addr, task))
+                });
+            }
+        },
+    )
+    .await
 }
 
 /// Raw TCP, one connection: `in_flight` 64-byte frames kept outstanding;
@@ -119,7 +113,6 @@ pub(crate) async fn raw_tcp_row(server_rt: &Handle, plan: &Plan) -> anyhow::Resu
     watchdog(&name, bound, raw_tcp_run(addr, 1, plan.tput_warmup)).await??;
     let (lat, _) = watchdog(&name, bound, raw_tcp_run(addr, 1, plan.seq_window)).await??;
     ensure!(!lat.is_empty(), "raw TCP: no round trip completed");
-    let at = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];
     let mut tput = Vec::new();
     for &n in &plan.in_flight {
         let bound = plan.tput_warmup + plan.tput_window;
@@ -131,8 +124,8 @@ pub(crate) async fn raw_tcp_row(server_rt: &Handle, plan: &Plan) -> anyhow::Resu
         name,
         role: Role::RawTcp,
         seq_calls: lat.len() as u64,
-        p50: at(50),
-        p99: at(99),
+        p50: percentile(&lat, 50),
+        p99: percentile(&lat, 99),
         throughput: tput,
         note: "one connection; all frames a read completes are answered in one write".to_owned(),
     };

@@ -1,9 +1,9 @@
 //! Baseline: a raw tokio UDP echo, ping-pong with no ids and no
 //! retransmission; the latency reference of the ratios.
 
-use crate::target::{Role, ServerTask, Target};
+use crate::target::{spawn_server, Role, ServerTask, Target};
 use crate::PAYLOAD;
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{bail, ensure};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use tokio::net::UdpSocket;
@@ -22,25 +22,19 @@ pub(crate) struct RawUdp {
 
 impl RawUdp {
     pub(crate) async fn start(server_rt: &Handle, max_in_flight: usize) -> anyhow::Result<RawUdp> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = server_rt.spawn(async move {
-            let socket = match UdpSocket::bind("127.0.0.1:0").await {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
+        let (server, task) = spawn_server(
+            server_rt,
+            "raw UDP server",
+            |socket: UdpSocket| async move {
+                let mut buf = [0u8; 2048];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    if socket.send_to(&buf[..n], from).await.is_err() {
+                        break;
+                    }
                 }
-            };
-            let _ = tx.send(socket.local_addr());
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                if socket.send_to(&buf[..n], from).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let task = ServerTask(task);
-        let server = rx.await.context("raw UDP server did not start")??;
+            },
+        )
+        .await?;
         let mut pool = Vec::with_capacity(max_in_flight);
         for _ in 0..max_in_flight {
             pool.push(UdpSocket::bind("127.0.0.1:0").await?);

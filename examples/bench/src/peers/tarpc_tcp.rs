@@ -1,9 +1,10 @@
 //! Baseline: tarpc over TCP with bincode, one connection; the TCP
 //! throughput reference of the ratios.
 
-use crate::target::{Role, ServerTask, Target};
+use crate::target::{spawn_server, Role, ServerTask, Target};
 use crate::PAYLOAD;
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
+use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
@@ -53,34 +54,28 @@ impl TarpcTcp {
         use tarpc::server::Channel as _;
         use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
         use tarpc_echo::TarpcEcho as _;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = server_rt.spawn(async move {
-            let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
+        let (addr, task) = spawn_server(
+            server_rt,
+            "tarpc server",
+            |listener: TcpListener| async move {
+                let mut conns = JoinSet::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    let framed = Framed::new(stream, LengthDelimitedCodec::new());
+                    let transport = tarpc::serde_transport::new(
+                        framed,
+                        tarpc::tokio_serde::formats::Bincode::default(),
+                    );
+                    let channel = tarpc::server::BaseChannel::with_defaults(transport);
+                    conns.spawn(channel.execute(tarpc_echo::EchoServer.serve()).for_each(
+                        |call| async move {
+                            tokio::spawn(call);
+                        },
+                    ));
                 }
-            };
-            let _ = tx.send(listener.local_addr());
-            let mut conns = JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                let framed = Framed::new(stream, LengthDelimitedCodec::new());
-                let transport = tarpc::serde_transport::new(
-                    framed,
-                    tarpc::tokio_serde::formats::Bincode::default(),
-                );
-                let channel = tarpc::server::BaseChannel::with_defaults(transport);
-                conns.spawn(channel.execute(tarpc_echo::EchoServer.serve()).for_each(
-                    |call| async move {
-                        tokio::spawn(call);
-                    },
-                ));
-            }
-        });
-        let task = ServerTask(task);
-        let addr = rx.await.context("tarpc server did not start")??;
+            },
+        )
+        .await?;
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let framed = Framed::new(stream, LengthDelimitedCodec::new());

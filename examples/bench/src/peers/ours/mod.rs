@@ -10,8 +10,10 @@ pub(crate) mod tcp;
 pub(crate) mod udp;
 
 use bytes::Bytes;
+use rpc_core::server::{Server, ServerHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::runtime::Handle;
 
 /// The echo service as generated code would describe it (`bench.v1.Echo`).
 pub(crate) mod echo {
@@ -81,4 +83,32 @@ impl rpc_core::Service for OurEcho {
         }
         Box::pin(std::future::ready(Ok(request)))
     }
+}
+
+/// The door our echo server listens on (127.0.0.1, a port the system picks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Door {
+    Udp,
+    Tcp,
+    Grpc,
+}
+
+/// Starts `echo` behind `door` on `server_rt` (the server's tasks live on
+/// that runtime; dropping the handle stops them, from any thread).
+pub(crate) async fn start_echo(
+    server_rt: &Handle,
+    echo: OurEcho,
+    door: Door,
+) -> anyhow::Result<ServerHandle> {
+    let server = server_rt
+        .spawn(async move {
+            let builder = Server::builder().add_service(echo);
+            match door {
+                Door::Udp => builder.serve_udp("127.0.0.1:0").await,
+                Door::Tcp => builder.serve_tcp("127.0.0.1:0").await,
+                Door::Grpc => builder.serve_grpc("127.0.0.1:0").await,
+            }
+        })
+        .await??;
+    Ok(server)
 }

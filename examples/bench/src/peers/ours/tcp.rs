@@ -1,12 +1,12 @@
 //! Ours over TCP: RR on a non-idempotent method through a `TcpChannel`
 //! (one connection), at-most-once on.
 
-use super::{echo, OurEcho};
+use super::{echo, start_echo, Door, OurEcho};
 use crate::report::OURS_TCP_RR;
 use crate::target::{Role, Target};
-use crate::{EchoMsg, PAYLOAD};
+use crate::EchoMsg;
 use anyhow::ensure;
-use bytes::Bytes;
+use rpc_core::server::ServerHandle;
 use tokio::runtime::Handle;
 
 /// The framework over TCP: a server with a TCP door, a `TcpChannel` (one
@@ -14,39 +14,24 @@ use tokio::runtime::Handle;
 /// (duplicate filter and reply history).
 #[derive(Debug)]
 pub(crate) struct OursTcp {
+    /// First, so that it is dropped first: dropping it stops the server.
+    _server: ServerHandle,
     client: rpc_core::Client,
     channel: rpc_core::client::TcpChannel,
     request: EchoMsg,
-    server: Option<rpc_core::server::ServerHandle>,
 }
 
 impl OursTcp {
     pub(crate) async fn start(server_rt: &Handle) -> anyhow::Result<OursTcp> {
-        let server = server_rt
-            .spawn(async move {
-                rpc_core::server::Server::builder()
-                    .add_service(OurEcho::default())
-                    .serve_tcp("127.0.0.1:0")
-                    .await
-            })
-            .await??;
+        let server = start_echo(server_rt, OurEcho::default(), Door::Tcp).await?;
         let channel = rpc_core::client::TcpChannel::connect(server.local_addr()).await?;
         let client = rpc_core::Client::new(channel.clone());
-        let request = EchoMsg {
-            data: Bytes::from(vec![7u8; PAYLOAD]),
-        };
         Ok(OursTcp {
+            _server: server,
             client,
             channel,
-            request,
-            server: Some(server),
+            request: EchoMsg::payload(),
         })
-    }
-}
-
-impl Drop for OursTcp {
-    fn drop(&mut self) {
-        self.server.take();
     }
 }
 

@@ -2,11 +2,11 @@
 //! at-most-once), asynchronous (returns at the ACCEPT), one-way (returns
 //! once sent).
 
-use super::{echo, OurEcho};
+use super::{echo, start_echo, Door, OurEcho};
 use crate::target::{Role, Target};
-use crate::{EchoMsg, PAYLOAD};
+use crate::EchoMsg;
 use anyhow::ensure;
-use bytes::Bytes;
+use rpc_core::server::ServerHandle;
 use std::sync::atomic::Ordering;
 use tokio::runtime::Handle;
 
@@ -27,47 +27,29 @@ pub(crate) enum OurStyle {
 /// to it, called through the same typed path generated stubs use.
 #[derive(Debug)]
 pub(crate) struct Ours {
+    /// First, so that it is dropped first: dropping it stops the server.
+    _server: ServerHandle,
     style: OurStyle,
     client: rpc_core::Client,
     channel: rpc_core::client::UdpChannel,
     request: EchoMsg,
     echo: OurEcho,
-    server: Option<rpc_core::server::ServerHandle>,
 }
 
 impl Ours {
     pub(crate) async fn start(server_rt: &Handle, style: OurStyle) -> anyhow::Result<Ours> {
         let echo = OurEcho::default();
-        let service = echo.clone();
-        let server = server_rt
-            .spawn(async move {
-                rpc_core::server::Server::builder()
-                    .add_service(service)
-                    .serve_udp("127.0.0.1:0")
-                    .await
-            })
-            .await??;
+        let server = start_echo(server_rt, echo.clone(), Door::Udp).await?;
         let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
         let client = rpc_core::Client::new(channel.clone());
-        let request = EchoMsg {
-            data: Bytes::from(vec![7u8; PAYLOAD]),
-        };
         Ok(Ours {
+            _server: server,
             style,
             client,
             channel,
-            request,
+            request: EchoMsg::payload(),
             echo,
-            server: Some(server),
         })
-    }
-}
-
-impl Drop for Ours {
-    fn drop(&mut self) {
-        // Dropping the handle stops the server (its tasks live on the
-        // server runtime; aborting them works from any thread).
-        self.server.take();
     }
 }
 
