@@ -10,9 +10,8 @@
 //! to FILE (flushed before the handler runs). With `--exit-with-stdin` it
 //! exits when its stdin closes, so it never outlives a test that spawned it.
 #![forbid(unsafe_code)]
-#![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use rpc_core::server::Server;
 use rpc_core::Service;
 use rpc_tests::{demo, CounterService, ExecLog};
@@ -21,49 +20,27 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The demo Counter service over UDP, as a process of its own; prints the
+/// bound address on the first line of stdout.
+#[derive(Debug, clap::Parser)]
+#[command(name = "demo-server", args_override_self = true)]
 struct Args {
+    /// The UDP address to serve on, e.g. 127.0.0.1:0 for any free port.
+    #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
+    /// Append `<session> <request id> <method> <payload hex>` to FILE for
+    /// every execution, flushed before the handler runs.
+    #[arg(long, value_name = "FILE")]
     exec_log: Option<PathBuf>,
+    /// Exit when stdin closes, so as never to outlive the process that
+    /// started this one.
+    #[arg(long)]
     exit_with_stdin: bool,
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut listen = None;
-    let mut exec_log = None;
-    let mut exit_with_stdin = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => {
-                let v = args.next().context("--listen needs an address")?;
-                listen = Some(
-                    v.parse()
-                        .with_context(|| format!("--listen {v}: not an address"))?,
-                );
-            }
-            "--exec-log" => {
-                exec_log = Some(PathBuf::from(
-                    args.next().context("--exec-log needs a file")?,
-                ))
-            }
-            "--exit-with-stdin" => exit_with_stdin = true,
-            "-h" | "--help" => {
-                println!("usage: demo-server --listen 127.0.0.1:PORT [--exec-log FILE] [--exit-with-stdin]");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?} (try --help)"),
-        }
-    }
-    Ok(Args {
-        listen: listen.context("--listen is required")?,
-        exec_log,
-        exit_with_stdin,
-    })
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let counter: Arc<dyn Service> = Arc::new(demo::CounterServer::new(CounterService::new()));
     let service: Arc<dyn Service> = match &args.exec_log {
         Some(path) => Arc::new(

@@ -1,6 +1,6 @@
-//! Build script of the examples package.
+//! Build script of the benchmark package.
 //!
-//! Generates the plain tonic echo service the benchmark (`src/bin/bench.rs`)
+//! Generates the plain tonic echo service the benchmark (`src/main.rs`)
 //! measures as its gRPC baseline, with `tonic_build::manual` (no protoc):
 //! the message is a hand-written prost struct (`crate::EchoMsg` in the bench
 //! binary), the codec `tonic_prost::ProstCodec`. The output is

@@ -1,0 +1,115 @@
+//! Ours over UDP, one row a call style: RR and RRA (synchronous,
+//! at-most-once), asynchronous (returns at the ACCEPT), one-way (returns
+//! once sent).
+
+use super::{echo, start_echo, Door, OurEcho};
+use crate::target::{Role, Target};
+use crate::EchoMsg;
+use anyhow::ensure;
+use rpc_core::server::ServerHandle;
+use std::sync::atomic::Ordering;
+use tokio::runtime::Handle;
+
+/// Which call style a row of ours measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OurStyle {
+    /// Synchronous, RR, at-most-once.
+    Rr,
+    /// Synchronous, RRA, at-most-once.
+    Rra,
+    /// Asynchronous (returns at the server's ACCEPT), RR.
+    Async,
+    /// One-way (protocol R): returns once the datagram is sent.
+    OneWay,
+}
+
+/// The framework's UDP server and a `UdpChannel` (one session, one socket)
+/// to it, called through the same typed path generated stubs use.
+#[derive(Debug)]
+pub(crate) struct Ours {
+    /// First, so that it is dropped first: dropping it stops the server.
+    _server: ServerHandle,
+    style: OurStyle,
+    client: rpc_core::Client,
+    channel: rpc_core::client::UdpChannel,
+    request: EchoMsg,
+    echo: OurEcho,
+}
+
+impl Ours {
+    pub(crate) async fn start(server_rt: &Handle, style: OurStyle) -> anyhow::Result<Ours> {
+        let echo = OurEcho::default();
+        let server = start_echo(server_rt, echo.clone(), Door::Udp).await?;
+        let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
+        let client = rpc_core::Client::new(channel.clone());
+        Ok(Ours {
+            _server: server,
+            style,
+            client,
+            channel,
+            request: EchoMsg::payload(),
+            echo,
+        })
+    }
+}
+
+impl Target for Ours {
+    fn name(&self) -> String {
+        match self.style {
+            OurStyle::Rr => "ours UDP RR (sync)",
+            OurStyle::Rra => "ours UDP RRA (sync)",
+            OurStyle::Async => "ours UDP async (at ACCEPT)",
+            OurStyle::OneWay => "ours UDP one-way (R, sent)",
+        }
+        .to_owned()
+    }
+
+    fn role(&self) -> Role {
+        Role::Measured
+    }
+
+    fn note(&self) -> String {
+        let c = self.channel.stats();
+        let mut note = format!("{} calls, {} retransmissions", c.calls, c.retransmissions);
+        if self.style == OurStyle::Rra {
+            note.push_str(&format!(
+                ", {} ACKs sent, {} replies acknowledged by a coalesced ACK",
+                c.acks_sent, c.acks_coalesced
+            ));
+        }
+        if self.style == OurStyle::OneWay {
+            note.push_str(&format!(
+                ", {} notes ran",
+                self.echo.notes.load(Ordering::Relaxed)
+            ));
+        }
+        note
+    }
+
+    async fn call(&self) -> anyhow::Result<()> {
+        use rpc_core::{Never, Protocol};
+        let call = |protocol| {
+            self.client
+                .call::<EchoMsg, EchoMsg, Never>(&echo::INFO, &echo::ECHO, &self.request)
+                .protocol(protocol)
+        };
+        match self.style {
+            OurStyle::Rr | OurStyle::Rra => {
+                let protocol = if self.style == OurStyle::Rr {
+                    Protocol::RR
+                } else {
+                    Protocol::RRA
+                };
+                let reply = call(protocol).await?;
+                ensure!(reply.data == self.request.data, "ours: wrong echo");
+            }
+            OurStyle::Async => call(Protocol::RR).asynchronous().await?,
+            OurStyle::OneWay => {
+                self.client
+                    .one_way(&echo::INFO, &echo::NOTE, &self.request)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}
