@@ -125,8 +125,6 @@ pub struct History {
     /// Sessions and stored bytes per source (entries with both at zero
     /// are removed).
     sources: Sources,
-    /// Registrations refused by a source quota.
-    quota_refused: u64,
     /// `tombstones` in the order they were made (lazy deletion).
     tombstone_order: VecDeque<(Instant, u64)>,
     /// When a tombstone was last dropped before its ttl (too many): until
@@ -172,7 +170,6 @@ impl History {
             last_tombstone_overflow: None,
             tombstones_dropped: 0,
             sources: Sources::default(),
-            quota_refused: 0,
         }
     }
 
@@ -201,11 +198,6 @@ impl History {
             }
             Some(_) => Ownership::Foreign,
         }
-    }
-
-    /// Registrations refused because their source was over a quota.
-    pub fn quota_refused(&self) -> u64 {
-        self.quota_refused
     }
 
     /// The sessions and stored bytes `source` holds now.
@@ -411,7 +403,6 @@ impl History {
                 return Err(RegisterError::Foreign);
             }
             if self.sources.bytes(s.slot) > self.config.max_bytes_per_source {
-                self.quota_refused += 1;
                 return Err(RegisterError::SourceBytes);
             }
         } else {
@@ -423,11 +414,9 @@ impl History {
             let source = peer.owner.source();
             let (sessions, bytes) = self.sources.of(&source);
             if sessions >= self.config.max_sessions_per_source {
-                self.quota_refused += 1;
                 return Err(RegisterError::SourceSessions);
             }
             if bytes > self.config.max_bytes_per_source {
-                self.quota_refused += 1;
                 return Err(RegisterError::SourceBytes);
             }
             if self.sessions.len() >= self.config.max_sessions && !self.forget_one_session(now) {
