@@ -84,11 +84,11 @@ pub trait ReplySink: Clone + Send + Sync + 'static {
     /// The peer's address, when the transport knows it.
     fn peer(&self) -> Option<SocketAddr>;
 
-    /// The transport, as handlers see it in [`CallContext::transport`].
+    /// The transport, as handlers see it in [`CallContext::transport`](crate::CallContext::transport).
     fn transport(&self) -> TransportKind;
 
     /// The peer's verified identity (a TLS door that required a client
-    /// certificate), as handlers see it in [`CallContext::identity`]. Made
+    /// certificate), as handlers see it in [`CallContext::identity`](crate::CallContext::identity). Made
     /// once per connection: this is an `Arc` clone per request at most. By
     /// default, none.
     fn identity(&self) -> Option<Arc<PeerIdentity>> {

@@ -1,0 +1,191 @@
+//! [`GroupCall`]: the options of one call to a group (completion,
+//! deadline, style, stragglers) and awaiting it.
+
+#[allow(clippy::wildcard_imports)] // the group call's parts share its imports
+use super::*;
+
+/// A group call being built; `.await` it for a [`GroupOutcome`], or turn
+/// it into a [`GroupStream`] with [`GroupCall::stream`].
+#[must_use = "a call does nothing until it is awaited"]
+pub struct GroupCall<Resp, E> {
+    pub(super) group: GroupClient,
+    pub(super) invocation: Invocation,
+    pub(super) completion: Completion,
+    pub(super) stragglers: Stragglers,
+    pub(super) _marker: PhantomData<fn() -> (Resp, E)>,
+}
+
+impl<Resp, E> fmt::Debug for GroupCall<Resp, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupCall")
+            .field("invocation", &self.invocation)
+            .field("completion", &self.completion)
+            .field("stragglers", &self.stragglers)
+            .finish()
+    }
+}
+
+impl<Resp, E> GroupCall<Resp, E> {
+    /// Complete when every member has answered (the default).
+    pub fn all(mut self) -> Self {
+        self.completion = Completion::All;
+        self
+    }
+    /// Complete at the first success.
+    pub fn first(mut self) -> Self {
+        self.completion = Completion::First;
+        self
+    }
+    /// Complete at `k` successes.
+    pub fn quorum(mut self, k: usize) -> Self {
+        self.completion = Completion::Quorum(k);
+        self
+    }
+    /// The completion policy.
+    pub fn completion(mut self, completion: Completion) -> Self {
+        self.completion = completion;
+        self
+    }
+    /// Absolute deadline of the whole group call (every member's exchange
+    /// included).
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.invocation.options.deadline = Some(deadline);
+        self
+    }
+    /// Deadline `timeout` from now.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(Instant::now() + timeout)
+    }
+    /// Exchange protocol of every member call (RR or RRA).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.invocation.options.protocol = protocol;
+        self
+    }
+    /// Attempts after the first, for every fan-out member.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.invocation.options.retries = Some(retries);
+        self
+    }
+    /// Wait for the members' replies (the default unless the IDL says
+    /// otherwise).
+    pub fn synchronous(mut self) -> Self {
+        self.invocation.options.style = Style::Sync;
+        if self.invocation.options.protocol == Protocol::R {
+            self.invocation.options.protocol = Protocol::RR;
+        }
+        self
+    }
+    /// Members count when they have ACCEPTed, not when they have finished
+    /// ([`MemberResult::Accepted`]).
+    pub fn asynchronous(mut self) -> Self {
+        self.invocation.options.style = Style::Async;
+        if self.invocation.options.protocol == Protocol::R {
+            self.invocation.options.protocol = Protocol::RR;
+        }
+        self
+    }
+    /// No replies: the request is sent once to every member (protocol R,
+    /// maybe semantics); members count when it is sent
+    /// ([`MemberResult::Sent`]).
+    pub fn one_way(mut self) -> Self {
+        self.invocation.options.style = Style::OneWay;
+        self.invocation.options.protocol = Protocol::R;
+        self
+    }
+    /// What happens to the members still out when the policy is met.
+    pub fn stragglers(mut self, stragglers: Stragglers) -> Self {
+        self.stragglers = stragglers;
+        self
+    }
+    /// Adds a metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.invocation.metadata.insert(key.into(), value.into());
+        self
+    }
+    /// Calls a named object instance of the service on every member.
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.invocation.instance = instance.into();
+        self
+    }
+    /// The invocation as every member gets it.
+    pub fn invocation(&self) -> &Invocation {
+        &self.invocation
+    }
+}
+
+impl<Resp, E> GroupCall<Resp, E>
+where
+    Resp: prost::Message + Default + Send + 'static,
+    E: Raisable,
+{
+    /// Starts the call and yields each member's outcome as it arrives;
+    /// at the deadline, every member still out yields
+    /// [`MemberResult::Timeout`], then the stream ends. The completion
+    /// policy does not apply: the caller decides when it has enough, and
+    /// dropping the stream treats the members still out as the call's
+    /// [`Stragglers`] setting says.
+    ///
+    /// # Panics
+    /// When polled outside a tokio runtime.
+    pub fn stream(self) -> GroupStream<Resp, E> {
+        GroupStream {
+            state: StreamState::NotStarted(Some(self)),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<Resp, E> IntoFuture for GroupCall<Resp, E>
+where
+    Resp: prost::Message + Default + Send + 'static,
+    E: Raisable,
+{
+    type Output = GroupOutcome<Resp, E>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    /// Runs the call. The outcome is ready as soon as the policy is met,
+    /// or can no longer be met (too many members failed for the quorum),
+    /// or every member has answered, or the deadline passed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels every member's exchange (as
+    /// [`Stragglers::Cancel`]).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let (mut g, completion, stragglers) = Gather::start(self);
+            let needed = g.needed(completion);
+            let met = |g: &Gather| needed.is_some_and(|k| g.successes >= k);
+            // A quorum that the members still out can no longer reach ends
+            // the call at once (whoever answers an open multicast group is
+            // not counted in advance, so it never ends early).
+            let hopeless = |g: &Gather| {
+                needed.is_some_and(|k| g.successes + g.waiting < k) && !(g.open && g.ip.is_some())
+            };
+            while !met(&g) && !hopeless(&g) {
+                if std::future::poll_fn(|cx| g.poll_next_row(cx))
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
+            }
+            if met(&g) {
+                if let Some(ip) = &mut g.ip {
+                    if g.open {
+                        ip.stop_resending();
+                    }
+                }
+            }
+            let complete = match needed {
+                Some(k) => g.successes >= k,
+                None => {
+                    g.waiting == 0
+                        && g.rows
+                            .iter()
+                            .all(|r| r.result.as_ref().is_some_and(|(raw, _)| raw.is_success()))
+                }
+            };
+            g.outcome(complete, stragglers)
+        })
+    }
+}
