@@ -31,6 +31,40 @@
 //! [`TcpProxyConfig::queue_chunks`] chunks queued per direction of a
 //! connection. Dropping the proxy stops every task; [`TcpFaultProxy::shutdown`]
 //! also waits for them.
+//!
+//! ```
+//! use rpc_testkit::{Direction, TcpFaultProxy};
+//! use std::time::Duration;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! // Any TCP server; this one says "hi" and keeps the connection open.
+//! let server = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let upstream = server.local_addr()?;
+//! tokio::spawn(async move {
+//!     while let Ok((mut peer, _)) = server.accept().await {
+//!         tokio::spawn(async move {
+//!             let _ = peer.write_all(b"hi").await;
+//!             let _ = peer.read(&mut [0; 1]).await; // until the proxy closes it
+//!         });
+//!     }
+//! });
+//!
+//! let proxy = TcpFaultProxy::start("127.0.0.1:0".parse()?, upstream).await?;
+//! proxy.set_delay(Direction::ServerToClient, Duration::from_millis(10));
+//! let mut client = tokio::net::TcpStream::connect(proxy.local_addr()).await?;
+//! let mut hi = [0; 2];
+//! client.read_exact(&mut hi).await?;
+//! assert_eq!(&hi, b"hi");
+//! proxy.cut(); // the client now reads the end of the stream
+//! assert_eq!(client.read(&mut hi).await?, 0);
+//! let stats = proxy.shutdown().await;
+//! assert_eq!((stats.accepted, stats.cut, stats.server_to_client.forwarded), (1, 1, 2));
+//! # Ok(())
+//! # })
+//! # }
+//! ```
 
 use std::io;
 use std::net::SocketAddr;

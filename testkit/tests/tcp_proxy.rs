@@ -337,3 +337,20 @@ fn poll_once<F: std::future::Future>(future: F) -> F::Output {
         Poll::Pending => panic!("the start should fail at its first poll"),
     }
 }
+
+#[tokio::test]
+async fn shutdown_and_drop_close_live_connections() {
+    let upstream = echo_server().await;
+    let proxy = TcpFaultProxy::start(any_port(), upstream).await.unwrap();
+    let mut client = connect(&proxy).await;
+    round_trip(&mut client, b"up").await;
+    let last = proxy.shutdown().await;
+    assert_eq!((last.accepted, last.live), (1, 0));
+    closed(&mut client).await;
+
+    let proxy = TcpFaultProxy::start(any_port(), upstream).await.unwrap();
+    let mut client = connect(&proxy).await;
+    round_trip(&mut client, b"up").await;
+    drop(proxy);
+    closed(&mut client).await;
+}
