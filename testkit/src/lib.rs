@@ -17,6 +17,9 @@
 //!   outcome: a response, a definite failure, or indeterminate.
 //! - [`linearizability`]: [`check`] decides whether a [`History`] is
 //!   linearizable, key by key, and explains a failure.
+//! - [`tcp_proxy`]: a [`TcpFaultProxy`] between clients and a server that
+//!   delays, throttles, cuts, blackholes (a partition: silence, no reset)
+//!   and pauses TCP connections while they run, and counts what it did.
 //!
 //! ```
 //! use rpc_testkit::{check, Cluster, NodeBuilder, Op, Recorder, Response};
@@ -66,6 +69,7 @@ pub mod history;
 pub mod linearizability;
 #[cfg(unix)]
 pub mod node;
+pub mod tcp_proxy;
 
 #[cfg(unix)]
 pub use cluster::Cluster;
@@ -74,3 +78,6 @@ pub use history::{Call, Entry, History, Op, Outcome, Recorder, Response};
 pub use linearizability::{check, Checker, HistoryError, Report, Verdict, Violation};
 #[cfg(unix)]
 pub use node::{address_in_line, Exit, Logs, Node, NodeBuilder, NodeError, Output};
+pub use tcp_proxy::{
+    Direction, DirectionStats, ProxyError, TcpFaultProxy, TcpProxyConfig, TcpProxyStats,
+};
