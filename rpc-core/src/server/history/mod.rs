@@ -211,10 +211,13 @@ impl History {
     /// ttl than `max_sessions`) less than one ttl ago. The engine then
     /// refuses an unknown session's retransmissions ("outcome unknown").
     pub(crate) fn may_have_forgotten(&self, session: u64, now: Instant) -> bool {
-        !self.sessions.contains_key(&session)
-            && self
-                .last_tombstone_overflow
-                .is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
+        !self.sessions.contains_key(&session) && self.tombstone_overflowed_within_ttl(now)
+    }
+
+    /// A tombstone was dropped early less than one ttl ago.
+    fn tombstone_overflowed_within_ttl(&self, now: Instant) -> bool {
+        self.last_tombstone_overflow
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
     }
 
     /// Tombstones dropped before their ttl because too many sessions were
@@ -429,6 +432,12 @@ impl History {
             // its old ids have an unknown outcome.
             if let Some((max_id, _, _)) = self.tombstones.remove(&session) {
                 fresh.max_evicted_id = max_id;
+            } else if self.tombstone_overflowed_within_ttl(now) {
+                // It may have been forgotten without a tombstone (too many
+                // at once): any id below this one may have run before.
+                // Without this, a retransmission of one of them would find
+                // the session known and the id new, and run again.
+                fresh.max_evicted_id = request_id.saturating_sub(1);
             }
             self.sessions.insert(session, fresh);
         }

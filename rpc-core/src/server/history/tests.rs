@@ -241,6 +241,34 @@ fn too_many_tombstones_fall_back_to_refusing_unknown_retries() {
 }
 
 #[test]
+fn a_session_forgotten_without_a_trace_comes_back_with_its_old_ids_unknown() {
+    // Found by tests/hostile.rs: session 1 forgotten and its tombstone
+    // dropped; its client's next request (id 5) made the session known
+    // again, so a late copy of id 1 (which had run) found a known session
+    // and a new id, and ran a second time.
+    let now = Instant::now();
+    let mut h = History::new(HistoryConfig {
+        max_sessions: 2,
+        ..cfg()
+    });
+    for session in 1..=6u64 {
+        h.register(session, 1, 0, LOCAL, now).unwrap();
+        h.complete(session, 1, b("r"), now);
+    }
+    assert!(h.may_have_forgotten(1, now));
+    h.register(1, 5, 0, LOCAL, now).unwrap();
+    assert!(!h.may_have_forgotten(1, now), "known again");
+    for id in 1..5 {
+        assert_eq!(h.lookup(1, id, now), Lookup::Evicted, "id {id}");
+    }
+    // Without an overflow, a new session's first id may be any: the ids
+    // below it were never seen and are new.
+    let mut fresh = History::new(cfg());
+    fresh.register(9, 3, 0, LOCAL, now).unwrap();
+    assert_eq!(fresh.lookup(9, 1, now), Lookup::Absent);
+}
+
+#[test]
 fn ack_of_running_entry_means_reply_is_not_stored() {
     let now = Instant::now();
     let mut h = History::new(cfg());
