@@ -124,6 +124,7 @@ struct State {
     /// Every execution: (request id, incarnation).
     runs: Vec<(u64, u64)>,
     crashes: u8,
+    forgets: u8,
     dups: u8,
     drops: u8,
 }
@@ -138,6 +139,9 @@ pub(crate) struct Config {
     pub(crate) dups: u8,
     pub(crate) drops: u8,
     pub(crate) crashes: u8,
+    /// Times the server may forget the session without a trace (a flood
+    /// of other sessions forgot it and overflowed the tombstones).
+    pub(crate) forgets: u8,
     pub(crate) history: HistoryConfig,
     /// Stop after this many distinct states (a safety bound).
     pub(crate) max_states: usize,
@@ -155,6 +159,7 @@ enum Event {
     Drop(usize),
     Complete(usize),
     Crash,
+    Forget,
 }
 
 /// What the exploration found.
@@ -201,6 +206,7 @@ pub(crate) fn explore(config: Config) -> Report {
         net: Vec::new(),
         runs: Vec::new(),
         crashes: 0,
+        forgets: 0,
         dups: 0,
         drops: 0,
     };
@@ -236,7 +242,7 @@ fn fingerprint(s: &State) -> u64 {
     let mut runs = s.runs.clone();
     runs.sort_unstable();
     runs.hash(&mut h);
-    (s.crashes, s.dups, s.drops).hash(&mut h);
+    (s.crashes, s.forgets, s.dups, s.drops).hash(&mut h);
     h.finish()
 }
 
@@ -311,6 +317,9 @@ impl Checker {
         }
         if s.crashes < c.crashes {
             out.push(Event::Crash);
+        }
+        if s.forgets < c.forgets && s.history.can_forget(SESSION) {
+            out.push(Event::Forget);
         }
         out
     }
@@ -461,6 +470,11 @@ impl Checker {
                 s.history = History::new(self.config.history.clone());
                 s.running.clear();
                 format!("server: crashes, restarts as incarnation {}", s.incarnation)
+            }
+            Event::Forget => {
+                s.forgets += 1;
+                s.history.forget_without_trace(SESSION, self.now);
+                "server: a flood forgets the session, its tombstone dropped".to_owned()
             }
         }
     }
@@ -736,6 +750,7 @@ mod tests {
             dups: 1,
             drops: 0,
             crashes: 1,
+            forgets: 0,
             history: HistoryConfig::default(),
             max_states: 5_000_000,
         }
@@ -801,6 +816,27 @@ mod tests {
         run(Config {
             copies: 1,
             ..config(vec![Kind::Idempotent, Kind::Rr])
+        });
+    }
+
+    // The server forgets the session without a trace (a flood of other
+    // sessions overflowed the tombstones). Found by this configuration and
+    // NOT FIXED YET: a network duplicate of a request's *first* copy that
+    // arrives after the session was forgotten finds an unknown session and
+    // a first attempt, which a new session's first request also is, and
+    // runs a second time. (The case of tests/hostile.rs, a retransmission
+    // after the client's next request made the session known again, is
+    // fixed: the re-created session treats older ids as evicted.) The fix
+    // to make: never drop a tombstone early; when the tombstone table is
+    // full, refuse new sessions (RESOURCE_EXHAUSTED) instead of forgetting
+    // one. Run it with `--ignored` to see the counterexample.
+    #[test]
+    #[ignore = "known at-most-once hole under tombstone overflow, fix pending (see the comment)"]
+    fn rr_calls_when_a_flood_forgets_the_session() {
+        run(Config {
+            crashes: 0,
+            forgets: 1,
+            ..config(vec![Kind::Rr, Kind::Rr])
         });
     }
 

@@ -214,6 +214,30 @@ impl History {
         !self.sessions.contains_key(&session) && self.tombstone_overflowed_within_ttl(now)
     }
 
+    /// Whether `session` could be forgotten now (known, nothing running).
+    #[cfg(test)]
+    pub(crate) fn can_forget(&self, session: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.in_progress == 0)
+    }
+
+    /// Forgets `session` as a flood of sessions would when its tombstone
+    /// is then dropped too (the model checker's adversary).
+    #[cfg(test)]
+    pub(crate) fn forget_without_trace(&mut self, session: u64, now: Instant) {
+        if !self.can_forget(session) {
+            return;
+        }
+        if let Some(s) = self.sessions.remove(&session) {
+            self.forgot(session, &s, now);
+        }
+        if self.tombstones.remove(&session).is_some() {
+            self.tombstones_dropped += 1;
+        }
+        self.last_tombstone_overflow = Some(now);
+    }
+
     /// A tombstone was dropped early less than one ttl ago.
     fn tombstone_overflowed_within_ttl(&self, now: Instant) -> bool {
         self.last_tombstone_overflow
@@ -587,6 +611,7 @@ impl History {
             self.tombstones.iter().map(|(k, v)| (k, v.0)).collect();
         tombstones.sort_unstable();
         tombstones.hash(h);
+        self.last_tombstone_overflow.is_some().hash(h);
     }
 
     /// Lengths of the internal queues (tests: they stay bounded).
