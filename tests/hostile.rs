@@ -282,15 +282,18 @@ async fn real_clients_keep_getting_answers_under_hostile_input() -> anyhow::Resu
 /// active ones (`max_sessions`). A real session forgotten while its reply
 /// is still needed must not have its retransmission run again.
 ///
-/// The server remembers that it forgot a session holding replies; for one
-/// ttl after that, a non-idempotent retransmission from an unknown session
-/// is refused as "outcome unknown" rather than run again.
+/// A forgotten session leaves a tombstone for one ttl, so the
+/// retransmission is refused as "outcome unknown" rather than run again.
+/// Tombstones are never dropped early: once they are all in use, the rest
+/// of the flood is refused (RESOURCE_EXHAUSTED) instead of pushing more
+/// sessions out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         let history = HistoryConfig {
             max_sessions: 50,
+            max_tombstones: 100,
             ..HistoryConfig::default()
         };
         let demo = Demo::start(Server::builder().history(history)).await?;
@@ -327,9 +330,14 @@ async fn session_flood_never_makes_a_retransmission_run_again() -> anyhow::Resul
             .collect();
         attack(demo.addr(), flood).await?;
         wait_until(Duration::from_secs(30), "the flood to be served", || {
-            demo.server.stats().sessions_evicted >= 150
+            let stats = demo.server.stats();
+            stats.sessions_evicted + stats.sessions_refused >= 150
         })
         .await?;
+        let stats = demo.server.stats();
+        assert_eq!(stats.sessions_evicted, 100, "as many as tombstones fit");
+        assert_eq!(stats.history_tombstones, 100);
+        assert!(stats.sessions_refused >= 50, "{stats:?}");
 
         proxy.set_config(rpc_core::fault::ProxyFaults::none())?;
         let outcome = call.await?;

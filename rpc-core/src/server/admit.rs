@@ -159,11 +159,6 @@ fn decide(
     if at_most_once && req.incarnation != 0 && req.incarnation != incarnation {
         return Admission::Restarted;
     }
-    if at_most_once && req.attempt > 1 && history.may_have_forgotten(session, now) {
-        // Its session may have been forgotten with this request's reply
-        // and without a tombstone (too many forgotten at once).
-        return Admission::Evicted;
-    }
     if stopping {
         return Admission::ShuttingDown;
     }

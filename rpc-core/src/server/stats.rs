@@ -37,6 +37,8 @@ macro_rules! counters {
             pub history_sessions: usize,
             /// Bytes of stored replies now.
             pub history_bytes: usize,
+            /// Tombstones of forgotten sessions now (each kept one ttl).
+            pub history_tombstones: usize,
             /// History entries dropped because the client acknowledged them.
             pub evicted_ack: u64,
             /// History entries dropped because they were older than the ttl.
@@ -50,8 +52,6 @@ macro_rules! counters {
             /// Acknowledged markers dropped by age or a cap before the floor
             /// passed them.
             pub evicted_markers: u64,
-            /// Tombstones of forgotten sessions dropped early (too many).
-            pub tombstones_dropped: u64,
             /// Empty sessions forgotten after being idle longer than the ttl.
             pub sessions_forgotten: u64,
             /// Sessions forgotten (with their entries) because of `max_sessions`.
@@ -147,7 +147,6 @@ impl Counters {
         evicted: EvictionCounts,
         forgotten: u64,
         sessions_evicted: u64,
-        tombstones_dropped: u64,
     ) -> ServerStats {
         let mut s = ServerStats {
             history_len: size.completed + size.in_progress + size.acked,
@@ -156,13 +155,13 @@ impl Counters {
             history_acked: size.acked,
             history_sessions: size.sessions,
             history_bytes: size.bytes,
+            history_tombstones: size.tombstones,
             evicted_ack: evicted.ack,
             evicted_age: evicted.age,
             evicted_session_cap: evicted.session_cap,
             evicted_global_cap: evicted.global_cap,
             evicted_session_limit: evicted.session_limit,
             evicted_markers: evicted.markers,
-            tombstones_dropped,
             sessions_forgotten: forgotten,
             sessions_evicted,
             ..ServerStats::default()

@@ -164,7 +164,7 @@ impl Engine {
                     bump(&self.counters.sessions_refused);
                     if !oneway {
                         let status = Status::resource_exhausted(
-                            "too many client sessions with running requests",
+                            "too many client sessions (running, or forgotten less than a ttl ago)",
                         );
                         self.send_error(sink, session, request_id, status).await;
                     }

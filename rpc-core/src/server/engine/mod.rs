@@ -270,23 +270,17 @@ impl Engine {
 
     /// A snapshot of the counters and the history's size.
     pub fn stats(&self) -> ServerStats {
-        let (size, evicted, forgotten, sessions_evicted, tombstones_dropped) = {
+        let (size, evicted, forgotten, sessions_evicted) = {
             let h = self.history();
             (
                 h.size(),
                 h.evictions(),
                 h.sessions_forgotten(),
                 h.sessions_evicted(),
-                h.tombstones_dropped(),
             )
         };
-        self.counters.snapshot(
-            size,
-            evicted,
-            forgotten,
-            sessions_evicted,
-            tombstones_dropped,
-        )
+        self.counters
+            .snapshot(size, evicted, forgotten, sessions_evicted)
     }
 
     /// Handler tasks running or waiting for a permit outside the

@@ -7,7 +7,8 @@ use std::time::Duration;
 ///
 /// Defaults: `ttl` 60 s, `sweep_interval` `None` (ttl / 4), `max_per_session`
 /// 1024, `max_entries` 100,000, `max_bytes` 128 MiB, `max_sessions` 10,000,
-/// `max_sessions_per_source` 1,024, `max_bytes_per_source` 16 MiB.
+/// `max_tombstones` 40,000, `max_sessions_per_source` 1,024,
+/// `max_bytes_per_source` 16 MiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// How long a completed reply is kept after it was stored. Default 60 s.
@@ -26,8 +27,16 @@ pub struct HistoryConfig {
     /// Default 128 MiB.
     pub max_bytes: usize,
     /// Sessions remembered; beyond it the least recently active session
-    /// without running requests is forgotten. Default 10,000.
+    /// without running requests is forgotten, leaving a tombstone.
+    /// Default 10,000.
     pub max_sessions: usize,
+    /// Tombstones of forgotten sessions kept (each for one ttl, never
+    /// dropped earlier: a late copy of one of the session's requests must
+    /// find it). While they are all in use, no session is forgotten and a
+    /// request that would create one more session than `max_sessions` is
+    /// refused (RESOURCE_EXHAUSTED, not run). About 100 bytes each.
+    /// Default 40,000.
+    pub max_tombstones: usize,
     /// Sessions one source (a host, or a verified client identity) may
     /// hold; a request that would create one more is refused
     /// (RESOURCE_EXHAUSTED, not run) until that source's sessions end.
@@ -48,6 +57,7 @@ impl Default for HistoryConfig {
             max_entries: 100_000,
             max_bytes: 128 << 20,
             max_sessions: 10_000,
+            max_tombstones: 40_000,
             max_sessions_per_source: 1024,
             max_bytes_per_source: 16 << 20,
         }

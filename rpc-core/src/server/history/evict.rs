@@ -33,6 +33,13 @@ impl History {
             !idle
         });
         self.sessions_forgotten += (before - self.sessions.len()) as u64;
+        self.expire_tombstones(now);
+        self.maybe_compact();
+    }
+
+    /// Drops the tombstones older than the ttl.
+    fn expire_tombstones(&mut self, now: Instant) {
+        let ttl = self.config.ttl;
         while let Some(&(made, id)) = self.tombstone_order.front() {
             if now.saturating_duration_since(made) < ttl {
                 break;
@@ -42,7 +49,15 @@ impl History {
                 self.tombstones.remove(&id);
             }
         }
-        self.maybe_compact();
+    }
+
+    /// Whether one more session can be forgotten (its tombstone has room),
+    /// after dropping the tombstones older than the ttl.
+    pub(super) fn tombstone_room(&mut self, now: Instant) -> bool {
+        if self.tombstones.len() >= self.config.max_tombstones.max(1) {
+            self.expire_tombstones(now);
+        }
+        self.tombstones.len() < self.config.max_tombstones.max(1)
     }
 
     /// Removes the entry `rec` points to if it is still that completed
@@ -119,6 +134,13 @@ impl History {
     /// Forgets the least recently active session that has no running
     /// request. Returns whether one was forgotten.
     pub(super) fn forget_one_session(&mut self, now: Instant) -> bool {
+        if !self.tombstone_room(now) {
+            tracing::debug!(
+                tombstones = self.tombstones.len(),
+                "no session forgotten: every tombstone is in use"
+            );
+            return false;
+        }
         // Each live session has exactly one live record; a session with a
         // running request is re-queued once, so this visits each at most twice.
         let mut budget = self.activity.len() + self.sessions.len();
@@ -170,26 +192,10 @@ impl History {
         self.sources.release(s.slot, 1, s.bytes);
         self.evicted.session_limit += s.completed as u64;
         self.sessions_evicted += 1;
-        // As many tombstones as sessions; beyond, the oldest goes early and
-        // the engine falls back to refusing unknown sessions' retries.
-        while self.tombstones.len() >= self.config.max_sessions.max(1) {
-            let Some((made, old)) = self.tombstone_order.pop_front() else {
-                break;
-            };
-            if self
-                .tombstones
-                .get(&old)
-                .is_some_and(|&(_, t, _)| t == made)
-            {
-                self.tombstones.remove(&old);
-                self.tombstones_dropped += 1;
-                self.last_tombstone_overflow = Some(now);
-                tracing::debug!(
-                    session = old,
-                    "tombstone of a forgotten session dropped early"
-                );
-            }
-        }
+        // Never more than `max_tombstones`: `forget_one_session` checked
+        // for room (a tombstone dropped early would let a late copy of one
+        // of this session's requests run again).
+        debug_assert!(self.tombstones.len() < self.config.max_tombstones.max(1));
         self.tombstones
             .insert(id, (s.max_seen(), now, s.owner.clone()));
         self.tombstone_order.push_back((now, id));

@@ -27,7 +27,10 @@
 //!   from when the reply was stored), on [`History::sweep`];
 //! - per-session cap, global cap: the oldest completed entry goes first;
 //! - max sessions: the least recently active session without running
-//!   requests is forgotten with all its entries.
+//!   requests is forgotten with all its entries, leaving a tombstone for
+//!   one ttl. Tombstones are never dropped earlier: while
+//!   [`HistoryConfig::max_tombstones`] are in use, no session is forgotten
+//!   and a request that needs a new session is refused.
 //!
 //! `InProgress` entries are never evicted by age or cap (the engine bounds
 //! them by its concurrency limits). A session with no entries that has
@@ -127,10 +130,6 @@ pub struct History {
     sources: Sources,
     /// `tombstones` in the order they were made (lazy deletion).
     tombstone_order: VecDeque<(Instant, u64)>,
-    /// When a tombstone was last dropped before its ttl (too many): until
-    /// one ttl later, an unknown session's retransmission is refused.
-    last_tombstone_overflow: Option<Instant>,
-    tombstones_dropped: u64,
 }
 
 /// Sizes of the history at one moment.
@@ -147,6 +146,8 @@ pub struct HistorySize {
     pub sessions: usize,
     /// Bytes of stored replies.
     pub bytes: usize,
+    /// Tombstones of forgotten sessions.
+    pub tombstones: usize,
 }
 
 impl History {
@@ -167,8 +168,6 @@ impl History {
             sessions_evicted: 0,
             tombstones: FastMap::default(),
             tombstone_order: VecDeque::new(),
-            last_tombstone_overflow: None,
-            tombstones_dropped: 0,
             sources: Sources::default(),
         }
     }
@@ -206,14 +205,6 @@ impl History {
         self.sources.of(source)
     }
 
-    /// Whether `session` is unknown and may have been forgotten without a
-    /// tombstone: one was dropped early (more sessions forgotten within a
-    /// ttl than `max_sessions`) less than one ttl ago. The engine then
-    /// refuses an unknown session's retransmissions ("outcome unknown").
-    pub(crate) fn may_have_forgotten(&self, session: u64, now: Instant) -> bool {
-        !self.sessions.contains_key(&session) && self.tombstone_overflowed_within_ttl(now)
-    }
-
     /// Whether `session` could be forgotten now (known, nothing running).
     #[cfg(test)]
     pub(crate) fn can_forget(&self, session: u64) -> bool {
@@ -222,32 +213,26 @@ impl History {
             .is_some_and(|s| s.in_progress == 0)
     }
 
-    /// Forgets `session` as a flood of sessions would when its tombstone
-    /// is then dropped too (the model checker's adversary).
+    /// Forgets `session` as a flood of other sessions would (with its
+    /// tombstone, if there is room for one; returns whether it did): the
+    /// model checker's adversary.
     #[cfg(test)]
-    pub(crate) fn forget_without_trace(&mut self, session: u64, now: Instant) {
-        if !self.can_forget(session) {
-            return;
+    pub(crate) fn forget(&mut self, session: u64, now: Instant) -> bool {
+        if !self.can_forget(session) || !self.tombstone_room(now) {
+            return false;
         }
-        if let Some(s) = self.sessions.remove(&session) {
-            self.forgot(session, &s, now);
+        match self.sessions.remove(&session) {
+            Some(s) => {
+                self.forgot(session, &s, now);
+                true
+            }
+            None => false,
         }
-        if self.tombstones.remove(&session).is_some() {
-            self.tombstones_dropped += 1;
-        }
-        self.last_tombstone_overflow = Some(now);
     }
 
-    /// A tombstone was dropped early less than one ttl ago.
-    fn tombstone_overflowed_within_ttl(&self, now: Instant) -> bool {
-        self.last_tombstone_overflow
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.ttl)
-    }
-
-    /// Tombstones dropped before their ttl because too many sessions were
-    /// forgotten at once.
-    pub fn tombstones_dropped(&self) -> u64 {
-        self.tombstones_dropped
+    /// Tombstones of forgotten sessions kept now.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len()
     }
 
     /// The limits.
@@ -263,6 +248,7 @@ impl History {
             in_progress: self.in_progress,
             sessions: self.sessions.len(),
             bytes: self.bytes,
+            tombstones: self.tombstones.len(),
         }
     }
 
@@ -456,12 +442,6 @@ impl History {
             // its old ids have an unknown outcome.
             if let Some((max_id, _, _)) = self.tombstones.remove(&session) {
                 fresh.max_evicted_id = max_id;
-            } else if self.tombstone_overflowed_within_ttl(now) {
-                // It may have been forgotten without a tombstone (too many
-                // at once): any id below this one may have run before.
-                // Without this, a retransmission of one of them would find
-                // the session known and the id new, and run again.
-                fresh.max_evicted_id = request_id.saturating_sub(1);
             }
             self.sessions.insert(session, fresh);
         }
@@ -611,7 +591,6 @@ impl History {
             self.tombstones.iter().map(|(k, v)| (k, v.0)).collect();
         tombstones.sort_unstable();
         tombstones.hash(h);
-        self.last_tombstone_overflow.is_some().hash(h);
     }
 
     /// Lengths of the internal queues (tests: they stay bounded).
