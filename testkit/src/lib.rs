@@ -20,6 +20,11 @@
 //! - [`tcp_proxy`]: a [`TcpFaultProxy`] between clients and a server that
 //!   delays, throttles, cuts, blackholes (a partition: silence, no reset)
 //!   and pauses TCP connections while they run, and counts what it did.
+//! - [`net`]: a cluster's [`Net`]: one fault proxy per directed link
+//!   between named members (nodes and clients), with partitions,
+//!   isolation, and loss, duplication, reordering and delay per link or
+//!   per node, changed while the test runs; over TCP, or over UDP with
+//!   the framework's fault proxy (feature `udp`).
 //!
 //! ```
 //! use rpc_testkit::{check, Cluster, NodeBuilder, Op, Recorder, Response};
@@ -67,6 +72,7 @@ mod cluster;
 mod dir;
 pub mod history;
 pub mod linearizability;
+pub mod net;
 #[cfg(unix)]
 pub mod node;
 pub mod tcp_proxy;
@@ -76,6 +82,7 @@ pub use cluster::Cluster;
 pub use dir::TestDir;
 pub use history::{Call, Entry, History, Op, Outcome, Recorder, Response};
 pub use linearizability::{check, Checker, HistoryError, Report, Verdict, Violation};
+pub use net::{reserve_tcp_addr, reserve_udp_addr, LinkFaults, Net, NetError};
 #[cfg(unix)]
 pub use node::{address_in_line, Exit, Logs, Node, NodeBuilder, NodeError, Output};
 pub use tcp_proxy::{
