@@ -25,6 +25,10 @@
 //!   isolation, and loss, duplication, reordering and delay per link or
 //!   per node, changed while the test runs; over TCP, or over UDP with
 //!   the framework's fault proxy (feature `udp`).
+//! - [`nemesis`]: a seeded [`Schedule`] of kills, restarts, pauses,
+//!   partitions, loss bursts and heals applied to a [`Cluster`] and its
+//!   [`Net`] while clients run, printed with its seed
+//!   (`RPC_NEMESIS_SEED` repeats it).
 //!
 //! ```
 //! use rpc_testkit::{check, Cluster, NodeBuilder, Op, Recorder, Response};
@@ -72,6 +76,8 @@ mod cluster;
 mod dir;
 pub mod history;
 pub mod linearizability;
+#[cfg(unix)]
+pub mod nemesis;
 pub mod net;
 #[cfg(unix)]
 pub mod node;
@@ -82,6 +88,8 @@ pub use cluster::Cluster;
 pub use dir::TestDir;
 pub use history::{Call, Entry, History, Op, Outcome, Recorder, Response};
 pub use linearizability::{check, Checker, HistoryError, Report, Verdict, Violation};
+#[cfg(unix)]
+pub use nemesis::{Fault, FaultKind, Nemesis, NemesisError, Schedule, SeedError, StepError};
 pub use net::{reserve_tcp_addr, reserve_udp_addr, LinkFaults, Net, NetError};
 #[cfg(unix)]
 pub use node::{address_in_line, Exit, Logs, Node, NodeBuilder, NodeError, Output};
