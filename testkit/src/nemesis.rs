@@ -163,7 +163,7 @@ pub struct NemesisError {
     pub fault: Fault,
     /// What went wrong.
     #[source]
-    pub source: StepError,
+    pub source: Box<StepError>,
 }
 
 /// What faults may happen, to whom, and how many: builds a [`Schedule`].
@@ -433,7 +433,7 @@ impl Schedule {
                 seed: self.seed,
                 step: i + 1,
                 fault: fault.clone(),
-                source,
+                source: Box::new(source),
             })?;
         }
         Ok(())

@@ -184,7 +184,7 @@ async fn a_step_that_cannot_apply_names_the_seed_the_step_the_node_and_its_logs(
     // A node already dead when paused.
     let err = run(vec![Fault::Pause(s("a"))], &mut cluster, Some(&mut net));
     let text = err.to_string();
-    assert!(matches!(err.source, StepError::Node(_)), "{err:?}");
+    assert!(matches!(*err.source, StepError::Node(_)), "{err:?}");
     for part in [
         "RPC_NEMESIS_SEED=42",
         "step 1 (pause a)",
@@ -215,5 +215,5 @@ async fn a_step_that_cannot_apply_names_the_seed_the_step_the_node_and_its_logs(
     );
     // A network fault without a network.
     let err = run(vec![Fault::Heal], &mut cluster, None);
-    assert!(matches!(err.source, StepError::NoNet), "{err}");
+    assert!(matches!(*err.source, StepError::NoNet), "{err}");
 }

@@ -229,7 +229,7 @@ pub(crate) struct Way {
 #[derive(Debug)]
 enum Proxy {
     #[cfg(feature = "udp")]
-    Udp(rpc_core::fault::FaultProxy),
+    Udp(Box<rpc_core::fault::FaultProxy>),
     Tcp(TcpFaultProxy),
 }
 
@@ -419,7 +419,10 @@ impl Net {
         };
         match self.kind {
             #[cfg(feature = "udp")]
-            Kind::Udp => udp::start(upstream).await.map(Proxy::Udp).map_err(error),
+            Kind::Udp => udp::start(upstream)
+                .await
+                .map(|p| Proxy::Udp(Box::new(p)))
+                .map_err(error),
             Kind::Tcp => TcpFaultProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), upstream)
                 .await
                 .map(Proxy::Tcp)
