@@ -39,7 +39,7 @@
 //!   member. [`Net::heal`] lifts the cuts and the per-link and per-node
 //!   faults, back to the defaults.
 //!
-//! Over UDP ([`Net::udp`], feature `udp`) each link is an
+//! Over UDP (`Net::udp`, feature `udp`) each link is an
 //! `rpc_core::fault::FaultProxy`: a cut is a loss of every datagram of the
 //! direction (both directions cut: the proxy is blackholed, which also
 //! drops what it still queued), faults are the proxy's faults, each
@@ -269,6 +269,8 @@ struct Link {
 #[derive(Debug)]
 pub struct Net {
     kind: Kind,
+    /// Seeds the UDP links' generators.
+    #[cfg_attr(not(feature = "udp"), allow(dead_code))]
     seed: u64,
     members: Vec<Member>,
     /// By (from, to); `to` is a node.
@@ -297,18 +299,6 @@ pub fn reserve_udp_addr() -> std::io::Result<SocketAddr> {
 /// When no socket can be bound.
 pub fn reserve_tcp_addr() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
-}
-
-/// A stable seed per directed pair of names (FNV-1a, then splitmix64).
-fn pair_seed(seed: u64, from: &str, to: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in from.bytes().chain([0xff]).chain(to.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
 }
 
 impl Net {
@@ -622,13 +612,11 @@ impl Net {
 
     /// Brings every proxy in line with the cuts and faults.
     fn apply(&mut self) -> Result<(), NetError> {
+        #[cfg(feature = "udp")]
+        let seed = self.seed;
         let keys: Vec<(String, String)> = self.links.keys().cloned().collect();
         for (from, to) in keys {
             let want = (self.way(&from, &to), self.way(&to, &from));
-            let seeds = (
-                pair_seed(self.seed, &from, &to),
-                pair_seed(self.seed, &to, &from),
-            );
             let Some(link) = self.links.get_mut(&(from.clone(), to.clone())) else {
                 continue;
             };
@@ -637,11 +625,13 @@ impl Net {
             }
             match &link.proxy {
                 #[cfg(feature = "udp")]
-                Proxy::Udp(p) => udp::apply(p, want, seeds).map_err(|e| NetError::Proxy {
-                    from: from.clone(),
-                    to: to.clone(),
-                    source: e,
-                })?,
+                Proxy::Udp(p) => {
+                    udp::apply(p, want, seed, (&from, &to)).map_err(|e| NetError::Proxy {
+                        from: from.clone(),
+                        to: to.clone(),
+                        source: e,
+                    })?
+                }
                 Proxy::Tcp(p) => apply_tcp(p, want),
             }
             link.applied = want;

@@ -30,13 +30,28 @@ fn config(way: Way, seed: u64) -> FaultConfig {
         .delay(Delay::uniform(f.delay_min, f.delay_max))
 }
 
-/// Applies the forward (client to server) and back ways to a proxy; both
-/// cut blackholes it, which also drops what it still holds.
+/// A stable seed per directed pair of names (FNV-1a, then splitmix64).
+fn pair_seed(seed: u64, from: &str, to: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in from.bytes().chain([0xff]).chain(to.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Applies the forward (client to server) and back ways of the link
+/// `from -> to` to its proxy; both cut blackholes it, which also drops what
+/// it still holds.
 pub(super) fn apply(
     proxy: &FaultProxy,
     (forward, back): (Way, Way),
-    (forward_seed, back_seed): (u64, u64),
+    seed: u64,
+    (from, to): (&str, &str),
 ) -> Result<(), BoxError> {
+    let (forward_seed, back_seed) = (pair_seed(seed, from, to), pair_seed(seed, to, from));
     let blackhole = forward.cut && back.cut;
     if blackhole {
         proxy.blackhole(true);
