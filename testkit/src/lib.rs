@@ -2,7 +2,9 @@
 //! what clients saw, and a linearizability checker.
 //!
 //! It depends on nothing of the framework, so the tests of any package,
-//! the tour and users' own tests can use it on any server binary.
+//! the tour and users' own tests can use it on any server binary; only its
+//! feature `udp` brings in `rpc-core`, whose fault proxy carries the links
+//! of a UDP [`Net`].
 //!
 //! - [`node`]: a [`NodeBuilder`] starts a binary as a child process with
 //!   its output in files of a per-test directory ([`TestDir`]) and reads
