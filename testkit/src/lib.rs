@@ -2,7 +2,9 @@
 //! what clients saw, and a linearizability checker.
 //!
 //! It depends on nothing of the framework, so the tests of any package,
-//! the tour and users' own tests can use it on any server binary.
+//! the tour and users' own tests can use it on any server binary; only its
+//! feature `udp` brings in `rpc-core`, whose fault proxy carries the links
+//! of a UDP [`Net`].
 //!
 //! - [`node`]: a [`NodeBuilder`] starts a binary as a child process with
 //!   its output in files of a per-test directory ([`TestDir`]) and reads
@@ -20,6 +22,15 @@
 //! - [`tcp_proxy`]: a [`TcpFaultProxy`] between clients and a server that
 //!   delays, throttles, cuts, blackholes (a partition: silence, no reset)
 //!   and pauses TCP connections while they run, and counts what it did.
+//! - [`net`]: a cluster's [`Net`]: one fault proxy per directed link
+//!   between named members (nodes and clients), with partitions,
+//!   isolation, and loss, duplication, reordering and delay per link or
+//!   per node, changed while the test runs; over TCP, or over UDP with
+//!   the framework's fault proxy (feature `udp`).
+//! - [`nemesis`]: a seeded [`Schedule`] of kills, restarts, pauses,
+//!   partitions, loss bursts and heals applied to a [`Cluster`] and its
+//!   [`Net`] while clients run, printed with its seed
+//!   (`RPC_NEMESIS_SEED` repeats it).
 //!
 //! ```
 //! use rpc_testkit::{check, Cluster, NodeBuilder, Op, Recorder, Response};
@@ -68,6 +79,9 @@ mod dir;
 pub mod history;
 pub mod linearizability;
 #[cfg(unix)]
+pub mod nemesis;
+pub mod net;
+#[cfg(unix)]
 pub mod node;
 pub mod tcp_proxy;
 
@@ -76,6 +90,9 @@ pub use cluster::Cluster;
 pub use dir::TestDir;
 pub use history::{Call, Entry, History, Op, Outcome, Recorder, Response};
 pub use linearizability::{check, Checker, HistoryError, Report, Verdict, Violation};
+#[cfg(unix)]
+pub use nemesis::{Fault, FaultKind, Nemesis, NemesisError, Schedule, SeedError, StepError};
+pub use net::{reserve_tcp_addr, reserve_udp_addr, LinkFaults, Net, NetError};
 #[cfg(unix)]
 pub use node::{address_in_line, Exit, Logs, Node, NodeBuilder, NodeError, Output};
 pub use tcp_proxy::{

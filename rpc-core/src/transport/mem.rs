@@ -28,14 +28,56 @@
 //! overflow). [`MemNetwork::restart`] simulates a crash: the old socket
 //! stops working, datagrams queued for it are lost, and a new socket gets
 //! the same address.
+//!
+//! # Hosts
+//!
+//! Besides the faults of each link, whole hosts (the IP address of a
+//! socket: every port on it) can be cut apart and held, as a test of a
+//! cluster needs:
+//! - [`MemNetwork::partition`] cuts every host of one side from every host
+//!   of the other, both ways; [`MemNetwork::isolate`] cuts one host from
+//!   every other. A datagram across a cut is lost (counted as `dropped`
+//!   and `blackholed` on its link), and so is one queued on a link that
+//!   was cut before it fell due. Cuts add up until [`MemNetwork::heal`].
+//! - [`MemNetwork::hold`] delays everything to and from a host until
+//!   [`MemNetwork::release`]: datagrams are queued (and shaped by their
+//!   link's faults) but not delivered, then delivered in order on release
+//!   (as far as the link's queue limit kept them). A held host is a paused
+//!   process, or a long GC pause, as its peers see it.
+//! - [`MemNetwork::heal`] lifts every cut and isolation and releases every
+//!   held host; the links keep their own faults.
+//!
+//! Datagrams between two sockets of the same host are never cut (a held
+//! host holds them too).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use rpc_core::transport::{mem::MemNetwork, DatagramSocket};
+//! use std::net::IpAddr;
+//!
+//! let net = MemNetwork::new();
+//! let (a, b) = (net.bind("10.0.0.1:1".parse()?)?, net.bind("10.0.0.2:1".parse()?)?);
+//! let (ha, hb): (IpAddr, IpAddr) = ("10.0.0.1".parse()?, "10.0.0.2".parse()?);
+//! net.partition(&[ha], &[hb]);
+//! a.send_to(b"lost", b.addr()).await?;
+//! net.heal();
+//! net.hold(hb);
+//! a.send_to(b"held", b.addr()).await?; // queued until b's host is released
+//! net.release(hb);
+//! let mut buf = [0u8; 8];
+//! let (n, _) = b.recv_from(&mut buf).await?;
+//! assert_eq!(&buf[..n], b"held");
+//! assert_eq!(net.link_stats(a.addr(), b.addr()).blackholed, 1);
+//! # Ok(()) }
+//! ```
 
 use super::DatagramSocket;
 use crate::fault::shaper::Shaper;
 use crate::fault::{FaultConfig, FaultCounters, FaultStats};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -89,6 +131,22 @@ struct State {
     next_generation: u64,
     next_port: u16,
     unroutable: u64,
+    /// Pairs of hosts cut apart ([`MemNetwork::partition`]), both orders.
+    cuts: HashSet<(IpAddr, IpAddr)>,
+    /// Hosts cut from every other ([`MemNetwork::isolate`]).
+    isolated: HashSet<IpAddr>,
+    /// Hosts whose datagrams wait ([`MemNetwork::hold`]).
+    held: HashSet<IpAddr>,
+}
+
+/// Whether datagrams between hosts `a` and `b` are cut.
+fn is_cut(
+    cuts: &HashSet<(IpAddr, IpAddr)>,
+    isolated: &HashSet<IpAddr>,
+    a: IpAddr,
+    b: IpAddr,
+) -> bool {
+    a != b && (isolated.contains(&a) || isolated.contains(&b) || cuts.contains(&(a, b)))
 }
 
 impl Default for State {
@@ -101,6 +159,9 @@ impl Default for State {
             next_generation: 1,
             next_port: *EPHEMERAL.start(),
             unroutable: 0,
+            cuts: HashSet::new(),
+            isolated: HashSet::new(),
+            held: HashSet::new(),
         }
     }
 }
@@ -127,6 +188,7 @@ fn link_seed(seed: u64, from: SocketAddr, to: SocketAddr) -> u64 {
 impl State {
     fn link(&mut self, from: SocketAddr, to: SocketAddr) -> &mut Link {
         let (faults, limit) = (&self.default_faults, self.queue_limit);
+        let cut = is_cut(&self.cuts, &self.isolated, from.ip(), to.ip());
         self.links
             .entry(to)
             .or_default()
@@ -134,12 +196,37 @@ impl State {
             .or_insert_with(|| {
                 let counters = Arc::new(FaultCounters::default());
                 let config = faults.clone().seed(link_seed(faults.seed, from, to));
+                let mut shaper = Shaper::new(config, limit, counters.clone());
+                shaper.set_blackhole(cut);
                 Link {
-                    shaper: Shaper::new(config, limit, counters.clone()),
+                    shaper,
                     counters,
                     explicit: false,
                 }
             })
+    }
+
+    /// Puts every link's blackhole in line with the cuts between hosts.
+    fn apply_cuts(&mut self) {
+        let State {
+            links,
+            cuts,
+            isolated,
+            ..
+        } = self;
+        for (to, incoming) in links.iter_mut() {
+            for (from, link) in incoming.iter_mut() {
+                link.shaper
+                    .set_blackhole(is_cut(cuts, isolated, from.ip(), to.ip()));
+            }
+        }
+    }
+
+    /// Wakes every receiver (held datagrams may have become deliverable).
+    fn wake_all(&self) {
+        for endpoint in self.endpoints.values() {
+            endpoint.notify.notify_waiters();
+        }
     }
 
     fn unbind(&mut self, addr: SocketAddr) -> bool {
@@ -295,6 +382,75 @@ impl MemNetwork {
         self.state().endpoints.contains_key(&addr)
     }
 
+    /// Cuts every host of `side_a` from every host of `side_b`, both ways,
+    /// in addition to the cuts already made (see the module docs: datagrams
+    /// across a cut are lost, also those already queued). The hosts need
+    /// not have sockets yet; a host on both sides is not cut from itself.
+    pub fn partition(&self, side_a: &[IpAddr], side_b: &[IpAddr]) {
+        let mut state = self.state();
+        for &a in side_a {
+            for &b in side_b.iter().filter(|&&b| b != a) {
+                state.cuts.insert((a, b));
+                state.cuts.insert((b, a));
+            }
+        }
+        state.apply_cuts();
+        tracing::debug!(?side_a, ?side_b, "mem network: partition");
+    }
+
+    /// Cuts `host` from every other host, also those that bind later,
+    /// until [`MemNetwork::heal`].
+    pub fn isolate(&self, host: IpAddr) {
+        let mut state = self.state();
+        state.isolated.insert(host);
+        state.apply_cuts();
+        tracing::debug!(%host, "mem network: host isolated");
+    }
+
+    /// Whether datagrams between hosts `a` and `b` are cut (by a partition
+    /// or an isolation).
+    pub fn is_cut(&self, a: IpAddr, b: IpAddr) -> bool {
+        let state = self.state();
+        is_cut(&state.cuts, &state.isolated, a, b)
+    }
+
+    /// Holds everything to and from `host` (every port of it) until
+    /// [`MemNetwork::release`] or [`MemNetwork::heal`]: datagrams are
+    /// queued on their links, shaped by the links' faults, and not
+    /// delivered; sockets of the host receive nothing.
+    pub fn hold(&self, host: IpAddr) {
+        self.state().held.insert(host);
+        tracing::debug!(%host, "mem network: host held");
+    }
+
+    /// Delivers what was held for and from `host`, in order, and lets its
+    /// traffic flow again. Returns whether it was held.
+    pub fn release(&self, host: IpAddr) -> bool {
+        let mut state = self.state();
+        let was = state.held.remove(&host);
+        state.wake_all();
+        tracing::debug!(%host, was, "mem network: host released");
+        was
+    }
+
+    /// Whether `host` is held.
+    pub fn is_held(&self, host: IpAddr) -> bool {
+        self.state().held.contains(&host)
+    }
+
+    /// Lifts every partition and isolation and releases every held host.
+    /// The links' own faults ([`MemNetwork::set_link_faults`],
+    /// [`MemNetwork::set_default_faults`]) stay.
+    pub fn heal(&self) {
+        let mut state = self.state();
+        state.cuts.clear();
+        state.isolated.clear();
+        state.held.clear();
+        state.apply_cuts();
+        state.wake_all();
+        tracing::debug!("mem network: healed");
+    }
+
     /// The counters of the link from `from` to `to` (zero if it never carried
     /// anything).
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> FaultStats {
@@ -367,12 +523,20 @@ impl MemNetwork {
         if state.endpoints.get(&to).map(|e| e.generation) != Some(generation) {
             return Err(closed());
         }
-        let Some(incoming) = state.links.get_mut(&to) else {
+        // A held host receives nothing; `release` wakes it.
+        if state.held.contains(&to.ip()) {
+            return Ok(Err(None));
+        }
+        let State { links, held, .. } = &mut *state;
+        let Some(incoming) = links.get_mut(&to) else {
             return Ok(Err(None));
         };
         let now = Instant::now();
         let mut best: Option<((Instant, u64), SocketAddr)> = None;
         for (from, link) in incoming.iter_mut() {
+            if held.contains(&from.ip()) {
+                continue;
+            }
             if let Some(key) = link.shaper.ready_at(now) {
                 if best.is_none_or(|(b, _)| key < b) {
                     best = Some((key, *from));
@@ -390,8 +554,9 @@ impl MemNetwork {
             }
         }
         Ok(Err(incoming
-            .values()
-            .filter_map(|l| l.shaper.next_deadline())
+            .iter()
+            .filter(|(from, _)| !held.contains(&from.ip()))
+            .filter_map(|(_, l)| l.shaper.next_deadline())
             .min()))
     }
 }
@@ -472,5 +637,151 @@ impl DatagramSocket for MemSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.addr)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::fault::Delay;
+    use std::time::Duration;
+
+    fn host(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    fn at(n: u8, port: u16) -> SocketAddr {
+        SocketAddr::new(host(n), port)
+    }
+
+    /// Everything that arrives within `wait` of tokio time.
+    async fn drain(socket: &MemSocket, wait: Duration) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(Ok((n, _))) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_cuts_both_ways_between_its_sides_only() {
+        let net = MemNetwork::new();
+        let a = net.bind(at(1, 1)).unwrap();
+        let b = net.bind(at(2, 1)).unwrap();
+        let c = net.bind(at(3, 1)).unwrap();
+        let a2 = net.bind(at(1, 2)).unwrap(); // same host as a
+        net.partition(&[host(1)], &[host(2)]);
+        assert!(net.is_cut(host(1), host(2)) && net.is_cut(host(2), host(1)));
+        assert!(!net.is_cut(host(1), host(3)) && !net.is_cut(host(1), host(1)));
+        a.send_to(b"a>b", b.addr()).await.unwrap();
+        b.send_to(b"b>a", a.addr()).await.unwrap();
+        a.send_to(b"a>c", c.addr()).await.unwrap();
+        b.send_to(b"b>c", c.addr()).await.unwrap();
+        a2.send_to(b"a2>a", a.addr()).await.unwrap();
+        let wait = Duration::from_millis(10);
+        assert_eq!(drain(&b, wait).await, Vec::<Vec<u8>>::new());
+        assert_eq!(drain(&a, wait).await, vec![b"a2>a".to_vec()]);
+        let mut at_c = drain(&c, wait).await;
+        at_c.sort(); // two links: no order between them
+        assert_eq!(at_c, vec![b"a>c".to_vec(), b"b>c".to_vec()]);
+        let cut = net.link_stats(a.addr(), b.addr());
+        assert_eq!((cut.received, cut.dropped, cut.blackholed), (1, 1, 1));
+
+        net.heal();
+        a.send_to(b"again", b.addr()).await.unwrap();
+        assert_eq!(drain(&b, wait).await, vec![b"again".to_vec()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_loses_what_is_in_flight_and_isolation_covers_later_hosts() {
+        let net = MemNetwork::new();
+        let a = net.bind(at(1, 1)).unwrap();
+        let b = net.bind(at(2, 1)).unwrap();
+        let delay = Duration::from_millis(5);
+        net.set_link_faults(
+            a.addr(),
+            b.addr(),
+            FaultConfig::seeded(1).delay(Delay::fixed(delay)),
+        );
+        a.send_to(b"in flight", b.addr()).await.unwrap();
+        net.isolate(host(2));
+        assert_eq!(drain(&b, delay * 4).await, Vec::<Vec<u8>>::new());
+        assert_eq!(net.link_stats(a.addr(), b.addr()).blackholed, 1);
+        // A host that binds after the isolation is cut from it too.
+        let c = net.bind(at(3, 1)).unwrap();
+        c.send_to(b"c>b", b.addr()).await.unwrap();
+        b.send_to(b"b>c", c.addr()).await.unwrap();
+        assert_eq!(drain(&c, delay).await, Vec::<Vec<u8>>::new());
+        assert_eq!(drain(&b, delay).await, Vec::<Vec<u8>>::new());
+        net.heal();
+        c.send_to(b"healed", b.addr()).await.unwrap();
+        assert_eq!(drain(&b, delay).await, vec![b"healed".to_vec()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_host_gets_and_sends_nothing_until_released_then_all_in_order() {
+        let net = MemNetwork::new();
+        let a = net.bind(at(1, 1)).unwrap();
+        let b = net.bind(at(2, 1)).unwrap();
+        let c = net.bind(at(3, 1)).unwrap();
+        net.hold(host(2));
+        assert!(net.is_held(host(2)));
+        for i in 0..5u8 {
+            a.send_to(&[i], b.addr()).await.unwrap();
+        }
+        b.send_to(b"from b", c.addr()).await.unwrap();
+        a.send_to(b"a>c", c.addr()).await.unwrap();
+        let wait = Duration::from_secs(60);
+        // Other hosts still talk; nothing reaches or leaves the held one.
+        assert_eq!(
+            drain(&c, Duration::from_millis(1)).await,
+            vec![b"a>c".to_vec()]
+        );
+        let mut buf = [0u8; 8];
+        assert!(tokio::time::timeout(wait, b.recv_from(&mut buf))
+            .await
+            .is_err());
+        assert_eq!(net.stats().links.dropped, 0, "held, not lost");
+
+        // A receiver waiting across the release is woken by it.
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8];
+            for _ in 0..5 {
+                let (n, from) = b.recv_from(&mut buf).await.unwrap();
+                got.push((buf[..n].to_vec(), from));
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        assert!(net.release(host(2)));
+        assert!(!net.release(host(2)), "released once");
+        let got = waiting.await.unwrap();
+        let expected: Vec<_> = (0..5u8).map(|i| (vec![i], a.addr())).collect();
+        assert_eq!(got, expected);
+        assert_eq!(
+            drain(&c, Duration::from_millis(1)).await,
+            vec![b"from b".to_vec()]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heal_releases_held_hosts_and_keeps_link_faults() {
+        let net = MemNetwork::new();
+        let a = net.bind(at(1, 1)).unwrap();
+        let b = net.bind(at(2, 1)).unwrap();
+        net.set_link_faults(a.addr(), b.addr(), FaultConfig::seeded(3).duplicate(1.0));
+        net.hold(host(1));
+        net.partition(&[host(3)], &[host(1)]);
+        a.send_to(b"x", b.addr()).await.unwrap();
+        net.heal();
+        assert!(!net.is_held(host(1)) && !net.is_cut(host(1), host(3)));
+        assert_eq!(
+            drain(&b, Duration::from_millis(1)).await,
+            vec![b"x".to_vec(), b"x".to_vec()],
+            "the link still duplicates"
+        );
     }
 }
