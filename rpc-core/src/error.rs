@@ -275,6 +275,48 @@ impl<E: fmt::Debug> CallError<E> {
     }
 }
 
+impl<E: fmt::Debug> CallError<E> {
+    /// This error as the status a handler answers with when a call it made
+    /// to a peer failed, keeping what its caller needs to know:
+    /// - a status from the peer (typed errors included, with their payload)
+    ///   as it is;
+    /// - the peer unreachable: UNAVAILABLE when the request certainly did
+    ///   not run there, UNKNOWN when it may have;
+    /// - the deadline passed: DEADLINE_EXCEEDED, the message saying whether
+    ///   the request may have run;
+    /// - outcome unknown (the peer restarted): UNKNOWN.
+    pub fn into_status(self) -> Status {
+        match self {
+            CallError::Raised(_, status) | CallError::Rpc(Error::Status(status)) => status,
+            CallError::Rpc(
+                e @ (Error::Unreachable {
+                    may_have_run: true, ..
+                }
+                | Error::OutcomeUnknown),
+            ) => Status::unknown(format!("a call to a peer: {e}")),
+            CallError::Rpc(e @ Error::Unreachable { .. }) => {
+                Status::unavailable(format!("a call to a peer: {e}"))
+            }
+            CallError::Rpc(e) => Status::new(e.code(), format!("a call to a peer: {e}")),
+        }
+    }
+}
+
+/// A handler can `?` the error of a call it made ([`CallError::into_status`]).
+impl<E: fmt::Debug> From<CallError<E>> for Status {
+    fn from(e: CallError<E>) -> Status {
+        e.into_status()
+    }
+}
+
+/// A handler with a typed error can `?` the error of a call it made
+/// ([`CallError::into_status`]).
+impl<E: fmt::Debug, E2> From<CallError<E>> for MethodError<E2> {
+    fn from(e: CallError<E>) -> MethodError<E2> {
+        MethodError::Status(e.into_status())
+    }
+}
+
 impl<E: Raisable> CallError<E> {
     /// Turns a status received from a server into a typed error when it
     /// carries a payload of type `E`, else into [`Error::Status`].

@@ -125,6 +125,7 @@ pub mod fault;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod hash;
+pub mod intercept;
 pub mod multicast;
 #[cfg(test)]
 mod protocol_check;

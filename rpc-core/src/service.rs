@@ -142,6 +142,19 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
+    /// An identity established by other means than a certificate (an
+    /// authentication interceptor's bearer token): `name` is its subject
+    /// and common name; it has no certificate.
+    pub fn principal(name: impl Into<String>) -> PeerIdentity {
+        let name = name.into();
+        PeerIdentity {
+            subject: format!("CN={name}"),
+            common_name: Some(name),
+            alt_names: Vec::new(),
+            certificate: Bytes::new(),
+        }
+    }
+
     /// A readable name for logs: the common name, else the first DNS
     /// alternative name, else the subject.
     pub fn name(&self) -> &str {
@@ -183,6 +196,9 @@ pub enum AltName {
 /// What a handler knows about the call it is running.
 #[derive(Debug, Clone)]
 pub struct CallContext {
+    /// The full name (`package.Service`) of the service called (empty in
+    /// a [`CallContext::local`] context).
+    pub service: &'static str,
     /// The method being called.
     pub method: &'static MethodInfo,
     /// The caller's session id (0 when the transport has none, e.g. a
@@ -200,17 +216,65 @@ pub struct CallContext {
     pub peer: Option<SocketAddr>,
     /// The transport the call arrived on.
     pub transport: TransportKind,
-    /// The caller's verified client certificate, when the call came through
-    /// a TLS door that required one (mutual TLS); `None` otherwise.
+    /// Who called: the verified client certificate when the call came
+    /// through a TLS door that required one (mutual TLS), else the
+    /// principal a server interceptor established (for example from a
+    /// bearer token, [`PeerIdentity::principal`]); `None` otherwise.
     pub identity: Option<Arc<PeerIdentity>>,
     /// Object instance named by the caller (empty: the default instance).
     pub instance: String,
+    /// The W3C trace context of the call, when the
+    /// [`trace`](crate::intercept::trace) interceptor runs: the handler
+    /// runs in it, and the calls it makes carry it on.
+    pub trace: Option<crate::intercept::trace::TraceContext>,
+    /// When the request arrived at the server, before any queueing.
+    pub received_at: Instant,
+    /// Metadata for the answer: what a handler or a server interceptor
+    /// puts here travels with its REPLY or ERROR (and is stored with it in
+    /// the reply history, so a replayed duplicate carries the same).
+    pub reply_metadata: ReplyMetadata,
+}
+
+/// The metadata a handler attaches to its answer ([`CallContext::reply_metadata`]).
+/// Clones share one map: the server reads it when the handler returns.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyMetadata(Arc<std::sync::Mutex<Metadata>>);
+
+impl ReplyMetadata {
+    fn map(&self) -> std::sync::MutexGuard<'_, Metadata> {
+        // A handler that panicked while holding the lock left a map that
+        // is still a map: use it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets `key` to `value` (replacing an earlier value).
+    pub fn insert(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.map().insert(key.into(), value.into());
+    }
+
+    /// The value set for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.map().get(key).cloned()
+    }
+
+    /// Whether nothing was set.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Takes everything set so far, leaving the map empty.
+    pub fn take(&self) -> Metadata {
+        std::mem::take(&mut *self.map())
+    }
 }
 
 impl CallContext {
     /// A context for calling a handler directly (tests, in-process use).
     pub fn local(method: &'static MethodInfo) -> CallContext {
         CallContext {
+            service: "",
             method,
             session_id: 0,
             request_id: 0,
@@ -221,7 +285,26 @@ impl CallContext {
             transport: TransportKind::Memory,
             identity: None,
             instance: String::new(),
+            trace: None,
+            received_at: Instant::now(),
+            reply_metadata: ReplyMetadata::default(),
         }
+    }
+
+    /// Attaches `key: value` to this call's answer (see
+    /// [`CallContext::reply_metadata`]).
+    pub fn set_reply_metadata(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.reply_metadata.insert(key, value);
+    }
+
+    /// Who called, when known ([`CallContext::identity`]).
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
+    }
+
+    /// When the request arrived, before any queueing.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
     }
 
     /// The metadata value for `key`.

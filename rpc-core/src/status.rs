@@ -3,11 +3,12 @@
 //! The codes are gRPC's, number for number, so the gRPC face of a service
 //! and its UDP/TCP faces agree on what went wrong.
 
+use crate::service::Metadata;
 use bytes::Bytes;
 use std::fmt;
 
 /// A status code; the numbers are gRPC's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Code {
     /// Not an error.
@@ -124,6 +125,9 @@ pub struct Status {
     /// Returned before the method's own code ran (not on the wire: the
     /// server answers such a status with ERROR instead of REPLY).
     refused: bool,
+    /// The answer's metadata (beside the status on the wire: the
+    /// envelope's `metadata`, gRPC trailers). Boxed: most statuses have none.
+    metadata: Option<Box<Metadata>>,
 }
 
 /// Two statuses are equal when what travels on the wire is.
@@ -158,6 +162,7 @@ impl Status {
             details: Bytes::new(),
             details_type: String::new(),
             refused: false,
+            metadata: None,
         }
     }
 
@@ -192,7 +197,27 @@ impl Status {
             details,
             details_type: details_type.into(),
             refused: false,
+            metadata: None,
         }
+    }
+
+    /// This status with the answer's metadata (what the server attached to
+    /// its REPLY or ERROR; an empty map is none).
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Status {
+        self.metadata = (!metadata.is_empty()).then(|| Box::new(metadata));
+        self
+    }
+
+    /// The metadata the server attached to this answer, if any.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_deref()
+    }
+
+    /// Takes the metadata out of this status (the server's engine moves a
+    /// handler's failure's metadata into the answer's envelope).
+    pub fn take_metadata(&mut self) -> Metadata {
+        self.metadata.take().map(|m| *m).unwrap_or_default()
     }
 
     status_ctor! {

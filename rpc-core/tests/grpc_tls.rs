@@ -107,7 +107,7 @@ async fn grpc_over_tls_carries_the_tracked_protocol_and_the_client_identity() {
         let Outcome::Accepted(result) = ch.invoke(invocation).await.unwrap() else {
             panic!("a deferred call to our server is accepted first");
         };
-        assert_eq!(u64_of(&result.await.unwrap().unwrap()), 5);
+        assert_eq!(u64_of(&result.await.unwrap().unwrap().payload), 5);
         let s = server.stats();
         assert_eq!(s.executions, 2, "{s:#?}");
         assert_eq!(s.accepts, 1, "{s:#?}");

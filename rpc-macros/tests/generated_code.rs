@@ -22,7 +22,7 @@ use gen::clock::demo::v1::{
 };
 use gen::kitchen::{common::v1 as common, kitchen::v1 as kitchen};
 use prost::Message;
-use rpc_core::call::{Invocation, Outcome};
+use rpc_core::call::{Invocation, Outcome, RawReply};
 use rpc_core::{
     CallContext, CallError, Channel, Client, Code, Deferred, Error, GroupClient, MemberResult,
     MethodError, Never, Service, Status, Style,
@@ -99,11 +99,14 @@ impl<S: Service + std::fmt::Debug> Channel for Direct<S> {
             let ctx = CallContext::local(inv.method);
             let run = service.call(inv.method.id, ctx, inv.payload);
             match inv.options.style {
-                Style::Sync => Ok(Outcome::Reply(run.await)),
+                Style::Sync => Ok(Outcome::Reply(run.await.map(RawReply::new))),
                 Style::Async | Style::Deferred => {
                     let handle = tokio::spawn(run);
                     Ok(Outcome::Accepted(Box::pin(async move {
-                        handle.await.map_err(|_| Error::Closed)
+                        handle
+                            .await
+                            .map(|r| r.map(RawReply::new))
+                            .map_err(|_| Error::Closed)
                     })))
                 }
                 Style::OneWay => {

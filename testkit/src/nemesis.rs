@@ -212,6 +212,21 @@ impl Nemesis {
         }
     }
 
+    /// The seed in `RPC_NEMESIS_SEED` (`random`: a fresh random one), or
+    /// else `default`: a suite run in CI repeats the same schedule, and a
+    /// run by hand can explore others.
+    ///
+    /// # Errors
+    /// When the variable is set to something else than a number or
+    /// `random`.
+    pub fn seed_from_env_or(default: u64) -> Result<u64, SeedError> {
+        match std::env::var(SEED_VAR) {
+            Ok(value) if value.trim() == "random" => Ok(rand::random()),
+            Ok(value) => value.trim().parse().map_err(|_| SeedError { value }),
+            Err(_) => Ok(default),
+        }
+    }
+
     /// The nodes that may be killed and paused (names in the [`Cluster`]).
     pub fn nodes<I, S>(mut self, names: I) -> Nemesis
     where

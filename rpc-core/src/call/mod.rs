@@ -82,8 +82,29 @@ pub struct Invocation {
     pub options: CallOptions,
 }
 
-/// The result a server produced: the encoded reply, or a status.
-pub type RawResult = Result<Bytes, Status>;
+/// A server's reply: the encoded message and the metadata the server
+/// attached to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawReply {
+    /// The encoded reply message.
+    pub payload: Bytes,
+    /// The answer's metadata (empty when the server attached none).
+    pub metadata: Metadata,
+}
+
+impl RawReply {
+    /// A reply without metadata.
+    pub fn new(payload: Bytes) -> RawReply {
+        RawReply {
+            payload,
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+/// The result a server produced: the reply, or a status (which carries
+/// the answer's metadata, [`Status::metadata`]).
+pub type RawResult = Result<RawReply, Status>;
 
 /// What a [`Channel`] reports for one invocation.
 pub enum Outcome {
@@ -148,6 +169,29 @@ impl Client {
     /// The channel underneath.
     pub fn channel(&self) -> &Arc<dyn Channel> {
         &self.channel
+    }
+
+    /// This client with `interceptor` around its calls. Called several
+    /// times, the first added is the outermost: its `before` runs first
+    /// and its `after` last (see [`crate::intercept`]).
+    ///
+    /// ```
+    /// # fn f(client: rpc_core::Client) -> rpc_core::Client {
+    /// use rpc_core::intercept::{auth::BearerToken, trace::TracePropagation};
+    /// client
+    ///     .intercepted(TracePropagation)
+    ///     .intercepted(BearerToken::new("s3cret"))
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn intercepted(self, interceptor: impl crate::intercept::ClientInterceptor) -> Client {
+        let interceptor: Arc<dyn crate::intercept::ClientInterceptor> = Arc::new(interceptor);
+        Client {
+            channel: Arc::new(crate::intercept::Intercepted::new(
+                self.channel,
+                vec![interceptor],
+            )),
+        }
     }
 
     /// A typed call of `method` with `request`; generated stubs call this.
@@ -315,9 +359,37 @@ where
     Resp: prost::Message + Default,
     E: Raisable,
 {
+    decode_with_metadata(raw).map(|(reply, _)| reply)
+}
+
+fn decode_with_metadata<Resp, E>(raw: RawResult) -> Result<(Resp, Metadata), CallError<E>>
+where
+    Resp: prost::Message + Default,
+    E: Raisable,
+{
     match raw {
-        Ok(bytes) => Resp::decode(bytes).map_err(|e| CallError::Rpc(Error::Decode(e))),
+        Ok(reply) => Resp::decode(reply.payload)
+            .map(|r| (r, reply.metadata))
+            .map_err(|e| CallError::Rpc(Error::Decode(e))),
         Err(status) => Err(CallError::from_status(status)),
+    }
+}
+
+impl<Resp, E> Call<Resp, E, style::Sync>
+where
+    Resp: prost::Message + Default + 'static,
+    E: Raisable,
+{
+    /// Runs the call and returns the reply with the metadata the server
+    /// attached to it. On failure the metadata is on the status
+    /// ([`CallError::status`], [`Status::metadata`]).
+    pub fn with_metadata(self) -> BoxFuture<'static, Result<(Resp, Metadata), CallError<E>>> {
+        Box::pin(async move {
+            match self.client.channel.invoke(self.invocation).await? {
+                Outcome::Reply(raw) => decode_with_metadata(raw),
+                other => Err(CallError::Rpc(unexpected(&other, "synchronous"))),
+            }
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 //! do outside the lock (wake a call, send an ACK).
 
 use super::rto::RtoEstimator;
-use crate::call::RawResult;
+use crate::call::{RawReply, RawResult};
 use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
 use crate::hash::{FastMap, FastSet};
 use crate::status::Status;
@@ -399,7 +399,7 @@ impl Session {
             match &e.result {
                 None => 0u8.hash(h),
                 Some(Final::OutcomeUnknown) => 1u8.hash(h),
-                Some(Final::Reply(Ok(payload))) => (2u8, payload).hash(h),
+                Some(Final::Reply(Ok(reply))) => (2u8, &reply.payload).hash(h),
                 Some(Final::Reply(Err(status))) => (3u8, status.code()).hash(h),
             }
         }
@@ -417,8 +417,11 @@ impl Session {
 fn final_of(kind: MessageType, env: Envelope) -> Final {
     match (kind, env.status) {
         (_, Some(status)) if status.details_type == SERVER_RESTARTED => Final::OutcomeUnknown,
-        (MessageType::Reply, None) => Final::Reply(Ok(env.payload)),
-        (_, Some(status)) => Final::Reply(Err(Status::from(status))),
+        (MessageType::Reply, None) => Final::Reply(Ok(RawReply {
+            payload: env.payload,
+            metadata: env.metadata,
+        })),
+        (_, Some(status)) => Final::Reply(Err(Status::from(status).with_metadata(env.metadata))),
         (_, None) => Final::Reply(Err(Status::unknown("server sent ERROR without a status"))),
     }
 }

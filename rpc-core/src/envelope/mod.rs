@@ -130,6 +130,12 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 /// Most bytes of metadata keys and values together in one envelope.
 pub const MAX_METADATA_BYTES: usize = 16 << 10;
 
+/// Whether `metadata` is within [`MAX_METADATA_ENTRIES`] and
+/// [`MAX_METADATA_BYTES`] (a peer refuses an envelope that is not).
+pub fn metadata_within_caps(metadata: &std::collections::HashMap<String, String>) -> bool {
+    check_metadata(metadata).is_ok()
+}
+
 /// Refuses metadata over [`MAX_METADATA_ENTRIES`] or [`MAX_METADATA_BYTES`].
 fn check_metadata(
     metadata: &std::collections::HashMap<String, String>,

@@ -4,7 +4,7 @@
 use super::codec::BytesCodec;
 use super::metadata as md;
 use super::status::from_tonic;
-use crate::call::{Channel, Invocation, Outcome, RawResult};
+use crate::call::{Channel, Invocation, Outcome, RawReply, RawResult};
 use crate::envelope::SERVER_RESTARTED;
 use crate::error::Error;
 use crate::hash::FastMap;
@@ -503,8 +503,12 @@ impl Call {
                 Ok(response) => {
                     self.learn(response.metadata());
                     let accepted = response.metadata().get(md::ACCEPTED).is_some();
+                    let metadata = md::user_metadata(response.metadata());
                     return Ok(Answer {
-                        result: Ok(response.into_inner()),
+                        result: Ok(RawReply {
+                            payload: response.into_inner(),
+                            metadata,
+                        }),
                         accepted,
                         attempt,
                     });

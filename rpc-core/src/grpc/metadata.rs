@@ -192,8 +192,10 @@ pub const INSTANCE: &str = "rpc-instance";
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Headers that are HTTP/2 or gRPC machinery, never user metadata.
-const RESERVED: [&str; 6] = [
+const RESERVED: [&str; 8] = [
     "content-type",
+    "date",
+    "server",
     "te",
     "user-agent",
     "content-length",
@@ -291,6 +293,21 @@ pub fn put_user_metadata(map: &mut MetadataMap, metadata: &Metadata) -> Result<(
         map.insert(key, value);
     }
     Ok(())
+}
+
+/// Adds an answer's metadata to a response's headers or trailers,
+/// skipping (logged at debug) each entry that cannot travel as gRPC ASCII
+/// metadata; returns how many were skipped.
+pub fn put_reply_metadata(map: &mut MetadataMap, metadata: &Metadata) -> usize {
+    let mut skipped = 0;
+    for (k, v) in metadata {
+        let entry = std::iter::once((k.clone(), v.clone())).collect::<Metadata>();
+        if let Err(error) = put_user_metadata(map, &entry) {
+            tracing::debug!(%error, "reply metadata entry cannot travel over gRPC; skipped");
+            skipped += 1;
+        }
+    }
+    skipped
 }
 
 /// Parses a `grpc-timeout` value: 1 to 8 digits and a unit (`H`, `M`, `S`,

@@ -43,6 +43,14 @@ pub fn to_tonic_code(code: Code) -> tonic::Code {
 /// Our status as tonic's: code and message as they are; a typed payload
 /// becomes the `google.rpc.Status` details described in the module docs.
 pub fn to_tonic(status: &Status) -> tonic::Status {
+    let mut out = to_tonic_bare(status);
+    if let Some(metadata) = status.metadata() {
+        crate::grpc::metadata::put_reply_metadata(out.metadata_mut(), metadata);
+    }
+    out
+}
+
+fn to_tonic_bare(status: &Status) -> tonic::Status {
     let code = to_tonic_code(status.code());
     if status.details_type().is_empty() {
         return tonic::Status::new(code, status.message());
@@ -62,6 +70,10 @@ pub fn to_tonic(status: &Status) -> tonic::Status {
 /// `google.rpc.Status`) becomes the typed payload. Details that are not a
 /// `google.rpc.Status` are ignored (logged at debug).
 pub fn from_tonic(status: &tonic::Status) -> Status {
+    from_tonic_bare(status).with_metadata(crate::grpc::metadata::user_metadata(status.metadata()))
+}
+
+fn from_tonic_bare(status: &tonic::Status) -> Status {
     let code = Code::from_i32(status.code() as i32);
     let message = status.message().to_owned();
     if status.details().is_empty() {

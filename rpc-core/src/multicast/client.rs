@@ -10,7 +10,7 @@
 //! event. The receive task routes datagrams by request id and acknowledges
 //! RRA replies at once, from whichever member they come.
 
-use crate::call::RawResult;
+use crate::call::{RawReply, RawResult};
 use crate::counter::bump;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType, SERVER_RESTARTED, VERSION};
 use crate::error::Error;
@@ -663,8 +663,11 @@ impl IpCall {
                 self.in_progress.remove(&from);
                 let event = match env.status {
                     Some(s) if s.details_type == SERVER_RESTARTED => IpEvent::OutcomeUnknown,
-                    Some(s) => IpEvent::Answer(Err(Status::from(s))),
-                    None if kind == MessageType::Reply => IpEvent::Answer(Ok(env.payload)),
+                    Some(s) => IpEvent::Answer(Err(Status::from(s).with_metadata(env.metadata))),
+                    None if kind == MessageType::Reply => IpEvent::Answer(Ok(RawReply {
+                        payload: env.payload,
+                        metadata: env.metadata,
+                    })),
                     None => {
                         IpEvent::Answer(Err(Status::unknown("server sent ERROR without a status")))
                     }

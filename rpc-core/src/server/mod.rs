@@ -206,6 +206,7 @@ pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     incarnation: Option<u64>,
     auth: AuthPolicy,
+    interceptors: Vec<Arc<dyn crate::intercept::Interceptor>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -288,6 +289,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `interceptor` around every call of every service, on every
+    /// door. Interceptors run `before` in the order they are added and
+    /// `after` in reverse (see [`crate::intercept`]).
+    pub fn intercept(mut self, interceptor: impl crate::intercept::Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
     /// The engine and the buffer budget its doors share.
     fn build(self) -> Result<(Arc<Engine>, Arc<ByteBudget>), ServerError> {
         self.config.validate()?;
@@ -299,12 +308,9 @@ impl ServerBuilder {
             }
         }
         let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
-        let engine = Arc::new(Engine::new(
-            self.config,
-            self.services,
-            incarnation,
-            Arc::clone(&budget),
-        ));
+        let mut engine = Engine::new(self.config, self.services, incarnation, Arc::clone(&budget));
+        engine.interceptors = crate::intercept::Chain(self.interceptors.into());
+        let engine = Arc::new(engine);
         Ok((engine, budget))
     }
 

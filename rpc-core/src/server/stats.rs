@@ -105,8 +105,11 @@ counters! {
     shutdown_refused,
     /// Requests refused because `max_pending` requests were already waiting.
     overloaded,
-    /// Requests refused because the session table was full of running sessions.
+    /// Requests refused because the session table was full of running
+    /// sessions (or every tombstone was in use).
     sessions_refused,
+    /// Requests an interceptor refused before the handler ran (ERROR).
+    intercept_refused,
     /// Requests and ACKs naming a session that belongs to another peer
     /// (refused with PERMISSION_DENIED, or ignored): nothing of them applied.
     foreign_refused,

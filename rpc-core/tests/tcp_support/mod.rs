@@ -39,7 +39,7 @@ pub async fn call(
         },
     };
     match ch.invoke(inv).await? {
-        Outcome::Reply(r) => Ok(r),
+        Outcome::Reply(r) => Ok(r.map(|reply| reply.payload)),
         other => panic!("a sync call got {other:?}"),
     }
 }

@@ -9,7 +9,7 @@ use super::*;
 /// An untyped member result.
 #[derive(Debug)]
 pub(super) enum Raw {
-    Answer(Result<Bytes, Status>),
+    Answer(crate::call::RawResult),
     Accepted,
     Sent,
     Failed(Error),
@@ -42,7 +42,7 @@ impl Raw {
 
     pub(super) fn typed<R: prost::Message + Default, E: Raisable>(self) -> MemberResult<R, E> {
         match self {
-            Raw::Answer(Ok(bytes)) => match R::decode(bytes) {
+            Raw::Answer(Ok(reply)) => match R::decode(reply.payload) {
                 Ok(r) => MemberResult::Reply(r),
                 Err(e) => MemberResult::Error(CallError::Rpc(Error::Decode(e))),
             },

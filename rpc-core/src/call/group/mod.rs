@@ -35,7 +35,6 @@ use super::{CallOptions, Client, Invocation, Outcome};
 use crate::error::{CallError, Error, Raisable};
 use crate::multicast::{IpCall, IpEvent, MulticastClient};
 use crate::service::{Metadata, MethodInfo, Protocol, ServiceInfo, Style};
-use crate::status::Status;
 use bytes::Bytes;
 pub use call::GroupCall;
 use futures::future::BoxFuture;

@@ -5,6 +5,7 @@
 
 #[allow(clippy::wildcard_imports)] // the door's parts share its imports
 use super::*;
+use crate::service::Metadata;
 
 /// What the door knows of a request's connection, put in each request's
 /// extensions: the caller's address, the transport, and the client
@@ -96,7 +97,10 @@ impl Door {
         let peer = conn.as_ref().map(|c| c.peer);
         let work = async {
             match meta.get(md::CALL) {
-                None => self.plain(method, &meta, payload, deadline, sink).await,
+                None => {
+                    self.plain(method, &meta, payload, deadline, arrival, sink)
+                        .await
+                }
                 Some(value) => match value
                     .to_str()
                     .ok()
@@ -127,8 +131,9 @@ impl Door {
         };
         let incarnation = self.incarnation.clone();
         match result {
-            Ok((reply, accepted)) => {
+            Ok((reply, accepted, metadata)) => {
                 let mut response = tonic::Response::new(reply);
+                md::put_reply_metadata(response.metadata_mut(), &metadata);
                 response.metadata_mut().insert(md::INCARNATION, incarnation);
                 if accepted {
                     put_static(response.metadata_mut(), md::ACCEPTED, "1");
@@ -150,8 +155,9 @@ impl Door {
         meta: &tonic::metadata::MetadataMap,
         payload: Bytes,
         deadline: Option<Instant>,
+        received_at: Instant,
         sink: impl FnOnce(oneshot::Sender<Bytes>) -> Sink,
-    ) -> Result<(Bytes, bool), Status> {
+    ) -> Result<(Bytes, bool, Metadata), Status> {
         let call = Untracked {
             service: Arc::clone(&self.service),
             method,
@@ -160,6 +166,7 @@ impl Door {
             metadata: md::user_metadata(meta),
             instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
             accept: method.oneway,
+            received_at,
         };
         let (tx, rx) = oneshot::channel();
         let sink = sink(tx);
@@ -189,7 +196,7 @@ impl Door {
         payload: Bytes,
         timeout: Option<Duration>,
         sink: impl Fn(oneshot::Sender<Bytes>) -> Sink,
-    ) -> Result<(Bytes, bool), Status> {
+    ) -> Result<(Bytes, bool, Metadata), Status> {
         let protocol = if call.protocol_r {
             ExchangeProtocol::R
         } else if call.protocol_rra {
@@ -234,7 +241,7 @@ impl Door {
             if oneway {
                 // R: the engine never answers; the empty reply says the
                 // request was taken (ACCEPT), not that it ran.
-                return Ok((Bytes::new(), true));
+                return Ok((Bytes::new(), true, Metadata::new()));
             }
             let Ok(message) = rx.await else {
                 return Err(Status::aborted(
@@ -258,7 +265,7 @@ impl Door {
 /// The engine's first answer to a gRPC call.
 pub(super) enum Answer {
     /// The call's result: a reply (and whether it is an ACCEPT) or a status.
-    Done(Result<(Bytes, bool), Status>),
+    Done(Result<(Bytes, bool, Metadata), Status>),
     /// The request is still running (a retry of a tracked request).
     InProgress,
 }
@@ -269,13 +276,14 @@ pub(super) fn read_answer(message: Bytes) -> Result<Answer, Status> {
         Envelope::decode(message).map_err(|e| Status::internal(format!("engine reply: {e}")))?;
     Ok(match MessageType::try_from(reply.r#type) {
         Ok(MessageType::Reply) => Answer::Done(match reply.status {
-            Some(status) => Err(status.into()),
-            None => Ok((reply.payload, false)),
+            Some(status) => Err(Status::from(status).with_metadata(reply.metadata)),
+            None => Ok((reply.payload, false, reply.metadata)),
         }),
         Ok(MessageType::Error) => Answer::Done(Err(reply
             .status
-            .map_or_else(|| Status::internal("error without status"), Status::from))),
-        Ok(MessageType::Accept) => Answer::Done(Ok((Bytes::new(), true))),
+            .map_or_else(|| Status::internal("error without status"), Status::from)
+            .with_metadata(reply.metadata))),
+        Ok(MessageType::Accept) => Answer::Done(Ok((Bytes::new(), true, Metadata::new()))),
         Ok(MessageType::InProgress) => Answer::InProgress,
         _ => {
             return Err(Status::internal(format!(

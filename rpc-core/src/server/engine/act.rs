@@ -192,6 +192,8 @@ impl Engine {
                 payload: env.payload,
                 metadata: env.metadata,
                 instance: env.instance,
+                received_at: arrival,
+                passed: 0,
             };
             self.start(job, sink).await;
         }

@@ -141,6 +141,8 @@ pub struct Engine {
     idle: Notify,
     cancel: watch::Sender<bool>,
     verifier: Verifier,
+    /// Run around every handler, outermost first.
+    pub(crate) interceptors: crate::intercept::Chain,
 }
 
 impl fmt::Debug for Engine {
@@ -189,6 +191,10 @@ struct Job {
     payload: Bytes,
     metadata: Metadata,
     instance: String,
+    /// When the request arrived (before any queueing).
+    received_at: Instant,
+    /// Interceptors whose `before` passed (their `after` runs at the end).
+    passed: usize,
 }
 
 /// A call without a session (a plain gRPC caller's): it bypasses the
@@ -202,6 +208,8 @@ pub(crate) struct Untracked {
     pub(crate) payload: Bytes,
     pub(crate) metadata: Metadata,
     pub(crate) instance: String,
+    /// When the call arrived at the door.
+    pub(crate) received_at: Instant,
     /// Answer ACCEPT once the call has a handler slot or a waiting slot
     /// (a one-way method: the caller is not told the outcome); otherwise
     /// the answer is the result.
@@ -211,6 +219,8 @@ pub(crate) struct Untracked {
 /// How a job ended.
 enum Ending {
     Done(Result<Bytes, Status>),
+    /// An interceptor refused the call before the handler ran.
+    Refused(Status),
     Panicked,
     Expired,
 }
@@ -244,6 +254,7 @@ impl Engine {
             idle: Notify::new(),
             cancel: watch::channel(false).0,
             verifier: Verifier::new(config_rate),
+            interceptors: crate::intercept::Chain::default(),
         }
     }
 

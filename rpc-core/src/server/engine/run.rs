@@ -7,7 +7,7 @@ use super::Untracked;
 use super::{too_large, Ending, Engine, Handler, Job, ReplySink};
 use crate::envelope::{self, MessageType};
 use crate::server::stats::bump;
-use crate::service::CallContext;
+use crate::service::{CallContext, Metadata, ReplyMetadata};
 use crate::status::Status;
 use bytes::Bytes;
 use futures::FutureExt;
@@ -63,6 +63,8 @@ impl Engine {
                 payload: call.payload,
                 metadata: call.metadata,
                 instance: call.instance,
+                received_at: call.received_at,
+                passed: 0,
             };
             self.start(job, sink).await;
         }
@@ -136,12 +138,12 @@ impl Engine {
                             }
                             return;
                         };
-                        let ending = match engine.begin(&mut job, &sink) {
-                            Ok(handler) => catch(handler).await,
-                            Err(ending) => ending,
+                        let (ending, metadata) = match engine.begin(&mut job, &sink) {
+                            Ok((handler, metadata)) => (catch(handler).await, metadata.take()),
+                            Err(ending) => (ending, Metadata::new()),
                         };
                         drop(permit);
-                        engine.finish(&job, ending, &sink).await;
+                        engine.finish(&job, ending, metadata, &sink).await;
                     });
                 }
             }
@@ -190,11 +192,11 @@ impl Engine {
         sink: &'a K,
     ) -> impl Future<Output = ()> + 'a {
         async move {
-            let mut handler = match self.begin(&mut job, sink) {
+            let (mut handler, metadata) = match self.begin(&mut job, sink) {
                 Ok(h) => h,
                 Err(ending) => {
                     drop(permit);
-                    self.finish(&job, ending, sink).await;
+                    self.finish(&job, ending, Metadata::new(), sink).await;
                     return;
                 }
             };
@@ -209,23 +211,27 @@ impl Engine {
                     self.spawn_tracked(async move {
                         let ending = catch(handler).await;
                         drop(permit);
-                        engine.finish(&job, ending, &sink).await;
+                        engine.finish(&job, ending, metadata.take(), &sink).await;
                     });
                     return;
                 }
             };
             drop(permit);
-            self.finish(&job, ending, sink).await;
+            self.finish(&job, ending, metadata.take(), sink).await;
         }
     }
 
     /// Checks the deadline and creates the handler's future (with its span).
-    fn begin<K: ReplySink>(&self, job: &mut Job, sink: &K) -> Result<Handler, Ending> {
+    fn begin<K: ReplySink>(
+        &self,
+        job: &mut Job,
+        sink: &K,
+    ) -> Result<(Handler, ReplyMetadata), Ending> {
         if job.deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Ending::Expired);
         }
-        bump(&self.counters.executions);
-        let ctx = CallContext {
+        let mut ctx = CallContext {
+            service: job.service.info().full_name,
             method: job.method,
             session_id: job.session,
             request_id: job.request_id,
@@ -236,7 +242,24 @@ impl Engine {
             transport: sink.transport(),
             identity: sink.identity(),
             instance: std::mem::take(&mut job.instance),
+            received_at: job.received_at,
+            reply_metadata: ReplyMetadata::default(),
+            trace: None,
         };
+        let reply_metadata = ctx.reply_metadata.clone();
+        if !self.interceptors.is_empty() {
+            let (passed, refusal) = self.interceptors.before(&mut ctx);
+            job.passed = passed;
+            if let Some(mut status) = refusal {
+                // What the interceptors put in the answer's metadata before
+                // one refused goes with the refusal.
+                let mut metadata = reply_metadata.take();
+                metadata.extend(status.take_metadata());
+                return Err(Ending::Refused(status.with_metadata(metadata)));
+            }
+        }
+        bump(&self.counters.executions);
+        let trace = ctx.trace;
         let span = tracing::debug_span!(
             "rpc_call",
             service = %job.service.info().full_name,
@@ -244,7 +267,24 @@ impl Engine {
             session = job.session,
             request_id = job.request_id,
             attempt = job.attempt,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_id = tracing::field::Empty,
         );
+        if let Some(t) = trace {
+            span.record(
+                "trace_id",
+                tracing::field::display(format_args!("{:032x}", t.trace_id)),
+            );
+            span.record(
+                "span_id",
+                tracing::field::display(format_args!("{:016x}", t.span_id)),
+            );
+            span.record(
+                "parent_id",
+                tracing::field::display(format_args!("{:016x}", t.parent_id)),
+            );
+        }
         let call = {
             let _entered = span.enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -253,14 +293,53 @@ impl Engine {
             }))
         };
         match call {
-            Ok(fut) => Ok(fut.instrument(span)),
+            Ok(fut) => {
+                let fut = match trace {
+                    Some(t) => Box::pin(t.scope(fut)),
+                    None => fut,
+                };
+                Ok((fut.instrument(span), reply_metadata))
+            }
             Err(_) => Err(Ending::Panicked),
         }
     }
 
-    /// Encodes the outcome, stores it in the history and sends it.
-    async fn finish<K: ReplySink>(&self, job: &Job, ending: Ending, sink: &K) {
+    /// Encodes the outcome with the handler's reply `metadata`, stores it
+    /// in the history and sends it.
+    async fn finish<K: ReplySink>(
+        &self,
+        job: &Job,
+        ending: Ending,
+        mut metadata: Metadata,
+        sink: &K,
+    ) {
+        let ending = match ending {
+            // A failure's own metadata joins what the handler set.
+            Ending::Done(Err(mut status)) => {
+                metadata.extend(status.take_metadata());
+                Ending::Done(Err(status))
+            }
+            Ending::Refused(mut status) => {
+                metadata.extend(status.take_metadata());
+                Ending::Refused(status)
+            }
+            other => other,
+        };
+        if job.passed > 0 {
+            self.intercept_after(job, &ending, &mut metadata, sink);
+        }
         let (ty, status, payload) = match ending {
+            Ending::Refused(status) => {
+                bump(&self.counters.intercept_refused);
+                tracing::debug!(
+                    method = job.method.name,
+                    session = job.session,
+                    request_id = job.request_id,
+                    %status,
+                    "refused by an interceptor"
+                );
+                (MessageType::Error, Some(status), Bytes::new())
+            }
             Ending::Done(Ok(payload)) => (MessageType::Reply, None, payload),
             // Refused before the method's code ran (an undecodable
             // payload): ERROR says it did not run.
@@ -309,6 +388,24 @@ impl Engine {
         let mut env = self.control(ty, job.session, job.request_id, status);
         env.attempt = job.attempt;
         env.payload = payload;
+        if !metadata.is_empty() {
+            if envelope::metadata_within_caps(&metadata) {
+                env.metadata = metadata;
+            } else {
+                // The caller would refuse the whole answer: say why instead.
+                bump(&self.counters.too_large_replies);
+                tracing::warn!(
+                    method = job.method.name,
+                    entries = metadata.len(),
+                    "reply metadata over its caps (64 entries, 16 KiB)"
+                );
+                env.r#type = MessageType::Reply as i32;
+                env.payload = Bytes::new();
+                env.status = Some(Box::new(envelope::Status::from(&Status::internal(
+                    "reply metadata over its caps (64 entries, 16 KiB)",
+                ))));
+            }
+        }
         let mut len = env.encoded_len();
         let limit = sink.max_message_len();
         if len > limit {
@@ -337,6 +434,39 @@ impl Engine {
             bump(&self.counters.replies);
         }
         self.send_shared(sink, bytes).await;
+    }
+
+    /// Runs the `after` of the interceptors whose `before` passed.
+    fn intercept_after<K: ReplySink>(
+        &self,
+        job: &Job,
+        ending: &Ending,
+        metadata: &mut Metadata,
+        sink: &K,
+    ) {
+        let panicked;
+        let (status, ran) = match ending {
+            Ending::Done(Ok(_)) => (None, true),
+            Ending::Done(Err(status)) => (Some(status), true),
+            Ending::Refused(status) => (Some(status), false),
+            Ending::Panicked => {
+                panicked = Status::internal("handler panicked");
+                (Some(&panicked), true)
+            }
+            // Never passed an interceptor (checked before them).
+            Ending::Expired => return,
+        };
+        let mut call = crate::intercept::Completed {
+            service: job.service.info(),
+            method: job.method,
+            transport: sink.transport(),
+            peer: sink.peer(),
+            received_at: job.received_at,
+            status,
+            ran,
+            reply_metadata: metadata,
+        };
+        self.interceptors.after(job.passed, &mut call);
     }
 
     /// Spawns a handler task that shutdown can wait for and cancel.

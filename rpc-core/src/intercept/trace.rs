@@ -1,0 +1,224 @@
+//! W3C trace context (`traceparent`) across calls: [`TracePropagation`]
+//! is both a server and a client interceptor.
+//!
+//! - On the server, `before` reads the caller's `traceparent` metadata
+//!   entry (or starts a new trace when there is none, or it is malformed)
+//!   and gives the call its own span id in the same trace
+//!   ([`CallContext::trace`]). The server records `trace_id`, `span_id`
+//!   and `parent_id` on the handler's `rpc_call` tracing span and runs the
+//!   handler inside the context, so [`TraceContext::current`] is the
+//!   handler's.
+//! - On the client, `before` sends the current context (the handler's,
+//!   inside a handler; one a caller set with [`TraceContext::scope`]; else a
+//!   new trace) as `traceparent`: the calls a handler makes are children
+//!   of it.
+//!
+//! The format is version `00` of the W3C Trace Context recommendation:
+//! `00-<trace id, 32 hex>-<parent id, 16 hex>-<flags, 2 hex>`.
+//!
+//! ```
+//! use rpc_core::intercept::trace::TraceContext;
+//!
+//! let root = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+//! let child = root.child();
+//! assert_eq!(child.trace_id, root.trace_id);
+//! assert_ne!(child.span_id, root.span_id);
+//! assert!(child.header().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+//! ```
+
+use super::{ClientInterceptor, Interceptor};
+use crate::call::Invocation;
+use crate::service::CallContext;
+use crate::status::Status;
+use std::fmt;
+use std::future::Future;
+
+/// The metadata key of the W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// One span's place in a trace (W3C Trace Context, version 00).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace (never 0).
+    pub trace_id: u128,
+    /// This span (never 0).
+    pub span_id: u64,
+    /// The span this one is a child of (0: a root).
+    pub parent_id: u64,
+    /// The `sampled` flag.
+    pub sampled: bool,
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let n: u64 = rand::random();
+        if n != 0 {
+            return n;
+        }
+    }
+}
+
+impl TraceContext {
+    /// A new trace, sampled.
+    pub fn new_root() -> TraceContext {
+        let trace_id = loop {
+            let n: u128 = rand::random();
+            if n != 0 {
+                break n;
+            }
+        };
+        TraceContext {
+            trace_id,
+            span_id: nonzero_u64(),
+            parent_id: 0,
+            sampled: true,
+        }
+    }
+
+    /// A new span of the same trace, child of this one.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: nonzero_u64(),
+            parent_id: self.span_id,
+            sampled: self.sampled,
+        }
+    }
+
+    /// Parses a `traceparent` value. `None` when it is malformed: wrong
+    /// lengths, upper-case or non-hex digits, version `ff`, all-zero ids.
+    /// A version above `00` is read as `00` (its first four fields), as
+    /// the recommendation asks.
+    pub fn parse(value: &str) -> Option<TraceContext> {
+        let value = value.trim();
+        let mut parts = value.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let parent = parts.next()?;
+        let flags = parts.next()?;
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex(version, 2)
+            || version == "ff"
+            || !hex(trace, 32)
+            || !hex(parent, 16)
+            || !hex(flags, 2)
+        {
+            return None;
+        }
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&n| n != 0)?;
+        let span_id = u64::from_str_radix(parent, 16).ok().filter(|&n| n != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            parent_id: 0,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The `traceparent` value naming this span as the parent.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+
+    /// The context of the running handler (or of [`TraceContext::scope`]),
+    /// if any.
+    pub fn current() -> Option<TraceContext> {
+        CURRENT.try_with(|c| *c).ok()
+    }
+
+    /// Runs `future` with this as the current context.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.header())
+    }
+}
+
+/// Propagates the W3C trace context: a server interceptor and a client
+/// interceptor (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracePropagation;
+
+impl Interceptor for TracePropagation {
+    fn before(&self, ctx: &mut CallContext) -> Result<(), Status> {
+        let parent = ctx.metadata(TRACEPARENT).and_then(|v| {
+            let parsed = TraceContext::parse(v);
+            if parsed.is_none() {
+                tracing::debug!(value = v, "malformed traceparent: a new trace starts");
+            }
+            parsed
+        });
+        ctx.trace = Some(match parent {
+            Some(p) => p.child(),
+            None => TraceContext::new_root(),
+        });
+        Ok(())
+    }
+}
+
+impl ClientInterceptor for TracePropagation {
+    fn before(&self, invocation: &mut Invocation) -> Result<(), Status> {
+        let current = TraceContext::current().unwrap_or_else(TraceContext::new_root);
+        invocation
+            .metadata
+            .insert(TRACEPARENT.to_owned(), current.header());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_version_00() {
+        let v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceContext::parse(v).expect("the example of the recommendation");
+        assert_eq!(t.header(), v);
+        assert!(t.sampled);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad:?}");
+        }
+        // A later version's extra fields are ignored.
+        assert!(TraceContext::parse(&format!("01{}-more", &v[2..])).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_current_context_is_scoped() {
+        assert_eq!(TraceContext::current(), None);
+        let root = TraceContext::new_root();
+        let seen = root.scope(async { TraceContext::current() }).await;
+        assert_eq!(seen, Some(root));
+        assert_eq!(TraceContext::current(), None);
+    }
+}
