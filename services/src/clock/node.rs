@@ -83,6 +83,8 @@ struct Rounds {
     last_heard: Option<Instant>,
     /// The last leader seen by the driver.
     seen_leader: Leader,
+    /// When the node joined its group.
+    joined: Option<Instant>,
 }
 
 /// What one Berkeley round did, as its master saw it.
@@ -217,6 +219,7 @@ impl ClockNode {
         let ids: Vec<u32> = others.iter().map(|&(id, _)| id).collect();
         self.bully.set_members(ids.clone());
         self.ring.set_members(ids);
+        lock(&self.rounds).joined.get_or_insert_with(Instant::now);
         *lock(&self.group) = Some(Group {
             clients,
             group: pb::ClockGroupClient::new(group),
@@ -265,6 +268,17 @@ impl ClockNode {
                 continue;
             }
             let silent_for = heard.map_or(Duration::MAX, |h| now.saturating_duration_since(h));
+            // A node that has just joined first listens for a coordinator
+            // for a master timeout, so that the group's members all join
+            // before the first election.
+            let joined_for = lock(&self.rounds)
+                .joined
+                .map_or(Duration::MAX, |j| now.saturating_duration_since(j));
+            if leader.id.is_none() && joined_for < self.config.master_timeout {
+                let left = self.config.master_timeout.saturating_sub(joined_for);
+                let _ = tokio::time::timeout(left, leader_rx.changed()).await;
+                continue;
+            }
             if leader.id.is_none() || silent_for >= self.config.master_timeout {
                 if let Some(old) = leader.id {
                     tracing::info!(id = self.config.id, old, "master silent: election");
@@ -391,8 +405,9 @@ impl ClockNode {
         adjustments.sort_unstable_by_key(|a| a.0);
         {
             let mut r = lock(&self.rounds);
-            r.excluded = plan.excluded.iter().map(|(id, _)| *id).collect();
+            r.excluded.extend(plan.excluded.iter().map(|(id, _)| *id));
             r.excluded.sort_unstable();
+            r.excluded.dedup();
         }
         tracing::info!(
             id = self.config.id,
@@ -469,7 +484,9 @@ impl pb::Clock for ClockService {
         ctx: CallContext,
         request: pb::PollRequest,
     ) -> Result<pb::PollReply, Status> {
-        let t2 = self.0.time.now_ns();
+        // The clock's own value, not held after a backward step: the
+        // master measures what the clock is.
+        let t2 = self.0.time.read().unheld_ns();
         self.0.merge(&ctx)?;
         let node = &self.0;
         if node.bully.leader().id == Some(request.master_id) {
@@ -483,7 +500,7 @@ impl pb::Clock for ClockService {
             last_round: lock(&node.ledger).last().unwrap_or(0),
             stamp: node.clocks.stamped(),
         };
-        reply.transmit_ns = node.time.now_ns();
+        reply.transmit_ns = node.time.read().unheld_ns();
         Ok(reply)
     }
 
@@ -494,6 +511,20 @@ impl pb::Clock for ClockService {
     ) -> Result<pb::AdjustResult, Status> {
         self.0.merge(&ctx)?;
         let node = &self.0;
+        let leader = node.bully.leader().id;
+        if leader != Some(request.master_id) {
+            // Only the master this node follows adjusts it (two masters can
+            // coexist for a moment around an election).
+            return Ok(pb::AdjustResult {
+                applied: false,
+                last_round: lock(&node.ledger).last().unwrap_or(0),
+                reason: format!(
+                    "adjustment from {} but this node follows {leader:?}",
+                    request.master_id
+                ),
+                stamp: node.clocks.stamped(),
+            });
+        }
         let outcome = node.apply(
             request.round,
             request.master_id,

@@ -229,10 +229,7 @@ impl SyncFilter {
         let target = r.physical_ns.saturating_add(est.offset_ns);
         // Correct towards the target from the clock's own value (not the
         // held reading), counting what is still being slewed in.
-        let current = r
-            .now_ns
-            .saturating_sub(i64::try_from(r.hold_ns).unwrap_or(0))
-            .saturating_add(clock.slew_remaining_ns());
+        let current = r.unheld_ns().saturating_add(clock.slew_remaining_ns());
         let delta = target.saturating_sub(current);
         let how = clock.adjust(delta);
         clock.mark_synchronised(est.error_ns);

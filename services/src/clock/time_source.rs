@@ -3,7 +3,7 @@
 //! Three layers, each a pure function of the one below:
 //!
 //! ```text
-//! base (Monotonic)          SystemClock: Unix-epoch ns at start + Instant elapsed
+//! base (Monotonic)          SystemClock: the system's real time, never read backwards
 //!   -> physical (Skew)      base + injected offset + injected drift (tests create real skew)
 //!     -> corrected          physical + correction (offset, frequency, slew); never goes backwards
 //! ```
@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An underlying clock: nanoseconds that never decrease.
 pub trait Monotonic: Send + Sync + fmt::Debug + 'static {
@@ -26,40 +26,32 @@ pub trait Monotonic: Send + Sync + fmt::Debug + 'static {
     fn now_ns(&self) -> i64;
 }
 
-/// The process's base clock: the system's Unix-epoch time read once at
-/// construction, advanced by the monotonic [`Instant`] (so it never steps,
-/// whatever happens to the system clock).
-#[derive(Debug, Clone, Copy)]
+/// The process's base clock: the system's real-time clock
+/// (`CLOCK_REALTIME`, Unix-epoch ns), made monotonic: a reading is never
+/// less than the one before, so a step back of the system clock makes it
+/// stand still rather than go back. Every process of a host reads the
+/// same kernel clock, so processes on one host share it exactly (the
+/// tests' "true time").
+#[derive(Debug, Default)]
 pub struct SystemClock {
-    anchor_unix_ns: i64,
-    anchor: Instant,
+    last: AtomicI64,
 }
 
 impl SystemClock {
-    /// Anchors at the system clock's current time.
+    /// The system's clock.
     pub fn new() -> SystemClock {
-        let anchor = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        SystemClock {
-            anchor_unix_ns: unix,
-            anchor,
-        }
-    }
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock::new()
+        SystemClock::default()
     }
 }
 
 impl Monotonic for SystemClock {
     fn now_ns(&self) -> i64 {
-        let elapsed = i64::try_from(self.anchor.elapsed().as_nanos()).unwrap_or(i64::MAX);
-        self.anchor_unix_ns.saturating_add(elapsed)
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let last = self.last.fetch_max(now, Ordering::SeqCst);
+        now.max(last)
     }
 }
 
@@ -197,6 +189,15 @@ pub struct Reading {
     pub physical_ns: i64,
     /// How far the readings are held back after a backward step, ns.
     pub hold_ns: u64,
+}
+
+impl Reading {
+    /// The clock's own value, not held: what the clock *is* (for a
+    /// Berkeley master measuring it), `now_ns - hold_ns`.
+    pub fn unheld_ns(&self) -> i64 {
+        self.now_ns
+            .saturating_sub(i64::try_from(self.hold_ns).unwrap_or(i64::MAX))
+    }
 }
 
 impl TimeSource {

@@ -279,9 +279,12 @@ impl Bully {
     /// An ELECTION from `from` arrived: returns the ANSWER (whether this
     /// node takes over) and, when it does, starts its own election in the
     /// background.
+    ///
+    /// A node not in a group yet (no members) does not take over: it could
+    /// not lead.
     pub fn on_elect(self: &Arc<Self>, from: u32) -> bool {
         self.counters.answers.fetch_add(1, Ordering::Relaxed);
-        if from >= self.id {
+        if from >= self.id || lock(&self.members).is_empty() {
             return false;
         }
         let me = self.clone();
