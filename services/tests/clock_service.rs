@@ -217,8 +217,8 @@ fn logical_clocks_over_random_messages() {
     let n = events.len();
     let words = n.div_ceil(64);
     let mut before = vec![vec![0u64; words]; n];
-    for e in 0..n {
-        for &p in &preds[e] {
+    for (e, ps) in preds.iter().enumerate() {
+        for &p in ps {
             let (lo, hi) = before.split_at_mut(e);
             for (w, pw) in hi[0].iter_mut().zip(&lo[p]) {
                 *w |= pw;
