@@ -31,6 +31,8 @@
 //!   cases and a deadline that passes ([`steps::errors`]);
 //! - [`multicast`]: a group of three servers of their own;
 //! - [`crash`]: a server that crashes in the middle of a call and restarts;
+//! - [`clock`]: the clock service: Cristian sync, a Berkeley round, an
+//!   election after the master stops, logical clocks;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -41,6 +43,7 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod clock;
 mod crash;
 mod doors;
 mod ledger;
@@ -146,6 +149,7 @@ async fn run() -> anyhow::Result<Report> {
     let mut report = std::mem::take(&mut tour.report);
     multicast::multicast(&mut report).await?;
     crash::crash(&mut report).await?;
+    clock::clock(&mut report).await?;
     tour.report = report;
 
     tour.report.print();

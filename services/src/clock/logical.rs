@@ -1,0 +1,577 @@
+//! Logical clocks: Lamport, vector and hybrid (HLC), carried in call
+//! metadata.
+//!
+//! Each clock has two functions for the wire: `stamp` (a send event:
+//! advance, then write the clock into outgoing metadata) and `merge` (a
+//! receive event: read the remote clock from incoming metadata, advance
+//! past it). `merge` rejects malformed metadata with `INVALID_ARGUMENT`
+//! and changes nothing then; metadata without the clock's key is not an
+//! event of that clock (`Ok(None)`).
+//!
+//! # Metadata keys
+//!
+//! | key | value | example |
+//! |---|---|---|
+//! | [`LAMPORT_KEY`] `clock-lamport` | the counter, decimal `u64` | `42` |
+//! | [`VECTOR_KEY`] `clock-vector` | `id=counter` pairs, `,`-separated, ids `u32` ascending, counters `u64`; zero entries may be left out; empty = all zero | `1=4,3=7` |
+//! | [`HLC_KEY`] `clock-hlc` | `<l>.<c>`: `l` the physical part in ns since the Unix epoch (decimal `i64`), `c` the logical part (decimal `u32`) | `1700000000123456789.2` |
+//!
+//! # Wiring
+//!
+//! Until the framework has interceptors and reply metadata, a caller
+//! stamps each request (`Call::metadata(key, value)` with the pairs that
+//! [`LogicalClocks::stamp`] writes), the handler merges
+//! [`CallContext::metadata`](rpc_core::CallContext) as its first step, and
+//! stamps its reply into the reply message's `stamp` field (a
+//! `map<string, string>` with the same keys), which the caller merges.
+//! With interceptors the same two functions run on every request and reply.
+
+use super::time_source::TimeSource;
+use rpc_core::{Metadata, Status};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Metadata key of the Lamport clock.
+pub const LAMPORT_KEY: &str = "clock-lamport";
+/// Metadata key of the vector clock.
+pub const VECTOR_KEY: &str = "clock-vector";
+/// Metadata key of the hybrid logical clock.
+pub const HLC_KEY: &str = "clock-hlc";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The clocks' states are plain values replaced whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn malformed(key: &str, value: &str, why: impl fmt::Display) -> Status {
+    Status::invalid_argument(format!("malformed {key} metadata {value:?}: {why}"))
+}
+
+/// Reads `key` from `md` and parses it; `Ok(None)` when absent.
+fn parse<T: FromStr>(md: &Metadata, key: &str) -> Result<Option<T>, Status>
+where
+    T::Err: fmt::Display,
+{
+    match md.get(key) {
+        None => Ok(None),
+        Some(v) => v.parse::<T>().map(Some).map_err(|e| malformed(key, v, e)),
+    }
+}
+
+/// A Lamport clock: one counter, advanced on every event.
+#[derive(Debug, Default)]
+pub struct Lamport(Mutex<u64>);
+
+impl Lamport {
+    /// A clock at 0.
+    pub fn new() -> Lamport {
+        Lamport::default()
+    }
+
+    /// The current value.
+    pub fn now(&self) -> u64 {
+        *lock(&self.0)
+    }
+
+    /// A local event: advances and returns the new value.
+    pub fn tick(&self) -> u64 {
+        let mut v = lock(&self.0);
+        *v = v.saturating_add(1);
+        *v
+    }
+
+    /// A send event: advances and writes the value under [`LAMPORT_KEY`].
+    pub fn stamp(&self, md: &mut Metadata) -> u64 {
+        let v = self.tick();
+        md.insert(LAMPORT_KEY.to_owned(), v.to_string());
+        v
+    }
+
+    /// A receive event: `max(local, remote) + 1`.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` when the value is not a decimal `u64`.
+    pub fn merge(&self, md: &Metadata) -> Result<Option<u64>, Status> {
+        let Some(remote) = parse::<u64>(md, LAMPORT_KEY)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.observe(remote)))
+    }
+
+    /// A receive event of a remote value already parsed.
+    pub fn observe(&self, remote: u64) -> u64 {
+        let mut v = lock(&self.0);
+        *v = (*v).max(remote).saturating_add(1);
+        *v
+    }
+}
+
+/// How two events (or vector clocks) are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Causality {
+    /// The first happened before the second.
+    Before,
+    /// The first happened after the second.
+    After,
+    /// Neither happened before the other.
+    Concurrent,
+    /// The same clock (the same event).
+    Equal,
+}
+
+/// A vector clock value: a counter per node id (absent = 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VectorClock(BTreeMap<u32, u64>);
+
+impl VectorClock {
+    /// The counter of `id`.
+    pub fn get(&self, id: u32) -> u64 {
+        self.0.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Sets the counter of `id`.
+    pub fn set(&mut self, id: u32, v: u64) {
+        if v == 0 {
+            self.0.remove(&id);
+        } else {
+            self.0.insert(id, v);
+        }
+    }
+
+    /// Raises every counter to at least `other`'s.
+    pub fn join(&mut self, other: &VectorClock) {
+        for (&id, &v) in &other.0 {
+            if v > self.get(id) {
+                self.0.insert(id, v);
+            }
+        }
+    }
+
+    /// How the event stamped `self` relates to the one stamped `other`.
+    pub fn compare(&self, other: &VectorClock) -> Causality {
+        let ids = self.0.keys().chain(other.0.keys());
+        let (mut less, mut greater) = (false, false);
+        for &id in ids {
+            let (a, b) = (self.get(id), other.get(id));
+            less |= a < b;
+            greater |= a > b;
+        }
+        match (less, greater) {
+            (false, false) => Causality::Equal,
+            (true, false) => Causality::Before,
+            (false, true) => Causality::After,
+            (true, true) => Causality::Concurrent,
+        }
+    }
+}
+
+impl fmt::Display for VectorClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (id, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest vector accepted from the wire (entries).
+pub const MAX_VECTOR_ENTRIES: usize = 1024;
+
+impl FromStr for VectorClock {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut v = BTreeMap::new();
+        if s.is_empty() {
+            return Ok(VectorClock(v));
+        }
+        let mut last = None;
+        for (n, pair) in s.split(',').enumerate() {
+            if n >= MAX_VECTOR_ENTRIES {
+                return Err(format!("more than {MAX_VECTOR_ENTRIES} entries"));
+            }
+            let (id, c) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("entry {pair:?} is not id=counter"))?;
+            let id: u32 = id.parse().map_err(|e| format!("id {id:?}: {e}"))?;
+            let c: u64 = c.parse().map_err(|e| format!("counter {c:?}: {e}"))?;
+            if last.is_some_and(|l| l >= id) {
+                return Err(format!("ids not ascending at {id}"));
+            }
+            last = Some(id);
+            if c > 0 {
+                v.insert(id, c);
+            }
+        }
+        Ok(VectorClock(v))
+    }
+}
+
+/// The vector clock of node `id`.
+#[derive(Debug)]
+pub struct VectorClocks {
+    id: u32,
+    v: Mutex<VectorClock>,
+}
+
+impl VectorClocks {
+    /// Node `id`'s clock, all zero.
+    pub fn new(id: u32) -> VectorClocks {
+        VectorClocks {
+            id,
+            v: Mutex::new(VectorClock::default()),
+        }
+    }
+
+    /// The current value.
+    pub fn now(&self) -> VectorClock {
+        lock(&self.v).clone()
+    }
+
+    /// A local event: advances the own entry; returns the new value.
+    pub fn tick(&self) -> VectorClock {
+        let mut v = lock(&self.v);
+        let own = v.get(self.id).saturating_add(1);
+        v.set(self.id, own);
+        v.clone()
+    }
+
+    /// A send event: advances and writes under [`VECTOR_KEY`].
+    pub fn stamp(&self, md: &mut Metadata) -> VectorClock {
+        let v = self.tick();
+        md.insert(VECTOR_KEY.to_owned(), v.to_string());
+        v
+    }
+
+    /// A receive event: joins the remote vector, then advances.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` when the value is malformed (see the module docs).
+    pub fn merge(&self, md: &Metadata) -> Result<Option<VectorClock>, Status> {
+        let Some(remote) = parse::<VectorClock>(md, VECTOR_KEY)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.observe(&remote)))
+    }
+
+    /// A receive event of a remote vector already parsed.
+    pub fn observe(&self, remote: &VectorClock) -> VectorClock {
+        {
+            let mut v = lock(&self.v);
+            v.join(remote);
+        }
+        self.tick()
+    }
+}
+
+/// A hybrid logical clock value: `l` follows physical time, `c` orders
+/// events within the same `l`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hlc {
+    /// The physical part, ns since the Unix epoch.
+    pub l: i64,
+    /// The logical part.
+    pub c: u32,
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.l, self.c)
+    }
+}
+
+impl FromStr for Hlc {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (l, c) = s.split_once('.').ok_or("not <l>.<c>")?;
+        Ok(Hlc {
+            l: l.parse().map_err(|e| format!("l {l:?}: {e}"))?,
+            c: c.parse().map_err(|e| format!("c {c:?}: {e}"))?,
+        })
+    }
+}
+
+/// A hybrid logical clock over a [`TimeSource`] (Kulkarni et al., 2014):
+/// never behind physical time, never more than the maximum offset ahead
+/// of it, since it refuses remote clocks further ahead than that.
+#[derive(Debug)]
+pub struct HybridClock {
+    time: Arc<TimeSource>,
+    max_offset_ns: i64,
+    state: Mutex<Hlc>,
+}
+
+impl HybridClock {
+    /// A clock over `time` refusing remote clocks more than
+    /// `max_offset_ns` ahead of it.
+    pub fn new(time: Arc<TimeSource>, max_offset_ns: i64) -> HybridClock {
+        HybridClock {
+            time,
+            max_offset_ns: max_offset_ns.max(0),
+            state: Mutex::new(Hlc::default()),
+        }
+    }
+
+    /// The largest remote lead accepted, ns.
+    pub fn max_offset_ns(&self) -> i64 {
+        self.max_offset_ns
+    }
+
+    /// The current value (no event).
+    pub fn now(&self) -> Hlc {
+        *lock(&self.state)
+    }
+
+    /// A local or send event.
+    pub fn tick(&self) -> Hlc {
+        let pt = self.time.now_ns();
+        let mut s = lock(&self.state);
+        let l = s.l.max(pt);
+        let c = if l == s.l { s.c.saturating_add(1) } else { 0 };
+        *s = Hlc { l, c };
+        *s
+    }
+
+    /// A send event: advances and writes under [`HLC_KEY`].
+    pub fn stamp(&self, md: &mut Metadata) -> Hlc {
+        let h = self.tick();
+        md.insert(HLC_KEY.to_owned(), h.to_string());
+        h
+    }
+
+    /// A receive event.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` when malformed; `OUT_OF_RANGE` when the remote
+    /// clock is more than the maximum offset ahead of the local physical
+    /// clock (the message names both clocks). Nothing changes then.
+    pub fn merge(&self, md: &Metadata) -> Result<Option<Hlc>, Status> {
+        let Some(remote) = parse::<Hlc>(md, HLC_KEY)? else {
+            return Ok(None);
+        };
+        self.observe(remote).map(Some)
+    }
+
+    /// A receive event of a remote value already parsed.
+    ///
+    /// # Errors
+    /// As [`HybridClock::merge`].
+    pub fn observe(&self, remote: Hlc) -> Result<Hlc, Status> {
+        let pt = self.time.now_ns();
+        let lead = remote.l.saturating_sub(pt);
+        if lead > self.max_offset_ns {
+            return Err(Status::out_of_range(format!(
+                "remote hybrid clock {remote} is {lead} ns ahead of the local physical clock {pt} \
+                 (local hybrid clock {}); at most {} ns accepted",
+                self.now(),
+                self.max_offset_ns
+            )));
+        }
+        let mut s = lock(&self.state);
+        let l = s.l.max(remote.l).max(pt);
+        let c = if l == s.l && l == remote.l {
+            s.c.max(remote.c).saturating_add(1)
+        } else if l == s.l {
+            s.c.saturating_add(1)
+        } else if l == remote.l {
+            remote.c.saturating_add(1)
+        } else {
+            0
+        };
+        *s = Hlc { l, c };
+        Ok(*s)
+    }
+}
+
+/// The three clocks of one node, stamped and merged together.
+#[derive(Debug)]
+pub struct LogicalClocks {
+    /// Lamport.
+    pub lamport: Lamport,
+    /// Vector.
+    pub vector: VectorClocks,
+    /// Hybrid.
+    pub hybrid: HybridClock,
+}
+
+impl LogicalClocks {
+    /// Node `id`'s clocks; the hybrid one over `time`, refusing remote
+    /// clocks more than `max_offset_ns` ahead.
+    pub fn new(id: u32, time: Arc<TimeSource>, max_offset_ns: i64) -> LogicalClocks {
+        LogicalClocks {
+            lamport: Lamport::new(),
+            vector: VectorClocks::new(id),
+            hybrid: HybridClock::new(time, max_offset_ns),
+        }
+    }
+
+    /// A send event of every clock, written into `md`.
+    pub fn stamp(&self, md: &mut Metadata) {
+        self.lamport.stamp(md);
+        self.vector.stamp(md);
+        self.hybrid.stamp(md);
+    }
+
+    /// The stamp of a send event as a fresh map (for a reply's `stamp`
+    /// field, or to copy into a call's metadata).
+    pub fn stamped(&self) -> Metadata {
+        let mut md = Metadata::new();
+        self.stamp(&mut md);
+        md
+    }
+
+    /// A receive event of every clock present in `md`. Everything is
+    /// parsed and checked first, so a refusal changes no clock.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` (malformed) or `OUT_OF_RANGE` (HLC too far
+    /// ahead).
+    pub fn merge(&self, md: &Metadata) -> Result<(), Status> {
+        let lamport = parse::<u64>(md, LAMPORT_KEY)?;
+        let vector = parse::<VectorClock>(md, VECTOR_KEY)?;
+        let hlc = parse::<Hlc>(md, HLC_KEY)?;
+        if let Some(h) = hlc {
+            self.hybrid.observe(h)?;
+        }
+        if let Some(l) = lamport {
+            self.lamport.observe(l);
+        }
+        if let Some(v) = vector {
+            self.vector.observe(&v);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::time_source::{ManualClock, Skew, TimeSourceConfig};
+    use rpc_core::status::Code;
+
+    const MS: i64 = 1_000_000;
+
+    fn time() -> (Arc<ManualClock>, Arc<TimeSource>) {
+        let base = Arc::new(ManualClock::new(1_700_000_000_000 * MS));
+        let ts = TimeSource::new(base.clone(), Skew::default(), TimeSourceConfig::default());
+        (base, Arc::new(ts))
+    }
+
+    #[test]
+    fn lamport_send_and_receive() {
+        let (a, b) = (Lamport::new(), Lamport::new());
+        let mut md = Metadata::new();
+        assert_eq!(a.stamp(&mut md), 1);
+        assert_eq!(md[LAMPORT_KEY], "1");
+        b.tick();
+        b.tick();
+        b.tick();
+        assert_eq!(b.merge(&md).ok().flatten(), Some(4));
+        assert_eq!(a.merge(&Metadata::new()).ok().flatten(), None);
+        md.insert(LAMPORT_KEY.into(), "-1".into());
+        let err = b.merge(&md).err().map(|s| s.code());
+        assert_eq!(err, Some(Code::InvalidArgument));
+        assert_eq!(b.now(), 4, "a refused merge changes nothing");
+    }
+
+    #[test]
+    fn vector_clocks_classify_before_after_concurrent() {
+        let (a, b) = (VectorClocks::new(1), VectorClocks::new(2));
+        let a1 = a.tick();
+        let mut md = Metadata::new();
+        let a2 = a.stamp(&mut md);
+        let b1 = b.tick();
+        let b2 = b.merge(&md).ok().flatten().unwrap_or_default();
+        assert_eq!(a1.compare(&a2), Causality::Before);
+        assert_eq!(a2.compare(&b2), Causality::Before);
+        assert_eq!(b2.compare(&a1), Causality::After);
+        assert_eq!(a2.compare(&b1), Causality::Concurrent);
+        assert_eq!(b1.compare(&a1), Causality::Concurrent);
+        assert_eq!(a2.compare(&a2.clone()), Causality::Equal);
+        assert_eq!(b2.to_string(), "1=2,2=2");
+        assert_eq!("1=2,2=2".parse::<VectorClock>(), Ok(b2));
+    }
+
+    #[test]
+    fn vector_wire_format_is_checked() {
+        for bad in ["1", "1=x", "x=1", "2=1,1=1", "1=1,1=2", "1=1,", "=1"] {
+            let mut md = Metadata::new();
+            md.insert(VECTOR_KEY.into(), bad.into());
+            let v = VectorClocks::new(1);
+            let err = v.merge(&md).err().map(|s| s.code());
+            assert_eq!(err, Some(Code::InvalidArgument), "{bad:?}");
+        }
+        assert_eq!("".parse::<VectorClock>(), Ok(VectorClock::default()));
+        assert_eq!("3=0".parse::<VectorClock>(), Ok(VectorClock::default()));
+    }
+
+    #[test]
+    fn hlc_follows_physical_time_and_orders_within_it() {
+        let (base, time) = time();
+        let a = HybridClock::new(time.clone(), 100 * MS);
+        let t0 = time.now_ns();
+        let h1 = a.tick();
+        let h2 = a.tick();
+        assert_eq!((h1.l, h1.c), (t0, 0));
+        assert_eq!((h2.l, h2.c), (t0, 1));
+        // A remote clock 50 ms ahead: accepted, l jumps to it.
+        let remote = Hlc {
+            l: t0 + 50 * MS,
+            c: 7,
+        };
+        let h3 = a.observe(remote).unwrap_or_default();
+        assert_eq!(h3, Hlc { l: remote.l, c: 8 });
+        base.advance(60 * MS);
+        let h4 = a.tick();
+        assert_eq!(h4.c, 0);
+        assert!(h4 > h3);
+    }
+
+    #[test]
+    fn hlc_refuses_a_remote_clock_too_far_ahead() {
+        let (_base, time) = time();
+        let a = HybridClock::new(time.clone(), 100 * MS);
+        let before = a.tick();
+        let far = Hlc {
+            l: time.now_ns() + 101 * MS,
+            c: 0,
+        };
+        let mut md = Metadata::new();
+        md.insert(HLC_KEY.into(), far.to_string());
+        let Err(status) = a.merge(&md) else {
+            panic!("a clock 101 ms ahead was accepted");
+        };
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert!(status.message().contains(&far.to_string()), "{status}");
+        assert!(status.message().contains(&before.to_string()), "{status}");
+        assert_eq!(a.now(), before);
+        for bad in ["1", "x.1", "1.x", "1.-1"] {
+            md.insert(HLC_KEY.into(), bad.into());
+            let err = a.merge(&md).err().map(|s| s.code());
+            assert_eq!(err, Some(Code::InvalidArgument), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_bundle_merge_changes_no_clock() {
+        let (_base, time) = time();
+        let a = LogicalClocks::new(1, time.clone(), 10 * MS);
+        let mut md = Metadata::new();
+        md.insert(LAMPORT_KEY.into(), "100".into());
+        md.insert(VECTOR_KEY.into(), "2=5".into());
+        md.insert(HLC_KEY.into(), format!("{}.0", time.now_ns() + 11 * MS));
+        assert!(a.merge(&md).is_err());
+        assert_eq!(a.lamport.now(), 0);
+        assert_eq!(a.vector.now(), VectorClock::default());
+        md.insert(HLC_KEY.into(), format!("{}.0", time.now_ns() + 9 * MS));
+        assert!(a.merge(&md).is_ok());
+        assert_eq!(a.lamport.now(), 101);
+        assert_eq!(a.vector.now().to_string(), "1=1,2=5");
+    }
+}

@@ -1,0 +1,573 @@
+//! [`ClockNode`]: the clock service of one process (`clock.v1.Clock`) and
+//! its part in a group: Berkeley rounds when it is the master, bully
+//! elections when the master is gone.
+//!
+//! The node serves `GetTime` from its [`TimeSource`] at any time. After
+//! `Configure` tells it the group, [`ClockNode::run`] drives it: a master
+//! runs a round every [`NodeConfig::round_interval`]; a member that has
+//! not been polled by its master for [`NodeConfig::master_timeout`] (or
+//! knows none) starts an election. Every wait is bounded and wakes on
+//! events (a poll, a COORDINATOR, a configuration).
+//!
+//! Logical clocks: every handler merges the caller's clock metadata first
+//! (malformed metadata is refused with `INVALID_ARGUMENT` before anything
+//! else happens) and stamps its reply's `stamp` field; the node's own
+//! calls stamp their metadata and merge the replies' stamps.
+
+use super::berkeley::{
+    plan_round, round_id, AdjustLedger, BerkeleyConfig, Exclusion, MemberReading,
+};
+use super::logical::LogicalClocks;
+use super::sync::Sample;
+use super::time_source::TimeSource;
+use crate::election::{Bully, BullyConfig, ElectionService, Leader, Ring, RpcPeers};
+use crate::proto::clock::v1 as pb;
+use rpc_core::client::UdpChannel;
+use rpc_core::{CallContext, Client, GroupClient, MemberResult, Status};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+/// How a node behaves in its group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeConfig {
+    /// The node's id (unique in the group).
+    pub id: u32,
+    /// Time between Berkeley rounds of a master (default 200 ms).
+    pub round_interval: Duration,
+    /// A member that has not been polled for this long suspects its master
+    /// (default 600 ms).
+    pub master_timeout: Duration,
+    /// How long a poll waits for the members (default 300 ms).
+    pub poll_timeout: Duration,
+    /// The round's limits.
+    pub berkeley: BerkeleyConfig,
+    /// How far ahead of this node's clock a remote HLC may be (default 1 s).
+    pub max_hlc_offset_ns: i64,
+}
+
+impl NodeConfig {
+    /// The defaults for node `id`.
+    pub fn new(id: u32) -> NodeConfig {
+        NodeConfig {
+            id,
+            round_interval: Duration::from_millis(200),
+            master_timeout: Duration::from_millis(600),
+            poll_timeout: Duration::from_millis(300),
+            berkeley: BerkeleyConfig::default(),
+            max_hlc_offset_ns: 1_000_000_000,
+        }
+    }
+}
+
+/// The other members' clock stubs.
+#[derive(Debug, Clone)]
+struct Group {
+    /// Each other member, by id.
+    clients: HashMap<u32, pb::ClockClient>,
+    /// The same members as a group (names: their ids).
+    group: pb::ClockGroupClient,
+}
+
+#[derive(Debug, Default)]
+struct Rounds {
+    /// This node's last round as master.
+    seq: u32,
+    last_round: u64,
+    last_master: u32,
+    excluded: Vec<u32>,
+    /// When the master last polled this node (or a leader became known).
+    last_heard: Option<Instant>,
+    /// The last leader seen by the driver.
+    seen_leader: Leader,
+    /// When the node joined its group.
+    joined: Option<Instant>,
+}
+
+/// What one Berkeley round did, as its master saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundReport {
+    /// The round id.
+    pub round: u64,
+    /// Each member's offset from the master, ns (the master: 0).
+    pub offsets: Vec<(u32, i64)>,
+    /// The mean of those kept.
+    pub mean_ns: i64,
+    /// The adjustments sent (the master's own included), and whether each
+    /// was applied.
+    pub adjustments: Vec<(u32, i64, bool)>,
+    /// Who was left out of the average, and why.
+    pub excluded: Vec<(u32, Exclusion)>,
+    /// Round trips the round took: the poll, then the adjustments (sent
+    /// in parallel).
+    pub round_trips: u32,
+}
+
+/// The clock service of one process, and its part in the group.
+#[derive(Debug)]
+pub struct ClockNode {
+    config: NodeConfig,
+    time: Arc<TimeSource>,
+    clocks: LogicalClocks,
+    ledger: Mutex<AdjustLedger>,
+    rounds: Mutex<Rounds>,
+    group: Mutex<Option<Group>>,
+    peers: Arc<RpcPeers>,
+    bully: Arc<Bully>,
+    ring: Arc<Ring>,
+    /// Woken by polls, configurations and leader changes.
+    events: Notify,
+    absurd: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain values replaced whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClockNode {
+    /// A node over `time`, not yet in a group.
+    pub fn new(config: NodeConfig, time: Arc<TimeSource>) -> Arc<ClockNode> {
+        let peers = Arc::new(RpcPeers::new(Duration::from_millis(150)));
+        let bully = Bully::new(
+            config.id,
+            Vec::new(),
+            peers.clone(),
+            BullyConfig {
+                coordinator_wait: config.master_timeout,
+                max_attempts: 5,
+            },
+        );
+        let ring = Ring::new(config.id, Vec::new(), peers.clone());
+        Arc::new(ClockNode {
+            clocks: LogicalClocks::new(config.id, time.clone(), config.max_hlc_offset_ns),
+            config,
+            time,
+            ledger: Mutex::new(AdjustLedger::default()),
+            rounds: Mutex::new(Rounds::default()),
+            group: Mutex::new(None),
+            peers,
+            bully,
+            ring,
+            events: Notify::new(),
+            absurd: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The node's clock.
+    pub fn time(&self) -> &Arc<TimeSource> {
+        &self.time
+    }
+
+    /// The node's logical clocks.
+    pub fn clocks(&self) -> &LogicalClocks {
+        &self.clocks
+    }
+
+    /// The node's bully election.
+    pub fn bully(&self) -> &Arc<Bully> {
+        &self.bully
+    }
+
+    /// The `clock.v1.Election` service of this node, to serve beside it.
+    pub fn election_service(&self) -> ElectionService {
+        ElectionService::new(self.bully.clone(), self.ring.clone())
+    }
+
+    /// The node's state.
+    pub fn status(&self) -> pb::NodeStatus {
+        let r = self.time.read();
+        let rounds = lock(&self.rounds);
+        let stats = self.bully.stats();
+        pb::NodeStatus {
+            node_id: self.config.id,
+            coordinator: self.bully.leader().id.unwrap_or(0),
+            last_round: rounds.last_round,
+            last_round_master: rounds.last_master,
+            synchronised: self.time.is_synchronised(),
+            slew_remaining_ns: self.time.slew_remaining_ns(),
+            hold_ns: r.hold_ns,
+            election_messages_sent: stats.messages(),
+            elections_started: stats.started,
+            excluded: rounds.excluded.clone(),
+            adjustments_ignored: lock(&self.ledger).ignored(),
+        }
+    }
+
+    /// Joins the group `members` (`(id, UDP address)`, this node's own
+    /// entry included or not).
+    ///
+    /// # Errors
+    /// When a socket cannot be bound.
+    pub async fn configure(&self, members: &[(u32, SocketAddr)]) -> Result<(), rpc_core::Error> {
+        let others: Vec<(u32, SocketAddr)> = members
+            .iter()
+            .copied()
+            .filter(|&(id, _)| id != self.config.id)
+            .collect();
+        let mut clients = HashMap::new();
+        let group = GroupClient::new();
+        for &(id, addr) in &others {
+            let client = Client::new(UdpChannel::connect(addr).await?);
+            group.add(id.to_string(), client.clone());
+            clients.insert(id, pb::ClockClient::new(client));
+        }
+        self.peers.set(&others).await?;
+        let ids: Vec<u32> = others.iter().map(|&(id, _)| id).collect();
+        self.bully.set_members(ids.clone());
+        self.ring.set_members(ids);
+        lock(&self.rounds).joined.get_or_insert_with(Instant::now);
+        *lock(&self.group) = Some(Group {
+            clients,
+            group: pb::ClockGroupClient::new(group),
+        });
+        self.events.notify_one();
+        Ok(())
+    }
+
+    fn merge(&self, ctx: &CallContext) -> Result<(), Status> {
+        self.clocks.merge(&ctx.metadata)
+    }
+
+    fn merge_reply(&self, stamp: &HashMap<String, String>) {
+        if let Err(e) = self.clocks.merge(stamp) {
+            // Expected while a member's clock is far off (the HLC refuses
+            // it): not a fault of this node.
+            tracing::debug!(error = %e, "reply with a refused clock stamp");
+        }
+    }
+
+    /// Drives the node: rounds as master, elections when the master is
+    /// gone. It never returns: run it in a task, and abort the task to
+    /// stop.
+    pub async fn run(self: Arc<Self>) {
+        let mut leader_rx = self.bully.subscribe();
+        loop {
+            if lock(&self.group).is_none() {
+                self.events.notified().await;
+                continue;
+            }
+            let leader = self.bully.leader();
+            let now = Instant::now();
+            let (heard, changed) = {
+                let mut r = lock(&self.rounds);
+                let changed = r.seen_leader != leader;
+                if changed {
+                    r.seen_leader = leader;
+                    r.last_heard = Some(now);
+                }
+                (r.last_heard, changed)
+            };
+            if changed {
+                tracing::info!(id = self.config.id, ?leader, "leader changed");
+            }
+            if leader.id == Some(self.config.id) {
+                self.clone().round().await;
+                let _ = tokio::time::timeout(self.config.round_interval, leader_rx.changed()).await;
+                continue;
+            }
+            let silent_for = heard.map_or(Duration::MAX, |h| now.saturating_duration_since(h));
+            // A node that has just joined first listens for a coordinator
+            // for a master timeout, so that the group's members all join
+            // before the first election.
+            let joined_for = lock(&self.rounds)
+                .joined
+                .map_or(Duration::MAX, |j| now.saturating_duration_since(j));
+            if leader.id.is_none() && joined_for < self.config.master_timeout {
+                let left = self.config.master_timeout.saturating_sub(joined_for);
+                let _ = tokio::time::timeout(left, leader_rx.changed()).await;
+                continue;
+            }
+            if leader.id.is_none() || silent_for >= self.config.master_timeout {
+                if let Some(old) = leader.id {
+                    tracing::info!(id = self.config.id, old, "master silent: election");
+                    self.bully.suspect(old);
+                }
+                if let Err(e) = self.bully.elect().await {
+                    tracing::warn!(id = self.config.id, error = %e, "election failed");
+                }
+                continue;
+            }
+            let left = self.config.master_timeout.saturating_sub(silent_for);
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                _ = leader_rx.changed() => {}
+                _ = self.events.notified() => {}
+            }
+        }
+    }
+
+    /// Runs one Berkeley round as master and reports it.
+    pub async fn round(self: Arc<Self>) -> Option<RoundReport> {
+        let group = lock(&self.group).clone()?;
+        let term = u32::try_from(self.bully.leader().term).unwrap_or(u32::MAX);
+        let poll_round = round_id(term, lock(&self.rounds).seq.saturating_add(1));
+        let mut md = HashMap::new();
+        self.clocks.stamp(&mut md);
+        let mut call = group
+            .group
+            .poll(pb::PollRequest {
+                round: poll_round,
+                master_id: self.config.id,
+            })
+            .all()
+            .retries(0)
+            .timeout(self.config.poll_timeout);
+        for (k, v) in md {
+            call = call.metadata(k, v);
+        }
+        let t1 = self.time.now_ns();
+        let outcome = call.await;
+        let mut readings = Vec::new();
+        let mut silent = Vec::new();
+        let mut newest = lock(&self.ledger).last().unwrap_or(0);
+        for m in &outcome.members {
+            let id: u32 = m.member.parse().unwrap_or(0);
+            match (&m.result, m.latency) {
+                (MemberResult::Reply(r), Some(rtt)) => {
+                    self.merge_reply(&r.stamp);
+                    newest = newest.max(r.last_round);
+                    let rtt = i64::try_from(rtt.as_nanos()).unwrap_or(i64::MAX);
+                    readings.push(MemberReading {
+                        id,
+                        sample: Sample {
+                            t1,
+                            t2: r.receive_ns,
+                            t3: r.transmit_ns,
+                            t4: t1.saturating_add(rtt),
+                            server_error_ns: 0,
+                        },
+                    });
+                }
+                _ => silent.push(id),
+            }
+        }
+        // The adjustments' round comes after every round a member has
+        // applied, whichever master ran it.
+        let round = {
+            let mut r = lock(&self.rounds);
+            let id = poll_round.max(newest.saturating_add(1));
+            r.seq = u32::try_from(id & 0xffff_ffff).unwrap_or(u32::MAX);
+            id
+        };
+        let plan = plan_round(self.config.id, &readings, &silent, &self.config.berkeley);
+        let absurd = plan
+            .excluded
+            .iter()
+            .filter(|(_, e)| matches!(e, Exclusion::Absurd(_)))
+            .count();
+        self.absurd
+            .fetch_add(absurd as u64, std::sync::atomic::Ordering::Relaxed);
+        let own_error = self.time.error_bound_ns();
+        let mut sends = JoinSet::new();
+        let mut adjustments = Vec::new();
+        for &(id, delta) in &plan.adjustments {
+            if id == self.config.id {
+                let applied = self.apply(round, self.config.id, delta, 0).is_ok();
+                adjustments.push((id, delta, applied));
+                continue;
+            }
+            let Some(client) = group.clients.get(&id).cloned() else {
+                continue;
+            };
+            let delay = readings
+                .iter()
+                .find(|r| r.id == id)
+                .map_or(0, |r| r.sample.delay_ns());
+            let error_ns = u64::try_from(delay).unwrap_or(0).div_ceil(2);
+            let mut md = HashMap::new();
+            self.clocks.stamp(&mut md);
+            let mut call = client.adjust(pb::Adjustment {
+                round,
+                master_id: self.config.id,
+                delta_ns: delta,
+                error_ns: error_ns.saturating_add(own_error.min(u64::MAX / 2)),
+            });
+            for (k, v) in md {
+                call = call.metadata(k, v);
+            }
+            sends.spawn(async move { (id, delta, call.await) });
+        }
+        while let Some(done) = sends.join_next().await {
+            match done {
+                Ok((id, delta, Ok(r))) => {
+                    self.merge_reply(&r.stamp);
+                    adjustments.push((id, delta, r.applied));
+                }
+                Ok((id, delta, Err(e))) => {
+                    tracing::debug!(id, error = %e, "adjustment not delivered");
+                    adjustments.push((id, delta, false));
+                }
+                Err(e) => tracing::warn!(error = %e, "adjustment task failed"),
+            }
+        }
+        adjustments.sort_unstable_by_key(|a| a.0);
+        {
+            let mut r = lock(&self.rounds);
+            r.excluded.extend(plan.excluded.iter().map(|(id, _)| *id));
+            r.excluded.sort_unstable();
+            r.excluded.dedup();
+        }
+        tracing::info!(
+            id = self.config.id,
+            round,
+            mean_ns = plan.mean_ns,
+            excluded = ?plan.excluded,
+            "berkeley round"
+        );
+        Some(RoundReport {
+            round,
+            offsets: plan.offsets,
+            mean_ns: plan.mean_ns,
+            adjustments,
+            excluded: plan.excluded,
+            round_trips: 2,
+        })
+    }
+
+    /// Applies round `round`'s adjustment once.
+    fn apply(&self, round: u64, master: u32, delta_ns: i64, error_ns: u64) -> Result<(), String> {
+        let accepted = lock(&self.ledger).accept(round);
+        match accepted {
+            Ok(()) => {
+                self.time.adjust(delta_ns);
+                if !self.time.is_synchronised() || error_ns > 0 {
+                    self.time.mark_synchronised(error_ns);
+                }
+                let mut r = lock(&self.rounds);
+                r.last_round = round;
+                r.last_master = master;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(round, error = %e, "adjustment ignored");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Readings excluded as absurd over the node's life (as master).
+    pub fn absurd_readings(&self) -> u64 {
+        self.absurd.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The `clock.v1.Clock` service over a shared [`ClockNode`].
+#[derive(Debug, Clone)]
+pub struct ClockService(pub Arc<ClockNode>);
+
+impl pb::Clock for ClockService {
+    async fn get_time(
+        &self,
+        ctx: CallContext,
+        request: pb::TimeRequest,
+    ) -> Result<pb::TimeReading, Status> {
+        let t2 = self.0.time.now_ns();
+        self.0.merge(&ctx)?;
+        let node = &self.0;
+        let mut reading = pb::TimeReading {
+            origin_ns: request.client_transmit_ns,
+            receive_ns: t2,
+            transmit_ns: 0,
+            error_bound_ns: node.time.error_bound_ns(),
+            synchronised: node.time.is_synchronised(),
+            node_id: node.config.id,
+            stamp: node.clocks.stamped(),
+        };
+        reading.transmit_ns = node.time.now_ns();
+        Ok(reading)
+    }
+
+    async fn poll(
+        &self,
+        ctx: CallContext,
+        request: pb::PollRequest,
+    ) -> Result<pb::PollReply, Status> {
+        // The clock's own value, not held after a backward step: the
+        // master measures what the clock is.
+        let t2 = self.0.time.read().unheld_ns();
+        self.0.merge(&ctx)?;
+        let node = &self.0;
+        if node.bully.leader().id == Some(request.master_id) {
+            lock(&node.rounds).last_heard = Some(Instant::now());
+        }
+        let mut reply = pb::PollReply {
+            round: request.round,
+            node_id: node.config.id,
+            receive_ns: t2,
+            transmit_ns: 0,
+            last_round: lock(&node.ledger).last().unwrap_or(0),
+            stamp: node.clocks.stamped(),
+        };
+        reply.transmit_ns = node.time.read().unheld_ns();
+        Ok(reply)
+    }
+
+    async fn adjust(
+        &self,
+        ctx: CallContext,
+        request: pb::Adjustment,
+    ) -> Result<pb::AdjustResult, Status> {
+        self.0.merge(&ctx)?;
+        let node = &self.0;
+        let leader = node.bully.leader().id;
+        if leader != Some(request.master_id) {
+            // Only the master this node follows adjusts it (two masters can
+            // coexist for a moment around an election).
+            return Ok(pb::AdjustResult {
+                applied: false,
+                last_round: lock(&node.ledger).last().unwrap_or(0),
+                reason: format!(
+                    "adjustment from {} but this node follows {leader:?}",
+                    request.master_id
+                ),
+                stamp: node.clocks.stamped(),
+            });
+        }
+        let outcome = node.apply(
+            request.round,
+            request.master_id,
+            request.delta_ns,
+            request.error_ns,
+        );
+        let last_round = lock(&node.ledger).last().unwrap_or(0);
+        Ok(pb::AdjustResult {
+            applied: outcome.is_ok(),
+            last_round,
+            reason: outcome.err().unwrap_or_default(),
+            stamp: node.clocks.stamped(),
+        })
+    }
+
+    async fn configure(
+        &self,
+        ctx: CallContext,
+        request: pb::Membership,
+    ) -> Result<pb::NodeStatus, Status> {
+        self.0.merge(&ctx)?;
+        let mut members = Vec::new();
+        for m in &request.members {
+            let addr: SocketAddr = m.addr.parse().map_err(|e| {
+                Status::invalid_argument(format!("member {} address {:?}: {e}", m.id, m.addr))
+            })?;
+            members.push((m.id, addr));
+        }
+        self.0
+            .configure(&members)
+            .await
+            .map_err(|e| Status::internal(format!("joining the group: {e}")))?;
+        Ok(self.0.status())
+    }
+
+    async fn status(
+        &self,
+        ctx: CallContext,
+        _request: pb::Empty,
+    ) -> Result<pb::NodeStatus, Status> {
+        self.0.merge(&ctx)?;
+        Ok(self.0.status())
+    }
+}

@@ -1,0 +1,328 @@
+//! The clock service against real `clock-node` child processes on loopback.
+//!
+//! "True time" is the host's real-time clock, which every process reads
+//! exactly ([`SystemClock`]); skew is injected with `--clock-offset-ms`
+//! and `--drift-ppm`. Verdicts are intervals that must contain the truth
+//! (they hold however loaded the machine is: load only widens them) and
+//! stated tolerances; every wait is bounded and ends on an event (a status
+//! that changes), polled every 10 ms.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use rpc_core::client::UdpChannel;
+use rpc_core::Client;
+use rpc_services::clock::time_source::Monotonic as _;
+use rpc_services::clock::{
+    sync_once, Estimate, Skew, SyncFilter, SystemClock, TimeSource, TimeSourceConfig,
+};
+use rpc_services::proto::clock::v1 as pb;
+use rpc_testkit::{Cluster, NodeBuilder};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MS: i64 = 1_000_000;
+
+fn node(name: &str, id: u32, offset_ms: i64, drift_ppm: f64, extra: &[&str]) -> NodeBuilder {
+    NodeBuilder::new(name, env!("CARGO_BIN_EXE_clock-node"))
+        .args(["--listen", "{addr}", "--id"])
+        .arg(id.to_string())
+        .arg(format!("--clock-offset-ms={offset_ms}"))
+        .arg(format!("--drift-ppm={drift_ppm}"))
+        .args(extra.iter().copied())
+        .env("RUST_LOG", "info")
+        .start_timeout(Duration::from_secs(20))
+}
+
+async fn clock_client(addr: SocketAddr) -> pb::ClockClient {
+    pb::ClockClient::new(Client::new(UdpChannel::connect(addr).await.unwrap()))
+}
+
+/// Polls `check` every 10 ms until it gives `Some`, at most `limit`.
+async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The offset of `server` from the true clock (this process's unskewed
+/// clock): the minimum-delay estimate of 8 samples.
+async fn measure(server: &pb::ClockClient) -> Estimate {
+    let truth = TimeSource::system(Skew::default());
+    let mut f = SyncFilter::default();
+    let mut ok = 0;
+    for _ in 0..40 {
+        if let Ok(s) = sync_once(server, &truth, Duration::from_millis(200)).await {
+            if f.add(s).is_ok() {
+                ok += 1;
+            }
+        }
+        if ok == 8 {
+            break;
+        }
+    }
+    f.estimate(truth.physical_ns()).unwrap()
+}
+
+/// A process at +250 ms and +100 ppm (this one) synchronises with a
+/// reference `clock-node`. Over 1,000 samples: the true offset is inside
+/// every reported interval, the corrected clock is inside its own error
+/// bound of true time every time, within 1 ms of it at p99, and never goes
+/// backwards.
+#[tokio::test(flavor = "current_thread")]
+async fn cristian_sync_of_a_skewed_process_with_a_reference_node() {
+    let mut cluster = Cluster::new().unwrap();
+    let reference = cluster
+        .start(node("reference", 1, 0, 0.0, &["--reference"]))
+        .unwrap()
+        .addr();
+    let server = clock_client(reference).await;
+    let truth = Arc::new(SystemClock::new());
+    let me = TimeSource::new(
+        truth.clone(),
+        Skew::new(250, 100.0),
+        TimeSourceConfig::default(),
+    );
+    let mut filter = SyncFilter::default();
+    // The start: a few samples, one step (back 250 ms: readings hold until
+    // the corrected clock catches up, at most 250 ms).
+    for _ in 0..8 {
+        if let Ok(s) = sync_once(&server, &me, Duration::from_millis(200)).await {
+            let _ = filter.add(s);
+        }
+    }
+    filter.discipline(&me).unwrap();
+    let caught_up = wait_for(Duration::from_secs(2), || async {
+        (me.read().hold_ns == 0).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "the hold after the step did not end");
+
+    let started = Instant::now();
+    let (mut errors, mut delays, mut failed) = (Vec::new(), Vec::new(), 0);
+    let mut last = me.now_ns();
+    for i in 0..1_000 {
+        let sample = match sync_once(&server, &me, Duration::from_millis(200)).await {
+            Ok(s) => s,
+            Err(_) => {
+                failed += 1;
+                continue;
+            }
+        };
+        delays.push(sample.delay_ns());
+        filter.add(sample).unwrap();
+        filter.discipline(&me);
+        // The truth, read around the clock's reading.
+        let before = truth.now_ns();
+        let r = me.read();
+        let after = truth.now_ns();
+        let est = filter.estimate(r.physical_ns).unwrap();
+        let (lo, hi) = est.interval();
+        // The true offset lies in [before - phys, after - phys].
+        assert!(
+            lo <= after - r.physical_ns && before - r.physical_ns <= hi,
+            "sample {i}: true offset [{}, {}] not in {:?}",
+            before - r.physical_ns,
+            after - r.physical_ns,
+            est.interval()
+        );
+        let bound = i64::try_from(me.error_bound_ns()).unwrap();
+        let err = if r.now_ns < before {
+            before - r.now_ns
+        } else if r.now_ns > after {
+            r.now_ns - after
+        } else {
+            0
+        };
+        assert!(
+            err <= bound,
+            "sample {i}: corrected clock {err} ns off, bound {bound}"
+        );
+        assert!(r.now_ns >= last, "sample {i}: went backwards");
+        last = r.now_ns;
+        errors.push(err);
+    }
+    errors.sort_unstable();
+    delays.sort_unstable();
+    let p = |v: &[i64], q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+    println!(
+        "cristian: {} samples ({failed} lost) in {:?}; error p50 {} us p99 {} us; delay min {} us p50 {} us p99 {} us; frequency {:?} ppm",
+        errors.len(),
+        started.elapsed(),
+        p(&errors, 50) / 1_000,
+        p(&errors, 99) / 1_000,
+        delays[0] / 1_000,
+        p(&delays, 50) / 1_000,
+        p(&delays, 99) / 1_000,
+        filter.frequency_ppm(100 * MS),
+    );
+    assert!(errors.len() >= 990, "{failed} samples lost");
+    assert!(p(&errors, 99) <= MS, "p99 error {} ns", p(&errors, 99));
+}
+
+async fn status(c: &pb::ClockClient) -> Option<pb::NodeStatus> {
+    c.status(pb::Empty {})
+        .retries(1)
+        .timeout(Duration::from_millis(300))
+        .await
+        .ok()
+}
+
+/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5: id 5
+/// masters; after its first round the four in range are within 2 ms of
+/// their mean and the +5000 ms member is excluded and reported. Then the
+/// master is SIGKILLed: id 4 is elected within 3 s and its round
+/// converges the live members again.
+#[tokio::test(flavor = "current_thread")]
+async fn berkeley_round_then_master_killed_and_replaced() {
+    let skews = [(1, -300), (2, 5_000), (3, -120), (4, 0), (5, 80)];
+    let mut cluster = Cluster::new().unwrap();
+    let mut members = Vec::new();
+    for &(id, ms) in &skews {
+        let addr = cluster
+            .start(node(
+                &format!("n{id}"),
+                id,
+                ms,
+                0.0,
+                &["--round-interval-ms=200", "--master-timeout-ms=600"],
+            ))
+            .unwrap()
+            .addr();
+        members.push((id, addr));
+    }
+    let mut clients = Vec::new();
+    for &(id, addr) in &members {
+        clients.push((id, clock_client(addr).await));
+    }
+    let membership = pb::Membership {
+        members: members
+            .iter()
+            .map(|&(id, a)| pb::Member {
+                id,
+                addr: a.to_string(),
+            })
+            .collect(),
+    };
+    for (_, c) in &clients {
+        c.configure(membership.clone()).await.unwrap();
+    }
+    // One round under master 5, applied everywhere; the in-range members'
+    // backward steps over (their readings hold until then).
+    let in_range = [1u32, 3, 4, 5];
+    let settled = wait_for(Duration::from_secs(5), || async {
+        for (id, c) in &clients {
+            let s = status(c).await?;
+            let holding = in_range.contains(id) && s.hold_ns > 0;
+            if s.last_round == 0 || s.last_round_master != 5 || holding {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(settled.is_some(), "no round of master 5 settled everywhere");
+    let master = status(&clients[4].1).await.unwrap();
+    assert!(
+        master.excluded.contains(&2),
+        "the +5000 ms member was not excluded: {master:?}"
+    );
+
+    let check_converged = |offsets: &[(u32, Estimate)], what: &str| {
+        let mean = offsets.iter().map(|(_, e)| e.offset_ns).sum::<i64>() / offsets.len() as i64;
+        for (id, e) in offsets {
+            // Each offset is measured within its error (a few tens of us on
+            // loopback); 2 ms is the tolerance around the mean.
+            let off = (e.offset_ns - mean).abs();
+            assert!(
+                off <= 2 * MS + i64::try_from(e.error_ns).unwrap(),
+                "{what}: node {id} is {off} ns from the mean (error {} ns)",
+                e.error_ns
+            );
+        }
+        println!(
+            "{what}: offsets from true time (ms) {:?}, mean {:.3} ms",
+            offsets
+                .iter()
+                .map(|(id, e)| (*id, e.offset_ns as f64 / 1e6))
+                .collect::<Vec<_>>(),
+            mean as f64 / 1e6
+        );
+        mean
+    };
+    let mut offsets = Vec::new();
+    for (id, c) in &clients {
+        if in_range.contains(id) {
+            offsets.push((*id, measure(c).await));
+        }
+    }
+    let mean = check_converged(&offsets, "after round 1");
+    // They met at the mean of their starting offsets, (-300-120+0+80)/4.
+    assert!(
+        (mean + 85 * MS).abs() <= 3 * MS,
+        "mean {mean} ns, expected -85 ms"
+    );
+
+    // SIGKILL the master.
+    let last_round = status(&clients[3].1).await.unwrap().last_round;
+    let mut messages_before = 0;
+    for (_, c) in &clients[..4] {
+        messages_before += status(c).await.unwrap().election_messages_sent;
+    }
+    cluster.node_mut("n5").unwrap().kill().unwrap();
+    let killed = Instant::now();
+    let live = &clients[..4];
+    let elected = wait_for(Duration::from_secs(3), || async {
+        for (_, c) in live {
+            let s = status(c).await?;
+            if s.coordinator != 4 {
+                return None;
+            }
+        }
+        Some(killed.elapsed())
+    })
+    .await;
+    let Some(took) = elected else {
+        panic!("no agreement on master 4 within 3 s of the kill");
+    };
+    // The next round under 4 (in a later round id) applied by every live member.
+    let next = wait_for(Duration::from_secs(3), || async {
+        for (_, c) in live {
+            let s = status(c).await?;
+            if s.last_round_master != 4 || s.last_round <= last_round {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(
+        next.is_some(),
+        "no round under master 4 reached every live member"
+    );
+    let mut messages = 0;
+    for (_, c) in live {
+        messages += status(c).await.unwrap().election_messages_sent;
+    }
+    let messages = messages - messages_before;
+    println!("master killed: 4 elected everywhere after {took:?}; {messages} election messages");
+    // Bully's worst case is O(n^2): n = 5 here.
+    assert!(messages <= 2 * 25, "{messages} election messages");
+    let mut offsets = Vec::new();
+    for (id, c) in live {
+        if [1, 3, 4].contains(id) {
+            offsets.push((*id, measure(c).await));
+        }
+    }
+    check_converged(&offsets, "after a round under master 4");
+}
