@@ -8,7 +8,9 @@ use rpc_core::client::UdpChannel;
 use rpc_core::server::{Server, ServerHandle};
 use rpc_core::status::Code;
 use rpc_core::{CallError, Client, Metadata};
-use rpc_services::clock::logical::{Causality, LogicalClocks, VectorClock, HLC_KEY, VECTOR_KEY};
+use rpc_services::clock::logical::{
+    Causality, ClockInterceptor, LogicalClocks, VectorClock, HLC_KEY, VECTOR_KEY,
+};
 use rpc_services::clock::{ClockNode, ClockService, NodeConfig, Skew, TimeSource};
 use rpc_services::proto::clock::v1 as pb;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ async fn serve(id: u32) -> (ServerHandle, Arc<ClockNode>, pb::ClockClient) {
         Arc::new(TimeSource::system(Skew::default())),
     );
     let server = Server::builder()
+        .intercept(node.interceptor())
         .add_service(pb::ClockServer::new(ClockService(node.clone())))
         .serve_udp("127.0.0.1:0")
         .await
@@ -104,23 +107,35 @@ async fn clock_metadata_is_checked_before_the_handler() {
         "a refused call changed the clock"
     );
 
-    // A well-formed stamp: merged, and the reply carries the node's.
-    let caller = LogicalClocks::new(
+    // A well-formed stamp: merged, and the answer carries the node's.
+    let caller = Arc::new(LogicalClocks::new(
         7,
         Arc::new(TimeSource::system(Skew::default())),
         1_000_000_000,
-    );
+    ));
     let mut md = Metadata::new();
     caller.stamp(&mut md);
     let mut call = client.get_time(pb::TimeRequest::default());
     for (k, v) in md {
         call = call.metadata(k, v);
     }
-    let reading = call.await.unwrap();
-    caller.merge(&reading.stamp).unwrap();
-    let v: VectorClock = reading.stamp[VECTOR_KEY].parse().unwrap();
+    let (_reading, answer) = call.with_metadata().await.unwrap();
+    caller.merge(&answer).unwrap();
+    let v: VectorClock = answer[VECTOR_KEY].parse().unwrap();
     assert_eq!((v.get(7), v.get(1)), (1, 2), "{v}");
     assert_eq!(caller.vector.now().compare(&v), Causality::After);
+
+    // The same through the client interceptor: stamped and merged by it.
+    let intercepted = pb::ClockClient::new(
+        Client::new(UdpChannel::connect(_server.local_addr()).await.unwrap())
+            .intercepted(ClockInterceptor::new(caller.clone())),
+    );
+    intercepted
+        .get_time(pb::TimeRequest::default())
+        .await
+        .unwrap();
+    let now = caller.vector.now();
+    assert_eq!((now.get(7), now.get(1)), (4, 4), "{now}");
 }
 
 /// 1,000 messages among 3 nodes with random sends, receives and local

@@ -89,6 +89,7 @@ pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
             Arc::new(TimeSource::system(Skew::new(offset, 0.0))),
         );
         let server = Server::builder()
+            .intercept(node.interceptor())
             .add_service(pb::ClockServer::new(ClockService(node.clone())))
             .add_service(pb::ElectionServer::new(node.election_service()))
             .serve_udp("127.0.0.1:0")

@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     config.master_timeout = Duration::from_millis(args.master_timeout_ms);
     let node = ClockNode::new(config, time);
     let server = Server::builder()
+        .intercept(node.interceptor())
         .add_service(pb::ClockServer::new(ClockService(node.clone())))
         .add_service(pb::ElectionServer::new(node.election_service()))
         .serve_udp(args.listen)

@@ -18,19 +18,31 @@
 //!
 //! # Wiring
 //!
-//! Until the framework has interceptors and reply metadata, a caller
-//! stamps each request (`Call::metadata(key, value)` with the pairs that
-//! [`LogicalClocks::stamp`] writes), the handler merges
-//! [`CallContext::metadata`](rpc_core::CallContext) as its first step, and
-//! stamps its reply into the reply message's `stamp` field (a
-//! `map<string, string>` with the same keys), which the caller merges.
-//! With interceptors the same two functions run on every request and reply.
+//! [`ClockInterceptor`] carries the clocks on every call and answer, as a
+//! server interceptor (merge the request's clocks before the handler,
+//! refusing the call when they are malformed or too far ahead; stamp the
+//! answer's metadata after it) and a client interceptor (stamp each
+//! request; merge each answer's clocks):
+//!
+//! ```no_run
+//! # async fn f(clocks: std::sync::Arc<rpc_services::clock::logical::LogicalClocks>, client: rpc_core::Client) {
+//! use rpc_services::clock::logical::ClockInterceptor;
+//! let interceptor = ClockInterceptor::new(clocks);
+//! let server = rpc_core::server::Server::builder().intercept(interceptor.clone());
+//! let client = client.intercepted(interceptor);
+//! # let _ = (server, client); }
+//! ```
 
 use super::time_source::TimeSource;
-use rpc_core::{Metadata, Status};
+use rpc_core::call::Invocation;
+use rpc_core::intercept::{
+    ClientInterceptor, ClientOutcome, Completed, Interceptor, InvocationInfo,
+};
+use rpc_core::{CallContext, Metadata, Status};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Metadata key of the Lamport clock.
@@ -446,6 +458,67 @@ impl LogicalClocks {
             self.vector.observe(&v);
         }
         Ok(())
+    }
+}
+
+/// Carries a node's [`LogicalClocks`] on every request and answer (see the
+/// [module docs](self)). Clones share the clocks and the counter.
+#[derive(Debug, Clone)]
+pub struct ClockInterceptor {
+    clocks: Arc<LogicalClocks>,
+    refused_answers: Arc<AtomicU64>,
+}
+
+impl ClockInterceptor {
+    /// Carries `clocks`.
+    pub fn new(clocks: Arc<LogicalClocks>) -> ClockInterceptor {
+        ClockInterceptor {
+            clocks,
+            refused_answers: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Answers whose clocks were not merged (malformed, or an HLC too far
+    /// ahead): the answer is the caller's anyway, only its clocks are
+    /// left out.
+    pub fn refused_answers(&self) -> u64 {
+        self.refused_answers.load(Ordering::Relaxed)
+    }
+}
+
+impl Interceptor for ClockInterceptor {
+    fn before(&self, ctx: &mut CallContext) -> Result<(), Status> {
+        // A receive event; a refusal changes no clock and the call does
+        // not run.
+        self.clocks.merge(&ctx.metadata)
+    }
+
+    fn after(&self, call: &mut Completed<'_>) {
+        // A send event: the answer.
+        self.clocks.stamp(call.reply_metadata);
+    }
+}
+
+impl ClientInterceptor for ClockInterceptor {
+    fn before(&self, invocation: &mut Invocation) -> Result<(), Status> {
+        self.clocks.stamp(&mut invocation.metadata);
+        Ok(())
+    }
+
+    fn after(&self, invocation: &InvocationInfo, outcome: &ClientOutcome<'_>) {
+        let metadata = match outcome {
+            ClientOutcome::Answer(Ok(reply)) => Some(&reply.metadata),
+            ClientOutcome::Answer(Err(status)) => status.metadata(),
+            _ => None,
+        };
+        if let Some(md) = metadata {
+            if let Err(error) = self.clocks.merge(md) {
+                self.refused_answers.fetch_add(1, Ordering::Relaxed);
+                // Expected while a peer's clock is far off (the HLC refuses
+                // it): logged, counted, the answer still delivered.
+                tracing::debug!(method = invocation.method.name, %error, "answer's clocks not merged");
+            }
+        }
     }
 }
 

@@ -9,15 +9,17 @@
 //! knows none) starts an election. Every wait is bounded and wakes on
 //! events (a poll, a COORDINATOR, a configuration).
 //!
-//! Logical clocks: every handler merges the caller's clock metadata first
-//! (malformed metadata is refused with `INVALID_ARGUMENT` before anything
-//! else happens) and stamps its reply's `stamp` field; the node's own
-//! calls stamp their metadata and merge the replies' stamps.
+//! Logical clocks: the node's [`ClockInterceptor`]
+//! ([`ClockNode::interceptor`]) carries them. Served with it, every call's
+//! clock metadata is merged before the handler (malformed metadata is
+//! refused with `INVALID_ARGUMENT`, an HLC too far ahead with
+//! `OUT_OF_RANGE`, and the handler does not run) and every answer is
+//! stamped; the node's own calls go through it too.
 
 use super::berkeley::{
     plan_round, round_id, AdjustLedger, BerkeleyConfig, Exclusion, MemberReading,
 };
-use super::logical::LogicalClocks;
+use super::logical::{ClockInterceptor, LogicalClocks};
 use super::sync::Sample;
 use super::time_source::TimeSource;
 use crate::election::{Bully, BullyConfig, ElectionService, Leader, Ring, RpcPeers};
@@ -111,7 +113,8 @@ pub struct RoundReport {
 pub struct ClockNode {
     config: NodeConfig,
     time: Arc<TimeSource>,
-    clocks: LogicalClocks,
+    clocks: Arc<LogicalClocks>,
+    interceptor: ClockInterceptor,
     ledger: Mutex<AdjustLedger>,
     rounds: Mutex<Rounds>,
     group: Mutex<Option<Group>>,
@@ -142,8 +145,14 @@ impl ClockNode {
             },
         );
         let ring = Ring::new(config.id, Vec::new(), peers.clone());
+        let clocks = Arc::new(LogicalClocks::new(
+            config.id,
+            time.clone(),
+            config.max_hlc_offset_ns,
+        ));
         Arc::new(ClockNode {
-            clocks: LogicalClocks::new(config.id, time.clone(), config.max_hlc_offset_ns),
+            interceptor: ClockInterceptor::new(clocks.clone()),
+            clocks,
             config,
             time,
             ledger: Mutex::new(AdjustLedger::default()),
@@ -165,6 +174,13 @@ impl ClockNode {
     /// The node's logical clocks.
     pub fn clocks(&self) -> &LogicalClocks {
         &self.clocks
+    }
+
+    /// The interceptor that carries the node's logical clocks: serve the
+    /// node with it (`ServerBuilder::intercept`); the node's own calls
+    /// already use it.
+    pub fn interceptor(&self) -> ClockInterceptor {
+        self.interceptor.clone()
     }
 
     /// The node's bully election.
@@ -211,7 +227,8 @@ impl ClockNode {
         let mut clients = HashMap::new();
         let group = GroupClient::new();
         for &(id, addr) in &others {
-            let client = Client::new(UdpChannel::connect(addr).await?);
+            let client =
+                Client::new(UdpChannel::connect(addr).await?).intercepted(self.interceptor());
             group.add(id.to_string(), client.clone());
             clients.insert(id, pb::ClockClient::new(client));
         }
@@ -226,18 +243,6 @@ impl ClockNode {
         });
         self.events.notify_one();
         Ok(())
-    }
-
-    fn merge(&self, ctx: &CallContext) -> Result<(), Status> {
-        self.clocks.merge(&ctx.metadata)
-    }
-
-    fn merge_reply(&self, stamp: &HashMap<String, String>) {
-        if let Err(e) = self.clocks.merge(stamp) {
-            // Expected while a member's clock is far off (the HLC refuses
-            // it): not a fault of this node.
-            tracing::debug!(error = %e, "reply with a refused clock stamp");
-        }
     }
 
     /// Drives the node: rounds as master, elections when the master is
@@ -305,9 +310,7 @@ impl ClockNode {
         let group = lock(&self.group).clone()?;
         let term = u32::try_from(self.bully.leader().term).unwrap_or(u32::MAX);
         let poll_round = round_id(term, lock(&self.rounds).seq.saturating_add(1));
-        let mut md = HashMap::new();
-        self.clocks.stamp(&mut md);
-        let mut call = group
+        let call = group
             .group
             .poll(pb::PollRequest {
                 round: poll_round,
@@ -316,9 +319,6 @@ impl ClockNode {
             .all()
             .retries(0)
             .timeout(self.config.poll_timeout);
-        for (k, v) in md {
-            call = call.metadata(k, v);
-        }
         let t1 = self.time.now_ns();
         let outcome = call.await;
         let mut readings = Vec::new();
@@ -328,7 +328,6 @@ impl ClockNode {
             let id: u32 = m.member.parse().unwrap_or(0);
             match (&m.result, m.latency) {
                 (MemberResult::Reply(r), Some(rtt)) => {
-                    self.merge_reply(&r.stamp);
                     newest = newest.max(r.last_round);
                     let rtt = i64::try_from(rtt.as_nanos()).unwrap_or(i64::MAX);
                     readings.push(MemberReading {
@@ -378,23 +377,17 @@ impl ClockNode {
                 .find(|r| r.id == id)
                 .map_or(0, |r| r.sample.delay_ns());
             let error_ns = u64::try_from(delay).unwrap_or(0).div_ceil(2);
-            let mut md = HashMap::new();
-            self.clocks.stamp(&mut md);
-            let mut call = client.adjust(pb::Adjustment {
+            let call = client.adjust(pb::Adjustment {
                 round,
                 master_id: self.config.id,
                 delta_ns: delta,
                 error_ns: error_ns.saturating_add(own_error.min(u64::MAX / 2)),
             });
-            for (k, v) in md {
-                call = call.metadata(k, v);
-            }
             sends.spawn(async move { (id, delta, call.await) });
         }
         while let Some(done) = sends.join_next().await {
             match done {
                 Ok((id, delta, Ok(r))) => {
-                    self.merge_reply(&r.stamp);
                     adjustments.push((id, delta, r.applied));
                 }
                 Ok((id, delta, Err(e))) => {
@@ -462,11 +455,10 @@ pub struct ClockService(pub Arc<ClockNode>);
 impl pb::Clock for ClockService {
     async fn get_time(
         &self,
-        ctx: CallContext,
+        _ctx: CallContext,
         request: pb::TimeRequest,
     ) -> Result<pb::TimeReading, Status> {
         let t2 = self.0.time.now_ns();
-        self.0.merge(&ctx)?;
         let node = &self.0;
         let mut reading = pb::TimeReading {
             origin_ns: request.client_transmit_ns,
@@ -475,7 +467,6 @@ impl pb::Clock for ClockService {
             error_bound_ns: node.time.error_bound_ns(),
             synchronised: node.time.is_synchronised(),
             node_id: node.config.id,
-            stamp: node.clocks.stamped(),
         };
         reading.transmit_ns = node.time.now_ns();
         Ok(reading)
@@ -483,13 +474,12 @@ impl pb::Clock for ClockService {
 
     async fn poll(
         &self,
-        ctx: CallContext,
+        _ctx: CallContext,
         request: pb::PollRequest,
     ) -> Result<pb::PollReply, Status> {
         // The clock's own value, not held after a backward step: the
         // master measures what the clock is.
         let t2 = self.0.time.read().unheld_ns();
-        self.0.merge(&ctx)?;
         let node = &self.0;
         if node.bully.leader().id == Some(request.master_id) {
             lock(&node.rounds).last_heard = Some(Instant::now());
@@ -500,7 +490,6 @@ impl pb::Clock for ClockService {
             receive_ns: t2,
             transmit_ns: 0,
             last_round: lock(&node.ledger).last().unwrap_or(0),
-            stamp: node.clocks.stamped(),
         };
         reply.transmit_ns = node.time.read().unheld_ns();
         Ok(reply)
@@ -508,10 +497,9 @@ impl pb::Clock for ClockService {
 
     async fn adjust(
         &self,
-        ctx: CallContext,
+        _ctx: CallContext,
         request: pb::Adjustment,
     ) -> Result<pb::AdjustResult, Status> {
-        self.0.merge(&ctx)?;
         let node = &self.0;
         let leader = node.bully.leader().id;
         if leader != Some(request.master_id) {
@@ -524,7 +512,6 @@ impl pb::Clock for ClockService {
                     "adjustment from {} but this node follows {leader:?}",
                     request.master_id
                 ),
-                stamp: node.clocks.stamped(),
             });
         }
         let outcome = node.apply(
@@ -538,16 +525,14 @@ impl pb::Clock for ClockService {
             applied: outcome.is_ok(),
             last_round,
             reason: outcome.err().unwrap_or_default(),
-            stamp: node.clocks.stamped(),
         })
     }
 
     async fn configure(
         &self,
-        ctx: CallContext,
+        _ctx: CallContext,
         request: pb::Membership,
     ) -> Result<pb::NodeStatus, Status> {
-        self.0.merge(&ctx)?;
         let mut members = Vec::new();
         for m in &request.members {
             let addr: SocketAddr = m.addr.parse().map_err(|e| {
@@ -564,10 +549,9 @@ impl pb::Clock for ClockService {
 
     async fn status(
         &self,
-        ctx: CallContext,
+        _ctx: CallContext,
         _request: pb::Empty,
     ) -> Result<pb::NodeStatus, Status> {
-        self.0.merge(&ctx)?;
         Ok(self.0.status())
     }
 }
