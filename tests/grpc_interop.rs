@@ -5,7 +5,9 @@
 //!    metadata);
 //! 2. our generated Rust client calls a Python server (the same coverage);
 //! 3. schema evolution: `interop_v2.idl` (more fields, one more method)
-//!    against v1 peers, both ways.
+//!    against v1 peers, both ways;
+//! 4. a Python client without a valid bearer token is refused by the
+//!    server's authentication interceptor and its call never runs.
 //!
 //! Needs `RPC_TEST_PYTHON` (a Python with grpcio and grpcio-tools); fails
 //! with a clear message without it.
@@ -13,7 +15,7 @@
 
 mod grpc_common;
 
-use grpc_common::{generate_python, python_client, python_server};
+use grpc_common::{generate_python, python_client, python_client_with, python_server};
 use rpc_core::grpc::GrpcChannel;
 use rpc_core::server::{Server, ServerHandle};
 use rpc_core::{CallContext, CallError, Client, Code, Error, MethodError, Status};
@@ -142,6 +144,43 @@ async fn python_calls_rust(client_version: &'static str, server_version: &'stati
     .unwrap();
     server.shutdown(Duration::from_secs(5)).await.unwrap();
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_without_a_valid_token_never_runs() {
+    use rpc_core::intercept::auth::BearerAuth;
+    let gen = generate_python("interop.idl");
+    let state = std::sync::Arc::new(Impl::default());
+    let server = Server::builder()
+        .intercept(BearerAuth::new().token("py-secret", "python"))
+        .add_service(v1::interop::v1::InteropServer::from_arc(state.clone()))
+        .serve_grpc("127.0.0.1:0")
+        .await
+        .unwrap();
+    let port = server.local_addr().port();
+    let out = tokio::task::spawn_blocking(move || {
+        python_client_with(&gen, port, "v1", "v1", &["--auth", "py-secret"])
+    })
+    .await
+    .unwrap();
+    for check in [
+        "no token refused",
+        "a wrong token refused",
+        "a malformed credential refused",
+        "the token's call ran, and it alone",
+    ] {
+        assert!(
+            out.contains(&format!("PASS {check}\n")),
+            "{check} missing in:\n{out}"
+        );
+    }
+    assert_eq!(
+        state.state.lock().unwrap().withdrawals,
+        1,
+        "only the authenticated call ran"
+    );
+    assert!(server.stats().intercept_refused >= 3);
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,16 +237,54 @@ pub struct CallContext {
 
 /// The metadata a handler attaches to its answer ([`CallContext::reply_metadata`]).
 /// Clones share one map: the server reads it when the handler returns.
+/// (The same shared state carries the call's cancellation, one allocation
+/// per call for both.)
 #[derive(Debug, Clone, Default)]
-pub struct ReplyMetadata(Arc<std::sync::Mutex<Metadata>>);
+pub struct ReplyMetadata(Arc<CallShared>);
+
+/// What a running call shares with the server: the answer's metadata and
+/// whether the caller abandoned it.
+#[derive(Debug, Default)]
+struct CallShared {
+    reply: std::sync::Mutex<Metadata>,
+    cancelled: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
 
 impl ReplyMetadata {
     fn map(&self) -> std::sync::MutexGuard<'_, Metadata> {
         // A handler that panicked while holding the lock left a map that
         // is still a map: use it.
         self.0
+            .reply
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the call that its caller abandoned it (CANCEL, or the gRPC
+    /// stream reset): [`CallContext::cancelled`] completes.
+    pub(crate) fn cancel(&self) {
+        self.0
+            .cancelled
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.wake.notify_waiters();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn abandoned(&self) {
+        loop {
+            let notified = self.0.wake.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a cancel between the two wakes it.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Sets `key` to `value` (replacing an earlier value).
@@ -315,6 +353,39 @@ impl CallContext {
     /// Whether the caller's deadline has passed.
     pub fn is_expired(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether the call is cancelled: its deadline passed, or its caller
+    /// abandoned it.
+    pub fn is_cancelled(&self) -> bool {
+        self.reply_metadata.is_cancelled() || self.is_expired()
+    }
+
+    /// Completes when the call's deadline passes or its caller abandons it
+    /// (a CANCEL on UDP and TCP, sent when the caller drops the call's
+    /// future; the stream reset of a plain gRPC call). A handler that waits
+    /// long selects on it and stops early; the server never drops a
+    /// running handler itself, on any door.
+    ///
+    /// ```
+    /// # async fn grant() {}
+    /// # async fn f(ctx: rpc_core::CallContext) -> Result<(), rpc_core::Status> {
+    /// tokio::select! {
+    ///     () = grant() => Ok(()),
+    ///     () = ctx.cancelled() => Err(rpc_core::Status::cancelled("the caller gave up")),
+    /// }
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        match self.deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                    () = self.reply_metadata.abandoned() => {}
+                }
+            }
+            None => self.reply_metadata.abandoned().await,
+        }
     }
 }
 

@@ -152,6 +152,17 @@ pub fn python_server(gen: &Path, version: &str) -> (PyChild, u16) {
 /// Runs `tests/interop/client.py` against `port` (at most 90 s); returns
 /// its output, asserting it passed every check.
 pub fn python_client(gen: &Path, port: u16, version: &str, peer: &str) -> String {
+    python_client_with(gen, port, version, peer, &[])
+}
+
+/// As [`python_client`], with `extra` arguments (`--auth TOKEN`).
+pub fn python_client_with(
+    gen: &Path,
+    port: u16,
+    version: &str,
+    peer: &str,
+    extra: &[&str],
+) -> String {
     let mut child = Command::new(python())
         .arg(script("client.py"))
         .args([
@@ -164,6 +175,7 @@ pub fn python_client(gen: &Path, port: u16, version: &str, peer: &str) -> String
         ])
         .arg("--gen")
         .arg(gen)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -2,7 +2,11 @@
 the command line; prints one `PASS <check>` line per check and `ALL OK` at
 the end, exits non-zero at the first failure.
 
-usage: client.py --port P --gen DIR --version v1|v2 --peer v1|v2
+usage: client.py --port P --gen DIR --version v1|v2 --peer v1|v2 [--auth TOKEN]
+
+With --auth, it checks the server's bearer-token interceptor instead: calls
+without the token, or with a wrong one, are refused with UNAUTHENTICATED
+and never run; with it they run.
 """
 import argparse
 import sys
@@ -30,11 +34,16 @@ def main():
     ap.add_argument("--gen", required=True)
     ap.add_argument("--version", choices=["v1", "v2"], required=True)
     ap.add_argument("--peer", choices=["v1", "v2"], required=True)
+    ap.add_argument("--auth")
     args = ap.parse_args()
     pb2, pb2_grpc, RpcStatus = load(args.gen, args.version)
     channel = grpc.insecure_channel(f"127.0.0.1:{args.port}")
     grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
     stub = pb2_grpc.InteropStub(channel)
+    if args.auth:
+        auth_checks(stub, pb2, args.auth)
+        print("ALL OK", flush=True)
+        return
 
     # Every field type, every oneof case, round-trips bit for bit.
     for variant in range(5):
@@ -128,6 +137,23 @@ def main():
     check("metadata", list(notes.texts) == ["trace-id=abc-123", "x-tenant=t1"], str(list(notes.texts)))
 
     print("ALL OK", flush=True)
+
+
+def auth_checks(stub, pb2, token):
+    # The balance starts at 100: a refused withdrawal must not have run.
+    for name, metadata in [
+        ("no token", []),
+        ("a wrong token", [("authorization", "Bearer not-" + token)]),
+        ("a malformed credential", [("authorization", token)]),
+    ]:
+        try:
+            stub.Withdraw(pb2.Amount(delta=30), metadata=metadata, timeout=TIMEOUT)
+            check(f"{name} refused", False, "no error")
+        except grpc.RpcError as e:
+            check(f"{name} refused", e.code() == grpc.StatusCode.UNAUTHENTICATED, f"{e.code()} {e.details()!r}")
+    good = [("authorization", "Bearer " + token)]
+    count = stub.Withdraw(pb2.Amount(delta=30), metadata=good, timeout=TIMEOUT)
+    check("the token's call ran, and it alone", count.value == 70, str(count))
 
 
 if __name__ == "__main__":

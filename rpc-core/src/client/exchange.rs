@@ -336,11 +336,34 @@ struct Exchange<S: DatagramSocket> {
     timer: Pin<Box<Sleep>>,
     /// When the call started (one clock reading shared by the set-up).
     started: Instant,
+    /// The server's final answer reached the caller.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 impl<S: DatagramSocket> Drop for Exchange<S> {
     fn drop(&mut self) {
         self.shared.lock().end_call(self.id);
+        let answered = self.answered.load(std::sync::atomic::Ordering::Relaxed);
+        let oneway = self.env.protocol == ExchangeProtocol::R as i32;
+        if answered || oneway || self.copies == 0 || self.shared.is_closed() {
+            return;
+        }
+        // Abandoned (the caller dropped the call, or gave up) while the
+        // server may still run it: tell it, best effort.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let id = self.id;
+        bump(&shared.counters.cancels_sent);
+        runtime.spawn(async move {
+            let cancel = Envelope::cancel(shared.session_id, id);
+            let mut buf = Vec::with_capacity(cancel.encoded_len());
+            cancel.encode_unchecked(&mut buf);
+            if let Err(error) = shared.send_datagram(&buf, Some(&cancel)).await {
+                tracing::debug!(request_id = id, %error, "CANCEL not sent");
+            }
+        });
     }
 }
 
@@ -387,6 +410,7 @@ impl<S: DatagramSocket> Exchange<S> {
             seen: 0,
             timer: Box::pin(tokio::time::sleep_until(give_up_at)),
             started: now,
+            answered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -603,6 +627,8 @@ impl<S: DatagramSocket> Exchange<S> {
     }
 
     fn finish(&self, f: Final) -> Result<RawResult, Error> {
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         match f {
             Final::Reply(result) => Ok(result),
             Final::OutcomeUnknown => {

@@ -40,6 +40,9 @@ pub struct ClientStats {
     pub foreign_drops: u64,
     /// ACK datagrams sent (RRA), including re-ACKs of late replies.
     pub acks_sent: u64,
+    /// CANCEL messages sent: calls abandoned (dropped, or given up) after a
+    /// copy of their request was sent and before their answer.
+    pub cancels_sent: u64,
     /// RRA replies acknowledged by the `ack_up_to` of another ACK of the
     /// same burst instead of an ACK of their own.
     pub acks_coalesced: u64,
@@ -96,6 +99,7 @@ counters!(
     malformed_drops,
     foreign_drops,
     acks_sent,
+    cancels_sent,
     acks_coalesced,
     timeouts,
     unreachable,

@@ -683,6 +683,10 @@ fn route(
     };
     // The session needs nothing at or below its low-water mark.
     st.outstanding.drop_through(h.ack_up_to);
+    if h.r#type == MessageType::Cancel as i32 {
+        // An abandoned call's request is not sent again on a new connection.
+        st.outstanding.remove(h.request_id);
+    }
     let conn = st.conn.clone();
     let Some(kind) = kind else {
         return match conn {

@@ -40,6 +40,8 @@ pub enum MessageType {
     Ping = 7,
     /// Server to client: the answer to PING.
     Pong = 8,
+    /// Client to server: the caller abandoned the call (never answered).
+    Cancel = 9,
 }
 
 /// The exchange protocol a request asks for.
@@ -252,6 +254,18 @@ impl Envelope {
             session_id,
             incarnation,
             status: status.map(Box::new),
+            ..Envelope::default()
+        }
+    }
+
+    /// A CANCEL: the caller abandoned (`session_id`, `request_id`).
+    #[inline]
+    pub fn cancel(session_id: u64, request_id: u64) -> Envelope {
+        Envelope {
+            version: VERSION,
+            r#type: MessageType::Cancel as i32,
+            request_id,
+            session_id,
             ..Envelope::default()
         }
     }

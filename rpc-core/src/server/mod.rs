@@ -207,6 +207,8 @@ pub struct ServerBuilder {
     incarnation: Option<u64>,
     auth: AuthPolicy,
     interceptors: Vec<Arc<dyn crate::intercept::Interceptor>>,
+    /// (service full name, method name, handler slots).
+    method_limits: Vec<(String, String, usize)>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -289,6 +291,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Gives `method` of `service` (its full name) a pool of `limit`
+    /// handler slots of its own, instead of `max_concurrent`'s. For methods
+    /// whose handlers wait long (a lock grant, a long poll): however many
+    /// of them wait, the server's other methods keep their slots. Requests
+    /// beyond the limit wait for a slot of the pool (counted in
+    /// `max_pending`) as any other.
+    pub fn method_concurrency(mut self, service: &str, method: &str, limit: usize) -> Self {
+        self.method_limits
+            .push((service.to_owned(), method.to_owned(), limit));
+        self
+    }
+
     /// Runs `interceptor` around every call of every service, on every
     /// door. Interceptors run `before` in the order they are added and
     /// `after` in reverse (see [`crate::intercept`]).
@@ -307,9 +321,37 @@ impl ServerBuilder {
                 return Err(ServerError::DuplicateService(s.info().full_name.to_owned()));
             }
         }
+        let mut method_permits = crate::hash::FastMap::default();
+        for (service, method, limit) in &self.method_limits {
+            let info = self
+                .services
+                .iter()
+                .map(|s| s.info())
+                .find(|i| i.full_name == service)
+                .ok_or_else(|| {
+                    ServerError::InvalidConfig(format!(
+                        "method_concurrency names service {service}, which the server does not host"
+                    ))
+                })?;
+            let m = info.method_by_name(method).ok_or_else(|| {
+                ServerError::InvalidConfig(format!(
+                    "method_concurrency names {service}/{method}, which does not exist"
+                ))
+            })?;
+            if *limit == 0 {
+                return Err(ServerError::InvalidConfig(format!(
+                    "method_concurrency of {service}/{method} is 0: it could never run"
+                )));
+            }
+            method_permits.insert(
+                (info.full_name, m.id),
+                Arc::new(tokio::sync::Semaphore::new(*limit)),
+            );
+        }
         let incarnation = self.incarnation.unwrap_or_else(random_incarnation);
         let mut engine = Engine::new(self.config, self.services, incarnation, Arc::clone(&budget));
         engine.interceptors = crate::intercept::Chain(self.interceptors.into());
+        engine.method_permits = method_permits;
         let engine = Arc::new(engine);
         Ok((engine, budget))
     }

@@ -110,6 +110,11 @@ counters! {
     sessions_refused,
     /// Requests an interceptor refused before the handler ran (ERROR).
     intercept_refused,
+    /// CANCEL messages received (from the session's owner or not).
+    cancels,
+    /// CANCELs that reached a running handler (the others found the call
+    /// finished, or not there yet).
+    cancels_applied,
     /// Requests and ACKs naming a session that belongs to another peer
     /// (refused with PERMISSION_DENIED, or ignored): nothing of them applied.
     foreign_refused,

@@ -5,7 +5,7 @@
 
 #[allow(clippy::wildcard_imports)] // the door's parts share its imports
 use super::*;
-use crate::service::Metadata;
+use crate::service::{Metadata, ReplyMetadata};
 
 /// What the door knows of a request's connection, put in each request's
 /// extensions: the caller's address, the transport, and the client
@@ -167,14 +167,21 @@ impl Door {
             instance: get_str(meta, md::INSTANCE).unwrap_or_default().to_owned(),
             accept: method.oneway,
             received_at,
+            call: ReplyMetadata::default(),
         };
+        // Until the answer is in, the caller going away (the stream reset,
+        // which drops this future) cancels the call: the handler is told,
+        // never dropped.
+        let mut abandon = Abandon(Some(call.call.clone()));
         let (tx, rx) = oneshot::channel();
         let sink = sink(tx);
         self.engine.run_untracked(call, &sink).await;
         drop(sink);
         // The engine always answers a request it took, unless shutdown
         // cancelled its handler.
-        let Ok(message) = rx.await else {
+        let answer = rx.await;
+        abandon.0 = None;
+        let Ok(message) = answer else {
             return Err(Status::unavailable(
                 "the server cancelled the call (shutting down)",
             ));
@@ -258,6 +265,18 @@ impl Door {
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
             }
+        }
+    }
+}
+
+/// Cancels a plain call whose caller went away before its answer.
+struct Abandon(Option<ReplyMetadata>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            tracing::debug!("plain gRPC call abandoned by its caller: cancelled");
+            call.cancel();
         }
     }
 }

@@ -194,6 +194,7 @@ impl Engine {
                 instance: env.instance,
                 received_at: arrival,
                 passed: 0,
+                call: crate::service::ReplyMetadata::default(),
             };
             self.start(job, sink).await;
         }

@@ -44,7 +44,7 @@ use super::verify::{Unverified, Verifier};
 use super::ServerConfig;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::hash::FastMap;
-use crate::service::{Metadata, MethodInfo, PeerIdentity, Service, TransportKind};
+use crate::service::{Metadata, MethodInfo, PeerIdentity, ReplyMetadata, Service, TransportKind};
 use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -143,6 +143,28 @@ pub struct Engine {
     verifier: Verifier,
     /// Run around every handler, outermost first.
     pub(crate) interceptors: crate::intercept::Chain,
+    /// Tracked calls whose handler did not finish at its first poll (or
+    /// waits for a slot), by (session, request id): what a CANCEL finds.
+    running: Mutex<FastMap<(u64, u64), ReplyMetadata>>,
+    /// Methods with their own pool of handler slots instead of
+    /// `max_concurrent`'s, by (service, method id).
+    pub(crate) method_permits: FastMap<(&'static str, u32), Arc<Semaphore>>,
+}
+
+/// Takes a job off [`Engine::running`] when its task ends (or is dropped).
+struct RunningGuard {
+    engine: Arc<Engine>,
+    key: (u64, u64),
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.engine
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
 }
 
 impl fmt::Debug for Engine {
@@ -195,6 +217,9 @@ struct Job {
     received_at: Instant,
     /// Interceptors whose `before` passed (their `after` runs at the end).
     passed: usize,
+    /// Shared with the handler's context: the answer's metadata and the
+    /// cancellation.
+    call: ReplyMetadata,
 }
 
 /// A call without a session (a plain gRPC caller's): it bypasses the
@@ -210,6 +235,8 @@ pub(crate) struct Untracked {
     pub(crate) instance: String,
     /// When the call arrived at the door.
     pub(crate) received_at: Instant,
+    /// The call's shared state; the door cancels it when the caller goes.
+    pub(crate) call: ReplyMetadata,
     /// Answer ACCEPT once the call has a handler slot or a waiting slot
     /// (a one-way method: the caller is not told the outcome); otherwise
     /// the answer is the result.
@@ -255,7 +282,56 @@ impl Engine {
             cancel: watch::channel(false).0,
             verifier: Verifier::new(config_rate),
             interceptors: crate::intercept::Chain::default(),
+            running: Mutex::new(FastMap::default()),
+            method_permits: FastMap::default(),
         }
+    }
+
+    /// Tells the running handler of (`session`, `request_id`), if any,
+    /// that its caller abandoned it. Nothing else changes: a completed
+    /// call is untouched.
+    pub(crate) fn cancel_running(&self, session: u64, request_id: u64) {
+        let call = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(session, request_id))
+            .cloned();
+        match call {
+            Some(call) => {
+                bump(&self.counters.cancels_applied);
+                tracing::debug!(session, request_id, "call cancelled by its caller");
+                call.cancel();
+            }
+            None => tracing::trace!(session, request_id, "CANCEL for no running call"),
+        }
+    }
+
+    /// Registers a tracked job that goes on beyond its first poll, so that
+    /// a CANCEL finds it; the guard takes it off.
+    fn register_running(self: &Arc<Self>, job: &Job) -> Option<RunningGuard> {
+        if !job.tracked {
+            return None;
+        }
+        let key = (job.session, job.request_id);
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, job.call.clone());
+        Some(RunningGuard {
+            engine: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// The pool of handler slots of `job`'s method.
+    fn permits_for(&self, job: &Job) -> &Arc<Semaphore> {
+        if self.method_permits.is_empty() {
+            return &self.permits;
+        }
+        self.method_permits
+            .get(&(job.service.info().full_name, job.method.id))
+            .unwrap_or(&self.permits)
     }
 
     /// Cookies and rate limits for unverified datagram sources.
@@ -420,6 +496,20 @@ impl Engine {
             }
             match MessageType::try_from(env.r#type) {
                 Ok(MessageType::Request) => self.request(env, len, sink).await,
+                Ok(MessageType::Cancel) => {
+                    bump(&self.counters.cancels);
+                    let owner = owner_of(sink);
+                    let own = matches!(
+                        self.history().ownership(env.session_id, &owner, &|| false),
+                        Ownership::Own { .. }
+                    );
+                    if !own {
+                        bump(&self.counters.foreign_refused);
+                        tracing::debug!(peer = ?sink.peer(), session = env.session_id, "ignored a CANCEL for a session this peer does not own");
+                        return;
+                    }
+                    self.cancel_running(env.session_id, env.request_id);
+                }
                 Ok(MessageType::Ack) => {
                     bump(&self.counters.acks);
                     let owner = owner_of(sink);

@@ -65,6 +65,7 @@ impl Engine {
                 instance: call.instance,
                 received_at: call.received_at,
                 passed: 0,
+                call: call.call,
             };
             self.start(job, sink).await;
         }
@@ -80,7 +81,8 @@ impl Engine {
         sink: &'a K,
     ) -> impl Future<Output = ()> + 'a {
         async move {
-            let (permit, reservation) = match Arc::clone(&self.permits).try_acquire_owned() {
+            let permits = Arc::clone(self.permits_for(&job));
+            let (permit, reservation) = match Arc::clone(&permits).try_acquire_owned() {
                 Ok(p) => (Some(p), None),
                 Err(_) => {
                     let waiting = self.pending.fetch_add(1, Ordering::AcqRel);
@@ -125,9 +127,11 @@ impl Engine {
                 None => {
                     let engine = Arc::clone(self);
                     let sink = sink.clone();
+                    let running = self.register_running(&job);
                     self.spawn_tracked(async move {
+                        let _running = running;
                         let mut job = job;
-                        let acquired = Arc::clone(&engine.permits).acquire_owned().await;
+                        let acquired = permits.acquire_owned().await;
                         engine.pending.fetch_sub(1, Ordering::AcqRel);
                         // Running now: its bytes no longer wait.
                         drop(reservation);
@@ -208,7 +212,9 @@ impl Engine {
                     // waker; the no-op waker of the first poll is never needed.
                     let engine = Arc::clone(self);
                     let sink = sink.clone();
+                    let running = self.register_running(&job);
                     self.spawn_tracked(async move {
+                        let _running = running;
                         let ending = catch(handler).await;
                         drop(permit);
                         engine.finish(&job, ending, metadata.take(), &sink).await;
@@ -243,7 +249,7 @@ impl Engine {
             identity: sink.identity(),
             instance: std::mem::take(&mut job.instance),
             received_at: job.received_at,
-            reply_metadata: ReplyMetadata::default(),
+            reply_metadata: job.call.clone(),
             trace: None,
         };
         let reply_metadata = ctx.reply_metadata.clone();
