@@ -10,6 +10,7 @@ use std::time::Duration;
 
 /// Row names the ratios look up.
 pub(crate) const OURS_UDP_RR: &str = "ours UDP RR (sync)";
+pub(crate) const OURS_UDP_RR_INTERCEPTED: &str = "ours UDP RR (sync), 3 interceptors";
 pub(crate) const OURS_TCP_RR: &str = "ours TCP RR (sync)";
 pub(crate) const OURS_GRPC_RR: &str = "ours gRPC face RR (sync)";
 pub(crate) const TONIC_TO_FACE: &str = "tonic client -> our gRPC face";
@@ -181,6 +182,21 @@ pub(crate) fn print_ratios(
             &|v| v <= 1.25,
         );
     }
+    let intercepted = find(OURS_UDP_RR_INTERCEPTED);
+    line(
+        "UDP RR p50, 3 interceptors / none",
+        intercepted.zip(udp).map(|(a, b)| p50(a) / p50(b)),
+        "<= 1.10",
+        &|v| v <= 1.10,
+    );
+    line(
+        &format!("UDP RR calls/s @{top}, 3 interceptors / none"),
+        intercepted
+            .zip(udp)
+            .and_then(|(a, b)| Some(at(a)? / at(b)?)),
+        ">= 0.90",
+        &|v| v >= 0.90,
+    );
     line(
         &format!("UDP RR calls/s @{top} / tonic"),
         udp.zip(tonic).and_then(|(a, b)| Some(at(a)? / at(b)?)),

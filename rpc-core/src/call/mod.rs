@@ -139,10 +139,20 @@ pub trait Channel: Send + Sync + fmt::Debug + 'static {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>>;
 }
 
+/// The channel inside a client's interceptors, and the interceptors
+/// (outermost first).
+type Layered = (
+    Arc<dyn Channel>,
+    Vec<Arc<dyn crate::intercept::ClientInterceptor>>,
+);
+
 /// A cheap, cloneable handle on a [`Channel`]; what generated stubs hold.
 #[derive(Clone)]
 pub struct Client {
     channel: Arc<dyn Channel>,
+    /// With interceptors: the channel inside them and the interceptors,
+    /// outermost first (one more is added to the same layer).
+    layered: Option<Layered>,
 }
 
 impl fmt::Debug for Client {
@@ -158,12 +168,16 @@ impl Client {
     pub fn new(channel: impl Channel) -> Client {
         Client {
             channel: Arc::new(channel),
+            layered: None,
         }
     }
 
     /// A client over a shared channel.
     pub fn from_arc(channel: Arc<dyn Channel>) -> Client {
-        Client { channel }
+        Client {
+            channel,
+            layered: None,
+        }
     }
 
     /// The channel underneath.
@@ -186,11 +200,19 @@ impl Client {
     #[must_use]
     pub fn intercepted(self, interceptor: impl crate::intercept::ClientInterceptor) -> Client {
         let interceptor: Arc<dyn crate::intercept::ClientInterceptor> = Arc::new(interceptor);
+        // One layer for all of them: one boxed future per call, not one
+        // per interceptor.
+        let (inner, mut list) = match self.layered {
+            Some((inner, list)) => (inner, list),
+            None => (self.channel, Vec::new()),
+        };
+        list.insert(0, interceptor);
         Client {
             channel: Arc::new(crate::intercept::Intercepted::new(
-                self.channel,
-                vec![interceptor],
+                Arc::clone(&inner),
+                list.clone(),
             )),
+            layered: Some((inner, list)),
         }
     }
 

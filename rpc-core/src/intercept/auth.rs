@@ -181,7 +181,10 @@ impl Interceptor for BearerAuth {
     fn before(&self, ctx: &mut CallContext) -> Result<(), Status> {
         let service = ctx.service;
         let allowed = self.allowed(service, ctx.method.name);
-        let presented = ctx.metadata(AUTHORIZATION).map(bearer);
+        // The credential is the door's business, not the handler's: taken
+        // out of the metadata (one lookup).
+        let credential = ctx.metadata.remove(AUTHORIZATION);
+        let presented = credential.as_deref().map(bearer);
         let identity = match presented {
             None if *allowed == Allowed::Anyone => return Ok(()),
             None => {
@@ -216,8 +219,6 @@ impl Interceptor for BearerAuth {
                 )));
             }
         }
-        // The credential is the door's business, not the handler's.
-        ctx.metadata.remove(AUTHORIZATION);
         if ctx.identity.is_none() {
             ctx.identity = Some(Arc::clone(identity));
         }

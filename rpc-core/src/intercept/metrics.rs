@@ -21,13 +21,14 @@
 //! ```
 
 use super::{ClientInterceptor, ClientOutcome, Completed, Interceptor, InvocationInfo};
+use crate::service::MethodInfo;
 use crate::status::Code;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,16 @@ struct MethodLabels {
     side: &'static str,
     service: &'static str,
     method: &'static str,
+}
+
+/// One (side, method)'s series, shared with the families.
+struct Series {
+    labels: MethodLabels,
+    calls: Counter,
+    latency: Histogram,
+    /// Sum of the latencies in nanoseconds (the histogram's own sum is not
+    /// readable).
+    latency_ns: AtomicU64,
 }
 
 /// Labels of the error series.
@@ -57,9 +68,10 @@ struct Inner {
     calls: Family<MethodLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    /// Every method seen, with its latency sum in nanoseconds (the
-    /// histogram's own sum is not readable).
-    seen: RwLock<HashMap<MethodLabels, Arc<AtomicU64>>>,
+    /// Every (side, method) seen, by the address of its static
+    /// `MethodInfo` and the side: its series, taken from the families
+    /// once (a call then costs one read lock and one lookup).
+    seen: RwLock<crate::hash::FastMap<(usize, bool), Arc<Series>>>,
 }
 
 /// Calls, errors and latency per method (see the [module docs](self)).
@@ -175,51 +187,79 @@ impl Metrics {
             calls,
             errors,
             latency,
-            seen: RwLock::new(HashMap::new()),
+            seen: RwLock::new(crate::hash::FastMap::default()),
         }))
     }
 
-    fn seen(&self) -> Vec<(MethodLabels, u64)> {
+    fn seen(&self) -> Vec<Arc<Series>> {
         self.0
             .seen
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .values()
+            .cloned()
             .collect()
     }
 
-    fn record(&self, labels: MethodLabels, code: Option<Code>, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let known = self
+    fn series(
+        &self,
+        side: &'static str,
+        service: &'static str,
+        method: &'static MethodInfo,
+    ) -> Arc<Series> {
+        let key = (std::ptr::from_ref(method) as usize, side == "client");
+        if let Some(series) = self
             .0
             .seen
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&labels)
-            .map(|sum| sum.fetch_add(nanos, Ordering::Relaxed))
-            .is_some();
-        if !known {
+            .get(&key)
+        {
+            return Arc::clone(series);
+        }
+        let labels = MethodLabels {
+            side,
+            service,
+            method: method.name,
+        };
+        let series = Arc::new(Series {
+            calls: self.0.calls.get_or_create(&labels).clone(),
+            latency: self.0.latency.get_or_create(&labels).clone(),
+            labels,
+            latency_ns: AtomicU64::new(0),
+        });
+        Arc::clone(
             self.0
                 .seen
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry(labels.clone())
-                .or_default()
-                .fetch_add(nanos, Ordering::Relaxed);
-        }
-        self.0.calls.get_or_create(&labels).inc();
-        self.0
-            .latency
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+                .entry(key)
+                .or_insert(series),
+        )
+    }
+
+    fn record(
+        &self,
+        side: &'static str,
+        service: &'static str,
+        method: &'static MethodInfo,
+        code: Option<Code>,
+        elapsed: Duration,
+    ) {
+        let series = self.series(side, service, method);
+        series.calls.inc();
+        series.latency.observe(elapsed.as_secs_f64());
+        series.latency_ns.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         if let Some(code) = code {
             self.0
                 .errors
                 .get_or_create(&ErrorLabels {
-                    side: labels.side,
-                    service: labels.service,
-                    method: labels.method,
+                    side,
+                    service,
+                    method: method.name,
                     code: code.name(),
                 })
                 .inc();
@@ -231,8 +271,10 @@ impl Metrics {
         let mut methods: Vec<MethodMetrics> = self
             .seen()
             .into_iter()
-            .map(|(labels, nanos)| {
-                let calls = self.0.calls.get(&labels).map_or(0, |c| c.get());
+            .map(|series| {
+                let labels = series.labels.clone();
+                let nanos = series.latency_ns.load(Ordering::Relaxed);
+                let calls = series.calls.get();
                 let errors = CODES
                     .iter()
                     .filter_map(|&code| {
@@ -376,11 +418,9 @@ impl Drop for MetricsEndpoint {
 impl Interceptor for Metrics {
     fn after(&self, call: &mut Completed<'_>) {
         self.record(
-            MethodLabels {
-                side: "server",
-                service: call.service.full_name,
-                method: call.method.name,
-            },
+            "server",
+            call.service.full_name,
+            call.method,
             call.status.map(crate::Status::code),
             call.received_at.elapsed(),
         );
@@ -396,11 +436,9 @@ impl ClientInterceptor for Metrics {
             ClientOutcome::Failed(error) => Some(error.code()),
         };
         self.record(
-            MethodLabels {
-                side: "client",
-                service: invocation.service.full_name,
-                method: invocation.method.name,
-            },
+            "client",
+            invocation.service.full_name,
+            invocation.method,
             code,
             invocation.started.elapsed(),
         );

@@ -198,7 +198,7 @@ pub struct InvocationInfo {
 /// ([`Client::intercepted`](crate::Client::intercepted)).
 pub struct Intercepted {
     inner: Arc<dyn Channel>,
-    interceptors: Vec<Arc<dyn ClientInterceptor>>,
+    interceptors: Arc<[Arc<dyn ClientInterceptor>]>,
 }
 
 impl fmt::Debug for Intercepted {
@@ -218,14 +218,18 @@ impl Intercepted {
     ) -> Intercepted {
         Intercepted {
             inner,
-            interceptors,
+            interceptors: interceptors.into(),
         }
     }
 
-    /// The same channel with one more interceptor, innermost.
-    pub fn with(mut self, interceptor: Arc<dyn ClientInterceptor>) -> Intercepted {
-        self.interceptors.push(interceptor);
-        self
+    /// The channel inside.
+    pub fn inner(&self) -> &Arc<dyn Channel> {
+        &self.inner
+    }
+
+    /// The interceptors, outermost first.
+    pub fn interceptors(&self) -> &[Arc<dyn ClientInterceptor>] {
+        &self.interceptors
     }
 }
 
@@ -238,7 +242,7 @@ impl Channel for Intercepted {
         };
         let mut passed = 0;
         let mut refusal = None;
-        for interceptor in &self.interceptors {
+        for interceptor in self.interceptors.iter() {
             match interceptor.before(&mut invocation) {
                 Ok(()) => passed += 1,
                 Err(status) => {
@@ -247,15 +251,15 @@ impl Channel for Intercepted {
                 }
             }
         }
-        let ran: Vec<Arc<dyn ClientInterceptor>> = self.interceptors[..passed].to_vec();
         if let Some(status) = refusal {
-            for interceptor in ran.iter().rev() {
+            for interceptor in self.interceptors[..passed].iter().rev() {
                 interceptor.after(&info, &ClientOutcome::Refused(&status));
             }
             tracing::debug!(method = info.method.name, %status, "call refused by a client interceptor");
             return Box::pin(async move { Ok(Outcome::Reply(Err(status))) });
         }
         let call = self.inner.invoke(invocation);
+        let chain = Arc::clone(&self.interceptors);
         Box::pin(async move {
             let result = call.await;
             let outcome = match &result {
@@ -264,7 +268,7 @@ impl Channel for Intercepted {
                 Ok(Outcome::Sent) => ClientOutcome::Sent,
                 Err(e) => ClientOutcome::Failed(e),
             };
-            for interceptor in ran.iter().rev() {
+            for interceptor in chain[..passed].iter().rev() {
                 interceptor.after(&info, &outcome);
             }
             result

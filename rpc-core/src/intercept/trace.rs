@@ -94,31 +94,21 @@ impl TraceContext {
     /// A version above `00` is read as `00` (its first four fields), as
     /// the recommendation asks.
     pub fn parse(value: &str) -> Option<TraceContext> {
-        let value = value.trim();
-        let mut parts = value.split('-');
-        let version = parts.next()?;
-        let trace = parts.next()?;
-        let parent = parts.next()?;
-        let flags = parts.next()?;
-        let hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        if !hex(version, 2)
-            || version == "ff"
-            || !hex(trace, 32)
-            || !hex(parent, 16)
-            || !hex(flags, 2)
-        {
+        // By hand (this runs on every call): `vv-<32>-<16>-<2>`, and for a
+        // version above 00 possibly `-more` after it.
+        let b = value.trim().as_bytes();
+        if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        if version == "00" && parts.next().is_some() {
+        let version = hex_digits(&b[0..2])?;
+        if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
-        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&n| n != 0)?;
-        let span_id = u64::from_str_radix(parent, 16).ok().filter(|&n| n != 0)?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let trace_id = hex_digits(&b[3..35]).filter(|&n| n != 0)?;
+        let span_id = u64::try_from(hex_digits(&b[36..52])?)
+            .ok()
+            .filter(|&n| n != 0)?;
+        let flags = hex_digits(&b[53..55])?;
         Some(TraceContext {
             trace_id,
             span_id,
@@ -129,12 +119,23 @@ impl TraceContext {
 
     /// The `traceparent` value naming this span as the parent.
     pub fn header(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        )
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        out.extend(
+            (0..32)
+                .rev()
+                .map(|i| HEX[((self.trace_id >> (4 * i)) & 0xf) as usize]),
+        );
+        out.push(b'-');
+        out.extend(
+            (0..16)
+                .rev()
+                .map(|i| HEX[((self.span_id >> (4 * i)) & 0xf) as usize]),
+        );
+        out.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        // Only ASCII digits, letters and dashes were written.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The context of the running handler (or of [`TraceContext::scope`]),
@@ -147,6 +148,19 @@ impl TraceContext {
     pub async fn scope<F: Future>(self, future: F) -> F::Output {
         CURRENT.scope(self, future).await
     }
+}
+
+/// The value of lower-case hex digits (at most 32 of them); `None` for
+/// anything else.
+fn hex_digits(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |n, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some((n << 4) | u128::from(d))
+    })
 }
 
 impl fmt::Display for TraceContext {

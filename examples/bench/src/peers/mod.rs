@@ -30,6 +30,7 @@ pub(crate) async fn framework_targets(
 ) -> anyhow::Result<()> {
     for style in [
         OurStyle::Rr,
+        OurStyle::RrIntercepted,
         OurStyle::Rra,
         OurStyle::Async,
         OurStyle::OneWay,

@@ -100,9 +100,33 @@ pub(crate) async fn start_echo(
     echo: OurEcho,
     door: Door,
 ) -> anyhow::Result<ServerHandle> {
+    start_echo_with(server_rt, echo, door, false).await
+}
+
+/// The bearer token of the rows with interceptors.
+pub(crate) const BENCH_TOKEN: &str = "bench-token";
+
+/// As [`start_echo`]; `intercepted` puts the three shipped interceptors
+/// (bearer-token authentication, trace context, metrics) on the server.
+pub(crate) async fn start_echo_with(
+    server_rt: &Handle,
+    echo: OurEcho,
+    door: Door,
+    intercepted: bool,
+) -> anyhow::Result<ServerHandle> {
     let server = server_rt
         .spawn(async move {
-            let builder = Server::builder().add_service(echo);
+            let mut builder = Server::builder();
+            if intercepted {
+                use rpc_core::intercept::{
+                    auth::BearerAuth, metrics::Metrics, trace::TracePropagation,
+                };
+                builder = builder
+                    .intercept(Metrics::new())
+                    .intercept(TracePropagation)
+                    .intercept(BearerAuth::new().token(BENCH_TOKEN, "bench"));
+            }
+            let builder = builder.add_service(echo);
             match door {
                 Door::Udp => builder.serve_udp("127.0.0.1:0").await,
                 Door::Tcp => builder.serve_tcp("127.0.0.1:0").await,

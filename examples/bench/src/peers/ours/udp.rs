@@ -2,7 +2,7 @@
 //! at-most-once), asynchronous (returns at the ACCEPT), one-way (returns
 //! once sent).
 
-use super::{echo, start_echo, Door, OurEcho};
+use super::{echo, start_echo_with, Door, OurEcho, BENCH_TOKEN};
 use crate::target::{Role, Target};
 use crate::EchoMsg;
 use anyhow::ensure;
@@ -15,6 +15,9 @@ use tokio::runtime::Handle;
 pub(crate) enum OurStyle {
     /// Synchronous, RR, at-most-once.
     Rr,
+    /// As `Rr`, with the three shipped interceptors on both sides
+    /// (authentication, trace context, metrics).
+    RrIntercepted,
     /// Synchronous, RRA, at-most-once.
     Rra,
     /// Asynchronous (returns at the server's ACCEPT), RR.
@@ -39,9 +42,19 @@ pub(crate) struct Ours {
 impl Ours {
     pub(crate) async fn start(server_rt: &Handle, style: OurStyle) -> anyhow::Result<Ours> {
         let echo = OurEcho::default();
-        let server = start_echo(server_rt, echo.clone(), Door::Udp).await?;
+        let intercepted = style == OurStyle::RrIntercepted;
+        let server = start_echo_with(server_rt, echo.clone(), Door::Udp, intercepted).await?;
         let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
-        let client = rpc_core::Client::new(channel.clone());
+        let mut client = rpc_core::Client::new(channel.clone());
+        if intercepted {
+            use rpc_core::intercept::{
+                auth::BearerToken, metrics::Metrics, trace::TracePropagation,
+            };
+            client = client
+                .intercepted(BearerToken::new(BENCH_TOKEN))
+                .intercepted(TracePropagation)
+                .intercepted(Metrics::new());
+        }
         Ok(Ours {
             _server: server,
             style,
@@ -57,6 +70,7 @@ impl Target for Ours {
     fn name(&self) -> String {
         match self.style {
             OurStyle::Rr => "ours UDP RR (sync)",
+            OurStyle::RrIntercepted => "ours UDP RR (sync), 3 interceptors",
             OurStyle::Rra => "ours UDP RRA (sync)",
             OurStyle::Async => "ours UDP async (at ACCEPT)",
             OurStyle::OneWay => "ours UDP one-way (R, sent)",
@@ -94,11 +108,11 @@ impl Target for Ours {
                 .protocol(protocol)
         };
         match self.style {
-            OurStyle::Rr | OurStyle::Rra => {
-                let protocol = if self.style == OurStyle::Rr {
-                    Protocol::RR
-                } else {
+            OurStyle::Rr | OurStyle::RrIntercepted | OurStyle::Rra => {
+                let protocol = if self.style == OurStyle::Rra {
                     Protocol::RRA
+                } else {
+                    Protocol::RR
                 };
                 let reply = call(protocol).await?;
                 ensure!(reply.data == self.request.data, "ours: wrong echo");
