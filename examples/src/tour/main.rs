@@ -33,6 +33,8 @@
 //! - [`crash`]: a server that crashes in the middle of a call and restarts;
 //! - [`clock`]: the clock service: Cristian sync, a Berkeley round, an
 //!   election after the master stops, logical clocks;
+//! - [`intercept`]: reply metadata, the authentication, trace and metrics
+//!   interceptors, and a waiting handler cancelled, on every door;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -46,6 +48,7 @@
 mod clock;
 mod crash;
 mod doors;
+mod intercept;
 mod ledger;
 mod multicast;
 mod report;
@@ -150,6 +153,7 @@ async fn run() -> anyhow::Result<Report> {
     multicast::multicast(&mut report).await?;
     crash::crash(&mut report).await?;
     clock::clock(&mut report).await?;
+    intercept::intercept(&mut report).await?;
     tour.report = report;
 
     tour.report.print();

@@ -148,6 +148,11 @@ impl TraceContext {
     pub async fn scope<F: Future>(self, future: F) -> F::Output {
         CURRENT.scope(self, future).await
     }
+
+    /// Runs `f` with this as the current context.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
 }
 
 /// The value of lower-case hex digits (at most 32 of them); `None` for

@@ -294,8 +294,13 @@ impl Engine {
         let call = {
             let _entered = span.enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                job.service
-                    .call(job.method.id, ctx, std::mem::take(&mut job.payload))
+                let payload = std::mem::take(&mut job.payload);
+                match trace {
+                    // The synchronous part of the handler runs in the call's
+                    // trace context too.
+                    Some(t) => t.sync_scope(|| job.service.call(job.method.id, ctx, payload)),
+                    None => job.service.call(job.method.id, ctx, payload),
+                }
             }))
         };
         match call {
