@@ -11,7 +11,7 @@ pub use ::std::boxed::Box;
 pub use ::std::clone::Clone;
 pub use ::std::cmp::{Eq, Ord, PartialEq, PartialOrd};
 pub use ::std::collections::HashMap;
-pub use ::std::convert::From;
+pub use ::std::convert::{From, Into};
 pub use ::std::default::Default;
 pub use ::std::fmt::Debug;
 pub use ::std::future::Future;
@@ -54,6 +54,7 @@ pub mod grpc {
 }
 
 pub use crate::call::{style, Call, Client, GroupCall, GroupClient, OneWay};
+pub use crate::client::ConnectError;
 pub use crate::error::{CallError, MethodError, Never, Raisable};
 pub use crate::service::{CallContext, MethodInfo, Protocol, Service, ServiceInfo, Style};
 pub use crate::status::{Code, Status};

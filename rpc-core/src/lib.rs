@@ -36,7 +36,7 @@
 //! ```
 //! rpc_core::idl!("../idl/demo.idl");
 //! use demo::v1::{Amount, Blob, Count, Counter, CounterClient, CounterServer, Empty, Overdrawn, Work};
-//! use rpc_core::{CallContext, Client, MethodError, Status};
+//! use rpc_core::{CallContext, MethodError, Status};
 //! use std::sync::atomic::{AtomicI64, Ordering};
 //!
 //! #[derive(Default)]
@@ -79,8 +79,9 @@
 //!     .serve_udp("127.0.0.1:0")
 //!     .await?;
 //! // ... and call it: one channel (session) multiplexes every call.
-//! let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
-//! let counter = CounterClient::new(Client::new(channel));
+//! let counter = CounterClient::connect(&format!("udp://{}", server.local_addr())).await?;
+//! // (the same as `CounterClient::new(UdpChannel::connect(addr).await?)`;
+//! // `tcp://` and `grpc://` give the other channels.)
 //!
 //! let count = counter.increment(Amount { delta: 5 }).await?;            // synchronous, at most once
 //! assert_eq!(count.value, 5);

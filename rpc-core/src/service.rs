@@ -41,6 +41,41 @@ pub enum Style {
     OneWay,
 }
 
+impl Protocol {
+    /// The name the IDL and the specification use: `R`, `RR`, `RRA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::R => "R",
+            Protocol::RR => "RR",
+            Protocol::RRA => "RRA",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Style {
+    /// The style's short name: `sync`, `async`, `deferred`, `one-way`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Style::Sync => "sync",
+            Style::Async => "async",
+            Style::Deferred => "deferred",
+            Style::OneWay => "one-way",
+        }
+    }
+}
+
+impl std::fmt::Display for Style {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Static description of one method, generated from the IDL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodInfo {

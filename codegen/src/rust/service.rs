@@ -384,9 +384,19 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
         }
 
         impl #client {
-            /// A stub calling through `client`.
-            pub fn new(client: ::rpc_core::codegen::Client) -> Self {
-                Self { inner: client }
+            /// A stub calling through `client` (a `Client`, or any channel:
+            /// `UdpChannel`, `TcpChannel`, `GrpcChannel`).
+            pub fn new(client: impl ::rpc_core::codegen::Into<::rpc_core::codegen::Client>) -> Self {
+                Self { inner: ::rpc_core::codegen::Into::into(client) }
+            }
+
+            /// A stub over a new client for `uri` (`udp://host:port`,
+            /// `tcp://host:port`, `grpc://host:port`): see `Client::connect`.
+            ///
+            /// # Errors
+            /// When the URI is invalid or its channel cannot be made.
+            pub async fn connect(uri: &str) -> ::rpc_core::codegen::Result<Self, ::rpc_core::codegen::ConnectError> {
+                ::rpc_core::codegen::Result::Ok(Self::new(::rpc_core::codegen::Client::connect(uri).await?))
             }
 
             /// The client underneath.

@@ -2,7 +2,7 @@
 //! latency, retransmissions), the failures among them, the table printed at
 //! the end, and how values are shown in it.
 
-use rpc_core::{CallError, Error, Protocol, Style};
+use rpc_core::{CallError, Error};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -155,25 +155,6 @@ pub(crate) fn fmt_latency(d: Duration) -> String {
         format!("{} us", d.as_micros())
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    }
-}
-
-/// The style as shown in the report.
-pub(crate) fn style_name(s: Style) -> &'static str {
-    match s {
-        Style::Sync => "sync",
-        Style::Async => "async",
-        Style::Deferred => "deferred",
-        Style::OneWay => "one-way",
-    }
-}
-
-/// The protocol as shown in the report.
-pub(crate) fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::R => "R",
-        Protocol::RR => "RR",
-        Protocol::RRA => "RRA",
     }
 }
 

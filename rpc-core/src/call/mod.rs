@@ -330,50 +330,65 @@ impl<Resp, E, S> Call<Resp, E, S> {
         self.restyle(Style::Deferred)
     }
 
-    /// Absolute deadline for the whole call, all attempts included.
-    pub fn deadline(mut self, deadline: Instant) -> Self {
-        self.invocation.options.deadline = Some(deadline);
-        self
-    }
-
-    /// Deadline `timeout` from now.
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.deadline(Instant::now() + timeout)
-    }
-
-    /// Exchange protocol (RR or RRA; R is for one-way calls).
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.invocation.options.protocol = protocol;
-        self
-    }
-
-    /// Attempts after the first.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.invocation.options.retries = Some(retries);
-        self
-    }
-
-    /// Adds a metadata entry.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.invocation.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// Calls a named object instance of the service.
-    pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.invocation.instance = instance.into();
-        self
-    }
-
-    /// The invocation as it will be sent.
-    pub fn invocation(&self) -> &Invocation {
-        &self.invocation
-    }
-
     /// The invocation, to hand to a channel by other means (group calls).
     pub fn into_invocation(self) -> Invocation {
         self.invocation
     }
+}
+
+/// The per-call option setters, written once for every builder that holds
+/// an `invocation` ([`Call`], [`OneWay`], [`GroupCall`]): `common` for all
+/// of them, `exchange` for those that wait for answers.
+macro_rules! option_setters {
+    (common) => {
+        /// Absolute deadline of the call, every attempt (and every member
+        /// of a group) included; the server does not start work past it.
+        pub fn deadline(mut self, deadline: std::time::Instant) -> Self {
+            self.invocation.options.deadline = Some(deadline);
+            self
+        }
+
+        /// Deadline `timeout` from now.
+        pub fn timeout(self, timeout: std::time::Duration) -> Self {
+            self.deadline(std::time::Instant::now() + timeout)
+        }
+
+        /// Adds a metadata entry.
+        pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+            self.invocation.metadata.insert(key.into(), value.into());
+            self
+        }
+
+        /// Calls a named object instance of the service.
+        pub fn instance(mut self, instance: impl Into<String>) -> Self {
+            self.invocation.instance = instance.into();
+            self
+        }
+
+        /// The invocation as it will be sent.
+        pub fn invocation(&self) -> &$crate::call::Invocation {
+            &self.invocation
+        }
+    };
+    (exchange) => {
+        /// Exchange protocol (RR or RRA; R is for one-way calls).
+        pub fn protocol(mut self, protocol: $crate::service::Protocol) -> Self {
+            self.invocation.options.protocol = protocol;
+            self
+        }
+
+        /// Attempts after the first (for every member of a group).
+        pub fn retries(mut self, retries: u32) -> Self {
+            self.invocation.options.retries = Some(retries);
+            self
+        }
+    };
+}
+pub(crate) use option_setters;
+
+impl<Resp, E, S> Call<Resp, E, S> {
+    option_setters!(common);
+    option_setters!(exchange);
 }
 
 fn decode_result<Resp, E>(raw: RawResult) -> Result<Resp, CallError<E>>
@@ -493,25 +508,9 @@ pub struct OneWay {
 }
 
 impl OneWay {
-    /// Adds a metadata entry.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.invocation.metadata.insert(key.into(), value.into());
-        self
-    }
+    option_setters!(common);
 
-    /// Calls a named object instance of the service.
-    pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.invocation.instance = instance.into();
-        self
-    }
-
-    /// Deadline after which the server should not start the work.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.invocation.options.deadline = Some(Instant::now() + timeout);
-        self
-    }
-
-    /// The invocation as it will be sent.
+    /// The invocation, to hand to a channel by other means.
     pub fn into_invocation(self) -> Invocation {
         self.invocation
     }

@@ -41,12 +41,14 @@
 //! Dropping the last clone of a channel stops its receive task; calls still
 //! in flight then fail with [`Error::Closed`].
 
+mod connect;
 mod exchange;
 pub(crate) mod rto;
 pub(crate) mod session;
 mod stats;
 mod tcp;
 
+pub use connect::ConnectError;
 pub use stats::ClientStats;
 pub use tcp::{TcpChannel, TcpConfig, TcpLinkStats};
 

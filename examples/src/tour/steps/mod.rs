@@ -15,7 +15,7 @@ pub(crate) mod sync;
 
 use crate::doors::{Door, Feature};
 use crate::ledger::Ledger;
-use crate::report::{protocol_name, style_name, Report, Row};
+use crate::report::{Report, Row};
 use crate::wait_for;
 use rpc_core::server::ServerHandle;
 use rpc_core::MethodInfo;
@@ -98,8 +98,8 @@ impl Tour {
         self.report.row(Row::made(
             door.name(),
             call,
-            style_name(method.style),
-            protocol_name(method.protocol),
+            method.style.name(),
+            method.protocol.name(),
             result,
             timing.1,
             timing.2,

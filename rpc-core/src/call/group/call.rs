@@ -46,26 +46,8 @@ impl<Resp, E> GroupCall<Resp, E> {
         self.completion = completion;
         self
     }
-    /// Absolute deadline of the whole group call (every member's exchange
-    /// included).
-    pub fn deadline(mut self, deadline: Instant) -> Self {
-        self.invocation.options.deadline = Some(deadline);
-        self
-    }
-    /// Deadline `timeout` from now.
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.deadline(Instant::now() + timeout)
-    }
-    /// Exchange protocol of every member call (RR or RRA).
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.invocation.options.protocol = protocol;
-        self
-    }
-    /// Attempts after the first, for every fan-out member.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.invocation.options.retries = Some(retries);
-        self
-    }
+    crate::call::option_setters!(common);
+    crate::call::option_setters!(exchange);
     /// Wait for the members' replies (the default unless the IDL says
     /// otherwise).
     pub fn synchronous(mut self) -> Self {
@@ -96,20 +78,6 @@ impl<Resp, E> GroupCall<Resp, E> {
     pub fn stragglers(mut self, stragglers: Stragglers) -> Self {
         self.stragglers = stragglers;
         self
-    }
-    /// Adds a metadata entry.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.invocation.metadata.insert(key.into(), value.into());
-        self
-    }
-    /// Calls a named object instance of the service on every member.
-    pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.invocation.instance = instance.into();
-        self
-    }
-    /// The invocation as every member gets it.
-    pub fn invocation(&self) -> &Invocation {
-        &self.invocation
     }
 }
 
