@@ -8,17 +8,23 @@
 //!   Lamport, vector and hybrid logical clocks.
 //! - [`election`]: leader election (bully, ring), reusable by any group of
 //!   nodes; the clock service's members use it to replace a dead master.
+//! - [`mutex`]: the lock service (`idl/mutex.idl`): named locks with
+//!   leases and fencing tokens, a client library with renewal and release
+//!   on drop, and a `Resource` that refuses stale tokens.
 #![forbid(unsafe_code)]
 
 /// Rust generated from `idl/demo.idl` (package `demo.v1`) and
-/// `idl/clock.idl` (package `clock.v1`).
+/// `idl/clock.idl` (package `clock.v1`) and `idl/mutex.idl` (package
+/// `mutex.v1`).
 pub mod proto {
     rpc_core::include_idl!("demo");
     rpc_core::include_idl!("clock");
+    rpc_core::include_idl!("mutex");
 }
 
 pub mod clock;
 pub mod counter;
 pub mod election;
+pub mod mutex;
 
 pub use counter::CounterService;

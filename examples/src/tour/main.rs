@@ -35,6 +35,8 @@
 //!   election after the master stops, logical clocks;
 //! - [`intercept`]: reply metadata, the authentication, trace and metrics
 //!   interceptors, and a waiting handler cancelled, on every door;
+//! - [`mutex`]: the lock service: grants in arrival order over three
+//!   doors, fencing tokens at a resource, a crashed holder's lease ending;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -51,6 +53,7 @@ mod doors;
 mod intercept;
 mod ledger;
 mod multicast;
+mod mutex;
 mod report;
 mod steps;
 
@@ -154,6 +157,7 @@ async fn run() -> anyhow::Result<Report> {
     crash::crash(&mut report).await?;
     clock::clock(&mut report).await?;
     intercept::intercept(&mut report).await?;
+    mutex::mutex(&mut report).await?;
     tour.report = report;
 
     tour.report.print();

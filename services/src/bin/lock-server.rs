@@ -1,0 +1,72 @@
+//! `lock-server`: the lock service (`mutex.v1.Locks`) of one process, on
+//! UDP.
+//!
+//! ```text
+//! lock-server --data-dir DIR [--listen ADDR] [--grace-ms MS] [--max-lease-ms MS]
+//! ```
+//!
+//! Advances the epoch in DIR (one durable write per start: every token of
+//! this run is higher than every token of the runs before), serves on ADDR
+//! (default `127.0.0.1:0`) and prints `lock-server epoch <n> listening on
+//! <addr>`. A data directory that cannot be read or written, or whose
+//! epoch file is corrupt, stops it with a message naming the file. It runs
+//! until killed.
+#![forbid(unsafe_code)]
+// A binary that reports on the terminal.
+#![allow(clippy::print_stdout)]
+
+use anyhow::Context as _;
+use clap::Parser;
+use rpc_services::mutex::{epoch, serve, LockServer, LockServerConfig};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The lock service of one process.
+#[derive(Debug, Parser)]
+#[command(name = "lock-server", version)]
+struct Args {
+    /// UDP address to serve on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Where the epoch is kept (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// No grant until this long after the start (set it to the longest
+    /// lease to keep holders of the previous run exclusive).
+    #[arg(long, default_value_t = 0)]
+    grace_ms: u64,
+    /// Longest lease granted.
+    #[arg(long, default_value_t = 300_000)]
+    max_lease_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let epoch = epoch::advance(&args.data_dir).context("starting a new epoch")?;
+    let mut config = LockServerConfig::new(epoch);
+    config.grace = Duration::from_millis(args.grace_ms);
+    config.limits.max_lease = Duration::from_millis(args.max_lease_ms);
+    let server = serve(LockServer::new(config), &args.listen.to_string())
+        .await
+        .with_context(|| format!("serving on {}", args.listen))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "lock-server epoch {epoch} listening on {}",
+        server.local_addr()
+    )?;
+    out.flush()?;
+    drop(out);
+    std::future::pending::<()>().await;
+    drop(server);
+    Ok(())
+}

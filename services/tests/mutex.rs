@@ -1,0 +1,473 @@
+//! The lock service against a real `lock-server` child process on
+//! loopback, with `lock-holder` child processes that are killed and paused
+//! while they hold a lock, and the fenced `Resource` served by the test.
+//!
+//! Verdicts are orders and tokens, never durations: every wait ends on an
+//! event (a line printed, a lock's state that changes, polled every 10 ms)
+//! within a bound far above what it needs. Leases are the only clock, and
+//! a test only relies on a lease having ended, never on how soon.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use rpc_core::client::UdpChannel;
+use rpc_core::{CallError, Client};
+use rpc_services::mutex::{serve_resource, LockClient, ResourceService};
+use rpc_services::proto::mutex::v1::{
+    AcquireRequest, InspectRequest, LockErrorKind, LockState, LocksClient, ReadRequest,
+    ResourceClient, WriteRequest,
+};
+use rpc_testkit::{Cluster, Node, NodeBuilder, Output};
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn lock_server() -> NodeBuilder {
+    NodeBuilder::new("locks", env!("CARGO_BIN_EXE_lock-server"))
+        .args(["--listen", "{addr}", "--data-dir", "{data}"])
+        .env("RUST_LOG", "info")
+        .start_timeout(Duration::from_secs(30))
+}
+
+/// A `lock-holder` that has the lock when its start returns (its
+/// "address" is the line announcing the grant).
+fn holder(
+    name: &str,
+    server: SocketAddr,
+    resource: SocketAddr,
+    lease_ms: u64,
+    go: &Path,
+) -> NodeBuilder {
+    NodeBuilder::new(name, env!("CARGO_BIN_EXE_lock-holder"))
+        .args(["--server", &server.to_string()])
+        .args(["--resource", &resource.to_string()])
+        .args(["--lock", "L", "--owner", name])
+        .arg(format!("--lease-ms={lease_ms}"))
+        .arg("--go-file")
+        .arg(go.to_string_lossy().into_owned())
+        .env("RUST_LOG", "info")
+        .address_from(|line| {
+            line.starts_with("holding token ")
+                .then(|| SocketAddr::from(([127, 0, 0, 1], 1)))
+        })
+}
+
+fn token_of(node: &mut Node) -> u64 {
+    let line = tokio::task::block_in_place(|| {
+        node.wait_for_line(Output::Stdout, BOUND, |l| l.starts_with("holding token "))
+    })
+    .unwrap();
+    line.trim()
+        .trim_start_matches("holding token ")
+        .parse()
+        .unwrap()
+}
+
+async fn locks(server: SocketAddr, owner: &str) -> LockClient {
+    LockClient::new(
+        Client::new(UdpChannel::connect(server).await.unwrap()),
+        owner,
+    )
+}
+
+async fn stub(server: SocketAddr) -> LocksClient {
+    LocksClient::new(Client::new(UdpChannel::connect(server).await.unwrap()))
+}
+
+async fn resource_client(addr: SocketAddr) -> ResourceClient {
+    ResourceClient::new(Client::new(UdpChannel::connect(addr).await.unwrap()))
+}
+
+async fn inspect(stub: &LocksClient, lock: &str) -> LockState {
+    stub.inspect(InspectRequest {
+        lock: lock.to_owned(),
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` every 10 ms until it gives `Some`, at most [`BOUND`].
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "waited {BOUND:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// 8 clients x 250 increments (read, then write the value plus one) of the
+/// resource, each under the lock: the value is exactly 2,000, the resource
+/// refused nothing, and in its log every grant's read and write are
+/// adjacent (no other client's operation between them) with tokens
+/// strictly increasing from one critical section to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_clients_increment_under_the_lock_without_overlap() {
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let resource = Arc::new(ResourceService::new());
+    let door = serve_resource(Arc::clone(&resource), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let locks = locks(server, &format!("client-{c}")).await;
+        let res = resource_client(door.local_addr()).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let guard = locks.lock("counter").await.unwrap();
+                let token = guard.token();
+                let v = res.read(ReadRequest { token }).await.unwrap().value;
+                res.write(WriteRequest {
+                    token,
+                    value: v + 1,
+                })
+                .await
+                .unwrap();
+                guard.release().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(resource.value(), 2_000);
+    let mut log = resource.log();
+    assert!(
+        log.iter().all(|op| op.accepted),
+        "a stale token was refused"
+    );
+    // Read is idempotent: a retransmitted read may run twice in a row.
+    let ops = log.len();
+    log.dedup_by(|b, a| !a.write && !b.write && a.token == b.token);
+    assert_eq!(log.len(), 4_000, "{} repeated reads", ops - log.len());
+    for (i, section) in log.chunks(2).enumerate() {
+        assert!(
+            !section[0].write && section[1].write && section[0].token == section[1].token,
+            "critical section {i} interleaved: {section:?}"
+        );
+        if i > 0 {
+            assert!(
+                section[0].token > log[2 * i - 1].token,
+                "token order at {i}"
+            );
+        }
+    }
+    println!(
+        "2,000 locked increments by 8 clients in {elapsed:?} ({:.0} critical sections/s; {} reads ran twice)",
+        2_000.0 / elapsed.as_secs_f64(),
+        ops - log.len()
+    );
+}
+
+/// A holder SIGKILLed while it holds the lock: the waiter queued behind it
+/// is granted once the lease ends, with a higher token, and the dead
+/// holder's token is refused by the resource after the waiter wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_loses_the_lock_at_its_lease_end() {
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let resource = Arc::new(ResourceService::new());
+    let door = serve_resource(Arc::clone(&resource), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let go = cluster.dir().join("never");
+    let lease_ms = 1_000;
+    let node = cluster
+        .start(holder("h1", server, door.local_addr(), lease_ms, &go))
+        .unwrap();
+    let dead_token = token_of(node);
+    let stub = stub(server).await;
+    let waiter = locks(server, "waiter").await;
+    let waiting = tokio::spawn(async move {
+        let guard = waiter.lock("L").await.unwrap();
+        (Instant::now(), guard)
+    });
+    wait_for("the waiter to queue", || async {
+        (inspect(&stub, "L").await.waiters == ["waiter"]).then_some(())
+    })
+    .await;
+    let killed = Instant::now();
+    tokio::task::block_in_place(|| cluster.node_mut("h1").unwrap().kill()).unwrap();
+    let (granted, guard) = waiting.await.unwrap();
+    println!(
+        "holder killed; next grant after {:?} (lease {lease_ms} ms)",
+        granted - killed
+    );
+    assert!(guard.token() > dead_token);
+    let res = resource_client(door.local_addr()).await;
+    res.write(WriteRequest {
+        token: guard.token(),
+        value: 1,
+    })
+    .await
+    .unwrap();
+    let stale = res
+        .write(WriteRequest {
+            token: dead_token,
+            value: 2,
+        })
+        .await
+        .unwrap_err();
+    match stale {
+        CallError::Raised(e, _) => {
+            assert_eq!((e.token, e.highest_token), (dead_token, guard.token()))
+        }
+        other => panic!("expected StaleToken, got {other:?}"),
+    }
+    assert_eq!(resource.value(), 1);
+}
+
+/// A holder SIGSTOPped past its lease: another client acquires and writes;
+/// the paused holder resumes, believes no longer that it holds the lock,
+/// writes anyway with its old token, and the resource refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_is_fenced_off_by_the_resource() {
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let resource = Arc::new(ResourceService::new());
+    let door = serve_resource(Arc::clone(&resource), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let go = cluster.dir().join("go");
+    let node = cluster
+        .start(holder("h1", server, door.local_addr(), 500, &go))
+        .unwrap();
+    let old = token_of(node);
+    tokio::task::block_in_place(|| node.pause()).unwrap();
+    // Another client: granted when the paused holder's lease ends.
+    let other = locks(server, "other").await;
+    let guard = other.lock("L").await.unwrap();
+    assert!(guard.token() > old);
+    let res = resource_client(door.local_addr()).await;
+    res.write(WriteRequest {
+        token: guard.token(),
+        value: 7,
+    })
+    .await
+    .unwrap();
+    std::fs::write(&go, b"go").unwrap();
+    let node = cluster.node_mut("h1").unwrap();
+    tokio::task::block_in_place(|| node.resume()).unwrap();
+    let line = tokio::task::block_in_place(|| {
+        node.wait_for_line(Output::Stdout, BOUND, |l| l.starts_with("write "))
+    })
+    .unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("write rejected highest {}", guard.token())
+    );
+    let held = tokio::task::block_in_place(|| {
+        node.wait_for_line(Output::Stdout, BOUND, |l| l.starts_with("held "))
+    })
+    .unwrap();
+    assert_eq!(held.trim(), "held false");
+    assert_eq!(resource.value(), 7);
+    guard.release().await.unwrap();
+}
+
+/// The lock server restarted (SIGKILL, then the same data directory):
+/// every token after the restart is higher than every token before; a
+/// guard held across the restart learns that it lost the lock; a corrupt
+/// epoch file stops the server with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keep_increasing_across_restarts() {
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let client = locks(server, "c").await.lease(Duration::from_millis(600));
+    let mut before = Vec::new();
+    for i in 0..20 {
+        let g = client.lock(&format!("lock-{}", i % 3)).await.unwrap();
+        before.push(g.token());
+        g.release().await.unwrap();
+    }
+    let held = client.lock("kept").await.unwrap();
+    before.push(held.token());
+    let node = cluster.node_mut("locks").unwrap();
+    tokio::task::block_in_place(|| node.kill()).unwrap();
+    tokio::task::block_in_place(|| node.restart()).unwrap();
+    assert_eq!(node.addr(), server);
+    let max_before = before.iter().copied().max().unwrap();
+    for i in 0..20 {
+        let g = client.lock(&format!("lock-{}", i % 3)).await.unwrap();
+        assert!(
+            g.token() > max_before,
+            "token {:#x} after the restart, {max_before:#x} before",
+            g.token()
+        );
+        g.release().await.unwrap();
+    }
+    tokio::time::timeout(BOUND, held.lost())
+        .await
+        .expect("the guard held across the restart never learned it lost the lock");
+    assert!(!held.is_held());
+    drop(held);
+
+    // A corrupt epoch file: a clear error, no panic.
+    let node = cluster.node_mut("locks").unwrap();
+    tokio::task::block_in_place(|| node.kill()).unwrap();
+    std::fs::write(node.data_dir().join("epoch"), b"not an epoch").unwrap();
+    let err = tokio::task::block_in_place(|| node.restart()).unwrap_err();
+    let stderr = std::fs::read_to_string(&node.logs().stderr).unwrap();
+    assert!(
+        stderr.contains("corrupt epoch file") && !stderr.contains("panicked"),
+        "{err}: {stderr}"
+    );
+}
+
+/// Waiters that give up leave the queue: a `LockClient::lock` future
+/// dropped (it sends `Cancel`), and a plain synchronous acquire whose call
+/// is dropped (CANCEL: the handler's `ctx.cancelled()`). Then waiters that
+/// queue one after the other are granted in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_waiters_leave_the_queue_and_the_rest_are_served_in_order() {
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let stub = stub(server).await;
+    let holder = locks(server, "holder").await;
+    let guard = holder.lock("L").await.unwrap();
+
+    let quitter = locks(server, "quitter").await;
+    let task = tokio::spawn(async move { quitter.lock("L").await.map(|g| g.token()) });
+    wait_for("the quitter to queue", || async {
+        (inspect(&stub, "L").await.waiters == ["quitter"]).then_some(())
+    })
+    .await;
+    task.abort();
+    wait_for("the dropped lock() to leave the queue", || async {
+        inspect(&stub, "L").await.waiters.is_empty().then_some(())
+    })
+    .await;
+
+    let raw = self::stub(server).await;
+    let call = tokio::spawn(
+        raw.acquire(AcquireRequest {
+            lock: "L".into(),
+            owner: "raw".into(),
+            wait_ms: 30_000,
+            lease_ms: 1_000,
+            acquire_id: 1,
+        })
+        .synchronous()
+        .timeout(Duration::from_secs(40))
+        .into_future(),
+    );
+    wait_for("the raw acquire to queue", || async {
+        (inspect(&stub, "L").await.waiters == ["raw"]).then_some(())
+    })
+    .await;
+    call.abort();
+    wait_for("the cancelled call to leave the queue", || async {
+        inspect(&stub, "L").await.waiters.is_empty().then_some(())
+    })
+    .await;
+
+    // Five waiters, each queued after the one before.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut names = Vec::new();
+    for w in 0..5 {
+        let name = format!("w{w}");
+        let client = locks(server, &name).await;
+        let tx = tx.clone();
+        let n = name.clone();
+        tokio::spawn(async move {
+            let g = client.lock("L").await.unwrap();
+            tx.send((n, g.token())).unwrap();
+            g.release().await.unwrap();
+        });
+        names.push(name);
+        let want = names.clone();
+        wait_for("the next waiter to queue", || {
+            let want = want.clone();
+            let stub = stub.clone();
+            async move { (inspect(&stub, "L").await.waiters == want).then_some(()) }
+        })
+        .await;
+    }
+    guard.release().await.unwrap();
+    let mut order = Vec::new();
+    let mut last = 0;
+    for _ in 0..5 {
+        let (name, token) = tokio::time::timeout(BOUND, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(token > last);
+        last = token;
+        order.push(name);
+    }
+    assert_eq!(order, names);
+}
+
+/// Bad input: each a typed error that says which, and no lock changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let stub = stub(server).await;
+    let client = locks(server, "a").await.lease(Duration::from_millis(300));
+    let guard = client.lock("L").await.unwrap();
+    let state = inspect(&stub, "L").await;
+    let acquire = |lock: &str, lease_ms: u32, wait_ms: u32| AcquireRequest {
+        lock: lock.into(),
+        owner: "b".into(),
+        wait_ms,
+        lease_ms,
+        acquire_id: 9,
+    };
+    let long = "x".repeat(300);
+    for (req, kind) in [
+        (acquire("", 1_000, 0), LockErrorKind::BadName),
+        (acquire(&long, 1_000, 0), LockErrorKind::BadName),
+        (acquire("L", 0, 0), LockErrorKind::BadLease),
+        (acquire("L", u32::MAX, 0), LockErrorKind::BadLease),
+        (acquire("L", 1_000, u32::MAX), LockErrorKind::BadWait),
+        (acquire("L", 1_000, 0), LockErrorKind::WaitExpired),
+    ] {
+        let e = stub.acquire(req.clone()).synchronous().await.unwrap_err();
+        let raised = e.raised().unwrap_or_else(|| panic!("{req:?}: {e:?}"));
+        assert_eq!(raised.kind(), kind, "{req:?}: {}", raised.detail);
+        assert!(!raised.detail.is_empty());
+    }
+    let not_held = stub
+        .release(rpc_services::proto::mutex::v1::ReleaseRequest {
+            lock: "L".into(),
+            owner: "b".into(),
+            token: guard.token(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_held.raised().unwrap().kind(), LockErrorKind::NotHeld);
+    let after = inspect(&stub, "L").await;
+    assert_eq!(
+        (after.owner.as_str(), after.token, after.waiters.len()),
+        (state.owner.as_str(), state.token, 0)
+    );
+    // A lease that has expired is not renewed.
+    let token = guard.token();
+    drop(guard);
+    wait_for("the release on drop", || async {
+        (!inspect(&stub, "L").await.held).then_some(())
+    })
+    .await;
+    let expired = stub
+        .renew(rpc_services::proto::mutex::v1::RenewRequest {
+            lock: "L".into(),
+            owner: "a".into(),
+            token,
+            lease_ms: 1_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(expired.raised().unwrap().kind(), LockErrorKind::NotHeld);
+}
