@@ -9,7 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use rpc_core::client::UdpChannel;
-use rpc_core::Client;
+use rpc_core::{Client, Metadata};
+use rpc_services::clock::logical::{Causality, Hlc, VectorClock, HLC_KEY, LAMPORT_KEY, VECTOR_KEY};
 use rpc_services::clock::time_source::Monotonic as _;
 use rpc_services::clock::{
     sync_once, Estimate, Skew, SyncFilter, SystemClock, TimeSource, TimeSourceConfig,
@@ -325,4 +326,294 @@ async fn berkeley_round_then_master_killed_and_replaced() {
         }
     }
     check_converged(&offsets, "after a round under master 4");
+}
+
+/// Members answering with timestamps that cannot be true (20 years ahead;
+/// a server time longer than the round trip, i.e. a negative delay) are
+/// excluded by the master, counted in its status, never averaged in and
+/// never adjusted.
+#[tokio::test(flavor = "current_thread")]
+async fn absurd_members_are_excluded_and_counted() {
+    let mut cluster = Cluster::new().unwrap();
+    let timing = ["--round-interval-ms=100", "--master-timeout-ms=600"];
+    let mut members = Vec::new();
+    for (id, fault) in [(1, "years-off"), (2, "negative-delay"), (3, "")] {
+        let mut extra = timing.to_vec();
+        let flag = format!("--misbehave={fault}");
+        if !fault.is_empty() {
+            extra.push(&flag);
+        }
+        let addr = cluster
+            .start(node(&format!("n{id}"), id, 0, 0.0, &extra))
+            .unwrap()
+            .addr();
+        members.push((id, addr));
+    }
+    let mut clients = Vec::new();
+    for &(id, addr) in &members {
+        clients.push((id, clock_client(addr).await));
+    }
+    let membership = pb::Membership {
+        members: members
+            .iter()
+            .map(|&(id, a)| pb::Member {
+                id,
+                addr: a.to_string(),
+            })
+            .collect(),
+    };
+    for (_, c) in &clients {
+        c.configure(membership.clone()).await.unwrap();
+    }
+    // Two rounds of master 3 (each excludes both).
+    let master = wait_for(Duration::from_secs(5), || async {
+        let s = status(&clients[2].1).await?;
+        (s.coordinator == 3 && s.absurd_readings >= 4).then_some(s)
+    })
+    .await
+    .expect("master 3 ran no two rounds");
+    assert!(
+        master.excluded.contains(&1) && master.excluded.contains(&2),
+        "{master:?}"
+    );
+    assert!(master.last_round > 0 && master.last_round_master == 3);
+    for (id, c) in &clients[..2] {
+        let s = status(c).await.unwrap();
+        assert_eq!(s.coordinator, 3, "node {id}: {s:?}");
+        assert_eq!(s.last_round, 0, "node {id} was adjusted: {s:?}");
+        assert_eq!(s.absurd_readings, 0, "node {id}: {s:?}");
+    }
+    println!(
+        "absurd members: master 3 excluded {:?}, {} absurd readings counted",
+        master.excluded, master.absurd_readings
+    );
+}
+
+/// `clock-node --tcp --grpc` serves the same clock on every door: each
+/// takes Cristian samples whose interval contains the node's injected
+/// offset (40 ms, no drift: its exact distance from the true clock; the
+/// node claims to be a reference, error bound 0, so the interval is only
+/// half the delay wide).
+#[tokio::test(flavor = "current_thread")]
+async fn get_time_on_every_door() {
+    use rpc_core::client::TcpChannel;
+    use rpc_core::grpc::client::GrpcChannel;
+    use rpc_testkit::Output;
+    let mut cluster = Cluster::new().unwrap();
+    let udp = cluster
+        .start(node(
+            "doors",
+            1,
+            40,
+            0.0,
+            &[
+                "--reference",
+                "--tcp",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+            ],
+        ))
+        .unwrap()
+        .addr();
+    let mut door = |name: &str| -> SocketAddr {
+        let mark = format!(" {name} on ");
+        let line = cluster
+            .node_mut("doors")
+            .unwrap()
+            .wait_for_line(Output::Stdout, Duration::from_secs(5), |l| {
+                l.contains(&mark)
+            })
+            .unwrap();
+        line.rsplit(' ').next().unwrap().trim().parse().unwrap()
+    };
+    let (tcp, grpc) = (door("tcp"), door("grpc"));
+    let clients = [
+        ("udp", clock_client(udp).await),
+        (
+            "tcp",
+            pb::ClockClient::new(Client::new(TcpChannel::connect(tcp).await.unwrap())),
+        ),
+        (
+            "grpc",
+            pb::ClockClient::new(Client::new(
+                GrpcChannel::connect(&format!("http://{grpc}"))
+                    .await
+                    .unwrap(),
+            )),
+        ),
+    ];
+    for (name, client) in &clients {
+        let reading = client
+            .get_time(pb::TimeRequest {
+                client_transmit_ns: 17,
+            })
+            .retries(0)
+            .await
+            .unwrap();
+        assert_eq!(
+            (reading.origin_ns, reading.node_id),
+            (17, 1),
+            "{name}: {reading:?}"
+        );
+        assert!(reading.receive_ns <= reading.transmit_ns, "{name}");
+        let est = measure(client).await;
+        assert!(
+            est.contains(40 * MS),
+            "{name}: 40 ms not in {:?}",
+            est.interval()
+        );
+        println!(
+            "{name}: offset {} us +- {} us",
+            est.offset_ns / 1_000,
+            est.error_ns / 1_000
+        );
+    }
+}
+
+/// One event at a node, as the test saw it: the clocks the node stamped on
+/// its answer.
+struct Event {
+    node: usize,
+    lamport: u64,
+    vector: VectorClock,
+}
+
+/// The clocks stamped on an answer (the three keys, forwarded as they are).
+fn clock_metadata(md: &Metadata) -> Metadata {
+    [LAMPORT_KEY, VECTOR_KEY, HLC_KEY]
+        .iter()
+        .filter_map(|k| Some(((*k).to_owned(), md.get(*k)?.clone())))
+        .collect()
+}
+
+/// 1,000 messages among 3 `clock-node` processes (not in a group, so that
+/// they exchange nothing by themselves), carried by the test: a send is a
+/// call to the sender whose answer's clocks the test keeps, a receive a
+/// call to the receiver carrying them (its interceptor merges them before
+/// the handler, then stamps the answer). The test records every answer as
+/// an event, and the true happens-before (process order and messages).
+/// Lamport timestamps respect it, vector clocks classify every pair of
+/// events exactly, and every HLC is within the maximum offset (1 s) of the
+/// true clock.
+#[tokio::test(flavor = "current_thread")]
+async fn logical_clocks_over_1000_messages_among_3_processes() {
+    use rand::{Rng, SeedableRng};
+    const NODES: usize = 3;
+    const MAX_OFFSET: i64 = 1_000_000_000;
+    let mut cluster = Cluster::new().unwrap();
+    let mut clients = Vec::new();
+    for (i, offset_ms) in [(0u32, -20), (1, 0), (2, 30)] {
+        let addr = cluster
+            .start(node(&format!("p{}", i + 1), i + 1, offset_ms, 0.0, &[]))
+            .unwrap()
+            .addr();
+        clients.push(clock_client(addr).await);
+    }
+    let truth = SystemClock::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1_000);
+    let mut events: Vec<Event> = Vec::new();
+    let mut preds: Vec<Vec<usize>> = Vec::new();
+    let mut last: [Option<usize>; NODES] = [None; NODES];
+    let mut in_flight: Vec<(usize, Metadata, usize)> = Vec::new();
+    let (mut sent, mut calls) = (0, 0);
+    // One event at `node`: a call carrying `md` (a receive) or nothing.
+    while sent < 1_000 || !in_flight.is_empty() {
+        calls += 1;
+        assert!(calls < 10_000, "the schedule does not end");
+        let action = rng.random_range(0..3);
+        let (node, carried, from) = if action == 1 && !in_flight.is_empty() {
+            let (to, md, e) = in_flight.swap_remove(rng.random_range(0..in_flight.len()));
+            (to, md, Some(e))
+        } else {
+            (rng.random_range(0..NODES), Metadata::new(), None)
+        };
+        let mut call = clients[node].get_time(pb::TimeRequest::default());
+        for (k, v) in carried {
+            call = call.metadata(k, v);
+        }
+        let before = truth.now_ns();
+        let (_, answer) = call.with_metadata().await.unwrap();
+        let after = truth.now_ns();
+        let hlc: Hlc = answer[HLC_KEY].parse().unwrap();
+        assert!(
+            hlc.l >= before - MAX_OFFSET && hlc.l <= after + MAX_OFFSET,
+            "hlc {hlc} vs true [{before}, {after}]"
+        );
+        events.push(Event {
+            node,
+            lamport: answer[LAMPORT_KEY].parse().unwrap(),
+            vector: answer[VECTOR_KEY].parse().unwrap(),
+        });
+        let e = events.len() - 1;
+        preds.push(last[node].into_iter().chain(from).collect());
+        last[node] = Some(e);
+        if action == 0 && sent < 1_000 {
+            let to = (node + rng.random_range(1..NODES)) % NODES;
+            in_flight.push((to, clock_metadata(&answer), e));
+            sent += 1;
+        }
+    }
+    // Transitive closure of happens-before as bitsets (events are recorded
+    // in an order where predecessors come first).
+    let n = events.len();
+    let words = n.div_ceil(64);
+    let mut before = vec![vec![0u64; words]; n];
+    for (e, ps) in preds.iter().enumerate() {
+        for &p in ps {
+            let (lo, hi) = before.split_at_mut(e);
+            for (w, pw) in hi[0].iter_mut().zip(&lo[p]) {
+                *w |= pw;
+            }
+            hi[0][p / 64] |= 1 << (p % 64);
+        }
+    }
+    let hb = |a: usize, b: usize| before[b][a / 64] & (1 << (a % 64)) != 0;
+    let entries: Vec<[u64; NODES]> = events
+        .iter()
+        .map(|e| std::array::from_fn(|i| e.vector.get(i as u32 + 1)))
+        .collect();
+    let classify = |a: &[u64; NODES], b: &[u64; NODES]| {
+        let less = a.iter().zip(b).any(|(x, y)| x < y);
+        let greater = a.iter().zip(b).any(|(x, y)| x > y);
+        match (less, greater) {
+            (true, false) => Causality::Before,
+            (false, true) => Causality::After,
+            (false, false) => Causality::Equal,
+            (true, true) => Causality::Concurrent,
+        }
+    };
+    let mut concurrent = 0u64;
+    for a in 0..n {
+        for b in 0..n {
+            if a == b {
+                continue;
+            }
+            let expected = if hb(a, b) {
+                assert!(events[a].lamport < events[b].lamport, "Lamport: {a} -> {b}");
+                Causality::Before
+            } else if hb(b, a) {
+                Causality::After
+            } else {
+                concurrent += 1;
+                Causality::Concurrent
+            };
+            assert_eq!(
+                classify(&entries[a], &entries[b]),
+                expected,
+                "events {a}, {b}"
+            );
+            if (a * n + b) % 13 == 0 {
+                assert_eq!(events[a].vector.compare(&events[b].vector), expected);
+            }
+        }
+    }
+    let per_node: Vec<usize> = (0..NODES)
+        .map(|i| events.iter().filter(|e| e.node == i).count())
+        .collect();
+    println!(
+        "3 processes: {sent} messages, {n} events {per_node:?}, {} ordered pairs concurrent",
+        concurrent
+    );
+    assert!(concurrent > 0, "no concurrent events: the check is vacuous");
 }

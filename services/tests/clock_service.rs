@@ -93,6 +93,27 @@ async fn clock_metadata_is_checked_before_the_handler() {
         .await;
     let (c, _) = code(bad).unwrap();
     assert_eq!(c, Code::InvalidArgument);
+    // An adjustment from the master the node follows, with a malformed
+    // Lamport stamp: refused, and its handler never ran (nothing applied,
+    // nothing ignored).
+    node.bully().on_coordinator(9, 1);
+    let adjusted = client
+        .adjust(pb::Adjustment {
+            round: 1,
+            master_id: 9,
+            delta_ns: 1_000_000,
+            error_ns: 0,
+        })
+        .metadata(rpc_services::clock::logical::LAMPORT_KEY, "-1")
+        .await;
+    match adjusted {
+        Err(CallError::Rpc(rpc_core::Error::Status(s))) => {
+            assert_eq!(s.code(), Code::InvalidArgument, "{s:?}")
+        }
+        other => panic!("a malformed stamp was not refused: {other:?}"),
+    }
+    let s = node.status();
+    assert_eq!((s.last_round, s.adjustments_ignored), (0, 0), "{s:?}");
     let far = format!("{}.0", node.time().now_ns() + 10_000_000_000);
     let ahead = client
         .get_time(pb::TimeRequest::default())

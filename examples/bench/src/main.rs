@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+mod clock;
 mod layout;
 mod measure;
 mod peers;
@@ -157,10 +158,14 @@ fn main() -> anyhow::Result<()> {
         };
         reports.push((layout, rows, multicast, paired));
     }
+    let clock = runtime.block_on(clock::run(&plan))?;
     for (layout, rows, multicast, paired) in &reports {
         report::print_report(*layout, &plan, rows);
         report::print_multicast(*layout, multicast);
         report::print_ratios(*layout, &plan, rows, multicast, *paired);
+    }
+    if let Some(clock) = &clock {
+        clock::print(clock);
     }
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

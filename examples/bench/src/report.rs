@@ -11,6 +11,7 @@ use std::time::Duration;
 /// Row names the ratios look up.
 pub(crate) const OURS_UDP_RR: &str = "ours UDP RR (sync)";
 pub(crate) const OURS_UDP_RR_INTERCEPTED: &str = "ours UDP RR (sync), 3 interceptors";
+pub(crate) const OURS_UDP_RR_CLOCK: &str = "ours UDP RR (sync), clock interceptors";
 pub(crate) const OURS_TCP_RR: &str = "ours TCP RR (sync)";
 pub(crate) const OURS_GRPC_RR: &str = "ours gRPC face RR (sync)";
 pub(crate) const TONIC_TO_FACE: &str = "tonic client -> our gRPC face";
@@ -194,6 +195,19 @@ pub(crate) fn print_ratios(
         intercepted
             .zip(udp)
             .and_then(|(a, b)| Some(at(a)? / at(b)?)),
+        ">= 0.90",
+        &|v| v >= 0.90,
+    );
+    let clock = find(OURS_UDP_RR_CLOCK);
+    line(
+        "clock interceptors: RR p50 / none",
+        clock.zip(udp).map(|(a, b)| p50(a) / p50(b)),
+        "<= 1.10",
+        &|v| v <= 1.10,
+    );
+    line(
+        &format!("clock interceptors: RR calls/s @{top} / none"),
+        clock.zip(udp).and_then(|(a, b)| Some(at(a)? / at(b)?)),
         ">= 0.90",
         &|v| v >= 0.90,
     );

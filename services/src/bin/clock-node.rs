@@ -1,16 +1,24 @@
-//! `clock-node`: the clock service of one process, on UDP.
+//! `clock-node`: the clock service of one process, on UDP, and on TCP and
+//! gRPC when asked.
 //!
 //! ```text
-//! clock-node [--listen ADDR] [--id N] [--clock-offset-ms MS] [--drift-ppm PPM] [--reference]
+//! clock-node [--listen ADDR] [--tcp ADDR] [--grpc ADDR] [--id N]
+//!            [--clock-offset-ms MS] [--drift-ppm PPM] [--reference]
 //!            [--round-interval-ms MS] [--master-timeout-ms MS]
+//!            [--misbehave years-off|negative-delay]
 //! ```
 //!
-//! Serves `clock.v1.Clock` and `clock.v1.Election` on ADDR (default
-//! `127.0.0.1:0`) and prints `clock-node <id> listening on <addr>`. Its
+//! Serves `clock.v1.Clock` and `clock.v1.Election` on UDP at ADDR (default
+//! `127.0.0.1:0`), with the same engine on the TCP and gRPC doors asked
+//! for, and prints `clock-node <id> tcp on <addr>` and `clock-node <id>
+//! grpc on <addr>` for those, then `clock-node <id> listening on <addr>`
+//! (UDP: the group's members and elections use UDP). Its
 //! clock is the system's time at start, advanced by the monotonic clock,
 //! with the injected offset and drift; it never touches the system clock.
 //! Once `Configure` names its group, it takes part in Berkeley rounds and
-//! elections. It runs until killed.
+//! elections. `--misbehave` makes it answer `GetTime` and `Poll` with
+//! timestamps that cannot be true (for tests: a master must exclude it and
+//! count it). It runs until killed.
 #![forbid(unsafe_code)]
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
@@ -18,7 +26,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 use rpc_core::server::Server;
-use rpc_services::clock::{ClockNode, ClockService, NodeConfig, Skew, TimeSource};
+use rpc_core::server::TcpServerConfig;
+use rpc_services::clock::{ClockNode, ClockService, Misbehaviour, NodeConfig, Skew, TimeSource};
 use rpc_services::proto::clock::v1 as pb;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -50,6 +59,24 @@ struct Args {
     /// Silence of the master after which a member starts an election.
     #[arg(long, default_value_t = 600)]
     master_timeout_ms: u64,
+    /// Serve on TCP at this address as well.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Serve on gRPC (HTTP/2) at this address as well.
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<SocketAddr>,
+    /// Answer with timestamps that cannot be true (a fault for tests).
+    #[arg(long, value_enum)]
+    misbehave: Option<Fault>,
+}
+
+/// The faults `--misbehave` can inject.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Fault {
+    /// Receive and transmit times 20 years ahead.
+    YearsOff,
+    /// A server time longer than the round trip.
+    NegativeDelay,
 }
 
 #[tokio::main]
@@ -71,6 +98,10 @@ async fn main() -> anyhow::Result<()> {
     let mut config = NodeConfig::new(args.id);
     config.round_interval = Duration::from_millis(args.round_interval_ms);
     config.master_timeout = Duration::from_millis(args.master_timeout_ms);
+    config.misbehaviour = args.misbehave.map(|f| match f {
+        Fault::YearsOff => Misbehaviour::YearsOff,
+        Fault::NegativeDelay => Misbehaviour::NegativeDelay,
+    });
     let node = ClockNode::new(config, time);
     let server = Server::builder()
         .intercept(node.interceptor())
@@ -79,7 +110,31 @@ async fn main() -> anyhow::Result<()> {
         .serve_udp(args.listen)
         .await
         .with_context(|| format!("serving on {}", args.listen))?;
+    let tcp = match args.tcp {
+        Some(addr) => Some(
+            server
+                .serve_tcp_also(addr, TcpServerConfig::default())
+                .await
+                .with_context(|| format!("serving TCP on {addr}"))?,
+        ),
+        None => None,
+    };
+    let grpc = match args.grpc {
+        Some(addr) => Some(
+            server
+                .serve_grpc(addr)
+                .await
+                .with_context(|| format!("serving gRPC on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
+    if let Some(bound) = tcp {
+        writeln!(out, "clock-node {} tcp on {bound}", args.id)?;
+    }
+    if let Some(bound) = grpc {
+        writeln!(out, "clock-node {} grpc on {bound}", args.id)?;
+    }
     writeln!(
         out,
         "clock-node {} listening on {}",

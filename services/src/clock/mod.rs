@@ -21,7 +21,7 @@ pub mod node;
 pub mod sync;
 pub mod time_source;
 
-pub use node::{ClockNode, ClockService, NodeConfig, RoundReport};
+pub use node::{ClockNode, ClockService, Misbehaviour, NodeConfig, RoundReport};
 pub use sync::{Estimate, Sample, SyncFilter};
 pub use time_source::{Monotonic, Skew, SystemClock, TimeSource, TimeSourceConfig};
 

@@ -49,6 +49,36 @@ pub struct NodeConfig {
     pub berkeley: BerkeleyConfig,
     /// How far ahead of this node's clock a remote HLC may be (default 1 s).
     pub max_hlc_offset_ns: i64,
+    /// A fault for tests: the node answers `GetTime` and `Poll` with
+    /// timestamps that cannot be true (default `None`: it answers
+    /// truthfully).
+    pub misbehaviour: Option<Misbehaviour>,
+}
+
+/// Timestamps that cannot be true, which a node answers with when told to
+/// (`clock-node --misbehave`), so that tests see a master exclude it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Misbehaviour {
+    /// Receive and transmit times 20 years ahead of the clock.
+    YearsOff,
+    /// A transmit time 10 s after the receive time, so that the server's
+    /// time exceeds the round trip: a negative delay.
+    NegativeDelay,
+}
+
+impl Misbehaviour {
+    /// Bends a true `(receive, transmit)` pair into this fault.
+    fn apply(self, receive_ns: i64, transmit_ns: i64) -> (i64, i64) {
+        const YEARS_20_NS: i64 = 20 * 365 * 86_400 * 1_000_000_000;
+        match self {
+            Misbehaviour::YearsOff => (
+                receive_ns.saturating_add(YEARS_20_NS),
+                transmit_ns.saturating_add(YEARS_20_NS),
+            ),
+            Misbehaviour::NegativeDelay => (receive_ns, receive_ns.saturating_add(10_000_000_000)),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -61,6 +91,7 @@ impl NodeConfig {
             poll_timeout: Duration::from_millis(300),
             berkeley: BerkeleyConfig::default(),
             max_hlc_offset_ns: 1_000_000_000,
+            misbehaviour: None,
         }
     }
 }
@@ -210,6 +241,7 @@ impl ClockNode {
             elections_started: stats.started,
             excluded: rounds.excluded.clone(),
             adjustments_ignored: lock(&self.ledger).ignored(),
+            absurd_readings: self.absurd_readings(),
         }
     }
 
@@ -469,6 +501,10 @@ impl pb::Clock for ClockService {
             node_id: node.config.id,
         };
         reading.transmit_ns = node.time.now_ns();
+        if let Some(fault) = node.config.misbehaviour {
+            (reading.receive_ns, reading.transmit_ns) =
+                fault.apply(reading.receive_ns, reading.transmit_ns);
+        }
         Ok(reading)
     }
 
@@ -492,6 +528,10 @@ impl pb::Clock for ClockService {
             last_round: lock(&node.ledger).last().unwrap_or(0),
         };
         reply.transmit_ns = node.time.read().unheld_ns();
+        if let Some(fault) = node.config.misbehaviour {
+            (reply.receive_ns, reply.transmit_ns) =
+                fault.apply(reply.receive_ns, reply.transmit_ns);
+        }
         Ok(reply)
     }
 

@@ -31,6 +31,7 @@ pub(crate) async fn framework_targets(
     for style in [
         OurStyle::Rr,
         OurStyle::RrIntercepted,
+        OurStyle::RrClock,
         OurStyle::Rra,
         OurStyle::Async,
         OurStyle::OneWay,

@@ -100,31 +100,61 @@ pub(crate) async fn start_echo(
     echo: OurEcho,
     door: Door,
 ) -> anyhow::Result<ServerHandle> {
-    start_echo_with(server_rt, echo, door, false).await
+    start_echo_with(server_rt, echo, door, Interceptors::None).await
+}
+
+/// The interceptors on both sides of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interceptors {
+    /// None.
+    None,
+    /// The three shipped ones: bearer-token authentication, trace context,
+    /// metrics.
+    Shipped,
+    /// The clock service's logical clocks (Lamport, vector, HLC:
+    /// `rpc_services::clock::logical::ClockInterceptor`), stamped on every
+    /// request and answer and merged on the other side.
+    Clock,
+}
+
+/// A [`ClockInterceptor`](rpc_services::clock::logical::ClockInterceptor)
+/// over fresh logical clocks of node `id` (an unskewed clock; HLC offsets
+/// up to 1 s accepted).
+pub(crate) fn clock_interceptor(id: u32) -> rpc_services::clock::logical::ClockInterceptor {
+    use rpc_services::clock::{logical::LogicalClocks, Skew, TimeSource};
+    let time = Arc::new(TimeSource::system(Skew::default()));
+    rpc_services::clock::logical::ClockInterceptor::new(Arc::new(LogicalClocks::new(
+        id,
+        time,
+        1_000_000_000,
+    )))
 }
 
 /// The bearer token of the rows with interceptors.
 pub(crate) const BENCH_TOKEN: &str = "bench-token";
 
-/// As [`start_echo`]; `intercepted` puts the three shipped interceptors
-/// (bearer-token authentication, trace context, metrics) on the server.
+/// As [`start_echo`], with `interceptors` on the server.
 pub(crate) async fn start_echo_with(
     server_rt: &Handle,
     echo: OurEcho,
     door: Door,
-    intercepted: bool,
+    interceptors: Interceptors,
 ) -> anyhow::Result<ServerHandle> {
     let server = server_rt
         .spawn(async move {
             let mut builder = Server::builder();
-            if intercepted {
-                use rpc_core::intercept::{
-                    auth::BearerAuth, metrics::Metrics, trace::TracePropagation,
-                };
-                builder = builder
-                    .intercept(Metrics::new())
-                    .intercept(TracePropagation)
-                    .intercept(BearerAuth::new().token(BENCH_TOKEN, "bench"));
+            match interceptors {
+                Interceptors::None => {}
+                Interceptors::Shipped => {
+                    use rpc_core::intercept::{
+                        auth::BearerAuth, metrics::Metrics, trace::TracePropagation,
+                    };
+                    builder = builder
+                        .intercept(Metrics::new())
+                        .intercept(TracePropagation)
+                        .intercept(BearerAuth::new().token(BENCH_TOKEN, "bench"));
+                }
+                Interceptors::Clock => builder = builder.intercept(clock_interceptor(1)),
             }
             let builder = builder.add_service(echo);
             match door {

@@ -2,7 +2,7 @@
 //! at-most-once), asynchronous (returns at the ACCEPT), one-way (returns
 //! once sent).
 
-use super::{echo, start_echo_with, Door, OurEcho, BENCH_TOKEN};
+use super::{clock_interceptor, echo, start_echo_with, Door, Interceptors, OurEcho, BENCH_TOKEN};
 use crate::target::{Role, Target};
 use crate::EchoMsg;
 use anyhow::ensure;
@@ -18,6 +18,9 @@ pub(crate) enum OurStyle {
     /// As `Rr`, with the three shipped interceptors on both sides
     /// (authentication, trace context, metrics).
     RrIntercepted,
+    /// As `Rr`, with the clock service's logical clocks carried by its
+    /// interceptor on both sides.
+    RrClock,
     /// Synchronous, RRA, at-most-once.
     Rra,
     /// Asynchronous (returns at the server's ACCEPT), RR.
@@ -42,11 +45,18 @@ pub(crate) struct Ours {
 impl Ours {
     pub(crate) async fn start(server_rt: &Handle, style: OurStyle) -> anyhow::Result<Ours> {
         let echo = OurEcho::default();
-        let intercepted = style == OurStyle::RrIntercepted;
-        let server = start_echo_with(server_rt, echo.clone(), Door::Udp, intercepted).await?;
+        let interceptors = match style {
+            OurStyle::RrIntercepted => Interceptors::Shipped,
+            OurStyle::RrClock => Interceptors::Clock,
+            _ => Interceptors::None,
+        };
+        let server = start_echo_with(server_rt, echo.clone(), Door::Udp, interceptors).await?;
         let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
         let mut client = rpc_core::Client::new(channel.clone());
-        if intercepted {
+        if interceptors == Interceptors::Clock {
+            client = client.intercepted(clock_interceptor(2));
+        }
+        if interceptors == Interceptors::Shipped {
             use rpc_core::intercept::{
                 auth::BearerToken, metrics::Metrics, trace::TracePropagation,
             };
@@ -71,6 +81,7 @@ impl Target for Ours {
         match self.style {
             OurStyle::Rr => "ours UDP RR (sync)",
             OurStyle::RrIntercepted => "ours UDP RR (sync), 3 interceptors",
+            OurStyle::RrClock => "ours UDP RR (sync), clock interceptors",
             OurStyle::Rra => "ours UDP RRA (sync)",
             OurStyle::Async => "ours UDP async (at ACCEPT)",
             OurStyle::OneWay => "ours UDP one-way (R, sent)",
@@ -108,7 +119,7 @@ impl Target for Ours {
                 .protocol(protocol)
         };
         match self.style {
-            OurStyle::Rr | OurStyle::RrIntercepted | OurStyle::Rra => {
+            OurStyle::Rr | OurStyle::RrIntercepted | OurStyle::RrClock | OurStyle::Rra => {
                 let protocol = if self.style == OurStyle::Rra {
                     Protocol::RRA
                 } else {
