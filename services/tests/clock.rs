@@ -239,35 +239,44 @@ async fn berkeley_round_then_master_killed_and_replaced() {
         "the +5000 ms member was not excluded: {master:?}"
     );
 
-    let check_converged = |offsets: &[(u32, Estimate)], what: &str| {
+    // Whether every offset is within 2 ms (the tolerance) of their
+    // mean, each measured within its own error.
+    let converged = |offsets: &[(u32, Estimate)]| -> Result<i64, String> {
         let mean = offsets.iter().map(|(_, e)| e.offset_ns).sum::<i64>() / offsets.len() as i64;
         for (id, e) in offsets {
-            // Each offset is measured within its error (a few tens of us on
-            // loopback); 2 ms is the tolerance around the mean.
             let off = (e.offset_ns - mean).abs();
-            assert!(
-                off <= 2 * MS + i64::try_from(e.error_ns).unwrap(),
-                "{what}: node {id} is {off} ns from the mean (error {} ns)",
-                e.error_ns
-            );
+            if off > 2 * MS + i64::try_from(e.error_ns).unwrap_or(i64::MAX) {
+                return Err(format!(
+                    "node {id} is {off} ns from the mean (error {} ns)",
+                    e.error_ns
+                ));
+            }
         }
-        println!(
-            "{what}: offsets from true time (ms) {:?}, mean {:.3} ms",
-            offsets
-                .iter()
-                .map(|(id, e)| (*id, e.offset_ns as f64 / 1e6))
-                .collect::<Vec<_>>(),
-            mean as f64 / 1e6
-        );
-        mean
+        Ok(mean)
     };
-    let mut offsets = Vec::new();
-    for (id, c) in &clients {
-        if in_range.contains(id) {
-            offsets.push((*id, measure(c).await));
+    // Measured until converged: one round converges on an idle machine;
+    // on a loaded one a round's poll can be delayed on one side (its round
+    // trip compensation is then off by up to the delay), and the next
+    // rounds (every 200 ms) correct it. Bounded: 10 s.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut measurements = 0;
+    let mean = loop {
+        let mut offsets = Vec::new();
+        for (id, c) in &clients {
+            if in_range.contains(id) {
+                offsets.push((*id, measure(c).await));
+            }
         }
-    }
-    let mean = check_converged(&offsets, "after round 1");
+        measurements += 1;
+        match converged(&offsets) {
+            Ok(mean) => break mean,
+            Err(why) if Instant::now() >= until => {
+                panic!("not converged after {measurements} measurements: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    println!("converged under master 5 at the {measurements}. measurement");
     // They met at the mean of their starting offsets, (-300-120+0+80)/4.
     assert!(
         (mean + 85 * MS).abs() <= 3 * MS,
@@ -319,13 +328,24 @@ async fn berkeley_round_then_master_killed_and_replaced() {
     println!("master killed: 4 elected everywhere after {took:?}; {messages} election messages");
     // Bully's worst case is O(n^2): n = 5 here.
     assert!(messages <= 2 * 25, "{messages} election messages");
-    let mut offsets = Vec::new();
-    for (id, c) in live {
-        if [1, 3, 4].contains(id) {
-            offsets.push((*id, measure(c).await));
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut measurements = 0;
+    loop {
+        let mut offsets = Vec::new();
+        for (id, c) in live {
+            if [1, 3, 4].contains(id) {
+                offsets.push((*id, measure(c).await));
+            }
+        }
+        measurements += 1;
+        match converged(&offsets) {
+            Ok(_) => break,
+            Err(why) if Instant::now() >= until => {
+                panic!("not converged under master 4 after {measurements} measurements: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    check_converged(&offsets, "after a round under master 4");
 }
 
 /// Members answering with timestamps that cannot be true (20 years ahead;
