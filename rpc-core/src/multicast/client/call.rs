@@ -1,0 +1,350 @@
+//! One call to the group: its copies, the members' answers, and what
+//! it hands the caller ([`IpCall`], [`IpEvent`]).
+
+#[allow(clippy::wildcard_imports)]
+// a part of the multicast client: its types are the parent's
+use super::*;
+use crate::call::{RawReply, RawResult};
+use crate::counter::bump;
+use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
+use crate::status::Status;
+use prost::Message;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+/// What happened for one member of an IP multicast call.
+#[derive(Debug)]
+pub(crate) enum IpEvent {
+    /// Its REPLY or ERROR.
+    Answer(RawResult),
+    /// It said "outcome unknown: server restarted".
+    OutcomeUnknown,
+    /// It ACCEPTed an asynchronous request.
+    Accepted,
+    /// It stayed silent through every copy.
+    Unreachable(u32),
+}
+
+/// One call to the group, driven by polling [`IpCall::poll_event`].
+/// Dropping it ends the call: later answers are counted as late (and
+/// acknowledged for RRA).
+pub(crate) struct IpCall {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: u64,
+    pub(super) env: Envelope,
+    pub(super) buf: Vec<u8>,
+    pub(super) deadline: Option<Instant>,
+    pub(super) give_up_at: Instant,
+    pub(super) rx: mpsc::UnboundedReceiver<Incoming>,
+    pub(super) expected: HashSet<SocketAddr>,
+    pub(super) answered: HashSet<SocketAddr>,
+    pub(super) in_progress: HashSet<SocketAddr>,
+    /// Members sent a copy with their cookie (after their PONG).
+    pub(super) cookied: HashSet<SocketAddr>,
+    pub(super) copies: u32,
+    pub(super) interval: Duration,
+    pub(super) timer: Pin<Box<Sleep>>,
+    /// Re-sends are still wanted.
+    pub(super) resending: bool,
+    /// The silent members were reported unreachable.
+    pub(super) gave_up: bool,
+    pub(super) out: VecDeque<(SocketAddr, IpEvent)>,
+    pub(super) ended: bool,
+}
+
+impl fmt::Debug for IpCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpCall")
+            .field("id", &self.id)
+            .field("copies", &self.copies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for IpCall {
+    fn drop(&mut self) {
+        self.shared.lock().end_call(self.id);
+    }
+}
+
+impl IpCall {
+    /// How many copies were sent to the group.
+    pub(crate) fn copies(&self) -> u32 {
+        self.copies
+    }
+
+    /// When this call stops by itself.
+    pub(crate) fn give_up_at(&self) -> Instant {
+        self.give_up_at
+    }
+
+    /// Stops re-sending: the caller has what it needs and nobody in
+    /// particular is awaited (open membership).
+    pub(crate) fn stop_resending(&mut self) {
+        self.resending = false;
+    }
+
+    /// Whether every expected member has answered (always false with open
+    /// membership).
+    fn all_expected_answered(&self) -> bool {
+        !self.expected.is_empty() && self.expected.iter().all(|m| self.answered.contains(m))
+    }
+
+    pub(super) fn max_size(&mut self, now: Instant) -> usize {
+        let saved = (self.env.attempt, self.env.ack_up_to, self.env.deadline_us);
+        self.env.attempt = u32::MAX;
+        self.env.ack_up_to = self.id;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        let size = self.env.encoded_len();
+        (self.env.attempt, self.env.ack_up_to, self.env.deadline_us) = saved;
+        size
+    }
+
+    /// Sends one copy to the group (without waiting: a full socket buffer
+    /// is a lost datagram, which the schedule covers).
+    pub(super) fn send(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        self.copies += 1;
+        self.env.attempt = self.copies;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        if self.copies > 1 || !self.ended {
+            self.env.ack_up_to = self.shared.lock().ack_up_to();
+        }
+        self.buf.clear();
+        // Encoding into a Vec cannot run out of room.
+        let _ = self.env.encode(&mut self.buf);
+        let counters = &self.shared.counters;
+        bump(&counters.group_datagrams);
+        if self.copies > 1 {
+            bump(&counters.resends);
+        }
+        // A direct non-blocking `sendto`: tokio's `try_send_to` reports
+        // WouldBlock until its reactor has seen the socket writable once.
+        let target = socket2::SockAddr::from(self.shared.group);
+        match socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.copies > 1 => Ok(()),
+            Err(e) if self.copies == 1 => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not re-send to the group");
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends one copy by unicast to every expected member that has not
+    /// answered, with the incarnation it last showed.
+    fn send_to_missing(&mut self) {
+        let now = Instant::now();
+        self.copies += 1;
+        self.env.attempt = self.copies;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        let missing: Vec<(SocketAddr, u64, u64)> = {
+            let st = self.shared.lock();
+            self.env.ack_up_to = st.ack_up_to();
+            self.expected
+                .iter()
+                .filter(|m| !self.answered.contains(m))
+                .map(|m| {
+                    let incarnation = st.incarnations.get(m).copied().unwrap_or(0);
+                    (*m, incarnation, st.cookies.get(m).copied().unwrap_or(0))
+                })
+                .collect()
+        };
+        bump(&self.shared.counters.resends);
+        for (member, incarnation, cookie) in missing {
+            self.env.incarnation = incarnation;
+            self.env.cookie = cookie;
+            self.buf.clear();
+            let _ = self.env.encode(&mut self.buf);
+            bump(&self.shared.counters.unicast_copies);
+            let target = socket2::SockAddr::from(member);
+            if let Err(e) = socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target)
+            {
+                tracing::debug!(error = %e, %member, "could not re-send to a member");
+            }
+        }
+        self.env.incarnation = 0;
+        self.env.cookie = 0;
+    }
+
+    /// Sends a copy by unicast to `member`, which answered the group copy
+    /// with a PONG: its answer was too big for a source it had not
+    /// verified, and this copy carries the cookie it gave (and the
+    /// incarnation it showed).
+    fn send_with_cookie(&mut self, member: SocketAddr) {
+        let now = Instant::now();
+        self.copies += 1;
+        self.env.attempt = self.copies;
+        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        {
+            let st = self.shared.lock();
+            self.env.ack_up_to = st.ack_up_to();
+            self.env.incarnation = st.incarnations.get(&member).copied().unwrap_or(0);
+            self.env.cookie = st.cookies.get(&member).copied().unwrap_or(0);
+        }
+        self.buf.clear();
+        let _ = self.env.encode(&mut self.buf);
+        self.env.incarnation = 0;
+        self.env.cookie = 0;
+        bump(&self.shared.counters.unicast_copies);
+        let target = socket2::SockAddr::from(member);
+        if let Err(e) = socket2::SockRef::from(&self.shared.socket).send_to(&self.buf, &target) {
+            tracing::debug!(error = %e, %member, "could not send a copy with the cookie");
+        }
+    }
+
+    /// Arms the timer for the next re-send (or the end of the call).
+    pub(super) fn arm(&mut self) {
+        let at = if self.resending && !self.ended {
+            (Instant::now() + self.interval).min(self.give_up_at)
+        } else {
+            self.give_up_at
+        };
+        self.timer.as_mut().reset(at);
+    }
+
+    fn on_incoming(&mut self, inc: Incoming) {
+        let Incoming { from, kind, env } = inc;
+        if !self.expected.is_empty() && !self.expected.contains(&from) {
+            tracing::debug!(%from, "answer from a member that is not expected; ignored");
+            return;
+        }
+        if self.answered.contains(&from) {
+            bump(&self.shared.counters.duplicates);
+            return;
+        }
+        match kind {
+            MessageType::Reply | MessageType::Error => {
+                bump(&self.shared.counters.replies);
+                self.answered.insert(from);
+                self.in_progress.remove(&from);
+                let event = match env.status {
+                    Some(s) if s.details_type == SERVER_RESTARTED => IpEvent::OutcomeUnknown,
+                    Some(s) => IpEvent::Answer(Err(Status::from(s).with_metadata(env.metadata))),
+                    None if kind == MessageType::Reply => IpEvent::Answer(Ok(RawReply {
+                        payload: env.payload,
+                        metadata: env.metadata,
+                    })),
+                    None => {
+                        IpEvent::Answer(Err(Status::unknown("server sent ERROR without a status")))
+                    }
+                };
+                self.out.push_back((from, event));
+            }
+            MessageType::Accept if self.env.want_accept => {
+                // An asynchronous member is done for the caller at its
+                // ACCEPT; its REPLY (kept in its history) is not awaited.
+                self.answered.insert(from);
+                self.out.push_back((from, IpEvent::Accepted));
+            }
+            MessageType::Accept | MessageType::InProgress => {
+                self.in_progress.insert(from);
+            }
+            // At most one copy per member and PONG: a member sends a PONG
+            // only in place of an answer to a copy without its cookie.
+            MessageType::Pong if env.cookie != 0 && !self.cookied.contains(&from) => {
+                self.cookied.insert(from);
+                self.send_with_cookie(from);
+            }
+            _ => {}
+        }
+    }
+
+    /// The next member event; `None` when the call is over (every expected
+    /// member answered, or the deadline passed, or the silent members were
+    /// given up and nobody is running the request any more).
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(SocketAddr, IpEvent)>> {
+        loop {
+            if let Some(ev) = self.out.pop_front() {
+                return Poll::Ready(Some(ev));
+            }
+            if self.ended || self.all_expected_answered() {
+                self.ended = true;
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(inc)) => {
+                    self.on_incoming(inc);
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {}
+            }
+            match self.timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    if Instant::now() >= self.give_up_at {
+                        self.ended = true;
+                        return Poll::Ready(None);
+                    }
+                    self.on_timer();
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        if !self.resending {
+            self.arm();
+            return;
+        }
+        let attempts = self.shared.config.attempts.max(1);
+        if self.copies >= attempts && !self.gave_up {
+            self.gave_up = true;
+            let silent: Vec<SocketAddr> = self
+                .expected
+                .iter()
+                .filter(|m| !self.answered.contains(m) && !self.in_progress.contains(m))
+                .copied()
+                .collect();
+            for m in silent {
+                self.answered.insert(m);
+                self.out.push_back((m, IpEvent::Unreachable(self.copies)));
+            }
+            let still_running = self.in_progress.iter().any(|m| !self.answered.contains(m));
+            if !still_running {
+                // The events queued above are still handed out first.
+                self.ended = true;
+                return;
+            }
+        }
+        if self.gave_up {
+            // Only members running the request are left: poll slowly.
+            self.interval = self.shared.config.max_rto;
+        } else {
+            self.interval = (self.interval * 2).min(self.shared.config.max_rto);
+        }
+        if self.shared.config.resend == Resend::Missing && !self.expected.is_empty() {
+            tracing::debug!(
+                request_id = self.id,
+                attempt = self.copies + 1,
+                "members missing; re-sending to each"
+            );
+            self.send_to_missing();
+        } else {
+            tracing::debug!(
+                request_id = self.id,
+                attempt = self.copies + 1,
+                "members missing; re-sending to the group"
+            );
+            let _ = self.send();
+        }
+        self.arm();
+    }
+}

@@ -1,0 +1,99 @@
+//! The receiving task: every datagram from the group, routed to its call.
+
+#[allow(clippy::wildcard_imports)]
+// a part of the multicast client: its types are the parent's
+use super::*;
+use crate::counter::bump;
+use crate::envelope::{Envelope, MessageType, VERSION};
+use prost::Message;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Remaining budget until `deadline` in microseconds, at least 1.
+pub(super) fn micros_left(deadline: Instant, now: Instant) -> u64 {
+    u64::try_from(deadline.saturating_duration_since(now).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+pub(super) async fn receive_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65_536];
+    let mut ack_buf = Vec::with_capacity(64);
+    let mut errors = 0u32;
+    loop {
+        let (n, from) = match shared.socket.recv_from(&mut buf).await {
+            Ok(r) => {
+                errors = 0;
+                r
+            }
+            Err(e) => {
+                errors = errors.saturating_add(1);
+                tracing::debug!(error = %e, "multicast client receive error");
+                if errors > 8 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let Some(ack) = route(&shared, buf.get(..n).unwrap_or_default(), from) else {
+            continue;
+        };
+        let ack_up_to = shared.lock().ack_up_to();
+        let env = Envelope::ack(shared.session_id, ack, ack_up_to);
+        ack_buf.clear();
+        let _ = env.encode(&mut ack_buf);
+        bump(&shared.counters.acks);
+        if let Err(e) = shared.socket.send_to(&ack_buf, from).await {
+            tracing::debug!(error = %e, %from, "could not send ACK");
+        }
+    }
+}
+
+/// Routes one datagram to its call; returns a request id to ACK to `from`.
+pub(super) fn route(shared: &Shared, bytes: &[u8], from: SocketAddr) -> Option<u64> {
+    let env = match Envelope::decode(bytes) {
+        Ok(env) if env.version == VERSION && env.session_id == shared.session_id => env,
+        _ => {
+            bump(&shared.counters.dropped);
+            tracing::debug!(%from, len = bytes.len(), "dropped datagram (undecodable, other version or session)");
+            return None;
+        }
+    };
+    let kind = match MessageType::try_from(env.r#type) {
+        Ok(
+            k @ (MessageType::Reply
+            | MessageType::Error
+            | MessageType::Accept
+            | MessageType::InProgress
+            | MessageType::Pong),
+        ) => k,
+        _ => {
+            bump(&shared.counters.dropped);
+            return None;
+        }
+    };
+    let id = env.request_id;
+    let is_answer = matches!(kind, MessageType::Reply | MessageType::Error);
+    let mut st = shared.lock();
+    if env.incarnation != 0 {
+        st.incarnations.insert(from, env.incarnation);
+    }
+    if kind == MessageType::Pong && env.cookie != 0 {
+        st.cookies.insert(from, env.cookie);
+    }
+    match st.calls.get(&id) {
+        Some(slot) => {
+            let rra = slot.rra;
+            if slot.tx.send(Incoming { from, kind, env }).is_err() {
+                bump(&shared.counters.late);
+            }
+            (is_answer && rra).then_some(id)
+        }
+        None => {
+            bump(&shared.counters.late);
+            (is_answer && st.recent_rra.contains(&id)).then_some(id)
+        }
+    }
+}
