@@ -15,11 +15,12 @@
 
 /// Rust generated from `idl/demo.idl` (package `demo.v1`) and
 /// `idl/clock.idl` (package `clock.v1`) and `idl/mutex.idl` (package
-/// `mutex.v1`).
+/// `mutex.v1`) and `idl/consensus.idl` (package `consensus.v1`).
 pub mod proto {
     rpc_core::include_idl!("demo");
     rpc_core::include_idl!("clock");
     rpc_core::include_idl!("mutex");
+    rpc_core::include_idl!("consensus");
 }
 
 pub mod clock;
