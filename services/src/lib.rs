@@ -11,6 +11,9 @@
 //! - [`mutex`]: the lock service (`idl/mutex.idl`): named locks with
 //!   leases and fencing tokens, a client library with renewal and release
 //!   on drop, and a `Resource` that refuses stale tokens.
+//! - [`consensus`]: the consensus service (`idl/consensus.idl`): a
+//!   replicated, durable, linearizable key-value store on openraft, with
+//!   this framework as Raft's network.
 #![forbid(unsafe_code)]
 
 /// Rust generated from `idl/demo.idl` (package `demo.v1`) and
@@ -24,6 +27,7 @@ pub mod proto {
 }
 
 pub mod clock;
+pub mod consensus;
 pub mod counter;
 pub mod election;
 pub mod mutex;
