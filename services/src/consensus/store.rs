@@ -420,3 +420,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_logs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_store_of_another_node_is_refused() {
+        let tmp = rpc_testkit::TestDir::new().unwrap();
+        let d = tmp.path().join("data");
+        drop(Store::open(&d, 1).unwrap());
+        assert!(Store::open(&d, 1).is_ok());
+        match Store::open(&d, 2) {
+            Err(StoreError::WrongNode {
+                found: 1,
+                expected: 2,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_and_is_left_as_it_was() {
+        let tmp = rpc_testkit::TestDir::new().unwrap();
+        let d = tmp.path().to_path_buf();
+        let junk = vec![0xa5u8; 8192];
+        std::fs::write(d.join(FILE), &junk).unwrap();
+        let e = Store::open(&d, 1).unwrap_err();
+        assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
+        assert_eq!(std::fs::read(d.join(FILE)).unwrap(), junk);
+    }
+}
