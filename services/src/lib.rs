@@ -11,18 +11,23 @@
 //! - [`mutex`]: the lock service (`idl/mutex.idl`): named locks with
 //!   leases and fencing tokens, a client library with renewal and release
 //!   on drop, and a `Resource` that refuses stale tokens.
+//! - [`consensus`]: the consensus service (`idl/consensus.idl`): a
+//!   replicated, durable, linearizable key-value store on openraft, with
+//!   this framework as Raft's network.
 #![forbid(unsafe_code)]
 
 /// Rust generated from `idl/demo.idl` (package `demo.v1`) and
 /// `idl/clock.idl` (package `clock.v1`) and `idl/mutex.idl` (package
-/// `mutex.v1`).
+/// `mutex.v1`) and `idl/consensus.idl` (package `consensus.v1`).
 pub mod proto {
     rpc_core::include_idl!("demo");
     rpc_core::include_idl!("clock");
     rpc_core::include_idl!("mutex");
+    rpc_core::include_idl!("consensus");
 }
 
 pub mod clock;
+pub mod consensus;
 pub mod counter;
 pub mod election;
 pub mod mutex;
