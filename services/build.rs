@@ -5,6 +5,7 @@ fn main() {
         "../idl/demo.idl",
         "../idl/clock.idl",
         "../idl/mutex.idl",
+        "../idl/dmutex.idl",
     ]) {
         // `Debug` of the error is the rendered diagnostics (file:line:column).
         panic!("{e:?}");
