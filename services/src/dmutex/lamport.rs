@@ -18,7 +18,7 @@
 use super::{member_failure, DmutexError, Meter};
 use crate::clock::logical::Lamport;
 use crate::proto::dmutex::v1 as pb;
-use rpc_core::{CallContext, Client, GroupClient, Status};
+use rpc_core::{CallContext, Client, Status};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 use tokio::sync::watch;
@@ -116,15 +116,7 @@ impl LamportPeer {
     }
 
     pub(super) fn connect(&self, clients: &[Client]) -> Result<(), DmutexError> {
-        if clients.len() != self.n {
-            return Err(DmutexError::GroupSize(clients.len()));
-        }
-        let group = GroupClient::new();
-        for (id, c) in clients.iter().enumerate() {
-            if id != self.id as usize {
-                group.add(id.to_string(), c.clone());
-            }
-        }
+        let group = super::others(self.id, self.n, clients)?;
         self.others
             .set(pb::LamportQueueGroupClient::new(group))
             .map_err(|_| DmutexError::State("the peer is already connected"))
@@ -185,27 +177,33 @@ impl LamportPeer {
         Ok(())
     }
 
-    /// Takes this peer's request off its queue and the others'.
-    async fn withdraw(&self, timestamp: u64) {
+    /// Takes this peer's request off its queue and the others' (RELEASE
+    /// to the N-1 others).
+    async fn release_everywhere(&self, timestamp: u64) -> Result<(), DmutexError> {
         self.state.send_modify(|s| {
             s.queue.release(self.id, timestamp);
             s.mine = None;
             s.inside = false;
         });
-        if self.n > 1 {
-            if let Ok(others) = self.others() {
-                self.meter.sent(self.n as u64 - 1);
-                let outcome = others
-                    .release(pb::Ask {
-                        from: self.id,
-                        timestamp,
-                    })
-                    .all()
-                    .await;
-                if let Some(e) = member_failure(&outcome) {
-                    tracing::warn!(id = self.id, error = %e, "lamport: a release was not delivered");
-                }
-            }
+        if self.n == 1 {
+            return Ok(());
+        }
+        let others = self.others()?;
+        self.meter.sent(self.n as u64 - 1);
+        let outcome = others
+            .release(pb::Ask {
+                from: self.id,
+                timestamp,
+            })
+            .all()
+            .await;
+        member_failure(&outcome).map_or(Ok(()), Err)
+    }
+
+    /// Withdraws a request that could not be made everywhere.
+    async fn withdraw(&self, timestamp: u64) {
+        if let Err(e) = self.release_everywhere(timestamp).await {
+            tracing::warn!(id = self.id, error = %e, "lamport: a release was not delivered");
         }
     }
 
@@ -214,26 +212,7 @@ impl LamportPeer {
         let (true, Some(timestamp)) = (s.inside, s.mine) else {
             return Err(DmutexError::State("not inside"));
         };
-        self.state.send_modify(|s| {
-            s.queue.release(self.id, timestamp);
-            s.mine = None;
-            s.inside = false;
-        });
-        if self.n > 1 {
-            let others = self.others()?;
-            self.meter.sent(self.n as u64 - 1);
-            let outcome = others
-                .release(pb::Ask {
-                    from: self.id,
-                    timestamp,
-                })
-                .all()
-                .await;
-            if let Some(e) = member_failure(&outcome) {
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.release_everywhere(timestamp).await
     }
 }
 

@@ -169,12 +169,17 @@ impl MaekawaCore {
         self.failed.clear();
         self.yielded.clear();
         self.inquiries.clear();
+        self.tell_set(VoteKind::Request, ts)
+    }
+
+    /// `kind` about this peer's request `ts` to every member of its set.
+    fn tell_set(&mut self, kind: VoteKind, ts: u64) -> Vec<Message> {
         let out = self
             .set
             .iter()
             .map(|&to| Message {
                 to,
-                kind: VoteKind::Request,
+                kind,
                 request: (ts, self.id),
             })
             .collect();
@@ -198,16 +203,7 @@ impl MaekawaCore {
         self.inside = false;
         self.votes.clear();
         self.inquiries.clear();
-        let out = self
-            .set
-            .iter()
-            .map(|&to| Message {
-                to,
-                kind: VoteKind::Release,
-                request: (ts, self.id),
-            })
-            .collect();
-        self.settle(out)
+        self.tell_set(VoteKind::Release, ts)
     }
 
     /// Handles a message from peer `from`.

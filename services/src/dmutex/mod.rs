@@ -243,6 +243,25 @@ pub(crate) fn member_failure<R: fmt::Debug, E: fmt::Debug>(
     })
 }
 
+/// A group of every peer of `clients` (by id) but `me`, each member named
+/// by its id.
+pub(crate) fn others(
+    me: u32,
+    n: usize,
+    clients: &[rpc_core::Client],
+) -> Result<rpc_core::GroupClient, DmutexError> {
+    if clients.len() != n {
+        return Err(DmutexError::GroupSize(clients.len()));
+    }
+    let group = rpc_core::GroupClient::new();
+    for (id, c) in clients.iter().enumerate() {
+        if id != me as usize {
+            group.add(id.to_string(), c.clone());
+        }
+    }
+    Ok(group)
+}
+
 /// One algorithm's peer.
 #[derive(Debug, Clone)]
 enum Node {

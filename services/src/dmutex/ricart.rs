@@ -16,7 +16,7 @@
 use super::{member_failure, DmutexError, Meter};
 use crate::clock::logical::Lamport;
 use crate::proto::dmutex::v1 as pb;
-use rpc_core::{CallContext, Client, GroupClient, Status};
+use rpc_core::{CallContext, Client, Status};
 use std::sync::OnceLock;
 use tokio::sync::watch;
 
@@ -66,15 +66,7 @@ impl RicartPeer {
     }
 
     pub(super) fn connect(&self, clients: &[Client]) -> Result<(), DmutexError> {
-        if clients.len() != self.n {
-            return Err(DmutexError::GroupSize(clients.len()));
-        }
-        let group = GroupClient::new();
-        for (id, c) in clients.iter().enumerate() {
-            if id != self.id as usize {
-                group.add(id.to_string(), c.clone());
-            }
-        }
+        let group = super::others(self.id, self.n, clients)?;
         self.others
             .set(pb::RicartAgrawalaGroupClient::new(group))
             .map_err(|_| DmutexError::State("the peer is already connected"))
