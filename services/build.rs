@@ -6,6 +6,7 @@ fn main() {
         "../idl/clock.idl",
         "../idl/mutex.idl",
         "../idl/consensus.idl",
+        "../idl/dmutex.idl",
     ]) {
         // `Debug` of the error is the rendered diagnostics (file:line:column).
         panic!("{e:?}");

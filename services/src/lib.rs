@@ -14,21 +14,27 @@
 //! - [`consensus`]: the consensus service (`idl/consensus.idl`): a
 //!   replicated, durable, linearizable key-value store on openraft, with
 //!   this framework as Raft's network.
+//! - [`dmutex`]: distributed mutual exclusion among N peers
+//!   (`idl/dmutex.idl`): central server, token ring, Ricart–Agrawala,
+//!   Lamport's and Maekawa's algorithms, with their message counts.
 #![forbid(unsafe_code)]
 
 /// Rust generated from `idl/demo.idl` (package `demo.v1`) and
 /// `idl/clock.idl` (package `clock.v1`) and `idl/mutex.idl` (package
-/// `mutex.v1`) and `idl/consensus.idl` (package `consensus.v1`).
+/// `mutex.v1`), `idl/consensus.idl` (package `consensus.v1`) and
+/// `idl/dmutex.idl` (package `dmutex.v1`).
 pub mod proto {
     rpc_core::include_idl!("demo");
     rpc_core::include_idl!("clock");
     rpc_core::include_idl!("mutex");
     rpc_core::include_idl!("consensus");
+    rpc_core::include_idl!("dmutex");
 }
 
 pub mod clock;
 pub mod consensus;
 pub mod counter;
+pub mod dmutex;
 pub mod election;
 pub mod mutex;
 

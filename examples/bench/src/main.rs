@@ -36,6 +36,8 @@
 //! The sections, one module each: [`target`] (what a peer under test is),
 //! [`peers`] (one module a peer: the raw UDP and TCP echoes, plain tonic,
 //! tarpc, and ours over UDP, TCP, gRPC and as a multicast group),
+//! [`clock`] and [`dmutex`] (the clock service; the five distributed
+//! mutual exclusion algorithms at N = 3, 5, 9),
 //! [`measure`] (what is measured and how), [`layout`] (where client and
 //! servers run, and the rows measured on each), [`report`] (the tables and
 //! the ratios).
@@ -48,6 +50,7 @@
 #![allow(clippy::print_stdout)]
 
 mod clock;
+mod dmutex;
 mod layout;
 mod measure;
 mod peers;
@@ -159,6 +162,7 @@ fn main() -> anyhow::Result<()> {
         reports.push((layout, rows, multicast, paired));
     }
     let clock = runtime.block_on(clock::run(&plan))?;
+    let dmutex = runtime.block_on(dmutex::run(&plan))?;
     for (layout, rows, multicast, paired) in &reports {
         report::print_report(*layout, &plan, rows);
         report::print_multicast(*layout, multicast);
@@ -166,6 +170,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(clock) = &clock {
         clock::print(clock);
+    }
+    if let Some(dmutex) = &dmutex {
+        dmutex::print(dmutex);
     }
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -37,6 +37,8 @@
 //!   interceptors, and a waiting handler cancelled, on every door;
 //! - [`mutex`]: the lock service: grants in arrival order over three
 //!   doors, fencing tokens at a resource, a crashed holder's lease ending;
+//! - [`dmutex`]: the five distributed mutual exclusion algorithms among
+//!   three peers, messages per entry against the theory;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -49,6 +51,7 @@
 
 mod clock;
 mod crash;
+mod dmutex;
 mod doors;
 mod intercept;
 mod ledger;
@@ -158,6 +161,7 @@ async fn run() -> anyhow::Result<Report> {
     clock::clock(&mut report).await?;
     intercept::intercept(&mut report).await?;
     mutex::mutex(&mut report).await?;
+    dmutex::dmutex(&mut report).await?;
     tour.report = report;
 
     tour.report.print();
