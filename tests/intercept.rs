@@ -549,3 +549,37 @@ async fn received_at_is_when_the_request_arrived_not_when_it_ran() -> anyhow::Re
     })
     .await
 }
+
+/// Refuses every call before it is sent.
+struct Gatekeeper;
+
+impl ClientInterceptor for Gatekeeper {
+    fn before(&self, _: &mut rpc_core::call::Invocation) -> Result<(), Status> {
+        Err(Status::permission_denied("not from this client"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_a_client_interceptor_refuses_is_never_sent() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let doors = serve(Server::builder(), None, None).await?;
+        let client = Client::new(TcpChannel::connect(doors.tcp).await?).intercepted(Gatekeeper);
+        let stub = CounterClient::new(client);
+        let err = stub
+            .increment(Amount { delta: 1 })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        let err = stub.nudge(Amount { delta: 1 }).await.expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "one-way: {err}");
+        assert_eq!(
+            doors.server.stats().requests,
+            0,
+            "nothing reached the server"
+        );
+        assert_eq!(doors.counter.executions(), 0);
+        Ok(())
+    })
+    .await
+}

@@ -524,6 +524,8 @@ impl IntoFuture for OneWay {
         Box::pin(async move {
             match self.client.channel.invoke(self.invocation).await? {
                 Outcome::Sent => Ok(()),
+                // Refused before it was sent (a client interceptor).
+                Outcome::Reply(Err(status)) => Err(Error::Status(status)),
                 other => Err(unexpected(&other, "one-way")),
             }
         })
