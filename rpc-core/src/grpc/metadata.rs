@@ -280,18 +280,23 @@ pub enum MetadataError {
 /// metadata.
 pub fn put_user_metadata(map: &mut MetadataMap, metadata: &Metadata) -> Result<(), MetadataError> {
     for (k, v) in metadata {
-        if is_reserved(k) || k.ends_with("-bin") || k.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(MetadataError::Key(k.clone()));
-        }
-        let key =
-            MetadataKey::from_bytes(k.as_bytes()).map_err(|_| MetadataError::Key(k.clone()))?;
-        if !v.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-            return Err(MetadataError::Value(k.clone()));
-        }
-        let value =
-            MetadataValue::try_from(v.as_str()).map_err(|_| MetadataError::Value(k.clone()))?;
-        map.insert(key, value);
+        put_entry(map, k, v)?;
     }
+    Ok(())
+}
+
+/// Adds one entry, if it can travel as gRPC ASCII metadata.
+fn put_entry(map: &mut MetadataMap, k: &str, v: &str) -> Result<(), MetadataError> {
+    if is_reserved(k) || k.ends_with("-bin") || k.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(MetadataError::Key(k.to_owned()));
+    }
+    let key =
+        MetadataKey::from_bytes(k.as_bytes()).map_err(|_| MetadataError::Key(k.to_owned()))?;
+    if !v.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(MetadataError::Value(k.to_owned()));
+    }
+    let value = MetadataValue::try_from(v).map_err(|_| MetadataError::Value(k.to_owned()))?;
+    map.insert(key, value);
     Ok(())
 }
 
@@ -301,8 +306,7 @@ pub fn put_user_metadata(map: &mut MetadataMap, metadata: &Metadata) -> Result<(
 pub fn put_reply_metadata(map: &mut MetadataMap, metadata: &Metadata) -> usize {
     let mut skipped = 0;
     for (k, v) in metadata {
-        let entry = std::iter::once((k.clone(), v.clone())).collect::<Metadata>();
-        if let Err(error) = put_user_metadata(map, &entry) {
+        if let Err(error) = put_entry(map, k, v) {
             tracing::debug!(%error, "reply metadata entry cannot travel over gRPC; skipped");
             skipped += 1;
         }

@@ -123,10 +123,10 @@ impl Chain {
     /// refusal if one refused (marked as a refusal: answered with ERROR).
     pub(crate) fn before(&self, ctx: &mut CallContext) -> (usize, Option<Status>) {
         for (i, interceptor) in self.0.iter().enumerate() {
-            if let Err(status) = interceptor.before(ctx) {
-                let mut refused = Status::refused(status.code(), status.message().to_owned());
-                let metadata = status.metadata().cloned().unwrap_or_default();
-                refused = refused.with_metadata(metadata);
+            if let Err(mut status) = interceptor.before(ctx) {
+                let metadata = status.take_metadata();
+                let refused = Status::refused(status.code(), status.message().to_owned())
+                    .with_metadata(metadata);
                 return (i, Some(refused));
             }
         }
