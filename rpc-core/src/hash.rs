@@ -1,10 +1,13 @@
 //! The hasher of the hot-path maps (pending calls, the reply history's
-//! sessions, services by name): `foldhash`'s fast hasher, what hashbrown
-//! itself uses. std's default SipHash-1-3 cost about 140 instructions per
-//! lookup on the per-call path, nine lookups a call.
+//! sessions, services by name): `foldhash`'s quality hasher. std's default
+//! SipHash-1-3 cost about 140 instructions per lookup on the per-call path,
+//! nine lookups a call. Not `foldhash::fast`: with some process seeds it
+//! put 4,096 sequential ids (what call ids and session counters are) into
+//! half of 1,024 buckets; the quality variant's extra multiply spreads them
+//! for every seed tried.
 //!
 //! Keys such as client-chosen session ids come from the network, so each
-//! map gets its own random seed (`foldhash::fast::RandomState`): without
+//! map gets its own random seed (`foldhash::quality::RandomState`): without
 //! it, a peer could pick ids that all fall into one bucket. It is not a
 //! cryptographic hash (the address-validation cookie uses a keyed SipHash,
 //! `server/verify.rs`).
@@ -13,7 +16,7 @@
 use std::hash::BuildHasher;
 
 /// Builds the hot-path maps' hashers, with a random seed per map.
-pub(crate) type FastState = foldhash::fast::RandomState;
+pub(crate) type FastState = foldhash::quality::RandomState;
 
 /// A `HashMap` with [`FastState`].
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
