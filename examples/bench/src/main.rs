@@ -100,8 +100,9 @@ struct Args {
     #[arg(long, value_name = "N", overrides_with = "quick",
           value_parser = clap::value_parser!(u64).range(1..))]
     calls: Option<u64>,
-    /// Only the rows whose name contains ROW, e.g. "UDP RR" (and the
-    /// multicast table only if ROW is part of "multicast").
+    /// Only the rows whose name contains ROW, e.g. "UDP RR", or, with a
+    /// trailing `$`, the row named exactly ROW (and the multicast table
+    /// only if ROW is part of "multicast").
     #[arg(long, value_name = "ROW")]
     only: Option<String>,
 }
