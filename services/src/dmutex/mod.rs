@@ -32,7 +32,9 @@
 //! **Synchronisation delay** (the time from one peer's exit to the next
 //! peer's entry, while that one was waiting) is measured by
 //! [`monitor::CsMonitor`], which also checks mutual exclusion; [`workload`]
-//! drives a group and reports both with the message counts.
+//! drives a group and reports both with the message counts. Peers in
+//! separate processes (the `dmutex-peer` binary) share a [`record`] file
+//! instead, checked afterwards.
 //!
 //! None of the algorithms tolerates a crashed peer (that is what the lock
 //! server of [`crate::mutex`] with leases is for): a peer that stops
@@ -42,6 +44,7 @@ pub mod central;
 pub mod lamport;
 pub mod maekawa;
 pub mod monitor;
+pub mod record;
 pub mod ricart;
 pub mod ring;
 pub mod workload;
