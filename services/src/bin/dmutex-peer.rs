@@ -6,6 +6,7 @@
 //! dmutex-peer --algorithm ALG --id I --peers ADDR0,ADDR1,... --listen ADDR
 //!             --record FILE --go-file PATH --stop-file PATH
 //!             [--entries K] [--shape contended|sequential] [--hold-us U]
+//!             [--give-up-ms MS]
 //! ```
 //!
 //! Serves the algorithm's service on ADDR (normally the I-th of `--peers`)
@@ -23,7 +24,11 @@
 //!
 //! A failed entry (a peer the algorithm needs does not answer) prints
 //! `failed <i> entry <k>: <error>` and ends the process with an error,
-//! without writing to the record.
+//! without writing to the record. With `--give-up-ms`, so does an entry
+//! not made within MS (for the crash tests: the algorithms themselves wait
+//! until their calls' deadlines, a minute for a deferred grant, or for
+//! ever for a token lost with its holder); the process exits at once, so
+//! its abandoned request does not matter.
 #![forbid(unsafe_code)]
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
@@ -31,7 +36,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use rpc_services::dmutex::record::{count_lines, SectionLog};
-use rpc_services::dmutex::{Algorithm, Peer, PeerConfig, MAX_PEERS};
+use rpc_services::dmutex::{Algorithm, DmutexError, Peer, PeerConfig, MAX_PEERS};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -107,6 +112,9 @@ struct Args {
     /// Microseconds inside the critical section.
     #[arg(long, default_value_t = 0)]
     hold_us: u64,
+    /// Give up an entry not made within this many milliseconds.
+    #[arg(long)]
+    give_up_ms: Option<u64>,
 }
 
 fn say(line: &str) -> anyhow::Result<()> {
@@ -168,7 +176,18 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        if let Err(e) = peer.enter().await {
+        let entered = match args.give_up_ms {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), peer.enter())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DmutexError::Peer {
+                        peer: args.id,
+                        detail: format!("gave up after {ms} ms"),
+                    })
+                }),
+            None => peer.enter().await,
+        };
+        if let Err(e) = entered {
             say(&format!("failed {} entry {k}: {e}", args.id))?;
             return Err(e).context("entering the critical section");
         }
