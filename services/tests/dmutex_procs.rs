@@ -144,10 +144,13 @@ fn run(algorithm: Algorithm, shape: &'static str) -> (u64, u64) {
     assert_eq!(entries, ENTRIES * N as u64, "{algorithm} {shape}");
     println!(
         "{algorithm} N={N} {shape} ({} processes): {entries} entries, {messages} messages, \
-         {:.2} per entry (theory {})",
+         {:.2} per entry (theory {}); sync delay {:?} over {} hand-overs (theory {} messages)",
         N,
         messages as f64 / entries as f64,
-        algorithm.theory(N).0
+        algorithm.theory(N).0,
+        report.sync_delay_mean(),
+        report.sync_delays.len(),
+        algorithm.sync_delay_theory()
     );
     (entries, messages)
 }

@@ -40,7 +40,7 @@ use rpc_services::dmutex::{Algorithm, DmutexError, Peer, PeerConfig, MAX_PEERS};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The algorithm, as named on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -176,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+        let asked = SystemTime::now();
         let entered = match args.give_up_ms {
             Some(ms) => tokio::time::timeout(Duration::from_millis(ms), peer.enter())
                 .await
@@ -191,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
             say(&format!("failed {} entry {k}: {e}", args.id))?;
             return Err(e).context("entering the critical section");
         }
-        record.enter(k).context("recording an entry")?;
+        record.enter(k, asked).context("recording an entry")?;
         if !hold.is_zero() {
             tokio::time::sleep(hold).await;
         }
