@@ -124,7 +124,11 @@ impl CoordinatorState {
     pub fn undecided(&self) -> Vec<String> {
         self.order
             .iter()
-            .filter(|tx| self.txs.get(*tx).is_some_and(|e| e.outcome == Outcome::Pending))
+            .filter(|tx| {
+                self.txs
+                    .get(*tx)
+                    .is_some_and(|e| e.outcome == Outcome::Pending)
+            })
             .cloned()
             .collect()
     }
@@ -272,7 +276,9 @@ impl CoordinatorServer {
 
     fn alive(&self) -> Result<(), Status> {
         if self.has_failed() {
-            return Err(unavailable("coordinator stopped (crashed or its log failed)"));
+            return Err(unavailable(
+                "coordinator stopped (crashed or its log failed)",
+            ));
         }
         Ok(())
     }
@@ -409,15 +415,19 @@ impl CoordinatorServer {
     }
 
     fn validate(&self, req: &SubmitRequest) -> Result<Vec<(String, SocketAddr)>, Status> {
-        if req.tx.is_empty() || req.tx.len() > MAX_TX_LEN || req.tx.chars().any(char::is_control)
-        {
+        if req.tx.is_empty() || req.tx.len() > MAX_TX_LEN || req.tx.chars().any(char::is_control) {
             return Err(Status::new(
                 Code::InvalidArgument,
-                format!("transaction id must be 1 to {MAX_TX_LEN} bytes without control characters"),
+                format!(
+                    "transaction id must be 1 to {MAX_TX_LEN} bytes without control characters"
+                ),
             ));
         }
         if req.parts.is_empty() {
-            return Err(Status::new(Code::InvalidArgument, "a transaction needs at least one part"));
+            return Err(Status::new(
+                Code::InvalidArgument,
+                "a transaction needs at least one part",
+            ));
         }
         let mut members = Vec::new();
         for p in &req.parts {
@@ -555,7 +565,11 @@ impl Coordinator for CoordinatorServer {
         })
     }
 
-    async fn submit(&self, _ctx: CallContext, request: SubmitRequest) -> Result<SubmitReply, Status> {
+    async fn submit(
+        &self,
+        _ctx: CallContext,
+        request: SubmitRequest,
+    ) -> Result<SubmitReply, Status> {
         self.alive()?;
         let members = self.validate(&request)?;
         let tx = request.tx.clone();
@@ -644,6 +658,10 @@ mod tests {
         assert_eq!(s.outcome("t1"), Outcome::Committed);
         assert_eq!(s.outcome("t2"), Outcome::Pending);
         assert_eq!(s.outcome("t3"), Outcome::Aborted);
-        assert_eq!(s.outcome("never-logged"), Outcome::Aborted, "presumed abort");
+        assert_eq!(
+            s.outcome("never-logged"),
+            Outcome::Aborted,
+            "presumed abort"
+        );
     }
 }

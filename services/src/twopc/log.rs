@@ -138,7 +138,9 @@ fn checksum(len: [u8; 4], payload: &[u8]) -> u32 {
 
 /// Encodes one frame.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let len = u32::try_from(payload.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes();
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&len);
@@ -151,7 +153,10 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 fn frame_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), String> {
     let rest = &bytes[at..];
     if rest.len() < HEADER {
-        return Err(format!("incomplete header: {} of {HEADER} bytes", rest.len()));
+        return Err(format!(
+            "incomplete header: {} of {HEADER} bytes",
+            rest.len()
+        ));
     }
     if rest[..4] != MAGIC {
         return Err("no frame magic".to_owned());
@@ -257,7 +262,8 @@ impl Log {
                 return Err(LogError::Corrupt { path, offset, why });
             }
             Some((offset, why, false)) => {
-                file.set_len(offset).map_err(io(&path, "cut the torn tail"))?;
+                file.set_len(offset)
+                    .map_err(io(&path, "cut the torn tail"))?;
                 file.sync_all().map_err(io(&path, "flush the cut"))?;
                 let tail = TornTail {
                     offset,

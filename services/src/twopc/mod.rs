@@ -40,7 +40,9 @@ pub use faults::{FaultAction, FaultPoint, Faults};
 pub use log::{LogError, TornTail};
 pub use participant::{ParticipantServer, ParticipantState};
 
-use crate::proto::twopc::v1::{CoordinatorServer as CoordinatorSkeleton, ParticipantServer as ParticipantSkeleton};
+use crate::proto::twopc::v1::{
+    CoordinatorServer as CoordinatorSkeleton, ParticipantServer as ParticipantSkeleton,
+};
 use rpc_core::server::{Server, ServerError, ServerHandle};
 use std::time::Duration;
 

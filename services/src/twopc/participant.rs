@@ -126,12 +126,8 @@ impl ParticipantState {
             }
             let expect = op.expect.as_deref()?;
             let current = self.kv.get(&op.key).map_or("", String::as_str);
-            (current != expect).then(|| {
-                format!(
-                    "key {} is {current:?}, expected {expect:?}",
-                    op.key
-                )
-            })
+            (current != expect)
+                .then(|| format!("key {} is {current:?}, expected {expect:?}", op.key))
         });
         let (state, reply) = match refusal {
             None => (TxState::Prepared, yes()),
@@ -464,8 +460,12 @@ impl ParticipantServer {
                     }
                 };
                 match learned {
-                    Ok(_) => tracing::info!(participant = %server.inner.name, %tx, ?outcome, "learned the outcome from the coordinator (GetOutcome)"),
-                    Err(e) => tracing::warn!(participant = %server.inner.name, %tx, error = %e, "could not apply the outcome"),
+                    Ok(_) => {
+                        tracing::info!(participant = %server.inner.name, %tx, ?outcome, "learned the outcome from the coordinator (GetOutcome)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(participant = %server.inner.name, %tx, error = %e, "could not apply the outcome")
+                    }
                 }
             }
         }
