@@ -639,6 +639,7 @@ impl Coordinator for CoordinatorServer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -546,6 +546,7 @@ impl Participant for ParticipantServer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
