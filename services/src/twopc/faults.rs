@@ -135,16 +135,17 @@ impl Faults {
                 continue;
             }
             match action {
-                FaultAction::Crash => {
-                    tracing::warn!(%point, tx, "fault injection: crashing at {point}");
-                    match &self.on_crash {
-                        Some(hook) => {
-                            hook(point, tx);
-                            return AfterFault::Crashed;
-                        }
-                        None => std::process::abort(),
+                FaultAction::Crash => match &self.on_crash {
+                    Some(hook) => {
+                        tracing::info!(%point, tx, "fault injection: crashing at {point} (in process)");
+                        hook(point, tx);
+                        return AfterFault::Crashed;
                     }
-                }
+                    None => {
+                        tracing::warn!(%point, tx, "fault injection: crashing at {point}");
+                        std::process::abort()
+                    }
+                },
                 FaultAction::Hold(go) => {
                     tracing::warn!(%point, tx, go_file = %go.display(), "fault injection: holding at {point} until the go file exists");
                     while !go.exists() {
