@@ -27,11 +27,16 @@ use std::time::{Duration, Instant};
 const BOUND: Duration = Duration::from_secs(30);
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
+/// A participant that asks about a prepared transaction every 50 ms.
 fn participant(name: &str) -> NodeBuilder {
+    participant_asking(name, 50)
+}
+
+fn participant_asking(name: &str, ask_every_ms: u64) -> NodeBuilder {
     NodeBuilder::new(name, env!("CARGO_BIN_EXE_twopc-node"))
         .args(["participant", "--name", name])
         .args(["--listen", "{addr}", "--data-dir", "{data}"])
-        .args(["--ask-every-ms", "50"])
+        .arg(format!("--ask-every-ms={ask_every_ms}"))
         .env("RUST_LOG", "info")
         .start_timeout(BOUND)
 }
@@ -49,10 +54,21 @@ fn coordinator(members: &[(String, SocketAddr)], extra: &[&str]) -> NodeBuilder 
 
 /// Three participants and a coordinator (with `extra` arguments).
 async fn cluster(extra: &[&str]) -> (Cluster, Vec<(String, SocketAddr)>, SocketAddr) {
+    cluster_asking(extra, 50).await
+}
+
+/// [`cluster`] with participants that ask every `ask_every_ms`.
+async fn cluster_asking(
+    extra: &[&str],
+    ask_every_ms: u64,
+) -> (Cluster, Vec<(String, SocketAddr)>, SocketAddr) {
     let mut cluster = Cluster::new().unwrap();
     let mut members = Vec::new();
     for name in NAMES {
-        let addr = cluster.start(participant(name)).unwrap().addr();
+        let addr = cluster
+            .start(participant_asking(name, ask_every_ms))
+            .unwrap()
+            .addr();
         members.push((name.to_owned(), addr));
     }
     let coord = cluster.start(coordinator(&members, extra)).unwrap().addr();
@@ -156,13 +172,13 @@ async fn commits_across_three_participants_and_aborts_on_a_no_vote() {
     let reply = co.submit(parts(&tx, "1")).await.unwrap();
     assert_eq!(reply.outcome, Outcome::Committed as i32, "{reply:?}");
     assert!(reply.refusals.is_empty());
+    all_in(&ps, &tx, TxState::Committed).await;
     for (p, n) in ps.iter().zip(NAMES) {
         assert_eq!(
             value(p, &format!("k{n}")).await,
             (Some("1".into()), String::new())
         );
     }
-    all_in(&ps, &tx, TxState::Committed).await;
 
     let tx2 = co.begin(BeginRequest {}).await.unwrap().tx;
     assert_ne!(tx, tx2);
@@ -258,11 +274,17 @@ async fn coordinator_crash_after_the_votes_blocks_participants_then_all_abort() 
 /// (b) The coordinator aborts (the process) after the commit reached only
 /// the first participant: that one committed, the others stay prepared.
 /// Restarted, the coordinator finds the commit in its log and sends it
-/// again: every participant commits.
+/// again: every participant commits. (The participants here ask about a
+/// prepared transaction only every ten minutes, so that none learns the
+/// commit from `GetOutcome` before the crash: what commits them is the
+/// restarted coordinator's resend.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_crash_after_the_first_commit_then_all_commit() {
-    let (mut cluster, members, coord) =
-        cluster(&["--crash-at", "after-first-decision", "--fault-tx", "T1"]).await;
+    let (mut cluster, members, coord) = cluster_asking(
+        &["--crash-at", "after-first-decision", "--fault-tx", "T1"],
+        600_000,
+    )
+    .await;
     let co = coordinator_client(coord).await;
     let ps = clients(&members).await;
     let submit = tokio::spawn(async move { co.submit(parts("T1", "1")).timeout(BOUND).await });
