@@ -497,7 +497,8 @@ async fn duplicated_prepare_commit_and_submit_are_harmless() {
 /// (e) A participant's log with a flipped byte in its first record (valid
 /// records after it) refuses to start, with a message naming the file; the
 /// same log with a torn tail (half a record appended) starts, cuts the
-/// tail off, says so, and has its data.
+/// tail off, says so, and has its data. A coordinator's corrupt log is
+/// refused too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_log_refuses_to_start_and_a_torn_tail_is_cut() {
     let mut cluster = Cluster::new().unwrap();
@@ -548,4 +549,33 @@ async fn a_corrupt_log_refuses_to_start_and_a_torn_tail_is_cut() {
     assert!(status.torn_tail);
     assert_eq!(status.recovered_records, 2);
     assert_eq!(value(&p, "k").await, (Some("v".into()), String::new()));
+
+    // The coordinator's log is checked the same way.
+    let members = vec![("a".to_owned(), node.addr())];
+    let coord = cluster.start(coordinator(&members, &[])).unwrap().addr();
+    let co = coordinator_client(coord).await;
+    let reply = co
+        .submit(SubmitRequest {
+            tx: "T2".into(),
+            parts: vec![Part {
+                participant: "a".into(),
+                ops: vec![put("k", "w")],
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.outcome, Outcome::Committed as i32);
+    let node = cluster.node_mut("coordinator").unwrap();
+    tokio::task::block_in_place(|| node.kill()).unwrap();
+    let log = node.data_dir().join(LOG_FILE);
+    let mut corrupt = std::fs::read(&log).unwrap();
+    corrupt[13] ^= 0x01;
+    std::fs::write(&log, &corrupt).unwrap();
+    tokio::task::block_in_place(|| node.restart()).unwrap_err();
+    let stderr = std::fs::read_to_string(&node.logs().stderr).unwrap();
+    assert!(stderr.contains("coordinator cannot start"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("log {} is corrupt", log.display())),
+        "{stderr}"
+    );
 }
