@@ -39,6 +39,8 @@
 //!   doors, fencing tokens at a resource, a crashed holder's lease ending;
 //! - [`dmutex`]: the five distributed mutual exclusion algorithms among
 //!   three peers, messages per entry against the theory;
+//! - [`twopc`]: two-phase commit across three participants: a commit, an
+//!   abort on a no vote, and recovery after coordinator crashes;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -59,6 +61,7 @@ mod multicast;
 mod mutex;
 mod report;
 mod steps;
+mod twopc;
 
 use anyhow::{anyhow, Context as _};
 use doors::{Door, GrpcDoor, TcpDoor, UdpDoor};
@@ -162,6 +165,7 @@ async fn run() -> anyhow::Result<Report> {
     intercept::intercept(&mut report).await?;
     mutex::mutex(&mut report).await?;
     dmutex::dmutex(&mut report).await?;
+    twopc::twopc(&mut report).await?;
     tour.report = report;
 
     tour.report.print();
