@@ -38,6 +38,9 @@
 //! tarpc, and ours over UDP, TCP, gRPC and as a multicast group),
 //! [`clock`] and [`dmutex`] (the clock service; the five distributed
 //! mutual exclusion algorithms at N = 3, 5, 9),
+//! [`mutex`] and [`consensus`] (the lock service and the replicated
+//! key-value store as child processes, against etcd started by [`etcd`],
+//! measured by the closed loops of [`load`]),
 //! [`measure`] (what is measured and how), [`layout`] (where client and
 //! servers run, and the rows measured on each), [`report`] (the tables and
 //! the ratios).
@@ -50,9 +53,13 @@
 #![allow(clippy::print_stdout)]
 
 mod clock;
+mod consensus;
 mod dmutex;
+mod etcd;
 mod layout;
+mod load;
 mod measure;
+mod mutex;
 mod peers;
 mod report;
 mod target;
@@ -163,6 +170,8 @@ fn main() -> anyhow::Result<()> {
     }
     let clock = runtime.block_on(clock::run(&plan))?;
     let dmutex = runtime.block_on(dmutex::run(&plan))?;
+    let locks = runtime.block_on(mutex::run(&plan))?;
+    let consensus = runtime.block_on(consensus::run(&plan))?;
     for (layout, rows, multicast, paired) in &reports {
         report::print_report(*layout, &plan, rows);
         report::print_multicast(*layout, multicast);
@@ -173,6 +182,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(dmutex) = &dmutex {
         dmutex::print(dmutex);
+    }
+    if let Some(locks) = &locks {
+        mutex::print(locks);
+    }
+    if let Some(consensus) = &consensus {
+        consensus::print(consensus);
     }
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
