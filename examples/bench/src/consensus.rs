@@ -270,6 +270,8 @@ pub(crate) fn print(report: &ConsensusReport) {
         println!("  etcd: {why}");
     }
     println!("  (o/e: ours over etcd; every client its own key and connection, 64-byte values)");
+    println!("  persisted per write: ours, a redb transaction with the entries of each append (fsync) on every node; \
+              etcd, its WAL records of each raft batch (fdatasync) on every member");
     let top = report.ours.writes.last();
     let etop = etcd.and_then(|e| e.writes.last());
     match (top, etop) {

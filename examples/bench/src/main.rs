@@ -170,8 +170,19 @@ fn main() -> anyhow::Result<()> {
     }
     let clock = runtime.block_on(clock::run(&plan))?;
     let dmutex = runtime.block_on(dmutex::run(&plan))?;
+    let section = Instant::now();
     let locks = runtime.block_on(mutex::run(&plan))?;
+    if locks.is_some() {
+        println!("  (lock section: {:.1} s)", section.elapsed().as_secs_f64());
+    }
+    let section = Instant::now();
     let consensus = runtime.block_on(consensus::run(&plan))?;
+    if consensus.is_some() {
+        println!(
+            "  (consensus section: {:.1} s)",
+            section.elapsed().as_secs_f64()
+        );
+    }
     for (layout, rows, multicast, paired) in &reports {
         report::print_report(*layout, &plan, rows);
         report::print_multicast(*layout, multicast);
