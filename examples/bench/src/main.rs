@@ -28,7 +28,9 @@
 //! own task whenever all its futures are pending, which on a current-thread
 //! runtime delays the I/O driver and would distort the numbers.) Every
 //! measurement is bounded by a call count and a time window, and guarded by
-//! a watchdog; the whole run takes about 55 s here (`--quick`: about 10 s).
+//! a watchdog; the whole run takes about 55 s here (`--quick`: about 10 s),
+//! plus about 40 s (14 s) for the lock and consensus sections against etcd
+//! (more on the first run, which builds `lock-server` and `raft-node`).
 //! The p50 target of the UDP runtime is also measured with both sides
 //! interleaved in blocks of 200 calls ([`measure::paired_p50`]), so that a noisy
 //! second on a shared host cannot favour either side.
