@@ -15,9 +15,10 @@
 //! Measured for each: the round trip (p50); acquire+release latency of one
 //! client (p50, p99) and pairs per second with 1 and 16 clients, each on a
 //! lock of its own (uncontended); the hand-over: a holder and one waiter
-//! queued behind it (seen queued by the server before the clock starts),
-//! the time from the holder sending its release to the waiter having its
-//! grant.
+//! queued behind it (seen queued by the server before the clock starts,
+//! the last look a round trip just before the release, so that no side
+//! wakes from idle), the time from the holder sending its release to the
+//! waiter having its grant.
 
 use crate::etcd::{self, Etcd, EtcdCluster};
 use crate::load::{closed_loop, service_binary, Load, Op, Windows};
@@ -59,6 +60,9 @@ struct Figures {
     many: Load,
     /// Hand-overs measured, p50, p99.
     handover: (usize, Duration, Duration),
+    /// The holder's release answered (p50), in the same hand-overs: how
+    /// much of the hand-over is the release's own round trip.
+    release_answered: Duration,
 }
 
 /// One side of the table: what it is, and its figures or why there are
@@ -181,7 +185,7 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
     let waiter = LockClient::new(client(addr).await?, "bench-waiter");
     let inspect = LocksClient::new(client(addr).await?);
     let lock = "bench-handover";
-    let mut samples = Vec::new();
+    let (mut samples, mut answered) = (Vec::new(), Vec::new());
     let end = Instant::now() + w.window;
     while samples.len() < w.handovers && Instant::now() < end {
         let held = holder.lock(lock).await?;
@@ -190,17 +194,22 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
             let granted = next.lock(lock).await;
             (Instant::now(), granted)
         });
-        wait_until("the waiter queued at the lock server", || async {
-            let state = inspect
-                .inspect(InspectRequest {
-                    lock: lock.to_owned(),
-                })
-                .await?;
-            Ok(!state.waiters.is_empty())
-        })
+        wait_until(
+            "the waiter queued at the lock server",
+            Duration::ZERO,
+            || async {
+                let state = inspect
+                    .inspect(InspectRequest {
+                        lock: lock.to_owned(),
+                    })
+                    .await?;
+                Ok(!state.waiters.is_empty())
+            },
+        )
         .await?;
         let released = Instant::now();
         held.release().await?;
+        answered.push(released.elapsed());
         let (granted_at, granted) = waiting.await.context("the waiter task")?;
         let granted = granted?;
         samples.push(granted_at.saturating_duration_since(released));
@@ -211,11 +220,14 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
         one,
         many,
         handover: summary(samples)?,
+        release_answered: summary(answered)?.1,
     })
 }
 
-/// Polls `check` every millisecond until it says yes (at most 10 s).
-async fn wait_until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+/// Polls `check` until it says yes (at most 10 s), `pause` between
+/// checks (none: one check after the other, so that client and server are
+/// busy, not waking from idle, when the caller goes on).
+async fn wait_until<F, Fut>(what: &str, pause: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -225,7 +237,11 @@ where
         if check().await? {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
     }
     anyhow::bail!("{what}: not within 10 s")
 }
@@ -302,7 +318,7 @@ async fn with_etcd(members: usize, w: Windows) -> anyhow::Result<Figures> {
     let lock = "bench-handover";
     // Lock keys are `<name>/<lease in hex>`.
     let prefix = format!("{lock}/");
-    let mut samples = Vec::new();
+    let (mut samples, mut answered) = (Vec::new(), Vec::new());
     let end = Instant::now() + 2 * w.window;
     while samples.len() < w.handovers && Instant::now() < end {
         let held = holder.lock(lock, holder_lease).await?;
@@ -311,17 +327,26 @@ async fn with_etcd(members: usize, w: Windows) -> anyhow::Result<Figures> {
             let granted = next.lock(lock, waiter_lease).await;
             (Instant::now(), granted)
         });
-        wait_until("the waiter's key in etcd", || async {
-            Ok(holder.count_prefix(prefix.as_bytes()).await? >= 2)
-        })
+        wait_until(
+            "the waiter's key in etcd",
+            Duration::from_millis(1),
+            || async { Ok(holder.count_prefix(prefix.as_bytes()).await? >= 2) },
+        )
         .await?;
         // The waiter's key is there, but it waits on a watch of the key
         // before it, which it opens afterwards and which etcd may keep
         // in its unsynced set for up to 100 ms: the release comes after
         // that, as it would for a waiter that has been waiting a while.
         tokio::time::sleep(ETCD_SETTLE).await;
+        // A round trip right before the release, as ours has its last
+        // Inspect: neither side is measured waking from idle.
+        ensure!(
+            holder.count_prefix(prefix.as_bytes()).await? >= 2,
+            "etcd's waiter left the queue"
+        );
         let released = Instant::now();
         holder.unlock(held).await?;
+        answered.push(released.elapsed());
         let (granted_at, granted) = waiting.await.context("the waiter task")?;
         let granted = granted?;
         samples.push(granted_at.saturating_duration_since(released));
@@ -332,6 +357,7 @@ async fn with_etcd(members: usize, w: Windows) -> anyhow::Result<Figures> {
         one,
         many,
         handover: summary(samples)?,
+        release_answered: summary(answered)?.1,
     })
 }
 
@@ -402,6 +428,12 @@ pub(crate) fn print(report: &MutexReport) {
         println!(
             "  target: ours hand-over p50 at most 1.5 RR: {hand:.2}x, {}",
             verdict(hand <= 1.5)
+        );
+        println!(
+            "  ours, within the hand-over: the holder's release answered at p50 {:.1} us ({:.2} RR), the waiter granted at p50 {:.1} us",
+            us(f.release_answered),
+            f.release_answered.as_secs_f64() / rr,
+            us(f.handover.1),
         );
         for side in report.sides.iter().skip(1) {
             if let Ok(e) = &side.figures {
