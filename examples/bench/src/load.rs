@@ -116,12 +116,13 @@ pub(crate) async fn closed_loop<O: Op>(clients: Vec<Arc<O>>, w: Windows) -> anyh
 }
 
 /// The path of the workspace binary `name` (`lock-server`, `raft-node`),
-/// next to the bench's own; built there with cargo (same profile and
-/// target directory) when missing, since `cargo run -p rpc-bench` builds
-/// only the bench.
+/// next to the bench's own. Under `cargo run` (which builds only the
+/// bench) it is built there first with the same cargo, profile and target
+/// directory, so that it is never older than the sources (a no-op when it
+/// is up to date); run directly, the bench takes the binary it finds.
 ///
 /// # Errors
-/// When it is missing and cannot be built.
+/// When it cannot be built, or is missing.
 pub(crate) fn service_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the bench binary")?;
     let dir = exe
@@ -129,32 +130,38 @@ pub(crate) fn service_binary(name: &str) -> anyhow::Result<PathBuf> {
         .context("the bench binary has no directory")?
         .to_path_buf();
     let path = dir.join(name);
-    if path.exists() {
-        return Ok(path);
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let profile = dir
+            .file_name()
+            .and_then(|p| p.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let target = dir.parent().context("no target directory")?;
+        println!("  cargo build of {name} ({profile}) next to the bench");
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "rpc-services",
+                "--bin",
+                name,
+                "--target-dir",
+            ])
+            .arg(target)
+            .stdin(Stdio::null());
+        if profile != "debug" {
+            build.args(["--profile", &profile]);
+        }
+        let status = build
+            .status()
+            .with_context(|| format!("running cargo build for {name}"))?;
+        ensure!(status.success(), "cargo build of {name} failed: {status}");
     }
-    let profile = dir
-        .file_name()
-        .and_then(|p| p.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let target = dir.parent().context("no target directory")?;
-    println!("  building {name} ({profile}) next to the bench");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", "rpc-services", "--bin", name, "--target-dir"])
-        .arg(target)
-        .stdin(Stdio::null());
-    if profile != "debug" {
-        build.args(["--profile", &profile]);
-    }
-    let status = build
-        .status()
-        .with_context(|| format!("running cargo build for {name}"))?;
-    ensure!(status.success(), "cargo build of {name} failed: {status}");
     ensure!(
         path.exists(),
-        "{} is still missing after the build",
+        "{} is missing: build it with `cargo build --release -p rpc-services --bin {name}`",
         path.display()
     );
     Ok(path)

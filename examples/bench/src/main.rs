@@ -110,7 +110,9 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     calls: Option<u64>,
     /// Only the rows whose name contains ROW, e.g. "UDP RR" (and the
-    /// multicast table only if ROW is part of "multicast").
+    /// multicast table only if ROW is part of "multicast"; a section only
+    /// if ROW is part of its name: "clock service", "distributed mutex",
+    /// "lock service vs etcd", "consensus vs etcd").
     #[arg(long, value_name = "ROW")]
     only: Option<String>,
 }
