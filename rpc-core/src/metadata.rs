@@ -394,6 +394,29 @@ pub(crate) mod wire {
         if md.text.is_empty() {
             md.text.reserve(len.max(128));
         }
+        let chunk = buf.chunk();
+        if let Some((k, v)) = chunk.get(..len).and_then(canonical_entry) {
+            // One check of the whole entry: its other bytes (tags, short
+            // lengths) are ASCII, so it is UTF-8 exactly when the key and
+            // the value are.
+            if let Ok(whole) = std::str::from_utf8(&chunk[..len]) {
+                let (key, value) = (
+                    whole.get(k).unwrap_or_default(),
+                    whole.get(v).unwrap_or_default(),
+                );
+                let existing = md.position(key);
+                let entry = md.push_text(key, value);
+                match existing {
+                    Some(i) => {
+                        md.entries[i] = entry;
+                        md.compact_if_wasteful();
+                    }
+                    None => md.entries.push(entry),
+                }
+                buf.advance(len);
+                return within_caps(md, max_entries, max_bytes);
+            }
+        }
         let end = buf.remaining() - len;
         let start = md.text.len();
         let (mut key_at, mut value_at) = (None, None);
@@ -454,6 +477,10 @@ pub(crate) mod wire {
             md.text.truncate(start);
             md.insert(&key, &value);
         }
+        within_caps(md, max_entries, max_bytes)
+    }
+
+    fn within_caps(md: &Metadata, max_entries: usize, max_bytes: usize) -> Result<(), DecodeError> {
         if md.len() > max_entries {
             return Err(error("more than 64 metadata entries"));
         }
@@ -461,6 +488,36 @@ pub(crate) mod wire {
             return Err(error("more than 16 KiB of metadata"));
         }
         Ok(())
+    }
+
+    /// Where the key and value are in an entry written as every encoder
+    /// writes a short one (`0x0a len key 0x12 len value`, each string
+    /// under 128 bytes, either absent when empty); `None` for any other
+    /// shape, which the general reader takes.
+    fn canonical_entry(b: &[u8]) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+        let mut at = 0;
+        let mut key = 0..0;
+        if b.first() == Some(&0x0a) {
+            let n = usize::from(*b.get(1)?);
+            if n >= 0x80 {
+                return None;
+            }
+            key = 2..2 + n;
+            at = key.end;
+        }
+        let mut value = at..at;
+        if at < b.len() {
+            if b[at] != 0x12 {
+                return None;
+            }
+            let n = usize::from(*b.get(at + 1)?);
+            if n >= 0x80 {
+                return None;
+            }
+            value = at + 2..at + 2 + n;
+            at = value.end;
+        }
+        (at == b.len()).then_some((key, value))
     }
 }
 
@@ -573,6 +630,14 @@ mod tests {
             "entry longer than the buffer"
         );
         assert!(read(&[4, 0x0a, 2, 0xff, 0xfe]).is_err(), "not UTF-8");
+        assert!(
+            read(&[7, 0x0a, 1, b'k', 0x12, 2, 0xc3, 0x28]).is_err(),
+            "not UTF-8, usual shape"
+        );
+        let md = read(&[8, 0x0a, 1, b'k', 0x12, 3, 0xc3, 0xa9, b'!']).expect("UTF-8 value");
+        assert_eq!(md.get("k"), Some("\u{e9}!"));
+        let md = read(&[3, 0x12, 1, b'v']).expect("no key");
+        assert_eq!(md.get(""), Some("v"));
         assert!(
             read(&[
                 19, 0x0a, 17, b'k', b'k', b'k', b'k', b'k', b'k', b'k', b'k', b'k', b'k', b'k',

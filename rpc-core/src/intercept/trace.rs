@@ -53,9 +53,22 @@ pub struct TraceContext {
     pub sampled: bool,
 }
 
+/// A random `u64` from a per-thread generator seeded from the operating
+/// system's (ids need to be unpredictable enough not to collide, not
+/// secret; the shared `rand::rng()` cost more per id than the rest of the
+/// header's work).
+fn random_u64() -> u64 {
+    use rand::{RngCore, SeedableRng};
+    thread_local! {
+        static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+    }
+    RNG.with(|rng| rng.borrow_mut().next_u64())
+}
+
 fn nonzero_u64() -> u64 {
     loop {
-        let n: u64 = rand::random();
+        let n = random_u64();
         if n != 0 {
             return n;
         }
@@ -65,12 +78,7 @@ fn nonzero_u64() -> u64 {
 impl TraceContext {
     /// A new trace, sampled.
     pub fn new_root() -> TraceContext {
-        let trace_id = loop {
-            let n: u128 = rand::random();
-            if n != 0 {
-                break n;
-            }
-        };
+        let trace_id = (u128::from(random_u64()) << 64) | u128::from(nonzero_u64());
         TraceContext {
             trace_id,
             span_id: nonzero_u64(),
