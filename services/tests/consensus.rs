@@ -239,12 +239,17 @@ async fn the_leader_killed_a_new_one_is_elected_and_the_data_survives() {
     let (old, old_addr) = agreed_leader(&addrs).await;
     let name = format!("n{old}");
     cluster.node_mut(&name).unwrap().kill().unwrap();
+    let died = Instant::now();
     let live: Vec<SocketAddr> = addrs.iter().copied().filter(|a| *a != old_addr).collect();
     let (new, _) = wait_for("a new leader", || async {
         let (id, addr) = agreed_leader(&live).await;
         (id != old).then_some((id, addr))
     })
     .await;
+    println!(
+        "n{old} killed: n{new} leads, agreed by both others, after {} ms",
+        died.elapsed().as_millis()
+    );
     assert_ne!(new, old);
     for i in 0..50 {
         assert_eq!(kv.get(&key(i)).await.unwrap(), Some(value(i)), "key {i}");

@@ -39,6 +39,8 @@
 //!   doors, fencing tokens at a resource, a crashed holder's lease ending;
 //! - [`dmutex`]: the five distributed mutual exclusion algorithms among
 //!   three peers, messages per entry against the theory;
+//! - [`consensus`]: the replicated key-value store, three nodes: put, get,
+//!   compare-and-set, the leader stopped and a new one elected;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -50,6 +52,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clock;
+mod consensus;
 mod crash;
 mod dmutex;
 mod doors;
@@ -162,6 +165,7 @@ async fn run() -> anyhow::Result<Report> {
     intercept::intercept(&mut report).await?;
     mutex::mutex(&mut report).await?;
     dmutex::dmutex(&mut report).await?;
+    consensus::consensus(&mut report).await?;
     tour.report = report;
 
     tour.report.print();

@@ -80,10 +80,10 @@ struct Args {
     heartbeat_ms: u64,
     /// Shortest election timeout (a follower stands after the longest
     /// plus its own, drawn in the range, of silence).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 400)]
     election_min_ms: u64,
     /// Longest election timeout.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 800)]
     election_max_ms: u64,
     /// Entries between snapshots.
     #[arg(long, default_value_t = 5_000)]

@@ -47,11 +47,12 @@ pub struct NodeConfig {
     /// timeout `t` in it per process, and a follower that heard its leader
     /// stands only after the leader's lease (the upper bound) plus `t` of
     /// silence; a node whose log is behind waits twice the upper bound
-    /// more. Sized for a busy 2-core machine with a new leader within 3 s
-    /// of the old one's death: the default 500 to 1,000 ms means 1.5 to 2
-    /// s of silence (15 to 20 heartbeats) before an election, so a process
-    /// stalled for a second costs no leader, and the vote round on
-    /// loopback takes milliseconds.
+    /// more, and a split vote costs another `t`. Sized for a busy 2-core
+    /// machine with a new leader within 3 s of the old one's death: the
+    /// default 400 to 800 ms means 1.2 to 1.6 s of silence (12 to 16
+    /// heartbeats) before an election, so a process stalled for a second
+    /// costs no leader, and a second round after a split vote or a
+    /// candidate whose log is behind still ends within about 3 s.
     pub election_timeout: (Duration, Duration),
     /// A snapshot is taken after this many entries since the last one.
     pub snapshot_after: u64,
@@ -66,15 +67,15 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Node `id` of cluster [`DEFAULT_CLUSTER`] with its store in
-    /// `data_dir`: heartbeats every 100 ms, election timeouts of 500 to
-    /// 1,000 ms (an election after 1.5 to 2 s of silence), a snapshot every 5,000 entries, peers reached at their
+    /// `data_dir`: heartbeats every 100 ms, election timeouts of 400 to
+    /// 800 ms (an election after 1.2 to 1.6 s of silence), a snapshot every 5,000 entries, peers reached at their
     /// membership addresses.
     pub fn new(id: u64, data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             id,
             data_dir: data_dir.into(),
             heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             snapshot_after: 5_000,
             cluster: DEFAULT_CLUSTER.to_owned(),
             routes: BTreeMap::new(),
