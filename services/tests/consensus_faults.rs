@@ -22,8 +22,7 @@ use rand::{Rng as _, SeedableRng as _};
 use rpc_services::consensus::{KvClient, KvClientError};
 use rpc_services::proto::consensus::v1::{KeyValueClient, KvErrorKind, NodeStatus, StatusRequest};
 use rpc_testkit::{
-    check, reserve_udp_addr, Cluster, LinkFaults, Nemesis, Net, NodeBuilder, Op, Outcome, Recorder,
-    Response,
+    check, Cluster, LinkFaults, Nemesis, Net, NodeBuilder, Op, Outcome, Recorder, Response,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -36,6 +35,12 @@ const HANG: Duration = Duration::from_secs(30);
 const KEYS: usize = 10;
 
 type Rec = Recorder<String, u64>;
+
+/// The tests of this file run one at a time: each is a cluster of
+/// processes, proxies and clients that loads the machine, and a node's
+/// port is free while it is down (another test's new sockets could take
+/// it).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
@@ -51,14 +56,34 @@ struct NetCluster {
     net: Net,
     /// Each node's own address (the one in the membership).
     addrs: BTreeMap<u64, SocketAddr>,
+    /// A stub per node at its own address, for its status.
+    probes: Probes,
+}
+
+/// One `KeyValue` stub per node, made once: a stub per question would bind
+/// a new socket each time, which may take the port of a node that is
+/// down, before its restart binds it again.
+type Probes = BTreeMap<u64, KeyValueClient>;
+
+/// A free loopback port for a node's UDP and TCP doors, held (both
+/// sockets bound) until the node is about to start, so that the proxies
+/// and clients made meanwhile cannot take it.
+fn reserve() -> (SocketAddr, std::net::UdpSocket, std::net::TcpListener) {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = std::net::TcpListener::bind(addr) {
+            return (addr, udp, tcp);
+        }
+    }
 }
 
 impl NetCluster {
     /// Starts nodes 1..=n, every link through `net`, with `clients` as
     /// client members of the net; node 1 makes the cluster of all.
     async fn start(n: u64, seed: u64, clients: &[&str]) -> NetCluster {
-        let addrs: BTreeMap<u64, SocketAddr> =
-            (1..=n).map(|i| (i, reserve_udp_addr().unwrap())).collect();
+        let mut held: BTreeMap<u64, _> = (1..=n).map(|i| (i, reserve())).collect();
+        let addrs: BTreeMap<u64, SocketAddr> = held.iter().map(|(i, r)| (*i, r.0)).collect();
         let mut net = Net::udp(seed);
         for (i, a) in &addrs {
             net.add_node(&name(*i), *a).await.unwrap();
@@ -84,12 +109,23 @@ impl NetCluster {
             if i == 1 {
                 b = b.arg("--init");
             }
+            drop(held.remove(&i));
             cluster.start(b).unwrap();
+        }
+        let mut probes = Probes::new();
+        for (i, a) in &addrs {
+            probes.insert(
+                *i,
+                KeyValueClient::connect(&format!("udp://{a}"))
+                    .await
+                    .unwrap(),
+            );
         }
         NetCluster {
             cluster,
             net,
             addrs,
+            probes,
         }
     }
 
@@ -126,10 +162,7 @@ impl NetCluster {
 
 /// A node's status, asked at its own address (not through the net: what a
 /// node believes is not a fault to inject).
-async fn status(addr: SocketAddr) -> Option<NodeStatus> {
-    let stub = KeyValueClient::connect(&format!("udp://{addr}"))
-        .await
-        .ok()?;
+async fn status(stub: &KeyValueClient) -> Option<NodeStatus> {
     stub.status(StatusRequest {})
         .timeout(Duration::from_millis(300))
         .await
@@ -138,12 +171,12 @@ async fn status(addr: SocketAddr) -> Option<NodeStatus> {
 
 /// The node of `ids` that says it is leader in the latest term, once one
 /// says so: `(id, term)`.
-async fn leader_among(addrs: &BTreeMap<u64, SocketAddr>, ids: &[u64]) -> (u64, u64) {
+async fn leader_among(probes: &Probes, ids: &[u64]) -> (u64, u64) {
     let deadline = Instant::now() + HANG;
     loop {
         let mut best: Option<(u64, u64)> = None;
         for id in ids {
-            if let Some(s) = status(addrs[id]).await {
+            if let Some(s) = status(&probes[id]).await {
                 if s.state == "Leader" && best.is_none_or(|(_, t)| s.term > t) {
                     best = Some((s.id, s.term));
                 }
@@ -169,15 +202,12 @@ struct Terms {
 }
 
 /// Polls every node's status until `stop`, recording (term, leader).
-fn watch_leaders(
-    addrs: BTreeMap<u64, SocketAddr>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Terms> {
+fn watch_leaders(probes: Probes, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Terms> {
     tokio::spawn(async move {
         let mut terms = Terms::default();
         while !stop.load(Ordering::Relaxed) {
-            for a in addrs.values() {
-                let Some(s) = status(*a).await else { continue };
+            for p in probes.values() {
+                let Some(s) = status(p).await else { continue };
                 terms.polls += 1;
                 if s.state == "Leader" {
                     terms.leaders.entry(s.term).or_default().insert(s.id);
@@ -214,7 +244,9 @@ fn class(e: &KvClientError) -> String {
         KvClientError::Refused { kind, .. } => format!("refused {kind:?}"),
         // The last answer named a leader this client cannot reach.
         KvClientError::GaveUp { last, .. }
-            if last.contains("not the leader") || last.starts_with("redirected") =>
+            if last.contains("not the leader")
+                || last.starts_with("redirected")
+                || last.contains("as the leader") =>
         {
             "NotLeader".to_owned()
         }
@@ -358,13 +390,13 @@ async fn pace(done: &AtomicU64, more: u64, what: &str) {
 /// to the new leader.
 async fn kill_leader(c: &mut NetCluster, done: &AtomicU64, ops: u64) -> Duration {
     let ids = c.ids();
-    let (old, term) = leader_among(&c.addrs, &ids).await;
+    let (old, term) = leader_among(&c.probes, &ids).await;
     c.node_op(old, "kill");
     let died = Instant::now();
     let others: Vec<u64> = ids.iter().copied().filter(|i| *i != old).collect();
     let deadline = died + HANG;
     let elected = loop {
-        let (new, t) = leader_among(&c.addrs, &others).await;
+        let (new, t) = leader_among(&c.probes, &others).await;
         if t > term {
             println!("  n{new} leads term {t} (n{old} led term {term})");
             break died.elapsed();
@@ -380,15 +412,16 @@ async fn kill_leader(c: &mut NetCluster, done: &AtomicU64, ops: u64) -> Duration
 /// The whole run: `n` nodes, `clients` client tasks, the fault script;
 /// asserts the verdicts and prints what it measured.
 async fn linearizable_under_faults(n: u64, clients: u64, ops: u64) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let seed = Nemesis::seed_from_env_or(0x5eed_0019 + n).unwrap();
     println!("{n} nodes, {clients} clients; seed {seed} (RPC_NEMESIS_SEED={seed} repeats it)");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut c = NetCluster::start(n, seed, &["clients"]).await;
     let ids = c.ids();
-    leader_among(&c.addrs, &ids).await;
+    leader_among(&c.probes, &ids).await;
 
     let stop_watch = Arc::new(AtomicBool::new(false));
-    let watcher = watch_leaders(c.addrs.clone(), Arc::clone(&stop_watch));
+    let watcher = watch_leaders(c.probes.clone(), Arc::clone(&stop_watch));
     let rec = Rec::new();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -533,11 +566,12 @@ async fn five_nodes_stay_linearizable_under_faults() {
 /// linearizable after the heal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_minority_serves_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let seed = Nemesis::seed_from_env_or(0x5eed_1903).unwrap();
     println!("seed {seed} (RPC_NEMESIS_SEED={seed} repeats it)");
     let mut c = NetCluster::start(3, seed, &["majority", "minority"]).await;
     let ids = c.ids();
-    let (old, _) = leader_among(&c.addrs, &ids).await;
+    let (old, _) = leader_among(&c.probes, &ids).await;
     let rec = Rec::new();
     let stop = Arc::new(AtomicBool::new(false));
     let done_major = Arc::new(AtomicU64::new(0));
@@ -582,7 +616,7 @@ async fn a_partitioned_minority_serves_nothing() {
     let side_b: Vec<&str> = majority.iter().map(String::as_str).collect();
     c.net.partition(&[&name(old), "minority"], &side_b).unwrap();
     let cut = rec.now();
-    let before = status(c.addrs[&old]).await.unwrap();
+    let before = status(&c.probes[&old]).await.unwrap();
     println!(
         "partition [n{old}, minority] | {majority:?}: n{old} at log {}, applied {}",
         before.last_log_index, before.last_applied
@@ -591,7 +625,7 @@ async fn a_partitioned_minority_serves_nothing() {
     // The majority elects another leader and writes on.
     let deadline = Instant::now() + HANG;
     loop {
-        let (new, _) = leader_among(&c.addrs, &others).await;
+        let (new, _) = leader_among(&c.probes, &others).await;
         if new != old {
             break;
         }
@@ -616,7 +650,7 @@ async fn a_partitioned_minority_serves_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = status(c.addrs[&old]).await.unwrap();
+    let after = status(&c.probes[&old]).await.unwrap();
     let healed = rec.now();
     c.net.heal().unwrap();
     println!(

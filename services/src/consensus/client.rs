@@ -207,13 +207,23 @@ impl KvClient {
         }
         let mut last = String::new();
         let mut pause = Duration::from_millis(10);
+        // The last node that gave no answer: a follower that still names
+        // it as the leader (it has not noticed its death yet) is not
+        // followed back to it.
+        let mut silent: Option<SocketAddr> = None;
         for attempt in 0..self.attempts {
             let addr = self.current();
             let next = match self.stub(addr).await {
-                Err(e) => Next::Another(format!("cannot connect to {addr}: {e}")),
+                Err(e) => {
+                    silent = Some(addr);
+                    Next::Another(format!("cannot connect to {addr}: {e}"))
+                }
                 Ok(stub) => match call(stub, self.call_timeout).await {
                     Ok(v) => return Ok(v),
                     Err(CallError::Raised(e, _)) => {
+                        if silent == Some(addr) {
+                            silent = None;
+                        }
                         let kind =
                             KvErrorKind::try_from(e.kind).unwrap_or(KvErrorKind::Unspecified);
                         match kind {
@@ -257,8 +267,27 @@ impl KvClient {
                     Err(CallError::Rpc(e @ rpc_core::Error::MessageTooLarge { .. })) => {
                         return Err(KvClientError::TooLarge(e))
                     }
-                    Err(CallError::Rpc(e)) => Next::Another(format!("{addr}: {e}")),
+                    Err(CallError::Rpc(e)) => {
+                        silent = Some(addr);
+                        Next::Another(format!("{addr}: {e}"))
+                    }
                 },
+            };
+            let target = match next {
+                Next::Leader(a) => Some(a),
+                Next::LeaderAt(p) => Some(self.nodes[p]),
+                Next::Another(_) => None,
+            };
+            let next = match target {
+                Some(t) if silent == Some(t) => Next::Another(format!(
+                    "{addr} names {t} as the leader, which did not answer"
+                )),
+                // Not among the addresses this client may use: try the
+                // next one, after a pause like any other failure.
+                Some(t) if !self.nodes.contains(&t) => Next::Another(format!(
+                    "{addr} names {t} as the leader, which this client does not know"
+                )),
+                _ => next,
             };
             let redirected = matches!(next, Next::Leader(_) | Next::LeaderAt(_));
             last = self.go_to(next);
