@@ -34,10 +34,24 @@ fn raft_node(id: u64, extra: &[&str]) -> NodeBuilder {
     }
 }
 
+thread_local! {
+    /// Stubs made on this thread (a test's thread or one of its runtime's
+    /// workers, so a stub never outlives its runtime's use): a new stub
+    /// per status question would bind a new socket each time, which may
+    /// take the port of a node that is down, before its restart binds it.
+    static STUBS: std::cell::RefCell<std::collections::HashMap<SocketAddr, KeyValueClient>> =
+        std::cell::RefCell::default();
+}
+
 async fn stub(addr: SocketAddr) -> KeyValueClient {
-    KeyValueClient::connect(&format!("udp://{addr}"))
+    if let Some(s) = STUBS.with(|m| m.borrow().get(&addr).cloned()) {
+        return s;
+    }
+    let s = KeyValueClient::connect(&format!("udp://{addr}"))
         .await
-        .unwrap()
+        .unwrap();
+    STUBS.with(|m| m.borrow_mut().insert(addr, s.clone()));
+    s
 }
 
 async fn status(addr: SocketAddr) -> Option<NodeStatus> {
