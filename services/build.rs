@@ -7,6 +7,7 @@ fn main() {
         "../idl/mutex.idl",
         "../idl/consensus.idl",
         "../idl/dmutex.idl",
+        "../idl/twopc.idl",
     ]) {
         // `Debug` of the error is the rendered diagnostics (file:line:column).
         panic!("{e:?}");

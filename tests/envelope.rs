@@ -35,10 +35,7 @@ fn hand_envelope() -> hand::Envelope {
             details: Bytes::from_static(&[0x08, 0x0A, 0x10, 0x0F]),
         })),
         payload: Bytes::from_static(b"\x00\x01payload\xff"),
-        metadata: HashMap::from([
-            ("clock".to_owned(), "17".to_owned()),
-            ("auth".to_owned(), "token".to_owned()),
-        ]),
+        metadata: [("clock", "17"), ("auth", "token")].into_iter().collect(),
         protocol: hand::ExchangeProtocol::Rra as i32,
         ack_up_to: 0x0123_4567_89AB_CDEE,
         want_accept: true,
@@ -70,7 +67,11 @@ fn assert_same(h: &hand::Envelope, g: &gen::Envelope) {
         (hs, gs) => panic!("status differs: {hs:?} vs {}", gs.is_some()),
     }
     assert_eq!(h.payload, g.payload, "payload");
-    assert_eq!(h.metadata, g.metadata, "metadata");
+    assert_eq!(
+        h.metadata,
+        g.metadata.iter().collect::<rpc_core::Metadata>(),
+        "metadata"
+    );
     assert_eq!(h.protocol, g.protocol, "protocol");
     assert_eq!(h.ack_up_to, g.ack_up_to, "ack_up_to");
     assert_eq!(h.want_accept, g.want_accept, "want_accept");

@@ -61,7 +61,7 @@ fn garbage(seed: u64) -> Vec<Vec<u8>> {
     }
     let full = {
         let mut e = increment_request(0xBAD, 1, 0);
-        e.metadata.insert("k".into(), "v".into());
+        e.metadata.insert("k", "v");
         e.encode_to_vec()
     };
     for n in 1..full.len() {

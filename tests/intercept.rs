@@ -168,7 +168,7 @@ async fn reply_metadata_travels_on_every_door_and_a_replay_carries_the_same() ->
                 // number are the same run: a replayed reply (a lost
                 // answer's retransmission) must carry its own run's tag.
                 assert_eq!(
-                    metadata.get("run").map(String::as_str),
+                    metadata.get("run"),
                     Some((count.executions + withdrawals).to_string().as_str()),
                     "{door} call {i}: {metadata:?} with {count:?}"
                 );
@@ -343,8 +343,8 @@ async fn interceptors_run_as_layers_in_the_documented_order() -> anyhow::Result<
             .increment(Amount { delta: 1 })
             .with_metadata()
             .await?;
-        assert_eq!(metadata.get("seen-by-A").map(String::as_str), Some("yes"));
-        assert_eq!(metadata.get("seen-by-B").map(String::as_str), Some("yes"));
+        assert_eq!(metadata.get("seen-by-A"), Some("yes"));
+        assert_eq!(metadata.get("seen-by-B"), Some("yes"));
         let taken = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
         assert_eq!(
             taken,

@@ -127,6 +127,7 @@ pub mod fault;
 pub mod grpc;
 mod hash;
 pub mod intercept;
+pub mod metadata;
 pub mod multicast;
 #[cfg(test)]
 mod protocol_check;

@@ -7,14 +7,11 @@
 use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Metadata carried with every call (logical clocks, auth tokens, trace
-/// ids, ...). Keys are lowercase ASCII by convention, as in gRPC.
-pub type Metadata = HashMap<String, String>;
+pub use crate::metadata::Metadata;
 
 /// The exchange protocol of a call (`idl/PROTOCOL.md`, section 5, "Exchange
 /// protocols: R, RR, RRA").
@@ -329,7 +326,7 @@ impl ReplyMetadata {
 
     /// The value set for `key`, if any.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.map().get(key).cloned()
+        self.map().get(key).map(str::to_owned)
     }
 
     /// Whether nothing was set.
@@ -382,7 +379,7 @@ impl CallContext {
 
     /// The metadata value for `key`.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).map(String::as_str)
+        self.metadata.get(key)
     }
 
     /// Whether the caller's deadline has passed.

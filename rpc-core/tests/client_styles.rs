@@ -475,10 +475,7 @@ async fn metadata_instance_and_deadline_travel_in_the_request() -> anyhow::Resul
             .received(MessageType::Request)
             .pop()
             .ok_or_else(|| anyhow::anyhow!("no request"))?;
-        assert_eq!(
-            req.metadata.get("trace-id").map(String::as_str),
-            Some("abc")
-        );
+        assert_eq!(req.metadata.get("trace-id"), Some("abc"));
         assert_eq!(req.instance, "left");
         let at_least = Duration::from_secs(2).saturating_sub(took).as_micros();
         assert!(

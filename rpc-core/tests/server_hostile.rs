@@ -65,7 +65,7 @@ async fn garbage_is_dropped_counted_and_the_server_keeps_answering() {
         // Every truncation of a valid request.
         let mut full = request(7, 1, ECHO);
         full.payload = vec![0x55; 40].into();
-        full.metadata.insert("k".into(), "v".into());
+        full.metadata.insert("k", "v");
         let full = full.encode_to_vec();
         let truncated: Vec<Vec<u8>> = (1..full.len()).map(|n| full[..n].to_vec()).collect();
         // Wrong versions.
@@ -192,7 +192,7 @@ async fn a_flood_of_metadata_entries_is_refused_while_decoding() {
         assert_accounted(&s);
         // Within the caps, the same request is served.
         let mut fine = request(31, 2, ADD);
-        fine.metadata = (0..64).map(|i| (format!("k{i}"), "v".into())).collect();
+        fine.metadata = (0..64).map(|i| (format!("k{i}"), "v")).collect();
         assert_eq!(value(&peer.call(&fine).await), 1);
         assert_eq!(state.runs(), 1);
     })

@@ -17,18 +17,23 @@
 //! - [`dmutex`]: distributed mutual exclusion among N peers
 //!   (`idl/dmutex.idl`): central server, token ring, Ricart–Agrawala,
 //!   Lamport's and Maekawa's algorithms, with their message counts.
+//! - [`twopc`]: two-phase commit (`idl/twopc.idl`): a coordinator and
+//!   participants with durable, checksummed logs, recovery after a crash
+//!   of any party, and fault injection points for tests.
 #![forbid(unsafe_code)]
 
 /// Rust generated from `idl/demo.idl` (package `demo.v1`) and
 /// `idl/clock.idl` (package `clock.v1`) and `idl/mutex.idl` (package
 /// `mutex.v1`), `idl/consensus.idl` (package `consensus.v1`) and
-/// `idl/dmutex.idl` (package `dmutex.v1`).
+/// `idl/dmutex.idl` (package `dmutex.v1`) and `idl/twopc.idl` (package
+/// `twopc.v1`).
 pub mod proto {
     rpc_core::include_idl!("demo");
     rpc_core::include_idl!("clock");
     rpc_core::include_idl!("mutex");
     rpc_core::include_idl!("consensus");
     rpc_core::include_idl!("dmutex");
+    rpc_core::include_idl!("twopc");
 }
 
 pub mod clock;
@@ -37,5 +42,6 @@ pub mod counter;
 pub mod dmutex;
 pub mod election;
 pub mod mutex;
+pub mod twopc;
 
 pub use counter::CounterService;

@@ -505,7 +505,7 @@ struct Event {
 fn clock_metadata(md: &Metadata) -> Metadata {
     [LAMPORT_KEY, VECTOR_KEY, HLC_KEY]
         .iter()
-        .filter_map(|k| Some(((*k).to_owned(), md.get(*k)?.clone())))
+        .filter_map(|k| Some(((*k).to_owned(), md.get(k)?.to_owned())))
         .collect()
 }
 

@@ -144,3 +144,53 @@ async fn a_peer_asks_once_at_a_time_and_leaves_only_when_inside() {
         group.stop().await;
     }
 }
+
+/// Peers in separate processes do not connect at the same instant: a peer
+/// may be asked before it knows the others. Here every peer serves, peers
+/// 1 and 2 connect, peer 2 asks (its Maekawa voting set is {0, 2}), and
+/// only then does peer 0 connect: what peer 0 answered before it was
+/// connected (Maekawa's vote, queued until its links start) still
+/// arrives, and peer 2 enters. For every algorithm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_asked_before_it_connects_still_answers() {
+    use rpc_services::dmutex::Peer;
+    for algorithm in Algorithm::ALL {
+        let peers: Vec<Peer> = (0..3)
+            .map(|id| Peer::new(algorithm, id, 3, PeerConfig::default()))
+            .collect();
+        let mut servers = Vec::new();
+        for p in &peers {
+            servers.push(p.serve("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<_> = servers.iter().map(|s| s.local_addr()).collect();
+        peers[1].connect(&addrs).await.unwrap();
+        peers[2].connect(&addrs).await.unwrap();
+        let asking = peers[2].clone();
+        let entered = tokio::spawn(async move { asking.enter().await });
+        // Peer 0 answers peer 2's request before it is connected (the
+        // coordinator's grant, a REPLY, a permission, a vote: counted as
+        // sent). The ring sends peer 0 nothing: its token starts there.
+        if algorithm != Algorithm::TokenRing {
+            tokio::time::timeout(BOUND, async {
+                while peers[0].stats().messages == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{algorithm}: peer 0 never answered"));
+        }
+        peers[0].connect(&addrs).await.unwrap();
+        tokio::time::timeout(BOUND, entered)
+            .await
+            .unwrap_or_else(|_| panic!("{algorithm}: peer 2 never entered"))
+            .unwrap()
+            .unwrap();
+        peers[2].exit().await.unwrap();
+        for p in &peers {
+            p.stop();
+        }
+        for s in servers {
+            let _ = s.shutdown(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -471,3 +471,378 @@ async fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(expired.raised().unwrap().kind(), LockErrorKind::NotHeld);
 }
+
+/// What the reply-loss test's probes saw: acquires whose outcome the
+/// caller could not learn.
+#[derive(Debug)]
+struct Unknown {
+    lock: String,
+    owner: String,
+    /// The acquire's deadline: the server starts no work after it and
+    /// caps the wait below it, so a grant, if any, came before it.
+    deadline: Instant,
+    lease: Duration,
+}
+
+/// The lock server behind the framework's fault proxy, which drops 30% of
+/// the datagrams from the server to the clients (replies, ACCEPTs and
+/// IN_PROGRESS notes; requests all arrive). Four clients take the lock 25
+/// times each and do a read and a write of the resource (served directly)
+/// under it; a probe sends single-attempt acquires whose answers the
+/// proxy is free to drop, on locks of their own and on the contended one.
+///
+/// No lock is granted twice at once: the resource's accepted operations
+/// of one token come together, never interleaved with another token's,
+/// with tokens strictly increasing, and the value counts the sections. A
+/// client whose lease ran out unseen (its renewals' answers lost) may
+/// present an old token: the resource refuses it, and by then the client
+/// knows it lost the lock (a conservative lease end on the client). Every acquire whose outcome was unknown leaves no lock held past
+/// its lease: once the wait and the lease have passed since it was sent,
+/// the server (asked directly, not through the proxy) shows its owner
+/// holding nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_reply_loss_grants_no_lock_twice_and_leaks_none() {
+    use rpc_core::fault::{FaultConfig, FaultProxy, ProxyConfig, ProxyFaults};
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let faults = ProxyFaults {
+        client_to_server: FaultConfig::none(),
+        server_to_client: FaultConfig::seeded(0x30).loss(0.3),
+    };
+    let proxy = FaultProxy::loopback(server, ProxyConfig::new(faults))
+        .await
+        .unwrap();
+    let lossy = proxy.local_addr();
+    let resource = Arc::new(ResourceService::new());
+    let door = serve_resource(Arc::clone(&resource), "127.0.0.1:0")
+        .await
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let locks = locks(lossy, &format!("client-{c}"))
+            .await
+            .lease(Duration::from_secs(3))
+            .wait(Duration::from_secs(20));
+        let res = resource_client(door.local_addr()).await;
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut failed, mut fenced) = (0, 0, 0);
+            while done < 25 {
+                // A failed acquire may have been granted: the library
+                // withdraws it, and its lease ends it in any case.
+                let guard = match locks.lock("counter").await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        failed += 1;
+                        assert!(failed < 50, "{failed} failed acquires, the last: {e}");
+                        continue;
+                    }
+                };
+                let token = guard.token();
+                // The resource refuses a token older than one it has seen:
+                // the lock had moved on after this lease ended (renewals
+                // lost), and the client must know by then that it lost it.
+                let v = match res.read(ReadRequest { token }).await {
+                    Ok(v) => v.value,
+                    Err(CallError::Raised(stale, _)) => {
+                        assert!(!guard.is_held(), "{stale:?} refused while held");
+                        fenced += 1;
+                        continue;
+                    }
+                    Err(e) => panic!("read: {e}"),
+                };
+                match res
+                    .write(WriteRequest {
+                        token,
+                        value: v + 1,
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(CallError::Raised(stale, _)) => {
+                        assert!(!guard.is_held(), "{stale:?} refused while held");
+                        fenced += 1;
+                        continue;
+                    }
+                    Err(e) => panic!("write: {e}"),
+                }
+                // The release's answer may be lost for good: the lease
+                // ends the grant then.
+                let _ = guard.release().await;
+                done += 1;
+            }
+            (failed, fenced)
+        }));
+    }
+
+    // The probe: one attempt each, so a dropped answer leaves the outcome
+    // unknown; on the contended lock the one attempt usually gives up at
+    // its retransmission timeout while queued (the caller walks away from
+    // a waiting acquire, which the server may grant just then).
+    let probe = stub(lossy).await;
+    let mut unknown = Vec::new();
+    let (mut granted, mut refused, mut not_run) = (0, 0, 0);
+    for i in 0..40u64 {
+        let (lock, wait) = if i % 2 == 0 {
+            (format!("probe-{i}"), Duration::ZERO)
+        } else {
+            ("counter".to_owned(), Duration::from_millis(100))
+        };
+        let owner = format!("probe-{i}");
+        let lease = Duration::from_millis(800);
+        let timeout = Duration::from_millis(400);
+        let deadline = Instant::now() + timeout;
+        let outcome = async {
+            probe
+                .acquire(AcquireRequest {
+                    lock: lock.clone(),
+                    owner: owner.clone(),
+                    wait_ms: u32::try_from(wait.as_millis()).unwrap(),
+                    lease_ms: u32::try_from(lease.as_millis()).unwrap(),
+                    acquire_id: i,
+                })
+                .synchronous()
+                .retries(0)
+                .deadline(deadline)
+                .await
+        }
+        .await;
+        match outcome {
+            // Granted and known: left to its lease too.
+            Ok(_) => granted += 1,
+            Err(CallError::Raised(..)) => refused += 1,
+            Err(CallError::Rpc(e)) if !e.may_have_run() => {
+                tracing::debug!(i, error = %e, "probe never sent");
+                not_run += 1;
+            }
+            Err(CallError::Rpc(_)) => {
+                unknown.push(Unknown {
+                    lock,
+                    owner,
+                    deadline,
+                    lease,
+                });
+            }
+        }
+    }
+    let (mut failed, mut fenced) = (0, 0);
+    for t in tasks {
+        let (f, s) = t.await.unwrap();
+        failed += f;
+        fenced += s;
+    }
+
+    // Mutual exclusion, as the resource saw it: the accepted operations of
+    // one token come together (reads, then at most one write, last), and
+    // tokens strictly increase from one to the next; every section wrote
+    // once, so the value counts them.
+    let log = resource.log();
+    let accepted: Vec<_> = log.iter().filter(|op| op.accepted).collect();
+    let mut writes = 0;
+    for (i, op) in accepted.iter().enumerate() {
+        if i > 0 {
+            let before = accepted[i - 1];
+            assert!(
+                op.token > before.token || (op.token == before.token && !before.write),
+                "operation {i} {op:?} after {before:?}: sections interleaved"
+            );
+        }
+        writes += i64::from(op.write);
+    }
+    assert_eq!(writes, 100);
+    assert_eq!(resource.value(), 100);
+    assert_eq!(
+        log.len() - accepted.len(),
+        fenced,
+        "refusals the clients did not see"
+    );
+
+    // No lock held past its lease by an acquire of unknown outcome.
+    assert!(
+        !unknown.is_empty(),
+        "no probe lost its answer: the test proved nothing"
+    );
+    let direct = stub(server).await;
+    for u in &unknown {
+        let over = u.deadline + u.lease + Duration::from_millis(50);
+        tokio::time::sleep_until(over.into()).await;
+        let state = inspect(&direct, &u.lock).await;
+        assert!(
+            !(state.waiters.contains(&u.owner) || state.held && state.owner == u.owner),
+            "{u:?} still holds or waits past its lease: {state:?}"
+        );
+    }
+    let stats = proxy.shutdown().await;
+    println!(
+        "30% reply loss: {} of {} answers dropped; 100 sections, {failed} acquires failed \
+         and were retried, {fenced} operations of lost leases fenced off; probes: {granted} granted, {refused} refused, {not_run} not run, \
+         {} unknown, none held past its lease",
+        stats.server_to_client.dropped,
+        stats.server_to_client.received,
+        unknown.len()
+    );
+}
+
+/// One `lock-server` with its UDP, TCP and gRPC doors: a client per door,
+/// and the same lock table behind all three. A lock taken through one door
+/// is seen held (same owner, same token) through the others and refuses a
+/// try-lock through each; waiters queued through TCP and gRPC are granted
+/// in turn, with rising tokens, as the holder before them releases through
+/// its own door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_door_serves_the_same_lock_table() {
+    use rpc_core::client::TcpChannel;
+    use rpc_core::grpc::client::GrpcChannel;
+    let mut cluster = Cluster::new().unwrap();
+    let udp = cluster
+        .start(lock_server().args(["--tcp", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]))
+        .unwrap()
+        .addr();
+    let mut door = |name: &str| -> SocketAddr {
+        let mark = format!("lock-server {name} on ");
+        let line = tokio::task::block_in_place(|| {
+            cluster
+                .node_mut("locks")
+                .unwrap()
+                .wait_for_line(Output::Stdout, BOUND, |l| l.starts_with(&mark))
+        })
+        .unwrap();
+        line.rsplit(' ').next().unwrap().trim().parse().unwrap()
+    };
+    let (tcp, grpc) = (door("tcp"), door("grpc"));
+    let clients = [
+        ("udp", Client::new(UdpChannel::connect(udp).await.unwrap())),
+        ("tcp", Client::new(TcpChannel::connect(tcp).await.unwrap())),
+        (
+            "grpc",
+            Client::new(
+                GrpcChannel::connect(&format!("http://{grpc}"))
+                    .await
+                    .unwrap(),
+            ),
+        ),
+    ];
+    let stubs: Vec<(&str, LocksClient)> = clients
+        .iter()
+        .map(|(name, c)| (*name, LocksClient::new(c.clone())))
+        .collect();
+    let lockers: Vec<LockClient> = clients
+        .iter()
+        .map(|(name, c)| LockClient::new(c.clone(), *name).wait(Duration::from_secs(20)))
+        .collect();
+
+    let mut last = 0;
+    let mut held = lockers[0].lock("shared").await.unwrap();
+    for (turn, next) in [(0usize, 1usize), (1, 2), (2, 0)] {
+        let holder = clients[turn].0;
+        assert!(
+            held.token() > last,
+            "{holder}: token {} after {last}",
+            held.token()
+        );
+        last = held.token();
+        // Every door sees the same holder and token, and refuses a
+        // try-lock from another owner.
+        for (door, stub) in &stubs {
+            let state = inspect(stub, "shared").await;
+            assert_eq!(
+                (state.held, state.owner.as_str(), state.token),
+                (true, holder, held.token()),
+                "seen through {door}"
+            );
+            let e = stub
+                .acquire(AcquireRequest {
+                    lock: "shared".into(),
+                    owner: format!("try-{door}"),
+                    wait_ms: 0,
+                    lease_ms: 1_000,
+                    acquire_id: last,
+                })
+                .synchronous()
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.raised().map(|r| r.kind()),
+                Some(LockErrorKind::WaitExpired),
+                "try-lock through {door} while {holder} holds: {e:?}"
+            );
+        }
+        // The next client queues through its own door; the holder releases
+        // through its own.
+        let waiter = lockers[next].clone();
+        let waiting = tokio::spawn(async move { waiter.lock("shared").await.unwrap() });
+        let want = [clients[next].0.to_owned()];
+        wait_for("the next client to queue", || async {
+            (inspect(&stubs[turn].1, "shared").await.waiters == want).then_some(())
+        })
+        .await;
+        held.release().await.unwrap();
+        held = waiting.await.unwrap();
+        println!("{holder} -> {}: token {:#x}", clients[next].0, held.token());
+    }
+    assert!(held.token() > last);
+    held.release().await.unwrap();
+    for (door, stub) in &stubs {
+        let state = inspect(stub, "shared").await;
+        assert!(!state.held && state.waiters.is_empty(), "{door}: {state:?}");
+    }
+}
+
+/// A grant whose answers are all lost until after its lease has ended
+/// (the proxy drops every datagram to the client until then): when the
+/// retransmitted answer finally arrives, the client does not take the
+/// stale grant for a held lock (another client could hold the lock by
+/// now); it gives it back and acquires again, with a higher token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_arrives_after_its_lease_is_not_taken_for_held() {
+    use rpc_core::fault::{FaultConfig, FaultProxy, ProxyConfig, ProxyFaults};
+    let mut cluster = Cluster::new().unwrap();
+    let server = cluster.start(lock_server()).unwrap().addr();
+    let proxy = FaultProxy::loopback(server, ProxyConfig::new(ProxyFaults::none()))
+        .await
+        .unwrap();
+    let client = locks(proxy.local_addr(), "late")
+        .await
+        .lease(Duration::from_millis(300));
+    // One answered call first: the channel learns the server's
+    // incarnation (an at-most-once call PINGs for it first, and would
+    // never be sent with every answer dropped).
+    inspect(client.stub(), "L").await;
+    proxy
+        .set_config(ProxyFaults {
+            client_to_server: FaultConfig::none(),
+            server_to_client: FaultConfig::seeded(1).loss(1.0),
+        })
+        .unwrap();
+    let acquiring = tokio::spawn(async move {
+        let guard = client.lock("L").await.unwrap();
+        (guard.token(), guard.is_held(), guard)
+    });
+    let direct = stub(server).await;
+    let stale = wait_for("the unseen grant", || async {
+        let s = inspect(&direct, "L").await;
+        (s.held && s.owner == "late").then_some(s.token)
+    })
+    .await;
+    wait_for("its lease to end", || async {
+        let s = inspect(&direct, "L").await;
+        (!s.held || s.token != stale).then_some(())
+    })
+    .await;
+    proxy.set_config(ProxyFaults::none()).unwrap();
+    let (token, held, guard) = tokio::time::timeout(BOUND, acquiring)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        token > stale,
+        "the stale grant {stale:#x} was returned as held"
+    );
+    assert!(held);
+    guard.release().await.unwrap();
+    let stats = proxy.shutdown().await;
+    println!(
+        "grant {stale:#x} seen late ({} answers dropped), then {token:#x}",
+        stats.server_to_client.dropped
+    );
+}

@@ -28,7 +28,9 @@
 //! own task whenever all its futures are pending, which on a current-thread
 //! runtime delays the I/O driver and would distort the numbers.) Every
 //! measurement is bounded by a call count and a time window, and guarded by
-//! a watchdog; the whole run takes about 55 s here (`--quick`: about 10 s).
+//! a watchdog; the whole run takes about 55 s here (`--quick`: about 10 s),
+//! plus about 40 s (14 s) for the lock and consensus sections against etcd
+//! (more on the first run, which builds `lock-server` and `raft-node`).
 //! The p50 target of the UDP runtime is also measured with both sides
 //! interleaved in blocks of 200 calls ([`measure::paired_p50`]), so that a noisy
 //! second on a shared host cannot favour either side.
@@ -38,6 +40,9 @@
 //! tarpc, and ours over UDP, TCP, gRPC and as a multicast group),
 //! [`clock`] and [`dmutex`] (the clock service; the five distributed
 //! mutual exclusion algorithms at N = 3, 5, 9),
+//! [`mutex`] and [`consensus`] (the lock service and the replicated
+//! key-value store as child processes, against etcd started by [`etcd`],
+//! measured by the closed loops of [`load`]),
 //! [`measure`] (what is measured and how), [`layout`] (where client and
 //! servers run, and the rows measured on each), [`report`] (the tables and
 //! the ratios).
@@ -50,9 +55,13 @@
 #![allow(clippy::print_stdout)]
 
 mod clock;
+mod consensus;
 mod dmutex;
+mod etcd;
 mod layout;
+mod load;
 mod measure;
+mod mutex;
 mod peers;
 mod report;
 mod target;
@@ -100,8 +109,11 @@ struct Args {
     #[arg(long, value_name = "N", overrides_with = "quick",
           value_parser = clap::value_parser!(u64).range(1..))]
     calls: Option<u64>,
-    /// Only the rows whose name contains ROW, e.g. "UDP RR" (and the
-    /// multicast table only if ROW is part of "multicast").
+    /// Only the rows whose name contains ROW, e.g. "UDP RR", or, with a
+    /// trailing `$`, the row named exactly ROW (and the multicast table
+    /// only if ROW is part of "multicast"; a section only if ROW is part
+    /// of its name: "clock service", "distributed mutex", "lock service vs
+    /// etcd", "consensus vs etcd").
     #[arg(long, value_name = "ROW")]
     only: Option<String>,
 }
@@ -163,6 +175,19 @@ fn main() -> anyhow::Result<()> {
     }
     let clock = runtime.block_on(clock::run(&plan))?;
     let dmutex = runtime.block_on(dmutex::run(&plan))?;
+    let section = Instant::now();
+    let locks = runtime.block_on(mutex::run(&plan))?;
+    if locks.is_some() {
+        println!("  (lock section: {:.1} s)", section.elapsed().as_secs_f64());
+    }
+    let section = Instant::now();
+    let consensus = runtime.block_on(consensus::run(&plan))?;
+    if consensus.is_some() {
+        println!(
+            "  (consensus section: {:.1} s)",
+            section.elapsed().as_secs_f64()
+        );
+    }
     for (layout, rows, multicast, paired) in &reports {
         report::print_report(*layout, &plan, rows);
         report::print_multicast(*layout, multicast);
@@ -173,6 +198,12 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(dmutex) = &dmutex {
         dmutex::print(dmutex);
+    }
+    if let Some(locks) = &locks {
+        mutex::print(locks);
+    }
+    if let Some(consensus) = &consensus {
+        consensus::print(consensus);
     }
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -51,7 +51,12 @@ impl Plan {
 
     /// Whether the row called `name` is measured in this run.
     pub(crate) fn wants(&self, name: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| name.contains(only))
+        self.only
+            .as_deref()
+            .is_none_or(|only| match only.strip_suffix('$') {
+                Some(exact) => name == exact,
+                None => name.contains(only),
+            })
     }
 
     /// `--quick`: about 10 s for the whole run.

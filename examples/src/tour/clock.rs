@@ -249,10 +249,7 @@ pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
     b.merge(&md).map_err(|e| anyhow!("merge: {e}"))?;
     let received = b.vector.now();
     let mut far = Metadata::new();
-    far.insert(
-        HLC_KEY.into(),
-        format!("{}.0", time.now_ns() + 1_000_000_000),
-    );
+    far.insert(HLC_KEY, format!("{}.0", time.now_ns() + 1_000_000_000));
     let refused = b.merge(&far).err();
     let result = format!(
         "send [{sent}] {:?} receive [{received}]; lamport {} -> {}; hlc 1 s ahead: {}",

@@ -161,14 +161,14 @@ pub(crate) async fn intercept(report: &mut Report) -> anyhow::Result<()> {
         let want_trace = format!("{:032x}", root.trace_id);
         let result = match &outcome {
             Ok((count, md))
-                if md.get("principal").map(String::as_str) == Some("tour")
-                    && md.get("trace-id") == Some(&want_trace)
+                if md.get("principal") == Some("tour")
+                    && md.get("trace-id") == Some(want_trace.as_str())
                     && md.get("run").is_some() =>
             {
                 Ok(format!(
                     "value {}; answer metadata: run {}, principal tour, trace {}..",
                     count.value,
-                    md["run"],
+                    md.get("run").unwrap_or_default(),
                     &want_trace[..8]
                 ))
             }

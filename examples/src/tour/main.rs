@@ -41,6 +41,8 @@
 //!   three peers, messages per entry against the theory;
 //! - [`consensus`]: the replicated key-value store, three nodes: put, get,
 //!   compare-and-set, the leader stopped and a new one elected;
+//! - [`twopc`]: two-phase commit across three participants: a commit, an
+//!   abort on a no vote, and recovery after coordinator crashes;
 //! - [`ledger`]: what the calls should have done to the counter, and the
 //!   closing summary that checks it; [`report`]: the table of calls.
 //!
@@ -62,6 +64,7 @@ mod multicast;
 mod mutex;
 mod report;
 mod steps;
+mod twopc;
 
 use anyhow::{anyhow, Context as _};
 use doors::{Door, GrpcDoor, TcpDoor, UdpDoor};
@@ -166,6 +169,7 @@ async fn run() -> anyhow::Result<Report> {
     mutex::mutex(&mut report).await?;
     dmutex::dmutex(&mut report).await?;
     consensus::consensus(&mut report).await?;
+    twopc::twopc(&mut report).await?;
     tour.report = report;
 
     tour.report.print();

@@ -110,7 +110,7 @@ pub struct Envelope {
     /// Arguments or result.
     pub payload: bytes::Bytes,
     /// Metadata carried with the call.
-    pub metadata: std::collections::HashMap<String, String>,
+    pub metadata: crate::metadata::Metadata,
     /// Exchange protocol of the request ([`ExchangeProtocol`]).
     pub protocol: i32,
     /// Cumulative acknowledgement.
@@ -134,31 +134,8 @@ pub const MAX_METADATA_BYTES: usize = 16 << 10;
 
 /// Whether `metadata` is within [`MAX_METADATA_ENTRIES`] and
 /// [`MAX_METADATA_BYTES`] (a peer refuses an envelope that is not).
-pub fn metadata_within_caps(metadata: &std::collections::HashMap<String, String>) -> bool {
-    check_metadata(metadata).is_ok()
-}
-
-/// Refuses metadata over [`MAX_METADATA_ENTRIES`] or [`MAX_METADATA_BYTES`].
-fn check_metadata(
-    metadata: &std::collections::HashMap<String, String>,
-) -> Result<(), prost::DecodeError> {
-    let too_many = metadata.len() > MAX_METADATA_ENTRIES;
-    if too_many
-        || metadata
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-            > MAX_METADATA_BYTES
-    {
-        // prost offers no other way to make a decode error of one's own.
-        #[allow(deprecated)]
-        return Err(prost::DecodeError::new(if too_many {
-            "more than 64 metadata entries"
-        } else {
-            "more than 16 KiB of metadata"
-        }));
-    }
-    Ok(())
+pub fn metadata_within_caps(metadata: &crate::metadata::Metadata) -> bool {
+    metadata.len() <= MAX_METADATA_ENTRIES && metadata.text_len() <= MAX_METADATA_BYTES
 }
 
 /// Field numbers of [`Envelope`] (as in `idl/rpc/envelope.idl`).
@@ -335,7 +312,7 @@ impl Envelope {
 
 impl prost::Message for Envelope {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        use prost::encoding::{bool, fixed64, hash_map, int32, message, string, uint32, uint64};
+        use prost::encoding::{bool, fixed64, int32, message, string, uint32, uint64};
         if self.version != 0 {
             uint32::encode(tag::VERSION, &self.version, buf);
         }
@@ -376,15 +353,7 @@ impl prost::Message for Envelope {
             // encoder does: no reference-count promotion per encode.
             encode_slice(tag::PAYLOAD, &self.payload, buf);
         }
-        hash_map::encode(
-            string::encode,
-            string::encoded_len,
-            string::encode,
-            string::encoded_len,
-            tag::METADATA,
-            &self.metadata,
-            buf,
-        );
+        crate::metadata::wire::encode(tag::METADATA, &self.metadata, buf);
         if self.protocol != 0 {
             int32::encode(tag::PROTOCOL, &self.protocol, buf);
         }
@@ -410,8 +379,7 @@ impl prost::Message for Envelope {
         ctx: prost::encoding::DecodeContext,
     ) -> Result<(), prost::DecodeError> {
         use prost::encoding::{
-            bool, bytes as bytes_field, fixed64, hash_map, int32, message, skip_field, string,
-            uint32, uint64,
+            bool, bytes as bytes_field, fixed64, int32, message, skip_field, string, uint32, uint64,
         };
         let (result, name) = match field {
             tag::VERSION => (
@@ -465,8 +433,13 @@ impl prost::Message for Envelope {
                 "payload",
             ),
             tag::METADATA => (
-                hash_map::merge(string::merge, string::merge, &mut self.metadata, buf, ctx)
-                    .and_then(|()| check_metadata(&self.metadata)),
+                crate::metadata::wire::merge_entry(
+                    wire_type,
+                    &mut self.metadata,
+                    buf,
+                    ctx,
+                    (MAX_METADATA_ENTRIES, MAX_METADATA_BYTES),
+                ),
                 "metadata",
             ),
             tag::PROTOCOL => (
@@ -498,7 +471,7 @@ impl prost::Message for Envelope {
     }
 
     fn encoded_len(&self) -> usize {
-        use prost::encoding::{bool, fixed64, hash_map, int32, message, string, uint32, uint64};
+        use prost::encoding::{bool, fixed64, int32, message, string, uint32, uint64};
         let mut len = 0;
         if self.version != 0 {
             len += uint32::encoded_len(tag::VERSION, &self.version);
@@ -537,12 +510,7 @@ impl prost::Message for Envelope {
             len += slice_len(tag::PAYLOAD, self.payload.len());
         }
         if !self.metadata.is_empty() {
-            len += hash_map::encoded_len(
-                string::encoded_len,
-                string::encoded_len,
-                tag::METADATA,
-                &self.metadata,
-            );
+            len += crate::metadata::wire::encoded_len(tag::METADATA, &self.metadata);
         }
         if self.protocol != 0 {
             len += int32::encoded_len(tag::PROTOCOL, &self.protocol);

@@ -247,7 +247,7 @@ pub fn user_metadata(map: &MetadataMap) -> Metadata {
                 }
                 match value.to_str() {
                     Ok(v) => {
-                        out.insert(key.to_owned(), v.to_owned());
+                        out.insert(key, v);
                     }
                     Err(_) => tracing::debug!(key, "metadata value is not visible ASCII; skipped"),
                 }
@@ -467,7 +467,7 @@ mod tests {
     fn user_metadata_skips_reserved_and_binary() {
         let mut map = MetadataMap::new();
         let mut user = Metadata::new();
-        user.insert("trace-id".into(), "abc".into());
+        user.insert("trace-id", "abc");
         assert!(put_user_metadata(&mut map, &user).is_ok());
         put(&mut map, INCARNATION, 7u64);
         map.insert_bin(
@@ -477,10 +477,10 @@ mod tests {
         assert_eq!(user_metadata(&map), user);
         assert_eq!(get_u64(&map, INCARNATION), Some(7));
         let mut bad = Metadata::new();
-        bad.insert("grpc-x".into(), "1".into());
+        bad.insert("grpc-x", "1");
         assert!(put_user_metadata(&mut map, &bad).is_err());
         let mut bad = Metadata::new();
-        bad.insert("k".into(), "é".into());
+        bad.insert("k", "é");
         assert_eq!(
             put_user_metadata(&mut map, &bad),
             Err(MetadataError::Value("k".into()))

@@ -181,10 +181,7 @@ impl Interceptor for BearerAuth {
     fn before(&self, ctx: &mut CallContext) -> Result<(), Status> {
         let service = ctx.service;
         let allowed = self.allowed(service, ctx.method.name);
-        // The credential is the door's business, not the handler's: taken
-        // out of the metadata (one lookup).
-        let credential = ctx.metadata.remove(AUTHORIZATION);
-        let presented = credential.as_deref().map(bearer);
+        let presented = ctx.metadata.get(AUTHORIZATION).map(bearer);
         let identity = match presented {
             None if *allowed == Allowed::Anyone => return Ok(()),
             None => {
@@ -204,6 +201,8 @@ impl Interceptor for BearerAuth {
                 }
             },
         };
+        // The credential is the door's business, not the handler's.
+        ctx.metadata.discard(AUTHORIZATION);
         if let Allowed::Principals(who) = allowed {
             let name = identity.name();
             if !who.contains(name) {
@@ -249,9 +248,7 @@ impl BearerToken {
 
 impl ClientInterceptor for BearerToken {
     fn before(&self, invocation: &mut Invocation) -> Result<(), Status> {
-        invocation
-            .metadata
-            .insert(AUTHORIZATION.to_owned(), self.value.clone());
+        invocation.metadata.insert(AUTHORIZATION, &self.value);
         Ok(())
     }
 }
@@ -279,7 +276,7 @@ mod tests {
         let mut ctx = CallContext::local(&METHOD);
         ctx.service = "demo.v1.Counter";
         if let Some(t) = token {
-            ctx.metadata.insert(AUTHORIZATION.to_owned(), t.to_owned());
+            ctx.metadata.insert(AUTHORIZATION, t);
         }
         ctx
     }

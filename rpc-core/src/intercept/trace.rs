@@ -96,19 +96,20 @@ impl TraceContext {
     pub fn parse(value: &str) -> Option<TraceContext> {
         // By hand (this runs on every call): `vv-<32>-<16>-<2>`, and for a
         // version above 00 possibly `-more` after it.
-        let b = value.trim().as_bytes();
+        let b = value.trim_ascii().as_bytes();
         if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        let version = hex_digits(&b[0..2])?;
+        let version = hex_u64(&b[0..2])?;
         if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
-        let trace_id = hex_digits(&b[3..35]).filter(|&n| n != 0)?;
-        let span_id = u64::try_from(hex_digits(&b[36..52])?)
-            .ok()
-            .filter(|&n| n != 0)?;
-        let flags = hex_digits(&b[53..55])?;
+        let trace_id = (u128::from(hex_u64(&b[3..19])?) << 64) | u128::from(hex_u64(&b[19..35])?);
+        let span_id = hex_u64(&b[36..52])?;
+        let flags = hex_u64(&b[53..55])?;
+        if trace_id == 0 || span_id == 0 {
+            return None;
+        }
         Some(TraceContext {
             trace_id,
             span_id,
@@ -119,23 +120,30 @@ impl TraceContext {
 
     /// The `traceparent` value naming this span as the parent.
     pub fn header(&self) -> String {
+        self.header_bytes().as_str().to_owned()
+    }
+
+    /// [`TraceContext::header`] without allocating.
+    pub fn header_bytes(&self) -> TraceHeader {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = Vec::with_capacity(55);
-        out.extend_from_slice(b"00-");
-        out.extend(
-            (0..32)
-                .rev()
-                .map(|i| HEX[((self.trace_id >> (4 * i)) & 0xf) as usize]),
-        );
-        out.push(b'-');
-        out.extend(
-            (0..16)
-                .rev()
-                .map(|i| HEX[((self.span_id >> (4 * i)) & 0xf) as usize]),
-        );
-        out.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
-        // Only ASCII digits, letters and dashes were written.
-        String::from_utf8(out).unwrap_or_default()
+        fn put(out: &mut [u8], n: u64) {
+            let digits = out.len();
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+            }
+        }
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        // Truncations pick the high and low halves of the trace id.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            put(&mut out[3..19], (self.trace_id >> 64) as u64);
+            put(&mut out[19..35], self.trace_id as u64);
+        }
+        put(&mut out[36..52], self.span_id);
+        if self.sampled {
+            out[54] = b'1';
+        }
+        TraceHeader(out)
     }
 
     /// The context of the running handler (or of [`TraceContext::scope`]),
@@ -155,22 +163,56 @@ impl TraceContext {
     }
 }
 
-/// The value of lower-case hex digits (at most 32 of them); `None` for
+/// The value of each byte as a lower-case hex digit; 0x80 for any other.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The value of lower-case hex digits (at most 16 of them); `None` for
 /// anything else.
-fn hex_digits(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |n, &c| {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        Some((n << 4) | u128::from(d))
-    })
+fn hex_u64(digits: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    let mut bad = 0u8;
+    for &c in digits {
+        let v = HEX_VALUE[usize::from(c)];
+        bad |= v;
+        n = (n << 4) | u64::from(v & 0xf);
+    }
+    (bad & 0x80 == 0 && digits.len() <= 16).then_some(n)
+}
+
+/// A `traceparent` value, on the stack ([`TraceContext::header_bytes`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceHeader([u8; 55]);
+
+impl TraceHeader {
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, letters and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for TraceHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.header())
+        f.write_str(self.header_bytes().as_str())
     }
 }
 
@@ -201,7 +243,7 @@ impl ClientInterceptor for TracePropagation {
         let current = TraceContext::current().unwrap_or_else(TraceContext::new_root);
         invocation
             .metadata
-            .insert(TRACEPARENT.to_owned(), current.header());
+            .insert(TRACEPARENT, current.header_bytes().as_str());
         Ok(())
     }
 }

@@ -1,14 +1,17 @@
 //! `lock-server`: the lock service (`mutex.v1.Locks`) of one process, on
-//! UDP.
+//! UDP and, when asked, on TCP and gRPC too: one lock table behind every
+//! door.
 //!
 //! ```text
-//! lock-server --data-dir DIR [--listen ADDR] [--grace-ms MS] [--max-lease-ms MS]
+//! lock-server --data-dir DIR [--listen ADDR] [--tcp ADDR] [--grpc ADDR]
+//!             [--grace-ms MS] [--max-lease-ms MS]
 //! ```
 //!
 //! Advances the epoch in DIR (one durable write per start: every token of
-//! this run is higher than every token of the runs before), serves on ADDR
-//! (default `127.0.0.1:0`) and prints `lock-server epoch <n> listening on
-//! <addr>`. A data directory that cannot be read or written, or whose
+//! this run is higher than every token of the runs before), serves UDP on
+//! ADDR (default `127.0.0.1:0`) and the TCP and gRPC doors asked for,
+//! prints `lock-server tcp on <addr>` and `lock-server grpc on <addr>` for
+//! those, then `lock-server epoch <n> listening on <addr>` (the UDP door). A data directory that cannot be read or written, or whose
 //! epoch file is corrupt, stops it with a message naming the file. It runs
 //! until killed.
 #![forbid(unsafe_code)]
@@ -17,6 +20,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use rpc_core::server::TcpServerConfig;
 use rpc_services::mutex::{epoch, serve, LockServer, LockServerConfig};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -30,6 +34,12 @@ struct Args {
     /// UDP address to serve on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Also serve TCP on this address (same table, same reply history).
+    #[arg(long)]
+    tcp: Option<SocketAddr>,
+    /// Also serve gRPC (HTTP/2) on this address.
+    #[arg(long)]
+    grpc: Option<SocketAddr>,
     /// Where the epoch is kept (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
@@ -58,7 +68,31 @@ async fn main() -> anyhow::Result<()> {
     let server = serve(LockServer::new(config), &args.listen.to_string())
         .await
         .with_context(|| format!("serving on {}", args.listen))?;
+    let tcp = match args.tcp {
+        Some(addr) => Some(
+            server
+                .serve_tcp_also(addr, TcpServerConfig::default())
+                .await
+                .with_context(|| format!("serving TCP on {addr}"))?,
+        ),
+        None => None,
+    };
+    let grpc = match args.grpc {
+        Some(addr) => Some(
+            server
+                .serve_grpc(addr)
+                .await
+                .with_context(|| format!("serving gRPC on {addr}"))?,
+        ),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
+    if let Some(bound) = tcp {
+        writeln!(out, "lock-server tcp on {bound}")?;
+    }
+    if let Some(bound) = grpc {
+        writeln!(out, "lock-server grpc on {bound}")?;
+    }
     writeln!(
         out,
         "lock-server epoch {epoch} listening on {}",

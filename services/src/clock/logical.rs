@@ -97,7 +97,7 @@ impl Lamport {
     /// A send event: advances and writes the value under [`LAMPORT_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> u64 {
         let v = self.tick();
-        md.insert(LAMPORT_KEY.to_owned(), v.to_string());
+        md.insert(LAMPORT_KEY, v.to_string());
         v
     }
 
@@ -256,7 +256,7 @@ impl VectorClocks {
     /// A send event: advances and writes under [`VECTOR_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> VectorClock {
         let v = self.tick();
-        md.insert(VECTOR_KEY.to_owned(), v.to_string());
+        md.insert(VECTOR_KEY, v.to_string());
         v
     }
 
@@ -353,7 +353,7 @@ impl HybridClock {
     /// A send event: advances and writes under [`HLC_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> Hlc {
         let h = self.tick();
-        md.insert(HLC_KEY.to_owned(), h.to_string());
+        md.insert(HLC_KEY, h.to_string());
         h
     }
 
@@ -541,13 +541,13 @@ mod tests {
         let (a, b) = (Lamport::new(), Lamport::new());
         let mut md = Metadata::new();
         assert_eq!(a.stamp(&mut md), 1);
-        assert_eq!(md[LAMPORT_KEY], "1");
+        assert_eq!(&md[LAMPORT_KEY], "1");
         b.tick();
         b.tick();
         b.tick();
         assert_eq!(b.merge(&md).ok().flatten(), Some(4));
         assert_eq!(a.merge(&Metadata::new()).ok().flatten(), None);
-        md.insert(LAMPORT_KEY.into(), "-1".into());
+        md.insert(LAMPORT_KEY, "-1");
         let err = b.merge(&md).err().map(|s| s.code());
         assert_eq!(err, Some(Code::InvalidArgument));
         assert_eq!(b.now(), 4, "a refused merge changes nothing");
@@ -575,7 +575,7 @@ mod tests {
     fn vector_wire_format_is_checked() {
         for bad in ["1", "1=x", "x=1", "2=1,1=1", "1=1,1=2", "1=1,", "=1"] {
             let mut md = Metadata::new();
-            md.insert(VECTOR_KEY.into(), bad.into());
+            md.insert(VECTOR_KEY, bad);
             let v = VectorClocks::new(1);
             let err = v.merge(&md).err().map(|s| s.code());
             assert_eq!(err, Some(Code::InvalidArgument), "{bad:?}");
@@ -616,7 +616,7 @@ mod tests {
             c: 0,
         };
         let mut md = Metadata::new();
-        md.insert(HLC_KEY.into(), far.to_string());
+        md.insert(HLC_KEY, far.to_string());
         let Err(status) = a.merge(&md) else {
             panic!("a clock 101 ms ahead was accepted");
         };
@@ -625,7 +625,7 @@ mod tests {
         assert!(status.message().contains(&before.to_string()), "{status}");
         assert_eq!(a.now(), before);
         for bad in ["1", "x.1", "1.x", "1.-1"] {
-            md.insert(HLC_KEY.into(), bad.into());
+            md.insert(HLC_KEY, bad);
             let err = a.merge(&md).err().map(|s| s.code());
             assert_eq!(err, Some(Code::InvalidArgument), "{bad:?}");
         }
@@ -636,13 +636,13 @@ mod tests {
         let (_base, time) = time();
         let a = LogicalClocks::new(1, time.clone(), 10 * MS);
         let mut md = Metadata::new();
-        md.insert(LAMPORT_KEY.into(), "100".into());
-        md.insert(VECTOR_KEY.into(), "2=5".into());
-        md.insert(HLC_KEY.into(), format!("{}.0", time.now_ns() + 11 * MS));
+        md.insert(LAMPORT_KEY, "100");
+        md.insert(VECTOR_KEY, "2=5");
+        md.insert(HLC_KEY, format!("{}.0", time.now_ns() + 11 * MS));
         assert!(a.merge(&md).is_err());
         assert_eq!(a.lamport.now(), 0);
         assert_eq!(a.vector.now(), VectorClock::default());
-        md.insert(HLC_KEY.into(), format!("{}.0", time.now_ns() + 9 * MS));
+        md.insert(HLC_KEY, format!("{}.0", time.now_ns() + 9 * MS));
         assert!(a.merge(&md).is_ok());
         assert_eq!(a.lamport.now(), 101);
         assert_eq!(a.vector.now().to_string(), "1=1,2=5");

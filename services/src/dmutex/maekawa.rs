@@ -399,8 +399,17 @@ pub struct MaekawaPeer {
     /// Bumped on every change of the core.
     changed: watch::Sender<u64>,
     /// One ordered queue per peer (none for itself); a message may come
-    /// with a sender to be told when it is delivered.
-    links: OnceLock<Vec<Option<mpsc::UnboundedSender<Outgoing>>>>,
+    /// with a sender to be told when it is delivered. The queues exist
+    /// from the start: a message made before [`MaekawaPeer::connect`] (a
+    /// vote for a request that arrived from a peer that started earlier)
+    /// waits in its queue and goes once connected, instead of being lost
+    /// with the voter's state already changed (which deadlocked peers in
+    /// separate processes).
+    links: Vec<Option<mpsc::UnboundedSender<Outgoing>>>,
+    /// The queues' receiving ends, until `connect` starts their senders.
+    unsent: Mutex<Option<Vec<Option<mpsc::UnboundedReceiver<Outgoing>>>>>,
+    /// Set by `connect`.
+    connected: OnceLock<()>,
     /// The first message that could not be delivered.
     broken: watch::Sender<Option<DmutexError>>,
 }
@@ -408,6 +417,16 @@ pub struct MaekawaPeer {
 impl MaekawaPeer {
     pub(super) fn new(id: u32, n: usize) -> MaekawaPeer {
         let set = voting_sets(n).get(id as usize).cloned().unwrap_or_default();
+        let (links, unsent) = (0..n)
+            .map(|to| {
+                if to == id as usize {
+                    (None, None)
+                } else {
+                    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+                    (Some(tx), Some(rx))
+                }
+            })
+            .unzip();
         MaekawaPeer {
             id,
             n,
@@ -415,7 +434,9 @@ impl MaekawaPeer {
             clock: Lamport::new(),
             core: Mutex::new(MaekawaCore::new(id, set)),
             changed: watch::Sender::new(0),
-            links: OnceLock::new(),
+            links,
+            unsent: Mutex::new(Some(unsent)),
+            connected: OnceLock::new(),
             broken: watch::Sender::new(None),
         }
     }
@@ -431,13 +452,16 @@ impl MaekawaPeer {
         if clients.len() != self.n {
             return Err(DmutexError::GroupSize(clients.len()));
         }
-        let mut links = Vec::with_capacity(clients.len());
-        for (to, client) in clients.into_iter().enumerate() {
-            if to == self.id as usize {
-                links.push(None);
-                continue;
-            }
-            let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        let Some(unsent) = self
+            .unsent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return Err(DmutexError::State("the peer is already connected"));
+        };
+        for (to, (client, rx)) in clients.into_iter().zip(unsent).enumerate() {
+            let Some(mut rx) = rx else { continue };
             let stub = pb::MaekawaClient::new(client);
             let broken = self.broken.clone();
             let to = id(to);
@@ -467,22 +491,17 @@ impl MaekawaPeer {
                     }
                 }
             });
-            links.push(Some(tx));
         }
-        self.links
-            .set(links)
-            .map_err(|_| DmutexError::State("the peer is already connected"))
+        let _ = self.connected.set(());
+        Ok(())
     }
 
     /// Queues `out` on the links (in order) and counts them; returns
     /// receivers told when each is delivered.
     fn send(&self, out: Vec<Message>) -> Vec<oneshot::Receiver<()>> {
         let mut delivered = Vec::new();
-        let Some(links) = self.links.get() else {
-            return delivered;
-        };
         for m in out {
-            let Some(Some(link)) = links.get(m.to as usize) else {
+            let Some(Some(link)) = self.links.get(m.to as usize) else {
                 continue;
             };
             self.meter.sent(1);
@@ -513,7 +532,7 @@ impl MaekawaPeer {
     }
 
     pub(super) async fn enter(&self) -> Result<(), DmutexError> {
-        if self.links.get().is_none() {
+        if self.connected.get().is_none() {
             return Err(DmutexError::State("the peer is not connected"));
         }
         let out = {

@@ -32,16 +32,30 @@
 //! **Synchronisation delay** (the time from one peer's exit to the next
 //! peer's entry, while that one was waiting) is measured by
 //! [`monitor::CsMonitor`], which also checks mutual exclusion; [`workload`]
-//! drives a group and reports both with the message counts.
+//! drives a group and reports both with the message counts. Peers in
+//! separate processes (the `dmutex-peer` binary) share a [`record`] file
+//! instead, checked afterwards.
 //!
 //! None of the algorithms tolerates a crashed peer (that is what the lock
 //! server of [`crate::mutex`] with leases is for): a peer that stops
 //! answering makes the others' calls fail with [`DmutexError::Peer`].
+//! Mutual exclusion still holds (tested with peer 0 SIGKILLed among five
+//! processes); what stops is progress:
+//! - central server, coordinator dead: a release to it fails once its
+//!   retransmissions go unanswered; a waiting request is not answered
+//!   until its call's deadline (a minute); nobody enters again;
+//! - Lamport, Ricart–Agrawala: every entry needs every peer's answer, so
+//!   nobody enters again;
+//! - token ring: the dead peer is skipped and left out of later passes,
+//!   and the others go on, unless the token died with it;
+//! - Maekawa: a candidate whose voting set holds the dead peer never gets
+//!   its vote; the others enter while their voters live.
 
 pub mod central;
 pub mod lamport;
 pub mod maekawa;
 pub mod monitor;
+pub mod record;
 pub mod ricart;
 pub mod ring;
 pub mod workload;

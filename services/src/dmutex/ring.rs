@@ -8,8 +8,10 @@
 //! unbounded: the token circulates while nobody wants it) otherwise.
 //! Synchronisation delay: 1 to N-1 messages. A successor that does not
 //! take the token is skipped (the next one is tried), so one dead peer
-//! does not lose the token; a token lost with its holder is not
-//! regenerated.
+//! does not lose the token, and is taken for crashed (crash-stop: it is
+//! left out of this peer's later passes, since each try costs the whole
+//! retransmission schedule of a pass, seconds per lap); a token lost with
+//! its holder is not regenerated.
 
 use super::{DmutexError, Meter, PeerConfig};
 use crate::proto::dmutex::v1 as pb;
@@ -37,6 +39,8 @@ pub struct RingPeer {
     state: watch::Sender<State>,
     stubs: OnceLock<Vec<pb::TokenRingClient>>,
     stopped: AtomicBool,
+    /// Successors that did not take the token: not tried again.
+    crashed: Vec<AtomicBool>,
     /// Itself, for the tasks that pass the token on.
     me: OnceLock<std::sync::Weak<RingPeer>>,
 }
@@ -51,6 +55,7 @@ impl RingPeer {
             state: watch::Sender::new(State::default()),
             stubs: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            crashed: (0..n).map(|_| AtomicBool::new(false)).collect(),
             me: OnceLock::new(),
         }
     }
@@ -125,6 +130,13 @@ impl RingPeer {
         };
         for step in 1..self.n {
             let to = (self.id as usize + step) % self.n;
+            if self
+                .crashed
+                .get(to)
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                continue;
+            }
             let Some(stub) = stubs.get(to) else { continue };
             self.meter.sent(1);
             hops += 1;
@@ -137,7 +149,10 @@ impl RingPeer {
             {
                 Ok(_) => return,
                 Err(e) => {
-                    tracing::warn!(from = self.id, to, error = %e, "ring: token not taken, skipping the peer");
+                    tracing::warn!(from = self.id, to, error = %e, "ring: token not taken, skipping the peer from now on");
+                    if let Some(c) = self.crashed.get(to) {
+                        c.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         }

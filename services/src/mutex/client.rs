@@ -15,7 +15,9 @@
 //!
 //! An acquire whose outcome is unknown because the server restarted
 //! ([`rpc_core::Error::OutcomeUnknown`]) cannot have left a lock held in
-//! the new run: the client acquires again. An acquire that fails in a way
+//! the new run: the client acquires again. So it does when a grant arrives
+//! after its lease has ended (its answers lost and retransmitted for
+//! longer than the lease), giving the stale grant back. An acquire that fails in a way
 //! where it may have been granted (no answer before the deadline) is
 //! withdrawn with `Cancel` in the background, and in any case its lease
 //! ends by itself.
@@ -54,6 +56,11 @@ pub enum LockClientError {
     /// The server restarted during every attempt.
     #[error("the lock server restarted during {0} acquire attempts")]
     Restarted(u32),
+    /// Every grant reached this client after its lease had already ended
+    /// (answers lost and retransmitted for longer than the lease): a lease
+    /// too short for the network.
+    #[error("{0} grants arrived after their lease had ended")]
+    LateGrants(u32),
 }
 
 impl LockClientError {
@@ -135,7 +142,8 @@ impl LockClient {
     ///
     /// # Errors
     /// [`LockClientError::Refused`] (`WaitExpired` when the wait ended,
-    /// bad input), [`LockClientError::Rpc`], [`LockClientError::Restarted`].
+    /// bad input), [`LockClientError::Rpc`], [`LockClientError::Restarted`],
+    /// [`LockClientError::LateGrants`].
     ///
     /// # Cancel safety
     /// Dropping the future withdraws the acquire (a `Cancel` sent in the
@@ -143,7 +151,8 @@ impl LockClient {
     /// grant that raced with the drop is released.
     pub async fn lock(&self, lock: &str) -> Result<LockGuard, LockClientError> {
         let margin = Duration::from_secs(2) + self.wait / 5;
-        for _ in 0..RESTART_ATTEMPTS {
+        let (mut restarts, mut late) = (0, 0);
+        loop {
             let acquire_id = random_u64();
             let mut withdraw = Withdraw {
                 stub: Some(self.stub.clone()),
@@ -173,13 +182,31 @@ impl LockClient {
                     withdraw.stub = None;
                     let waited = Duration::from_millis(u64::from(grant.waited_ms));
                     let lease = Duration::from_millis(u64::from(grant.lease_ms));
-                    return Ok(LockGuard::start(
-                        self,
+                    let until = sent + waited + lease;
+                    if until > Instant::now() {
+                        return Ok(LockGuard::start(self, lock, grant.token, lease, until));
+                    }
+                    // The answer took longer than the lease (lost and
+                    // retransmitted): the lock may have moved on already.
+                    // Not held: give it back in case it has not, and
+                    // acquire again.
+                    tracing::info!(
                         lock,
-                        grant.token,
-                        lease,
-                        sent + waited + lease,
-                    ));
+                        token = grant.token,
+                        "a grant arrived after its lease ended: acquiring again"
+                    );
+                    release_in_background(
+                        self.stub.clone(),
+                        ReleaseRequest {
+                            lock: lock.to_owned(),
+                            owner: self.owner.clone(),
+                            token: grant.token,
+                        },
+                    );
+                    late += 1;
+                    if late >= RESTART_ATTEMPTS {
+                        return Err(LockClientError::LateGrants(late));
+                    }
                 }
                 Err(CallError::Rpc(Error::OutcomeUnknown)) => {
                     // The server restarted: the new run holds nothing for
@@ -189,6 +216,10 @@ impl LockClient {
                         lock,
                         "lock server restarted during an acquire: acquiring again"
                     );
+                    restarts += 1;
+                    if restarts >= RESTART_ATTEMPTS {
+                        return Err(LockClientError::Restarted(restarts));
+                    }
                 }
                 Err(e @ CallError::Raised(..)) => {
                     withdraw.stub = None;
@@ -197,7 +228,6 @@ impl LockClient {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(LockClientError::Restarted(RESTART_ATTEMPTS))
     }
 
     /// Releases every lock this owner holds and withdraws its waiting
@@ -374,21 +404,28 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let stub = self.stub.clone();
-        let request = ReleaseRequest {
-            lock: self.lock.clone(),
-            owner: self.owner.clone(),
-            token: self.token,
-        };
-        rt.spawn(async move {
-            if let Err(e) = stub.release(request).await {
-                tracing::debug!(error = %e, "release on drop failed; the lease ends it");
-            }
-        });
+        release_in_background(
+            self.stub.clone(),
+            ReleaseRequest {
+                lock: self.lock.clone(),
+                owner: self.owner.clone(),
+                token: self.token,
+            },
+        );
     }
+}
+
+/// Sends `request` from a task of the current runtime (none outside one);
+/// a failure is logged: the lease ends the grant anyway.
+fn release_in_background(stub: LocksClient, request: ReleaseRequest) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        if let Err(e) = stub.release(request).await {
+            tracing::debug!(error = %e, "release in the background failed; the lease ends it");
+        }
+    });
 }
 
 /// Renews every third of the lease until refused or out of time.

@@ -104,12 +104,17 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-fn grant_reply(g: &Granted, now: Instant) -> Grant {
+/// The answer to a grant. `waited_ms` runs from the acquire's arrival to
+/// the grant itself (when its lease began), not to when the handler got
+/// round to answering: a client counts its lease from its send plus this
+/// wait, which must not end later than the server's lease.
+fn grant_reply(g: &Granted) -> Grant {
+    let granted_at = g.expires.checked_sub(g.lease).unwrap_or(g.arrived);
     Grant {
         lock: g.lock.clone(),
         token: g.token,
         lease_ms: millis(g.lease),
-        waited_ms: millis(now.saturating_duration_since(g.arrived)),
+        waited_ms: millis(granted_at.saturating_duration_since(g.arrived)),
     }
 }
 
@@ -199,7 +204,7 @@ impl LockServer {
             return Err(why);
         }
         match rx.try_recv() {
-            Ok(g) if !caller_gone => Ok(grant_reply(&g, now)),
+            Ok(g) if !caller_gone => Ok(grant_reply(&g)),
             Ok(g) => {
                 tracing::debug!(
                     lock,
@@ -282,7 +287,7 @@ impl Locks for LockServer {
                     tracing::debug!(lock = %request.lock, owner = %request.owner, token = g.token, "granted");
                     drop(inner);
                     self.wake_reaper();
-                    return Ok(grant_reply(&g, now));
+                    return Ok(grant_reply(&g));
                 }
                 Acquired::Queued(id) => {
                     let (tx, rx) = oneshot::channel();
@@ -302,7 +307,7 @@ impl Locks for LockServer {
             granted = &mut rx => match granted {
                 Ok(g) if !ctx.is_cancelled() => {
                     tracing::debug!(lock = %request.lock, owner = %request.owner, token = g.token, "granted after a wait");
-                    Ok(grant_reply(&g, Instant::now()))
+                    Ok(grant_reply(&g))
                 }
                 // Granted as the caller left: give it back.
                 Ok(g) => {

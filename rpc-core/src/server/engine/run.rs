@@ -260,7 +260,7 @@ impl Engine {
                 // What the interceptors put in the answer's metadata before
                 // one refused goes with the refusal.
                 let mut metadata = reply_metadata.take();
-                metadata.extend(status.take_metadata());
+                metadata.extend(&status.take_metadata());
                 return Err(Ending::Refused(status.with_metadata(metadata)));
             }
         }
@@ -327,11 +327,11 @@ impl Engine {
         let ending = match ending {
             // A failure's own metadata joins what the handler set.
             Ending::Done(Err(mut status)) => {
-                metadata.extend(status.take_metadata());
+                metadata.extend(&status.take_metadata());
                 Ending::Done(Err(status))
             }
             Ending::Refused(mut status) => {
-                metadata.extend(status.take_metadata());
+                metadata.extend(&status.take_metadata());
                 Ending::Refused(status)
             }
             other => other,
