@@ -24,6 +24,9 @@ fn raft_node(id: u64, extra: &[&str]) -> NodeBuilder {
     let b = NodeBuilder::new(format!("n{id}"), env!("CARGO_BIN_EXE_raft-node"))
         .args(["--listen", "{addr}", "--data-dir", "{data}"])
         .args(extra.iter().copied())
+        // A refusal's message ends its standard error (which errors
+        // quote the end of), with no backtrace after it.
+        .env("RUST_LIB_BACKTRACE", "0")
         .arg(format!("--id={id}"))
         .env("RUST_LOG", "info,openraft=warn")
         .start_timeout(Duration::from_secs(30));
@@ -387,6 +390,7 @@ fn refused(dir: &std::path::Path, name: &str, args: &[String]) -> String {
     let b = NodeBuilder::new(name, env!("CARGO_BIN_EXE_raft-node"))
         .args(args.iter().cloned())
         .env("RUST_LOG", "warn")
+        .env("RUST_LIB_BACKTRACE", "0")
         .start_timeout(Duration::from_secs(30));
     match b.start(dir) {
         Ok(node) => panic!("{name} started at {}", node.addr()),
