@@ -39,6 +39,8 @@
 //!   doors, fencing tokens at a resource, a crashed holder's lease ending;
 //! - [`dmutex`]: the five distributed mutual exclusion algorithms among
 //!   three peers, messages per entry against the theory;
+//! - [`consensus`]: the replicated key-value store, three nodes: put, get,
+//!   compare-and-set, the leader stopped and a new one elected;
 //! - [`twopc`]: two-phase commit across three participants: a commit, an
 //!   abort on a no vote, and recovery after coordinator crashes;
 //! - [`ledger`]: what the calls should have done to the counter, and the
@@ -52,6 +54,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clock;
+mod consensus;
 mod crash;
 mod dmutex;
 mod doors;
@@ -165,6 +168,7 @@ async fn run() -> anyhow::Result<Report> {
     intercept::intercept(&mut report).await?;
     mutex::mutex(&mut report).await?;
     dmutex::dmutex(&mut report).await?;
+    consensus::consensus(&mut report).await?;
     twopc::twopc(&mut report).await?;
     tour.report = report;
 

@@ -17,7 +17,7 @@ use crate::proto::consensus::v1::{
     WriteId,
 };
 use rpc_core::CallError;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::net::SocketAddr;
@@ -75,6 +75,8 @@ fn random_u64() -> u64 {
 #[derive(Debug)]
 pub struct KvClient {
     nodes: Vec<SocketAddr>,
+    /// Node id to its index in `nodes`, when known ([`KvClient::with_ids`]).
+    ids: BTreeMap<u64, usize>,
     leader: Mutex<usize>,
     stubs: Mutex<HashMap<SocketAddr, KeyValueClient>>,
     client_id: u64,
@@ -87,6 +89,7 @@ pub struct KvClient {
 /// What one attempt told.
 enum Next {
     Leader(SocketAddr),
+    LeaderAt(usize),
     Another(String),
 }
 
@@ -97,6 +100,7 @@ impl KvClient {
     pub fn new(nodes: Vec<SocketAddr>) -> KvClient {
         KvClient {
             nodes,
+            ids: BTreeMap::new(),
             leader: Mutex::new(0),
             stubs: Mutex::new(HashMap::new()),
             client_id: random_u64() | 1,
@@ -105,6 +109,16 @@ impl KvClient {
             attempts: 40,
             call_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// A client that knows each node by id and reaches it at the address
+    /// given here, which need not be the one the cluster knows it by (a
+    /// proxy in front of it): a `NotLeader` answer is followed by the
+    /// leader's id.
+    pub fn with_ids(nodes: BTreeMap<u64, SocketAddr>) -> KvClient {
+        let mut client = KvClient::new(nodes.values().copied().collect());
+        client.ids = nodes.keys().enumerate().map(|(i, id)| (*id, i)).collect();
+        client
     }
 
     /// Attempts per request.
@@ -148,6 +162,10 @@ impl KvClient {
                 }
                 format!("redirected to {addr}")
             }
+            Next::LeaderAt(p) => {
+                *i = p;
+                format!("redirected to {}", self.nodes[p])
+            }
             Next::Another(why) => {
                 *i = (*i + 1) % self.nodes.len();
                 why
@@ -189,17 +207,39 @@ impl KvClient {
         }
         let mut last = String::new();
         let mut pause = Duration::from_millis(10);
+        // The last node that gave no answer: a follower that still names
+        // it as the leader (it has not noticed its death yet) is not
+        // followed back to it.
+        let mut silent: Option<SocketAddr> = None;
         for attempt in 0..self.attempts {
             let addr = self.current();
             let next = match self.stub(addr).await {
-                Err(e) => Next::Another(format!("cannot connect to {addr}: {e}")),
+                Err(e) => {
+                    silent = Some(addr);
+                    Next::Another(format!("cannot connect to {addr}: {e}"))
+                }
                 Ok(stub) => match call(stub, self.call_timeout).await {
                     Ok(v) => return Ok(v),
                     Err(CallError::Raised(e, _)) => {
+                        if silent == Some(addr) {
+                            silent = None;
+                        }
                         let kind =
                             KvErrorKind::try_from(e.kind).unwrap_or(KvErrorKind::Unspecified);
                         match kind {
                             KvErrorKind::NotLeader => match e.not_leader {
+                                Some(nl)
+                                    if nl.known
+                                        && self
+                                            .ids
+                                            .get(&nl.leader_id)
+                                            .is_some_and(|p| self.nodes[*p] != addr) =>
+                                {
+                                    // Checked just above.
+                                    Next::LeaderAt(
+                                        self.ids.get(&nl.leader_id).copied().unwrap_or(0),
+                                    )
+                                }
                                 Some(nl)
                                     if nl.known
                                         && nl
@@ -227,10 +267,29 @@ impl KvClient {
                     Err(CallError::Rpc(e @ rpc_core::Error::MessageTooLarge { .. })) => {
                         return Err(KvClientError::TooLarge(e))
                     }
-                    Err(CallError::Rpc(e)) => Next::Another(format!("{addr}: {e}")),
+                    Err(CallError::Rpc(e)) => {
+                        silent = Some(addr);
+                        Next::Another(format!("{addr}: {e}"))
+                    }
                 },
             };
-            let redirected = matches!(next, Next::Leader(_));
+            let target = match next {
+                Next::Leader(a) => Some(a),
+                Next::LeaderAt(p) => Some(self.nodes[p]),
+                Next::Another(_) => None,
+            };
+            let next = match target {
+                Some(t) if silent == Some(t) => Next::Another(format!(
+                    "{addr} names {t} as the leader, which did not answer"
+                )),
+                // Not among the addresses this client may use: try the
+                // next one, after a pause like any other failure.
+                Some(t) if !self.nodes.contains(&t) => Next::Another(format!(
+                    "{addr} names {t} as the leader, which this client does not know"
+                )),
+                _ => next,
+            };
+            let redirected = matches!(next, Next::Leader(_) | Next::LeaderAt(_));
             last = self.go_to(next);
             tracing::debug!(attempt, %last, "retrying");
             if !redirected {

@@ -26,7 +26,7 @@ pub mod state_machine;
 pub mod store;
 
 pub use client::{KvClient, KvClientError};
-pub use node::{ConsensusNode, NodeConfig, NodeError};
+pub use node::{ConsensusNode, NodeConfig, NodeError, DEFAULT_CLUSTER};
 
 use serde::{Deserialize, Serialize};
 // The snapshot data type of `declare_raft_types!` (its default, unqualified).

@@ -34,6 +34,8 @@ use openraft::raft::{
 use openraft::BasicNode;
 use rpc_core::{CallError, Error};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The largest encoded openraft request sent in one call: under the
@@ -48,12 +50,15 @@ pub const SNAPSHOT_CHUNK: u64 = 32 * 1024;
 #[derive(Debug, Clone)]
 pub struct Network {
     id: u64,
+    routes: BTreeMap<u64, SocketAddr>,
 }
 
 impl Network {
-    /// The network of node `id`.
-    pub fn new(id: u64) -> Network {
-        Network { id }
+    /// The network of node `id`: a peer listed in `routes` is reached at
+    /// that address (a proxy in front of it), any other at its address in
+    /// the membership.
+    pub fn new(id: u64, routes: BTreeMap<u64, SocketAddr>) -> Network {
+        Network { id, routes }
     }
 }
 
@@ -64,7 +69,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             id: self.id,
             target,
-            addr: node.addr.clone(),
+            addr: match self.routes.get(&target) {
+                Some(a) => a.to_string(),
+                None => node.addr.clone(),
+            },
             stub: None,
         }
     }

@@ -29,6 +29,9 @@ pub struct Applied {
     pub membership: StoredMembership<u64, BasicNode>,
     /// The data.
     pub kv: Kv,
+    /// How many snapshots this process installed from a leader (a node
+    /// that fell too far behind catches up this way).
+    pub snapshots_installed: u64,
 }
 
 /// The state, shared between the state machine and the service's reads.
@@ -209,6 +212,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         s.last_applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();
         s.kv = kv;
+        s.snapshots_installed += 1;
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }

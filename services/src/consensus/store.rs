@@ -1,7 +1,7 @@
 //! The durable store of one node, in one `redb` file (`raft.redb` in the
 //! data directory): the Raft log, the vote, the committed log id, the last
 //! purged log id, the latest snapshot (the state machine's durable form),
-//! and the node id the directory belongs to.
+//! and the node id and cluster name the directory belongs to.
 //!
 //! Every `redb` call runs on the blocking pool ([`blocking`]), never on the
 //! async threads. Log appends and the vote are committed with
@@ -32,6 +32,7 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 pub const FILE: &str = "raft.redb";
 
 const NODE_ID: &str = "node_id";
+const CLUSTER: &str = "cluster";
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
@@ -70,6 +71,16 @@ pub enum StoreError {
         found: u64,
         /// The node id this process was started with.
         expected: u64,
+    },
+    /// The data directory belongs to another cluster.
+    #[error("the store {path} belongs to cluster {found:?}, not to cluster {expected:?}")]
+    WrongCluster {
+        /// The file.
+        path: PathBuf,
+        /// The cluster name recorded in it.
+        found: String,
+        /// The cluster name this process was started with.
+        expected: String,
     },
     /// A read or write failed.
     #[error("store i/o failed")]
@@ -138,17 +149,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store of node `id` in `dir`, creating `dir`
-    /// if needed. A store of another node id is refused, so a directory
-    /// is never shared by two nodes.
+    /// Opens (or creates) the store of node `id` of cluster `cluster` in
+    /// `dir`, creating `dir` if needed. A store of another node id or of
+    /// another cluster is refused, so a directory is never shared by two
+    /// nodes and a node never joins a cluster with another's data.
     ///
     /// Blocking: call it before serving, or through [`blocking`].
     ///
     /// # Errors
     /// [`StoreError::CreateDir`], [`StoreError::Open`] (a corrupt file is
     /// refused, never replaced), [`StoreError::WrongNode`],
-    /// [`StoreError::Corrupt`], [`StoreError::Io`].
-    pub fn open(dir: &Path, id: u64) -> Result<Store, StoreError> {
+    /// [`StoreError::WrongCluster`], [`StoreError::Corrupt`],
+    /// [`StoreError::Io`].
+    pub fn open(dir: &Path, id: u64, cluster: &str) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source,
@@ -172,6 +185,17 @@ impl Store {
             }
             Some(_) => {}
             None => store.put(NODE_ID, &id, Durability::Immediate)?,
+        }
+        match store.get::<String>(CLUSTER)? {
+            Some(found) if found != cluster => {
+                return Err(StoreError::WrongCluster {
+                    path: store.path.clone(),
+                    found,
+                    expected: cluster.to_owned(),
+                })
+            }
+            Some(_) => {}
+            None => store.put(CLUSTER, &cluster.to_owned(), Durability::Immediate)?,
         }
         Ok(store)
     }
@@ -430,9 +454,9 @@ mod tests {
     fn a_store_of_another_node_is_refused() {
         let tmp = rpc_testkit::TestDir::new().unwrap();
         let d = tmp.path().join("data");
-        drop(Store::open(&d, 1).unwrap());
-        assert!(Store::open(&d, 1).is_ok());
-        match Store::open(&d, 2) {
+        drop(Store::open(&d, 1, "a").unwrap());
+        assert!(Store::open(&d, 1, "a").is_ok());
+        match Store::open(&d, 2, "a") {
             Err(StoreError::WrongNode {
                 found: 1,
                 expected: 2,
@@ -443,12 +467,28 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_another_cluster_is_refused() {
+        let tmp = rpc_testkit::TestDir::new().unwrap();
+        let d = tmp.path().join("data");
+        drop(Store::open(&d, 1, "blue").unwrap());
+        let e = Store::open(&d, 1, "green").unwrap_err();
+        match &e {
+            StoreError::WrongCluster {
+                found, expected, ..
+            } => assert_eq!((found.as_str(), expected.as_str()), ("blue", "green")),
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().contains("belongs to cluster \"blue\""), "{e}");
+        assert!(Store::open(&d, 1, "blue").is_ok());
+    }
+
+    #[test]
     fn a_corrupt_file_is_an_error_and_is_left_as_it_was() {
         let tmp = rpc_testkit::TestDir::new().unwrap();
         let d = tmp.path().to_path_buf();
         let junk = vec![0xa5u8; 8192];
         std::fs::write(d.join(FILE), &junk).unwrap();
-        let e = Store::open(&d, 1).unwrap_err();
+        let e = Store::open(&d, 1, "a").unwrap_err();
         assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
         assert_eq!(std::fs::read(d.join(FILE)).unwrap(), junk);
     }
