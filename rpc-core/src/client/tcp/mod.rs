@@ -55,13 +55,12 @@
 
 use super::ChannelConfig;
 use crate::counter::bump;
-use crate::envelope::{peek_header, Envelope, EnvelopeHeader};
+use crate::envelope::EnvelopeHeader;
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{Outbox, WriteCounters, DEFAULT_MAX_FRAME};
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
-use prost::Message;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -378,6 +377,8 @@ impl LinkShared {
     /// their exchange (reconnects, deadline).
     #[cfg(feature = "tls")]
     fn reject(&self, gen: Option<u64>, reason: String) {
+        use crate::envelope::{peek_header, Envelope};
+        use prost::Message;
         tracing::debug!(server = %self.server, ?gen, %reason, "tls refused; calls fail with UNAUTHENTICATED");
         *self
             .rejection
