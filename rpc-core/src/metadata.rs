@@ -426,7 +426,13 @@ pub(crate) mod wire {
                 (1 | 2, WireType::LengthDelimited) => {
                     let n = usize::try_from(decode_varint(buf)?)
                         .map_err(|_| error("string too long"))?;
-                    if n > buf.remaining() - end {
+                    // A key or length may run past the entry's end (a
+                    // hostile entry): then nothing of it is left.
+                    let room = buf
+                        .remaining()
+                        .checked_sub(end)
+                        .ok_or_else(|| error("delimited length exceeded"))?;
+                    if n > room {
                         return Err(error("buffer underflow"));
                     }
                     let from = md.text.len();
@@ -604,6 +610,42 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic_and_agree_with_prost() {
+        use prost::encoding::{hash_map, string, DecodeContext, WireType};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let alphabet = [0x0a, 0x12, 0x18, 0x80, 0x00, 0x01, 0x02, 0x03, 0x7f, 0xff, 0xc3, 0xa9, b'k'];
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..12);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let mut ours = Metadata::new();
+            let mut buf = &bytes[..];
+            let mine = wire::merge_entry(
+                WireType::LengthDelimited,
+                &mut ours,
+                &mut buf,
+                DecodeContext::default(),
+                (64, 16 << 10),
+            );
+            let mut theirs = std::collections::HashMap::<String, String>::new();
+            let mut buf = &bytes[..];
+            let prost = hash_map::merge(
+                string::merge,
+                string::merge,
+                &mut theirs,
+                &mut buf,
+                DecodeContext::default(),
+            );
+            assert_eq!(mine.is_ok(), prost.is_ok(), "{bytes:02x?}");
+            if mine.is_ok() {
+                assert_eq!(ours, theirs.iter().collect::<Metadata>(), "{bytes:02x?}");
+            }
+        }
+    }
+
+    #[test]
     fn hostile_entries_are_refused_or_read_as_protobuf_reads_them() {
         use prost::encoding::{DecodeContext, WireType};
         let read = |bytes: &[u8]| {
@@ -630,6 +672,9 @@ mod tests {
             "entry longer than the buffer"
         );
         assert!(read(&[4, 0x0a, 2, 0xff, 0xfe]).is_err(), "not UTF-8");
+        // A length that runs past the entry into what follows it.
+        assert!(read(&[2, 0x0a, 0x80, 0x00, 0x00, 0x00]).is_err(), "length past the entry");
+        assert!(read(&[1, 0x0a, 0x03, b'a', b'b', b'c']).is_err(), "key past the entry");
         assert!(
             read(&[7, 0x0a, 1, b'k', 0x12, 2, 0xc3, 0x28]).is_err(),
             "not UTF-8, usual shape"
