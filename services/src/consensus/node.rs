@@ -168,15 +168,30 @@ impl ConsensusNode {
             raft: raft.clone(),
             state: state.clone(),
         });
-        let server = Server::builder()
-            .add_service(RaftServer::from_arc(Arc::clone(&service)))
-            .add_service(KeyValueServer::from_arc(service))
-            .serve_udp(listen)
-            .await?;
+        // Port 0: the UDP port the system picks may be taken for TCP (by
+        // any process's connection); pick again, a bounded number of times.
+        let tries = if listen.port() == 0 { 16 } else { 1 };
+        let mut attempt = 0;
+        let server = loop {
+            attempt += 1;
+            let server = Server::builder()
+                .add_service(RaftServer::from_arc(Arc::clone(&service)))
+                .add_service(KeyValueServer::from_arc(Arc::clone(&service)))
+                .serve_udp(listen)
+                .await?;
+            let addr = server.local_addr();
+            match server
+                .serve_tcp_also(addr, TcpServerConfig::default())
+                .await
+            {
+                Ok(_) => break server,
+                Err(e) if attempt < tries => {
+                    tracing::debug!(%addr, error = %e, "TCP port taken; picking another port");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let addr = server.local_addr();
-        server
-            .serve_tcp_also(addr, TcpServerConfig::default())
-            .await?;
         Ok(ConsensusNode {
             id,
             raft,
