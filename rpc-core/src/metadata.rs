@@ -614,7 +614,9 @@ mod tests {
         use prost::encoding::{hash_map, string, DecodeContext, WireType};
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-        let alphabet = [0x0a, 0x12, 0x18, 0x80, 0x00, 0x01, 0x02, 0x03, 0x7f, 0xff, 0xc3, 0xa9, b'k'];
+        let alphabet = [
+            0x0a, 0x12, 0x18, 0x80, 0x00, 0x01, 0x02, 0x03, 0x7f, 0xff, 0xc3, 0xa9, b'k',
+        ];
         for _ in 0..20_000 {
             let len = rng.random_range(0..12);
             let bytes: Vec<u8> = (0..len)
@@ -673,8 +675,14 @@ mod tests {
         );
         assert!(read(&[4, 0x0a, 2, 0xff, 0xfe]).is_err(), "not UTF-8");
         // A length that runs past the entry into what follows it.
-        assert!(read(&[2, 0x0a, 0x80, 0x00, 0x00, 0x00]).is_err(), "length past the entry");
-        assert!(read(&[1, 0x0a, 0x03, b'a', b'b', b'c']).is_err(), "key past the entry");
+        assert!(
+            read(&[2, 0x0a, 0x80, 0x00, 0x00, 0x00]).is_err(),
+            "length past the entry"
+        );
+        assert!(
+            read(&[1, 0x0a, 0x03, b'a', b'b', b'c']).is_err(),
+            "key past the entry"
+        );
         assert!(
             read(&[7, 0x0a, 1, b'k', 0x12, 2, 0xc3, 0x28]).is_err(),
             "not UTF-8, usual shape"

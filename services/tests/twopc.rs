@@ -312,8 +312,11 @@ async fn coordinator_crash_after_the_first_commit_then_all_commit() {
     }
     // Asked again, the restarted coordinator answers from its log.
     let co = coordinator_client(coord).await;
-    let again = co.submit(parts("T1", "other")).await.unwrap();
+    let again = co.submit(parts("T1", "1")).await.unwrap();
     assert_eq!(again.outcome, Outcome::Committed as i32);
+    // The same id for other parts is refused, not answered "committed".
+    let reused = co.submit(parts("T1", "other")).await.unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused}");
     assert_eq!(value(&ps[1], "kb").await.0.as_deref(), Some("1"));
 }
 
@@ -392,6 +395,7 @@ async fn a_prepared_participant_learns_the_outcome_by_asking() {
             outcome: outcome as i32,
             participants,
             done: false,
+            parts_digest: 0,
         })
         .unwrap();
     }
@@ -453,7 +457,7 @@ async fn duplicated_prepare_commit_and_submit_are_harmless() {
             .await
             .unwrap();
         assert_eq!(ack.state, TxState::Committed as i32);
-        let again = co.submit(parts("T1", "changed")).await.unwrap();
+        let again = co.submit(parts("T1", "1")).await.unwrap();
         assert_eq!(again.outcome, Outcome::Committed as i32);
     }
     let refused = ps[0]

@@ -74,6 +74,8 @@ struct Entry {
     outcome: Outcome,
     done: bool,
     refusals: Vec<String>,
+    /// The submitted parts' digest (0: unknown).
+    digest: u64,
 }
 
 /// The coordinator's log replayed, without I/O.
@@ -111,6 +113,7 @@ impl CoordinatorState {
                 outcome,
                 done: r.done,
                 refusals: Vec::new(),
+                digest: r.parts_digest,
             },
         );
     }
@@ -169,7 +172,21 @@ fn record(tx: &str, outcome: Outcome, participants: Vec<String>, done: bool) -> 
         outcome: outcome as i32,
         participants,
         done,
+        parts_digest: 0,
     }
+}
+
+/// 64-bit FNV-1a of the parts' encoding: the same request always gives the
+/// same digest, on every run (never 0, which means "not recorded").
+fn parts_digest(parts: &[crate::proto::twopc::v1::Part]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in prost::Message::encode_length_delimited_to_vec(part) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h.max(1)
 }
 
 #[derive(Debug, Default)]
@@ -466,8 +483,9 @@ impl CoordinatorServer {
         let tx = req.tx.clone();
         let entries: Vec<String> = members.iter().map(|(n, a)| format!("{n}={a}")).collect();
         // 1. The transaction and its participants, before any prepare.
-        self.log(record(&tx, Outcome::Pending, entries.clone(), false))
-            .await?;
+        let mut pending = record(&tx, Outcome::Pending, entries.clone(), false);
+        pending.parts_digest = parts_digest(&req.parts);
+        self.log(pending).await?;
         self.fault(FaultPoint::AfterBegin, &tx).await?;
 
         // 2. Phase one.
@@ -578,6 +596,11 @@ impl Coordinator for CoordinatorServer {
             if let Some(rx) = tables.running.get(&tx) {
                 Err(rx.clone())
             } else if let Some(e) = tables.state.txs.get(&tx) {
+                if e.digest != 0 && e.digest != parts_digest(&request.parts) {
+                    return Err(Status::already_exists(format!(
+                        "transaction id {tx} was used for other parts; a new transaction needs a new id"
+                    )));
+                }
                 return match e.outcome {
                     Outcome::Committed | Outcome::Aborted => Ok(SubmitReply {
                         outcome: e.outcome as i32,

@@ -79,6 +79,15 @@ pub enum LogError {
         #[source]
         source: prost::DecodeError,
     },
+    /// An earlier append failed part-way, so nothing more is appended
+    /// (a record after a partial one would make the log unreadable, and
+    /// after a failed flush the kernel may have dropped what it held): the
+    /// party must stop and recover from the file.
+    #[error("log {path}: an earlier append failed; restart the party to recover from the log")]
+    Broken {
+        /// The file.
+        path: PathBuf,
+    },
     /// A record larger than [`MAX_RECORD`] was to be appended.
     #[error("log {path}: record of {len} bytes is over the limit of {MAX_RECORD}")]
     TooLarge {
@@ -205,11 +214,19 @@ pub fn scan(bytes: &[u8]) -> Scan<'_> {
     Scan { frames, bad: None }
 }
 
+/// Flushes a directory (its entries: files and directories made in it).
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "flush the directory"))
+}
+
 /// A party's log, open for appending. Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct Log {
     path: Arc<PathBuf>,
-    file: Arc<Mutex<File>>,
+    /// The file, and whether an append failed (then no more are made).
+    file: Arc<Mutex<(File, bool)>>,
 }
 
 fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> LogError + 'a {
@@ -229,21 +246,30 @@ impl Log {
     /// or flushed; [`LogError::Corrupt`] for a bad frame in the middle;
     /// [`LogError::Decode`] for a frame that is not a record.
     pub fn open<R: Message + Default>(dir: &Path) -> Result<(Log, Recovered<R>), LogError> {
+        // The directories this creates, innermost first: each one's entry
+        // in its parent must reach the disk too.
+        let created: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .collect();
         std::fs::create_dir_all(dir).map_err(io(dir, "create the data directory"))?;
+        for d in created.iter().rev() {
+            match d.parent() {
+                Some(p) if p.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+                Some(p) => sync_dir(p)?,
+                None => {}
+            }
+        }
         let path = dir.join(LOG_FILE);
-        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(io(&path, "open"))?;
-        if !existed {
-            // The new file's directory entry must survive a crash too.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir, "flush the data directory"))?;
-        }
+        // Always, not only when the file is new: an earlier run may have
+        // created it and died before flushing the directory.
+        sync_dir(dir)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io(&path, "read"))?;
         let scanned = scan(&bytes);
@@ -282,7 +308,7 @@ impl Log {
         };
         let log = Log {
             path: Arc::new(path),
-            file: Arc::new(Mutex::new(file)),
+            file: Arc::new(Mutex::new((file, false))),
         };
         Ok((log, Recovered { records, torn_tail }))
     }
@@ -307,9 +333,22 @@ impl Log {
             });
         }
         let frame = frame(&payload);
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        file.write_all(&frame).map_err(io(&self.path, "append"))?;
-        file.sync_data().map_err(io(&self.path, "flush (fsync)"))
+        let mut guard = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let (file, broken) = &mut *guard;
+        if *broken {
+            return Err(LogError::Broken {
+                path: self.path.to_path_buf(),
+            });
+        }
+        let written = file
+            .write_all(&frame)
+            .map_err(io(&self.path, "append"))
+            .and_then(|()| file.sync_data().map_err(io(&self.path, "flush (fsync)")));
+        if let Err(e) = &written {
+            *broken = true;
+            tracing::error!(path = %self.path.display(), error = %e, "log append failed: no more appends until a restart");
+        }
+        written
     }
 
     /// [`Log::append_blocking`] on tokio's blocking threads.
