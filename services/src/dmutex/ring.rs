@@ -6,12 +6,17 @@
 //!
 //! Messages per entry: 1 when every peer wants to enter, more (up to
 //! unbounded: the token circulates while nobody wants it) otherwise.
-//! Synchronisation delay: 1 to N-1 messages. A successor that does not
-//! take the token is skipped (the next one is tried), so one dead peer
-//! does not lose the token, and is taken for crashed (crash-stop: it is
-//! left out of this peer's later passes, since each try costs the whole
-//! retransmission schedule of a pass, seconds per lap); a token lost with
-//! its holder is not regenerated.
+//! Synchronisation delay: 1 to N-1 messages. A pass whose outcome is
+//! unknown is sent again with the same hop count, which the successor
+//! ignores if it already took that token (every pass increases the count),
+//! so a lost acknowledgement never makes a second token. A successor that
+//! answers none of [`PASS_TRIES`] sends, or refuses the pass, is skipped
+//! (the next one is tried) and left out of this peer's later passes until
+//! it is heard from (a token from it): crash-stop, since each try costs
+//! the whole retransmission schedule of a pass. Skipping assumes the
+//! silent peer is dead: one that was only paused and kept the token would
+//! resume with a second token. A token lost with its holder is not
+//! regenerated.
 
 use super::{DmutexError, Meter, PeerConfig};
 use crate::proto::dmutex::v1 as pb;
@@ -19,6 +24,10 @@ use rpc_core::{CallContext, Client, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
+
+/// Sends of one pass to a successor whose answers do not come, before it
+/// is taken for crashed.
+const PASS_TRIES: u32 = 3;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct State {
@@ -138,20 +147,33 @@ impl RingPeer {
                 continue;
             }
             let Some(stub) = stubs.get(to) else { continue };
-            self.meter.sent(1);
             hops += 1;
-            match stub
-                .pass(pb::Token {
-                    from: self.id,
-                    hops,
-                })
-                .await
-            {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(from = self.id, to, error = %e, "ring: token not taken, skipping the peer from now on");
-                    if let Some(c) = self.crashed.get(to) {
-                        c.store(true, Ordering::Relaxed);
+            // A pass whose outcome is unknown may have handed the token
+            // over: it is sent again with the same hops (a copy the
+            // successor already took is ignored there), and only after
+            // every try the successor is taken for crashed.
+            for attempt in 1..=PASS_TRIES {
+                self.meter.sent(1);
+                match stub
+                    .pass(pb::Token {
+                        from: self.id,
+                        hops,
+                    })
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e)
+                        if matches!(&e, rpc_core::CallError::Rpc(inner) if inner.may_have_run())
+                            && attempt < PASS_TRIES =>
+                    {
+                        tracing::warn!(from = self.id, to, attempt, error = %e, "ring: pass outcome unknown; sending the same token again");
+                    }
+                    Err(e) => {
+                        tracing::warn!(from = self.id, to, error = %e, "ring: token not taken, skipping the peer until it is heard from");
+                        if let Some(c) = self.crashed.get(to) {
+                            c.store(true, Ordering::Relaxed);
+                        }
+                        break;
                     }
                 }
             }
@@ -206,17 +228,41 @@ impl RingPeer {
 
 impl pb::TokenRing for RingPeer {
     async fn pass(&self, _ctx: CallContext, token: pb::Token) -> Result<pb::Ack, Status> {
+        // Heard from: the sender is alive whatever an earlier pass said.
+        if let Some(c) = usize::try_from(token.from)
+            .ok()
+            .and_then(|from| self.crashed.get(from))
+        {
+            c.store(false, Ordering::Relaxed);
+        }
         let mut duplicate = false;
+        let mut stale = false;
         let wanting = {
             let mut wanting = false;
-            self.state.send_modify(|s| {
+            self.state.send_if_modified(|s| {
+                if token.hops <= s.hops {
+                    // A copy of a pass this peer already took (sent again
+                    // after an unknown outcome): the token went on from here.
+                    stale = true;
+                    return false;
+                }
                 duplicate = s.token;
                 s.token = true;
-                s.hops = s.hops.max(token.hops);
+                s.hops = token.hops;
                 wanting = s.wanting;
+                true
             });
             wanting
         };
+        if stale {
+            tracing::debug!(
+                id = self.id,
+                from = token.from,
+                hops = token.hops,
+                "ring: a copy of a token already taken; ignored"
+            );
+            return Ok(pb::Ack { from: self.id });
+        }
         if duplicate {
             tracing::error!(
                 id = self.id,
