@@ -447,11 +447,21 @@ async fn duplicated_prepare_commit_and_submit_are_harmless() {
             .prepare(PrepareRequest {
                 tx: "T1".into(),
                 coordinator: coord.to_string(),
-                ops: vec![put("ka", "changed")],
+                ops: vec![put("ka", "1")],
             })
             .await
             .unwrap();
         assert_eq!(vote.vote, Vote::Yes as i32);
+        // The same id with other operations is not this transaction.
+        let reused = ps[0]
+            .prepare(PrepareRequest {
+                tx: "T1".into(),
+                coordinator: coord.to_string(),
+                ops: vec![put("ka", "changed")],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reused.code(), Code::AlreadyExists, "{reused}");
         let ack = ps[0]
             .commit(DecisionRequest { tx: "T1".into() })
             .await

@@ -165,6 +165,9 @@ pub fn check_text(text: &str) -> Result<RecordReport, RecordError> {
             .next()
             .and_then(|w| w.parse().ok())
             .ok_or_else(|| bad("no peer id"))?;
+        if id as usize >= super::MAX_PEERS {
+            return Err(bad("a peer id beyond the largest group"));
+        }
         let _n: u64 = words
             .next()
             .and_then(|w| w.parse().ok())

@@ -589,6 +589,11 @@ impl Coordinator for CoordinatorServer {
         request: SubmitRequest,
     ) -> Result<SubmitReply, Status> {
         self.alive()?;
+        if self.inner.address.get().is_none() {
+            return Err(unavailable(
+                "coordinator not ready: participants could not be told where to ask for outcomes yet",
+            ));
+        }
         let members = self.validate(&request)?;
         let tx = request.tx.clone();
         let publish = {

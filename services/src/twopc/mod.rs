@@ -80,6 +80,8 @@ pub async fn serve_coordinator(
         .add_service(CoordinatorSkeleton::new(coordinator.clone()))
         .serve_udp(addr)
         .await?;
+    // A Submit in the moment before this is refused (UNAVAILABLE, "not
+    // ready"): its prepares would name no coordinator to ask.
     coordinator.set_address(server.local_addr());
     coordinator.run_recovery();
     Ok(server)

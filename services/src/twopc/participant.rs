@@ -91,6 +91,22 @@ impl ParticipantState {
     pub fn prepare(&self, req: &PrepareRequest) -> Result<Step<PrepareReply>, Status> {
         check_tx(&req.tx)?;
         if let Some(e) = self.txs.get(&req.tx) {
+            // A duplicate is the same request; the same id with other
+            // operations or from another coordinator is another
+            // transaction reusing the id, which must not get this vote.
+            let prepared = matches!(e.state, TxState::Prepared | TxState::Committed);
+            if prepared
+                && (e.ops != req.ops
+                    || (!e.coordinator.is_empty() && e.coordinator != req.coordinator))
+            {
+                return Err(Status::new(
+                    Code::AlreadyExists,
+                    format!(
+                        "transaction {} was prepared here with other operations or by another coordinator",
+                        req.tx
+                    ),
+                ));
+            }
             let reply = match e.state {
                 TxState::Prepared | TxState::Committed => yes(),
                 _ => no(if e.reason.is_empty() {
