@@ -28,7 +28,7 @@ fn hand_envelope() -> hand::Envelope {
         incarnation: u64::MAX - 7,
         deadline_us: 1_500_000_000_123,
         attempt: 42,
-        status: Some(Box::new(hand::Status {
+        status: Some(Box::new(hand::WireStatus {
             code: rpc_core::Code::FailedPrecondition.as_i32(),
             message: "overdrawn by 5".into(),
             details_type: "demo.v1.Overdrawn".into(),

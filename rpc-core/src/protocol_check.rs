@@ -492,7 +492,7 @@ impl Checker {
             request_id: env.request_id,
             session_id: SESSION,
             incarnation: s.incarnation,
-            status: status.map(|st| Box::new(crate::envelope::Status::from(&st))),
+            status: status.map(|st| Box::new(crate::envelope::WireStatus::from(&st))),
             ..Envelope::default()
         };
         match MessageType::try_from(env.r#type) {

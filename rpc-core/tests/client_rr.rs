@@ -464,7 +464,7 @@ async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted
                 if e.attempt > 1 && e.incarnation != 0 && e.incarnation != current && !e.idempotent
                 {
                     let mut err = answer(e, MessageType::Error, current);
-                    err.status = Some(Box::new(envelope::Status {
+                    err.status = Some(Box::new(envelope::WireStatus {
                         code: Code::Aborted.as_i32(),
                         message: "outcome unknown: server restarted".into(),
                         details_type: envelope::SERVER_RESTARTED.into(),
@@ -738,7 +738,7 @@ async fn server_errors_reach_the_caller_as_status() -> anyhow::Result<()> {
         let server = FakeServer::start(|e| {
             if is(e, MessageType::Request) {
                 let mut err = answer(e, MessageType::Error, 1);
-                err.status = Some(Box::new(envelope::Status {
+                err.status = Some(Box::new(envelope::WireStatus {
                     code: Code::Unimplemented.as_i32(),
                     message: "no method 12 in test.Calc".into(),
                     ..Default::default()

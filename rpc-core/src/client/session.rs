@@ -556,7 +556,7 @@ mod tests {
         let mut s = session();
         let a = s.start_call(false);
         let mut e = msg(MessageType::Error, a);
-        e.status = Some(Box::new(envelope::Status {
+        e.status = Some(Box::new(envelope::WireStatus {
             code: Code::Aborted.as_i32(),
             message: "outcome unknown: server restarted".into(),
             details_type: SERVER_RESTARTED.into(),

@@ -58,9 +58,11 @@ pub enum ExchangeProtocol {
     Rra = 3,
 }
 
-/// A status: gRPC's code numbers, a message, an optional typed error.
+/// A status as the envelope carries it (the IDL's `message Status`): gRPC's
+/// code number, a message, an optional typed error. Handlers and callers
+/// see it as [`crate::Status`]; the two convert both ways.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Status {
+pub struct WireStatus {
     /// gRPC status code.
     #[prost(int32, tag = "1")]
     pub code: i32,
@@ -106,7 +108,7 @@ pub struct Envelope {
     pub attempt: u32,
     /// The failure, in REPLY and ERROR (boxed: most messages carry none,
     /// and every message moves through several async functions).
-    pub status: Option<Box<Status>>,
+    pub status: Option<Box<WireStatus>>,
     /// Arguments or result.
     pub payload: bytes::Bytes,
     /// Metadata carried with the call.
@@ -222,7 +224,7 @@ impl Envelope {
         session_id: u64,
         request_id: u64,
         incarnation: u64,
-        status: Option<Status>,
+        status: Option<WireStatus>,
     ) -> Envelope {
         Envelope {
             version: VERSION,
@@ -249,7 +251,12 @@ impl Envelope {
 
     /// An ERROR: this copy of (`session_id`, `request_id`) was not run.
     #[inline]
-    pub fn error(session_id: u64, request_id: u64, incarnation: u64, status: Status) -> Envelope {
+    pub fn error(
+        session_id: u64,
+        request_id: u64,
+        incarnation: u64,
+        status: WireStatus,
+    ) -> Envelope {
         Envelope::answer(
             MessageType::Error,
             session_id,
@@ -550,9 +557,9 @@ fn slice_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-impl From<&crate::Status> for Status {
-    fn from(s: &crate::Status) -> Status {
-        Status {
+impl From<&crate::Status> for WireStatus {
+    fn from(s: &crate::Status) -> WireStatus {
+        WireStatus {
             code: s.code().as_i32(),
             message: s.message().to_owned(),
             details_type: s.details_type().to_owned(),
@@ -561,8 +568,8 @@ impl From<&crate::Status> for Status {
     }
 }
 
-impl From<Status> for crate::Status {
-    fn from(s: Status) -> crate::Status {
+impl From<WireStatus> for crate::Status {
+    fn from(s: WireStatus) -> crate::Status {
         crate::Status::with_details(
             crate::Code::from_i32(s.code),
             s.message,
@@ -572,8 +579,8 @@ impl From<Status> for crate::Status {
     }
 }
 
-impl From<Box<Status>> for crate::Status {
-    fn from(s: Box<Status>) -> crate::Status {
+impl From<Box<WireStatus>> for crate::Status {
+    fn from(s: Box<WireStatus>) -> crate::Status {
         crate::Status::from(*s)
     }
 }

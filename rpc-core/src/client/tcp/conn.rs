@@ -275,7 +275,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &LinkShared, r: R) -> 
                         header.session_id,
                         header.request_id,
                         header.incarnation,
-                        crate::envelope::Status::from(&status),
+                        crate::envelope::WireStatus::from(&status),
                     );
                     let _ = link.inbound_tx.send(Bytes::from(env.encode_to_vec()));
                 }

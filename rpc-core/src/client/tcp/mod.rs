@@ -384,7 +384,7 @@ impl LinkShared {
             .rejection
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = reason.clone();
-        let status = crate::envelope::Status::from(&Status::unauthenticated(reason));
+        let status = crate::envelope::WireStatus::from(&Status::unauthenticated(reason));
         let mut answers = Vec::new();
         {
             let mut st = self.lock();

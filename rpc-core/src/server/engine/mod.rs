@@ -575,7 +575,7 @@ impl Engine {
             session,
             request_id,
             self.incarnation,
-            status.as_ref().map(envelope::Status::from),
+            status.as_ref().map(envelope::WireStatus::from),
         )
     }
 

@@ -412,7 +412,7 @@ impl Engine {
                 );
                 env.r#type = MessageType::Reply as i32;
                 env.payload = Bytes::new();
-                env.status = Some(Box::new(envelope::Status::from(&Status::internal(
+                env.status = Some(Box::new(envelope::WireStatus::from(&Status::internal(
                     "reply metadata over its caps (64 entries, 16 KiB)",
                 ))));
             }
@@ -429,7 +429,7 @@ impl Engine {
             );
             env.r#type = MessageType::Reply as i32;
             env.payload = Bytes::new();
-            env.status = Some(Box::new(envelope::Status::from(&too_large(len, limit))));
+            env.status = Some(Box::new(envelope::WireStatus::from(&too_large(len, limit))));
             len = env.encoded_len();
         }
         let mut encoded = Vec::with_capacity(len);

@@ -422,7 +422,7 @@ pub(super) fn refuse_oversized<R: AsyncRead + Unpin>(
         header.session_id,
         header.request_id,
         engine.incarnation(),
-        envelope::Status::from(&status),
+        envelope::WireStatus::from(&status),
     );
     bump(&engine.counters().errors);
     match sink.outbox.try_push_all(&[&error.encode_to_vec()]) {
