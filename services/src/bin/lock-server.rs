@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! lock-server --data-dir DIR [--listen ADDR] [--tcp ADDR] [--grpc ADDR]
-//!             [--grace-ms MS] [--max-lease-ms MS]
+//!             [--grace-ms MS] [--max-lease-ms MS] [--threads N]
 //! ```
 //!
 //! Advances the epoch in DIR (one durable write per start: every token of
@@ -50,17 +50,37 @@ struct Args {
     /// Longest lease granted.
     #[arg(long, default_value_t = 300_000)]
     max_lease_ms: u64,
+    /// Runtime threads. 1 (the default): every door, handler and the
+    /// reaper on one thread, so that a release hands the lock to the
+    /// parked acquire of the next waiter without waking another thread;
+    /// more: a multi-thread runtime with that many workers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let epoch = epoch::advance(&args.data_dir).context("starting a new epoch")?;
     let mut config = LockServerConfig::new(epoch);
     config.grace = Duration::from_millis(args.grace_ms);
