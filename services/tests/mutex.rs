@@ -683,19 +683,29 @@ async fn thirty_percent_reply_loss_grants_no_lock_twice_and_leaks_none() {
     );
 }
 
-/// One `lock-server` with its UDP, TCP and gRPC doors: a client per door,
-/// and the same lock table behind all three. A lock taken through one door
-/// is seen held (same owner, same token) through the others and refuses a
-/// try-lock through each; waiters queued through TCP and gRPC are granted
-/// in turn, with rising tokens, as the holder before them releases through
-/// its own door.
+/// One `lock-server` with its UDP, TCP, TCP+TLS and gRPC doors: a client
+/// per door, and the same lock table behind all four. A lock taken through
+/// one door is seen held (same owner, same token) through the others and
+/// refuses a try-lock through each; waiters queued through TCP, TLS and
+/// gRPC are granted in turn, with rising tokens, as the holder before them
+/// releases through its own door. The TLS client trusts only the CA the
+/// server made at start (`tls-ca.pem` in its data directory) and checks the
+/// name `localhost`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_door_serves_the_same_lock_table() {
-    use rpc_core::client::TcpChannel;
+    use rpc_core::client::{TcpChannel, TcpConfig};
     use rpc_core::grpc::client::GrpcChannel;
+    use rpc_core::tls::TlsClientConfig;
     let mut cluster = Cluster::new().unwrap();
     let udp = cluster
-        .start(lock_server().args(["--tcp", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]))
+        .start(lock_server().args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+        ]))
         .unwrap()
         .addr();
     let mut door = |name: &str| -> SocketAddr {
@@ -709,10 +719,21 @@ async fn every_door_serves_the_same_lock_table() {
         .unwrap();
         line.rsplit(' ').next().unwrap().trim().parse().unwrap()
     };
-    let (tcp, grpc) = (door("tcp"), door("grpc"));
+    // The server prints the doors' lines in this order.
+    let (tcp, tls, grpc) = (door("tcp"), door("tls"), door("grpc"));
+    let ca = std::fs::read(cluster.node("locks").unwrap().data_dir().join("tls-ca.pem")).unwrap();
+    let tls_config = TlsClientConfig::new("localhost", &ca).unwrap();
     let clients = [
         ("udp", Client::new(UdpChannel::connect(udp).await.unwrap())),
         ("tcp", Client::new(TcpChannel::connect(tcp).await.unwrap())),
+        (
+            "tls",
+            Client::new(
+                TcpChannel::connect_tls(tls, tls_config, TcpConfig::default())
+                    .await
+                    .unwrap(),
+            ),
+        ),
         (
             "grpc",
             Client::new(
@@ -733,7 +754,7 @@ async fn every_door_serves_the_same_lock_table() {
 
     let mut last = 0;
     let mut held = lockers[0].lock("shared").await.unwrap();
-    for (turn, next) in [(0usize, 1usize), (1, 2), (2, 0)] {
+    for (turn, next) in [(0usize, 1usize), (1, 2), (2, 3), (3, 0)] {
         let holder = clients[turn].0;
         assert!(
             held.token() > last,

@@ -1,17 +1,25 @@
 //! `lock-server`: the lock service (`mutex.v1.Locks`) of one process, on
-//! UDP and, when asked, on TCP and gRPC too: one lock table behind every
-//! door.
+//! UDP and, when asked, on TCP, TCP+TLS and gRPC too: one lock table
+//! behind every door.
 //!
 //! ```text
 //! lock-server --data-dir DIR [--listen ADDR] [--tcp ADDR] [--grpc ADDR]
-//!             [--grace-ms MS] [--max-lease-ms MS]
+//!             [--tls ADDR [--tls-cert PEM --tls-key PEM]]
+//!             [--grace-ms MS] [--max-lease-ms MS] [--threads N]
 //! ```
 //!
 //! Advances the epoch in DIR (one durable write per start: every token of
 //! this run is higher than every token of the runs before), serves UDP on
-//! ADDR (default `127.0.0.1:0`) and the TCP and gRPC doors asked for,
-//! prints `lock-server tcp on <addr>` and `lock-server grpc on <addr>` for
-//! those, then `lock-server epoch <n> listening on <addr>` (the UDP door). A data directory that cannot be read or written, or whose
+//! ADDR (default `127.0.0.1:0`) and the TCP, TLS and gRPC doors asked for,
+//! prints `lock-server tcp on <addr>`, `lock-server tls on <addr>` and
+//! `lock-server grpc on <addr>` for those, then
+//! `lock-server epoch <n> listening on <addr>` (the UDP door).
+//!
+//! The TLS door presents the certificate chain and key of `--tls-cert` and
+//! `--tls-key` (PEM). Without them it makes its own at start, as the tour
+//! does, for loopback use: a CA and a certificate for `localhost` signed by
+//! it, and writes the CA to `DIR/tls-ca.pem` (before printing its line) for
+//! clients to trust; the CA's key is never written. A data directory that cannot be read or written, or whose
 //! epoch file is corrupt, stops it with a message naming the file. It runs
 //! until killed.
 #![forbid(unsafe_code)]
@@ -21,6 +29,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use rpc_core::server::TcpServerConfig;
+use rpc_core::tls::TlsServerConfig;
 use rpc_services::mutex::{epoch, serve, LockServer, LockServerConfig};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -40,6 +49,16 @@ struct Args {
     /// Also serve gRPC (HTTP/2) on this address.
     #[arg(long)]
     grpc: Option<SocketAddr>,
+    /// Also serve TCP with TLS on this address.
+    #[arg(long)]
+    tls: Option<SocketAddr>,
+    /// The TLS door's certificate chain (PEM); without it, a certificate
+    /// for `localhost` is made at start (its CA in `DIR/tls-ca.pem`).
+    #[arg(long, requires = "tls_key", requires = "tls")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS door's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where the epoch is kept (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
@@ -50,17 +69,37 @@ struct Args {
     /// Longest lease granted.
     #[arg(long, default_value_t = 300_000)]
     max_lease_ms: u64,
+    /// Runtime threads. 1 (the default): every door, handler and the
+    /// reaper on one thread, so that a release hands the lock to the
+    /// parked acquire of the next waiter without waking another thread;
+    /// more: a multi-thread runtime with that many workers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let epoch = epoch::advance(&args.data_dir).context("starting a new epoch")?;
     let mut config = LockServerConfig::new(epoch);
     config.grace = Duration::from_millis(args.grace_ms);
@@ -77,6 +116,18 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let tls = match args.tls {
+        Some(addr) => {
+            let config = tls_config(&args).context("setting up TLS")?;
+            Some(
+                server
+                    .serve_tcp_also(addr, TcpServerConfig::default().with_tls(config))
+                    .await
+                    .with_context(|| format!("serving TLS on {addr}"))?,
+            )
+        }
+        None => None,
+    };
     let grpc = match args.grpc {
         Some(addr) => Some(
             server
@@ -89,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if let Some(bound) = tcp {
         writeln!(out, "lock-server tcp on {bound}")?;
+    }
+    if let Some(bound) = tls {
+        writeln!(out, "lock-server tls on {bound}")?;
     }
     if let Some(bound) = grpc {
         writeln!(out, "lock-server grpc on {bound}")?;
@@ -103,4 +157,41 @@ async fn main() -> anyhow::Result<()> {
     std::future::pending::<()>().await;
     drop(server);
     Ok(())
+}
+
+/// The TLS door's configuration: the given certificate and key, or a
+/// certificate for `localhost` made now, signed by a CA made now whose
+/// certificate goes to `DIR/tls-ca.pem`.
+fn tls_config(args: &Args) -> anyhow::Result<TlsServerConfig> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let cert_pem =
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key_pem = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+        return TlsServerConfig::from_pem(&cert_pem, &key_pem)
+            .with_context(|| format!("{} and {}", cert.display(), key.display()));
+    }
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "lock-server CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    let ca_path = args.data_dir.join("tls-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem())
+        .with_context(|| format!("writing {}", ca_path.display()))?;
+    Ok(TlsServerConfig::from_pem(
+        leaf_cert.pem().as_bytes(),
+        leaf_key.serialize_pem().as_bytes(),
+    )?)
 }

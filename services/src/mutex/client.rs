@@ -168,15 +168,19 @@ impl LockClient {
                 lease_ms: millis(self.lease),
                 acquire_id,
             };
-            let outcome = async {
-                let handle = self
-                    .stub
-                    .acquire(request)
-                    .timeout(self.wait + margin)
-                    .await?;
-                handle.await
-            }
-            .await;
+            // Synchronous, not the declared deferred style: this future
+            // waits for the grant anyway, and a deferred call costs every
+            // acquire an ACCEPT before the grant even when the lock is free
+            // (the server sends it before the handler runs). A waiting
+            // acquire is still at most once: a copy that reaches the server
+            // while it waits is answered IN_PROGRESS, and the client then
+            // polls as it would after an ACCEPT.
+            let outcome = self
+                .stub
+                .acquire(request)
+                .synchronous()
+                .timeout(self.wait + margin)
+                .await;
             match outcome {
                 Ok(grant) => {
                     withdraw.stub = None;

@@ -14,8 +14,8 @@
 //!   while held, release on drop.
 //! - [`resource`]: [`ResourceService`], a value that refuses stale tokens.
 //!
-//! The `lock-server` binary serves it (UDP, and with `--tcp`/`--grpc` the
-//! same table on those doors too); `lock-holder` is a client process for
+//! The `lock-server` binary serves it (UDP, and with `--tcp`/`--tls`/
+//! `--grpc` the same table on those doors too); `lock-holder` is a client process for
 //! the tests (takes a lock, writes to a resource, and can be killed or
 //! paused while it holds it).
 

@@ -9,7 +9,10 @@
 //! so an abandoned acquire never holds a lock.
 //!
 //! The reaper is one task ([`LockServer::run_reaper`]) that sleeps until
-//! the table's next lease end and frees what expired.
+//! the table's next lease end and frees what expired. A call wakes it only
+//! when it made something due before the reaper's own wake-up (a lease
+//! shorter than the time left, the end of the grace period), so that an
+//! ordinary acquire or release costs no task switch besides its own.
 
 use super::table::{Acquired, Granted, Limits, LockTable, Refusal, WaiterId};
 use crate::proto::mutex::v1::{
@@ -56,6 +59,24 @@ struct Inner {
     table: LockTable,
     /// Parked handlers, by waiter id.
     waiting: HashMap<WaiterId, oneshot::Sender<Granted>>,
+    /// When the reaper wakes next by itself (`None`: it is not asleep
+    /// yet). A change that needs it no earlier leaves it asleep.
+    reaper_at: Option<Instant>,
+}
+
+impl Inner {
+    /// Wakes the reaper only if it would sleep past `at`, when something
+    /// (a lease end, the end of the grace period) is due: most changes
+    /// (a lease of seconds granted, a lock released) need no early wake,
+    /// and the wake would cost every call a task switch (on a runtime
+    /// with more threads, a wake-up of another thread).
+    fn due(&mut self, at: Instant, changed: &Notify) {
+        if self.reaper_at.is_none_or(|r| at < r) {
+            // The reaper sets its own time again when it runs.
+            self.reaper_at = None;
+            changed.notify_one();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -127,6 +148,7 @@ impl LockServer {
                 inner: Mutex::new(Inner {
                     table,
                     waiting: HashMap::new(),
+                    reaper_at: None,
                 }),
                 changed: Notify::new(),
             }),
@@ -161,14 +183,21 @@ impl LockServer {
                     shared: Arc::clone(&shared),
                 };
                 let mut inner = server.inner();
-                let grants = inner.table.expire(Instant::now());
-                deliver(&mut inner, grants);
-                inner.table.next_deadline()
+                let now = Instant::now();
+                // Running now: what it grants here needs no wake.
+                inner.reaper_at = Some(now);
+                let grants = inner.table.expire(now);
+                server.deliver(&mut inner, grants);
+                // Wake at least once a second to see whether the reaper is
+                // the last one holding the table.
+                let at = Instant::now() + Duration::from_secs(1);
+                let at = inner.table.next_deadline().map_or(at, |next| next.min(at));
+                // Changes to the table that need the reaper earlier than
+                // this wake it (`Inner::due`), under the same lock.
+                inner.reaper_at = Some(at);
+                at
             };
-            // Wake at least once a second to see whether the reaper is the
-            // last one holding the table.
-            let at = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-            let at = at.min(Instant::now() + Duration::from_secs(1));
+            let at = next;
             tokio::select! {
                 () = tokio::time::sleep_until(at.into()) => {}
                 () = changed => {}
@@ -179,8 +208,9 @@ impl LockServer {
         }
     }
 
-    fn wake_reaper(&self) {
-        self.shared.changed.notify_one();
+    /// Sends grants to their handlers (see [`deliver`]).
+    fn deliver(&self, inner: &mut Inner, grants: Vec<Granted>) {
+        deliver(inner, grants, &self.shared.changed);
     }
 
     /// Settles a waiter that stopped waiting (`why`): out of the queue, or,
@@ -199,7 +229,7 @@ impl LockServer {
         let mut inner = self.inner();
         inner.waiting.remove(&id);
         let (was_waiting, grants) = inner.table.withdraw(lock, id, now);
-        deliver(&mut inner, grants);
+        self.deliver(&mut inner, grants);
         if was_waiting {
             return Err(why);
         }
@@ -215,7 +245,7 @@ impl LockServer {
                     .table
                     .release(lock, owner, g.token, now)
                     .unwrap_or_default();
-                deliver(&mut inner, grants);
+                self.deliver(&mut inner, grants);
                 Err(why)
             }
             Err(_) => Err(why),
@@ -225,12 +255,14 @@ impl LockServer {
 
 /// Sends each grant to its parked handler; a grant whose handler is gone
 /// (it cannot be: handlers remove themselves first) is released and the
-/// lock goes on to the next waiter.
-fn deliver(inner: &mut Inner, grants: Vec<Granted>) {
+/// lock goes on to the next waiter. The reaper (`changed`) is woken if it
+/// would sleep past the end of a lease granted here.
+fn deliver(inner: &mut Inner, grants: Vec<Granted>, changed: &Notify) {
     let mut pending = grants;
     let mut rounds = 0usize;
     while let Some(g) = pending.pop() {
         rounds += 1;
+        inner.due(g.expires, changed);
         let Some(id) = g.waiter else { continue };
         let Some(tx) = inner.waiting.remove(&id) else {
             // Not parked (yet): the handler is between its acquire and its
@@ -285,18 +317,21 @@ impl Locks for LockServer {
             {
                 Acquired::Granted(g) => {
                     tracing::debug!(lock = %request.lock, owner = %request.owner, token = g.token, "granted");
-                    drop(inner);
-                    self.wake_reaper();
+                    inner.due(g.expires, &self.shared.changed);
                     return Ok(grant_reply(&g));
                 }
                 Acquired::Queued(id) => {
                     let (tx, rx) = oneshot::channel();
                     inner.waiting.insert(id, tx);
+                    // Queued during the grace period, the reaper grants it
+                    // when the period ends.
+                    if let Some(at) = inner.table.next_deadline() {
+                        inner.due(at, &self.shared.changed);
+                    }
                     (id, rx)
                 }
             }
         };
-        self.wake_reaper();
         // The wait, capped below the caller's deadline.
         let mut until = now + wait;
         if let Some(deadline) = ctx.deadline {
@@ -316,7 +351,7 @@ impl Locks for LockServer {
                         .table
                         .release(&request.lock, &request.owner, g.token, Instant::now())
                         .unwrap_or_default();
-                    deliver(&mut inner, grants);
+                    self.deliver(&mut inner, grants);
                     Err(raise(LockErrorKind::Cancelled, "the caller gave up as the lock was granted"))
                 }
                 Err(_) => Err(raise(LockErrorKind::Cancelled, "the acquire was withdrawn")),
@@ -354,9 +389,8 @@ impl Locks for LockServer {
             .release(&request.lock, &request.owner, request.token, Instant::now())
             .map_err(refusal)?;
         let handed_over = !grants.is_empty();
-        deliver(&mut inner, grants);
+        self.deliver(&mut inner, grants);
         drop(inner);
-        self.wake_reaper();
         Ok(Released {
             lock: request.lock,
             handed_over,
@@ -370,11 +404,14 @@ impl Locks for LockServer {
     ) -> Result<Grant, MethodError<LockError>> {
         let lease = Duration::from_millis(u64::from(request.lease_ms));
         let now = Instant::now();
-        self.inner()
+        let mut inner = self.inner();
+        inner
             .table
             .renew(&request.lock, &request.owner, request.token, lease, now)
             .map_err(refusal)?;
-        self.wake_reaper();
+        // A shorter lease than before may end before the reaper wakes.
+        inner.due(now + lease, &self.shared.changed);
+        drop(inner);
         Ok(Grant {
             lock: request.lock,
             token: request.token,
@@ -402,9 +439,8 @@ impl Locks for LockServer {
         if let Some(id) = out.withdrawn {
             inner.waiting.remove(&id);
         }
-        deliver(&mut inner, out.grants);
+        self.deliver(&mut inner, out.grants);
         drop(inner);
-        self.wake_reaper();
         Ok(Cancelled {
             was_waiting: out.was_waiting,
             released: out.released,
@@ -425,9 +461,8 @@ impl Locks for LockServer {
             // Dropping the sender tells the parked handler.
             inner.waiting.remove(id);
         }
-        deliver(&mut inner, grants);
+        self.deliver(&mut inner, grants);
         drop(inner);
-        self.wake_reaper();
         Ok(ReleasedAll {
             released,
             cancelled: u32::try_from(withdrawn.len()).unwrap_or(u32::MAX),
