@@ -427,3 +427,25 @@ async fn a_flood_of_sessions_from_one_host_leaves_anothers_retries_answered() ->
     assert_eq!(demo.counter.executions(), 17);
     Ok(())
 }
+
+/// A client that only makes idempotent calls never PINGs; the first answer
+/// it gets carries its cookie (spec 7.4), so its later requests are from a
+/// verified source and the per-host rate of answers to unverified sources
+/// (here 2 a second) never drops one of its answers.
+#[tokio::test]
+async fn a_client_that_never_pings_is_verified_by_its_first_answer() -> anyhow::Result<()> {
+    let config = ServerConfig {
+        unverified_rate: 2,
+        ..ServerConfig::default()
+    };
+    let demo = Demo::start(Server::builder().config(config)).await?;
+    let (channel, client) =
+        rpc_tests::connect(demo.addr(), rpc_core::client::ChannelConfig::default()).await?;
+    for _ in 0..50 {
+        client.get(rpc_tests::demo::Empty {}).await?;
+    }
+    let stats = demo.server.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(channel.stats().pings, 0, "only idempotent calls: no PING");
+    Ok(())
+}

@@ -210,7 +210,9 @@ class Wire:
             self.violations.append(f"server message without incarnation (spec 7.1): {env}")
         if len(env.metadata) != 0:
             self.violations.append(f"server message with metadata (spec 3, field 13): {env}")
-        if env.type == self.pb.PONG and env.cookie != 0:
+        if env.cookie != 0:
+            # spec 7.4: a PONG carries the cookie, and so does any answer
+            # to a request from an unverified source.
             self.cookie = env.cookie
         self.inbox.append((data, env))
         return True
@@ -438,7 +440,8 @@ class Peer:
         if incarnation is not None:
             check(f"{name}: the server's incarnation", env.incarnation == incarnation,
                   f"{env.incarnation:#x} != {incarnation:#x}", quiet=True)
-        base = {"version", "type", "session_id", "request_id", "incarnation"}
+        # spec 7.4: an answer to an unverified source carries its cookie.
+        base = {"version", "type", "session_id", "request_id", "incarnation", "cookie"}
         if ty == pb.PONG:
             # spec 7.4: a PONG to a datagram carries the address's cookie.
             check(f"{name}: PONG carries a cookie", env.cookie != 0, str(env), quiet=True)
@@ -1182,12 +1185,16 @@ def check_ownership_and_verification(p):
         t.wire = other  # never sent a PING: no cookie
         rid = t.take_id()
         big = t.request(rid, "Echo", demo.Blob(data=b"x" * 3000), want_accept=True)
+        big.cookie = 0  # not the cookie the ERROR above carried: unverified
         other.send_env(big)
         got = other.take(lambda e: e.session_id == t.id and e.type == pb.REPLY, COPY_WAITS[-1] * 4)
         check("an unverified address gets answers up to three times its request (the echo's REPLY)",
               got is not None, "no REPLY")
+        check("an answer to an unverified address carries the address's cookie (spec 7.4)",
+              got is not None and got[1].cookie != 0, "no REPLY" if got is None else str(got[1]))
         other.drain()  # the ACCEPT that came before the REPLY
         poll = t.request(rid, "Echo", None, payload=b"", want_accept=True, attempt=2)
+        poll.cookie = 0
         sent = other.send_env(poll)
         got = other.take(lambda e: e.session_id == t.id and e.request_id == rid, COPY_WAITS[-1])
         check("a bare poll of a stored 3,000-byte answer from an unverified address gets a PONG "

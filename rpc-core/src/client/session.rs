@@ -315,7 +315,9 @@ impl Session {
                     .collect();
             }
         }
-        if kind == MessageType::Pong && env.cookie != 0 {
+        // A PONG carries the cookie, and so does any answer to a request
+        // that was not yet from a verified source (section 7.4).
+        if env.cookie != 0 {
             self.cookie = env.cookie;
         }
         let id = env.request_id;

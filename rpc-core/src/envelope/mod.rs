@@ -140,6 +140,20 @@ pub fn metadata_within_caps(metadata: &crate::metadata::Metadata) -> bool {
     metadata.len() <= MAX_METADATA_ENTRIES && metadata.text_len() <= MAX_METADATA_BYTES
 }
 
+/// Bytes a `cookie` field takes on the wire (its key, two bytes, and eight).
+pub(crate) const COOKIE_FIELD_LEN: usize = 10;
+
+/// An encoded envelope with a `cookie` field appended: the decoder takes the
+/// last copy of a field, so it replaces any cookie the message had.
+pub(crate) fn with_cookie(message: &[u8], cookie: u64) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(message.len() + COOKIE_FIELD_LEN);
+    out.extend_from_slice(message);
+    if cookie != 0 {
+        prost::encoding::fixed64::encode(tag::COOKIE, &cookie, &mut out);
+    }
+    bytes::Bytes::from(out)
+}
+
 /// Field numbers of [`Envelope`] (as in `idl/rpc/envelope.idl`).
 pub(crate) mod tag {
     pub(crate) const VERSION: u32 = 1;

@@ -9,9 +9,12 @@
 //! HelloVerifyRequest cookie do). A session whose owner once showed a valid
 //! cookie stays verified (it is bound to that address).
 //!
-//! An answer too big for an unverified source is not sent; a PONG carrying
-//! the cookie goes in its place (the answer, when tracked, is stored as
-//! usual), and the client sends its request again with the cookie.
+//! Every answer to an unverified source carries the source's cookie, so a
+//! client's second request is verified even if it never PINGs (a client
+//! that only makes idempotent calls). An answer too big for an unverified
+//! source is not sent; a PONG carrying the cookie goes in its place (the
+//! answer, when tracked, is stored as usual), and the client sends its
+//! request again with the cookie.
 //!
 //! Stream doors (TCP, TLS, gRPC) need none of this: a connection proves
 //! its address.
@@ -188,18 +191,31 @@ impl<K: ReplySink> Unverified<K> {
     }
 }
 
+impl<K: ReplySink> Unverified<K> {
+    /// `message` with the source's cookie appended (a protobuf field may
+    /// follow the others; a later copy of a field wins), so that its next
+    /// request carries it and is verified without a PING.
+    fn with_cookie(&self, message: &[u8]) -> Bytes {
+        let cookie = self
+            .inner
+            .peer()
+            .map_or(0, |p| self.engine.verifier().cookie(p));
+        crate::envelope::with_cookie(message, cookie)
+    }
+}
+
 impl<K: ReplySink> ReplySink for Unverified<K> {
     async fn send(&self, message: &[u8]) -> io::Result<()> {
-        match self.screen(message.len()) {
-            Screened::Pass => self.inner.send(message).await,
+        match self.screen(message.len() + crate::envelope::COOKIE_FIELD_LEN) {
+            Screened::Pass => self.inner.send_shared(self.with_cookie(message)).await,
             Screened::Retry(pong) => self.inner.send_shared(pong).await,
             Screened::Drop => Ok(()),
         }
     }
 
     async fn send_shared(&self, message: Bytes) -> io::Result<()> {
-        match self.screen(message.len()) {
-            Screened::Pass => self.inner.send_shared(message).await,
+        match self.screen(message.len() + crate::envelope::COOKIE_FIELD_LEN) {
+            Screened::Pass => self.inner.send_shared(self.with_cookie(&message)).await,
             Screened::Retry(pong) => self.inner.send_shared(pong).await,
             Screened::Drop => Ok(()),
         }
