@@ -158,7 +158,7 @@ impl ConsensusNode {
             id,
             Arc::new(raft_config),
             Network::new(id, config.routes.clone()),
-            LogStore::new(store),
+            LogStore::new(store)?,
             sm,
         )
         .await
