@@ -53,15 +53,42 @@ pub enum Command {
         /// Who writes.
         writer: Writer,
     },
+    /// Several clients' writes in one log entry, applied in order (the
+    /// leader groups the writes that arrive while earlier ones are being
+    /// committed, so that they share one append and one fsync).
+    Batch {
+        /// The writes.
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
-    /// Who writes.
-    pub fn writer(&self) -> Writer {
+    /// Who writes (`None` for a [`Command::Batch`], whose writes each
+    /// have theirs).
+    pub fn writer(&self) -> Option<Writer> {
         match self {
             Command::Put { writer, .. }
             | Command::Delete { writer, .. }
-            | Command::Cas { writer, .. } => *writer,
+            | Command::Cas { writer, .. } => Some(*writer),
+            Command::Batch { .. } => None,
+        }
+    }
+
+    /// About how many bytes the command takes in the log.
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = 32;
+        match self {
+            Command::Put { key, value, .. } => OVERHEAD + key.len() + value.len(),
+            Command::Delete { key, .. } => OVERHEAD + key.len(),
+            Command::Cas {
+                key,
+                expected,
+                value,
+                ..
+            } => OVERHEAD + key.len() + value.len() + expected.as_ref().map_or(0, Vec::len),
+            Command::Batch { commands } => {
+                OVERHEAD + commands.iter().map(Command::size).sum::<usize>()
+            }
         }
     }
 }
@@ -95,6 +122,11 @@ pub enum Outcome {
     },
     /// No command (a blank or membership entry).
     Nothing,
+    /// A [`Command::Batch`]: the outcome of each of its writes, in order.
+    Batch {
+        /// The outcomes.
+        outcomes: Vec<Outcome>,
+    },
 }
 
 /// A client's last applied write.
@@ -148,33 +180,27 @@ impl Kv {
     /// was the client's last gets that write's answer again, and an older
     /// one is [`Outcome::Stale`]; neither changes the map.
     pub fn apply(&mut self, command: Command) -> Outcome {
-        let writer = command.writer();
-        if let Some(s) = self.sessions.get(&writer.client) {
-            if writer.seq == s.seq {
-                return s.outcome.clone();
-            }
-            if writer.seq < s.seq {
-                return Outcome::Stale { last: s.seq };
-            }
-        }
-        let outcome = match command {
-            Command::Put { key, value, .. } => Outcome::Put {
-                previous: self.map.insert(key, value),
+        match command {
+            Command::Batch { commands } => Outcome::Batch {
+                outcomes: commands.into_iter().map(|c| self.apply(c)).collect(),
             },
-            Command::Delete { key, .. } => Outcome::Deleted {
-                existed: self.map.remove(&key).is_some(),
-            },
+            Command::Put { key, value, writer } => self.once(writer, |kv| Outcome::Put {
+                previous: kv.map.insert(key, value),
+            }),
+            Command::Delete { key, writer } => self.once(writer, |kv| Outcome::Deleted {
+                existed: kv.map.remove(&key).is_some(),
+            }),
             Command::Cas {
                 key,
                 expected,
                 value,
-                ..
-            } => {
-                let current = self.map.get(&key).cloned();
+                writer,
+            } => self.once(writer, |kv| {
+                let current = kv.map.get(&key).cloned();
                 match (&expected, &current) {
                     (Some(_), None) => Outcome::CasKeyNotFound,
                     _ if expected == current => {
-                        self.map.insert(key, value);
+                        kv.map.insert(key, value);
                         Outcome::Cas {
                             swapped: true,
                             current,
@@ -185,8 +211,23 @@ impl Kv {
                         current,
                     },
                 }
+            }),
+        }
+    }
+
+    /// Runs `write` unless `writer`'s sequence number is its last (that
+    /// write's answer again) or older ([`Outcome::Stale`]), and records it
+    /// as the client's last.
+    fn once(&mut self, writer: Writer, write: impl FnOnce(&mut Kv) -> Outcome) -> Outcome {
+        if let Some(s) = self.sessions.get(&writer.client) {
+            if writer.seq == s.seq {
+                return s.outcome.clone();
             }
-        };
+            if writer.seq < s.seq {
+                return Outcome::Stale { last: s.seq };
+            }
+        }
+        let outcome = write(self);
         self.sessions.insert(
             writer.client,
             Session {

@@ -12,6 +12,12 @@
 //! | the request does not fit a datagram | `PayloadTooLarge` with a hint: openraft sends fewer entries |
 //! | anything else (the peer restarted, a reply that cannot be decoded) | `Network` (openraft retries) |
 //!
+//! The connected stub to each peer is kept by the [`Network`] and shared
+//! by every [`Peer`] made for that target: openraft (0.9) asks for a new
+//! client for every follower on each linearizable read, and each would
+//! otherwise open (and close) its own socket. A stub whose call failed to
+//! reach the peer is dropped, so the next call connects again.
+//!
 //! A request is measured before it is sent: an AppendEntries whose
 //! encoding is over [`MAX_RAFT_PAYLOAD`] is not sent, and openraft is told
 //! how many entries would fit.
@@ -36,6 +42,7 @@ use rpc_core::{CallError, Error};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The largest encoded openraft request sent in one call: under the
@@ -46,11 +53,15 @@ pub const MAX_RAFT_PAYLOAD: usize = 60_000;
 /// [`MAX_RAFT_PAYLOAD`] with the snapshot's metadata).
 pub const SNAPSHOT_CHUNK: u64 = 32 * 1024;
 
-/// Makes the [`Peer`]s of node `id`.
+/// The connected stubs, by target node and address.
+type Stubs = Arc<Mutex<BTreeMap<(u64, String), RaftClient>>>;
+
+/// Makes the [`Peer`]s of node `id`; clones share the connected stubs.
 #[derive(Debug, Clone)]
 pub struct Network {
     id: u64,
     routes: BTreeMap<u64, SocketAddr>,
+    stubs: Stubs,
 }
 
 impl Network {
@@ -58,7 +69,11 @@ impl Network {
     /// that address (a proxy in front of it), any other at its address in
     /// the membership.
     pub fn new(id: u64, routes: BTreeMap<u64, SocketAddr>) -> Network {
-        Network { id, routes }
+        Network {
+            id,
+            routes,
+            stubs: Stubs::default(),
+        }
     }
 }
 
@@ -66,26 +81,36 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        let addr = match self.routes.get(&target) {
+            Some(a) => a.to_string(),
+            None => node.addr.clone(),
+        };
+        let stub = self
+            .stubs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(target, addr.clone()))
+            .cloned();
         Peer {
             id: self.id,
             target,
-            addr: match self.routes.get(&target) {
-                Some(a) => a.to_string(),
-                None => node.addr.clone(),
-            },
-            stub: None,
+            addr,
+            stub,
+            stubs: Arc::clone(&self.stubs),
         }
     }
 }
 
-/// The connection from one node to another; connects on first use and
-/// again after a failure to connect.
+/// The connection from one node to another; connects on first use (or
+/// takes the [`Network`]'s stub) and again after a call that did not reach
+/// the peer.
 #[derive(Debug)]
 pub struct Peer {
     id: u64,
     target: u64,
     addr: String,
     stub: Option<RaftClient>,
+    stubs: Stubs,
 }
 
 /// A failure that is not yet one of openraft's error types.
@@ -128,7 +153,21 @@ impl Peer {
                 detail: e.to_string(),
             })?;
         self.stub = Some(stub.clone());
+        self.stubs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((self.target, self.addr.clone()), stub.clone());
         Ok(stub)
+    }
+
+    /// Drops the stub (here and in the [`Network`]) after a call that did
+    /// not reach the peer, so the next call connects again.
+    fn forget_stub(&mut self) {
+        self.stub = None;
+        self.stubs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(self.target, self.addr.clone()));
     }
 
     /// Sends `payload` with `send`, decoding the answer or the raised
@@ -167,7 +206,13 @@ impl Peer {
                     }))),
                 }
             }
-            Err(CallError::Rpc(e)) => Err(map_call_error(self.id, target, action, ttl, e)),
+            Err(CallError::Rpc(e)) => {
+                let e = map_call_error(self.id, target, action, ttl, e);
+                if matches!(e, RPCError::Unreachable(_) | RPCError::Network(_)) {
+                    self.forget_stub();
+                }
+                Err(e)
+            }
         }
     }
 }

@@ -4,7 +4,11 @@
 //! clients.
 //!
 //! Writes go through `Raft::client_write` (answered once applied on the
-//! leader); reads through `Raft::ensure_linearizable` (the leader confirms
+//! leader), grouped: openraft (0.9) appends and flushes each
+//! `client_write` on its own, one after another, so the node's batcher
+//! puts the writes that arrive while earlier ones are under way into one
+//! log entry ([`Command::Batch`]), applied in order, each write keeping its
+//! client id and sequence number (and answered with the entry's index); reads through `Raft::ensure_linearizable` (the leader confirms
 //! its leadership with a quorum and waits until it has applied up to its
 //! commit index), then read the local state machine. A node that is not the
 //! leader raises `NOT_LEADER` with the leader it knows.
@@ -33,6 +37,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -158,15 +163,18 @@ impl ConsensusNode {
             id,
             Arc::new(raft_config),
             Network::new(id, config.routes.clone()),
-            LogStore::new(store),
+            LogStore::new(store)?,
             sm,
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let (writes, queued) = mpsc::unbounded_channel();
+        tokio::spawn(batcher(raft.clone(), queued));
         let service = Arc::new(Service {
             id,
             raft: raft.clone(),
             state: state.clone(),
+            writes,
         });
         // Port 0: the UDP port the system picks may be taken for TCP (by
         // any process's connection); pick again, a bounded number of times.
@@ -273,6 +281,100 @@ struct Service {
     id: u64,
     raft: Raft,
     state: SharedState,
+    /// The writes to the batcher.
+    writes: mpsc::UnboundedSender<Queued>,
+}
+
+/// What `client_write` answers.
+type WriteResult = Result<(Outcome, u64), RaftError<u64, ClientWriteError<u64, BasicNode>>>;
+
+/// A write waiting for the batcher, and where its answer goes.
+type Queued = (Command, oneshot::Sender<WriteResult>);
+
+/// The most `client_write` calls of the batcher under way at once: one
+/// being appended while the one before is replicated.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// The most writes in one batch.
+const MAX_BATCH: usize = 256;
+
+/// The most bytes ([`Command::size`]) in one batch, unless a single write
+/// is larger: well under one AppendEntries datagram
+/// ([`super::network::MAX_RAFT_PAYLOAD`]).
+const MAX_BATCH_BYTES: usize = 24 * 1024;
+
+/// Takes the queued writes, at most [`WRITES_IN_FLIGHT`] batches under
+/// way: every write queued while the batcher waits joins the next batch.
+async fn batcher(raft: Raft, mut queued: mpsc::UnboundedReceiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let mut next: Option<Queued> = None;
+    loop {
+        let first = match next.take() {
+            Some(q) => q,
+            None => match queued.recv().await {
+                Some(q) => q,
+                None => break,
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let mut bytes = first.0.size();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(q) = queued.try_recv() else { break };
+            bytes += q.0.size();
+            if bytes > MAX_BATCH_BYTES {
+                next = Some(q);
+                break;
+            }
+            batch.push(q);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            write_batch(&raft, batch).await;
+            drop(slot);
+        });
+    }
+    tracing::debug!("write batcher stopped");
+}
+
+/// Writes `batch` in one log entry and answers each of its writes.
+async fn write_batch(raft: &Raft, mut batch: Vec<Queued>) {
+    if batch.len() == 1 {
+        if let Some((command, answer)) = batch.pop() {
+            let result = raft
+                .client_write(command)
+                .await
+                .map(|r| (r.data.outcome, r.log_id.index));
+            // The caller may have gone (its call cancelled).
+            let _ = answer.send(result);
+        }
+        return;
+    }
+    let (commands, answers): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+    let n = commands.len();
+    match raft.client_write(Command::Batch { commands }).await {
+        Ok(r) => {
+            let index = r.log_id.index;
+            match r.data.outcome {
+                Outcome::Batch { outcomes } if outcomes.len() == n => {
+                    for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                        let _ = answer.send(Ok((outcome, index)));
+                    }
+                }
+                other => {
+                    tracing::error!(?other, writes = n, "a batch applied to another outcome");
+                    // Dropping the answers fails the calls (unavailable).
+                }
+            }
+        }
+        Err(e) => {
+            for answer in answers {
+                let _ = answer.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -450,8 +552,10 @@ fn unexpected(o: &Outcome) -> MethodError<KvError> {
 
 impl Service {
     async fn write(&self, command: Command) -> Result<(Outcome, u64), MethodError<KvError>> {
-        let resp = self.raft.client_write(command).await.map_err(write_error)?;
-        Ok((resp.data.outcome, resp.log_id.index))
+        let gone = || kv_error(KvErrorKind::Unavailable, "the node is shutting down");
+        let (answer, result) = oneshot::channel();
+        self.writes.send((command, answer)).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?.map_err(write_error)
     }
 
     fn members(&self) -> Vec<Member> {
