@@ -314,18 +314,18 @@ async fn every_node_killed_at_once_keeps_every_acknowledged_write() {
 /// holds the same data as the leader (equal digests at the same applied
 /// index).
 ///
-/// The 20,000 writes with the default snapshot threshold (5,000)
-/// took 69 s here (290 writes/s: a debug build on a loaded 2-core
-/// machine), so the nodes snapshot every 500 entries (`--snapshot-after`)
-/// and 3,000 writes are enough to purge what the node lacks: the same
-/// path (openraft keeps 1,000 entries behind a snapshot, the node is
-/// further behind than that).
+/// 20,000 writes, which the leader groups into entries (about 1,900 here,
+/// 9 s in a debug build), so the nodes snapshot every 50 entries
+/// (`--snapshot-after`) and keep 20 behind a snapshot (`--keep-logs`):
+/// the node lacks entries that are purged everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_for_many_writes_catches_up_through_a_snapshot() {
-    const WRITES: usize = 3_000;
+    const WRITES: usize = 20_000;
     const CLIENTS: usize = 32;
     let mut cluster = Cluster::new().unwrap();
-    let addrs = form_cluster_with(&mut cluster, &["--snapshot-after=500"]).await;
+    // Writes are grouped into entries (up to 256 a batch), so a few hundred
+    // entries hold the 20,000 writes: snapshots every 50, 20 kept behind.
+    let addrs = form_cluster_with(&mut cluster, &["--snapshot-after=50", "--keep-logs=20"]).await;
     let (leader, _) = agreed_leader(&addrs).await;
     let down = (1..=3u64).find(|i| *i != leader).unwrap();
     let down_addr = addrs[usize::try_from(down).unwrap() - 1];

@@ -88,6 +88,10 @@ struct Args {
     /// Entries between snapshots.
     #[arg(long, default_value_t = 5_000)]
     snapshot_after: u64,
+    /// Entries kept in the log behind a snapshot (a follower further
+    /// behind is sent the snapshot).
+    #[arg(long, default_value_t = 1_000)]
+    keep_logs: u64,
 }
 
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, SocketAddr>> {
@@ -182,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_millis(args.election_max_ms),
     );
     config.snapshot_after = args.snapshot_after;
+    config.keep_after_snapshot = args.keep_logs;
     let node = ConsensusNode::start(config, args.listen)
         .await
         .with_context(|| {

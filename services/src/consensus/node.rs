@@ -61,6 +61,9 @@ pub struct NodeConfig {
     pub election_timeout: (Duration, Duration),
     /// A snapshot is taken after this many entries since the last one.
     pub snapshot_after: u64,
+    /// Entries kept in the log behind a snapshot (openraft's default
+    /// 1,000): a follower further behind catches up through the snapshot.
+    pub keep_after_snapshot: u64,
     /// The cluster's name, recorded in the store on first start: a store
     /// of another cluster is refused.
     pub cluster: String,
@@ -82,6 +85,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             snapshot_after: 5_000,
+            keep_after_snapshot: 1_000,
             cluster: DEFAULT_CLUSTER.to_owned(),
             routes: BTreeMap::new(),
         }
@@ -152,6 +156,7 @@ impl ConsensusNode {
             election_timeout_min: millis(config.election_timeout.0),
             election_timeout_max: millis(config.election_timeout.1),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after),
+            max_in_snapshot_log_to_keep: config.keep_after_snapshot,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK,
             max_payload_entries: 256,
             ..Config::default()
