@@ -78,7 +78,7 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
     report.row(Row::made(
         format!("{PATH} udp"),
         "lock(account) by alice",
-        "deferred",
+        "sync",
         "RRA",
         Ok(format!("granted at once, token {}", token(first.token()))),
         start.elapsed(),
@@ -129,7 +129,7 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
         report.row(Row::made(
             format!("{PATH} {door}"),
             format!("lock(account) by {owner}, queued"),
-            "deferred",
+            "sync",
             "RRA",
             result,
             asked.elapsed(),
@@ -218,7 +218,7 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
     report.row(Row::made(
         format!("{PATH} udp"),
         "lock(account) by alice after a holder crashed",
-        "deferred",
+        "sync",
         "RRA",
         result,
         waited,
