@@ -209,7 +209,7 @@ impl KvClient {
         let mut pause = Duration::from_millis(10);
         // The last node that gave no answer: a follower that still names
         // it as the leader (it has not noticed its death yet) is not
-        // followed back to it.
+        // followed back to it the first time.
         let mut silent: Option<SocketAddr> = None;
         for attempt in 0..self.attempts {
             let addr = self.current();
@@ -279,9 +279,15 @@ impl KvClient {
                 Next::Another(_) => None,
             };
             let next = match target {
-                Some(t) if silent == Some(t) => Next::Another(format!(
-                    "{addr} names {t} as the leader, which did not answer"
-                )),
+                Some(t) if silent == Some(t) => {
+                    // Not followed once (it may be dead and not yet
+                    // noticed); named again after that, it is tried: one
+                    // lost answer must not keep a live leader out.
+                    silent = None;
+                    Next::Another(format!(
+                        "{addr} names {t} as the leader, which did not answer"
+                    ))
+                }
                 // Not among the addresses this client may use: try the
                 // next one, after a pause like any other failure.
                 Some(t) if !self.nodes.contains(&t) => Next::Another(format!(
