@@ -29,7 +29,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use rpc_core::server::TcpServerConfig;
-use rpc_core::tls::TlsServerConfig;
+use rpc_core::tls::{LocalCa, TlsServerConfig};
 use rpc_services::mutex::{epoch, serve, LockServer, LockServerConfig};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -170,28 +170,8 @@ fn tls_config(args: &Args) -> anyhow::Result<TlsServerConfig> {
         return TlsServerConfig::from_pem(&cert_pem, &key_pem)
             .with_context(|| format!("{} and {}", cert.display(), key.display()));
     }
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "lock-server CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    let ca = LocalCa::new("lock-server CA")?;
     let ca_path = args.data_dir.join("tls-ca.pem");
-    std::fs::write(&ca_path, ca_cert.pem())
-        .with_context(|| format!("writing {}", ca_path.display()))?;
-    Ok(TlsServerConfig::from_pem(
-        leaf_cert.pem().as_bytes(),
-        leaf_key.serialize_pem().as_bytes(),
-    )?)
+    std::fs::write(&ca_path, ca.pem()).with_context(|| format!("writing {}", ca_path.display()))?;
+    Ok(ca.server_config("localhost")?)
 }

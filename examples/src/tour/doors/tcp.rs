@@ -50,27 +50,9 @@ impl Door for TcpDoor {
 /// A CA, and a server certificate for `localhost` it signed (PEM): for
 /// the TLS door.
 pub(crate) fn tls_configs() -> anyhow::Result<(TlsServerConfig, TlsClientConfig)> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "rpc tour CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
-    let server = TlsServerConfig::from_pem(
-        leaf_cert.pem().as_bytes(),
-        leaf_key.serialize_pem().as_bytes(),
-    )?;
-    let client = TlsClientConfig::new("localhost", ca_cert.pem().as_bytes())?;
-    Ok((server, client))
+    let ca = rpc_core::tls::LocalCa::new("rpc tour CA")?;
+    Ok((
+        ca.server_config("localhost")?,
+        ca.client_config("localhost")?,
+    ))
 }
