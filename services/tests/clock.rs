@@ -39,21 +39,12 @@ async fn clock_client(addr: SocketAddr) -> pb::ClockClient {
 }
 
 /// Polls `check` every 10 ms until it gives `Some`, at most `limit`.
-async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+async fn wait_for<T, F, Fut>(limit: Duration, check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rpc_testkit::poll_until(limit, Duration::from_millis(10), check).await
 }
 
 /// The offset of `server` from the true clock (this process's unskewed

@@ -67,19 +67,14 @@ async fn status(addr: SocketAddr) -> Option<NodeStatus> {
 }
 
 /// Polls `check` every 20 ms until it gives `Some`, at most [`BOUND`].
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "waited {BOUND:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rpc_testkit::poll_until(BOUND, Duration::from_millis(20), check)
+        .await
+        .unwrap_or_else(|| panic!("waited {BOUND:?} for {what}"))
 }
 
 /// The leader as every live node in `addrs` sees it, once they agree.

@@ -89,19 +89,14 @@ async fn inspect(stub: &LocksClient, lock: &str) -> LockState {
 }
 
 /// Polls `check` every 10 ms until it gives `Some`, at most [`BOUND`].
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "waited {BOUND:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rpc_testkit::poll_until(BOUND, Duration::from_millis(10), check)
+        .await
+        .unwrap_or_else(|| panic!("waited {BOUND:?} for {what}"))
 }
 
 /// 8 clients x 250 increments (read, then write the value plus one) of the

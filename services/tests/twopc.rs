@@ -22,7 +22,7 @@ use rpc_services::twopc::{
 use rpc_testkit::{Cluster, Exit, Node, NodeBuilder, Output, TestDir};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BOUND: Duration = Duration::from_secs(30);
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -115,19 +115,14 @@ async fn tx_state(p: &ParticipantClient, tx: &str) -> Option<TxState> {
 }
 
 /// Polls `check` every 10 ms until it gives `Some`, at most [`BOUND`].
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "waited {BOUND:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rpc_testkit::poll_until(BOUND, Duration::from_millis(10), check)
+        .await
+        .unwrap_or_else(|| panic!("waited {BOUND:?} for {what}"))
 }
 
 /// Waits until every participant has `tx` in `state`.

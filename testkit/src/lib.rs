@@ -83,6 +83,7 @@ pub mod nemesis;
 pub mod net;
 #[cfg(unix)]
 pub mod node;
+pub mod poll;
 pub mod tcp_proxy;
 
 #[cfg(unix)]
@@ -93,8 +94,9 @@ pub use linearizability::{check, Checker, HistoryError, Report, Verdict, Violati
 #[cfg(unix)]
 pub use nemesis::{Fault, FaultKind, Nemesis, NemesisError, Schedule, SeedError, StepError};
 pub use net::{reserve_tcp_addr, reserve_udp_addr, LinkFaults, Net, NetError};
-#[cfg(unix)]
 pub use node::{address_in_line, Exit, Logs, Node, NodeBuilder, NodeError, Output};
+#[cfg(unix)]
+pub use poll::poll_until;
 pub use tcp_proxy::{
     Direction, DirectionStats, ProxyError, TcpFaultProxy, TcpProxyConfig, TcpProxyStats,
 };
