@@ -519,6 +519,86 @@ async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_rra_ack_rides_on_the_next_request_sent_within_the_delay() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let server = FakeServer::start(standard(4)).await?;
+        let (channel, client) = channel(&server, fast_config()).await?;
+        assert_eq!(channel.config().ack_delay, Duration::from_millis(10));
+        // Two calls in a row, as a lock's acquire then release: the
+        // second REQUEST leaves before the first answer's ACK is due.
+        for n in [1, 2] {
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(n))
+                .await?;
+        }
+        // The last answer has no REQUEST after it: its ACK goes when the
+        // delay ends.
+        assert!(
+            server
+                .wait_for(WAIT, |log| log.iter().any(|e| is(e, MessageType::Ack)))
+                .await
+        );
+        let reqs = server.received(MessageType::Request);
+        assert_eq!(
+            reqs.iter()
+                .map(|e| (e.request_id, e.ack_up_to))
+                .collect::<Vec<_>>(),
+            vec![(1, 0), (2, 1)],
+            "the second REQUEST acknowledges the first answer"
+        );
+        let acks = server.received(MessageType::Ack);
+        assert_eq!(
+            acks.iter()
+                .map(|e| (e.request_id, e.ack_up_to))
+                .collect::<Vec<_>>(),
+            vec![(2, 2)],
+            "no ACK datagram for the first answer"
+        );
+        let s = channel.stats();
+        assert_eq!((s.acks_sent, s.acks_piggybacked), (1, 1), "{s:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_ack_delay_every_rra_answer_gets_its_ack_at_once() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let server = FakeServer::start(standard(4)).await?;
+        let mut config = fast_config();
+        config.ack_delay = Duration::ZERO;
+        let (channel, client) = channel(&server, config).await?;
+        for n in [1, 2] {
+            client
+                .call::<_, Num, Never>(&SERVICE, &READ_RRA, &num(n))
+                .await?;
+        }
+        assert!(
+            server
+                .wait_for(WAIT, |log| log
+                    .iter()
+                    .filter(|e| is(e, MessageType::Ack))
+                    .count()
+                    == 2)
+                .await
+        );
+        let acks = server.received(MessageType::Ack);
+        assert_eq!(
+            acks.iter()
+                .map(|e| (e.request_id, e.ack_up_to))
+                .collect::<Vec<_>>(),
+            vec![(1, 1), (2, 2)]
+        );
+        let s = channel.stats();
+        assert_eq!((s.acks_sent, s.acks_piggybacked), (2, 0), "{s:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
 async fn rra_reply_is_acked_and_late_duplicates_are_acked_again() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {

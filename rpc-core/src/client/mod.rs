@@ -21,13 +21,16 @@
 //!   retransmission timer) sends at once, so nothing waits to fill a batch.
 //!   A queued copy that cannot be sent counts as lost (it is retransmitted
 //!   on schedule) instead of failing the call with [`Error::Io`];
-//! - ACKs are coalesced per burst: when the burst is flushed, L is the
-//!   current `ack_up_to`; every RRA reply of the burst with an id above L
-//!   gets its own ACK (carrying L), and if there is none, one ACK carries
-//!   the largest acknowledged id with L, which covers every reply of the
-//!   burst (their ids are at most L). Every RRA reply is thus acknowledged
-//!   within one scheduling round of the receive task, and a lost ACK is
-//!   covered by the next ACK or REQUEST, whose `ack_up_to` only grows;
+//! - ACKs are delayed, then coalesced: the ACK of an RRA answer waits up
+//!   to [`ChannelConfig::ack_delay`] for a REQUEST or PING of the session
+//!   whose `ack_up_to` reaches its id (a caller that calls again at once,
+//!   as a lock's acquire then release, sends no ACK at all). When the
+//!   delay ends, L is the current `ack_up_to`; every held answer with an
+//!   id above L gets its own ACK (carrying L), and if there is none, one
+//!   ACK carries the largest held id with L, which covers them all (their
+//!   ids are at most L). Every RRA answer is thus acknowledged within the
+//!   delay (plus a scheduling round), and a lost ACK is covered by the next
+//!   ACK or REQUEST, whose `ack_up_to` only grows;
 //! - a send window bounds how far request ids run ahead of `ack_up_to`
 //!   ([`ChannelConfig::max_window`]): a call that would take an id more
 //!   than the window past it waits (in arrival order, its deadline
@@ -59,7 +62,7 @@ use crate::transport::{DatagramSocket, RecvBatch, SendBatch};
 use futures::future::{BoxFuture, FutureExt};
 use prost::Message;
 use rto::RtoEstimator;
-use session::{Routed, Session};
+use session::{Advertised, Routed, Session};
 use stats::{bump, Counters};
 use std::fmt;
 use std::future::poll_fn;
@@ -133,6 +136,16 @@ pub struct ChannelConfig {
     /// outstanding, at most `max_window - 1` newer calls start before it
     /// finishes.
     pub max_window: u64,
+    /// How long the ACK of an RRA answer may wait for a REQUEST or PING
+    /// that carries it instead: when the caller's next call leaves within
+    /// this time, its `ack_up_to` acknowledges the answer and no ACK
+    /// datagram is sent (TCP's delayed acknowledgement, for the same
+    /// reason: a client that calls again at once, such as acquire then
+    /// release, costs the server one datagram less per call). The server
+    /// keeps the stored answer that much longer. Default 10 ms;
+    /// `Duration::ZERO` sends every ACK at the end of the burst that
+    /// received its answer.
+    pub ack_delay: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -145,6 +158,7 @@ impl Default for ChannelConfig {
             max_datagram: 65_000,
             max_wait: Duration::from_secs(30),
             max_window: 512,
+            ack_delay: Duration::from_millis(10),
         }
     }
 }
@@ -156,6 +170,7 @@ impl ChannelConfig {
         self.max_rto = self.max_rto.clamp(self.min_rto, MAX_WAIT_LIMIT);
         self.initial_rto = self.initial_rto.clamp(self.min_rto, self.max_rto);
         self.max_wait = self.max_wait.min(MAX_WAIT_LIMIT);
+        self.ack_delay = self.ack_delay.min(self.max_rto);
         self
     }
 }
@@ -455,10 +470,28 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
         RecvBatch::new(RECV_SLOTS, RECV_BUFFER)
     };
     let mut acks: Vec<u64> = Vec::new();
+    let mut held = HeldAcks::default();
     let mut sending = SendBatch::new();
     let mut errors = 0u32;
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     loop {
-        match shared.socket.recv_batch(&mut batch).await {
+        let received = if held.ids.is_empty() {
+            Some(shared.socket.recv_batch(&mut batch).await)
+        } else {
+            tokio::select! {
+                biased;
+                received = shared.socket.recv_batch(&mut batch) => Some(received),
+                () = &mut timer => None,
+            }
+        };
+        let Some(received) = received else {
+            // The held ACKs are due: those no REQUEST or PING carried go now.
+            held.take_due(&shared);
+            flush(&shared, &mut held.due, &mut sending).await;
+            continue;
+        };
+        match received {
             Ok(_) => {
                 errors = 0;
                 shared.outbox().flush_due = true;
@@ -501,6 +534,9 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                 } else {
                     shared.outbox().flush_due = false;
                 }
+                if !acks.is_empty() && !shared.config.ack_delay.is_zero() {
+                    held.hold(&shared, &mut acks, timer.as_mut());
+                }
                 flush(&shared, &mut acks, &mut sending).await;
             }
             Err(e) => {
@@ -514,6 +550,57 @@ async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                     tokio::task::yield_now().await;
                 }
             }
+        }
+    }
+}
+
+/// ACKs held back for a REQUEST or PING that carries them
+/// ([`ChannelConfig::ack_delay`]); the receive loop's timer says when the
+/// oldest is due.
+#[derive(Debug, Default)]
+struct HeldAcks {
+    /// Each answer's id, with what had been advertised when it arrived:
+    /// only a message sent after it covers it (a message sent before
+    /// crossed the answer, or was lost if the server answered again).
+    ids: Vec<(u64, Advertised)>,
+    /// The ids due now, for [`flush`].
+    due: Vec<u64>,
+}
+
+impl HeldAcks {
+    /// Takes the burst's ACKs; arms `timer` if none were held.
+    fn hold<S>(
+        &mut self,
+        shared: &Shared<S>,
+        acks: &mut Vec<u64>,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) {
+        let was_empty = self.ids.is_empty();
+        let now = shared.lock().advertised();
+        self.ids.extend(acks.drain(..).map(|id| (id, now)));
+        if was_empty && !self.ids.is_empty() {
+            timer.reset(tokio::time::Instant::now() + shared.config.ack_delay);
+        }
+    }
+
+    /// Moves the held ACKs that no later REQUEST or PING carried to
+    /// `self.due` (the others are counted as piggybacked).
+    fn take_due<S>(&mut self, shared: &Shared<S>) {
+        let now = shared.lock().advertised();
+        let before = self.ids.len();
+        self.due.clear();
+        self.due.extend(
+            self.ids
+                .drain(..)
+                .filter(|&(id, then)| !now.covers_since(then, id))
+                .map(|(id, _)| id),
+        );
+        let carried = (before - self.due.len()) as u64;
+        if carried > 0 {
+            shared
+                .counters
+                .acks_piggybacked
+                .fetch_add(carried, Ordering::Relaxed);
         }
     }
 }

@@ -99,6 +99,24 @@ pub(crate) enum Routed {
     Unknown,
 }
 
+/// The `ack_up_to` that REQUESTs and PINGs carried
+/// ([`Session::advertise`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Advertised {
+    /// Messages sent with an `ack_up_to`.
+    pub(crate) sent: u64,
+    /// The largest `ack_up_to` among them.
+    pub(crate) up_to: u64,
+}
+
+impl Advertised {
+    /// Whether a message sent after `earlier` carried an `ack_up_to` of at
+    /// least `id` (`ack_up_to` only grows, so the largest is the latest).
+    pub(crate) fn covers_since(&self, earlier: Advertised, id: u64) -> bool {
+        self.sent > earlier.sent && self.up_to >= id
+    }
+}
+
 /// The session state.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
@@ -121,6 +139,11 @@ pub(crate) struct Session {
     /// Woken (all waiters) when `ack_up_to` advances while calls wait, and
     /// when the channel closes.
     window_open: Arc<Notify>,
+    /// The largest `ack_up_to` put on an outgoing REQUEST or PING, and how
+    /// many such messages were sent: an answer with an id up to it needs no
+    /// ACK of its own if such a message left after the answer arrived (the
+    /// server drops its stored answer when that message arrives).
+    advertised: Advertised,
     /// The round-trip estimator of the channel.
     pub(crate) rto: RtoEstimator,
 }
@@ -141,6 +164,7 @@ impl Session {
             recent_rra: FastSet::default(),
             recent_rra_order: VecDeque::new(),
             ping_window: None,
+            advertised: Advertised::default(),
             rto,
         }
     }
@@ -231,6 +255,20 @@ impl Session {
             Some(first) => first - 1,
             None => self.next_id - 1,
         }
+    }
+
+    /// Notes that a message carrying `ack_up_to` = `l` is being sent, and
+    /// returns `l`.
+    pub(crate) fn advertise(&mut self, l: u64) -> u64 {
+        self.advertised.sent += 1;
+        self.advertised.up_to = self.advertised.up_to.max(l);
+        l
+    }
+
+    /// What REQUESTs and PINGs have carried so far
+    /// ([`Session::advertise`]).
+    pub(crate) fn advertised(&self) -> Advertised {
+        self.advertised
     }
 
     /// The last incarnation the server showed (0: unknown).

@@ -46,6 +46,10 @@ pub struct ClientStats {
     /// RRA replies acknowledged by the `ack_up_to` of another ACK of the
     /// same burst instead of an ACK of their own.
     pub acks_coalesced: u64,
+    /// RRA answers that needed no ACK datagram: a REQUEST or PING carrying
+    /// an `ack_up_to` at or above their id left within
+    /// `ChannelConfig::ack_delay` of their arrival.
+    pub acks_piggybacked: u64,
     /// Calls that failed with a deadline (the caller's, or the channel's
     /// cap on waiting for a call without deadline).
     pub timeouts: u64,
@@ -101,6 +105,7 @@ counters!(
     acks_sent,
     cancels_sent,
     acks_coalesced,
+    acks_piggybacked,
     timeouts,
     unreachable,
     outcome_unknown,

@@ -224,11 +224,12 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
         None => 0,
     };
     let (ack_up_to, incarnation, cookie) = {
-        let session = shared.lock();
+        let mut session = shared.lock();
         // Never acknowledge the one-way request itself in its own datagram,
         // so that the server keeps its tombstone against network duplicates.
+        let ack_up_to = session.ack_up_to().min(id - 1);
         (
-            session.ack_up_to().min(id - 1),
+            session.advertise(ack_up_to),
             session.incarnation(),
             session.cookie(),
         )

@@ -392,7 +392,8 @@ impl<S: DatagramSocket> Exchange<S> {
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
         {
             let mut session = self.shared.lock();
-            self.env.ack_up_to = session.ack_up_to();
+            let ack_up_to = session.ack_up_to();
+            self.env.ack_up_to = session.advertise(ack_up_to);
             self.env.cookie = session.cookie();
             let first = self.copies == 1;
             if let Some(e) = session.entry(self.id) {
@@ -437,7 +438,8 @@ impl<S: DatagramSocket> Exchange<S> {
             if let Some(e) = session.entry(self.id) {
                 e.sample_from = (n == 1).then(|| now.into_std());
             }
-            session.ack_up_to()
+            let ack_up_to = session.ack_up_to();
+            session.advertise(ack_up_to)
         };
         self.buf.clear();
         // Not kept across the send: the envelope would enlarge the state
