@@ -383,14 +383,23 @@ impl Locks for LockServer {
         _ctx: CallContext,
         request: ReleaseRequest,
     ) -> Result<Released, MethodError<LockError>> {
-        let mut inner = self.inner();
-        let grants = inner
-            .table
-            .release(&request.lock, &request.owner, request.token, Instant::now())
-            .map_err(refusal)?;
-        let handed_over = !grants.is_empty();
-        self.deliver(&mut inner, grants);
-        drop(inner);
+        let handed_over = {
+            let mut inner = self.inner();
+            let grants = inner
+                .table
+                .release(&request.lock, &request.owner, request.token, Instant::now())
+                .map_err(refusal)?;
+            let handed_over = !grants.is_empty();
+            self.deliver(&mut inner, grants);
+            handed_over
+        };
+        if handed_over {
+            // The next holder's grant goes out before this answer: its
+            // handler was woken above and runs first if this one steps
+            // back once. The releaser only learns that it no longer holds
+            // the lock; the waiter waits for the grant (the hand-over).
+            tokio::task::yield_now().await;
+        }
         Ok(Released {
             lock: request.lock,
             handed_over,
