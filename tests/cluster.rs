@@ -15,10 +15,15 @@
 //!
 //! The nemesis' seed is printed with its schedule (captured, shown when a
 //! test fails); `RPC_NEMESIS_SEED=<seed>` runs the same schedule again.
+//! Each test's cluster directory is made before the test's time limit
+//! starts and is named by every failure (an error, a timeout, an
+//! assertion); it is removed only when the test passes
+//! ([`Cluster::passed`]), so the nodes' logs are there to read.
 //! The steps are paced by completed calls (each call ends within its
 //! timeout, so the run always progresses); no verdict depends on the clock.
 #![allow(clippy::print_stderr)] // the schedule and the figures are the tests' report
 
+use anyhow::Context as _;
 use prost::Message as _;
 use rpc_core::client::{ChannelConfig, UdpChannel};
 use rpc_core::{CallError, Client};
@@ -28,6 +33,7 @@ use rpc_testkit::{
 use rpc_tests::demo::Amount;
 use rpc_tests::{bounded, init_tracing, read_exec_log, run_concurrent, CounterClient};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +55,14 @@ fn channel_config() -> ChannelConfig {
     c.default_retries = 20;
     c.max_wait = CALL;
     c
+}
+
+/// Where a failed test's logs are: every failure message ends with it.
+fn logs_in(dir: &Path) -> String {
+    format!(
+        "the cluster directory {} is kept: each node's logs are <node>/run-<n>.stdout and .stderr",
+        dir.display()
+    )
 }
 
 /// Starts the nodes (blocking: each waits for its address).
@@ -91,10 +105,12 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
     const IN_FLIGHT: usize = 12;
     const SESSIONS_PER_NODE: usize = 2;
     init_tracing();
+    // Made outside the time limit, so that a timeout can name it too.
+    let mut cluster = Cluster::new()?;
+    let dir = cluster.dir().to_path_buf();
     bounded(LIMIT, async {
         // A fixed schedule in the suite; `RPC_NEMESIS_SEED=random` explores.
         let seed = Nemesis::seed_from_env_or(0x5EED_0001)?;
-        let mut cluster = Cluster::new()?;
         let bin = env!("CARGO_BIN_EXE_demo-server");
         start(
             &mut cluster,
@@ -175,21 +191,25 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
             for run in read_exec_log(&log)? {
                 assert!(
                     seen.insert((run.session, run.request_id)),
-                    "node {} ({runs} runs) ran a request twice: {run:?}",
-                    node.name()
+                    "node {} ({runs} runs) ran a request twice: {run:?}; its execution log {}, its last logs {} and {}; {}",
+                    node.name(),
+                    log.display(),
+                    node.logs().stdout.display(),
+                    node.logs().stderr.display(),
+                    logs_in(&dir),
                 );
                 *by_tag.entry(Amount::decode(run.payload.as_slice())?.delta).or_default() += 1;
                 executions += 1;
             }
         }
         for (tag, n) in &by_tag {
-            assert_eq!(*n, 1, "call {tag} ran {n} times");
+            assert_eq!(*n, 1, "call {tag} ran {n} times; {}", logs_in(&dir));
         }
         for tag in &succeeded {
-            assert_eq!(by_tag.get(tag), Some(&1), "call {tag} reported OK ran once");
+            assert_eq!(by_tag.get(tag), Some(&1), "call {tag} reported OK ran once; {}", logs_in(&dir));
         }
         for tag in &not_run {
-            assert_eq!(by_tag.get(tag), None, "call {tag} reported not run, but ran");
+            assert_eq!(by_tag.get(tag), None, "call {tag} reported not run, but ran; {}", logs_in(&dir));
         }
         let dropped: u64 = NODES
             .iter()
@@ -203,22 +223,27 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
             not_run.len(),
             cluster.nodes().iter().map(|n| (n.name().to_owned(), n.run())).collect::<Vec<_>>(),
         );
+        drop(net);
+        cluster.passed();
         Ok(())
     })
     .await
+    .with_context(|| logs_in(&dir))
 }
 
 type Key_ = &'static str;
 const KEYS: [Key_; 3] = ["x", "y", "z"];
 
 /// Runs the register workload against `register-server` (with
-/// `--stale-reads` if `stale`) under a nemesis; returns the history's
-/// report.
-async fn register_history(stale: bool) -> anyhow::Result<rpc_testkit::Report<Key_, i64>> {
+/// `--stale-reads` if `stale`) in `cluster` under a nemesis; returns the
+/// history's report and the cluster.
+async fn register_history(
+    mut cluster: Cluster,
+    stale: bool,
+) -> anyhow::Result<(rpc_testkit::Report<Key_, i64>, Cluster)> {
     const PROCESSES: u64 = 4;
     const OPS: usize = 40;
     let seed = Nemesis::seed_from_env_or(if stale { 0x5EED_0003 } else { 0x5EED_0002 })?;
-    let mut cluster = Cluster::new()?;
     let mut node =
         NodeBuilder::new("reg", env!("CARGO_BIN_EXE_register-server")).args(["--listen", "{addr}"]);
     if stale {
@@ -314,7 +339,7 @@ async fn register_history(stale: bool) -> anyhow::Result<rpc_testkit::Report<Key
         }
         read(&client, &recorder, 100, key).await;
     }
-    drop((cluster, net));
+    drop(net);
     let history = recorder.history();
     let report = check(&history)?;
     let outcomes = history.entries().iter().fold([0usize; 3], |mut n, e| {
@@ -337,7 +362,7 @@ async fn register_history(stale: bool) -> anyhow::Result<rpc_testkit::Report<Key
             "not linearizable"
         }
     );
-    Ok(report)
+    Ok((report, cluster))
 }
 
 /// What a failed call means for the history: a read has no effect; a
@@ -434,19 +459,30 @@ async fn cas(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correct_register_under_a_nemesis_is_linearizable() -> anyhow::Result<()> {
     init_tracing();
-    let report = bounded(LIMIT, register_history(false)).await?;
-    assert!(report.is_linearizable(), "{report}");
+    let cluster = Cluster::new()?;
+    let dir = cluster.dir().to_path_buf();
+    let (report, cluster) = bounded(LIMIT, register_history(cluster, false))
+        .await
+        .with_context(|| logs_in(&dir))?;
+    assert!(report.is_linearizable(), "{report}\n{}", logs_in(&dir));
+    cluster.passed();
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_register_serving_stale_reads_is_caught_by_the_checker() -> anyhow::Result<()> {
     init_tracing();
-    let report = bounded(LIMIT, register_history(true)).await?;
+    let cluster = Cluster::new()?;
+    let dir = cluster.dir().to_path_buf();
+    let (report, cluster) = bounded(LIMIT, register_history(cluster, true))
+        .await
+        .with_context(|| logs_in(&dir))?;
     assert!(
         !report.is_linearizable(),
-        "stale reads were not caught:\n{report}"
+        "stale reads were not caught:\n{report}\n{}",
+        logs_in(&dir)
     );
     eprintln!("{report}");
+    cluster.passed();
     Ok(())
 }
