@@ -14,7 +14,7 @@
 //! chunks already queued:
 //!
 //! - [`TcpFaultProxy::set_delay`]: each chunk is held that long after it
-//!   was read, order kept;
+//!   was read, order kept (counted in [`DirectionStats::delayed`]);
 //! - [`TcpFaultProxy::set_throttle`]: at most so many bytes per second;
 //! - [`TcpFaultProxy::cut`]: every live connection is closed both ways;
 //! - [`TcpFaultProxy::blackhole`]: a partition as TCP peers see it: new
@@ -205,6 +205,10 @@ pub struct DirectionStats {
     pub forwarded: u64,
     /// Bytes read and dropped by the blackhole.
     pub discarded: u64,
+    /// Chunks forwarded while a delay was set for the direction: each
+    /// was held until at least that long after it was read. A test reads
+    /// here that a delay took effect, not on the clock.
+    pub delayed: u64,
 }
 
 /// Counters of a [`TcpFaultProxy`], as a snapshot.
@@ -237,6 +241,7 @@ struct Counters {
     upstream_failed: AtomicU64,
     forwarded: [AtomicU64; 2],
     discarded: [AtomicU64; 2],
+    delayed: [AtomicU64; 2],
 }
 
 impl Counters {
@@ -244,6 +249,7 @@ impl Counters {
         let dir = |i: usize| DirectionStats {
             forwarded: self.forwarded[i].load(Ordering::SeqCst),
             discarded: self.discarded[i].load(Ordering::SeqCst),
+            delayed: self.delayed[i].load(Ordering::SeqCst),
         };
         TcpProxyStats {
             accepted: self.accepted.load(Ordering::SeqCst),
