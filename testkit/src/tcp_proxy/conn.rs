@@ -247,6 +247,7 @@ impl Pump {
                 return Ok(());
             }
             if c.paused {
+                let _parked = Parked::new(&self.counters);
                 if control.changed().await.is_err() {
                     return Ok(());
                 }
