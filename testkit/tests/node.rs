@@ -418,6 +418,40 @@ async fn a_test_failing_by_an_error_or_a_timeout_keeps_its_directory() {
     }
 }
 
+/// A test body that panics: unwinding drops its cluster, which kills the
+/// nodes and what they started (their process groups), and keeps the
+/// directory with their logs.
+#[test]
+fn a_panicking_test_leaves_no_child_running_and_keeps_the_logs() {
+    let seen = std::sync::Mutex::new(None);
+    let body = std::panic::catch_unwind(|| {
+        let mut cluster = Cluster::new().unwrap();
+        let echo_pid = cluster.start(echo("a")).unwrap().pid();
+        let script = "sleep 600 & echo $! > {data}/helper; echo 127.0.0.1:9; wait";
+        let node = cluster.start(sh("b", script)).unwrap();
+        node.pause().unwrap(); // a stopped child dies too
+        let b_pid = node.pid();
+        let helper = read_pid(&cluster.dir().join("b/data/helper"));
+        let pids = [echo_pid, b_pid, helper];
+        assert!(
+            pids.iter().all(|&p| !dead(p)),
+            "all running before the panic"
+        );
+        *seen.lock().unwrap() = Some((pids, cluster.dir().to_path_buf()));
+        panic!("the test body fails here");
+    });
+    assert!(body.is_err(), "the body panicked");
+    let (pids, dir) = seen.into_inner().unwrap().unwrap();
+    for pid in pids {
+        assert!(
+            eventually(|| dead(pid)),
+            "process {pid} outlived the panicking test"
+        );
+    }
+    assert!(dir.join("b/run-1.stdout").exists(), "{}", dir.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_node_outlives_the_thread_that_started_it() {
     let dir = TestDir::new().unwrap();
