@@ -15,10 +15,15 @@
 //!
 //! The nemesis' seed is printed with its schedule (captured, shown when a
 //! test fails); `RPC_NEMESIS_SEED=<seed>` runs the same schedule again.
+//! Each test's cluster directory is made before the test's time limit
+//! starts and is named by every failure (an error, a timeout, an
+//! assertion); it is removed only when the test passes
+//! ([`Cluster::passed`]), so the nodes' logs are there to read.
 //! The steps are paced by completed calls (each call ends within its
 //! timeout, so the run always progresses); no verdict depends on the clock.
 #![allow(clippy::print_stderr)] // the schedule and the figures are the tests' report
 
+use anyhow::Context as _;
 use prost::Message as _;
 use rpc_core::client::{ChannelConfig, UdpChannel};
 use rpc_core::{CallError, Client};
@@ -28,6 +33,7 @@ use rpc_testkit::{
 use rpc_tests::demo::Amount;
 use rpc_tests::{bounded, init_tracing, read_exec_log, run_concurrent, CounterClient};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +57,14 @@ fn channel_config() -> ChannelConfig {
     c
 }
 
+/// Where a failed test's logs are: every failure message ends with it.
+fn logs_in(dir: &Path) -> String {
+    format!(
+        "the cluster directory {} is kept: each node's logs are <node>/run-<n>.stdout and .stderr",
+        dir.display()
+    )
+}
+
 /// Starts the nodes (blocking: each waits for its address).
 fn start(cluster: &mut Cluster, nodes: Vec<NodeBuilder>) -> anyhow::Result<()> {
     tokio::task::block_in_place(|| {
@@ -61,9 +75,34 @@ fn start(cluster: &mut Cluster, nodes: Vec<NodeBuilder>) -> anyhow::Result<()> {
     })
 }
 
+/// The datagrams that the links from the member "client" to the nodes
+/// dropped (loss, blackholes), both ways.
+fn dropped_by_client(cluster: &Cluster, net: &Net) -> u64 {
+    cluster
+        .nodes()
+        .iter()
+        .filter_map(|n| net.udp_proxy("client", n.name()))
+        .map(|p| {
+            let s = p.stats();
+            s.client_to_server.dropped + s.server_to_client.dropped
+        })
+        .sum()
+}
+
+/// Whether the fault is one of the network's (each of this file's
+/// schedules cuts or thins some link of the client with it).
+fn is_network_fault(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::Partition(..) | Fault::Isolate(_) | Fault::LossBurst { .. }
+    )
+}
+
 /// Runs `schedule` on a blocking thread, each step once `done` reached
-/// its share of `total` (or, as a bound, 5 s after the previous step);
-/// gives the cluster and the network back.
+/// its share of `total` and, after a network fault, once the client's
+/// links dropped a datagram under it (so that no network fault is lifted
+/// before it took effect); as a bound, 5 s after the previous step. Gives
+/// the cluster and the network back.
 fn run_nemesis(
     schedule: rpc_testkit::Schedule,
     mut cluster: Cluster,
@@ -73,13 +112,31 @@ fn run_nemesis(
 ) -> tokio::task::JoinHandle<anyhow::Result<(Cluster, Net)>> {
     tokio::task::spawn_blocking(move || {
         let steps = schedule.steps().len();
-        schedule.run(&mut cluster, Some(&mut net), |i, _| {
-            let target = i * total / (steps + 1);
+        // The drops counted when the last network fault was applied.
+        let mut dropped_then: Option<u64> = None;
+        for (i, fault) in schedule.steps().iter().enumerate() {
+            let target = (i + 1) * total / (steps + 1);
             let bound = Instant::now() + Duration::from_secs(5);
-            while done.load(Ordering::SeqCst) < target && Instant::now() < bound {
+            while Instant::now() < bound {
+                let paced = done.load(Ordering::SeqCst) >= target;
+                let took_effect =
+                    dropped_then.is_none_or(|d| dropped_by_client(&cluster, &net) > d);
+                if paced && took_effect {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
-        })?;
+            tracing::info!(seed = schedule.seed(), step = i + 1, %fault, "nemesis");
+            rpc_testkit::nemesis::apply(fault, &mut cluster, Some(&mut net)).map_err(|source| {
+                rpc_testkit::NemesisError {
+                    seed: schedule.seed(),
+                    step: i + 1,
+                    fault: fault.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            dropped_then = is_network_fault(fault).then(|| dropped_by_client(&cluster, &net));
+        }
         Ok((cluster, net))
     })
 }
@@ -91,10 +148,14 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
     const IN_FLIGHT: usize = 12;
     const SESSIONS_PER_NODE: usize = 2;
     init_tracing();
+    // Made outside the time limit, so that a timeout can name it too.
+    let mut cluster = Cluster::new()?;
+    let dir = cluster.dir().to_path_buf();
     bounded(LIMIT, async {
-        // A fixed schedule in the suite; `RPC_NEMESIS_SEED=random` explores.
-        let seed = Nemesis::seed_from_env_or(0x5EED_0001)?;
-        let mut cluster = Cluster::new()?;
+        // A fixed schedule in the suite, with kills, pauses, partitions,
+        // an isolation and a loss burst; `RPC_NEMESIS_SEED=random` explores.
+        const SEED: u64 = 0x5EED_0018;
+        let seed = Nemesis::seed_from_env_or(SEED)?;
         let bin = env!("CARGO_BIN_EXE_demo-server");
         start(
             &mut cluster,
@@ -117,6 +178,18 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
             .steps(10)
             .schedule();
         eprintln!("{schedule}");
+        let has = |kind: fn(&Fault) -> bool| schedule.steps().iter().any(kind);
+        if seed == SEED {
+            // Not vacuous: the suite's run meets every kind of fault
+            // (a seed to explore may draw fewer).
+            assert!(
+                has(|f| matches!(f, Fault::Kill(_)))
+                    && has(|f| matches!(f, Fault::Pause(_)))
+                    && has(|f| matches!(f, Fault::Partition(..))),
+                "the suite's schedule lacks a kill, a pause or a partition:\n{schedule}"
+            );
+        }
+        let network_faults = has(is_network_fault);
 
         // Sessions: SESSIONS_PER_NODE channels to each node, through the
         // client's links.
@@ -175,27 +248,34 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
             for run in read_exec_log(&log)? {
                 assert!(
                     seen.insert((run.session, run.request_id)),
-                    "node {} ({runs} runs) ran a request twice: {run:?}",
-                    node.name()
+                    "node {} ({runs} runs) ran a request twice: {run:?}; its execution log {}, its last logs {} and {}; {}",
+                    node.name(),
+                    log.display(),
+                    node.logs().stdout.display(),
+                    node.logs().stderr.display(),
+                    logs_in(&dir),
                 );
                 *by_tag.entry(Amount::decode(run.payload.as_slice())?.delta).or_default() += 1;
                 executions += 1;
             }
         }
         for (tag, n) in &by_tag {
-            assert_eq!(*n, 1, "call {tag} ran {n} times");
+            assert_eq!(*n, 1, "call {tag} ran {n} times; {}", logs_in(&dir));
         }
         for tag in &succeeded {
-            assert_eq!(by_tag.get(tag), Some(&1), "call {tag} reported OK ran once");
+            assert_eq!(by_tag.get(tag), Some(&1), "call {tag} reported OK ran once; {}", logs_in(&dir));
         }
         for tag in &not_run {
-            assert_eq!(by_tag.get(tag), None, "call {tag} reported not run, but ran");
+            assert_eq!(by_tag.get(tag), None, "call {tag} reported not run, but ran; {}", logs_in(&dir));
         }
-        let dropped: u64 = NODES
-            .iter()
-            .filter_map(|n| net.udp_proxy("client", n))
-            .map(|p| p.stats().client_to_server.dropped + p.stats().server_to_client.dropped)
-            .sum();
+        let dropped = dropped_by_client(&cluster, &net);
+        // The nemesis waits after each network fault for a drop (bounded):
+        // only a fault that never took effect leaves this at zero.
+        assert!(
+            !network_faults || dropped > 0,
+            "seed {seed}: the network faults dropped no datagram; {}",
+            logs_in(&dir)
+        );
         eprintln!(
             "{CALLS} calls: {} ok, {unknown} may have run, {} did not run; {executions} executions, none twice; \
              runs per node {:?}; datagrams dropped by the client's links {dropped}",
@@ -203,22 +283,27 @@ async fn three_demo_servers_under_a_nemesis_never_run_a_request_twice() -> anyho
             not_run.len(),
             cluster.nodes().iter().map(|n| (n.name().to_owned(), n.run())).collect::<Vec<_>>(),
         );
+        drop(net);
+        cluster.passed();
         Ok(())
     })
     .await
+    .with_context(|| logs_in(&dir))
 }
 
 type Key_ = &'static str;
 const KEYS: [Key_; 3] = ["x", "y", "z"];
 
 /// Runs the register workload against `register-server` (with
-/// `--stale-reads` if `stale`) under a nemesis; returns the history's
-/// report.
-async fn register_history(stale: bool) -> anyhow::Result<rpc_testkit::Report<Key_, i64>> {
+/// `--stale-reads` if `stale`) in `cluster` under a nemesis; returns the
+/// history's report and the cluster.
+async fn register_history(
+    mut cluster: Cluster,
+    stale: bool,
+) -> anyhow::Result<(rpc_testkit::Report<Key_, i64>, Cluster)> {
     const PROCESSES: u64 = 4;
     const OPS: usize = 40;
     let seed = Nemesis::seed_from_env_or(if stale { 0x5EED_0003 } else { 0x5EED_0002 })?;
-    let mut cluster = Cluster::new()?;
     let mut node =
         NodeBuilder::new("reg", env!("CARGO_BIN_EXE_register-server")).args(["--listen", "{addr}"]);
     if stale {
@@ -314,7 +399,7 @@ async fn register_history(stale: bool) -> anyhow::Result<rpc_testkit::Report<Key
         }
         read(&client, &recorder, 100, key).await;
     }
-    drop((cluster, net));
+    drop(net);
     let history = recorder.history();
     let report = check(&history)?;
     let outcomes = history.entries().iter().fold([0usize; 3], |mut n, e| {
@@ -337,7 +422,7 @@ async fn register_history(stale: bool) -> anyhow::Result<rpc_testkit::Report<Key
             "not linearizable"
         }
     );
-    Ok(report)
+    Ok((report, cluster))
 }
 
 /// What a failed call means for the history: a read has no effect; a
@@ -434,19 +519,30 @@ async fn cas(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correct_register_under_a_nemesis_is_linearizable() -> anyhow::Result<()> {
     init_tracing();
-    let report = bounded(LIMIT, register_history(false)).await?;
-    assert!(report.is_linearizable(), "{report}");
+    let cluster = Cluster::new()?;
+    let dir = cluster.dir().to_path_buf();
+    let (report, cluster) = bounded(LIMIT, register_history(cluster, false))
+        .await
+        .with_context(|| logs_in(&dir))?;
+    assert!(report.is_linearizable(), "{report}\n{}", logs_in(&dir));
+    cluster.passed();
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_register_serving_stale_reads_is_caught_by_the_checker() -> anyhow::Result<()> {
     init_tracing();
-    let report = bounded(LIMIT, register_history(true)).await?;
+    let cluster = Cluster::new()?;
+    let dir = cluster.dir().to_path_buf();
+    let (report, cluster) = bounded(LIMIT, register_history(cluster, true))
+        .await
+        .with_context(|| logs_in(&dir))?;
     assert!(
         !report.is_linearizable(),
-        "stale reads were not caught:\n{report}"
+        "stale reads were not caught:\n{report}\n{}",
+        logs_in(&dir)
     );
     eprintln!("{report}");
+    cluster.passed();
     Ok(())
 }

@@ -160,6 +160,7 @@ async fn cristian_sync_of_a_skewed_process_with_a_reference_node() {
     );
     assert!(errors.len() >= 990, "{failed} samples lost");
     assert!(p(&errors, 99) <= MS, "p99 error {} ns", p(&errors, 99));
+    cluster.passed();
 }
 
 async fn status(c: &pb::ClockClient) -> Option<pb::NodeStatus> {
@@ -339,6 +340,7 @@ async fn berkeley_round_then_master_killed_and_replaced() {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+    cluster.passed();
 }
 
 /// Members answering with timestamps that cannot be true (20 years ahead;
@@ -400,6 +402,7 @@ async fn absurd_members_are_excluded_and_counted() {
         "absurd members: master 3 excluded {:?}, {} absurd readings counted",
         master.excluded, master.absurd_readings
     );
+    cluster.passed();
 }
 
 /// `clock-node --tcp --grpc` serves the same clock on every door: each
@@ -482,6 +485,7 @@ async fn get_time_on_every_door() {
             est.error_ns / 1_000
         );
     }
+    cluster.passed();
 }
 
 /// One event at a node, as the test saw it: the clocks the node stamped on
@@ -629,4 +633,5 @@ async fn logical_clocks_over_1000_messages_among_3_processes() {
         concurrent
     );
     assert!(concurrent > 0, "no concurrent events: the check is vacuous");
+    cluster.passed();
 }

@@ -235,6 +235,7 @@ async fn three_nodes_elect_a_leader_and_serve_the_store() {
     })
     .await;
     assert!(applied >= 26, "applied {applied}");
+    cluster.passed();
 }
 
 /// The leader is killed: the two others elect a new one, every
@@ -278,6 +279,7 @@ async fn the_leader_killed_a_new_one_is_elected_and_the_data_survives() {
         (s.last_applied >= target && s.leader.is_some_and(|l| l.leader_id == new)).then_some(())
     })
     .await;
+    cluster.passed();
 }
 
 /// 300 acknowledged writes, then every node SIGKILLed at once and
@@ -301,6 +303,7 @@ async fn every_node_killed_at_once_keeps_every_acknowledged_write() {
     for i in 0..300 {
         assert_eq!(kv.get(&key(i)).await.unwrap(), Some(value(i)), "key {i}");
     }
+    cluster.passed();
 }
 
 /// A follower is down while the others take 3,000 writes (from 32
@@ -377,6 +380,7 @@ async fn a_node_down_for_many_writes_catches_up_through_a_snapshot() {
     for i in (0..WRITES).step_by(97) {
         assert_eq!(kv.get(&key(i)).await.unwrap(), Some(value(i)), "key {i}");
     }
+    cluster.passed();
 }
 
 /// Starts `raft-node` as `name` with `args`, expecting it to refuse:
@@ -508,4 +512,5 @@ async fn bad_input_is_refused_with_the_reason() {
         junk,
         "the file is left as it was"
     );
+    cluster.passed();
 }

@@ -544,6 +544,7 @@ async fn linearizable_under_faults(n: u64, clients: u64, ops: u64) {
         "two elections at least: {:?}",
         terms.leaders
     );
+    c.cluster.passed();
 }
 
 /// Three nodes, five clients: linearizable through a killed leader, a
@@ -702,4 +703,5 @@ async fn a_partitioned_minority_serves_nothing() {
     let report = check(&history).unwrap();
     println!("{report}");
     assert!(report.is_linearizable(), "seed {seed}: {report}");
+    c.cluster.passed();
 }

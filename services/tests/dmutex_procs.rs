@@ -142,6 +142,7 @@ fn run(algorithm: Algorithm, shape: &'static str) -> (u64, u64) {
     let entries: u64 = finals.iter().map(|f| f.0).sum();
     let messages: u64 = finals.iter().map(|f| f.1).sum();
     assert_eq!(entries, ENTRIES * N as u64, "{algorithm} {shape}");
+    group.cluster.passed();
     println!(
         "{algorithm} N={N} {shape} ({} processes): {entries} entries, {messages} messages, \
          {:.2} per entry (theory {}); sync delay {:?} over {} hand-overs (theory {} messages)",
@@ -260,6 +261,7 @@ fn central_server_with_its_coordinator_killed_stops_without_overlap() {
         "{} entries after the coordinator died",
         after.order.len() - at_kill.order.len()
     );
+    group.cluster.passed();
 }
 
 /// Peer 0 SIGKILLed in the middle of a contended run of `algorithm`, the
@@ -301,6 +303,7 @@ fn kill_peer_0(algorithm: Algorithm) -> Vec<String> {
         "{algorithm}: two inside at once, first at {:?}",
         after.first_overlap
     );
+    group.cluster.passed();
     outcomes
 }
 

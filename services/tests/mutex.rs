@@ -163,6 +163,7 @@ async fn eight_clients_increment_under_the_lock_without_overlap() {
         2_000.0 / elapsed.as_secs_f64(),
         ops - log.len()
     );
+    cluster.passed();
 }
 
 /// A holder SIGKILLed while it holds the lock: the waiter queued behind it
@@ -221,6 +222,7 @@ async fn a_killed_holder_loses_the_lock_at_its_lease_end() {
         other => panic!("expected StaleToken, got {other:?}"),
     }
     assert_eq!(resource.value(), 1);
+    cluster.passed();
 }
 
 /// A holder SIGSTOPped past its lease: another client acquires and writes;
@@ -269,6 +271,7 @@ async fn a_paused_holder_is_fenced_off_by_the_resource() {
     assert_eq!(held.trim(), "held false");
     assert_eq!(resource.value(), 7);
     guard.release().await.unwrap();
+    cluster.passed();
 }
 
 /// The lock server restarted (SIGKILL, then the same data directory):
@@ -318,6 +321,7 @@ async fn tokens_keep_increasing_across_restarts() {
         stderr.contains("corrupt epoch file") && !stderr.contains("panicked"),
         "{err}: {stderr}"
     );
+    cluster.passed();
 }
 
 /// Waiters that give up leave the queue: a `LockClient::lock` future
@@ -402,6 +406,7 @@ async fn abandoned_waiters_leave_the_queue_and_the_rest_are_served_in_order() {
         order.push(name);
     }
     assert_eq!(order, names);
+    cluster.passed();
 }
 
 /// Bad input: each a typed error that says which, and no lock changes.
@@ -465,6 +470,7 @@ async fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(expired.raised().unwrap().kind(), LockErrorKind::NotHeld);
+    cluster.passed();
 }
 
 /// What the reply-loss test's probes saw: acquires whose outcome the
@@ -676,6 +682,7 @@ async fn thirty_percent_reply_loss_grants_no_lock_twice_and_leaks_none() {
         stats.server_to_client.received,
         unknown.len()
     );
+    cluster.passed();
 }
 
 /// One `lock-server` with its UDP, TCP, TCP+TLS and gRPC doors: a client
@@ -802,6 +809,7 @@ async fn every_door_serves_the_same_lock_table() {
         let state = inspect(stub, "shared").await;
         assert!(!state.held && state.waiters.is_empty(), "{door}: {state:?}");
     }
+    cluster.passed();
 }
 
 /// A grant whose answers are all lost until after its lease has ended
@@ -861,4 +869,5 @@ async fn a_grant_that_arrives_after_its_lease_is_not_taken_for_held() {
         "grant {stale:#x} seen late ({} answers dropped), then {token:#x}",
         stats.server_to_client.dropped
     );
+    cluster.passed();
 }

@@ -159,7 +159,7 @@ async fn clients(members: &[(String, SocketAddr)]) -> Vec<ParticipantClient> {
 /// applied, nothing left reserved).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_across_three_participants_and_aborts_on_a_no_vote() {
-    let (_cluster, members, coord) = cluster(&[]).await;
+    let (cluster, members, coord) = cluster(&[]).await;
     let co = coordinator_client(coord).await;
     let ps = clients(&members).await;
 
@@ -203,6 +203,7 @@ async fn commits_across_three_participants_and_aborts_on_a_no_vote() {
             (tx2, Outcome::Aborted as i32, true)
         ]
     );
+    cluster.passed();
 }
 
 /// (b) The coordinator aborts (the process) after every participant voted
@@ -264,6 +265,7 @@ async fn coordinator_crash_after_the_votes_blocks_participants_then_all_abort() 
     // The restarted coordinator runs new transactions (the fault was T1's).
     let reply = co.submit(parts("T2", "2")).await.unwrap();
     assert_eq!(reply.outcome, Outcome::Committed as i32, "{reply:?}");
+    cluster.passed();
 }
 
 /// (b) The coordinator aborts (the process) after the commit reached only
@@ -313,6 +315,7 @@ async fn coordinator_crash_after_the_first_commit_then_all_commit() {
     let reused = co.submit(parts("T1", "other")).await.unwrap_err();
     assert_eq!(reused.code(), Code::AlreadyExists, "{reused}");
     assert_eq!(value(&ps[1], "kb").await.0.as_deref(), Some("1"));
+    cluster.passed();
 }
 
 /// (c) A participant is killed (SIGKILL) after voting yes, while the
@@ -365,6 +368,8 @@ async fn participant_killed_after_voting_yes_recovers_prepared_then_commits() {
     assert_eq!(reply.outcome, Outcome::Committed as i32, "{reply:?}");
     all_in(&ps, "T1", TxState::Committed).await;
     assert_eq!(value(&ps[1], "kb").await, (Some("1".into()), String::new()));
+    cluster.passed();
+    dir.passed();
 }
 
 /// (c) A participant whose log says it prepared a transaction, and whose
@@ -421,6 +426,7 @@ async fn a_prepared_participant_learns_the_outcome_by_asking() {
     })
     .await;
     assert_eq!(value(&p, "k").await, (Some("v".into()), String::new()));
+    dir.passed();
 }
 
 /// (d) Duplicates are harmless: a second `Prepare`, `Commit` or `Submit`
@@ -501,6 +507,7 @@ async fn duplicated_prepare_commit_and_submit_are_harmless() {
         assert_eq!(ack.state, TxState::Aborted as i32);
     }
     assert_eq!(value(&ps[1], "kb").await, (Some("1".into()), String::new()));
+    cluster.passed();
 }
 
 /// (e) A participant's log with a flipped byte in its first record (valid
@@ -587,4 +594,5 @@ async fn a_corrupt_log_refuses_to_start_and_a_torn_tail_is_cut() {
         stderr.contains(&format!("log {} is corrupt", log.display())),
         "{stderr}"
     );
+    cluster.passed();
 }

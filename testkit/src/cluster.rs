@@ -1,7 +1,9 @@
 //! A cluster: the nodes of one test, sharing its [`TestDir`].
 //!
-//! The nodes are dropped (killed) before the directory, so a failing test
-//! keeps complete logs.
+//! The nodes are dropped (killed) before the directory. The directory is
+//! removed only by [`Cluster::passed`]; a test that fails in any way (a
+//! panic, an early `Err`, a timeout dropping its future) keeps the nodes'
+//! complete logs, which its error messages name.
 
 use crate::dir::TestDir;
 use crate::node::{Node, NodeBuilder, NodeError};
@@ -84,5 +86,14 @@ impl Cluster {
     /// Keeps the directory after the test, whatever its outcome.
     pub fn keep_dir(&mut self) {
         self.dir.keep();
+    }
+
+    /// The test passed: kills the nodes still running, then removes the
+    /// directory (see [`TestDir::passed`]). Call it last, once every
+    /// check is done; a cluster dropped without it keeps its directory.
+    pub fn passed(self) {
+        let Cluster { nodes, dir } = self;
+        drop(nodes);
+        dir.passed();
     }
 }

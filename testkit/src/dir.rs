@@ -1,24 +1,45 @@
 //! The per-test directory that holds the nodes' logs and data.
 //!
-//! A [`TestDir`] is either a fresh temporary directory, removed when the
-//! `TestDir` is dropped unless the thread is panicking (a failing test keeps
-//! its logs, and the error messages name them), or a directory the caller
-//! gives, which is never removed.
+//! A [`TestDir`] is either a fresh temporary directory or a directory the
+//! caller gives, which is never removed. A temporary directory is removed
+//! only when the test says it passed ([`TestDir::passed`], or
+//! [`Cluster::passed`](crate::Cluster::passed) for a cluster's); dropped
+//! without that, it is kept, with a warning naming it. So the logs that
+//! the kit's error messages name survive every way a test can fail: a
+//! panic, an `Err` returned through `?`, and a timeout that drops the
+//! test's future half-way.
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! let dir = rpc_testkit::TestDir::new()?;
+//! let path = dir.path().to_path_buf();
+//! // ... the test, returning early with `?` on failure ...
+//! dir.passed(); // the last line: only a test that got here cleans up
+//! assert!(!path.exists());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// A directory for one test's nodes: each node gets `<dir>/<name>/`.
+///
+/// Kept after the test unless [`passed`](TestDir::passed) is called.
 #[derive(Debug)]
 pub struct TestDir {
     path: PathBuf,
+    /// The temporary directory until the test passed; `None` for a
+    /// directory given with [`TestDir::at`].
     temp: Option<tempfile::TempDir>,
+    /// Kept even if the test passes ([`TestDir::keep`]).
+    keep: bool,
 }
 
 impl TestDir {
     /// A fresh temporary directory (`rpc-testkit-*` under the system's
-    /// temporary directory), removed on drop unless the thread is
-    /// panicking.
+    /// temporary directory), removed by [`passed`](TestDir::passed) and
+    /// kept otherwise.
     ///
     /// # Errors
     /// When the directory cannot be created.
@@ -29,6 +50,7 @@ impl TestDir {
         Ok(TestDir {
             path,
             temp: Some(temp),
+            keep: false,
         })
     }
 
@@ -39,7 +61,11 @@ impl TestDir {
     pub fn at(path: impl Into<PathBuf>) -> io::Result<TestDir> {
         let path = path.into();
         std::fs::create_dir_all(&path)?;
-        Ok(TestDir { path, temp: None })
+        Ok(TestDir {
+            path,
+            temp: None,
+            keep: true,
+        })
     }
 
     /// The directory.
@@ -49,9 +75,28 @@ impl TestDir {
 
     /// Keeps the directory after the test, whatever its outcome.
     pub fn keep(&mut self) {
-        if let Some(temp) = &mut self.temp {
+        self.keep = true;
+        tracing::info!(dir = %self.path.display(), "test directory will be kept");
+    }
+
+    /// The test passed: removes a temporary directory (unless
+    /// [`keep`](TestDir::keep) was called). Call it last, once every
+    /// check is done, and after the nodes that write into the directory
+    /// are dropped; a test that does not get here keeps its directory.
+    ///
+    /// A directory that cannot be removed is logged, not reported: the
+    /// test passed.
+    pub fn passed(mut self) {
+        let Some(mut temp) = self.temp.take() else {
+            return;
+        };
+        if self.keep {
             temp.disable_cleanup(true);
-            tracing::info!(dir = %self.path.display(), "test directory kept");
+            tracing::info!(dir = %self.path.display(), "test passed: its directory is kept as asked");
+            return;
+        }
+        if let Err(e) = temp.close() {
+            tracing::warn!(dir = %self.path.display(), error = %e, "cannot remove the test directory");
         }
     }
 }
@@ -64,11 +109,15 @@ impl AsRef<Path> for TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(temp) = &mut self.temp {
-                temp.disable_cleanup(true);
-                tracing::warn!(dir = %self.path.display(), "test failed: its directory is kept");
-            }
+        // Still here: `passed` was not called, so the test failed (a
+        // panic, an error returned early, a timeout dropping its future)
+        // or forgot to say it passed. Either way the logs stay.
+        if let Some(temp) = &mut self.temp {
+            temp.disable_cleanup(true);
+            tracing::warn!(
+                dir = %self.path.display(),
+                "test did not pass (no `passed()` call): its directory is kept"
+            );
         }
     }
 }

@@ -12,7 +12,10 @@
 //!   (SIGSTOP), resumes (SIGCONT) and restarts it on the same address and
 //!   data directory. Children never outlive the test: killed on drop, and
 //!   on Linux by the kernel when the test process dies. A [`Cluster`]
-//!   holds the nodes of one test.
+//!   holds the nodes of one test. The directory is removed only when the
+//!   test calls [`Cluster::passed`] (or [`TestDir::passed`]) at its end,
+//!   so a test that fails in any way (a panic, an `Err` returned early, a
+//!   timeout dropping its future) keeps the logs its errors name.
 //! - [`history`]: a [`Recorder`] that many client tasks share records each
 //!   operation on a key-value store (read, write, compare-and-set) with
 //!   its invocation and completion times on one monotonic clock and its
@@ -50,6 +53,9 @@
 //! node.kill()?;
 //! node.restart()?; // same address and data directory, next run's log files
 //! assert!(node.is_running() && node.data_dir().join("seen").exists());
+//! // The last line of a test: only a test that gets here removes its
+//! // directory; a failing one keeps the logs its errors name.
+//! cluster.passed();
 //!
 //! // A history, as the clients of a test would record it.
 //! let recorder = Recorder::new();

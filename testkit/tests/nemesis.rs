@@ -162,6 +162,7 @@ async fn every_kind_of_step_runs_against_real_nodes() {
     for name in ["a", "b", "c"] {
         ping(&client, net.addr("client", name).unwrap()).await;
     }
+    cluster.passed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,4 +217,5 @@ async fn a_step_that_cannot_apply_names_the_seed_the_step_the_node_and_its_logs(
     // A network fault without a network.
     let err = run(vec![Fault::Heal], &mut cluster, None);
     assert!(matches!(*err.source, StepError::NoNet), "{err}");
+    cluster.passed();
 }

@@ -107,6 +107,7 @@ fn a_node_starts_prints_its_address_and_serves() {
     let starts = std::fs::read_to_string(node.data_dir().join("starts")).unwrap();
     assert_eq!(starts, format!("{addr}\n"));
     assert_eq!(cluster.addrs(), [addr]);
+    cluster.passed();
 }
 
 #[test]
@@ -125,6 +126,7 @@ fn the_address_rule_takes_a_bare_address_or_a_closure() {
     assert_eq!(custom.addr().port(), 4321);
     let taken = cluster.start(echo("bare")).unwrap_err();
     assert!(matches!(taken, NodeError::DuplicateName { .. }), "{taken}");
+    cluster.passed();
 }
 
 #[test]
@@ -165,6 +167,7 @@ fn a_killed_node_restarts_on_its_address_with_its_data() {
         "{err}"
     );
     assert_names(&err, "a", (&logs.0, &logs.1));
+    cluster.passed();
 }
 
 #[test]
@@ -193,6 +196,7 @@ fn a_paused_node_is_stopped_until_resumed() {
     node.kill().unwrap();
     node.restart().unwrap();
     ping(node.addr());
+    cluster.passed();
 }
 
 #[test]
@@ -207,6 +211,7 @@ fn a_node_that_keeps_starting_children_pauses_and_resumes() {
         assert_eq!(state(node.pid()), Some('T'));
         node.resume().unwrap();
     }
+    cluster.passed();
 }
 
 #[test]
@@ -221,6 +226,7 @@ fn a_missing_binary_is_a_clear_error() {
     assert_names(&err, "ghost", (&logs.0, &logs.1));
     assert!(err.to_string().contains("no-such-binary"), "{err}");
     assert!(cluster.node("ghost").is_none());
+    cluster.passed();
 }
 
 #[test]
@@ -240,6 +246,7 @@ fn a_binary_that_exits_at_start_is_a_clear_error() {
         err.to_string().contains("cannot open the database"),
         "{err}"
     );
+    cluster.passed();
 }
 
 #[test]
@@ -258,6 +265,7 @@ fn a_binary_that_prints_no_address_is_killed_and_named() {
     assert_names(&err, "mute", (&logs.0, &logs.1));
     let data = dir.join("mute/data").display().to_string();
     assert_eq!(mentioning(&data), Vec::<u32>::new(), "killed and reaped");
+    cluster.passed();
 }
 
 /// The processes whose command line contains `text`.
@@ -306,6 +314,7 @@ fn a_dead_node_cannot_be_paused_resumed_or_killed_but_restarts() {
     node.restart().unwrap();
     assert_eq!(node.run(), 2);
     assert_eq!(node.wait_exit(BOUND).unwrap(), Exit::Code(0));
+    cluster.passed();
 }
 
 #[test]
@@ -326,10 +335,11 @@ fn helpers_die_with_their_node() {
     let helper = read_pid(&dir.join("quit/data/helper"));
     node.wait_exit(BOUND).unwrap();
     assert!(eventually(|| dead(helper)), "helper {helper} survived");
+    cluster.passed();
 }
 
 #[test]
-fn dropping_the_cluster_kills_its_nodes() {
+fn dropping_the_cluster_kills_its_nodes_and_keeps_their_logs() {
     let mut cluster = Cluster::new().unwrap();
     let a = cluster.start(echo("a")).unwrap().pid();
     let node = cluster.start(echo("b")).unwrap();
@@ -341,7 +351,105 @@ fn dropping_the_cluster_kills_its_nodes() {
         state(a).is_none() && state(b).is_none(),
         "killed and reaped"
     );
+    // Dropped without `passed()`, as by a failed test: the logs stay.
+    assert!(dir.join("b/run-1.stderr").exists(), "{}", dir.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_cluster_that_passed_kills_its_nodes_and_removes_its_directory() {
+    let mut cluster = Cluster::new().unwrap();
+    let a = cluster.start(echo("a")).unwrap().pid();
+    let dir = cluster.dir().to_path_buf();
+    cluster.passed();
+    assert!(state(a).is_none(), "killed and reaped");
     assert!(!dir.exists(), "a passing test's directory is removed");
+
+    // Unless it is asked to stay.
+    let mut cluster = Cluster::new().unwrap();
+    cluster.start(echo("a")).unwrap();
+    cluster.keep_dir();
+    let dir = cluster.dir().to_path_buf();
+    cluster.passed();
+    assert!(dir.join("a/run-1.stderr").exists(), "{}", dir.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A test that fails by returning `Err` (`?`) or by a timeout dropping
+/// its future never reaches `passed()`: its directory, with the logs its
+/// errors name, is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_failing_by_an_error_or_a_timeout_keeps_its_directory() {
+    async fn failing(dirs: &std::sync::Mutex<Vec<PathBuf>>) -> Result<(), NodeError> {
+        let mut cluster = Cluster::new().unwrap();
+        dirs.lock().unwrap().push(cluster.dir().to_path_buf());
+        cluster.start(echo("a"))?;
+        cluster.start(sh("quitter", "exit 3"))?; // fails: the test returns here
+        cluster.passed();
+        Ok(())
+    }
+    let dirs = std::sync::Mutex::new(Vec::new());
+    let err = failing(&dirs).await.unwrap_err();
+    assert!(matches!(err, NodeError::ExitedAtStart { .. }), "{err}");
+
+    // A test whose future is dropped while it waits, as a timeout drops
+    // it (here once the node is known to run, not after some time).
+    let (running, dir) = tokio::sync::oneshot::channel();
+    let test = tokio::spawn(async move {
+        let mut cluster = Cluster::new().unwrap();
+        tokio::task::block_in_place(|| cluster.start(echo("a")).map(drop)).unwrap();
+        running.send(cluster.dir().to_path_buf()).unwrap();
+        std::future::pending::<()>().await; // never finishes
+        cluster.passed();
+    });
+    let dir = dir.await.unwrap();
+    dirs.lock().unwrap().push(dir);
+    test.abort();
+    assert!(
+        test.await.unwrap_err().is_cancelled(),
+        "the future is dropped"
+    );
+
+    let dirs = dirs.into_inner().unwrap();
+    assert_eq!(dirs.len(), 2);
+    for dir in dirs {
+        assert!(dir.join("a/run-1.stderr").exists(), "{}", dir.display());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A test body that panics: unwinding drops its cluster, which kills the
+/// nodes and what they started (their process groups), and keeps the
+/// directory with their logs.
+#[test]
+fn a_panicking_test_leaves_no_child_running_and_keeps_the_logs() {
+    let seen = std::sync::Mutex::new(None);
+    let body = std::panic::catch_unwind(|| {
+        let mut cluster = Cluster::new().unwrap();
+        let echo_pid = cluster.start(echo("a")).unwrap().pid();
+        let script = "sleep 600 & echo $! > {data}/helper; echo 127.0.0.1:9; wait";
+        let node = cluster.start(sh("b", script)).unwrap();
+        node.pause().unwrap(); // a stopped child dies too
+        let b_pid = node.pid();
+        let helper = read_pid(&cluster.dir().join("b/data/helper"));
+        let pids = [echo_pid, b_pid, helper];
+        assert!(
+            pids.iter().all(|&p| !dead(p)),
+            "all running before the panic"
+        );
+        *seen.lock().unwrap() = Some((pids, cluster.dir().to_path_buf()));
+        panic!("the test body fails here");
+    });
+    assert!(body.is_err(), "the body panicked");
+    let (pids, dir) = seen.into_inner().unwrap().unwrap();
+    for pid in pids {
+        assert!(
+            eventually(|| dead(pid)),
+            "process {pid} outlived the panicking test"
+        );
+    }
+    assert!(dir.join("b/run-1.stdout").exists(), "{}", dir.display());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -361,6 +469,8 @@ fn a_node_outlives_the_thread_that_started_it() {
     ));
     ping(node.addr());
     assert!(node.is_running());
+    drop(node);
+    dir.passed();
 }
 
 /// Run by `children_die_with_the_test_process` as a process of its own:
@@ -405,6 +515,7 @@ fn children_die_with_the_test_process() {
         eventually(|| dead(pid)),
         "node {pid} outlived its test process"
     );
+    dir.passed();
 }
 
 #[test]

@@ -186,31 +186,49 @@ async fn blackhole_discards_silently_until_lifted() {
 }
 
 #[tokio::test]
-async fn pause_loses_nothing() {
+async fn pause_forwards_nothing_and_loses_nothing() {
     let proxy = proxy_to_echo().await;
     let mut client = connect(&proxy).await;
     round_trip(&mut client, b"x").await;
     proxy.pause(true);
-    let during = pattern(50_000);
-    let (mut read, mut write) = client.into_split();
-    let sent = during.clone();
-    // The proxy reads nothing: the write may wait for the kernel's buffers.
-    let writer = tokio::spawn(async move { write.write_all(&sent).await.map(|()| write) });
+    // Both readers of the connection are parked: from now on they read
+    // nothing until the resume, whatever the scheduling.
+    let paused = stats_until(&proxy, |s| s.parked == 2).await;
+    assert_eq!(paused.client_to_server.forwarded, 1);
+    // Small enough for the kernel's buffers: the write ends once the
+    // bytes are on the proxy's side of the connection.
+    let during = pattern(2_000);
+    timeout(BOUND, client.write_all(&during))
+        .await
+        .unwrap()
+        .unwrap();
+    // Taken by the kernel, not forwarded: the proxy's readers are still
+    // parked, its counters unchanged, and nothing came back.
+    let stats = proxy.stats();
+    assert_eq!(stats, paused, "the proxy moved bytes while paused");
     let mut buf = [0; 16];
     assert_eq!(
-        read.try_read(&mut buf).unwrap_err().kind(),
+        client.try_read(&mut buf).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock
     );
+    // A larger write, begun while paused, then the resume: nothing lost,
+    // in order.
+    let more = pattern(200_000);
+    let (mut read, mut write) = client.into_split();
+    let sent = more.clone();
+    let writer = tokio::spawn(async move { write.write_all(&sent).await.map(|()| write) });
     proxy.pause(false);
-    let mut back = vec![0; during.len()];
+    let mut back = vec![0; during.len() + more.len()];
     timeout(BOUND, read.read_exact(&mut back))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(back, during);
+    assert_eq!(&back[..during.len()], during, "the bytes sent while paused");
+    assert_eq!(&back[during.len()..], more);
     let _write = writer.await.unwrap().unwrap();
     let stats = proxy.stats();
-    assert_eq!(stats.client_to_server.forwarded, 1 + 50_000);
+    assert_eq!(stats.parked, 0);
+    assert_eq!(stats.client_to_server.forwarded, 1 + 2_000 + 200_000);
     assert_eq!(stats.client_to_server.discarded, 0);
 }
 
@@ -227,11 +245,33 @@ async fn delay_keeps_order() {
         sent.extend_from_slice(bytes.as_bytes());
     }
     assert_eq!(read_n(&mut client, sent.len()).await, sent);
+    // Every chunk went under its delay (the counter, not the clock, says
+    // the delay was in force for it).
+    let delayed = proxy.stats();
+    assert!(
+        delayed.client_to_server.delayed > 0 && delayed.server_to_client.delayed > 0,
+        "{delayed:?}"
+    );
     // A change of delay applies to a live connection; so does heal.
     proxy.set_delay(Direction::ClientToServer, Duration::from_millis(1));
     round_trip(&mut client, b"shorter").await;
+    let shorter = proxy.stats();
+    assert!(shorter.client_to_server.delayed > delayed.client_to_server.delayed);
     proxy.heal();
     round_trip(&mut client, b"healed").await;
+    let healed = proxy.stats();
+    assert_eq!(
+        (
+            healed.client_to_server.delayed,
+            healed.server_to_client.delayed
+        ),
+        (
+            shorter.client_to_server.delayed,
+            shorter.server_to_client.delayed
+        ),
+        "no delay after the heal"
+    );
+    assert_eq!(healed.client_to_server.forwarded, sent.len() as u64 + 7 + 6);
 }
 
 #[tokio::test]

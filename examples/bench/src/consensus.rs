@@ -154,6 +154,7 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
         writes.push(load);
     }
     let reads = closed_loop(vec![Arc::new(OursGet(first))], w).await?;
+    nodes.passed();
     Ok(Figures { writes, reads })
 }
 
@@ -207,6 +208,7 @@ async fn with_etcd(w: Windows) -> anyhow::Result<Figures> {
         writes.push(load);
     }
     let reads = closed_loop(vec![Arc::new(EtcdGet(first))], w).await?;
+    cluster.passed();
     Ok(Figures { writes, reads })
 }
 

@@ -262,8 +262,9 @@ pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 pub(crate) struct EtcdCluster {
     /// Client endpoints, per member.
     pub(crate) clients: Vec<SocketAddr>,
-    /// The members (killed when dropped, their directory removed).
-    _nodes: Cluster,
+    /// The members (killed when dropped; their directory is removed by
+    /// [`EtcdCluster::passed`] only).
+    nodes: Cluster,
 }
 
 impl EtcdCluster {
@@ -320,12 +321,15 @@ impl EtcdCluster {
                 .with_context(|| format!("starting etcd member m{i}"))?;
             clients.push(client);
         }
-        let cluster = EtcdCluster {
-            clients,
-            _nodes: nodes,
-        };
+        let cluster = EtcdCluster { clients, nodes };
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
+    }
+
+    /// The run went through: kills the members and removes their
+    /// directory (a failed run keeps it, with the members' logs).
+    pub(crate) fn passed(self) {
+        self.nodes.passed();
     }
 
     /// Waits until every member answers `Status` naming the same leader.

@@ -709,6 +709,7 @@ mod tests {
             }) => {}
             other => panic!("{other:?}"),
         }
+        tmp.passed();
     }
 
     #[test]
@@ -725,6 +726,7 @@ mod tests {
         }
         assert!(e.to_string().contains("belongs to cluster \"blue\""), "{e}");
         assert!(Store::open(&d, 1, "blue").is_ok());
+        tmp.passed();
     }
 
     #[test]
@@ -736,5 +738,6 @@ mod tests {
         let e = Store::open(&d, 1, "a").unwrap_err();
         assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
         assert_eq!(std::fs::read(d.join(FILE)).unwrap(), junk);
+        tmp.passed();
     }
 }

@@ -247,6 +247,7 @@ impl Pump {
                 return Ok(());
             }
             if c.paused {
+                let _parked = Parked::new(&self.counters);
                 if control.changed().await.is_err() {
                     return Ok(());
                 }
@@ -305,6 +306,10 @@ impl Pump {
                 let wait = if due > now {
                     Some(due)
                 } else {
+                    if !c.delay[i].is_zero() && rest.len() == chunk.bytes.len() {
+                        // Its first bytes leave, at least its delay late.
+                        Counters::add(&self.counters.delayed[i], 1);
+                    }
                     match c.throttle[i] {
                         None => {
                             to.write_all(rest).await?;

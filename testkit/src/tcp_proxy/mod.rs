@@ -14,7 +14,7 @@
 //! chunks already queued:
 //!
 //! - [`TcpFaultProxy::set_delay`]: each chunk is held that long after it
-//!   was read, order kept;
+//!   was read, order kept (counted in [`DirectionStats::delayed`]);
 //! - [`TcpFaultProxy::set_throttle`]: at most so many bytes per second;
 //! - [`TcpFaultProxy::cut`]: every live connection is closed both ways;
 //! - [`TcpFaultProxy::blackhole`]: a partition as TCP peers see it: new
@@ -22,7 +22,8 @@
 //!   until the blackhole is lifted), nothing is forwarded either way, what
 //!   arrives is read and discarded, and nobody gets a reset;
 //! - [`TcpFaultProxy::pause`]: a paused peer: nothing is read from either
-//!   side, bytes wait in the kernel's buffers and none is lost;
+//!   side, bytes wait in the kernel's buffers and none is lost (the
+//!   readers parked by it are counted in [`TcpProxyStats::parked`]);
 //! - [`TcpFaultProxy::heal`]: no faults.
 //!
 //! [`TcpFaultProxy::stats`] reads the counters. Everything is bounded: at
@@ -205,6 +206,10 @@ pub struct DirectionStats {
     pub forwarded: u64,
     /// Bytes read and dropped by the blackhole.
     pub discarded: u64,
+    /// Chunks forwarded while a delay was set for the direction: each
+    /// was held until at least that long after it was read. A test reads
+    /// here that a delay took effect, not on the clock.
+    pub delayed: u64,
 }
 
 /// Counters of a [`TcpFaultProxy`], as a snapshot.
@@ -214,6 +219,11 @@ pub struct TcpProxyStats {
     pub accepted: u64,
     /// Connections open now.
     pub live: u64,
+    /// Readers (two per connection, one per direction) parked by
+    /// [`TcpFaultProxy::pause`] now: a parked reader reads nothing until
+    /// the pause is lifted, so a test that sees them all parked knows
+    /// that nothing sent from then on is forwarded before the resume.
+    pub parked: u64,
     /// Connections closed by [`TcpFaultProxy::cut`].
     pub cut: u64,
     /// Client connections closed at once because
@@ -232,11 +242,13 @@ pub struct TcpProxyStats {
 struct Counters {
     accepted: AtomicU64,
     live: AtomicU64,
+    parked: AtomicU64,
     cut: AtomicU64,
     refused: AtomicU64,
     upstream_failed: AtomicU64,
     forwarded: [AtomicU64; 2],
     discarded: [AtomicU64; 2],
+    delayed: [AtomicU64; 2],
 }
 
 impl Counters {
@@ -244,10 +256,12 @@ impl Counters {
         let dir = |i: usize| DirectionStats {
             forwarded: self.forwarded[i].load(Ordering::SeqCst),
             discarded: self.discarded[i].load(Ordering::SeqCst),
+            delayed: self.delayed[i].load(Ordering::SeqCst),
         };
         TcpProxyStats {
             accepted: self.accepted.load(Ordering::SeqCst),
             live: self.live.load(Ordering::SeqCst),
+            parked: self.parked.load(Ordering::SeqCst),
             cut: self.cut.load(Ordering::SeqCst),
             refused: self.refused.load(Ordering::SeqCst),
             upstream_failed: self.upstream_failed.load(Ordering::SeqCst),
@@ -288,6 +302,23 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a reader as parked by the pause for as long as it exists.
+#[derive(Debug)]
+struct Parked<'a>(&'a Counters);
+
+impl Parked<'_> {
+    fn new(counters: &Counters) -> Parked<'_> {
+        counters.parked.fetch_add(1, Ordering::SeqCst);
+        Parked(counters)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
