@@ -76,14 +76,14 @@ struct Args {
     #[arg(long, default_value = "")]
     route: String,
     /// Heartbeat interval.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
     /// Shortest election timeout (a follower stands after the longest
     /// plus its own, drawn in the range, of silence).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 250)]
     election_min_ms: u64,
     /// Longest election timeout.
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 500)]
     election_max_ms: u64,
     /// Entries between snapshots.
     #[arg(long, default_value_t = 5_000)]

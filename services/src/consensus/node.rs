@@ -54,10 +54,12 @@ pub struct NodeConfig {
     /// silence; a node whose log is behind waits twice the upper bound
     /// more, and a split vote costs another `t`. Sized for a busy 2-core
     /// machine with a new leader within 3 s of the old one's death: the
-    /// default 400 to 800 ms means 1.2 to 1.6 s of silence (12 to 16
-    /// heartbeats) before an election, so a process stalled for a second
-    /// costs no leader, and a second round after a split vote or a
-    /// candidate whose log is behind still ends within about 3 s.
+    /// default 250 to 500 ms means 0.75 to 1 s of silence (15 to 20
+    /// heartbeats) before an election, so a process stalled for half a
+    /// second costs no leader, and a second round after a split vote or
+    /// behind a candidate whose log is behind (1 s more) still ends within
+    /// about 2.5 s. (With 400 to 800 ms, 20% loss and a candidate behind,
+    /// elections took up to 3.6 s.)
     pub election_timeout: (Duration, Duration),
     /// A snapshot is taken after this many entries since the last one.
     pub snapshot_after: u64,
@@ -75,15 +77,15 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Node `id` of cluster [`DEFAULT_CLUSTER`] with its store in
-    /// `data_dir`: heartbeats every 100 ms, election timeouts of 400 to
-    /// 800 ms (an election after 1.2 to 1.6 s of silence), a snapshot every 5,000 entries, peers reached at their
+    /// `data_dir`: heartbeats every 50 ms, election timeouts of 250 to
+    /// 500 ms (an election after 0.75 to 1 s of silence), a snapshot every 5,000 entries, peers reached at their
     /// membership addresses.
     pub fn new(id: u64, data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             id,
             data_dir: data_dir.into(),
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
             snapshot_after: 5_000,
             keep_after_snapshot: 1_000,
             cluster: DEFAULT_CLUSTER.to_owned(),
