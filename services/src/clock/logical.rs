@@ -39,6 +39,7 @@ use rpc_core::intercept::{
     ClientInterceptor, ClientOutcome, Completed, Interceptor, InvocationInfo,
 };
 use rpc_core::{CallContext, Metadata, Status};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -55,6 +56,18 @@ pub const HLC_KEY: &str = "clock-hlc";
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The clocks' states are plain values replaced whole.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// Scratch space of [`LogicalClocks::stamp`] and [`LogicalClocks::merge`]
+    /// (they run on every call and answer): the text of a stamp, and the
+    /// entries of a parsed vector.
+    static SCRATCH: RefCell<(String, Vec<(u32, u64)>)> = const { RefCell::new((String::new(), Vec::new())) };
+}
+
+/// Appends `v` in decimal.
+fn push_decimal(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 fn malformed(key: &str, value: &str, why: impl fmt::Display) -> Status {
@@ -97,7 +110,7 @@ impl Lamport {
     /// A send event: advances and writes the value under [`LAMPORT_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> u64 {
         let v = self.tick();
-        md.insert(LAMPORT_KEY, v.to_string());
+        md.insert(LAMPORT_KEY, itoa::Buffer::new().format(v));
         v
     }
 
@@ -154,10 +167,26 @@ impl VectorClock {
 
     /// Raises every counter to at least `other`'s.
     pub fn join(&mut self, other: &VectorClock) {
-        for (&id, &v) in &other.0 {
+        self.join_entries(other.0.iter().map(|(&id, &v)| (id, v)));
+    }
+
+    fn join_entries(&mut self, entries: impl IntoIterator<Item = (u32, u64)>) {
+        for (id, v) in entries {
             if v > self.get(id) {
                 self.0.insert(id, v);
             }
+        }
+    }
+
+    /// Appends the wire form (see the module docs) to `out`.
+    fn write_to(&self, out: &mut String) {
+        for (i, (&id, &v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_decimal(out, id);
+            out.push('=');
+            push_decimal(out, v);
         }
     }
 
@@ -181,13 +210,9 @@ impl VectorClock {
 
 impl fmt::Display for VectorClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (id, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{id}={v}")?;
-        }
-        Ok(())
+        let mut text = String::new();
+        self.write_to(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -198,30 +223,38 @@ impl FromStr for VectorClock {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut v = BTreeMap::new();
-        if s.is_empty() {
-            return Ok(VectorClock(v));
-        }
-        let mut last = None;
-        for (n, pair) in s.split(',').enumerate() {
-            if n >= MAX_VECTOR_ENTRIES {
-                return Err(format!("more than {MAX_VECTOR_ENTRIES} entries"));
-            }
-            let (id, c) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("entry {pair:?} is not id=counter"))?;
-            let id: u32 = id.parse().map_err(|e| format!("id {id:?}: {e}"))?;
-            let c: u64 = c.parse().map_err(|e| format!("counter {c:?}: {e}"))?;
-            if last.is_some_and(|l| l >= id) {
-                return Err(format!("ids not ascending at {id}"));
-            }
-            last = Some(id);
-            if c > 0 {
-                v.insert(id, c);
-            }
-        }
-        Ok(VectorClock(v))
+        let mut entries = Vec::new();
+        parse_vector(s, &mut entries)?;
+        Ok(VectorClock(entries.into_iter().collect()))
     }
+}
+
+/// Parses the wire form of a vector clock into `entries` (cleared first;
+/// ids ascending, zero counters left out).
+fn parse_vector(s: &str, entries: &mut Vec<(u32, u64)>) -> Result<(), String> {
+    entries.clear();
+    if s.is_empty() {
+        return Ok(());
+    }
+    let mut last = None;
+    for (n, pair) in s.split(',').enumerate() {
+        if n >= MAX_VECTOR_ENTRIES {
+            return Err(format!("more than {MAX_VECTOR_ENTRIES} entries"));
+        }
+        let (id, c) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("entry {pair:?} is not id=counter"))?;
+        let id: u32 = id.parse().map_err(|e| format!("id {id:?}: {e}"))?;
+        let c: u64 = c.parse().map_err(|e| format!("counter {c:?}: {e}"))?;
+        if last.is_some_and(|l| l >= id) {
+            return Err(format!("ids not ascending at {id}"));
+        }
+        last = Some(id);
+        if c > 0 {
+            entries.push((id, c));
+        }
+    }
+    Ok(())
 }
 
 /// The vector clock of node `id`.
@@ -256,8 +289,28 @@ impl VectorClocks {
     /// A send event: advances and writes under [`VECTOR_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> VectorClock {
         let v = self.tick();
-        md.insert(VECTOR_KEY, v.to_string());
+        let mut text = String::new();
+        v.write_to(&mut text);
+        md.insert(VECTOR_KEY, text);
         v
+    }
+
+    /// A send event that only writes the new value (as text, into `text`,
+    /// cleared first): no copy of the vector.
+    fn stamp_text(&self, text: &mut String) {
+        text.clear();
+        let mut v = lock(&self.v);
+        let own = v.get(self.id).saturating_add(1);
+        v.set(self.id, own);
+        v.write_to(text);
+    }
+
+    /// A receive event of parsed entries that returns nothing (no copy).
+    fn observe_entries(&self, entries: &[(u32, u64)]) {
+        let mut v = lock(&self.v);
+        v.join_entries(entries.iter().copied());
+        let own = v.get(self.id).saturating_add(1);
+        v.set(self.id, own);
     }
 
     /// A receive event: joins the remote vector, then advances.
@@ -291,9 +344,20 @@ pub struct Hlc {
     pub c: u32,
 }
 
+impl Hlc {
+    /// Appends the wire form, `<l>.<c>`, to `out`.
+    fn write_to(&self, out: &mut String) {
+        push_decimal(out, self.l);
+        out.push('.');
+        push_decimal(out, self.c);
+    }
+}
+
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.l, self.c)
+        let mut text = String::new();
+        self.write_to(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -353,7 +417,9 @@ impl HybridClock {
     /// A send event: advances and writes under [`HLC_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> Hlc {
         let h = self.tick();
-        md.insert(HLC_KEY, h.to_string());
+        let mut text = String::new();
+        h.write_to(&mut text);
+        md.insert(HLC_KEY, text);
         h
     }
 
@@ -425,9 +491,16 @@ impl LogicalClocks {
 
     /// A send event of every clock, written into `md`.
     pub fn stamp(&self, md: &mut Metadata) {
+        // On every call and answer: written through one scratch buffer,
+        // without copies of the vector.
         self.lamport.stamp(md);
-        self.vector.stamp(md);
-        self.hybrid.stamp(md);
+        SCRATCH.with_borrow_mut(|(text, _)| {
+            self.vector.stamp_text(text);
+            md.insert(VECTOR_KEY, text.as_str());
+            text.clear();
+            self.hybrid.tick().write_to(text);
+            md.insert(HLC_KEY, text.as_str());
+        });
     }
 
     /// The stamp of a send event as a fresh map (for a reply's `stamp`
@@ -446,18 +519,26 @@ impl LogicalClocks {
     /// ahead).
     pub fn merge(&self, md: &Metadata) -> Result<(), Status> {
         let lamport = parse::<u64>(md, LAMPORT_KEY)?;
-        let vector = parse::<VectorClock>(md, VECTOR_KEY)?;
         let hlc = parse::<Hlc>(md, HLC_KEY)?;
-        if let Some(h) = hlc {
-            self.hybrid.observe(h)?;
-        }
-        if let Some(l) = lamport {
-            self.lamport.observe(l);
-        }
-        if let Some(v) = vector {
-            self.vector.observe(&v);
-        }
-        Ok(())
+        SCRATCH.with_borrow_mut(|(_, entries)| {
+            let vector = match md.get(VECTOR_KEY) {
+                None => false,
+                Some(text) => {
+                    parse_vector(text, entries).map_err(|e| malformed(VECTOR_KEY, text, e))?;
+                    true
+                }
+            };
+            if let Some(h) = hlc {
+                self.hybrid.observe(h)?;
+            }
+            if let Some(l) = lamport {
+                self.lamport.observe(l);
+            }
+            if vector {
+                self.vector.observe_entries(entries);
+            }
+            Ok(())
+        })
     }
 }
 
