@@ -70,6 +70,47 @@ fn push_decimal(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
+/// A decimal without sign (digits only, at least one), if it fits.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    // 19 digits never overflow a u64; only a 20th needs checking.
+    let (head, last) = match digits.len() {
+        0 | 21.. => return None,
+        20 => (&digits[..19], Some(digits[19])),
+        _ => (digits, None),
+    };
+    let mut v = 0u64;
+    for &b in head {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    match last {
+        None => Some(v),
+        Some(b) => {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v.checked_mul(10)?.checked_add(u64::from(d))
+        }
+    }
+}
+
+/// [`decimal`] as the named kind of number, or why not.
+fn number<T: TryFrom<u64>>(what: &str, digits: &[u8]) -> Result<T, String> {
+    decimal(digits)
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| {
+            format!(
+                "{what} {:?} is not a decimal {}",
+                String::from_utf8_lossy(digits),
+                std::any::type_name::<T>()
+            )
+        })
+}
+
 fn malformed(key: &str, value: &str, why: impl fmt::Display) -> Status {
     Status::invalid_argument(format!("malformed {key} metadata {value:?}: {why}"))
 }
@@ -87,7 +128,7 @@ where
 
 /// A Lamport clock: one counter, advanced on every event.
 #[derive(Debug, Default)]
-pub struct Lamport(Mutex<u64>);
+pub struct Lamport(AtomicU64);
 
 impl Lamport {
     /// A clock at 0.
@@ -97,14 +138,27 @@ impl Lamport {
 
     /// The current value.
     pub fn now(&self) -> u64 {
-        *lock(&self.0)
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Sets the counter to `next(current)`; returns the new value.
+    fn update(&self, next: impl Fn(u64) -> u64) -> u64 {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            let new = next(current);
+            match self
+                .0
+                .compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return new,
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     /// A local event: advances and returns the new value.
     pub fn tick(&self) -> u64 {
-        let mut v = lock(&self.0);
-        *v = v.saturating_add(1);
-        *v
+        self.update(|v| v.saturating_add(1))
     }
 
     /// A send event: advances and writes the value under [`LAMPORT_KEY`].
@@ -127,9 +181,7 @@ impl Lamport {
 
     /// A receive event of a remote value already parsed.
     pub fn observe(&self, remote: u64) -> u64 {
-        let mut v = lock(&self.0);
-        *v = (*v).max(remote).saturating_add(1);
-        *v
+        self.update(|v| v.max(remote).saturating_add(1))
     }
 }
 
@@ -237,15 +289,20 @@ fn parse_vector(s: &str, entries: &mut Vec<(u32, u64)>) -> Result<(), String> {
         return Ok(());
     }
     let mut last = None;
-    for (n, pair) in s.split(',').enumerate() {
+    // Byte loops: on every call and answer, where `str` searchers cost
+    // more than the few bytes they look at.
+    for (n, pair) in s.as_bytes().split(|&b| b == b',').enumerate() {
         if n >= MAX_VECTOR_ENTRIES {
             return Err(format!("more than {MAX_VECTOR_ENTRIES} entries"));
         }
-        let (id, c) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("entry {pair:?} is not id=counter"))?;
-        let id: u32 = id.parse().map_err(|e| format!("id {id:?}: {e}"))?;
-        let c: u64 = c.parse().map_err(|e| format!("counter {c:?}: {e}"))?;
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+            return Err(format!(
+                "entry {:?} is not id=counter",
+                String::from_utf8_lossy(pair)
+            ));
+        };
+        let id: u32 = number("id", &pair[..eq])?;
+        let c: u64 = number("counter", &pair[eq + 1..])?;
         if last.is_some_and(|l| l >= id) {
             return Err(format!("ids not ascending at {id}"));
         }
@@ -365,10 +422,18 @@ impl FromStr for Hlc {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (l, c) = s.split_once('.').ok_or("not <l>.<c>")?;
+        let b = s.as_bytes();
+        let dot = b.iter().position(|&x| x == b'.').ok_or("not <l>.<c>")?;
+        let (l, c) = (&b[..dot], &b[dot + 1..]);
+        let l = match l.strip_prefix(b"-") {
+            // -(2^63) itself does not fit a positive i64 first: refused,
+            // as a time before 1678 is of no use.
+            Some(magnitude) => number::<i64>("l", magnitude).map(|m| -m)?,
+            None => number::<i64>("l", l)?,
+        };
         Ok(Hlc {
-            l: l.parse().map_err(|e| format!("l {l:?}: {e}"))?,
-            c: c.parse().map_err(|e| format!("c {c:?}: {e}"))?,
+            l,
+            c: number("c", c)?,
         })
     }
 }
@@ -615,6 +680,25 @@ mod tests {
         let base = Arc::new(ManualClock::new(1_700_000_000_000 * MS));
         let ts = TimeSource::new(base.clone(), Skew::default(), TimeSourceConfig::default());
         (base, Arc::new(ts))
+    }
+
+    #[test]
+    fn decimals_from_the_wire_are_checked() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decimal(b"18446744073709551616"), None, "u64::MAX + 1");
+        assert_eq!(decimal(b"99999999999999999999"), None);
+        assert_eq!(decimal(b"000000000000000000001"), None, "21 digits");
+        for bad in [&b""[..], b"+1", b"-1", b"1 ", b"1a", b"\xff"] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+        assert_eq!("-5.3".parse::<Hlc>(), Ok(Hlc { l: -5, c: 3 }));
+        assert!("1.4294967296".parse::<Hlc>().is_err(), "c over u32");
+        assert!(
+            "9223372036854775808.0".parse::<Hlc>().is_err(),
+            "l over i64"
+        );
+        assert!("1.".parse::<Hlc>().is_err() && ".1".parse::<Hlc>().is_err());
     }
 
     #[test]
