@@ -220,6 +220,52 @@ async fn a_thousand_abandoned_calls_leave_no_handler_running_and_no_slot_held() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_deferred_handle_cancels_the_call_on_udp_and_tcp() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let doors = serve(ServerConfig::default(), None).await?;
+        let clients = [
+            (
+                "udp",
+                Client::new(UdpChannel::connect(doors.server.local_addr()).await?),
+            ),
+            ("tcp", Client::new(TcpChannel::connect(doors.tcp).await?)),
+            // Not our gRPC face: a reset stream of our gRPC client is not
+            // an abandonment there, since it may send the request again on
+            // a new one (idl/PROTOCOL.md, 11.1); dropping the handle only
+            // stops collecting the result, and the deadline tells the
+            // handler.
+        ];
+        for (n, (door, client)) in (1u64..).zip(&clients) {
+            let handle = CounterClient::new(client.clone())
+                .increment(Amount { delta: 1 })
+                .deferred()
+                .await?;
+            wait_until(
+                WAIT,
+                &format!("{door}: the handler waits for the lock"),
+                || doors.tally.started.load(Ordering::SeqCst) == n,
+            )
+            .await?;
+            assert!(!handle.is_ready(), "{door}: the lock is never granted");
+            // The caller abandons the call: the handle goes.
+            drop(handle);
+            wait_until(WAIT, &format!("{door}: the handler learns it"), || {
+                doors.tally.cancelled.load(Ordering::SeqCst) == n
+                    && doors.tally.ended.load(Ordering::SeqCst) == n
+                    && doors.server.engine().in_flight() == 0
+            })
+            .await?;
+        }
+        assert_eq!(doors.counter.executions(), 0, "no increment ran");
+        let stats = doors.server.stats();
+        assert_eq!(stats.cancels_applied, 2, "CANCEL on UDP and TCP: {stats:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_never_makes_a_completed_call_run_again() -> anyhow::Result<()> {
     use rpc_core::envelope::{Envelope, ExchangeProtocol, MessageType};
     init_tracing();

@@ -63,11 +63,28 @@ impl<R, E: fmt::Debug> Shared<R, E> {
 ///
 /// # Cancel safety
 /// Dropping an awaiting future of the handle loses nothing: the handle can
-/// be awaited again. Dropping the handle itself abandons the result (the
-/// background task still finishes the exchange, so the server's history is
-/// acknowledged).
+/// be awaited again. Dropping the handle itself before the result arrived
+/// abandons the call, as dropping a synchronous call's future does: the
+/// background task stops and the server is told, best effort (CANCEL on
+/// UDP and TCP, the stream's reset on gRPC), so that a handler still
+/// running sees [`CallContext::cancelled`](crate::CallContext::cancelled).
+/// To let the call finish without keeping the handle, give it a callback
+/// ([`Deferred::on_complete`]).
 pub struct Deferred<R, E: fmt::Debug> {
     shared: Arc<Shared<R, E>>,
+    /// The task driving the call, stopped if the handle is dropped before
+    /// the result arrived (`None`: nothing to stop).
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl<R, E: fmt::Debug> Drop for Deferred<R, E> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            if matches!(*self.shared.lock(), Slot::Pending { .. }) {
+                task.abort();
+            }
+        }
+    }
 }
 
 impl<R, E: fmt::Debug> fmt::Debug for Deferred<R, E> {
@@ -91,11 +108,15 @@ impl<R: Send + 'static, E: fmt::Debug + Send + 'static> Deferred<R, E> {
             }),
         });
         let task_shared = shared.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = fut.await;
             task_shared.complete(result);
-        });
-        Deferred { shared }
+        })
+        .abort_handle();
+        Deferred {
+            shared,
+            task: Some(task),
+        }
     }
 
     /// A handle that already holds its result.
@@ -104,6 +125,7 @@ impl<R: Send + 'static, E: fmt::Debug + Send + 'static> Deferred<R, E> {
             shared: Arc::new(Shared {
                 slot: Mutex::new(Slot::Ready(result)),
             }),
+            task: None,
         }
     }
 }
@@ -129,7 +151,9 @@ impl<R, E: fmt::Debug> Deferred<R, E> {
 
     /// Runs `callback` with the result when it arrives (at once, on this
     /// thread, if it already has; otherwise on the task that receives it).
-    pub fn on_complete(self, callback: impl FnOnce(Result<R, CallError<E>>) + Send + 'static) {
+    pub fn on_complete(mut self, callback: impl FnOnce(Result<R, CallError<E>>) + Send + 'static) {
+        // The call goes on without the handle.
+        self.task = None;
         let mut slot = self.shared.lock();
         match std::mem::replace(&mut *slot, Slot::Taken) {
             Slot::Ready(r) => {
