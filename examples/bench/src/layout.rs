@@ -2,13 +2,14 @@
 //! runtime, or the servers on a thread of their own), and the rows
 //! measured on each.
 
-use crate::measure::{measure, paired_p50, watchdog, Paired, Plan, Row};
+use crate::measure::{measure, paired_cost, paired_p50, watchdog, Cost, Paired, Plan, Row};
 use crate::peers::ours::multicast::{multicast_rows, McRow};
 use crate::peers::ours::udp::{OurStyle, Ours};
 use crate::peers::raw_udp::RawUdp;
 use crate::peers::tonic_unary::TonicUnary;
 use crate::peers::{framework_targets, more_targets};
-use crate::report::OURS_UDP_RR;
+use crate::report::{OURS_UDP_RR, OURS_UDP_RR_CLOCK, OURS_UDP_RR_INTERCEPTED};
+use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// Where the servers run (the client always runs on the main thread's
@@ -41,12 +42,24 @@ impl Layout {
     }
 }
 
-/// Every row on `layout`, in order, and the interleaved p50 of ours and
-/// the raw UDP echo (unless `--only` left one of them out).
+/// What is measured side by side on a layout, after its rows (each
+/// `None` when `--only` left a side out).
+#[derive(Debug, Default)]
+pub(crate) struct Interleaved {
+    /// Ours (UDP RR) against the raw UDP echo: the p50 target.
+    pub(crate) raw: Option<Paired>,
+    /// Ours with the three shipped interceptors against ours without.
+    pub(crate) intercepted: Option<Cost>,
+    /// Ours with the clock service's interceptors against ours without.
+    pub(crate) clock: Option<Cost>,
+}
+
+/// Every row on `layout`, in order, and the targets' comparisons measured
+/// side by side ([`Interleaved`]).
 pub(crate) async fn run_layout(
     layout: Layout,
     plan: &Plan,
-) -> anyhow::Result<(Vec<Row>, Option<Paired>)> {
+) -> anyhow::Result<(Vec<Row>, Interleaved)> {
     let (server_rt, _guard) = layout.server_runtime()?;
     println!("layout {}", layout.describe());
     let mut rows = Vec::new();
@@ -61,16 +74,32 @@ pub(crate) async fn run_layout(
     framework_targets(&server_rt, plan, &mut rows).await?;
     more_targets(&server_rt, plan, &mut rows).await?;
     rows.retain(|row| row.seq_calls > 0);
+    let bound = plan.seq_window * 4 + plan.tput_window * 4;
+    let mut interleaved = Interleaved::default();
     // The p50 target once more, both sides interleaved (see `Paired`).
-    let paired = if plan.wants("raw tokio UDP echo") && plan.wants(OURS_UDP_RR) {
+    if plan.wants("raw tokio UDP echo") && plan.wants(OURS_UDP_RR) {
         let ours = Ours::start(&server_rt, OurStyle::Rr).await?;
         let raw = RawUdp::start(&server_rt, plan.most_in_flight()).await?;
-        let bound = plan.seq_window * 4;
-        Some(watchdog("paired p50", bound, paired_p50(&ours, &raw, plan)).await??)
-    } else {
-        None
-    };
-    Ok((rows, paired))
+        interleaved.raw =
+            Some(watchdog("paired p50", bound, paired_p50(&ours, &raw, plan)).await??);
+    }
+    // The interceptors' targets are ratios to the plain row: measured side
+    // by side too.
+    for (name, style, slot) in [
+        (
+            OURS_UDP_RR_INTERCEPTED,
+            OurStyle::RrIntercepted,
+            &mut interleaved.intercepted,
+        ),
+        (OURS_UDP_RR_CLOCK, OurStyle::RrClock, &mut interleaved.clock),
+    ] {
+        if plan.wants(name) && plan.wants(OURS_UDP_RR) {
+            let with = Arc::new(Ours::start(&server_rt, style).await?);
+            let without = Arc::new(Ours::start(&server_rt, OurStyle::Rr).await?);
+            *slot = Some(watchdog(name, bound, paired_cost(&with, &without, plan)).await??);
+        }
+    }
+    Ok((rows, interleaved))
 }
 
 /// The multicast rows on `layout` (servers on a runtime of their own in split).

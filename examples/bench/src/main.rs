@@ -191,7 +191,7 @@ fn main() -> anyhow::Result<()> {
     for (layout, rows, multicast, paired) in &reports {
         report::print_report(*layout, &plan, rows);
         report::print_multicast(*layout, multicast);
-        report::print_ratios(*layout, &plan, rows, multicast, *paired);
+        report::print_ratios(*layout, &plan, rows, multicast, paired);
     }
     if let Some(clock) = &clock {
         clock::print(clock);

@@ -226,6 +226,59 @@ async fn timed_block<T: Target>(target: &T, samples: &mut Vec<Duration>) -> anyh
     Ok(())
 }
 
+/// A target's cost against a baseline, both measured side by side: the
+/// sequential p50 in interleaved blocks, and the calls per second at the
+/// most calls in flight in alternating windows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cost {
+    /// `a` the target, `b` the baseline.
+    pub(crate) p50: Paired,
+    /// Calls per second of the target and of the baseline.
+    pub(crate) rate: (f64, f64),
+}
+
+/// Windows of each side in [`paired_rate`].
+const RATE_ROUNDS: u32 = 4;
+
+/// Calls per second of `a` and of `b`, `in_flight` calls each, measured in
+/// [`RATE_ROUNDS`] alternating windows per side (which side goes first
+/// alternating too), each a quarter of the plan's window after a warm-up
+/// of both: as [`paired_p50`], so that both see the same machine.
+pub(crate) async fn paired_rate<A: Target, B: Target>(
+    a: &Arc<A>,
+    b: &Arc<B>,
+    in_flight: usize,
+    plan: &Plan,
+) -> anyhow::Result<(f64, f64)> {
+    let window = plan.tput_window / RATE_ROUNDS;
+    let max_calls = plan.tput_max_calls / u64::from(RATE_ROUNDS);
+    throughput(a, in_flight, plan.tput_warmup, max_calls).await?;
+    throughput(b, in_flight, plan.tput_warmup, max_calls).await?;
+    let (mut ra, mut rb) = (0.0, 0.0);
+    for round in 0..RATE_ROUNDS {
+        if round % 2 == 0 {
+            ra += throughput(a, in_flight, window, max_calls).await?;
+            rb += throughput(b, in_flight, window, max_calls).await?;
+        } else {
+            rb += throughput(b, in_flight, window, max_calls).await?;
+            ra += throughput(a, in_flight, window, max_calls).await?;
+        }
+    }
+    let rounds = f64::from(RATE_ROUNDS);
+    Ok((ra / rounds, rb / rounds))
+}
+
+/// [`Cost`] of `a` against `b`.
+pub(crate) async fn paired_cost<A: Target, B: Target>(
+    a: &Arc<A>,
+    b: &Arc<B>,
+    plan: &Plan,
+) -> anyhow::Result<Cost> {
+    let p50 = paired_p50(&**a, &**b, plan).await?;
+    let rate = paired_rate(a, b, plan.most_in_flight(), plan).await?;
+    Ok(Cost { p50, rate })
+}
+
 /// Runs `in_flight` client tasks, each calling one call after the other,
 /// until the window closes or `max_calls` were started; returns calls per
 /// second.
