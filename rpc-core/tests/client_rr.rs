@@ -518,6 +518,14 @@ async fn restarted_server_gives_outcome_unknown_and_a_new_incarnation_is_adopted
     .await
 }
 
+/// Each message's (`request_id`, `ack_up_to`), in order.
+fn ids_and_floors(messages: &[envelope::Envelope]) -> Vec<(u64, u64)> {
+    messages
+        .iter()
+        .map(|e| (e.request_id, e.ack_up_to))
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_rra_ack_rides_on_the_next_request_sent_within_the_delay() -> anyhow::Result<()> {
     init_tracing();
@@ -541,17 +549,13 @@ async fn an_rra_ack_rides_on_the_next_request_sent_within_the_delay() -> anyhow:
         );
         let reqs = server.received(MessageType::Request);
         assert_eq!(
-            reqs.iter()
-                .map(|e| (e.request_id, e.ack_up_to))
-                .collect::<Vec<_>>(),
+            ids_and_floors(&reqs),
             vec![(1, 0), (2, 1)],
             "the second REQUEST acknowledges the first answer"
         );
         let acks = server.received(MessageType::Ack);
         assert_eq!(
-            acks.iter()
-                .map(|e| (e.request_id, e.ack_up_to))
-                .collect::<Vec<_>>(),
+            ids_and_floors(&acks),
             vec![(2, 2)],
             "no ACK datagram for the first answer"
         );
@@ -585,12 +589,7 @@ async fn with_no_ack_delay_every_rra_answer_gets_its_ack_at_once() -> anyhow::Re
                 .await
         );
         let acks = server.received(MessageType::Ack);
-        assert_eq!(
-            acks.iter()
-                .map(|e| (e.request_id, e.ack_up_to))
-                .collect::<Vec<_>>(),
-            vec![(1, 1), (2, 2)]
-        );
+        assert_eq!(ids_and_floors(&acks), vec![(1, 1), (2, 2)]);
         let s = channel.stats();
         assert_eq!((s.acks_sent, s.acks_piggybacked), (2, 0), "{s:?}");
         Ok(())
