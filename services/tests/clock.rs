@@ -170,13 +170,29 @@ async fn status(c: &pb::ClockClient) -> Option<pb::NodeStatus> {
         .ok()
 }
 
-/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5: id 5
-/// masters; after its first round the four in range are within 2 ms of
-/// their mean and the +5000 ms member is excluded and reported. Then the
-/// master is SIGKILLed: id 4 is elected within 3 s and its round
-/// converges the live members again.
-#[tokio::test(flavor = "current_thread")]
-async fn berkeley_round_then_master_killed_and_replaced() {
+/// The ring the master-killed tests run: ids 1..5.
+const GROUP: u64 = 5;
+
+/// What the election after the master's death cost, as the live members
+/// reported it.
+#[derive(Debug)]
+struct Replacement {
+    /// From the SIGKILL until every live member followed the new master.
+    took: Duration,
+    /// Election messages the live members sent in that election.
+    messages: u64,
+    /// Elections the live members started in it.
+    started: u64,
+}
+
+/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5, every
+/// node electing by `election` (`bully` or `ring`): id 5 masters; after its
+/// first round the four in range are within 2 ms of their mean and the
+/// +5000 ms member is excluded and reported. Then the master is
+/// SIGKILLed: id 4 is elected (the time it took is reported, not judged)
+/// and its round converges the live members again.
+async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
+    let election_arg = format!("--election={election}");
     let skews = [(1, -300), (2, 5_000), (3, -120), (4, 0), (5, 80)];
     let mut cluster = Cluster::new().unwrap();
     let mut members = Vec::new();
@@ -187,7 +203,11 @@ async fn berkeley_round_then_master_killed_and_replaced() {
                 id,
                 ms,
                 0.0,
-                &["--round-interval-ms=200", "--master-timeout-ms=600"],
+                &[
+                    "--round-interval-ms=200",
+                    "--master-timeout-ms=600",
+                    &election_arg,
+                ],
             ))
             .unwrap()
             .addr();
@@ -276,9 +296,11 @@ async fn berkeley_round_then_master_killed_and_replaced() {
 
     // SIGKILL the master.
     let last_round = status(&clients[3].1).await.unwrap().last_round;
-    let mut messages_before = 0;
+    let (mut messages_before, mut started_before) = (0, 0);
     for (_, c) in &clients[..4] {
-        messages_before += status(c).await.unwrap().election_messages_sent;
+        let s = status(c).await.unwrap();
+        messages_before += s.election_messages_sent;
+        started_before += s.elections_started;
     }
     cluster.node_mut("n5").unwrap().kill().unwrap();
     let killed = Instant::now();
@@ -313,14 +335,17 @@ async fn berkeley_round_then_master_killed_and_replaced() {
         next.is_some(),
         "no round under master 4 reached every live member"
     );
-    let mut messages = 0;
+    let (mut messages, mut started) = (0, 0);
     for (_, c) in live {
-        messages += status(c).await.unwrap().election_messages_sent;
+        let s = status(c).await.unwrap();
+        messages += s.election_messages_sent;
+        started += s.elections_started;
     }
-    let messages = messages - messages_before;
-    println!("master killed: 4 elected everywhere after {took:?}; {messages} election messages");
-    // Bully's worst case is O(n^2): n = 5 here.
-    assert!(messages <= 2 * 25, "{messages} election messages");
+    let replacement = Replacement {
+        took,
+        messages: messages - messages_before,
+        started: started - started_before,
+    };
     let until = Instant::now() + Duration::from_secs(10);
     let mut measurements = 0;
     loop {
@@ -339,6 +364,53 @@ async fn berkeley_round_then_master_killed_and_replaced() {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+    replacement
+}
+
+impl Replacement {
+    /// Prints what the election cost; the time is reported, not judged (a
+    /// loaded machine may take longer than the issue's 3 s).
+    fn report(&self, election: &str) {
+        println!(
+            "{election}: master killed: 4 elected everywhere after {:?} (reported, not judged); \
+             {} election messages, {} elections started",
+            self.took, self.messages, self.started
+        );
+    }
+}
+
+/// The master-killed scenario under bully: the lowest live node noticing
+/// first is bully's worst case, O(n^2) messages; asserted: at most 2n^2.
+#[tokio::test(flavor = "current_thread")]
+async fn berkeley_round_then_master_killed_and_replaced() {
+    let r = berkeley_round_then_master_killed("bully").await;
+    r.report("bully");
+    assert!(r.started >= 1, "{r:?}");
+    assert!(r.messages <= 2 * GROUP * GROUP, "{r:?}");
+}
+
+/// The master-killed scenario under ring. One election in a ring of n = 5
+/// (the dead master still in it) is one ELECTION circulation and one
+/// COORDINATOR circulation of n passes each: each of the n - 1 live nodes
+/// passes once, and the one before the dead node also tries it (a pass
+/// sent, that fails); the COORDINATOR costs one fewer when the initiator
+/// is the winner's next live successor (it hands it to itself). Each other
+/// node that noticed the death at the same time starts a token that is
+/// dropped within n passes (Chang-Roberts: every token waits out a pass
+/// timeout at the dead master before any COORDINATOR exists, so the lower
+/// ones are dropped first). Asserted, for k elections started:
+/// 2n - 1 <= messages <= 2n + (k - 1)n.
+#[tokio::test(flavor = "current_thread")]
+async fn berkeley_round_then_master_killed_and_replaced_by_ring() {
+    let r = berkeley_round_then_master_killed("ring").await;
+    r.report("ring");
+    assert!(r.started >= 1, "{r:?}");
+    let most = 2 * GROUP + (r.started - 1) * GROUP;
+    assert!(
+        (2 * GROUP - 1..=most).contains(&r.messages),
+        "{r:?}: expected 2n - 1 = {} to 2n + (k - 1)n = {most} messages",
+        2 * GROUP - 1
+    );
 }
 
 /// Members answering with timestamps that cannot be true (20 years ahead;
