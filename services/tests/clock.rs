@@ -39,6 +39,31 @@ fn node(name: &str, id: u32, offset_ms: i64, drift_ppm: f64, extra: &[&str]) -> 
         .start_timeout(Duration::from_secs(20))
 }
 
+/// Names the nodes' log files in the output of a failing test (the
+/// cluster keeps its directory then): made once the nodes are started, it
+/// prints them while the test panics, whatever failed (an assertion, an
+/// `unwrap`, a wait that hit [`HANG`]).
+struct LogsOnFailure(String);
+
+impl LogsOnFailure {
+    fn new(cluster: &Cluster) -> LogsOnFailure {
+        let logs: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| format!("  {}: {}", n.name(), n.logs()))
+            .collect();
+        LogsOnFailure(logs.join("\n"))
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            println!("test failed; the nodes' logs (kept):\n{}", self.0);
+        }
+    }
+}
+
 async fn clock_client(addr: SocketAddr) -> pb::ClockClient {
     pb::ClockClient::new(Client::new(UdpChannel::connect(addr).await.unwrap()))
 }
@@ -83,6 +108,7 @@ async fn cristian_sync_of_a_skewed_process_with_a_reference_node() {
         .start(node("reference", 1, 0, 0.0, &["--reference"]))
         .unwrap()
         .addr();
+    let _logs = LogsOnFailure::new(&cluster);
     let server = clock_client(reference).await;
     let truth = Arc::new(SystemClock::new());
     let me = TimeSource::new(
@@ -228,6 +254,7 @@ async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
             .addr();
         members.push((id, addr));
     }
+    let _logs = LogsOnFailure::new(&cluster);
     let mut clients = Vec::new();
     for &(id, addr) in &members {
         clients.push((id, clock_client(addr).await));
@@ -452,6 +479,7 @@ async fn absurd_members_are_excluded_and_counted() {
             .addr();
         members.push((id, addr));
     }
+    let _logs = LogsOnFailure::new(&cluster);
     let mut clients = Vec::new();
     for &(id, addr) in &members {
         clients.push((id, clock_client(addr).await));
@@ -519,6 +547,7 @@ async fn get_time_on_every_door() {
         ))
         .unwrap()
         .addr();
+    let _logs = LogsOnFailure::new(&cluster);
     let mut door = |name: &str| -> SocketAddr {
         let mark = format!(" {name} on ");
         let line = cluster
@@ -611,6 +640,7 @@ async fn logical_clocks_over_1000_messages_among_3_processes() {
             .addr();
         clients.push(clock_client(addr).await);
     }
+    let _logs = LogsOnFailure::new(&cluster);
     let truth = SystemClock::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1_000);
     let mut events: Vec<Event> = Vec::new();
