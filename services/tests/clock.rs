@@ -4,8 +4,9 @@
 //! exactly ([`SystemClock`]); skew is injected with `--clock-offset-ms`
 //! and `--drift-ppm`. Verdicts are intervals that must contain the truth
 //! (they hold however loaded the machine is: load only widens them) and
-//! stated tolerances; every wait is bounded and ends on an event (a status
-//! that changes), polled every 10 ms.
+//! stated tolerances; every wait ends on an event (a status that changes),
+//! polled every 10 ms, and is bounded by [`HANG`], which only stops a hang
+//! and never judges speed.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use rpc_core::client::UdpChannel;
@@ -23,6 +24,10 @@ use std::time::{Duration, Instant};
 
 const MS: i64 = 1_000_000;
 
+/// The bound of every wait for an event or a convergence: it only stops a
+/// hang, and never judges speed (a loaded 2-core machine may be slow).
+const HANG: Duration = Duration::from_secs(30);
+
 fn node(name: &str, id: u32, offset_ms: i64, drift_ppm: f64, extra: &[&str]) -> NodeBuilder {
     NodeBuilder::new(name, env!("CARGO_BIN_EXE_clock-node"))
         .args(["--listen", "{addr}", "--id"])
@@ -32,6 +37,31 @@ fn node(name: &str, id: u32, offset_ms: i64, drift_ppm: f64, extra: &[&str]) -> 
         .args(extra.iter().copied())
         .env("RUST_LOG", "info")
         .start_timeout(Duration::from_secs(20))
+}
+
+/// Names the nodes' log files in the output of a failing test (the
+/// cluster keeps its directory then): made once the nodes are started, it
+/// prints them while the test panics, whatever failed (an assertion, an
+/// `unwrap`, a wait that hit [`HANG`]).
+struct LogsOnFailure(String);
+
+impl LogsOnFailure {
+    fn new(cluster: &Cluster) -> LogsOnFailure {
+        let logs: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| format!("  {}: {}", n.name(), n.logs()))
+            .collect();
+        LogsOnFailure(logs.join("\n"))
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            println!("test failed; the nodes' logs (kept):\n{}", self.0);
+        }
+    }
 }
 
 async fn clock_client(addr: SocketAddr) -> pb::ClockClient {
@@ -78,6 +108,7 @@ async fn cristian_sync_of_a_skewed_process_with_a_reference_node() {
         .start(node("reference", 1, 0, 0.0, &["--reference"]))
         .unwrap()
         .addr();
+    let _logs = LogsOnFailure::new(&cluster);
     let server = clock_client(reference).await;
     let truth = Arc::new(SystemClock::new());
     let me = TimeSource::new(
@@ -94,16 +125,22 @@ async fn cristian_sync_of_a_skewed_process_with_a_reference_node() {
         }
     }
     filter.discipline(&me).unwrap();
-    let caught_up = wait_for(Duration::from_secs(2), || async {
-        (me.read().hold_ns == 0).then_some(())
-    })
-    .await;
-    assert!(caught_up.is_some(), "the hold after the step did not end");
+    let caught_up = wait_for(HANG, || async { (me.read().hold_ns == 0).then_some(()) }).await;
+    assert!(
+        caught_up.is_some(),
+        "the hold after the step did not end within {HANG:?}"
+    );
 
     let started = Instant::now();
     let (mut errors, mut delays, mut failed) = (Vec::new(), Vec::new(), 0);
     let mut last = me.now_ns();
-    for i in 0..1_000 {
+    // 1,000 answered samples; a lost one is retried, 2,000 attempts at most.
+    const SAMPLES: usize = 1_000;
+    const ATTEMPTS: usize = 2_000;
+    let mut attempts = 0;
+    while errors.len() < SAMPLES && attempts < ATTEMPTS {
+        attempts += 1;
+        let i = errors.len();
         let sample = match sync_once(&server, &me, Duration::from_millis(200)).await {
             Ok(s) => s,
             Err(_) => {
@@ -158,7 +195,11 @@ async fn cristian_sync_of_a_skewed_process_with_a_reference_node() {
         p(&delays, 99) / 1_000,
         filter.frequency_ppm(100 * MS),
     );
-    assert!(errors.len() >= 990, "{failed} samples lost");
+    assert_eq!(
+        errors.len(),
+        SAMPLES,
+        "{failed} of {attempts} attempts lost: fewer than {SAMPLES} samples answered"
+    );
     assert!(p(&errors, 99) <= MS, "p99 error {} ns", p(&errors, 99));
     cluster.passed();
 }
@@ -171,13 +212,29 @@ async fn status(c: &pb::ClockClient) -> Option<pb::NodeStatus> {
         .ok()
 }
 
-/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5: id 5
-/// masters; after its first round the four in range are within 2 ms of
-/// their mean and the +5000 ms member is excluded and reported. Then the
-/// master is SIGKILLed: id 4 is elected within 3 s and its round
-/// converges the live members again.
-#[tokio::test(flavor = "current_thread")]
-async fn berkeley_round_then_master_killed_and_replaced() {
+/// The ring the master-killed tests run: ids 1..5.
+const GROUP: u64 = 5;
+
+/// What the election after the master's death cost, as the live members
+/// reported it.
+#[derive(Debug)]
+struct Replacement {
+    /// From the SIGKILL until every live member followed the new master.
+    took: Duration,
+    /// Election messages the live members sent in that election.
+    messages: u64,
+    /// Elections the live members started in it.
+    started: u64,
+}
+
+/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5, every
+/// node electing by `election` (`bully` or `ring`): id 5 masters; after its
+/// first round the four in range are within 2 ms of their mean and the
+/// +5000 ms member is excluded and reported. Then the master is
+/// SIGKILLed: id 4 is elected (the time it took is reported, not judged)
+/// and its round converges the live members again.
+async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
+    let election_arg = format!("--election={election}");
     let skews = [(1, -300), (2, 5_000), (3, -120), (4, 0), (5, 80)];
     let mut cluster = Cluster::new().unwrap();
     let mut members = Vec::new();
@@ -188,12 +245,17 @@ async fn berkeley_round_then_master_killed_and_replaced() {
                 id,
                 ms,
                 0.0,
-                &["--round-interval-ms=200", "--master-timeout-ms=600"],
+                &[
+                    "--round-interval-ms=200",
+                    "--master-timeout-ms=600",
+                    &election_arg,
+                ],
             ))
             .unwrap()
             .addr();
         members.push((id, addr));
     }
+    let _logs = LogsOnFailure::new(&cluster);
     let mut clients = Vec::new();
     for &(id, addr) in &members {
         clients.push((id, clock_client(addr).await));
@@ -213,7 +275,7 @@ async fn berkeley_round_then_master_killed_and_replaced() {
     // One round under master 5, applied everywhere; the in-range members'
     // backward steps over (their readings hold until then).
     let in_range = [1u32, 3, 4, 5];
-    let settled = wait_for(Duration::from_secs(5), || async {
+    let settled = wait_for(HANG, || async {
         for (id, c) in &clients {
             let s = status(c).await?;
             let holding = in_range.contains(id) && s.hold_ns > 0;
@@ -224,7 +286,10 @@ async fn berkeley_round_then_master_killed_and_replaced() {
         Some(())
     })
     .await;
-    assert!(settled.is_some(), "no round of master 5 settled everywhere");
+    assert!(
+        settled.is_some(),
+        "no round of master 5 settled everywhere within {HANG:?}"
+    );
     let master = status(&clients[4].1).await.unwrap();
     assert!(
         master.excluded.contains(&2),
@@ -249,8 +314,8 @@ async fn berkeley_round_then_master_killed_and_replaced() {
     // Measured until converged: one round converges on an idle machine;
     // on a loaded one a round's poll can be delayed on one side (its round
     // trip compensation is then off by up to the delay), and the next
-    // rounds (every 200 ms) correct it. Bounded: 10 s.
-    let until = Instant::now() + Duration::from_secs(10);
+    // rounds (every 200 ms) correct it. Bounded by HANG.
+    let until = Instant::now() + HANG;
     let mut measurements = 0;
     let mean = loop {
         let mut offsets = Vec::new();
@@ -277,16 +342,18 @@ async fn berkeley_round_then_master_killed_and_replaced() {
 
     // SIGKILL the master.
     let last_round = status(&clients[3].1).await.unwrap().last_round;
-    let mut messages_before = 0;
+    let (mut messages_before, mut started_before) = (0, 0);
     for (_, c) in &clients[..4] {
-        messages_before += status(c).await.unwrap().election_messages_sent;
+        let s = status(c).await.unwrap();
+        messages_before += s.election_messages_sent;
+        started_before += s.elections_started;
     }
     cluster.node_mut("n5").unwrap().kill().unwrap();
     let killed = Instant::now();
     let live = &clients[..4];
     // The issue's "within 3 s" is reported (`took` below), not judged: a
     // loaded machine may take longer; the bound only stops a hang.
-    let elected = wait_for(Duration::from_secs(30), || async {
+    let elected = wait_for(HANG, || async {
         for (_, c) in live {
             let s = status(c).await?;
             if s.coordinator != 4 {
@@ -297,10 +364,10 @@ async fn berkeley_round_then_master_killed_and_replaced() {
     })
     .await;
     let Some(took) = elected else {
-        panic!("no agreement on master 4 within 30 s of the kill");
+        panic!("no agreement on master 4 within {HANG:?} of the kill");
     };
     // The next round under 4 (in a later round id) applied by every live member.
-    let next = wait_for(Duration::from_secs(30), || async {
+    let next = wait_for(HANG, || async {
         for (_, c) in live {
             let s = status(c).await?;
             if s.last_round_master != 4 || s.last_round <= last_round {
@@ -314,15 +381,18 @@ async fn berkeley_round_then_master_killed_and_replaced() {
         next.is_some(),
         "no round under master 4 reached every live member"
     );
-    let mut messages = 0;
+    let (mut messages, mut started) = (0, 0);
     for (_, c) in live {
-        messages += status(c).await.unwrap().election_messages_sent;
+        let s = status(c).await.unwrap();
+        messages += s.election_messages_sent;
+        started += s.elections_started;
     }
-    let messages = messages - messages_before;
-    println!("master killed: 4 elected everywhere after {took:?}; {messages} election messages");
-    // Bully's worst case is O(n^2): n = 5 here.
-    assert!(messages <= 2 * 25, "{messages} election messages");
-    let until = Instant::now() + Duration::from_secs(10);
+    let replacement = Replacement {
+        took,
+        messages: messages - messages_before,
+        started: started - started_before,
+    };
+    let until = Instant::now() + HANG;
     let mut measurements = 0;
     loop {
         let mut offsets = Vec::new();
@@ -341,6 +411,53 @@ async fn berkeley_round_then_master_killed_and_replaced() {
         }
     }
     cluster.passed();
+    replacement
+}
+
+impl Replacement {
+    /// Prints what the election cost; the time is reported, not judged (a
+    /// loaded machine may take longer than the issue's 3 s).
+    fn report(&self, election: &str) {
+        println!(
+            "{election}: master killed: 4 elected everywhere after {:?} (reported, not judged); \
+             {} election messages, {} elections started",
+            self.took, self.messages, self.started
+        );
+    }
+}
+
+/// The master-killed scenario under bully: the lowest live node noticing
+/// first is bully's worst case, O(n^2) messages; asserted: at most 2n^2.
+#[tokio::test(flavor = "current_thread")]
+async fn berkeley_round_then_master_killed_and_replaced() {
+    let r = berkeley_round_then_master_killed("bully").await;
+    r.report("bully");
+    assert!(r.started >= 1, "{r:?}");
+    assert!(r.messages <= 2 * GROUP * GROUP, "{r:?}");
+}
+
+/// The master-killed scenario under ring. One election in a ring of n = 5
+/// (the dead master still in it) is one ELECTION circulation and one
+/// COORDINATOR circulation of n passes each: each of the n - 1 live nodes
+/// passes once, and the one before the dead node also tries it (a pass
+/// sent, that fails); the COORDINATOR costs one fewer when the initiator
+/// is the winner's next live successor (it hands it to itself). Each other
+/// node that noticed the death at the same time starts a token that is
+/// dropped within n passes (Chang-Roberts: every token waits out a pass
+/// timeout at the dead master before any COORDINATOR exists, so the lower
+/// ones are dropped first). Asserted, for k elections started:
+/// 2n - 1 <= messages <= 2n + (k - 1)n.
+#[tokio::test(flavor = "current_thread")]
+async fn berkeley_round_then_master_killed_and_replaced_by_ring() {
+    let r = berkeley_round_then_master_killed("ring").await;
+    r.report("ring");
+    assert!(r.started >= 1, "{r:?}");
+    let most = 2 * GROUP + (r.started - 1) * GROUP;
+    assert!(
+        (2 * GROUP - 1..=most).contains(&r.messages),
+        "{r:?}: expected 2n - 1 = {} to 2n + (k - 1)n = {most} messages",
+        2 * GROUP - 1
+    );
 }
 
 /// Members answering with timestamps that cannot be true (20 years ahead;
@@ -364,6 +481,7 @@ async fn absurd_members_are_excluded_and_counted() {
             .addr();
         members.push((id, addr));
     }
+    let _logs = LogsOnFailure::new(&cluster);
     let mut clients = Vec::new();
     for &(id, addr) in &members {
         clients.push((id, clock_client(addr).await));
@@ -381,12 +499,12 @@ async fn absurd_members_are_excluded_and_counted() {
         c.configure(membership.clone()).await.unwrap();
     }
     // Two rounds of master 3 (each excludes both).
-    let master = wait_for(Duration::from_secs(5), || async {
+    let master = wait_for(HANG, || async {
         let s = status(&clients[2].1).await?;
         (s.coordinator == 3 && s.absurd_readings >= 4).then_some(s)
     })
     .await
-    .expect("master 3 ran no two rounds");
+    .unwrap_or_else(|| panic!("master 3 ran no two rounds within {HANG:?}"));
     assert!(
         master.excluded.contains(&1) && master.excluded.contains(&2),
         "{master:?}"
@@ -432,14 +550,13 @@ async fn get_time_on_every_door() {
         ))
         .unwrap()
         .addr();
+    let _logs = LogsOnFailure::new(&cluster);
     let mut door = |name: &str| -> SocketAddr {
         let mark = format!(" {name} on ");
         let line = cluster
             .node_mut("doors")
             .unwrap()
-            .wait_for_line(Output::Stdout, Duration::from_secs(5), |l| {
-                l.contains(&mark)
-            })
+            .wait_for_line(Output::Stdout, HANG, |l| l.contains(&mark))
             .unwrap();
         line.rsplit(' ').next().unwrap().trim().parse().unwrap()
     };
@@ -527,6 +644,7 @@ async fn logical_clocks_over_1000_messages_among_3_processes() {
             .addr();
         clients.push(clock_client(addr).await);
     }
+    let _logs = LogsOnFailure::new(&cluster);
     let truth = SystemClock::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1_000);
     let mut events: Vec<Event> = Vec::new();
@@ -586,20 +704,7 @@ async fn logical_clocks_over_1000_messages_among_3_processes() {
         }
     }
     let hb = |a: usize, b: usize| before[b][a / 64] & (1 << (a % 64)) != 0;
-    let entries: Vec<[u64; NODES]> = events
-        .iter()
-        .map(|e| std::array::from_fn(|i| e.vector.get(i as u32 + 1)))
-        .collect();
-    let classify = |a: &[u64; NODES], b: &[u64; NODES]| {
-        let less = a.iter().zip(b).any(|(x, y)| x < y);
-        let greater = a.iter().zip(b).any(|(x, y)| x > y);
-        match (less, greater) {
-            (true, false) => Causality::Before,
-            (false, true) => Causality::After,
-            (false, false) => Causality::Equal,
-            (true, true) => Causality::Concurrent,
-        }
-    };
+    // The library's `compare` on every ordered pair of events.
     let mut concurrent = 0u64;
     for a in 0..n {
         for b in 0..n {
@@ -616,13 +721,12 @@ async fn logical_clocks_over_1000_messages_among_3_processes() {
                 Causality::Concurrent
             };
             assert_eq!(
-                classify(&entries[a], &entries[b]),
+                events[a].vector.compare(&events[b].vector),
                 expected,
-                "events {a}, {b}"
+                "events {a} ({}), {b} ({})",
+                events[a].vector,
+                events[b].vector
             );
-            if (a * n + b) % 13 == 0 {
-                assert_eq!(events[a].vector.compare(&events[b].vector), expected);
-            }
         }
     }
     let per_node: Vec<usize> = (0..NODES)

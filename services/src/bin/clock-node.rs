@@ -5,7 +5,7 @@
 //! clock-node [--listen ADDR] [--tcp ADDR] [--grpc ADDR] [--id N]
 //!            [--clock-offset-ms MS] [--drift-ppm PPM] [--reference]
 //!            [--round-interval-ms MS] [--master-timeout-ms MS]
-//!            [--misbehave years-off|negative-delay]
+//!            [--election bully|ring] [--misbehave years-off|negative-delay]
 //! ```
 //!
 //! Serves `clock.v1.Clock` and `clock.v1.Election` on UDP at ADDR (default
@@ -16,7 +16,8 @@
 //! clock is the system's time at start, advanced by the monotonic clock,
 //! with the injected offset and drift; it never touches the system clock.
 //! Once `Configure` names its group, it takes part in Berkeley rounds and
-//! elections. `--misbehave` makes it answer `GetTime` and `Poll` with
+//! elections, by the bully algorithm or, with `--election ring`, the ring
+//! algorithm (every node of a group should run the same). `--misbehave` makes it answer `GetTime` and `Poll` with
 //! timestamps that cannot be true (for tests: a master must exclude it and
 //! count it). It runs until killed.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ use clap::Parser;
 use rpc_core::server::Server;
 use rpc_core::server::TcpServerConfig;
 use rpc_services::clock::{ClockNode, ClockService, Misbehaviour, NodeConfig, Skew, TimeSource};
+use rpc_services::election::Algorithm;
 use rpc_services::proto::clock::v1 as pb;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -59,6 +61,9 @@ struct Args {
     /// Silence of the master after which a member starts an election.
     #[arg(long, default_value_t = 600)]
     master_timeout_ms: u64,
+    /// The election algorithm run when the master is gone.
+    #[arg(long, value_enum, default_value_t = ElectionArg::Bully)]
+    election: ElectionArg,
     /// Serve on TCP at this address as well.
     #[arg(long, value_name = "ADDR")]
     tcp: Option<SocketAddr>,
@@ -68,6 +73,15 @@ struct Args {
     /// Answer with timestamps that cannot be true (a fault for tests).
     #[arg(long, value_enum)]
     misbehave: Option<Fault>,
+}
+
+/// The algorithms `--election` can choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ElectionArg {
+    /// Bully: the highest live id wins; O(n^2) messages at worst.
+    Bully,
+    /// Ring: a token collects the live ids; 2n messages per election.
+    Ring,
 }
 
 /// The faults `--misbehave` can inject.
@@ -98,6 +112,10 @@ async fn main() -> anyhow::Result<()> {
     let mut config = NodeConfig::new(args.id);
     config.round_interval = Duration::from_millis(args.round_interval_ms);
     config.master_timeout = Duration::from_millis(args.master_timeout_ms);
+    config.election = match args.election {
+        ElectionArg::Bully => Algorithm::Bully,
+        ElectionArg::Ring => Algorithm::Ring,
+    };
     config.misbehaviour = args.misbehave.map(|f| match f {
         Fault::YearsOff => Misbehaviour::YearsOff,
         Fault::NegativeDelay => Misbehaviour::NegativeDelay,

@@ -787,7 +787,11 @@ mod tests {
         };
         assert_eq!(status.code(), Code::OutOfRange);
         assert!(status.message().contains(&far.to_string()), "{status}");
-        assert!(status.message().contains(&before.to_string()), "{status}");
+        // Both clocks named: the remote one, the local physical and hybrid.
+        let local_physical = format!("local physical clock {}", time.now_ns());
+        assert!(status.message().contains(&local_physical), "{status}");
+        let local_hybrid = format!("local hybrid clock {before}");
+        assert!(status.message().contains(&local_hybrid), "{status}");
         assert_eq!(a.now(), before);
         for bad in ["1", "x.1", "1.x", "1.-1"] {
             md.insert(HLC_KEY, bad);

@@ -1,6 +1,6 @@
 //! [`ClockNode`]: the clock service of one process (`clock.v1.Clock`) and
-//! its part in a group: Berkeley rounds when it is the master, bully
-//! elections when the master is gone.
+//! its part in a group: Berkeley rounds when it is the master, elections
+//! (bully, or ring: [`NodeConfig::election`]) when the master is gone.
 //!
 //! The node serves `GetTime` from its [`TimeSource`] at any time. After
 //! `Configure` tells it the group, [`ClockNode::run`] drives it: a master
@@ -22,7 +22,9 @@ use super::berkeley::{
 use super::logical::{ClockInterceptor, LogicalClocks};
 use super::sync::Sample;
 use super::time_source::TimeSource;
-use crate::election::{Bully, BullyConfig, ElectionService, Leader, Ring, RpcPeers};
+use crate::election::{
+    Algorithm, Bully, Election, ElectionConfig, ElectionService, Leader, Ring, RpcPeers,
+};
 use crate::proto::clock::v1 as pb;
 use rpc_core::client::UdpChannel;
 use rpc_core::{CallContext, Client, GroupClient, MemberResult, Status};
@@ -49,6 +51,10 @@ pub struct NodeConfig {
     pub berkeley: BerkeleyConfig,
     /// How far ahead of this node's clock a remote HLC may be (default 1 s).
     pub max_hlc_offset_ns: i64,
+    /// The election algorithm the node runs when its master is gone
+    /// (default bully). It answers both algorithms' messages whatever
+    /// this says; every node of a group should say the same.
+    pub election: Algorithm,
     /// A fault for tests: the node answers `GetTime` and `Poll` with
     /// timestamps that cannot be true (default `None`: it answers
     /// truthfully).
@@ -91,6 +97,7 @@ impl NodeConfig {
             poll_timeout: Duration::from_millis(300),
             berkeley: BerkeleyConfig::default(),
             max_hlc_offset_ns: 1_000_000_000,
+            election: Algorithm::Bully,
             misbehaviour: None,
         }
     }
@@ -152,6 +159,8 @@ pub struct ClockNode {
     peers: Arc<RpcPeers>,
     bully: Arc<Bully>,
     ring: Arc<Ring>,
+    /// The one of the two that the node runs.
+    election: Election,
     /// Woken by polls, configurations and leader changes.
     events: Notify,
     absurd: std::sync::atomic::AtomicU64,
@@ -166,16 +175,16 @@ impl ClockNode {
     /// A node over `time`, not yet in a group.
     pub fn new(config: NodeConfig, time: Arc<TimeSource>) -> Arc<ClockNode> {
         let peers = Arc::new(RpcPeers::new(Duration::from_millis(150)));
-        let bully = Bully::new(
-            config.id,
-            Vec::new(),
-            peers.clone(),
-            BullyConfig {
-                coordinator_wait: config.master_timeout,
-                max_attempts: 5,
-            },
-        );
-        let ring = Ring::new(config.id, Vec::new(), peers.clone());
+        let election_config = ElectionConfig {
+            coordinator_wait: config.master_timeout,
+            max_attempts: 5,
+        };
+        let bully = Bully::new(config.id, Vec::new(), peers.clone(), election_config);
+        let ring = Ring::new(config.id, Vec::new(), peers.clone(), election_config);
+        let election = match config.election {
+            Algorithm::Ring => Election::Ring(ring.clone()),
+            Algorithm::Bully => Election::Bully(bully.clone()),
+        };
         let clocks = Arc::new(LogicalClocks::new(
             config.id,
             time.clone(),
@@ -192,6 +201,7 @@ impl ClockNode {
             peers,
             bully,
             ring,
+            election,
             events: Notify::new(),
             absurd: std::sync::atomic::AtomicU64::new(0),
         })
@@ -214,9 +224,15 @@ impl ClockNode {
         self.interceptor.clone()
     }
 
-    /// The node's bully election.
+    /// The node's bully election (it answers bully messages whichever
+    /// algorithm it runs).
     pub fn bully(&self) -> &Arc<Bully> {
         &self.bully
+    }
+
+    /// The election the node runs ([`NodeConfig::election`]).
+    pub fn election(&self) -> &Election {
+        &self.election
     }
 
     /// The `clock.v1.Election` service of this node, to serve beside it.
@@ -228,10 +244,10 @@ impl ClockNode {
     pub fn status(&self) -> pb::NodeStatus {
         let r = self.time.read();
         let rounds = lock(&self.rounds);
-        let stats = self.bully.stats();
+        let stats = self.election.stats();
         pb::NodeStatus {
             node_id: self.config.id,
-            coordinator: self.bully.leader().id.unwrap_or(0),
+            coordinator: self.election.leader().id.unwrap_or(0),
             last_round: rounds.last_round,
             last_round_master: rounds.last_master,
             synchronised: self.time.is_synchronised(),
@@ -281,13 +297,13 @@ impl ClockNode {
     /// gone. It never returns: run it in a task, and abort the task to
     /// stop.
     pub async fn run(self: Arc<Self>) {
-        let mut leader_rx = self.bully.subscribe();
+        let mut leader_rx = self.election.subscribe();
         loop {
             if lock(&self.group).is_none() {
                 self.events.notified().await;
                 continue;
             }
-            let leader = self.bully.leader();
+            let leader = self.election.leader();
             let now = Instant::now();
             let (heard, changed) = {
                 let mut r = lock(&self.rounds);
@@ -321,9 +337,9 @@ impl ClockNode {
             if leader.id.is_none() || silent_for >= self.config.master_timeout {
                 if let Some(old) = leader.id {
                     tracing::info!(id = self.config.id, old, "master silent: election");
-                    self.bully.suspect(old);
+                    self.election.suspect(old);
                 }
-                if let Err(e) = self.bully.elect().await {
+                if let Err(e) = self.election.elect().await {
                     tracing::warn!(id = self.config.id, error = %e, "election failed");
                 }
                 continue;
@@ -340,7 +356,7 @@ impl ClockNode {
     /// Runs one Berkeley round as master and reports it.
     pub async fn round(self: Arc<Self>) -> Option<RoundReport> {
         let group = lock(&self.group).clone()?;
-        let term = u32::try_from(self.bully.leader().term).unwrap_or(u32::MAX);
+        let term = u32::try_from(self.election.leader().term).unwrap_or(u32::MAX);
         let poll_round = round_id(term, lock(&self.rounds).seq.saturating_add(1));
         let call = group
             .group
@@ -517,7 +533,7 @@ impl pb::Clock for ClockService {
         // master measures what the clock is.
         let t2 = self.0.time.read().unheld_ns();
         let node = &self.0;
-        if node.bully.leader().id == Some(request.master_id) {
+        if node.election.leader().id == Some(request.master_id) {
             lock(&node.rounds).last_heard = Some(Instant::now());
         }
         let mut reply = pb::PollReply {
@@ -541,7 +557,7 @@ impl pb::Clock for ClockService {
         request: pb::Adjustment,
     ) -> Result<pb::AdjustResult, Status> {
         let node = &self.0;
-        let leader = node.bully.leader().id;
+        let leader = node.election.leader().id;
         if leader != Some(request.master_id) {
             // Only the master this node follows adjusts it (two masters can
             // coexist for a moment around an election).

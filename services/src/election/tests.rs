@@ -55,7 +55,7 @@ impl ElectionPeers for MemPeers {
 fn group(n: u32) -> (Arc<MemPeers>, Vec<Arc<Bully>>, Vec<Arc<Ring>>) {
     let peers = Arc::new(MemPeers::default());
     let ids: Vec<u32> = (1..=n).collect();
-    let config = BullyConfig {
+    let config = ElectionConfig {
         coordinator_wait: Duration::from_millis(500),
         max_attempts: 5,
     };
@@ -65,7 +65,7 @@ fn group(n: u32) -> (Arc<MemPeers>, Vec<Arc<Bully>>, Vec<Arc<Ring>>) {
         .collect();
     let rings: Vec<_> = ids
         .iter()
-        .map(|&id| Ring::new(id, ids.clone(), peers.clone()))
+        .map(|&id| Ring::new(id, ids.clone(), peers.clone(), config))
         .collect();
     for (b, r) in bullies.iter().zip(&rings) {
         lock(&peers.bullies).insert(b.id(), b.clone());
@@ -161,4 +161,73 @@ async fn a_ring_token_whose_initiator_died_still_ends() {
     });
     let live: Vec<_> = [1, 2].iter().map(|&i| rings[i].subscribe()).collect();
     all_follow(&live, 3).await;
+}
+
+#[tokio::test]
+async fn concurrent_ring_elections_leave_one_token_going_round() {
+    let n = 5;
+    let (peers, _, rings) = group(n);
+    lock(&peers.dead).insert(5);
+    // Every live node notices at once.
+    let elections: Vec<_> = rings[..4]
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            tokio::spawn(async move { r.elect().await })
+        })
+        .collect();
+    for e in elections {
+        let l = e.await.expect("the election task panicked");
+        assert!(matches!(l, Ok(l) if l.id == Some(4)), "{l:?}");
+    }
+    let live: Vec<_> = rings[..4].iter().map(|r| r.subscribe()).collect();
+    all_follow(&live, 4).await;
+    let started: u64 = rings.iter().map(|r| r.stats().started).sum();
+    let passes: u64 = rings.iter().map(|r| r.stats().messages()).sum();
+    // One ELECTION and one COORDINATOR circulation (n passes each, the
+    // failed pass to the dead node counted; one fewer when the initiator
+    // hands the COORDINATOR to itself), plus at most n for each other
+    // token before it is dropped.
+    let n = u64::from(n);
+    assert!(started >= 1, "no election started");
+    assert!(
+        (2 * n - 1..=2 * n + (started - 1) * n).contains(&passes),
+        "{passes} passes, {started} started"
+    );
+}
+
+#[tokio::test]
+async fn one_ring_election_costs_2n_passes_and_a_lower_coordinator_is_replaced() {
+    let (peers, _, rings) = group(4);
+    lock(&peers.dead).insert(4);
+    // 2 starts: ELECTION 2 -> 3 -> 4 (dead: a pass that fails) -> 1 -> 2,
+    // then COORDINATOR from 2 to 3's successors, 4 (fails) -> 1 -> 2 -> 3.
+    rings[1].start().await;
+    let live: Vec<_> = rings[..3].iter().map(|r| r.subscribe()).collect();
+    all_follow(&live, 3).await;
+    let passes: u64 = rings.iter().map(|r| r.passes()).sum();
+    assert_eq!(passes, 8, "2n passes for one election in a ring of 4");
+    // 1 starts (it is the winner's next live successor: it hands the
+    // COORDINATOR to itself): 2n - 1.
+    rings[2].suspect(3);
+    rings[0].start().await;
+    let mut winner = rings[2].subscribe();
+    // (The borrow `wait_for` returns is dropped here: held, it would
+    // block the leader's next change.)
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        winner.wait_for(|l| l.id == Some(3)).await.is_ok()
+    })
+    .await;
+    assert_eq!(done, Ok(true), "3 did not follow itself again");
+    let passes = rings.iter().map(|r| r.passes()).sum::<u64>() - passes;
+    assert_eq!(passes, 7, "2n - 1 passes");
+    // A COORDINATOR lower than the node's own id: it takes over.
+    lock(&peers.dead).remove(&4);
+    rings[3].on_token(RingToken {
+        initiator: 1,
+        ids: vec![1, 2, 3],
+        leader: Some(3),
+    });
+    let all: Vec<_> = rings.iter().map(|r| r.subscribe()).collect();
+    all_follow(&all, 4).await;
 }
