@@ -43,6 +43,14 @@ struct Entry {
 }
 
 impl Entry {
+    /// Whether this entry's key is `key`: the lengths first, then the
+    /// bytes (no slicing of `text` at char boundaries on the way; `get`
+    /// and `insert` run this for every entry on every call).
+    fn has_key(&self, text: &str, key: &str) -> bool {
+        self.key_len == key.len()
+            && text.as_bytes().get(self.start..self.start + self.key_len) == Some(key.as_bytes())
+    }
+
     fn key<'a>(&self, text: &'a str) -> &'a str {
         text.get(self.start..self.start + self.key_len)
             .unwrap_or_default()
@@ -84,14 +92,14 @@ impl Metadata {
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.entries.iter().position(|e| e.key(&self.text) == key)
+        self.entries.iter().position(|e| e.has_key(&self.text, key))
     }
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|e| e.key(&self.text) == key)
+            .find(|e| e.has_key(&self.text, key))
             .map(|e| e.value(&self.text))
     }
 
@@ -125,6 +133,7 @@ impl Metadata {
 
     fn push_text(&mut self, key: &str, value: &str) -> Entry {
         let start = self.text.len();
+        self.text.reserve(key.len() + value.len());
         self.text.push_str(key);
         self.text.push_str(value);
         Entry {
