@@ -22,6 +22,7 @@ pub mod client;
 pub mod kv;
 pub mod network;
 pub mod node;
+mod service;
 pub mod state_machine;
 pub mod store;
 
