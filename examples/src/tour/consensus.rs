@@ -75,7 +75,7 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
         nodes.iter().map(|(id, n)| (*id, n.local_addr())).collect();
     println!();
     println!(
-        "consensus: consensus.v1.KeyValue, three nodes on UDP and TCP {} (an election after 1.2-1.6 s without a leader), data in {}",
+        "consensus: consensus.v1.KeyValue, three nodes on UDP and TCP {} (an election after 0.75-1 s without a leader), data in {}",
         addrs
             .iter()
             .map(|(id, a)| format!("n{id} {a}"))
