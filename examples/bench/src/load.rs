@@ -2,7 +2,7 @@
 //! with every operation's latency kept, the windows of each plan, and
 //! where the services' binaries are.
 
-use crate::measure::{percentile, Plan};
+use crate::measure::{alternating_blocks, percentile, Blocks, Plan};
 use anyhow::{ensure, Context as _};
 use std::future::Future;
 use std::path::PathBuf;
@@ -115,54 +115,35 @@ pub(crate) async fn closed_loop<O: Op>(clients: Vec<Arc<O>>, w: Windows) -> anyh
     })
 }
 
-/// Operations in one block of [`interleaved_p50`].
-const BLOCK: usize = 50;
-
 /// The p50 of `a` and of `b`, one client each, measured in alternating
-/// blocks of [`BLOCK`] operations (which goes first alternating too) over
-/// the window: both see the same machine, so their ratio holds on a shared
-/// host whose load changes from one second to the next, where two closed
-/// loops a second apart can differ by a factor of several.
+/// blocks of 50 operations over the window ([`alternating_blocks`]): their
+/// ratio holds on a shared host whose load changes from one second to the
+/// next, where two closed loops a second apart can differ by a factor of
+/// several.
 pub(crate) async fn interleaved_p50<A: Op, B: Op>(
     a: &A,
     b: &B,
     w: Windows,
 ) -> anyhow::Result<(Duration, Duration)> {
-    let start = Instant::now();
-    let measured_from = start + w.warmup;
-    let end = measured_from + w.window;
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
-    let mut i = 0u64;
-    let mut round = 0u64;
-    while Instant::now() < end {
-        let keep = Instant::now() >= measured_from;
-        for side in [round % 2, 1 - round % 2] {
-            for _ in 0..BLOCK {
-                let t0 = Instant::now();
-                if side == 0 {
-                    a.run(i).await?;
-                } else {
-                    b.run(i).await?;
-                }
-                i += 1;
-                if keep {
-                    let took = t0.elapsed();
-                    if side == 0 {
-                        sa.push(took)
-                    } else {
-                        sb.push(took)
-                    }
-                }
-            }
-        }
-        round += 1;
-    }
-    ensure!(
-        !sa.is_empty() && !sb.is_empty(),
-        "no block completed in the window"
-    );
-    sa.sort_unstable();
-    sb.sort_unstable();
+    let keep_from = Instant::now() + w.warmup;
+    let (mut ia, mut ib) = (0u64, 0u64);
+    let (sa, sb) = alternating_blocks(
+        async || {
+            ia += 1;
+            a.run(ia - 1).await
+        },
+        async || {
+            ib += 1;
+            b.run(ib - 1).await
+        },
+        Blocks {
+            size: 50,
+            keep_from,
+            end: keep_from + w.window,
+            max: usize::MAX,
+        },
+    )
+    .await?;
     Ok((percentile(&sa, 50), percentile(&sb, 50)))
 }
 

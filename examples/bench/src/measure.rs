@@ -191,24 +191,20 @@ pub(crate) async fn paired_p50<A: Target, B: Target>(
         a.call().await?;
         b.call().await?;
     }
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
-    let end = Instant::now() + plan.seq_window * 2;
-    let mut round = 0u64;
-    while (sa.len() as u64) < plan.seq_calls && Instant::now() < end {
-        // Which side goes first alternates too.
-        if round % 2 == 0 {
-            timed_block(a, &mut sa).await?;
-            timed_block(b, &mut sb).await?;
-        } else {
-            timed_block(b, &mut sb).await?;
-            timed_block(a, &mut sa).await?;
-        }
-        round += 1;
-    }
+    let now = Instant::now();
+    let (sa, sb) = alternating_blocks(
+        async || a.call().await,
+        async || b.call().await,
+        Blocks {
+            size: PAIRED_BLOCK as usize,
+            keep_from: now,
+            end: now + plan.seq_window * 2,
+            max: plan.seq_calls as usize,
+        },
+    )
+    .await?;
     let calls = sa.len() as u64;
     CALLS_MADE.fetch_add(2 * (calls + plan.warmup_calls), Ordering::Relaxed);
-    sa.sort_unstable();
-    sb.sort_unstable();
     Ok(Paired {
         a: percentile(&sa, 50),
         b: percentile(&sb, 50),
@@ -216,14 +212,60 @@ pub(crate) async fn paired_p50<A: Target, B: Target>(
     })
 }
 
-/// [`PAIRED_BLOCK`] sequential calls of `target`, each one's latency kept.
-async fn timed_block<T: Target>(target: &T, samples: &mut Vec<Duration>) -> anyhow::Result<()> {
-    for _ in 0..PAIRED_BLOCK {
-        let start = Instant::now();
-        target.call().await?;
-        samples.push(start.elapsed());
+/// How [`alternating_blocks`] runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocks {
+    /// Calls in one block.
+    pub(crate) size: usize,
+    /// Blocks begun before this are a warm-up (not kept).
+    pub(crate) keep_from: Instant,
+    /// No block begins after this.
+    pub(crate) end: Instant,
+    /// No block begins once a side has this many latencies.
+    pub(crate) max: usize,
+}
+
+/// The latencies of `a`'s and `b`'s calls, one after the other, in
+/// alternating blocks (which side goes first alternating too), sorted: so
+/// that both sides see the same machine, whose load on a shared host
+/// changes from second to second.
+pub(crate) async fn alternating_blocks(
+    mut a: impl AsyncFnMut() -> anyhow::Result<()>,
+    mut b: impl AsyncFnMut() -> anyhow::Result<()>,
+    blocks: Blocks,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    let mut round = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= blocks.end || sa.len() >= blocks.max {
+            break;
+        }
+        let keep = now >= blocks.keep_from;
+        for a_side in [round % 2 == 0, round % 2 == 1] {
+            for _ in 0..blocks.size {
+                let t0 = Instant::now();
+                if a_side {
+                    a().await?;
+                } else {
+                    b().await?;
+                }
+                if keep {
+                    let took = t0.elapsed();
+                    if a_side {
+                        sa.push(took)
+                    } else {
+                        sb.push(took)
+                    }
+                }
+            }
+        }
+        round += 1;
     }
-    Ok(())
+    ensure!(!sa.is_empty() && !sb.is_empty(), "no block completed");
+    sa.sort_unstable();
+    sb.sort_unstable();
+    Ok((sa, sb))
 }
 
 /// A target's cost against a baseline, both measured side by side: the

@@ -330,6 +330,12 @@ impl VectorClocks {
         }
     }
 
+    /// Advances this node's own entry of `v` (every event does).
+    fn advance_own(&self, v: &mut VectorClock) {
+        let own = v.get(self.id).saturating_add(1);
+        v.set(self.id, own);
+    }
+
     /// The current value.
     pub fn now(&self) -> VectorClock {
         lock(&self.v).clone()
@@ -338,8 +344,7 @@ impl VectorClocks {
     /// A local event: advances the own entry; returns the new value.
     pub fn tick(&self) -> VectorClock {
         let mut v = lock(&self.v);
-        let own = v.get(self.id).saturating_add(1);
-        v.set(self.id, own);
+        self.advance_own(&mut v);
         v.clone()
     }
 
@@ -357,8 +362,7 @@ impl VectorClocks {
     fn stamp_text(&self, text: &mut String) {
         text.clear();
         let mut v = lock(&self.v);
-        let own = v.get(self.id).saturating_add(1);
-        v.set(self.id, own);
+        self.advance_own(&mut v);
         v.write_to(text);
     }
 
@@ -366,8 +370,7 @@ impl VectorClocks {
     fn observe_entries(&self, entries: &[(u32, u64)]) {
         let mut v = lock(&self.v);
         v.join_entries(entries.iter().copied());
-        let own = v.get(self.id).saturating_add(1);
-        v.set(self.id, own);
+        self.advance_own(&mut v);
     }
 
     /// A receive event: joins the remote vector, then advances.
