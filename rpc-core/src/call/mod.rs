@@ -143,7 +143,7 @@ pub trait Channel: Send + Sync + fmt::Debug + 'static {
 /// (outermost first).
 type Layered = (
     Arc<dyn Channel>,
-    Vec<Arc<dyn crate::intercept::ClientInterceptor>>,
+    Arc<[Arc<dyn crate::intercept::ClientInterceptor>]>,
 );
 
 /// A cheap, cloneable handle on a [`Channel`]; what generated stubs hold.
@@ -203,16 +203,30 @@ impl Client {
         // One layer for all of them: one boxed future per call, not one
         // per interceptor.
         let (inner, mut list) = match self.layered {
-            Some((inner, list)) => (inner, list),
+            Some((inner, list)) => (inner, list.to_vec()),
             None => (self.channel, Vec::new()),
         };
         list.insert(0, interceptor);
+        let list: Arc<[_]> = list.into();
         Client {
             channel: Arc::new(crate::intercept::Intercepted::new(
                 Arc::clone(&inner),
-                list.clone(),
+                Arc::clone(&list),
             )),
             layered: Some((inner, list)),
+        }
+    }
+
+    /// Runs `invocation` through this client's interceptors, if any, and
+    /// its channel. The interceptors run here, inside the call's own
+    /// future, rather than through [`Client::channel`] (which boxes one
+    /// more future per call).
+    async fn invoke(&self, invocation: Invocation) -> Result<Outcome, Error> {
+        match &self.layered {
+            None => self.channel.invoke(invocation).await,
+            Some((inner, interceptors)) => {
+                crate::intercept::around(inner, interceptors, invocation).await
+            }
         }
     }
 
@@ -422,7 +436,7 @@ where
     /// ([`CallError::status`], [`Status::metadata`]).
     pub fn with_metadata(self) -> BoxFuture<'static, Result<(Resp, Metadata), CallError<E>>> {
         Box::pin(async move {
-            match self.client.channel.invoke(self.invocation).await? {
+            match self.client.invoke(self.invocation).await? {
                 Outcome::Reply(raw) => decode_with_metadata(raw),
                 other => Err(CallError::Rpc(unexpected(&other, "synchronous"))),
             }
@@ -444,7 +458,7 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.client.channel.invoke(self.invocation).await? {
+            match self.client.invoke(self.invocation).await? {
                 Outcome::Reply(raw) => decode_result(raw),
                 other => Err(CallError::Rpc(unexpected(&other, "synchronous"))),
             }
@@ -462,7 +476,7 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.client.channel.invoke(self.invocation).await? {
+            match self.client.invoke(self.invocation).await? {
                 Outcome::Accepted(_) => Ok(()),
                 // A server may answer with the result straight away, or
                 // refuse (unknown method): both are definite answers.
@@ -484,7 +498,7 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.client.channel.invoke(self.invocation).await? {
+            match self.client.invoke(self.invocation).await? {
                 Outcome::Accepted(rest) => Ok(Deferred::spawn(async move {
                     match rest.await {
                         Ok(raw) => decode_result(raw),
@@ -522,7 +536,7 @@ impl IntoFuture for OneWay {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match self.client.channel.invoke(self.invocation).await? {
+            match self.client.invoke(self.invocation).await? {
                 Outcome::Sent => Ok(()),
                 // Refused before it was sent (a client interceptor).
                 Outcome::Reply(Err(status)) => Err(Error::Status(status)),

@@ -170,10 +170,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The token in an `authorization` value (`Bearer <token>`, the scheme in
 /// any case).
 fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
+    let (scheme, token) = value.trim_ascii().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+        .then(|| token.trim_ascii())
         .filter(|t| !t.is_empty())
 }
 

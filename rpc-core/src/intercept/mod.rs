@@ -214,7 +214,7 @@ impl Intercepted {
     /// `inner` with `interceptors` around it, outermost first.
     pub fn new(
         inner: Arc<dyn Channel>,
-        interceptors: Vec<Arc<dyn ClientInterceptor>>,
+        interceptors: impl Into<Arc<[Arc<dyn ClientInterceptor>]>>,
     ) -> Intercepted {
         Intercepted {
             inner,
@@ -234,44 +234,47 @@ impl Intercepted {
 }
 
 impl Channel for Intercepted {
-    fn invoke(&self, mut invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
-        let info = InvocationInfo {
-            service: invocation.service,
-            method: invocation.method,
-            started: Instant::now(),
-        };
-        let mut passed = 0;
-        let mut refusal = None;
-        for interceptor in self.interceptors.iter() {
-            match interceptor.before(&mut invocation) {
-                Ok(()) => passed += 1,
-                Err(status) => {
-                    refusal = Some(status);
-                    break;
-                }
-            }
-        }
-        if let Some(status) = refusal {
-            for interceptor in self.interceptors[..passed].iter().rev() {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
+        let inner = Arc::clone(&self.inner);
+        let interceptors = Arc::clone(&self.interceptors);
+        Box::pin(async move { around(&inner, &interceptors, invocation).await })
+    }
+}
+
+/// Runs `invocation` on `inner` with `interceptors` around it (outermost
+/// first): every `before` in order until one refuses, the call unless one
+/// refused, then the `after` of those whose `before` passed, innermost
+/// first.
+pub(crate) async fn around(
+    inner: &Arc<dyn Channel>,
+    interceptors: &[Arc<dyn ClientInterceptor>],
+    mut invocation: Invocation,
+) -> Result<Outcome, Error> {
+    let info = InvocationInfo {
+        service: invocation.service,
+        method: invocation.method,
+        started: Instant::now(),
+    };
+    let mut passed = 0;
+    for interceptor in interceptors {
+        if let Err(status) = interceptor.before(&mut invocation) {
+            for interceptor in interceptors[..passed].iter().rev() {
                 interceptor.after(&info, &ClientOutcome::Refused(&status));
             }
             tracing::debug!(method = info.method.name, %status, "call refused by a client interceptor");
-            return Box::pin(async move { Ok(Outcome::Reply(Err(status))) });
+            return Ok(Outcome::Reply(Err(status)));
         }
-        let call = self.inner.invoke(invocation);
-        let chain = Arc::clone(&self.interceptors);
-        Box::pin(async move {
-            let result = call.await;
-            let outcome = match &result {
-                Ok(Outcome::Reply(raw)) => ClientOutcome::Answer(raw),
-                Ok(Outcome::Accepted(_)) => ClientOutcome::Accepted,
-                Ok(Outcome::Sent) => ClientOutcome::Sent,
-                Err(e) => ClientOutcome::Failed(e),
-            };
-            for interceptor in chain[..passed].iter().rev() {
-                interceptor.after(&info, &outcome);
-            }
-            result
-        })
+        passed += 1;
     }
+    let result = inner.invoke(invocation).await;
+    let outcome = match &result {
+        Ok(Outcome::Reply(raw)) => ClientOutcome::Answer(raw),
+        Ok(Outcome::Accepted(_)) => ClientOutcome::Accepted,
+        Ok(Outcome::Sent) => ClientOutcome::Sent,
+        Err(e) => ClientOutcome::Failed(e),
+    };
+    for interceptor in interceptors[..passed].iter().rev() {
+        interceptor.after(&info, &outcome);
+    }
+    result
 }

@@ -108,13 +108,14 @@ impl TraceContext {
         if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        let version = hex_u64(&b[0..2])?;
+        let version = hex_u8([b[0], b[1]])?;
         if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
-        let trace_id = (u128::from(hex_u64(&b[3..19])?) << 64) | u128::from(hex_u64(&b[19..35])?);
-        let span_id = hex_u64(&b[36..52])?;
-        let flags = hex_u64(&b[53..55])?;
+        let sixteen = |at: usize| -> Option<u64> { hex_u64(b.get(at..at + 16)?.try_into().ok()?) };
+        let trace_id = (u128::from(sixteen(3)?) << 64) | u128::from(sixteen(19)?);
+        let span_id = sixteen(36)?;
+        let flags = hex_u8([b[53], b[54]])?;
         if trace_id == 0 || span_id == 0 {
             return None;
         }
@@ -171,33 +172,77 @@ impl TraceContext {
     }
 }
 
-/// The value of each byte as a lower-case hex digit; 0x80 for any other.
-const HEX_VALUE: [u8; 256] = {
-    let mut table = [0x80u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
+/// A future polled with a context current (or as it is, with `None`):
+/// what the server runs a handler in. Unlike [`TraceContext::scope`] it
+/// is `Unpin` when the future is, so the engine can poll a handler once
+/// on the receiving task and then move it to a task of its own without
+/// boxing it again.
+pub(crate) struct InContext<F> {
+    pub(crate) context: Option<TraceContext>,
+    pub(crate) future: F,
+}
 
-/// The value of lower-case hex digits (at most 16 of them); `None` for
-/// anything else.
-fn hex_u64(digits: &[u8]) -> Option<u64> {
-    let mut n = 0u64;
-    let mut bad = 0u8;
-    for &c in digits {
-        let v = HEX_VALUE[usize::from(c)];
-        bad |= v;
-        n = (n << 4) | u64::from(v & 0xf);
+impl<F: Future + Unpin> Future for InContext<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let future = std::pin::Pin::new(&mut this.future);
+        match this.context {
+            Some(c) => c.sync_scope(|| future.poll(cx)),
+            None => future.poll(cx),
+        }
     }
-    (bad & 0x80 == 0 && digits.len() <= 16).then_some(n)
+}
+
+/// The value of 16 lower-case hex digits; `None` for anything else.
+///
+/// Eight digits at a time in one `u64` (this runs three times for every
+/// call a server takes with trace propagation on): every byte is checked
+/// to be `0-9` or `a-f` at once, then the nibbles are packed.
+fn hex_u64(digits: &[u8; 16]) -> Option<u64> {
+    let (hi, lo) = digits.split_at(8);
+    Some((u64::from(hex_u32(hi)?) << 32) | u64::from(hex_u32(lo)?))
+}
+
+/// [`hex_u64`] for eight digits (`digits` is 8 bytes long).
+fn hex_u32(digits: &[u8]) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = u64::from_be_bytes(digits.try_into().ok()?);
+    if x & HIGH != 0 {
+        return None;
+    }
+    // With every byte below 0x80, adding `0x80 - c` to each byte sets its
+    // high bit exactly when the byte is at least `c`, and never carries
+    // into the next byte.
+    let at_least = |c: u64| x.wrapping_add((0x80 - c) * ONES) & HIGH;
+    let digit = at_least(0x30) & !at_least(0x3a);
+    let letter = at_least(0x61) & !at_least(0x67);
+    if digit | letter != HIGH {
+        return None;
+    }
+    // `0`-`9` are 0x30-0x39 and `a`-`f` 0x61-0x66: the low nibble, plus 9
+    // for a letter.
+    let mut v = (x & (ONES * 0x0f)) + (letter >> 7) * 9;
+    // Pack the nibbles (first digit highest): pairs, quads, then all.
+    v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    v = (v | (v >> 16)) & 0xffff_ffff;
+    u32::try_from(v).ok()
+}
+
+/// The value of two lower-case hex digits.
+fn hex_u8(digits: [u8; 2]) -> Option<u8> {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    Some((nibble(digits[0])? << 4) | nibble(digits[1])?)
 }
 
 /// A `traceparent` value, on the stack ([`TraceContext::header_bytes`]).
@@ -280,6 +325,27 @@ mod tests {
         }
         // A later version's extra fields are ignored.
         assert!(TraceContext::parse(&format!("01{}-more", &v[2..])).is_some());
+    }
+
+    #[test]
+    fn hex_digits_are_read_eight_at_a_time_exactly_as_one_at_a_time() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let n: u64 = rng.random();
+            let text = format!("{n:016x}");
+            let digits: [u8; 16] = text.as_bytes().try_into().expect("16 digits");
+            assert_eq!(hex_u64(&digits), Some(n), "{text}");
+            // Any byte that is not a lower-case hex digit, anywhere, is refused.
+            let mut bad = digits;
+            let at = rng.random_range(0..16);
+            for c in (0..=255u8).filter(|c| !matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+                bad[at] = c;
+                assert_eq!(hex_u64(&bad), None, "{c:#x} at {at}");
+            }
+        }
+        assert_eq!(hex_u8(*b"ff"), Some(0xff));
+        assert_eq!(hex_u8(*b"0g"), None);
     }
 
     #[tokio::test]

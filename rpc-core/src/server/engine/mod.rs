@@ -252,7 +252,10 @@ enum Ending {
     Expired,
 }
 
-type Handler = tracing::instrument::Instrumented<BoxFuture<'static, Result<Bytes, Status>>>;
+/// A handler's future, in its call's trace context when there is one.
+type Handler = tracing::instrument::Instrumented<
+    crate::intercept::trace::InContext<BoxFuture<'static, Result<Bytes, Status>>>,
+>;
 
 impl Engine {
     /// An engine for these services (names already checked unique).

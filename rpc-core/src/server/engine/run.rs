@@ -6,6 +6,7 @@
 use super::Untracked;
 use super::{too_large, Ending, Engine, Handler, Job, ReplySink};
 use crate::envelope::{self, MessageType};
+use crate::intercept::trace::InContext;
 use crate::server::stats::bump;
 use crate::service::{CallContext, Metadata, ReplyMetadata};
 use crate::status::Status;
@@ -277,7 +278,7 @@ impl Engine {
             span_id = tracing::field::Empty,
             parent_id = tracing::field::Empty,
         );
-        if let Some(t) = trace {
+        if let Some(t) = trace.filter(|_| !span.is_disabled()) {
             span.record(
                 "trace_id",
                 tracing::field::display(format_args!("{:032x}", t.trace_id)),
@@ -304,10 +305,10 @@ impl Engine {
             }))
         };
         match call {
-            Ok(fut) => {
-                let fut = match trace {
-                    Some(t) => Box::pin(t.scope(fut)),
-                    None => fut,
+            Ok(future) => {
+                let fut = InContext {
+                    context: trace,
+                    future,
                 };
                 Ok((fut.instrument(span), reply_metadata))
             }
