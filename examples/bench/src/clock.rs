@@ -14,10 +14,12 @@
 //!   `ClockNode::round` (one fan-out poll, then the adjustments in
 //!   parallel); its duration is given in round trips of a unicast
 //!   `GetTime` measured in the same run;
-//! - **the logical-clock interceptors**: the row "ours UDP RR (sync), clock
-//!   interceptors" of the main table is measured again here against the
-//!   plain RR row in interleaved blocks ([`paired_p50`]), so that machine
-//!   noise falls on both alike (target: within 10%).
+//! - **the logical-clock interceptors**: ours UDP RR with the clock
+//!   interceptor carrying each clock alone (Lamport, vector, HLC: what a
+//!   service that uses one clock runs) and all three together, each
+//!   measured against the plain RR row in interleaved blocks
+//!   ([`paired_p50`]), so that machine noise falls on both alike (target:
+//!   within 10%).
 
 use crate::measure::{latency, paired_p50, percentile, watchdog, Paired, Plan};
 use crate::peers::ours::udp::{OurStyle, Ours};
@@ -26,6 +28,7 @@ use anyhow::{anyhow, ensure, Context as _};
 use rpc_core::client::UdpChannel;
 use rpc_core::server::{Server, ServerHandle};
 use rpc_core::Client;
+use rpc_services::clock::logical::ClockKinds;
 use rpc_services::clock::time_source::Monotonic as _;
 use rpc_services::clock::{
     sync_once, ClockNode, ClockService, NodeConfig, Skew, SyncFilter, SystemClock, TimeSource,
@@ -43,7 +46,8 @@ pub(crate) const SECTION: &str = "clock service";
 pub(crate) struct ClockReport {
     sync: Option<SyncResult>,
     berkeley: Option<BerkeleyResult>,
-    interceptors: Option<Paired>,
+    /// Each set of clocks carried, against no interceptor, side by side.
+    interceptors: Vec<(ClockKinds, Paired)>,
 }
 
 #[derive(Debug)]
@@ -244,18 +248,27 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Option<ClockReport>> {
         us(berkeley.p50)
     );
     let server = tokio::runtime::Handle::current();
-    let clock = Ours::start(&server, OurStyle::RrClock).await?;
     let plain = Ours::start(&server, OurStyle::Rr).await?;
-    let interceptors = watchdog(
-        "clock interceptors",
-        plan.seq_window * 4,
-        paired_p50(&clock, &plain, plan),
-    )
-    .await??;
+    let mut interceptors = Vec::new();
+    for kinds in [
+        ClockKinds::LAMPORT,
+        ClockKinds::VECTOR,
+        ClockKinds::HYBRID,
+        ClockKinds::ALL,
+    ] {
+        let clock = Ours::start(&server, OurStyle::RrClock(kinds)).await?;
+        let paired = watchdog(
+            "clock interceptors",
+            plan.seq_window * 4,
+            paired_p50(&clock, &plain, plan),
+        )
+        .await??;
+        interceptors.push((kinds, paired));
+    }
     Ok(Some(ClockReport {
         sync: Some(sync),
         berkeley: Some(berkeley),
-        interceptors: Some(interceptors),
+        interceptors,
     }))
 }
 
@@ -309,11 +322,11 @@ pub(crate) fn print(report: &ClockReport) {
             "Berkeley round x8 / unicast GetTime", b.design_round_trips
         );
     }
-    if let Some(p) = &report.interceptors {
+    for (kinds, p) in &report.interceptors {
         let ratio = p.a.as_secs_f64() / p.b.as_secs_f64().max(1e-9);
         println!(
             "  {:<42} {ratio:>7.2}x   target {:<10} {}",
-            "clock interceptors: RR p50 / none",
+            format!("clock interceptor ({kinds}): RR p50 / none"),
             "<= 1.10",
             verdict(ratio <= 1.10)
         );

@@ -9,6 +9,7 @@ use crate::peers::raw_udp::RawUdp;
 use crate::peers::tonic_unary::TonicUnary;
 use crate::peers::{framework_targets, more_targets};
 use crate::report::{OURS_UDP_RR, OURS_UDP_RR_CLOCK, OURS_UDP_RR_INTERCEPTED};
+use rpc_services::clock::logical::ClockKinds;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
@@ -91,7 +92,11 @@ pub(crate) async fn run_layout(
             OurStyle::RrIntercepted,
             &mut interleaved.intercepted,
         ),
-        (OURS_UDP_RR_CLOCK, OurStyle::RrClock, &mut interleaved.clock),
+        (
+            OURS_UDP_RR_CLOCK,
+            OurStyle::RrClock(ClockKinds::ALL),
+            &mut interleaved.clock,
+        ),
     ] {
         if plan.wants(name) && plan.wants(OURS_UDP_RR) {
             let with = Arc::new(Ours::start(&server_rt, style).await?);

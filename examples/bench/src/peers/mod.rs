@@ -17,6 +17,7 @@ use ours::grpc::{OursGrpc, TonicToFace};
 use ours::tcp::OursTcp;
 use ours::udp::{OurStyle, Ours};
 use raw_tcp::raw_tcp_row;
+use rpc_services::clock::logical::ClockKinds;
 use tarpc_tcp::TarpcTcp;
 use tokio::runtime::Handle;
 
@@ -31,7 +32,7 @@ pub(crate) async fn framework_targets(
     for style in [
         OurStyle::Rr,
         OurStyle::RrIntercepted,
-        OurStyle::RrClock,
+        OurStyle::RrClock(ClockKinds::ALL),
         OurStyle::Rra,
         OurStyle::Async,
         OurStyle::OneWay,

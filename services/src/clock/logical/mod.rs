@@ -32,6 +32,12 @@
 //! let client = client.intercepted(interceptor);
 //! # let _ = (server, client); }
 //! ```
+//!
+//! It carries all three clocks unless told otherwise: a service that needs
+//! one clock carries only that one
+//! (`ClockInterceptor::new(clocks).only(ClockKinds::HYBRID)`), which costs
+//! a third of the metadata. Both sides of a call should carry the same
+//! kinds: a clock a side does not carry is neither written nor read by it.
 
 use super::time_source::TimeSource;
 use rpc_core::call::Invocation;
@@ -535,6 +541,66 @@ impl HybridClock {
     }
 }
 
+/// Which of the three clocks are carried (see [`ClockInterceptor::only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClockKinds {
+    /// The Lamport clock ([`LAMPORT_KEY`]).
+    pub lamport: bool,
+    /// The vector clock ([`VECTOR_KEY`]).
+    pub vector: bool,
+    /// The hybrid logical clock ([`HLC_KEY`]).
+    pub hybrid: bool,
+}
+
+impl ClockKinds {
+    /// All three.
+    pub const ALL: ClockKinds = ClockKinds {
+        lamport: true,
+        vector: true,
+        hybrid: true,
+    };
+    /// Only the Lamport clock.
+    pub const LAMPORT: ClockKinds = ClockKinds {
+        lamport: true,
+        vector: false,
+        hybrid: false,
+    };
+    /// Only the vector clock.
+    pub const VECTOR: ClockKinds = ClockKinds {
+        lamport: false,
+        vector: true,
+        hybrid: false,
+    };
+    /// Only the hybrid logical clock.
+    pub const HYBRID: ClockKinds = ClockKinds {
+        lamport: false,
+        vector: false,
+        hybrid: true,
+    };
+}
+
+impl fmt::Display for ClockKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (self.lamport, "lamport"),
+            (self.vector, "vector"),
+            (self.hybrid, "hybrid"),
+        ];
+        let mut first = true;
+        for (_, name) in names.iter().filter(|(on, _)| *on) {
+            if !first {
+                f.write_str("+")?;
+            }
+            f.write_str(name)?;
+            first = false;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
 /// The three clocks of one node, stamped and merged together.
 #[derive(Debug)]
 pub struct LogicalClocks {
@@ -559,15 +625,29 @@ impl LogicalClocks {
 
     /// A send event of every clock, written into `md`.
     pub fn stamp(&self, md: &mut Metadata) {
+        self.stamp_kinds(md, ClockKinds::ALL);
+    }
+
+    /// A send event of the clocks `kinds` names, written into `md`.
+    pub fn stamp_kinds(&self, md: &mut Metadata, kinds: ClockKinds) {
+        if kinds.lamport {
+            self.lamport.stamp(md);
+        }
+        if !(kinds.vector || kinds.hybrid) {
+            return;
+        }
         // On every call and answer: written through one scratch buffer,
         // without copies of the vector.
-        self.lamport.stamp(md);
         SCRATCH.with_borrow_mut(|(text, _)| {
-            self.vector.stamp_text(text);
-            md.insert(VECTOR_KEY, text.as_str());
-            text.clear();
-            self.hybrid.tick().write_to(text);
-            md.insert(HLC_KEY, text.as_str());
+            if kinds.vector {
+                self.vector.stamp_text(text);
+                md.insert(VECTOR_KEY, text.as_str());
+            }
+            if kinds.hybrid {
+                text.clear();
+                self.hybrid.tick().write_to(text);
+                md.insert(HLC_KEY, text.as_str());
+            }
         });
     }
 
@@ -586,27 +666,44 @@ impl LogicalClocks {
     /// `INVALID_ARGUMENT` (malformed) or `OUT_OF_RANGE` (HLC too far
     /// ahead).
     pub fn merge(&self, md: &Metadata) -> Result<(), Status> {
-        let lamport = parse::<u64>(md, LAMPORT_KEY)?;
-        let hlc = parse::<Hlc>(md, HLC_KEY)?;
-        SCRATCH.with_borrow_mut(|(_, entries)| {
-            let vector = match md.get(VECTOR_KEY) {
-                None => false,
-                Some(text) => {
-                    parse_vector(text, entries).map_err(|e| malformed(VECTOR_KEY, text, e))?;
-                    true
-                }
-            };
+        self.merge_kinds(md, ClockKinds::ALL)
+    }
+
+    /// [`LogicalClocks::merge`] of the clocks `kinds` names; the others'
+    /// entries are not read.
+    ///
+    /// # Errors
+    /// As [`LogicalClocks::merge`].
+    pub fn merge_kinds(&self, md: &Metadata, kinds: ClockKinds) -> Result<(), Status> {
+        let lamport = if kinds.lamport {
+            parse::<u64>(md, LAMPORT_KEY)?
+        } else {
+            None
+        };
+        let hlc = if kinds.hybrid {
+            parse::<Hlc>(md, HLC_KEY)?
+        } else {
+            None
+        };
+        let observe_rest = |vector: Option<&[(u32, u64)]>| -> Result<(), Status> {
             if let Some(h) = hlc {
                 self.hybrid.observe(h)?;
             }
             if let Some(l) = lamport {
                 self.lamport.observe(l);
             }
-            if vector {
+            if let Some(entries) = vector {
                 self.vector.observe_entries(entries);
             }
             Ok(())
-        })
+        };
+        match md.get(VECTOR_KEY).filter(|_| kinds.vector) {
+            None => observe_rest(None),
+            Some(text) => SCRATCH.with_borrow_mut(|(_, entries)| {
+                parse_vector(text, entries).map_err(|e| malformed(VECTOR_KEY, text, e))?;
+                observe_rest(Some(entries))
+            }),
+        }
     }
 }
 
@@ -615,16 +712,31 @@ impl LogicalClocks {
 #[derive(Debug, Clone)]
 pub struct ClockInterceptor {
     clocks: Arc<LogicalClocks>,
+    kinds: ClockKinds,
     refused_answers: Arc<AtomicU64>,
 }
 
 impl ClockInterceptor {
-    /// Carries `clocks`.
+    /// Carries `clocks`, all three.
     pub fn new(clocks: Arc<LogicalClocks>) -> ClockInterceptor {
         ClockInterceptor {
             clocks,
+            kinds: ClockKinds::ALL,
             refused_answers: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Carries only the clocks `kinds` names (the others are neither
+    /// written nor read).
+    #[must_use]
+    pub fn only(mut self, kinds: ClockKinds) -> ClockInterceptor {
+        self.kinds = kinds;
+        self
+    }
+
+    /// The clocks carried.
+    pub fn kinds(&self) -> ClockKinds {
+        self.kinds
     }
 
     /// Answers whose clocks were not merged (malformed, or an HLC too far
@@ -639,18 +751,19 @@ impl Interceptor for ClockInterceptor {
     fn before(&self, ctx: &mut CallContext) -> Result<(), Status> {
         // A receive event; a refusal changes no clock and the call does
         // not run.
-        self.clocks.merge(&ctx.metadata)
+        self.clocks.merge_kinds(&ctx.metadata, self.kinds)
     }
 
     fn after(&self, call: &mut Completed<'_>) {
         // A send event: the answer.
-        self.clocks.stamp(call.reply_metadata);
+        self.clocks.stamp_kinds(call.reply_metadata, self.kinds);
     }
 }
 
 impl ClientInterceptor for ClockInterceptor {
     fn before(&self, invocation: &mut Invocation) -> Result<(), Status> {
-        self.clocks.stamp(&mut invocation.metadata);
+        self.clocks
+            .stamp_kinds(&mut invocation.metadata, self.kinds);
         Ok(())
     }
 
@@ -661,7 +774,7 @@ impl ClientInterceptor for ClockInterceptor {
             _ => None,
         };
         if let Some(md) = metadata {
-            if let Err(error) = self.clocks.merge(md) {
+            if let Err(error) = self.clocks.merge_kinds(md, self.kinds) {
                 self.refused_answers.fetch_add(1, Ordering::Relaxed);
                 // Expected while a peer's clock is far off (the HLC refuses
                 // it): logged, counted, the answer still delivered.

@@ -144,3 +144,34 @@ fn a_refused_bundle_merge_changes_no_clock() {
     assert_eq!(a.lamport.now(), 101);
     assert_eq!(a.vector.now().to_string(), "1=1,2=5");
 }
+
+#[test]
+fn only_the_kinds_carried_are_written_and_read() {
+    let (_base, time) = time();
+    let a = LogicalClocks::new(1, time.clone(), 10 * MS);
+    for (kinds, keys) in [
+        (ClockKinds::LAMPORT, vec![LAMPORT_KEY]),
+        (ClockKinds::VECTOR, vec![VECTOR_KEY]),
+        (ClockKinds::HYBRID, vec![HLC_KEY]),
+        (ClockKinds::ALL, vec![LAMPORT_KEY, VECTOR_KEY, HLC_KEY]),
+    ] {
+        let mut md = Metadata::new();
+        a.stamp_kinds(&mut md, kinds);
+        assert_eq!(md.keys().collect::<Vec<_>>(), keys, "{kinds}");
+    }
+    // A clock not carried is not read: its malformed entry refuses nothing
+    // and the carried clock still merges.
+    let b = LogicalClocks::new(2, time, 10 * MS);
+    let mut md = Metadata::new();
+    md.insert(LAMPORT_KEY, "41");
+    md.insert(VECTOR_KEY, "not a vector");
+    md.insert(HLC_KEY, "nor an hlc");
+    assert_eq!(b.merge_kinds(&md, ClockKinds::LAMPORT), Ok(()));
+    assert_eq!(b.lamport.now(), 42);
+    assert_eq!(b.vector.now(), VectorClock::default());
+    assert_eq!(
+        b.merge_kinds(&md, ClockKinds::VECTOR).map_err(|s| s.code()),
+        Err(Code::InvalidArgument)
+    );
+    assert_eq!(ClockKinds::ALL.to_string(), "lamport+vector+hybrid");
+}

@@ -11,6 +11,7 @@ pub(crate) mod udp;
 
 use bytes::Bytes;
 use rpc_core::server::{Server, ServerHandle};
+use rpc_services::clock::logical::ClockKinds;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -111,16 +112,19 @@ pub(crate) enum Interceptors {
     /// The three shipped ones: bearer-token authentication, trace context,
     /// metrics.
     Shipped,
-    /// The clock service's logical clocks (Lamport, vector, HLC:
-    /// `rpc_services::clock::logical::ClockInterceptor`), stamped on every
-    /// request and answer and merged on the other side.
-    Clock,
+    /// The clock service's logical clocks (those named: Lamport, vector,
+    /// HLC: `rpc_services::clock::logical::ClockInterceptor`), stamped on
+    /// every request and answer and merged on the other side.
+    Clock(ClockKinds),
 }
 
 /// A [`ClockInterceptor`](rpc_services::clock::logical::ClockInterceptor)
-/// over fresh logical clocks of node `id` (an unskewed clock; HLC offsets
-/// up to 1 s accepted).
-pub(crate) fn clock_interceptor(id: u32) -> rpc_services::clock::logical::ClockInterceptor {
+/// carrying `kinds` over fresh logical clocks of node `id` (an unskewed
+/// clock; HLC offsets up to 1 s accepted).
+pub(crate) fn clock_interceptor(
+    id: u32,
+    kinds: ClockKinds,
+) -> rpc_services::clock::logical::ClockInterceptor {
     use rpc_services::clock::{logical::LogicalClocks, Skew, TimeSource};
     let time = Arc::new(TimeSource::system(Skew::default()));
     rpc_services::clock::logical::ClockInterceptor::new(Arc::new(LogicalClocks::new(
@@ -128,6 +132,7 @@ pub(crate) fn clock_interceptor(id: u32) -> rpc_services::clock::logical::ClockI
         time,
         1_000_000_000,
     )))
+    .only(kinds)
 }
 
 /// The bearer token of the rows with interceptors.
@@ -154,7 +159,9 @@ pub(crate) async fn start_echo_with(
                         .intercept(TracePropagation)
                         .intercept(BearerAuth::new().token(BENCH_TOKEN, "bench"));
                 }
-                Interceptors::Clock => builder = builder.intercept(clock_interceptor(1)),
+                Interceptors::Clock(kinds) => {
+                    builder = builder.intercept(clock_interceptor(1, kinds));
+                }
             }
             let builder = builder.add_service(echo);
             match door {

@@ -7,6 +7,7 @@ use crate::target::{Role, Target};
 use crate::EchoMsg;
 use anyhow::ensure;
 use rpc_core::server::ServerHandle;
+use rpc_services::clock::logical::ClockKinds;
 use std::sync::atomic::Ordering;
 use tokio::runtime::Handle;
 
@@ -18,9 +19,9 @@ pub(crate) enum OurStyle {
     /// As `Rr`, with the three shipped interceptors on both sides
     /// (authentication, trace context, metrics).
     RrIntercepted,
-    /// As `Rr`, with the clock service's logical clocks carried by its
-    /// interceptor on both sides.
-    RrClock,
+    /// As `Rr`, with the clock service's logical clocks (those named)
+    /// carried by its interceptor on both sides.
+    RrClock(ClockKinds),
     /// Synchronous, RRA, at-most-once.
     Rra,
     /// Asynchronous (returns at the server's ACCEPT), RR.
@@ -47,14 +48,14 @@ impl Ours {
         let echo = OurEcho::default();
         let interceptors = match style {
             OurStyle::RrIntercepted => Interceptors::Shipped,
-            OurStyle::RrClock => Interceptors::Clock,
+            OurStyle::RrClock(kinds) => Interceptors::Clock(kinds),
             _ => Interceptors::None,
         };
         let server = start_echo_with(server_rt, echo.clone(), Door::Udp, interceptors).await?;
         let channel = rpc_core::client::UdpChannel::connect(server.local_addr()).await?;
         let mut client = rpc_core::Client::new(channel.clone());
-        if interceptors == Interceptors::Clock {
-            client = client.intercepted(clock_interceptor(2));
+        if let Interceptors::Clock(kinds) = interceptors {
+            client = client.intercepted(clock_interceptor(2, kinds));
         }
         if interceptors == Interceptors::Shipped {
             use rpc_core::intercept::{
@@ -79,9 +80,14 @@ impl Ours {
 impl Target for Ours {
     fn name(&self) -> String {
         match self.style {
+            OurStyle::RrClock(ClockKinds::ALL) => {
+                return crate::report::OURS_UDP_RR_CLOCK.to_owned()
+            }
+            OurStyle::RrClock(kinds) => {
+                return format!("ours UDP RR (sync), {kinds} clock interceptor")
+            }
             OurStyle::Rr => "ours UDP RR (sync)",
             OurStyle::RrIntercepted => "ours UDP RR (sync), 3 interceptors",
-            OurStyle::RrClock => "ours UDP RR (sync), clock interceptors",
             OurStyle::Rra => "ours UDP RRA (sync)",
             OurStyle::Async => "ours UDP async (at ACCEPT)",
             OurStyle::OneWay => "ours UDP one-way (R, sent)",
@@ -119,7 +125,7 @@ impl Target for Ours {
                 .protocol(protocol)
         };
         match self.style {
-            OurStyle::Rr | OurStyle::RrIntercepted | OurStyle::RrClock | OurStyle::Rra => {
+            OurStyle::Rr | OurStyle::RrIntercepted | OurStyle::RrClock(_) | OurStyle::Rra => {
                 let protocol = if self.style == OurStyle::Rra {
                     Protocol::RRA
                 } else {
