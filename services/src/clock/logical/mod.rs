@@ -46,7 +46,6 @@ use rpc_core::intercept::{
 };
 use rpc_core::{CallContext, Metadata, Status};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,40 +204,65 @@ pub enum Causality {
 }
 
 /// A vector clock value: a counter per node id (absent = 0).
+///
+/// Kept as `(id, counter)` pairs sorted by id, without zero counters: a
+/// vector has one entry per node of a small group and is joined and
+/// written on every call and answer, where a scan of a few pairs is
+/// cheaper than a tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VectorClock(BTreeMap<u32, u64>);
+pub struct VectorClock(Vec<(u32, u64)>);
 
 impl VectorClock {
     /// The counter of `id`.
     pub fn get(&self, id: u32) -> u64 {
-        self.0.get(&id).copied().unwrap_or(0)
+        self.0
+            .binary_search_by_key(&id, |&(i, _)| i)
+            .map_or(0, |at| self.0[at].1)
     }
 
     /// Sets the counter of `id`.
     pub fn set(&mut self, id: u32, v: u64) {
-        if v == 0 {
-            self.0.remove(&id);
-        } else {
-            self.0.insert(id, v);
+        match (self.0.binary_search_by_key(&id, |&(i, _)| i), v) {
+            (Ok(at), 0) => {
+                self.0.remove(at);
+            }
+            (Ok(at), v) => self.0[at].1 = v,
+            (Err(_), 0) => {}
+            (Err(at), v) => self.0.insert(at, (id, v)),
         }
     }
 
     /// Raises every counter to at least `other`'s.
     pub fn join(&mut self, other: &VectorClock) {
-        self.join_entries(other.0.iter().map(|(&id, &v)| (id, v)));
+        self.join_entries(&other.0);
     }
 
-    fn join_entries(&mut self, entries: impl IntoIterator<Item = (u32, u64)>) {
-        for (id, v) in entries {
-            if v > self.get(id) {
-                self.0.insert(id, v);
+    /// [`VectorClock::join`] of entries sorted by id.
+    fn join_entries(&mut self, entries: &[(u32, u64)]) {
+        let mut from = 0;
+        for &(id, v) in entries {
+            // Both sorted: each search starts where the last one ended.
+            match self.0[from..].binary_search_by_key(&id, |&(i, _)| i) {
+                Ok(at) => {
+                    let e = &mut self.0[from + at];
+                    e.1 = e.1.max(v);
+                    from += at + 1;
+                }
+                Err(at) => {
+                    if v > 0 {
+                        self.0.insert(from + at, (id, v));
+                        from += at + 1;
+                    } else {
+                        from += at;
+                    }
+                }
             }
         }
     }
 
     /// Appends the wire form (see the module docs) to `out`.
     fn write_to(&self, out: &mut String) {
-        for (i, (&id, &v)) in self.0.iter().enumerate() {
+        for (i, &(id, v)) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -250,12 +274,36 @@ impl VectorClock {
 
     /// How the event stamped `self` relates to the one stamped `other`.
     pub fn compare(&self, other: &VectorClock) -> Causality {
-        let ids = self.0.keys().chain(other.0.keys());
         let (mut less, mut greater) = (false, false);
-        for &id in ids {
-            let (a, b) = (self.get(id), other.get(id));
-            less |= a < b;
-            greater |= a > b;
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        // A walk of both sorted lists; an id missing on one side is 0 there
+        // (and present ones are never 0).
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => {
+                    greater = true;
+                    break;
+                }
+                (None, Some(_)) => {
+                    less = true;
+                    break;
+                }
+                (Some(&&(ia, va)), Some(&&(ib, vb))) => {
+                    if ia < ib {
+                        greater = true;
+                        a.next();
+                    } else if ib < ia {
+                        less = true;
+                        b.next();
+                    } else {
+                        less |= va < vb;
+                        greater |= va > vb;
+                        a.next();
+                        b.next();
+                    }
+                }
+            }
         }
         match (less, greater) {
             (false, false) => Causality::Equal,
@@ -274,7 +322,7 @@ impl fmt::Display for VectorClock {
     }
 }
 
-/// Longest vector accepted from the wire (entries).
+/// Most entries a vector clock may have on the wire.
 pub const MAX_VECTOR_ENTRIES: usize = 1024;
 
 impl FromStr for VectorClock {
@@ -283,7 +331,7 @@ impl FromStr for VectorClock {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut entries = Vec::new();
         parse_vector(s, &mut entries)?;
-        Ok(VectorClock(entries.into_iter().collect()))
+        Ok(VectorClock(entries))
     }
 }
 
@@ -291,17 +339,24 @@ impl FromStr for VectorClock {
 /// ids ascending, zero counters left out).
 fn parse_vector(s: &str, entries: &mut Vec<(u32, u64)>) -> Result<(), String> {
     entries.clear();
-    if s.is_empty() {
+    let b = s.as_bytes();
+    if b.is_empty() {
         return Ok(());
     }
+    // One pass over the bytes (this runs on every call and answer):
+    // `id=counter`, then `,` or the end, and again.
+    let mut at = 0;
     let mut last = None;
-    // Byte loops: on every call and answer, where `str` searchers cost
-    // more than the few bytes they look at.
-    for (n, pair) in s.as_bytes().split(|&b| b == b',').enumerate() {
+    for n in 0.. {
         if n >= MAX_VECTOR_ENTRIES {
             return Err(format!("more than {MAX_VECTOR_ENTRIES} entries"));
         }
-        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+        let entry_end = b[at..]
+            .iter()
+            .position(|&c| c == b',')
+            .map_or(b.len(), |n| at + n);
+        let pair = &b[at..entry_end];
+        let Some(eq) = pair.iter().position(|&c| c == b'=') else {
             return Err(format!(
                 "entry {:?} is not id=counter",
                 String::from_utf8_lossy(pair)
@@ -316,6 +371,10 @@ fn parse_vector(s: &str, entries: &mut Vec<(u32, u64)>) -> Result<(), String> {
         if c > 0 {
             entries.push((id, c));
         }
+        if entry_end == b.len() {
+            break;
+        }
+        at = entry_end + 1;
     }
     Ok(())
 }
@@ -375,7 +434,7 @@ impl VectorClocks {
     /// A receive event of parsed entries that returns nothing (no copy).
     fn observe_entries(&self, entries: &[(u32, u64)]) {
         let mut v = lock(&self.v);
-        v.join_entries(entries.iter().copied());
+        v.join_entries(entries);
         self.advance_own(&mut v);
     }
 

@@ -175,3 +175,48 @@ fn only_the_kinds_carried_are_written_and_read() {
     );
     assert_eq!(ClockKinds::ALL.to_string(), "lamport+vector+hybrid");
 }
+
+#[test]
+fn vector_join_set_and_compare_agree_with_a_map() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let random = |rng: &mut rand::rngs::SmallRng| {
+        let mut v = VectorClock::default();
+        let mut m = BTreeMap::new();
+        for _ in 0..rng.random_range(0..6) {
+            let (id, c) = (rng.random_range(0..8u32), rng.random_range(0..4u64));
+            v.set(id, c);
+            if c == 0 {
+                m.remove(&id);
+            } else {
+                m.insert(id, c);
+            }
+        }
+        (v, m)
+    };
+    for _ in 0..5_000 {
+        let ((mut a, mut ma), (b, mb)) = (random(&mut rng), random(&mut rng));
+        assert_eq!(a.0, ma.iter().map(|(&i, &c)| (i, c)).collect::<Vec<_>>());
+        let ids: Vec<u32> = ma.keys().chain(mb.keys()).copied().collect();
+        let get = |m: &BTreeMap<u32, u64>, id| m.get(&id).copied().unwrap_or(0);
+        let (less, greater) = (
+            ids.iter().any(|&i| get(&ma, i) < get(&mb, i)),
+            ids.iter().any(|&i| get(&ma, i) > get(&mb, i)),
+        );
+        let expected = match (less, greater) {
+            (false, false) => Causality::Equal,
+            (true, false) => Causality::Before,
+            (false, true) => Causality::After,
+            (true, true) => Causality::Concurrent,
+        };
+        assert_eq!(a.compare(&b), expected, "{a} vs {b}");
+        assert_eq!(a.to_string().parse::<VectorClock>(), Ok(a.clone()));
+        a.join(&b);
+        for (&id, &c) in &mb {
+            let e = ma.entry(id).or_insert(0);
+            *e = (*e).max(c);
+        }
+        assert_eq!(a.0, ma.iter().map(|(&i, &c)| (i, c)).collect::<Vec<_>>());
+    }
+}
