@@ -337,7 +337,11 @@ async fn berkeley_one_round_brings_the_members_in_range_within_2_ms() {
     assert_eq!(summary.master_id, 5);
     assert_eq!(summary.members.len(), 5, "{summary:?}");
     for m in &summary.members {
-        assert!(m.applied, "node {} did not apply the round: {summary:?}", m.id);
+        assert!(
+            m.applied,
+            "node {} did not apply the round: {summary:?}",
+            m.id
+        );
     }
     let outlier = summary.members.iter().find(|m| m.id == 2).unwrap();
     assert!(
@@ -464,8 +468,7 @@ async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
         "the +5000 ms member was not excluded: {master:?}"
     );
     let offsets = measure_in_range(&clients).await;
-    let (mean, spread) =
-        converged(&offsets).unwrap_or_else(|why| panic!("under master 5: {why}"));
+    let (mean, spread) = converged(&offsets).unwrap_or_else(|why| panic!("under master 5: {why}"));
     println!(
         "under master 5: {}; spread {:.3} ms",
         describe(&offsets),

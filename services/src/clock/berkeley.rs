@@ -354,7 +354,9 @@ mod tests {
         // after it were not. Member 3 answers absurdly; member 6 never.
         let mut polls = RoundPolls::new([1, 3, 6]);
         polls.answer(1, reading(1, -300 * MS, 0, 100 * US, 5 * MS).sample);
-        let alone = reading(1, -300 * MS, 0, 100 * US, 5 * MS).sample.offset_ns();
+        let alone = reading(1, -300 * MS, 0, 100 * US, 5 * MS)
+            .sample
+            .offset_ns();
         assert!((alone + 300 * MS).abs() > 2 * MS, "{alone}");
         for (i, back) in [(1, 120 * US), (2, 90 * US), (3, 150 * US)] {
             polls.answer(1, reading(1, -300 * MS, i * MS, 100 * US, back).sample);
@@ -375,7 +377,10 @@ mod tests {
             .iter()
             .any(|(id, e)| *id == 3 && matches!(e, Exclusion::Absurd(_))));
         assert!(plan.excluded.contains(&(6, Exclusion::NoAnswer)));
-        assert_eq!((polls_per_round(0), polls_per_round(4), polls_per_round(99)), (1, 4, 8));
+        assert_eq!(
+            (polls_per_round(0), polls_per_round(4), polls_per_round(99)),
+            (1, 4, 8)
+        );
     }
 
     #[test]
