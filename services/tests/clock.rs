@@ -348,9 +348,11 @@ async fn berkeley_one_round_brings_the_members_in_range_within_2_ms() {
         outlier.excluded.starts_with("outlier"),
         "the +5000 ms member was not reported as an outlier: {outlier:?}"
     );
-    // +5000 ms against the master's +80 ms.
+    // +5000 ms against the master's +80 ms, within half the delay of the
+    // poll used (and 0.1 ms for the readings around it).
     let seen = outlier.offset_ns.unwrap();
-    assert!((seen - 4_920 * MS).abs() <= MS, "{outlier:?}");
+    let half = outlier.delay_ns.unwrap() / 2;
+    assert!((seen - 4_920 * MS).abs() <= half + MS / 10, "{outlier:?}");
     for m in summary.members.iter().filter(|m| m.id != 2) {
         assert!(m.excluded.is_empty(), "{summary:?}");
     }
