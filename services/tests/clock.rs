@@ -77,14 +77,18 @@ where
     rpc_testkit::poll_until(limit, Duration::from_millis(10), check).await
 }
 
-/// The offset of `server` from the true clock (this process's unskewed
-/// clock): the minimum-delay estimate of 8 samples.
+/// The offset of `server`'s clock from the true clock (this process's
+/// unskewed clock): the minimum-delay estimate of 8 samples. Its error is
+/// the measurement's own (half the delay, plus drift): the server's claim
+/// about its distance from its reference is left out, since what is
+/// measured is its clock as it is.
 async fn measure(server: &pb::ClockClient) -> Estimate {
     let truth = TimeSource::system(Skew::default());
     let mut f = SyncFilter::default();
     let mut ok = 0;
     for _ in 0..40 {
-        if let Ok(s) = sync_once(server, &truth, Duration::from_millis(200)).await {
+        if let Ok(mut s) = sync_once(server, &truth, Duration::from_millis(200)).await {
+            s.server_error_ns = 0;
             if f.add(s).is_ok() {
                 ok += 1;
             }
@@ -212,50 +216,59 @@ async fn status(c: &pb::ClockClient) -> Option<pb::NodeStatus> {
         .ok()
 }
 
-/// The ring the master-killed tests run: ids 1..5.
-const GROUP: u64 = 5;
-
-/// What the election after the master's death cost, as the live members
-/// reported it.
-#[derive(Debug)]
-struct Replacement {
-    /// From the SIGKILL until every live member followed the new master.
-    took: Duration,
-    /// Election messages the live members sent in that election.
-    messages: u64,
-    /// Elections the live members started in it.
-    started: u64,
+/// Whether every offset is within 2 ms (the issue's tolerance) of their
+/// mean, each measured within its own error: `Ok((mean, spread))`, the
+/// spread being the largest offset less the smallest.
+fn converged(offsets: &[(u32, Estimate)]) -> Result<(i64, i64), String> {
+    let mean = offsets.iter().map(|(_, e)| e.offset_ns).sum::<i64>() / offsets.len() as i64;
+    for (id, e) in offsets {
+        let off = (e.offset_ns - mean).abs();
+        if off > 2 * MS + i64::try_from(e.error_ns).unwrap_or(i64::MAX) {
+            return Err(format!(
+                "node {id} is {off} ns from the mean (error {} ns); offsets {}",
+                e.error_ns,
+                describe(offsets)
+            ));
+        }
+    }
+    let max = offsets.iter().map(|(_, e)| e.offset_ns).max().unwrap_or(0);
+    let min = offsets.iter().map(|(_, e)| e.offset_ns).min().unwrap_or(0);
+    Ok((mean, max - min))
 }
 
-/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5, every
-/// node electing by `election` (`bully` or `ring`): id 5 masters; after its
-/// first round the four in range are within 2 ms of their mean and the
-/// +5000 ms member is excluded and reported. Then the master is
-/// SIGKILLed: id 4 is elected (the time it took is reported, not judged)
-/// and its round converges the live members again.
-async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
-    let election_arg = format!("--election={election}");
-    let skews = [(1, -300), (2, 5_000), (3, -120), (4, 0), (5, 80)];
+/// `n1 -85.012 ms +- 0.040`, ...
+fn describe(offsets: &[(u32, Estimate)]) -> String {
+    offsets
+        .iter()
+        .map(|(id, e)| {
+            format!(
+                "n{id} {:+.3} ms +- {:.3}",
+                e.offset_ns as f64 / 1e6,
+                e.error_ns as f64 / 1e6
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The Berkeley skews of the issue, `(id, ms)`: id 2 is the +5000 ms
+/// member, id 5 (the highest, so the first master) is at +80 ms.
+const SKEWS: [(u32, i64); 5] = [(1, -300), (2, 5_000), (3, -120), (4, 0), (5, 80)];
+/// The members within range of the median.
+const IN_RANGE: [u32; 4] = [1, 3, 4, 5];
+
+/// Starts the nodes of [`SKEWS`] with `extra` arguments, tells each the
+/// group, and returns the cluster with a client per node (in id order).
+async fn berkeley_group(extra: &[&str]) -> (Cluster, Vec<(u32, pb::ClockClient)>) {
     let mut cluster = Cluster::new().unwrap();
     let mut members = Vec::new();
-    for &(id, ms) in &skews {
+    for &(id, ms) in &SKEWS {
         let addr = cluster
-            .start(node(
-                &format!("n{id}"),
-                id,
-                ms,
-                0.0,
-                &[
-                    "--round-interval-ms=200",
-                    "--master-timeout-ms=600",
-                    &election_arg,
-                ],
-            ))
+            .start(node(&format!("n{id}"), id, ms, 0.0, extra))
             .unwrap()
             .addr();
         members.push((id, addr));
     }
-    let _logs = LogsOnFailure::new(&cluster);
     let mut clients = Vec::new();
     for &(id, addr) in &members {
         clients.push((id, clock_client(addr).await));
@@ -272,13 +285,174 @@ async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
     for (_, c) in &clients {
         c.configure(membership.clone()).await.unwrap();
     }
-    // One round under master 5, applied everywhere; the in-range members'
+    (cluster, clients)
+}
+
+/// Measures each in-range member once.
+async fn measure_in_range(clients: &[(u32, pb::ClockClient)]) -> Vec<(u32, Estimate)> {
+    let mut offsets = Vec::new();
+    for (id, c) in clients {
+        if IN_RANGE.contains(id) {
+            offsets.push((*id, measure(c).await));
+        }
+    }
+    offsets
+}
+
+/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5, rounds
+/// only on request (`--round-interval-ms=0`): once every node follows
+/// master 5, the test asks it for ONE round (`RunRound`, 4 polls of each
+/// member, the least delayed used). Every member applied that round and no
+/// other; its adjustment was a step (the first synchronisation), so once
+/// the readings' hold after a backward step is over it is fully in effect.
+/// Then each in-range member is measured once: all four are within 2 ms
+/// (plus each measurement's own error) of their mean, which is the mean
+/// of their starting offsets, -85 ms; the +5000 ms member was excluded
+/// and reported (and still corrected: its clock is wrong, not its answer).
+#[tokio::test(flavor = "current_thread")]
+async fn berkeley_one_round_brings_the_members_in_range_within_2_ms() {
+    let (cluster, clients) =
+        berkeley_group(&["--round-interval-ms=0", "--master-timeout-ms=600"]).await;
+    let _logs = LogsOnFailure::new(&cluster);
+    // Every node follows 5, and no round has run.
+    let agreed = wait_for(HANG, || async {
+        for (_, c) in &clients {
+            let s = status(c).await?;
+            if s.coordinator != 5 {
+                return None;
+            }
+            assert_eq!(s.last_round, 0, "a round ran unasked: {s:?}");
+        }
+        Some(())
+    })
+    .await;
+    assert!(agreed.is_some(), "no agreement on master 5 within {HANG:?}");
+
+    let summary = clients[4]
+        .1
+        .run_round(pb::Empty {})
+        .await
+        .unwrap_or_else(|e| panic!("RunRound on master 5: {e}"));
+    println!("one round: {summary:?}");
+    assert_eq!(summary.master_id, 5);
+    assert_eq!(summary.members.len(), 5, "{summary:?}");
+    for m in &summary.members {
+        assert!(
+            m.applied,
+            "node {} did not apply the round: {summary:?}",
+            m.id
+        );
+    }
+    let outlier = summary.members.iter().find(|m| m.id == 2).unwrap();
+    assert!(
+        outlier.excluded.starts_with("outlier"),
+        "the +5000 ms member was not reported as an outlier: {outlier:?}"
+    );
+    // +5000 ms against the master's +80 ms, within half the delay of the
+    // poll used (and 0.1 ms for the readings around it).
+    let seen = outlier.offset_ns.unwrap();
+    let half = outlier.delay_ns.unwrap() / 2;
+    assert!((seen - 4_920 * MS).abs() <= half + MS / 10, "{outlier:?}");
+    for m in summary.members.iter().filter(|m| m.id != 2) {
+        assert!(m.excluded.is_empty(), "{summary:?}");
+    }
+
+    // Applied everywhere, as a step; the in-range members' holds over.
+    let settled = wait_for(HANG, || async {
+        let mut all = Vec::new();
+        for (id, c) in &clients {
+            let s = status(c).await?;
+            if IN_RANGE.contains(id) && s.hold_ns > 0 {
+                return None;
+            }
+            all.push(s);
+        }
+        Some(all)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the in-range members still hold after {HANG:?}"));
+    for s in &settled {
+        assert_eq!(
+            (s.last_round, s.last_round_master),
+            (summary.round, 5),
+            "node {} applied another round: {s:?}",
+            s.node_id
+        );
+        assert!(s.synchronised, "{s:?}");
+        assert_eq!(s.slew_remaining_ns, 0, "not a step: {s:?}");
+    }
+
+    let offsets = measure_in_range(&clients).await;
+    // Still that one round everywhere: the measurement is of it.
+    for (_, c) in &clients {
+        let s = status(c).await.unwrap();
+        assert_eq!(s.last_round, summary.round, "another round ran: {s:?}");
+    }
+    let (mean, spread) = converged(&offsets).unwrap_or_else(|why| panic!("after one round: {why}"));
+    let delays: Vec<String> = summary
+        .members
+        .iter()
+        .filter_map(|m| Some(format!("n{} {} us", m.id, m.delay_ns? / 1_000)))
+        .collect();
+    println!(
+        "after one round: {}; spread {:.3} ms, mean {:+.3} ms; poll delays used {}",
+        describe(&offsets),
+        spread as f64 / 1e6,
+        mean as f64 / 1e6,
+        delays.join(", ")
+    );
+    // They met at the mean of their starting offsets, (-300-120+0+80)/4.
+    assert!(
+        (mean + 85 * MS).abs() <= 3 * MS,
+        "mean {mean} ns, expected -85 ms"
+    );
+    let master = status(&clients[4].1).await.unwrap();
+    assert!(
+        master.excluded.contains(&2),
+        "the +5000 ms member was not reported excluded: {master:?}"
+    );
+    cluster.passed();
+}
+
+/// The ring the master-killed tests run: ids 1..5.
+const GROUP: u64 = 5;
+
+/// What the election after the master's death cost, as the live members
+/// reported it.
+#[derive(Debug)]
+struct Replacement {
+    /// From the SIGKILL until every live member followed the new master.
+    took: Duration,
+    /// Election messages the live members sent in that election.
+    messages: u64,
+    /// Elections the live members started in it.
+    started: u64,
+}
+
+/// Berkeley with skews {-300, +5000, -120, 0, +80} ms on ids 1..5, every
+/// node electing by `election` (`bully` or `ring`), rounds every 200 ms:
+/// id 5 masters; once its rounds have reached everyone, the four in range
+/// are measured once (no waiting for later rounds to converge them: after
+/// a member's first adjustment, a step, later rounds only slew, at most
+/// 500 ppm, so what is measured is what the first round did) and are within
+/// 2 ms of their mean; the +5000 ms member is excluded and reported. Then
+/// the master is SIGKILLed: id 4 is elected (the time it took is reported,
+/// not judged) and its rounds converge the live members again.
+async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
+    let election_arg = format!("--election={election}");
+    let (mut cluster, clients) = berkeley_group(&[
+        "--round-interval-ms=200",
+        "--master-timeout-ms=600",
+        &election_arg,
+    ])
+    .await;
+    let _logs = LogsOnFailure::new(&cluster);
+    // A round under master 5 applied everywhere; the in-range members'
     // backward steps over (their readings hold until then).
-    let in_range = [1u32, 3, 4, 5];
     let settled = wait_for(HANG, || async {
         for (id, c) in &clients {
             let s = status(c).await?;
-            let holding = in_range.contains(id) && s.hold_ns > 0;
+            let holding = IN_RANGE.contains(id) && s.hold_ns > 0;
             if s.last_round == 0 || s.last_round_master != 5 || holding {
                 return None;
             }
@@ -295,45 +469,13 @@ async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
         master.excluded.contains(&2),
         "the +5000 ms member was not excluded: {master:?}"
     );
-
-    // Whether every offset is within 2 ms (the issue's tolerance) of their
-    // mean, each measured within its own error.
-    let converged = |offsets: &[(u32, Estimate)]| -> Result<i64, String> {
-        let mean = offsets.iter().map(|(_, e)| e.offset_ns).sum::<i64>() / offsets.len() as i64;
-        for (id, e) in offsets {
-            let off = (e.offset_ns - mean).abs();
-            if off > 2 * MS + i64::try_from(e.error_ns).unwrap_or(i64::MAX) {
-                return Err(format!(
-                    "node {id} is {off} ns from the mean (error {} ns)",
-                    e.error_ns
-                ));
-            }
-        }
-        Ok(mean)
-    };
-    // Measured until converged: one round converges on an idle machine;
-    // on a loaded one a round's poll can be delayed on one side (its round
-    // trip compensation is then off by up to the delay), and the next
-    // rounds (every 200 ms) correct it. Bounded by HANG.
-    let until = Instant::now() + HANG;
-    let mut measurements = 0;
-    let mean = loop {
-        let mut offsets = Vec::new();
-        for (id, c) in &clients {
-            if in_range.contains(id) {
-                offsets.push((*id, measure(c).await));
-            }
-        }
-        measurements += 1;
-        match converged(&offsets) {
-            Ok(mean) => break mean,
-            Err(why) if Instant::now() >= until => {
-                panic!("not converged after {measurements} measurements: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    println!("converged under master 5 at the {measurements}. measurement");
+    let offsets = measure_in_range(&clients).await;
+    let (mean, spread) = converged(&offsets).unwrap_or_else(|why| panic!("under master 5: {why}"));
+    println!(
+        "under master 5: {}; spread {:.3} ms",
+        describe(&offsets),
+        spread as f64 / 1e6
+    );
     // They met at the mean of their starting offsets, (-300-120+0+80)/4.
     assert!(
         (mean + 85 * MS).abs() <= 3 * MS,
@@ -392,15 +534,13 @@ async fn berkeley_round_then_master_killed(election: &str) -> Replacement {
         messages: messages - messages_before,
         started: started - started_before,
     };
+    // Measured until converged (bounded by HANG): the members adjusted by
+    // 4 slew (they were synchronised under 5), so a round of 4 whose poll
+    // was delayed takes its successors' slewing to be corrected.
     let until = Instant::now() + HANG;
     let mut measurements = 0;
     loop {
-        let mut offsets = Vec::new();
-        for (id, c) in live {
-            if [1, 3, 4].contains(id) {
-                offsets.push((*id, measure(c).await));
-            }
-        }
+        let offsets = measure_in_range(live).await;
         measurements += 1;
         match converged(&offsets) {
             Ok(_) => break,

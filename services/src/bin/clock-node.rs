@@ -4,7 +4,7 @@
 //! ```text
 //! clock-node [--listen ADDR] [--tcp ADDR] [--grpc ADDR] [--id N]
 //!            [--clock-offset-ms MS] [--drift-ppm PPM] [--reference]
-//!            [--round-interval-ms MS] [--master-timeout-ms MS]
+//!            [--round-interval-ms MS] [--master-timeout-ms MS] [--polls N]
 //!            [--election bully|ring] [--misbehave years-off|negative-delay]
 //! ```
 //!
@@ -17,7 +17,11 @@
 //! with the injected offset and drift; it never touches the system clock.
 //! Once `Configure` names its group, it takes part in Berkeley rounds and
 //! elections, by the bully algorithm or, with `--election ring`, the ring
-//! algorithm (every node of a group should run the same). `--misbehave` makes it answer `GetTime` and `Poll` with
+//! algorithm (every node of a group should run the same). A master polls
+//! each member `--polls` times a round and uses the least delayed answer;
+//! with `--round-interval-ms 0` it runs rounds only when asked
+//! (`RunRound`), and its members do not judge it by its silence.
+//! `--misbehave` makes it answer `GetTime` and `Poll` with
 //! timestamps that cannot be true (for tests: a master must exclude it and
 //! count it). It runs until killed.
 #![forbid(unsafe_code)]
@@ -55,9 +59,14 @@ struct Args {
     /// The clock is a reference: synchronised, error bound 0.
     #[arg(long)]
     reference: bool,
-    /// Time between Berkeley rounds when master.
+    /// Time between Berkeley rounds when master; 0: rounds only when asked
+    /// (`RunRound`).
     #[arg(long, default_value_t = 200)]
     round_interval_ms: u64,
+    /// Polls of each member in one round (1 to 8); the least delayed is
+    /// used.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    polls: u32,
     /// Silence of the master after which a member starts an election.
     #[arg(long, default_value_t = 600)]
     master_timeout_ms: u64,
@@ -110,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
         time.set_reference();
     }
     let mut config = NodeConfig::new(args.id);
-    config.round_interval = Duration::from_millis(args.round_interval_ms);
+    config.round_interval =
+        (args.round_interval_ms > 0).then(|| Duration::from_millis(args.round_interval_ms));
+    config.polls = args.polls;
     config.master_timeout = Duration::from_millis(args.master_timeout_ms);
     config.election = match args.election {
         ElectionArg::Bully => Algorithm::Bully,

@@ -1,21 +1,29 @@
 //! The Berkeley algorithm, sans I/O: the master's arithmetic
-//! ([`plan_round`]) and the member's guard against applying an adjustment
-//! twice ([`AdjustLedger`]).
+//! ([`RoundPolls`], [`plan_round`]) and the member's guard against applying
+//! an adjustment twice ([`AdjustLedger`]).
 //!
-//! The master reads its clock (T1), polls every member with one fan-out
-//! group call, and takes each member's arrival as T4 = T1 + that member's
-//! round trip. A member's offset from the master is then estimated as in
-//! NTP, `((T2-T1)+(T3-T4))/2`, which compensates for the round trip.
-//! Readings that cannot be true (negative delay, years off) are excluded as
-//! absurd; of the rest, those further than a bound from the median are
-//! excluded as outliers. The master (offset 0) and the members kept are
-//! averaged, and each gets its own adjustment: `mean - offset`.
+//! One round has one round id and sends each member one adjustment. Its
+//! master reads its clock (T1) and polls every member with one fan-out
+//! group call, taking each member's arrival as T4 = T1 + that member's
+//! round trip; it does so a few times in a row ([`RoundPolls`]: 4 by
+//! default, at most [`WINDOW`]), and keeps each member's sample of minimum
+//! delay, as NTP's filter does ([`SyncFilter`]): a poll delayed on one side
+//! (a loaded machine) would put the round-trip compensation off by up to
+//! half that delay, and the least delayed of several is the least off. A
+//! member's offset from the master is then estimated as in NTP,
+//! `((T2-T1)+(T3-T4))/2`. Readings that cannot be true (negative delay,
+//! years off) are excluded as absurd; of the rest, those further than a
+//! bound from the median are excluded as outliers. The master (offset 0)
+//! and the members kept are averaged, and each gets its own adjustment:
+//! `mean - offset`.
 //!
 //! Round ids increase strictly across masters: [`round_id`] puts the
 //! master's election term in the high 32 bits, so a new master's rounds
 //! come after every round of the old one.
 
-use super::sync::{Sample, SampleError};
+use super::sync::{Sample, SampleError, SyncFilter, WINDOW};
+use std::collections::BTreeMap;
+use std::fmt;
 
 /// One member's answer to a poll, on the master's clock (T1, T4) and the
 /// member's (T2, T3).
@@ -42,6 +50,86 @@ pub enum Exclusion {
     },
     /// It did not answer the poll.
     NoAnswer,
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exclusion::Absurd(e) => write!(f, "absurd: {e}"),
+            Exclusion::Outlier {
+                offset_ns,
+                distance_ns,
+            } => write!(
+                f,
+                "outlier: {offset_ns} ns from the master, {distance_ns} ns from the median"
+            ),
+            Exclusion::NoAnswer => f.write_str("no answer"),
+        }
+    }
+}
+
+/// The answers to one round's polls, each member's kept in a
+/// [`SyncFilter`]: a member's reading for the round is its sample of
+/// minimum delay (or, when none of its answers could be true, its last
+/// answer, which [`plan_round`] then excludes as absurd).
+#[derive(Debug, Clone, Default)]
+pub struct RoundPolls {
+    members: BTreeMap<u32, MemberPolls>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MemberPolls {
+    filter: SyncFilter,
+    /// The last answer that could not be true.
+    absurd: Option<Sample>,
+    answers: u32,
+}
+
+impl RoundPolls {
+    /// The polls of a round over `members` (the master not among them).
+    pub fn new(members: impl IntoIterator<Item = u32>) -> RoundPolls {
+        RoundPolls {
+            members: members
+                .into_iter()
+                .map(|id| (id, MemberPolls::default()))
+                .collect(),
+        }
+    }
+
+    /// Records member `id`'s answer to one poll. The filter keeps
+    /// [`WINDOW`] samples, so a round polls at most that many times.
+    pub fn answer(&mut self, id: u32, sample: Sample) {
+        let m = self.members.entry(id).or_default();
+        m.answers = m.answers.saturating_add(1);
+        if m.filter.add(sample).is_err() {
+            m.absurd = Some(sample);
+        }
+    }
+
+    /// Members that answered at least one poll.
+    pub fn answered(&self) -> usize {
+        self.members.values().filter(|m| m.answers > 0).count()
+    }
+
+    /// Each member's reading (its minimum-delay sample), and the members
+    /// that answered no poll.
+    pub fn readings(&self) -> (Vec<MemberReading>, Vec<u32>) {
+        let mut readings = Vec::new();
+        let mut silent = Vec::new();
+        for (&id, m) in &self.members {
+            match m.filter.best().copied().or(m.absurd) {
+                Some(sample) => readings.push(MemberReading { id, sample }),
+                None => silent.push(id),
+            }
+        }
+        (readings, silent)
+    }
+}
+
+/// Polls of one round: `asked`, at least 1 and at most [`WINDOW`] (what
+/// the filter keeps).
+pub fn polls_per_round(asked: u32) -> u32 {
+    asked.clamp(1, u32::try_from(WINDOW).unwrap_or(u32::MAX))
 }
 
 /// Limits of a round.
@@ -257,6 +345,42 @@ mod tests {
             .iter()
             .any(|(id, e)| *id == 5 && matches!(e, Exclusion::Outlier { .. })));
         assert!(plan.excluded.contains(&(6, Exclusion::NoAnswer)));
+    }
+
+    #[test]
+    fn a_round_keeps_each_members_least_delayed_poll() {
+        // Member 1 (-300 ms): its first answer was held up 5 ms on the way
+        // back (alone, it would put the offset 2.5 ms off); the three
+        // after it were not. Member 3 answers absurdly; member 6 never.
+        let mut polls = RoundPolls::new([1, 3, 6]);
+        polls.answer(1, reading(1, -300 * MS, 0, 100 * US, 5 * MS).sample);
+        let alone = reading(1, -300 * MS, 0, 100 * US, 5 * MS)
+            .sample
+            .offset_ns();
+        assert!((alone + 300 * MS).abs() > 2 * MS, "{alone}");
+        for (i, back) in [(1, 120 * US), (2, 90 * US), (3, 150 * US)] {
+            polls.answer(1, reading(1, -300 * MS, i * MS, 100 * US, back).sample);
+        }
+        let mut negative = reading(3, 0, 0, 100 * US, 100 * US);
+        negative.sample.t3 = negative.sample.t2 + 5 * MS;
+        polls.answer(3, negative.sample);
+        polls.answer(3, negative.sample);
+        assert_eq!(polls.answered(), 2);
+        let (readings, silent) = polls.readings();
+        assert_eq!(silent, vec![6]);
+        let plan = plan_round(4, &readings, &silent, &BerkeleyConfig::default());
+        let one = plan.offsets.iter().find(|o| o.0 == 1).map(|o| o.1);
+        // The 90 us poll: 5 us off (its asymmetry), not 2.5 ms.
+        assert_eq!(one, Some(-300 * MS + 5 * US));
+        assert!(plan
+            .excluded
+            .iter()
+            .any(|(id, e)| *id == 3 && matches!(e, Exclusion::Absurd(_))));
+        assert!(plan.excluded.contains(&(6, Exclusion::NoAnswer)));
+        assert_eq!(
+            (polls_per_round(0), polls_per_round(4), polls_per_round(99)),
+            (1, 4, 8)
+        );
     }
 
     #[test]

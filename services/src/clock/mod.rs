@@ -7,9 +7,10 @@
 //! - [`sync`]: Cristian/NTP client synchronisation, sans I/O: samples, the
 //!   minimum-delay filter, an offset with an error interval
 //!   ([`SyncFilter`]); [`sync_once`] takes one sample over the network;
-//! - [`berkeley`]: the Berkeley master's arithmetic (round-trip
-//!   compensation, outliers, the mean, each member's adjustment) and the
-//!   member's once-per-round guard, sans I/O;
+//! - [`berkeley`]: the Berkeley master's arithmetic (each member's least
+//!   delayed of several polls, round-trip compensation, outliers, the
+//!   mean, each member's adjustment) and the member's once-per-round
+//!   guard, sans I/O;
 //! - [`logical`]: Lamport, vector and hybrid logical clocks and their
 //!   metadata encoding;
 //! - [`node`]: [`ClockNode`], the service of one process and its part in a

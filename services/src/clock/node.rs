@@ -7,7 +7,18 @@
 //! runs a round every [`NodeConfig::round_interval`]; a member that has
 //! not been polled by its master for [`NodeConfig::master_timeout`] (or
 //! knows none) starts an election. Every wait is bounded and wakes on
-//! events (a poll, a COORDINATOR, a configuration).
+//! events (a poll, a COORDINATOR, a configuration). With no round interval
+//! the master runs a round only when asked (`RunRound`,
+//! [`ClockNode::round`]), and its members do not judge it by its silence.
+//!
+//! A round ([`ClockNode::round`]) polls the members
+//! [`NodeConfig::polls`] times in a row, each poll one fan-out group call,
+//! and keeps each member's least delayed answer
+//! ([`RoundPolls`](super::berkeley::RoundPolls)); then it sends each member
+//! its one adjustment for the round's one id. A member's first adjustment
+//! steps its clock (it was never synchronised), so one round is in effect
+//! as soon as it is applied (after a backward step, once the readings'
+//! hold is over); later ones slew ([`TimeSource::adjust`]).
 //!
 //! Logical clocks: the node's [`ClockInterceptor`]
 //! ([`ClockNode::interceptor`]) carries them. Served with it, every call's
@@ -17,7 +28,7 @@
 //! stamped; the node's own calls go through it too.
 
 use super::berkeley::{
-    plan_round, round_id, AdjustLedger, BerkeleyConfig, Exclusion, MemberReading,
+    plan_round, polls_per_round, round_id, AdjustLedger, BerkeleyConfig, Exclusion, RoundPolls,
 };
 use super::logical::{ClockInterceptor, LogicalClocks};
 use super::sync::Sample;
@@ -40,13 +51,20 @@ use tokio::task::JoinSet;
 pub struct NodeConfig {
     /// The node's id (unique in the group).
     pub id: u32,
-    /// Time between Berkeley rounds of a master (default 200 ms).
-    pub round_interval: Duration,
+    /// Time between Berkeley rounds of a master (default 200 ms). `None`:
+    /// a master runs rounds only when asked (`RunRound`,
+    /// [`ClockNode::round`]), and its members, expecting no polls, never
+    /// suspect it for its silence.
+    pub round_interval: Option<Duration>,
     /// A member that has not been polled for this long suspects its master
-    /// (default 600 ms).
+    /// (default 600 ms); a node that has just joined its group waits this
+    /// long for a coordinator before its first election.
     pub master_timeout: Duration,
     /// How long a poll waits for the members (default 300 ms).
     pub poll_timeout: Duration,
+    /// Polls of each member in one round, of which the least delayed is
+    /// used (default 4; 1 to [`WINDOW`](super::sync::WINDOW)).
+    pub polls: u32,
     /// The round's limits.
     pub berkeley: BerkeleyConfig,
     /// How far ahead of this node's clock a remote HLC may be (default 1 s).
@@ -92,9 +110,10 @@ impl NodeConfig {
     pub fn new(id: u32) -> NodeConfig {
         NodeConfig {
             id,
-            round_interval: Duration::from_millis(200),
+            round_interval: Some(Duration::from_millis(200)),
             master_timeout: Duration::from_millis(600),
             poll_timeout: Duration::from_millis(300),
+            polls: 4,
             berkeley: BerkeleyConfig::default(),
             max_hlc_offset_ns: 1_000_000_000,
             election: Algorithm::Bully,
@@ -108,8 +127,25 @@ impl NodeConfig {
 struct Group {
     /// Each other member, by id.
     clients: HashMap<u32, pb::ClockClient>,
-    /// The same members as a group (names: their ids).
-    group: pb::ClockGroupClient,
+    /// The same members' channels, named by their ids, in id order: a
+    /// round's polls are group calls over them.
+    members: Vec<(String, Client)>,
+}
+
+impl Group {
+    /// The group of poll `i` of a round: the members rotated by `i`. A
+    /// group call sends to its members in order and times each answer
+    /// from the call's start, so a member's sample also carries the sends
+    /// before its own as outbound delay; rotating puts each member first
+    /// in one poll, and that poll's sample is then the least delayed.
+    fn rotated(&self, i: usize) -> pb::ClockGroupClient {
+        let mut members = self.members.clone();
+        if !members.is_empty() {
+            let n = members.len();
+            members.rotate_left(i % n);
+        }
+        pb::ClockGroupClient::new(GroupClient::from_members(members))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -132,8 +168,13 @@ struct Rounds {
 pub struct RoundReport {
     /// The round id.
     pub round: u64,
+    /// The master's id.
+    pub master_id: u32,
     /// Each member's offset from the master, ns (the master: 0).
     pub offsets: Vec<(u32, i64)>,
+    /// The delay of each member's poll that was used (the least of its
+    /// polls), ns.
+    pub delays: Vec<(u32, i64)>,
     /// The mean of those kept.
     pub mean_ns: i64,
     /// The adjustments sent (the master's own included), and whether each
@@ -141,9 +182,55 @@ pub struct RoundReport {
     pub adjustments: Vec<(u32, i64, bool)>,
     /// Who was left out of the average, and why.
     pub excluded: Vec<(u32, Exclusion)>,
-    /// Round trips the round took: the poll, then the adjustments (sent
-    /// in parallel).
+    /// Round trips the round took: the polls (each one fan-out call), then
+    /// the adjustments (sent in parallel).
     pub round_trips: u32,
+}
+
+impl RoundReport {
+    /// The report as `RunRound` answers it: every member once, the master
+    /// first, then by id.
+    pub fn summary(&self) -> pb::RoundSummary {
+        let mut ids: Vec<u32> = self
+            .offsets
+            .iter()
+            .map(|o| o.0)
+            .chain(self.adjustments.iter().map(|a| a.0))
+            .chain(self.excluded.iter().map(|e| e.0))
+            .filter(|&id| id != self.master_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.insert(0, self.master_id);
+        let find = |v: &[(u32, i64)], id: u32| v.iter().find(|x| x.0 == id).map(|x| x.1);
+        let members = ids
+            .into_iter()
+            .map(|id| {
+                let adjustment = self.adjustments.iter().find(|a| a.0 == id);
+                pb::RoundMember {
+                    id,
+                    offset_ns: find(&self.offsets, id),
+                    delay_ns: find(&self.delays, id),
+                    delta_ns: adjustment.map(|a| a.1),
+                    applied: adjustment.is_some_and(|a| a.2),
+                    excluded: self
+                        .excluded
+                        .iter()
+                        .filter(|e| e.0 == id)
+                        .map(|e| e.1.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            })
+            .collect();
+        pb::RoundSummary {
+            round: self.round,
+            master_id: self.master_id,
+            mean_ns: self.mean_ns,
+            members,
+            round_trips: self.round_trips,
+        }
+    }
 }
 
 /// The clock service of one process, and its part in the group.
@@ -163,6 +250,9 @@ pub struct ClockNode {
     election: Election,
     /// Woken by polls, configurations and leader changes.
     events: Notify,
+    /// Held by the round running, so that rounds (scheduled or asked for)
+    /// never overlap.
+    round_running: tokio::sync::Mutex<()>,
     absurd: std::sync::atomic::AtomicU64,
 }
 
@@ -203,6 +293,7 @@ impl ClockNode {
             ring,
             election,
             events: Notify::new(),
+            round_running: tokio::sync::Mutex::new(()),
             absurd: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -273,13 +364,15 @@ impl ClockNode {
             .filter(|&(id, _)| id != self.config.id)
             .collect();
         let mut clients = HashMap::new();
-        let group = GroupClient::new();
+        let mut group = Vec::new();
         for &(id, addr) in &others {
             let client =
                 Client::new(UdpChannel::connect(addr).await?).intercepted(self.interceptor());
-            group.add(id.to_string(), client.clone());
+            group.push((id, client.clone()));
             clients.insert(id, pb::ClockClient::new(client));
         }
+        group.sort_unstable_by_key(|m| m.0);
+        group.dedup_by_key(|m| m.0);
         self.peers.set(&others).await?;
         let ids: Vec<u32> = others.iter().map(|&(id, _)| id).collect();
         self.bully.set_members(ids.clone());
@@ -287,7 +380,10 @@ impl ClockNode {
         lock(&self.rounds).joined.get_or_insert_with(Instant::now);
         *lock(&self.group) = Some(Group {
             clients,
-            group: pb::ClockGroupClient::new(group),
+            members: group
+                .into_iter()
+                .map(|(id, client)| (id.to_string(), client))
+                .collect(),
         });
         self.events.notify_one();
         Ok(())
@@ -318,8 +414,18 @@ impl ClockNode {
                 tracing::info!(id = self.config.id, ?leader, "leader changed");
             }
             if leader.id == Some(self.config.id) {
-                self.clone().round().await;
-                let _ = tokio::time::timeout(self.config.round_interval, leader_rx.changed()).await;
+                match self.config.round_interval {
+                    Some(interval) => {
+                        self.clone().round().await;
+                        let _ = tokio::time::timeout(interval, leader_rx.changed()).await;
+                    }
+                    // Rounds on request only: wait for the leadership to
+                    // change. (The sender lives in `self.election`, so the
+                    // wait cannot end at once with an error.)
+                    None => {
+                        let _ = leader_rx.changed().await;
+                    }
+                }
                 continue;
             }
             let silent_for = heard.map_or(Duration::MAX, |h| now.saturating_duration_since(h));
@@ -334,7 +440,9 @@ impl ClockNode {
                 let _ = tokio::time::timeout(left, leader_rx.changed()).await;
                 continue;
             }
-            if leader.id.is_none() || silent_for >= self.config.master_timeout {
+            // With rounds on request, the master's silence says nothing.
+            let silence_counts = self.config.round_interval.is_some();
+            if leader.id.is_none() || (silence_counts && silent_for >= self.config.master_timeout) {
                 if let Some(old) = leader.id {
                     tracing::info!(id = self.config.id, old, "master silent: election");
                     self.election.suspect(old);
@@ -344,7 +452,12 @@ impl ClockNode {
                 }
                 continue;
             }
-            let left = self.config.master_timeout.saturating_sub(silent_for);
+            let left = if silence_counts {
+                self.config.master_timeout.saturating_sub(silent_for)
+            } else {
+                // Nothing to time out: wake on events only (bounded anyway).
+                self.config.master_timeout.max(Duration::from_secs(1))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(left) => {}
                 _ = leader_rx.changed() => {}
@@ -353,45 +466,68 @@ impl ClockNode {
         }
     }
 
-    /// Runs one Berkeley round as master and reports it.
+    /// Runs one Berkeley round as master and reports it: the polls
+    /// ([`NodeConfig::polls`], each one fan-out group call), then each
+    /// member's adjustment under one round id. Rounds never overlap: one
+    /// asked for while another runs waits for it. `None` when the node is
+    /// in no group. It does not check that the node is the master (a
+    /// member refuses an adjustment from a master it does not follow).
+    ///
+    /// # Cancel safety
+    /// Cancelling it may leave some members adjusted for the round and
+    /// others not; the round id is used up either way.
     pub async fn round(self: Arc<Self>) -> Option<RoundReport> {
         let group = lock(&self.group).clone()?;
+        let _running = self.round_running.lock().await;
         let term = u32::try_from(self.election.leader().term).unwrap_or(u32::MAX);
         let poll_round = round_id(term, lock(&self.rounds).seq.saturating_add(1));
-        let call = group
-            .group
-            .poll(pb::PollRequest {
+        let polls_asked = polls_per_round(self.config.polls);
+        let mut polls = RoundPolls::new(group.clients.keys().copied());
+        let mut newest = lock(&self.ledger).last().unwrap_or(0);
+        let mut polls_made = 0u32;
+        for i in 0..polls_asked {
+            let call = group.rotated(i as usize).poll(pb::PollRequest {
                 round: poll_round,
                 master_id: self.config.id,
-            })
-            .all()
-            .retries(0)
-            .timeout(self.config.poll_timeout);
-        let t1 = self.time.now_ns();
-        let outcome = call.await;
-        let mut readings = Vec::new();
-        let mut silent = Vec::new();
-        let mut newest = lock(&self.ledger).last().unwrap_or(0);
-        for m in &outcome.members {
-            let id: u32 = m.member.parse().unwrap_or(0);
-            match (&m.result, m.latency) {
-                (MemberResult::Reply(r), Some(rtt)) => {
+            });
+            // The first poll waits for every member; the later ones only
+            // for as many as answered it (a dead member does not hold each
+            // of them up to the timeout).
+            let call = if i == 0 {
+                call.all()
+            } else {
+                call.quorum(polls.answered())
+                    .stragglers(rpc_core::Stragglers::Cancel)
+            };
+            let call = call.retries(0).timeout(self.config.poll_timeout);
+            // The clock's own value, as the members answer with theirs.
+            let t1 = self.time.read().unheld_ns();
+            let outcome = call.await;
+            polls_made += 1;
+            for m in &outcome.members {
+                let Ok(id) = m.member.parse::<u32>() else {
+                    continue;
+                };
+                if let (MemberResult::Reply(r), Some(rtt)) = (&m.result, m.latency) {
                     newest = newest.max(r.last_round);
                     let rtt = i64::try_from(rtt.as_nanos()).unwrap_or(i64::MAX);
-                    readings.push(MemberReading {
+                    polls.answer(
                         id,
-                        sample: Sample {
+                        Sample {
                             t1,
                             t2: r.receive_ns,
                             t3: r.transmit_ns,
                             t4: t1.saturating_add(rtt),
                             server_error_ns: 0,
                         },
-                    });
+                    );
                 }
-                _ => silent.push(id),
+            }
+            if polls.answered() == 0 {
+                break;
             }
         }
+        let (readings, silent) = polls.readings();
         // The adjustments' round comes after every round a member has
         // applied, whichever master ran it.
         let round = {
@@ -456,16 +592,22 @@ impl ClockNode {
             id = self.config.id,
             round,
             mean_ns = plan.mean_ns,
+            polls = polls_made,
             excluded = ?plan.excluded,
             "berkeley round"
         );
         Some(RoundReport {
             round,
+            master_id: self.config.id,
             offsets: plan.offsets,
+            delays: readings
+                .iter()
+                .map(|r| (r.id, r.sample.delay_ns()))
+                .collect(),
             mean_ns: plan.mean_ns,
             adjustments,
             excluded: plan.excluded,
-            round_trips: 2,
+            round_trips: polls_made.saturating_add(1),
         })
     }
 
@@ -609,5 +751,26 @@ impl pb::Clock for ClockService {
         _request: pb::Empty,
     ) -> Result<pb::NodeStatus, Status> {
         Ok(self.0.status())
+    }
+
+    async fn run_round(
+        &self,
+        _ctx: CallContext,
+        _request: pb::Empty,
+    ) -> Result<pb::RoundSummary, Status> {
+        let node = &self.0;
+        let id = node.config.id;
+        let leader = node.election.leader().id;
+        if leader != Some(id) {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is not the master: it follows {leader:?}"
+            )));
+        }
+        let report = node
+            .clone()
+            .round()
+            .await
+            .ok_or_else(|| Status::failed_precondition(format!("node {id} is in no group")))?;
+        Ok(report.summary())
     }
 }
