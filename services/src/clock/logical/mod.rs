@@ -340,9 +340,11 @@ impl FromStr for VectorClock {
 fn parse_vector(s: &str, entries: &mut Vec<(u32, u64)>) -> Result<(), String> {
     entries.clear();
     let b = s.as_bytes();
-    if b.is_empty() {
+    if b.is_empty() || parse_vector_fast(b, entries).is_some() {
         return Ok(());
     }
+    // Something unusual or wrong: the careful reader says what.
+    entries.clear();
     // One pass over the bytes (this runs on every call and answer):
     // `id=counter`, then `,` or the end, and again.
     let mut at = 0;
@@ -377,6 +379,47 @@ fn parse_vector(s: &str, entries: &mut Vec<(u32, u64)>) -> Result<(), String> {
         at = entry_end + 1;
     }
     Ok(())
+}
+
+/// The leading decimal of `b[from..]` (1 to 19 digits, so no overflow)
+/// and where it ends.
+fn leading_decimal(b: &[u8], from: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    let mut at = from;
+    while let Some(d) = b.get(at).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        if at - from == 19 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+        at += 1;
+    }
+    (at > from).then_some((v, at))
+}
+
+/// [`parse_vector`] of a well-formed value in one pass over its bytes
+/// (this runs on every call and answer); `None` for anything else,
+/// including numbers of 20 digits, which the careful reader takes.
+fn parse_vector_fast(b: &[u8], entries: &mut Vec<(u32, u64)>) -> Option<()> {
+    let mut at = 0;
+    let mut last = None;
+    for _ in 0..MAX_VECTOR_ENTRIES {
+        let (id, next) = leading_decimal(b, at)?;
+        let id = u32::try_from(id).ok()?;
+        if b.get(next) != Some(&b'=') || last.is_some_and(|l| l >= id) {
+            return None;
+        }
+        let (c, next) = leading_decimal(b, next + 1)?;
+        last = Some(id);
+        if c > 0 {
+            entries.push((id, c));
+        }
+        match b.get(next) {
+            None => return Some(()),
+            Some(b',') => at = next + 1,
+            Some(_) => return None,
+        }
+    }
+    None
 }
 
 /// The vector clock of node `id`.
@@ -491,6 +534,17 @@ impl FromStr for Hlc {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
+        // The usual value in one pass: a positive `l` and a `c`.
+        if let Some((l, dot)) = leading_decimal(b, 0) {
+            if let Some((c, end)) = (b.get(dot) == Some(&b'.'))
+                .then(|| leading_decimal(b, dot + 1))
+                .flatten()
+            {
+                if let (Ok(l), Ok(c), true) = (i64::try_from(l), u32::try_from(c), end == b.len()) {
+                    return Ok(Hlc { l, c });
+                }
+            }
+        }
         let dot = b.iter().position(|&x| x == b'.').ok_or("not <l>.<c>")?;
         let (l, c) = (&b[..dot], &b[dot + 1..]);
         let l = match l.strip_prefix(b"-") {

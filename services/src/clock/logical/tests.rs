@@ -220,3 +220,58 @@ fn vector_join_set_and_compare_agree_with_a_map() {
         assert_eq!(a.0, ma.iter().map(|(&i, &c)| (i, c)).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn the_one_pass_readers_agree_with_the_careful_ones() {
+    for text in [
+        "1=1",
+        "1=4,3=7",
+        "3=0",
+        "1=18446744073709551615",
+        "4294967295=1",
+        "4294967296=1",
+        "1=18446744073709551616",
+        "1=1,",
+        "=1",
+        "1=",
+        "1=1,1=2",
+        "2=1,1=1",
+        "01=2",
+        "1=1;2=2",
+    ] {
+        let mut fast = Vec::new();
+        let fast = parse_vector_fast(text.as_bytes(), &mut fast).map(|()| fast);
+        let mut careful = Vec::new();
+        let careful = parse_vector(text, &mut careful).map(|()| careful);
+        if let Some(fast) = fast {
+            assert_eq!(Ok(fast), careful, "{text}");
+        } else {
+            // Refused by the fast reader: the careful one decides.
+            let twenty_digits = text.split([',', '=']).any(|n| n.len() == 20);
+            assert!(careful.is_err() || twenty_digits, "{text}: {careful:?}");
+        }
+    }
+    for text in [
+        "5.3",
+        "9223372036854775807.4294967295",
+        "1700000000123456789.2",
+    ] {
+        let (l, c) = text.split_once('.').unwrap();
+        assert_eq!(
+            text.parse::<Hlc>(),
+            Ok(Hlc {
+                l: l.parse().unwrap(),
+                c: c.parse().unwrap()
+            })
+        );
+    }
+    for bad in [
+        "9223372036854775808.0",
+        "1.4294967296",
+        "1.2.3",
+        "1.2x",
+        "1.",
+    ] {
+        assert!(bad.parse::<Hlc>().is_err(), "{bad}");
+    }
+}
