@@ -1,5 +1,6 @@
 //! Cancellation and long waits: a caller that drops a call tells the
-//! server (CANCEL on UDP and TCP, the stream reset of a plain gRPC call);
+//! server (CANCEL on UDP, TCP and from our gRPC client, the stream reset
+//! of a plain gRPC call);
 //! the handler, waiting on a lock-like future, learns it through
 //! `CallContext::cancelled` and returns, freeing its slot. A method whose
 //! handlers wait long gets a pool of handler slots of its own, so that its
@@ -12,6 +13,7 @@ use futures::future::BoxFuture;
 use prost::Message as _;
 use rpc_core::client::{TcpChannel, UdpChannel};
 use rpc_core::grpc::BytesCodec;
+use rpc_core::grpc::GrpcChannel;
 use rpc_core::server::{Server, ServerConfig, ServerHandle, TcpServerConfig};
 use rpc_core::{CallContext, Client, Service, ServiceInfo, Status};
 use rpc_tests::demo::{Amount, CounterClient, CounterServer, Empty};
@@ -149,20 +151,21 @@ async fn a_thousand_abandoned_calls_leave_no_handler_running_and_no_slot_held() 
         let doors = serve(ServerConfig::default(), None).await?;
         let udp = Client::new(UdpChannel::connect(doors.server.local_addr()).await?);
         let tcp = Client::new(TcpChannel::connect(doors.tcp).await?);
+        let ours_grpc = Client::new(GrpcChannel::connect(&format!("http://{}", doors.grpc)).await?);
         let grpc = tonic::transport::Endpoint::from_shared(format!("http://{}", doors.grpc))?
             .connect()
             .await?;
         let mut expected = 0;
-        for door in ["udp", "tcp", "plain grpc"] {
+        for door in ["udp", "tcp", "our grpc", "plain grpc"] {
             for _ in 0..ROUNDS {
                 let mut calls = Vec::new();
                 for _ in 0..PER_ROUND {
                     let task = match door {
-                        "udp" | "tcp" => {
-                            let stub = CounterClient::new(if door == "udp" {
-                                udp.clone()
-                            } else {
-                                tcp.clone()
+                        "udp" | "tcp" | "our grpc" => {
+                            let stub = CounterClient::new(match door {
+                                "udp" => udp.clone(),
+                                "tcp" => tcp.clone(),
+                                _ => ours_grpc.clone(),
                             });
                             tokio::spawn(async move {
                                 let _ = stub.increment(Amount { delta: 1 }).await;
@@ -197,7 +200,7 @@ async fn a_thousand_abandoned_calls_leave_no_handler_running_and_no_slot_held() 
         }
         assert_eq!(
             doors.tally.cancelled.load(Ordering::SeqCst),
-            3 * ROUNDS * PER_ROUND
+            4 * ROUNDS * PER_ROUND
         );
         assert_eq!(
             doors.counter.executions(),
@@ -207,11 +210,11 @@ async fn a_thousand_abandoned_calls_leave_no_handler_running_and_no_slot_held() 
         let stats = doors.server.stats();
         assert_eq!(
             stats.cancels_applied,
-            2 * ROUNDS * PER_ROUND,
-            "UDP and TCP: {stats:?}"
+            3 * ROUNDS * PER_ROUND,
+            "UDP, TCP and our gRPC client: {stats:?}"
         );
         // Every slot is free: calls of every door still get answers.
-        for client in [&udp, &tcp] {
+        for client in [&udp, &tcp, &ours_grpc] {
             CounterClient::new(client.clone()).get(Empty {}).await?;
         }
         Ok(())
@@ -220,7 +223,7 @@ async fn a_thousand_abandoned_calls_leave_no_handler_running_and_no_slot_held() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_deferred_handle_cancels_the_call_on_udp_and_tcp() -> anyhow::Result<()> {
+async fn dropping_a_deferred_handle_cancels_the_call_on_every_door() -> anyhow::Result<()> {
     init_tracing();
     bounded(LIMIT, async {
         let doors = serve(ServerConfig::default(), None).await?;
@@ -230,11 +233,13 @@ async fn dropping_a_deferred_handle_cancels_the_call_on_udp_and_tcp() -> anyhow:
                 Client::new(UdpChannel::connect(doors.server.local_addr()).await?),
             ),
             ("tcp", Client::new(TcpChannel::connect(doors.tcp).await?)),
-            // Not our gRPC face: a reset stream of our gRPC client is not
-            // an abandonment there, since it may send the request again on
-            // a new one (idl/PROTOCOL.md, 11.1); dropping the handle only
-            // stops collecting the result, and the deadline tells the
-            // handler.
+            // Our gRPC client sends its CANCEL as a request of its own (a
+            // reset stream alone is not an abandonment: it may send the
+            // request again on a new one; idl/PROTOCOL.md, 11.1).
+            (
+                "grpc",
+                Client::new(GrpcChannel::connect(&format!("http://{}", doors.grpc)).await?),
+            ),
         ];
         for (n, (door, client)) in (1u64..).zip(&clients) {
             let handle = CounterClient::new(client.clone())
@@ -259,7 +264,10 @@ async fn dropping_a_deferred_handle_cancels_the_call_on_udp_and_tcp() -> anyhow:
         }
         assert_eq!(doors.counter.executions(), 0, "no increment ran");
         let stats = doors.server.stats();
-        assert_eq!(stats.cancels_applied, 2, "CANCEL on UDP and TCP: {stats:?}");
+        assert_eq!(
+            stats.cancels_applied, 3,
+            "CANCEL on UDP, TCP and gRPC: {stats:?}"
+        );
         Ok(())
     })
     .await

@@ -394,8 +394,8 @@ impl CallContext {
     }
 
     /// Completes when the call's deadline passes or its caller abandons it
-    /// (a CANCEL on UDP and TCP, sent when the caller drops the call's
-    /// future; the stream reset of a plain gRPC call). A handler that waits
+    /// (a CANCEL on UDP, TCP and gRPC, sent by our clients when the caller
+    /// drops the call's future; the stream reset of a plain gRPC call). A handler that waits
     /// long selects on it and stops early; the server never drops a
     /// running handler itself, on any door.
     ///

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::error::Error as _;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -72,6 +72,10 @@ impl Default for GrpcClientConfig {
 
 /// A transport failure this close to the deadline is the deadline.
 const DEADLINE_SLACK: Duration = Duration::from_millis(20);
+
+/// How long a CANCEL may take to be sent (it is best effort, never
+/// retried).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 const PEER_UNKNOWN: u8 = 0;
 const PEER_OURS: u8 = 1;
@@ -376,6 +380,90 @@ struct Call {
     /// copy: a retry that reaches a restarted server must be recognised as
     /// meant for the old one, even if another call learned the new one.
     incarnation: u64,
+    /// Whether a copy of the request was sent (a CANCEL only follows one).
+    sent: Arc<AtomicBool>,
+}
+
+/// Sends the CANCEL of a call when dropped while armed: the caller
+/// abandoned the call (dropped its future or its deferred handle, or gave
+/// up at the deadline or after the last attempt) after a copy was sent and
+/// before the answer (idl/PROTOCOL.md, 11.1). Best effort: one unary
+/// request with flag `c`, in a task of its own, never retried; never to a
+/// foreign server (it has no sessions) or without session metadata.
+struct Abandon {
+    inner: Arc<Inner>,
+    path: PathAndQuery,
+    request_id: u64,
+    incarnation: u64,
+    sent: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl Abandon {
+    fn new(call: &Call) -> Abandon {
+        Abandon {
+            inner: Arc::clone(&call.inner),
+            path: call.path.clone(),
+            request_id: call.request_id,
+            incarnation: call.incarnation,
+            sent: Arc::clone(&call.sent),
+            armed: true,
+        }
+    }
+
+    /// The answer came (or what ended the call was the server's): no
+    /// CANCEL.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.armed
+            || !self.sent.load(Ordering::Relaxed)
+            || !self.inner.config.session_metadata
+            || self.inner.peer.load(Ordering::Relaxed) == PEER_FOREIGN
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(
+                request_id = self.request_id,
+                "abandoned grpc call: no runtime to send its CANCEL from"
+            );
+            return;
+        };
+        let mut request = tonic::Request::new(Bytes::new());
+        md::CallHeader {
+            session: self.inner.session,
+            request_id: self.request_id,
+            attempt: 1,
+            incarnation: self.incarnation,
+            cancel: true,
+            ..md::CallHeader::default()
+        }
+        .put(request.metadata_mut());
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(md::format_timeout(CANCEL_TIMEOUT))
+        {
+            request.metadata_mut().insert(md::GRPC_TIMEOUT, v);
+        }
+        let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone());
+        let (path, request_id) = (self.path.clone(), self.request_id);
+        runtime.spawn(async move {
+            let send = async {
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+                grpc.unary(request, path, BytesCodec::default()).await
+            };
+            match tokio::time::timeout(CANCEL_TIMEOUT, send).await {
+                Ok(Ok(_)) => tracing::trace!(request_id, "CANCEL sent"),
+                Ok(Err(status)) => tracing::debug!(request_id, %status, "CANCEL not taken"),
+                Err(_) => tracing::debug!(request_id, "CANCEL not sent in time"),
+            }
+        });
+    }
 }
 
 impl Call {
@@ -410,6 +498,7 @@ impl Call {
                 // Collecting a deferred result must look the request up in
                 // the history, never run it again.
                 idempotent: options.idempotent && !collect,
+                cancel: false,
             }
             .put(meta);
             if !self.invocation.instance.is_empty() {
@@ -455,6 +544,22 @@ impl Call {
             .is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d)
     }
 
+    /// [`Call::exchange`], sending the call's CANCEL if it is abandoned
+    /// (this future dropped) or given up (an error) after a copy was sent.
+    async fn exchange_or_cancel(
+        &self,
+        first_attempt: u32,
+        want_accept: bool,
+        collect: bool,
+    ) -> Result<Answer, Error> {
+        let mut abandon = Abandon::new(self);
+        let answer = self.exchange(first_attempt, want_accept, collect).await;
+        if answer.is_ok() {
+            abandon.disarm();
+        }
+        answer
+    }
+
     /// Sends the request (again, with the same id, while the connection
     /// fails and retries are left) until an answer comes.
     async fn exchange(
@@ -487,6 +592,7 @@ impl Call {
                 grpc.unary(request, path, BytesCodec::default()).await
             };
             sent += 1;
+            self.sent.store(true, Ordering::Relaxed);
             let result = match self.deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                     Ok(r) => r,
@@ -637,6 +743,7 @@ impl GrpcChannel {
             metadata,
             request_id,
             deadline,
+            sent: Arc::new(AtomicBool::new(false)),
         };
         match style {
             Style::OneWay => {
@@ -649,20 +756,28 @@ impl GrpcChannel {
                 Ok(Outcome::Sent)
             }
             Style::Sync => {
-                let answer = call.exchange(1, false, false).await?;
+                let answer = call.exchange_or_cancel(1, false, false).await?;
                 drop(ended);
                 Ok(Outcome::Reply(answer.result))
             }
             Style::Async | Style::Deferred => {
-                let answer = call.exchange(1, true, false).await?;
+                let answer = call.exchange_or_cancel(1, true, false).await?;
                 if !answer.accepted {
                     return Ok(Outcome::Reply(answer.result));
                 }
                 let next = answer.attempt + 1;
+                // A deferred result not collected is abandoned (its handle
+                // dropped, maybe before this future was first polled); an
+                // asynchronous call's result is never collected, and is not
+                // abandoned by that.
+                let mut abandon = (style == Style::Deferred).then(|| Abandon::new(&call));
                 Ok(Outcome::Accepted(Box::pin(async move {
                     let _ended = ended;
-                    let answer = call.exchange(next, false, true).await?;
-                    Ok(answer.result)
+                    let answer = call.exchange(next, false, true).await;
+                    if let (Some(abandon), Ok(_)) = (abandon.as_mut(), &answer) {
+                        abandon.disarm();
+                    }
+                    Ok(answer?.result)
                 })))
             }
         }

@@ -10,7 +10,9 @@ use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 /// per call instead of five): `<session>.<request id>.<attempt>.<incarnation>.<ack_up_to>.<flags>`,
 /// the numbers in decimal, `flags` any of `R` (protocol R), `A` (protocol
 /// RRA; neither: RR), `a` (continue at the server's ACCEPT: asynchronous
-/// and deferred calls), `i` (idempotent: no reply history). Its presence
+/// and deferred calls), `i` (idempotent: no reply history), `c` (not a
+/// request: the CANCEL of the session's request with this id, sent with an
+/// empty message when the caller abandoned it). Its presence
 /// marks a caller that speaks our protocol: the call goes through the
 /// engine's duplicate filter and reply history. A server refuses a call
 /// whose `rpc-call` is malformed, or has a zero session or attempt, with
@@ -43,6 +45,8 @@ pub struct CallHeader {
     pub accept: bool,
     /// The method is idempotent.
     pub idempotent: bool,
+    /// A CANCEL of `request_id`, not a request (idl/PROTOCOL.md, 11.1).
+    pub cancel: bool,
 }
 
 impl CallHeader {
@@ -55,8 +59,8 @@ impl CallHeader {
     /// The header value as bytes: digits written by hand, not through
     /// `format!` (a quarter of the client's per-call header cost).
     fn encode_bytes(&self) -> Vec<u8> {
-        // Four u64 of at most 20 digits, a u32 of 10, five dots, four flags.
-        let mut out = Vec::with_capacity(4 * 20 + 10 + 5 + 4);
+        // Four u64 of at most 20 digits, a u32 of 10, five dots, five flags.
+        let mut out = Vec::with_capacity(4 * 20 + 10 + 5 + 5);
         for n in [
             self.session,
             self.request_id,
@@ -72,6 +76,7 @@ impl CallHeader {
             (self.protocol_rra, b'A'),
             (self.accept, b'a'),
             (self.idempotent, b'i'),
+            (self.cancel, b'c'),
         ] {
             if on {
                 out.push(c);
@@ -81,7 +86,7 @@ impl CallHeader {
     }
 
     /// Parses a header value; `None` when it is not six well-formed fields
-    /// (five plain decimal numbers, no sign, then flags from `RAai`).
+    /// (five plain decimal numbers, no sign, then flags from `RAaic`).
     pub fn parse(value: &str) -> Option<CallHeader> {
         let mut parts = value.trim().as_bytes().split(|&b| b == b'.');
         let mut number = || parse_decimal(parts.next()?);
@@ -105,6 +110,7 @@ impl CallHeader {
                 b'A' => h.protocol_rra = true,
                 b'a' => h.accept = true,
                 b'i' => h.idempotent = true,
+                b'c' => h.cancel = true,
                 _ => return None,
             }
         }
@@ -389,6 +395,12 @@ mod tests {
         };
         assert_eq!(h.encode(), format!("{}.17.2.5520.16.Aa", u64::MAX));
         assert_eq!(CallHeader::parse(&h.encode()), Some(h));
+        let cancel = CallHeader {
+            cancel: true,
+            ..CallHeader::default()
+        };
+        assert_eq!(cancel.encode(), "0.0.0.0.0.c");
+        assert_eq!(CallHeader::parse("0.0.0.0.0.c"), Some(cancel));
         for n in [
             0,
             1,

@@ -48,6 +48,10 @@
 //!   the server answers with an empty message and `rpc-accepted: 1` at
 //!   ACCEPT; a deferred result is collected by re-sending the same request
 //!   id, answered from the history. Other clients get the result directly.
+//! - Cancellation: our client that abandons a call (drops it, or its
+//!   deferred handle) sends its CANCEL as a request of its own, flag `c` of
+//!   `rpc-call` with an empty message; a plain caller's stream reset
+//!   cancels its call.
 //! - RRA: acknowledgements ride on later requests (the ack floor in `rpc-call`, the
 //!   highest id up to which every call of the session has ended); there is
 //!   no separate ACK message over gRPC, so the history of an RRA call is

@@ -107,6 +107,7 @@ impl Door {
                     .and_then(md::CallHeader::parse)
                     .filter(|h| h.session != 0 && h.attempt != 0)
                 {
+                    Some(call) if call.cancel => Ok(self.cancel(call, sink).await),
                     Some(call) => {
                         self.tracked(call, method, &meta, payload, timeout, sink)
                             .await
@@ -192,6 +193,23 @@ impl Door {
                 "unexpected IN_PROGRESS for a call without a session",
             )),
         }
+    }
+
+    /// A CANCEL from our client (flag `c`): the engine takes it as the
+    /// CANCEL envelope of the session's request (only from the session's
+    /// owner); it answers nothing, so the door answers an empty message at
+    /// once.
+    async fn cancel(
+        &self,
+        call: md::CallHeader,
+        sink: impl FnOnce(oneshot::Sender<Bytes>) -> Sink,
+    ) -> (Bytes, bool, Metadata) {
+        let (tx, _unanswered) = oneshot::channel();
+        let sink = sink(tx);
+        self.engine
+            .handle_envelope(Envelope::cancel(call.session, call.request_id), &sink)
+            .await;
+        (Bytes::new(), false, Metadata::new())
     }
 
     /// A call from our client: through the engine (history, at-most-once).
