@@ -110,7 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tcp = match args.tcp {
         Some(addr) => Some(
             server
-                .serve_tcp_also(addr, TcpServerConfig::default())
+                .serve_tcp(addr)
                 .await
                 .with_context(|| format!("serving TCP on {addr}"))?,
         ),
@@ -121,7 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let config = tls_config(&args).context("setting up TLS")?;
             Some(
                 server
-                    .serve_tcp_also(addr, TcpServerConfig::default().with_tls(config))
+                    .serve_tcp_with(addr, TcpServerConfig::default().with_tls(config))
                     .await
                     .with_context(|| format!("serving TLS on {addr}"))?,
             )
