@@ -14,7 +14,7 @@ use prost::Message as _;
 use rpc_core::client::{TcpChannel, UdpChannel};
 use rpc_core::grpc::BytesCodec;
 use rpc_core::grpc::GrpcChannel;
-use rpc_core::server::{Server, ServerConfig, ServerHandle, TcpServerConfig};
+use rpc_core::server::{Server, ServerConfig, ServerHandle};
 use rpc_core::{CallContext, Client, Service, ServiceInfo, Status};
 use rpc_tests::demo::{Amount, CounterClient, CounterServer, Empty};
 use rpc_tests::{bounded, init_tracing, wait_until, CounterService};
@@ -112,9 +112,7 @@ async fn serve(config: ServerConfig, pool: Option<usize>) -> anyhow::Result<Door
         builder = builder.method_concurrency("demo.v1.Counter", "Increment", limit);
     }
     let server = builder.serve_udp("127.0.0.1:0").await?;
-    let tcp = server
-        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-        .await?;
+    let tcp = server.serve_tcp("127.0.0.1:0").await?;
     let grpc = server.serve_grpc("127.0.0.1:0").await?;
     Ok(Doors {
         server,

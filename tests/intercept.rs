@@ -13,7 +13,7 @@ use rpc_core::intercept::trace::{TraceContext, TracePropagation};
 use rpc_core::intercept::{
     ClientInterceptor, ClientOutcome, Completed, Interceptor, InvocationInfo,
 };
-use rpc_core::server::{Server, ServerBuilder, ServerConfig, ServerHandle, TcpServerConfig};
+use rpc_core::server::{Server, ServerBuilder, ServerConfig, ServerHandle};
 use rpc_core::{CallContext, CallError, Client, Code, Service, ServiceInfo, Status};
 use rpc_tests::demo::{Amount, Count, CounterClient, CounterServer, Empty};
 use rpc_tests::{bounded, faults, init_tracing, lossy_config, proxy, CounterService, Gate};
@@ -112,9 +112,7 @@ async fn serve(
         .add_shared_service(Arc::new(tagged))
         .serve_udp("127.0.0.1:0")
         .await?;
-    let tcp = server
-        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-        .await?;
+    let tcp = server.serve_tcp("127.0.0.1:0").await?;
     let grpc = server.serve_grpc("127.0.0.1:0").await?;
     let udp = server.local_addr();
     Ok(Doors {

@@ -139,11 +139,7 @@ impl Doors {
             .serve_udp("127.0.0.1:0")
             .await?;
         let upstream: SocketAddr = match door {
-            Door::Tcp => {
-                server
-                    .serve_tcp_also("127.0.0.1:0", Default::default())
-                    .await?
-            }
+            Door::Tcp => server.serve_tcp("127.0.0.1:0").await?,
             Door::Grpc => server.serve_grpc("127.0.0.1:0").await?,
         };
         let proxy = TcpFaultProxy::start("127.0.0.1:0".parse()?, upstream).await?;

@@ -113,6 +113,54 @@
 //! - [`fault`]: a seeded fault-injecting UDP proxy for testing services;
 //! - `grpc` (feature `grpc`, on by default): the gRPC face of every service
 //!   and a gRPC channel for every client.
+//!
+//! # Glossary
+//! The words the modules use for their parts, and where each lives:
+//! - **envelope**: the one wire message (a request, an answer or a control
+//!   message) and its header; [`envelope`]. Its status is
+//!   [`envelope::WireStatus`]; the API's is [`Status`].
+//! - **protocol** R / RR / RRA: what a call's messages are: a request only
+//!   ("maybe"), request and reply, or request, reply and the client's
+//!   acknowledgement of the reply; [`Protocol`], on the wire
+//!   [`envelope::ExchangeProtocol`].
+//! - **style**: how the caller waits (synchronous, asynchronous at the
+//!   ACCEPT, deferred, one-way); [`Style`], and the marker types of
+//!   [`call::style`].
+//! - **channel**: the client's side of a transport, one session shared by
+//!   every call made through it; [`Channel`], implemented by
+//!   [`client::UdpChannel`], [`client::TcpChannel`] and `grpc::GrpcChannel`.
+//! - **link**: what a TCP channel sends through: a reconnecting framed
+//!   connection that the channel's exchanges treat as a datagram socket;
+//!   `client/tcp`.
+//! - **session**: a client's numbering of its calls (session id, request
+//!   ids, the acknowledged floor `ack_up_to`), kept without I/O in
+//!   `client/session`; the server keys its history by it.
+//! - **exchange**: the messages of one call on a channel (copies,
+//!   retransmission timer, PINGs, polls after ACCEPT); `client/exchange`,
+//!   its timeout estimate in `client/rto.rs`.
+//! - **incarnation**: a random number a server draws at every start and
+//!   puts on every message it sends; a client that sees it change knows
+//!   the server's history is gone ("outcome unknown"); [`server`].
+//! - **history**: the server's stored answers, keyed by (session, request
+//!   id), that make a retried request run at most once; its limits,
+//!   eviction and tombstones in `server/history`.
+//! - **door**: one way into a server (a UDP socket, a TCP or TLS listener,
+//!   a gRPC listener), opened with the `serve_*` verbs of
+//!   [`server::ServerBuilder`] and [`server::ServerHandle`]; `server/udp.rs`,
+//!   `server/tcp`, `grpc/server`.
+//! - **engine**: what every door feeds: one message in, its answer out
+//!   through the door's [`server::ReplySink`]; [`server::Engine`] in
+//!   `server/engine`.
+//! - **owner**: the peer a session is bound to (an address, a host or a
+//!   verified certificate); `server/history/owner.rs`.
+//! - **cookie**: the token that proves a datagram's source address;
+//!   `server/verify.rs`.
+//! - **budget**: the bytes that partly received stream messages may hold,
+//!   all doors together; `server/budget.rs`.
+//! - **interceptor**: code run around every call of a server or client;
+//!   [`intercept`].
+//! - **group**, **member**: one call to several servers and the answer of
+//!   each; [`GroupClient`] in [`call`], over IP multicast in [`multicast`].
 // Denied everywhere but in `transport::udp::mmsg` (recvmmsg without
 // allocating), which allows it with a SAFETY comment on every block.
 #![deny(unsafe_code)]

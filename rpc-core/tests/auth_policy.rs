@@ -66,7 +66,7 @@ async fn every_door_that_cannot_meet_the_policy_is_refused() {
             );
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             assert_refused(
-                builder(policy).serve_on(socket).await,
+                builder(policy).serve_socket(socket).await,
                 Datagram,
                 policy,
                 NoTls,
@@ -120,15 +120,13 @@ async fn every_door_that_cannot_meet_the_policy_is_refused() {
         assert_eq!(server.auth_policy(), AuthPolicy::MutualTls);
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         assert_refused(
-            server.serve_also_on(socket),
+            server.serve_socket(socket).await,
             DoorKind::Datagram,
             policy,
             Shortfall::NoTls,
         );
         assert_refused(
-            server
-                .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-                .await,
+            server.serve_tcp("127.0.0.1:0").await,
             DoorKind::Tcp,
             policy,
             Shortfall::NoTls,
@@ -141,7 +139,7 @@ async fn every_door_that_cannot_meet_the_policy_is_refused() {
         );
         assert_refused(
             server
-                .serve_tcp_also(
+                .serve_tcp_with(
                     "127.0.0.1:0",
                     TcpServerConfig::default().with_tls(tls.clone()),
                 )
@@ -167,7 +165,7 @@ async fn every_door_that_cannot_meet_the_policy_is_refused() {
             .await
             .unwrap();
         let tls_addr = server
-            .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default().with_tls(mtls))
+            .serve_tcp_with("127.0.0.1:0", TcpServerConfig::default().with_tls(mtls))
             .await
             .unwrap();
         // And they serve.
@@ -197,11 +195,11 @@ async fn the_tls_policy_admits_tls_doors_without_client_certificates() {
             .await
             .unwrap();
         server
-            .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default().with_tls(tls))
+            .serve_tcp_with("127.0.0.1:0", TcpServerConfig::default().with_tls(tls))
             .await
             .unwrap();
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let e = server.serve_also_on(socket).unwrap_err();
+        let e = server.serve_socket(socket).await.unwrap_err();
         assert_eq!(
             e.to_string(),
             "datagram (udp) door refused: the server's authentication policy is tls, and it does not use tls"

@@ -86,7 +86,7 @@ fn lossy_config() -> ChannelConfig {
 async fn mem_server(net: &MemNetwork, at: SocketAddr, calc: &Calc) -> anyhow::Result<ServerHandle> {
     Ok(Server::builder()
         .add_service(calc.clone())
-        .serve_on(net.bind(at)?)
+        .serve_socket(net.bind(at)?)
         .await?)
 }
 
@@ -222,7 +222,7 @@ async fn restarted_server_never_runs_a_retransmission_again() -> anyhow::Result<
         let second = Calc::default();
         let restarted = Server::builder()
             .add_service(second.clone())
-            .serve_on(net.restart(server_addr)?)
+            .serve_socket(net.restart(server_addr)?)
             .await?;
         net.set_link_faults(server_addr, client_addr, FaultConfig::none());
         match call.await? {

@@ -160,7 +160,7 @@ async fn setup(cap: usize, window: u64) -> anyhow::Result<Setup> {
     let server = Server::builder()
         .history(history)
         .add_service(calc.clone())
-        .serve_on(net.bind(addr("10.0.0.1:7000"))?)
+        .serve_socket(net.bind(addr("10.0.0.1:7000"))?)
         .await?;
     let socket = Arc::new(LosesReplies::new(net.bind(addr("10.0.0.2:5000"))?, 1));
     let channel =

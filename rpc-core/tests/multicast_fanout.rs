@@ -512,7 +512,7 @@ async fn one_group_mixes_transports_in_memory_members_under_loss_and_udp_members
             let at: std::net::SocketAddr = format!("10.0.0.{}:7000", i + 1).parse()?;
             let server = Server::builder()
                 .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
-                .serve_on(net.bind(at)?)
+                .serve_socket(net.bind(at)?)
                 .await?;
             let channel = UdpChannel::with_socket(
                 net.bind(format!("10.0.1.{}:0", i + 1).parse()?)?,

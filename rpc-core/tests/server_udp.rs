@@ -597,7 +597,7 @@ async fn a_second_door_shares_the_history() {
     tokio::time::timeout(T, async {
         let (server, state) = serve(Server::builder()).await;
         let second = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let second_addr = server.serve_also_on(second).unwrap();
+        let second_addr = server.serve_socket(second).await.unwrap();
         assert_ne!(second_addr, server.local_addr());
         let mut a = Peer::new(server.local_addr()).await;
         let first = a.call(&request(40, 1, ADD)).await;

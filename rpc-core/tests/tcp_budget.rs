@@ -184,7 +184,7 @@ async fn a_frame_without_budget_in_time_closes_its_connection() {
         // Two doors, one budget: a frame on the patient door holds all of
         // it for as long as the test wants.
         let (server, state) = serve(budget, patient).await;
-        let hasty_addr = server.serve_tcp_also("127.0.0.1:0", hasty).await.unwrap();
+        let hasty_addr = server.serve_tcp_with("127.0.0.1:0", hasty).await.unwrap();
         let holder = partial_frame(server.local_addr(), MIB, 100 * 1024).await;
         until("the holder's reservation", || {
             server.buffer_stats().reserved == budget

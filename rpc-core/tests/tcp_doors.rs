@@ -6,7 +6,7 @@ mod server_support;
 mod tcp_support;
 
 use rpc_core::client::{TcpChannel, UdpChannel};
-use rpc_core::server::{Server, TcpServerConfig};
+use rpc_core::server::Server;
 use rpc_core::Protocol;
 use server_support::{TestService, ADD, GET};
 use std::sync::Arc;
@@ -23,10 +23,7 @@ async fn udp_and_tcp_clients_share_one_server() {
             .serve_udp("127.0.0.1:0")
             .await
             .unwrap();
-        let tcp_addr = server
-            .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-            .await
-            .unwrap();
+        let tcp_addr = server.serve_tcp("127.0.0.1:0").await.unwrap();
         assert_eq!(server.tcp_addrs(), vec![tcp_addr]);
         let udp = UdpChannel::connect(server.local_addr()).await.unwrap();
         let tcp = TcpChannel::connect(tcp_addr).await.unwrap();
@@ -88,9 +85,7 @@ async fn a_tcp_server_can_also_serve_udp() {
             .serve_tcp("127.0.0.1:0")
             .await
             .unwrap();
-        let udp_addr = server
-            .serve_also_on(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap())
-            .unwrap();
+        let udp_addr = server.serve_udp("127.0.0.1:0").await.unwrap();
         let tcp = TcpChannel::connect(server.local_addr()).await.unwrap();
         let udp = UdpChannel::connect(udp_addr).await.unwrap();
         let a = call(&tcp, ADD, be(2), Protocol::RR, None)

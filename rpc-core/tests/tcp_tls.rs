@@ -197,13 +197,10 @@ async fn the_handler_sees_the_transport_and_the_client_identity() {
             .await
             .unwrap();
         let tls_addr = server
-            .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default().with_tls(tls))
+            .serve_tcp_with("127.0.0.1:0", TcpServerConfig::default().with_tls(tls))
             .await
             .unwrap();
-        let plain_addr = server
-            .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-            .await
-            .unwrap();
+        let plain_addr = server.serve_tcp("127.0.0.1:0").await.unwrap();
         let (c, k) = ca.issue("client-1", true);
         let with_cert = TlsClientConfig::new("localhost", ca.pem().as_bytes())
             .unwrap()

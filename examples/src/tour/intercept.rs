@@ -12,7 +12,7 @@ use rpc_core::grpc::GrpcChannel;
 use rpc_core::intercept::auth::{BearerAuth, BearerToken};
 use rpc_core::intercept::metrics::Metrics;
 use rpc_core::intercept::trace::{TraceContext, TracePropagation};
-use rpc_core::server::{Server, TcpServerConfig};
+use rpc_core::server::Server;
 use rpc_core::{CallContext, Client, Code, Service, ServiceInfo, Status};
 use rpc_services::proto::demo::v1::{Amount, CounterClient, CounterServer};
 use rpc_services::CounterService;
@@ -98,9 +98,7 @@ pub(crate) async fn intercept(report: &mut Report) -> anyhow::Result<()> {
         .serve_udp("127.0.0.1:0")
         .await
         .context("starting the intercepted server")?;
-    let tcp = server
-        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-        .await?;
+    let tcp = server.serve_tcp("127.0.0.1:0").await?;
     let grpc = server.serve_grpc("127.0.0.1:0").await?;
     println!(
         "interceptors: metrics, trace context and bearer-token auth on UDP {}, TCP {tcp}, gRPC {grpc}; Prometheus text at http://{}/metrics",

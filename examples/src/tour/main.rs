@@ -114,13 +114,13 @@ async fn run() -> anyhow::Result<Report> {
     // One server, one engine and history, four doors: UDP, TCP, TCP+TLS, gRPC.
     let (server, counter) = start_counter("127.0.0.1:0").await?;
     let tcp_addr = server
-        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
+        .serve_tcp("127.0.0.1:0")
         .await
         .context("opening the TCP door")?;
     let (tls_server, tls_client) =
         doors::tcp::tls_configs().context("making the TLS certificates")?;
     let tls_addr = server
-        .serve_tcp_also(
+        .serve_tcp_with(
             "127.0.0.1:0",
             TcpServerConfig::default().with_tls(tls_server),
         )

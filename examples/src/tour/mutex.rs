@@ -9,7 +9,6 @@ use crate::report::{Report, Row};
 use anyhow::Context as _;
 use rpc_core::client::{TcpChannel, UdpChannel};
 use rpc_core::grpc::GrpcChannel;
-use rpc_core::server::TcpServerConfig;
 use rpc_core::{CallError, Client};
 use rpc_services::mutex::{
     epoch, serve, serve_resource, LockClient, LockServer, LockServerConfig, ResourceService,
@@ -35,9 +34,7 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
     let server = serve(LockServer::new(LockServerConfig::new(epoch)), "127.0.0.1:0")
         .await
         .context("starting the lock server")?;
-    let tcp = server
-        .serve_tcp_also("127.0.0.1:0", TcpServerConfig::default())
-        .await?;
+    let tcp = server.serve_tcp("127.0.0.1:0").await?;
     let grpc = server.serve_grpc("127.0.0.1:0").await?;
     let resource = Arc::new(ResourceService::new());
     let res_server = serve_resource(Arc::clone(&resource), "127.0.0.1:0").await?;

@@ -82,6 +82,36 @@ pub struct Invocation {
     pub options: CallOptions,
 }
 
+impl Invocation {
+    /// A call of `method` with `request` in `style`, with the options the
+    /// method declares (a one-way call goes with protocol R).
+    pub(crate) fn new<Req: prost::Message>(
+        service: &'static ServiceInfo,
+        method: &'static MethodInfo,
+        request: &Req,
+        style: Style,
+    ) -> Invocation {
+        let options = CallOptions::for_method(method);
+        let protocol = if style == Style::OneWay {
+            Protocol::R
+        } else {
+            options.protocol
+        };
+        Invocation {
+            service,
+            method,
+            instance: String::new(),
+            payload: Bytes::from(request.encode_to_vec()),
+            metadata: Metadata::new(),
+            options: CallOptions {
+                style,
+                protocol,
+                ..options
+            },
+        }
+    }
+}
+
 /// A server's reply: the encoded message and the metadata the server
 /// attached to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,20 +270,9 @@ impl Client {
     where
         Req: prost::Message,
     {
-        let options = CallOptions::for_method(method);
         Call {
             client: self.clone(),
-            invocation: Invocation {
-                service,
-                method,
-                instance: String::new(),
-                payload: Bytes::from(request.encode_to_vec()),
-                metadata: Metadata::new(),
-                options: CallOptions {
-                    style: Style::Sync,
-                    ..options
-                },
-            },
+            invocation: Invocation::new(service, method, request, Style::Sync),
             _marker: PhantomData,
         }
     }
@@ -268,21 +287,9 @@ impl Client {
     where
         Req: prost::Message,
     {
-        let options = CallOptions::for_method(method);
         OneWay {
             client: self.clone(),
-            invocation: Invocation {
-                service,
-                method,
-                instance: String::new(),
-                payload: Bytes::from(request.encode_to_vec()),
-                metadata: Metadata::new(),
-                options: CallOptions {
-                    style: Style::OneWay,
-                    protocol: Protocol::R,
-                    ..options
-                },
-            },
+            invocation: Invocation::new(service, method, request, Style::OneWay),
         }
     }
 }

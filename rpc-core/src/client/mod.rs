@@ -47,6 +47,7 @@
 mod connect;
 mod exchange;
 mod receive;
+pub(crate) use receive::answer_kind;
 pub(crate) mod rto;
 pub(crate) mod session;
 mod stats;

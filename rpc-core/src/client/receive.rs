@@ -298,15 +298,9 @@ fn on_datagram<S, B: bytes::Buf>(
         tracing::debug!(version = env.version, "dropped datagram of another version");
         return RoutedDatagram::default();
     }
-    let kind = match MessageType::try_from(env.r#type) {
-        Ok(
-            k @ (MessageType::Reply
-            | MessageType::Error
-            | MessageType::Accept
-            | MessageType::InProgress
-            | MessageType::Pong),
-        ) => k,
-        _ => {
+    let kind = match answer_kind(env.r#type) {
+        Some(k) => k,
+        None => {
             bump(&counters.malformed_drops);
             tracing::debug!(
                 r#type = env.r#type,
@@ -349,5 +343,21 @@ fn on_datagram<S, B: bytes::Buf>(
     RoutedDatagram {
         woke,
         ack: delivery.ack,
+    }
+}
+
+/// The type of a message a client takes (REPLY, ERROR, ACCEPT,
+/// IN_PROGRESS, PONG); `None` for any other (a request, a control message,
+/// an unknown number).
+pub(crate) fn answer_kind(r#type: i32) -> Option<MessageType> {
+    match MessageType::try_from(r#type) {
+        Ok(
+            k @ (MessageType::Reply
+            | MessageType::Error
+            | MessageType::Accept
+            | MessageType::InProgress
+            | MessageType::Pong),
+        ) => Some(k),
+        _ => None,
     }
 }

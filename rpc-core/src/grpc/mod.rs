@@ -9,7 +9,8 @@
 //!   for UDP). The generated tonic trait is implemented for [`Door`], whose
 //!   [`Door::unary`] does the work; `Service::grpc_route` hands the
 //!   generated server to the door ([`server`]).
-//! - `ServerBuilder::serve_grpc` / `ServerHandle::serve_grpc` open the door
+//! - [`ServerBuilder::serve_grpc`](crate::server::ServerBuilder::serve_grpc) /
+//!   [`ServerHandle::serve_grpc`](crate::server::ServerHandle::serve_grpc) open the door
 //!   (HTTP/2 over TCP) next to UDP and TCP; all share one engine and history.
 //! - [`GrpcChannel`] is the client side ([`client`]).
 //!

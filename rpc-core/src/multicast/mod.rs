@@ -15,7 +15,7 @@
 //!   and sends its answers through the server's own unicast socket (a
 //!   [`SharedSocket`]), so that every member answers from an address of
 //!   its own and acknowledgements (RRA) reach it there. Serve it with
-//!   [`ServerHandle::serve_also_on`](crate::server::ServerHandle::serve_also_on);
+//!   [`ServerHandle::serve_socket`](crate::server::ServerHandle::serve_socket);
 //!   [`GroupSocket::leave`] stops the delivery.
 //!
 //! Per member the semantics are those of a unicast call: each server keeps
@@ -42,9 +42,9 @@
 //!
 //! let group = SocketAddrV4::new(Ipv4Addr::new(239, 1, 2, 3), 7400);
 //! let unicast = SharedSocket::bind("127.0.0.1:0".parse()?).await?;
-//! let server = Server::builder().add_service(svc).serve_on(unicast.clone()).await?;
+//! let server = Server::builder().add_service(svc).serve_socket(unicast.clone()).await?;
 //! let membership = GroupSocket::join(group, Ipv4Addr::LOCALHOST, unicast)?;
-//! server.serve_also_on(membership.clone())?;
+//! server.serve_socket(membership.clone()).await?;
 //! // ... later
 //! membership.leave()?;
 //! # Ok(()) }

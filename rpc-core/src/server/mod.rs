@@ -5,8 +5,15 @@
 //!
 //! How the pieces fit:
 //! - [`ServerBuilder`] collects the services and limits ([`ServerConfig`],
-//!   [`HistoryConfig`]) and starts serving on a socket; it returns a
-//!   [`ServerHandle`] (address, counters, shutdown).
+//!   [`HistoryConfig`]) and starts the server with its first door; it
+//!   returns a [`ServerHandle`] (address, counters, shutdown).
+//! - The serving verbs are the same on both: `serve_udp(addr)`,
+//!   `serve_tcp(addr)`, `serve_grpc(addr)` (feature `grpc`), each with a
+//!   `_with(addr, config)` form where the door has limits of its own
+//!   (`serve_tcp_with`, `serve_grpc_with`), and `serve_socket(socket)` for
+//!   a datagram socket made by the caller. On the builder a verb starts the
+//!   server and returns its handle; on the handle it opens one more door
+//!   to the same engine and returns the door's address.
 //! - [`Engine`] is the transport-agnostic core: given one message and a
 //!   [`ReplySink`] back to its sender it decides everything; the reply
 //!   history ([`History`]) lives inside it, keyed by client session, so
@@ -17,7 +24,7 @@
 //! - `tcp` is the stream door (TCP, optionally TLS with feature `tls`):
 //!   length-delimited frames, many calls per connection, a batching writer
 //!   per connection ([`TcpServerConfig`], [`ServerBuilder::serve_tcp`],
-//!   [`ServerHandle::serve_tcp_also`] to add it to a running server).
+//!   [`ServerHandle::serve_tcp`] to add it to a running server).
 //! - [`AuthPolicy`] (one per server, [`ServerBuilder::auth`]) says which
 //!   doors may be opened at all: under a TLS policy only TLS doors, under
 //!   mutual TLS only TLS doors that require client certificates; any other
@@ -34,7 +41,8 @@
 //!     .add_service(svc)
 //!     .serve_udp("127.0.0.1:0")
 //!     .await?;
-//! println!("listening on {}", handle.local_addr());
+//! let tcp = handle.serve_tcp("127.0.0.1:0").await?; // one more door
+//! println!("listening on {} (udp) and {tcp} (tcp)", handle.local_addr());
 //! handle.shutdown(Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
@@ -66,7 +74,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -356,26 +364,33 @@ impl ServerBuilder {
         Ok((engine, budget))
     }
 
-    /// Binds a UDP socket on `addr` and serves on it.
+    /// Checks that a first door of kind `door` meets the policy, builds
+    /// the engine and returns a handle without doors yet; every builder
+    /// verb then opens its door on it with the handle's verb of the same
+    /// name.
+    pub(crate) fn start(self, door: DoorKind) -> Result<ServerHandle, ServerError> {
+        self.auth.admit(door)?;
+        let auth = self.auth;
+        let (engine, budget) = self.build()?;
+        Ok(ServerHandle::new(engine, budget, auth))
+    }
+
+    /// Starts the server with a UDP door bound to `addr`.
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound; the
-    /// configuration errors of [`ServerBuilder::serve_on`].
+    /// configuration errors of [`ServerBuilder::serve_socket`].
     pub async fn serve_udp(
         self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<ServerHandle, ServerError> {
-        self.auth.admit(DoorKind::Datagram)?;
-        let auth = self.auth;
-        let (engine, budget) = self.build()?;
-        let socket = tokio::net::UdpSocket::bind(addr)
-            .await
-            .map_err(ServerError::Bind)?;
-        crate::transport::tune_socket(&socket);
-        ServerHandle::start(engine, budget, auth, socket)
+        let handle = self.start(DoorKind::Datagram)?;
+        handle.serve_udp(addr).await?;
+        Ok(handle)
     }
 
-    /// Serves on `socket` (a UDP socket or the in-memory network's).
+    /// Starts the server with a datagram door on `socket` (a UDP socket
+    /// made by the caller, the in-memory network's, a multicast group's).
     ///
     /// # Errors
     /// [`ServerError::DoorRefused`] under a TLS [`AuthPolicy`] (a datagram
@@ -383,54 +398,12 @@ impl ServerBuilder {
     /// range, [`ServerError::DuplicateService`] when two services share a
     /// name, [`ServerError::LocalAddr`] when the socket cannot tell its
     /// address.
-    pub async fn serve_on<S: DatagramSocket>(self, socket: S) -> Result<ServerHandle, ServerError> {
-        self.auth.admit(DoorKind::Datagram)?;
-        let auth = self.auth;
-        let (engine, budget) = self.build()?;
-        ServerHandle::start(engine, budget, auth, socket)
-    }
-
-    /// Serves over gRPC (HTTP/2) on `addr` with the default
-    /// [`GrpcServerConfig`](crate::grpc::server::GrpcServerConfig); add
-    /// UDP or TCP doors to the returned handle. See [`crate::grpc`].
-    ///
-    /// # Errors
-    /// As [`ServerBuilder::serve_grpc_with`].
-    #[cfg(feature = "grpc")]
-    pub async fn serve_grpc(
+    pub async fn serve_socket<S: DatagramSocket>(
         self,
-        addr: impl tokio::net::ToSocketAddrs,
+        socket: S,
     ) -> Result<ServerHandle, ServerError> {
-        self.serve_grpc_with(addr, crate::grpc::server::GrpcServerConfig::default())
-            .await
-    }
-
-    /// Serves over gRPC (HTTP/2) on `addr` with the limits of `config`.
-    ///
-    /// # Errors
-    /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
-    /// [`ServerError::InvalidConfig`] for a limit out of range (or a
-    /// `buffer_budget` under the gRPC message limit),
-    /// [`ServerError::DoorRefused`] when the door (TLS or not, client
-    /// certificates or not) cannot meet the server's [`AuthPolicy`], and
-    /// the other configuration errors of [`ServerBuilder::serve_on`].
-    #[cfg(feature = "grpc")]
-    pub async fn serve_grpc_with(
-        self,
-        addr: impl tokio::net::ToSocketAddrs,
-        config: crate::grpc::server::GrpcServerConfig,
-    ) -> Result<ServerHandle, ServerError> {
-        self.auth.admit(config.door_kind())?;
-        let auth = self.auth;
-        let (engine, budget) = self.build()?;
-        let (local_addr, door, task) =
-            crate::grpc::server::bind(Arc::clone(&engine), &budget, addr, config).await?;
-        let handle = ServerHandle::with_door(engine, budget, auth, local_addr, task);
-        handle
-            .grpc_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(door);
+        let handle = self.start(DoorKind::Datagram)?;
+        handle.serve_socket(socket).await?;
         Ok(handle)
     }
 }
@@ -458,55 +431,35 @@ pub struct ServerHandle {
     budget: Arc<ByteBudget>,
     /// Every door added must meet it.
     auth: AuthPolicy,
-    local_addr: SocketAddr,
+    /// The first door's address.
+    local_addr: OnceLock<SocketAddr>,
     doors: Mutex<Vec<JoinHandle<()>>>,
     tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
     #[cfg(feature = "grpc")]
-    grpc_doors: Mutex<Vec<Arc<crate::grpc::server::GrpcDoor>>>,
+    pub(crate) grpc_doors: Mutex<Vec<Arc<crate::grpc::server::GrpcDoor>>>,
     sweeper: JoinHandle<()>,
 }
 
 impl fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerHandle")
-            .field("local_addr", &self.local_addr)
+            .field("local_addr", &self.local_addr())
             .field("engine", &self.engine)
             .finish()
     }
 }
 
 impl ServerHandle {
-    fn start<S: DatagramSocket>(
-        engine: Arc<Engine>,
-        budget: Arc<ByteBudget>,
-        auth: AuthPolicy,
-        socket: S,
-    ) -> Result<ServerHandle, ServerError> {
-        let local_addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
-        let door = tokio::spawn(udp::recv_loop(Arc::clone(&engine), Arc::new(socket)));
-        Ok(ServerHandle::with_door(
-            engine, budget, auth, local_addr, door,
-        ))
-    }
-
-    /// A handle over `engine` whose first door (a task feeding the engine,
-    /// listening on `local_addr`) is `door`; starts the history sweeper.
-    /// Other transports (TCP) start their own first door through this.
-    fn with_door(
-        engine: Arc<Engine>,
-        budget: Arc<ByteBudget>,
-        auth: AuthPolicy,
-        local_addr: SocketAddr,
-        door: JoinHandle<()>,
-    ) -> ServerHandle {
+    /// A handle over `engine` without doors yet; starts the history
+    /// sweeper. The first door opened sets [`ServerHandle::local_addr`].
+    fn new(engine: Arc<Engine>, budget: Arc<ByteBudget>, auth: AuthPolicy) -> ServerHandle {
         let sweeper = tokio::spawn(sweep_loop(Arc::downgrade(&engine)));
-        tracing::debug!(%local_addr, incarnation = engine.incarnation(), %auth, "server started");
         ServerHandle {
             engine,
             budget,
             auth,
-            local_addr,
-            doors: Mutex::new(vec![door]),
+            local_addr: OnceLock::new(),
+            doors: Mutex::default(),
             tcp_doors: Mutex::default(),
             #[cfg(feature = "grpc")]
             grpc_doors: Mutex::default(),
@@ -514,92 +467,68 @@ impl ServerHandle {
         }
     }
 
-    /// Adds a door: a task feeding this server's engine. Shutdown aborts it
-    /// after draining the handlers (a door that owns connection tasks
-    /// should own them in a way that aborting it ends them, e.g. a
-    /// `JoinSet`).
-    fn add_door(&self, door: JoinHandle<()>) {
+    /// Adds a door listening on `addr`: a task feeding this server's
+    /// engine. Shutdown aborts it after draining the handlers (a door that
+    /// owns connection tasks should own them in a way that aborting it
+    /// ends them, e.g. a `JoinSet`).
+    pub(crate) fn add_door(&self, addr: SocketAddr, door: JoinHandle<()>) {
+        if self.local_addr.set(addr).is_ok() {
+            tracing::debug!(local_addr = %addr, incarnation = self.engine.incarnation(), auth = %self.auth, "server started");
+        }
         self.doors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(door);
     }
 
-    /// Serves the same services, with the same history, on another
-    /// datagram socket as well. Returns that socket's address.
+    /// The buffer budget the stream doors share.
+    pub(crate) fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
+    }
+
+    /// Serves the same services, with the same engine and history, on a
+    /// UDP socket bound to `addr` as well. Returns its address.
+    ///
+    /// # Errors
+    /// [`ServerError::DoorRefused`] under a TLS [`AuthPolicy`],
+    /// [`ServerError::Bind`] when the address cannot be bound,
+    /// [`ServerError::LocalAddr`].
+    pub async fn serve_udp(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<SocketAddr, ServerError> {
+        self.auth.admit(DoorKind::Datagram)?;
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(ServerError::Bind)?;
+        crate::transport::tune_socket(&socket);
+        self.serve_socket(socket).await
+    }
+
+    /// Serves the same services, with the same engine and history, on
+    /// the datagram socket `socket` as well. Returns its address.
     ///
     /// # Errors
     /// [`ServerError::DoorRefused`] under a TLS [`AuthPolicy`],
     /// [`ServerError::LocalAddr`] when the socket cannot tell its address.
-    pub fn serve_also_on<S: DatagramSocket>(&self, socket: S) -> Result<SocketAddr, ServerError> {
+    pub async fn serve_socket<S: DatagramSocket>(
+        &self,
+        socket: S,
+    ) -> Result<SocketAddr, ServerError> {
         self.auth.admit(DoorKind::Datagram)?;
         let addr = socket.local_addr().map_err(ServerError::LocalAddr)?;
-        self.add_door(tokio::spawn(udp::recv_loop(
-            Arc::clone(&self.engine),
-            Arc::new(socket),
-        )));
+        let door = tokio::spawn(udp::recv_loop(Arc::clone(&self.engine), Arc::new(socket)));
+        self.add_door(addr, door);
         Ok(addr)
     }
 
-    /// Serves the same services, with the same engine and history, over
-    /// gRPC (HTTP/2) on `addr` as well, with the default
-    /// [`GrpcServerConfig`](crate::grpc::server::GrpcServerConfig).
-    /// Returns the bound address.
-    ///
-    /// # Errors
-    /// As [`ServerHandle::serve_grpc_with`].
-    #[cfg(feature = "grpc")]
-    pub async fn serve_grpc(
-        &self,
-        addr: impl tokio::net::ToSocketAddrs,
-    ) -> Result<SocketAddr, ServerError> {
-        self.serve_grpc_with(addr, crate::grpc::server::GrpcServerConfig::default())
-            .await
-    }
-
-    /// Serves the same services, with the same engine, history and buffer
-    /// budget, over gRPC (HTTP/2) on `addr` as well, with the limits of
-    /// `config`. Returns the bound address.
-    ///
-    /// # Errors
-    /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
-    /// [`ServerError::InvalidConfig`], [`ServerError::DoorRefused`].
-    #[cfg(feature = "grpc")]
-    pub async fn serve_grpc_with(
-        &self,
-        addr: impl tokio::net::ToSocketAddrs,
-        config: crate::grpc::server::GrpcServerConfig,
-    ) -> Result<SocketAddr, ServerError> {
-        self.auth.admit(config.door_kind())?;
-        let (local_addr, door, task) =
-            crate::grpc::server::bind(Arc::clone(&self.engine), &self.budget, addr, config).await?;
-        self.add_door(task);
-        self.grpc_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(door);
-        Ok(local_addr)
-    }
-
-    /// The counters of the server's gRPC doors, summed (all zero without
-    /// one).
-    #[cfg(feature = "grpc")]
-    pub fn grpc_stats(&self) -> crate::grpc::server::GrpcStats {
-        let mut stats = crate::grpc::server::GrpcStats::default();
-        for door in self
-            .grpc_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            door.add_to(&mut stats);
-        }
-        stats
-    }
-
-    /// The address of the first socket the server serves on.
+    /// The address of the first door the server was started with.
     pub fn local_addr(&self) -> SocketAddr {
+        // Every builder verb opens its door before it returns the handle.
         self.local_addr
+            .get()
+            .copied()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The authentication policy every door of this server meets.
@@ -660,7 +589,7 @@ impl ServerHandle {
             let _ = door.await;
         }
         self.sweeper.abort();
-        tracing::debug!(local_addr = %self.local_addr, drained, "server stopped");
+        tracing::debug!(local_addr = %self.local_addr(), drained, "server stopped");
         if drained {
             Ok(())
         } else {

@@ -22,6 +22,12 @@
 //! alternative names to every call of the connection
 //! ([`CallContext::identity`](crate::CallContext::identity)).
 //!
+//! Files: this one (the configurations of servers and clients, and the
+//! probe that finds whether a rustls configuration asks for client
+//! certificates), `identity.rs` (the verified client certificate's names),
+//! `refusal.rs` (a refused handshake told apart from a network failure),
+//! `local_ca.rs` (certificates made at run time, for loopback and tests).
+//!
 //! ```no_run
 //! # fn demo(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<(), rpc_core::tls::TlsError> {
 //! use rpc_core::tls::{TlsClientConfig, TlsServerConfig};
@@ -30,14 +36,23 @@
 //! # Ok(()) }
 //! ```
 
-use crate::service::{AltName, PeerIdentity};
-use bytes::Bytes;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use tokio_rustls::rustls;
+
+mod identity;
+mod local_ca;
+mod refusal;
+
+#[cfg(test)]
+use identity::identity_of;
+pub(crate) use identity::peer_identity;
+pub use local_ca::LocalCa;
+pub(crate) use refusal::rejection;
+#[cfg(feature = "grpc")]
+pub(crate) use refusal::Refusable;
 
 /// The ALPN protocol id of the TCP door's framed envelopes (section 17 of
 /// `idl/PROTOCOL.md`).
@@ -456,271 +471,6 @@ impl TlsClientConfig {
         let mut config = rustls::ClientConfig::clone(&self.config);
         config.alpn_protocols = vec![alpn.to_vec()];
         tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-}
-
-/// The identity of the peer of a server-side TLS connection: its verified
-/// leaf certificate, when it presented one. A certificate the verifier
-/// accepted but that cannot be parsed here still yields its DER, with an
-/// empty subject.
-pub(crate) fn peer_identity(conn: &rustls::ServerConnection) -> Option<Arc<PeerIdentity>> {
-    let leaf = conn.peer_certificates()?.first()?;
-    Some(Arc::new(identity_of(leaf.as_ref())))
-}
-
-fn identity_of(der: &[u8]) -> PeerIdentity {
-    use x509_cert::der::oid::db::rfc4519::CN;
-    use x509_cert::der::Decode;
-    use x509_cert::ext::pkix::name::GeneralName;
-    use x509_cert::ext::pkix::SubjectAltName;
-
-    let mut identity = PeerIdentity {
-        subject: String::new(),
-        common_name: None,
-        alt_names: Vec::new(),
-        certificate: Bytes::copy_from_slice(der),
-    };
-    let cert = match x509_cert::Certificate::from_der(der) {
-        Ok(cert) => cert,
-        Err(error) => {
-            tracing::debug!(%error, "verified client certificate not parsed");
-            return identity;
-        }
-    };
-    let tbs = &cert.tbs_certificate;
-    identity.subject = tbs.subject.to_string();
-    identity.common_name = tbs
-        .subject
-        .0
-        .iter()
-        .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == CN)
-        .and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
-        .map(str::to_owned);
-    if let Ok(Some((_, SubjectAltName(names)))) = tbs.get::<SubjectAltName>() {
-        for name in names {
-            let alt = match name {
-                GeneralName::DnsName(n) => AltName::Dns(n.to_string()),
-                GeneralName::UniformResourceIdentifier(n) => AltName::Uri(n.to_string()),
-                GeneralName::Rfc822Name(n) => AltName::Email(n.to_string()),
-                GeneralName::IpAddress(octets) => match octets.as_bytes().len() {
-                    4 | 16 => {
-                        let b = octets.as_bytes();
-                        let ip = if b.len() == 4 {
-                            IpAddr::from([b[0], b[1], b[2], b[3]])
-                        } else {
-                            let mut a = [0u8; 16];
-                            a.copy_from_slice(b);
-                            IpAddr::from(a)
-                        };
-                        AltName::Ip(ip)
-                    }
-                    _ => continue,
-                },
-                _ => continue,
-            };
-            identity.alt_names.push(alt);
-        }
-    }
-    identity
-}
-
-/// Why a TLS handshake (or the first read after it, where TLS 1.3 reports
-/// the server's refusal of a client certificate) failed at the TLS layer,
-/// if `error` or one of its sources is a rustls error, or the refusal a
-/// [`Refusable`] stream reported; `None` for plain I/O errors (refused,
-/// reset, timed out), which say nothing about credentials.
-pub(crate) fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let io = e.downcast_ref::<std::io::Error>();
-        if let Some(io) = io.filter(|io| io.kind() == std::io::ErrorKind::PermissionDenied) {
-            if let Some(reason) = io.to_string().strip_prefix(REFUSED) {
-                return Some(reason.to_owned());
-            }
-        }
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            io.and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
-            return Some(describe(tls));
-        }
-        next = e.source();
-    }
-    None
-}
-
-/// The start of the message of the I/O error a [`Refusable`] stream
-/// reports.
-const REFUSED: &str = "tls refused before any data: ";
-
-/// A client's TLS stream that reports a TLS-layer failure of a read before
-/// any data came from the server as a refusal (an I/O error of kind
-/// `PermissionDenied` whose message names it, found by [`rejection`]).
-///
-/// With TLS 1.3 a server refuses a client certificate after the client has
-/// finished its side of the handshake: the client learns it from an alert
-/// on its first read. Before any data came, the server has processed
-/// nothing the client sent. The refusal is carried in the error's kind and
-/// text because HTTP/2 (h2) keeps only those of an I/O error when it
-/// reports a connection's failure to its streams.
-#[cfg(feature = "grpc")]
-#[derive(Debug)]
-pub(crate) struct Refusable<S> {
-    inner: S,
-    /// Data has come from the server.
-    data: bool,
-}
-
-#[cfg(feature = "grpc")]
-impl<S> Refusable<S> {
-    pub(crate) fn new(inner: S) -> Refusable<S> {
-        Refusable { inner, data: false }
-    }
-}
-
-#[cfg(feature = "grpc")]
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Refusable<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
-            std::task::Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.data = true;
-                }
-                std::task::Poll::Ready(Ok(()))
-            }
-            std::task::Poll::Ready(Err(error)) if !self.data => {
-                std::task::Poll::Ready(Err(match rejection(&error) {
-                    Some(reason) => std::io::Error::new(
-                        std::io::ErrorKind::PermissionDenied,
-                        format!("{REFUSED}{reason}"),
-                    ),
-                    None => error,
-                }))
-            }
-            other => other,
-        }
-    }
-}
-
-#[cfg(feature = "grpc")]
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Refusable<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A rustls error as the reason of a refusal.
-fn describe(tls: &rustls::Error) -> String {
-    match tls {
-        rustls::Error::AlertReceived(alert) => {
-            format!("the server refused the tls handshake ({alert:?})")
-        }
-        rustls::Error::InvalidCertificate(why) => {
-            format!("the server's certificate was not accepted: {why:?}")
-        }
-        other => format!("tls handshake failed: {other}"),
-    }
-}
-
-/// A certificate authority made at run time, with a key that never leaves
-/// the process: for a loopback deployment, a demonstration or a test, where
-/// the clients are told the CA's certificate ([`LocalCa::pem`]) by hand.
-pub struct LocalCa {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl fmt::Debug for LocalCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LocalCa(..)")
-    }
-}
-
-fn generate(e: rcgen::Error) -> TlsError {
-    TlsError::Generate(e.to_string())
-}
-
-impl LocalCa {
-    /// A new CA called `name`, with a fresh key.
-    ///
-    /// # Errors
-    /// [`TlsError::Generate`].
-    pub fn new(name: &str) -> Result<LocalCa, TlsError> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
-        ca.distinguished_name.push(DnType::CommonName, name);
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().map_err(generate)?;
-        let cert = ca.self_signed(&key).map_err(generate)?;
-        Ok(LocalCa { cert, key })
-    }
-
-    /// The CA's certificate (PEM): what clients trust.
-    pub fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// A server configuration with a certificate for `host` that this CA
-    /// signed.
-    ///
-    /// # Errors
-    /// [`TlsError::Generate`], or as [`TlsServerConfig::from_pem`].
-    pub fn server_config(&self, host: &str) -> Result<TlsServerConfig, TlsError> {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-        let mut leaf = CertificateParams::new(vec![host.to_owned()]).map_err(generate)?;
-        leaf.distinguished_name.push(DnType::CommonName, host);
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().map_err(generate)?;
-        let cert = leaf
-            .signed_by(&key, &self.cert, &self.key)
-            .map_err(generate)?;
-        TlsServerConfig::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-    }
-
-    /// A client configuration that trusts this CA only, for `server_name`.
-    ///
-    /// # Errors
-    /// As [`TlsClientConfig::new`].
-    pub fn client_config(&self, server_name: &str) -> Result<TlsClientConfig, TlsError> {
-        TlsClientConfig::new(server_name, self.pem().as_bytes())
     }
 }
 

@@ -330,13 +330,13 @@ pub async fn group_member_on(
     let addr = unicast.socket().local_addr()?;
     let server = Server::builder()
         .add_service(TallyServer::from_arc(Arc::new(Shared(tally.clone()))))
-        .serve_on(unicast.clone())
+        .serve_socket(unicast.clone())
         .await?;
     let membership = GroupSocket::join(group, Ipv4Addr::LOCALHOST, unicast)?;
     if !join {
         membership.leave()?;
     }
-    server.serve_also_on(membership.clone())?;
+    server.serve_socket(membership.clone()).await?;
     Ok(GroupMember {
         tally,
         server,

@@ -31,7 +31,6 @@
 use anyhow::Context as _;
 use clap::Parser;
 use rpc_core::server::Server;
-use rpc_core::server::TcpServerConfig;
 use rpc_services::clock::{ClockNode, ClockService, Misbehaviour, NodeConfig, Skew, TimeSource};
 use rpc_services::election::Algorithm;
 use rpc_services::proto::clock::v1 as pb;
@@ -142,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     let tcp = match args.tcp {
         Some(addr) => Some(
             server
-                .serve_tcp_also(addr, TcpServerConfig::default())
+                .serve_tcp(addr)
                 .await
                 .with_context(|| format!("serving TCP on {addr}"))?,
         ),

@@ -35,9 +35,9 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use rpc_services::cli::say;
 use rpc_services::dmutex::record::{count_lines, SectionLog};
 use rpc_services::dmutex::{Algorithm, DmutexError, Peer, PeerConfig, MAX_PEERS};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -117,13 +117,6 @@ struct Args {
     give_up_ms: Option<u64>,
 }
 
-fn say(line: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
-
 async fn wait_for_file(path: &Path) {
     while !path.exists() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -132,13 +125,7 @@ async fn wait_for_file(path: &Path) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    rpc_services::cli::init_tracing("info");
     let args = Args::parse();
     let n = args.peers.len();
     anyhow::ensure!(

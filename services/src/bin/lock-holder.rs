@@ -20,9 +20,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use rpc_core::client::UdpChannel;
 use rpc_core::{CallError, Client};
+use rpc_services::cli::say;
 use rpc_services::mutex::LockClient;
 use rpc_services::proto::mutex::v1::{ResourceClient, WriteRequest};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,22 +51,9 @@ struct Args {
     go_file: Option<PathBuf>,
 }
 
-fn say(line: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    rpc_services::cli::init_tracing("info");
     let args = Args::parse();
     let locks = LockClient::new(
         Client::new(UdpChannel::connect(args.server).await?),

@@ -94,12 +94,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    rpc_services::cli::init_tracing("info");
     let epoch = epoch::advance(&args.data_dir).context("starting a new epoch")?;
     let mut config = LockServerConfig::new(epoch);
     config.grace = Duration::from_millis(args.grace_ms);
@@ -110,7 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tcp = match args.tcp {
         Some(addr) => Some(
             server
-                .serve_tcp_also(addr, TcpServerConfig::default())
+                .serve_tcp(addr)
                 .await
                 .with_context(|| format!("serving TCP on {addr}"))?,
         ),
@@ -121,7 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let config = tls_config(&args).context("setting up TLS")?;
             Some(
                 server
-                    .serve_tcp_also(addr, TcpServerConfig::default().with_tls(config))
+                    .serve_tcp_with(addr, TcpServerConfig::default().with_tls(config))
                     .await
                     .with_context(|| format!("serving TLS on {addr}"))?,
             )

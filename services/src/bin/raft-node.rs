@@ -162,12 +162,7 @@ async fn check_id_free(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    rpc_services::cli::init_tracing("info,openraft=warn");
     let args = Args::parse();
     let peers = parse_peers(&args.peers)?;
     if peers.contains_key(&args.id) {

@@ -12,6 +12,7 @@
 //! ([`KvClientError::GaveUp`]).
 
 use super::kv;
+use crate::ids::random_u64;
 use crate::proto::consensus::v1::{
     CasRequest, DeleteRequest, GetRequest, KeyValueClient, KvError, KvErrorKind, PutRequest,
     WriteId,
@@ -19,7 +20,6 @@ use crate::proto::consensus::v1::{
 use rpc_core::CallError;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -61,14 +61,6 @@ impl KvClientError {
             KvClientError::GaveUp { .. } | KvClientError::TooLarge(_) => None,
         }
     }
-}
-
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// A client of the store.

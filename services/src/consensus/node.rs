@@ -21,7 +21,7 @@ use super::Raft;
 use crate::proto::consensus::v1::{KeyValueServer, RaftServer};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
-use rpc_core::server::{Server, ServerError, ServerHandle, TcpServerConfig};
+use rpc_core::server::{Server, ServerError, ServerHandle};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -185,10 +185,7 @@ impl ConsensusNode {
                 .serve_udp(listen)
                 .await?;
             let addr = server.local_addr();
-            match server
-                .serve_tcp_also(addr, TcpServerConfig::default())
-                .await
-            {
+            match server.serve_tcp(addr).await {
                 Ok(_) => break server,
                 Err(e) if attempt < tries => {
                     tracing::debug!(%addr, error = %e, "TCP port taken; picking another port");

@@ -7,6 +7,7 @@ use crate::proto::clock::v1 as pb;
 use rpc_core::client::UdpChannel;
 use rpc_core::{CallContext, Client, Status};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -51,24 +52,35 @@ impl RpcPeers {
     fn client(&self, id: u32) -> Option<pb::ElectionClient> {
         self.lock().get(&id).cloned()
     }
+
+    /// `call` to every peer of `to` that has a client (given the per-call
+    /// timeout), each in its own task; the tasks yield the peer's id and
+    /// the call's result.
+    fn each<T, F, Fut>(&self, to: Vec<u32>, call: F) -> JoinSet<(u32, T)>
+    where
+        F: Fn(pb::ElectionClient, Duration) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut calls = JoinSet::new();
+        for id in to {
+            let Some(c) = self.client(id) else { continue };
+            let answer = call(c, self.timeout);
+            calls.spawn(async move { (id, answer.await) });
+        }
+        calls
+    }
 }
 
 impl ElectionPeers for RpcPeers {
     fn elect(&self, from: u32, to: Vec<u32>) -> PeerFuture<'_, Vec<u32>> {
         Box::pin(async move {
-            let mut calls = JoinSet::new();
-            for id in to {
-                let Some(c) = self.client(id) else { continue };
-                let timeout = self.timeout;
-                calls.spawn(async move {
-                    let answer = c
-                        .elect(pb::ElectionRequest { from_id: from })
-                        .timeout(timeout)
-                        .retries(1)
-                        .await;
-                    (id, answer)
-                });
-            }
+            let mut calls = self.each(to, move |c, timeout| async move {
+                c.elect(pb::ElectionRequest { from_id: from })
+                    .timeout(timeout)
+                    .retries(1)
+                    .await
+            });
             let mut took_over = Vec::new();
             while let Some(done) = calls.join_next().await {
                 match done {
@@ -84,25 +96,20 @@ impl ElectionPeers for RpcPeers {
 
     fn announce(&self, leader: u32, term: u64, to: Vec<u32>) -> PeerFuture<'_, ()> {
         Box::pin(async move {
-            let mut calls = JoinSet::new();
-            for id in to {
-                let Some(c) = self.client(id) else { continue };
-                let timeout = self.timeout;
-                calls.spawn(async move {
-                    let r = c
-                        .coordinator(pb::CoordinatorAnnouncement {
-                            leader_id: leader,
-                            term,
-                        })
-                        .timeout(timeout)
-                        .retries(1)
-                        .await;
-                    if let Err(e) = r {
-                        tracing::debug!(id, error = %e, "coordinator: not delivered");
-                    }
-                });
+            let mut calls = self.each(to, move |c, timeout| async move {
+                c.coordinator(pb::CoordinatorAnnouncement {
+                    leader_id: leader,
+                    term,
+                })
+                .timeout(timeout)
+                .retries(1)
+                .await
+            });
+            while let Some(done) = calls.join_next().await {
+                if let Ok((id, Err(e))) = done {
+                    tracing::debug!(id, error = %e, "coordinator: not delivered");
+                }
             }
-            while calls.join_next().await.is_some() {}
         })
     }
 

@@ -22,13 +22,12 @@
 //! withdrawn with `Cancel` in the background, and in any case its lease
 //! ends by itself.
 
+use crate::ids::random_u64;
 use crate::proto::mutex::v1::{
     AcquireRequest, CancelRequest, LockError, LockErrorKind, LocksClient, ReleaseAllRequest,
     ReleaseRequest, ReleasedAll, RenewRequest,
 };
 use rpc_core::{CallError, Client, Error};
-use std::hash::{BuildHasher as _, Hasher as _};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -83,15 +82,6 @@ impl From<CallError<LockError>> for LockClientError {
             CallError::Rpc(e) => LockClientError::Rpc(e),
         }
     }
-}
-
-/// A random 64-bit number, different per call (for acquire ids).
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// Takes locks of one owner from one lock server.

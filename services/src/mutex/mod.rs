@@ -39,7 +39,7 @@ pub const ACQUIRE_SLOTS: usize = 4096;
 
 /// Serves `locks` on UDP at `addr`, with `Acquire` in a pool of
 /// [`ACQUIRE_SLOTS`] handler slots, and starts its lease reaper. More doors
-/// (`serve_tcp_also`, `serve_grpc`) can be added on the handle.
+/// (`serve_tcp`, `serve_grpc`) can be added on the handle.
 ///
 /// # Errors
 /// The server's, when the address cannot be bound.

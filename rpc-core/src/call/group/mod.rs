@@ -31,11 +31,10 @@ mod gather;
 mod outcome;
 mod stream;
 
-use super::{CallOptions, Client, Invocation, Outcome};
+use super::{Client, Invocation, Outcome};
 use crate::error::{CallError, Error, Raisable};
 use crate::multicast::{IpCall, IpEvent, MulticastClient};
-use crate::service::{Metadata, MethodInfo, Protocol, ServiceInfo, Style};
-use bytes::Bytes;
+use crate::service::{MethodInfo, Protocol, ServiceInfo, Style};
 pub use call::GroupCall;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -231,31 +230,14 @@ impl GroupClient {
     where
         Req: prost::Message,
     {
-        let options = CallOptions::for_method(method);
         let style = match (method.oneway, method.style) {
             (true, _) | (_, Style::OneWay) => Style::OneWay,
             (false, Style::Async) => Style::Async,
             _ => Style::Sync,
         };
-        let protocol = if style == Style::OneWay {
-            Protocol::R
-        } else {
-            options.protocol
-        };
         GroupCall {
             group: self.clone(),
-            invocation: Invocation {
-                service,
-                method,
-                instance: String::new(),
-                payload: Bytes::from(request.encode_to_vec()),
-                metadata: Metadata::new(),
-                options: CallOptions {
-                    style,
-                    protocol,
-                    ..options
-                },
-            },
+            invocation: Invocation::new(service, method, request, style),
             completion: Completion::All,
             stragglers: Stragglers::default(),
             _marker: PhantomData,

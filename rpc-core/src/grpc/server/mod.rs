@@ -60,6 +60,7 @@
 mod body;
 mod door;
 mod listen;
+mod serve;
 
 use super::codec::BytesCodec;
 use super::metadata::{self as md, get_str, put_static};
@@ -78,7 +79,7 @@ use futures::future::BoxFuture;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-pub(crate) use listen::bind;
+use listen::bind;
 use prost::Message;
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -3,6 +3,7 @@
 #[allow(clippy::wildcard_imports)]
 // a part of the multicast client: its types are the parent's
 use super::*;
+use crate::client::answer_kind;
 use crate::counter::bump;
 use crate::envelope::{Envelope, MessageType, VERSION};
 use prost::Message;
@@ -61,15 +62,9 @@ pub(super) fn route(shared: &Shared, bytes: &[u8], from: SocketAddr) -> Option<u
             return None;
         }
     };
-    let kind = match MessageType::try_from(env.r#type) {
-        Ok(
-            k @ (MessageType::Reply
-            | MessageType::Error
-            | MessageType::Accept
-            | MessageType::InProgress
-            | MessageType::Pong),
-        ) => k,
-        _ => {
+    let kind = match answer_kind(env.r#type) {
+        Some(k) => k,
+        None => {
             bump(&shared.counters.dropped);
             return None;
         }

@@ -22,8 +22,8 @@
 //! [`history`](super::history)), and on datagram doors answers to a source
 //! whose address is not verified are screened ([`verify`](super::verify)).
 //!
-//! Files: this one (the sink, the engine, a message's first checks and
-//! the decision about a request), `act.rs` (from the decision to its
+//! Files: this one (the engine, a message's first checks and the decision
+//! about a request), `sink.rs` (the way back to the sender), `act.rs` (from the decision to its
 //! counter and answer), `run.rs` (slots, the handler's run, the answer it
 //! leaves), `tests.rs`.
 //!
@@ -33,97 +33,33 @@
 
 mod act;
 mod run;
+mod sink;
 #[cfg(test)]
 mod tests;
 
 use super::admit::{self, admit, Admission};
 use super::budget::ByteBudget;
-use super::history::{History, Owner, Ownership};
+use super::history::{History, Ownership};
 use super::stats::{bump, Counters, ServerStats};
 use super::verify::{Unverified, Verifier};
 use super::ServerConfig;
 use crate::envelope::{self, Envelope, ExchangeProtocol, MessageType, VERSION};
 use crate::hash::FastMap;
-use crate::service::{Metadata, MethodInfo, PeerIdentity, ReplyMetadata, Service, TransportKind};
+use crate::service::{Metadata, MethodInfo, ReplyMetadata, Service};
 use crate::status::Status;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use prost::Message;
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 
-/// The way back to the peer a message came from.
-///
-/// Cloned when a handler outlives the first poll (the clone moves into the
-/// spawned task), so it should be cheap: an `Arc` and an address, or a
-/// queue sender.
-pub trait ReplySink: Clone + Send + Sync + 'static {
-    /// Sends one encoded envelope to the peer.
-    ///
-    /// # Errors
-    /// When the transport cannot send; the engine counts and logs it (the
-    /// peer will retransmit).
-    fn send(&self, message: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+use sink::owner_of;
+pub use sink::ReplySink;
 
-    /// Sends one encoded envelope the engine holds as [`Bytes`] (a reply,
-    /// also kept in the history): a transport that passes messages on
-    /// whole takes the handle instead of copying. By default, [`Self::send`].
-    ///
-    /// # Errors
-    /// As [`Self::send`].
-    fn send_shared(&self, message: Bytes) -> impl Future<Output = io::Result<()>> + Send {
-        async move { self.send(&message).await }
-    }
-
-    /// The peer's address, when the transport knows it.
-    fn peer(&self) -> Option<SocketAddr>;
-
-    /// The transport, as handlers see it in [`CallContext::transport`](crate::CallContext::transport).
-    fn transport(&self) -> TransportKind;
-
-    /// The peer's verified identity (a TLS door that required a client
-    /// certificate), as handlers see it in [`CallContext::identity`](crate::CallContext::identity). Made
-    /// once per connection: this is an `Arc` clone per request at most. By
-    /// default, none.
-    fn identity(&self) -> Option<Arc<PeerIdentity>> {
-        None
-    }
-
-    /// The largest message this transport carries: bigger incoming messages
-    /// are dropped, bigger replies become a RESOURCE_EXHAUSTED reply.
-    fn max_message_len(&self) -> usize;
-
-    /// Whether the transport itself shows that the peer receives what is
-    /// sent to its address (a connection does; a datagram's source address
-    /// can be forged). By default `true`; datagram doors say `false`, and
-    /// the engine then screens answers to sources not yet verified.
-    fn address_proven(&self) -> bool {
-        true
-    }
-}
-
-/// The peer a message's session must belong to: the verified client
-/// certificate on mutual TLS, the address and port on datagrams, the host
-/// on other connections (a reconnect comes from another port), anyone in
-/// process.
-fn owner_of<K: ReplySink>(sink: &K) -> Owner {
-    if let Some(identity) = sink.identity() {
-        return Owner::Identity(identity);
-    }
-    match sink.peer() {
-        None => Owner::Local,
-        Some(addr) if !sink.address_proven() => Owner::Addr(addr),
-        Some(addr) => Owner::Host(addr.ip()),
-    }
-}
-
-/// The request engine of one server: its services, reply history, limits
 /// and counters, shared by all the server's transports.
 pub struct Engine {
     services: FastMap<&'static str, Arc<dyn Service>>,

@@ -3,8 +3,10 @@
 
 use super::*;
 use crate::service::CallContext;
-use crate::service::{Protocol, ServiceInfo, Style};
+use crate::service::{Protocol, ServiceInfo, Style, TransportKind};
 use crate::status::Code;
+use std::io;
+use std::net::SocketAddr;
 
 const FAST: u32 = 1;
 const GATED: u32 = 2;

@@ -360,8 +360,8 @@ impl TcpDoor {
 }
 
 impl ServerBuilder {
-    /// Binds a TCP listener on `addr` and serves on it with the default
-    /// [`TcpServerConfig`].
+    /// Starts the server with a TCP door bound to `addr`, with the
+    /// default [`TcpServerConfig`].
     ///
     /// # Errors
     /// As [`ServerBuilder::serve_tcp_with`].
@@ -372,10 +372,10 @@ impl ServerBuilder {
         self.serve_tcp_with(addr, TcpServerConfig::default()).await
     }
 
-    /// Binds a TCP listener on `addr` and serves on it (TLS when
-    /// `config.tls` says so). More doors (UDP, TCP) can be added to the
-    /// running server: [`ServerHandle::serve_also_on`],
-    /// [`ServerHandle::serve_tcp_also`].
+    /// Starts the server with a TCP door bound to `addr` (TLS when
+    /// `config.tls` says so). More doors can be added to the running
+    /// server with the handle's verbs of the same names
+    /// ([`ServerHandle::serve_udp`], [`ServerHandle::serve_tcp_with`], ...).
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound,
@@ -389,30 +389,34 @@ impl ServerBuilder {
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
     ) -> Result<ServerHandle, ServerError> {
-        self.auth.admit(config.door_kind())?;
-        let auth = self.auth;
-        let (engine, budget) = self.build()?;
-        config.validate(budget.limit())?;
-        let (door, task) = bind(&engine, &budget, addr, config).await?;
-        let handle = ServerHandle::with_door(engine, budget, auth, door.local_addr, task);
-        handle
-            .tcp_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(door);
+        let handle = self.start(config.door_kind())?;
+        handle.serve_tcp_with(addr, config).await?;
         Ok(handle)
     }
 }
 
 impl ServerHandle {
     /// Serves the same services, with the same engine (history, counters,
-    /// incarnation), on a TCP listener bound to `addr` as well. Returns the
-    /// listener's address.
+    /// incarnation), on a TCP listener bound to `addr` as well, with the
+    /// default [`TcpServerConfig`]. Returns the listener's address.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::serve_tcp_with`].
+    pub async fn serve_tcp(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<SocketAddr, ServerError> {
+        self.serve_tcp_with(addr, TcpServerConfig::default()).await
+    }
+
+    /// Serves the same services, with the same engine (history, counters,
+    /// incarnation), on a TCP listener bound to `addr` as well (TLS when
+    /// `config.tls` says so). Returns the listener's address.
     ///
     /// # Errors
     /// [`ServerError::Bind`], [`ServerError::LocalAddr`],
     /// [`ServerError::InvalidConfig`], [`ServerError::DoorRefused`].
-    pub async fn serve_tcp_also(
+    pub async fn serve_tcp_with(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
         config: TcpServerConfig,
@@ -420,7 +424,7 @@ impl ServerHandle {
         self.auth.admit(config.door_kind())?;
         let (door, task) = bind(&self.engine, &self.budget, addr, config).await?;
         let local = door.local_addr;
-        self.add_door(task);
+        self.add_door(local, task);
         self.tcp_doors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
