@@ -482,6 +482,7 @@ impl ServerHandle {
     }
 
     /// The buffer budget the stream doors share.
+    #[cfg(feature = "grpc")]
     pub(crate) fn budget(&self) -> &Arc<ByteBudget> {
         &self.budget
     }

@@ -256,12 +256,12 @@ fn the_one_pass_readers_agree_with_the_careful_ones() {
         "9223372036854775807.4294967295",
         "1700000000123456789.2",
     ] {
-        let (l, c) = text.split_once('.').unwrap();
+        let (l, c) = text.split_once('.').expect("l.c");
         assert_eq!(
             text.parse::<Hlc>(),
             Ok(Hlc {
-                l: l.parse().unwrap(),
-                c: c.parse().unwrap()
+                l: l.parse().expect("l"),
+                c: c.parse().expect("c")
             })
         );
     }
