@@ -113,9 +113,8 @@
 //! - [`fault`]: a seeded fault-injecting UDP proxy for testing services;
 //! - `grpc` (feature `grpc`, on by default): the gRPC face of every service
 //!   and a gRPC channel for every client.
-// Denied everywhere but in `transport::udp::mmsg` (recvmmsg without
-// allocating), which allows it with a SAFETY comment on every block.
-#![deny(unsafe_code)]
+// Batched UDP I/O is `quinn-udp`'s (see `transport::udp`).
+#![forbid(unsafe_code)]
 
 pub mod call;
 pub mod client;
