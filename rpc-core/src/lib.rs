@@ -161,9 +161,8 @@
 //!   [`intercept`].
 //! - **group**, **member**: one call to several servers and the answer of
 //!   each; [`GroupClient`] in [`call`], over IP multicast in [`multicast`].
-// Denied everywhere but in `transport::udp::mmsg` (recvmmsg without
-// allocating), which allows it with a SAFETY comment on every block.
-#![deny(unsafe_code)]
+// Batched UDP I/O is `quinn-udp`'s (see `transport::udp`).
+#![forbid(unsafe_code)]
 
 pub mod call;
 pub mod client;

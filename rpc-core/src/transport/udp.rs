@@ -1,6 +1,6 @@
 //! [`DatagramSocket`] for [`tokio::net::UdpSocket`], with batched I/O on
-//! Linux (receives through `mmsg`, the crate's only `unsafe` code; sends
-//! through `nix`'s safe wrappers):
+//! Linux through `quinn-udp` (the batched UDP I/O of the quinn QUIC stack,
+//! which holds the `unsafe` system calls; this crate has none):
 //! - [`DatagramSocket::recv_batch`]: one `recvmmsg` takes every queued
 //!   datagram (up to the batch's slots) once the socket is readable; a
 //!   short batch tells that the socket is empty, so no system call is
@@ -15,10 +15,10 @@
 //!   exceed); a kernel or device without it falls back to single sends for
 //!   good.
 //!
-//! `sendmmsg` is not used: nix's wrapper reports how many datagrams went
-//! out only through an iterator that reads receive-side addresses the
-//! kernel never wrote for a send. Other platforms use the trait's default
-//! loops.
+//! The sockets keep plain UDP's options (see `linux::state`); ECN, which
+//! `quinn-udp` also offers, is not used. Other platforms use the trait's
+//! default loops (`quinn-udp` receives one datagram per call there, and
+//! drops a truncated one where `recv_from` truncates it).
 
 use super::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use std::future::Future;
@@ -96,8 +96,10 @@ pub(crate) fn tune_socket(socket: &tokio::net::UdpSocket) {
             tracing::debug!(%error, "could not enlarge the UDP send buffer");
         }
     }
+    // Only when `recv_batch` can cut a coalesced run (it cannot without
+    // `quinn-udp`'s state).
     #[cfg(target_os = "linux")]
-    {
+    if linux::state().is_some() {
         use nix::sys::socket::{setsockopt, sockopt};
         if let Err(error) = setsockopt(socket, sockopt::UdpGroSegment, &true) {
             tracing::debug!(%error, "UDP GRO not available; datagrams arrive one by one");
@@ -126,26 +128,51 @@ const GSO_MAX_BYTES: usize = 60_000;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const MIN_OFFER: usize = 4;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[allow(unsafe_code)] // the one exception to the crate's rule: see the module
-mod mmsg;
-
+/// The UDP offloads through `quinn-udp`, the batched I/O of the quinn QUIC
+/// stack (its `unsafe` system calls and control messages stay in it).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
-    use super::mmsg;
     use super::MIN_OFFER;
     use super::{RecvBatch, SendBatch, SendReport};
-    #[cfg(target_os = "linux")]
-    use nix::sys::socket::{self, MsgFlags, SockaddrStorage};
-    use std::io;
-    #[cfg(target_os = "linux")]
+    use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
+    use std::io::{self, IoSliceMut};
     use std::net::SocketAddr;
-    use std::os::fd::AsRawFd;
+    use std::sync::OnceLock;
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
+    /// `quinn-udp`'s state, one for the process, or `None` when it could
+    /// not be made (the receive then takes datagrams one by one, and
+    /// [`super::tune_socket`] asks for no GRO).
+    ///
+    /// quinn makes one per socket with `UdpSocketState::new`, which also
+    /// sets the options QUIC wants on it: among them "do not fragment"
+    /// (a datagram above the path MTU would fail instead of being
+    /// fragmented, unlike a plain UDP socket) and a kernel timestamp and
+    /// packet information on every datagram received. The framework's
+    /// sockets keep plain UDP's behaviour: the state is made on a probe
+    /// socket that is never bound and is closed at once. What it keeps is
+    /// the host's (whether the kernel offers GSO, and whether `sendmsg`
+    /// refused an argument); receiving reads none of it.
+    pub(super) fn state() -> Option<&'static UdpSocketState> {
+        static STATE: OnceLock<Option<UdpSocketState>> = OnceLock::new();
+        STATE
+            .get_or_init(|| {
+                let made = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                    .and_then(|probe| UdpSocketState::new((&probe).into()));
+                made.map_err(
+                    |error| tracing::debug!(%error, "no batched UDP I/O; datagrams go one by one"),
+                )
+                .ok()
+            })
+            .as_ref()
+    }
+
     pub(super) async fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.clear();
+        let Some(state) = state() else {
+            return recv_one_by_one(socket, batch).await;
+        };
         loop {
             socket.readable().await?;
             // One `recvmmsg` takes whatever is queued, up to the slots it
@@ -160,9 +187,9 @@ mod linux {
             // meanwhile raises a new edge, so nothing is missed.
             // At most what one `recvmmsg` takes: a short batch must mean an
             // empty socket.
-            let (mut filled, offered) = (0, batch.offer.clamp(1, batch.slots).min(mmsg::MAX_SLOTS));
+            let (mut filled, offered) = (0, batch.offer.clamp(1, batch.slots).min(BATCH_SIZE));
             let received = socket.try_io(Interest::READABLE, || {
-                filled = recvmmsg(socket, batch, offered)?;
+                filled = recvmmsg(state, socket, batch, offered)?;
                 // Twice what this call needed next time (at least a few
                 // slots): a burst doubles its way up to every slot.
                 batch.offer = filled.saturating_mul(2).clamp(MIN_OFFER, batch.slots);
@@ -184,11 +211,24 @@ mod linux {
         }
     }
 
-    /// One `recvmmsg` into the first `offered` slots of the batch, without
-    /// waiting; returns how many slots were filled. A slot holding several datagrams coalesced
-    /// by UDP GRO (see [`super::tune_socket`]) is cut back into them at the
-    /// segment size the kernel reports.
-    fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch, offered: usize) -> io::Result<usize> {
+    /// One `recvmmsg` (through `quinn-udp`) into the first `offered` slots
+    /// of the batch, without waiting; returns how many slots were filled.
+    /// Each datagram is truncated to the slot (`recvmmsg` reports the bytes
+    /// it copied). A slot holding several datagrams coalesced by UDP GRO
+    /// (see [`super::tune_socket`]) is cut back into them at the segment
+    /// size the kernel reports (`RecvMeta::stride`, the whole length for a
+    /// single datagram).
+    ///
+    /// # Errors
+    /// The system call's (`WouldBlock` when nothing is queued); a sender
+    /// of a family other than IP, which a UDP socket never reports, fails
+    /// the batch.
+    fn recvmmsg(
+        state: &UdpSocketState,
+        socket: &UdpSocket,
+        batch: &mut RecvBatch,
+        offered: usize,
+    ) -> io::Result<usize> {
         let RecvBatch {
             buf,
             slot_len,
@@ -197,25 +237,84 @@ mod linux {
         } = batch;
         meta.clear();
         let slot_len = *slot_len;
-        mmsg::recvmmsg(socket, buf, slot_len, offered, |slot, filled| {
-            // A datagram from a family other than IP cannot reach a UDP
-            // socket; should it, it is skipped.
-            let Some(from) = filled.from else {
-                return;
-            };
-            let start = slot * slot_len;
-            let end = start + filled.len;
-            let segment = filled.segment.unwrap_or(slot_len);
+        let n = offered
+            .min(BATCH_SIZE)
+            .min(buf.len().checked_div(slot_len).unwrap_or(0));
+        if n == 0 {
+            return Ok(0);
+        }
+        // A quiet socket is offered a few slots: only that many slices and
+        // `RecvMeta` are made then (all of them take about 4 KiB).
+        if n <= MIN_OFFER {
+            recv_into::<MIN_OFFER>(state, socket, buf, slot_len, n, meta)
+        } else {
+            recv_into::<BATCH_SIZE>(state, socket, buf, slot_len, n, meta)
+        }
+    }
+
+    /// [`recvmmsg`] with room for `N` slots (`n` at most) on the stack.
+    fn recv_into<const N: usize>(
+        state: &UdpSocketState,
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        slot_len: usize,
+        n: usize,
+        meta: &mut Vec<(std::ops::Range<usize>, SocketAddr)>,
+    ) -> io::Result<usize> {
+        let mut slots = buf.chunks_exact_mut(slot_len);
+        let mut bufs: [IoSliceMut<'_>; N] =
+            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or(&mut [])));
+        let mut metas = [RecvMeta::default(); N];
+        let n = n.min(N);
+        let got = state
+            .recv(
+                socket.into(),
+                bufs.get_mut(..n).unwrap_or_default(),
+                metas.get_mut(..n).unwrap_or_default(),
+            )?
+            .min(n);
+        for (i, m) in metas.iter().take(got).enumerate() {
+            let start = i * slot_len;
+            let end = start + m.len.min(slot_len);
+            // A single datagram reports its own length; 0 is not a size.
+            let segment = if m.stride == 0 { slot_len } else { m.stride };
             let mut at = start;
             loop {
                 let next = at.saturating_add(segment).min(end);
-                meta.push((at..next, from));
+                meta.push((at..next, m.addr));
                 if next >= end {
                     break;
                 }
                 at = next;
             }
-        })
+        }
+        Ok(got)
+    }
+
+    /// Without `quinn-udp`'s state: waits for one datagram, then takes
+    /// those already queued, one system call each (GRO is then off, so
+    /// every datagram arrives alone).
+    async fn recv_one_by_one(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        let slot_len = batch.slot_len;
+        let RecvBatch { buf, meta, .. } = batch;
+        for (i, slot) in buf.chunks_exact_mut(slot_len).enumerate() {
+            let received = if i == 0 {
+                socket.recv_from(slot).await
+            } else {
+                match socket.try_recv_from(slot) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    received => received,
+                }
+            };
+            let start = i * slot_len;
+            match received {
+                Ok((n, from)) => meta.push((start..start + n.min(slot_len), from)),
+                Err(e) if i == 0 => return Err(e),
+                // Reported again by the next call, when nothing else is queued.
+                Err(_) => break,
+            }
+        }
+        Ok(meta.len())
     }
 
     #[cfg(target_os = "linux")]
@@ -226,6 +325,9 @@ mod linux {
         /// Cleared when the kernel or the device refuses GSO.
         static GSO: AtomicBool = AtomicBool::new(true);
 
+        let state = state();
+        // 1 when the kernel has no GSO (or `quinn-udp` saw it refused).
+        let max_segments = state.map_or(1, |s| s.max_gso_segments().min(GSO_MAX_SEGMENTS));
         let mut report = SendReport::default();
         let items = &batch.items;
         let mut i = 0;
@@ -239,7 +341,7 @@ mod linux {
                 while let Some((next, t)) = items.get(end) {
                     if t != target
                         || next.len() > seg
-                        || end - i >= GSO_MAX_SEGMENTS
+                        || end - i >= max_segments
                         || bytes + next.len() > GSO_MAX_BYTES
                     {
                         break;
@@ -251,11 +353,10 @@ mod linux {
                     }
                 }
             }
-            if end - i > 1 {
+            if let (true, Some(state)) = (end - i > 1, state) {
                 let span = batch.span(i..end);
-                let segment = u16::try_from(seg).unwrap_or(u16::MAX);
                 report.syscalls += 1;
-                match send_gso(socket, span, segment, *target).await {
+                match send_gso(state, socket, span, seg, *target).await {
                     Ok(()) => {
                         report.sent += end - i;
                         i = end;
@@ -265,10 +366,7 @@ mod linux {
                         let refused = matches!(
                             e.raw_os_error(),
                             Some(
-                                libc_errno::EIO
-                                    | libc_errno::ENOPROTOOPT
-                                    | libc_errno::EOPNOTSUPP
-                                    | libc_errno::EINVAL
+                                errno::EIO | errno::ENOPROTOOPT | errno::EOPNOTSUPP | errno::EINVAL
                             )
                         );
                         if refused && GSO.swap(false, Ordering::Relaxed) {
@@ -307,7 +405,7 @@ mod linux {
 
     /// Error numbers that mean "no GSO here".
     #[cfg(target_os = "linux")]
-    mod libc_errno {
+    mod errno {
         use nix::errno::Errno;
         pub(super) const EIO: i32 = Errno::EIO as i32;
         pub(super) const ENOPROTOOPT: i32 = Errno::ENOPROTOOPT as i32;
@@ -315,29 +413,27 @@ mod linux {
         pub(super) const EINVAL: i32 = Errno::EINVAL as i32;
     }
 
-    /// One `sendmsg` of `span` cut by the kernel into `segment`-byte
-    /// datagrams to `target`; waits while the socket buffer is full.
+    /// One `sendmsg` (through `quinn-udp`) of `span`, cut by the kernel
+    /// into `segment`-byte datagrams to `target`; waits while the socket
+    /// buffer is full.
     #[cfg(target_os = "linux")]
     async fn send_gso(
+        state: &UdpSocketState,
         socket: &UdpSocket,
         span: &[u8],
-        segment: u16,
+        segment: usize,
         target: SocketAddr,
     ) -> io::Result<()> {
-        let addr = SockaddrStorage::from(target);
+        let transmit = quinn_udp::Transmit {
+            destination: target,
+            ecn: None,
+            contents: span,
+            segment_size: Some(segment),
+            src_ip: None,
+        };
         socket
             .async_io(Interest::WRITABLE, || {
-                let iov = [io::IoSlice::new(span)];
-                let cmsg = [socket::ControlMessage::UdpGsoSegments(&segment)];
-                socket::sendmsg(
-                    socket.as_raw_fd(),
-                    &iov,
-                    &cmsg,
-                    MsgFlags::empty(),
-                    Some(&addr),
-                )
-                .map(|_| ())
-                .map_err(io::Error::from)
+                state.try_send(socket.into(), &transmit)
             })
             .await
     }
@@ -441,6 +537,18 @@ mod tests {
         tx.send_to(b"six", rx.local_addr().unwrap()).await.unwrap();
         let got = receive(&rx, 1).await;
         assert_eq!(got, vec![(b"six".to_vec(), tx.local_addr().unwrap())]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_datagram_is_received_as_one() {
+        let (tx, rx) = (bound().await, bound().await);
+        tune_socket(&rx);
+        let to = rx.local_addr().unwrap();
+        tx.send_to(&[], to).await.unwrap();
+        tx.send_to(b"after", to).await.unwrap();
+        let got = receive(&rx, 2).await;
+        let from = tx.local_addr().unwrap();
+        assert_eq!(got, vec![(Vec::new(), from), (b"after".to_vec(), from)]);
     }
 
     #[tokio::test]
