@@ -150,6 +150,9 @@ async fn a_thousand_abandoned_calls_leave_no_handler_running_and_no_slot_held() 
         let udp = Client::new(UdpChannel::connect(doors.server.local_addr()).await?);
         let tcp = Client::new(TcpChannel::connect(doors.tcp).await?);
         let ours_grpc = Client::new(GrpcChannel::connect(&format!("http://{}", doors.grpc)).await?);
+        // Our gRPC client cancels only on a server it has heard from (a
+        // foreign one would take the empty CANCEL as a request).
+        CounterClient::new(ours_grpc.clone()).get(Empty {}).await?;
         let grpc = tonic::transport::Endpoint::from_shared(format!("http://{}", doors.grpc))?
             .connect()
             .await?;
@@ -266,6 +269,60 @@ async fn dropping_a_deferred_handle_cancels_the_call_on_every_door() -> anyhow::
             stats.cancels_applied, 3,
             "CANCEL on UDP, TCP and gRPC: {stats:?}"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// Our gRPC client sends a CANCEL only for a call abandoned after a copy
+/// went out and before its answer, to a server it knows is ours: not for a
+/// first call to a server not heard from yet (a foreign server would take
+/// the empty message as a request), nor for an answered, one-way or
+/// asynchronous call (whose result is never collected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_grpc_client_sends_no_cancel_where_none_is_due() -> anyhow::Result<()> {
+    init_tracing();
+    bounded(LIMIT, async {
+        let doors = serve(ServerConfig::default(), None).await?;
+        let stub = CounterClient::new(Client::new(
+            GrpcChannel::connect(&format!("http://{}", doors.grpc)).await?,
+        ));
+        let abandon_an_increment = |n: u64| {
+            let stub = stub.clone();
+            let tally = Arc::clone(&doors.tally);
+            async move {
+                let call = tokio::spawn(async move {
+                    let _ = stub.increment(Amount { delta: 1 }).await;
+                });
+                wait_until(WAIT, "the increment waits for the lock", || {
+                    tally.started.load(Ordering::SeqCst) == n
+                })
+                .await?;
+                call.abort();
+                let _ = call.await;
+                anyhow::Ok(())
+            }
+        };
+        // The server is not known to be ours yet.
+        abandon_an_increment(1).await?;
+        // Answered, one-way, asynchronous.
+        stub.get(Empty {}).await?;
+        stub.nudge(Amount { delta: 1 }).await?;
+        stub.increment(Amount { delta: 1 }).asynchronous().await?;
+        wait_until(WAIT, "the asynchronous increment waits", || {
+            doors.tally.started.load(Ordering::SeqCst) == 2
+        })
+        .await?;
+        // The one CANCEL due: an abandoned call to a server known to be ours.
+        abandon_an_increment(3).await?;
+        wait_until(WAIT, "its CANCEL", || doors.server.stats().cancels >= 1).await?;
+        let stats = doors.server.stats();
+        assert_eq!(
+            (stats.cancels, stats.cancels_applied),
+            (1, 1),
+            "only the abandoned call to a known server: {stats:?}"
+        );
+        assert_eq!(doors.tally.cancelled.load(Ordering::SeqCst), 1);
         Ok(())
     })
     .await

@@ -72,7 +72,8 @@ struct BerkeleyResult {
     p50: Duration,
     p99: Duration,
     get_time_p50: Duration,
-    /// Sends in sequence, by construction (the poll, then the adjustments).
+    /// Sends in sequence, by construction (the polls, then the
+    /// adjustments).
     design_round_trips: u32,
     /// Adjustments applied in the last round, of `members`.
     applied: usize,
@@ -258,7 +259,7 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Option<ClockReport>> {
     ] {
         let clock = Ours::start(&server, OurStyle::RrClock(kinds)).await?;
         let paired = watchdog(
-            "clock interceptors",
+            &format!("clock interceptor ({kinds})"),
             plan.seq_window * 4,
             paired_p50(&clock, &plain, plan),
         )

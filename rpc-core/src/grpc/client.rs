@@ -380,51 +380,64 @@ struct Call {
     /// copy: a retry that reaches a restarted server must be recognised as
     /// meant for the old one, even if another call learned the new one.
     incarnation: u64,
-    /// Whether a copy of the request was sent (a CANCEL only follows one).
-    sent: Arc<AtomicBool>,
 }
 
-/// Sends the CANCEL of a call when dropped while armed: the caller
-/// abandoned the call (dropped its future or its deferred handle, or gave
-/// up at the deadline or after the last attempt) after a copy was sent and
-/// before the answer (idl/PROTOCOL.md, 11.1). Best effort: one unary
-/// request with flag `c`, in a task of its own, never retried; never to a
-/// foreign server (it has no sessions) or without session metadata.
+/// Where one exchange of a call stands, for its [`Abandon`]: whether a
+/// copy of the request went out, and whether the server answered it (with
+/// anything: a reply, a status, an ACCEPT, a refused handshake).
+#[derive(Debug, Default)]
+struct Progress {
+    sent: AtomicBool,
+    answered: AtomicBool,
+}
+
+impl Progress {
+    /// The collection of a deferred result: the request went out before.
+    fn already_sent() -> Progress {
+        Progress {
+            sent: AtomicBool::new(true),
+            answered: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Sends the CANCEL of an exchange when dropped after a copy went out and
+/// before an answer came: the caller abandoned the call (dropped its
+/// future or its deferred handle) or gave up on it (its deadline, its last
+/// attempt). Best effort (idl/PROTOCOL.md, 11.1): one unary request with
+/// flag `c`, in a task of its own, never retried; only to a server known
+/// to be ours (a foreign one would take the empty message as a request),
+/// and only with session metadata.
 struct Abandon {
     inner: Arc<Inner>,
     path: PathAndQuery,
     request_id: u64,
     incarnation: u64,
-    sent: Arc<AtomicBool>,
-    armed: bool,
+    progress: Progress,
 }
 
 impl Abandon {
-    fn new(call: &Call) -> Abandon {
+    fn new(call: &Call, progress: Progress) -> Abandon {
         Abandon {
             inner: Arc::clone(&call.inner),
             path: call.path.clone(),
             request_id: call.request_id,
             incarnation: call.incarnation,
-            sent: Arc::clone(&call.sent),
-            armed: true,
+            progress,
         }
     }
 
-    /// The answer came (or what ended the call was the server's): no
-    /// CANCEL.
-    fn disarm(&mut self) {
-        self.armed = false;
+    fn abandoned(&self) -> bool {
+        self.progress.sent.load(Ordering::Relaxed)
+            && !self.progress.answered.load(Ordering::Relaxed)
+            && self.inner.config.session_metadata
+            && self.inner.peer.load(Ordering::Relaxed) == PEER_OURS
     }
 }
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        if !self.armed
-            || !self.sent.load(Ordering::Relaxed)
-            || !self.inner.config.session_metadata
-            || self.inner.peer.load(Ordering::Relaxed) == PEER_FOREIGN
-        {
+        if !self.abandoned() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -444,25 +457,42 @@ impl Drop for Abandon {
             ..md::CallHeader::default()
         }
         .put(request.metadata_mut());
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(md::format_timeout(CANCEL_TIMEOUT))
-        {
-            request.metadata_mut().insert(md::GRPC_TIMEOUT, v);
-        }
-        let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone());
-        let (path, request_id) = (self.path.clone(), self.request_id);
+        put_timeout(&mut request, CANCEL_TIMEOUT);
+        let send = unary(&self.inner, request, self.path.clone());
+        let request_id = self.request_id;
         runtime.spawn(async move {
-            let send = async {
-                grpc.ready()
-                    .await
-                    .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-                grpc.unary(request, path, BytesCodec::default()).await
-            };
             match tokio::time::timeout(CANCEL_TIMEOUT, send).await {
                 Ok(Ok(_)) => tracing::trace!(request_id, "CANCEL sent"),
                 Ok(Err(status)) => tracing::debug!(request_id, %status, "CANCEL not taken"),
                 Err(_) => tracing::debug!(request_id, "CANCEL not sent in time"),
             }
         });
+    }
+}
+
+/// `grpc-timeout` of `left` on `request`.
+fn put_timeout(request: &mut tonic::Request<Bytes>, left: Duration) {
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(md::format_timeout(left)) {
+        request.metadata_mut().insert(md::GRPC_TIMEOUT, v);
+    }
+}
+
+/// One unary gRPC request of `path` on the channel, within the message
+/// limits.
+fn unary(
+    inner: &Inner,
+    request: tonic::Request<Bytes>,
+    path: PathAndQuery,
+) -> impl std::future::Future<Output = Result<tonic::Response<Bytes>, tonic::Status>> + Send + 'static
+{
+    let mut grpc = tonic::client::Grpc::new(inner.channel.clone())
+        .max_decoding_message_size(inner.config.max_message_len)
+        .max_encoding_message_size(inner.config.max_message_len);
+    async move {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+        grpc.unary(request, path, BytesCodec::default()).await
     }
 }
 
@@ -513,9 +543,7 @@ impl Call {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_micros(1));
-            if let Ok(v) = tonic::metadata::MetadataValue::try_from(md::format_timeout(left)) {
-                request.metadata_mut().insert(md::GRPC_TIMEOUT, v);
-            }
+            put_timeout(&mut request, left);
         }
         request
     }
@@ -545,19 +573,17 @@ impl Call {
     }
 
     /// [`Call::exchange`], sending the call's CANCEL if it is abandoned
-    /// (this future dropped) or given up (an error) after a copy was sent.
+    /// (this future dropped) or given up (an error short of an answer)
+    /// after a copy was sent.
     async fn exchange_or_cancel(
         &self,
         first_attempt: u32,
         want_accept: bool,
         collect: bool,
     ) -> Result<Answer, Error> {
-        let mut abandon = Abandon::new(self);
-        let answer = self.exchange(first_attempt, want_accept, collect).await;
-        if answer.is_ok() {
-            abandon.disarm();
-        }
-        answer
+        let abandon = Abandon::new(self, Progress::default());
+        self.exchange(first_attempt, want_accept, collect, &abandon.progress)
+            .await
     }
 
     /// Sends the request (again, with the same id, while the connection
@@ -567,6 +593,7 @@ impl Call {
         first_attempt: u32,
         want_accept: bool,
         collect: bool,
+        progress: &Progress,
     ) -> Result<Answer, Error> {
         let options = &self.invocation.options;
         let retries = options.retries.unwrap_or(self.inner.config.retries);
@@ -581,18 +608,9 @@ impl Call {
                 });
             }
             let request = self.request(attempt, want_accept, collect);
-            let mut grpc = tonic::client::Grpc::new(self.inner.channel.clone())
-                .max_decoding_message_size(self.inner.config.max_message_len)
-                .max_encoding_message_size(self.inner.config.max_message_len);
-            let path = self.path.clone();
-            let call = async move {
-                grpc.ready()
-                    .await
-                    .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-                grpc.unary(request, path, BytesCodec::default()).await
-            };
+            let call = unary(&self.inner, request, self.path.clone());
             sent += 1;
-            self.sent.store(true, Ordering::Relaxed);
+            progress.sent.store(true, Ordering::Relaxed);
             let result = match self.deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                     Ok(r) => r,
@@ -607,6 +625,7 @@ impl Call {
             };
             match result {
                 Ok(response) => {
+                    progress.answered.store(true, Ordering::Relaxed);
                     self.learn(response.metadata());
                     let accepted = response.metadata().get(md::ACCEPTED).is_some();
                     let metadata = md::user_metadata(response.metadata());
@@ -620,6 +639,7 @@ impl Call {
                     });
                 }
                 Err(status) if !is_transport_failure(&status) => {
+                    progress.answered.store(true, Ordering::Relaxed);
                     self.learn(status.metadata());
                     let ours = from_tonic(&status);
                     if ours.details_type() == SERVER_RESTARTED {
@@ -655,6 +675,7 @@ impl Call {
                     #[cfg(feature = "tls")]
                     if sent == 1 && first_attempt == 1 {
                         if let Some(reason) = crate::tls::rejection(&status) {
+                            progress.answered.store(true, Ordering::Relaxed);
                             tracing::debug!(%reason, "grpc call refused at the tls layer");
                             return Err(Error::Status(crate::Status::unauthenticated(reason)));
                         }
@@ -743,13 +764,14 @@ impl GrpcChannel {
             metadata,
             request_id,
             deadline,
-            sent: Arc::new(AtomicBool::new(false)),
         };
         match style {
             Style::OneWay => {
                 tokio::spawn(async move {
                     let _ended = ended;
-                    if let Err(error) = call.exchange(1, false, false).await {
+                    // One-way calls are never cancelled: no `Abandon`.
+                    let progress = Progress::default();
+                    if let Err(error) = call.exchange(1, false, false, &progress).await {
                         tracing::debug!(%error, "one-way grpc call failed");
                     }
                 });
@@ -770,14 +792,14 @@ impl GrpcChannel {
                 // dropped, maybe before this future was first polled); an
                 // asynchronous call's result is never collected, and is not
                 // abandoned by that.
-                let mut abandon = (style == Style::Deferred).then(|| Abandon::new(&call));
+                let abandon = (style == Style::Deferred)
+                    .then(|| Abandon::new(&call, Progress::already_sent()));
                 Ok(Outcome::Accepted(Box::pin(async move {
                     let _ended = ended;
-                    let answer = call.exchange(next, false, true).await;
-                    if let (Some(abandon), Ok(_)) = (abandon.as_mut(), &answer) {
-                        abandon.disarm();
-                    }
-                    Ok(answer?.result)
+                    let progress = Progress::default();
+                    let progress = abandon.as_ref().map_or(&progress, |a| &a.progress);
+                    let answer = call.exchange(next, false, true, progress).await?;
+                    Ok(answer.result)
                 })))
             }
         }

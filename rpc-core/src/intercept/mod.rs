@@ -19,7 +19,9 @@
 //! refusal stops the `before` chain; the interceptors whose `before` ran
 //! (not the one that refused) then see the refusal in `after`. Client
 //! interceptors work the same way around the channel
-//! ([`Client::intercepted`](crate::Client::intercepted)).
+//! ([`Client::intercepted`](crate::Client::intercepted)); their `before`
+//! runs when the call's future is first polled (not when the call is
+//! built), inside that future.
 //!
 //! # A refused call never runs
 //! A server interceptor's refusal is answered with ERROR (the request did

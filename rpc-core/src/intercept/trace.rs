@@ -205,14 +205,15 @@ impl<F: Future + Unpin> Future for InContext<F> {
 /// to be `0-9` or `a-f` at once, then the nibbles are packed.
 fn hex_u64(digits: &[u8; 16]) -> Option<u64> {
     let (hi, lo) = digits.split_at(8);
-    Some((u64::from(hex_u32(hi)?) << 32) | u64::from(hex_u32(lo)?))
+    let (hi, lo) = (hex_u32(hi.try_into().ok()?)?, hex_u32(lo.try_into().ok()?)?);
+    Some((u64::from(hi) << 32) | u64::from(lo))
 }
 
-/// [`hex_u64`] for eight digits (`digits` is 8 bytes long).
-fn hex_u32(digits: &[u8]) -> Option<u32> {
+/// [`hex_u64`] for eight digits.
+fn hex_u32(digits: &[u8; 8]) -> Option<u32> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = u64::from_be_bytes(digits.try_into().ok()?);
+    let x = u64::from_be_bytes(*digits);
     if x & HIGH != 0 {
         return None;
     }

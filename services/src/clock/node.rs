@@ -358,11 +358,15 @@ impl ClockNode {
     /// # Errors
     /// When a socket cannot be bound.
     pub async fn configure(&self, members: &[(u32, SocketAddr)]) -> Result<(), rpc_core::Error> {
-        let others: Vec<(u32, SocketAddr)> = members
+        let mut others: Vec<(u32, SocketAddr)> = members
             .iter()
             .copied()
             .filter(|&(id, _)| id != self.config.id)
             .collect();
+        // An id given twice keeps its first address, for the polls and the
+        // adjustments alike (the RPC refuses such a membership outright).
+        let mut seen = std::collections::HashSet::new();
+        others.retain(|&(id, _)| seen.insert(id));
         let mut clients = HashMap::new();
         let mut group = Vec::new();
         for &(id, addr) in &others {
@@ -372,7 +376,6 @@ impl ClockNode {
             clients.insert(id, pb::ClockClient::new(client));
         }
         group.sort_unstable_by_key(|m| m.0);
-        group.dedup_by_key(|m| m.0);
         self.peers.set(&others).await?;
         let ids: Vec<u32> = others.iter().map(|&(id, _)| id).collect();
         self.bully.set_members(ids.clone());
@@ -477,8 +480,10 @@ impl ClockNode {
     /// Cancelling it may leave some members adjusted for the round and
     /// others not; the round id is used up either way.
     pub async fn round(self: Arc<Self>) -> Option<RoundReport> {
-        let group = lock(&self.group).clone()?;
+        // The group as it is when this round's turn comes, not as it was
+        // when the round was asked for.
         let _running = self.round_running.lock().await;
+        let group = lock(&self.group).clone()?;
         let term = u32::try_from(self.election.leader().term).unwrap_or(u32::MAX);
         let poll_round = round_id(term, lock(&self.rounds).seq.saturating_add(1));
         let polls_asked = polls_per_round(self.config.polls);
@@ -732,10 +737,19 @@ impl pb::Clock for ClockService {
         request: pb::Membership,
     ) -> Result<pb::NodeStatus, Status> {
         let mut members = Vec::new();
+        let mut ids = std::collections::HashSet::new();
         for m in &request.members {
             let addr: SocketAddr = m.addr.parse().map_err(|e| {
                 Status::invalid_argument(format!("member {} address {:?}: {e}", m.id, m.addr))
             })?;
+            // One address an id: polls and adjustments must reach the same
+            // member.
+            if !ids.insert(m.id) {
+                return Err(Status::invalid_argument(format!(
+                    "member id {} is given twice",
+                    m.id
+                )));
+            }
             members.push((m.id, addr));
         }
         self.0

@@ -80,19 +80,14 @@ impl Ours {
 impl Target for Ours {
     fn name(&self) -> String {
         match self.style {
-            OurStyle::RrClock(ClockKinds::ALL) => {
-                return crate::report::OURS_UDP_RR_CLOCK.to_owned()
-            }
-            OurStyle::RrClock(kinds) => {
-                return format!("ours UDP RR (sync), {kinds} clock interceptor")
-            }
-            OurStyle::Rr => "ours UDP RR (sync)",
-            OurStyle::RrIntercepted => "ours UDP RR (sync), 3 interceptors",
-            OurStyle::Rra => "ours UDP RRA (sync)",
-            OurStyle::Async => "ours UDP async (at ACCEPT)",
-            OurStyle::OneWay => "ours UDP one-way (R, sent)",
+            OurStyle::Rr => "ours UDP RR (sync)".to_owned(),
+            OurStyle::RrIntercepted => "ours UDP RR (sync), 3 interceptors".to_owned(),
+            OurStyle::RrClock(ClockKinds::ALL) => crate::report::OURS_UDP_RR_CLOCK.to_owned(),
+            OurStyle::RrClock(kinds) => format!("ours UDP RR (sync), {kinds} clock interceptor"),
+            OurStyle::Rra => "ours UDP RRA (sync)".to_owned(),
+            OurStyle::Async => "ours UDP async (at ACCEPT)".to_owned(),
+            OurStyle::OneWay => "ours UDP one-way (R, sent)".to_owned(),
         }
-        .to_owned()
     }
 
     fn role(&self) -> Role {
