@@ -186,16 +186,20 @@ pub(crate) fn print_ratios(
     }
     // The interceptors' targets: measured side by side when both were
     // (`Interleaved`), else from the table's rows.
-    for (label, name, cost) in [
+    // The framework's interceptors have a throughput target; the clock
+    // service's is per call (its p50), its throughput shown for information.
+    for (label, name, cost, rate_judged) in [
         (
             "UDP RR, 3 interceptors",
             OURS_UDP_RR_INTERCEPTED,
             interleaved.intercepted,
+            true,
         ),
         (
             "clock interceptors: RR",
             OURS_UDP_RR_CLOCK,
             interleaved.clock,
+            false,
         ),
     ] {
         let row = find(name);
@@ -212,12 +216,21 @@ pub(crate) fn print_ratios(
         line(&format!("{label} p50 / none"), p50_ratio, "<= 1.10", &|v| {
             v <= 1.10
         });
-        line(
-            &format!("{label} calls/s @{top} / none"),
-            rate_ratio,
-            ">= 0.90",
-            &|v| v >= 0.90,
-        );
+        if rate_judged {
+            line(
+                &format!("{label} calls/s @{top} / none"),
+                rate_ratio,
+                ">= 0.90",
+                &|v| v >= 0.90,
+            );
+        } else {
+            line(
+                &format!("{label} calls/s @{top} / none (info)"),
+                rate_ratio,
+                "-",
+                &|_| true,
+            );
+        }
     }
     line(
         &format!("UDP RR calls/s @{top} / tonic"),
