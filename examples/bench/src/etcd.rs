@@ -5,7 +5,7 @@
 //! - [`ensure_installed`]: `etcd` on `PATH`, or installed from the Debian
 //!   package `etcd-server` (`apt-get install -y etcd-server`, after
 //!   `apt-get update` if the first try fails). When that fails, the
-//!   sections print "etcd unavailable: <reason>" in etcd's columns and go
+//!   sections print `etcd unavailable: <reason>` in etcd's columns and go
 //!   on with ours.
 //! - [`EtcdCluster`]: the members as [`rpc_testkit`] nodes, each in a data
 //!   directory of the run's temporary directory, with etcd's default

@@ -440,7 +440,7 @@ where
 {
     /// Runs the call and returns the reply with the metadata the server
     /// attached to it. On failure the metadata is on the status
-    /// ([`CallError::status`], [`Status::metadata`]).
+    /// ([`CallError::into_status`], [`Status::metadata`]).
     pub fn with_metadata(self) -> BoxFuture<'static, Result<(Resp, Metadata), CallError<E>>> {
         Box::pin(async move {
             match self.client.invoke(self.invocation).await? {

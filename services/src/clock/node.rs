@@ -14,7 +14,7 @@
 //! A round ([`ClockNode::round`]) polls the members
 //! [`NodeConfig::polls`] times in a row, each poll one fan-out group call,
 //! and keeps each member's least delayed answer
-//! ([`RoundPolls`](super::berkeley::RoundPolls)); then it sends each member
+//! ([`RoundPolls`]); then it sends each member
 //! its one adjustment for the round's one id. A member's first adjustment
 //! steps its clock (it was never synchronised), so one round is in effect
 //! as soon as it is applied (after a backward step, once the readings'

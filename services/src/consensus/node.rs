@@ -7,7 +7,7 @@
 //! leader), grouped: openraft (0.9) appends and flushes each
 //! `client_write` on its own, one after another, so the node's batcher
 //! puts the writes that arrive while earlier ones are under way into one
-//! log entry ([`Command::Batch`]), applied in order, each write keeping its
+//! log entry ([`Command::Batch`](super::kv::Command::Batch)), applied in order, each write keeping its
 //! client id and sequence number (and answered with the entry's index); reads through `Raft::ensure_linearizable` (the leader confirms
 //! its leadership with a quorum and waits until it has applied up to its
 //! commit index), then read the local state machine. A node that is not the

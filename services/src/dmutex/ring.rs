@@ -10,7 +10,7 @@
 //! unknown is sent again with the same hop count, which the successor
 //! ignores if it already took that token (every pass increases the count),
 //! so a lost acknowledgement never makes a second token. A successor that
-//! answers none of [`PASS_TRIES`] sends, or refuses the pass, is skipped
+//! answers none of `PASS_TRIES` sends, or refuses the pass, is skipped
 //! (the next one is tried) and left out of this peer's later passes until
 //! it is heard from (a token from it): crash-stop, since each try costs
 //! the whole retransmission schedule of a pass. Skipping assumes the
