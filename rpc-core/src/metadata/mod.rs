@@ -22,6 +22,35 @@
 
 use std::fmt;
 
+/// The value of an entry being written ([`Metadata::insert_with`]): text
+/// can only be appended to it.
+#[derive(Debug)]
+pub struct ValueWriter<'a> {
+    text: &'a mut String,
+}
+
+impl ValueWriter<'_> {
+    /// Appends `s`.
+    #[inline]
+    pub fn push_str(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+}
+
+impl fmt::Write for ValueWriter<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.text.push_str(s);
+        Ok(())
+    }
+
+    #[inline]
+    fn write_char(&mut self, c: char) -> fmt::Result {
+        self.text.push(c);
+        Ok(())
+    }
+}
+
 /// Metadata carried with a call or its answer (logical clocks, auth
 /// tokens, trace context, ...): string keys to string values, one value a
 /// key. Keys are lowercase ASCII by convention, as in gRPC. Iteration
@@ -112,12 +141,40 @@ impl Metadata {
     /// key's place in the order).
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) -> bool {
         let (key, value) = (key.as_ref(), value.as_ref());
+        if !self.text.is_empty() {
+            self.text.reserve(key.len() + value.len());
+        }
+        self.insert_with(key, |w| w.push_str(value))
+    }
+
+    /// Sets `key` to the value `write` appends, written straight into the
+    /// map (no buffer of the caller's); true if it replaced a value.
+    ///
+    /// ```
+    /// use std::fmt::Write as _;
+    /// let mut md = rpc_core::Metadata::new();
+    /// md.insert_with("clock", |w| {
+    ///     let _ = write!(w, "{}.{}", 1700, 2);
+    /// });
+    /// assert_eq!(md.get("clock"), Some("1700.2"));
+    /// ```
+    pub fn insert_with(&mut self, key: &str, write: impl FnOnce(&mut ValueWriter<'_>)) -> bool {
         let position = self.position(key);
         if self.text.is_empty() {
-            // Room for the usual few entries at once.
-            self.text.reserve(128.max(key.len() + value.len()));
+            // Room for the usual few entries at once (a value written piece
+            // by piece grows it as needed).
+            self.text.reserve(128.max(key.len()));
         }
-        let entry = self.push_text(key, value);
+        let start = self.text.len();
+        self.text.push_str(key);
+        write(&mut ValueWriter {
+            text: &mut self.text,
+        });
+        let entry = Entry {
+            start,
+            key_len: key.len(),
+            value_len: self.text.len() - start - key.len(),
+        };
         match position {
             Some(i) => {
                 self.entries[i] = entry;

@@ -64,15 +64,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 thread_local! {
-    /// Scratch space of [`LogicalClocks::stamp`] and [`LogicalClocks::merge`]
-    /// (they run on every call and answer): the text of a stamp, and the
-    /// entries of a parsed vector.
-    static SCRATCH: RefCell<(String, Vec<(u32, u64)>)> = const { RefCell::new((String::new(), Vec::new())) };
+    /// Scratch space of [`LogicalClocks::merge`] (it runs on every call and
+    /// answer): the entries of a parsed vector.
+    static SCRATCH: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Appends `v` in decimal.
-fn push_decimal(out: &mut String, v: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(v));
+fn push_decimal(out: &mut impl fmt::Write, v: impl itoa::Integer) -> fmt::Result {
+    out.write_str(itoa::Buffer::new().format(v))
 }
 
 /// A decimal without sign (digits only, at least one), if it fits.
@@ -261,15 +260,16 @@ impl VectorClock {
     }
 
     /// Appends the wire form (see the module docs) to `out`.
-    fn write_to(&self, out: &mut String) {
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for (i, &(id, v)) in self.0.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.write_char(',')?;
             }
-            push_decimal(out, id);
-            out.push('=');
-            push_decimal(out, v);
+            push_decimal(out, id)?;
+            out.write_char('=')?;
+            push_decimal(out, v)?;
         }
+        Ok(())
     }
 
     /// How the event stamped `self` relates to the one stamped `other`.
@@ -316,9 +316,7 @@ impl VectorClock {
 
 impl fmt::Display for VectorClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::new();
-        self.write_to(&mut text);
-        f.write_str(&text)
+        self.write_to(f)
     }
 }
 
@@ -459,19 +457,19 @@ impl VectorClocks {
     /// A send event: advances and writes under [`VECTOR_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> VectorClock {
         let v = self.tick();
-        let mut text = String::new();
-        v.write_to(&mut text);
-        md.insert(VECTOR_KEY, text);
+        md.insert(VECTOR_KEY, v.to_string());
         v
     }
 
-    /// A send event that only writes the new value (as text, into `text`,
-    /// cleared first): no copy of the vector.
-    fn stamp_text(&self, text: &mut String) {
-        text.clear();
+    /// A send event that only writes the new value under [`VECTOR_KEY`]
+    /// (straight into `md`, no copy of the vector).
+    fn stamp_into(&self, md: &mut Metadata) {
         let mut v = lock(&self.v);
         self.advance_own(&mut v);
-        v.write_to(text);
+        // Writing into the map cannot fail.
+        md.insert_with(VECTOR_KEY, |w| {
+            let _ = v.write_to(w);
+        });
     }
 
     /// A receive event of parsed entries that returns nothing (no copy).
@@ -514,18 +512,16 @@ pub struct Hlc {
 
 impl Hlc {
     /// Appends the wire form, `<l>.<c>`, to `out`.
-    fn write_to(&self, out: &mut String) {
-        push_decimal(out, self.l);
-        out.push('.');
-        push_decimal(out, self.c);
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        push_decimal(out, self.l)?;
+        out.write_char('.')?;
+        push_decimal(out, self.c)
     }
 }
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::new();
-        self.write_to(&mut text);
-        f.write_str(&text)
+        self.write_to(f)
     }
 }
 
@@ -604,9 +600,10 @@ impl HybridClock {
     /// A send event: advances and writes under [`HLC_KEY`].
     pub fn stamp(&self, md: &mut Metadata) -> Hlc {
         let h = self.tick();
-        let mut text = String::new();
-        h.write_to(&mut text);
-        md.insert(HLC_KEY, text);
+        // Writing into the map cannot fail.
+        md.insert_with(HLC_KEY, |w| {
+            let _ = h.write_to(w);
+        });
         h
     }
 
@@ -746,22 +743,12 @@ impl LogicalClocks {
         if kinds.lamport {
             self.lamport.stamp(md);
         }
-        if !(kinds.vector || kinds.hybrid) {
-            return;
+        if kinds.vector {
+            self.vector.stamp_into(md);
         }
-        // On every call and answer: written through one scratch buffer,
-        // without copies of the vector.
-        SCRATCH.with_borrow_mut(|(text, _)| {
-            if kinds.vector {
-                self.vector.stamp_text(text);
-                md.insert(VECTOR_KEY, text.as_str());
-            }
-            if kinds.hybrid {
-                text.clear();
-                self.hybrid.tick().write_to(text);
-                md.insert(HLC_KEY, text.as_str());
-            }
-        });
+        if kinds.hybrid {
+            self.hybrid.stamp(md);
+        }
     }
 
     /// The stamp of a send event as a fresh map (for a reply's `stamp`
@@ -812,7 +799,7 @@ impl LogicalClocks {
         };
         match md.get(VECTOR_KEY).filter(|_| kinds.vector) {
             None => observe_rest(None),
-            Some(text) => SCRATCH.with_borrow_mut(|(_, entries)| {
+            Some(text) => SCRATCH.with_borrow_mut(|entries| {
                 parse_vector(text, entries).map_err(|e| malformed(VECTOR_KEY, text, e))?;
                 observe_rest(Some(entries))
             }),
