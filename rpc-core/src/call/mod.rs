@@ -22,6 +22,7 @@ pub use group::{
     Completion, GroupCall, GroupClient, GroupOutcome, GroupStream, MemberOutcome, MemberResult,
     Stragglers,
 };
+pub(crate) use group::{GroupTransport, GroupTransportCall, MemberEvent};
 
 use crate::error::{CallError, Error, Raisable};
 use crate::service::{Metadata, MethodInfo, Protocol, ServiceInfo, Style};

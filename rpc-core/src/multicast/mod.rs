@@ -52,7 +52,6 @@
 
 mod client;
 
-pub(crate) use client::{IpCall, IpEvent};
 pub use client::{MulticastClient, MulticastConfig, MulticastStats, Resend};
 
 use crate::transport::DatagramSocket;

@@ -1,7 +1,7 @@
 //! Gathering the members' answers of one group call: one exchange per
-//! fan-out member and one IP multicast call, polled together on the
-//! caller's task until the completion policy is met or the deadline
-//! passes.
+//! fan-out member and one call on the group's one-to-many transport (IP
+//! multicast), polled together on the caller's task until the completion
+//! policy is met or the deadline passes.
 
 #[allow(clippy::wildcard_imports)] // the group call's parts share its imports
 use super::*;
@@ -85,7 +85,7 @@ pub(super) struct Gather {
     /// Whoever answers the multicast is a member.
     pub(super) open: bool,
     pub(super) fanout: FuturesUnordered<MemberFuture>,
-    pub(super) ip: Option<IpCall>,
+    pub(super) ip: Option<Box<dyn GroupTransportCall>>,
     pub(super) start: Instant,
     pub(super) sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     pub(super) expired: bool,
@@ -137,24 +137,18 @@ impl Gather {
             }
         }
         let mut deadline = invocation.options.deadline;
-        let ip = match &group.inner.multicast {
-            Some(mc) => {
+        let ip = match group.transport() {
+            Some(transport) => {
                 let open = expected.is_empty();
-                let Invocation {
-                    service,
-                    method,
-                    instance,
-                    payload,
-                    metadata,
-                    options,
-                } = invocation;
-                match mc.start(
-                    service, method, instance, payload, metadata, &options, expected,
-                ) {
+                let one_way = invocation.options.style == Style::OneWay;
+                match transport.start(invocation, expected) {
                     Ok(call) => {
-                        if options.style == Style::OneWay {
+                        if one_way {
                             if open {
-                                early.push((group_row(&mut rows, mc), Raw::Sent));
+                                early.push((
+                                    group_row(&mut rows, transport.group_addr()),
+                                    Raw::Sent,
+                                ));
                             }
                             for &i in by_addr.values() {
                                 early.push((i, Raw::Sent));
@@ -163,7 +157,7 @@ impl Gather {
                         } else {
                             if open && deadline.is_none() {
                                 // Whoever answers by the end of the call.
-                                deadline = Some(call.give_up_at().into_std());
+                                deadline = Some(call.give_up_at());
                             }
                             Some(call)
                         }
@@ -171,7 +165,10 @@ impl Gather {
                     Err(e) => {
                         tracing::debug!(error = %e, "multicast request not sent");
                         if open {
-                            early.push((group_row(&mut rows, mc), Raw::of_error(clone_error(&e))));
+                            early.push((
+                                group_row(&mut rows, transport.group_addr()),
+                                Raw::of_error(clone_error(&e)),
+                            ));
                         }
                         for &i in by_addr.values() {
                             early.push((i, Raw::of_error(clone_error(&e))));
@@ -267,10 +264,10 @@ impl Gather {
                     Poll::Ready(Some((addr, event))) => {
                         progress = true;
                         let raw = match event {
-                            IpEvent::Answer(r) => Raw::Answer(r),
-                            IpEvent::OutcomeUnknown => Raw::Failed(Error::OutcomeUnknown),
-                            IpEvent::Accepted => Raw::Accepted,
-                            IpEvent::Unreachable(attempts) => {
+                            MemberEvent::Answer(r) => Raw::Answer(r),
+                            MemberEvent::OutcomeUnknown => Raw::Failed(Error::OutcomeUnknown),
+                            MemberEvent::Accepted => Raw::Accepted,
+                            MemberEvent::Unreachable(attempts) => {
                                 Raw::Unreachable(Error::Unreachable {
                                     may_have_run: true,
                                     attempts,
@@ -398,10 +395,9 @@ impl Gather {
     }
 }
 
-/// A row standing for the whole multicast group (open membership, when
+/// A row standing for the whole group at `group` (open membership, when
 /// there is nobody to report but the request itself).
-pub(super) fn group_row(rows: &mut Vec<Row>, mc: &MulticastClient) -> usize {
-    let group = mc.group();
+pub(super) fn group_row(rows: &mut Vec<Row>, group: SocketAddr) -> usize {
     rows.push(Row {
         name: group.to_string(),
         addr: Some(group),

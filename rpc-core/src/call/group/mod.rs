@@ -13,6 +13,11 @@
 //!   [`GroupClient::add_multicast_member`], or, when none is named, whoever
 //!   answers by the deadline is a member.
 //!
+//! The group call does not know IP multicast: it drives a one-to-many
+//! transport through a small trait of its own (`transport.rs`), which
+//! [`crate::multicast`] implements and plugs in with
+//! [`GroupClient::with_multicast`].
+//!
 //! Each member keeps single-call semantics (retransmission, duplicate
 //! filtering, at-most-once), because each member's exchange is that of a
 //! unicast call with the member's own reply history.
@@ -30,10 +35,10 @@ mod call;
 mod gather;
 mod outcome;
 mod stream;
+mod transport;
 
 use super::{Client, Invocation, Outcome};
 use crate::error::{CallError, Error, Raisable};
-use crate::multicast::{IpCall, IpEvent, MulticastClient};
 use crate::service::{MethodInfo, Protocol, ServiceInfo, Style};
 pub use call::GroupCall;
 use futures::future::BoxFuture;
@@ -52,6 +57,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 pub use stream::GroupStream;
 use stream::StreamState;
+pub(crate) use transport::{GroupTransport, GroupTransportCall, MemberEvent};
 
 /// When a group call is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +101,8 @@ struct Member {
 #[derive(Default)]
 struct Inner {
     members: RwLock<Vec<Member>>,
-    multicast: Option<MulticastClient>,
+    /// The one-to-many transport (IP multicast), if any.
+    transport: Option<Arc<dyn GroupTransport>>,
 }
 
 /// A group of members: fan-out members (a [`Client`] each, any transport)
@@ -112,7 +119,7 @@ impl fmt::Debug for GroupClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupClient")
             .field("members", &self.member_names())
-            .field("multicast", &self.inner.multicast)
+            .field("transport", &self.inner.transport)
             .finish()
     }
 }
@@ -132,17 +139,21 @@ impl GroupClient {
         g
     }
 
-    /// A group reached by IP multicast through `client` (plus any fan-out
-    /// members added later). Without members named by
-    /// [`GroupClient::add_multicast_member`], whoever answers by the
-    /// deadline is a member, named by its address.
-    pub fn with_multicast(client: MulticastClient) -> GroupClient {
+    /// A group reached through a one-to-many `transport` (plus any fan-out
+    /// members added later). The transport's module offers the public
+    /// constructor: [`GroupClient::with_multicast`] for IP multicast.
+    pub(crate) fn with_transport(transport: Arc<dyn GroupTransport>) -> GroupClient {
         GroupClient {
             inner: Arc::new(Inner {
                 members: RwLock::default(),
-                multicast: Some(client),
+                transport: Some(transport),
             }),
         }
+    }
+
+    /// The one-to-many transport, if the group has one.
+    pub(crate) fn transport(&self) -> Option<&Arc<dyn GroupTransport>> {
+        self.inner.transport.as_ref()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Member>> {
@@ -179,7 +190,7 @@ impl GroupClient {
         name: impl Into<String>,
         addr: SocketAddr,
     ) -> Result<(), Error> {
-        if self.inner.multicast.is_none() {
+        if self.inner.transport.is_none() {
             return Err(Error::InvalidCall(
                 "the group has no multicast client".into(),
             ));
@@ -210,11 +221,6 @@ impl GroupClient {
     /// The names of every member (fan-out and named multicast members).
     pub fn member_names(&self) -> Vec<String> {
         self.read().iter().map(|m| m.name.clone()).collect()
-    }
-
-    /// The multicast client, if the group has one.
-    pub fn multicast(&self) -> Option<&MulticastClient> {
-        self.inner.multicast.as_ref()
     }
 
     /// A typed group call; generated group stubs call this. The style

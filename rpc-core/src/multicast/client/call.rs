@@ -1,10 +1,11 @@
 //! One call to the group: its copies, the members' answers, and what
-//! it hands the caller ([`IpCall`], [`IpEvent`]).
+//! it hands the caller ([`IpCall`], a [`GroupTransportCall`] yielding
+//! [`MemberEvent`]s).
 
 #[allow(clippy::wildcard_imports)]
 // a part of the multicast client: its types are the parent's
 use super::*;
-use crate::call::{RawReply, RawResult};
+use crate::call::{GroupTransportCall, MemberEvent, RawReply};
 use crate::counter::bump;
 use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
 use crate::status::Status;
@@ -21,23 +22,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-/// What happened for one member of an IP multicast call.
-#[derive(Debug)]
-pub(crate) enum IpEvent {
-    /// Its REPLY or ERROR.
-    Answer(RawResult),
-    /// It said "outcome unknown: server restarted".
-    OutcomeUnknown,
-    /// It ACCEPTed an asynchronous request.
-    Accepted,
-    /// It stayed silent through every copy.
-    Unreachable(u32),
-}
-
-/// One call to the group, driven by polling [`IpCall::poll_event`].
+/// One call to the group, driven by polling
+/// [`GroupTransportCall::poll_event`].
 /// Dropping it ends the call: later answers are counted as late (and
 /// acknowledged for RRA).
-pub(crate) struct IpCall {
+pub(super) struct IpCall {
     pub(super) shared: Arc<Shared>,
     pub(super) id: u64,
     pub(super) env: Envelope,
@@ -57,7 +46,7 @@ pub(crate) struct IpCall {
     pub(super) resending: bool,
     /// The silent members were reported unreachable.
     pub(super) gave_up: bool,
-    pub(super) out: VecDeque<(SocketAddr, IpEvent)>,
+    pub(super) out: VecDeque<(SocketAddr, MemberEvent)>,
     pub(super) ended: bool,
 }
 
@@ -77,22 +66,6 @@ impl Drop for IpCall {
 }
 
 impl IpCall {
-    /// How many copies were sent to the group.
-    pub(crate) fn copies(&self) -> u32 {
-        self.copies
-    }
-
-    /// When this call stops by itself.
-    pub(crate) fn give_up_at(&self) -> Instant {
-        self.give_up_at
-    }
-
-    /// Stops re-sending: the caller has what it needs and nobody in
-    /// particular is awaited (open membership).
-    pub(crate) fn stop_resending(&mut self) {
-        self.resending = false;
-    }
-
     /// Whether every expected member has answered (always false with open
     /// membership).
     fn all_expected_answered(&self) -> bool {
@@ -229,15 +202,17 @@ impl IpCall {
                 self.answered.insert(from);
                 self.in_progress.remove(&from);
                 let event = match env.status {
-                    Some(s) if s.details_type == SERVER_RESTARTED => IpEvent::OutcomeUnknown,
-                    Some(s) => IpEvent::Answer(Err(Status::from(s).with_metadata(env.metadata))),
-                    None if kind == MessageType::Reply => IpEvent::Answer(Ok(RawReply {
+                    Some(s) if s.details_type == SERVER_RESTARTED => MemberEvent::OutcomeUnknown,
+                    Some(s) => {
+                        MemberEvent::Answer(Err(Status::from(s).with_metadata(env.metadata)))
+                    }
+                    None if kind == MessageType::Reply => MemberEvent::Answer(Ok(RawReply {
                         payload: env.payload,
                         metadata: env.metadata,
                     })),
-                    None => {
-                        IpEvent::Answer(Err(Status::unknown("server sent ERROR without a status")))
-                    }
+                    None => MemberEvent::Answer(Err(Status::unknown(
+                        "server sent ERROR without a status",
+                    ))),
                 };
                 self.out.push_back((from, event));
             }
@@ -245,7 +220,7 @@ impl IpCall {
                 // An asynchronous member is done for the caller at its
                 // ACCEPT; its REPLY (kept in its history) is not awaited.
                 self.answered.insert(from);
-                self.out.push_back((from, IpEvent::Accepted));
+                self.out.push_back((from, MemberEvent::Accepted));
             }
             MessageType::Accept | MessageType::InProgress => {
                 self.in_progress.insert(from);
@@ -260,13 +235,62 @@ impl IpCall {
         }
     }
 
+    fn on_timer(&mut self) {
+        if !self.resending {
+            self.arm();
+            return;
+        }
+        let attempts = self.shared.config.attempts.max(1);
+        if self.copies >= attempts && !self.gave_up {
+            self.gave_up = true;
+            let silent: Vec<SocketAddr> = self
+                .expected
+                .iter()
+                .filter(|m| !self.answered.contains(m) && !self.in_progress.contains(m))
+                .copied()
+                .collect();
+            for m in silent {
+                self.answered.insert(m);
+                self.out
+                    .push_back((m, MemberEvent::Unreachable(self.copies)));
+            }
+            let still_running = self.in_progress.iter().any(|m| !self.answered.contains(m));
+            if !still_running {
+                // The events queued above are still handed out first.
+                self.ended = true;
+                return;
+            }
+        }
+        if self.gave_up {
+            // Only members running the request are left: poll slowly.
+            self.interval = self.shared.config.max_rto;
+        } else {
+            self.interval = (self.interval * 2).min(self.shared.config.max_rto);
+        }
+        if self.shared.config.resend == Resend::Missing && !self.expected.is_empty() {
+            tracing::debug!(
+                request_id = self.id,
+                attempt = self.copies + 1,
+                "members missing; re-sending to each"
+            );
+            self.send_to_missing();
+        } else {
+            tracing::debug!(
+                request_id = self.id,
+                attempt = self.copies + 1,
+                "members missing; re-sending to the group"
+            );
+            let _ = self.send();
+        }
+        self.arm();
+    }
+}
+
+impl GroupTransportCall for IpCall {
     /// The next member event; `None` when the call is over (every expected
     /// member answered, or the deadline passed, or the silent members were
     /// given up and nobody is running the request any more).
-    pub(crate) fn poll_event(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<(SocketAddr, IpEvent)>> {
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<(SocketAddr, MemberEvent)>> {
         loop {
             if let Some(ev) = self.out.pop_front() {
                 return Poll::Ready(Some(ev));
@@ -299,52 +323,19 @@ impl IpCall {
         }
     }
 
-    fn on_timer(&mut self) {
-        if !self.resending {
-            self.arm();
-            return;
-        }
-        let attempts = self.shared.config.attempts.max(1);
-        if self.copies >= attempts && !self.gave_up {
-            self.gave_up = true;
-            let silent: Vec<SocketAddr> = self
-                .expected
-                .iter()
-                .filter(|m| !self.answered.contains(m) && !self.in_progress.contains(m))
-                .copied()
-                .collect();
-            for m in silent {
-                self.answered.insert(m);
-                self.out.push_back((m, IpEvent::Unreachable(self.copies)));
-            }
-            let still_running = self.in_progress.iter().any(|m| !self.answered.contains(m));
-            if !still_running {
-                // The events queued above are still handed out first.
-                self.ended = true;
-                return;
-            }
-        }
-        if self.gave_up {
-            // Only members running the request are left: poll slowly.
-            self.interval = self.shared.config.max_rto;
-        } else {
-            self.interval = (self.interval * 2).min(self.shared.config.max_rto);
-        }
-        if self.shared.config.resend == Resend::Missing && !self.expected.is_empty() {
-            tracing::debug!(
-                request_id = self.id,
-                attempt = self.copies + 1,
-                "members missing; re-sending to each"
-            );
-            self.send_to_missing();
-        } else {
-            tracing::debug!(
-                request_id = self.id,
-                attempt = self.copies + 1,
-                "members missing; re-sending to the group"
-            );
-            let _ = self.send();
-        }
-        self.arm();
+    /// When this call stops by itself.
+    fn give_up_at(&self) -> std::time::Instant {
+        self.give_up_at.into_std()
+    }
+
+    /// Stops re-sending: the caller has what it needs and nobody in
+    /// particular is awaited (open membership).
+    fn stop_resending(&mut self) {
+        self.resending = false;
+    }
+
+    /// How many copies were sent (to the group and by unicast).
+    fn copies(&self) -> u32 {
+        self.copies
     }
 }

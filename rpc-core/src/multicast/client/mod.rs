@@ -2,7 +2,8 @@
 //! REQUEST datagrams sent to a group address, answers gathered by unicast
 //! from every member.
 //!
-//! A call ([`IpCall`]) is driven by whoever polls it (the group call, or a
+//! It is the group call's one-to-many transport
+//! ([`GroupTransport`]); a call ([`IpCall`]) is driven by whoever polls it (the group call, or a
 //! background task that lets stragglers finish): it sends the first copy
 //! to the group when it is created, re-sends to the group on a backoff
 //! schedule while an expected member (or, with open membership, anybody)
@@ -14,11 +15,12 @@
 //! `call.rs` (one call: copies, answers, events), `receive.rs` (the
 //! receiving task).
 
+use crate::call::{GroupClient, GroupTransport, GroupTransportCall, Invocation};
 use crate::counter::bump;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType};
 use crate::error::Error;
-use crate::service::{Metadata, MethodInfo, Protocol, ServiceInfo, Style};
-use bytes::Bytes;
+use crate::service::{Protocol, Style};
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
@@ -351,17 +353,19 @@ impl MulticastClient {
     /// Starts a call: sends its first copy to the group now. `expected`:
     /// the members that must answer (empty: whoever answers). One-way
     /// calls (protocol R) are sent once and need no polling.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
+    fn start_call(
         &self,
-        service: &'static ServiceInfo,
-        method: &'static MethodInfo,
-        instance: String,
-        payload: Bytes,
-        metadata: Metadata,
-        options: &crate::call::CallOptions,
+        invocation: Invocation,
         expected: Vec<SocketAddr>,
     ) -> Result<IpCall, Error> {
+        let Invocation {
+            service,
+            method,
+            instance,
+            payload,
+            metadata,
+            options,
+        } = invocation;
         let shared = &self.shared;
         let now = Instant::now();
         let deadline = options.deadline.map(Instant::from_std);
@@ -452,8 +456,45 @@ impl MulticastClient {
     }
 }
 
+impl GroupTransport for MulticastClient {
+    fn group_addr(&self) -> SocketAddr {
+        self.shared.group
+    }
+
+    fn start(
+        &self,
+        invocation: Invocation,
+        expected: Vec<SocketAddr>,
+    ) -> Result<Box<dyn GroupTransportCall>, Error> {
+        let call = self.start_call(invocation, expected)?;
+        Ok(Box::new(call))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// IP multicast plugged into a group: the constructor lives here, so that
+/// `call/` does not depend on this module.
+impl GroupClient {
+    /// A group reached by IP multicast through `client` (plus any fan-out
+    /// members added later). Without members named by
+    /// [`GroupClient::add_multicast_member`], whoever answers by the
+    /// deadline is a member, named by its address.
+    pub fn with_multicast(client: MulticastClient) -> GroupClient {
+        GroupClient::with_transport(Arc::new(client))
+    }
+
+    /// The multicast client, if the group has one.
+    pub fn multicast(&self) -> Option<&MulticastClient> {
+        self.transport()
+            .and_then(|t| t.as_any().downcast_ref::<MulticastClient>())
+    }
+}
+
 mod call;
 mod receive;
 
-pub(crate) use call::{IpCall, IpEvent};
+use call::IpCall;
 use receive::{micros_left, receive_loop};
