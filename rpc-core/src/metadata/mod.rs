@@ -175,6 +175,12 @@ impl Metadata {
             key_len: key.len(),
             value_len: self.text.len() - start - key.len(),
         };
+        self.set_entry(position, entry)
+    }
+
+    /// Records `entry` (its text already written) in place of the entry at
+    /// `position`, or after the others; true if it replaced one.
+    fn set_entry(&mut self, position: Option<usize>, entry: Entry) -> bool {
         match position {
             Some(i) => {
                 self.entries[i] = entry;
@@ -185,18 +191,6 @@ impl Metadata {
                 self.entries.push(entry);
                 false
             }
-        }
-    }
-
-    fn push_text(&mut self, key: &str, value: &str) -> Entry {
-        let start = self.text.len();
-        self.text.reserve(key.len() + value.len());
-        self.text.push_str(key);
-        self.text.push_str(value);
-        Entry {
-            start,
-            key_len: key.len(),
-            value_len: value.len(),
         }
     }
 

@@ -108,15 +108,7 @@ pub(crate) fn merge_entry(
                 whole.get(k).unwrap_or_default(),
                 whole.get(v).unwrap_or_default(),
             );
-            let existing = md.position(key);
-            let entry = md.push_text(key, value);
-            match existing {
-                Some(i) => {
-                    md.entries[i] = entry;
-                    md.compact_if_wasteful();
-                }
-                None => md.entries.push(entry),
-            }
+            md.insert(key, value);
             buf.advance(len);
             return within_caps(md, max_entries, max_bytes);
         }
@@ -160,19 +152,13 @@ pub(crate) fn merge_entry(
     if key_at.0 == start && key_at.1 == value_at.0 && value_at.1 == md.text.len() {
         // Key then value, as every encoder writes them: already in place.
         let key = md.text.get(key_at.0..key_at.1).unwrap_or_default();
-        let existing = md.entries.iter().position(|e| e.key(&md.text) == key);
+        let existing = md.position(key);
         let entry = Entry {
             start,
             key_len: key_at.1 - key_at.0,
             value_len: value_at.1 - value_at.0,
         };
-        match existing {
-            Some(i) => {
-                md.entries[i] = entry;
-                md.compact_if_wasteful();
-            }
-            None => md.entries.push(entry),
-        }
+        md.set_entry(existing, entry);
     } else {
         let key = md
             .text
