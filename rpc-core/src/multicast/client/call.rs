@@ -61,7 +61,7 @@ impl fmt::Debug for IpCall {
 
 impl Drop for IpCall {
     fn drop(&mut self) {
-        self.shared.lock().end_call(self.id);
+        self.shared.lock().calls.end(self.id);
     }
 }
 
@@ -90,7 +90,7 @@ impl IpCall {
         self.env.attempt = self.copies;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
         if self.copies > 1 || !self.ended {
-            self.env.ack_up_to = self.shared.lock().ack_up_to();
+            self.env.ack_up_to = self.shared.lock().calls.ack_up_to();
         }
         self.buf.clear();
         // Encoding into a Vec cannot run out of room.
@@ -121,22 +121,19 @@ impl IpCall {
         self.copies += 1;
         self.env.attempt = self.copies;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
-        let missing: Vec<(SocketAddr, u64, u64)> = {
+        let missing: Vec<(SocketAddr, Peer)> = {
             let st = self.shared.lock();
-            self.env.ack_up_to = st.ack_up_to();
+            self.env.ack_up_to = st.calls.ack_up_to();
             self.expected
                 .iter()
                 .filter(|m| !self.answered.contains(m))
-                .map(|m| {
-                    let incarnation = st.incarnations.get(m).copied().unwrap_or(0);
-                    (*m, incarnation, st.cookies.get(m).copied().unwrap_or(0))
-                })
+                .map(|m| (*m, st.member(m)))
                 .collect()
         };
         bump(&self.shared.counters.resends);
-        for (member, incarnation, cookie) in missing {
-            self.env.incarnation = incarnation;
-            self.env.cookie = cookie;
+        for (member, peer) in missing {
+            self.env.incarnation = peer.incarnation();
+            self.env.cookie = peer.cookie();
             self.buf.clear();
             let _ = self.env.encode(&mut self.buf);
             bump(&self.shared.counters.unicast_copies);
@@ -161,9 +158,10 @@ impl IpCall {
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
         {
             let st = self.shared.lock();
-            self.env.ack_up_to = st.ack_up_to();
-            self.env.incarnation = st.incarnations.get(&member).copied().unwrap_or(0);
-            self.env.cookie = st.cookies.get(&member).copied().unwrap_or(0);
+            self.env.ack_up_to = st.calls.ack_up_to();
+            let peer = st.member(&member);
+            self.env.incarnation = peer.incarnation();
+            self.env.cookie = peer.cookie();
         }
         self.buf.clear();
         let _ = self.env.encode(&mut self.buf);
