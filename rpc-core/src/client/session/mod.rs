@@ -398,7 +398,10 @@ impl Session {
     }
 }
 
-fn final_of(kind: MessageType, env: Envelope) -> Final {
+/// What an answer (a REPLY or ERROR `env` of type `kind`) says about its
+/// call: a result, or "outcome unknown: server restarted". The multicast
+/// client reads each member's answer with it too.
+pub(crate) fn final_of(kind: MessageType, env: Envelope) -> Final {
     match (kind, env.status) {
         (_, Some(status)) if status.details_type == SERVER_RESTARTED => Final::OutcomeUnknown,
         (MessageType::Reply, None) => Final::Reply(Ok(RawReply {

@@ -5,10 +5,10 @@
 #[allow(clippy::wildcard_imports)]
 // a part of the multicast client: its types are the parent's
 use super::*;
-use crate::call::{GroupTransportCall, MemberEvent, RawReply};
+use crate::call::{GroupTransportCall, MemberEvent};
+use crate::client::session::{final_of, Final};
 use crate::counter::bump;
-use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
-use crate::status::Status;
+use crate::envelope::{Envelope, MessageType};
 use prost::Message;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -199,18 +199,9 @@ impl IpCall {
                 bump(&self.shared.counters.replies);
                 self.answered.insert(from);
                 self.in_progress.remove(&from);
-                let event = match env.status {
-                    Some(s) if s.details_type == SERVER_RESTARTED => MemberEvent::OutcomeUnknown,
-                    Some(s) => {
-                        MemberEvent::Answer(Err(Status::from(s).with_metadata(env.metadata)))
-                    }
-                    None if kind == MessageType::Reply => MemberEvent::Answer(Ok(RawReply {
-                        payload: env.payload,
-                        metadata: env.metadata,
-                    })),
-                    None => MemberEvent::Answer(Err(Status::unknown(
-                        "server sent ERROR without a status",
-                    ))),
+                let event = match final_of(kind, env) {
+                    Final::Reply(result) => MemberEvent::Answer(result),
+                    Final::OutcomeUnknown => MemberEvent::OutcomeUnknown,
                 };
                 self.out.push_back((from, event));
             }
