@@ -6,21 +6,20 @@
 //! task. Everything here is synchronous and never blocks: the receive task
 //! routes a decoded envelope with [`Session::deliver`] and gets back what to
 //! do outside the lock (wake a call, send an ACK).
+//!
+//! Files: this one (one server's session: round trips, PINGs, the send
+//! window), `calls.rs` (ids, pending calls, the low-water mark, recent RRA
+//! ids: [`Calls`], shared with the multicast client) and `peer.rs` (a
+//! server's incarnation and cookie: [`Peer`]).
 
 use super::rto::RtoEstimator;
 use crate::call::{RawReply, RawResult};
 use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
-use crate::hash::{FastMap, FastSet};
 use crate::status::Status;
-use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-
-/// How many completed RRA request ids are remembered, so that a late
-/// duplicate REPLY for one of them is acknowledged again.
-const RECENT_RRA: usize = 4096;
 
 /// Progress flags of a pending call.
 pub(crate) mod flag {
@@ -45,11 +44,10 @@ pub(crate) enum Final {
     OutcomeUnknown,
 }
 
-/// One call in flight.
+/// One call in flight (whether it uses RRA and whether it finished are
+/// kept by [`Calls`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    /// The call uses RRA: every REPLY is acknowledged.
-    rra: bool,
     /// The call is waiting for a PONG.
     pub(crate) pinging: bool,
     /// Progress flags ([`flag`]).
@@ -60,9 +58,6 @@ pub(crate) struct Entry {
     /// sent; `None` once a second copy went out (Karn) or a sample was
     /// taken.
     pub(crate) sample_from: Option<Instant>,
-    /// The call no longer needs anything from the server (counted in the
-    /// low-water mark).
-    finished: bool,
     /// The calling future, to wake on news.
     pub(crate) waker: Option<Waker>,
 }
@@ -120,14 +115,11 @@ impl Advertised {
 /// The session state.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
-    next_id: u64,
-    pending: FastMap<u64, Entry>,
-    unfinished: BTreeSet<u64>,
-    incarnation: u64,
-    /// The server's address-validation cookie for this client (0: none).
-    cookie: u64,
-    recent_rra: FastSet<u64>,
-    recent_rra_order: VecDeque<u64>,
+    /// Ids, pending calls, the low-water mark, recent RRA ids.
+    calls: Calls<Entry>,
+    /// The server's incarnation and its address-validation cookie for this
+    /// client.
+    server: Peer,
     /// Until when a PING sent by some call is still expected to be
     /// answered: other calls waiting for the incarnation do not send one.
     ping_window: Option<Instant>,
@@ -156,13 +148,8 @@ impl Session {
             window,
             window_waiters: 0,
             window_open: Arc::new(Notify::new()),
-            next_id: 1,
-            pending: FastMap::default(),
-            unfinished: BTreeSet::new(),
-            incarnation: 0,
-            cookie: 0,
-            recent_rra: FastSet::default(),
-            recent_rra_order: VecDeque::new(),
+            calls: Calls::new(),
+            server: Peer::default(),
             ping_window: None,
             advertised: Advertised::default(),
             rto,
@@ -179,7 +166,7 @@ impl Session {
         if !queued && self.window_waiters > 0 {
             return false;
         }
-        self.next_id - self.ack_up_to() <= self.window
+        self.calls.next_id() - self.ack_up_to() <= self.window
     }
 
     /// A call starts waiting for the window; returns what wakes it.
@@ -222,39 +209,28 @@ impl Session {
 
     /// Hands out the next request id and registers a pending call for it.
     pub(crate) fn start_call(&mut self, rra: bool) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.unfinished.insert(id);
-        self.pending.insert(
-            id,
+        self.calls.start(
+            rra,
             Entry {
-                rra,
                 pinging: false,
                 flags: 0,
                 result: None,
                 sample_from: None,
-                finished: false,
                 waker: None,
             },
-        );
-        id
+        )
     }
 
     /// Hands out the next request id for a call that is finished as soon as
     /// it is sent (one-way).
     pub(crate) fn start_one_way(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+        self.calls.start_one_way()
     }
 
     /// The cumulative acknowledgement: the largest L such that every call
     /// with an id up to L has finished on this side.
     pub(crate) fn ack_up_to(&self) -> u64 {
-        match self.unfinished.first() {
-            Some(first) => first - 1,
-            None => self.next_id - 1,
-        }
+        self.calls.ack_up_to()
     }
 
     /// Notes that a message carrying `ack_up_to` = `l` is being sent, and
@@ -273,13 +249,13 @@ impl Session {
 
     /// The last incarnation the server showed (0: unknown).
     pub(crate) fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.server.incarnation()
     }
 
     /// The cookie the server last gave in a PONG (0: none), which every
     /// REQUEST carries.
     pub(crate) fn cookie(&self) -> u64 {
-        self.cookie
+        self.server.cookie()
     }
 
     /// Whether a call waiting for the incarnation should send a PING now
@@ -295,44 +271,29 @@ impl Session {
 
     /// The pending call `id`.
     pub(crate) fn entry(&mut self, id: u64) -> Option<&mut Entry> {
-        self.pending.get_mut(&id)
+        self.calls.get_mut(id)
     }
 
-    fn finish(&mut self, id: u64) {
-        let lowest = self.unfinished.first() == Some(&id);
-        self.unfinished.remove(&id);
-        if lowest && self.window_waiters > 0 {
-            // `ack_up_to` advanced: the window may have opened. One waiter
-            // is woken (in arrival order) and passes the turn on.
+    /// After a call finished or ended: if that `advanced` `ack_up_to`, the
+    /// window may have opened. One waiter is woken (in arrival order) and
+    /// passes the turn on.
+    fn after_finish(&self, advanced: bool) {
+        if advanced && self.window_waiters > 0 {
             self.window_open.notify_one();
-        }
-        if let Some(entry) = self.pending.get_mut(&id) {
-            entry.finished = true;
-            if entry.rra {
-                if self.recent_rra_order.len() >= RECENT_RRA {
-                    if let Some(old) = self.recent_rra_order.pop_front() {
-                        self.recent_rra.remove(&old);
-                    }
-                }
-                self.recent_rra_order.push_back(id);
-                self.recent_rra.insert(id);
-            }
         }
     }
 
     /// Forgets call `id`: it completed, failed or was dropped. Its id counts
     /// as finished from now on.
     pub(crate) fn end_call(&mut self, id: u64) {
-        if self.unfinished.contains(&id) || self.pending.get(&id).is_some_and(|e| !e.finished) {
-            self.finish(id);
-        }
-        self.pending.remove(&id);
+        let advanced = self.calls.end(id);
+        self.after_finish(advanced);
     }
 
     /// Takes the waker of every pending call (the channel is closing).
     pub(crate) fn take_all_wakers(&mut self) -> Vec<Waker> {
-        self.pending
-            .values_mut()
+        self.calls
+            .calls_mut()
             .filter_map(|e| e.waker.take())
             .collect()
     }
@@ -341,41 +302,33 @@ impl Session {
     /// session, a client-bound message type `kind`) received at `now`.
     pub(crate) fn deliver(&mut self, env: Envelope, kind: MessageType, now: Instant) -> Delivery {
         let mut delivery = Delivery::default();
-        if env.incarnation != 0 && env.incarnation != self.incarnation {
-            let was_unknown = self.incarnation == 0;
-            self.incarnation = env.incarnation;
-            if was_unknown {
-                delivery.more_wakers = self
-                    .pending
-                    .values_mut()
-                    .filter(|e| e.pinging)
-                    .filter_map(|e| e.waker.take())
-                    .collect();
-            }
+        if self.server.saw_incarnation(env.incarnation) {
+            delivery.more_wakers = self
+                .calls
+                .calls_mut()
+                .filter(|e| e.pinging)
+                .filter_map(|e| e.waker.take())
+                .collect();
         }
         // A PONG carries the cookie, and so does any answer to a request
         // that was not yet from a verified source (section 7.4).
-        if env.cookie != 0 {
-            self.cookie = env.cookie;
-        }
+        self.server.saw_cookie(env.cookie);
         let id = env.request_id;
         let is_answer = matches!(kind, MessageType::Reply | MessageType::Error);
-        let Some(entry) = self.pending.get_mut(&id) else {
-            if id != 0 && id < self.next_id {
+        // A call ended, finished (its answer not collected yet) or one-way.
+        if !self.calls.is_unfinished(id) {
+            if self.calls.issued(id) {
                 delivery.kind = Routed::Late;
-                if is_answer && self.recent_rra.contains(&id) {
+                if is_answer && self.calls.acknowledges(id) {
                     delivery.ack = Some(id);
                 }
             }
             return delivery;
-        };
-        if entry.finished {
-            delivery.kind = Routed::Late;
-            if is_answer && entry.rra {
-                delivery.ack = Some(id);
-            }
-            return delivery;
         }
+        let Some(entry) = self.calls.get_mut(id) else {
+            // Unreachable: an unfinished call is pending.
+            return delivery;
+        };
         let mut sample = None;
         match kind {
             MessageType::Reply | MessageType::Error => {
@@ -408,13 +361,13 @@ impl Session {
             }
         }
         delivery.waker = entry.waker.take();
-        let rra = entry.rra;
         if let Some(sent) = sample {
             self.rto.sample(now.saturating_duration_since(sent));
         }
         if delivery.kind == Routed::Completed {
-            self.finish(id);
-            if rra {
+            let advanced = self.calls.finish(id);
+            self.after_finish(advanced);
+            if self.calls.acknowledges(id) {
                 delivery.ack = Some(id);
             }
         }
@@ -427,25 +380,16 @@ impl Session {
     #[cfg(test)]
     pub(crate) fn fingerprint<H: std::hash::Hasher>(&self, h: &mut H) {
         use std::hash::Hash;
-        (self.next_id, self.incarnation).hash(h);
-        self.unfinished.hash(h);
-        let mut ids: Vec<&u64> = self.pending.keys().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let Some(e) = self.pending.get(id) else {
-                continue;
-            };
-            (id, e.rra, e.pinging, e.flags, e.finished).hash(h);
+        self.server.incarnation().hash(h);
+        self.calls.fingerprint(h, |e, h| {
+            (e.pinging, e.flags).hash(h);
             match &e.result {
                 None => 0u8.hash(h),
                 Some(Final::OutcomeUnknown) => 1u8.hash(h),
                 Some(Final::Reply(Ok(reply))) => (2u8, &reply.payload).hash(h),
                 Some(Final::Reply(Err(status))) => (3u8, status.code()).hash(h),
             }
-        }
-        let mut recent: Vec<&u64> = self.recent_rra.iter().collect();
-        recent.sort_unstable();
-        recent.hash(h);
+        });
     }
 
     /// Current smoothed round trip and timeout.
@@ -454,7 +398,10 @@ impl Session {
     }
 }
 
-fn final_of(kind: MessageType, env: Envelope) -> Final {
+/// What an answer (a REPLY or ERROR `env` of type `kind`) says about its
+/// call: a result, or "outcome unknown: server restarted". The multicast
+/// client reads each member's answer with it too.
+pub(crate) fn final_of(kind: MessageType, env: Envelope) -> Final {
     match (kind, env.status) {
         (_, Some(status)) if status.details_type == SERVER_RESTARTED => Final::OutcomeUnknown,
         (MessageType::Reply, None) => Final::Reply(Ok(RawReply {
@@ -466,5 +413,10 @@ fn final_of(kind: MessageType, env: Envelope) -> Final {
     }
 }
 
+mod calls;
+mod peer;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use calls::Calls;
+pub(crate) use peer::Peer;

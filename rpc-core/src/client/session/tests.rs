@@ -242,3 +242,106 @@ fn waiters_go_first_and_zero_is_unlimited() {
     }
     assert_eq!(unlimited.ack_up_to(), 0);
 }
+
+// The core shared with the multicast client: `Calls` and `Peer`.
+
+#[test]
+fn calls_hand_out_ids_and_keep_the_caller_state() {
+    let mut c: Calls<&str> = Calls::new();
+    assert_eq!((c.next_id(), c.ack_up_to()), (1, 0));
+    assert!(!c.issued(0) && !c.issued(1));
+    assert_eq!(c.start(false, "a"), 1);
+    assert_eq!(c.start_one_way(), 2);
+    assert_eq!(c.start(true, "c"), 3);
+    assert!(c.issued(2) && c.issued(3) && !c.issued(4));
+    assert_eq!(
+        (c.get(1), c.get(2), c.get(3)),
+        (Some(&"a"), None, Some(&"c"))
+    );
+    if let Some(state) = c.get_mut(3) {
+        *state = "c2";
+    }
+    let mut all: Vec<&str> = c.calls_mut().map(|s| *s).collect();
+    all.sort_unstable();
+    assert_eq!(all, vec!["a", "c2"]);
+    assert!(c.is_unfinished(1) && !c.is_unfinished(2) && c.is_unfinished(3));
+}
+
+#[test]
+fn calls_low_water_mark_advances_with_the_lowest_call() {
+    let mut c: Calls<()> = Calls::new();
+    let a = c.start(false, ());
+    let b = c.start(false, ());
+    let d = c.start_one_way();
+    assert_eq!(c.ack_up_to(), 0);
+    assert!(!c.finish(b), "2 is not the lowest");
+    assert!(!c.finish(b), "finishing twice does nothing");
+    assert!(!c.finish(d), "a one-way call is not pending");
+    assert_eq!(c.ack_up_to(), 0);
+    assert!(c.finish(a), "1 was the lowest");
+    assert_eq!(c.ack_up_to(), d, "1, 2 and the one-way 3 are finished");
+    // finished calls stay until they end; ending them moves nothing
+    assert!(c.get(a).is_some() && !c.is_unfinished(a));
+    assert!(!c.end(a) && !c.end(b));
+    assert!(c.get(a).is_none() && c.get(b).is_none(), "forgotten");
+    assert!(!c.end(b), "ending twice");
+    assert_eq!(c.ack_up_to(), d);
+    // ending an unfinished call finishes it
+    let e = c.start(false, ());
+    assert_eq!(c.ack_up_to(), 3);
+    assert!(c.end(e));
+    assert_eq!(c.ack_up_to(), e);
+}
+
+#[test]
+fn calls_acknowledge_rra_answers_while_pending_and_after() {
+    let mut c: Calls<()> = Calls::new();
+    let rr = c.start(false, ());
+    let rra = c.start(true, ());
+    let ended_unfinished = c.start(true, ());
+    assert!(!c.acknowledges(rr) && c.acknowledges(rra));
+    c.finish(rra);
+    assert!(c.acknowledges(rra), "finished, not collected");
+    c.end(rra);
+    c.end(rr);
+    assert!(c.acknowledges(rra), "ended: remembered");
+    assert!(!c.acknowledges(rr));
+    // a call dropped before its answer is remembered too (multicast: the
+    // members' later answers are acknowledged)
+    c.end(ended_unfinished);
+    assert!(c.acknowledges(ended_unfinished));
+    assert!(!c.acknowledges(99) && !c.acknowledges(0));
+}
+
+#[test]
+fn calls_remember_a_bounded_number_of_rra_ids() {
+    let mut c: Calls<()> = Calls::new();
+    let first = c.start(true, ());
+    c.end(first);
+    for _ in 1..4096 {
+        let id = c.start(true, ());
+        c.end(id);
+    }
+    assert!(c.acknowledges(first), "4096 ids are remembered");
+    let id = c.start(true, ());
+    c.end(id);
+    assert!(!c.acknowledges(first), "the oldest is forgotten first");
+    assert!(c.acknowledges(first + 1) && c.acknowledges(id));
+}
+
+#[test]
+fn peer_learns_incarnation_and_cookie_ignoring_zero() {
+    let mut p = Peer::default();
+    assert_eq!((p.incarnation(), p.cookie()), (0, 0));
+    assert!(!p.saw_incarnation(0));
+    assert!(p.saw_incarnation(7), "became known");
+    assert!(!p.saw_incarnation(7));
+    assert!(!p.saw_incarnation(0), "0 shows nothing");
+    assert!(!p.saw_incarnation(8), "a restart: known before");
+    assert_eq!(p.incarnation(), 8);
+    p.saw_cookie(5);
+    p.saw_cookie(0);
+    assert_eq!(p.cookie(), 5);
+    p.saw_cookie(6);
+    assert_eq!(p.cookie(), 6);
+}

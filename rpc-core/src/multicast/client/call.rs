@@ -5,10 +5,10 @@
 #[allow(clippy::wildcard_imports)]
 // a part of the multicast client: its types are the parent's
 use super::*;
-use crate::call::{GroupTransportCall, MemberEvent, RawReply};
+use crate::call::{GroupTransportCall, MemberEvent};
+use crate::client::session::{final_of, Final};
 use crate::counter::bump;
-use crate::envelope::{Envelope, MessageType, SERVER_RESTARTED};
-use crate::status::Status;
+use crate::envelope::{Envelope, MessageType};
 use prost::Message;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -61,7 +61,7 @@ impl fmt::Debug for IpCall {
 
 impl Drop for IpCall {
     fn drop(&mut self) {
-        self.shared.lock().end_call(self.id);
+        self.shared.lock().calls.end(self.id);
     }
 }
 
@@ -90,7 +90,7 @@ impl IpCall {
         self.env.attempt = self.copies;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
         if self.copies > 1 || !self.ended {
-            self.env.ack_up_to = self.shared.lock().ack_up_to();
+            self.env.ack_up_to = self.shared.lock().calls.ack_up_to();
         }
         self.buf.clear();
         // Encoding into a Vec cannot run out of room.
@@ -121,22 +121,19 @@ impl IpCall {
         self.copies += 1;
         self.env.attempt = self.copies;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
-        let missing: Vec<(SocketAddr, u64, u64)> = {
+        let missing: Vec<(SocketAddr, Peer)> = {
             let st = self.shared.lock();
-            self.env.ack_up_to = st.ack_up_to();
+            self.env.ack_up_to = st.calls.ack_up_to();
             self.expected
                 .iter()
                 .filter(|m| !self.answered.contains(m))
-                .map(|m| {
-                    let incarnation = st.incarnations.get(m).copied().unwrap_or(0);
-                    (*m, incarnation, st.cookies.get(m).copied().unwrap_or(0))
-                })
+                .map(|m| (*m, st.member(m)))
                 .collect()
         };
         bump(&self.shared.counters.resends);
-        for (member, incarnation, cookie) in missing {
-            self.env.incarnation = incarnation;
-            self.env.cookie = cookie;
+        for (member, peer) in missing {
+            self.env.incarnation = peer.incarnation();
+            self.env.cookie = peer.cookie();
             self.buf.clear();
             let _ = self.env.encode(&mut self.buf);
             bump(&self.shared.counters.unicast_copies);
@@ -161,9 +158,10 @@ impl IpCall {
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
         {
             let st = self.shared.lock();
-            self.env.ack_up_to = st.ack_up_to();
-            self.env.incarnation = st.incarnations.get(&member).copied().unwrap_or(0);
-            self.env.cookie = st.cookies.get(&member).copied().unwrap_or(0);
+            self.env.ack_up_to = st.calls.ack_up_to();
+            let peer = st.member(&member);
+            self.env.incarnation = peer.incarnation();
+            self.env.cookie = peer.cookie();
         }
         self.buf.clear();
         let _ = self.env.encode(&mut self.buf);
@@ -201,18 +199,9 @@ impl IpCall {
                 bump(&self.shared.counters.replies);
                 self.answered.insert(from);
                 self.in_progress.remove(&from);
-                let event = match env.status {
-                    Some(s) if s.details_type == SERVER_RESTARTED => MemberEvent::OutcomeUnknown,
-                    Some(s) => {
-                        MemberEvent::Answer(Err(Status::from(s).with_metadata(env.metadata)))
-                    }
-                    None if kind == MessageType::Reply => MemberEvent::Answer(Ok(RawReply {
-                        payload: env.payload,
-                        metadata: env.metadata,
-                    })),
-                    None => MemberEvent::Answer(Err(Status::unknown(
-                        "server sent ERROR without a status",
-                    ))),
+                let event = match final_of(kind, env) {
+                    Final::Reply(result) => MemberEvent::Answer(result),
+                    Final::OutcomeUnknown => MemberEvent::OutcomeUnknown,
                 };
                 self.out.push_back((from, event));
             }

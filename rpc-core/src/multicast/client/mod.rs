@@ -11,17 +11,25 @@
 //! event. The receive task routes datagrams by request id and acknowledges
 //! RRA replies at once, from whichever member they come.
 //!
+//! The session's bookkeeping (request ids, the acknowledgement low-water
+//! mark, the RRA ids to acknowledge again, a server's incarnation and
+//! cookie) is the unicast client's sans-IO core (`client/session/calls.rs`
+//! and `peer.rs`); what is kept here is what a group adds: many answers to
+//! one call, one incarnation and cookie per member, re-sends to the group or
+//! to the missing members.
+//!
 //! Files: this one (configuration, counters, the client and its state),
 //! `call.rs` (one call: copies, answers, events), `receive.rs` (the
 //! receiving task).
 
 use crate::call::{GroupClient, GroupTransport, GroupTransportCall, Invocation};
+use crate::client::session::{Calls, Peer};
 use crate::counter::bump;
 use crate::envelope::{Envelope, ExchangeProtocol, MessageType};
 use crate::error::Error;
 use crate::service::{Protocol, Style};
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -31,10 +39,6 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// How many completed RRA request ids are remembered, so that a late or
-/// duplicate REPLY for one of them is acknowledged again.
-const RECENT_RRA: usize = 4096;
 
 /// Where the re-sends of a multicast call go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,46 +154,23 @@ struct Incoming {
     env: Envelope,
 }
 
-#[derive(Debug)]
-struct Slot {
-    tx: mpsc::UnboundedSender<Incoming>,
-    rra: bool,
-}
-
+/// The session: the calls (the same bookkeeping as a unicast session's;
+/// a call is pending until its [`IpCall`] is dropped, however many members
+/// answered) and what each member showed.
 #[derive(Debug)]
 struct State {
-    next_id: u64,
-    unfinished: BTreeSet<u64>,
-    calls: HashMap<u64, Slot>,
-    recent_rra: HashSet<u64>,
-    recent_rra_order: VecDeque<u64>,
-    /// The last incarnation each member showed.
-    incarnations: HashMap<SocketAddr, u64>,
-    /// The address-validation cookie each member gave (in a PONG).
-    cookies: HashMap<SocketAddr, u64>,
+    /// Ids, the low-water mark, recent RRA ids; for each pending call, where
+    /// its answers go.
+    calls: Calls<mpsc::UnboundedSender<Incoming>>,
+    /// The last incarnation each member showed, and the address-validation
+    /// cookie it gave (in a PONG).
+    members: HashMap<SocketAddr, Peer>,
 }
 
 impl State {
-    fn ack_up_to(&self) -> u64 {
-        match self.unfinished.first() {
-            Some(first) => first - 1,
-            None => self.next_id - 1,
-        }
-    }
-
-    fn end_call(&mut self, id: u64) {
-        if let Some(slot) = self.calls.remove(&id) {
-            if slot.rra {
-                if self.recent_rra_order.len() >= RECENT_RRA {
-                    if let Some(old) = self.recent_rra_order.pop_front() {
-                        self.recent_rra.remove(&old);
-                    }
-                }
-                self.recent_rra_order.push_back(id);
-                self.recent_rra.insert(id);
-            }
-        }
-        self.unfinished.remove(&id);
+    /// What `member` showed (nothing known: incarnation and cookie 0).
+    fn member(&self, member: &SocketAddr) -> Peer {
+        self.members.get(member).copied().unwrap_or_default()
     }
 }
 
@@ -287,13 +268,8 @@ impl MulticastClient {
             session_id,
             config,
             state: Mutex::new(State {
-                next_id: 1,
-                unfinished: BTreeSet::new(),
-                calls: HashMap::new(),
-                recent_rra: HashSet::new(),
-                recent_rra_order: VecDeque::new(),
-                incarnations: HashMap::new(),
-                cookies: HashMap::new(),
+                calls: Calls::new(),
+                members: HashMap::new(),
             }),
             counters: Counters::default(),
         });
@@ -330,7 +306,8 @@ impl MulticastClient {
 
     /// The last incarnation `member` showed, if it ever answered.
     pub fn incarnation_of(&self, member: SocketAddr) -> Option<u64> {
-        self.shared.lock().incarnations.get(&member).copied()
+        let incarnation = self.shared.lock().member(&member).incarnation();
+        (incarnation != 0).then_some(incarnation)
     }
 
     /// A snapshot of the counters.
@@ -393,21 +370,14 @@ impl MulticastClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let (id, ack_up_to) = {
             let mut st = shared.lock();
-            let id = st.next_id;
-            st.next_id += 1;
-            if !one_way {
-                st.unfinished.insert(id);
-                st.calls.insert(
-                    id,
-                    Slot {
-                        tx,
-                        rra: options.protocol == Protocol::RRA,
-                    },
-                );
-            }
+            let id = if one_way {
+                st.calls.start_one_way()
+            } else {
+                st.calls.start(options.protocol == Protocol::RRA, tx)
+            };
             // A one-way request never acknowledges itself (the servers keep
             // their tombstone against network duplicates).
-            (id, st.ack_up_to().min(id - 1))
+            (id, st.calls.ack_up_to().min(id - 1))
         };
         // No incarnation and no cookie: members have their own, and a group
         // copy cannot carry one right for all of them (see the module docs).

@@ -41,7 +41,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>) {
         let Some(ack) = route(&shared, buf.get(..n).unwrap_or_default(), from) else {
             continue;
         };
-        let ack_up_to = shared.lock().ack_up_to();
+        let ack_up_to = shared.lock().calls.ack_up_to();
         let env = Envelope::ack(shared.session_id, ack, ack_up_to);
         ack_buf.clear();
         let _ = env.encode(&mut ack_buf);
@@ -72,23 +72,25 @@ pub(super) fn route(shared: &Shared, bytes: &[u8], from: SocketAddr) -> Option<u
     let id = env.request_id;
     let is_answer = matches!(kind, MessageType::Reply | MessageType::Error);
     let mut st = shared.lock();
-    if env.incarnation != 0 {
-        st.incarnations.insert(from, env.incarnation);
+    // A member's cookie is taken from its PONG only (a unicast session
+    // takes the cookie any answer carries).
+    let cookie = if kind == MessageType::Pong {
+        env.cookie
+    } else {
+        0
+    };
+    if env.incarnation != 0 || cookie != 0 {
+        let member = st.members.entry(from).or_default();
+        member.saw_incarnation(env.incarnation);
+        member.saw_cookie(cookie);
     }
-    if kind == MessageType::Pong && env.cookie != 0 {
-        st.cookies.insert(from, env.cookie);
+    let ack = (is_answer && st.calls.acknowledges(id)).then_some(id);
+    let delivered = st
+        .calls
+        .get(id)
+        .is_some_and(|tx| tx.send(Incoming { from, kind, env }).is_ok());
+    if !delivered {
+        bump(&shared.counters.late);
     }
-    match st.calls.get(&id) {
-        Some(slot) => {
-            let rra = slot.rra;
-            if slot.tx.send(Incoming { from, kind, env }).is_err() {
-                bump(&shared.counters.late);
-            }
-            (is_answer && rra).then_some(id)
-        }
-        None => {
-            bump(&shared.counters.late);
-            (is_answer && st.recent_rra.contains(&id)).then_some(id)
-        }
-    }
+    ack
 }
