@@ -182,6 +182,20 @@ pub struct FaultConfig {
     pub seed: u64,
 }
 
+/// Setters of one field each: `name(arg: T)` sets the field `name` to
+/// `arg`.
+macro_rules! field_setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $arg: $ty) -> FaultConfig {
+                self.$name = $arg;
+                self
+            }
+        )*
+    };
+}
+
 impl Default for FaultConfig {
     fn default() -> FaultConfig {
         FaultConfig::none()
@@ -208,28 +222,19 @@ impl FaultConfig {
         }
     }
 
-    /// Sets the loss probability.
-    pub fn loss(mut self, probability: f64) -> FaultConfig {
-        self.loss = probability;
-        self
-    }
-
-    /// Sets the duplication probability.
-    pub fn duplicate(mut self, probability: f64) -> FaultConfig {
-        self.duplicate = probability;
-        self
-    }
-
-    /// Sets the reordering probability.
-    pub fn reorder(mut self, probability: f64) -> FaultConfig {
-        self.reorder = probability;
-        self
-    }
-
-    /// Sets the longest wait of a datagram held back for reordering.
-    pub fn reorder_hold(mut self, hold: Duration) -> FaultConfig {
-        self.reorder_hold = hold;
-        self
+    field_setters! {
+        /// Sets the loss probability.
+        loss(probability: f64);
+        /// Sets the duplication probability.
+        duplicate(probability: f64);
+        /// Sets the reordering probability.
+        reorder(probability: f64);
+        /// Sets the longest wait of a datagram held back for reordering.
+        reorder_hold(hold: Duration);
+        /// Sets the delay.
+        delay(delay: Delay);
+        /// Sets the seed.
+        seed(seed: u64);
     }
 
     /// Makes a datagram late with `probability`, by an extra `delay`
@@ -237,18 +242,6 @@ impl FaultConfig {
     pub fn late(mut self, probability: f64, delay: Delay) -> FaultConfig {
         self.late = probability;
         self.late_delay = delay;
-        self
-    }
-
-    /// Sets the delay.
-    pub fn delay(mut self, delay: Delay) -> FaultConfig {
-        self.delay = delay;
-        self
-    }
-
-    /// Sets the seed.
-    pub fn seed(mut self, seed: u64) -> FaultConfig {
-        self.seed = seed;
         self
     }
 
