@@ -434,10 +434,60 @@ pub struct ServerHandle {
     /// The first door's address.
     local_addr: OnceLock<SocketAddr>,
     doors: Mutex<Vec<JoinHandle<()>>>,
-    tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
+    tcp_doors: Doors<tcp::TcpDoor>,
     #[cfg(feature = "grpc")]
-    pub(crate) grpc_doors: Mutex<Vec<Arc<crate::grpc::server::GrpcDoor>>>,
+    pub(crate) grpc_doors: Doors<crate::grpc::server::GrpcDoor>,
     sweeper: JoinHandle<()>,
+}
+
+/// Binds the listening socket of a stream door (TCP, gRPC) to `addr`;
+/// returns it with its address.
+pub(crate) async fn listen(
+    addr: impl tokio::net::ToSocketAddrs,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(ServerError::Bind)?;
+    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    Ok((listener, local_addr))
+}
+
+/// The doors of one kind (TCP, gRPC) a server has opened: what its
+/// counters are summed over and its shutdown drains.
+pub(crate) struct Doors<D>(Mutex<Vec<Arc<D>>>);
+
+impl<D> Default for Doors<D> {
+    fn default() -> Doors<D> {
+        Doors(Mutex::default())
+    }
+}
+
+impl<D> Doors<D> {
+    /// Keeps `door`.
+    pub(crate) fn push(&self, door: Arc<D>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
+    }
+
+    /// The doors now (a copy of the list: the lock is not held while the
+    /// caller uses them).
+    pub(crate) fn all(&self) -> Vec<Arc<D>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The counters of every door, summed by `add_to`.
+    pub(crate) fn sum<S: Default>(&self, add_to: impl Fn(&D, &mut S)) -> S {
+        let mut stats = S::default();
+        for door in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            add_to(door, &mut stats);
+        }
+        stats
+    }
 }
 
 impl fmt::Debug for ServerHandle {
@@ -460,9 +510,9 @@ impl ServerHandle {
             auth,
             local_addr: OnceLock::new(),
             doors: Mutex::default(),
-            tcp_doors: Mutex::default(),
+            tcp_doors: Doors::default(),
             #[cfg(feature = "grpc")]
-            grpc_doors: Mutex::default(),
+            grpc_doors: Doors::default(),
             sweeper,
         }
     }
