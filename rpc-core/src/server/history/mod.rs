@@ -424,6 +424,8 @@ impl History {
             self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
+        // A tombstone's place in the order of completed entries.
+        let tombstone = oneway.then(|| self.seq());
         let Some(s) = self.sessions.get_mut(&session) else {
             return Err(RegisterError::TooManySessions);
         };
@@ -432,21 +434,19 @@ impl History {
         s.max_id = s.max_id.max(request_id);
         // The caller looked the entry up: one is replaced only if it is
         // there after all, and then taken off the counts.
-        let replaced = if oneway {
+        let replaced = if let Some(seq) = tombstone {
             // A tombstone holds no bytes.
-            let seq = self.next_seq;
-            self.next_seq += 1;
             let replaced = s
                 .entries
                 .insert(request_id, State::Completed { reply: None, seq });
-            s.completed += 1;
-            self.completed += 1;
             self.order.push_back(Record {
                 seq,
                 session,
                 request: request_id,
                 stored: now,
             });
+            s.completed += 1;
+            self.completed += 1;
             replaced
         } else {
             let replaced = s.entries.insert(request_id, State::InProgress);
