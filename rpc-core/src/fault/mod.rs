@@ -182,20 +182,6 @@ pub struct FaultConfig {
     pub seed: u64,
 }
 
-/// Setters of one field each: `name(arg: T)` sets the field `name` to
-/// `arg`.
-macro_rules! field_setters {
-    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, $arg: $ty) -> FaultConfig {
-                self.$name = $arg;
-                self
-            }
-        )*
-    };
-}
-
 impl Default for FaultConfig {
     fn default() -> FaultConfig {
         FaultConfig::none()
@@ -222,19 +208,19 @@ impl FaultConfig {
         }
     }
 
-    field_setters! {
+    crate::setters::field_setters! {
         /// Sets the loss probability.
-        loss(probability: f64);
+        loss(probability: f64) => loss;
         /// Sets the duplication probability.
-        duplicate(probability: f64);
+        duplicate(probability: f64) => duplicate;
         /// Sets the reordering probability.
-        reorder(probability: f64);
+        reorder(probability: f64) => reorder;
         /// Sets the longest wait of a datagram held back for reordering.
-        reorder_hold(hold: Duration);
+        reorder_hold(hold: Duration) => reorder_hold;
         /// Sets the delay.
-        delay(delay: Delay);
+        delay(delay: Delay) => delay;
         /// Sets the seed.
-        seed(seed: u64);
+        seed(seed: u64) => seed;
     }
 
     /// Makes a datagram late with `probability`, by an extra `delay`

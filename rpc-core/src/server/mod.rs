@@ -231,52 +231,27 @@ impl fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// The authentication policy every door of the server must meet
-    /// (default [`AuthPolicy::None`]): doors that cannot are refused with
-    /// [`ServerError::DoorRefused`] when they are opened, here or on the
-    /// running server's handle.
-    pub fn auth(mut self, policy: AuthPolicy) -> Self {
-        self.auth = policy;
-        self
-    }
-
-    /// Handlers running at the same time (default 1024).
-    pub fn max_concurrent(mut self, n: usize) -> Self {
-        self.config.max_concurrent = n;
-        self
-    }
-
-    /// Requests waiting for a handler slot before new ones are refused
-    /// (default 4096).
-    pub fn max_pending(mut self, n: usize) -> Self {
-        self.config.max_pending = n;
-        self
-    }
-
-    /// Largest datagram received or sent (default 65,000 bytes).
-    pub fn max_datagram(mut self, n: usize) -> Self {
-        self.config.max_datagram = n;
-        self
-    }
-
-    /// Bytes that partly received TCP frames and gRPC requests may hold,
-    /// all connections together (default 256 MiB; see
-    /// [`ServerConfig::buffer_budget`]).
-    pub fn buffer_budget(mut self, bytes: usize) -> Self {
-        self.config.buffer_budget = bytes;
-        self
-    }
-
-    /// Limits of the reply history.
-    pub fn history(mut self, history: HistoryConfig) -> Self {
-        self.config.history = history;
-        self
-    }
-
-    /// All limits at once.
-    pub fn config(mut self, config: ServerConfig) -> Self {
-        self.config = config;
-        self
+    crate::setters::field_setters! {
+        /// The authentication policy every door of the server must meet
+        /// (default [`AuthPolicy::None`]): doors that cannot are refused with
+        /// [`ServerError::DoorRefused`] when they are opened, here or on the
+        /// running server's handle.
+        auth(policy: AuthPolicy) => auth;
+        /// Handlers running at the same time (default 1024).
+        max_concurrent(n: usize) => config.max_concurrent;
+        /// Requests waiting for a handler slot before new ones are refused
+        /// (default 4096).
+        max_pending(n: usize) => config.max_pending;
+        /// Largest datagram received or sent (default 65,000 bytes).
+        max_datagram(n: usize) => config.max_datagram;
+        /// Bytes that partly received TCP frames and gRPC requests may hold,
+        /// all connections together (default 256 MiB; see
+        /// [`ServerConfig::buffer_budget`]).
+        buffer_budget(bytes: usize) => config.buffer_budget;
+        /// Limits of the reply history.
+        history(history: HistoryConfig) => config.history;
+        /// All limits at once.
+        config(config: ServerConfig) => config;
     }
 
     /// A fixed incarnation instead of a random one (0: random). For
