@@ -111,15 +111,13 @@ pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
         // The injected skew is the truth, up to the few us between the
         // node's start and the first sample (no drift injected).
         let ok = est.contains(skew) || (est.offset_ns - skew).abs() < 50_000;
-        report.row(Row::made(
+        report.sync_call(
             PATH,
             "GetTime x8 (Cristian)",
-            "sync",
             "RR",
             if ok { Ok(result) } else { Err(result) },
-            start.elapsed(),
-            None,
-        ));
+            start,
+        );
     }
 
     // Berkeley under the highest id, 4.
@@ -215,15 +213,13 @@ pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
     let result = format!(
         "n3 elected (bully) and its round applied by n1,n2,n3; {messages} election messages"
     );
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "master n4 stopped: election",
-        "sync",
         "RR",
         if elected { Ok(result) } else { Err(result) },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
 
     // Logical clocks: a message a -> b, and an HLC far ahead refused.
     let start = Instant::now();

@@ -57,24 +57,6 @@ async fn start(dir: &Path, id: u64, listen: SocketAddr) -> anyhow::Result<Consen
         .with_context(|| format!("starting consensus node {id}"))
 }
 
-/// The row of a key-value call (synchronous, RR) made since `t`.
-fn kv_row(
-    report: &mut Report,
-    call: impl Into<String>,
-    result: Result<String, String>,
-    t: Instant,
-) {
-    report.row(Row::made(
-        PATH,
-        call,
-        "sync",
-        "RR",
-        result,
-        t.elapsed(),
-        None,
-    ));
-}
-
 /// The consensus section of the tour.
 pub(crate) async fn consensus(report: &mut Report) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rpc-tour-consensus-{}", std::process::id()));
@@ -104,9 +86,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     let start_at = Instant::now();
     nodes[&1].initialize(addrs.clone()).await?;
     let (first, term) = leader(&addrs).await?;
-    kv_row(
-        report,
+    report.sync_call(
+        PATH,
         "Initialize(n1, n2, n3)",
+        "RR",
         Ok(format!("n{first} leads term {term}")),
         start_at,
     );
@@ -115,9 +98,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     let kv = KvClient::with_ids(addrs.clone()).call_timeout(Duration::from_millis(500));
     let t = Instant::now();
     let put = kv.put("greeting", b"hello").await;
-    kv_row(
-        report,
+    report.sync_call(
+        PATH,
         "Put(greeting = hello)",
+        "RR",
         match put {
             Ok(None) => Ok("applied by a majority, no previous value".to_owned()),
             other => Err(format!("expected no previous value, got {other:?}")),
@@ -126,9 +110,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     );
     let t = Instant::now();
     let got = kv.get("greeting").await;
-    kv_row(
-        report,
+    report.sync_call(
+        PATH,
         "Get(greeting)",
+        "RR",
         match got {
             Ok(Some(v)) if v == b"hello" => {
                 Ok("hello (read index: the leader confirmed it leads)".to_owned())
@@ -145,9 +130,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
             String::from_utf8_lossy(expected),
             String::from_utf8_lossy(value)
         );
-        kv_row(
-            report,
+        report.sync_call(
+            PATH,
             call,
+            "RR",
             match r {
                 Ok(s) if s == want => Ok(if s {
                     "swapped"
@@ -162,9 +148,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     }
     let t = Instant::now();
     let r = kv.compare_and_set("missing", Some(b"x"), b"y").await;
-    kv_row(
-        report,
+    report.sync_call(
+        PATH,
         "CompareAndSet(missing: x -> y)",
+        "RR",
         match r {
             Err(e) if e.kind() == Some(KvErrorKind::KeyNotFound) => {
                 Ok("raised KvError KEY_NOT_FOUND".to_owned())
@@ -215,9 +202,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
         }
     }
     let greeting = kv.get("greeting").await?;
-    kv_row(
-        report,
+    report.sync_call(
+        PATH,
         format!("Get(k0..k19, greeting) at n{new}"),
+        "RR",
         if survived == 20 && greeting.as_deref() == Some(&b"hi"[..]) {
             Ok("all 21 values survived the leader".to_owned())
         } else {
@@ -227,9 +215,10 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     );
     let t = Instant::now();
     let put = kv.put("after", b"failover").await;
-    kv_row(
-        report,
+    report.sync_call(
+        PATH,
         "Put(after = failover)",
+        "RR",
         put.map(|_| "applied by the two left".to_owned())
             .map_err(|e| e.to_string()),
         t,
