@@ -22,7 +22,7 @@
 
 use crate::etcd::{self, Etcd, EtcdCluster};
 use crate::load::{closed_loop, interleaved_p50, service_binary, Load, Op, Windows};
-use crate::measure::{percentile, Plan};
+use crate::measure::{summary, Plan};
 use crate::report::{rate, us};
 use anyhow::{ensure, Context as _};
 use bytes::Bytes;
@@ -81,11 +81,11 @@ impl Figures {
     ) -> anyhow::Result<Figures> {
         Ok(Figures {
             paired,
-            handover_rr: summary(rrs)?.1,
+            handover_rr: summary(rrs, "hand-over")?.1,
             one,
             many,
-            handover: summary(handovers)?,
-            release_answered: summary(answered)?.1,
+            handover: summary(handovers, "hand-over")?,
+            release_answered: summary(answered, "hand-over")?.1,
         })
     }
 
@@ -313,17 +313,6 @@ where
         }
     }
     anyhow::bail!("{what}: not within 10 s")
-}
-
-/// Count, p50 and p99 of `samples`.
-fn summary(mut samples: Vec<Duration>) -> anyhow::Result<(usize, Duration, Duration)> {
-    ensure!(!samples.is_empty(), "no hand-over completed");
-    samples.sort_unstable();
-    Ok((
-        samples.len(),
-        percentile(&samples, 50),
-        percentile(&samples, 99),
-    ))
 }
 
 /// A serializable `Range`: etcd's gRPC round trip.
