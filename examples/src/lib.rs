@@ -1,25 +1,15 @@
 //! What the tour (`src/tour`) and the benchmark (the package `rpc-bench`
-//! in `bench/`) both do: the log subscriber they install, and a clock node
-//! served on loopback. The benchmark depends on this package, not the other
-//! way round, so that building the tour does not build the benchmark's
-//! peers.
+//! in `bench/`) both do: a clock node served on loopback. (Their log
+//! subscriber is the services' binaries' own,
+//! `rpc_services::cli::init_tracing`.) The benchmark depends on this
+//! package, not the other way round, so that building the tour does not
+//! build the benchmark's peers.
 
 use anyhow::Context as _;
 use rpc_core::server::{Server, ServerHandle};
 use rpc_services::clock::{ClockNode, ClockService, NodeConfig, TimeSource};
 use rpc_services::proto::clock::v1 as pb;
 use std::sync::Arc;
-
-/// Installs a subscriber that logs to stderr at WARN, unless `RUST_LOG`
-/// says otherwise, as a deployed program would run.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// A clock node of `id` over `time`, with the election service and its
 /// logical-clock interceptor, served on UDP on loopback.
