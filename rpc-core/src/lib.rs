@@ -180,6 +180,7 @@ pub mod multicast;
 mod protocol_check;
 pub mod server;
 pub mod service;
+mod setters;
 pub mod status;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -24,16 +24,11 @@
 use crate::measure::{latency, paired_p50, percentile, watchdog, Paired, Plan};
 use crate::peers::ours::udp::{OurStyle, Ours};
 use crate::report::us;
-use anyhow::{anyhow, ensure, Context as _};
-use rpc_core::client::UdpChannel;
-use rpc_core::server::{Server, ServerHandle};
-use rpc_core::Client;
+use anyhow::{anyhow, ensure};
+use rpc_examples::{clock_client, serve_clock_node};
 use rpc_services::clock::logical::ClockKinds;
 use rpc_services::clock::time_source::Monotonic as _;
-use rpc_services::clock::{
-    sync_once, ClockNode, ClockService, NodeConfig, Skew, SyncFilter, SystemClock, TimeSource,
-    TimeSourceConfig,
-};
+use rpc_services::clock::{sync_once, Skew, SyncFilter, SystemClock, TimeSource, TimeSourceConfig};
 use rpc_services::proto::clock::v1 as pb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,28 +74,9 @@ struct BerkeleyResult {
     applied: usize,
 }
 
-/// A clock node of `id` over `time`, served on UDP on loopback.
-async fn serve(id: u32, time: TimeSource) -> anyhow::Result<(Arc<ClockNode>, ServerHandle)> {
-    let node = ClockNode::new(NodeConfig::new(id), Arc::new(time));
-    let server = Server::builder()
-        .intercept(node.interceptor())
-        .add_service(pb::ClockServer::new(ClockService(node.clone())))
-        .add_service(pb::ElectionServer::new(node.election_service()))
-        .serve_udp("127.0.0.1:0")
-        .await
-        .with_context(|| format!("starting clock node {id}"))?;
-    Ok((node, server))
-}
-
-async fn clock_client(server: &ServerHandle) -> anyhow::Result<pb::ClockClient> {
-    Ok(pb::ClockClient::new(Client::new(
-        UdpChannel::connect(server.local_addr()).await?,
-    )))
-}
-
 /// Cristian/NTP from a skewed process to a reference node.
 async fn sync_error(plan: &Plan) -> anyhow::Result<SyncResult> {
-    let (_node, server) = serve(1, {
+    let (_node, server) = serve_clock_node(1, {
         let t = TimeSource::system(Skew::default());
         t.set_reference();
         t
@@ -183,7 +159,7 @@ async fn berkeley_round(plan: &Plan) -> anyhow::Result<BerkeleyResult> {
     const SKEWS_MS: [i64; 8] = [-300, -120, -40, 0, 30, 80, 150, 200];
     let mut nodes = Vec::new();
     for (id, ms) in (1u32..).zip(SKEWS_MS) {
-        nodes.push(serve(id, TimeSource::system(Skew::new(ms, 0.0))).await?);
+        nodes.push(serve_clock_node(id, TimeSource::system(Skew::new(ms, 0.0))).await?);
     }
     let members: Vec<(u32, std::net::SocketAddr)> = nodes
         .iter()

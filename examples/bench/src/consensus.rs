@@ -74,6 +74,32 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Option<ConsensusReport>> 
     }))
 }
 
+/// The writes of each entry of [`CLIENTS`], every client (the `i`th
+/// made by `client`) writing a key of its own; printed as measured.
+async fn write_loads<O, F, Fut>(side: &str, mut client: F, w: Windows) -> anyhow::Result<Vec<Load>>
+where
+    O: Op,
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Arc<O>>>,
+{
+    let mut writes = Vec::new();
+    for n in CLIENTS {
+        let mut clients = Vec::new();
+        for i in 0..n {
+            clients.push(client(i).await?);
+        }
+        let load = closed_loop(clients, w).await?;
+        println!(
+            "  {side} @{n}: {} writes/s, p50 {:.0} us ({} writes)",
+            rate(load.per_sec),
+            us(load.p50),
+            load.ops
+        );
+        writes.push(load);
+    }
+    Ok(writes)
+}
+
 /// A write of this client's own key.
 struct OursPut {
     kv: KvClient,
@@ -134,25 +160,20 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
     tokio::time::timeout(Duration::from_secs(30), first.put("bench-0", &VALUE))
         .await
         .context("no leader within 30 s")??;
-    let mut writes = Vec::new();
-    for n in CLIENTS {
-        let clients = (0..n)
-            .map(|i| {
-                Arc::new(OursPut {
-                    kv: KvClient::new(addrs.clone()),
+    let writes = write_loads(
+        "ours",
+        |i| {
+            let kv = KvClient::new(addrs.clone());
+            async move {
+                anyhow::Ok(Arc::new(OursPut {
+                    kv,
                     key: format!("bench-{i}"),
-                })
-            })
-            .collect();
-        let load = closed_loop(clients, w).await?;
-        println!(
-            "  ours @{n}: {} writes/s, p50 {:.0} us ({} writes)",
-            rate(load.per_sec),
-            us(load.p50),
-            load.ops
-        );
-        writes.push(load);
-    }
+                }))
+            }
+        },
+        w,
+    )
+    .await?;
     let reads = closed_loop(vec![Arc::new(OursGet(first))], w).await?;
     nodes.passed();
     Ok(Figures { writes, reads })
@@ -189,24 +210,20 @@ async fn with_etcd(w: Windows) -> anyhow::Result<Figures> {
     first
         .put(Bytes::from_static(b"bench-0"), Bytes::from_static(&VALUE))
         .await?;
-    let mut writes = Vec::new();
-    for n in CLIENTS {
-        let mut clients = Vec::new();
-        for i in 0..n {
-            clients.push(Arc::new(EtcdPut {
-                etcd: cluster.leader_client().await?,
-                key: Bytes::from(format!("bench-{i}")),
-            }));
-        }
-        let load = closed_loop(clients, w).await?;
-        println!(
-            "  etcd @{n}: {} writes/s, p50 {:.0} us ({} writes)",
-            rate(load.per_sec),
-            us(load.p50),
-            load.ops
-        );
-        writes.push(load);
-    }
+    let writes = write_loads(
+        "etcd",
+        |i| {
+            let cluster = &cluster;
+            async move {
+                anyhow::Ok(Arc::new(EtcdPut {
+                    etcd: cluster.leader_client().await?,
+                    key: Bytes::from(format!("bench-{i}")),
+                }))
+            }
+        },
+        w,
+    )
+    .await?;
     let reads = closed_loop(vec![Arc::new(EtcdGet(first))], w).await?;
     cluster.passed();
     Ok(Figures { writes, reads })

@@ -153,12 +153,7 @@ fn main() -> anyhow::Result<()> {
     // at WARN unless RUST_LOG says otherwise. Without any subscriber,
     // tracing's `log` feature (enabled here by tarpc) turns every span
     // event of every peer into a check of the `log` crate.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    rpc_services::cli::init_tracing("warn");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -426,7 +426,15 @@ where
         call().await?;
         samples.push(start.elapsed());
     }
-    ensure!(!samples.is_empty(), "no call completed");
+    summary(samples, "call")
+}
+
+/// Count, p50 and p99 of `samples`, which must hold at least one `what`.
+pub(crate) fn summary(
+    mut samples: Vec<Duration>,
+    what: &str,
+) -> anyhow::Result<(usize, Duration, Duration)> {
+    ensure!(!samples.is_empty(), "no {what} completed");
     samples.sort_unstable();
     Ok((
         samples.len(),

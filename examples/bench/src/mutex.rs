@@ -22,7 +22,7 @@
 
 use crate::etcd::{self, Etcd, EtcdCluster};
 use crate::load::{closed_loop, interleaved_p50, service_binary, Load, Op, Windows};
-use crate::measure::{percentile, Plan};
+use crate::measure::{summary, Plan};
 use crate::report::{rate, us};
 use anyhow::{ensure, Context as _};
 use bytes::Bytes;
@@ -71,6 +71,24 @@ struct Figures {
 }
 
 impl Figures {
+    /// The figures of `loads` and of the hand-overs' samples: the round
+    /// trips before each release, the hand-overs, the releases answered.
+    fn new(
+        (paired, one, many): PairLoads,
+        rrs: Vec<Duration>,
+        handovers: Vec<Duration>,
+        answered: Vec<Duration>,
+    ) -> anyhow::Result<Figures> {
+        Ok(Figures {
+            paired,
+            handover_rr: summary(rrs, "hand-over")?.1,
+            one,
+            many,
+            handover: summary(handovers, "hand-over")?,
+            release_answered: summary(answered, "hand-over")?.1,
+        })
+    }
+
     /// Acquire+release p50 in round trips (measured side by side).
     fn pair_ratio(&self) -> f64 {
         self.paired.1.as_secs_f64() / self.paired.0.as_secs_f64()
@@ -202,14 +220,7 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
             lock: format!("bench-own-{i}"),
         }))
     };
-    let first = pair(0).await?;
-    let one = closed_loop(vec![first.clone()], w).await?;
-    let paired = interleaved_p50(&rr_op, &*first, w).await?;
-    let mut many = Vec::new();
-    for i in 0..MANY {
-        many.push(pair(i).await?);
-    }
-    let many = closed_loop(many, w).await?;
+    let loads = pair_loads(&rr_op, pair, w).await?;
     let holder = LockClient::new(client(addr).await?, "bench-holder");
     let waiter = LockClient::new(client(addr).await?, "bench-waiter");
     let inspect = LocksClient::new(verified_client(addr).await?);
@@ -253,16 +264,33 @@ async fn ours(w: Windows) -> anyhow::Result<Figures> {
         samples.push(granted_at.saturating_duration_since(released));
         granted.release().await?;
     }
-    let figures = Figures {
-        paired,
-        handover_rr: summary(rrs)?.1,
-        one,
-        many,
-        handover: summary(samples)?,
-        release_answered: summary(answered)?.1,
-    };
+    let figures = Figures::new(loads, rrs, samples, answered)?;
     nodes.passed();
     Ok(figures)
+}
+
+/// The p50 of the round trip and of acquire+release side by side,
+/// acquire+release with one client, and with [`MANY`].
+type PairLoads = ((Duration, Duration), Load, Load);
+
+/// Measures acquire+release on the clients `pair` makes (the `i`th):
+/// the first side by side with `rr_op` and alone, then [`MANY`] at once.
+async fn pair_loads<R, P, F, Fut>(rr_op: &R, mut pair: F, w: Windows) -> anyhow::Result<PairLoads>
+where
+    R: Op,
+    P: Op,
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Arc<P>>>,
+{
+    let first = pair(0).await?;
+    let one = closed_loop(vec![first.clone()], w).await?;
+    let paired = interleaved_p50(rr_op, &*first, w).await?;
+    let mut many = Vec::new();
+    for i in 0..MANY {
+        many.push(pair(i).await?);
+    }
+    let many = closed_loop(many, w).await?;
+    Ok((paired, one, many))
 }
 
 /// Polls `check` until it says yes (at most 10 s), `pause` between
@@ -285,17 +313,6 @@ where
         }
     }
     anyhow::bail!("{what}: not within 10 s")
-}
-
-/// Count, p50 and p99 of `samples`.
-fn summary(mut samples: Vec<Duration>) -> anyhow::Result<(usize, Duration, Duration)> {
-    ensure!(!samples.is_empty(), "no hand-over completed");
-    samples.sort_unstable();
-    Ok((
-        samples.len(),
-        percentile(&samples, 50),
-        percentile(&samples, 99),
-    ))
 }
 
 /// A serializable `Range`: etcd's gRPC round trip.
@@ -346,14 +363,7 @@ async fn with_etcd(members: usize, w: Windows) -> anyhow::Result<Figures> {
             }))
         }
     };
-    let first = pair(0).await?;
-    let one = closed_loop(vec![first.clone()], w).await?;
-    let paired = interleaved_p50(&rr_op, &*first, w).await?;
-    let mut many = Vec::new();
-    for i in 0..MANY {
-        many.push(pair(i).await?);
-    }
-    let many = closed_loop(many, w).await?;
+    let loads = pair_loads(&rr_op, pair, w).await?;
     let holder = cluster.leader_client().await?;
     let holder_lease = holder.lease_grant(LEASE_TTL).await?;
     let waiter = cluster.leader_client().await?;
@@ -395,14 +405,7 @@ async fn with_etcd(members: usize, w: Windows) -> anyhow::Result<Figures> {
         samples.push(granted_at.saturating_duration_since(released));
         waiter.unlock(granted).await?;
     }
-    let figures = Figures {
-        paired,
-        handover_rr: summary(rrs)?.1,
-        one,
-        many,
-        handover: summary(samples)?,
-        release_answered: summary(answered)?.1,
-    };
+    let figures = Figures::new(loads, rrs, samples, answered)?;
     cluster.passed();
     Ok(figures)
 }

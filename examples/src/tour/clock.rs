@@ -6,14 +6,12 @@
 //! logical clock example (vector clocks and an HLC refusal).
 
 use crate::report::{Report, Row};
-use anyhow::{anyhow, Context as _};
-use rpc_core::client::UdpChannel;
-use rpc_core::server::{Server, ServerHandle};
-use rpc_core::{Client, Metadata};
+use anyhow::anyhow;
+use rpc_core::server::ServerHandle;
+use rpc_core::Metadata;
+use rpc_examples::{clock_client, serve_clock_node};
 use rpc_services::clock::logical::{LogicalClocks, HLC_KEY};
-use rpc_services::clock::{
-    sync_once, ClockNode, ClockService, Estimate, NodeConfig, Skew, SyncFilter, TimeSource,
-};
+use rpc_services::clock::{sync_once, Estimate, Skew, SyncFilter, TimeSource};
 use rpc_services::proto::clock::v1 as pb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,19 +82,9 @@ async fn wait_all(
 pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
     let mut members = Vec::new();
     for (id, offset) in SKEWS {
-        let node = ClockNode::new(
-            NodeConfig::new(id),
-            Arc::new(TimeSource::system(Skew::new(offset, 0.0))),
-        );
-        let server = Server::builder()
-            .intercept(node.interceptor())
-            .add_service(pb::ClockServer::new(ClockService(node.clone())))
-            .add_service(pb::ElectionServer::new(node.election_service()))
-            .serve_udp("127.0.0.1:0")
-            .await
-            .with_context(|| format!("starting clock node {id}"))?;
-        let client =
-            pb::ClockClient::new(Client::new(UdpChannel::connect(server.local_addr()).await?));
+        let (node, server) =
+            serve_clock_node(id, TimeSource::system(Skew::new(offset, 0.0))).await?;
+        let client = clock_client(&server).await?;
         members.push(Member {
             id,
             server: Some(server),
@@ -123,15 +111,13 @@ pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
         // The injected skew is the truth, up to the few us between the
         // node's start and the first sample (no drift injected).
         let ok = est.contains(skew) || (est.offset_ns - skew).abs() < 50_000;
-        report.row(Row::made(
+        report.sync_call(
             PATH,
             "GetTime x8 (Cristian)",
-            "sync",
             "RR",
             if ok { Ok(result) } else { Err(result) },
-            start.elapsed(),
-            None,
-        ));
+            start,
+        );
     }
 
     // Berkeley under the highest id, 4.
@@ -227,15 +213,13 @@ pub(crate) async fn clock(report: &mut Report) -> anyhow::Result<()> {
     let result = format!(
         "n3 elected (bully) and its round applied by n1,n2,n3; {messages} election messages"
     );
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "master n4 stopped: election",
-        "sync",
         "RR",
         if elected { Ok(result) } else { Err(result) },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
 
     // Logical clocks: a message a -> b, and an HLC far ahead refused.
     let start = Instant::now();

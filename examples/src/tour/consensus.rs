@@ -86,38 +86,33 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     let start_at = Instant::now();
     nodes[&1].initialize(addrs.clone()).await?;
     let (first, term) = leader(&addrs).await?;
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "Initialize(n1, n2, n3)",
-        "sync",
         "RR",
         Ok(format!("n{first} leads term {term}")),
-        start_at.elapsed(),
-        None,
-    ));
+        start_at,
+    );
 
     // A stopped node costs a client one deadline before it moves on.
     let kv = KvClient::with_ids(addrs.clone()).call_timeout(Duration::from_millis(500));
     let t = Instant::now();
     let put = kv.put("greeting", b"hello").await;
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "Put(greeting = hello)",
-        "sync",
         "RR",
         match put {
             Ok(None) => Ok("applied by a majority, no previous value".to_owned()),
             other => Err(format!("expected no previous value, got {other:?}")),
         },
-        t.elapsed(),
-        None,
-    ));
+        t,
+    );
     let t = Instant::now();
     let got = kv.get("greeting").await;
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "Get(greeting)",
-        "sync",
         "RR",
         match got {
             Ok(Some(v)) if v == b"hello" => {
@@ -125,9 +120,8 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
             }
             other => Err(format!("expected hello, got {other:?}")),
         },
-        t.elapsed(),
-        None,
-    ));
+        t,
+    );
     for (expected, value, want) in [(&b"hello"[..], &b"hi"[..], true), (b"hello", b"hey", false)] {
         let t = Instant::now();
         let r = kv.compare_and_set("greeting", Some(expected), value).await;
@@ -136,10 +130,9 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
             String::from_utf8_lossy(expected),
             String::from_utf8_lossy(value)
         );
-        report.row(Row::made(
+        report.sync_call(
             PATH,
             call,
-            "sync",
             "RR",
             match r {
                 Ok(s) if s == want => Ok(if s {
@@ -150,16 +143,14 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
                 .to_owned()),
                 other => Err(format!("expected swapped = {want}, got {other:?}")),
             },
-            t.elapsed(),
-            None,
-        ));
+            t,
+        );
     }
     let t = Instant::now();
     let r = kv.compare_and_set("missing", Some(b"x"), b"y").await;
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "CompareAndSet(missing: x -> y)",
-        "sync",
         "RR",
         match r {
             Err(e) if e.kind() == Some(KvErrorKind::KeyNotFound) => {
@@ -167,9 +158,8 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
             }
             other => Err(format!("expected KEY_NOT_FOUND, got {other:?}")),
         },
-        t.elapsed(),
-        None,
-    ));
+        t,
+    );
     for i in 0..20 {
         kv.put(&format!("k{i}"), format!("v{i}").as_bytes()).await?;
     }
@@ -212,31 +202,27 @@ async fn run(dir: &Path, report: &mut Report) -> anyhow::Result<()> {
         }
     }
     let greeting = kv.get("greeting").await?;
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         format!("Get(k0..k19, greeting) at n{new}"),
-        "sync",
         "RR",
         if survived == 20 && greeting.as_deref() == Some(&b"hi"[..]) {
             Ok("all 21 values survived the leader".to_owned())
         } else {
             Err(format!("{survived} of 20 values, greeting {greeting:?}"))
         },
-        t.elapsed(),
-        None,
-    ));
+        t,
+    );
     let t = Instant::now();
     let put = kv.put("after", b"failover").await;
-    report.row(Row::made(
+    report.sync_call(
         PATH,
         "Put(after = failover)",
-        "sync",
         "RR",
         put.map(|_| "applied by the two left".to_owned())
             .map_err(|e| e.to_string()),
-        t.elapsed(),
-        None,
-    ));
+        t,
+    );
 
     // The old leader restarts from its store and catches up.
     let t = Instant::now();

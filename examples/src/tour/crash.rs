@@ -104,14 +104,6 @@ pub(crate) async fn crash(report: &mut Report) -> anyhow::Result<()> {
         }
         other => Err(format!("{other:?}")),
     };
-    report.row(Row::made(
-        PATH,
-        "Increment(+1) after restart",
-        "sync",
-        "RR",
-        result,
-        start.elapsed(),
-        None,
-    ));
+    report.sync_call(PATH, "Increment(+1) after restart", "RR", result, start);
     Ok(())
 }

@@ -133,15 +133,7 @@ pub(crate) async fn intercept(report: &mut Report) -> anyhow::Result<()> {
                 "expected UNAUTHENTICATED and no run, got {other:?}"
             )),
         };
-        report.row(Row::made(
-            &path,
-            "Increment, no token",
-            "sync",
-            "RR",
-            result,
-            start.elapsed(),
-            None,
-        ));
+        report.sync_call(&path, "Increment, no token", "RR", result, start);
 
         // With the token, in a trace of the caller's.
         let stub = CounterClient::new(
@@ -172,15 +164,7 @@ pub(crate) async fn intercept(report: &mut Report) -> anyhow::Result<()> {
             }
             other => Err(format!("answer metadata not as set: {other:?}")),
         };
-        report.row(Row::made(
-            &path,
-            "Increment, token, traced",
-            "sync",
-            "RR",
-            result,
-            start.elapsed(),
-            None,
-        ));
+        report.sync_call(&path, "Increment, token, traced", "RR", result, start);
 
         // A handler waiting for a lock; the caller gives up.
         let start = Instant::now();
@@ -217,15 +201,7 @@ pub(crate) async fn intercept(report: &mut Report) -> anyhow::Result<()> {
         } else {
             Err("the waiting handler never learned that its call was over".to_owned())
         };
-        report.row(Row::made(
-            &path,
-            "Withdraw (waits), dropped",
-            "sync",
-            "RR",
-            result,
-            start.elapsed(),
-            None,
-        ));
+        report.sync_call(&path, "Withdraw (waits), dropped", "RR", result, start);
     }
 
     // What the metrics interceptor saw.

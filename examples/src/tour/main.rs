@@ -185,12 +185,7 @@ async fn run() -> anyhow::Result<Report> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    rpc_services::cli::init_tracing("warn");
 
     let start = Instant::now();
     let outcome = match tokio::time::timeout(TOUR_LIMIT, run()).await {

@@ -72,15 +72,13 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
     ];
     let start = Instant::now();
     let first = clients[0].1.lock("account").await?;
-    report.row(Row::made(
+    report.sync_call(
         format!("{PATH} udp"),
         "lock(account) by alice",
-        "sync",
         "RRA",
         Ok(format!("granted at once, token {}", token(first.token()))),
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for (door, client) in &clients[1..] {
         let (door, waiter, tx) = (*door, client.clone(), tx.clone());
@@ -123,15 +121,13 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
             Ok(guard) => Err(format!("token {} did not rise", token(guard.token()))),
             Err(e) => Err(format!("not granted: {e}")),
         };
-        report.row(Row::made(
+        report.sync_call(
             format!("{PATH} {door}"),
             format!("lock(account) by {owner}, queued"),
-            "sync",
             "RRA",
             result,
-            asked.elapsed(),
-            None,
-        ));
+            asked,
+        );
     }
     report.check(order == ["bob", "carol"], || {
         format!("mutex: grants not in arrival order: {order:?}")
@@ -145,10 +141,9 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
             value: -1,
         })
         .await;
-    report.row(Row::made(
+    report.sync_call(
         format!("{PATH} resource"),
         "Write with an older token",
-        "sync",
         "RRA",
         match stale {
             Err(CallError::Raised(e, _)) => Ok(format!(
@@ -158,9 +153,8 @@ pub(crate) async fn mutex(report: &mut Report) -> anyhow::Result<()> {
             )),
             other => Err(format!("expected StaleToken, got {other:?}")),
         },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
 
     // A holder that crashes: granted with a short lease, then silent.
     let stub = LocksClient::new(Client::new(UdpChannel::connect(server.local_addr()).await?));

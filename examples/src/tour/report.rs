@@ -4,7 +4,7 @@
 
 use rpc_core::{CallError, Error};
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One line of the report.
 pub(crate) struct Row {
@@ -70,6 +70,23 @@ impl Report {
                 .push(format!("{} {}: {}", row.path, row.call, row.result));
         }
         self.rows.push(row);
+    }
+
+    /// Enters the row of a synchronous call made since `start` (no
+    /// retransmission count): `result` is what it did, `Err` when that is
+    /// not what was specified.
+    pub(crate) fn sync_call(
+        &mut self,
+        path: impl Into<String>,
+        call: impl Into<String>,
+        protocol: &'static str,
+        result: Result<String, String>,
+        start: Instant,
+    ) {
+        let latency = start.elapsed();
+        self.row(Row::made(
+            path, call, "sync", protocol, result, latency, None,
+        ));
     }
 
     /// Enters the failure `what` unless `ok`.

@@ -8,7 +8,7 @@
 //! abort) everywhere; and it crashes again after the commit reached one
 //! participant only, and the new one finishes the commit everywhere.
 
-use crate::report::{Report, Row};
+use crate::report::Report;
 use anyhow::{anyhow, Context as _};
 use rpc_core::client::UdpChannel;
 use rpc_core::server::ServerHandle;
@@ -194,27 +194,24 @@ pub(crate) async fn twopc(report: &mut Report) -> anyhow::Result<()> {
     let start = Instant::now();
     let committed = co.submit(transaction("t1", "1")).await;
     let words = parties.describe("t1").await?.1;
-    report.row(Row::made(
+    report.sync_call(
         format!("{PATH} udp"),
         "Submit(t1: ka, kb, kc := 1)",
-        "sync",
         "RRA",
         match committed {
             Ok(r) if r.outcome == Outcome::Committed as i32 => Ok(format!("committed: {words}")),
             other => Err(format!("expected committed, got {other:?}")),
         },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
     let start = Instant::now();
     let mut req = transaction("t2", "2");
     req.parts[2].ops[0].expect = Some("0".into());
     let aborted = co.submit(req).await;
     let words = parties.describe("t2").await?.1;
-    report.row(Row::made(
+    report.sync_call(
         format!("{PATH} udp"),
         "Submit(t2: := 2, c expects kc=0)",
-        "sync",
         "RRA",
         match aborted {
             Ok(r) if r.outcome == Outcome::Aborted as i32 && r.refusals.len() == 1 => {
@@ -222,9 +219,8 @@ pub(crate) async fn twopc(report: &mut Report) -> anyhow::Result<()> {
             }
             other => Err(format!("expected aborted by c, got {other:?}")),
         },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
 
     // The coordinator crashes after the votes, before deciding.
     let (server, co) = crash_and_recover(
@@ -281,10 +277,9 @@ async fn crash_and_recover(
         && states[1..]
             .iter()
             .all(|s| *s == TxState::Prepared || *s == end);
-    report.row(Row::made(
+    report.sync_call(
         format!("{PATH} crash"),
         format!("Submit({tx}), coordinator crashes {point}"),
-        "sync",
         "RRA",
         match crashed {
             Err(e) if blocked && e.to_string().contains("crashed") => {
@@ -293,9 +288,8 @@ async fn crash_and_recover(
             Err(e) => Err(format!("{e}; participants: {words}")),
             Ok(r) => Err(format!("the crashed coordinator answered {r:?}")),
         },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
     // Only the log survives: a new coordinator on it, at the same address.
     let _ = server.shutdown(Duration::from_secs(1)).await;
     let start = Instant::now();
@@ -305,18 +299,16 @@ async fn crash_and_recover(
         .get_outcome(rpc_services::proto::twopc::v1::OutcomeRequest { tx: tx.to_owned() })
         .await
         .map(|r| outcome_word(r.outcome));
-    report.row(Row::made(
+    report.sync_call(
         format!("{PATH} crash"),
         format!("restart from the log, then GetOutcome({tx})"),
-        "sync",
         "RR",
         match (settled, outcome) {
             (Ok(words), Ok(o)) => Ok(format!("{o}, consistently: {words}")),
             (Err(e), _) => Err(e.to_string()),
             (_, Err(e)) => Err(format!("GetOutcome: {e}")),
         },
-        start.elapsed(),
-        None,
-    ));
+        start,
+    );
     Ok((server, co))
 }

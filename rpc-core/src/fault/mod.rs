@@ -208,28 +208,19 @@ impl FaultConfig {
         }
     }
 
-    /// Sets the loss probability.
-    pub fn loss(mut self, probability: f64) -> FaultConfig {
-        self.loss = probability;
-        self
-    }
-
-    /// Sets the duplication probability.
-    pub fn duplicate(mut self, probability: f64) -> FaultConfig {
-        self.duplicate = probability;
-        self
-    }
-
-    /// Sets the reordering probability.
-    pub fn reorder(mut self, probability: f64) -> FaultConfig {
-        self.reorder = probability;
-        self
-    }
-
-    /// Sets the longest wait of a datagram held back for reordering.
-    pub fn reorder_hold(mut self, hold: Duration) -> FaultConfig {
-        self.reorder_hold = hold;
-        self
+    crate::setters::field_setters! {
+        /// Sets the loss probability.
+        loss(probability: f64) => loss;
+        /// Sets the duplication probability.
+        duplicate(probability: f64) => duplicate;
+        /// Sets the reordering probability.
+        reorder(probability: f64) => reorder;
+        /// Sets the longest wait of a datagram held back for reordering.
+        reorder_hold(hold: Duration) => reorder_hold;
+        /// Sets the delay.
+        delay(delay: Delay) => delay;
+        /// Sets the seed.
+        seed(seed: u64) => seed;
     }
 
     /// Makes a datagram late with `probability`, by an extra `delay`
@@ -237,18 +228,6 @@ impl FaultConfig {
     pub fn late(mut self, probability: f64, delay: Delay) -> FaultConfig {
         self.late = probability;
         self.late_delay = delay;
-        self
-    }
-
-    /// Sets the delay.
-    pub fn delay(mut self, delay: Delay) -> FaultConfig {
-        self.delay = delay;
-        self
-    }
-
-    /// Sets the seed.
-    pub fn seed(mut self, seed: u64) -> FaultConfig {
-        self.seed = seed;
         self
     }
 

@@ -162,12 +162,7 @@ fn decide(
     if stopping {
         return Admission::ShuttingDown;
     }
-    let registered = if req.oneway {
-        history.register_tombstone(session, request_id, req.ack_up_to, peer, now)
-    } else {
-        history.register(session, request_id, req.ack_up_to, peer, now)
-    };
-    match registered {
+    match history.register(session, request_id, req.oneway, req.ack_up_to, peer, now) {
         Ok(()) => Admission::Run,
         Err(RegisterError::TooManySessions) => Admission::TooManySessions,
         Err(RegisterError::Foreign) => Admission::Foreign,

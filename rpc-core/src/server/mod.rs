@@ -231,52 +231,27 @@ impl fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// The authentication policy every door of the server must meet
-    /// (default [`AuthPolicy::None`]): doors that cannot are refused with
-    /// [`ServerError::DoorRefused`] when they are opened, here or on the
-    /// running server's handle.
-    pub fn auth(mut self, policy: AuthPolicy) -> Self {
-        self.auth = policy;
-        self
-    }
-
-    /// Handlers running at the same time (default 1024).
-    pub fn max_concurrent(mut self, n: usize) -> Self {
-        self.config.max_concurrent = n;
-        self
-    }
-
-    /// Requests waiting for a handler slot before new ones are refused
-    /// (default 4096).
-    pub fn max_pending(mut self, n: usize) -> Self {
-        self.config.max_pending = n;
-        self
-    }
-
-    /// Largest datagram received or sent (default 65,000 bytes).
-    pub fn max_datagram(mut self, n: usize) -> Self {
-        self.config.max_datagram = n;
-        self
-    }
-
-    /// Bytes that partly received TCP frames and gRPC requests may hold,
-    /// all connections together (default 256 MiB; see
-    /// [`ServerConfig::buffer_budget`]).
-    pub fn buffer_budget(mut self, bytes: usize) -> Self {
-        self.config.buffer_budget = bytes;
-        self
-    }
-
-    /// Limits of the reply history.
-    pub fn history(mut self, history: HistoryConfig) -> Self {
-        self.config.history = history;
-        self
-    }
-
-    /// All limits at once.
-    pub fn config(mut self, config: ServerConfig) -> Self {
-        self.config = config;
-        self
+    crate::setters::field_setters! {
+        /// The authentication policy every door of the server must meet
+        /// (default [`AuthPolicy::None`]): doors that cannot are refused with
+        /// [`ServerError::DoorRefused`] when they are opened, here or on the
+        /// running server's handle.
+        auth(policy: AuthPolicy) => auth;
+        /// Handlers running at the same time (default 1024).
+        max_concurrent(n: usize) => config.max_concurrent;
+        /// Requests waiting for a handler slot before new ones are refused
+        /// (default 4096).
+        max_pending(n: usize) => config.max_pending;
+        /// Largest datagram received or sent (default 65,000 bytes).
+        max_datagram(n: usize) => config.max_datagram;
+        /// Bytes that partly received TCP frames and gRPC requests may hold,
+        /// all connections together (default 256 MiB; see
+        /// [`ServerConfig::buffer_budget`]).
+        buffer_budget(bytes: usize) => config.buffer_budget;
+        /// Limits of the reply history.
+        history(history: HistoryConfig) => config.history;
+        /// All limits at once.
+        config(config: ServerConfig) => config;
     }
 
     /// A fixed incarnation instead of a random one (0: random). For
@@ -434,10 +409,60 @@ pub struct ServerHandle {
     /// The first door's address.
     local_addr: OnceLock<SocketAddr>,
     doors: Mutex<Vec<JoinHandle<()>>>,
-    tcp_doors: Mutex<Vec<Arc<tcp::TcpDoor>>>,
+    tcp_doors: Doors<tcp::TcpDoor>,
     #[cfg(feature = "grpc")]
-    pub(crate) grpc_doors: Mutex<Vec<Arc<crate::grpc::server::GrpcDoor>>>,
+    pub(crate) grpc_doors: Doors<crate::grpc::server::GrpcDoor>,
     sweeper: JoinHandle<()>,
+}
+
+/// Binds the listening socket of a stream door (TCP, gRPC) to `addr`;
+/// returns it with its address.
+pub(crate) async fn listen(
+    addr: impl tokio::net::ToSocketAddrs,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(ServerError::Bind)?;
+    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    Ok((listener, local_addr))
+}
+
+/// The doors of one kind (TCP, gRPC) a server has opened: what its
+/// counters are summed over and its shutdown drains.
+pub(crate) struct Doors<D>(Mutex<Vec<Arc<D>>>);
+
+impl<D> Default for Doors<D> {
+    fn default() -> Doors<D> {
+        Doors(Mutex::default())
+    }
+}
+
+impl<D> Doors<D> {
+    /// Keeps `door`.
+    pub(crate) fn push(&self, door: Arc<D>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(door);
+    }
+
+    /// The doors now (a copy of the list: the lock is not held while the
+    /// caller uses them).
+    pub(crate) fn all(&self) -> Vec<Arc<D>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The counters of every door, summed by `add_to`.
+    pub(crate) fn sum<S: Default>(&self, add_to: impl Fn(&D, &mut S)) -> S {
+        let mut stats = S::default();
+        for door in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            add_to(door, &mut stats);
+        }
+        stats
+    }
 }
 
 impl fmt::Debug for ServerHandle {
@@ -460,9 +485,9 @@ impl ServerHandle {
             auth,
             local_addr: OnceLock::new(),
             doors: Mutex::default(),
-            tcp_doors: Mutex::default(),
+            tcp_doors: Doors::default(),
             #[cfg(feature = "grpc")]
-            grpc_doors: Mutex::default(),
+            grpc_doors: Doors::default(),
             sweeper,
         }
     }

@@ -42,10 +42,12 @@ use std::fmt;
 use std::sync::Arc;
 use tokio_rustls::rustls;
 
+mod door;
 mod identity;
 mod local_ca;
 mod refusal;
 
+pub(crate) use door::{door_acceptor, handshake};
 #[cfg(test)]
 use identity::identity_of;
 pub(crate) use identity::peer_identity;

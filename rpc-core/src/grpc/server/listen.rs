@@ -140,15 +140,9 @@ pub(crate) async fn bind(
 ) -> Result<(SocketAddr, Arc<GrpcDoor>, JoinHandle<()>), ServerError> {
     config.validate(budget.limit())?;
     #[cfg(feature = "tls")]
-    let acceptor = match &config.tls {
-        Some(tls) => Some(
-            tls.acceptor(crate::tls::ALPN_H2)
-                .map_err(|e| ServerError::InvalidConfig(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
-    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    let acceptor = crate::tls::door_acceptor(config.tls.as_ref(), crate::tls::ALPN_H2)
+        .map_err(|e| ServerError::InvalidConfig(e.to_string()))?;
+    let (listener, local_addr) = crate::server::listen(addr).await?;
     let door = Arc::new(GrpcDoor {
         config,
         budget: Arc::clone(budget),
@@ -241,30 +235,17 @@ pub(super) async fn connection(
     #[cfg(feature = "tls")]
     if let Some(acceptor) = router.door.acceptor.clone() {
         let door = Arc::clone(&router.door);
-        let accepted =
-            tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(tcp)).await;
-        match accepted {
-            Ok(Ok(stream)) => {
-                // Verified once per connection; every call shares it.
-                let identity = crate::tls::peer_identity(stream.get_ref().1);
-                if let Some(id) = &identity {
-                    tracing::debug!(%peer, client = id.name(), "grpc tls client authenticated");
-                }
-                let conn = ConnInfo {
-                    peer,
-                    transport: TransportKind::GrpcTls,
-                    identity,
-                };
-                serve(router.for_connection(conn), http2, stream, peer).await;
-            }
-            Ok(Err(error)) => {
-                bump(&door.handshake_failures);
-                tracing::debug!(%peer, %error, "grpc tls handshake failed");
-            }
-            Err(_) => {
-                bump(&door.handshake_failures);
-                tracing::debug!(%peer, "grpc tls handshake timed out");
-            }
+        let timeout = door.config.handshake_timeout;
+        let failures = &door.handshake_failures;
+        let shaken =
+            crate::tls::handshake(acceptor, tcp, timeout, peer, failures, "grpc tls").await;
+        if let Some((stream, identity)) = shaken {
+            let conn = ConnInfo {
+                peer,
+                transport: TransportKind::GrpcTls,
+                identity,
+            };
+            serve(router.for_connection(conn), http2, stream, peer).await;
         }
         return;
     }

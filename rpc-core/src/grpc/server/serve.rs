@@ -1,10 +1,10 @@
 //! The serving verbs of the gRPC door on the server's builder and handle
 //! (`serve_grpc`, `serve_grpc_with`), as `server/tcp` has them for TCP.
 
-use super::{bind, GrpcServerConfig, GrpcStats};
+use super::{bind, GrpcDoor, GrpcServerConfig, GrpcStats};
 use crate::server::{ServerBuilder, ServerError, ServerHandle};
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 impl ServerBuilder {
     /// Starts the server with a gRPC (HTTP/2) door bound to `addr`, with
@@ -73,25 +73,13 @@ impl ServerHandle {
         let (local_addr, door, task) =
             bind(Arc::clone(self.engine()), self.budget(), addr, config).await?;
         self.add_door(local_addr, task);
-        self.grpc_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(door);
+        self.grpc_doors.push(door);
         Ok(local_addr)
     }
 
     /// The counters of the server's gRPC doors, summed (all zero without
     /// one).
     pub fn grpc_stats(&self) -> GrpcStats {
-        let mut stats = GrpcStats::default();
-        for door in self
-            .grpc_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            door.add_to(&mut stats);
-        }
-        stats
+        self.grpc_doors.sum(GrpcDoor::add_to)
     }
 }

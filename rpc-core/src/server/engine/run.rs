@@ -23,6 +23,19 @@ use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+/// A log event at `level` about `job`: its method, session and request id,
+/// then the rest.
+macro_rules! job_event {
+    ($level:ident, $job:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            method = $job.method.name,
+            session = $job.session,
+            request_id = $job.request_id,
+            $($rest)+
+        )
+    };
+}
+
 impl Engine {
     /// Runs a call without a session (see [`Untracked`]) as a request
     /// that is not tracked: counted, refused while shutting down, then
@@ -343,13 +356,7 @@ impl Engine {
         let (ty, status, payload) = match ending {
             Ending::Refused(status) => {
                 bump(&self.counters.intercept_refused);
-                tracing::debug!(
-                    method = job.method.name,
-                    session = job.session,
-                    request_id = job.request_id,
-                    %status,
-                    "refused by an interceptor"
-                );
+                job_event!(debug, job, %status, "refused by an interceptor");
                 (MessageType::Error, Some(status), Bytes::new())
             }
             Ending::Done(Ok(payload)) => (MessageType::Reply, None, payload),
@@ -361,12 +368,7 @@ impl Engine {
             Ending::Done(Err(status)) => (MessageType::Reply, Some(status), Bytes::new()),
             Ending::Panicked => {
                 bump(&self.counters.handler_panics);
-                tracing::warn!(
-                    method = job.method.name,
-                    session = job.session,
-                    request_id = job.request_id,
-                    "handler panicked"
-                );
+                job_event!(warn, job, "handler panicked");
                 (
                     MessageType::Reply,
                     Some(Status::internal("handler panicked")),
@@ -375,12 +377,7 @@ impl Engine {
             }
             Ending::Expired => {
                 bump(&self.counters.deadline_exceeded);
-                tracing::debug!(
-                    method = job.method.name,
-                    session = job.session,
-                    request_id = job.request_id,
-                    "deadline passed before the request ran"
-                );
+                job_event!(debug, job, "deadline passed before the request ran");
                 (
                     MessageType::Error,
                     Some(Status::deadline_exceeded(

@@ -375,38 +375,16 @@ impl History {
         }
     }
 
-    /// Registers a new request as running. The caller has checked that it
-    /// is [`Lookup::Absent`]. A session created here starts with `floor`
-    /// (the request's `ack_up_to`) as its floor.
+    /// Registers a new request. The caller has checked that it is
+    /// [`Lookup::Absent`]. A session created here starts with `floor` (the
+    /// request's `ack_up_to`) as its floor. A `oneway` request is registered
+    /// as already completed with no reply (a tombstone, so that a network
+    /// duplicate does not run it again); any other as running.
     pub(crate) fn register(
         &mut self,
         session: u64,
         request_id: u64,
-        floor: u64,
-        peer: Peer<'_>,
-        now: Instant,
-    ) -> Result<(), RegisterError> {
-        self.insert(session, request_id, None, floor, peer, now)
-    }
-
-    /// Registers a one-way request as already completed with no reply (a
-    /// tombstone, so that a network duplicate does not run it again).
-    pub(crate) fn register_tombstone(
-        &mut self,
-        session: u64,
-        request_id: u64,
-        floor: u64,
-        peer: Peer<'_>,
-        now: Instant,
-    ) -> Result<(), RegisterError> {
-        self.insert(session, request_id, Some(None), floor, peer, now)
-    }
-
-    fn insert(
-        &mut self,
-        session: u64,
-        request_id: u64,
-        completed: Option<Option<Bytes>>,
+        oneway: bool,
         floor: u64,
         peer: Peer<'_>,
         now: Instant,
@@ -446,6 +424,8 @@ impl History {
             self.sessions.insert(session, fresh);
         }
         let touch = self.seq();
+        // A tombstone's place in the order of completed entries.
+        let tombstone = oneway.then(|| self.seq());
         let Some(s) = self.sessions.get_mut(&session) else {
             return Err(RegisterError::TooManySessions);
         };
@@ -454,33 +434,25 @@ impl History {
         s.max_id = s.max_id.max(request_id);
         // The caller looked the entry up: one is replaced only if it is
         // there after all, and then taken off the counts.
-        let replaced = match completed {
-            None => {
-                let replaced = s.entries.insert(request_id, State::InProgress);
-                s.in_progress += 1;
-                self.in_progress += 1;
-                replaced
-            }
-            Some(reply) => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let len = reply.as_ref().map_or(0, Bytes::len);
-                let replaced = s
-                    .entries
-                    .insert(request_id, State::Completed { reply, seq });
-                s.completed += 1;
-                s.bytes += len;
-                self.sources.add_bytes(s.slot, len);
-                self.completed += 1;
-                self.bytes += len;
-                self.order.push_back(Record {
-                    seq,
-                    session,
-                    request: request_id,
-                    stored: now,
-                });
-                replaced
-            }
+        let replaced = if let Some(seq) = tombstone {
+            // A tombstone holds no bytes.
+            let replaced = s
+                .entries
+                .insert(request_id, State::Completed { reply: None, seq });
+            self.order.push_back(Record {
+                seq,
+                session,
+                request: request_id,
+                stored: now,
+            });
+            s.completed += 1;
+            self.completed += 1;
+            replaced
+        } else {
+            let replaced = s.entries.insert(request_id, State::InProgress);
+            s.in_progress += 1;
+            self.in_progress += 1;
+            replaced
         };
         let replaced = replaced.map(|old| s.uncount(old));
         let over_session_cap = s.done() > self.config.max_per_session;

@@ -72,7 +72,7 @@ fn register_complete_replay() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     assert_eq!(h.lookup(7, 1, now), Lookup::Absent);
-    assert_eq!(h.register(7, 1, 0, LOCAL, now), Ok(()));
+    assert_eq!(h.register(7, 1, false, 0, LOCAL, now), Ok(()));
     assert_eq!(h.lookup(7, 1, now), Lookup::InProgress);
     assert!(h.complete(7, 1, b("r1"), now));
     assert_eq!(h.lookup(7, 1, now), Lookup::Completed(Some(b("r1"))));
@@ -97,7 +97,7 @@ fn ack_and_ack_up_to_drop_entries_and_raise_floor() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     for id in 1..=4 {
-        h.register(1, id, 0, LOCAL, now).unwrap();
+        h.register(1, id, false, 0, LOCAL, now).unwrap();
         h.complete(1, id, b("r"), now);
     }
     assert!(h.ack(1, 3, 0, now));
@@ -131,7 +131,7 @@ fn acked_markers_stay_until_the_floor_passes_them() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     for id in 1..=4 {
-        h.register(1, id, 0, LOCAL, now).unwrap();
+        h.register(1, id, false, 0, LOCAL, now).unwrap();
     }
     h.complete(1, 3, b("r3"), now);
     h.complete(1, 4, b("r4"), now);
@@ -167,9 +167,9 @@ fn markers_count_against_the_caps_and_their_eviction_is_outcome_unknown() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     // Id 1 runs for ever, so the floor stays at 0.
-    h.register(1, 1, 0, LOCAL, now).unwrap();
+    h.register(1, 1, false, 0, LOCAL, now).unwrap();
     for id in 2..=7 {
-        h.register(1, id, 0, LOCAL, now).unwrap();
+        h.register(1, id, false, 0, LOCAL, now).unwrap();
         h.complete(1, id, b("r"), now);
         h.ack(1, id, 0, now);
     }
@@ -199,21 +199,21 @@ fn a_forgotten_sessions_old_ids_have_an_unknown_outcome_for_one_ttl() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     for session in 1..=3 {
-        h.register(session, 5, 4, LOCAL, now).unwrap();
+        h.register(session, 5, false, 4, LOCAL, now).unwrap();
         h.complete(session, 5, b("r"), now);
     }
     // A fourth session pushes session 1 (least recent) out.
-    h.register(4, 1, 0, LOCAL, now).unwrap();
+    h.register(4, 1, false, 0, LOCAL, now).unwrap();
     assert_eq!(h.sessions_evicted(), 1);
     assert_eq!(h.lookup(1, 5, now), Lookup::Evicted, "ran: never again");
     assert_eq!(h.lookup(1, 4, now), Lookup::Evicted);
     assert_eq!(h.lookup(1, 6, now), Lookup::Absent, "never seen: new");
     // Coming back, the session knows its old ids' fate.
-    h.register(1, 6, 0, LOCAL, now).unwrap();
+    h.register(1, 6, false, 0, LOCAL, now).unwrap();
     assert_eq!(h.session_marks(1), Some((0, 5)));
     assert_eq!(h.lookup(1, 5, now), Lookup::Evicted);
     // A tombstone lasts one ttl.
-    h.register(5, 1, 0, LOCAL, now).unwrap(); // forgets session 2
+    h.register(5, 1, false, 0, LOCAL, now).unwrap(); // forgets session 2
     assert_eq!(h.lookup(2, 5, now), Lookup::Evicted);
     let later = now + Duration::from_secs(10);
     h.sweep(later);
@@ -233,14 +233,14 @@ fn a_tombstone_is_never_dropped_early_new_sessions_are_refused_instead() {
         ..cfg()
     });
     for session in 1..=4u64 {
-        h.register(session, 1, 0, LOCAL, now).unwrap();
+        h.register(session, 1, false, 0, LOCAL, now).unwrap();
         h.complete(session, 1, b("r"), now);
     }
     // Sessions 1 and 2 were forgotten; both tombstones are in use.
     assert_eq!(h.sessions_evicted(), 2);
     assert_eq!(h.tombstones(), 2);
     assert_eq!(
-        h.register(5, 1, 0, LOCAL, now),
+        h.register(5, 1, false, 0, LOCAL, now),
         Err(RegisterError::TooManySessions),
         "no room for one more tombstone: refused, nothing forgotten"
     );
@@ -253,10 +253,10 @@ fn a_tombstone_is_never_dropped_early_new_sessions_are_refused_instead() {
         );
     }
     // Known sessions carry on.
-    h.register(3, 2, 0, LOCAL, now).unwrap();
+    h.register(3, 2, false, 0, LOCAL, now).unwrap();
     // One ttl later the tombstones have expired and there is room again.
     let later = now + Duration::from_secs(10);
-    h.register(5, 1, 0, LOCAL, later).unwrap();
+    h.register(5, 1, false, 0, LOCAL, later).unwrap();
     assert_eq!(h.tombstones(), 1);
     assert_eq!(h.lookup(1, 1, later), Lookup::Absent);
 }
@@ -272,16 +272,16 @@ fn a_forgotten_session_comes_back_with_its_old_ids_unknown() {
         ..cfg()
     });
     for session in 1..=3u64 {
-        h.register(session, 1, 0, LOCAL, now).unwrap();
+        h.register(session, 1, false, 0, LOCAL, now).unwrap();
         h.complete(session, 1, b("r"), now);
     }
-    h.register(1, 5, 0, LOCAL, now).unwrap();
+    h.register(1, 5, false, 0, LOCAL, now).unwrap();
     assert_eq!(h.lookup(1, 1, now), Lookup::Evicted, "ran: never again");
     assert_eq!(h.lookup(1, 2, now), Lookup::Absent, "never seen: new");
     // Without an overflow, a new session's first id may be any: the ids
     // below it were never seen and are new.
     let mut fresh = History::new(cfg());
-    fresh.register(9, 3, 0, LOCAL, now).unwrap();
+    fresh.register(9, 3, false, 0, LOCAL, now).unwrap();
     assert_eq!(fresh.lookup(9, 1, now), Lookup::Absent);
 }
 
@@ -289,7 +289,7 @@ fn a_forgotten_session_comes_back_with_its_old_ids_unknown() {
 fn ack_of_running_entry_means_reply_is_not_stored() {
     let now = Instant::now();
     let mut h = History::new(cfg());
-    h.register(1, 5, 0, LOCAL, now).unwrap();
+    h.register(1, 5, false, 0, LOCAL, now).unwrap();
     h.ack(1, 0, 5, now);
     assert_eq!(h.size().in_progress, 0);
     assert!(!h.complete(1, 5, b("late"), now));
@@ -302,7 +302,7 @@ fn per_session_cap_evicts_oldest_and_marks_evicted() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     for id in 1..=6 {
-        h.register(1, id, 0, LOCAL, now).unwrap();
+        h.register(1, id, false, 0, LOCAL, now).unwrap();
         h.complete(1, id, b("r"), now);
     }
     assert_eq!(h.size().completed, 4);
@@ -318,7 +318,7 @@ fn running_entries_are_never_evicted_by_caps() {
     let now = Instant::now();
     let mut h = History::new(cfg());
     for id in 1..=8 {
-        h.register(1, id, 0, LOCAL, now).unwrap();
+        h.register(1, id, false, 0, LOCAL, now).unwrap();
     }
     assert_eq!(h.size().in_progress, 8);
     h.complete(1, 8, b("r"), now);
@@ -335,7 +335,7 @@ fn global_cap_evicts_oldest_stored_first() {
     });
     for session in 1..=4u64 {
         for id in 1..=3 {
-            h.register(session, id, 0, LOCAL, now).unwrap();
+            h.register(session, id, false, 0, LOCAL, now).unwrap();
             h.complete(session, id, b("r"), now);
         }
     }
@@ -350,9 +350,9 @@ fn global_cap_evicts_oldest_stored_first() {
 fn age_sweep_evicts_and_forgets_idle_sessions() {
     let t0 = Instant::now();
     let mut h = History::new(cfg());
-    h.register(1, 1, 0, LOCAL, t0).unwrap();
+    h.register(1, 1, false, 0, LOCAL, t0).unwrap();
     h.complete(1, 1, b("r"), t0);
-    h.register(1, 2, 0, LOCAL, t0).unwrap();
+    h.register(1, 2, false, 0, LOCAL, t0).unwrap();
     let t1 = t0 + Duration::from_secs(5);
     h.complete(1, 2, b("r"), t1);
     h.sweep(t0 + Duration::from_secs(11));
@@ -375,7 +375,7 @@ fn age_sweep_evicts_and_forgets_idle_sessions() {
     // A session idle for long whose last entry ages out now is kept for
     // another ttl, so that a retry still learns "outcome unknown".
     let mut h = History::new(cfg());
-    h.register(2, 1, 0, LOCAL, t0).unwrap();
+    h.register(2, 1, false, 0, LOCAL, t0).unwrap();
     h.complete(2, 1, b("r"), t0);
     let late = t0 + Duration::from_secs(100);
     h.sweep(late);
@@ -391,7 +391,7 @@ fn age_sweep_evicts_and_forgets_idle_sessions() {
 fn running_entries_survive_the_sweep() {
     let t0 = Instant::now();
     let mut h = History::new(cfg());
-    h.register(1, 1, 0, LOCAL, t0).unwrap();
+    h.register(1, 1, false, 0, LOCAL, t0).unwrap();
     h.sweep(t0 + Duration::from_secs(100));
     assert_eq!(
         h.lookup(1, 1, t0 + Duration::from_secs(100)),
@@ -404,12 +404,12 @@ fn running_entries_survive_the_sweep() {
 fn session_limit_forgets_least_recent_idle_session() {
     let now = Instant::now();
     let mut h = History::new(cfg());
-    h.register(1, 1, 0, LOCAL, now).unwrap(); // stays running
-    h.register(2, 1, 0, LOCAL, now).unwrap();
+    h.register(1, 1, false, 0, LOCAL, now).unwrap(); // stays running
+    h.register(2, 1, false, 0, LOCAL, now).unwrap();
     h.complete(2, 1, b("r"), now);
-    h.register(3, 1, 0, LOCAL, now).unwrap();
+    h.register(3, 1, false, 0, LOCAL, now).unwrap();
     h.complete(3, 1, b("r"), now);
-    h.register(4, 1, 0, LOCAL, now).unwrap();
+    h.register(4, 1, false, 0, LOCAL, now).unwrap();
     assert_eq!(h.size().sessions, 3);
     assert_eq!(h.lookup(1, 1, now), Lookup::InProgress);
     assert_eq!(
@@ -425,10 +425,10 @@ fn session_limit_forgets_least_recent_idle_session() {
         max_sessions: 2,
         ..cfg()
     });
-    h.register(1, 1, 0, LOCAL, now).unwrap();
-    h.register(2, 1, 0, LOCAL, now).unwrap();
+    h.register(1, 1, false, 0, LOCAL, now).unwrap();
+    h.register(2, 1, false, 0, LOCAL, now).unwrap();
     assert_eq!(
-        h.register(3, 1, 0, LOCAL, now),
+        h.register(3, 1, false, 0, LOCAL, now),
         Err(RegisterError::TooManySessions)
     );
 }
@@ -437,11 +437,11 @@ fn session_limit_forgets_least_recent_idle_session() {
 fn a_new_session_starts_at_the_requests_ack_up_to() {
     let now = Instant::now();
     let mut h = History::new(cfg());
-    h.register(9, 50, 49, LOCAL, now).unwrap();
+    h.register(9, 50, false, 49, LOCAL, now).unwrap();
     assert_eq!(h.session_marks(9), Some((49, 0)));
     assert_eq!(h.lookup(9, 30, now), Lookup::Stale);
     // An existing session keeps its floor.
-    h.register(9, 51, 0, LOCAL, now).unwrap();
+    h.register(9, 51, false, 0, LOCAL, now).unwrap();
     assert_eq!(h.session_marks(9), Some((49, 0)));
 }
 
@@ -455,7 +455,7 @@ fn byte_cap_evicts_oldest_and_bytes_are_accounted() {
     });
     let reply = Bytes::from(vec![0u8; 400]);
     for session in 1..=3u64 {
-        h.register(session, 1, 0, LOCAL, now).unwrap();
+        h.register(session, 1, false, 0, LOCAL, now).unwrap();
         h.complete(session, 1, reply.clone(), now);
     }
     assert_eq!(h.size().bytes, 800);
@@ -482,7 +482,7 @@ fn byte_cap_evicts_oldest_and_bytes_are_accounted() {
 fn one_way_tombstones() {
     let now = Instant::now();
     let mut h = History::new(cfg());
-    h.register_tombstone(1, 1, 0, LOCAL, now).unwrap();
+    h.register(1, 1, true, 0, LOCAL, now).unwrap();
     assert_eq!(h.lookup(1, 1, now), Lookup::Completed(None));
     h.unregister(1, 1);
     assert_eq!(h.lookup(1, 1, now), Lookup::Absent);
@@ -500,7 +500,7 @@ fn flood_of_sessions_stays_bounded() {
     });
     for session in 1..=10_000u64 {
         for id in 1..=3 {
-            h.register(session, id, 0, LOCAL, now).unwrap();
+            h.register(session, id, false, 0, LOCAL, now).unwrap();
             h.complete(session, id, b("reply"), now);
         }
         h.ack(session, 0, 1, now);
@@ -530,7 +530,7 @@ fn steady_rra_keeps_queues_small() {
     let now = Instant::now();
     let mut h = History::new(HistoryConfig::default());
     for id in 1..=100_000u64 {
-        h.register(1, id, 0, LOCAL, now).unwrap();
+        h.register(1, id, false, 0, LOCAL, now).unwrap();
         h.complete(1, id, b("r"), now);
         h.ack(1, id, id - 1, now);
     }
@@ -553,7 +553,7 @@ fn a_session_belongs_to_the_peer_that_created_it() {
         verified: false,
     };
     assert_eq!(h.ownership(7, &me, &|| false), Ownership::Unknown);
-    h.register(7, 1, 0, mine, now).unwrap();
+    h.register(7, 1, false, 0, mine, now).unwrap();
     assert_eq!(
         h.ownership(7, &me, &|| false),
         Ownership::Own { verified: false }
@@ -565,7 +565,7 @@ fn a_session_belongs_to_the_peer_that_created_it() {
         verified: true,
     };
     assert_eq!(
-        h.register(7, 2, 0, theirs, now),
+        h.register(7, 2, false, 0, theirs, now),
         Err(RegisterError::Foreign)
     );
     // A message that proves the owner's address marks the session.
@@ -595,13 +595,13 @@ fn a_forgotten_sessions_tombstone_keeps_its_owner() {
         owner: &other,
         verified: true,
     };
-    h.register(1, 1, 0, mine, now).unwrap();
+    h.register(1, 1, false, 0, mine, now).unwrap();
     h.complete(1, 1, b("x"), now);
-    h.register(2, 1, 0, theirs, now).unwrap(); // forgets session 1
+    h.register(2, 1, false, 0, theirs, now).unwrap(); // forgets session 1
     h.complete(2, 1, b("y"), now);
     assert_eq!(h.ownership(1, &other, &|| true), Ownership::Foreign);
     assert_eq!(
-        h.register(1, 9, 0, theirs, now),
+        h.register(1, 9, false, 0, theirs, now),
         Err(RegisterError::Foreign)
     );
     assert_eq!(h.ownership(1, &me, &|| true), Ownership::Unknown);
@@ -621,7 +621,7 @@ fn source_quotas_refuse_a_flood_without_evicting_others() {
         owner: &honest,
         verified: true,
     };
-    h.register(100, 1, 0, honest_peer, now).unwrap();
+    h.register(100, 1, false, 0, honest_peer, now).unwrap();
     h.complete(100, 1, b("reply"), now);
     // Another host floods new sessions, one port each.
     let mut refused = 0;
@@ -631,7 +631,7 @@ fn source_quotas_refuse_a_flood_without_evicting_others() {
             owner: &owner,
             verified: true,
         };
-        match h.register(u64::from(port) + 1, 1, 0, peer, now) {
+        match h.register(u64::from(port) + 1, 1, false, 0, peer, now) {
             Ok(()) => assert!(h.complete(u64::from(port) + 1, 1, b("r"), now)),
             Err(e) => {
                 assert_eq!(e, RegisterError::SourceSessions);
@@ -646,16 +646,16 @@ fn source_quotas_refuse_a_flood_without_evicting_others() {
     assert_eq!(h.lookup(100, 1, now), Lookup::Completed(Some(b("reply"))));
     // Bytes: a source over its byte quota is refused new requests
     // until acknowledgements free them.
-    h.register(100, 2, 0, honest_peer, now).unwrap();
+    h.register(100, 2, false, 0, honest_peer, now).unwrap();
     h.complete(100, 2, b("0123456789"), now);
     assert_eq!(h.source_use(&honest.source()), (1, 15));
     assert_eq!(
-        h.register(100, 3, 0, honest_peer, now),
+        h.register(100, 3, false, 0, honest_peer, now),
         Err(RegisterError::SourceBytes)
     );
     h.ack(100, 0, 2, now);
     assert_eq!(h.source_use(&honest.source()), (1, 0));
-    h.register(100, 3, 0, honest_peer, now).unwrap();
+    h.register(100, 3, false, 0, honest_peer, now).unwrap();
     // Sessions that end give their quota back.
     h.sweep(now + Duration::from_secs(3600));
     h.sweep(now + Duration::from_secs(7200));

@@ -89,26 +89,12 @@ pub(super) async fn connection(
     }
     #[cfg(feature = "tls")]
     if let Some(acceptor) = door.acceptor.clone() {
-        let accepted =
-            tokio::time::timeout(door.config.handshake_timeout, acceptor.accept(stream)).await;
-        match accepted {
-            Ok(Ok(stream)) => {
-                // Verified once per connection; every call shares it.
-                let identity = crate::tls::peer_identity(stream.get_ref().1);
-                if let Some(id) = &identity {
-                    tracing::debug!(%peer, client = id.name(), "tls client authenticated");
-                }
-                let (r, w) = tokio::io::split(stream);
-                serve(engine, door, r, w, peer, TransportKind::Tls, identity).await;
-            }
-            Ok(Err(error)) => {
-                bump(&door.counters.handshake_failures);
-                tracing::debug!(%peer, %error, "tls handshake failed");
-            }
-            Err(_) => {
-                bump(&door.counters.handshake_failures);
-                tracing::debug!(%peer, "tls handshake timed out");
-            }
+        let timeout = door.config.handshake_timeout;
+        let failures = &door.counters.handshake_failures;
+        let shaken = crate::tls::handshake(acceptor, stream, timeout, peer, failures, "tls").await;
+        if let Some((stream, identity)) = shaken {
+            let (r, w) = tokio::io::split(stream);
+            serve(engine, door, r, w, peer, TransportKind::Tls, identity).await;
         }
         return;
     }

@@ -54,9 +54,8 @@ use crate::transport::tcp::{WriteCounters, DEFAULT_MAX_FRAME, READ_CHUNK};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 
 /// Queued reply bytes per connection above which handlers wait for the
@@ -321,15 +320,9 @@ async fn bind(
 ) -> Result<(Arc<TcpDoor>, tokio::task::JoinHandle<()>), ServerError> {
     config.validate(budget.limit())?;
     #[cfg(feature = "tls")]
-    let acceptor = match &config.tls {
-        Some(tls) => Some(
-            tls.acceptor(crate::tls::ALPN_RPC)
-                .map_err(|e| ServerError::InvalidConfig(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let listener = TcpListener::bind(addr).await.map_err(ServerError::Bind)?;
-    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    let acceptor = crate::tls::door_acceptor(config.tls.as_ref(), crate::tls::ALPN_RPC)
+        .map_err(|e| ServerError::InvalidConfig(e.to_string()))?;
+    let (listener, local_addr) = super::listen(addr).await?;
     let door = Arc::new(TcpDoor {
         local_addr,
         config,
@@ -425,46 +418,24 @@ impl ServerHandle {
         let (door, task) = bind(&self.engine, &self.budget, addr, config).await?;
         let local = door.local_addr;
         self.add_door(local, task);
-        self.tcp_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(door);
+        self.tcp_doors.push(door);
         Ok(local)
     }
 
     /// The counters of the server's TCP doors, summed (all zero without
     /// one).
     pub fn tcp_stats(&self) -> TcpStats {
-        let mut stats = TcpStats::default();
-        for door in self
-            .tcp_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            door.add_to(&mut stats);
-        }
-        stats
+        self.tcp_doors.sum(TcpDoor::add_to)
     }
 
     /// The addresses of the server's TCP listeners.
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
-        self.tcp_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|d| d.local_addr)
-            .collect()
+        self.tcp_doors.all().iter().map(|d| d.local_addr).collect()
     }
 
     /// Closes the TCP doors gracefully (part of [`ServerHandle::shutdown`]).
     pub(super) async fn drain_tcp(&self, timeout: Duration) {
-        let doors: Vec<Arc<TcpDoor>> = self
-            .tcp_doors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for door in doors {
+        for door in self.tcp_doors.all() {
             door.drain(timeout).await;
         }
     }
