@@ -34,7 +34,7 @@ fn config_is_normalized() {
 #[test]
 fn server_address_match() {
     let shared = |server: &str| Shared {
-        socket: (),
+        link: (),
         server: server
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
