@@ -23,21 +23,26 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+/// One message for a [`Link`] to send.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// The encoded message.
+    pub(crate) bytes: &'a [u8],
+    /// Where to (a link to one server may ignore it).
+    pub(crate) to: SocketAddr,
+    /// What `bytes` encode, when the sender has it: a link that routes by
+    /// message reads it instead of decoding the bytes again.
+    pub(crate) envelope: Option<&'a Envelope>,
+}
+
 /// A channel's way to one server (see the module docs).
 pub(crate) trait Link: Send + Sync + 'static {
-    /// Sends `buf` to `target`; `envelope`, when given, is what `buf`
-    /// encodes (a link that routes by message reads it instead of
-    /// decoding `buf` again).
+    /// Sends one message; returns its length.
     ///
     /// # Errors
     /// When the message cannot be sent (a reliable link keeps what it
     /// cannot send now, and does not fail).
-    fn send(
-        &self,
-        buf: &[u8],
-        target: SocketAddr,
-        envelope: Option<&Envelope>,
-    ) -> impl Future<Output = io::Result<usize>> + Send;
+    fn send(&self, message: Outgoing<'_>) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Sends every message of `batch`, as
     /// [`DatagramSocket::send_batch`].
@@ -74,13 +79,8 @@ pub(crate) trait Link: Send + Sync + 'static {
 }
 
 impl<S: DatagramSocket> Link for S {
-    fn send(
-        &self,
-        buf: &[u8],
-        target: SocketAddr,
-        _envelope: Option<&Envelope>,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.send_to(buf, target)
+    fn send(&self, message: Outgoing<'_>) -> impl Future<Output = io::Result<usize>> + Send {
+        self.send_to(message.bytes, message.to)
     }
 
     fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send {

@@ -241,10 +241,12 @@ impl<L> Shared<L> {
                 return Ok(());
             }
         }
-        self.link
-            .send(datagram, self.server, envelope)
-            .await
-            .map(|_| ())
+        let message = link::Outgoing {
+            bytes: datagram,
+            to: self.server,
+            envelope,
+        };
+        self.link.send(message).await.map(|_| ())
     }
 
     /// Whether a datagram from `from` comes from the server.

@@ -3,7 +3,7 @@
 //! on the retransmission schedule until an answer, then (asynchronous and
 //! deferred calls) polls until the REPLY.
 
-use super::link::Link;
+use super::link::{Link, Outgoing};
 use super::session::Session;
 use super::stats::bump;
 use super::Shared;
@@ -250,14 +250,15 @@ async fn one_way<S: Link>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome
     }
     let buf = env.encode_to_vec();
     bump(&shared.counters.attempts);
-    shared
-        .link
-        .send(&buf, shared.server, Some(&env))
-        .await
-        .map_err(|e| {
-            bump(&shared.counters.io_errors);
-            Error::Io(e)
-        })?;
+    let message = Outgoing {
+        bytes: &buf,
+        to: shared.server,
+        envelope: Some(&env),
+    };
+    shared.link.send(message).await.map_err(|e| {
+        bump(&shared.counters.io_errors);
+        Error::Io(e)
+    })?;
     tracing::trace!(request_id = id, method, "one-way request sent");
     Ok(Outcome::Sent)
 }

@@ -297,12 +297,15 @@ impl<S: Link> Exchange<S> {
     /// Sends REQUEST copies until REPLY/ERROR, or ACCEPT when the call wants
     /// one.
     async fn request_phase(&mut self) -> Result<Step, Error> {
-        if self.shared.link.reliable() {
-            return self.request_phase_reliable().await;
-        }
-        let mut polling: Option<PollInterval> = None;
+        // Over a reliable link the timer only polls, from the first copy
+        // on, and counts no attempts (see the module docs).
+        let mut polling = self
+            .shared
+            .link
+            .reliable()
+            .then(|| PollInterval::start(&self.shared.lock().rto));
+        let mut sent_at = self.send_request().await?;
         loop {
-            let sent_at = self.send_request().await?;
             let interval = match &mut polling {
                 Some(p) => p.next(jitter_factor()),
                 None => {
@@ -347,50 +350,25 @@ impl<S: Link> Exchange<S> {
                     attempts: self.copies,
                 });
             }
-            tracing::debug!(attempt = self.copies + 1, "no answer; retransmitting");
-        }
-    }
-
-    /// The request phase over a reliable link: one copy, then a wait for
-    /// REPLY/ERROR (or ACCEPT when the call wants one) until the deadline,
-    /// with polls on the poll schedule once the connection that carried
-    /// the request was replaced (see the module docs). No attempts are
-    /// counted: nothing was lost that the link did not report.
-    async fn request_phase_reliable(&mut self) -> Result<Step, Error> {
-        self.send_request().await?;
-        let mut polling = PollInterval::start(&self.shared.lock().rto);
-        let mut until = (Instant::now() + polling.next(jitter_factor())).min(self.give_up_at);
-        loop {
-            match self.wait(Phase::Request, until).await {
-                Event::Final(f) => return self.finish(f).map(Step::Done),
-                Event::Retry => {
-                    tracing::debug!("server asked for its cookie; sending again");
-                    self.send_request().await?;
-                }
-                Event::Progress if self.env.want_accept => return Ok(Step::Accepted),
-                Event::Progress | Event::PingDone => {}
-                Event::Timer => {
-                    if Instant::now() >= self.give_up_at {
-                        return Err(self.timed_out());
-                    }
-                    self.poll_if_lost().await?;
-                    until = (Instant::now() + polling.next(jitter_factor())).min(self.give_up_at);
-                }
-                Event::Closed => return Err(Error::Closed),
-            }
+            sent_at = if self.shared.link.reliable() {
+                self.poll_if_lost().await?
+            } else {
+                tracing::debug!(attempt = self.copies + 1, "no answer; retransmitting");
+                self.send_request().await?
+            };
         }
     }
 
     /// At a poll: sends a copy of the request, unless the link is reliable
     /// and the connection that carried the request still lives (its answer
-    /// will come on it).
-    async fn poll_if_lost(&mut self) -> Result<(), Error> {
+    /// will come on it). Returns when (as `send_request`).
+    async fn poll_if_lost(&mut self) -> Result<Instant, Error> {
         let link = &self.shared.link;
         if link.reliable() && link.connection() == self.carrier {
-            return Ok(());
+            return Ok(Instant::now());
         }
         tracing::debug!(attempt = self.copies + 1, "no result yet; polling");
-        self.send_request().await.map(|_| ())
+        self.send_request().await
     }
 
     /// After ACCEPT: polls (REQUEST copies) until the REPLY arrives.

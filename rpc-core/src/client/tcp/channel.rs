@@ -138,6 +138,8 @@ impl TcpChannel {
             inbound_rx: tokio::sync::Mutex::new(Inbound { rx: inbound_rx }),
             status: watch::channel(LinkStatus::default()).0,
             connected: AtomicBool::new(false),
+            // The first connection's generation.
+            connection: AtomicU64::new(1),
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),
             rejection: Mutex::new(String::new()),

@@ -54,10 +54,10 @@
 //!   same way (a server processes no request before its handshake is
 //!   done, so those requests did not run).
 
-use super::link::Link;
+use super::link::{Link, Outgoing};
 use super::ChannelConfig;
 use crate::counter::bump;
-use crate::envelope::{Envelope, EnvelopeHeader};
+use crate::envelope::EnvelopeHeader;
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{Outbox, WriteCounters, DEFAULT_MAX_FRAME};
@@ -146,8 +146,7 @@ pub struct TcpLinkStats {
     /// Requests sent again on a new connection (same session and id).
     pub replayed: u64,
     /// Copies of requests not written because the connection up had
-    /// already carried the request (a poll that raced with the sending
-    /// again of its request on a new connection).
+    /// already carried the request, or its answer had arrived.
     pub suppressed: u64,
     /// Frames queued for sending.
     pub frames_sent: u64,
@@ -295,6 +294,10 @@ struct LinkShared {
     /// `status.connected`, readable without the watch channel's lock (read
     /// by every call).
     connected: AtomicBool,
+    /// [`Link::connection`]: the generation of the connection up, or of
+    /// the next one; written under the state lock when a connection comes
+    /// or goes, read by every call without it.
+    connection: AtomicU64,
     /// Wakes the manager (a call needs a connection).
     wake: Notify,
     /// Calls waiting for a connection.
@@ -474,15 +477,11 @@ impl Drop for TcpLink {
 impl Link for TcpLink {
     /// Routes one outgoing message (see [`route`]) and writes it or keeps
     /// it; never fails.
-    fn send(
-        &self,
-        buf: &[u8],
-        _target: SocketAddr,
-        envelope: Option<&Envelope>,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send(&self, message: Outgoing<'_>) -> impl Future<Output = io::Result<usize>> + Send {
         let link = Arc::clone(&self.shared);
+        let buf = message.bytes;
         let keep = || Bytes::copy_from_slice(buf);
-        let header = envelope.map(EnvelopeHeader::of);
+        let header = message.envelope.map(EnvelopeHeader::of);
         let decided = route(&mut link.lock(), header.as_ref(), buf, keep, Instant::now());
         async move {
             match decided {
@@ -601,8 +600,7 @@ impl Link for TcpLink {
 
     /// The generation of the connection up, or the next one's.
     fn connection(&self) -> u64 {
-        let st = self.shared.lock();
-        st.conn.as_ref().map_or(st.gen + 1, |&(gen, _)| gen)
+        self.shared.connection.load(Ordering::Acquire)
     }
 }
 
