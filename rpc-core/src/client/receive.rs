@@ -140,7 +140,7 @@ pub(super) async fn receive_loop<S: Link>(shared: Arc<Shared<S>>) {
 }
 
 /// ACKs held back for a REQUEST or PING that carries them
-/// ([`ChannelConfig::ack_delay`]); the receive loop's timer says when the
+/// ([`ChannelConfig::ack_delay`](super::ChannelConfig::ack_delay)); the receive loop's timer says when the
 /// oldest is due.
 #[derive(Debug, Default)]
 struct HeldAcks {

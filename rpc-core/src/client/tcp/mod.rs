@@ -475,7 +475,7 @@ impl Drop for TcpLink {
 }
 
 impl Link for TcpLink {
-    /// Routes one outgoing message (see [`route`]) and writes it or keeps
+    /// Routes one outgoing message (see [`route()`]) and writes it or keeps
     /// it; never fails.
     fn send(&self, message: Outgoing<'_>) -> impl Future<Output = io::Result<usize>> + Send {
         let link = Arc::clone(&self.shared);
