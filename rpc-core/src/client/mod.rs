@@ -1,5 +1,7 @@
-//! The client side of the datagram protocol (`idl/PROTOCOL.md`): a
-//! [`UdpChannel`] runs R, RR and RRA for every call style over one socket.
+//! The client side of the protocol (`idl/PROTOCOL.md`): a [`UdpChannel`]
+//! (over one datagram socket) and a [`TcpChannel`] (over a reliable link)
+//! run R, RR and RRA for every call style, with one session and exchange
+//! logic written once over the link.
 //!
 //! How the pieces fit:
 //! - one channel is one client *session*: a random non-zero session id,
@@ -14,7 +16,7 @@
 //!   exponential backoff with jitter), so the hot path has no task hop on
 //!   the sending side. Over a reliable link it sends the request once and
 //!   polls only after a reconnect;
-//! - one receive task per channel (module `receive`) drains the socket in batches
+//! - one receive task per channel (module `receive`) drains the link in batches
 //!   ([`DatagramSocket::recv_batch`]) and routes every envelope by request
 //!   id to the pending call, waking it; it sends the ACKs of RRA replies
 //!   itself, without waiting for the caller;

@@ -1,4 +1,4 @@
-//! The channel's receive task: it drains the socket in batches, routes
+//! The channel's receive task: it drains the link in batches, routes
 //! each envelope to its call ([`on_datagram`]), lets a burst's woken
 //! callers queue their next requests, then sends the ACKs due and the
 //! queued datagrams together ([`flush`]). ACKs wait up to

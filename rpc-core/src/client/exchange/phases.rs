@@ -6,11 +6,13 @@
 //!
 //! Over a reliable link (TCP: [`Link::reliable`]) nothing is lost while the
 //! connection lives, so the request and the PING go out once, and the
-//! timer only polls: a copy leaves only once the connection that carried
-//! the first one was replaced ([`Link::connection`]), because an answer
-//! sent to the old connection is lost with it. (The link sends waiting
-//! requests and PINGs again on the new connection by itself; the polls
-//! fetch what the server finished afterwards.)
+//! timer only polls: a copy of the request leaves only once the connection
+//! that carried the first one was replaced ([`Link::connection`]), because
+//! an answer sent to the old connection is lost with it. (The link sends
+//! waiting requests and PINGs again on the new connection by itself; the
+//! polls fetch what the server finished afterwards.) The waits keep their
+//! length: a PING unanswered for as long as a datagram channel would have
+//! retried fails the call as unreachable, as over UDP.
 
 use super::super::link::Link;
 use super::super::rto::{jitter_factor, PollInterval};
@@ -253,16 +255,13 @@ impl<S: Link> Exchange<S> {
             e.pinging = true;
         }
         let mut sent = 0u32;
-        // The connection this call's own PING went out on.
-        let mut carrier = None;
+        // Over a reliable link one PING of this call's own is enough: the
+        // link sends it again on a new connection until its PONG.
+        let mut pinged = false;
         loop {
             sent += 1;
-            let link = &self.shared.link;
-            if !link.reliable() || carrier != Some(link.connection()) {
-                let connection = link.connection();
-                if self.send_ping(sent).await? {
-                    carrier = Some(connection);
-                }
+            if !(pinged && self.shared.link.reliable()) {
+                pinged = self.send_ping(sent).await?;
             }
             let interval = self.shared.lock().rto.backoff(sent, jitter_factor());
             let until = (Instant::now() + interval).min(self.give_up_at);
