@@ -129,9 +129,12 @@
 //! - **channel**: the client's side of a transport, one session shared by
 //!   every call made through it; [`Channel`], implemented by
 //!   [`client::UdpChannel`], [`client::TcpChannel`] and `grpc::GrpcChannel`.
-//! - **link**: what a TCP channel sends through: a reconnecting framed
-//!   connection that the channel's exchanges treat as a datagram socket;
-//!   `client/tcp`.
+//! - **link**: what a channel's exchanges send through, and whether it is
+//!   reliable: a datagram socket ([`transport::DatagramSocket`]: UDP, the
+//!   in-memory network) may lose messages, so requests are retransmitted;
+//!   the TCP link, a reconnecting framed connection, loses nothing while a
+//!   connection lives, so a request goes out once and is polled for only
+//!   after a reconnect; `client/link.rs`, `client/tcp`.
 //! - **session**: a client's numbering of its calls (session id, request
 //!   ids, the acknowledged floor `ack_up_to`), kept without I/O in
 //!   `client/session`; the server keys its history by it.

@@ -1,14 +1,22 @@
-//! The client side of the datagram protocol (`idl/PROTOCOL.md`): a
-//! [`UdpChannel`] runs R, RR and RRA for every call style over one socket.
+//! The client side of the protocol (`idl/PROTOCOL.md`): a [`UdpChannel`]
+//! (over one datagram socket) and a [`TcpChannel`] (over a reliable link)
+//! run R, RR and RRA for every call style, with one session and exchange
+//! logic written once over the link.
 //!
 //! How the pieces fit:
 //! - one channel is one client *session*: a random non-zero session id,
-//!   request ids from 1 (module `session`), one socket to one server address;
+//!   request ids from 1 (module `session`), one *link* to one server
+//!   address (module `link`): a datagram socket, which may lose what it
+//!   sends, or the reliable TCP link of [`TcpChannel`] (module `tcp`),
+//!   which loses nothing while its connection lives and says when the
+//!   connection was replaced;
 //! - a calling future (from [`Channel::invoke`]) sends its own REQUEST
-//!   copies and drives its own retransmission timer (module `rto`: adaptive
-//!   timeout per Jacobson/Karels with Karn's rule, exponential backoff
-//!   with jitter), so the hot path has no task hop on the sending side;
-//! - one receive task per channel (module `receive`) drains the socket in batches
+//!   copies and drives its own retransmission timer (module `exchange`;
+//!   module `rto`: adaptive timeout per Jacobson/Karels with Karn's rule,
+//!   exponential backoff with jitter), so the hot path has no task hop on
+//!   the sending side. Over a reliable link it sends the request once and
+//!   polls only after a reconnect;
+//! - one receive task per channel (module `receive`) drains the link in batches
 //!   ([`DatagramSocket::recv_batch`]) and routes every envelope by request
 //!   id to the pending call, waking it; it sends the ACKs of RRA replies
 //!   itself, without waiting for the caller;
@@ -46,6 +54,7 @@
 
 mod connect;
 mod exchange;
+mod link;
 mod receive;
 pub(crate) use receive::answer_kind;
 pub(crate) mod rto;
@@ -61,6 +70,7 @@ use crate::call::{Channel, Invocation, Outcome};
 use crate::error::Error;
 use crate::transport::{DatagramSocket, SendBatch};
 use futures::future::BoxFuture;
+use link::Link;
 use rto::RtoEstimator;
 use session::Session;
 use stats::Counters;
@@ -164,8 +174,8 @@ impl ChannelConfig {
 }
 
 /// What a channel's calls and its receive task share.
-struct Shared<S> {
-    socket: S,
+struct Shared<L> {
+    link: L,
     server: SocketAddr,
     session_id: u64,
     config: ChannelConfig,
@@ -184,7 +194,7 @@ struct Outbox {
     batch: SendBatch,
 }
 
-impl<S> Shared<S> {
+impl<L> Shared<L> {
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -216,14 +226,14 @@ impl<S> Shared<S> {
     /// (see the module docs).
     ///
     /// # Errors
-    /// The socket's, for a datagram sent at once.
+    /// The link's, for a datagram sent at once.
     async fn send_datagram(
         &self,
         datagram: &[u8],
         envelope: Option<&crate::envelope::Envelope>,
     ) -> io::Result<()>
     where
-        S: DatagramSocket,
+        L: Link,
     {
         {
             let mut outbox = self.outbox();
@@ -233,11 +243,12 @@ impl<S> Shared<S> {
                 return Ok(());
             }
         }
-        match envelope {
-            Some(env) => self.socket.send_encoded(datagram, self.server, env).await,
-            None => self.socket.send_to(datagram, self.server).await,
-        }
-        .map(|_| ())
+        let message = link::Outgoing {
+            bytes: datagram,
+            to: self.server,
+            envelope,
+        };
+        self.link.send(message).await.map(|_| ())
     }
 
     /// Whether a datagram from `from` comes from the server.
@@ -250,15 +261,82 @@ impl<S> Shared<S> {
 }
 
 /// Stops the receive task when the last clone of the channel is dropped.
-struct Lifeline<S> {
-    shared: Arc<Shared<S>>,
+struct Lifeline<L> {
+    shared: Arc<Shared<L>>,
     receiver: tokio::task::AbortHandle,
 }
 
-impl<S> Drop for Lifeline<S> {
+impl<L> Drop for Lifeline<L> {
     fn drop(&mut self) {
         self.receiver.abort();
         self.shared.close();
+    }
+}
+
+/// One session over a link, with its receive task: what [`UdpChannel`]
+/// and [`TcpChannel`] are made of. Cheap to clone; dropping the last clone
+/// stops the receive task.
+struct Core<L> {
+    life: Arc<Lifeline<L>>,
+}
+
+impl<L> Clone for Core<L> {
+    fn clone(&self) -> Self {
+        Core {
+            life: self.life.clone(),
+        }
+    }
+}
+
+impl<L: Link> Core<L> {
+    /// A session to `server` over `link`; starts the receive task.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    fn new(link: L, server: SocketAddr, config: ChannelConfig) -> Core<L> {
+        let config = config.normalized();
+        let session_id = loop {
+            let id: u64 = rand::random();
+            if id != 0 {
+                break id;
+            }
+        };
+        let rto = RtoEstimator::new(config.initial_rto, config.min_rto, config.max_rto);
+        let window = config.max_window;
+        let shared = Arc::new(Shared {
+            link,
+            server,
+            session_id,
+            config,
+            state: Mutex::new(Session::new(rto, window)),
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+            outbox: Mutex::new(Outbox::default()),
+        });
+        let receiver = tokio::spawn(receive::receive_loop(shared.clone())).abort_handle();
+        tracing::debug!(session_id = format_args!("{session_id:016x}"), %server, "client session started");
+        Core {
+            life: Arc::new(Lifeline { shared, receiver }),
+        }
+    }
+
+    fn shared(&self) -> &Shared<L> {
+        &self.life.shared
+    }
+
+    fn stats(&self) -> ClientStats {
+        let shared = self.shared();
+        let mut stats = ClientStats::default();
+        shared.counters.fill(&mut stats);
+        let session = shared.lock();
+        (stats.srtt, stats.rto) = session.rtt();
+        stats.incarnation = session.incarnation();
+        stats.session_id = shared.session_id;
+        stats
+    }
+
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
+        Box::pin(exchange::invoke(self.life.shared.clone(), invocation))
     }
 }
 
@@ -277,23 +355,23 @@ impl<S> Drop for Lifeline<S> {
 /// # Ok(()) }
 /// ```
 pub struct UdpChannel<S: DatagramSocket = UdpSocket> {
-    life: Arc<Lifeline<S>>,
+    core: Core<S>,
 }
 
 impl<S: DatagramSocket> Clone for UdpChannel<S> {
     fn clone(&self) -> Self {
         UdpChannel {
-            life: self.life.clone(),
+            core: self.core.clone(),
         }
     }
 }
 
 impl<S: DatagramSocket> fmt::Debug for UdpChannel<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shared = &self.life.shared;
+        let shared = self.core.shared();
         f.debug_struct("UdpChannel")
             .field("server", &shared.server)
-            .field("local", &shared.socket.local_addr().ok())
+            .field("local", &shared.link.local_addr().ok())
             .field("session_id", &format_args!("{:016x}", shared.session_id))
             .field("closed", &shared.is_closed())
             .finish()
@@ -346,52 +424,24 @@ impl<S: DatagramSocket> UdpChannel<S> {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn with_socket(socket: S, server: SocketAddr, config: ChannelConfig) -> UdpChannel<S> {
-        let config = config.normalized();
-        let session_id = loop {
-            let id: u64 = rand::random();
-            if id != 0 {
-                break id;
-            }
-        };
-        let rto = RtoEstimator::new(config.initial_rto, config.min_rto, config.max_rto);
-        let window = config.max_window;
-        let shared = Arc::new(Shared {
-            socket,
-            server,
-            session_id,
-            config,
-            state: Mutex::new(Session::new(rto, window)),
-            counters: Counters::default(),
-            closed: AtomicBool::new(false),
-            outbox: Mutex::new(Outbox::default()),
-        });
-        let receiver = tokio::spawn(receive::receive_loop(shared.clone())).abort_handle();
-        tracing::debug!(session_id = format_args!("{session_id:016x}"), %server, "client session started");
         UdpChannel {
-            life: Arc::new(Lifeline { shared, receiver }),
+            core: Core::new(socket, server, config),
         }
     }
 
     /// A snapshot of the channel's counters and round-trip estimate.
     pub fn stats(&self) -> ClientStats {
-        let shared = &self.life.shared;
-        let mut stats = ClientStats::default();
-        shared.counters.fill(&mut stats);
-        let session = shared.lock();
-        (stats.srtt, stats.rto) = session.rtt();
-        stats.incarnation = session.incarnation();
-        stats.session_id = shared.session_id;
-        stats
+        self.core.stats()
     }
 
     /// The session id this channel puts on every message.
     pub fn session_id(&self) -> u64 {
-        self.life.shared.session_id
+        self.core.shared().session_id
     }
 
     /// The server's address.
     pub fn server_addr(&self) -> SocketAddr {
-        self.life.shared.server
+        self.core.shared().server
     }
 
     /// The local address of the socket.
@@ -399,12 +449,12 @@ impl<S: DatagramSocket> UdpChannel<S> {
     /// # Errors
     /// When the socket cannot tell.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.life.shared.socket.local_addr()
+        self.core.shared().link.local_addr()
     }
 
     /// The configuration in use (after normalization).
     pub fn config(&self) -> &ChannelConfig {
-        &self.life.shared.config
+        &self.core.shared().config
     }
 }
 
@@ -429,7 +479,7 @@ impl<S: DatagramSocket> Channel for UdpChannel<S> {
     /// asynchronous call's exchange runs in a task of its own and is not
     /// cancelled by dropping anything.
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
-        Box::pin(exchange::invoke(self.life.shared.clone(), invocation))
+        self.core.invoke(invocation)
     }
 }
 

@@ -1,15 +1,16 @@
-//! The channel's receive task: it drains the socket in batches, routes
+//! The channel's receive task: it drains the link in batches, routes
 //! each envelope to its call ([`on_datagram`]), lets a burst's woken
 //! callers queue their next requests, then sends the ACKs due and the
 //! queued datagrams together ([`flush`]). ACKs wait up to
 //! [`ChannelConfig::ack_delay`](super::ChannelConfig::ack_delay) for a
 //! request that carries them ([`HeldAcks`]).
 
+use super::link::Link;
 use super::session::{Advertised, Routed};
 use super::stats::bump;
 use super::Shared;
 use crate::envelope::{Envelope, MessageType, VERSION};
-use crate::transport::{DatagramSocket, RecvBatch, SendBatch};
+use crate::transport::{RecvBatch, SendBatch};
 use futures::future::FutureExt;
 use prost::Message;
 use std::future::poll_fn;
@@ -38,7 +39,7 @@ const DRAIN_BATCHES: usize = 8;
 /// the burst's ACKs and the queued datagrams together, and reads again.
 /// (A lone woken caller sends its next REQUEST itself: one system call
 /// either way, without the extra scheduling round.)
-pub(super) async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
+pub(super) async fn receive_loop<S: Link>(shared: Arc<Shared<S>>) {
     // Transports with messages above a UDP datagram get one slot of
     // `max_datagram` bytes, UDP many datagram-sized slots. (TCP hands its
     // frames over whole, `RecvBatch::push_frame`, and never writes the
@@ -61,11 +62,11 @@ pub(super) async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
     tokio::pin!(timer);
     loop {
         let received = if held.ids.is_empty() {
-            Some(shared.socket.recv_batch(&mut batch).await)
+            Some(shared.link.recv_batch(&mut batch).await)
         } else {
             tokio::select! {
                 biased;
-                received = shared.socket.recv_batch(&mut batch) => Some(received),
+                received = shared.link.recv_batch(&mut batch) => Some(received),
                 () = &mut timer => None,
             }
         };
@@ -104,7 +105,7 @@ pub(super) async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
                         break;
                     }
                     // `recv_batch` is cancel safe: polling it once loses nothing.
-                    match shared.socket.recv_batch(&mut batch).now_or_never() {
+                    match shared.link.recv_batch(&mut batch).now_or_never() {
                         Some(Ok(_)) => {}
                         _ => break,
                     }
@@ -139,7 +140,7 @@ pub(super) async fn receive_loop<S: DatagramSocket>(shared: Arc<Shared<S>>) {
 }
 
 /// ACKs held back for a REQUEST or PING that carries them
-/// ([`ChannelConfig::ack_delay`]); the receive loop's timer says when the
+/// ([`ChannelConfig::ack_delay`](super::ChannelConfig::ack_delay)); the receive loop's timer says when the
 /// oldest is due.
 #[derive(Debug, Default)]
 struct HeldAcks {
@@ -208,11 +209,7 @@ async fn requeue() {
 
 /// Ends the burst: the ACKs due (coalesced, see the module docs), then
 /// every datagram the callers queued meanwhile, in one batch.
-async fn flush<S: DatagramSocket>(
-    shared: &Shared<S>,
-    acks: &mut Vec<u64>,
-    sending: &mut SendBatch,
-) {
+async fn flush<S: Link>(shared: &Shared<S>, acks: &mut Vec<u64>, sending: &mut SendBatch) {
     sending.clear();
     if !acks.is_empty() {
         let ack_up_to = shared.lock().ack_up_to();
@@ -242,7 +239,7 @@ async fn flush<S: DatagramSocket>(
     if sending.is_empty() {
         return;
     }
-    let report = shared.socket.send_batch(sending).await;
+    let report = shared.link.send_batch(sending).await;
     if report.failed > 0 {
         shared
             .counters

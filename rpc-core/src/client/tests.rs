@@ -1,4 +1,4 @@
-//! Tests of the UDP channel.
+//! Tests of the channel core: its configuration, the server check, the exchange over a reliable link.
 
 use super::*;
 
@@ -34,7 +34,7 @@ fn config_is_normalized() {
 #[test]
 fn server_address_match() {
     let shared = |server: &str| Shared {
-        socket: (),
+        link: (),
         server: server
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -64,4 +64,127 @@ fn server_address_match() {
     let any = shared("0.0.0.0:7000");
     assert!(any.is_server(addr("10.1.2.3:7000")));
     assert!(!any.is_server(addr("10.1.2.3:7001")));
+}
+
+/// A reliable link that records what the exchange sends and delivers
+/// nothing: the test plays the connection (its number).
+struct Reliable(Arc<Recorded>);
+
+#[derive(Default)]
+struct Recorded {
+    sent: Mutex<Vec<crate::envelope::Envelope>>,
+    connection: std::sync::atomic::AtomicU64,
+}
+
+impl Recorded {
+    fn sent(&self) -> Vec<(u64, u32)> {
+        let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        sent.iter().map(|e| (e.request_id, e.attempt)).collect()
+    }
+}
+
+impl Link for Reliable {
+    fn send(
+        &self,
+        message: link::Outgoing<'_>,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send {
+        use prost::Message;
+        if let Ok(env) = crate::envelope::Envelope::decode(message.bytes) {
+            let mut sent = self.0.sent.lock().unwrap_or_else(PoisonError::into_inner);
+            sent.push(env);
+        }
+        std::future::ready(Ok(message.bytes.len()))
+    }
+
+    fn send_batch(
+        &self,
+        batch: &SendBatch,
+    ) -> impl std::future::Future<Output = crate::transport::SendReport> + Send {
+        assert!(batch.is_empty(), "nothing to flush: no answers arrive");
+        std::future::ready(crate::transport::SendReport::default())
+    }
+
+    fn recv_batch(
+        &self,
+        _batch: &mut crate::transport::RecvBatch,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send {
+        std::future::pending()
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Err(io::ErrorKind::NotConnected.into())
+    }
+
+    fn reliable(&self) -> bool {
+        true
+    }
+
+    fn connection(&self) -> u64 {
+        self.0.connection.load(Ordering::Acquire)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_a_reliable_link_a_request_goes_once_and_is_polled_after_a_reconnect() {
+    use crate::service::{MethodInfo, Protocol, ServiceInfo, Style};
+    static METHODS: [MethodInfo; 1] = [MethodInfo {
+        name: "Get",
+        id: 1,
+        request_type: "t.Key",
+        response_type: "t.Value",
+        raises_type: "t.NotFound",
+        oneway: false,
+        idempotent: true, // no PING first
+        protocol: Protocol::RR,
+        style: Style::Sync,
+        timeout_ms: 60_000, // the call's deadline
+        retries: Some(10),
+    }];
+    static INFO: ServiceInfo = ServiceInfo {
+        package: "t",
+        name: "S",
+        full_name: "t.S",
+        methods: &METHODS,
+    };
+    let recorded = Arc::new(Recorded::default());
+    recorded.connection.store(1, Ordering::Release);
+    let server = SocketAddr::from(([127, 0, 0, 1], 9));
+    let core = Core::new(
+        Reliable(Arc::clone(&recorded)),
+        server,
+        ChannelConfig::default(),
+    );
+    let invocation = Invocation {
+        service: &INFO,
+        method: &METHODS[0],
+        instance: String::new(),
+        payload: bytes::Bytes::new(),
+        metadata: Default::default(),
+        options: crate::call::CallOptions::for_method(&METHODS[0]),
+    };
+    let call = tokio::spawn(core.invoke(invocation));
+    // Far past the last copy a datagram channel would send (about 7.5 s
+    // after the first with the defaults): the paused clock jumps there.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        recorded.sent(),
+        vec![(1, 1)],
+        "one copy, never retransmitted"
+    );
+    let stats = core.stats();
+    assert_eq!((stats.attempts, stats.retransmissions), (1, 0));
+    // The connection that carried it is replaced: its answer may be lost,
+    // so the call polls (the poll interval is at most `max_rto`, 1 s).
+    recorded.connection.store(2, Ordering::Release);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = recorded.sent();
+    assert!(sent.len() >= 2, "polled after the reconnect: {sent:?}");
+    assert!(
+        sent.iter()
+            .enumerate()
+            .all(|(i, &(id, attempt))| id == 1 && attempt as usize == i + 1),
+        "copies of the same request: {sent:?}"
+    );
+    assert!(!call.is_finished(), "still waiting for its answer");
+    call.abort();
 }

@@ -2,6 +2,9 @@
 //! [`DatagramSocket`]: a real UDP socket ([`tokio::net::UdpSocket`]) or the
 //! in-memory network of [`mem`] (with its own loss, duplication, reordering
 //! and delay, for unit tests). The UDP server and client are generic over it.
+//! A TCP connection is not one: [`tcp`] frames a byte stream, and the
+//! client sends through it as a reliable link (`client/link.rs`,
+//! `client/tcp`), not as a socket that may lose what it sends.
 //!
 //! Batches: [`DatagramSocket::recv_batch`] and [`DatagramSocket::send_batch`]
 //! move several datagrams per call. Their default implementations loop
@@ -57,24 +60,6 @@ pub trait DatagramSocket: Send + Sync + 'static {
     /// # Errors
     /// When the OS cannot tell.
     fn local_addr(&self) -> io::Result<SocketAddr>;
-
-    /// Sends `buf`, the encoding of `envelope`. The default ignores the
-    /// envelope and calls [`DatagramSocket::send_to`]; the client's TCP
-    /// link takes the header from it instead of reading it back from the
-    /// bytes.
-    ///
-    /// # Errors
-    /// As [`DatagramSocket::send_to`].
-    #[doc(hidden)]
-    fn send_encoded(
-        &self,
-        buf: &[u8],
-        target: SocketAddr,
-        envelope: &crate::envelope::Envelope,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
-        let _ = envelope;
-        self.send_to(buf, target)
-    }
 
     /// Receives at least one datagram into `batch` (cleared first), then as
     /// many more as are already queued, up to [`RecvBatch::slots`]; returns
@@ -247,8 +232,8 @@ impl RecvBatch {
 pub struct SendBatch {
     buf: Vec<u8>,
     items: Vec<(Range<usize>, SocketAddr)>,
-    /// The envelope header of each item when its sender gave it (see
-    /// [`DatagramSocket::send_encoded`]); one entry per item.
+    /// The envelope header of each item when its sender gave it (the
+    /// client's TCP link routes by it); one entry per item.
     headers: Vec<Option<crate::envelope::EnvelopeHeader>>,
 }
 

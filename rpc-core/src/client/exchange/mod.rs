@@ -3,6 +3,7 @@
 //! on the retransmission schedule until an answer, then (asynchronous and
 //! deferred calls) polls until the REPLY.
 
+use super::link::{Link, Outgoing};
 use super::session::Session;
 use super::stats::bump;
 use super::Shared;
@@ -10,7 +11,6 @@ use crate::call::{Invocation, Outcome};
 use crate::envelope::{Envelope, ExchangeProtocol, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 use crate::error::Error;
 use crate::service::{Protocol, Style};
-use crate::transport::DatagramSocket;
 use prost::Message;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use phases::Exchange;
 /// Runs one invocation on the channel's session.
 // Not an `async fn`, for the reason given at `Exchange::run`.
 #[allow(clippy::manual_async_fn)] // deliberate: see `Exchange::run`
-pub(super) fn invoke<S: DatagramSocket>(
+pub(super) fn invoke<S: Link>(
     shared: Arc<Shared<S>>,
     inv: Invocation,
 ) -> impl Future<Output = Result<Outcome, Error>> + Send {
@@ -95,7 +95,7 @@ pub(super) fn invoke<S: DatagramSocket>(
 /// Dropping the future while it waits leaves nothing behind: no id was
 /// taken, the waiter count is restored, and a wake-up it received is passed
 /// to the next waiter (`Notified` forwards it when dropped).
-async fn take_id<S: DatagramSocket>(
+async fn take_id<S: Link>(
     shared: &Shared<S>,
     give_up_at: Instant,
     mut start: impl FnMut(&mut Session, bool) -> Option<u64> + Send,
@@ -114,7 +114,7 @@ async fn take_id<S: DatagramSocket>(
 
 /// The slow path of [`take_id`]: the session counts this call as a window
 /// waiter already; waits for a turn.
-async fn wait_for_window<S: DatagramSocket>(
+async fn wait_for_window<S: Link>(
     shared: &Shared<S>,
     give_up_at: Instant,
     notify: Arc<tokio::sync::Notify>,
@@ -203,7 +203,7 @@ fn start_clock<S>(
 }
 
 /// Protocol R: one datagram, no pending entry, finished at once.
-async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome, Error> {
+async fn one_way<S: Link>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome, Error> {
     let (_, deadline, give_up_at) = start_clock(shared, &inv)?;
     // A one-way request takes an id (and a tombstone in the server's
     // history) like any other: it waits for the window too.
@@ -234,22 +234,13 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
             session.cookie(),
         )
     };
+    let method = inv.method.name;
     let env = Envelope {
-        instance: inv.instance,
         incarnation,
         deadline_us,
-        metadata: inv.metadata,
-        protocol: ExchangeProtocol::R as i32,
         ack_up_to,
-        idempotent: inv.options.idempotent,
         cookie,
-        ..Envelope::request(
-            shared.session_id,
-            id,
-            inv.service.full_name,
-            inv.method.id,
-            inv.payload,
-        )
+        ..request_envelope(shared.session_id, id, inv)
     };
     let size = env.encoded_len();
     let limit = shared.config.max_datagram;
@@ -259,20 +250,36 @@ async fn one_way<S: DatagramSocket>(shared: &Shared<S>, inv: Invocation) -> Resu
     }
     let buf = env.encode_to_vec();
     bump(&shared.counters.attempts);
-    shared
-        .socket
-        .send_to(&buf, shared.server)
-        .await
-        .map_err(|e| {
-            bump(&shared.counters.io_errors);
-            Error::Io(e)
-        })?;
-    tracing::trace!(
-        request_id = id,
-        method = inv.method.name,
-        "one-way request sent"
-    );
+    let message = Outgoing {
+        bytes: &buf,
+        to: shared.server,
+        envelope: Some(&env),
+    };
+    shared.link.send(message).await.map_err(|e| {
+        bump(&shared.counters.io_errors);
+        Error::Io(e)
+    })?;
+    tracing::trace!(request_id = id, method, "one-way request sent");
     Ok(Outcome::Sent)
+}
+
+/// The REQUEST of `inv`, numbered `id`, with what every copy of it
+/// carries (the exchange sets the rest per copy).
+fn request_envelope(session_id: u64, id: u64, inv: Invocation) -> Envelope {
+    Envelope {
+        instance: inv.instance,
+        metadata: inv.metadata,
+        protocol: ExchangeProtocol::from(inv.options.protocol) as i32,
+        want_accept: matches!(inv.options.style, Style::Async | Style::Deferred),
+        idempotent: inv.options.idempotent,
+        ..Envelope::request(
+            session_id,
+            id,
+            inv.service.full_name,
+            inv.method.id,
+            inv.payload,
+        )
+    }
 }
 
 /// Remaining budget until `deadline` in microseconds, at least 1 (0 would

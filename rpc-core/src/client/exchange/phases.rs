@@ -3,17 +3,27 @@
 //! timer (RTO with jitter, Karn's rule) until an answer, then POLL until
 //! the REPLY of an accepted call; and what ends the call in the session
 //! whatever happens to the calling future (`Drop`).
+//!
+//! Over a reliable link (TCP: [`Link::reliable`]) nothing is lost while the
+//! connection lives, so the request and the PING go out once, and the
+//! timer only polls: a copy of the request leaves only once the connection
+//! that carried the first one was replaced ([`Link::connection`]), because
+//! an answer sent to the old connection is lost with it. (The link sends
+//! waiting requests and PINGs again on the new connection by itself; the
+//! polls fetch what the server finished afterwards.) The waits keep their
+//! length: a PING unanswered for as long as a datagram channel would have
+//! retried fails the call as unreachable, as over UDP.
 
+use super::super::link::Link;
 use super::super::rto::{jitter_factor, PollInterval};
 use super::super::session::{flag, Final};
 use super::super::stats::bump;
 use super::super::Shared;
-use super::micros_left;
+use super::{micros_left, request_envelope};
 use crate::call::{Invocation, Outcome, RawResult};
 use crate::envelope::{Envelope, ExchangeProtocol};
 use crate::error::Error;
 use crate::service::Style;
-use crate::transport::DatagramSocket;
 use prost::Message;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -53,7 +63,7 @@ enum Step {
 }
 
 /// The state of one call; dropping it ends the call in the session.
-pub(super) struct Exchange<S: DatagramSocket> {
+pub(super) struct Exchange<S: Link> {
     shared: Arc<Shared<S>>,
     id: u64,
     env: Envelope,
@@ -67,6 +77,9 @@ pub(super) struct Exchange<S: DatagramSocket> {
     counted: u32,
     /// REQUEST copies sent.
     copies: u32,
+    /// The connection of the link that carried the first copy (see
+    /// [`Link::connection`]).
+    carrier: u64,
     /// Progress flags already acted on.
     seen: u8,
     timer: Pin<Box<Sleep>>,
@@ -76,7 +89,7 @@ pub(super) struct Exchange<S: DatagramSocket> {
     answered: std::sync::atomic::AtomicBool,
 }
 
-impl<S: DatagramSocket> Drop for Exchange<S> {
+impl<S: Link> Drop for Exchange<S> {
     fn drop(&mut self) {
         self.shared.lock().end_call(self.id);
         let answered = self.answered.load(std::sync::atomic::Ordering::Relaxed);
@@ -103,7 +116,7 @@ impl<S: DatagramSocket> Drop for Exchange<S> {
     }
 }
 
-impl<S: DatagramSocket> Exchange<S> {
+impl<S: Link> Exchange<S> {
     pub(super) fn new(
         shared: Arc<Shared<S>>,
         id: u64,
@@ -118,20 +131,9 @@ impl<S: DatagramSocket> Exchange<S> {
             .unwrap_or(shared.config.default_retries)
             .saturating_add(1);
         let env = Envelope {
-            instance: inv.instance,
             // Set per copy (`send_request`).
             attempt: 0,
-            metadata: inv.metadata,
-            protocol: ExchangeProtocol::from(inv.options.protocol) as i32,
-            want_accept: matches!(inv.options.style, Style::Async | Style::Deferred),
-            idempotent: inv.options.idempotent,
-            ..Envelope::request(
-                shared.session_id,
-                id,
-                inv.service.full_name,
-                inv.method.id,
-                inv.payload,
-            )
+            ..request_envelope(shared.session_id, id, inv)
         };
         Exchange {
             shared,
@@ -143,6 +145,7 @@ impl<S: DatagramSocket> Exchange<S> {
             max_attempts,
             counted: 0,
             copies: 0,
+            carrier: 0,
             seen: 0,
             timer: Box::pin(tokio::time::sleep_until(give_up_at)),
             started: now,
@@ -252,9 +255,14 @@ impl<S: DatagramSocket> Exchange<S> {
             e.pinging = true;
         }
         let mut sent = 0u32;
+        // Over a reliable link one PING of this call's own is enough: the
+        // link sends it again on a new connection until its PONG.
+        let mut pinged = false;
         loop {
             sent += 1;
-            self.send_ping(sent).await?;
+            if !(pinged && self.shared.link.reliable()) {
+                pinged = self.send_ping(sent).await?;
+            }
             let interval = self.shared.lock().rto.backoff(sent, jitter_factor());
             let until = (Instant::now() + interval).min(self.give_up_at);
             loop {
@@ -288,9 +296,15 @@ impl<S: DatagramSocket> Exchange<S> {
     /// Sends REQUEST copies until REPLY/ERROR, or ACCEPT when the call wants
     /// one.
     async fn request_phase(&mut self) -> Result<Step, Error> {
-        let mut polling: Option<PollInterval> = None;
+        // Over a reliable link the timer only polls, from the first copy
+        // on, and counts no attempts (see the module docs).
+        let mut polling = self
+            .shared
+            .link
+            .reliable()
+            .then(|| PollInterval::start(&self.shared.lock().rto));
+        let mut sent_at = self.send_request().await?;
         loop {
-            let sent_at = self.send_request().await?;
             let interval = match &mut polling {
                 Some(p) => p.next(jitter_factor()),
                 None => {
@@ -335,8 +349,25 @@ impl<S: DatagramSocket> Exchange<S> {
                     attempts: self.copies,
                 });
             }
-            tracing::debug!(attempt = self.copies + 1, "no answer; retransmitting");
+            sent_at = if self.shared.link.reliable() {
+                self.poll_if_lost().await?
+            } else {
+                tracing::debug!(attempt = self.copies + 1, "no answer; retransmitting");
+                self.send_request().await?
+            };
         }
+    }
+
+    /// At a poll: sends a copy of the request, unless the link is reliable
+    /// and the connection that carried the request still lives (its answer
+    /// will come on it). Returns when (as `send_request`).
+    async fn poll_if_lost(&mut self) -> Result<Instant, Error> {
+        let link = &self.shared.link;
+        if link.reliable() && link.connection() == self.carrier {
+            return Ok(Instant::now());
+        }
+        tracing::debug!(attempt = self.copies + 1, "no result yet; polling");
+        self.send_request().await
     }
 
     /// After ACCEPT: polls (REQUEST copies) until the REPLY arrives.
@@ -351,8 +382,7 @@ impl<S: DatagramSocket> Exchange<S> {
                     if Instant::now() >= self.give_up_at {
                         return Err(self.timed_out());
                     }
-                    tracing::debug!(attempt = self.copies + 1, "no result yet; polling");
-                    self.send_request().await?;
+                    self.poll_if_lost().await?;
                 }
                 Event::Retry => {
                     self.send_request().await?;
@@ -387,6 +417,11 @@ impl<S: DatagramSocket> Exchange<S> {
     /// the copy's deadline and RTT sample are taken from).
     async fn send_request(&mut self) -> Result<Instant, Error> {
         let now = Instant::now();
+        if self.copies == 0 {
+            // Read before sending: a connection replaced meanwhile then
+            // shows as replaced (a poll too many, never one too few).
+            self.carrier = self.shared.link.connection();
+        }
         self.copies += 1;
         self.env.attempt = self.copies;
         self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
@@ -424,7 +459,9 @@ impl<S: DatagramSocket> Exchange<S> {
         }
     }
 
-    async fn send_ping(&mut self, n: u32) -> Result<(), Error> {
+    /// Sends PING number `n`, unless another call's PING is outstanding;
+    /// returns whether it was sent (or given up as lost).
+    async fn send_ping(&mut self, n: u32) -> Result<bool, Error> {
         let now = Instant::now();
         let ack_up_to = {
             let mut session = self.shared.lock();
@@ -433,7 +470,7 @@ impl<S: DatagramSocket> Exchange<S> {
             // window is shorter than any jittered backoff of the sender).
             let wait = session.rto.backoff(n, 0.5);
             if !session.claim_ping(now.into_std(), wait) {
-                return Ok(());
+                return Ok(false);
             }
             if let Some(e) = session.entry(self.id) {
                 e.sample_from = (n == 1).then(|| now.into_std());
@@ -447,14 +484,14 @@ impl<S: DatagramSocket> Exchange<S> {
         let _ = Envelope::ping(self.shared.session_id, self.id, n, ack_up_to).encode(&mut self.buf);
         bump(&self.shared.counters.pings);
         match self.shared.send_datagram(&self.buf, None).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(e) => {
                 bump(&self.shared.counters.io_errors);
                 if n == 1 {
                     Err(Error::Io(e))
                 } else {
                     tracing::debug!(error = %e, "could not send PING");
-                    Ok(())
+                    Ok(true)
                 }
             }
         }

@@ -1,6 +1,7 @@
-//! [`TcpChannel`]: the UDP channel's exchange over the link.
+//! [`TcpChannel`]: the channel's session and exchanges over the link.
 
-use super::super::{ClientStats, UdpChannel};
+use super::super::link::Link;
+use super::super::{ClientStats, Core};
 #[allow(clippy::wildcard_imports)] // a part of the link: its types are the parent's
 use super::*;
 use crate::call::{Channel, Invocation, Outcome};
@@ -16,9 +17,10 @@ use tokio::time::Instant;
 
 /// A client session over TCP (or TLS over TCP) to one server: implements
 /// [`Channel`] for every call style and the protocols R, RR and RRA, with
-/// the datagram client's exchange logic (see the module docs for what a
-/// stream changes: no retransmission on a healthy connection, reconnects
-/// with the same session, requests sent again on the new connection).
+/// the datagram client's exchange logic over a reliable link (see the
+/// module docs for what a stream changes: no retransmission on a healthy
+/// connection, reconnects with the same session, requests sent again on
+/// the new connection).
 ///
 /// Cheap to clone; clones share the session and the connection. Dropping
 /// the last clone closes the connection; calls still in flight fail with
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 /// ```
 #[derive(Clone)]
 pub struct TcpChannel {
-    inner: UdpChannel<TcpLink>,
+    core: Core<TcpLink>,
     link: Arc<LinkShared>,
 }
 
@@ -41,10 +43,7 @@ impl fmt::Debug for TcpChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpChannel")
             .field("server", &self.link.server)
-            .field(
-                "session_id",
-                &format_args!("{:016x}", self.inner.session_id()),
-            )
+            .field("session_id", &format_args!("{:016x}", self.session_id()))
             .field("connected", &self.link.is_connected())
             .finish()
     }
@@ -139,6 +138,8 @@ impl TcpChannel {
             inbound_rx: tokio::sync::Mutex::new(Inbound { rx: inbound_rx }),
             status: watch::channel(LinkStatus::default()).0,
             connected: AtomicBool::new(false),
+            // The first connection's generation.
+            connection: AtomicU64::new(1),
             wake: Notify::new(),
             waiters: AtomicUsize::new(0),
             rejection: Mutex::new(String::new()),
@@ -149,8 +150,8 @@ impl TcpChannel {
             shared: Arc::clone(&link),
             manager,
         };
-        let inner = UdpChannel::with_socket(socket, server, config.channel);
-        TcpChannel { inner, link }
+        let core = Core::new(socket, server, config.channel);
+        TcpChannel { core, link }
     }
 
     async fn wait_first(&self) -> Result<(), Error> {
@@ -161,10 +162,10 @@ impl TcpChannel {
             .await
     }
 
-    /// The exchange counters and round-trip estimate (as for UDP; the
-    /// IN_PROGRESS made up for suppressed copies count in `in_progress`).
+    /// The exchange counters and round-trip estimate (as for UDP; no
+    /// retransmissions on a healthy connection).
     pub fn stats(&self) -> ClientStats {
-        self.inner.stats()
+        self.core.stats()
     }
 
     /// The connection counters.
@@ -193,7 +194,7 @@ impl TcpChannel {
     /// The session id this channel puts on every message (the same across
     /// reconnects).
     pub fn session_id(&self) -> u64 {
-        self.inner.session_id()
+        self.core.shared().session_id
     }
 
     /// The server's address.
@@ -206,7 +207,7 @@ impl TcpChannel {
     /// # Errors
     /// [`io::ErrorKind::NotConnected`] before the first connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.core.shared().link.local_addr()
     }
 
     /// The configuration in use (after normalization).
@@ -216,21 +217,21 @@ impl TcpChannel {
 }
 
 impl Channel for TcpChannel {
-    /// Runs one invocation as [`UdpChannel`] does, over the connection;
+    /// Runs one invocation as [`UdpChannel`](crate::client::UdpChannel) does, over the connection;
     /// without a connection, first waits for one (see the module docs).
     ///
     /// # Errors
-    /// As [`UdpChannel`]'s; besides, [`Error::Unreachable`] or
+    /// As [`UdpChannel`](crate::client::UdpChannel)'s; besides, [`Error::Unreachable`] or
     /// [`Error::DeadlineExceeded`] with `may_have_run: false` when no
     /// connection could be made for the call.
     ///
     /// # Cancel safety
-    /// As [`UdpChannel`]'s.
+    /// As [`UdpChannel`](crate::client::UdpChannel)'s.
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<Outcome, Error>> {
         if self.link.is_connected() {
-            return self.inner.invoke(invocation);
+            return self.core.invoke(invocation);
         }
-        let inner = self.inner.clone();
+        let core = self.core.clone();
         let link = Arc::clone(&self.link);
         Box::pin(async move {
             let c = &link.config.channel;
@@ -244,7 +245,7 @@ impl Channel for TcpChannel {
                 .unwrap_or(c.default_retries)
                 .saturating_add(1);
             link.wait_connected(deadline, attempts).await?;
-            inner.invoke(invocation).await
+            core.invoke(invocation).await
         })
     }
 }

@@ -119,6 +119,7 @@ where
         st.gen += 1;
         let gen = st.gen;
         st.conn = Some((gen, Arc::clone(&outbox)));
+        link.connection.store(gen, Ordering::Release);
         st.local = local;
         let now = Instant::now();
         let max_wait = link.config.channel.max_wait;
@@ -194,6 +195,7 @@ where
         let mut st = link.lock();
         if st.conn.as_ref().is_some_and(|(g, _)| *g == gen) {
             st.conn = None;
+            link.connection.store(gen + 1, Ordering::Release);
         }
     }
     bump(&link.counters.disconnects);

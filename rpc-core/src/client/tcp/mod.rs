@@ -1,16 +1,16 @@
 //! The client over TCP (optionally TLS): [`TcpChannel`].
 //!
-//! Files: this one (the link: its state, and the datagram face the
+//! Files: this one (the link: its state, and the [`Link`] face the
 //! exchange sends through), `route.rs` (where each outgoing message goes),
 //! `conn.rs` (connecting, and one connection's reader and writer),
 //! `channel.rs` ([`TcpChannel`]), `tests.rs`.
 //!
-//! The exchange logic is the datagram client's, unchanged: the channel is
-//! a [`UdpChannel`] over a *link* that presents a reconnecting, framed TCP
-//! connection as a [`DatagramSocket`]. So sessions, request ids, PING and
-//! incarnations, RRA acknowledgements, ACCEPT for asynchronous calls,
-//! deadlines and the error mapping are the same on both transports. What
-//! the link adds for a stream:
+//! The exchange logic is the datagram client's: the channel runs the same
+//! session and exchanges as a [`UdpChannel`](super::UdpChannel), over a *link* (a
+//! reconnecting, framed TCP connection) that says it is reliable. So
+//! sessions, request ids, PING and incarnations, RRA acknowledgements,
+//! ACCEPT for asynchronous calls, deadlines and the error mapping are the
+//! same on both transports. What the link adds for a stream:
 //!
 //! - **Framing and multiplexing.** Every message is one length-delimited
 //!   frame (`transport::tcp`) on one connection; replies are matched to
@@ -30,12 +30,13 @@
 //!   with the stored reply, or IN_PROGRESS while it still runs, never with
 //!   a second execution.
 //! - **No retransmission on a healthy connection.** TCP does not lose
-//!   frames, so a copy of a request that the current connection already
-//!   carried is not written again; the link answers it locally with an
-//!   IN_PROGRESS, which moves the call from retransmission to polling (no
-//!   attempts counted). A call then waits for its reply, its deadline, or a
-//!   reconnect. Only requests first written on an older connection are
-//!   polled on the wire (their reply may have gone to the dead one).
+//!   frames: the link is [reliable](Link::reliable), and the exchange
+//!   sends a request once, then waits for its answer, its deadline, or a
+//!   reconnect (no attempts counted). The link numbers its connections
+//!   ([`Link::connection`]); a call whose request was first written on a
+//!   connection since replaced polls on the wire (its reply may have gone
+//!   to the dead one). A copy the current connection has already carried
+//!   is not written again (counted in [`TcpLinkStats::suppressed`]).
 //! - **Dead peer.** A call made while no connection is up waits for one, at
 //!   most until its deadline (or the channel's `max_wait`) or until as
 //!   many connection attempts as the call has attempts have failed; it
@@ -53,13 +54,14 @@
 //!   same way (a server processes no request before its handshake is
 //!   done, so those requests did not run).
 
+use super::link::{Link, Outgoing};
 use super::ChannelConfig;
 use crate::counter::bump;
 use crate::envelope::EnvelopeHeader;
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{Outbox, WriteCounters, DEFAULT_MAX_FRAME};
-use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
+use crate::transport::{RecvBatch, SendBatch, SendReport};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt;
@@ -143,8 +145,8 @@ pub struct TcpLinkStats {
     pub disconnects: u64,
     /// Requests sent again on a new connection (same session and id).
     pub replayed: u64,
-    /// Copies of requests not written because the healthy connection had
-    /// already carried the request.
+    /// Copies of requests not written because the connection up had
+    /// already carried the request, or its answer had arrived.
     pub suppressed: u64,
     /// Frames queued for sending.
     pub frames_sent: u64,
@@ -182,7 +184,7 @@ struct LinkStatus {
 /// What a pending message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Request { want_accept: bool },
+    Request,
     Ping,
     OneWay,
 }
@@ -197,8 +199,6 @@ struct Pending {
     first_gen: Option<u64>,
     /// When `frame` was made (its `deadline_us` counts from then).
     stored_at: Instant,
-    /// The connection on which an IN_PROGRESS was made up for it.
-    synthesized: Option<u64>,
     /// Its REPLY or ERROR arrived (and is on its way to the call): later
     /// copies are not sent. Kept until the session's low-water mark
     /// passes it.
@@ -294,6 +294,10 @@ struct LinkShared {
     /// `status.connected`, readable without the watch channel's lock (read
     /// by every call).
     connected: AtomicBool,
+    /// [`Link::connection`]: the generation of the connection up, or of
+    /// the next one; written under the state lock when a connection comes
+    /// or goes, read by every call without it.
+    connection: AtomicU64,
     /// Wakes the manager (a call needs a connection).
     wake: Notify,
     /// Calls waiting for a connection.
@@ -449,7 +453,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The datagram face of a reconnecting TCP connection; owned by the
+/// The [`Link`] face of a reconnecting TCP connection; owned by the
 /// channel's session. Dropping it stops the connection manager.
 pub(crate) struct TcpLink {
     shared: Arc<LinkShared>,
@@ -470,17 +474,15 @@ impl Drop for TcpLink {
     }
 }
 
-impl TcpLink {
-    /// Routes one outgoing message (see [`route`]) and writes it, keeps it,
-    /// or answers it locally.
-    fn send_routed<'a>(
-        &self,
-        buf: &'a [u8],
-        header: Option<&EnvelopeHeader>,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+impl Link for TcpLink {
+    /// Routes one outgoing message (see [`route()`]) and writes it or keeps
+    /// it; never fails.
+    fn send(&self, message: Outgoing<'_>) -> impl Future<Output = io::Result<usize>> + Send {
         let link = Arc::clone(&self.shared);
+        let buf = message.bytes;
         let keep = || Bytes::copy_from_slice(buf);
-        let decided = route(&mut link.lock(), header, buf, keep, Instant::now());
+        let header = message.envelope.map(EnvelopeHeader::of);
+        let decided = route(&mut link.lock(), header.as_ref(), buf, keep, Instant::now());
         async move {
             match decided {
                 Route::Write(outbox) => {
@@ -493,43 +495,6 @@ impl TcpLink {
                 other => link.route_aside(other),
             }
             Ok(buf.len())
-        }
-    }
-}
-
-impl DatagramSocket for TcpLink {
-    fn send_to(
-        &self,
-        buf: &[u8],
-        _target: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.send_routed(buf, None)
-    }
-
-    fn send_encoded(
-        &self,
-        buf: &[u8],
-        _target: SocketAddr,
-        envelope: &crate::envelope::Envelope,
-    ) -> impl Future<Output = io::Result<usize>> + Send {
-        self.send_routed(buf, Some(&EnvelopeHeader::of(envelope)))
-    }
-
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        let link = Arc::clone(&self.shared);
-        async move {
-            let mut inbound = link.inbound_rx.lock().await;
-            match inbound.next().await {
-                Some(frame) => {
-                    let n = frame.len().min(buf.len());
-                    buf[..n].copy_from_slice(&frame[..n]);
-                    Ok((n, link.server))
-                }
-                None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-            }
         }
     }
 
@@ -628,6 +593,15 @@ impl DatagramSocket for TcpLink {
             .local
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
+
+    fn reliable(&self) -> bool {
+        true
+    }
+
+    /// The generation of the connection up, or the next one's.
+    fn connection(&self) -> u64 {
+        self.shared.connection.load(Ordering::Acquire)
+    }
 }
 
 impl LinkShared {
@@ -635,12 +609,7 @@ impl LinkShared {
     fn route_aside(&self, route: Route) {
         match route {
             Route::Write(_) | Route::Dropped => {}
-            Route::Suppressed { in_progress } => {
-                bump(&self.counters.suppressed);
-                if let Some(frame) = in_progress {
-                    let _ = self.inbound_tx.send(frame);
-                }
-            }
+            Route::Suppressed => bump(&self.counters.suppressed),
             Route::Kept => self.wake.notify_one(),
         }
     }

@@ -1,4 +1,4 @@
-//! Where each outgoing message of the link goes: the connection, a local IN_PROGRESS, or kept for the next connection.
+//! Where each outgoing message of the link goes: the connection, nowhere (already carried), or kept for the next connection.
 
 #[allow(clippy::wildcard_imports)] // a part of the link: its types are the parent's
 use super::*;
@@ -13,10 +13,8 @@ use tokio::time::Instant;
 /// What to do with one outgoing message.
 pub(super) enum Route {
     Write(Arc<Outbox>),
-    /// Already carried by the healthy connection; maybe answer locally.
-    Suppressed {
-        in_progress: Option<Bytes>,
-    },
+    /// Already carried by the connection up: not written again.
+    Suppressed,
     /// No connection: kept for the next one.
     Kept,
     /// No connection, and not worth keeping (ACK).
@@ -37,9 +35,7 @@ pub(super) fn route(
     let h = header.copied().unwrap_or_else(|| peek_header(buf));
     let kind = match MessageType::try_from(h.r#type) {
         Ok(MessageType::Request) if h.protocol == ExchangeProtocol::R as i32 => Some(Kind::OneWay),
-        Ok(MessageType::Request) => Some(Kind::Request {
-            want_accept: h.want_accept,
-        }),
+        Ok(MessageType::Request) => Some(Kind::Request),
         Ok(MessageType::Ping) => Some(Kind::Ping),
         _ => None,
     };
@@ -61,11 +57,10 @@ pub(super) fn route(
         kind,
         first_gen: None,
         stored_at: now,
-        synthesized: None,
         answered: false,
     });
     if entry.answered {
-        return Route::Suppressed { in_progress: None };
+        return Route::Suppressed;
     }
     entry.frame = keep();
     entry.kind = kind;
@@ -74,18 +69,7 @@ pub(super) fn route(
         return Route::Kept;
     };
     match kind {
-        Kind::Request { want_accept } if entry.first_gen == Some(gen) => {
-            let synthesize = !want_accept && entry.synthesized != Some(gen);
-            if synthesize {
-                entry.synthesized = Some(gen);
-            }
-            let in_progress = synthesize.then(|| {
-                let env =
-                    Envelope::answer(MessageType::InProgress, h.session_id, h.request_id, 0, None);
-                Bytes::from(env.encode_to_vec())
-            });
-            Route::Suppressed { in_progress }
-        }
+        Kind::Request if entry.first_gen == Some(gen) => Route::Suppressed,
         Kind::OneWay => {
             st.outstanding.remove(h.request_id);
             Route::Write(outbox)

@@ -8,7 +8,6 @@ fn pending(frame: &'static [u8]) -> Pending {
         kind: Kind::Ping,
         first_gen: None,
         stored_at: Instant::now(),
-        synthesized: None,
         answered: false,
     }
 }
