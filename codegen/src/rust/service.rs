@@ -334,48 +334,75 @@ fn server(cx: &Context<'_>, s: &Service, grpc_route: &TokenStream) -> TokenStrea
     }
 }
 
+/// Which stub a method is generated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stub {
+    /// `<Name>Client`: calls one server.
+    Unicast,
+    /// `<Name>GroupClient`: calls every member of a group.
+    Group,
+}
+
+/// One stub method per IDL method, returning a call in the method's
+/// style (the type says which): `Call<Resp, E, style::_>` (`OneWay` for a
+/// one-way method) in a unicast stub, `GroupCall<Resp, E, style::_>` in a
+/// group stub, where a deferred method is called synchronously (a group
+/// call has no deferred style).
+fn stub_methods(cx: &Context<'_>, s: &Service, stub: Stub) -> Vec<TokenStream> {
+    let module = snake_ident(&s.name);
+    s.methods
+        .iter()
+        .map(|m| {
+            let doc = method_docs(m);
+            let fname = snake_ident(&m.name);
+            let c = method_const(&m.name);
+            let req = type_path(cx.package, 0, &m.request);
+            let args = quote!(&#module::SERVICE, &#module::#c, &request);
+            if stub == Stub::Unicast && m.oneway {
+                return quote! {
+                    #doc
+                    pub fn #fname(&self, request: #req) -> ::rpc_core::codegen::OneWay {
+                        self.inner.one_way(#args)
+                    }
+                };
+            }
+            let resp = response_type(cx, m);
+            let err = raises_type(cx, m);
+            let call = match stub {
+                Stub::Unicast => quote!(Call),
+                Stub::Group => quote!(GroupCall),
+            };
+            let (style, switch) = match (stub, m.style) {
+                (_, Style::Async) => (quote!(Async), quote!(.asynchronous())),
+                (Stub::Unicast, Style::Deferred) => (quote!(Deferred), quote!(.deferred())),
+                (Stub::Group, Style::OneWay) => (quote!(OneWay), quote!(.one_way())),
+                // Synchronous; and so is a deferred method in a group.
+                _ => (quote!(Sync), quote!()),
+            };
+            quote! {
+                #doc
+                pub fn #fname(
+                    &self,
+                    request: #req,
+                ) -> ::rpc_core::codegen::#call<#resp, #err, ::rpc_core::codegen::style::#style> {
+                    self.inner.call(#args)#switch
+                }
+            }
+        })
+        .collect()
+}
+
 /// `<Name>Client`: one method per IDL method, returning a call builder in
 /// the method's default style.
 fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let idl_docs = service_docs(s);
-    let bare = bare_type_name(&s.name);
-    let client = format_ident!("{}Client", bare);
-    let module = snake_ident(&s.name);
+    let client = format_ident!("{}Client", bare_type_name(&s.name));
     let doc = format!(
         " Client stub of `{}`: each method returns a call in the IDL's default style; \
          `.await` it, or change style and options first (`.deferred()`, `.timeout(..)`, ..).",
         s.name
     );
-    let methods = s.methods.iter().map(|m| {
-        let doc = method_docs(m);
-        let fname = snake_ident(&m.name);
-        let c = method_const(&m.name);
-        let req = type_path(cx.package, 0, &m.request);
-        if m.oneway {
-            return quote! {
-                #doc
-                pub fn #fname(&self, request: #req) -> ::rpc_core::codegen::OneWay {
-                    self.inner.one_way(&#module::SERVICE, &#module::#c, &request)
-                }
-            };
-        }
-        let resp = response_type(cx, m);
-        let err = raises_type(cx, m);
-        let (style, switch) = match m.style {
-            Style::Async => (quote!(Async), quote!(.asynchronous())),
-            Style::Deferred => (quote!(Deferred), quote!(.deferred())),
-            Style::Sync | Style::OneWay => (quote!(Sync), quote!()),
-        };
-        quote! {
-            #doc
-            pub fn #fname(
-                &self,
-                request: #req,
-            ) -> ::rpc_core::codegen::Call<#resp, #err, ::rpc_core::codegen::style::#style> {
-                self.inner.call(&#module::SERVICE, &#module::#c, &request)#switch
-            }
-        }
-    });
+    let methods = stub_methods(cx, s, Stub::Unicast);
     quote! {
         #idl_docs #[doc = #doc]
         #[derive(::rpc_core::codegen::Clone, ::rpc_core::codegen::Debug)]
@@ -415,31 +442,17 @@ fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
     }
 }
 
-/// `<Name>GroupClient`: one method per IDL method, returning a group call.
+/// `<Name>GroupClient`: one method per IDL method, returning a group call
+/// in the method's default style.
 fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
     let idl_docs = service_docs(s);
-    let bare = bare_type_name(&s.name);
-    let client = format_ident!("{}GroupClient", bare);
-    let module = snake_ident(&s.name);
+    let client = format_ident!("{}GroupClient", bare_type_name(&s.name));
     let doc = format!(
         " Multicast stub of `{}`: each method calls every member of a group and completes \
          as the call's policy says (`.all()`, `.first()`, `.quorum(k)`).",
         s.name
     );
-    let methods = s.methods.iter().map(|m| {
-        let doc = method_docs(m);
-        let fname = snake_ident(&m.name);
-        let c = method_const(&m.name);
-        let req = type_path(cx.package, 0, &m.request);
-        let resp = response_type(cx, m);
-        let err = raises_type(cx, m);
-        quote! {
-            #doc
-            pub fn #fname(&self, request: #req) -> ::rpc_core::codegen::GroupCall<#resp, #err> {
-                self.inner.call(&#module::SERVICE, &#module::#c, &request)
-            }
-        }
-    });
+    let methods = stub_methods(cx, s, Stub::Group);
     quote! {
         #idl_docs #[doc = #doc]
         #[derive(::rpc_core::codegen::Clone, ::rpc_core::codegen::Debug)]
