@@ -296,20 +296,15 @@ impl Parser<'_> {
         let mut response = None;
         let mut raises = None;
         if self.is_word("returns") {
-            let start = self.bump().span;
-            self.expect(&TokenKind::LParen, "after `returns`")?;
-            self.no_stream()?;
-            let ty = self.path("the reply type", "in `returns (..)`")?;
-            let end = self.expect(&TokenKind::RParen, "after the reply type")?;
-            if oneway.is_some() {
-                self.error(
-                    start.to(end),
+            response = self.clause(
+                "returns",
+                "reply",
+                oneway.is_some(),
+                (
                     "a `oneway` method has no reply",
                     "remove `returns (..)`, or remove `oneway`",
-                );
-            } else {
-                response = Some(ty);
-            }
+                ),
+            )?;
         } else if oneway.is_none() {
             let found = self.tok().clone();
             if matches!(found.kind, TokenKind::Semi | TokenKind::LBracket) || self.is_word("raises")
@@ -324,19 +319,15 @@ impl Parser<'_> {
             }
         }
         if self.is_word("raises") {
-            let start = self.bump().span;
-            self.expect(&TokenKind::LParen, "after `raises`")?;
-            let ty = self.path("the error type", "in `raises (..)`")?;
-            let end = self.expect(&TokenKind::RParen, "after the error type")?;
-            if oneway.is_some() {
-                self.error(
-                    start.to(end),
+            raises = self.clause(
+                "raises",
+                "error",
+                oneway.is_some(),
+                (
                     "a `oneway` method cannot raise an error",
                     "there is no reply to carry it: remove `raises (..)`",
-                );
-            } else {
-                raises = Some(ty);
-            }
+                ),
+            )?;
         }
         let attributes = self.attributes()?;
         if !matches!(self.kind(), TokenKind::Semi) {
@@ -357,6 +348,32 @@ impl Parser<'_> {
             raises,
             attributes,
         })
+    }
+
+    /// A method's `returns (Reply)` or `raises (Error)` clause, at its
+    /// `keyword`: the type named (`what`: "reply", "error"), or `None`
+    /// with the `refusal` (message, label) for a `oneway` method, which has
+    /// no reply to carry it. Only a reply can be written as a stream
+    /// (which is refused).
+    fn clause(
+        &mut self,
+        keyword: &str,
+        what: &str,
+        oneway: bool,
+        refusal: (&str, &str),
+    ) -> PResult<Option<ast::Path>> {
+        let start = self.bump().span;
+        self.expect(&TokenKind::LParen, &format!("after `{keyword}`"))?;
+        if keyword == "returns" {
+            self.no_stream()?;
+        }
+        let ty = self.path(&format!("the {what} type"), &format!("in `{keyword} (..)`"))?;
+        let end = self.expect(&TokenKind::RParen, &format!("after the {what} type"))?;
+        if oneway {
+            self.error(start.to(end), refusal.0, refusal.1);
+            return Ok(None);
+        }
+        Ok(Some(ty))
     }
 
     fn no_stream(&mut self) -> PResult<()> {
