@@ -342,8 +342,9 @@ pub struct Call<Resp, E, S> {
     _marker: Typed<Resp, E, S>,
 }
 
-/// What a [`Call`] yields and how it runs, without owning any of it.
-type Typed<Resp, E, S> = PhantomData<fn() -> (Resp, E, S)>;
+/// What a [`Call`] or a [`GroupCall`] yields and how it runs, without
+/// owning any of it.
+pub(crate) type Typed<Resp, E, S> = PhantomData<fn() -> (Resp, E, S)>;
 
 impl<Resp, E, S> fmt::Debug for Call<Resp, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -23,7 +23,7 @@ pub struct GroupCall<Resp, E, S = style::Sync> {
     pub(super) invocation: Invocation,
     pub(super) completion: Completion,
     pub(super) stragglers: Stragglers,
-    pub(super) _marker: PhantomData<fn() -> (Resp, E, S)>,
+    pub(super) _marker: crate::call::Typed<Resp, E, S>,
 }
 
 /// A group call without its types: what starts running.

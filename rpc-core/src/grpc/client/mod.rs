@@ -5,11 +5,11 @@
 //! - this file: the channel, its configuration and session state (request
 //!   ids, the acknowledgement floor, what the peer is), and
 //!   [`Channel::invoke`], which picks how a call runs by its style;
-//! - [`connect`]: the endpoint for a URI and, with TLS, the connector
+//! - `connect.rs`: the endpoint for a URI and, with TLS, the connector
 //!   that makes the channel's connections;
-//! - [`exchange`]: one call: its requests with the `rpc-call` header, the
+//! - `exchange.rs`: one call: its requests with the `rpc-call` header, the
 //!   retries while the connection fails, and what the answer means;
-//! - [`cancel`]: the CANCEL of a call abandoned after a copy went out.
+//! - `cancel.rs`: the CANCEL of a call abandoned after a copy went out.
 
 mod cancel;
 mod connect;
