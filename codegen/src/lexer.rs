@@ -306,26 +306,19 @@ impl Lexer<'_> {
         self.pos += 1;
         let mut value = String::new();
         loop {
-            let Some(c) = self.src[self.pos..].chars().next() else {
-                self.error(
-                    start,
-                    start + 1,
-                    "unterminated string literal",
-                    "this string is never closed",
-                );
-                self.push(TokenKind::Str(value), start);
-                return;
+            let c = match self.src[self.pos..].chars().next() {
+                Some(c) if c != '\n' => c,
+                end => {
+                    let label = if end.is_none() {
+                        "this string is never closed"
+                    } else {
+                        "this string is not closed on its line"
+                    };
+                    self.error(start, start + 1, "unterminated string literal", label);
+                    self.push(TokenKind::Str(value), start);
+                    return;
+                }
             };
-            if c == '\n' {
-                self.error(
-                    start,
-                    start + 1,
-                    "unterminated string literal",
-                    "this string is not closed on its line",
-                );
-                self.push(TokenKind::Str(value), start);
-                return;
-            }
             if c as u32 == u32::from(quote) {
                 self.pos += 1;
                 self.push(TokenKind::Str(value), start);

@@ -55,6 +55,26 @@ struct Unit {
     fatal: Vec<Diagnostic>,
 }
 
+impl Unit {
+    /// A file to parse: its text, or the diagnostic that says why it has
+    /// none.
+    fn new(path: PathBuf, imported: bool, source: Result<String, Box<Diagnostic>>) -> Unit {
+        let (source, fatal) = match source {
+            Ok(s) => (s, Vec::new()),
+            Err(d) => (String::new(), vec![*d]),
+        };
+        Unit {
+            path,
+            source,
+            ast: ast::File::default(),
+            imports: Vec::new(),
+            imported,
+            errors: Vec::new(),
+            fatal,
+        }
+    }
+}
+
 fn identity(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
 }
@@ -117,29 +137,17 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
         }
         let idx = units.len();
         by_key.insert(key, idx);
-        let mut unit = Unit {
-            path: path.clone(),
-            source: String::new(),
-            ast: ast::File::default(),
-            imports: Vec::new(),
-            imported: false,
-            errors: Vec::new(),
-            fatal: Vec::new(),
-        };
-        match text {
-            Some(t) => unit.source = t,
+        let source = match text {
+            Some(t) => Ok(t),
             None => match std::fs::read(&path) {
-                Ok(bytes) => match decode(&path, bytes) {
-                    Ok(s) => unit.source = s,
-                    Err(d) => unit.fatal.push(*d),
-                },
-                Err(e) => unit.fatal.push(Diagnostic::whole_file(
+                Ok(bytes) => decode(&path, bytes),
+                Err(e) => Err(Box::new(Diagnostic::whole_file(
                     &path,
                     format!("cannot read `{}`: {e}", path.display()),
-                )),
+                ))),
             },
-        }
-        units.push(unit);
+        };
+        units.push(Unit::new(path, false, source));
         queue.push_back(idx);
     }
 
@@ -189,20 +197,8 @@ fn run(roots: Vec<(PathBuf, Option<String>)>) -> Result<Model, Diagnostics> {
             };
             let t = units.len();
             by_key.insert(key, t);
-            let mut unit = Unit {
-                path: target.clone(),
-                source: String::new(),
-                ast: ast::File::default(),
-                imports: Vec::new(),
-                imported: true,
-                errors: Vec::new(),
-                fatal: Vec::new(),
-            };
-            match decode(&target, bytes) {
-                Ok(s) => unit.source = s,
-                Err(d) => unit.fatal.push(*d),
-            }
-            units.push(unit);
+            let source = decode(&target, bytes);
+            units.push(Unit::new(target, true, source));
             queue.push_back(t);
             imports.push(Some(t));
         }

@@ -267,6 +267,16 @@ pub struct Service {
     pub methods: Vec<Method>,
 }
 
+// `Protocol` and `Style` have twins in `rpc_core::service`, variant for
+// variant, and stay two definitions on purpose: this crate cannot use
+// rpc-core's, since rpc-core depends on it (rpc-core -> rpc-macros ->
+// rpc-codegen) and brings tokio with it, which the code generator must
+// not (it runs in build scripts and proc macros). The model's are what the
+// IDL says; rpc-core's are what a call does at run time. Generated code
+// maps one to the other by name (`rust/service.rs`: `protocol_tokens`,
+// `style_tokens`), so a variant missing on the rpc-core side fails to
+// compile in the generated-code tests.
+
 /// The exchange protocol of a call (see `idl/PROTOCOL.md`, section 5,
 /// "Exchange protocols: R, RR, RRA").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -125,7 +125,8 @@
 //!   [`envelope::ExchangeProtocol`].
 //! - **style**: how the caller waits (synchronous, asynchronous at the
 //!   ACCEPT, deferred, one-way); [`Style`], and the marker types of
-//!   [`call::style`].
+//!   [`call::style`], the type parameter of a [`Call`] and a [`GroupCall`]
+//!   (a group call has no deferred style).
 //! - **channel**: the client's side of a transport, one session shared by
 //!   every call made through it; [`Channel`], implemented by
 //!   [`client::UdpChannel`], [`client::TcpChannel`] and `grpc::GrpcChannel`.

@@ -313,6 +313,29 @@ async fn group_client_calls_every_member() {
     assert_eq!(outcome.successes(), 2);
 }
 
+/// Group stubs carry the IDL's style in their type, as unicast stubs do,
+/// with the same markers; a deferred method is synchronous in a group.
+#[test]
+fn group_stubs_return_the_idl_style() {
+    use rpc_core::call::style;
+    use rpc_core::GroupCall;
+    let g = ClockGroupClient::new(GroupClient::new());
+    let _: GroupCall<TimeReading, Never, style::Sync> = g.get_time(Empty {});
+    let _: GroupCall<TimeReading, NotSynchronised, style::Sync> = g.adjust(Offset { delta_ns: 1 });
+    let _: GroupCall<(), Never, style::OneWay> = g.hint(Offset { delta_ns: 1 });
+    let _: GroupCall<TimeReading, Never, style::Sync> = g.resync(Empty {});
+    let asynchronous: GroupCall<TimeReading, Never, style::Async> =
+        g.get_time(Empty {}).asynchronous();
+    assert_eq!(asynchronous.invocation().options.style, Style::Async);
+    let one_way: GroupCall<TimeReading, Never, style::OneWay> = g.get_time(Empty {}).one_way();
+    assert_eq!(one_way.invocation().options.style, Style::OneWay);
+    assert_eq!(
+        g.hint(Offset { delta_ns: 1 }).invocation().options.style,
+        Style::OneWay
+    );
+    assert_eq!(g.resync(Empty {}).invocation().options.style, Style::Sync);
+}
+
 #[test]
 fn enums_and_names_follow_prost_build() {
     assert_eq!(Mode::Unspecified.as_str_name(), "MODE_UNSPECIFIED");

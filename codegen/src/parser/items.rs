@@ -13,6 +13,15 @@ use super::cursor::{PResult, Parser};
 use crate::ast::{self, Member, ReservedItem};
 use crate::lexer::TokenKind;
 
+/// The clauses that follow a method's request type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clause {
+    /// `returns (Reply)`.
+    Returns,
+    /// `raises (Error)`.
+    Raises,
+}
+
 impl Parser<'_> {
     /// The whole file, up to `Eof`.
     pub(super) fn file(&mut self) -> ast::File {
@@ -296,20 +305,7 @@ impl Parser<'_> {
         let mut response = None;
         let mut raises = None;
         if self.is_word("returns") {
-            let start = self.bump().span;
-            self.expect(&TokenKind::LParen, "after `returns`")?;
-            self.no_stream()?;
-            let ty = self.path("the reply type", "in `returns (..)`")?;
-            let end = self.expect(&TokenKind::RParen, "after the reply type")?;
-            if oneway.is_some() {
-                self.error(
-                    start.to(end),
-                    "a `oneway` method has no reply",
-                    "remove `returns (..)`, or remove `oneway`",
-                );
-            } else {
-                response = Some(ty);
-            }
+            response = self.clause(Clause::Returns, oneway.is_some())?;
         } else if oneway.is_none() {
             let found = self.tok().clone();
             if matches!(found.kind, TokenKind::Semi | TokenKind::LBracket) || self.is_word("raises")
@@ -324,19 +320,7 @@ impl Parser<'_> {
             }
         }
         if self.is_word("raises") {
-            let start = self.bump().span;
-            self.expect(&TokenKind::LParen, "after `raises`")?;
-            let ty = self.path("the error type", "in `raises (..)`")?;
-            let end = self.expect(&TokenKind::RParen, "after the error type")?;
-            if oneway.is_some() {
-                self.error(
-                    start.to(end),
-                    "a `oneway` method cannot raise an error",
-                    "there is no reply to carry it: remove `raises (..)`",
-                );
-            } else {
-                raises = Some(ty);
-            }
+            raises = self.clause(Clause::Raises, oneway.is_some())?;
         }
         let attributes = self.attributes()?;
         if !matches!(self.kind(), TokenKind::Semi) {
@@ -357,6 +341,39 @@ impl Parser<'_> {
             raises,
             attributes,
         })
+    }
+
+    /// A method's `returns (Reply)` or `raises (Error)` clause, at its
+    /// keyword: the type named, or `None` with an error for a `oneway`
+    /// method, which has no reply to carry it. Only a reply can be written
+    /// as a stream (which is refused).
+    fn clause(&mut self, clause: Clause, oneway: bool) -> PResult<Option<ast::Path>> {
+        let (keyword, what, refusal, label) = match clause {
+            Clause::Returns => (
+                "returns",
+                "reply",
+                "a `oneway` method has no reply",
+                "remove `returns (..)`, or remove `oneway`",
+            ),
+            Clause::Raises => (
+                "raises",
+                "error",
+                "a `oneway` method cannot raise an error",
+                "there is no reply to carry it: remove `raises (..)`",
+            ),
+        };
+        let start = self.bump().span;
+        self.expect(&TokenKind::LParen, &format!("after `{keyword}`"))?;
+        if clause == Clause::Returns {
+            self.no_stream()?;
+        }
+        let ty = self.path(&format!("the {what} type"), &format!("in `{keyword} (..)`"))?;
+        let end = self.expect(&TokenKind::RParen, &format!("after the {what} type"))?;
+        if oneway {
+            self.error(start.to(end), refusal, label);
+            return Ok(None);
+        }
+        Ok(Some(ty))
     }
 
     fn no_stream(&mut self) -> PResult<()> {

@@ -15,6 +15,20 @@ use crate::model::{Protocol, Style};
 use crate::span::Span;
 use std::collections::HashMap;
 
+/// The words of `protocol = ..` and what they mean.
+const PROTOCOLS: &[(&str, Protocol)] = &[
+    ("R", Protocol::R),
+    ("RR", Protocol::RR),
+    ("RRA", Protocol::RRA),
+];
+
+/// The words of `style = ..` and what they mean.
+const STYLES: &[(&str, Style)] = &[
+    ("sync", Style::Sync),
+    ("async", Style::Async),
+    ("deferred", Style::Deferred),
+];
+
 /// Highest `retries` value.
 pub const MAX_RETRIES: u32 = 100;
 /// The attributes a method can have.
@@ -102,28 +116,14 @@ impl Resolver<'_> {
                 ok = false;
                 continue;
             };
-            let word = match value {
-                AttrValue::Ident(i) => Some(i.name.as_str()),
-                _ => None,
-            };
             match name {
-                "protocol" => match word {
-                    Some("R") => a.protocol = Some(Protocol::R),
-                    Some("RR") => a.protocol = Some(Protocol::RR),
-                    Some("RRA") => a.protocol = Some(Protocol::RRA),
-                    _ => {
-                        self.bad_value(fi, value, name, &["R", "RR", "RRA"]);
-                        ok = false;
-                    }
+                "protocol" => match self.one_of(fi, value, name, PROTOCOLS) {
+                    Some(p) => a.protocol = Some(p),
+                    None => ok = false,
                 },
-                "style" => match word {
-                    Some("sync") => a.style = Some(Style::Sync),
-                    Some("async") => a.style = Some(Style::Async),
-                    Some("deferred") => a.style = Some(Style::Deferred),
-                    _ => {
-                        self.bad_value(fi, value, name, &["sync", "async", "deferred"]);
-                        ok = false;
-                    }
+                "style" => match self.one_of(fi, value, name, STYLES) {
+                    Some(st) => a.style = Some(st),
+                    None => ok = false,
                 },
                 "timeout" => match value {
                     AttrValue::Int(lit, span) => match self.timeout(fi, lit, *span) {
@@ -218,6 +218,26 @@ impl Resolver<'_> {
             ok = false;
         }
         ok.then_some(a)
+    }
+
+    /// What the word `value` of attribute `name` means among `allowed`,
+    /// or `None` once its error is reported.
+    fn one_of<T: Copy>(
+        &mut self,
+        fi: usize,
+        value: &AttrValue,
+        name: &str,
+        allowed: &[(&str, T)],
+    ) -> Option<T> {
+        let found = match value {
+            AttrValue::Ident(i) => allowed.iter().find(|(w, _)| *w == i.name),
+            _ => None,
+        };
+        if found.is_none() {
+            let words: Vec<&str> = allowed.iter().map(|(w, _)| *w).collect();
+            self.bad_value(fi, value, name, &words);
+        }
+        found.map(|(_, v)| *v)
     }
 
     fn bad_value(&mut self, fi: usize, value: &AttrValue, name: &str, allowed: &[&str]) {

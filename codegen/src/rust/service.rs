@@ -334,136 +334,141 @@ fn server(cx: &Context<'_>, s: &Service, grpc_route: &TokenStream) -> TokenStrea
     }
 }
 
-/// `<Name>Client`: one method per IDL method, returning a call builder in
-/// the method's default style.
-fn client(cx: &Context<'_>, s: &Service) -> TokenStream {
-    let idl_docs = service_docs(s);
-    let bare = bare_type_name(&s.name);
-    let client = format_ident!("{}Client", bare);
-    let module = snake_ident(&s.name);
-    let doc = format!(
-        " Client stub of `{}`: each method returns a call in the IDL's default style; \
-         `.await` it, or change style and options first (`.deferred()`, `.timeout(..)`, ..).",
-        s.name
-    );
-    let methods = s.methods.iter().map(|m| {
-        let doc = method_docs(m);
-        let fname = snake_ident(&m.name);
-        let c = method_const(&m.name);
-        let req = type_path(cx.package, 0, &m.request);
-        if m.oneway {
-            return quote! {
-                #doc
-                pub fn #fname(&self, request: #req) -> ::rpc_core::codegen::OneWay {
-                    self.inner.one_way(&#module::SERVICE, &#module::#c, &request)
-                }
-            };
-        }
-        let resp = response_type(cx, m);
-        let err = raises_type(cx, m);
-        let (style, switch) = match m.style {
-            Style::Async => (quote!(Async), quote!(.asynchronous())),
-            Style::Deferred => (quote!(Deferred), quote!(.deferred())),
-            Style::Sync | Style::OneWay => (quote!(Sync), quote!()),
-        };
-        quote! {
-            #doc
-            pub fn #fname(
-                &self,
-                request: #req,
-            ) -> ::rpc_core::codegen::Call<#resp, #err, ::rpc_core::codegen::style::#style> {
-                self.inner.call(&#module::SERVICE, &#module::#c, &request)#switch
-            }
-        }
-    });
-    quote! {
-        #idl_docs #[doc = #doc]
-        #[derive(::rpc_core::codegen::Clone, ::rpc_core::codegen::Debug)]
-        pub struct #client {
-            inner: ::rpc_core::codegen::Client,
-        }
-
-        impl #client {
-            /// A stub calling through `client` (a `Client`, or any channel:
-            /// `UdpChannel`, `TcpChannel`, `GrpcChannel`).
-            pub fn new(client: impl ::rpc_core::codegen::Into<::rpc_core::codegen::Client>) -> Self {
-                Self { inner: ::rpc_core::codegen::Into::into(client) }
-            }
-
-            /// A stub over a new client for `uri` (`udp://host:port`,
-            /// `tcp://host:port`, `grpc://host:port`): see `Client::connect`.
-            ///
-            /// # Errors
-            /// When the URI is invalid or its channel cannot be made.
-            pub async fn connect(uri: &str) -> ::rpc_core::codegen::Result<Self, ::rpc_core::codegen::ConnectError> {
-                ::rpc_core::codegen::Result::Ok(Self::new(::rpc_core::codegen::Client::connect(uri).await?))
-            }
-
-            /// The client underneath.
-            pub fn client(&self) -> &::rpc_core::codegen::Client {
-                &self.inner
-            }
-
-            #(#methods)*
-        }
-
-        impl ::rpc_core::codegen::From<::rpc_core::codegen::Client> for #client {
-            fn from(client: ::rpc_core::codegen::Client) -> Self {
-                Self::new(client)
-            }
-        }
-    }
+/// Which stub a method is generated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stub {
+    /// `<Name>Client`: calls one server.
+    Unicast,
+    /// `<Name>GroupClient`: calls every member of a group.
+    Group,
 }
 
-/// `<Name>GroupClient`: one method per IDL method, returning a group call.
-fn group_client(cx: &Context<'_>, s: &Service) -> TokenStream {
+/// One stub method per IDL method, returning a call in the method's
+/// style (the type says which): `Call<Resp, E, style::_>` (`OneWay` for a
+/// one-way method) in a unicast stub, `GroupCall<Resp, E, style::_>` in a
+/// group stub, where a deferred method is called synchronously (a group
+/// call has no deferred style).
+fn stub_methods(cx: &Context<'_>, s: &Service, stub: Stub) -> Vec<TokenStream> {
+    let module = snake_ident(&s.name);
+    s.methods
+        .iter()
+        .map(|m| {
+            let doc = method_docs(m);
+            let fname = snake_ident(&m.name);
+            let c = method_const(&m.name);
+            let req = type_path(cx.package, 0, &m.request);
+            let args = quote!(&#module::SERVICE, &#module::#c, &request);
+            if stub == Stub::Unicast && m.oneway {
+                return quote! {
+                    #doc
+                    pub fn #fname(&self, request: #req) -> ::rpc_core::codegen::OneWay {
+                        self.inner.one_way(#args)
+                    }
+                };
+            }
+            let resp = response_type(cx, m);
+            let err = raises_type(cx, m);
+            let call = match stub {
+                Stub::Unicast => quote!(Call),
+                Stub::Group => quote!(GroupCall),
+            };
+            let (style, switch) = match (stub, m.style) {
+                (_, Style::Async) => (quote!(Async), quote!(.asynchronous())),
+                (Stub::Unicast, Style::Deferred) => (quote!(Deferred), quote!(.deferred())),
+                (Stub::Group, Style::OneWay) => (quote!(OneWay), quote!(.one_way())),
+                // Synchronous; and so is a deferred method in a group.
+                _ => (quote!(Sync), quote!()),
+            };
+            quote! {
+                #doc
+                pub fn #fname(
+                    &self,
+                    request: #req,
+                ) -> ::rpc_core::codegen::#call<#resp, #err, ::rpc_core::codegen::style::#style> {
+                    self.inner.call(#args)#switch
+                }
+            }
+        })
+        .collect()
+}
+
+/// A stub struct: `<Name>Client` over a `Client` or `<Name>GroupClient`
+/// over a `GroupClient`, with one method per IDL method returning a call
+/// in the method's default style.
+fn stub(cx: &Context<'_>, s: &Service, stub: Stub) -> TokenStream {
     let idl_docs = service_docs(s);
     let bare = bare_type_name(&s.name);
-    let client = format_ident!("{}GroupClient", bare);
-    let module = snake_ident(&s.name);
-    let doc = format!(
-        " Multicast stub of `{}`: each method calls every member of a group and completes \
-         as the call's policy says (`.all()`, `.first()`, `.quorum(k)`).",
-        s.name
-    );
-    let methods = s.methods.iter().map(|m| {
-        let doc = method_docs(m);
-        let fname = snake_ident(&m.name);
-        let c = method_const(&m.name);
-        let req = type_path(cx.package, 0, &m.request);
-        let resp = response_type(cx, m);
-        let err = raises_type(cx, m);
-        quote! {
-            #doc
-            pub fn #fname(&self, request: #req) -> ::rpc_core::codegen::GroupCall<#resp, #err> {
-                self.inner.call(&#module::SERVICE, &#module::#c, &request)
-            }
-        }
-    });
+    let (name, doc, inner, arg, own) = match stub {
+        Stub::Unicast => (
+            format_ident!("{}Client", bare),
+            format!(
+                " Client stub of `{}`: each method returns a call in the IDL's default style; \
+                 `.await` it, or change style and options first (`.deferred()`, `.timeout(..)`, ..).",
+                s.name
+            ),
+            quote!(Client),
+            quote!(client),
+            quote! {
+                /// A stub calling through `client` (a `Client`, or any channel:
+                /// `UdpChannel`, `TcpChannel`, `GrpcChannel`).
+                pub fn new(client: impl ::rpc_core::codegen::Into<::rpc_core::codegen::Client>) -> Self {
+                    Self { inner: ::rpc_core::codegen::Into::into(client) }
+                }
+
+                /// A stub over a new client for `uri` (`udp://host:port`,
+                /// `tcp://host:port`, `grpc://host:port`): see `Client::connect`.
+                ///
+                /// # Errors
+                /// When the URI is invalid or its channel cannot be made.
+                pub async fn connect(uri: &str) -> ::rpc_core::codegen::Result<Self, ::rpc_core::codegen::ConnectError> {
+                    ::rpc_core::codegen::Result::Ok(Self::new(::rpc_core::codegen::Client::connect(uri).await?))
+                }
+
+                /// The client underneath.
+                pub fn client(&self) -> &::rpc_core::codegen::Client {
+                    &self.inner
+                }
+            },
+        ),
+        Stub::Group => (
+            format_ident!("{}GroupClient", bare),
+            format!(
+                " Multicast stub of `{}`: each method calls every member of a group and completes \
+                 as the call's policy says (`.all()`, `.first()`, `.quorum(k)`).",
+                s.name
+            ),
+            quote!(GroupClient),
+            quote!(group),
+            quote! {
+                /// A stub calling every member of `group`.
+                pub fn new(group: ::rpc_core::codegen::GroupClient) -> Self {
+                    Self { inner: group }
+                }
+
+                /// The group underneath (add and remove members through it).
+                pub fn group(&self) -> &::rpc_core::codegen::GroupClient {
+                    &self.inner
+                }
+            },
+        ),
+    };
+    let methods = stub_methods(cx, s, stub);
     quote! {
         #idl_docs #[doc = #doc]
         #[derive(::rpc_core::codegen::Clone, ::rpc_core::codegen::Debug)]
-        pub struct #client {
-            inner: ::rpc_core::codegen::GroupClient,
+        pub struct #name {
+            inner: ::rpc_core::codegen::#inner,
         }
 
-        impl #client {
-            /// A stub calling every member of `group`.
-            pub fn new(group: ::rpc_core::codegen::GroupClient) -> Self {
-                Self { inner: group }
-            }
-
-            /// The group underneath (add and remove members through it).
-            pub fn group(&self) -> &::rpc_core::codegen::GroupClient {
-                &self.inner
-            }
+        impl #name {
+            #own
 
             #(#methods)*
         }
 
-        impl ::rpc_core::codegen::From<::rpc_core::codegen::GroupClient> for #client {
-            fn from(group: ::rpc_core::codegen::GroupClient) -> Self {
-                Self::new(group)
+        impl ::rpc_core::codegen::From<::rpc_core::codegen::#inner> for #name {
+            fn from(#arg: ::rpc_core::codegen::#inner) -> Self {
+                Self::new(#arg)
             }
         }
     }
@@ -485,7 +490,7 @@ pub(super) fn service(cx: &Context<'_>, s: &Service) -> TokenStream {
     let tr = server_trait(cx, s);
     let (grpc, names) = grpc::module(cx.package, s);
     let srv = server(cx, s, &grpc::route_method(&names));
-    let cl = client(cx, s);
-    let gc = group_client(cx, s);
+    let cl = stub(cx, s, Stub::Unicast);
+    let gc = stub(cx, s, Stub::Group);
     quote! { #info #tr #srv #cl #gc #grpc }
 }

@@ -9,6 +9,9 @@
 //! stub.hint(req)                OneWay                   .await -> Result<(), Error>          (once sent)
 //! ```
 //!
+//! Group calls ([`GroupCall`]) carry their style the same way, with the
+//! same markers ([`style`]).
+//!
 //! Options (`deadline`, `timeout`, `protocol`, `retries`, `metadata`,
 //! `instance`) start from the IDL's attributes and can be overridden per
 //! call. The [`Channel`] (UDP, TCP, gRPC, in-memory) runs the exchange
@@ -295,7 +298,10 @@ impl Client {
     }
 }
 
-/// Marker types for the style of a [`Call`].
+/// Marker types for the style of a [`Call`] and a [`GroupCall`]: the
+/// style is a type parameter of both, changed by `.synchronous()`,
+/// `.asynchronous()`, `.deferred()` (unicast only) and `.one_way()`
+/// (groups only; a unicast one-way call is a [`OneWay`]).
 pub mod style {
     /// Wait for the result.
     #[derive(Debug, Clone, Copy)]
@@ -306,7 +312,27 @@ pub mod style {
     /// Return a [`Deferred`](super::Deferred) handle at the server's ACCEPT.
     #[derive(Debug, Clone, Copy)]
     pub struct Deferred;
+    /// Send without waiting for any answer ([`GroupCall`](super::GroupCall)).
+    #[derive(Debug, Clone, Copy)]
+    pub struct OneWay;
 }
+
+/// The style switches, written once for the builders whose style is a
+/// type parameter ([`Call`], [`GroupCall`]): `name => Marker` becomes
+/// `pub fn name(self) -> Builder<Resp, E, style::Marker>`, through the
+/// builder's own `restyle` with [`Style`]`::Marker` (each marker of
+/// [`style`] is named after its [`Style`]).
+macro_rules! style_setters {
+    ($builder:ident: $($(#[$doc:meta])* $name:ident => $marker:ident,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(self) -> $builder<Resp, E, $crate::call::style::$marker> {
+                self.restyle($crate::service::Style::$marker)
+            }
+        )*
+    };
+}
+pub(crate) use style_setters;
 
 /// A typed call being built; `.await` it to run it. `S` is the style.
 #[must_use = "a call does nothing until it is awaited"]
@@ -316,8 +342,9 @@ pub struct Call<Resp, E, S> {
     _marker: Typed<Resp, E, S>,
 }
 
-/// What a [`Call`] yields and how it runs, without owning any of it.
-type Typed<Resp, E, S> = PhantomData<fn() -> (Resp, E, S)>;
+/// What a [`Call`] or a [`GroupCall`] yields and how it runs, without
+/// owning any of it.
+pub(crate) type Typed<Resp, E, S> = PhantomData<fn() -> (Resp, E, S)>;
 
 impl<Resp, E, S> fmt::Debug for Call<Resp, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -337,20 +364,14 @@ impl<Resp, E, S> Call<Resp, E, S> {
         }
     }
 
-    /// Wait for the result (the default unless the IDL says otherwise).
-    pub fn synchronous(self) -> Call<Resp, E, style::Sync> {
-        self.restyle(Style::Sync)
-    }
-
-    /// Return as soon as the server has accepted the request.
-    pub fn asynchronous(self) -> Call<Resp, E, style::Async> {
-        self.restyle(Style::Async)
-    }
-
-    /// Return a handle at the server's ACCEPT; collect the result later.
-    pub fn deferred(self) -> Call<Resp, E, style::Deferred> {
-        self.restyle(Style::Deferred)
-    }
+    style_setters!(Call:
+        /// Wait for the result (the default unless the IDL says otherwise).
+        synchronous => Sync,
+        /// Return as soon as the server has accepted the request.
+        asynchronous => Async,
+        /// Return a handle at the server's ACCEPT; collect the result later.
+        deferred => Deferred,
+    );
 
     /// The invocation, to hand to a channel by other means (group calls).
     pub fn into_invocation(self) -> Invocation {

@@ -3,19 +3,38 @@
 
 #[allow(clippy::wildcard_imports)] // the group call's parts share its imports
 use super::*;
+use crate::call::style;
 
 /// A group call being built; `.await` it for a [`GroupOutcome`], or turn
 /// it into a [`GroupStream`] with [`GroupCall::stream`].
+///
+/// `S` is the style, as for a unicast [`Call`](crate::Call): one of the
+/// markers of [`style`] ([`style::Sync`], the default, [`style::Async`],
+/// [`style::OneWay`]), changed with [`GroupCall::synchronous`],
+/// [`GroupCall::asynchronous`] and [`GroupCall::one_way`]. A group call
+/// has no deferred style: the stub of a method the IDL declares
+/// `deferred` calls the group synchronously. Whatever the style, the
+/// call yields a [`GroupOutcome`]; the style decides what a member's
+/// success is ([`MemberResult::Reply`], [`MemberResult::Accepted`] or
+/// [`MemberResult::Sent`]).
 #[must_use = "a call does nothing until it is awaited"]
-pub struct GroupCall<Resp, E> {
+pub struct GroupCall<Resp, E, S = style::Sync> {
     pub(super) group: GroupClient,
     pub(super) invocation: Invocation,
     pub(super) completion: Completion,
     pub(super) stragglers: Stragglers,
-    pub(super) _marker: PhantomData<fn() -> (Resp, E)>,
+    pub(super) _marker: crate::call::Typed<Resp, E, S>,
 }
 
-impl<Resp, E> fmt::Debug for GroupCall<Resp, E> {
+/// A group call without its types: what starts running.
+pub(super) struct Untyped {
+    pub(super) group: GroupClient,
+    pub(super) invocation: Invocation,
+    pub(super) completion: Completion,
+    pub(super) stragglers: Stragglers,
+}
+
+impl<Resp, E, S> fmt::Debug for GroupCall<Resp, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupCall")
             .field("invocation", &self.invocation)
@@ -25,7 +44,7 @@ impl<Resp, E> fmt::Debug for GroupCall<Resp, E> {
     }
 }
 
-impl<Resp, E> GroupCall<Resp, E> {
+impl<Resp, E, S> GroupCall<Resp, E, S> {
     /// Complete when every member has answered (the default).
     pub fn all(mut self) -> Self {
         self.completion = Completion::All;
@@ -48,40 +67,54 @@ impl<Resp, E> GroupCall<Resp, E> {
     }
     crate::call::option_setters!(common);
     crate::call::option_setters!(exchange);
-    /// Wait for the members' replies (the default unless the IDL says
-    /// otherwise).
-    pub fn synchronous(mut self) -> Self {
-        self.invocation.options.style = Style::Sync;
-        if self.invocation.options.protocol == Protocol::R {
-            self.invocation.options.protocol = Protocol::RR;
+
+    /// This call in another style, with the protocol that style takes: R
+    /// for one-way, else the current one (RR when it was R).
+    fn restyle<T>(mut self, style: Style) -> GroupCall<Resp, E, T> {
+        let options = &mut self.invocation.options;
+        options.style = style;
+        if style == Style::OneWay {
+            options.protocol = Protocol::R;
+        } else if options.protocol == Protocol::R {
+            options.protocol = Protocol::RR;
         }
-        self
-    }
-    /// Members count when they have ACCEPTed, not when they have finished
-    /// ([`MemberResult::Accepted`]).
-    pub fn asynchronous(mut self) -> Self {
-        self.invocation.options.style = Style::Async;
-        if self.invocation.options.protocol == Protocol::R {
-            self.invocation.options.protocol = Protocol::RR;
+        GroupCall {
+            group: self.group,
+            invocation: self.invocation,
+            completion: self.completion,
+            stragglers: self.stragglers,
+            _marker: PhantomData,
         }
-        self
     }
-    /// No replies: the request is sent once to every member (protocol R,
-    /// maybe semantics); members count when it is sent
-    /// ([`MemberResult::Sent`]).
-    pub fn one_way(mut self) -> Self {
-        self.invocation.options.style = Style::OneWay;
-        self.invocation.options.protocol = Protocol::R;
-        self
-    }
+    crate::call::style_setters!(GroupCall:
+        /// Wait for the members' replies (the default unless the IDL says
+        /// otherwise).
+        synchronous => Sync,
+        /// Members count when they have ACCEPTed, not when they have
+        /// finished ([`MemberResult::Accepted`]).
+        asynchronous => Async,
+        /// No replies: the request is sent once to every member (protocol
+        /// R, maybe semantics); members count when it is sent
+        /// ([`MemberResult::Sent`]).
+        one_way => OneWay,
+    );
     /// What happens to the members still out when the policy is met.
     pub fn stragglers(mut self, stragglers: Stragglers) -> Self {
         self.stragglers = stragglers;
         self
     }
+
+    pub(super) fn untyped(self) -> Untyped {
+        Untyped {
+            group: self.group,
+            invocation: self.invocation,
+            completion: self.completion,
+            stragglers: self.stragglers,
+        }
+    }
 }
 
-impl<Resp, E> GroupCall<Resp, E>
+impl<Resp, E, S> GroupCall<Resp, E, S>
 where
     Resp: prost::Message + Default + Send + 'static,
     E: Raisable,
@@ -97,13 +130,13 @@ where
     /// When polled outside a tokio runtime.
     pub fn stream(self) -> GroupStream<Resp, E> {
         GroupStream {
-            state: StreamState::NotStarted(Some(self)),
+            state: StreamState::NotStarted(Some(self.untyped())),
             _marker: PhantomData,
         }
     }
 }
 
-impl<Resp, E> IntoFuture for GroupCall<Resp, E>
+impl<Resp, E, S> IntoFuture for GroupCall<Resp, E, S>
 where
     Resp: prost::Message + Default + Send + 'static,
     E: Raisable,
@@ -119,8 +152,9 @@ where
     /// Dropping the future cancels every member's exchange (as
     /// [`Stragglers::Cancel`]).
     fn into_future(self) -> Self::IntoFuture {
+        let call = self.untyped();
         Box::pin(async move {
-            let (mut g, completion, stragglers) = Gather::start(self);
+            let (mut g, completion, stragglers) = Gather::start(call);
             let needed = g.needed(completion);
             let met = |g: &Gather| needed.is_some_and(|k| g.successes >= k);
             // A quorum that the members still out can no longer reach ends

@@ -97,13 +97,12 @@ pub(super) struct Gather {
 }
 
 impl Gather {
-    pub(super) fn start<Resp, E>(call: GroupCall<Resp, E>) -> (Gather, Completion, Stragglers) {
-        let GroupCall {
+    pub(super) fn start(call: Untyped) -> (Gather, Completion, Stragglers) {
+        let Untyped {
             group,
             invocation,
             completion,
             stragglers,
-            ..
         } = call;
         let start = Instant::now();
         let members = group.read().clone();

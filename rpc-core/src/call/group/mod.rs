@@ -23,13 +23,19 @@
 //! unicast call with the member's own reply history.
 //!
 //! ```text
-//! group.call(..)                  GroupCall            .await -> GroupOutcome (every member)
-//!     .first() / .quorum(k) / .all()                   when it is complete
-//!     .timeout(d)                                      one deadline for the whole call
-//!     .asynchronous()                                  members count at their ACCEPT
-//!     .stragglers(Stragglers::Cancel | Finish)         what happens to the members still out
-//!     .stream()                   GroupStream          yields MemberOutcome as they arrive
+//! group.call(..)                  GroupCall<Resp, E, Sync>     .await -> GroupOutcome (every member)
+//!     .first() / .quorum(k) / .all()                           when it is complete
+//!     .timeout(d)                                              one deadline for the whole call
+//!     .asynchronous()             GroupCall<Resp, E, Async>    members count at their ACCEPT
+//!     .one_way()                  GroupCall<Resp, E, OneWay>   members count once it is sent
+//!     .stragglers(Stragglers::Cancel | Finish)                 what happens to the members still out
+//!     .stream()                   GroupStream<Resp, E>         yields MemberOutcome as they arrive
 //! ```
+//!
+//! The style is a type parameter, as on a unicast [`Call`](super::Call),
+//! with the same markers ([`style`](super::style)); a group has no
+//! deferred style (a method the IDL declares `deferred` is called
+//! synchronously in a group).
 
 mod call;
 mod gather;
@@ -41,6 +47,7 @@ use super::{Client, Invocation, Outcome};
 use crate::error::{CallError, Error, Raisable};
 use crate::service::{MethodInfo, Protocol, ServiceInfo, Style};
 pub use call::GroupCall;
+use call::Untyped;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use gather::*;
@@ -223,27 +230,23 @@ impl GroupClient {
         self.read().iter().map(|m| m.name.clone()).collect()
     }
 
-    /// A typed group call; generated group stubs call this. The style
-    /// starts from the IDL (one-way methods are one-way, asynchronous ones
-    /// asynchronous, everything else synchronous: a group has no deferred
-    /// style).
+    /// A typed group call of `method` with `request`, synchronous (as
+    /// [`Client::call`] is); generated group stubs call this and then
+    /// change the style to the IDL's: `.asynchronous()` for asynchronous
+    /// methods, `.one_way()` for one-way ones. A deferred method stays
+    /// synchronous: a group call has no deferred style.
     pub fn call<Req, Resp, E>(
         &self,
         service: &'static ServiceInfo,
         method: &'static MethodInfo,
         request: &Req,
-    ) -> GroupCall<Resp, E>
+    ) -> GroupCall<Resp, E, super::style::Sync>
     where
         Req: prost::Message,
     {
-        let style = match (method.oneway, method.style) {
-            (true, _) | (_, Style::OneWay) => Style::OneWay,
-            (false, Style::Async) => Style::Async,
-            _ => Style::Sync,
-        };
         GroupCall {
             group: self.clone(),
-            invocation: Invocation::new(service, method, request, style),
+            invocation: Invocation::new(service, method, request, Style::Sync),
             completion: Completion::All,
             stragglers: Stragglers::default(),
             _marker: PhantomData,

@@ -3,8 +3,8 @@
 #[allow(clippy::wildcard_imports)] // the group call's parts share its imports
 use super::*;
 
-pub(super) enum StreamState<Resp, E> {
-    NotStarted(Option<GroupCall<Resp, E>>),
+pub(super) enum StreamState {
+    NotStarted(Option<Untyped>),
     Running(Box<Gather>, Stragglers),
     /// The deadline passed: hand out the members still out as timed out.
     Draining(std::vec::IntoIter<(String, Option<SocketAddr>)>),
@@ -15,7 +15,7 @@ pub(super) enum StreamState<Resp, E> {
 /// [`GroupCall::stream`].
 #[must_use = "streams do nothing unless polled"]
 pub struct GroupStream<Resp, E> {
-    pub(super) state: StreamState<Resp, E>,
+    pub(super) state: StreamState,
     pub(super) _marker: PhantomData<fn() -> (Resp, E)>,
 }
 
