@@ -176,7 +176,50 @@ pub(crate) mod tag {
     pub(crate) const COOKIE: u32 = 18;
 }
 
+/// The `deadline_us` field of a request due at `deadline`: the
+/// microseconds left at `now`, at least 1, since 0 means "no deadline"
+/// (which is what a call without a deadline sends).
+pub(crate) fn deadline_us(
+    deadline: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+) -> u64 {
+    deadline.map_or(0, |d| {
+        u64::try_from(d.saturating_duration_since(now).as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    })
+}
+
 impl Envelope {
+    /// The largest any copy of this request can encode to: `attempt`,
+    /// `incarnation` and `cookie` at their widest (a copy may carry a
+    /// server's incarnation and cookie), `ack_up_to` at `ack_bound` (a
+    /// copy's is always below its own request id) and `deadline_us` as
+    /// given. The envelope is left as it was.
+    pub(crate) fn widest_copy_len(&mut self, ack_bound: u64, deadline_us: u64) -> usize {
+        let saved = (
+            self.attempt,
+            self.ack_up_to,
+            self.incarnation,
+            self.deadline_us,
+            self.cookie,
+        );
+        self.attempt = u32::MAX;
+        self.ack_up_to = ack_bound;
+        self.incarnation = u64::MAX;
+        self.deadline_us = deadline_us;
+        self.cookie = u64::MAX;
+        let size = prost::Message::encoded_len(self);
+        (
+            self.attempt,
+            self.ack_up_to,
+            self.incarnation,
+            self.deadline_us,
+            self.cookie,
+        ) = saved;
+        size
+    }
+
     /// A REQUEST of a call, first copy: version, type, ids, the method and
     /// the payload. The caller sets what else the call needs (protocol,
     /// deadline, incarnation, `ack_up_to`, metadata, ...).
@@ -618,6 +661,67 @@ mod tests {
 
     fn known(name: &[u8]) -> Option<&'static str> {
         (name == b"demo.v1.Counter").then_some("demo.v1.Counter")
+    }
+
+    #[test]
+    fn no_copy_of_a_request_is_longer_than_its_widest_copy() {
+        let mut first = Envelope::request(
+            9,
+            300,
+            "demo.v1.Counter",
+            2,
+            bytes::Bytes::from_static(b"x"),
+        );
+        first.deadline_us = 250_000;
+        let widest = first.widest_copy_len(300, 250_000);
+        assert_eq!(first.attempt, 1, "the envelope is left as it was");
+        assert_eq!(
+            (first.incarnation, first.cookie, first.ack_up_to),
+            (0, 0, 0)
+        );
+        // Every combination a copy can carry: any attempt, an incarnation
+        // and a cookie from a member's PONG, any ack below the request id.
+        for attempt in [1, 2, 200, u32::MAX] {
+            for incarnation in [0, 1, 1 << 40, u64::MAX] {
+                for cookie in [0, 7, u64::MAX] {
+                    for ack_up_to in [0, 1, 127, 128, 299] {
+                        let copy = Envelope {
+                            attempt,
+                            incarnation,
+                            cookie,
+                            ack_up_to,
+                            ..first.clone()
+                        };
+                        assert!(copy.encoded_len() <= widest, "{copy:?}");
+                    }
+                }
+            }
+        }
+        // The widest copy is reached: a member's incarnation and cookie count.
+        let copy = Envelope {
+            attempt: u32::MAX,
+            incarnation: u64::MAX,
+            cookie: u64::MAX,
+            ack_up_to: 300,
+            ..first.clone()
+        };
+        assert_eq!(copy.encoded_len(), widest);
+        assert!(first.encoded_len() + 20 < widest);
+    }
+
+    #[test]
+    fn a_deadline_field_is_never_zero_for_a_call_that_has_one() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(deadline_us(None, now), 0);
+        assert_eq!(
+            deadline_us(Some(now), now),
+            1,
+            "due now still has a deadline"
+        );
+        assert_eq!(
+            deadline_us(Some(now + std::time::Duration::from_millis(3)), now),
+            3_000
+        );
     }
 
     #[test]

@@ -220,7 +220,7 @@ async fn one_way<S: Link>(shared: &Shared<S>, inv: Invocation) -> Result<Outcome
                 attempts: 0,
             });
         }
-        Some(d) => micros_left(d, now),
+        Some(_) => crate::envelope::deadline_us(deadline, now),
         None => 0,
     };
     let (ack_up_to, incarnation, cookie) = {
@@ -280,12 +280,4 @@ fn request_envelope(session_id: u64, id: u64, inv: Invocation) -> Envelope {
             inv.payload,
         )
     }
-}
-
-/// Remaining budget until `deadline` in microseconds, at least 1 (0 would
-/// mean "no deadline").
-fn micros_left(deadline: Instant, now: Instant) -> u64 {
-    u64::try_from(deadline.saturating_duration_since(now).as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }

@@ -19,8 +19,9 @@ use super::super::rto::{jitter_factor, PollInterval};
 use super::super::session::{flag, Final};
 use super::super::stats::bump;
 use super::super::Shared;
-use super::{micros_left, request_envelope};
+use super::request_envelope;
 use crate::call::{Invocation, Outcome, RawResult};
+use crate::envelope::deadline_us;
 use crate::envelope::{Envelope, ExchangeProtocol};
 use crate::error::Error;
 use crate::service::Style;
@@ -157,27 +158,8 @@ impl<S: Link> Exchange<S> {
     /// their widest (`ack_up_to` is always below the request id), with a
     /// cookie.
     fn max_size(&mut self, now: Instant) -> usize {
-        let saved = (
-            self.env.attempt,
-            self.env.ack_up_to,
-            self.env.incarnation,
-            self.env.deadline_us,
-            self.env.cookie,
-        );
-        self.env.attempt = u32::MAX;
-        self.env.ack_up_to = self.id;
-        self.env.incarnation = u64::MAX;
-        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
-        self.env.cookie = u64::MAX;
-        let size = self.env.encoded_len();
-        (
-            self.env.attempt,
-            self.env.ack_up_to,
-            self.env.incarnation,
-            self.env.deadline_us,
-            self.env.cookie,
-        ) = saved;
-        size
+        self.env
+            .widest_copy_len(self.id, deadline_us(self.deadline, now))
     }
 
     // Not an `async fn`: an async fn keeps its arguments in its state
@@ -424,7 +406,7 @@ impl<S: Link> Exchange<S> {
         }
         self.copies += 1;
         self.env.attempt = self.copies;
-        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        self.env.deadline_us = deadline_us(self.deadline, now);
         {
             let mut session = self.shared.lock();
             let ack_up_to = session.ack_up_to();

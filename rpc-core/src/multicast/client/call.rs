@@ -8,7 +8,7 @@ use super::*;
 use crate::call::{GroupTransportCall, MemberEvent};
 use crate::client::session::{final_of, Final};
 use crate::counter::bump;
-use crate::envelope::{Envelope, MessageType};
+use crate::envelope::{deadline_us, Envelope, MessageType};
 use prost::Message;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -72,14 +72,11 @@ impl IpCall {
         !self.expected.is_empty() && self.expected.iter().all(|m| self.answered.contains(m))
     }
 
+    /// The largest any copy of the request can be, unicast copies (with a
+    /// member's incarnation and cookie) included.
     pub(super) fn max_size(&mut self, now: Instant) -> usize {
-        let saved = (self.env.attempt, self.env.ack_up_to, self.env.deadline_us);
-        self.env.attempt = u32::MAX;
-        self.env.ack_up_to = self.id;
-        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
-        let size = self.env.encoded_len();
-        (self.env.attempt, self.env.ack_up_to, self.env.deadline_us) = saved;
-        size
+        self.env
+            .widest_copy_len(self.id, deadline_us(self.deadline, now))
     }
 
     /// Sends one copy to the group (without waiting: a full socket buffer
@@ -88,7 +85,7 @@ impl IpCall {
         let now = Instant::now();
         self.copies += 1;
         self.env.attempt = self.copies;
-        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        self.env.deadline_us = deadline_us(self.deadline, now);
         if self.copies > 1 || !self.ended {
             self.env.ack_up_to = self.shared.lock().calls.ack_up_to();
         }
@@ -120,7 +117,7 @@ impl IpCall {
         let now = Instant::now();
         self.copies += 1;
         self.env.attempt = self.copies;
-        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        self.env.deadline_us = deadline_us(self.deadline, now);
         let missing: Vec<(SocketAddr, Peer)> = {
             let st = self.shared.lock();
             self.env.ack_up_to = st.calls.ack_up_to();
@@ -155,7 +152,7 @@ impl IpCall {
         let now = Instant::now();
         self.copies += 1;
         self.env.attempt = self.copies;
-        self.env.deadline_us = self.deadline.map_or(0, |d| micros_left(d, now));
+        self.env.deadline_us = deadline_us(self.deadline, now);
         {
             let st = self.shared.lock();
             self.env.ack_up_to = st.calls.ack_up_to();

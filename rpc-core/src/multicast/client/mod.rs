@@ -467,4 +467,4 @@ mod call;
 mod receive;
 
 use call::IpCall;
-use receive::{micros_left, receive_loop};
+use receive::receive_loop;

@@ -10,14 +10,6 @@ use prost::Message;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// Remaining budget until `deadline` in microseconds, at least 1.
-pub(super) fn micros_left(deadline: Instant, now: Instant) -> u64 {
-    u64::try_from(deadline.saturating_duration_since(now).as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
 
 pub(super) async fn receive_loop(shared: Arc<Shared>) {
     let mut buf = vec![0u8; 65_536];
