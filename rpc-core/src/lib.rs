@@ -114,6 +114,17 @@
 //! - `grpc` (feature `grpc`, on by default): the gRPC face of every service
 //!   and a gRPC channel for every client.
 //!
+//! # Where things are
+//! - a datagram is parsed in `envelope/` (`header.rs` reads a frame's
+//!   header without decoding the rest);
+//! - a request is admitted or refused in `server/admit.rs`, and served in
+//!   `server/engine/`;
+//! - the RR retransmission timer is `client/exchange/retransmit.rs`, its
+//!   timeout `client/rto.rs`;
+//! - the reply history evicts in `server/history/evict.rs`;
+//! - a generated stub comes from `codegen/src/rust/service.rs` (package
+//!   `rpc-codegen`), and reaches this crate only through [`codegen`].
+//!
 //! # Glossary
 //! The words the modules use for their parts, and where each lives:
 //! - **envelope**: the one wire message (a request, an answer or a control

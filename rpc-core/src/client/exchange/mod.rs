@@ -18,9 +18,9 @@ use std::task::Poll;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-mod phases;
+mod retransmit;
 
-use phases::Exchange;
+use retransmit::Exchange;
 
 /// Runs one invocation on the channel's session.
 // Not an `async fn`, for the reason given at `Exchange::run`.

@@ -1,8 +1,9 @@
-//! One exchange's phases, after the call has its request id: PING until
-//! the server's incarnation is known, REQUEST copies on the retransmission
-//! timer (RTO with jitter, Karn's rule) until an answer, then POLL until
-//! the REPLY of an accepted call; and what ends the call in the session
-//! whatever happens to the calling future (`Drop`).
+//! The retransmission timer of one exchange (its timeout comes from
+//! `client/rto.rs`), and the exchange's phases once the call has its
+//! request id: PING until the server's incarnation is known, REQUEST
+//! copies on the retransmission timer (RTO with jitter, Karn's rule) until
+//! an answer, then POLL until the REPLY of an accepted call; and what ends
+//! the call in the session whatever happens to the calling future (`Drop`).
 //!
 //! Over a reliable link (TCP: [`Link::reliable`]) nothing is lost while the
 //! connection lives, so the request and the PING go out once, and the
