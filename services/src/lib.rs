@@ -36,7 +36,6 @@ pub mod proto {
     rpc_core::include_idl!("twopc");
 }
 
-pub mod cli;
 pub mod clock;
 pub mod consensus;
 pub mod counter;
