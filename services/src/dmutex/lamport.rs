@@ -15,7 +15,7 @@
 //! come first. A request older than the last one released by its peer is
 //! never queued again, so a late copy cannot block the queue.
 
-use super::{member_failure, DmutexError, Meter};
+use super::{to_all_others, DmutexError, Meter};
 use crate::clock::logical::Lamport;
 use crate::proto::dmutex::v1 as pb;
 use rpc_core::{CallContext, Client, Status};
@@ -145,18 +145,17 @@ impl LamportPeer {
             return Err(DmutexError::State("already inside or asking"));
         }
         if self.n > 1 {
-            self.meter.sent(self.n as u64 - 1);
-            let outcome = others
-                .request(pb::Ask {
-                    from: self.id,
-                    timestamp,
-                })
-                .all()
-                .await;
-            if let Some(e) = member_failure(&outcome) {
-                self.withdraw(timestamp).await;
-                return Err(e);
-            }
+            let ask = others.request(pb::Ask {
+                from: self.id,
+                timestamp,
+            });
+            let outcome = match to_all_others(&self.meter, self.n, ask).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    self.withdraw(timestamp).await;
+                    return Err(e);
+                }
+            };
             self.state.send_modify(|s| {
                 for (_, r) in outcome.replies() {
                     self.clock.observe(r.timestamp);
@@ -189,15 +188,11 @@ impl LamportPeer {
             return Ok(());
         }
         let others = self.others()?;
-        self.meter.sent(self.n as u64 - 1);
-        let outcome = others
-            .release(pb::Ask {
-                from: self.id,
-                timestamp,
-            })
-            .all()
-            .await;
-        member_failure(&outcome).map_or(Ok(()), Err)
+        let release = others.release(pb::Ask {
+            from: self.id,
+            timestamp,
+        });
+        to_all_others(&self.meter, self.n, release).await.map(drop)
     }
 
     /// Withdraws a request that could not be made everywhere.

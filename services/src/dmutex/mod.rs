@@ -257,6 +257,29 @@ pub(crate) fn member_failure<R: fmt::Debug, E: fmt::Debug>(
     })
 }
 
+/// Sends one message to each of the `n - 1` other peers through `call`,
+/// a group call to all of them (counted in `meter`), and waits for every
+/// answer.
+///
+/// # Errors
+/// [`DmutexError::Peer`] naming the first member that failed.
+pub(crate) async fn to_all_others<R, E>(
+    meter: &Meter,
+    n: usize,
+    call: rpc_core::GroupCall<R, E>,
+) -> Result<rpc_core::GroupOutcome<R, E>, DmutexError>
+where
+    R: prost::Message + Default + Send + fmt::Debug + 'static,
+    E: rpc_core::Raisable + fmt::Debug,
+{
+    meter.sent(n as u64 - 1);
+    let outcome = call.all().await;
+    match member_failure(&outcome) {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
 /// A group of every peer of `clients` (by id) but `me`, each member named
 /// by its id.
 pub(crate) fn others(

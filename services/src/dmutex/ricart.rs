@@ -13,7 +13,7 @@
 //!
 //! The timestamps come from the clock service's [`Lamport`] clock.
 
-use super::{member_failure, DmutexError, Meter};
+use super::{to_all_others, DmutexError, Meter};
 use crate::clock::logical::Lamport;
 use crate::proto::dmutex::v1 as pb;
 use rpc_core::{CallContext, Client, Status};
@@ -92,18 +92,17 @@ impl RicartPeer {
             return Err(DmutexError::State("already inside or asking"));
         }
         if self.n > 1 {
-            self.meter.sent(self.n as u64 - 1);
-            let outcome = others
-                .request(pb::Ask {
-                    from: self.id,
-                    timestamp,
-                })
-                .all()
-                .await;
-            if let Some(e) = member_failure(&outcome) {
-                self.state.send_replace(State::Released);
-                return Err(e);
-            }
+            let ask = others.request(pb::Ask {
+                from: self.id,
+                timestamp,
+            });
+            let outcome = match to_all_others(&self.meter, self.n, ask).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    self.state.send_replace(State::Released);
+                    return Err(e);
+                }
+            };
             for (_, p) in outcome.replies() {
                 self.clock.observe(p.timestamp);
             }
