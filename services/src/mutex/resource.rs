@@ -62,14 +62,21 @@ impl ResourceService {
 
     fn apply(&self, token: u64, write: Option<i64>) -> Result<Value, MethodError<StaleToken>> {
         let mut s = self.state();
-        if token < s.highest {
-            let value = s.value;
-            s.log.push(Op {
-                token,
-                write: write.is_some(),
-                accepted: false,
-                value,
-            });
+        let accepted = token >= s.highest;
+        if accepted {
+            s.highest = token;
+            if let Some(v) = write {
+                s.value = v;
+            }
+        }
+        let value = s.value;
+        s.log.push(Op {
+            token,
+            write: write.is_some(),
+            accepted,
+            value,
+        });
+        if !accepted {
             let highest = s.highest;
             tracing::info!(token, highest, "stale token refused");
             return Err(MethodError::raised_with(
@@ -81,17 +88,6 @@ impl ResourceService {
                 format!("token {token:#x} is older than {highest:#x}"),
             ));
         }
-        s.highest = token;
-        if let Some(v) = write {
-            s.value = v;
-        }
-        let value = s.value;
-        s.log.push(Op {
-            token,
-            write: write.is_some(),
-            accepted: true,
-            value,
-        });
         Ok(Value {
             value,
             highest_token: token,
