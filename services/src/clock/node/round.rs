@@ -110,7 +110,7 @@ impl RoundReport {
 
 impl ClockNode {
     /// Runs one Berkeley round as master and reports it: the polls
-    /// ([`NodeConfig::polls`], each one fan-out group call), then each
+    /// ([`NodeConfig::polls`](super::NodeConfig::polls), each one fan-out group call), then each
     /// member's adjustment under one round id. Rounds never overlap: one
     /// asked for while another runs waits for it. `None` when the node is
     /// in no group. It does not check that the node is the master (a
