@@ -257,26 +257,69 @@ pub(crate) fn member_failure<R: fmt::Debug, E: fmt::Debug>(
     })
 }
 
-/// Sends one message to each of the `n - 1` other peers through `call`,
-/// a group call to all of them (counted in `meter`), and waits for every
-/// answer.
-///
-/// # Errors
-/// [`DmutexError::Peer`] naming the first member that failed.
-pub(crate) async fn to_all_others<R, E>(
-    meter: &Meter,
+/// What a peer of the two timestamp algorithms (Ricart–Agrawala,
+/// Lamport) holds alike: its id among `n`, its counters, its Lamport
+/// clock, and the group stub `G` of the `n - 1` others, set once
+/// connected.
+#[derive(Debug)]
+pub(crate) struct GroupPeer<G> {
+    id: u32,
     n: usize,
-    call: rpc_core::GroupCall<R, E>,
-) -> Result<rpc_core::GroupOutcome<R, E>, DmutexError>
-where
-    R: prost::Message + Default + Send + fmt::Debug + 'static,
-    E: rpc_core::Raisable + fmt::Debug,
-{
-    meter.sent(n as u64 - 1);
-    let outcome = call.all().await;
-    match member_failure(&outcome) {
-        Some(e) => Err(e),
-        None => Ok(outcome),
+    meter: Meter,
+    clock: crate::clock::logical::Lamport,
+    others: std::sync::OnceLock<G>,
+}
+
+impl<G> GroupPeer<G> {
+    fn new(id: u32, n: usize) -> GroupPeer<G> {
+        GroupPeer {
+            id,
+            n,
+            meter: Meter::default(),
+            clock: crate::clock::logical::Lamport::new(),
+            others: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Connects to the others among `clients` (one a peer, by id), through
+    /// the group stub `stub` makes.
+    fn connect(
+        &self,
+        clients: &[rpc_core::Client],
+        stub: impl FnOnce(rpc_core::GroupClient) -> G,
+    ) -> Result<(), DmutexError> {
+        let group = others(self.id, self.n, clients)?;
+        self.others
+            .set(stub(group))
+            .map_err(|_| DmutexError::State("the peer is already connected"))
+    }
+
+    /// The group stub of the others.
+    fn others(&self) -> Result<&G, DmutexError> {
+        self.others
+            .get()
+            .ok_or(DmutexError::State("the peer is not connected"))
+    }
+
+    /// Sends one message to each of the `n - 1` others through `call`, a
+    /// group call to all of them (counted), and waits for every answer.
+    ///
+    /// # Errors
+    /// [`DmutexError::Peer`] naming the first member that failed.
+    async fn to_all_others<R, E>(
+        &self,
+        call: rpc_core::GroupCall<R, E>,
+    ) -> Result<rpc_core::GroupOutcome<R, E>, DmutexError>
+    where
+        R: prost::Message + Default + Send + fmt::Debug + 'static,
+        E: rpc_core::Raisable + fmt::Debug,
+    {
+        self.meter.sent(self.n as u64 - 1);
+        let outcome = call.all().await;
+        match member_failure(&outcome) {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
     }
 }
 
@@ -451,8 +494,8 @@ impl Peer {
         let meter = match &self.node {
             Node::Central(p) => &p.meter,
             Node::Ring(p) => &p.meter,
-            Node::Ricart(p) => &p.meter,
-            Node::Lamport(p) => &p.meter,
+            Node::Ricart(p) => &p.me.meter,
+            Node::Lamport(p) => &p.me.meter,
             Node::Maekawa(p) => &p.meter,
         };
         PeerStats {
