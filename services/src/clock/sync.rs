@@ -354,6 +354,17 @@ mod tests {
         (truth, client, SyncFilter::new(500.0), rand)
     }
 
+    /// One way's latency: 20 us plus a queueing delay, up to 30 us, or up
+    /// to 2 ms one time in ten.
+    fn one_way(rand: &mut impl FnMut(i64) -> i64) -> i64 {
+        20 * US
+            + if rand(10) == 0 {
+                rand(2 * MS)
+            } else {
+                rand(30 * US)
+            }
+    }
+
     /// A deterministic network: each way takes a base latency plus a
     /// pseudo-random queueing delay (up to 2 ms, heavy-tailed), with the
     /// client at +250 ms and +100 ppm against a true server.
@@ -363,22 +374,12 @@ mod tests {
         let mut errors = Vec::new();
         for i in 0..1_000 {
             let t1 = client.physical_ns();
-            let out = 20 * US
-                + if rand(10) == 0 {
-                    rand(2 * MS)
-                } else {
-                    rand(30 * US)
-                };
+            let out = one_way(&mut rand);
             truth.advance(out);
             let t2 = truth.now_ns();
             truth.advance(rand(5 * US));
             let t3 = truth.now_ns();
-            let back = 20 * US
-                + if rand(10) == 0 {
-                    rand(2 * MS)
-                } else {
-                    rand(30 * US)
-                };
+            let back = one_way(&mut rand);
             truth.advance(back);
             let t4 = client.physical_ns();
             f.add(Sample {
