@@ -111,27 +111,18 @@ impl LamportPeer {
     }
 
     pub(super) async fn enter(&self) -> Result<(), DmutexError> {
-        let others = self.me.others()?;
-        let mut timestamp = 0;
-        let asked = self.state.send_if_modified(|s| {
-            if s.mine.is_some() {
-                return false;
-            }
-            timestamp = self.me.clock.tick();
-            s.mine = Some(timestamp);
-            s.replied = false;
-            s.queue.insert(self.me.id, timestamp);
-            true
-        });
-        if !asked {
-            return Err(DmutexError::State("already inside or asking"));
-        }
+        let timestamp = self.me.begin(
+            &self.state,
+            |s| s.mine.is_none(),
+            |s, timestamp| {
+                s.mine = Some(timestamp);
+                s.replied = false;
+                s.queue.insert(self.me.id, timestamp);
+            },
+        )?;
         if self.me.n > 1 {
-            let ask = others.request(pb::Ask {
-                from: self.me.id,
-                timestamp,
-            });
-            let outcome = match self.me.to_all_others(ask).await {
+            let asked = self.me.to_all_others(timestamp, |o, ask| o.request(ask));
+            let outcome = match asked.await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     self.withdraw(timestamp).await;
@@ -169,12 +160,10 @@ impl LamportPeer {
         if self.me.n == 1 {
             return Ok(());
         }
-        let others = self.me.others()?;
-        let release = others.release(pb::Ask {
-            from: self.me.id,
-            timestamp,
-        });
-        self.me.to_all_others(release).await.map(drop)
+        self.me
+            .to_all_others(timestamp, |o, ask| o.release(ask))
+            .await
+            .map(drop)
     }
 
     /// Withdraws a request that could not be made everywhere.

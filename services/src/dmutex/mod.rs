@@ -301,19 +301,58 @@ impl<G> GroupPeer<G> {
             .ok_or(DmutexError::State("the peer is not connected"))
     }
 
-    /// Sends one message to each of the `n - 1` others through `call`, a
-    /// group call to all of them (counted), and waits for every answer.
+    /// Starts a request of this peer: when `idle` says the peer neither
+    /// asks nor is inside, takes a timestamp and lets `record` write it
+    /// into `state`, in one step, so that a request arriving meanwhile is
+    /// judged against both. Returns the timestamp.
     ///
     /// # Errors
+    /// [`DmutexError::State`] when the peer is not connected, or already
+    /// asks or is inside (nothing changes then).
+    fn begin<S>(
+        &self,
+        state: &tokio::sync::watch::Sender<S>,
+        idle: impl FnOnce(&S) -> bool,
+        record: impl FnOnce(&mut S, u64),
+    ) -> Result<u64, DmutexError> {
+        self.others()?;
+        let mut timestamp = 0;
+        let asked = state.send_if_modified(|s| {
+            if !idle(s) {
+                return false;
+            }
+            timestamp = self.clock.tick();
+            record(s, timestamp);
+            true
+        });
+        if asked {
+            Ok(timestamp)
+        } else {
+            Err(DmutexError::State("already inside or asking"))
+        }
+    }
+
+    /// Sends this peer's `Ask` for `timestamp` to each of the `n - 1`
+    /// others through `call` (the method of the group stub), as one group
+    /// call to all of them (counted), and waits for every answer.
+    ///
+    /// # Errors
+    /// [`DmutexError::State`] when the peer is not connected;
     /// [`DmutexError::Peer`] naming the first member that failed.
     async fn to_all_others<R, E>(
         &self,
-        call: rpc_core::GroupCall<R, E>,
+        timestamp: u64,
+        call: impl FnOnce(&G, crate::proto::dmutex::v1::Ask) -> rpc_core::GroupCall<R, E>,
     ) -> Result<rpc_core::GroupOutcome<R, E>, DmutexError>
     where
         R: prost::Message + Default + Send + fmt::Debug + 'static,
         E: rpc_core::Raisable + fmt::Debug,
     {
+        let ask = crate::proto::dmutex::v1::Ask {
+            from: self.id,
+            timestamp,
+        };
+        let call = call(self.others()?, ask);
         self.meter.sent(self.n as u64 - 1);
         let outcome = call.all().await;
         match member_failure(&outcome) {

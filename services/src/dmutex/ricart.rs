@@ -61,33 +61,21 @@ impl RicartPeer {
     }
 
     pub(super) async fn enter(&self) -> Result<(), DmutexError> {
-        let others = self.me.others()?;
-        let mut timestamp = 0;
-        let asked = self.state.send_if_modified(|s| {
-            if *s != State::Released {
-                return false;
-            }
-            // The timestamp is taken and the state set in one step, so a
-            // request arriving meanwhile is judged against both.
-            timestamp = self.me.clock.tick();
-            *s = State::Wanted(timestamp);
-            true
-        });
-        if !asked {
-            return Err(DmutexError::State("already inside or asking"));
-        }
+        // The timestamp is taken and the state set in one step, so a
+        // request arriving meanwhile is judged against both.
+        let timestamp = self.me.begin(
+            &self.state,
+            |s| *s == State::Released,
+            |s, timestamp| *s = State::Wanted(timestamp),
+        )?;
         if self.me.n > 1 {
-            let ask = others.request(pb::Ask {
-                from: self.me.id,
-                timestamp,
-            });
-            let outcome = match self.me.to_all_others(ask).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
+            let outcome = self
+                .me
+                .to_all_others(timestamp, |o, ask| o.request(ask))
+                .await
+                .inspect_err(|_| {
                     self.state.send_replace(State::Released);
-                    return Err(e);
-                }
-            };
+                })?;
             for (_, p) in outcome.replies() {
                 self.me.clock.observe(p.timestamp);
             }
