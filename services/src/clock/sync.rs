@@ -365,6 +365,32 @@ mod tests {
             }
     }
 
+    /// One exchange of `client` with the true server over the simulated
+    /// network, whose request takes `out`, the server `serve` and the
+    /// reply `back` (ns of true time); its sample is added to `f`.
+    fn exchange(
+        truth: &ManualClock,
+        client: &TimeSource,
+        f: &mut SyncFilter,
+        [out, serve, back]: [i64; 3],
+    ) {
+        let t1 = client.physical_ns();
+        truth.advance(out);
+        let t2 = truth.now_ns();
+        truth.advance(serve);
+        let t3 = truth.now_ns();
+        truth.advance(back);
+        let t4 = client.physical_ns();
+        f.add(Sample {
+            t1,
+            t2,
+            t3,
+            t4,
+            server_error_ns: 0,
+        })
+        .expect("simulated samples are valid");
+    }
+
     /// A deterministic network: each way takes a base latency plus a
     /// pseudo-random queueing delay (up to 2 ms, heavy-tailed), with the
     /// client at +250 ms and +100 ppm against a true server.
@@ -373,23 +399,8 @@ mod tests {
         let (truth, client, mut f, mut rand) = simulation(42);
         let mut errors = Vec::new();
         for i in 0..1_000 {
-            let t1 = client.physical_ns();
-            let out = one_way(&mut rand);
-            truth.advance(out);
-            let t2 = truth.now_ns();
-            truth.advance(rand(5 * US));
-            let t3 = truth.now_ns();
-            let back = one_way(&mut rand);
-            truth.advance(back);
-            let t4 = client.physical_ns();
-            f.add(Sample {
-                t1,
-                t2,
-                t3,
-                t4,
-                server_error_ns: 0,
-            })
-            .expect("simulated samples are valid");
+            let (out, serve, back) = (one_way(&mut rand), rand(5 * US), one_way(&mut rand));
+            exchange(&truth, &client, &mut f, [out, serve, back]);
             // Between samples, some idle time.
             truth.advance(rand(MS));
             let now_phys = client.physical_ns();
@@ -425,21 +436,8 @@ mod tests {
     fn the_frequency_is_corrected() {
         let (truth, client, mut f, mut rand) = simulation(7);
         for _ in 0..2_000 {
-            let t1 = client.physical_ns();
-            truth.advance(20 * US + rand(20 * US));
-            let t2 = truth.now_ns();
-            truth.advance(2 * US);
-            let t3 = truth.now_ns();
-            truth.advance(20 * US + rand(20 * US));
-            let t4 = client.physical_ns();
-            f.add(Sample {
-                t1,
-                t2,
-                t3,
-                t4,
-                server_error_ns: 0,
-            })
-            .expect("simulated samples are valid");
+            let (out, back) = (20 * US + rand(20 * US), 20 * US + rand(20 * US));
+            exchange(&truth, &client, &mut f, [out, 2 * US, back]);
             f.discipline(&client);
             truth.advance(5 * MS);
         }
