@@ -239,11 +239,7 @@ impl Nemesis {
     }
 
     /// The nodes that may be killed and paused (names in the [`Cluster`]).
-    pub fn nodes<I, S>(mut self, names: I) -> Nemesis
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    pub fn nodes(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Nemesis {
         self.nodes = names.into_iter().map(Into::into).collect();
         self
     }
@@ -251,11 +247,7 @@ impl Nemesis {
     /// The members that partitions, isolations and loss bursts may cut
     /// (names in the [`Net`]; clients included, for a partition to reach
     /// them).
-    pub fn members<I, S>(mut self, names: I) -> Nemesis
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    pub fn members(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Nemesis {
         self.members = names.into_iter().map(Into::into).collect();
         self
     }
