@@ -42,6 +42,7 @@ pub mod counter;
 pub mod dmutex;
 pub mod election;
 mod ids;
+mod lock;
 pub mod mutex;
 pub mod twopc;
 

@@ -53,10 +53,11 @@ pub use bully::Bully;
 pub use ring::Ring;
 pub use rpc::{ElectionService, RpcPeers};
 
+use crate::lock::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -159,11 +160,6 @@ impl ElectionStats {
     pub fn messages(&self) -> u64 {
         self.elections_sent + self.answers_sent + self.coordinators_sent + self.ring_passes
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain values replaced whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a node's side of either algorithm holds alike: its id, the

@@ -2,6 +2,7 @@
 //! operation only with a fencing token at least as high as the highest it
 //! has seen, and records every operation for the tests and the tour.
 
+use crate::lock::lock;
 use crate::proto::mutex::v1::{ReadRequest, Resource, StaleToken, Value, WriteRequest};
 use rpc_core::{CallContext, Code, MethodError};
 use std::sync::{Mutex, MutexGuard};
@@ -40,9 +41,7 @@ impl ResourceService {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Plain numbers and a log: a panic elsewhere leaves them usable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The current value.

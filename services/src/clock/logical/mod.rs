@@ -62,9 +62,10 @@ pub use lamport::Lamport;
 pub use vector::{Causality, VectorClock, VectorClocks, MAX_VECTOR_ENTRIES};
 
 use super::time_source::TimeSource;
+use crate::lock::lock;
 use rpc_core::{Metadata, Status};
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use vector::parse_vector;
 use wire::{malformed, parse};
 
@@ -74,11 +75,6 @@ pub const LAMPORT_KEY: &str = "clock-lamport";
 pub const VECTOR_KEY: &str = "clock-vector";
 /// Metadata key of the hybrid logical clock.
 pub const HLC_KEY: &str = "clock-hlc";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The clocks' states are plain values replaced whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 thread_local! {
     /// Scratch space of [`LogicalClocks::merge`] (it runs on every call and

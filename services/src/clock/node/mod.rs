@@ -49,13 +49,14 @@ use super::time_source::TimeSource;
 use crate::election::{
     Algorithm, Bully, Election, ElectionConfig, ElectionService, Leader, Ring, RpcPeers,
 };
+use crate::lock::lock;
 use crate::proto::clock::v1 as pb;
 use round::Group;
 use rpc_core::client::UdpChannel;
 use rpc_core::Client;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -95,11 +96,6 @@ pub struct ClockNode {
     /// never overlap.
     round_running: tokio::sync::Mutex<()>,
     absurd: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain values replaced whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClockNode {
