@@ -24,6 +24,12 @@ pub struct ClockKinds {
 }
 
 impl ClockKinds {
+    /// None of the three (the base of the one-clock sets).
+    const NONE: ClockKinds = ClockKinds {
+        lamport: false,
+        vector: false,
+        hybrid: false,
+    };
     /// All three.
     pub const ALL: ClockKinds = ClockKinds {
         lamport: true,
@@ -33,20 +39,17 @@ impl ClockKinds {
     /// Only the Lamport clock.
     pub const LAMPORT: ClockKinds = ClockKinds {
         lamport: true,
-        vector: false,
-        hybrid: false,
+        ..ClockKinds::NONE
     };
     /// Only the vector clock.
     pub const VECTOR: ClockKinds = ClockKinds {
-        lamport: false,
         vector: true,
-        hybrid: false,
+        ..ClockKinds::NONE
     };
     /// Only the hybrid logical clock.
     pub const HYBRID: ClockKinds = ClockKinds {
-        lamport: false,
-        vector: false,
         hybrid: true,
+        ..ClockKinds::NONE
     };
 }
 
