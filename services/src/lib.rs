@@ -36,13 +36,13 @@ pub mod proto {
     rpc_core::include_idl!("twopc");
 }
 
-pub mod cli;
 pub mod clock;
 pub mod consensus;
 pub mod counter;
 pub mod dmutex;
 pub mod election;
 mod ids;
+mod lock;
 pub mod mutex;
 pub mod twopc;
 

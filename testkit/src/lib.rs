@@ -79,6 +79,24 @@
 //! `fork` and `exec` that sets a child's parent-death signal (in
 //! `node/process.rs`, with its safety argument).
 
+/// Builder setters that each set one field and return the builder:
+/// `setters! { Type { /// doc
+/// name(argument: T) => field, ... } }` makes
+/// `pub fn name(mut self, argument: T) -> Type`.
+macro_rules! setters {
+    ($ty:ident { $( $(#[$doc:meta])* $name:ident($arg:ident: $t:ty) => $field:ident ),* $(,)? }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, $arg: $t) -> $ty {
+                    self.$field = $arg;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 #[cfg(unix)]
 mod cluster;
 mod dir;

@@ -178,6 +178,17 @@ pub struct Nemesis {
     loss: f64,
 }
 
+setters! {
+    Nemesis {
+        /// How many steps before the ones that undo what is left.
+        steps(steps: usize) => steps,
+        /// The most nodes killed or paused at once.
+        max_faulty(nodes: usize) => max_faulty,
+        /// The loss probability of a burst.
+        loss(probability: f64) => loss,
+    }
+}
+
 impl Nemesis {
     /// A nemesis with this seed: no nodes or members yet, every kind of
     /// fault, 10 steps, at most one node killed or paused at a time, loss
@@ -228,11 +239,7 @@ impl Nemesis {
     }
 
     /// The nodes that may be killed and paused (names in the [`Cluster`]).
-    pub fn nodes<I, S>(mut self, names: I) -> Nemesis
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    pub fn nodes(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Nemesis {
         self.nodes = names.into_iter().map(Into::into).collect();
         self
     }
@@ -240,11 +247,7 @@ impl Nemesis {
     /// The members that partitions, isolations and loss bursts may cut
     /// (names in the [`Net`]; clients included, for a partition to reach
     /// them).
-    pub fn members<I, S>(mut self, names: I) -> Nemesis
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    pub fn members(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Nemesis {
         self.members = names.into_iter().map(Into::into).collect();
         self
     }
@@ -252,24 +255,6 @@ impl Nemesis {
     /// The kinds of fault that may start.
     pub fn faults(mut self, kinds: impl IntoIterator<Item = FaultKind>) -> Nemesis {
         self.kinds = kinds.into_iter().collect();
-        self
-    }
-
-    /// How many steps before the ones that undo what is left.
-    pub fn steps(mut self, steps: usize) -> Nemesis {
-        self.steps = steps;
-        self
-    }
-
-    /// The most nodes killed or paused at once.
-    pub fn max_faulty(mut self, nodes: usize) -> Nemesis {
-        self.max_faulty = nodes;
-        self
-    }
-
-    /// The loss probability of a burst.
-    pub fn loss(mut self, probability: f64) -> Nemesis {
-        self.loss = probability;
         self
     }
 

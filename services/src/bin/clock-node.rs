@@ -28,13 +28,17 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use anyhow::Context as _;
 use clap::Parser;
+use common::Door;
 use rpc_core::server::Server;
-use rpc_services::clock::{ClockNode, ClockService, Misbehaviour, NodeConfig, Skew, TimeSource};
+use rpc_services::clock::{
+    ClockNode, ClockService, Misbehaviour, NodeConfig, Skew, TimeSource, MAX_POLLS,
+};
 use rpc_services::election::Algorithm;
 use rpc_services::proto::clock::v1 as pb;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,9 +66,13 @@ struct Args {
     /// (`RunRound`).
     #[arg(long, default_value_t = 200)]
     round_interval_ms: u64,
-    /// Polls of each member in one round (1 to 8); the least delayed is
-    /// used.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    /// Polls of each member in one round (1 to
+    /// `rpc_services::clock::MAX_POLLS`); the least delayed is used.
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_POLLS))
+    )]
     polls: u32,
     /// Silence of the master after which a member starts an election.
     #[arg(long, default_value_t = 600)]
@@ -103,12 +111,7 @@ enum Fault {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing("info");
     let args = Args::parse();
     let time = Arc::new(TimeSource::system(Skew::new(
         args.clock_offset_ms,
@@ -138,39 +141,16 @@ async fn main() -> anyhow::Result<()> {
         .serve_udp(args.listen)
         .await
         .with_context(|| format!("serving on {}", args.listen))?;
-    let tcp = match args.tcp {
-        Some(addr) => Some(
-            server
-                .serve_tcp(addr)
-                .await
-                .with_context(|| format!("serving TCP on {addr}"))?,
-        ),
-        None => None,
-    };
-    let grpc = match args.grpc {
-        Some(addr) => Some(
-            server
-                .serve_grpc(addr)
-                .await
-                .with_context(|| format!("serving gRPC on {addr}"))?,
-        ),
-        None => None,
-    };
-    let mut out = std::io::stdout().lock();
-    if let Some(bound) = tcp {
-        writeln!(out, "clock-node {} tcp on {bound}", args.id)?;
+    let who = format!("clock-node {}", args.id);
+    let mut lines = Vec::new();
+    if let Some(addr) = args.tcp {
+        lines.push(common::open_door(&server, &who, Door::Tcp, addr).await?);
     }
-    if let Some(bound) = grpc {
-        writeln!(out, "clock-node {} grpc on {bound}", args.id)?;
+    if let Some(addr) = args.grpc {
+        lines.push(common::open_door(&server, &who, Door::Grpc, addr).await?);
     }
-    writeln!(
-        out,
-        "clock-node {} listening on {}",
-        args.id,
-        server.local_addr()
-    )?;
-    out.flush()?;
-    drop(out);
+    lines.push(format!("{who} listening on {}", server.local_addr()));
+    common::say_lines(lines)?;
     let driver = tokio::spawn(node.run());
     driver.await.context("the node's driver")?;
     drop(server);

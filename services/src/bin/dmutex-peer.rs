@@ -33,9 +33,11 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use anyhow::Context as _;
 use clap::Parser;
-use rpc_services::cli::say;
+use common::say;
 use rpc_services::dmutex::record::{count_lines, SectionLog};
 use rpc_services::dmutex::{Algorithm, DmutexError, Peer, PeerConfig, MAX_PEERS};
 use std::net::SocketAddr;
@@ -125,7 +127,7 @@ async fn wait_for_file(path: &Path) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    rpc_services::cli::init_tracing("info");
+    common::init_tracing("info");
     let args = Args::parse();
     let n = args.peers.len();
     anyhow::ensure!(

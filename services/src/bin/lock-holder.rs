@@ -16,11 +16,13 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use anyhow::Context as _;
 use clap::Parser;
+use common::say;
 use rpc_core::client::UdpChannel;
 use rpc_core::{CallError, Client};
-use rpc_services::cli::say;
 use rpc_services::mutex::LockClient;
 use rpc_services::proto::mutex::v1::{ResourceClient, WriteRequest};
 use std::net::SocketAddr;
@@ -53,7 +55,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    rpc_services::cli::init_tracing("info");
+    common::init_tracing("info");
     let args = Args::parse();
     let locks = LockClient::new(
         Client::new(UdpChannel::connect(args.server).await?),

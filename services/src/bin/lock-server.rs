@@ -26,12 +26,13 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use anyhow::Context as _;
 use clap::Parser;
-use rpc_core::server::TcpServerConfig;
+use common::Door;
 use rpc_core::tls::{LocalCa, TlsServerConfig};
 use rpc_services::mutex::{epoch, serve, LockServer, LockServerConfig};
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,7 +95,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    rpc_services::cli::init_tracing("info");
+    common::init_tracing("info");
     let epoch = epoch::advance(&args.data_dir).context("starting a new epoch")?;
     let mut config = LockServerConfig::new(epoch);
     config.grace = Duration::from_millis(args.grace_ms);
@@ -102,53 +103,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = serve(LockServer::new(config), &args.listen.to_string())
         .await
         .with_context(|| format!("serving on {}", args.listen))?;
-    let tcp = match args.tcp {
-        Some(addr) => Some(
-            server
-                .serve_tcp(addr)
-                .await
-                .with_context(|| format!("serving TCP on {addr}"))?,
-        ),
-        None => None,
-    };
-    let tls = match args.tls {
-        Some(addr) => {
-            let config = tls_config(&args).context("setting up TLS")?;
-            Some(
-                server
-                    .serve_tcp_with(addr, TcpServerConfig::default().with_tls(config))
-                    .await
-                    .with_context(|| format!("serving TLS on {addr}"))?,
-            )
-        }
-        None => None,
-    };
-    let grpc = match args.grpc {
-        Some(addr) => Some(
-            server
-                .serve_grpc(addr)
-                .await
-                .with_context(|| format!("serving gRPC on {addr}"))?,
-        ),
-        None => None,
-    };
-    let mut out = std::io::stdout().lock();
-    if let Some(bound) = tcp {
-        writeln!(out, "lock-server tcp on {bound}")?;
+    let who = "lock-server";
+    let mut lines = Vec::new();
+    if let Some(addr) = args.tcp {
+        lines.push(common::open_door(&server, who, Door::Tcp, addr).await?);
     }
-    if let Some(bound) = tls {
-        writeln!(out, "lock-server tls on {bound}")?;
+    if let Some(addr) = args.tls {
+        let config = tls_config(&args).context("setting up TLS")?;
+        lines.push(common::open_door(&server, who, Door::Tls(config), addr).await?);
     }
-    if let Some(bound) = grpc {
-        writeln!(out, "lock-server grpc on {bound}")?;
+    if let Some(addr) = args.grpc {
+        lines.push(common::open_door(&server, who, Door::Grpc, addr).await?);
     }
-    writeln!(
-        out,
-        "lock-server epoch {epoch} listening on {}",
+    lines.push(format!(
+        "{who} epoch {epoch} listening on {}",
         server.local_addr()
-    )?;
-    out.flush()?;
-    drop(out);
+    ));
+    common::say_lines(lines)?;
     std::future::pending::<()>().await;
     drop(server);
     Ok(())

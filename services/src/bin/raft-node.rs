@@ -37,12 +37,13 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use rpc_services::consensus::{ConsensusNode, NodeConfig};
 use rpc_services::proto::consensus::v1::{KeyValueClient, NodeStatus, StatusRequest};
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,7 +163,7 @@ async fn check_id_free(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    rpc_services::cli::init_tracing("info,openraft=warn");
+    common::init_tracing("info,openraft=warn");
     let args = Args::parse();
     let peers = parse_peers(&args.peers)?;
     if peers.contains_key(&args.id) {
@@ -197,15 +198,11 @@ async fn main() -> anyhow::Result<()> {
         let made = node.initialize(members).await?;
         tracing::info!(made, "initialize");
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
+    common::say(&format!(
         "raft-node {} listening on {}",
         args.id,
         node.local_addr()
-    )?;
-    out.flush()?;
-    drop(out);
+    ))?;
     std::future::pending::<()>().await;
     drop(node);
     Ok(())

@@ -21,6 +21,8 @@
 // A binary that reports on the terminal.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use rpc_services::twopc::{
@@ -28,7 +30,6 @@ use rpc_services::twopc::{
     FaultPoint, Faults, ParticipantServer, TornTail,
 };
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,22 +101,20 @@ fn announce(
     addr: SocketAddr,
     torn: Option<&TornTail>,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "twopc-node {role} {name} listening on {addr}")?;
+    let mut lines = vec![format!("twopc-node {role} {name} listening on {addr}")];
     if let Some(t) = torn {
-        writeln!(
-            out,
+        lines.push(format!(
             "torn tail cut at byte {} ({} bytes: {})",
             t.offset, t.bytes, t.why
-        )?;
+        ));
     }
-    out.flush()?;
+    common::say_lines(lines)?;
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    rpc_services::cli::init_tracing("info");
+    common::init_tracing("info");
     let _server = match Args::parse().role {
         Role::Participant {
             name,

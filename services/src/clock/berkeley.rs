@@ -126,10 +126,16 @@ impl RoundPolls {
     }
 }
 
-/// Polls of one round: `asked`, at least 1 and at most [`WINDOW`] (what
-/// the filter keeps).
+/// Most polls of each member in one round: [`WINDOW`], what the filter
+/// keeps (`clock-node --polls` takes 1 to this).
+pub const MAX_POLLS: u32 = {
+    assert!(WINDOW <= u32::MAX as usize);
+    WINDOW as u32
+};
+
+/// Polls of one round: `asked`, at least 1 and at most [`MAX_POLLS`].
 pub fn polls_per_round(asked: u32) -> u32 {
-    asked.clamp(1, u32::try_from(WINDOW).unwrap_or(u32::MAX))
+    asked.clamp(1, MAX_POLLS)
 }
 
 /// Limits of a round.

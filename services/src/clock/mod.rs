@@ -22,6 +22,7 @@ pub mod node;
 pub mod sync;
 pub mod time_source;
 
+pub use berkeley::MAX_POLLS;
 pub use node::{ClockNode, ClockService, Misbehaviour, NodeConfig, RoundReport};
 pub use sync::{Estimate, Sample, SyncFilter};
 pub use time_source::{Monotonic, Skew, SystemClock, TimeSource, TimeSourceConfig};

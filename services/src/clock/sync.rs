@@ -327,54 +327,80 @@ mod tests {
         assert!(f.estimate(0).is_none());
     }
 
-    /// A deterministic network: each way takes a base latency plus a
-    /// pseudo-random queueing delay (up to 2 ms, heavy-tailed), with the
-    /// client at +250 ms and +100 ppm against a true server.
-    #[test]
-    fn the_interval_always_contains_the_true_offset() {
+    /// A true clock, a client at +250 ms and +100 ppm over it, a filter,
+    /// and a deterministic pseudo-random source from `seed` (`rand(n)` in
+    /// `0..n`).
+    fn simulation(
+        seed: u64,
+    ) -> (
+        Arc<ManualClock>,
+        TimeSource,
+        SyncFilter,
+        impl FnMut(i64) -> i64,
+    ) {
         let truth = Arc::new(ManualClock::new(1_700_000_000 * 1_000 * MS));
         let client = TimeSource::new(
             truth.clone(),
             Skew::new(250, 100.0),
             TimeSourceConfig::default(),
         );
-        let mut f = SyncFilter::new(500.0);
-        let mut seed = 42u64;
-        let mut rand = |n: i64| {
+        let mut seed = seed;
+        let rand = move |n: i64| {
             seed = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             ((seed >> 33) as i64).rem_euclid(n)
         };
+        (truth, client, SyncFilter::new(500.0), rand)
+    }
+
+    /// One way's latency: 20 us plus a queueing delay, up to 30 us, or up
+    /// to 2 ms one time in ten.
+    fn one_way(rand: &mut impl FnMut(i64) -> i64) -> i64 {
+        20 * US
+            + if rand(10) == 0 {
+                rand(2 * MS)
+            } else {
+                rand(30 * US)
+            }
+    }
+
+    /// One exchange of `client` with the true server over the simulated
+    /// network, whose request takes `out`, the server `serve` and the
+    /// reply `back` (ns of true time); its sample is added to `f`.
+    fn exchange(
+        truth: &ManualClock,
+        client: &TimeSource,
+        f: &mut SyncFilter,
+        [out, serve, back]: [i64; 3],
+    ) {
+        let t1 = client.physical_ns();
+        truth.advance(out);
+        let t2 = truth.now_ns();
+        truth.advance(serve);
+        let t3 = truth.now_ns();
+        truth.advance(back);
+        let t4 = client.physical_ns();
+        f.add(Sample {
+            t1,
+            t2,
+            t3,
+            t4,
+            server_error_ns: 0,
+        })
+        .expect("simulated samples are valid");
+    }
+
+    /// A deterministic network: each way takes a base latency plus a
+    /// pseudo-random queueing delay (up to 2 ms, heavy-tailed), with the
+    /// client at +250 ms and +100 ppm against a true server.
+    #[test]
+    fn the_interval_always_contains_the_true_offset() {
+        let (truth, client, mut f, mut rand) = simulation(42);
         let mut errors = Vec::new();
         for i in 0..1_000 {
-            let t1 = client.physical_ns();
-            let out = 20 * US
-                + if rand(10) == 0 {
-                    rand(2 * MS)
-                } else {
-                    rand(30 * US)
-                };
-            truth.advance(out);
-            let t2 = truth.now_ns();
-            truth.advance(rand(5 * US));
-            let t3 = truth.now_ns();
-            let back = 20 * US
-                + if rand(10) == 0 {
-                    rand(2 * MS)
-                } else {
-                    rand(30 * US)
-                };
-            truth.advance(back);
-            let t4 = client.physical_ns();
-            f.add(Sample {
-                t1,
-                t2,
-                t3,
-                t4,
-                server_error_ns: 0,
-            })
-            .expect("simulated samples are valid");
+            let (out, serve, back) = (one_way(&mut rand), rand(5 * US), one_way(&mut rand));
+            exchange(&truth, &client, &mut f, [out, serve, back]);
             // Between samples, some idle time.
             truth.advance(rand(MS));
             let now_phys = client.physical_ns();
@@ -408,36 +434,10 @@ mod tests {
     /// uncorrected one would.
     #[test]
     fn the_frequency_is_corrected() {
-        let truth = Arc::new(ManualClock::new(1_700_000_000 * 1_000 * MS));
-        let client = TimeSource::new(
-            truth.clone(),
-            Skew::new(250, 100.0),
-            TimeSourceConfig::default(),
-        );
-        let mut f = SyncFilter::new(500.0);
-        let mut seed = 7u64;
-        let mut rand = |n: i64| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((seed >> 33) as i64).rem_euclid(n)
-        };
+        let (truth, client, mut f, mut rand) = simulation(7);
         for _ in 0..2_000 {
-            let t1 = client.physical_ns();
-            truth.advance(20 * US + rand(20 * US));
-            let t2 = truth.now_ns();
-            truth.advance(2 * US);
-            let t3 = truth.now_ns();
-            truth.advance(20 * US + rand(20 * US));
-            let t4 = client.physical_ns();
-            f.add(Sample {
-                t1,
-                t2,
-                t3,
-                t4,
-                server_error_ns: 0,
-            })
-            .expect("simulated samples are valid");
+            let (out, back) = (20 * US + rand(20 * US), 20 * US + rand(20 * US));
+            exchange(&truth, &client, &mut f, [out, 2 * US, back]);
             f.discipline(&client);
             truth.advance(5 * MS);
         }

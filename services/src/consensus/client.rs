@@ -317,6 +317,19 @@ impl KvClient {
         Ok(())
     }
 
+    /// Runs a write through `run`: one write at a time, and every attempt
+    /// of it under the same, next write id (so that the store applies it
+    /// once).
+    async fn write<T, F, Fut>(&self, mut call: F) -> Result<T, KvClientError>
+    where
+        F: FnMut(KeyValueClient, Duration, Option<WriteId>) -> Fut,
+        Fut: Future<Output = Result<T, CallError<KvError>>>,
+    {
+        let _one = self.writing.lock().await;
+        let id = self.next_write();
+        self.run(|stub, t| call(stub, t, id.clone())).await
+    }
+
     fn next_write(&self) -> Option<WriteId> {
         Some(WriteId {
             client_id: self.client_id,
@@ -330,14 +343,12 @@ impl KvClient {
     /// [`KvClientError`].
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, KvClientError> {
         Self::check(key, Some(value))?;
-        let _one = self.writing.lock().await;
-        let id = self.next_write();
         let r = self
-            .run(|stub, t| {
+            .write(|stub, t, id| {
                 let req = PutRequest {
                     key: key.to_owned(),
                     value: value.to_vec().into(),
-                    id: id.clone(),
+                    id,
                 };
                 async move { stub.put(req).timeout(t).await }
             })
@@ -368,13 +379,11 @@ impl KvClient {
     /// [`KvClientError`].
     pub async fn delete(&self, key: &str) -> Result<bool, KvClientError> {
         Self::check(key, None)?;
-        let _one = self.writing.lock().await;
-        let id = self.next_write();
         let r = self
-            .run(|stub, t| {
+            .write(|stub, t, id| {
                 let req = DeleteRequest {
                     key: key.to_owned(),
-                    id: id.clone(),
+                    id,
                 };
                 async move { stub.delete(req).timeout(t).await }
             })
@@ -398,15 +407,13 @@ impl KvClient {
         if let Some(e) = expected {
             Self::check(key, Some(e))?;
         }
-        let _one = self.writing.lock().await;
-        let id = self.next_write();
         let r = self
-            .run(|stub, t| {
+            .write(|stub, t, id| {
                 let req = CasRequest {
                     key: key.to_owned(),
                     expected: expected.map(|e| e.to_vec().into()),
                     value: value.to_vec().into(),
-                    id: id.clone(),
+                    id,
                 };
                 async move { stub.compare_and_set(req).timeout(t).await }
             })

@@ -172,33 +172,24 @@ fn raft_answer<T: Serialize, E: Serialize + std::fmt::Display>(
     }
 }
 
+/// The `consensus.v1.Raft` methods, one for each of openraft's: decode
+/// the request, hand it to the openraft method of the same name, encode
+/// its answer (or its error, as a `RaftFailure`).
+macro_rules! raft_methods {
+    ($($method:ident),* $(,)?) => {$(
+        async fn $method(
+            &self,
+            _ctx: CallContext,
+            request: RaftRequest,
+        ) -> Result<RaftReply, MethodError<RaftFailure>> {
+            let rpc = decode_request(&request)?;
+            raft_answer(self.raft.$method(rpc).await)
+        }
+    )*};
+}
+
 impl crate::proto::consensus::v1::Raft for Service {
-    async fn append_entries(
-        &self,
-        _ctx: CallContext,
-        request: RaftRequest,
-    ) -> Result<RaftReply, MethodError<RaftFailure>> {
-        let rpc = decode_request(&request)?;
-        raft_answer(self.raft.append_entries(rpc).await)
-    }
-
-    async fn vote(
-        &self,
-        _ctx: CallContext,
-        request: RaftRequest,
-    ) -> Result<RaftReply, MethodError<RaftFailure>> {
-        let rpc = decode_request(&request)?;
-        raft_answer(self.raft.vote(rpc).await)
-    }
-
-    async fn install_snapshot(
-        &self,
-        _ctx: CallContext,
-        request: RaftRequest,
-    ) -> Result<RaftReply, MethodError<RaftFailure>> {
-        let rpc = decode_request(&request)?;
-        raft_answer(self.raft.install_snapshot(rpc).await)
-    }
+    raft_methods!(append_entries, vote, install_snapshot);
 }
 
 fn kv_error(kind: KvErrorKind, detail: impl Into<String>) -> MethodError<KvError> {

@@ -9,10 +9,11 @@
 //! else's, so that its entries cost the same.
 
 use super::{DmutexError, Meter};
+use crate::lock::lock;
 use crate::proto::dmutex::v1 as pb;
 use rpc_core::{CallContext, Client, Status};
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::oneshot;
 
 /// The coordinator's state (used at peer 0 only).
@@ -47,11 +48,6 @@ pub struct CentralPeer {
     coordinator: Mutex<Coordinator>,
     stub: OnceLock<pb::CentralClient>,
     inside: Mutex<bool>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every change leaves the state consistent before anything can panic.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl CentralPeer {

@@ -15,12 +15,10 @@
 //! come first. A request older than the last one released by its peer is
 //! never queued again, so a late copy cannot block the queue.
 
-use super::{member_failure, DmutexError, Meter};
-use crate::clock::logical::Lamport;
+use super::{DmutexError, GroupPeer};
 use crate::proto::dmutex::v1 as pb;
 use rpc_core::{CallContext, Client, Status};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::OnceLock;
 use tokio::sync::watch;
 
 /// A peer's queue of requests (no I/O).
@@ -95,71 +93,45 @@ struct State {
 /// A peer of Lamport's algorithm (see the module docs).
 #[derive(Debug)]
 pub struct LamportPeer {
-    id: u32,
-    n: usize,
-    pub(super) meter: Meter,
-    clock: Lamport,
+    /// Its id, counters, clock and the stub of the others.
+    pub(super) me: GroupPeer<pb::LamportQueueGroupClient>,
     state: watch::Sender<State>,
-    others: OnceLock<pb::LamportQueueGroupClient>,
 }
 
 impl LamportPeer {
     pub(super) fn new(id: u32, n: usize) -> LamportPeer {
         LamportPeer {
-            id,
-            n,
-            meter: Meter::default(),
-            clock: Lamport::new(),
+            me: GroupPeer::new(id, n),
             state: watch::Sender::new(State::default()),
-            others: OnceLock::new(),
         }
     }
 
     pub(super) fn connect(&self, clients: &[Client]) -> Result<(), DmutexError> {
-        let group = super::others(self.id, self.n, clients)?;
-        self.others
-            .set(pb::LamportQueueGroupClient::new(group))
-            .map_err(|_| DmutexError::State("the peer is already connected"))
-    }
-
-    fn others(&self) -> Result<&pb::LamportQueueGroupClient, DmutexError> {
-        self.others
-            .get()
-            .ok_or(DmutexError::State("the peer is not connected"))
+        self.me.connect(clients, pb::LamportQueueGroupClient::new)
     }
 
     pub(super) async fn enter(&self) -> Result<(), DmutexError> {
-        let others = self.others()?;
-        let mut timestamp = 0;
-        let asked = self.state.send_if_modified(|s| {
-            if s.mine.is_some() {
-                return false;
-            }
-            timestamp = self.clock.tick();
-            s.mine = Some(timestamp);
-            s.replied = false;
-            s.queue.insert(self.id, timestamp);
-            true
-        });
-        if !asked {
-            return Err(DmutexError::State("already inside or asking"));
-        }
-        if self.n > 1 {
-            self.meter.sent(self.n as u64 - 1);
-            let outcome = others
-                .request(pb::Ask {
-                    from: self.id,
-                    timestamp,
-                })
-                .all()
-                .await;
-            if let Some(e) = member_failure(&outcome) {
-                self.withdraw(timestamp).await;
-                return Err(e);
-            }
+        let timestamp = self.me.begin(
+            &self.state,
+            |s| s.mine.is_none(),
+            |s, timestamp| {
+                s.mine = Some(timestamp);
+                s.replied = false;
+                s.queue.insert(self.me.id, timestamp);
+            },
+        )?;
+        if self.me.n > 1 {
+            let asked = self.me.to_all_others(timestamp, |o, ask| o.request(ask));
+            let outcome = match asked.await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    self.withdraw(timestamp).await;
+                    return Err(e);
+                }
+            };
             self.state.send_modify(|s| {
                 for (_, r) in outcome.replies() {
-                    self.clock.observe(r.timestamp);
+                    self.me.clock.observe(r.timestamp);
                     s.queue.insert(r.from, r.pending);
                 }
                 s.replied = true;
@@ -168,12 +140,12 @@ impl LamportPeer {
             self.state.send_modify(|s| s.replied = true);
         }
         let mut rx = self.state.subscribe();
-        let me = (timestamp, self.id);
+        let me = (timestamp, self.me.id);
         let _ = rx
             .wait_for(|s| s.replied && s.queue.head() == Some(me))
             .await;
         self.state.send_modify(|s| s.inside = true);
-        self.meter.entered();
+        self.me.meter.entered();
         Ok(())
     }
 
@@ -181,29 +153,23 @@ impl LamportPeer {
     /// to the N-1 others).
     async fn release_everywhere(&self, timestamp: u64) -> Result<(), DmutexError> {
         self.state.send_modify(|s| {
-            s.queue.release(self.id, timestamp);
+            s.queue.release(self.me.id, timestamp);
             s.mine = None;
             s.inside = false;
         });
-        if self.n == 1 {
+        if self.me.n == 1 {
             return Ok(());
         }
-        let others = self.others()?;
-        self.meter.sent(self.n as u64 - 1);
-        let outcome = others
-            .release(pb::Ask {
-                from: self.id,
-                timestamp,
-            })
-            .all()
-            .await;
-        member_failure(&outcome).map_or(Ok(()), Err)
+        self.me
+            .to_all_others(timestamp, |o, ask| o.release(ask))
+            .await
+            .map(drop)
     }
 
     /// Withdraws a request that could not be made everywhere.
     async fn withdraw(&self, timestamp: u64) {
         if let Err(e) = self.release_everywhere(timestamp).await {
-            tracing::warn!(id = self.id, error = %e, "lamport: a release was not delivered");
+            tracing::warn!(id = self.me.id, error = %e, "lamport: a release was not delivered");
         }
     }
 
@@ -218,35 +184,35 @@ impl LamportPeer {
 
 impl pb::LamportQueue for LamportPeer {
     async fn request(&self, _ctx: CallContext, ask: pb::Ask) -> Result<pb::Reply, Status> {
-        if ask.timestamp == 0 || ask.from as usize >= self.n || ask.from == self.id {
+        if ask.timestamp == 0 || ask.from as usize >= self.me.n || ask.from == self.me.id {
             return Err(Status::invalid_argument(format!(
                 "a request from peer {} stamped {}",
                 ask.from, ask.timestamp
             )));
         }
-        self.clock.observe(ask.timestamp);
+        self.me.clock.observe(ask.timestamp);
         let mut pending = 0;
         self.state.send_modify(|s| {
             s.queue.insert(ask.from, ask.timestamp);
             pending = s.mine.unwrap_or(0);
         });
-        self.meter.sent(1);
+        self.me.meter.sent(1);
         Ok(pb::Reply {
-            from: self.id,
-            timestamp: self.clock.tick(),
+            from: self.me.id,
+            timestamp: self.me.clock.tick(),
             pending,
         })
     }
 
     async fn release(&self, _ctx: CallContext, ask: pb::Ask) -> Result<pb::Ack, Status> {
-        if ask.from as usize >= self.n {
+        if ask.from as usize >= self.me.n {
             return Err(Status::invalid_argument(format!(
                 "a release from peer {} of {}",
-                ask.from, self.n
+                ask.from, self.me.n
             )));
         }
         self.state
             .send_modify(|s| s.queue.release(ask.from, ask.timestamp));
-        Ok(pb::Ack { from: self.id })
+        Ok(pb::Ack { from: self.me.id })
     }
 }

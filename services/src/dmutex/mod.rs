@@ -257,6 +257,111 @@ pub(crate) fn member_failure<R: fmt::Debug, E: fmt::Debug>(
     })
 }
 
+/// What a peer of the two timestamp algorithms (Ricart–Agrawala,
+/// Lamport) holds alike: its id among `n`, its counters, its Lamport
+/// clock, and the group stub `G` of the `n - 1` others, set once
+/// connected.
+#[derive(Debug)]
+pub(crate) struct GroupPeer<G> {
+    id: u32,
+    n: usize,
+    meter: Meter,
+    clock: crate::clock::logical::Lamport,
+    others: std::sync::OnceLock<G>,
+}
+
+impl<G> GroupPeer<G> {
+    fn new(id: u32, n: usize) -> GroupPeer<G> {
+        GroupPeer {
+            id,
+            n,
+            meter: Meter::default(),
+            clock: crate::clock::logical::Lamport::new(),
+            others: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Connects to the others among `clients` (one a peer, by id), through
+    /// the group stub `stub` makes.
+    fn connect(
+        &self,
+        clients: &[rpc_core::Client],
+        stub: impl FnOnce(rpc_core::GroupClient) -> G,
+    ) -> Result<(), DmutexError> {
+        let group = others(self.id, self.n, clients)?;
+        self.others
+            .set(stub(group))
+            .map_err(|_| DmutexError::State("the peer is already connected"))
+    }
+
+    /// The group stub of the others.
+    fn others(&self) -> Result<&G, DmutexError> {
+        self.others
+            .get()
+            .ok_or(DmutexError::State("the peer is not connected"))
+    }
+
+    /// Starts a request of this peer: when `idle` says the peer neither
+    /// asks nor is inside, takes a timestamp and lets `record` write it
+    /// into `state`, in one step, so that a request arriving meanwhile is
+    /// judged against both. Returns the timestamp.
+    ///
+    /// # Errors
+    /// [`DmutexError::State`] when the peer is not connected, or already
+    /// asks or is inside (nothing changes then).
+    fn begin<S>(
+        &self,
+        state: &tokio::sync::watch::Sender<S>,
+        idle: impl FnOnce(&S) -> bool,
+        record: impl FnOnce(&mut S, u64),
+    ) -> Result<u64, DmutexError> {
+        self.others()?;
+        let mut timestamp = 0;
+        let asked = state.send_if_modified(|s| {
+            if !idle(s) {
+                return false;
+            }
+            timestamp = self.clock.tick();
+            record(s, timestamp);
+            true
+        });
+        if asked {
+            Ok(timestamp)
+        } else {
+            Err(DmutexError::State("already inside or asking"))
+        }
+    }
+
+    /// Sends this peer's `Ask` for `timestamp` to each of the `n - 1`
+    /// others through `call` (the method of the group stub), as one group
+    /// call to all of them (counted), and waits for every answer.
+    ///
+    /// # Errors
+    /// [`DmutexError::State`] when the peer is not connected;
+    /// [`DmutexError::Peer`] naming the first member that failed.
+    async fn to_all_others<R, E>(
+        &self,
+        timestamp: u64,
+        call: impl FnOnce(&G, crate::proto::dmutex::v1::Ask) -> rpc_core::GroupCall<R, E>,
+    ) -> Result<rpc_core::GroupOutcome<R, E>, DmutexError>
+    where
+        R: prost::Message + Default + Send + fmt::Debug + 'static,
+        E: rpc_core::Raisable + fmt::Debug,
+    {
+        let ask = crate::proto::dmutex::v1::Ask {
+            from: self.id,
+            timestamp,
+        };
+        let call = call(self.others()?, ask);
+        self.meter.sent(self.n as u64 - 1);
+        let outcome = call.all().await;
+        match member_failure(&outcome) {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+}
+
 /// A group of every peer of `clients` (by id) but `me`, each member named
 /// by its id.
 pub(crate) fn others(
@@ -428,8 +533,8 @@ impl Peer {
         let meter = match &self.node {
             Node::Central(p) => &p.meter,
             Node::Ring(p) => &p.meter,
-            Node::Ricart(p) => &p.meter,
-            Node::Lamport(p) => &p.meter,
+            Node::Ricart(p) => &p.me.meter,
+            Node::Lamport(p) => &p.me.meter,
             Node::Maekawa(p) => &p.meter,
         };
         PeerStats {

@@ -8,6 +8,7 @@
 //! `enter` returned and its exit before it calls `exit`, so an overlap it
 //! sees is one that happened.
 
+use crate::lock::lock;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -61,9 +62,7 @@ impl CsMonitor {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Plain counters: usable after a panic elsewhere.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// Peer `id` entered; it asked at `asked`.

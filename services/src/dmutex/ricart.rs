@@ -11,13 +11,11 @@
 //! before asking itself has seen the request's timestamp, so its own is
 //! later and the earlier requester defers it.
 //!
-//! The timestamps come from the clock service's [`Lamport`] clock.
+//! The timestamps come from the clock service's [`Lamport`](crate::clock::logical::Lamport) clock.
 
-use super::{member_failure, DmutexError, Meter};
-use crate::clock::logical::Lamport;
+use super::{DmutexError, GroupPeer};
 use crate::proto::dmutex::v1 as pb;
 use rpc_core::{CallContext, Client, Status};
-use std::sync::OnceLock;
 use tokio::sync::watch;
 
 /// Where a peer is.
@@ -45,71 +43,45 @@ impl State {
 /// A peer of Ricart–Agrawala (see the module docs).
 #[derive(Debug)]
 pub struct RicartPeer {
-    id: u32,
-    n: usize,
-    pub(super) meter: Meter,
-    clock: Lamport,
+    /// Its id, counters, clock and the stub of the others.
+    pub(super) me: GroupPeer<pb::RicartAgrawalaGroupClient>,
     state: watch::Sender<State>,
-    others: OnceLock<pb::RicartAgrawalaGroupClient>,
 }
 
 impl RicartPeer {
     pub(super) fn new(id: u32, n: usize) -> RicartPeer {
         RicartPeer {
-            id,
-            n,
-            meter: Meter::default(),
-            clock: Lamport::new(),
+            me: GroupPeer::new(id, n),
             state: watch::Sender::new(State::Released),
-            others: OnceLock::new(),
         }
     }
 
     pub(super) fn connect(&self, clients: &[Client]) -> Result<(), DmutexError> {
-        let group = super::others(self.id, self.n, clients)?;
-        self.others
-            .set(pb::RicartAgrawalaGroupClient::new(group))
-            .map_err(|_| DmutexError::State("the peer is already connected"))
+        self.me.connect(clients, pb::RicartAgrawalaGroupClient::new)
     }
 
     pub(super) async fn enter(&self) -> Result<(), DmutexError> {
-        let others = self
-            .others
-            .get()
-            .ok_or(DmutexError::State("the peer is not connected"))?;
-        let mut timestamp = 0;
-        let asked = self.state.send_if_modified(|s| {
-            if *s != State::Released {
-                return false;
-            }
-            // The timestamp is taken and the state set in one step, so a
-            // request arriving meanwhile is judged against both.
-            timestamp = self.clock.tick();
-            *s = State::Wanted(timestamp);
-            true
-        });
-        if !asked {
-            return Err(DmutexError::State("already inside or asking"));
-        }
-        if self.n > 1 {
-            self.meter.sent(self.n as u64 - 1);
-            let outcome = others
-                .request(pb::Ask {
-                    from: self.id,
-                    timestamp,
-                })
-                .all()
-                .await;
-            if let Some(e) = member_failure(&outcome) {
-                self.state.send_replace(State::Released);
-                return Err(e);
-            }
+        // The timestamp is taken and the state set in one step, so a
+        // request arriving meanwhile is judged against both.
+        let timestamp = self.me.begin(
+            &self.state,
+            |s| *s == State::Released,
+            |s, timestamp| *s = State::Wanted(timestamp),
+        )?;
+        if self.me.n > 1 {
+            let outcome = self
+                .me
+                .to_all_others(timestamp, |o, ask| o.request(ask))
+                .await
+                .inspect_err(|_| {
+                    self.state.send_replace(State::Released);
+                })?;
             for (_, p) in outcome.replies() {
-                self.clock.observe(p.timestamp);
+                self.me.clock.observe(p.timestamp);
             }
         }
         self.state.send_replace(State::Held(timestamp));
-        self.meter.entered();
+        self.me.meter.entered();
         Ok(())
     }
 
@@ -131,9 +103,9 @@ impl RicartPeer {
 
 impl pb::RicartAgrawala for RicartPeer {
     async fn request(&self, ctx: CallContext, ask: pb::Ask) -> Result<pb::Permission, Status> {
-        self.clock.observe(ask.timestamp);
+        self.me.clock.observe(ask.timestamp);
         let mut rx = self.state.subscribe();
-        let permitted = async { rx.wait_for(|s| s.permits(self.id, &ask)).await.is_ok() };
+        let permitted = async { rx.wait_for(|s| s.permits(self.me.id, &ask)).await.is_ok() };
         tokio::select! {
             ok = permitted => {
                 if !ok {
@@ -142,10 +114,10 @@ impl pb::RicartAgrawala for RicartPeer {
             }
             () = ctx.cancelled() => return Err(Status::cancelled("the request was withdrawn")),
         }
-        self.meter.sent(1);
+        self.me.meter.sent(1);
         Ok(pb::Permission {
-            from: self.id,
-            timestamp: self.clock.tick(),
+            from: self.me.id,
+            timestamp: self.me.clock.tick(),
         })
     }
 }

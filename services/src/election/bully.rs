@@ -1,27 +1,23 @@
 //! The bully algorithm (see the [module docs](super)).
 
-use super::{lock, Counters, ElectionConfig, ElectionError, ElectionPeers, ElectionStats, Leader};
+use super::{
+    lock, Counters, Election, ElectionConfig, ElectionError, ElectionPeers, ElectionStats, Leader,
+    Node,
+};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// One node's side of the bully algorithm (see the module docs).
 pub struct Bully {
-    id: u32,
-    members: Mutex<Vec<u32>>,
-    peers: Arc<dyn ElectionPeers>,
-    config: ElectionConfig,
-    leader: watch::Sender<Leader>,
-    pub(super) running: tokio::sync::Mutex<()>,
+    /// The node; its members are the others' ids (its own left out).
+    pub(super) node: Node,
     counters: Counters,
 }
 
 impl std::fmt::Debug for Bully {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bully")
-            .field("id", &self.id)
-            .field("leader", &*self.leader.borrow())
-            .finish_non_exhaustive()
+        self.node.debug("Bully", f)
     }
 }
 
@@ -33,41 +29,37 @@ impl Bully {
         peers: Arc<dyn ElectionPeers>,
         config: ElectionConfig,
     ) -> Arc<Bully> {
-        let (leader, _) = watch::channel(Leader::default());
-        Arc::new(Bully {
-            id,
-            members: Mutex::new(members.into_iter().filter(|&m| m != id).collect()),
-            peers,
-            config,
-            leader,
-            running: tokio::sync::Mutex::new(()),
+        let bully = Arc::new(Bully {
+            node: Node::new(id, peers, config),
             counters: Counters::default(),
-        })
+        });
+        bully.set_members(members);
+        bully
     }
 
     /// This node's id.
     pub fn id(&self) -> u32 {
-        self.id
+        self.node.id
     }
 
     /// Replaces the other members' ids.
     pub fn set_members(&self, members: Vec<u32>) {
-        *lock(&self.members) = members.into_iter().filter(|&m| m != self.id).collect();
+        *lock(&self.node.members) = members.into_iter().filter(|&m| m != self.node.id).collect();
     }
 
     /// The other members' ids.
     pub fn members(&self) -> Vec<u32> {
-        lock(&self.members).clone()
+        lock(&self.node.members).clone()
     }
 
     /// The leader as this node knows it.
     pub fn leader(&self) -> Leader {
-        *self.leader.borrow()
+        self.node.leader()
     }
 
     /// Changes of the leader, to wait on.
     pub fn subscribe(&self) -> watch::Receiver<Leader> {
-        self.leader.subscribe()
+        self.node.subscribe()
     }
 
     /// What this node has sent.
@@ -92,53 +84,56 @@ impl Bully {
     /// # Cancel safety
     /// Cancelling leaves no state behind but the messages already sent.
     pub async fn elect(self: &Arc<Self>) -> Result<Leader, ElectionError> {
-        let Ok(_guard) = self.running.try_lock() else {
-            // One is running: its end is ours.
-            let _wait = self.running.lock().await;
+        let Some(_guard) = self.node.turn().await else {
+            // One was running: its end is ours.
             return Ok(self.leader());
         };
         self.counters.started.fetch_add(1, Ordering::Relaxed);
-        for _attempt in 0..self.config.max_attempts.max(1) {
+        for _attempt in 0..self.node.config.max_attempts.max(1) {
             let start = self.leader();
             let higher: Vec<u32> = self
                 .members()
                 .into_iter()
-                .filter(|&m| m > self.id)
+                .filter(|&m| m > self.node.id)
                 .collect();
             self.counters
                 .elections
                 .fetch_add(higher.len() as u64, Ordering::Relaxed);
-            tracing::debug!(id = self.id, ?higher, "bully: ELECTION");
-            let answered = self.peers.elect(self.id, higher).await;
+            tracing::debug!(id = self.node.id, ?higher, "bully: ELECTION");
+            let answered = self.node.peers.elect(self.node.id, higher).await;
             if answered.is_empty() {
                 return Ok(self.win().await);
             }
             // Someone higher is alive: wait for its COORDINATOR.
             let mut rx = self.subscribe();
-            let wait = rx.wait_for(|l| l.term > start.term && l.id.is_some_and(|id| id > self.id));
-            if let Ok(Ok(l)) = tokio::time::timeout(self.config.coordinator_wait, wait).await {
+            let wait =
+                rx.wait_for(|l| l.term > start.term && l.id.is_some_and(|id| id > self.node.id));
+            if let Ok(Ok(l)) = tokio::time::timeout(self.node.config.coordinator_wait, wait).await {
                 return Ok(*l);
             }
-            tracing::debug!(id = self.id, "bully: answered but no COORDINATOR; again");
+            tracing::debug!(
+                id = self.node.id,
+                "bully: answered but no COORDINATOR; again"
+            );
         }
         Err(ElectionError::NoLeader {
-            attempts: self.config.max_attempts.max(1),
+            attempts: self.node.config.max_attempts.max(1),
         })
     }
 
     async fn win(&self) -> Leader {
         let term = self.leader().term + 1;
         let me = Leader {
-            id: Some(self.id),
+            id: Some(self.node.id),
             term,
         };
-        self.leader.send_replace(me);
+        self.node.leader.send_replace(me);
         let others = self.members();
         self.counters
             .coordinators
             .fetch_add(others.len() as u64, Ordering::Relaxed);
-        tracing::info!(id = self.id, term, "bully: coordinator");
-        self.peers.announce(self.id, term, others).await;
+        tracing::info!(id = self.node.id, term, "bully: coordinator");
+        self.node.peers.announce(self.node.id, term, others).await;
         me
     }
 
@@ -150,15 +145,10 @@ impl Bully {
     /// not lead.
     pub fn on_elect(self: &Arc<Self>, from: u32) -> bool {
         self.counters.answers.fetch_add(1, Ordering::Relaxed);
-        if from >= self.id || lock(&self.members).is_empty() {
+        if from >= self.node.id || lock(&self.node.members).is_empty() {
             return false;
         }
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.elect().await {
-                tracing::warn!(id = me.id, error = %e, "bully: election failed");
-            }
-        });
+        Election::Bully(self.clone()).elect_in_background();
         true
     }
 
@@ -170,30 +160,18 @@ impl Bully {
         let newer =
             term > current.term || (term == current.term && current.id.is_none_or(|c| leader > c));
         if newer {
-            self.leader.send_replace(Leader {
+            self.node.leader.send_replace(Leader {
                 id: Some(leader),
                 term,
             });
         }
-        if leader < self.id {
-            let me = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me.elect().await {
-                    tracing::warn!(id = me.id, error = %e, "bully: election failed");
-                }
-            });
+        if leader < self.node.id {
+            Election::Bully(self.clone()).elect_in_background();
         }
     }
 
     /// Forgets the leader (it was found dead) without an election.
     pub fn suspect(&self, leader: u32) {
-        self.leader.send_if_modified(|l| {
-            if l.id == Some(leader) {
-                l.id = None;
-                true
-            } else {
-                false
-            }
-        });
+        self.node.suspect(leader);
     }
 }

@@ -53,10 +53,11 @@ pub use bully::Bully;
 pub use ring::Ring;
 pub use rpc::{ElectionService, RpcPeers};
 
+use crate::lock::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -161,9 +162,71 @@ impl ElectionStats {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain values replaced whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// What a node's side of either algorithm holds alike: its id, the
+/// members (as the algorithm keeps them), the way to the others, its
+/// limits, the leader as it knows it, and the election it runs.
+struct Node {
+    id: u32,
+    members: Mutex<Vec<u32>>,
+    peers: Arc<dyn ElectionPeers>,
+    config: ElectionConfig,
+    leader: watch::Sender<Leader>,
+    /// Held by the election running.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    fn new(id: u32, peers: Arc<dyn ElectionPeers>, config: ElectionConfig) -> Node {
+        let (leader, _) = watch::channel(Leader::default());
+        Node {
+            id,
+            members: Mutex::new(Vec::new()),
+            peers,
+            config,
+            leader,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `f.debug_struct(name)` of the algorithm's node: its id and leader.
+    fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("id", &self.id)
+            .field("leader", &*self.leader.borrow())
+            .finish_non_exhaustive()
+    }
+
+    /// The turn to run an election: the guard when no election runs;
+    /// `None` once the one running (whose end is the caller's) is over.
+    async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.running.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(_) => {
+                let _wait = self.running.lock().await;
+                None
+            }
+        }
+    }
+
+    fn leader(&self) -> Leader {
+        *self.leader.borrow()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Leader> {
+        self.leader.subscribe()
+    }
+
+    /// Forgets `leader` if it is the one followed.
+    fn suspect(&self, leader: u32) {
+        self.leader.send_if_modified(|l| {
+            if l.id == Some(leader) {
+                l.id = None;
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 /// Which algorithm elects the leader.
@@ -232,6 +295,19 @@ impl Election {
             Election::Bully(b) => b.stats(),
             Election::Ring(r) => r.stats(),
         }
+    }
+
+    /// Runs an election in a task of its own (a failure is logged).
+    fn elect_in_background(self) {
+        let (id, name) = match &self {
+            Election::Bully(b) => (b.id(), "bully"),
+            Election::Ring(r) => (r.id(), "ring"),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = self.elect().await {
+                tracing::warn!(id, error = %e, "{name}: election failed");
+            }
+        });
     }
 }
 

@@ -1,6 +1,9 @@
 //! The ring algorithm (see the [module docs](super)).
 
-use super::{lock, ElectionConfig, ElectionError, ElectionPeers, ElectionStats, Leader, RingToken};
+use super::{
+    lock, Election, ElectionConfig, ElectionError, ElectionPeers, ElectionStats, Leader, Node,
+    RingToken,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -8,11 +11,9 @@ use tokio::time::Instant;
 
 /// One node's side of the ring algorithm (see the module docs).
 pub struct Ring {
-    id: u32,
-    members: Mutex<Vec<u32>>,
-    peers: Arc<dyn ElectionPeers>,
-    config: ElectionConfig,
-    leader: watch::Sender<Leader>,
+    /// The node; its members are every member's id, its own included,
+    /// ascending.
+    node: Node,
     /// Counts the COORDINATORs this node has taken (one that names the
     /// leader it had already included), for [`Ring::elect`] to wait on.
     coordinators: watch::Sender<u64>,
@@ -20,17 +21,13 @@ pub struct Ring {
     /// passed on, and when; cleared by a COORDINATOR, ignored once older
     /// than [`ElectionConfig::coordinator_wait`] (its token was lost).
     participating: Mutex<Option<(u32, Instant)>>,
-    running: tokio::sync::Mutex<()>,
     passes: AtomicU64,
     started: AtomicU64,
 }
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring")
-            .field("id", &self.id)
-            .field("leader", &*self.leader.borrow())
-            .finish_non_exhaustive()
+        self.node.debug("Ring", f)
     }
 }
 
@@ -42,17 +39,11 @@ impl Ring {
         peers: Arc<dyn ElectionPeers>,
         config: ElectionConfig,
     ) -> Arc<Ring> {
-        let (leader, _) = watch::channel(Leader::default());
         let (coordinators, _) = watch::channel(0);
         let ring = Arc::new(Ring {
-            id,
-            members: Mutex::new(Vec::new()),
-            peers,
-            config,
-            leader,
+            node: Node::new(id, peers, config),
             coordinators,
             participating: Mutex::new(None),
-            running: tokio::sync::Mutex::new(()),
             passes: AtomicU64::new(0),
             started: AtomicU64::new(0),
         });
@@ -62,34 +53,34 @@ impl Ring {
 
     /// This node's id.
     pub fn id(&self) -> u32 {
-        self.id
+        self.node.id
     }
 
     /// Replaces the members.
     pub fn set_members(&self, mut members: Vec<u32>) {
-        members.push(self.id);
+        members.push(self.node.id);
         members.sort_unstable();
         members.dedup();
-        *lock(&self.members) = members;
+        *lock(&self.node.members) = members;
     }
 
     /// The other members' ids.
     pub fn members(&self) -> Vec<u32> {
-        lock(&self.members)
+        lock(&self.node.members)
             .iter()
             .copied()
-            .filter(|&m| m != self.id)
+            .filter(|&m| m != self.node.id)
             .collect()
     }
 
     /// The leader as this node knows it.
     pub fn leader(&self) -> Leader {
-        *self.leader.borrow()
+        self.node.leader()
     }
 
     /// Changes of the leader, to wait on.
     pub fn subscribe(&self) -> watch::Receiver<Leader> {
-        self.leader.subscribe()
+        self.node.subscribe()
     }
 
     /// Tokens this node has passed.
@@ -117,7 +108,7 @@ impl Ring {
 
     /// `participation` unless it is older than the coordinator wait.
     fn unexpired(&self, participation: Option<(u32, Instant)>) -> Option<(u32, Instant)> {
-        participation.filter(|(_, at)| at.elapsed() < self.config.coordinator_wait)
+        participation.filter(|(_, at)| at.elapsed() < self.node.config.coordinator_wait)
     }
 
     /// Starts an election: sends an ELECTION token round, whatever else
@@ -127,18 +118,18 @@ impl Ring {
         {
             let mut p = lock(&self.participating);
             let live = self.unexpired(*p);
-            let highest = live.map_or(self.id, |(i, _)| i.max(self.id));
+            let highest = live.map_or(self.node.id, |(i, _)| i.max(self.node.id));
             *p = Some((highest, Instant::now()));
         }
         let token = RingToken {
-            initiator: self.id,
-            ids: vec![self.id],
+            initiator: self.node.id,
+            ids: vec![self.node.id],
             leader: None,
         };
-        tracing::debug!(id = self.id, "ring: ELECTION");
+        tracing::debug!(id = self.node.id, "ring: ELECTION");
         if !self.forward(token).await {
             // Alone: this node leads.
-            self.set_leader(self.id);
+            self.set_leader(self.node.id);
         }
     }
 
@@ -154,19 +145,18 @@ impl Ring {
     /// # Cancel safety
     /// Cancelling leaves no state behind but the messages already sent.
     pub async fn elect(self: &Arc<Self>) -> Result<Leader, ElectionError> {
-        let Ok(_guard) = self.running.try_lock() else {
-            // One is running: its end is ours.
-            let _wait = self.running.lock().await;
+        let Some(_guard) = self.node.turn().await else {
+            // One was running: its end is ours.
             return Ok(self.leader());
         };
-        let attempts = self.config.max_attempts.max(1);
+        let attempts = self.node.config.max_attempts.max(1);
         for attempt in 0..attempts {
             let mut rx = self.coordinators.subscribe();
             rx.borrow_and_update();
             match self.participating() {
-                Some(initiator) if attempt == 0 && initiator != self.id => {
+                Some(initiator) if attempt == 0 && initiator != self.node.id => {
                     tracing::debug!(
-                        id = self.id,
+                        id = self.node.id,
                         initiator,
                         "ring: joining the election going round"
                     );
@@ -176,32 +166,25 @@ impl Ring {
             // Any COORDINATOR taken since, even one that names the same
             // leader again.
             if let Ok(Ok(())) =
-                tokio::time::timeout(self.config.coordinator_wait, rx.changed()).await
+                tokio::time::timeout(self.node.config.coordinator_wait, rx.changed()).await
             {
                 return Ok(self.leader());
             }
-            tracing::debug!(id = self.id, "ring: no COORDINATOR; again");
+            tracing::debug!(id = self.node.id, "ring: no COORDINATOR; again");
         }
         Err(ElectionError::NoLeader { attempts })
     }
 
     /// Forgets the leader (it was found dead) without an election.
     pub fn suspect(&self, leader: u32) {
-        self.leader.send_if_modified(|l| {
-            if l.id == Some(leader) {
-                l.id = None;
-                true
-            } else {
-                false
-            }
-        });
+        self.node.suspect(leader);
     }
 
     /// Takes a COORDINATOR: follows `id` (subscribers hear of a change
     /// only) and forgets the election.
     fn set_leader(&self, id: u32) {
         *lock(&self.participating) = None;
-        self.leader.send_if_modified(|l| {
+        self.node.leader.send_if_modified(|l| {
             if l.id == Some(id) {
                 return false;
             }
@@ -215,27 +198,31 @@ impl Ring {
     /// Passes `token` to the next live successor of this node; false when
     /// no other node took it.
     async fn forward(self: &Arc<Self>, token: RingToken) -> bool {
-        self.forward_after(self.id, token).await
+        self.forward_after(self.node.id, token).await
     }
 
     /// Passes `token` to the next live successor of `after`; when that is
     /// this node, it acts on the token itself (no message). False when no
     /// node took it.
     async fn forward_after(self: &Arc<Self>, after: u32, token: RingToken) -> bool {
-        let members = lock(&self.members).clone();
+        let members = lock(&self.node.members).clone();
         let pos = members.iter().position(|&m| m == after).unwrap_or(0);
         let n = members.len();
         for step in 1..n {
             let to = members[(pos + step) % n];
-            if to == self.id {
+            if to == self.node.id {
                 self.on_token(token);
                 return true;
             }
             self.passes.fetch_add(1, Ordering::Relaxed);
-            if self.peers.pass(to, token.clone()).await {
+            if self.node.peers.pass(to, token.clone()).await {
                 return true;
             }
-            tracing::debug!(id = self.id, to, "ring: successor did not take the token");
+            tracing::debug!(
+                id = self.node.id,
+                to,
+                "ring: successor did not take the token"
+            );
         }
         false
     }
@@ -253,43 +240,46 @@ impl Ring {
     /// this node's starts an election; one back at a node already in it
     /// stops (the winner died on the way).
     pub fn on_token(self: &Arc<Self>, mut token: RingToken) {
-        let seen = token.ids.contains(&self.id);
+        let seen = token.ids.contains(&self.node.id);
         match token.leader {
-            Some(leader) if leader == self.id => {
-                tracing::info!(id = self.id, "ring: coordinator, followed by the ring");
+            Some(leader) if leader == self.node.id => {
+                tracing::info!(id = self.node.id, "ring: coordinator, followed by the ring");
                 self.set_leader(leader);
                 return;
             }
             Some(leader) => {
                 self.set_leader(leader);
-                if leader < self.id && !self.members().is_empty() {
-                    tracing::info!(id = self.id, leader, "ring: a lower coordinator; election");
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = me.elect().await {
-                            tracing::warn!(id = me.id, error = %e, "ring: election failed");
-                        }
-                    });
+                if leader < self.node.id && !self.members().is_empty() {
+                    tracing::info!(
+                        id = self.node.id,
+                        leader,
+                        "ring: a lower coordinator; election"
+                    );
+                    Election::Ring(self.clone()).elect_in_background();
                 }
                 if seen {
                     return;
                 }
-                token.ids.push(self.id);
+                token.ids.push(self.node.id);
             }
             None if seen => {
-                let leader = token.ids.iter().copied().max().unwrap_or(self.id);
-                tracing::debug!(id = self.id, leader, "ring: ELECTION back; COORDINATOR");
+                let leader = token.ids.iter().copied().max().unwrap_or(self.node.id);
+                tracing::debug!(
+                    id = self.node.id,
+                    leader,
+                    "ring: ELECTION back; COORDINATOR"
+                );
                 let coordinator = RingToken {
-                    initiator: self.id,
+                    initiator: self.node.id,
                     ids: Vec::new(),
                     leader: Some(leader),
                 };
-                if leader != self.id {
+                if leader != self.node.id {
                     self.set_leader(leader);
                 }
                 let me = self.clone();
                 tokio::spawn(async move {
-                    if !me.forward_after(leader, coordinator).await && leader == me.id {
+                    if !me.forward_after(leader, coordinator).await && leader == me.node.id {
                         // No other node is left: this one leads.
                         me.set_leader(leader);
                     }
@@ -301,7 +291,7 @@ impl Ring {
                 let live = self.unexpired(*p);
                 if let Some((passed, _)) = live.filter(|&(i, _)| i >= token.initiator) {
                     tracing::debug!(
-                        id = self.id,
+                        id = self.node.id,
                         initiator = token.initiator,
                         passed,
                         "ring: ELECTION dropped (this node passed on one as high)"
@@ -310,7 +300,7 @@ impl Ring {
                 }
                 *p = Some((token.initiator, Instant::now()));
                 drop(p);
-                token.ids.push(self.id);
+                token.ids.push(self.node.id);
             }
         }
         let me = self.clone();

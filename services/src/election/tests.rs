@@ -101,7 +101,7 @@ async fn bully_elects_the_highest_live_id_from_the_lowest() {
     all_follow(&live, 5).await;
     // Wait for the elections that the ELECTIONs set off to end.
     for b in &bullies[..5] {
-        let _idle = tokio::time::timeout(Duration::from_secs(5), b.running.lock()).await;
+        let _idle = tokio::time::timeout(Duration::from_secs(5), b.node.running.lock()).await;
     }
     let total: u64 = bullies.iter().map(|b| b.stats().messages()).sum();
     // The lowest noticing first is bully's worst case: O(n^2), and at

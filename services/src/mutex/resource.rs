@@ -2,6 +2,7 @@
 //! operation only with a fencing token at least as high as the highest it
 //! has seen, and records every operation for the tests and the tour.
 
+use crate::lock::lock;
 use crate::proto::mutex::v1::{ReadRequest, Resource, StaleToken, Value, WriteRequest};
 use rpc_core::{CallContext, Code, MethodError};
 use std::sync::{Mutex, MutexGuard};
@@ -40,9 +41,7 @@ impl ResourceService {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Plain numbers and a log: a panic elsewhere leaves them usable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The current value.
@@ -62,14 +61,21 @@ impl ResourceService {
 
     fn apply(&self, token: u64, write: Option<i64>) -> Result<Value, MethodError<StaleToken>> {
         let mut s = self.state();
-        if token < s.highest {
-            let value = s.value;
-            s.log.push(Op {
-                token,
-                write: write.is_some(),
-                accepted: false,
-                value,
-            });
+        let accepted = token >= s.highest;
+        if accepted {
+            s.highest = token;
+            if let Some(v) = write {
+                s.value = v;
+            }
+        }
+        let value = s.value;
+        s.log.push(Op {
+            token,
+            write: write.is_some(),
+            accepted,
+            value,
+        });
+        if !accepted {
             let highest = s.highest;
             tracing::info!(token, highest, "stale token refused");
             return Err(MethodError::raised_with(
@@ -81,17 +87,6 @@ impl ResourceService {
                 format!("token {token:#x} is older than {highest:#x}"),
             ));
         }
-        s.highest = token;
-        if let Some(v) = write {
-            s.value = v;
-        }
-        let value = s.value;
-        s.log.push(Op {
-            token,
-            write: write.is_some(),
-            accepted: true,
-            value,
-        });
         Ok(Value {
             value,
             highest_token: token,

@@ -107,28 +107,21 @@ pub struct LinkFaults {
     pub delay_max: Duration,
 }
 
+setters! {
+    LinkFaults {
+        /// Sets the loss probability.
+        loss(probability: f64) => loss,
+        /// Sets the duplication probability.
+        duplicate(probability: f64) => duplicate,
+        /// Sets the reordering probability.
+        reorder(probability: f64) => reorder,
+    }
+}
+
 impl LinkFaults {
     /// No faults.
     pub fn none() -> LinkFaults {
         LinkFaults::default()
-    }
-
-    /// Sets the loss probability.
-    pub fn loss(mut self, probability: f64) -> LinkFaults {
-        self.loss = probability;
-        self
-    }
-
-    /// Sets the duplication probability.
-    pub fn duplicate(mut self, probability: f64) -> LinkFaults {
-        self.duplicate = probability;
-        self
-    }
-
-    /// Sets the reordering probability.
-    pub fn reorder(mut self, probability: f64) -> LinkFaults {
-        self.reorder = probability;
-        self
     }
 
     /// Delays each datagram by a uniform draw between `min` and `max`

@@ -96,6 +96,19 @@ pub struct NodeBuilder {
     stop_timeout: Duration,
 }
 
+setters! {
+    NodeBuilder {
+        /// The address `{addr}` stands for on the first start (default
+        /// `127.0.0.1:0`: any free port, read back from the output).
+        listen(addr: SocketAddr) => listen,
+        /// How long a start or restart waits for the address (default 30 s).
+        start_timeout(bound: Duration) => start_timeout,
+        /// How long a kill, pause or resume waits for the process to change
+        /// state (default 10 s).
+        stop_timeout(bound: Duration) => stop_timeout,
+    }
+}
+
 impl NodeBuilder {
     /// A node called `name` (also its directory's name) running `program`
     /// (a path, or a name looked up in `PATH`), listening on
@@ -136,13 +149,6 @@ impl NodeBuilder {
         self
     }
 
-    /// The address `{addr}` stands for on the first start (default
-    /// `127.0.0.1:0`: any free port, read back from the output).
-    pub fn listen(mut self, addr: SocketAddr) -> NodeBuilder {
-        self.listen = addr;
-        self
-    }
-
     /// Reads the address with `rule` instead of [`address_in_line`]: the
     /// first line of standard output for which it returns an address gives
     /// it.
@@ -151,19 +157,6 @@ impl NodeBuilder {
         rule: impl Fn(&str) -> Option<SocketAddr> + Send + Sync + 'static,
     ) -> NodeBuilder {
         self.rule = AddressRule::new(rule);
-        self
-    }
-
-    /// How long a start or restart waits for the address (default 30 s).
-    pub fn start_timeout(mut self, bound: Duration) -> NodeBuilder {
-        self.start_timeout = bound;
-        self
-    }
-
-    /// How long a kill, pause or resume waits for the process to change
-    /// state (default 10 s).
-    pub fn stop_timeout(mut self, bound: Duration) -> NodeBuilder {
-        self.stop_timeout = bound;
         self
     }
 

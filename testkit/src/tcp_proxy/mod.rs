@@ -149,34 +149,23 @@ impl Default for TcpProxyConfig {
     }
 }
 
+setters! {
+    TcpProxyConfig {
+        /// Sets [`TcpProxyConfig::max_connections`].
+        max_connections(n: usize) => max_connections,
+        /// Sets [`TcpProxyConfig::chunk_size`].
+        chunk_size(bytes: usize) => chunk_size,
+        /// Sets [`TcpProxyConfig::queue_chunks`].
+        queue_chunks(n: usize) => queue_chunks,
+        /// Sets [`TcpProxyConfig::connect_timeout`].
+        connect_timeout(timeout: Duration) => connect_timeout,
+    }
+}
+
 impl TcpProxyConfig {
     /// The defaults.
     pub fn new() -> TcpProxyConfig {
         TcpProxyConfig::default()
-    }
-
-    /// Sets [`TcpProxyConfig::max_connections`].
-    pub fn max_connections(mut self, n: usize) -> TcpProxyConfig {
-        self.max_connections = n;
-        self
-    }
-
-    /// Sets [`TcpProxyConfig::chunk_size`].
-    pub fn chunk_size(mut self, bytes: usize) -> TcpProxyConfig {
-        self.chunk_size = bytes;
-        self
-    }
-
-    /// Sets [`TcpProxyConfig::queue_chunks`].
-    pub fn queue_chunks(mut self, n: usize) -> TcpProxyConfig {
-        self.queue_chunks = n;
-        self
-    }
-
-    /// Sets [`TcpProxyConfig::connect_timeout`].
-    pub fn connect_timeout(mut self, timeout: Duration) -> TcpProxyConfig {
-        self.connect_timeout = timeout;
-        self
     }
 
     fn validate(&self) -> Result<(), ProxyError> {

@@ -1,3 +1,5 @@
+use super::vector::parse_vector_fast;
+use super::wire::decimal;
 use super::*;
 use crate::clock::time_source::{ManualClock, Skew, TimeSourceConfig};
 use rpc_core::status::Code;
