@@ -1,7 +1,7 @@
 //! What the tour (`src/tour`) and the benchmark (the package `rpc-bench`
 //! in `bench/`) both do: a clock node served on loopback. (Their log
 //! subscriber is the services' binaries' own,
-//! `rpc_services::cli::init_tracing`.) The benchmark depends on this
+//! `rpc_services::init_tracing`.) The benchmark depends on this
 //! package, not the other way round, so that building the tour does not
 //! build the benchmark's peers.
 

@@ -43,7 +43,9 @@ pub mod dmutex;
 pub mod election;
 mod ids;
 mod lock;
+mod logging;
 pub mod mutex;
 pub mod twopc;
 
 pub use counter::CounterService;
+pub use logging::init_tracing;

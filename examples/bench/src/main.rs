@@ -153,7 +153,7 @@ fn main() -> anyhow::Result<()> {
     // at WARN unless RUST_LOG says otherwise. Without any subscriber,
     // tracing's `log` feature (enabled here by tarpc) turns every span
     // event of every peer into a check of the `log` crate.
-    rpc_services::cli::init_tracing("warn");
+    rpc_services::init_tracing("warn");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

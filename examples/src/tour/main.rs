@@ -185,7 +185,7 @@ async fn run() -> anyhow::Result<Report> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    rpc_services::cli::init_tracing("warn");
+    rpc_services::init_tracing("warn");
 
     let start = Instant::now();
     let outcome = match tokio::time::timeout(TOUR_LIMIT, run()).await {

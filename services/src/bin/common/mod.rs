@@ -1,6 +1,7 @@
 //! What the package's binaries (`clock-node`, `lock-server`, `raft-node`,
 //! ...) share, kept out of the library so that the library never prints:
-//! their logging set-up, their line-by-line output to a test harness, and
+//! their logging set-up (the library's, which the tour and the bench
+//! use too), their line-by-line output to a test harness, and
 //! the extra doors (`--tcp`, `--tls`, `--grpc`) a server binary opens
 //! beside its UDP one.
 //!
@@ -17,16 +18,7 @@ use std::fmt::Display;
 use std::io::Write as _;
 use std::net::SocketAddr;
 
-/// Logs to stderr through `tracing`, filtered by `RUST_LOG` or, without
-/// it, by `default` (an `EnvFilter` directive such as `"info"`).
-pub(crate) fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
+pub(crate) use rpc_services::init_tracing;
 
 /// Writes `line` to stdout and flushes it at once (a harness reading the
 /// process's output waits for it).
