@@ -17,11 +17,12 @@
 //! The channel itself is written once over this trait (`client/mod.rs`,
 //! `client/exchange`, `client/receive.rs`).
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, EnvelopeHeader};
 use crate::transport::{DatagramSocket, RecvBatch, SendBatch, SendReport};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 /// One message for a [`Link`] to send.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,79 @@ pub(crate) struct Outgoing<'a> {
     /// What `bytes` encode, when the sender has it: a link that routes by
     /// message reads it instead of decoding the bytes again.
     pub(crate) envelope: Option<&'a Envelope>,
+}
+
+/// Messages for [`Link::send_batch`]: a [`SendBatch`] (what a datagram
+/// link sends as it is) and, beside it, the envelope header of each message
+/// when its sender gave it (what a link that routes by message reads
+/// instead of decoding the bytes again). One header entry per message.
+#[derive(Debug, Default)]
+pub(crate) struct OutgoingBatch {
+    datagrams: SendBatch,
+    headers: Vec<Option<EnvelopeHeader>>,
+}
+
+impl OutgoingBatch {
+    /// Queues a copy of `message` for `to`, with its envelope's header
+    /// when the sender has it.
+    pub(crate) fn push(&mut self, message: &[u8], to: SocketAddr, header: Option<EnvelopeHeader>) {
+        self.datagrams.push(message, to);
+        self.headers.push(header);
+    }
+
+    /// Queues a message for `to` written by `write` straight into the
+    /// batch's buffer, as [`SendBatch::push_with`] (without a header).
+    pub(crate) fn push_with<R>(
+        &mut self,
+        to: SocketAddr,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> R {
+        self.headers.push(None);
+        self.datagrams.push_with(to, write)
+    }
+
+    /// Messages queued.
+    pub(crate) fn len(&self) -> usize {
+        self.datagrams.len()
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+
+    /// Forgets every message (keeps the memory).
+    pub(crate) fn clear(&mut self) {
+        self.datagrams.clear();
+        self.headers.clear();
+    }
+
+    /// Moves every message of `other` to the end of this batch.
+    pub(crate) fn append(&mut self, other: &mut OutgoingBatch) {
+        self.datagrams.append(&mut other.datagrams);
+        self.headers.append(&mut other.headers);
+    }
+
+    /// The messages as datagrams, for [`DatagramSocket::send_batch`].
+    pub(crate) fn datagrams(&self) -> &SendBatch {
+        &self.datagrams
+    }
+
+    /// The queued messages, in order, with where each lies in
+    /// [`OutgoingBatch::buffer`] and its header when its sender gave one.
+    pub(crate) fn iter_with_headers(
+        &self,
+    ) -> impl Iterator<Item = (&[u8], Range<usize>, Option<&EnvelopeHeader>)> + '_ {
+        self.datagrams
+            .iter_placed()
+            .zip(self.headers.iter())
+            .map(|((message, at), header)| (message, at, header.as_ref()))
+    }
+
+    /// Every queued message, back to back.
+    pub(crate) fn buffer(&self) -> &[u8] {
+        self.datagrams.buffer()
+    }
 }
 
 /// A channel's way to one server (see the module docs).
@@ -49,7 +123,7 @@ pub(crate) trait Link: Send + Sync + 'static {
     ///
     /// # Cancel safety
     /// Not cancel safe: an unknown prefix of the batch has been sent.
-    fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send;
+    fn send_batch(&self, batch: &OutgoingBatch) -> impl Future<Output = SendReport> + Send;
 
     /// Receives at least one message into `batch`, as
     /// [`DatagramSocket::recv_batch`].
@@ -83,8 +157,9 @@ impl<S: DatagramSocket> Link for S {
         self.send_to(message.bytes, message.to)
     }
 
-    fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send {
-        DatagramSocket::send_batch(self, batch)
+    /// Sends the datagrams; the headers are not needed.
+    fn send_batch(&self, batch: &OutgoingBatch) -> impl Future<Output = SendReport> + Send {
+        DatagramSocket::send_batch(self, batch.datagrams())
     }
 
     fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<usize>> + Send {

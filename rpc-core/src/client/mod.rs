@@ -68,9 +68,9 @@ pub use tcp::{TcpChannel, TcpConfig, TcpLinkStats};
 
 use crate::call::{Channel, Invocation, Outcome};
 use crate::error::Error;
-use crate::transport::{DatagramSocket, SendBatch};
+use crate::transport::DatagramSocket;
 use futures::future::BoxFuture;
-use link::Link;
+use link::{Link, OutgoingBatch};
 use rto::RtoEstimator;
 use session::Session;
 use stats::Counters;
@@ -191,7 +191,7 @@ struct Shared<L> {
 struct Outbox {
     /// The receive task is handling a burst and will flush: queue.
     flush_due: bool,
-    batch: SendBatch,
+    batch: OutgoingBatch,
 }
 
 impl<L> Shared<L> {
@@ -239,7 +239,7 @@ impl<L> Shared<L> {
             let mut outbox = self.outbox();
             if outbox.flush_due {
                 let header = envelope.map(crate::envelope::EnvelopeHeader::of);
-                outbox.batch.push_header(datagram, self.server, header);
+                outbox.batch.push(datagram, self.server, header);
                 return Ok(());
             }
         }

@@ -5,12 +5,12 @@
 //! [`ChannelConfig::ack_delay`](super::ChannelConfig::ack_delay) for a
 //! request that carries them ([`HeldAcks`]).
 
-use super::link::Link;
+use super::link::{Link, OutgoingBatch};
 use super::session::{Advertised, Routed};
 use super::stats::bump;
 use super::Shared;
 use crate::envelope::{Envelope, MessageType, VERSION};
-use crate::transport::{RecvBatch, SendBatch};
+use crate::transport::RecvBatch;
 use futures::future::FutureExt;
 use prost::Message;
 use std::future::poll_fn;
@@ -56,7 +56,7 @@ pub(super) async fn receive_loop<S: Link>(shared: Arc<Shared<S>>) {
     };
     let mut acks: Vec<u64> = Vec::new();
     let mut held = HeldAcks::default();
-    let mut sending = SendBatch::new();
+    let mut sending = OutgoingBatch::default();
     let mut errors = 0u32;
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
@@ -209,7 +209,7 @@ async fn requeue() {
 
 /// Ends the burst: the ACKs due (coalesced, see the module docs), then
 /// every datagram the callers queued meanwhile, in one batch.
-async fn flush<S: Link>(shared: &Shared<S>, acks: &mut Vec<u64>, sending: &mut SendBatch) {
+async fn flush<S: Link>(shared: &Shared<S>, acks: &mut Vec<u64>, sending: &mut OutgoingBatch) {
     sending.clear();
     if !acks.is_empty() {
         let ack_up_to = shared.lock().ack_up_to();
@@ -252,7 +252,7 @@ async fn flush<S: Link>(shared: &Shared<S>, acks: &mut Vec<u64>, sending: &mut S
 }
 
 /// Queues an ACK of `request_id` carrying `ack_up_to`.
-fn push_ack<S>(shared: &Shared<S>, sending: &mut SendBatch, request_id: u64, ack_up_to: u64) {
+fn push_ack<S>(shared: &Shared<S>, sending: &mut OutgoingBatch, request_id: u64, ack_up_to: u64) {
     let ack = Envelope::ack(shared.session_id, request_id, ack_up_to);
     // Encoding into a Vec cannot run out of room.
     let _ = sending.push_with(shared.server, |buf| ack.encode(buf));

@@ -98,7 +98,7 @@ impl Link for Reliable {
 
     fn send_batch(
         &self,
-        batch: &SendBatch,
+        batch: &link::OutgoingBatch,
     ) -> impl std::future::Future<Output = crate::transport::SendReport> + Send {
         assert!(batch.is_empty(), "nothing to flush: no answers arrive");
         std::future::ready(crate::transport::SendReport::default())

@@ -232,9 +232,6 @@ impl RecvBatch {
 pub struct SendBatch {
     buf: Vec<u8>,
     items: Vec<(Range<usize>, SocketAddr)>,
-    /// The envelope header of each item when its sender gave it (the
-    /// client's TCP link routes by it); one entry per item.
-    headers: Vec<Option<crate::envelope::EnvelopeHeader>>,
 }
 
 impl SendBatch {
@@ -245,21 +242,9 @@ impl SendBatch {
 
     /// Queues a copy of `datagram` for `target`.
     pub fn push(&mut self, datagram: &[u8], target: SocketAddr) {
-        self.push_header(datagram, target, None);
-    }
-
-    /// Queues a copy of an encoded envelope with its header (which a
-    /// transport routing by message then need not read from the bytes).
-    pub(crate) fn push_header(
-        &mut self,
-        datagram: &[u8],
-        target: SocketAddr,
-        header: Option<crate::envelope::EnvelopeHeader>,
-    ) {
         let start = self.buf.len();
         self.buf.extend_from_slice(datagram);
         self.items.push((start..self.buf.len(), target));
-        self.headers.push(header);
     }
 
     /// Queues a datagram for `target` written by `write` straight into the
@@ -269,7 +254,6 @@ impl SendBatch {
         let result = write(&mut self.buf);
         let end = self.buf.len().max(start);
         self.items.push((start..end, target));
-        self.headers.push(None);
         result
     }
 
@@ -287,7 +271,6 @@ impl SendBatch {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.items.clear();
-        self.headers.clear();
     }
 
     /// Moves every datagram of `other` to the end of this batch.
@@ -300,32 +283,19 @@ impl SendBatch {
                 .drain(..)
                 .map(|(r, t)| (r.start + offset..r.end + offset, t)),
         );
-        self.headers.append(&mut other.headers);
         other.buf.clear();
     }
 
-    /// As [`SendBatch::iter`], with where each datagram lies in
-    /// [`SendBatch::buffer`] and its header when its sender gave one.
-    pub(crate) fn iter_with_headers(
-        &self,
-    ) -> impl Iterator<
-        Item = (
-            &[u8],
-            Range<usize>,
-            Option<&crate::envelope::EnvelopeHeader>,
-        ),
-    > + '_ {
-        self.items.iter().enumerate().map(|(i, (r, _))| {
-            (
-                self.buf.get(r.clone()).unwrap_or_default(),
-                r.clone(),
-                self.headers.get(i).and_then(Option::as_ref),
-            )
-        })
+    /// The queued datagrams, in order, with where each lies in
+    /// [`SendBatch::buffer`].
+    pub(crate) fn iter_placed(&self) -> impl Iterator<Item = (&[u8], Range<usize>)> + '_ {
+        self.items
+            .iter()
+            .map(|(r, _)| (self.buf.get(r.clone()).unwrap_or_default(), r.clone()))
     }
 
     /// Every queued datagram, back to back (see
-    /// [`SendBatch::iter_with_headers`] for where each lies).
+    /// [`SendBatch::iter_placed`] for where each lies).
     pub(crate) fn buffer(&self) -> &[u8] {
         &self.buf
     }

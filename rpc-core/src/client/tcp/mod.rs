@@ -54,14 +54,14 @@
 //!   same way (a server processes no request before its handshake is
 //!   done, so those requests did not run).
 
-use super::link::{Link, Outgoing};
+use super::link::{Link, Outgoing, OutgoingBatch};
 use super::ChannelConfig;
 use crate::counter::bump;
 use crate::envelope::EnvelopeHeader;
 use crate::error::Error;
 use crate::status::Status;
 use crate::transport::tcp::{Outbox, WriteCounters, DEFAULT_MAX_FRAME};
-use crate::transport::{RecvBatch, SendBatch, SendReport};
+use crate::transport::{RecvBatch, SendReport};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt;
@@ -524,7 +524,7 @@ impl Link for TcpLink {
     /// Routes every message of the burst under one lock and queues those
     /// for the wire in one go (one wake-up of the connection's writer, so
     /// they leave in one write).
-    fn send_batch(&self, batch: &SendBatch) -> impl Future<Output = SendReport> + Send {
+    fn send_batch(&self, batch: &OutgoingBatch) -> impl Future<Output = SendReport> + Send {
         let link = Arc::clone(&self.shared);
         async move {
             // As `send_to`, nothing fails: a message that cannot go out now
