@@ -62,6 +62,11 @@ pub(super) fn route(
     if entry.answered {
         return Route::Suppressed;
     }
+    if entry.kind != kind {
+        // A REQUEST after the call's PING: no connection has carried it
+        // yet, whichever carried the PING.
+        entry.first_gen = None;
+    }
     entry.frame = keep();
     entry.kind = kind;
     entry.stored_at = now;

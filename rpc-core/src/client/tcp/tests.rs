@@ -219,4 +219,38 @@ mod reconnect {
         second.answer(MessageType::Reply, &poll, b"done").await;
         assert_eq!(reply_of(run.await.unwrap()), &b"done"[..]);
     }
+
+    /// A call's REQUEST made while its PING (same request id) still waits
+    /// for its PONG on the same connection (the incarnation came with
+    /// another call's REPLY) is written, not taken for a copy of the PING.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_its_ping_on_the_same_connection_is_written() {
+        let (_server, ch, mut run, mut conn, ping) = put_pinged(2).await;
+        let get = call(&ch, GET);
+        let request = conn.next().await;
+        assert_eq!(request.method_id, GET);
+        conn.answer(MessageType::Reply, &request, b"got").await;
+        assert_eq!(reply_of(get.await.unwrap()), &b"got"[..]);
+        // The first call learns the incarnation, and routes its REQUEST,
+        // before its PONG arrives.
+        let routed = || {
+            let s = ch.link_stats();
+            s.frames_sent + s.suppressed >= 3
+        };
+        for _ in 0..10_000 {
+            if routed() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(routed(), "{:?}", ch.link_stats());
+        conn.answer(MessageType::Pong, &ping, b"").await;
+        let request = conn.next_before(&mut run).await;
+        assert_eq!(
+            (request.r#type, request.request_id),
+            (MessageType::Request as i32, ping.request_id)
+        );
+        conn.answer(MessageType::Reply, &request, b"ran").await;
+        assert_eq!(reply_of(run.await.unwrap()), &b"ran"[..]);
+    }
 }
