@@ -1,6 +1,7 @@
 //! Tests of the channel core: its configuration, the server check, the exchange over a reliable link.
 
 use super::*;
+use crate::service::{MethodInfo, Protocol, ServiceInfo, Style};
 
 #[test]
 fn config_is_normalized() {
@@ -124,28 +125,40 @@ impl Link for Reliable {
     }
 }
 
+/// A test service's methods (RR, synchronous, a deadline of 60 s): "Get"
+/// (idempotent: no PING first) and "Put" (not idempotent).
+pub(super) static METHODS: [MethodInfo; 2] = [
+    GET,
+    MethodInfo {
+        name: "Put",
+        id: 2,
+        idempotent: false,
+        ..GET
+    },
+];
+const GET: MethodInfo = MethodInfo {
+    name: "Get",
+    id: 1,
+    request_type: "t.Key",
+    response_type: "t.Value",
+    raises_type: "t.NotFound",
+    oneway: false,
+    idempotent: true, // no PING first
+    protocol: Protocol::RR,
+    style: Style::Sync,
+    timeout_ms: 60_000, // the call's deadline
+    retries: Some(10),
+};
+/// The test service of [`METHODS`].
+pub(super) static INFO: ServiceInfo = ServiceInfo {
+    package: "t",
+    name: "S",
+    full_name: "t.S",
+    methods: &METHODS,
+};
+
 #[tokio::test(start_paused = true)]
 async fn over_a_reliable_link_a_request_goes_once_and_is_polled_after_a_reconnect() {
-    use crate::service::{MethodInfo, Protocol, ServiceInfo, Style};
-    static METHODS: [MethodInfo; 1] = [MethodInfo {
-        name: "Get",
-        id: 1,
-        request_type: "t.Key",
-        response_type: "t.Value",
-        raises_type: "t.NotFound",
-        oneway: false,
-        idempotent: true, // no PING first
-        protocol: Protocol::RR,
-        style: Style::Sync,
-        timeout_ms: 60_000, // the call's deadline
-        retries: Some(10),
-    }];
-    static INFO: ServiceInfo = ServiceInfo {
-        package: "t",
-        name: "S",
-        full_name: "t.S",
-        methods: &METHODS,
-    };
     let recorded = Arc::new(Recorded::default());
     recorded.connection.store(1, Ordering::Release);
     let server = SocketAddr::from(([127, 0, 0, 1], 9));

@@ -60,6 +60,14 @@ pub(super) async fn manage(link: Arc<LinkShared>) {
 /// One connection, from connecting to its end. `Err(None)`: it could not
 /// be established; `Err(Some(lived))`: it broke after `lived`.
 pub(super) async fn connect(link: &Arc<LinkShared>) -> Result<(), Option<Duration>> {
+    #[cfg(test)]
+    if let Some(stream) = super::tests::dial(link.server).await {
+        // An in-memory connection the test plays the server on.
+        let started = Instant::now();
+        let (r, w) = tokio::io::split(stream.ok_or(None)?);
+        run(link, r, w, None).await;
+        return Err(Some(started.elapsed()));
+    }
     let timeout = link.config.connect_timeout;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(link.server)).await {
         Ok(Ok(s)) => s,
@@ -133,8 +141,8 @@ where
             }
             let elapsed = now.saturating_duration_since(p.stored_at);
             if p.first_gen.is_some() && p.kind != Kind::Ping {
-                match refreshed(&p.frame, elapsed) {
-                    Some(frame) if elapsed <= max_wait => {
+                match refreshed(&p.frame, elapsed, max_wait) {
+                    Some(frame) => {
                         p.frame = frame;
                         p.stored_at = now;
                         replayed += 1;

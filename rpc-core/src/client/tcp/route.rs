@@ -62,6 +62,11 @@ pub(super) fn route(
     if entry.answered {
         return Route::Suppressed;
     }
+    if entry.kind != kind {
+        // A REQUEST after the call's PING: no connection has carried it
+        // yet, whichever carried the PING.
+        entry.first_gen = None;
+    }
     entry.frame = keep();
     entry.kind = kind;
     entry.stored_at = now;
@@ -82,10 +87,17 @@ pub(super) fn route(
 }
 
 /// A copy of `frame` for a new connection: attempt + 1, the deadline
-/// reduced by `elapsed`. `None` when its deadline has passed.
-pub(super) fn refreshed(frame: &Bytes, elapsed: Duration) -> Option<Bytes> {
+/// reduced by `elapsed` (the time since `frame` was made). `None` when its
+/// deadline has passed, or, for a request without a deadline, when
+/// `max_wait` has: its call has given up then. (Not `max_wait` for a
+/// request with a deadline: over a healthy connection no copy refreshes
+/// `frame`, so `elapsed` can pass `max_wait` while its call still waits.)
+pub(super) fn refreshed(frame: &Bytes, elapsed: Duration, max_wait: Duration) -> Option<Bytes> {
     let mut env = Envelope::decode(frame.clone()).ok()?;
     env.attempt = env.attempt.saturating_add(1);
+    if env.deadline_us == 0 && elapsed > max_wait {
+        return None;
+    }
     if env.deadline_us > 0 {
         let spent = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         if spent >= env.deadline_us {

@@ -61,3 +61,196 @@ fn frames_join_a_batch_whole_and_uncopied() {
     batch.clear();
     assert!(batch.is_empty());
 }
+
+/// The in-memory connections of the tests below, by server address:
+/// `conn::connect` asks here first.
+type Dialer = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<tokio::io::DuplexStream>>>;
+static DIALERS: Mutex<Vec<(SocketAddr, Dialer)>> = Mutex::new(Vec::new());
+
+/// The next in-memory connection to `server`, once the test makes one;
+/// `None` when no test plays `server`, `Some(None)` when its test is done.
+pub(super) async fn dial(server: SocketAddr) -> Option<Option<tokio::io::DuplexStream>> {
+    let dialer = DIALERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(at, _)| *at == server)
+        .map(|(_, dialer)| Arc::clone(dialer))?;
+    let mut dialer = dialer.lock().await;
+    Some(dialer.recv().await)
+}
+
+mod reconnect {
+    //! The link across connections, against a server the test plays frame
+    //! by frame over in-memory connections, on the paused clock.
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::super::*;
+    use super::DIALERS;
+    use crate::call::{CallOptions, Channel, Invocation, Outcome};
+    use crate::client::tests::INFO;
+    use crate::envelope::{Envelope, MessageType};
+    use crate::transport::tcp::{Frame, FrameReader};
+    use prost::Message;
+    use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+
+    /// The test service's methods (deadline 60 s: past the channel's
+    /// `max_wait`, 30 s).
+    const GET: u32 = 1;
+    const PUT: u32 = 2;
+
+    const INCARNATION: u64 = 7;
+
+    /// The server's side of a channel to `port`.
+    struct Server(mpsc::UnboundedSender<DuplexStream>);
+
+    impl Server {
+        fn new(port: u16) -> (Server, TcpChannel) {
+            let at = SocketAddr::from(([127, 0, 0, 1], port));
+            let (tx, rx) = mpsc::unbounded_channel();
+            let dialer = Arc::new(tokio::sync::Mutex::new(rx));
+            DIALERS.lock().unwrap().push((at, dialer));
+            (
+                Server(tx),
+                TcpChannel::connect_lazy(at, TcpConfig::default()),
+            )
+        }
+
+        /// The channel's next connection.
+        fn accept(&self) -> Conn {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            self.0.send(client).unwrap();
+            let (r, w) = tokio::io::split(server);
+            Conn(FrameReader::new(r, DEFAULT_MAX_FRAME), w)
+        }
+    }
+
+    /// One connection, the server's side; dropping it breaks it.
+    struct Conn(FrameReader<ReadHalf<DuplexStream>>, WriteHalf<DuplexStream>);
+
+    impl Conn {
+        async fn next(&mut self) -> Envelope {
+            match self.0.next().await.unwrap() {
+                Some(Frame::Data(frame)) => Envelope::decode(frame).unwrap(),
+                other => panic!("a frame expected: {other:?}"),
+            }
+        }
+
+        /// The next frame, unless `call` ends first (then fails, with how).
+        async fn next_before(
+            &mut self,
+            call: &mut tokio::task::JoinHandle<Result<Outcome, Error>>,
+        ) -> Envelope {
+            tokio::select! {
+                env = self.next() => env,
+                ended = call => panic!("the call ended, its request unanswered: {ended:?}"),
+            }
+        }
+
+        async fn answer(&mut self, kind: MessageType, to: &Envelope, payload: &'static [u8]) {
+            let mut env = Envelope::answer(kind, to.session_id, to.request_id, INCARNATION, None);
+            env.payload = Bytes::from_static(payload);
+            let frame = env.encode_to_vec();
+            let len = u32::try_from(frame.len()).unwrap();
+            self.1.write_all(&len.to_be_bytes()).await.unwrap();
+            self.1.write_all(&frame).await.unwrap();
+        }
+    }
+
+    /// A channel to `port`, a PUT call on it (its PING comes first), and
+    /// the connection that carried its PING.
+    async fn put_pinged(
+        port: u16,
+    ) -> (
+        Server,
+        TcpChannel,
+        tokio::task::JoinHandle<Result<Outcome, Error>>,
+        Conn,
+        Envelope,
+    ) {
+        let (server, ch) = Server::new(port);
+        let put = call(&ch, PUT);
+        let mut conn = server.accept();
+        let ping = conn.next().await;
+        assert_eq!(ping.r#type, MessageType::Ping as i32);
+        (server, ch, put, conn, ping)
+    }
+
+    fn call(ch: &TcpChannel, method: u32) -> tokio::task::JoinHandle<Result<Outcome, Error>> {
+        let m = INFO.method(method).unwrap();
+        let inv = Invocation {
+            service: &INFO,
+            method: m,
+            instance: String::new(),
+            payload: Bytes::new(),
+            metadata: Default::default(),
+            options: CallOptions::for_method(m),
+        };
+        tokio::spawn(ch.invoke(inv))
+    }
+
+    fn reply_of(outcome: Result<Outcome, Error>) -> Bytes {
+        match outcome {
+            Ok(Outcome::Reply(Ok(reply))) => reply.payload,
+            other => panic!("a reply expected: {other:?}"),
+        }
+    }
+
+    /// A call with a deadline past `max_wait` whose connection breaks
+    /// after `max_wait` while the server runs it: the new connection
+    /// carries its request again, and its polls there fetch the answer
+    /// the server could not send on the old one.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_older_than_max_wait_is_polled_on_the_new_connection() {
+        let (server, _ch, mut run, mut first, ping) = put_pinged(1).await;
+        first.answer(MessageType::Pong, &ping, b"").await;
+        let request = first.next().await;
+        assert_eq!((request.request_id, request.attempt), (ping.request_id, 1));
+        // The server runs it; 35 s later, the connection breaks.
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        drop(first);
+        let mut second = server.accept();
+        let copy = second.next_before(&mut run).await;
+        assert_eq!(copy.request_id, request.request_id);
+        second.answer(MessageType::InProgress, &copy, b"").await;
+        // Done: its REPLY went to the first connection, and was lost there.
+        let poll = second.next_before(&mut run).await;
+        assert_eq!(poll.request_id, request.request_id);
+        second.answer(MessageType::Reply, &poll, b"done").await;
+        assert_eq!(reply_of(run.await.unwrap()), &b"done"[..]);
+    }
+
+    /// A call's REQUEST made while its PING (same request id) still waits
+    /// for its PONG on the same connection (the incarnation came with
+    /// another call's REPLY) is written, not taken for a copy of the PING.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_its_ping_on_the_same_connection_is_written() {
+        let (_server, ch, mut run, mut conn, ping) = put_pinged(2).await;
+        let get = call(&ch, GET);
+        let request = conn.next().await;
+        assert_eq!(request.method_id, GET);
+        conn.answer(MessageType::Reply, &request, b"got").await;
+        assert_eq!(reply_of(get.await.unwrap()), &b"got"[..]);
+        // The first call learns the incarnation, and routes its REQUEST,
+        // before its PONG arrives.
+        let routed = || {
+            let s = ch.link_stats();
+            s.frames_sent + s.suppressed >= 3
+        };
+        for _ in 0..10_000 {
+            if routed() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(routed(), "{:?}", ch.link_stats());
+        conn.answer(MessageType::Pong, &ping, b"").await;
+        let request = conn.next_before(&mut run).await;
+        assert_eq!(
+            (request.r#type, request.request_id),
+            (MessageType::Request as i32, ping.request_id)
+        );
+        conn.answer(MessageType::Reply, &request, b"ran").await;
+        assert_eq!(reply_of(run.await.unwrap()), &b"ran"[..]);
+    }
+}
