@@ -28,6 +28,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -402,14 +403,19 @@ impl Outbox {
 
 /// Writes the outbox's frames to `io` until the outbox is closed and empty
 /// (then shuts the stream down) or a write fails. Each wake-up writes all
-/// that is queued in one `write_all`.
+/// that is queued in one batch. With a `stall` limit, a batch whose writing
+/// makes no progress (no byte taken, or no flush done) for that long fails
+/// the loop: a peer that stops reading would otherwise hold the outbox's
+/// senders forever.
 ///
 /// # Errors
-/// The write error; the outbox is closed then.
+/// The write error, or a [`WriteStalled`] one for a stall; the outbox is
+/// closed then.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     outbox: &Outbox,
     mut io: W,
     counters: &WriteCounters,
+    stall: Option<Duration>,
 ) -> io::Result<()> {
     let mut batch = BytesMut::with_capacity(READ_CHUNK);
     let result = loop {
@@ -428,10 +434,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         }
         outbox.room.notify_waiters();
         counters.writes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = io.write_all(&batch).await {
-            break Err(e);
-        }
-        if let Err(e) = io.flush().await {
+        if let Err(e) = write_batch(&mut io, &batch, stall).await {
             break Err(e);
         }
         batch.clear();
@@ -444,6 +447,54 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         outbox.close();
     }
     result
+}
+
+/// Why [`write_loop`] gave up a connection whose peer stopped reading (the
+/// source of its [`io::ErrorKind::TimedOut`] error).
+#[derive(Debug)]
+pub(crate) struct WriteStalled;
+
+impl std::fmt::Display for WriteStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no write progress: the peer stopped reading")
+    }
+}
+
+impl std::error::Error for WriteStalled {}
+
+impl WriteStalled {
+    /// Whether `error` is a stall (not a failed write).
+    pub(crate) fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<WriteStalled>())
+    }
+}
+
+/// Writes and flushes `batch`; with a `stall` limit, fails with
+/// [`WriteStalled`] when one write or the flush makes no progress for that
+/// long.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    batch: &[u8],
+    stall: Option<Duration>,
+) -> io::Result<()> {
+    let Some(limit) = stall else {
+        io.write_all(batch).await?;
+        return io.flush().await;
+    };
+    let stalled = || io::Error::new(io::ErrorKind::TimedOut, WriteStalled);
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let n = tokio::time::timeout(limit, io.write(rest))
+            .await
+            .map_err(|_| stalled())??;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        rest = rest.get(n..).unwrap_or_default();
+    }
+    tokio::time::timeout(limit, io.flush())
+        .await
+        .map_err(|_| stalled())?
 }
 
 #[cfg(test)]
@@ -463,7 +514,7 @@ mod tests {
         out.push(&small).await.unwrap();
         out.close();
         let counters = WriteCounters::default();
-        let writer = write_loop(&out, a, &counters);
+        let writer = write_loop(&out, a, &counters, None);
         let reader = async move {
             let mut r = FrameReader::new(b, 4096);
             let mut got = Vec::new();

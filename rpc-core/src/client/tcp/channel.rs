@@ -177,6 +177,7 @@ impl TcpChannel {
             connects: get(&c.connects),
             connect_failures: get(&c.connect_failures),
             disconnects: get(&c.disconnects),
+            write_stalls: get(&c.write_stalls),
             replayed: get(&c.replayed),
             suppressed: get(&c.suppressed),
             frames_sent: get(&c.write.frames),

@@ -6,7 +6,7 @@ use super::*;
 use crate::counter::bump;
 use crate::envelope::{peek_header, peek_type_and_id, Envelope, MessageType};
 use crate::status::Status;
-use crate::transport::tcp::{write_loop, Frame, FrameError, FrameReader, Outbox};
+use crate::transport::tcp::{write_loop, Frame, FrameError, FrameReader, Outbox, WriteStalled};
 use bytes::Bytes;
 use prost::Message;
 use std::net::SocketAddr;
@@ -175,14 +175,20 @@ where
     bump(&link.counters.connects);
     link.set_connected(true);
     tracing::debug!(server = %link.server, gen, "connected");
-    let writer = write_loop(&outbox, w, &link.counters.write);
+    let stall = Some(link.config.write_stall);
+    let writer = write_loop(&outbox, w, &link.counters.write, stall);
     tokio::pin!(writer);
     let reader = read_loop(link, r);
     tokio::pin!(reader);
     tokio::select! {
         result = &mut writer => {
-            if let Err(error) = result {
-                tracing::debug!(server = %link.server, %error, "write failed");
+            match result {
+                Err(error) if WriteStalled::is(&error) => {
+                    bump(&link.counters.write_stalls);
+                    tracing::warn!(server = %link.server, gen, stall = ?link.config.write_stall, "connection given up: the server stopped reading");
+                }
+                Err(error) => tracing::debug!(server = %link.server, %error, "write failed"),
+                Ok(()) => {}
             }
         }
         ended = &mut reader => {

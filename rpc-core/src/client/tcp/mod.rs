@@ -105,6 +105,11 @@ pub struct TcpConfig {
     pub backoff_initial: Duration,
     /// Longest wait between connection attempts. Default 2 s.
     pub backoff_max: Duration,
+    /// Longest time the connection's writer may make no progress while
+    /// frames wait (a server that accepts but stops reading): the
+    /// connection then counts as broken, and its requests are sent again
+    /// on the next one. Default 10 s; at least 1 ms.
+    pub write_stall: Duration,
 }
 
 impl Default for TcpConfig {
@@ -115,6 +120,7 @@ impl Default for TcpConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_secs(2),
+            write_stall: Duration::from_secs(10),
         }
     }
 }
@@ -126,6 +132,7 @@ impl TcpConfig {
         self.backoff_initial = self.backoff_initial.max(Duration::from_millis(1));
         self.backoff_max = self.backoff_max.max(self.backoff_initial);
         self.connect_timeout = self.connect_timeout.max(Duration::from_millis(1));
+        self.write_stall = self.write_stall.max(Duration::from_millis(1));
         self
     }
 }
@@ -143,6 +150,9 @@ pub struct TcpLinkStats {
     /// Connections that broke (closed by the peer, reset, read or write
     /// error).
     pub disconnects: u64,
+    /// Connections given up because their writer made no progress for
+    /// [`TcpConfig::write_stall`] (also counted in `disconnects`).
+    pub write_stalls: u64,
     /// Requests sent again on a new connection (same session and id).
     pub replayed: u64,
     /// Copies of requests not written because the connection up had
@@ -164,6 +174,7 @@ struct LinkCounters {
     connects: AtomicU64,
     connect_failures: AtomicU64,
     disconnects: AtomicU64,
+    write_stalls: AtomicU64,
     replayed: AtomicU64,
     suppressed: AtomicU64,
     frames_received: AtomicU64,

@@ -118,7 +118,12 @@ mod reconnect {
 
         /// The channel's next connection.
         fn accept(&self) -> Conn {
-            let (client, server) = tokio::io::duplex(1 << 16);
+            self.accept_buffered(1 << 16)
+        }
+
+        /// The channel's next connection, `buffer` bytes in flight each way.
+        fn accept_buffered(&self, buffer: usize) -> Conn {
+            let (client, server) = tokio::io::duplex(buffer);
             self.0.send(client).unwrap();
             let (r, w) = tokio::io::split(server);
             Conn(FrameReader::new(r, DEFAULT_MAX_FRAME), w)
@@ -252,5 +257,74 @@ mod reconnect {
         );
         conn.answer(MessageType::Reply, &request, b"ran").await;
         assert_eq!(reply_of(run.await.unwrap()), &b"ran"[..]);
+    }
+
+    /// A server that accepts and stops reading, past the outbox's
+    /// high-water mark: the writer's stall breaks the connection, the
+    /// calls blocked on the full outbox end at their deadlines (not
+    /// hang), and a call on the next connection, read, succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_stops_reading_breaks_the_connection() {
+        let (server, ch) = Server::new(3);
+        // Over the high-water mark in one frame (GET needs no PING).
+        let big = {
+            let m = INFO.method(GET).unwrap();
+            tokio::spawn(ch.invoke(Invocation {
+                service: &INFO,
+                method: m,
+                instance: String::new(),
+                payload: Bytes::from(vec![0u8; 2 * OUTBOX_HIGH_WATER]),
+                metadata: Default::default(),
+                options: CallOptions::for_method(m),
+            }))
+        };
+        // 64 bytes in flight, never read.
+        let _stalled = server.accept_buffered(64);
+        let queued = || ch.link_stats().frames_sent >= 1;
+        for _ in 0..10_000 {
+            if queued() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(queued(), "{:?}", ch.link_stats());
+        // Its request waits for room in the full outbox.
+        let blocked = call(&ch, GET);
+        let hang_limit = Duration::from_secs(600);
+        let ended = tokio::time::timeout(hang_limit, blocked).await;
+        let ended = ended.expect("the call hung past its deadline").unwrap();
+        assert!(
+            matches!(ended, Err(Error::DeadlineExceeded { .. })),
+            "{ended:?}"
+        );
+        let ended = tokio::time::timeout(hang_limit, big)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                ended,
+                Err(Error::DeadlineExceeded {
+                    may_have_run: true,
+                    ..
+                })
+            ),
+            "partly written: {ended:?}"
+        );
+        let stats = ch.link_stats();
+        assert_eq!((stats.write_stalls, stats.disconnects), (1, 1), "{stats:?}");
+        // A server that reads: it answers every request.
+        let mut reading = server.accept();
+        tokio::spawn(async move {
+            loop {
+                let env = reading.next().await;
+                if env.r#type == MessageType::Request as i32 {
+                    reading.answer(MessageType::Reply, &env, b"read").await;
+                }
+            }
+        });
+        let after = tokio::time::timeout(hang_limit, call(&ch, GET)).await;
+        assert_eq!(reply_of(after.unwrap().unwrap()), &b"read"[..]);
+        assert_eq!(ch.link_stats().write_stalls, 1);
     }
 }

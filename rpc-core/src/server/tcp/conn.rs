@@ -167,7 +167,7 @@ pub(super) async fn serve<R, W>(
         identity,
     };
     tracing::debug!(%peer, "connection open");
-    let writer = write_loop(&outbox, w, &door.counters.write);
+    let writer = write_loop(&outbox, w, &door.counters.write, None);
     tokio::pin!(writer);
     let reader = read_loop(&engine, &door, r, &sink);
     tokio::pin!(reader);
