@@ -26,8 +26,10 @@
 //! to the shared voter, its vote to the next).
 //!
 //! The algorithm assumes FIFO channels, and a vote and an inquiry about it
-//! must not be reordered: messages to each peer go one at a time, in the
-//! order sent, each a call (`Maekawa.Deliver`) that is retransmitted
+//! must not be reordered: an event's messages are queued on their links
+//! before the core is unlocked, so each link holds them in the order the
+//! core made them; messages to each peer go one at a time, in that
+//! order, each a call (`Maekawa.Deliver`) that is retransmitted
 //! until delivered. [`MaekawaCore`] is the algorithm without I/O.
 
 use super::{DmutexError, Meter};
@@ -496,9 +498,21 @@ impl MaekawaPeer {
         Ok(())
     }
 
-    /// Queues `out` on the links (in order) and counts them; returns
-    /// receivers told when each is delivered.
-    fn send(&self, out: Vec<Message>) -> Vec<oneshot::Receiver<()>> {
+    /// Queues `out`, the messages of one event, on the links (in order)
+    /// and counts them; returns receivers told when each is delivered.
+    ///
+    /// Takes the core's guard to show that it is still locked: the
+    /// messages of two events handled at once (two deliveries, or a
+    /// delivery and [`MaekawaPeer::exit`]) must reach each link in the
+    /// order the core made them. Queued after unlocking, a VOTE and the
+    /// INQUIRE about it could swap places on their link; the candidate
+    /// then ignored the inquiry (it had no such vote), the voter never
+    /// asked again, and the peers waited forever.
+    fn send(
+        &self,
+        _locked: &MutexGuard<'_, MaekawaCore>,
+        out: Vec<Message>,
+    ) -> Vec<oneshot::Receiver<()>> {
         let mut delivered = Vec::new();
         for m in out {
             let Some(Some(link)) = self.links.get(m.to as usize) else {
@@ -535,15 +549,15 @@ impl MaekawaPeer {
         if self.connected.get().is_none() {
             return Err(DmutexError::State("the peer is not connected"));
         }
-        let out = {
+        {
             let mut core = self.core();
             if core.mine.is_some() {
                 return Err(DmutexError::State("already inside or asking"));
             }
             let ts = self.clock.tick();
-            core.request(ts)
-        };
-        let _ = self.send(out);
+            let out = core.request(ts);
+            let _ = self.send(&core, out);
+        }
         let mut changed = self.changed.subscribe();
         let mut broken = self.broken.subscribe();
         loop {
@@ -564,14 +578,15 @@ impl MaekawaPeer {
 
     /// Leaves; returns when every RELEASE is delivered.
     pub(super) async fn exit(&self) -> Result<(), DmutexError> {
-        let out = {
+        let delivered = {
             let mut core = self.core();
             if !core.inside() {
                 return Err(DmutexError::State("not inside"));
             }
-            core.release()
+            let out = core.release();
+            self.send(&core, out)
         };
-        for delivered in self.send(out) {
+        for delivered in delivered {
             if delivered.await.is_err() {
                 return Err(self
                     .broken()
@@ -582,8 +597,9 @@ impl MaekawaPeer {
     }
 }
 
-impl pb::Maekawa for MaekawaPeer {
-    async fn deliver(&self, _ctx: CallContext, m: pb::VoteMessage) -> Result<pb::Ack, Status> {
+impl MaekawaPeer {
+    /// Handles one delivered message (the body of `Maekawa.Deliver`).
+    fn handle(&self, m: &pb::VoteMessage) -> Result<(), Status> {
         let kind = VoteKind::try_from(m.kind).unwrap_or(VoteKind::Unspecified);
         if kind == VoteKind::Unspecified
             || m.from as usize >= self.n
@@ -597,10 +613,16 @@ impl pb::Maekawa for MaekawaPeer {
         if kind == VoteKind::Request {
             self.clock.observe(m.timestamp);
         }
-        let out = self
-            .core()
-            .receive(m.from, kind, (m.timestamp, m.candidate));
-        let _ = self.send(out);
+        let mut core = self.core();
+        let out = core.receive(m.from, kind, (m.timestamp, m.candidate));
+        let _ = self.send(&core, out);
+        Ok(())
+    }
+}
+
+impl pb::Maekawa for MaekawaPeer {
+    async fn deliver(&self, _ctx: CallContext, m: pb::VoteMessage) -> Result<pb::Ack, Status> {
+        self.handle(&m)?;
         Ok(pb::Ack { from: self.id })
     }
 }

@@ -111,3 +111,77 @@ fn mutual_exclusion_and_no_deadlock_in_memory() {
         }
     }
 }
+
+/// Two messages handled at the same time, on two threads, by voter 0 of
+/// five (whose vote candidates 3 and 4 need): candidate 4's request with
+/// the later timestamp and candidate 3's with the earlier one. When 4's
+/// is handled first, the voter votes for it and then, 3's going first,
+/// asks 4 to give the vote back: 4's link must carry the VOTE before the
+/// INQUIRE, or 4 ignores the inquiry (it has no such vote), the voter
+/// never asks again, and the peers deadlock. Both are then released, for
+/// the next round. Every link's queue must show each INQUIRE and
+/// RELINQUISH after the VOTE it is about, and each VOTE once per request.
+///
+/// The messages of one event used to be queued after the core was
+/// unlocked, so the two handlers could queue in the other order; this
+/// test saw it within a few thousand rounds, and dmutex_procs saw it as
+/// five processes waiting forever.
+#[test]
+fn messages_handled_at_once_leave_on_each_link_in_the_order_made() {
+    use std::sync::Barrier;
+    const ROUNDS: u64 = 50_000;
+    let peer = MaekawaPeer::new(0, 5);
+    let mut queues = peer.unsent.lock().unwrap().take().expect("not connected");
+    let message = |from: u32, kind: VoteKind, request: Request| pb::VoteMessage {
+        from,
+        kind: kind as i32,
+        timestamp: request.0,
+        candidate: request.1,
+    };
+    let barrier = Barrier::new(2);
+    let (peer, barrier) = (&peer, &barrier);
+    std::thread::scope(|s| {
+        let early = s.spawn(move || {
+            for round in 0..ROUNDS {
+                barrier.wait();
+                let r3 = (10 * round + 10, 3);
+                peer.handle(&message(3, VoteKind::Request, r3)).unwrap();
+                barrier.wait();
+            }
+        });
+        for round in 0..ROUNDS {
+            barrier.wait();
+            let r4 = (10 * round + 11, 4);
+            peer.handle(&message(4, VoteKind::Request, r4)).unwrap();
+            barrier.wait();
+            // Both handled: release both (the voter's next vote, if any,
+            // goes to the other).
+            let r3 = (10 * round + 10, 3);
+            peer.handle(&message(4, VoteKind::Release, r4)).unwrap();
+            peer.handle(&message(3, VoteKind::Release, r3)).unwrap();
+        }
+        early.join().unwrap();
+    });
+    for to in [3usize, 4] {
+        let rx = queues[to].as_mut().expect("a link");
+        let mut voted = HashSet::new();
+        let mut seen = 0;
+        while let Ok((m, _)) = rx.try_recv() {
+            seen += 1;
+            let kind = VoteKind::try_from(m.kind).unwrap();
+            let request = (m.timestamp, m.candidate);
+            match kind {
+                VoteKind::Vote => {
+                    assert!(voted.insert(request), "to {to}: two votes for {request:?}")
+                }
+                VoteKind::Inquire => assert!(
+                    voted.contains(&request),
+                    "to {to}: INQUIRE about {request:?} before the VOTE for it \
+                     (message {seen} on the link)"
+                ),
+                _ => {}
+            }
+        }
+        assert!(seen as u64 >= ROUNDS, "to {to}: {seen} messages");
+    }
+}
