@@ -387,6 +387,9 @@ impl MaekawaCore {
     }
 }
 
+/// How long a candidate waits without any change before it logs its state.
+const STILL_WAITING: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A message on a link, and who waits for its delivery.
 type Outgoing = (pb::VoteMessage, Option<oneshot::Sender<()>>);
 
@@ -570,6 +573,11 @@ impl MaekawaPeer {
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return Err(DmutexError::State("the peer stopped")) },
                 r = broken.changed() => if r.is_err() { return Err(DmutexError::State("the peer stopped")) },
+                // Nothing changed for a long while: say where it stands,
+                // so that a wait that never ends can be read in the log.
+                () = tokio::time::sleep(STILL_WAITING) => {
+                    tracing::warn!(id = self.id, core = ?*self.core(), "maekawa: still waiting for votes");
+                }
             }
         }
         self.meter.entered();
