@@ -451,16 +451,9 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
 
 /// Why [`write_loop`] gave up a connection whose peer stopped reading (the
 /// source of its [`io::ErrorKind::TimedOut`] error).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("no write progress: the peer stopped reading")]
 pub(crate) struct WriteStalled;
-
-impl std::fmt::Display for WriteStalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("no write progress: the peer stopped reading")
-    }
-}
-
-impl std::error::Error for WriteStalled {}
 
 impl WriteStalled {
     /// Whether `error` is a stall (not a failed write).

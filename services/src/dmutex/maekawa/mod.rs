@@ -603,9 +603,7 @@ impl MaekawaPeer {
         }
         Ok(())
     }
-}
 
-impl MaekawaPeer {
     /// Handles one delivered message (the body of `Maekawa.Deliver`).
     fn handle(&self, m: &pb::VoteMessage) -> Result<(), Status> {
         let kind = VoteKind::try_from(m.kind).unwrap_or(VoteKind::Unspecified);
